@@ -1,0 +1,273 @@
+// One Durable Object per conversation: it assigns `seq`, stores the message log, enforces
+// membership and idempotency, holds the hibernating sockets of the devices viewing it, and feeds
+// D1 through its outbox. The class only routes events; the work is in ./conversation.ts.
+import { DurableObject } from "cloudflare:workers";
+import {
+  CLOSE,
+  ConversationClientFrame,
+  ConversationSocketQuery,
+  LIMITS,
+  PROTOCOL_VERSION,
+  type ConversationServerFrame,
+  type ReceiptBody,
+} from "../../protocol";
+import type * as z from "zod";
+import { readSettings, type Settings } from "../../worker/lib/settings";
+import { jsonError, readIdentity, exceedsUtf8, type Identity } from "../lib/sockets";
+import { fail } from "../../worker/lib/errors";
+import { TokenBuckets } from "../lib/rateLimit";
+import { ConversationStore } from "./store";
+import { Outbox, backoffDelay } from "./outbox";
+import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
+
+export class ConversationDO extends DurableObject<Env> {
+  private readonly settings: Settings;
+  private readonly store: ConversationStore;
+  readonly outbox: Outbox;
+  private readonly conversation: Conversation;
+  /** Whether an alarm for the outbox is already set; in memory only (a lost flag costs one extra alarm). */
+  private flushScheduled = false;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.settings = readSettings(env);
+    this.store = new ConversationStore(ctx.storage.sql);
+    this.outbox = new Outbox(this.store, env.DB, this.settings.outboxBatchSize);
+    this.conversation = new Conversation(this.store, {
+      limiter: new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst),
+      sockets: {
+        all: () => ctx.getWebSockets(),
+        ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
+      },
+      afterWrite: () => this.scheduleFlush(),
+    });
+    // Keep-alives are answered by the runtime without waking the object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+  }
+
+  // --- RPC from the Worker ---------------------------------------------------------------------
+
+  async create(input: CreateInput) {
+    const result = this.conversation.create(input);
+    // Directory writes (create, membership) reach D1 before the call returns when D1 is up, so
+    // the caller's next GET /conversations lists them; if D1 is down, the alarm retries.
+    if (result.ok && result.created) await this.flushNow();
+    return result;
+  }
+
+  async view(userId: string) {
+    return this.conversation.view(userId);
+  }
+
+  async addMembers(actor: Identity, userIds: string[], now: number) {
+    const result = this.conversation.addMembers(actor, userIds, now);
+    if (result.ok) await this.flushNow();
+    return result;
+  }
+
+  async removeMember(actor: Identity, targetId: string, now: number) {
+    const result = this.conversation.removeMember(actor, targetId, now);
+    if (result.ok) await this.flushNow();
+    return result;
+  }
+
+  async send(sender: Identity, request: SendRequest, now: number, requiredType: "group" | null = null) {
+    if (this.store.meta && this.store.members.has(sender.userId) && requiredType && this.store.meta.type !== requiredType) {
+      return fail("bad_request", `conversation is not a ${requiredType}`);
+    }
+    return this.conversation.send(sender, request, now, null);
+  }
+
+  async history(userId: string, query: HistoryInput) {
+    return this.conversation.history(userId, query);
+  }
+
+  async updateReceipt(userId: string, body: z.infer<typeof ReceiptBody>, now: number) {
+    return this.conversation.updateReceipt(userId, body.type, body.seq, now);
+  }
+
+  async receipts(userId: string) {
+    return this.conversation.receipts(userId);
+  }
+
+  /** Logout: the device's sockets here close with 4001. */
+  async closeDevice(deviceId: string): Promise<number> {
+    const sockets = this.ctx.getWebSockets(`d:${deviceId}`);
+    for (const ws of sockets) safeClose(ws, CLOSE.unauthorized, "logged out");
+    return sockets.length;
+  }
+
+  /** The number of outbox rows not yet in D1 (for operators and tests). */
+  async pendingOutbox(): Promise<number> {
+    return this.store.outboxSize();
+  }
+
+  // --- WebSockets --------------------------------------------------------------------------------
+
+  async fetch(request: Request): Promise<Response> {
+    const identity = readIdentity(request.headers);
+    if (!identity) return jsonError("unauthorized", "no identity");
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return jsonError("bad_request", "expected a WebSocket upgrade");
+    }
+    if (!this.store.meta || !this.store.members.has(identity.userId)) {
+      return jsonError("not_found", "no such conversation");
+    }
+    const query = ConversationSocketQuery.safeParse(Object.fromEntries(new URL(request.url).searchParams));
+    if (!query.success) return jsonError("bad_request", "invalid query");
+    if (this.ctx.getWebSockets(`d:${identity.deviceId}`).length >= this.settings.maxSocketsPerDevice) {
+      return jsonError("rate_limited", "too many sockets for this device", 10);
+    }
+
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    this.ctx.acceptWebSocket(server, [`u:${identity.userId}`, `d:${identity.deviceId}`]);
+    server.serializeAttachment(identity);
+
+    if (query.data.v !== undefined && query.data.v !== PROTOCOL_VERSION) {
+      server.close(CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
+      return new Response(null, { status: 101, webSocket: client });
+    }
+    // Replay and `ready` are sent in this one synchronous step, so no live message can slip
+    // between the replayed ones or arrive before them.
+    if (query.data.after !== undefined) {
+      let after = query.data.after;
+      for (;;) {
+        const page = this.store.messagesAfter(after, LIMITS.pageMax);
+        for (const message of page.messages) send(server, { type: "message", message });
+        if (!page.hasMore) break;
+        after = page.messages[page.messages.length - 1]!.seq;
+      }
+    }
+    send(server, { type: "ready", lastSeq: this.store.requireMeta().lastSeq, protocolVersion: PROTOCOL_VERSION });
+    // The user's object remembers where this device has sockets, so logout can close them.
+    this.ctx.waitUntil(
+      this.env.USER.get(this.env.USER.idFromName(identity.userId))
+        .trackConversationSocket(identity.deviceId, this.store.requireMeta().id)
+        .catch((err: unknown) => console.warn("trackConversationSocket failed", String(err))),
+    );
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
+    try {
+      if (typeof data !== "string") {
+        send(ws, { type: "error", code: "bad_request", message: "frames are JSON text" });
+        return;
+      }
+      if (exceedsUtf8(data, LIMITS.frameBytesMax)) {
+        safeClose(ws, CLOSE.tooBig, "frame over 64 KiB");
+        return;
+      }
+      const identity = readAttachment(ws);
+      if (!identity || !this.store.members.has(identity.userId)) {
+        safeClose(ws, CLOSE.removed, "not a member");
+        return;
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(data);
+      } catch {
+        send(ws, { type: "error", code: "bad_request", message: "frame is not valid JSON" });
+        return;
+      }
+      const parsed = ConversationClientFrame.safeParse(json);
+      if (!parsed.success) {
+        send(ws, {
+          type: "error",
+          code: "bad_request",
+          message: parsed.error.issues.map((i) => `${i.path.join(".") || "frame"}: ${i.message}`).join("; "),
+          ...refOf(json),
+        });
+        return;
+      }
+      const frame = parsed.data;
+      const now = Date.now();
+      switch (frame.type) {
+        case "send": {
+          const { type: _type, ...request } = frame;
+          const result = this.conversation.send(identity, request, now, ws);
+          if (!result.ok) {
+            if (result.code === "rate_limited") {
+              safeClose(ws, CLOSE.rateLimited, "rate limited");
+            } else {
+              send(ws, { type: "error", code: result.code, message: result.message, ref: frame.clientMsgId });
+            }
+          }
+          return;
+        }
+        case "typing":
+          this.conversation.typing(identity.userId, frame.on);
+          return;
+        case "read":
+        case "delivered": {
+          const result = this.conversation.updateReceipt(identity.userId, frame.type, frame.seq, now);
+          if (!result.ok) send(ws, { type: "error", code: result.code, message: result.message });
+          return;
+        }
+      }
+    } catch (err) {
+      console.error(`conversation ${this.store.meta?.id}: webSocketMessage failed`, err);
+      send(ws, { type: "error", code: "internal", message: "internal error" });
+    }
+  }
+
+  async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    // Complete the closing handshake; 1005/1006 are reserved and cannot be sent back.
+    safeClose(ws, code === 1005 || code === 1006 ? 1000 : code, "closed");
+  }
+
+  async webSocketError(): Promise<void> {}
+
+  // --- The outbox --------------------------------------------------------------------------------
+
+  async alarm(): Promise<void> {
+    this.flushScheduled = false;
+    const drained = await this.outbox.flush();
+    if (!drained) {
+      this.flushScheduled = true;
+      await this.ctx.storage.setAlarm(Date.now() + backoffDelay(this.outbox.failures));
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    void this.ctx.storage.setAlarm(Date.now());
+  }
+
+  private async flushNow(): Promise<void> {
+    const drained = await this.outbox.flush();
+    if (!drained) this.scheduleFlush();
+  }
+}
+
+function send(ws: WebSocket, frame: ConversationServerFrame): void {
+  try {
+    ws.send(JSON.stringify(frame));
+  } catch {
+    // The socket is closing; its device resumes with ?after= when it reconnects.
+  }
+}
+
+function safeClose(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, reason);
+  } catch {
+    // Already closed.
+  }
+}
+
+function readAttachment(ws: WebSocket): Identity | null {
+  const value: unknown = ws.deserializeAttachment();
+  if (typeof value !== "object" || value === null) return null;
+  const { userId, deviceId } = value as Record<string, unknown>;
+  return typeof userId === "string" && typeof deviceId === "string" ? { userId, deviceId } : null;
+}
+
+function refOf(json: unknown): { ref?: string } {
+  if (typeof json === "object" && json !== null && "clientMsgId" in json && typeof json.clientMsgId === "string") {
+    return { ref: json.clientMsgId.slice(0, LIMITS.clientMsgIdMax) };
+  }
+  return {};
+}
+

@@ -1,0 +1,281 @@
+// The rules of one conversation: membership, sends, history and receipts. Plain code over the
+// store, with the clock and the sockets passed in, so it reads (and tests) without the runtime.
+import { ulid } from "ulidx";
+import {
+  CLOSE,
+  type Conversation as ConversationView,
+  type ConversationServerFrame,
+  type ConversationType,
+  type MediaRef,
+  type Member,
+  type Message,
+  type Receipt,
+  type SendInput,
+  type SystemEvent,
+} from "../../protocol";
+import { fail, type Result } from "../../worker/lib/errors";
+import type { Identity } from "../lib/sockets";
+import type { TokenBuckets } from "../lib/rateLimit";
+import type { ConversationStore } from "./store";
+
+export interface CreateInput {
+  id: string;
+  type: ConversationType;
+  title: string | null;
+  e2ee: boolean;
+  creator: Identity;
+  /** Everyone but the creator; the Worker has checked that they exist. */
+  memberIds: string[];
+  now: number;
+}
+
+/** A send as the object receives it: media ids already resolved to refs by the Worker. */
+export type SendRequest = SendInput & { media?: MediaRef[] };
+
+export interface HistoryInput {
+  after?: number | undefined;
+  before?: number | undefined;
+  limit: number;
+  thread?: number | undefined;
+}
+
+export interface ConversationDeps {
+  limiter: TokenBuckets;
+  sockets: { all(): WebSocket[]; ofUser(userId: string): WebSocket[] };
+  /** Called after every write that added outbox rows. */
+  afterWrite(): void;
+}
+
+export const MAX_MEMBERS = 1000;
+
+export class Conversation {
+  constructor(
+    private readonly store: ConversationStore,
+    private readonly deps: ConversationDeps,
+  ) {}
+
+  create(input: CreateInput): Result<{ created: boolean; conversation: ConversationView }> {
+    const existing = this.store.meta;
+    if (existing) {
+      // Only a direct conversation is created twice: its id is derived from the pair.
+      if (existing.type !== "direct" || !this.store.members.has(input.creator.userId)) {
+        return fail("conflict", "conversation exists");
+      }
+      return { ok: true, created: false, conversation: this.viewFor(input.creator.userId) };
+    }
+    const others = [...new Set(input.memberIds)].filter((id) => id !== input.creator.userId);
+    if (others.length + 1 > MAX_MEMBERS) return fail("bad_request", `at most ${MAX_MEMBERS} members`);
+    this.store.create({ id: input.id, type: input.type, title: input.title, e2ee: input.e2ee, createdAt: input.now });
+    this.store.putMember({
+      userId: input.creator.userId,
+      role: input.type === "group" ? "admin" : "member",
+      joinedAt: input.now,
+    });
+    for (const userId of others) this.store.putMember({ userId, role: "member", joinedAt: input.now });
+    this.appendSystem(input.creator, { event: "created", actorId: input.creator.userId, userIds: others }, input.now);
+    return { ok: true, created: true, conversation: this.viewFor(input.creator.userId) };
+  }
+
+  view(userId: string): Result<{ conversation: ConversationView }> {
+    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
+    return { ok: true, conversation: this.viewFor(userId) };
+  }
+
+  addMembers(actor: Identity, userIds: string[], now: number): Result<{ conversation: ConversationView }> {
+    const denied = this.requireAdminOfGroup(actor.userId);
+    if (denied) return denied;
+    const added = [...new Set(userIds)].filter((id) => !this.store.members.has(id));
+    if (this.store.members.size + added.length > MAX_MEMBERS) {
+      return fail("bad_request", `at most ${MAX_MEMBERS} members`);
+    }
+    if (added.length > 0) {
+      for (const userId of added) this.store.putMember({ userId, role: "member", joinedAt: now });
+      this.appendSystem(actor, { event: "added", actorId: actor.userId, userIds: added }, now);
+    }
+    return { ok: true, conversation: this.viewFor(actor.userId) };
+  }
+
+  removeMember(actor: Identity, targetId: string, now: number): Result<{ removed: true }> {
+    if (!this.isMember(actor.userId)) return fail("not_found", "no such conversation");
+    if (this.store.requireMeta().type !== "group") return fail("bad_request", "a direct conversation keeps its two members");
+    if (!this.store.members.has(targetId)) return fail("not_found", "no such member");
+    const leaving = targetId === actor.userId;
+    if (!leaving && this.store.members.get(actor.userId)?.role !== "admin") {
+      return fail("forbidden", "only admins remove other members");
+    }
+    this.store.deleteMember(targetId);
+    // A group never loses its last admin while it has members: the longest-standing member takes over.
+    const remaining = [...this.store.members.values()];
+    if (remaining.length > 0 && !remaining.some((m) => m.role === "admin")) {
+      const heir = remaining.reduce((a, b) => (b.joinedAt < a.joinedAt ? b : a));
+      this.store.putMember({ ...heir, role: "admin" });
+    }
+    this.appendSystem(actor, { event: leaving ? "left" : "removed", actorId: actor.userId, userIds: [targetId] }, now);
+    for (const ws of this.deps.sockets.ofUser(targetId)) {
+      try {
+        ws.close(CLOSE.removed, "removed from the conversation");
+      } catch {
+        // already closed
+      }
+    }
+    return { ok: true, removed: true };
+  }
+
+  /**
+   * Stores and delivers one message. `origin` is the socket it came from (it gets the ack), or
+   * null for a REST send. A retry with a known (senderId, clientMsgId) returns the stored message
+   * and writes nothing.
+   */
+  send(
+    sender: Identity,
+    request: SendRequest,
+    now: number,
+    origin: WebSocket | null,
+  ): Result<{ message: Message; duplicate: boolean }> {
+    if (!this.isMember(sender.userId)) return fail("not_found", "no such conversation");
+    const existing = this.store.findByClientMsgId(sender.userId, request.clientMsgId);
+    if (existing) {
+      if (origin) sendFrame(origin, { type: "ack", clientMsgId: request.clientMsgId, message: existing });
+      return { ok: true, message: existing, duplicate: true };
+    }
+    const wait = this.deps.limiter.take(sender.userId, now);
+    if (wait > 0) return fail("rate_limited", "too many messages", wait);
+
+    const media = request.media ?? [];
+    if ((request.mediaIds?.length ?? 0) !== media.length) return fail("bad_request", "unknown media id");
+    if (request.threadRootSeq !== undefined) {
+      const root = this.store.getMessage(request.threadRootSeq);
+      if (!root || root.kind === "system") return fail("bad_request", "threadRootSeq names no message");
+      if (root.threadRootSeq !== null) return fail("bad_request", "a thread reply cannot start a thread");
+    }
+    const e2ee = this.store.requireMeta().e2ee;
+    const message = this.store.append({
+      id: ulid(now),
+      senderId: sender.userId,
+      senderDeviceId: sender.deviceId,
+      clientMsgId: request.clientMsgId,
+      kind: e2ee ? "encrypted" : media.length > 0 ? "media" : "text",
+      body: request.body ?? null,
+      media,
+      threadRootSeq: request.threadRootSeq ?? null,
+      createdAt: now,
+    });
+    this.deps.afterWrite();
+    this.deliver(message, origin);
+    return { ok: true, message, duplicate: false };
+  }
+
+  history(userId: string, query: HistoryInput): Result<{ messages: Message[]; hasMore: boolean }> {
+    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
+    const page =
+      query.after !== undefined
+        ? this.store.messagesAfter(query.after, query.limit, query.thread)
+        : this.store.messagesBefore(query.before ?? Number.MAX_SAFE_INTEGER, query.limit, query.thread);
+    return { ok: true, ...page };
+  }
+
+  /** Receipts are watermarks: they only move forward, and `read` implies `delivered`. */
+  updateReceipt(userId: string, type: "delivered" | "read", seq: number, now: number): Result<{ receipt: Receipt }> {
+    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
+    const lastSeq = this.store.requireMeta().lastSeq;
+    if (seq > lastSeq) return fail("bad_request", `seq ${seq} is above lastSeq ${lastSeq}`);
+    const current = this.store.receipt(userId);
+    const readSeq = type === "read" ? Math.max(current.readSeq, seq) : current.readSeq;
+    const deliveredSeq = Math.max(current.deliveredSeq, readSeq, type === "delivered" ? seq : 0);
+    if (readSeq === current.readSeq && deliveredSeq === current.deliveredSeq) {
+      return { ok: true, receipt: current };
+    }
+    const receipt: Receipt = { userId, deliveredSeq, readSeq, updatedAt: now };
+    this.store.putReceipt(receipt);
+    this.deps.afterWrite();
+    this.broadcast(JSON.stringify({ type: "receipt", ...receipt } satisfies ConversationServerFrame), null);
+    return { ok: true, receipt };
+  }
+
+  receipts(userId: string): Result<{ receipts: Receipt[] }> {
+    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
+    return { ok: true, receipts: [...this.store.members.keys()].map((id) => this.store.receipt(id)) };
+  }
+
+  typing(userId: string, on: boolean): void {
+    const frame = JSON.stringify({ type: "typing", userId, on } satisfies ConversationServerFrame);
+    for (const ws of this.deps.sockets.all()) {
+      const att: unknown = ws.deserializeAttachment();
+      if (typeof att === "object" && att !== null && "userId" in att && att.userId === userId) continue;
+      trySend(ws, frame);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private isMember(userId: string): boolean {
+    return this.store.meta !== null && this.store.members.has(userId);
+  }
+
+  private requireAdminOfGroup(userId: string) {
+    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
+    if (this.store.requireMeta().type !== "group") return fail("bad_request", "a direct conversation keeps its two members");
+    if (this.store.members.get(userId)?.role !== "admin") return fail("forbidden", "only admins add members");
+    return null;
+  }
+
+  private appendSystem(actor: Identity, event: SystemEvent, now: number): Message {
+    const id = ulid(now);
+    const message = this.store.append({
+      id,
+      senderId: actor.userId,
+      senderDeviceId: actor.deviceId,
+      // System messages take a unique key of their own so they never collide with a client's.
+      clientMsgId: `system:${id}`,
+      kind: "system",
+      body: JSON.stringify(event),
+      media: [],
+      threadRootSeq: null,
+      createdAt: now,
+    });
+    this.deps.afterWrite();
+    this.deliver(message, null);
+    return message;
+  }
+
+  /** One JSON encoding per delivery: the ack for the origin socket, one frame for all others. */
+  private deliver(message: Message, origin: WebSocket | null): void {
+    if (origin) sendFrame(origin, { type: "ack", clientMsgId: message.clientMsgId, message });
+    this.broadcast(JSON.stringify({ type: "message", message } satisfies ConversationServerFrame), origin);
+  }
+
+  private broadcast(frame: string, except: WebSocket | null): void {
+    for (const ws of this.deps.sockets.all()) if (ws !== except) trySend(ws, frame);
+  }
+
+  private viewFor(userId: string): ConversationView {
+    const meta = this.store.requireMeta();
+    const readSeq = this.store.receipt(userId).readSeq;
+    const members: Member[] = [...this.store.members.values()];
+    return {
+      id: meta.id,
+      type: meta.type,
+      title: meta.title,
+      e2ee: meta.e2ee,
+      createdAt: meta.createdAt,
+      members,
+      lastSeq: meta.lastSeq,
+      lastMessageAt: meta.lastMessageAt,
+      readSeq,
+      unread: this.store.unreadCount(userId, readSeq),
+      lastMessage: this.store.lastMessage(),
+    };
+  }
+}
+
+function sendFrame(ws: WebSocket, frame: ConversationServerFrame): void {
+  trySend(ws, JSON.stringify(frame));
+}
+
+function trySend(ws: WebSocket, frame: string): void {
+  try {
+    ws.send(frame);
+  } catch {
+    // A closing socket; its device resumes with ?after= on reconnect.
+  }
+}

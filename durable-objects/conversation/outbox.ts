@@ -1,0 +1,189 @@
+// Drains the conversation's outbox into the D1 directory.
+//
+// Every write here is an idempotent upsert, so a batch that reached D1 but whose rows were not
+// yet deleted here (an eviction between the two) is simply written again. Rows are applied in
+// outbox order inside one D1 batch (one transaction), so D1 never sees a member removed before
+// it was added.
+import type { ConversationStore, OutboxRow } from "./store";
+
+/** The part of D1 the outbox uses; tests swap in a failing one to simulate an outage. */
+export type D1Writer = Pick<D1Database, "prepare" | "batch">;
+
+// D1 and DO SQLite refuse statements with more than 100 bound parameters.
+const MESSAGE_PARAMS = 14;
+const MESSAGES_PER_INSERT = Math.floor(100 / MESSAGE_PARAMS);
+
+export const BACKOFF_BASE_MS = 500;
+export const BACKOFF_MAX_MS = 60_000;
+
+export function backoffDelay(failures: number, random = Math.random()): number {
+  const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(failures, 16));
+  // Full jitter on the upper half, so many objects retrying after one D1 outage spread out.
+  return Math.round(exp / 2 + (exp / 2) * random);
+}
+
+export class Outbox {
+  /** Consecutive failed flushes; the retry delay grows with it. Reset by a success. */
+  failures = 0;
+  private running: Promise<boolean> | null = null;
+
+  constructor(
+    private readonly store: ConversationStore,
+    public db: D1Writer,
+    private readonly batchSize: number,
+  ) {}
+
+  /**
+   * Writes everything queued so far to D1. Returns true when the outbox is empty, false when D1
+   * failed (the rows stay queued). Concurrent callers share one flush at a time.
+   */
+  async flush(): Promise<boolean> {
+    while (this.running) await this.running;
+    this.running = this.drain().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async drain(): Promise<boolean> {
+    for (;;) {
+      const rows = this.store.outboxBatch(this.batchSize);
+      if (rows.length === 0) return true;
+      try {
+        await this.db.batch(this.statements(rows));
+      } catch (err) {
+        this.failures++;
+        console.warn(
+          `outbox: D1 write failed for conversation ${this.store.meta?.id} (${rows.length} rows queued, failure ${this.failures}):`,
+          err instanceof Error ? err.message : String(err),
+        );
+        return false;
+      }
+      this.failures = 0;
+      this.store.deleteOutboxThrough(rows[rows.length - 1]!.id);
+    }
+  }
+
+  private statements(rows: OutboxRow[]): D1PreparedStatement[] {
+    const conversationId = this.store.requireMeta().id;
+    const out: D1PreparedStatement[] = [];
+    let pendingMessages: OutboxRow[] = [];
+    let lastSeq = 0;
+    let lastMessageAt = 0;
+
+    const flushMessages = () => {
+      for (let i = 0; i < pendingMessages.length; i += MESSAGES_PER_INSERT) {
+        const chunk = pendingMessages.slice(i, i + MESSAGES_PER_INSERT);
+        const values: unknown[] = [];
+        for (const row of chunk) {
+          if (row.kind !== "message") continue;
+          const m = row.payload;
+          values.push(
+            m.id,
+            conversationId,
+            m.seq,
+            m.senderId,
+            m.senderDeviceId,
+            m.clientMsgId,
+            m.kind,
+            m.body,
+            JSON.stringify(m.media),
+            m.threadRootSeq,
+            m.thread?.replyCount ?? 0,
+            m.thread?.lastReplySeq ?? null,
+            m.thread?.lastReplyAt ?? null,
+            m.createdAt,
+          );
+        }
+        const placeholders = chunk.map(() => `(${new Array(MESSAGE_PARAMS).fill("?").join(", ")})`).join(", ");
+        out.push(
+          this.db
+            .prepare(
+              `INSERT OR IGNORE INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at) VALUES ${placeholders}`,
+            )
+            .bind(...values),
+        );
+      }
+      pendingMessages = [];
+    };
+
+    for (const row of rows) {
+      if (row.kind === "message") {
+        pendingMessages.push(row);
+        lastSeq = Math.max(lastSeq, row.payload.seq);
+        lastMessageAt = Math.max(lastMessageAt, row.payload.createdAt);
+        continue;
+      }
+      flushMessages();
+      switch (row.kind) {
+        case "conversation": {
+          const c = row.payload;
+          out.push(
+            this.db
+              .prepare(
+                `INSERT INTO conversations (id, type, title, e2ee, created_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET title = excluded.title, e2ee = excluded.e2ee`,
+              )
+              .bind(c.id, c.type, c.title, c.e2ee ? 1 : 0, c.createdAt),
+          );
+          break;
+        }
+        case "member_put": {
+          const m = row.payload;
+          out.push(
+            this.db
+              .prepare(
+                `INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role`,
+              )
+              .bind(conversationId, m.userId, m.role, m.joinedAt),
+          );
+          break;
+        }
+        case "member_delete":
+          out.push(
+            this.db
+              .prepare("DELETE FROM members WHERE conversation_id = ? AND user_id = ?")
+              .bind(conversationId, row.payload.userId),
+          );
+          break;
+        case "thread": {
+          const t = row.payload;
+          out.push(
+            this.db
+              .prepare(
+                `UPDATE messages SET reply_count = max(reply_count, ?), last_reply_seq = max(coalesce(last_reply_seq, 0), ?),
+                   last_reply_at = max(coalesce(last_reply_at, 0), ?) WHERE conversation_id = ? AND seq = ?`,
+              )
+              .bind(t.replyCount, t.lastReplySeq, t.lastReplyAt, conversationId, t.rootSeq),
+          );
+          break;
+        }
+        case "receipt": {
+          const r = row.payload;
+          out.push(
+            this.db
+              .prepare(
+                `UPDATE members SET delivered_seq = max(delivered_seq, ?), read_seq = max(read_seq, ?)
+                 WHERE conversation_id = ? AND user_id = ?`,
+              )
+              .bind(r.deliveredSeq, r.readSeq, conversationId, r.userId),
+          );
+          break;
+        }
+      }
+    }
+    flushMessages();
+    if (lastSeq > 0) {
+      out.push(
+        this.db
+          .prepare(
+            `UPDATE conversations SET last_seq = max(last_seq, ?), last_message_at = max(coalesce(last_message_at, 0), ?)
+             WHERE id = ?`,
+          )
+          .bind(lastSeq, lastMessageAt, conversationId),
+      );
+    }
+    return out;
+  }
+}

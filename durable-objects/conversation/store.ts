@@ -1,0 +1,307 @@
+// The conversation's own SQLite database: the message log (the source of truth for `seq`),
+// members, receipts and the outbox to D1. All methods are synchronous: SQLite in a Durable
+// Object runs in-process, and a burst of writes inside one event commits atomically.
+import type { ConversationType, MediaRef, Member, Message, MessageKind, Receipt, Role } from "../../protocol";
+import { migrate } from "../lib/migrate";
+import { MESSAGE_COLUMNS, messageFromRow, type MessageRow } from "../../worker/db/rows";
+
+// Append-only. Index i is schema version i + 1.
+const MIGRATIONS = [
+  `CREATE TABLE conversation (
+     id TEXT PRIMARY KEY, type TEXT NOT NULL, title TEXT, e2ee INTEGER NOT NULL,
+     created_at INTEGER NOT NULL, last_seq INTEGER NOT NULL, last_message_at INTEGER)`,
+  `CREATE TABLE members (user_id TEXT PRIMARY KEY, role TEXT NOT NULL, joined_at INTEGER NOT NULL)`,
+  `CREATE TABLE messages (
+     seq INTEGER PRIMARY KEY, id TEXT NOT NULL, sender_id TEXT NOT NULL, sender_device_id TEXT NOT NULL,
+     client_msg_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT, media TEXT NOT NULL,
+     thread_root_seq INTEGER, reply_count INTEGER NOT NULL DEFAULT 0, last_reply_seq INTEGER,
+     last_reply_at INTEGER, created_at INTEGER NOT NULL)`,
+  // Idempotency key of a send: (senderId, clientMsgId) within this conversation.
+  `CREATE UNIQUE INDEX messages_idempotency ON messages (sender_id, client_msg_id)`,
+  `CREATE INDEX messages_thread ON messages (thread_root_seq, seq) WHERE thread_root_seq IS NOT NULL`,
+  `CREATE TABLE receipts (
+     user_id TEXT PRIMARY KEY, delivered_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL)`,
+  `CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL)`,
+];
+
+
+export interface ConversationMeta {
+  id: string;
+  type: ConversationType;
+  title: string | null;
+  e2ee: boolean;
+  createdAt: number;
+  lastSeq: number;
+  lastMessageAt: number | null;
+}
+
+export type OutboxEntry =
+  | { kind: "conversation"; payload: { id: string; type: ConversationType; title: string | null; e2ee: boolean; createdAt: number } }
+  | { kind: "member_put"; payload: Member }
+  | { kind: "member_delete"; payload: { userId: string } }
+  | { kind: "message"; payload: Message }
+  | { kind: "thread"; payload: { rootSeq: number; replyCount: number; lastReplySeq: number; lastReplyAt: number } }
+  | { kind: "receipt"; payload: { userId: string; deliveredSeq: number; readSeq: number } };
+
+export type OutboxRow = { id: number } & OutboxEntry;
+
+export interface NewMessage {
+  id: string;
+  senderId: string;
+  senderDeviceId: string;
+  clientMsgId: string;
+  kind: MessageKind;
+  body: string | null;
+  media: MediaRef[];
+  threadRootSeq: number | null;
+  createdAt: number;
+}
+
+
+export class ConversationStore {
+  /** Loaded once per wake-up; every write below keeps them current. */
+  meta: ConversationMeta | null;
+  readonly members = new Map<string, Member>();
+
+  constructor(private readonly sql: SqlStorage) {
+    migrate(sql, MIGRATIONS);
+    this.meta = this.loadMeta();
+    for (const m of sql.exec<{ user_id: string; role: string; joined_at: number }>(
+      "SELECT user_id, role, joined_at FROM members",
+    )) {
+      this.members.set(m.user_id, { userId: m.user_id, role: m.role as Role, joinedAt: m.joined_at });
+    }
+  }
+
+  private loadMeta(): ConversationMeta | null {
+    const row = this.sql
+      .exec<{
+        id: string;
+        type: string;
+        title: string | null;
+        e2ee: number;
+        created_at: number;
+        last_seq: number;
+        last_message_at: number | null;
+      }>("SELECT * FROM conversation")
+      .toArray()[0];
+    if (!row) return null;
+    return {
+      id: row.id,
+      type: row.type === "group" ? "group" : "direct",
+      title: row.title,
+      e2ee: row.e2ee === 1,
+      createdAt: row.created_at,
+      lastSeq: row.last_seq,
+      lastMessageAt: row.last_message_at,
+    };
+  }
+
+  create(meta: Omit<ConversationMeta, "lastSeq" | "lastMessageAt">): void {
+    this.sql.exec(
+      "INSERT INTO conversation (id, type, title, e2ee, created_at, last_seq) VALUES (?, ?, ?, ?, ?, 0)",
+      meta.id,
+      meta.type,
+      meta.title,
+      meta.e2ee ? 1 : 0,
+      meta.createdAt,
+    );
+    this.meta = { ...meta, lastSeq: 0, lastMessageAt: null };
+    this.enqueue({
+      kind: "conversation",
+      payload: { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee, createdAt: meta.createdAt },
+    });
+  }
+
+  putMember(member: Member): void {
+    this.sql.exec(
+      "INSERT INTO members (user_id, role, joined_at) VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET role = excluded.role",
+      member.userId,
+      member.role,
+      member.joinedAt,
+    );
+    this.members.set(member.userId, member);
+    this.enqueue({ kind: "member_put", payload: member });
+  }
+
+  deleteMember(userId: string): void {
+    this.sql.exec("DELETE FROM members WHERE user_id = ?", userId);
+    this.members.delete(userId);
+    this.enqueue({ kind: "member_delete", payload: { userId } });
+  }
+
+  findByClientMsgId(senderId: string, clientMsgId: string): Message | null {
+    const row = this.sql
+      .exec<MessageRow>(
+        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_msg_id = ?`,
+        senderId,
+        clientMsgId,
+      )
+      .toArray()[0];
+    return row ? this.toMessage(row) : null;
+  }
+
+  getMessage(seq: number): Message | null {
+    const row = this.sql.exec<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq = ?`, seq).toArray()[0];
+    return row ? this.toMessage(row) : null;
+  }
+
+  /**
+   * Appends a message with the next `seq`, its outbox row, and the thread root's new summary, in
+   * one atomic write. The caller must have checked that a thread root exists and is not a reply.
+   */
+  append(input: NewMessage): Message {
+    const meta = this.requireMeta();
+    const seq = meta.lastSeq + 1;
+    this.sql.exec(
+      `INSERT INTO messages (seq, id, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      seq,
+      input.id,
+      input.senderId,
+      input.senderDeviceId,
+      input.clientMsgId,
+      input.kind,
+      input.body,
+      JSON.stringify(input.media),
+      input.threadRootSeq,
+      input.createdAt,
+    );
+    this.sql.exec("UPDATE conversation SET last_seq = ?, last_message_at = ?", seq, input.createdAt);
+    meta.lastSeq = seq;
+    meta.lastMessageAt = input.createdAt;
+    const message: Message = { conversationId: meta.id, seq, ...input };
+    this.enqueue({ kind: "message", payload: message });
+    if (input.threadRootSeq !== null) {
+      const root = this.sql
+        .exec<{ reply_count: number }>(
+          "UPDATE messages SET reply_count = reply_count + 1, last_reply_seq = ?, last_reply_at = ? WHERE seq = ? RETURNING reply_count",
+          seq,
+          input.createdAt,
+          input.threadRootSeq,
+        )
+        .one();
+      this.enqueue({
+        kind: "thread",
+        payload: {
+          rootSeq: input.threadRootSeq,
+          replyCount: root.reply_count,
+          lastReplySeq: seq,
+          lastReplyAt: input.createdAt,
+        },
+      });
+    }
+    return message;
+  }
+
+  /** Messages with `after < seq`, ascending, at most `limit` (plus whether more exist). */
+  messagesAfter(after: number, limit: number, thread?: number): { messages: Message[]; hasMore: boolean } {
+    const rows = thread
+      ? this.sql.exec<MessageRow>(
+          `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq > ? AND (seq = ? OR thread_root_seq = ?) ORDER BY seq LIMIT ?`,
+          after,
+          thread,
+          thread,
+          limit + 1,
+        )
+      : this.sql.exec<MessageRow>(
+          `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?`,
+          after,
+          limit + 1,
+        );
+    const messages = rows.toArray().map((r) => this.toMessage(r));
+    const hasMore = messages.length > limit;
+    if (hasMore) messages.pop();
+    return { messages, hasMore };
+  }
+
+  /** The latest `limit` messages with `seq < before`, returned ascending. */
+  messagesBefore(before: number, limit: number, thread?: number): { messages: Message[]; hasMore: boolean } {
+    const rows = thread
+      ? this.sql.exec<MessageRow>(
+          `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq < ? AND (seq = ? OR thread_root_seq = ?) ORDER BY seq DESC LIMIT ?`,
+          before,
+          thread,
+          thread,
+          limit + 1,
+        )
+      : this.sql.exec<MessageRow>(
+          `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?`,
+          before,
+          limit + 1,
+        );
+    const messages = rows.toArray().map((r) => this.toMessage(r));
+    const hasMore = messages.length > limit;
+    if (hasMore) messages.pop();
+    return { messages: messages.reverse(), hasMore };
+  }
+
+  lastMessage(): Message | null {
+    const meta = this.meta;
+    return meta && meta.lastSeq > 0 ? this.getMessage(meta.lastSeq) : null;
+  }
+
+  /** Messages from others above `readSeq`. Costs O(unread) through the primary key. */
+  unreadCount(userId: string, readSeq: number): number {
+    return this.sql
+      .exec<{ n: number }>("SELECT count(*) AS n FROM messages WHERE seq > ? AND sender_id != ?", readSeq, userId)
+      .one().n;
+  }
+
+  receipt(userId: string): Receipt {
+    const row = this.sql
+      .exec<{ delivered_seq: number; read_seq: number; updated_at: number }>(
+        "SELECT delivered_seq, read_seq, updated_at FROM receipts WHERE user_id = ?",
+        userId,
+      )
+      .toArray()[0];
+    return row
+      ? { userId, deliveredSeq: row.delivered_seq, readSeq: row.read_seq, updatedAt: row.updated_at }
+      : { userId, deliveredSeq: 0, readSeq: 0, updatedAt: 0 };
+  }
+
+  putReceipt(receipt: Receipt): void {
+    this.sql.exec(
+      `INSERT INTO receipts (user_id, delivered_seq, read_seq, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (user_id) DO UPDATE SET delivered_seq = excluded.delivered_seq,
+         read_seq = excluded.read_seq, updated_at = excluded.updated_at`,
+      receipt.userId,
+      receipt.deliveredSeq,
+      receipt.readSeq,
+      receipt.updatedAt,
+    );
+    this.enqueue({
+      kind: "receipt",
+      payload: { userId: receipt.userId, deliveredSeq: receipt.deliveredSeq, readSeq: receipt.readSeq },
+    });
+  }
+
+  enqueue(entry: OutboxEntry): void {
+    this.sql.exec("INSERT INTO outbox (kind, payload) VALUES (?, ?)", entry.kind, JSON.stringify(entry.payload));
+  }
+
+  outboxBatch(limit: number): OutboxRow[] {
+    return this.sql
+      .exec<{ id: number; kind: string; payload: string }>("SELECT id, kind, payload FROM outbox ORDER BY id LIMIT ?", limit)
+      .toArray()
+      .map((r) => ({ id: r.id, kind: r.kind, payload: JSON.parse(r.payload) }) as OutboxRow);
+  }
+
+  outboxSize(): number {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
+  }
+
+  deleteOutboxThrough(id: number): void {
+    this.sql.exec("DELETE FROM outbox WHERE id <= ?", id);
+  }
+
+  requireMeta(): ConversationMeta {
+    if (!this.meta) throw new Error("conversation not initialized");
+    return this.meta;
+  }
+
+  private toMessage(row: MessageRow): Message {
+    return messageFromRow(row, this.requireMeta().id);
+  }
+}

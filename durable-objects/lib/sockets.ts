@@ -1,0 +1,34 @@
+// Helpers shared by the Durable Objects for identity and sockets.
+import { ERROR_STATUS, type ErrorCode } from "../../protocol";
+
+/** The authenticated caller. The Worker verifies the token or ticket and passes the result on. */
+export interface Identity {
+  userId: string;
+  deviceId: string;
+}
+
+/**
+ * Headers the Worker sets on the upgrade request it forwards to an object. Objects are reachable
+ * only through the Worker, which strips these from anything a client sends.
+ */
+export const IDENTITY_HEADERS = { user: "x-chat-user-id", device: "x-chat-device-id" } as const;
+
+export function readIdentity(headers: Headers): Identity | null {
+  const userId = headers.get(IDENTITY_HEADERS.user);
+  const deviceId = headers.get(IDENTITY_HEADERS.device);
+  return userId && deviceId ? { userId, deviceId } : null;
+}
+
+export function jsonError(code: ErrorCode, message: string, retryAfterSeconds?: number): Response {
+  const headers = new Headers({ "content-type": "application/json" });
+  if (retryAfterSeconds !== undefined) headers.set("retry-after", String(Math.ceil(retryAfterSeconds)));
+  return new Response(JSON.stringify({ error: { code, message } }), { status: ERROR_STATUS[code], headers });
+}
+
+/** Whether `text` is longer than `limit` bytes in UTF-8, encoding only when the length cannot tell. */
+export function exceedsUtf8(text: string, limit: number): boolean {
+  // Every UTF-16 code unit takes 1 to 3 bytes in UTF-8.
+  if (text.length > limit) return true;
+  if (text.length * 3 <= limit) return false;
+  return new TextEncoder().encode(text).byteLength > limit;
+}

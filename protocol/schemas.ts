@@ -1,0 +1,294 @@
+// The wire contract: every request body, query and WebSocket frame as a zod schema.
+// Types are inferred from these schemas, never written by hand, so the Worker, the Durable
+// Objects and the web client cannot drift apart. A change here that alters the wire format
+// needs a PROTOCOL_VERSION bump (test/protocol.test.ts fails until it gets one).
+import * as z from "zod";
+
+// ---------------------------------------------------------------------------------------------
+// Limits that are part of the contract (API.md), not deployment settings.
+export const LIMITS = {
+  usernameMin: 3,
+  usernameMax: 32,
+  passwordMin: 8,
+  passwordMax: 256,
+  displayNameMax: 64,
+  deviceNameMax: 64,
+  titleMax: 100,
+  groupMembersMax: 1000,
+  clientMsgIdMax: 64,
+  bodyMax: 8192,
+  mediaPerMessageMax: 10,
+  usersSearchMax: 20,
+  presenceQueryMax: 100,
+  presenceWatchMax: 200,
+  pageDefault: 100,
+  pageMax: 500,
+  frameBytesMax: 64 * 1024,
+} as const;
+
+const Id = z.string().min(1).max(128);
+const Seq = z.number().int().nonnegative();
+const Time = z.number().int().nonnegative();
+
+// ---------------------------------------------------------------------------------------------
+// Objects (API.md "Objects")
+
+export const User = z.object({
+  id: Id,
+  username: z.string(),
+  displayName: z.string(),
+  createdAt: Time,
+});
+
+export const Device = z.object({ id: Id, name: z.string(), createdAt: Time });
+
+export const Role = z.enum(["admin", "member"]);
+export const Member = z.object({ userId: Id, role: Role, joinedAt: Time });
+
+export const MediaRef = z.object({
+  id: Id,
+  contentType: z.string(),
+  size: z.number().int().nonnegative(),
+  name: z.string(),
+  width: z.number().int().positive().optional(),
+  height: z.number().int().positive().optional(),
+  durationMs: z.number().int().nonnegative().optional(),
+  thumbnailId: Id.optional(),
+});
+
+export const MessageKind = z.enum(["text", "media", "system", "encrypted"]);
+
+export const ThreadSummary = z.object({
+  replyCount: z.number().int().nonnegative(),
+  lastReplySeq: Seq,
+  lastReplyAt: Time,
+});
+
+export const Message = z.object({
+  id: Id,
+  conversationId: Id,
+  seq: z.number().int().positive(),
+  senderId: Id,
+  senderDeviceId: z.string(),
+  clientMsgId: z.string(),
+  kind: MessageKind,
+  body: z.string().nullable(),
+  media: z.array(MediaRef),
+  threadRootSeq: z.number().int().positive().nullable(),
+  thread: ThreadSummary.optional(),
+  createdAt: Time,
+});
+
+export const ConversationType = z.enum(["direct", "group"]);
+
+export const Conversation = z.object({
+  id: Id,
+  type: ConversationType,
+  title: z.string().nullable(),
+  e2ee: z.boolean(),
+  createdAt: Time,
+  members: z.array(Member),
+  lastSeq: Seq,
+  lastMessageAt: Time.nullable(),
+  readSeq: Seq,
+  unread: z.number().int().nonnegative(),
+  lastMessage: Message.nullable(),
+});
+
+export const Receipt = z.object({
+  userId: Id,
+  deliveredSeq: Seq,
+  readSeq: Seq,
+  updatedAt: Time,
+});
+
+export const PresenceStatus = z.enum(["online", "offline", "unknown"]);
+export const Presence = z.object({
+  userId: Id,
+  status: PresenceStatus,
+  lastSeen: Time.nullable(),
+});
+
+// The body of a `system` message: a JSON document, so clients can render it in any language.
+export const SystemEvent = z.object({
+  event: z.enum(["created", "added", "removed", "left"]),
+  actorId: Id,
+  userIds: z.array(Id),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies and queries
+
+export const Username = z
+  .string()
+  .min(LIMITS.usernameMin)
+  .max(LIMITS.usernameMax)
+  .regex(/^[A-Za-z0-9_]+$/, "letters, digits and underscore only");
+const Password = z.string().min(LIMITS.passwordMin).max(LIMITS.passwordMax);
+const DisplayName = z.string().trim().min(1).max(LIMITS.displayNameMax);
+const DeviceName = z.string().trim().min(1).max(LIMITS.deviceNameMax);
+
+export const RegisterBody = z.strictObject({
+  username: Username,
+  password: Password,
+  displayName: DisplayName.optional(),
+  deviceName: DeviceName.optional(),
+});
+
+export const LoginBody = z.strictObject({
+  username: z.string().min(1).max(LIMITS.usernameMax),
+  password: z.string().min(1).max(LIMITS.passwordMax),
+  deviceName: DeviceName.optional(),
+});
+
+export const CreateDirectBody = z.strictObject({ type: z.literal("direct"), userId: Id });
+
+export const CreateGroupBody = z.strictObject({
+  title: z.string().trim().min(1).max(LIMITS.titleMax),
+  memberIds: z.array(Id).max(LIMITS.groupMembersMax),
+  e2ee: z.boolean().optional(),
+});
+
+export const AddMembersBody = z.strictObject({
+  userIds: z.array(Id).min(1).max(LIMITS.groupMembersMax),
+});
+
+const ClientMsgId = z.string().min(1).max(LIMITS.clientMsgIdMax);
+const MessageContent = {
+  clientMsgId: ClientMsgId,
+  body: z.string().min(1).max(LIMITS.bodyMax).optional(),
+  mediaIds: z.array(Id).max(LIMITS.mediaPerMessageMax).optional(),
+  threadRootSeq: z.number().int().positive().optional(),
+};
+const hasContent = (m: { body?: string | undefined; mediaIds?: string[] | undefined }) =>
+  m.body !== undefined || (m.mediaIds !== undefined && m.mediaIds.length > 0);
+const contentMessage = { message: "a message needs a body or at least one media id" };
+
+export const SendBody = z
+  .strictObject({ conversationId: Id, ...MessageContent })
+  .refine(hasContent, contentMessage);
+export const GroupSendBody = z
+  .strictObject({ groupId: Id, ...MessageContent })
+  .refine(hasContent, contentMessage);
+
+/** What reaches the conversation DO: one shape for REST and socket sends. */
+export const SendInput = z.object({ ...MessageContent }).refine(hasContent, contentMessage);
+
+export const ReceiptBody = z.strictObject({
+  type: z.enum(["delivered", "read"]),
+  seq: Seq,
+});
+
+const IntString = (max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .regex(/^\d{1,16}$/, "a non-negative integer")
+    .transform(Number)
+    .pipe(z.number().int().nonnegative().max(max));
+
+export const SinceQuery = z.strictObject({
+  since: z.string().min(1).max(64).default("0"),
+  limit: IntString(LIMITS.pageMax)
+    .pipe(z.number().min(1))
+    .default(LIMITS.pageDefault),
+});
+
+export const HistoryQuery = z
+  .strictObject({
+    after: IntString().optional(),
+    before: IntString().optional(),
+    limit: IntString(LIMITS.pageMax)
+      .pipe(z.number().min(1))
+      .default(LIMITS.pageDefault),
+    thread: IntString().pipe(z.number().min(1)).optional(),
+  })
+  .refine((q) => q.after === undefined || q.before === undefined, {
+    message: "give after or before, not both",
+  });
+
+export const UserSearchQuery = z.strictObject({
+  q: z.string().trim().min(1).max(LIMITS.usernameMax),
+});
+
+export const ConversationSocketQuery = z.strictObject({
+  after: IntString().optional(),
+  ticket: z.string().max(256).optional(),
+  v: IntString().optional(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket frames: one discriminated union per direction and socket.
+
+export const SendFrame = z
+  .strictObject({ type: z.literal("send"), ...MessageContent })
+  .refine(hasContent, contentMessage);
+export const TypingFrame = z.strictObject({ type: z.literal("typing"), on: z.boolean() });
+export const ReadFrame = z.strictObject({ type: z.literal("read"), seq: Seq });
+export const DeliveredFrame = z.strictObject({ type: z.literal("delivered"), seq: Seq });
+
+export const ConversationClientFrame = z.discriminatedUnion("type", [
+  SendFrame,
+  TypingFrame,
+  ReadFrame,
+  DeliveredFrame,
+]);
+
+export const PresenceWatchFrame = z.strictObject({
+  type: z.literal("presence.watch"),
+  userIds: z.array(Id).max(LIMITS.presenceWatchMax),
+});
+export const UserClientFrame = z.discriminatedUnion("type", [PresenceWatchFrame]);
+
+export const ErrorFrame = z.object({
+  type: z.literal("error"),
+  code: z.string(),
+  message: z.string(),
+  ref: z.string().optional(),
+});
+
+export const ConversationServerFrame = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ready"), lastSeq: Seq, protocolVersion: z.number().int() }),
+  z.object({ type: z.literal("message"), message: Message }),
+  z.object({ type: z.literal("ack"), clientMsgId: z.string(), message: Message }),
+  z.object({ type: z.literal("typing"), userId: Id, on: z.boolean() }),
+  z.object({ type: z.literal("receipt"), userId: Id, deliveredSeq: Seq, readSeq: Seq, updatedAt: Time }),
+  ErrorFrame,
+]);
+
+export const UserServerFrame = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ready"), userId: Id, deviceId: Id, protocolVersion: z.number().int() }),
+  z.object({ type: z.literal("message"), message: Message }),
+  z.object({ type: z.literal("presence"), userId: Id, status: PresenceStatus, lastSeen: Time.nullable() }),
+  z.object({
+    type: z.literal("receipt"),
+    conversationId: Id,
+    userId: Id,
+    deliveredSeq: Seq,
+    readSeq: Seq,
+    updatedAt: Time,
+  }),
+  z.object({ type: z.literal("conversation"), conversation: Conversation }),
+  ErrorFrame,
+]);
+
+// ---------------------------------------------------------------------------------------------
+// Inferred types
+
+export type User = z.infer<typeof User>;
+export type Device = z.infer<typeof Device>;
+export type Role = z.infer<typeof Role>;
+export type Member = z.infer<typeof Member>;
+export type MediaRef = z.infer<typeof MediaRef>;
+export type MessageKind = z.infer<typeof MessageKind>;
+export type Message = z.infer<typeof Message>;
+export type ThreadSummary = z.infer<typeof ThreadSummary>;
+export type ConversationType = z.infer<typeof ConversationType>;
+export type Conversation = z.infer<typeof Conversation>;
+export type Receipt = z.infer<typeof Receipt>;
+export type Presence = z.infer<typeof Presence>;
+export type SystemEvent = z.infer<typeof SystemEvent>;
+export type SendInput = z.infer<typeof SendInput>;
+export type ConversationClientFrame = z.infer<typeof ConversationClientFrame>;
+export type ConversationServerFrame = z.infer<typeof ConversationServerFrame>;
+export type UserClientFrame = z.infer<typeof UserClientFrame>;
+export type UserServerFrame = z.infer<typeof UserServerFrame>;

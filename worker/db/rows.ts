@@ -1,0 +1,45 @@
+// One mapping from a stored message row to the wire `Message`, used for both the conversation
+// object's SQLite and D1 (their message tables share column names).
+import type { MediaRef, Message, MessageKind } from "../../protocol";
+
+export type MessageRow = {
+  seq: number;
+  id: string;
+  sender_id: string;
+  sender_device_id: string;
+  client_msg_id: string;
+  kind: string;
+  body: string | null;
+  media: string;
+  thread_root_seq: number | null;
+  reply_count: number;
+  last_reply_seq: number | null;
+  last_reply_at: number | null;
+  created_at: number;
+};
+
+export const MESSAGE_COLUMNS =
+  "seq, id, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at";
+
+const KINDS: readonly string[] = ["text", "media", "system", "encrypted"] satisfies MessageKind[];
+
+export function messageFromRow(row: MessageRow, conversationId: string): Message {
+  const message: Message = {
+    id: row.id,
+    conversationId,
+    seq: row.seq,
+    senderId: row.sender_id,
+    senderDeviceId: row.sender_device_id,
+    clientMsgId: row.client_msg_id,
+    kind: KINDS.includes(row.kind) ? (row.kind as MessageKind) : "text",
+    body: row.body,
+    // Written by us from validated MediaRefs; parsed back as such.
+    media: JSON.parse(row.media) as MediaRef[],
+    threadRootSeq: row.thread_root_seq,
+    createdAt: row.created_at,
+  };
+  if (row.reply_count > 0 && row.last_reply_seq !== null && row.last_reply_at !== null) {
+    message.thread = { replyCount: row.reply_count, lastReplySeq: row.last_reply_seq, lastReplyAt: row.last_reply_at };
+  }
+  return message;
+}

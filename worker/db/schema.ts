@@ -1,0 +1,98 @@
+// The D1 directory. Migrations in migrations/ are generated from this file by drizzle-kit
+// (`npm run db:generate -- --name <change>`); never edit an applied migration.
+//
+// Owners: users, devices, tickets and push subscriptions are owned here. Conversations, members,
+// receipts and messages are owned by each conversation's Durable Object; the rows here are
+// projections fed by that object's outbox, used for listing and for multi-device sync.
+import { sqliteTable, text, integer, index, uniqueIndex, primaryKey } from "drizzle-orm/sqlite-core";
+
+export const users = sqliteTable(
+  "users",
+  {
+    id: text("id").primaryKey(),
+    username: text("username").notNull(),
+    usernameLower: text("username_lower").notNull(),
+    displayName: text("display_name").notNull(),
+    passwordHash: text("password_hash").notNull(),
+    passwordSalt: text("password_salt").notNull(),
+    passwordIterations: integer("password_iterations").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("users_username_lower").on(t.usernameLower)],
+);
+
+export const devices = sqliteTable(
+  "devices",
+  {
+    id: text("id").primaryKey(),
+    userId: text("user_id").notNull(),
+    name: text("name").notNull(),
+    // SHA-256 of the bearer token; NULL once logged out, so the token dies with one write.
+    tokenHash: text("token_hash"),
+    createdAt: integer("created_at").notNull(),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [uniqueIndex("devices_token_hash").on(t.tokenHash), index("devices_user").on(t.userId)],
+);
+
+export const tickets = sqliteTable("tickets", {
+  // SHA-256 of the single-use WebSocket ticket.
+  hash: text("hash").primaryKey(),
+  userId: text("user_id").notNull(),
+  deviceId: text("device_id").notNull(),
+  expiresAt: integer("expires_at").notNull(),
+});
+
+export const conversations = sqliteTable(
+  "conversations",
+  {
+    id: text("id").primaryKey(),
+    type: text("type", { enum: ["direct", "group"] }).notNull(),
+    title: text("title"),
+    e2ee: integer("e2ee", { mode: "boolean" }).notNull(),
+    createdAt: integer("created_at").notNull(),
+    lastSeq: integer("last_seq").notNull().default(0),
+    lastMessageAt: integer("last_message_at"),
+  },
+  (t) => [index("conversations_last_message_at").on(t.lastMessageAt)],
+);
+
+export const members = sqliteTable(
+  "members",
+  {
+    conversationId: text("conversation_id").notNull(),
+    userId: text("user_id").notNull(),
+    role: text("role", { enum: ["admin", "member"] }).notNull(),
+    joinedAt: integer("joined_at").notNull(),
+    deliveredSeq: integer("delivered_seq").notNull().default(0),
+    readSeq: integer("read_seq").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.conversationId, t.userId] }), index("members_user").on(t.userId)],
+);
+
+export const messages = sqliteTable(
+  "messages",
+  {
+    // Assigned by D1 in commit order: the sync cursor of GET /messages?since=. D1 has one writer,
+    // so a reader never sees ingest id N+1 before N; paging by it is exactly-once.
+    ingestId: integer("ingest_id").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull(),
+    conversationId: text("conversation_id").notNull(),
+    seq: integer("seq").notNull(),
+    senderId: text("sender_id").notNull(),
+    senderDeviceId: text("sender_device_id").notNull(),
+    clientMsgId: text("client_msg_id").notNull(),
+    kind: text("kind", { enum: ["text", "media", "system", "encrypted"] }).notNull(),
+    body: text("body"),
+    media: text("media").notNull().default("[]"),
+    threadRootSeq: integer("thread_root_seq"),
+    replyCount: integer("reply_count").notNull().default(0),
+    lastReplySeq: integer("last_reply_seq"),
+    lastReplyAt: integer("last_reply_at"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("messages_id").on(t.id),
+    uniqueIndex("messages_conversation_seq").on(t.conversationId, t.seq),
+  ],
+);

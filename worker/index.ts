@@ -1,0 +1,43 @@
+// The Worker: one route table. Each resource lives in its own file under routes/.
+import { IDENTITY_HEADERS } from "../durable-objects/lib/sockets";
+import { base, newApp, onError } from "./app";
+import { ApiError } from "./lib/errors";
+import { auth, me } from "./routes/auth";
+import { conversations, groups, send } from "./routes/conversations";
+import { messages } from "./routes/messages";
+import { sockets } from "./routes/sockets";
+import { users } from "./routes/users";
+
+export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+export { UserDO } from "../durable-objects/user/UserDO";
+
+const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws"];
+
+const app = newApp();
+app.use(base);
+app.use(async (c, next) => {
+  // Identity headers are set by the Worker only; a client can never supply them.
+  if (c.req.header(IDENTITY_HEADERS.user) || c.req.header(IDENTITY_HEADERS.device)) {
+    throw new ApiError("bad_request", "reserved header");
+  }
+  await next();
+});
+app.route("/", sockets);
+app.route("/auth", auth);
+app.route("/me", me);
+app.route("/users", users);
+app.route("/conversations", conversations);
+app.route("/group", groups);
+app.route("/send", send);
+app.route("/messages", messages);
+
+app.notFound((c) => {
+  const path = new URL(c.req.url).pathname;
+  if (API_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`)) || c.req.method !== "GET") {
+    throw new ApiError("not_found", "no such route");
+  }
+  return c.env.ASSETS.fetch(c.req.raw);
+});
+app.onError(onError);
+
+export default { fetch: app.fetch } satisfies ExportedHandler<Env>;

@@ -1,0 +1,59 @@
+import { ERROR_STATUS, type ErrorBody, type ErrorCode } from "../../protocol";
+
+/**
+ * An error a client caused or may see. Thrown anywhere in a route; `app.onError` turns it into
+ * the API's error shape. Anything else thrown becomes a logged 500 with a request id.
+ */
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly extra: { issues?: unknown[]; retryAfterSeconds?: number } = {},
+  ) {
+    super(message);
+    this.status = ERROR_STATUS[code];
+  }
+
+  toBody(): ErrorBody {
+    const body: ErrorBody = { error: { code: this.code, message: this.message } };
+    if (this.extra.issues) body.error.issues = this.extra.issues;
+    return body;
+  }
+}
+
+/**
+ * Durable Object RPC methods return failures as values: an exception thrown across RPC loses its
+ * class, and a client error is not an exceptional event for the object.
+ */
+export type Failure = { ok: false; code: ErrorCode; message: string; retryAfterSeconds?: number };
+export type Result<T> = ({ ok: true } & T) | Failure;
+
+export const fail = (code: ErrorCode, message: string, retryAfterSeconds?: number): Failure =>
+  retryAfterSeconds === undefined
+    ? { ok: false, code, message }
+    : { ok: false, code, message, retryAfterSeconds };
+
+const isFailure = (result: { ok: boolean }): result is Failure => !result.ok;
+
+/** The success value of an object's answer; a failure becomes the matching ApiError. */
+export function unwrap<R extends { ok: boolean }>(result: R): Extract<R, { ok: true }> {
+  if (isFailure(result)) {
+    throw new ApiError(
+      result.code,
+      result.message,
+      result.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: result.retryAfterSeconds },
+    );
+  }
+  return result as Extract<R, { ok: true }>;
+}
+
+export function errorResponse(err: ApiError, requestId?: string): Response {
+  const headers = new Headers({ "content-type": "application/json" });
+  if (err.extra.retryAfterSeconds !== undefined) {
+    headers.set("retry-after", String(Math.max(1, Math.ceil(err.extra.retryAfterSeconds))));
+  }
+  const body = err.toBody();
+  if (requestId && err.status >= 500) body.error.requestId = requestId;
+  return new Response(JSON.stringify(body), { status: err.status, headers });
+}

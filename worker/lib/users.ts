@@ -1,0 +1,26 @@
+import { inArray } from "drizzle-orm";
+import type { User } from "../../protocol";
+import { db, schema } from "../db";
+import { ApiError } from "./errors";
+
+export const toUser = (row: typeof schema.users.$inferSelect): User => ({
+  id: row.id,
+  username: row.username,
+  displayName: row.displayName,
+  createdAt: row.createdAt,
+});
+
+/** Throws 400 naming the ids that are not users. Chunked: D1 takes at most 100 bound values. */
+export async function requireUsersExist(env: Env, ids: string[]): Promise<void> {
+  const unique = [...new Set(ids)];
+  const found = new Set<string>();
+  for (let i = 0; i < unique.length; i += 90) {
+    const chunk = unique.slice(i, i + 90);
+    const rows = await db(env).select({ id: schema.users.id }).from(schema.users).where(inArray(schema.users.id, chunk));
+    for (const r of rows) found.add(r.id);
+  }
+  const missing = unique.filter((id) => !found.has(id));
+  if (missing.length > 0) {
+    throw new ApiError("bad_request", "unknown user ids", { issues: missing.map((id) => ({ path: "userIds", message: `no user ${id}` })) });
+  }
+}

@@ -1,0 +1,96 @@
+// Accounts and devices: register, login (one device per login), logout, WebSocket tickets, /me.
+import { and, eq, isNotNull } from "drizzle-orm";
+import { ulid } from "ulidx";
+import { LoginBody, RegisterBody, type Device } from "../../protocol";
+import { newApp, requireAuth, type AppContext } from "../app";
+import { db, schema } from "../db";
+import { ApiError } from "../lib/errors";
+import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
+import { userStub } from "../lib/objects";
+import { toUser } from "../lib/users";
+import { readJson } from "../lib/validate";
+
+export const auth = newApp();
+
+// A fixed salt for the decoy hash computed for unknown usernames, so that "no such user" and
+// "wrong password" take the same time and give the same answer.
+const DECOY_SALT = new Uint8Array(16);
+
+async function newDevice(c: AppContext, userId: string, name: string | undefined) {
+  const token = randomToken(32); // 256 bits
+  const device = { id: ulid(), name: name ?? "device", createdAt: Date.now() };
+  await db(c.env)
+    .insert(schema.devices)
+    .values({ id: device.id, userId, name: device.name, tokenHash: await sha256(token), createdAt: device.createdAt });
+  return { device: device satisfies Device, token };
+}
+
+auth.post("/register", async (c) => {
+  const body = await readJson(c.req.raw, RegisterBody, c.get("settings").maxRequestBytes);
+  const usernameLower = body.username.toLowerCase();
+  const salt = crypto.getRandomValues(new Uint8Array(16));
+  const row = {
+    id: ulid(),
+    username: body.username,
+    usernameLower,
+    displayName: body.displayName ?? body.username,
+    passwordHash: await hashPassword(body.password, salt),
+    passwordSalt: base64url(salt),
+    passwordIterations: PBKDF2_ITERATIONS,
+    createdAt: Date.now(),
+  };
+  // The unique index decides a race between two registrations of one name.
+  const inserted = await db(c.env).insert(schema.users).values(row).onConflictDoNothing().returning({ id: schema.users.id });
+  if (inserted.length === 0) throw new ApiError("conflict", "username is taken");
+  const { device, token } = await newDevice(c, row.id, body.deviceName);
+  return c.json({ user: toUser(row), device, token }, 201);
+});
+
+auth.post("/login", async (c) => {
+  const body = await readJson(c.req.raw, LoginBody, c.get("settings").maxRequestBytes);
+  const user = await db(c.env).query.users.findFirst({
+    where: eq(schema.users.usernameLower, body.username.toLowerCase()),
+  });
+  const hash = await hashPassword(
+    body.password,
+    user ? fromBase64url(user.passwordSalt) : DECOY_SALT,
+    user?.passwordIterations ?? PBKDF2_ITERATIONS,
+  );
+  if (!user || !constantTimeEqual(hash, user.passwordHash)) {
+    throw new ApiError("unauthorized", "wrong username or password");
+  }
+  const { device, token } = await newDevice(c, user.id, body.deviceName);
+  return c.json({ user: toUser(user), device, token }, 200);
+});
+
+auth.post("/logout", requireAuth, async (c) => {
+  const { userId, deviceId } = c.get("auth");
+  await db(c.env)
+    .update(schema.devices)
+    .set({ tokenHash: null, revokedAt: Date.now() })
+    .where(and(eq(schema.devices.id, deviceId), isNotNull(schema.devices.tokenHash)));
+  await db(c.env).delete(schema.tickets).where(eq(schema.tickets.deviceId, deviceId));
+  // The token is dead from here on; now close what the device still holds open.
+  await userStub(c.env, userId).closeDevice(deviceId);
+  return c.body(null, 204);
+});
+
+auth.post("/ticket", requireAuth, async (c) => {
+  const { userId, deviceId } = c.get("auth");
+  const ticket = randomToken(32);
+  const expiresAt = Date.now() + c.get("settings").ticketTtlMs;
+  await db(c.env).insert(schema.tickets).values({ hash: await sha256(ticket), userId, deviceId, expiresAt });
+  return c.json({ ticket, expiresAt });
+});
+
+export const me = newApp();
+
+me.get("/", requireAuth, async (c) => {
+  const { userId, deviceId } = c.get("auth");
+  const [user, device] = await Promise.all([
+    db(c.env).query.users.findFirst({ where: eq(schema.users.id, userId) }),
+    db(c.env).query.devices.findFirst({ where: eq(schema.devices.id, deviceId) }),
+  ]);
+  if (!user || !device) throw new ApiError("unauthorized", "account no longer exists");
+  return c.json({ user: toUser(user), device: { id: device.id, name: device.name, createdAt: device.createdAt } });
+});

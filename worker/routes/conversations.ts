@@ -1,0 +1,226 @@
+// Conversations: the Worker authenticates and validates, then the conversation's object decides
+// (membership, roles, seq). D1 serves only the list, which no single object can answer.
+import { ulid } from "ulidx";
+import {
+  AddMembersBody,
+  CreateDirectBody,
+  CreateGroupBody,
+  GroupSendBody,
+  HistoryQuery,
+  ReceiptBody,
+  SendBody,
+  type Conversation,
+  type Member,
+} from "../../protocol";
+import { newApp, requireAuth, type AppContext } from "../app";
+import { messageFromRow, type MessageRow } from "../db/rows";
+import { ApiError, unwrap } from "../lib/errors";
+import { sha256 } from "../lib/crypto";
+import { conversationStub } from "../lib/objects";
+import { requireUsersExist } from "../lib/users";
+import { readJson, readQuery } from "../lib/validate";
+import { resolveMedia } from "../lib/media";
+
+export const conversations = newApp();
+conversations.use(requireAuth);
+
+/** A direct conversation's id is derived from the pair, so creating it twice is one object. */
+async function directConversationId(a: string, b: string): Promise<string> {
+  const [x, y] = a < b ? [a, b] : [b, a];
+  return `dm_${(await sha256(`${x}\n${y}`)).slice(0, 32)}`;
+}
+
+conversations.post("/", async (c) => {
+  const body = await readJson(c.req.raw, CreateDirectBody, c.get("settings").maxRequestBytes);
+  const me = c.get("auth");
+  if (body.userId === me.userId) throw new ApiError("bad_request", "a direct conversation needs another user");
+  await requireUsersExist(c.env, [body.userId]);
+  const id = await directConversationId(me.userId, body.userId);
+  const result = unwrap(
+    await conversationStub(c.env, id).create({
+      id,
+      type: "direct",
+      title: null,
+      e2ee: false,
+      creator: me,
+      memberIds: [body.userId],
+      now: Date.now(),
+    }),
+  );
+  return c.json({ conversation: result.conversation }, result.created ? 201 : 200);
+});
+
+conversations.get("/", async (c) => {
+  return c.json({ conversations: await listConversations(c) });
+});
+
+conversations.get("/:id", async (c) => {
+  const result = unwrap(await conversationStub(c.env, c.req.param("id")).view(c.get("auth").userId));
+  return c.json({ conversation: result.conversation });
+});
+
+conversations.post("/:id/members", async (c) => {
+  const body = await readJson(c.req.raw, AddMembersBody, c.get("settings").maxRequestBytes);
+  const stub = conversationStub(c.env, c.req.param("id"));
+  // Membership first, so a stranger learns nothing (404) before the user check (400).
+  unwrap(await stub.view(c.get("auth").userId));
+  await requireUsersExist(c.env, body.userIds);
+  const result = unwrap(await stub.addMembers(c.get("auth"), body.userIds, Date.now()));
+  return c.json({ conversation: result.conversation });
+});
+
+conversations.delete("/:id/members/:userId", async (c) => {
+  unwrap(await conversationStub(c.env, c.req.param("id")).removeMember(c.get("auth"), c.req.param("userId"), Date.now()));
+  return c.body(null, 204);
+});
+
+conversations.get("/:id/messages", async (c) => {
+  const query = readQuery(c.req.url, HistoryQuery);
+  const result = unwrap(await conversationStub(c.env, c.req.param("id")).history(c.get("auth").userId, query));
+  return c.json({ messages: result.messages, hasMore: result.hasMore });
+});
+
+conversations.post("/:id/receipts", async (c) => {
+  const body = await readJson(c.req.raw, ReceiptBody, c.get("settings").maxRequestBytes);
+  const result = unwrap(await conversationStub(c.env, c.req.param("id")).updateReceipt(c.get("auth").userId, body, Date.now()));
+  return c.json({ receipt: result.receipt });
+});
+
+conversations.get("/:id/receipts", async (c) => {
+  const result = unwrap(await conversationStub(c.env, c.req.param("id")).receipts(c.get("auth").userId));
+  return c.json({ receipts: result.receipts });
+});
+
+export const groups = newApp();
+groups.use(requireAuth);
+
+groups.post("/create", async (c) => {
+  const body = await readJson(c.req.raw, CreateGroupBody, c.get("settings").maxRequestBytes);
+  await requireUsersExist(c.env, body.memberIds);
+  const id = ulid();
+  const result = unwrap(
+    await conversationStub(c.env, id).create({
+      id,
+      type: "group",
+      title: body.title,
+      e2ee: body.e2ee ?? false,
+      creator: c.get("auth"),
+      memberIds: body.memberIds,
+      now: Date.now(),
+    }),
+  );
+  return c.json({ conversation: result.conversation }, 201);
+});
+
+groups.post("/send", async (c) => {
+  const { groupId, ...content } = await readJson(c.req.raw, GroupSendBody, c.get("settings").maxRequestBytes);
+  return sendMessage(c, groupId, content, "group");
+});
+
+export const send = newApp();
+send.use(requireAuth);
+
+send.post("/", async (c) => {
+  const { conversationId, ...content } = await readJson(c.req.raw, SendBody, c.get("settings").maxRequestBytes);
+  return sendMessage(c, conversationId, content, null);
+});
+
+async function sendMessage(
+  c: AppContext,
+  conversationId: string,
+  content: { clientMsgId: string; body?: string | undefined; mediaIds?: string[] | undefined; threadRootSeq?: number | undefined },
+  requiredType: "group" | null,
+) {
+  const media = await resolveMedia(c.env, c.get("auth").userId, content.mediaIds ?? []);
+  const result = unwrap(
+    await conversationStub(c.env, conversationId).send(c.get("auth"), { ...content, media }, Date.now(), requiredType),
+  );
+  return c.json({ message: result.message }, result.duplicate ? 200 : 201);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type ListRow = {
+  id: string;
+  type: "direct" | "group";
+  title: string | null;
+  e2ee: number;
+  created_at: number;
+  last_seq: number;
+  last_message_at: number | null;
+  read_seq: number;
+  unread: number;
+} & { [K in keyof MessageRow as `lm_${K}`]: MessageRow[K] | null };
+
+/**
+ * The caller's conversations, newest activity first, from the D1 projection. One query for the
+ * conversations with their last message and unread count, one for the members.
+ */
+async function listConversations(c: AppContext): Promise<Conversation[]> {
+  const userId = c.get("auth").userId;
+  const { results } = await c.env.DB.prepare(
+    `SELECT c.id, c.type, c.title, c.e2ee, c.created_at, c.last_seq, c.last_message_at, m.read_seq,
+       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id) AS unread,
+       lm.seq AS lm_seq, lm.id AS lm_id, lm.sender_id AS lm_sender_id, lm.sender_device_id AS lm_sender_device_id,
+       lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, lm.media AS lm_media,
+       lm.thread_root_seq AS lm_thread_root_seq, lm.reply_count AS lm_reply_count, lm.last_reply_seq AS lm_last_reply_seq,
+       lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at
+     FROM members m
+     JOIN conversations c ON c.id = m.conversation_id
+     LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = c.last_seq
+     WHERE m.user_id = ?
+     ORDER BY coalesce(c.last_message_at, c.created_at) DESC
+     LIMIT 1000`,
+  )
+    .bind(userId)
+    .all<ListRow>();
+
+  const members = new Map<string, Member[]>();
+  for (let i = 0; i < results.length; i += 90) {
+    const ids = results.slice(i, i + 90).map((r) => r.id);
+    const rows = await c.env.DB.prepare(
+      `SELECT conversation_id, user_id, role, joined_at FROM members WHERE conversation_id IN (${ids.map(() => "?").join(",")})`,
+    )
+      .bind(...ids)
+      .all<{ conversation_id: string; user_id: string; role: "admin" | "member"; joined_at: number }>();
+    for (const r of rows.results) {
+      const list = members.get(r.conversation_id) ?? [];
+      list.push({ userId: r.user_id, role: r.role, joinedAt: r.joined_at });
+      members.set(r.conversation_id, list);
+    }
+  }
+
+  return results.map((r) => ({
+    id: r.id,
+    type: r.type,
+    title: r.title,
+    e2ee: r.e2ee === 1,
+    createdAt: r.created_at,
+    members: members.get(r.id) ?? [],
+    lastSeq: r.last_seq,
+    lastMessageAt: r.last_message_at,
+    readSeq: r.read_seq,
+    unread: r.unread,
+    lastMessage:
+      r.lm_id === null
+        ? null
+        : messageFromRow(
+            {
+              seq: r.lm_seq ?? 0,
+              id: r.lm_id,
+              sender_id: r.lm_sender_id ?? "",
+              sender_device_id: r.lm_sender_device_id ?? "",
+              client_msg_id: r.lm_client_msg_id ?? "",
+              kind: r.lm_kind ?? "text",
+              body: r.lm_body,
+              media: r.lm_media ?? "[]",
+              thread_root_seq: r.lm_thread_root_seq,
+              reply_count: r.lm_reply_count ?? 0,
+              last_reply_seq: r.lm_last_reply_seq,
+              last_reply_at: r.lm_last_reply_at,
+              created_at: r.lm_created_at ?? 0,
+            },
+            r.id,
+          ),
+  }));
+}

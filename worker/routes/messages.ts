@@ -1,0 +1,45 @@
+// Multi-device sync: GET /messages?since= pages through every message of every conversation
+// the caller belongs to, exactly once, in the order D1 ingested them.
+import { SinceQuery } from "../../protocol";
+import { newApp, requireAuth } from "../app";
+import { MESSAGE_COLUMNS, messageFromRow, type MessageRow } from "../db/rows";
+import { ApiError } from "../lib/errors";
+import { readQuery } from "../lib/validate";
+
+export const messages = newApp();
+messages.use(requireAuth);
+
+/**
+ * `since` is 0, an epoch-ms time, or a cursor `c<ingestId>.<minTime>` (base 36) from a previous
+ * page. The cursor is D1's ingest order, not message time: a message that reaches D1 late (its
+ * conversation's outbox was behind) gets a later ingest id, so a client paging on never misses it.
+ */
+export function parseSince(since: string): { after: number; minTime: number } {
+  if (/^\d{1,16}$/.test(since)) return { after: 0, minTime: Number(since) };
+  const m = /^c([0-9a-z]{1,12})\.([0-9a-z]{1,12})$/.exec(since);
+  if (!m) throw new ApiError("bad_request", "since must be 0, an epoch-ms time or a cursor");
+  return { after: parseInt(m[1]!, 36), minTime: parseInt(m[2]!, 36) };
+}
+
+const cursorOf = (after: number, minTime: number) => `c${after.toString(36)}.${minTime.toString(36)}`;
+
+messages.get("/", async (c) => {
+  const query = readQuery(c.req.url, SinceQuery);
+  const { after, minTime } = parseSince(query.since);
+  const { results } = await c.env.DB.prepare(
+    `SELECT ingest_id, conversation_id, ${MESSAGE_COLUMNS} FROM messages
+     WHERE ingest_id > ? AND created_at >= ?
+       AND conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?)
+     ORDER BY ingest_id LIMIT ?`,
+  )
+    .bind(after, minTime, c.get("auth").userId, query.limit + 1)
+    .all<MessageRow & { ingest_id: number; conversation_id: string }>();
+  const hasMore = results.length > query.limit;
+  const page = hasMore ? results.slice(0, query.limit) : results;
+  const last = page.length > 0 ? page[page.length - 1]!.ingest_id : after;
+  return c.json({
+    messages: page.map((r) => messageFromRow(r, r.conversation_id)),
+    cursor: cursorOf(last, minTime),
+    hasMore,
+  });
+});
