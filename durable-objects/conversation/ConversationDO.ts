@@ -150,6 +150,9 @@ export class ConversationDO extends DurableObject<Env> {
 
   async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
     try {
+      // Frames already in flight when we closed the socket (rate limit, removal) are dropped:
+      // their sender cannot receive an ack, and resends them on a new socket.
+      if (ws.readyState !== WebSocket.OPEN) return;
       if (typeof data !== "string") {
         send(ws, { type: "error", code: "bad_request", message: "frames are JSON text" });
         return;

@@ -1,0 +1,438 @@
+// The REST API through the real Worker, Durable Objects and D1: every endpoint of the spine and
+// its error paths.
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { Conversation, Message, Receipt, User } from "../protocol";
+import {
+  call,
+  connect,
+  direct,
+  expectError,
+  group,
+  json,
+  login,
+  openConversation,
+  register,
+  sendRest,
+  unique,
+  waitFor,
+  type Session,
+} from "./helpers";
+
+describe("accounts", () => {
+  it("registers, logs in as a second device, and answers /me per device", async () => {
+    const name = unique("Alice");
+    const first = await register(name, "laptop");
+    expect(first.user.username).toBe(name);
+    expect(first.user.displayName).toBe(name);
+    expect(first.device.name).toBe("laptop");
+    // At least 128 random bits, URL-safe.
+    expect(first.token).toMatch(/^[A-Za-z0-9_-]{43,}$/);
+
+    const second = await login(name.toUpperCase(), "phone");
+    expect(second.user.id).toBe(first.user.id);
+    expect(second.device.id).not.toBe(first.device.id);
+    expect(second.token).not.toBe(first.token);
+
+    const me1 = await json<{ user: User; device: { id: string } }>("/me", { token: first.token });
+    const me2 = await json<{ user: User; device: { id: string } }>("/me", { token: second.token });
+    expect(me1.device.id).toBe(first.device.id);
+    expect(me2.device.id).toBe(second.device.id);
+    expect(me2.user.id).toBe(first.user.id);
+  });
+
+  it("stores only a salted PBKDF2 hash and a token hash", async () => {
+    const s = await register();
+    const row = await env.DB.prepare("SELECT * FROM users WHERE id = ?").bind(s.user.id).first<Record<string, unknown>>();
+    expect(JSON.stringify(row)).not.toContain("correct horse");
+    expect(row?.password_iterations).toBe(100_000);
+    const device = await env.DB.prepare("SELECT token_hash FROM devices WHERE id = ?").bind(s.device.id).first<{ token_hash: string }>();
+    expect(device?.token_hash).toBeTruthy();
+    expect(device?.token_hash).not.toBe(s.token);
+  });
+
+  it("refuses a taken username case-insensitively with 409 and creates nothing", async () => {
+    const name = unique("bob");
+    await register(name);
+    const before = await env.DB.prepare("SELECT count(*) AS n FROM users").first<{ n: number }>();
+    const res = await call("/auth/register", { body: { username: name.toUpperCase(), password: "another one" } });
+    await expectError(res, 409, "conflict");
+    const after = await env.DB.prepare("SELECT count(*) AS n FROM users").first<{ n: number }>();
+    expect(after?.n).toBe(before?.n);
+  });
+
+  it("rejects invalid registrations with 400 and issues", async () => {
+    for (const body of [
+      { username: "ab", password: "long enough" },
+      { username: "has space", password: "long enough" },
+      { username: "x".repeat(33), password: "long enough" },
+      { username: unique("ok"), password: "short" },
+      { username: unique("ok"), password: "p".repeat(257) },
+      { username: unique("ok"), password: "long enough", extra: 1 },
+      { password: "long enough" },
+    ]) {
+      const res = await call("/auth/register", { body });
+      const err = await expectError(res, 400, "bad_request");
+      expect(err).toHaveProperty("error.issues");
+    }
+    await expectError(await call("/auth/register", { rawBody: "{not json", headers: { "content-type": "application/json" } }), 400, "bad_request");
+    await expectError(await call("/auth/register", { rawBody: "username=x", headers: { "content-type": "text/plain" } }), 400, "bad_request");
+  });
+
+  it("rejects bodies over 64 KiB with 413", async () => {
+    const res = await call("/auth/register", { body: { username: unique("big"), password: "x".repeat(70_000) } });
+    await expectError(res, 413, "payload_too_large");
+  });
+
+  it("answers 401 alike for an unknown user and a wrong password", async () => {
+    const s = await register();
+    const wrong = await call("/auth/login", { body: { username: s.user.username, password: "not the password" } });
+    const unknown = await call("/auth/login", { body: { username: unique("ghost"), password: "not the password" } });
+    const a = await expectError(wrong, 401, "unauthorized");
+    const b = await expectError(unknown, 401, "unauthorized");
+    expect(a.error.message).toBe(b.error.message);
+  });
+
+  it("answers 401 for a missing, malformed or unknown token", async () => {
+    await expectError(await call("/me"), 401, "unauthorized");
+    await expectError(await call("/me", { headers: { authorization: "Basic abc" } }), 401, "unauthorized");
+    await expectError(await call("/me", { token: "A".repeat(43) }), 401, "unauthorized");
+  });
+
+  it("kills the token at once on logout and closes that device's sockets with 4001", async () => {
+    const a = await register();
+    const b = await register();
+    const other = await login(a.user.username, "other device");
+    const conv = await direct(a, b);
+    const convSocket = await openConversation(a, conv.id);
+    const userSocket = await connect("/ws", a.token);
+    await userSocket.next("ready");
+    const otherSocket = await openConversation(other, conv.id);
+
+    const res = await call("/auth/logout", { method: "POST", token: a.token });
+    expect(res.status).toBe(204);
+    await expectError(await call("/me", { token: a.token }), 401, "unauthorized");
+    expect((await convSocket.waitClosed()).code).toBe(4001);
+    expect((await userSocket.waitClosed()).code).toBe(4001);
+    // The user's other device is untouched.
+    await json("/me", { token: other.token });
+    otherSocket.send({ type: "send", clientMsgId: "still-here", body: "hi" });
+    await otherSocket.next("ack");
+    expect(otherSocket.closed).toBeNull();
+    otherSocket.close();
+  });
+
+  it("issues single-use tickets that open a socket once", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const { ticket, expiresAt } = await json<{ ticket: string; expiresAt: number }>("/auth/ticket", { method: "POST", token: a.token });
+    expect(expiresAt - Date.now()).toBeLessThanOrEqual(60_000);
+    expect(expiresAt).toBeGreaterThan(Date.now());
+    const socket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
+    await socket.next("ready");
+    socket.close();
+    const again = await call(`/conversations/${conv.id}/ws?ticket=${ticket}`, { headers: { upgrade: "websocket" } });
+    await expectError(again, 401, "unauthorized");
+    await expectError(await call(`/conversations/${conv.id}/ws`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+  });
+
+  it("refuses a socket from a foreign origin with 403", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const res = await call(`/conversations/${conv.id}/ws`, {
+      token: a.token,
+      headers: { upgrade: "websocket", origin: "https://evil.example" },
+    });
+    await expectError(res, 403, "forbidden");
+    const same = await connect(`/conversations/${conv.id}/ws`, a.token, { origin: "http://chat.test" });
+    await same.next("ready");
+    same.close();
+  });
+});
+
+describe("users", () => {
+  it("finds users by username prefix, at most 20", async () => {
+    const prefix = unique("pfx").toLowerCase();
+    const a = await register(`${prefix}_one`);
+    for (let i = 0; i < 21; i++) await register(`${prefix}_${i.toString().padStart(2, "0")}`);
+    const { users } = await json<{ users: User[] }>(`/users?q=${prefix.toUpperCase()}`, { token: a.token });
+    expect(users).toHaveLength(20);
+    expect(users.every((u) => u.username.startsWith(prefix))).toBe(true);
+    const none = await json<{ users: User[] }>(`/users?q=${prefix}%25`, { token: a.token });
+    expect(none.users).toEqual([]);
+    await expectError(await call("/users", { token: a.token }), 400, "bad_request");
+    // `_` is not a wildcard.
+    const underscore = await json<{ users: User[] }>(`/users?q=${prefix.slice(0, -1)}_`, { token: a.token });
+    expect(underscore.users).toEqual([]);
+  });
+
+  it("gets a user by id, 404 otherwise", async () => {
+    const a = await register();
+    const { user } = await json<{ user: User }>(`/users/${a.user.id}`, { token: a.token });
+    expect(user).toEqual(a.user);
+    await expectError(await call("/users/nope", { token: a.token }), 404, "not_found");
+    await expectError(await call(`/users/${a.user.id}`), 401, "unauthorized");
+  });
+});
+
+describe("conversations", () => {
+  it("creates one direct conversation per pair, idempotently", async () => {
+    const a = await register();
+    const b = await register();
+    const first = await call("/conversations", { token: a.token, body: { type: "direct", userId: b.user.id } });
+    expect(first.status).toBe(201);
+    const conv = ((await first.json()) as { conversation: Conversation }).conversation;
+    expect(conv.type).toBe("direct");
+    expect(conv.members.map((m) => m.userId).sort()).toEqual([a.user.id, b.user.id].sort());
+    expect(conv.lastSeq).toBe(1); // the "created" system message
+    const again = await call("/conversations", { token: b.token, body: { type: "direct", userId: a.user.id } });
+    expect(again.status).toBe(200);
+    expect(((await again.json()) as { conversation: Conversation }).conversation.id).toBe(conv.id);
+
+    await expectError(await call("/conversations", { token: a.token, body: { type: "direct", userId: a.user.id } }), 400, "bad_request");
+    await expectError(await call("/conversations", { token: a.token, body: { type: "direct", userId: "nobody" } }), 400, "bad_request");
+    await expectError(await call("/conversations", { token: a.token, body: { type: "group", userId: b.user.id } }), 400, "bad_request");
+  });
+
+  it("creates groups with the creator as admin and a system message", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const conv = await group(a, [b, c], "Team");
+    expect(conv.title).toBe("Team");
+    expect(conv.members.find((m) => m.userId === a.user.id)?.role).toBe("admin");
+    expect(conv.members.find((m) => m.userId === b.user.id)?.role).toBe("member");
+    const { messages } = await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages?after=0`, { token: b.token });
+    expect(messages).toHaveLength(1);
+    expect(messages[0]!.kind).toBe("system");
+    expect(JSON.parse(messages[0]!.body!)).toEqual({ event: "created", actorId: a.user.id, userIds: [b.user.id, c.user.id] });
+
+    for (const body of [
+      { title: "", memberIds: [] },
+      { title: "x".repeat(101), memberIds: [] },
+      { title: "ok", memberIds: ["nobody"] },
+      { title: "ok" },
+      { title: "ok", memberIds: new Array(1001).fill(b.user.id) },
+    ]) {
+      await expectError(await call("/group/create", { token: a.token, body }), 400, "bad_request");
+    }
+  });
+
+  it("hides a conversation from non-members with 404, exactly as an unknown id", async () => {
+    const [a, b, stranger] = [await register(), await register(), await register()];
+    const conv = await direct(a, b);
+    for (const path of [`/conversations/${conv.id}`, `/conversations/nope`]) {
+      await expectError(await call(path, { token: stranger.token }), 404, "not_found");
+      await expectError(await call(`${path}/messages`, { token: stranger.token }), 404, "not_found");
+      await expectError(await call(`${path}/receipts`, { token: stranger.token }), 404, "not_found");
+      await expectError(await call(`${path}/members`, { token: stranger.token, body: { userIds: [stranger.user.id] } }), 404, "not_found");
+      await expectError(await call(`${path}/ws`, { token: stranger.token, headers: { upgrade: "websocket" } }), 404, "not_found");
+    }
+    await expectError(await call("/send", { token: stranger.token, body: { conversationId: conv.id, clientMsgId: "x", body: "hi" } }), 404, "not_found");
+  });
+
+  it("lists the caller's conversations, newest activity first, with last message and unread", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const older = await direct(a, b);
+    const newer = await group(a, [c], "later");
+    await sendRest(b, older.id, "bump");
+    const list = await waitFor(async () => {
+      const { conversations } = await json<{ conversations: Conversation[] }>("/conversations", { token: a.token });
+      return conversations[0]?.lastMessage?.body === "bump" ? conversations : null;
+    }, "the list to show the new message");
+    expect(list.map((x) => x.id)).toEqual([older.id, newer.id]);
+    expect(list[0]!.unread).toBe(1);
+    expect(list[0]!.lastSeq).toBe(2);
+    expect(list[0]!.members).toHaveLength(2);
+    const forC = await json<{ conversations: Conversation[] }>("/conversations", { token: c.token });
+    expect(forC.conversations.map((x) => x.id)).toEqual([newer.id]);
+  });
+
+  it("adds members (admins only) and removes them; a removed member loses access at once", async () => {
+    const [admin, m1, m2, m3] = [await register(), await register(), await register(), await register()];
+    const conv = await group(admin, [m1], "club");
+    await expectError(await call(`/conversations/${conv.id}/members`, { token: m1.token, body: { userIds: [m2.user.id] } }), 403, "forbidden");
+    await expectError(await call(`/conversations/${conv.id}/members`, { token: admin.token, body: { userIds: ["nobody"] } }), 400, "bad_request");
+    await expectError(await call(`/conversations/${conv.id}/members`, { token: admin.token, body: { userIds: [] } }), 400, "bad_request");
+    const added = await json<{ conversation: Conversation }>(`/conversations/${conv.id}/members`, {
+      token: admin.token,
+      body: { userIds: [m2.user.id, m3.user.id] },
+    });
+    expect(added.conversation.members).toHaveLength(4);
+
+    const m2Socket = await openConversation(m2, conv.id);
+    // A member cannot remove someone else.
+    await expectError(await call(`/conversations/${conv.id}/members/${m3.user.id}`, { method: "DELETE", token: m1.token }), 403, "forbidden");
+    await expectError(await call(`/conversations/${conv.id}/members/nobody`, { method: "DELETE", token: admin.token }), 404, "not_found");
+    const removed = await call(`/conversations/${conv.id}/members/${m2.user.id}`, { method: "DELETE", token: admin.token });
+    expect(removed.status).toBe(204);
+    expect((await m2Socket.waitClosed()).code).toBe(4003);
+    await expectError(await call(`/conversations/${conv.id}`, { token: m2.token }), 404, "not_found");
+    await expectError(await call("/send", { token: m2.token, body: { conversationId: conv.id, clientMsgId: "late", body: "x" } }), 404, "not_found");
+    await expectError(await call(`/conversations/${conv.id}/ws`, { token: m2.token, headers: { upgrade: "websocket" } }), 404, "not_found");
+
+    // Leaving is removing yourself.
+    expect((await call(`/conversations/${conv.id}/members/${m3.user.id}`, { method: "DELETE", token: m3.token })).status).toBe(204);
+    const { messages } = await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages?after=0`, { token: admin.token });
+    expect(messages.filter((m) => m.kind === "system").map((m) => JSON.parse(m.body!).event)).toEqual(["created", "added", "removed", "left"]);
+
+    // The last admin leaving hands the role to the longest-standing member.
+    expect((await call(`/conversations/${conv.id}/members/${admin.user.id}`, { method: "DELETE", token: admin.token })).status).toBe(204);
+    const after = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: m1.token });
+    expect(after.conversation.members).toEqual([expect.objectContaining({ userId: m1.user.id, role: "admin" })]);
+  });
+
+  it("keeps direct conversations at two members", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const conv = await direct(a, b);
+    await expectError(await call(`/conversations/${conv.id}/members`, { token: a.token, body: { userIds: [c.user.id] } }), 400, "bad_request");
+    await expectError(await call(`/conversations/${conv.id}/members/${a.user.id}`, { method: "DELETE", token: a.token }), 400, "bad_request");
+  });
+});
+
+describe("messages", () => {
+  let a: Session;
+  let b: Session;
+  let conv: Conversation;
+
+  it("sends with contiguous seq and idempotent retries (200, same id and seq)", async () => {
+    a = await register();
+    b = await register();
+    conv = await direct(a, b);
+    const first = await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: "c1", body: "one" } });
+    expect(first.status).toBe(201);
+    const m1 = ((await first.json()) as { message: Message }).message;
+    expect(m1).toMatchObject({ seq: 2, senderId: a.user.id, senderDeviceId: a.device.id, clientMsgId: "c1", kind: "text", body: "one", media: [], threadRootSeq: null });
+    const retry = await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: "c1", body: "one" } });
+    expect(retry.status).toBe(200);
+    expect(((await retry.json()) as { message: Message }).message).toEqual(m1);
+    // The same clientMsgId from another sender is another message.
+    const other = await json<{ message: Message }>("/send", { token: b.token, body: { conversationId: conv.id, clientMsgId: "c1", body: "b" } }, 201);
+    expect(other.message.seq).toBe(3);
+    const { messages } = await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages?after=0`, { token: a.token });
+    expect(messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+  });
+
+  it("rejects bad sends with 400 and stores nothing", async () => {
+    const base = { conversationId: conv.id, clientMsgId: "bad" };
+    for (const body of [
+      base,
+      { ...base, body: "" },
+      { ...base, body: "x".repeat(8193) },
+      { ...base, clientMsgId: "", body: "x" },
+      { ...base, clientMsgId: "x".repeat(65), body: "x" },
+      { ...base, body: "x", threadRootSeq: 99 },
+      { ...base, body: "x", threadRootSeq: 1 }, // a system message is no thread root
+      { ...base, body: "x", mediaIds: ["nope"] },
+      { ...base, body: "x", mediaIds: new Array(11).fill("m") },
+      { ...base, body: "x", extra: true },
+    ]) {
+      await expectError(await call("/send", { token: a.token, body }), 400, "bad_request");
+    }
+    await expectError(await call("/group/send", { token: a.token, body: { groupId: conv.id, clientMsgId: "g", body: "x" } }), 400, "bad_request");
+    const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token });
+    expect(conversation.lastSeq).toBe(3);
+  });
+
+  it("accepts exactly 8,192 characters", async () => {
+    const { message } = await json<{ message: Message }>("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: "long", body: "é".repeat(8192) } }, 201);
+    expect(message.body).toHaveLength(8192);
+  });
+
+  it("sends to groups by /group/send and keeps threads one level deep", async () => {
+    const c = await register();
+    const g = await group(a, [b, c], "threads");
+    const root = await json<{ message: Message }>("/group/send", { token: a.token, body: { groupId: g.id, clientMsgId: "root", body: "root" } }, 201);
+    const r1 = await json<{ message: Message }>("/group/send", { token: b.token, body: { groupId: g.id, clientMsgId: "r1", body: "reply 1", threadRootSeq: root.message.seq } }, 201);
+    await json("/send", { token: c.token, body: { conversationId: g.id, clientMsgId: "r2", body: "reply 2", threadRootSeq: root.message.seq } }, 201);
+    await sendRest(a, g.id, "unrelated");
+    await expectError(await call("/send", { token: a.token, body: { conversationId: g.id, clientMsgId: "r3", body: "x", threadRootSeq: r1.message.seq } }), 400, "bad_request");
+
+    const thread = await json<{ messages: Message[] }>(`/conversations/${g.id}/messages?after=0&thread=${root.message.seq}`, { token: c.token });
+    expect(thread.messages.map((m) => m.body)).toEqual(["root", "reply 1", "reply 2"]);
+    expect(thread.messages[0]!.thread).toEqual({ replyCount: 2, lastReplySeq: 4, lastReplyAt: expect.any(Number) });
+    expect(thread.messages[1]!.thread).toBeUndefined();
+    const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${g.id}`, { token: a.token });
+    expect(conversation.lastSeq).toBe(5);
+  });
+
+  it("pages history with after, before and limit, ascending", async () => {
+    const [x, y] = [await register(), await register()];
+    const c = await direct(x, y);
+    for (let i = 0; i < 9; i++) await sendRest(x, c.id, `m${i}`);
+    const path = `/conversations/${c.id}/messages`;
+    const latest = await json<{ messages: Message[]; hasMore: boolean }>(`${path}?limit=3`, { token: y.token });
+    expect(latest.messages.map((m) => m.seq)).toEqual([8, 9, 10]);
+    expect(latest.hasMore).toBe(true);
+    const before = await json<{ messages: Message[]; hasMore: boolean }>(`${path}?before=8&limit=5`, { token: y.token });
+    expect(before.messages.map((m) => m.seq)).toEqual([3, 4, 5, 6, 7]);
+    const first = await json<{ messages: Message[]; hasMore: boolean }>(`${path}?before=3&limit=5`, { token: y.token });
+    expect(first.messages.map((m) => m.seq)).toEqual([1, 2]);
+    expect(first.hasMore).toBe(false);
+    const after = await json<{ messages: Message[]; hasMore: boolean }>(`${path}?after=8`, { token: y.token });
+    expect(after.messages.map((m) => m.seq)).toEqual([9, 10]);
+    expect(after.hasMore).toBe(false);
+    for (const q of ["limit=0", "limit=501", "after=-1", "after=x", "after=1&before=5", "thread=0", "bogus=1", "after=1&after=2"]) {
+      await expectError(await call(`${path}?${q}`, { token: y.token }), 400, "bad_request");
+    }
+  });
+
+  it("rate-limits sends per user with 429 and Retry-After", async () => {
+    const [x, y] = [await register(), await register()];
+    const c = await direct(x, y);
+    // The test configuration allows a burst of 120 at 100/s.
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => call("/send", { token: x.token, body: { conversationId: c.id, clientMsgId: `r${i}`, body: "x" } })),
+    );
+    const limited = results.filter((r) => r.status === 429);
+    expect(limited.length).toBeGreaterThan(0);
+    const sample = limited[0]!;
+    expect(Number(sample.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    await expectError(sample, 429, "rate_limited");
+    const accepted = results.filter((r) => r.status === 201).length;
+    const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${c.id}`, { token: x.token });
+    expect(conversation.lastSeq).toBe(1 + accepted);
+    for (const r of results) if (r.bodyUsed === false) await r.body?.cancel();
+  });
+});
+
+describe("receipts", () => {
+  it("keeps watermarks that only move forward, with read implying delivered", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    for (let i = 0; i < 4; i++) await sendRest(a, conv.id, `m${i}`);
+    const path = `/conversations/${conv.id}/receipts`;
+    const d = await json<{ receipt: Receipt }>(path, { token: b.token, body: { type: "delivered", seq: 3 } });
+    expect(d.receipt).toMatchObject({ userId: b.user.id, deliveredSeq: 3, readSeq: 0 });
+    const r = await json<{ receipt: Receipt }>(path, { token: b.token, body: { type: "read", seq: 5 } });
+    expect(r.receipt).toMatchObject({ deliveredSeq: 5, readSeq: 5 });
+    const back = await json<{ receipt: Receipt }>(path, { token: b.token, body: { type: "read", seq: 2 } });
+    expect(back.receipt).toMatchObject({ deliveredSeq: 5, readSeq: 5 });
+    await expectError(await call(path, { token: b.token, body: { type: "read", seq: 6 } }), 400, "bad_request");
+    await expectError(await call(path, { token: b.token, body: { type: "seen", seq: 1 } }), 400, "bad_request");
+    const { receipts } = await json<{ receipts: Receipt[] }>(path, { token: a.token });
+    expect(receipts).toHaveLength(2);
+    expect(receipts.find((x) => x.userId === b.user.id)).toMatchObject({ deliveredSeq: 5, readSeq: 5 });
+    expect(receipts.find((x) => x.userId === a.user.id)).toMatchObject({ deliveredSeq: 0, readSeq: 0 });
+    const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: b.token });
+    expect(conversation.readSeq).toBe(5);
+    expect(conversation.unread).toBe(0);
+  });
+});
+
+describe("errors", () => {
+  it("answers unknown API routes with the error shape and serves the app elsewhere", async () => {
+    await expectError(await call("/conversations/x/nothing", { token: "A".repeat(43) }), 401, "unauthorized");
+    const a = await register();
+    await expectError(await call("/conversations/x/y/z", { token: a.token }), 404, "not_found");
+    await expectError(await call("/auth/nothing", { method: "POST", body: {} }), 404, "not_found");
+    const page = await call("/");
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toContain("text/html");
+  });
+
+  it("refuses client-supplied identity headers", async () => {
+    const a = await register();
+    await expectError(await call("/me", { token: a.token, headers: { "x-chat-user-id": "someone" } }), 400, "bad_request");
+  });
+});

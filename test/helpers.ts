@@ -1,0 +1,187 @@
+// Test helpers: HTTP calls and WebSockets through the real Worker, with a timeout on every wait.
+import { exports } from "cloudflare:workers";
+import type { Conversation, Device, Message, User } from "../protocol";
+
+const ORIGIN = "http://chat.test";
+
+export interface Session {
+  user: User;
+  device: Device;
+  token: string;
+}
+
+export interface CallOptions {
+  method?: string;
+  token?: string;
+  body?: unknown;
+  rawBody?: BodyInit;
+  headers?: Record<string, string>;
+}
+
+export async function call(path: string, options: CallOptions = {}): Promise<Response> {
+  const headers = new Headers(options.headers);
+  if (options.token) headers.set("authorization", `Bearer ${options.token}`);
+  let body: BodyInit | undefined = options.rawBody;
+  if (options.body !== undefined) {
+    headers.set("content-type", "application/json");
+    body = JSON.stringify(options.body);
+  }
+  return exports.default.fetch(
+    new Request(`${ORIGIN}${path}`, { method: options.method ?? (body === undefined ? "GET" : "POST"), headers, body }),
+  );
+}
+
+/** Calls and parses JSON, failing the test with the body when the status is not `expected`. */
+export async function json<T>(path: string, options: CallOptions = {}, expected = 200): Promise<T> {
+  const res = await call(path, options);
+  const text = await res.text();
+  if (res.status !== expected) throw new Error(`${options.method ?? "GET"} ${path}: ${res.status} ${text}`);
+  return (text ? JSON.parse(text) : null) as T;
+}
+
+/** Asserts the API's error shape and returns it. */
+export async function expectError(res: Response, status: number, code: string) {
+  const text = await res.text();
+  if (res.status !== status) throw new Error(`expected ${status} ${code}, got ${res.status} ${text}`);
+  const body = JSON.parse(text) as { error: { code: string; message: string } };
+  if (body.error?.code !== code || typeof body.error.message !== "string") {
+    throw new Error(`expected error code ${code}, got ${text}`);
+  }
+  return body;
+}
+
+let counter = 0;
+export const unique = (prefix: string) => `${prefix}_${Date.now().toString(36)}${(counter++).toString(36)}`;
+
+export async function register(name = unique("u"), deviceName?: string): Promise<Session> {
+  return json<Session>("/auth/register", { body: { username: name, password: "correct horse", deviceName } }, 201);
+}
+
+export async function login(username: string, deviceName?: string): Promise<Session> {
+  return json<Session>("/auth/login", { body: { username, password: "correct horse", deviceName } });
+}
+
+export async function direct(a: Session, b: Session): Promise<Conversation> {
+  const res = await call("/conversations", { token: a.token, body: { type: "direct", userId: b.user.id } });
+  if (res.status !== 201 && res.status !== 200) throw new Error(`direct: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { conversation: Conversation }).conversation;
+}
+
+export async function group(admin: Session, others: Session[], title = "group"): Promise<Conversation> {
+  const body = { title, memberIds: others.map((o) => o.user.id) };
+  return (await json<{ conversation: Conversation }>("/group/create", { token: admin.token, body }, 201)).conversation;
+}
+
+export async function sendRest(s: Session, conversationId: string, body: string, clientMsgId = unique("m")) {
+  return json<{ message: Message }>("/send", { token: s.token, body: { conversationId, clientMsgId, body } }, 201);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSockets
+
+export type Frame = {
+  type: string;
+  message?: Message;
+  clientMsgId?: string;
+  lastSeq?: number;
+  code?: string;
+  userId?: string;
+  on?: boolean;
+  deliveredSeq?: number;
+  readSeq?: number;
+  [key: string]: unknown;
+};
+
+export class TestSocket {
+  readonly frames: Frame[] = [];
+  closed: { code: number; reason: string } | null = null;
+  private waiters: Array<() => void> = [];
+
+  constructor(readonly ws: WebSocket) {
+    ws.addEventListener("message", (e) => {
+      this.frames.push(typeof e.data === "string" && e.data !== "pong" ? (JSON.parse(e.data) as Frame) : { type: "raw", data: e.data });
+      this.wake();
+    });
+    ws.addEventListener("close", (e) => {
+      this.closed = { code: e.code, reason: e.reason };
+      this.wake();
+    });
+  }
+
+  private wake() {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  send(frame: unknown) {
+    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** Waits until `predicate` holds over the frames received so far. */
+  async until(predicate: (frames: Frame[]) => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!predicate(this.frames)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.frames.slice(-5))}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  async next(type: string, match: (f: Frame) => boolean = () => true, timeoutMs = 10_000): Promise<Frame> {
+    let found: Frame | undefined;
+    await this.until(
+      (frames) => (found = frames.find((f) => f.type === type && match(f))) !== undefined,
+      `a ${type} frame`,
+      timeoutMs,
+    );
+    return found!;
+  }
+
+  async waitClosed(timeoutMs = 10_000): Promise<{ code: number; reason: string }> {
+    await this.until(() => this.closed !== null, "close", timeoutMs);
+    return this.closed!;
+  }
+
+  messages(): Message[] {
+    return this.frames.filter((f) => f.type === "message" || f.type === "ack").map((f) => f.message as Message);
+  }
+
+  close() {
+    try {
+      this.ws.close(1000, "done");
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** Opens a socket through the Worker with a bearer header (or a ticket in the URL). */
+export async function connect(path: string, token: string | null, headers: Record<string, string> = {}): Promise<TestSocket> {
+  const res = await call(path, { headers: { upgrade: "websocket", ...headers }, ...(token ? { token } : {}) });
+  if (res.status !== 101 || !res.webSocket) throw new Error(`socket ${path}: ${res.status} ${await res.text()}`);
+  res.webSocket.accept();
+  return new TestSocket(res.webSocket);
+}
+
+export async function openConversation(s: Session, conversationId: string, after?: number): Promise<TestSocket> {
+  const socket = await connect(`/conversations/${conversationId}/ws${after === undefined ? "" : `?after=${after}`}`, s.token);
+  await socket.next("ready");
+  return socket;
+}
+
+export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,47 @@
+// The wire protocol: schemas parse what they should, and a schema change cannot ship without a
+// PROTOCOL_VERSION bump.
+import * as z from "zod";
+import { describe, expect, it } from "vitest";
+import * as protocol from "../protocol";
+import { parseSince } from "../worker/routes/messages";
+
+/** The fingerprint of every exported schema at each protocol version. Append; never edit. */
+const FINGERPRINTS: Record<number, string> = {
+  1: "87ed08e44f7ec41e5ceb9021e7c19569cdf85250a55ee93a053cbe0e3d46f66a",
+};
+
+async function fingerprint(): Promise<string> {
+  const schemas = Object.entries(protocol)
+    .filter(([, value]) => value instanceof z.ZodType)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, schema]) => [name, z.toJSONSchema(schema as z.ZodType, { unrepresentable: "any", io: "input" })]);
+  const text = JSON.stringify({ schemas, limits: protocol.LIMITS, errors: protocol.ERROR_STATUS, close: protocol.CLOSE });
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+describe("protocol", () => {
+  it("has a recorded fingerprint for the current version (bump PROTOCOL_VERSION when schemas change)", async () => {
+    const current = await fingerprint();
+    if (FINGERPRINTS[protocol.PROTOCOL_VERSION] !== current) {
+      console.error(`protocol fingerprint is now ${current}: bump PROTOCOL_VERSION and record it`);
+    }
+    expect(FINGERPRINTS[protocol.PROTOCOL_VERSION]).toBe(current);
+  });
+
+  it("parses client frames into one discriminated union", () => {
+    expect(protocol.ConversationClientFrame.parse({ type: "send", clientMsgId: "a", body: "hi" })).toEqual({ type: "send", clientMsgId: "a", body: "hi" });
+    expect(protocol.ConversationClientFrame.safeParse({ type: "send", clientMsgId: "a" }).success).toBe(false);
+    expect(protocol.ConversationClientFrame.safeParse({ type: "typing", on: "yes" }).success).toBe(false);
+    expect(protocol.ConversationClientFrame.safeParse({ type: "read", seq: -1 }).success).toBe(false);
+    expect(protocol.ConversationClientFrame.safeParse({ type: "nope" }).success).toBe(false);
+    expect(protocol.UserClientFrame.safeParse({ type: "presence.watch", userIds: new Array(201).fill("u") }).success).toBe(false);
+  });
+
+  it("reads since as 0, a time or a cursor", () => {
+    expect(parseSince("0")).toEqual({ after: 0, minTime: 0 });
+    expect(parseSince("1700000000000")).toEqual({ after: 0, minTime: 1700000000000 });
+    expect(parseSince("cz.1")).toEqual({ after: 35, minTime: 1 });
+    expect(() => parseSince("c")).toThrow();
+  });
+});

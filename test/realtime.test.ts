@@ -1,0 +1,364 @@
+// Conversation sockets, ordering under concurrency, eviction, the outbox to D1 and sync.
+import { env } from "cloudflare:workers";
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import type { D1Writer } from "../durable-objects/conversation/outbox";
+import { PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
+import {
+  call,
+  connect,
+  direct,
+  expectError,
+  group,
+  json,
+  openConversation,
+  register,
+  sendRest,
+  unique,
+  waitFor,
+  type Session,
+  type TestSocket,
+} from "./helpers";
+
+const stubOf = (id: string) => env.CONVERSATION.get(env.CONVERSATION.idFromName(id));
+
+function expectContiguous(messages: Message[], from: number, to: number) {
+  expect(messages.map((m) => m.seq)).toEqual(Array.from({ length: to - from + 1 }, (_, i) => from + i));
+}
+
+describe("conversation socket", () => {
+  it("replays after=N, then ready, then live traffic; acks the sender and delivers to others", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    await sendRest(a, conv.id, "before 1");
+    await sendRest(a, conv.id, "before 2");
+
+    const bs = await connect(`/conversations/${conv.id}/ws?after=1`, b.token);
+    const ready = await bs.next("ready");
+    expect(ready.lastSeq).toBe(3);
+    expect(ready.protocolVersion).toBe(PROTOCOL_VERSION);
+    const readyIndex = bs.frames.indexOf(ready);
+    expect(bs.frames.slice(0, readyIndex).map((f) => f.message?.body)).toEqual(["before 1", "before 2"]);
+
+    const noReplay = await openConversation(a, conv.id);
+    expect(noReplay.frames.filter((f) => f.type === "message")).toEqual([]);
+
+    noReplay.send({ type: "send", clientMsgId: "live-1", body: "live" });
+    const ack = await noReplay.next("ack");
+    expect(ack.clientMsgId).toBe("live-1");
+    expect(ack.message).toMatchObject({ seq: 4, body: "live", senderId: a.user.id, senderDeviceId: a.device.id });
+    const delivered = await bs.next("message", (f) => f.message?.seq === 4);
+    expect(delivered.message).toEqual(ack.message);
+    // The sender's own socket gets the ack only, not a second copy.
+    await sendRest(b, conv.id, "marker");
+    await noReplay.next("message", (f) => f.message?.body === "marker");
+    expect(noReplay.frames.filter((f) => f.type === "message" && f.message?.seq === 4)).toEqual([]);
+    bs.close();
+    noReplay.close();
+  });
+
+  it("answers ping with pong and keeps the socket open on invalid frames", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const s = await openConversation(a, conv.id);
+    s.send("ping");
+    await s.until((f) => f.some((x) => x.type === "raw" && x.data === "pong"), "pong");
+    s.send("{not json");
+    expect((await s.next("error")).code).toBe("bad_request");
+    s.send({ type: "send", clientMsgId: "no-body" });
+    expect((await s.next("error", (f) => f.ref === "no-body")).code).toBe("bad_request");
+    s.send({ type: "explode" });
+    s.send({ type: "send", clientMsgId: "root", body: "x", threadRootSeq: 99 });
+    await s.next("error", (f) => f.ref === "root");
+    s.send({ type: "read", seq: 999 });
+    await s.until((f) => f.filter((x) => x.type === "error").length >= 5, "five errors");
+    expect(s.closed).toBeNull();
+    s.send({ type: "send", clientMsgId: "fine", body: "fine" });
+    expect((await s.next("ack")).message?.seq).toBe(2);
+    s.close();
+  });
+
+  it("closes with 1009 on a frame over 64 KiB", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const s = await openConversation(a, conv.id);
+    s.send({ type: "send", clientMsgId: "big", body: "x".repeat(65 * 1024) });
+    expect((await s.waitClosed()).code).toBe(1009);
+    const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token });
+    expect(conversation.lastSeq).toBe(1);
+  });
+
+  it("closes with 4008 when a sender exceeds the rate limit", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const s = await openConversation(a, conv.id);
+    for (let i = 0; i < 300; i++) s.send({ type: "send", clientMsgId: `f${i}`, body: "flood" });
+    expect((await s.waitClosed()).code).toBe(4008);
+    const acks = s.frames.filter((f) => f.type === "ack").length;
+    expect(acks).toBeGreaterThan(0);
+    expect(acks).toBeLessThan(300);
+    const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token });
+    expect(conversation.lastSeq).toBe(1 + acks);
+  });
+
+  it("limits sockets per device", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const sockets: TestSocket[] = [];
+    for (let i = 0; i < 10; i++) sockets.push(await openConversation(a, conv.id));
+    const res = await call(`/conversations/${conv.id}/ws`, { token: a.token, headers: { upgrade: "websocket" } });
+    await expectError(res, 429, "rate_limited");
+    for (const s of sockets) s.close();
+  });
+
+  it("tells an old client its protocol version is gone (4010)", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const s = await connect(`/conversations/${conv.id}/ws?v=${PROTOCOL_VERSION + 1}`, a.token);
+    expect((await s.waitClosed()).code).toBe(4010);
+    await expectError(await call(`/conversations/${conv.id}/ws?after=x`, { token: a.token, headers: { upgrade: "websocket" } }), 400, "bad_request");
+    await expectError(await call(`/conversations/${conv.id}/ws`, { token: a.token }), 400, "bad_request");
+  });
+
+  it("relays typing to the others and receipts to every socket", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const as = await openConversation(a, conv.id);
+    const bs = await openConversation(b, conv.id);
+    as.send({ type: "send", clientMsgId: "t1", body: "hello" });
+    const { message } = await bs.next("message");
+    bs.send({ type: "typing", on: true });
+    expect(await as.next("typing")).toMatchObject({ userId: b.user.id, on: true });
+    bs.send({ type: "read", seq: message!.seq });
+    for (const s of [as, bs]) {
+      expect(await s.next("receipt")).toMatchObject({ userId: b.user.id, deliveredSeq: message!.seq, readSeq: message!.seq });
+    }
+    expect(bs.frames.some((f) => f.type === "typing")).toBe(false);
+    as.close();
+    bs.close();
+  });
+});
+
+describe("ordering and idempotency", () => {
+  it("gives contiguous seq to 5 sockets x 100 concurrent sends, and every socket sees all in order", async () => {
+    const owner = await register();
+    const senders: Session[] = [];
+    for (let i = 0; i < 5; i++) senders.push(await register());
+    const conv = await group(owner, senders, "busy");
+    const sockets = await Promise.all(senders.map((s) => openConversation(s, conv.id)));
+    const watcher = await openConversation(owner, conv.id);
+    const perSocket = 100;
+    for (let i = 0; i < perSocket; i++) {
+      sockets.forEach((s, n) => s.send({ type: "send", clientMsgId: `s${n}-${i}`, body: `${n}:${i}` }));
+    }
+    const total = 1 + sockets.length * perSocket;
+    for (const s of [...sockets, watcher]) {
+      await s.until((f) => f.filter((x) => x.type === "ack" || x.type === "message").length >= total - 1, "every message", 30_000);
+      const seen = s.messages();
+      expectContiguous(seen, 2, total);
+      expect(new Set(seen.map((m) => m.id)).size).toBe(total - 1);
+    }
+    // Each sender's own messages arrive in the order it sent them.
+    for (const [n, s] of sockets.entries()) {
+      const own = s.messages().filter((m) => m.senderId === senders[n]!.user.id);
+      expect(own.map((m) => m.body)).toEqual(Array.from({ length: perSocket }, (_, i) => `${n}:${i}`));
+    }
+    const page1 = await json<{ messages: Message[]; hasMore: boolean }>(`/conversations/${conv.id}/messages?after=0&limit=500`, { token: owner.token });
+    const page2 = await json<{ messages: Message[]; hasMore: boolean }>(`/conversations/${conv.id}/messages?after=500&limit=500`, { token: owner.token });
+    expect([page1.hasMore, page2.hasMore]).toEqual([true, false]);
+    expectContiguous([...page1.messages, ...page2.messages], 1, total);
+    for (const s of [...sockets, watcher]) s.close();
+  });
+
+  it("answers a retried socket send with the same id and seq, and stores one message", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const s = await openConversation(a, conv.id);
+    const bs = await openConversation(b, conv.id);
+    s.send({ type: "send", clientMsgId: "once", body: "hello" });
+    const first = await s.next("ack");
+    // A reconnecting client retries on a new socket.
+    s.close();
+    const s2 = await openConversation(a, conv.id);
+    s2.send({ type: "send", clientMsgId: "once", body: "hello" });
+    const second = await s2.next("ack");
+    expect(second.message).toEqual(first.message);
+    // And over REST.
+    const rest = await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: "once", body: "hello" } });
+    expect(rest.status).toBe(200);
+    expect(((await rest.json()) as { message: Message }).message).toEqual(first.message);
+    await sendRest(a, conv.id, "after");
+    await bs.next("message", (f) => f.message?.body === "after");
+    expect(bs.frames.filter((f) => f.message?.clientMsgId === "once")).toHaveLength(1);
+    const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token });
+    expect(conversation.lastSeq).toBe(3);
+    s2.close();
+    bs.close();
+  });
+});
+
+describe("faults", () => {
+  it("survives eviction mid-conversation: sockets, identity and seq carry on", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const as = await openConversation(a, conv.id);
+    const bs = await openConversation(b, conv.id);
+    for (let i = 0; i < 5; i++) as.send({ type: "send", clientMsgId: `pre${i}`, body: `pre${i}` });
+    await bs.until((f) => f.filter((x) => x.type === "message").length >= 5, "five messages");
+
+    await evictDurableObject(stubOf(conv.id));
+
+    bs.send({ type: "send", clientMsgId: "post", body: "after eviction" });
+    const ack = await bs.next("ack");
+    expect(ack.message).toMatchObject({ seq: 7, senderId: b.user.id, senderDeviceId: b.device.id });
+    expect((await as.next("message", (f) => f.message?.clientMsgId === "post")).message?.seq).toBe(7);
+    // Idempotency survives too.
+    as.send({ type: "send", clientMsgId: "pre0", body: "pre0" });
+    expect((await as.next("ack", (f) => f.clientMsgId === "pre0")).message?.seq).toBe(2);
+    expect(as.closed).toBeNull();
+    expect(bs.closed).toBeNull();
+    as.close();
+    bs.close();
+  });
+
+  it("keeps every message in the outbox while D1 fails, and catches up after", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = stubOf(conv.id);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+
+    let attempts = 0;
+    const failing: D1Writer = {
+      prepare: (q: string) => env.DB.prepare(q),
+      batch: async () => {
+        attempts++;
+        throw new Error("D1_ERROR: injected outage");
+      },
+    };
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      instance.outbox.db = failing;
+    });
+
+    const bs = await openConversation(b, conv.id);
+    const sent: Message[] = [];
+    for (let i = 0; i < 20; i++) sent.push((await sendRest(a, conv.id, `during outage ${i}`)).message);
+    // Messages still flow to sockets while D1 is down.
+    await bs.until((f) => f.filter((x) => x.type === "message").length >= 20, "live delivery during the outage");
+    await waitFor(async () => attempts > 0, "a failed flush");
+    expect(await stub.pendingOutbox()).toBeGreaterThanOrEqual(20);
+    const inD1 = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(conv.id).first<{ n: number }>();
+    expect(inD1?.n).toBe(1);
+    // The retry is scheduled with backoff rather than dropped.
+    const alarm = await runInDurableObject(stub, (_: ConversationDO, state: DurableObjectState) => state.storage.getAlarm());
+    expect(alarm).not.toBeNull();
+
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      instance.outbox.db = env.DB;
+    });
+    await runDurableObjectAlarm(stub);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
+    const rows = await env.DB.prepare("SELECT id, seq FROM messages WHERE conversation_id = ? ORDER BY seq").bind(conv.id).all<{ id: string; seq: number }>();
+    expect(rows.results.map((r) => r.seq)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+    expect(rows.results.slice(1).map((r) => r.id)).toEqual(sent.map((m) => m.id));
+    const conversations = await env.DB.prepare("SELECT last_seq FROM conversations WHERE id = ?").bind(conv.id).first<{ last_seq: number }>();
+    expect(conversations?.last_seq).toBe(21);
+    bs.close();
+  });
+
+  it("writes a batch twice without duplicates (a flush interrupted before its delete)", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = stubOf(conv.id);
+    for (let i = 0; i < 3; i++) await sendRest(a, conv.id, `m${i}`);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the flush");
+    // Re-queue what was already written, as if the object died between D1's commit and the delete.
+    await runInDurableObject(stub, async (instance: ConversationDO, state: DurableObjectState) => {
+      const { messages } = (instance as unknown as { store: { messagesAfter(a: number, l: number): { messages: Message[] } } }).store.messagesAfter(0, 100);
+      for (const m of messages) state.storage.sql.exec("INSERT INTO outbox (kind, payload) VALUES ('message', ?)", JSON.stringify(m));
+      await instance.outbox.flush();
+    });
+    const n = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(conv.id).first<{ n: number }>();
+    expect(n?.n).toBe(4);
+  });
+});
+
+describe("sync: GET /messages?since=", () => {
+  it("pages through every conversation exactly once while another client sends", async () => {
+    const [reader, writer, other] = [await register(), await register(), await register()];
+    const c1 = await direct(reader, writer);
+    const c2 = await group(writer, [reader, other], "sync");
+    const notMine = await direct(writer, other);
+    const expected = new Set<string>();
+    for (let i = 0; i < 30; i++) {
+      expected.add((await sendRest(writer, c1.id, `c1-${i}`)).message.id);
+      expected.add((await sendRest(other, c2.id, `c2-${i}`)).message.id);
+      await sendRest(writer, notMine.id, "private");
+    }
+
+    const seen: string[] = [];
+    let cursor = "0";
+    const page = async () => {
+      const res = await json<{ messages: Message[]; cursor: string; hasMore: boolean }>(`/messages?since=${cursor}&limit=7`, { token: reader.token });
+      seen.push(...res.messages.map((m) => m.id));
+      expect(res.messages.every((m) => m.conversationId === c1.id || m.conversationId === c2.id)).toBe(true);
+      cursor = res.cursor;
+      return res.hasMore;
+    };
+
+    // Page while 60 more messages are sent concurrently.
+    const sending = (async () => {
+      for (let i = 0; i < 30; i++) {
+        expected.add((await sendRest(writer, c1.id, `late-c1-${i}`)).message.id);
+        expected.add((await sendRest(other, c2.id, `late-c2-${i}`)).message.id);
+      }
+    })();
+    let done = false;
+    void sending.then(() => (done = true));
+    while (!done) await page();
+    await sending;
+    // The outbox may still be feeding D1: keep paging until everything arrived.
+    const all = () => [...expected].every((id) => seen.includes(id));
+    await waitFor(async () => {
+      while (await page());
+      // The two "created" system messages are part of the sync as well.
+      return all();
+    }, "every message through sync", 20_000);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen.length).toBe(expected.size + 2);
+
+    // Nothing more after the end.
+    const tail = await json<{ messages: Message[]; hasMore: boolean }>(`/messages?since=${cursor}`, { token: reader.token });
+    expect(tail).toMatchObject({ messages: [], hasMore: false });
+  });
+
+  it("accepts an epoch-ms since and rejects malformed ones", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    await sendRest(a, conv.id, "old");
+    await waitFor(async () => (await stubOf(conv.id).pendingOutbox()) === 0, "flush");
+    const t = Date.now() + 1;
+    await new Promise((r) => setTimeout(r, 5));
+    const fresh = await sendRest(a, conv.id, "new");
+    await waitFor(async () => (await stubOf(conv.id).pendingOutbox()) === 0, "flush");
+    const res = await json<{ messages: Message[] }>(`/messages?since=${t}`, { token: b.token });
+    expect(res.messages.map((m) => m.id)).toEqual([fresh.message.id]);
+    for (const q of ["since=abc", "since=c.", "limit=0", "limit=501", "since=-5"]) {
+      await expectError(await call(`/messages?${q}`, { token: b.token }), 400, "bad_request");
+    }
+    await expectError(await call(`/messages?since=0`), 401, "unauthorized");
+  });
+});
+
+describe("user socket", () => {
+  it("says ready with the user and device", async () => {
+    const a = await register();
+    const s = await connect("/ws", a.token);
+    expect(await s.next("ready")).toMatchObject({ userId: a.user.id, deviceId: a.device.id, protocolVersion: PROTOCOL_VERSION });
+    s.send("ping");
+    await s.until((f) => f.some((x) => x.type === "raw" && x.data === "pong"), "pong");
+    s.close();
+    await expectError(await call("/ws", { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    void unique;
+  });
+});
