@@ -96,3 +96,51 @@ export const messages = sqliteTable(
     uniqueIndex("messages_conversation_seq").on(t.conversationId, t.seq),
   ],
 );
+
+// Media metadata; the bytes live in R2 under `r2Key`. A row is `pending` while a multipart
+// upload is in progress and `complete` once its bytes are all in R2.
+export const media = sqliteTable(
+  "media",
+  {
+    id: text("id").primaryKey(),
+    uploaderId: text("uploader_id").notNull(),
+    contentType: text("content_type").notNull(),
+    size: integer("size").notNull(),
+    name: text("name").notNull(),
+    r2Key: text("r2_key").notNull(),
+    status: text("status", { enum: ["pending", "complete"] }).notNull(),
+    uploadId: text("upload_id"),
+    partSize: integer("part_size"),
+    width: integer("width"),
+    height: integer("height"),
+    durationMs: integer("duration_ms"),
+    thumbnailId: text("thumbnail_id"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("media_uploader").on(t.uploaderId)],
+);
+
+// Where a media item was sent: members of these conversations may fetch it.
+export const mediaShares = sqliteTable(
+  "media_shares",
+  {
+    mediaId: text("media_id").notNull(),
+    conversationId: text("conversation_id").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.mediaId, t.conversationId] })],
+);
+
+// Web Push subscriptions, one per endpoint, tied to the device that subscribed.
+export const pushSubscriptions = sqliteTable(
+  "push_subscriptions",
+  {
+    endpoint: text("endpoint").primaryKey(),
+    userId: text("user_id").notNull(),
+    deviceId: text("device_id").notNull(),
+    p256dh: text("p256dh").notNull(),
+    auth: text("auth").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("push_subscriptions_user").on(t.userId), index("push_subscriptions_device").on(t.deviceId)],
+);
