@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+// `npm run deploy [-- <extra wrangler deploy args>]`: deploy to the Cloudflare account wrangler
+// is logged in to (`npx wrangler login`, or CLOUDFLARE_API_TOKEN + CLOUDFLARE_ACCOUNT_ID).
+//
+// wrangler.toml names the D1 database, R2 bucket and queues but has no ids: `wrangler deploy`
+// provisions them on the first deploy (and writes nothing secret). So:
+//   - first deploy (the D1 database does not exist yet): deploy, then apply the D1 migrations;
+//   - later deploys: apply the D1 migrations first, then deploy the code that needs them.
+// Before deploying, every secret the app reads must exist on the Worker.
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { LOCAL_SECRETS } from "./dev-vars.mjs";
+
+/** Secrets that must be set on the deployed Worker (the same names `npm run dev` generates locally). */
+export const REQUIRED_SECRETS = Object.keys(LOCAL_SECRETS);
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false" };
+
+/** Runs `npx wrangler ...args`; with `capture`, stdout is returned instead of shown. */
+function wrangler(args, { capture = false, quiet = false } = {}) {
+  console.log(`\n$ npx wrangler ${args.join(" ")}`);
+  const result = spawnSync("npx", ["wrangler", ...args], {
+    cwd: ROOT,
+    env,
+    encoding: "utf8",
+    stdio: ["inherit", capture ? "pipe" : "inherit", quiet ? "pipe" : "inherit"],
+  });
+  if (result.error) fail(`could not run npx wrangler: ${result.error.message}`);
+  return { ok: result.status === 0, status: result.status ?? 1, stdout: result.stdout ?? "", stderr: result.stderr ?? "" };
+}
+
+function run(args) {
+  const result = wrangler(args);
+  if (!result.ok) fail(`\`npx wrangler ${args.join(" ")}\` failed (exit ${result.status}).`, result.status);
+}
+
+function fail(message, status = 1) {
+  console.error(`\ndeploy: ${message}`);
+  process.exit(status);
+}
+
+function databaseName() {
+  const match = /^\s*database_name\s*=\s*"([^"]+)"/m.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
+  if (!match) fail("wrangler.toml has no [[d1_databases]] database_name.");
+  return match[1];
+}
+
+function checkLogin() {
+  const whoami = wrangler(["whoami", "--json"], { capture: true });
+  let info = null;
+  try {
+    info = JSON.parse(whoami.stdout);
+  } catch {
+    // not JSON: treated as not logged in below
+  }
+  if (!whoami.ok || !info?.loggedIn) {
+    fail(
+      "wrangler is not authenticated with Cloudflare.\n" +
+        "  Run `npx wrangler login` (interactive), or set CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID\n" +
+        "  (an API token with Workers Scripts, D1, R2 and Queues edit permissions), then run `npm run deploy` again.",
+    );
+  }
+  const who = info.email ?? "an API token";
+  const accounts = (info.accounts ?? []).map((a) => `${a.name} (${a.id})`).join(", ");
+  console.log(`Logged in as ${who}${accounts ? `; accounts: ${accounts}` : ""}`);
+}
+
+function checkSecrets() {
+  if (REQUIRED_SECRETS.length === 0) {
+    console.log("\nNo secrets required.");
+    return;
+  }
+  const list = wrangler(["secret", "list", "--format", "json"], { capture: true });
+  let present = new Set();
+  if (list.ok) {
+    try {
+      present = new Set(JSON.parse(list.stdout).map((s) => s.name));
+    } catch {
+      fail(`could not read \`wrangler secret list\` output:\n${list.stdout}`);
+    }
+  } else {
+    console.warn("Could not list the Worker's secrets (on a first deploy the Worker does not exist yet).");
+  }
+  const missing = REQUIRED_SECRETS.filter((name) => !present.has(name));
+  if (missing.length > 0) {
+    fail(
+      `missing secret${missing.length > 1 ? "s" : ""} on the deployed Worker: ${missing.join(", ")}\n` +
+        "  Set each one (wrangler prompts for the value), then run `npm run deploy` again:\n" +
+        missing.map((name) => `    npx wrangler secret put ${name}`).join("\n"),
+    );
+  }
+  console.log(`All ${REQUIRED_SECRETS.length} required secrets are set.`);
+}
+
+function main() {
+  const deployArgs = process.argv.slice(2);
+  const database = databaseName();
+
+  checkLogin();
+  checkSecrets();
+
+  const info = wrangler(["d1", "info", database, "--json"], { capture: true, quiet: true });
+  if (info.ok) {
+    console.log(`D1 database ${database} exists: applying migrations first, then deploying.`);
+    run(["d1", "migrations", "apply", "DB", "--remote"]);
+    run(["deploy", ...deployArgs]);
+  } else if (/couldn'?t find/i.test(`${info.stdout}\n${info.stderr}`)) {
+    console.log(`D1 database ${database} not found: first deploy. Deploying (wrangler creates D1, R2 and queues), then applying migrations.`);
+    run(["deploy", ...deployArgs]);
+    run(["d1", "migrations", "apply", "DB", "--remote"]);
+  } else {
+    fail(
+      `could not look up the D1 database ${database} (so whether this is a first deploy is unknown):\n` +
+        `${info.stdout}${info.stderr}\n  Fix the cause above and run \`npm run deploy\` again.`,
+      info.status,
+    );
+  }
+  console.log("\ndeploy: done.");
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main();

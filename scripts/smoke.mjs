@@ -1,0 +1,601 @@
+#!/usr/bin/env node
+// `npm run smoke`: a black-box smoke test of the whole stack as a client sees it.
+//
+// It starts `npm run dev` on free ports with fresh local state, then, over plain HTTP and
+// WebSockets (Node 22's global fetch and WebSocket, no test framework):
+//   - registers two users, A creates a direct conversation with B,
+//   - both open conversation sockets (single-use tickets) and exchange messages (ack / message),
+//   - B disconnects, A sends more (socket and POST /send), B reconnects with ?after=<last seen seq>
+//     and must receive exactly the missed messages, in seq order, no gaps, no duplicates,
+//   - GET /messages?since=0 paged by cursor returns every message exactly once.
+// The server's whole process group is always stopped and the temp dir removed at the end.
+//
+// SMOKE_VERBOSE=1 streams the server's output; otherwise its tail is printed on failure.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const VERBOSE = process.env.SMOKE_VERBOSE === "1";
+const START_TIMEOUT_MS = 60_000;
+const FRAME_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+const INDEX_TIMEOUT_MS = 10_000;
+const KILL_GRACE_MS = 5_000;
+
+const T0 = Date.now();
+const log = (msg) => console.log(`smoke: [${((Date.now() - T0) / 1000).toFixed(1).padStart(5)} s] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class SmokeError extends Error {}
+function assert(condition, message) {
+  if (!condition) throw new SmokeError(message);
+}
+function assertEqual(actual, expected, what) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new SmokeError(`${what}: expected ${e}, got ${a}`);
+}
+
+// --- Ports -------------------------------------------------------------------------------------
+
+function listenOnFreePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve(server));
+  });
+}
+
+/** Distinct free ports: all servers stay open until every port is known, then all close. */
+async function freePorts(count) {
+  const servers = [];
+  try {
+    for (let i = 0; i < count; i++) servers.push(await listenOnFreePort());
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
+  }
+}
+
+// --- The server ----------------------------------------------------------------------------------
+
+class DevServer {
+  constructor(port, inspectorPort, persistDir) {
+    this.port = port;
+    this.base = `http://127.0.0.1:${port}`;
+    this.output = [];
+    this.exited = null;
+    this.child = spawn(
+      "npm",
+      ["run", "dev", "--", "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", persistDir],
+      {
+        cwd: ROOT,
+        detached: true, // its own process group, so the whole tree (npm, wrangler, workerd) can be stopped
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+      },
+    );
+    const collect = (chunk) => {
+      const text = chunk.toString();
+      if (VERBOSE) process.stdout.write(text.replace(/^/gm, "  | "));
+      this.output.push(...text.split("\n"));
+      if (this.output.length > 400) this.output.splice(0, this.output.length - 400);
+    };
+    this.child.stdout.on("data", collect);
+    this.child.stderr.on("data", collect);
+    this.exitPromise = new Promise((resolve) => {
+      this.child.on("exit", (code, signal) => {
+        this.exited = { code, signal };
+        resolve();
+      });
+      this.child.on("error", (err) => {
+        this.exited = { code: null, signal: null, error: err };
+        resolve();
+      });
+    });
+  }
+
+  tail(lines = 60) {
+    return this.output.filter((l) => l.trim() !== "").slice(-lines).join("\n");
+  }
+
+  /** Polls until the Worker itself answers (GET /me without a token is a JSON 401). */
+  async waitUntilReady(timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    let lastError = "no answer yet";
+    while (Date.now() < deadline) {
+      if (this.exited) throw new SmokeError(`server exited early (${JSON.stringify(this.exited)})`);
+      try {
+        const res = await fetch(`${this.base}/me`, { signal: AbortSignal.timeout(2_000) });
+        const body = await res.text();
+        if (res.status === 401 && body.includes('"unauthorized"')) return;
+        lastError = `GET /me answered ${res.status}`;
+      } catch (err) {
+        lastError = err?.cause?.code ?? err?.message ?? String(err);
+      }
+      await sleep(250);
+    }
+    throw new SmokeError(`server did not answer within ${timeoutMs} ms (${lastError})`);
+  }
+
+  groupAlive() {
+    try {
+      process.kill(-this.child.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** SIGTERM to the whole process group, then SIGKILL after a grace period. */
+  async stop() {
+    if (this.child.pid === undefined) return;
+    const signalGroup = (signal) => {
+      try {
+        process.kill(-this.child.pid, signal);
+      } catch (err) {
+        if (err.code !== "ESRCH") throw err;
+      }
+    };
+    signalGroup("SIGTERM");
+    const deadline = Date.now() + KILL_GRACE_MS;
+    while (this.groupAlive() && Date.now() < deadline) await sleep(100);
+    if (this.groupAlive()) {
+      log("server still running after SIGTERM; sending SIGKILL");
+      signalGroup("SIGKILL");
+      const killDeadline = Date.now() + 2_000;
+      while (this.groupAlive() && Date.now() < killDeadline) await sleep(50);
+    }
+  }
+
+  /** Last resort on a signal to this script: synchronous, no waiting. */
+  killNow() {
+    try {
+      if (this.child.pid !== undefined) process.kill(-this.child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+// --- HTTP ----------------------------------------------------------------------------------------
+
+async function api(base, method, path, { token, body, expect } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON; reported below if the status is unexpected
+  }
+  const expected = expect === undefined ? [200, 201, 204] : [expect].flat();
+  if (!expected.includes(res.status)) {
+    throw new SmokeError(`${method} ${path}: expected ${expected.join("/")}, got ${res.status} ${text.slice(0, 500)}`);
+  }
+  return { status: res.status, json };
+}
+
+// --- WebSockets ----------------------------------------------------------------------------------
+
+/** A conversation socket that buffers every frame, so a test can wait for the one it expects. */
+class Socket {
+  constructor(url, name) {
+    this.name = name;
+    this.frames = [];
+    /** Arrival order of each frame, so frames taken out of the middle keep their place. */
+    this.arrival = new WeakMap();
+    this.received = 0;
+    this.waiters = [];
+    this.closed = null;
+    this.ws = new WebSocket(url);
+    let markClosed;
+    this.closedPromise = new Promise((resolve) => {
+      markClosed = (closed) => {
+        if (this.closed) return;
+        this.closed = closed;
+        this.wake();
+        resolve(closed);
+      };
+    });
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.addEventListener("open", () => resolve(), { once: true });
+      this.ws.addEventListener(
+        "error",
+        () => {
+          // Node's WebSocket fires no `close` after a failed handshake (it stays CONNECTING).
+          markClosed({ code: 1006, reason: "handshake failed" });
+          reject(new SmokeError(`${name}: WebSocket failed to open`));
+        },
+        { once: true },
+      );
+    });
+    this.opened.catch(() => {});
+    this.ws.addEventListener("message", (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(typeof event.data === "string" ? event.data : String(event.data));
+      } catch {
+        frame = { type: "__unparsable__", data: String(event.data) };
+      }
+      this.arrival.set(frame, this.received++);
+      this.frames.push(frame);
+      this.wake();
+    });
+    this.ws.addEventListener("close", (event) => markClosed({ code: event.code, reason: event.reason }));
+  }
+
+  wake() {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Removes and returns the first buffered frame matching `predicate`, waiting up to `timeoutMs`. */
+  next(predicate, what, timeoutMs = FRAME_TIMEOUT_MS) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const i = this.frames.findIndex(predicate);
+        if (i >= 0) {
+          done();
+          resolve(this.frames.splice(i, 1)[0]);
+          return;
+        }
+        if (this.closed) {
+          done();
+          reject(new SmokeError(`${this.name}: socket closed (${this.closed.code} ${this.closed.reason}) while waiting for ${what}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(
+          new SmokeError(
+            `${this.name}: no ${what} within ${timeoutMs} ms; buffered frames: ${JSON.stringify(this.frames).slice(0, 800)}`,
+          ),
+        );
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== check);
+      };
+      this.waiters.push(check);
+      check();
+    });
+  }
+
+  /** Waits for `ready` and returns it with the frames the server sent before it (the replay). */
+  async untilReady() {
+    await this.opened;
+    const ready = await this.next((f) => f.type === "ready", "ready frame");
+    const before = this.frames.filter((f) => this.arrival.get(f) < this.arrival.get(ready));
+    this.frames = this.frames.filter((f) => !before.includes(f));
+    return { ready, replay: before };
+  }
+
+  send(frame) {
+    this.ws.send(JSON.stringify(frame));
+  }
+
+  assertNoErrors() {
+    const errors = this.frames.filter((f) => f.type === "error");
+    assert(errors.length === 0, `${this.name}: server sent error frames: ${JSON.stringify(errors)}`);
+  }
+
+  async close() {
+    if (this.closed) return this.closed;
+    try {
+      this.ws.close(1000, "bye");
+    } catch {
+      // not open
+    }
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), FRAME_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([this.closedPromise, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+// --- The scenario ----------------------------------------------------------------------------------
+
+const rand = (n = 6) => randomBytes(n).toString("hex");
+
+async function register(base, label) {
+  const username = `smoke_${label}_${rand(6)}`;
+  const { status, json } = await api(base, "POST", "/auth/register", {
+    body: { username, password: `pw-${rand(12)}`, deviceName: `smoke ${label}` },
+    expect: 201,
+  });
+  assert(json?.user?.id && json?.token, `register ${label}: missing user.id or token in ${JSON.stringify(json)}`);
+  assertEqual(json.user.username, username, `register ${label}: username`);
+  return { label, username, id: json.user.id, token: json.token, status };
+}
+
+async function openSocket(base, user, conversationId, after) {
+  const { json } = await api(base, "POST", "/auth/ticket", { token: user.token, expect: 200 });
+  assert(typeof json?.ticket === "string", `ticket for ${user.label}: ${JSON.stringify(json)}`);
+  const url = `${base.replace(/^http/, "ws")}/conversations/${encodeURIComponent(conversationId)}/ws?ticket=${encodeURIComponent(json.ticket)}&after=${after}`;
+  const socket = new Socket(url, `socket ${user.label}`);
+  const { ready, replay } = await socket.untilReady();
+  for (const f of replay) {
+    assert(f.type === "message", `${socket.name}: unexpected frame before ready: ${JSON.stringify(f)}`);
+  }
+  return { socket, ready, replay: replay.map((f) => f.message) };
+}
+
+/** Asserts that `seqs` is exactly from+1 .. to, ascending, no gaps, no duplicates. */
+function assertContiguous(seqs, from, to, what) {
+  const expected = [];
+  for (let s = from + 1; s <= to; s++) expected.push(s);
+  assertEqual(seqs, expected, what);
+}
+
+async function scenario(base) {
+  log("registering users A and B");
+  const a = await register(base, "a");
+  const b = await register(base, "b");
+  log(`  A=${a.username} (${a.id}), B=${b.username} (${b.id})`);
+
+  log("A creates a direct conversation with B");
+  const created = await api(base, "POST", "/conversations", { token: a.token, body: { type: "direct", userId: b.id }, expect: 201 });
+  const conversation = created.json?.conversation;
+  assert(conversation?.id, `POST /conversations: no conversation in ${JSON.stringify(created.json)}`);
+  assertEqual(conversation.type, "direct", "conversation type");
+  assertEqual(
+    conversation.members.map((m) => m.userId).sort(),
+    [a.id, b.id].sort(),
+    "conversation members",
+  );
+  const again = await api(base, "POST", "/conversations", { token: b.token, body: { type: "direct", userId: a.id }, expect: 200 });
+  assertEqual(again.json?.conversation?.id, conversation.id, "the pair's existing conversation (created again by B)");
+  const convId = conversation.id;
+  log(`  conversation ${convId}, lastSeq ${conversation.lastSeq}`);
+
+  /** Every message of the conversation by seq, as the senders' acks and responses report them. */
+  const bySeq = new Map();
+  const record = (message, what) => {
+    assert(message && Number.isInteger(message.seq), `${what}: no message with a seq: ${JSON.stringify(message)}`);
+    assertEqual(message.conversationId, convId, `${what}: conversationId`);
+    const known = bySeq.get(message.seq);
+    assert(!known || known.id === message.id, `${what}: seq ${message.seq} reused (${known?.id} and ${message.id})`);
+    bySeq.set(message.seq, message);
+  };
+
+  log("A and B open conversation sockets with single-use tickets (after=0)");
+  const sa = await openSocket(base, a, convId, 0);
+  const sb = await openSocket(base, b, convId, 0);
+  const socketA = sa.socket;
+  let socketB = sb.socket;
+  assertEqual(sa.ready.lastSeq, conversation.lastSeq, "A's ready.lastSeq");
+  assertEqual(sb.ready.lastSeq, conversation.lastSeq, "B's ready.lastSeq");
+  assertContiguous(sa.replay.map((m) => m.seq), 0, sa.ready.lastSeq, "A's replay from after=0");
+  assertContiguous(sb.replay.map((m) => m.seq), 0, sb.ready.lastSeq, "B's replay from after=0");
+  for (const m of sb.replay) record(m, "replay");
+  let bLastSeen = sb.ready.lastSeq;
+
+  log("a used ticket is refused");
+  {
+    const { json } = await api(base, "POST", "/auth/ticket", { token: a.token, expect: 200 });
+    const url = `${base.replace(/^http/, "ws")}/conversations/${encodeURIComponent(convId)}/ws?ticket=${encodeURIComponent(json.ticket)}`;
+    const first = new Socket(url, "ticket check (first use)");
+    await first.untilReady();
+    await first.close();
+    const second = new Socket(url, "ticket check (second use)");
+    const opened = await second.opened.then(
+      () => true,
+      () => false,
+    );
+    await second.close();
+    assert(!opened, "a ticket worked twice");
+  }
+
+  /** Sends over a socket; the sender gets the ack, every other open socket the message. */
+  async function sendOverSocket(from, fromSocket, others, body) {
+    const clientMsgId = `smoke-${from.label}-${rand(8)}`;
+    fromSocket.send({ type: "send", clientMsgId, body });
+    const ack = await fromSocket.next((f) => f.type === "ack" && f.clientMsgId === clientMsgId, `ack for ${clientMsgId}`);
+    record(ack.message, `ack for ${clientMsgId}`);
+    assertEqual(ack.message.body, body, "acked body");
+    assertEqual(ack.message.senderId, from.id, "acked senderId");
+    for (const other of others) {
+      const frame = await other.next(
+        (f) => f.type === "message" && f.message?.clientMsgId === clientMsgId,
+        `message ${clientMsgId}`,
+      );
+      assertEqual(frame.message.id, ack.message.id, `${other.name}: message id`);
+      assertEqual(frame.message.seq, ack.message.seq, `${other.name}: message seq`);
+    }
+    return ack.message;
+  }
+
+  log("A and B exchange messages over their sockets");
+  const exchanged = [];
+  exchanged.push(await sendOverSocket(a, socketA, [socketB], "hello B"));
+  exchanged.push(await sendOverSocket(b, socketB, [socketA], "hi A"));
+  exchanged.push(await sendOverSocket(a, socketA, [socketB], "how are you? 🙂"));
+  exchanged.push(await sendOverSocket(b, socketB, [socketA], "fine, thanks"));
+  exchanged.push(await sendOverSocket(a, socketA, [socketB], "great"));
+  assertContiguous(
+    exchanged.map((m) => m.seq),
+    conversation.lastSeq,
+    conversation.lastSeq + exchanged.length,
+    "seqs of the exchanged messages",
+  );
+  bLastSeen = exchanged[exchanged.length - 1].seq;
+  socketA.assertNoErrors();
+  socketB.assertNoErrors();
+  log(`  ${exchanged.length} messages, seqs ${exchanged[0].seq}..${bLastSeen}`);
+
+  log("B disconnects");
+  const closeB = await socketB.close();
+  assert(closeB, "B's socket did not close");
+
+  log("A sends while B is away (socket and POST /send)");
+  const missed = [];
+  missed.push(await sendOverSocket(a, socketA, [], "are you there?"));
+  missed.push(await sendOverSocket(a, socketA, [], "message 2 while away"));
+  for (let i = 1; i <= 3; i++) {
+    const clientMsgId = `smoke-a-rest-${rand(8)}`;
+    const body = `REST message ${i} while away`;
+    const res = await api(base, "POST", "/send", {
+      token: a.token,
+      body: { conversationId: convId, clientMsgId, body },
+      expect: 201,
+    });
+    record(res.json?.message, `POST /send ${clientMsgId}`);
+    assertEqual(res.json.message.body, body, "POST /send body");
+    missed.push(res.json.message);
+    // A's own socket sees the REST send too (it is another "device view" of the conversation).
+    await socketA.next((f) => f.type === "message" && f.message?.clientMsgId === clientMsgId, `message ${clientMsgId} on A`);
+    if (i === 2) {
+      // An idempotent retry: same message, nothing new stored.
+      const retry = await api(base, "POST", "/send", {
+        token: a.token,
+        body: { conversationId: convId, clientMsgId, body },
+        expect: 200,
+      });
+      assertEqual(retry.json?.message?.id, res.json.message.id, "idempotent retry: id");
+      assertEqual(retry.json?.message?.seq, res.json.message.seq, "idempotent retry: seq");
+    }
+  }
+  missed.push(await sendOverSocket(a, socketA, [], "last one while away"));
+  assertContiguous(missed.map((m) => m.seq), bLastSeen, bLastSeen + missed.length, "seqs sent while B was away");
+  const lastSeq = missed[missed.length - 1].seq;
+  log(`  ${missed.length} messages, seqs ${missed[0].seq}..${lastSeq}`);
+
+  log(`B reconnects with after=${bLastSeen} and receives exactly what it missed`);
+  const rb = await openSocket(base, b, convId, bLastSeen);
+  socketB = rb.socket;
+  assertEqual(rb.ready.lastSeq, lastSeq, "B's ready.lastSeq after reconnect");
+  assertContiguous(rb.replay.map((m) => m.seq), bLastSeen, lastSeq, "seqs replayed to B");
+  assertEqual(
+    rb.replay.map((m) => m.id),
+    missed.map((m) => m.id),
+    "ids replayed to B",
+  );
+  assertEqual(
+    rb.replay.map((m) => m.body),
+    missed.map((m) => m.body),
+    "bodies replayed to B",
+  );
+  log(`  replayed ${rb.replay.length} messages, seqs ${rb.replay[0]?.seq}..${rb.replay[rb.replay.length - 1]?.seq}`);
+
+  log("live traffic still flows after the reconnect");
+  const live = await sendOverSocket(a, socketA, [socketB], "welcome back");
+  assertEqual(live.seq, lastSeq + 1, "seq after reconnect");
+  const finalSeq = live.seq;
+  socketA.assertNoErrors();
+  socketB.assertNoErrors();
+  await socketA.close();
+  await socketB.close();
+
+  for (const user of [a, b]) {
+    log(`GET /messages?since=0 paged by cursor returns every message exactly once (${user.label})`);
+    const deadline = Date.now() + INDEX_TIMEOUT_MS;
+    let synced;
+    for (let attempt = 1; ; attempt++) {
+      synced = await syncAll(base, user, 3);
+      if (synced.messages.length >= finalSeq || Date.now() > deadline) break;
+      await sleep(250);
+    }
+    const seqs = synced.messages.map((m) => m.seq).sort((x, y) => x - y);
+    const ids = synced.messages.map((m) => m.id);
+    assertEqual(new Set(ids).size, ids.length, `${user.label}: /messages ids are unique`);
+    for (const m of synced.messages) assertEqual(m.conversationId, convId, `${user.label}: /messages conversationId`);
+    assertContiguous(seqs, 0, finalSeq, `${user.label}: seqs from /messages (within ${INDEX_TIMEOUT_MS} ms)`);
+    for (const m of synced.messages) {
+      const known = bySeq.get(m.seq);
+      if (known) assertEqual(m.id, known.id, `${user.label}: /messages id of seq ${m.seq}`);
+    }
+    log(`  ${synced.messages.length} messages in ${synced.pages} pages`);
+  }
+}
+
+/** Pages GET /messages from since=0 with `cursor` until hasMore is false. */
+async function syncAll(base, user, limit) {
+  const messages = [];
+  let since = "0";
+  let pages = 0;
+  for (;;) {
+    pages++;
+    assert(pages <= 1000, "/messages paging does not end");
+    const { json } = await api(base, "GET", `/messages?since=${encodeURIComponent(since)}&limit=${limit}`, {
+      token: user.token,
+      expect: 200,
+    });
+    assert(Array.isArray(json?.messages) && typeof json.hasMore === "boolean", `/messages: ${JSON.stringify(json)}`);
+    assert(json.messages.length <= limit, `/messages returned ${json.messages.length} > limit ${limit}`);
+    messages.push(...json.messages);
+    if (!json.hasMore) break;
+    assert(typeof json.cursor === "string" && json.cursor !== since, `/messages: cursor did not advance (${json.cursor})`);
+    since = json.cursor;
+  }
+  return { messages, pages };
+}
+
+// --- Main ----------------------------------------------------------------------------------------
+
+async function main() {
+  let server = null;
+  let tempDir = null;
+  const onSignal = (signal) => {
+    server?.killNow();
+    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+    console.log(`smoke: interrupted by ${signal}`);
+    process.exit(130);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+
+  let failure = null;
+  try {
+    const [port, inspectorPort] = await freePorts(2);
+    tempDir = mkdtempSync(join(tmpdir(), "edge-chat-smoke-"));
+    log(`starting the dev server on 127.0.0.1:${port} (inspector ${inspectorPort}, state in ${tempDir})`);
+    server = new DevServer(port, inspectorPort, tempDir);
+    const started = Date.now();
+    await server.waitUntilReady(START_TIMEOUT_MS);
+    log(`server answers after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    await scenario(server.base);
+  } catch (err) {
+    failure = err;
+  } finally {
+    if (server) {
+      log("stopping the server's process group");
+      const stopping = Date.now();
+      await server.stop().catch((err) => console.error("smoke: could not stop the server:", err));
+      log(`server stopped after ${((Date.now() - stopping) / 1000).toFixed(1)} s`);
+      if (server.groupAlive()) {
+        failure ??= new SmokeError(`the server's process group ${server.child.pid} is still running`);
+      }
+    }
+    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+  }
+
+  if (failure) {
+    if (server && !VERBOSE) console.error(`smoke: last server output:\n${server.tail()}`);
+    console.error(`smoke: FAILED: ${failure instanceof SmokeError ? failure.message : failure?.stack ?? failure}`);
+    console.log("smoke: 0 passed, 1 failed");
+    process.exitCode = 1;
+  } else {
+    console.log("smoke: 1 passed, 0 failed");
+  }
+}
+
+await main();
