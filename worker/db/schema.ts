@@ -131,6 +131,20 @@ export const mediaShares = sqliteTable(
   (t) => [primaryKey({ columns: [t.mediaId, t.conversationId] })],
 );
 
+// The parts of a pending multipart upload that reached R2. The R2 binding cannot list the parts
+// of an upload, so this is both what `complete` hands to R2 and what a resuming client reads.
+export const mediaParts = sqliteTable(
+  "media_parts",
+  {
+    mediaId: text("media_id").notNull(),
+    partNumber: integer("part_number").notNull(),
+    etag: text("etag").notNull(),
+    size: integer("size").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.mediaId, t.partNumber] })],
+);
+
 // Web Push subscriptions, one per endpoint, tied to the device that subscribed.
 export const pushSubscriptions = sqliteTable(
   "push_subscriptions",
