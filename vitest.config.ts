@@ -1,5 +1,6 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
+import { vapidKeyPair } from "./scripts/dev-vars.mjs";
 
 // Every test file runs inside workerd with the real Durable Objects, D1 and R2 of wrangler.toml.
 // Storage is isolated per test file, not per test: tests create their own users and conversations.
@@ -15,6 +16,27 @@ export default defineConfig(async () => {
             // Low enough to reach in a test, high enough for the concurrency tests.
             RATE_LIMIT_PER_SECOND: "100",
             RATE_LIMIT_BURST: "120",
+            // Presence (test/presence.test.ts): a short debounce and keep-alive window so flaps and
+            // silent sockets play out in seconds; FANOUT_INLINE_MAX makes the 200-member group queue.
+            PRESENCE_DEBOUNCE_MS: "600",
+            PRESENCE_TIMEOUT_MS: "2500",
+            FANOUT_INLINE_MAX: "50",
+            // Media (test/media.test.ts): low limits to reach 413 with tiny files; video, blobs and
+            // multipart stay high enough for the 12 MiB multipart and 6 MiB streamed uploads.
+            MEDIA_URL_SECRET: "test-only-media-url-secret",
+            MEDIA_MAX_IMAGE_BYTES: "65536",
+            MEDIA_MAX_AUDIO_BYTES: "65536",
+            MEDIA_MAX_PDF_BYTES: "65536",
+            MEDIA_MAX_VIDEO_BYTES: "1048576",
+            MEDIA_MAX_BLOB_BYTES: "16777216",
+            MEDIA_MAX_MULTIPART_BYTES: "33554432",
+            MEDIA_PART_BYTES: "5242880",
+            // Push (test/push.test.ts): a fresh VAPID pair per run, pushes to the local mock push
+            // service of test/globals/push-service.ts, and retries 1 s, 2 s apart, 3 tries in all.
+            ...vapidKeyPair(),
+            PUSH_ALLOW_INSECURE_LOCALHOST: "true",
+            PUSH_RETRY_BASE_SECONDS: "1",
+            PUSH_MAX_TRIES: "3",
           },
         },
       }),
@@ -22,6 +44,7 @@ export default defineConfig(async () => {
     test: {
       include: ["test/**/*.test.ts"],
       setupFiles: ["./test/setup.ts"],
+      globalSetup: ["./test/globals/push-service.ts"],
       testTimeout: 30_000,
       hookTimeout: 30_000,
     },

@@ -27,6 +27,8 @@ export interface ErrorBody {
  */
 export const CLOSE = {
   tooBig: 1009,
+  /** A user socket silent (no frame, no keep-alive) past the keep-alive window. Reconnect. */
+  idle: 4000,
   unauthorized: 4001,
   removed: 4003,
   rateLimited: 4008,

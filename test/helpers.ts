@@ -35,7 +35,7 @@ export async function call(path: string, options: CallOptions = {}): Promise<Res
 export async function json<T>(path: string, options: CallOptions = {}, expected = 200): Promise<T> {
   const res = await call(path, options);
   const text = await res.text();
-  if (res.status !== expected) throw new Error(`${options.method ?? "GET"} ${path}: ${res.status} ${text}`);
+  if (res.status !== expected) throw new Error(`${options.method ?? (options.body === undefined ? "GET" : "POST")} ${path}: ${res.status} ${text}`);
   return (text ? JSON.parse(text) : null) as T;
 }
 
@@ -97,15 +97,36 @@ export class TestSocket {
   closed: { code: number; reason: string } | null = null;
   private waiters: Array<() => void> = [];
 
-  constructor(readonly ws: WebSocket) {
+  private keepAlive: ReturnType<typeof setInterval> | null = null;
+
+  constructor(
+    readonly ws: WebSocket,
+    keepAliveMs: number | null = null,
+  ) {
+    // Like a real client, send the keep-alive `ping`; tests of silent sockets pass null.
+    if (keepAliveMs !== null) {
+      this.keepAlive = setInterval(() => {
+        try {
+          ws.send("ping");
+        } catch {
+          this.stopKeepAlive();
+        }
+      }, keepAliveMs);
+    }
     ws.addEventListener("message", (e) => {
       this.frames.push(typeof e.data === "string" && e.data !== "pong" ? (JSON.parse(e.data) as Frame) : { type: "raw", data: e.data });
       this.wake();
     });
     ws.addEventListener("close", (e) => {
+      this.stopKeepAlive();
       this.closed = { code: e.code, reason: e.reason };
       this.wake();
     });
+  }
+
+  private stopKeepAlive() {
+    if (this.keepAlive !== null) clearInterval(this.keepAlive);
+    this.keepAlive = null;
   }
 
   private wake() {
@@ -154,6 +175,7 @@ export class TestSocket {
   }
 
   close() {
+    this.stopKeepAlive();
     try {
       this.ws.close(1000, "done");
     } catch {
@@ -162,12 +184,20 @@ export class TestSocket {
   }
 }
 
-/** Opens a socket through the Worker with a bearer header (or a ticket in the URL). */
-export async function connect(path: string, token: string | null, headers: Record<string, string> = {}): Promise<TestSocket> {
+/**
+ * Opens a socket through the Worker with a bearer header (or a ticket in the URL). It pings every
+ * second like a real client unless `keepAliveMs` is null.
+ */
+export async function connect(
+  path: string,
+  token: string | null,
+  headers: Record<string, string> = {},
+  keepAliveMs: number | null = 1000,
+): Promise<TestSocket> {
   const res = await call(path, { headers: { upgrade: "websocket", ...headers }, ...(token ? { token } : {}) });
   if (res.status !== 101 || !res.webSocket) throw new Error(`socket ${path}: ${res.status} ${await res.text()}`);
   res.webSocket.accept();
-  return new TestSocket(res.webSocket);
+  return new TestSocket(res.webSocket, keepAliveMs);
 }
 
 export async function openConversation(s: Session, conversationId: string, after?: number): Promise<TestSocket> {

@@ -7,11 +7,15 @@ import { conversations, groups, send } from "./routes/conversations";
 import { messages } from "./routes/messages";
 import { sockets } from "./routes/sockets";
 import { users } from "./routes/users";
+import { presence } from "./routes/presence";
+import { push } from "./routes/push";
+import { PUSH_QUEUE_NAME, handlePushBatch } from "./push/consumer";
+import { QUEUES, consumeFanout } from "./queues";
 
 export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
 
-const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws"];
+const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push"];
 
 const app = newApp();
 app.use(base);
@@ -30,6 +34,8 @@ app.route("/conversations", conversations);
 app.route("/group", groups);
 app.route("/send", send);
 app.route("/messages", messages);
+app.route("/presence", presence);
+app.route("/push", push);
 
 app.notFound((c) => {
   const path = new URL(c.req.url).pathname;
@@ -40,4 +46,17 @@ app.notFound((c) => {
 });
 app.onError(onError);
 
-export default { fetch: app.fetch } satisfies ExportedHandler<Env>;
+export default {
+  fetch: app.fetch,
+  async queue(batch, env) {
+    switch (batch.queue) {
+      case QUEUES.fanout:
+        return consumeFanout(batch, env);
+      case PUSH_QUEUE_NAME:
+        return handlePushBatch(batch, env);
+      default:
+        console.error(`no consumer for queue ${batch.queue}; retrying its batch`);
+        batch.retryAll();
+    }
+  },
+} satisfies ExportedHandler<Env>;

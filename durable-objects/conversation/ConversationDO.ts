@@ -18,28 +18,47 @@ import { fail } from "../../worker/lib/errors";
 import { TokenBuckets } from "../lib/rateLimit";
 import { ConversationStore } from "./store";
 import { Outbox, backoffDelay } from "./outbox";
+import { Fanout } from "./fanout";
+import { userStub } from "../../worker/lib/objects";
 import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
 
 export class ConversationDO extends DurableObject<Env> {
   private readonly settings: Settings;
   private readonly store: ConversationStore;
   readonly outbox: Outbox;
+  readonly fanout: Fanout;
   private readonly conversation: Conversation;
-  /** Whether an alarm for the outbox is already set; in memory only (a lost flag costs one extra alarm). */
-  private flushScheduled = false;
+  /**
+   * The alarm time we last set (null: none; undefined: unknown since wake-up). One alarm serves
+   * the outbox, the fan-out and typing lapses: it is set to the earliest of their deadlines.
+   */
+  private alarmAt: number | null | undefined = undefined;
+  /** While D1 or the fan-out is failing, retries wait for their backoff however busy we are. */
+  private retryNotBefore = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.settings = readSettings(env);
     this.store = new ConversationStore(ctx.storage.sql);
     this.outbox = new Outbox(this.store, env.DB, this.settings.outboxBatchSize);
+    this.fanout = new Fanout(this.store, env, this.settings.fanoutInlineMax);
     this.conversation = new Conversation(this.store, {
       limiter: new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst),
       sockets: {
         all: () => ctx.getWebSockets(),
         ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
       },
-      afterWrite: () => this.scheduleFlush(),
+      wakeAt: (at) => void this.wakeAt(at),
+      notifyReceipt: (userIds, receipt) => {
+        const conversationId = this.store.requireMeta().id;
+        for (const userId of new Set(userIds)) {
+          ctx.waitUntil(
+            userStub(env, userId)
+              .receipt(userId, { conversationId, ...receipt })
+              .catch((err: unknown) => console.warn("receipt notification failed", String(err))),
+          );
+        }
+      },
     });
     // Keep-alives are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
@@ -57,6 +76,11 @@ export class ConversationDO extends DurableObject<Env> {
 
   async view(userId: string) {
     return this.conversation.view(userId);
+  }
+
+  /** For a user object relaying a membership change, including to someone just removed. */
+  async viewForNotification(userId: string) {
+    return this.store.meta ? this.conversation.viewFor(userId) : null;
   }
 
   async addMembers(actor: Identity, userIds: string[], now: number) {
@@ -199,7 +223,7 @@ export class ConversationDO extends DurableObject<Env> {
           return;
         }
         case "typing":
-          this.conversation.typing(identity.userId, frame.on);
+          this.conversation.typing(identity.userId, frame.on, now);
           return;
         case "read":
         case "delivered": {
@@ -221,26 +245,30 @@ export class ConversationDO extends DurableObject<Env> {
 
   async webSocketError(): Promise<void> {}
 
-  // --- The outbox --------------------------------------------------------------------------------
+  // --- The alarm: outbox to D1, fan-out to user objects, typing lapses -------------------------
 
   async alarm(): Promise<void> {
-    this.flushScheduled = false;
-    const drained = await this.outbox.flush();
-    if (!drained) {
-      this.flushScheduled = true;
-      await this.ctx.storage.setAlarm(Date.now() + backoffDelay(this.outbox.failures));
+    this.alarmAt = null;
+    const [flushed, fannedOut] = await Promise.all([this.outbox.flush(), this.fanout.run()]);
+    const now = Date.now();
+    let next = this.conversation.lapseTyping(now) ?? Number.POSITIVE_INFINITY;
+    if (!flushed || !fannedOut) {
+      this.retryNotBefore = now + backoffDelay(Math.max(this.outbox.failures, this.fanout.failures));
+      next = Math.min(next, this.retryNotBefore);
     }
+    if (next !== Number.POSITIVE_INFINITY) await this.wakeAt(next);
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    void this.ctx.storage.setAlarm(Date.now());
+  private async wakeAt(at: number): Promise<void> {
+    const when = Math.max(at, this.retryNotBefore);
+    if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
+    if (this.alarmAt !== null && this.alarmAt <= when) return;
+    this.alarmAt = when;
+    await this.ctx.storage.setAlarm(when);
   }
 
   private async flushNow(): Promise<void> {
-    const drained = await this.outbox.flush();
-    if (!drained) this.scheduleFlush();
+    if (!(await this.outbox.flush())) await this.wakeAt(Date.now());
   }
 }
 

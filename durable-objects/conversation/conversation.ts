@@ -42,9 +42,14 @@ export interface HistoryInput {
 export interface ConversationDeps {
   limiter: TokenBuckets;
   sockets: { all(): WebSocket[]; ofUser(userId: string): WebSocket[] };
-  /** Called after every write that added outbox rows. */
-  afterWrite(): void;
+  /** Asks for the alarm at `at` or earlier (outbox, fan-out, typing lapse). */
+  wakeAt(at: number): void;
+  /** Tells users' own objects (their other devices, the senders) of a receipt change. */
+  notifyReceipt(userIds: string[], receipt: Receipt): void;
 }
+
+/** A typing indicator lapses this long after its last refresh. */
+export const TYPING_LAPSE_MS = 6_000;
 
 export const MAX_MEMBERS = 1000;
 
@@ -160,7 +165,7 @@ export class Conversation {
       threadRootSeq: request.threadRootSeq ?? null,
       createdAt: now,
     });
-    this.deps.afterWrite();
+    this.deps.wakeAt(now);
     this.deliver(message, origin);
     return { ok: true, message, duplicate: false };
   }
@@ -187,8 +192,11 @@ export class Conversation {
     }
     const receipt: Receipt = { userId, deliveredSeq, readSeq, updatedAt: now };
     this.store.putReceipt(receipt);
-    this.deps.afterWrite();
+    this.deps.wakeAt(now);
     this.broadcast(JSON.stringify({ type: "receipt", ...receipt } satisfies ConversationServerFrame), null);
+    // The reader's other devices, and whoever wrote the messages the watermark just passed.
+    const senders = this.store.sendersBetween(Math.min(current.deliveredSeq, current.readSeq), Math.max(deliveredSeq, readSeq), userId);
+    this.deps.notifyReceipt([userId, ...senders], receipt);
     return { ok: true, receipt };
   }
 
@@ -197,7 +205,24 @@ export class Conversation {
     return { ok: true, receipts: [...this.store.members.keys()].map((id) => this.store.receipt(id)) };
   }
 
-  typing(userId: string, on: boolean): void {
+  /**
+   * Typing is relayed when it starts or stops; a refresh only extends it. Without a refresh it
+   * lapses after TYPING_LAPSE_MS and the others are told `on: false` (see lapseTyping).
+   */
+  typing(userId: string, on: boolean, now: number): void {
+    const changed = on ? this.store.startTyping(userId, now + TYPING_LAPSE_MS, now) : this.store.stopTyping(userId, now);
+    if (on) this.deps.wakeAt(now + TYPING_LAPSE_MS);
+    if (changed) this.relayTyping(userId, on);
+  }
+
+  /** Ends lapsed typing indicators; returns when the next one lapses. */
+  lapseTyping(now: number): number | null {
+    const { lapsed, next } = this.store.expireTyping(now);
+    for (const userId of lapsed) this.relayTyping(userId, false);
+    return next;
+  }
+
+  private relayTyping(userId: string, on: boolean): void {
     const frame = JSON.stringify({ type: "typing", userId, on } satisfies ConversationServerFrame);
     for (const ws of this.deps.sockets.all()) {
       const att: unknown = ws.deserializeAttachment();
@@ -233,7 +258,7 @@ export class Conversation {
       threadRootSeq: null,
       createdAt: now,
     });
-    this.deps.afterWrite();
+    this.deps.wakeAt(now);
     this.deliver(message, null);
     return message;
   }
@@ -248,7 +273,8 @@ export class Conversation {
     for (const ws of this.deps.sockets.all()) if (ws !== except) trySend(ws, frame);
   }
 
-  private viewFor(userId: string): ConversationView {
+  /** The conversation as `userId` sees it, member or not: for notifying someone just removed. */
+  viewFor(userId: string): ConversationView {
     const meta = this.store.requireMeta();
     const readSeq = this.store.receipt(userId).readSeq;
     const members: Member[] = [...this.store.members.values()];

@@ -23,6 +23,11 @@ const MIGRATIONS = [
      user_id TEXT PRIMARY KEY, delivered_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
      updated_at INTEGER NOT NULL)`,
   `CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL)`,
+  // The highest seq whose notification reached every member's user object.
+  `ALTER TABLE conversation ADD COLUMN fanout_seq INTEGER NOT NULL DEFAULT 0`,
+  `UPDATE conversation SET fanout_seq = last_seq`,
+  // Who is typing, until when: kept in storage so the lapse survives hibernation.
+  `CREATE TABLE typing (user_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)`,
 ];
 
 
@@ -242,10 +247,17 @@ export class ConversationStore {
     return meta && meta.lastSeq > 0 ? this.getMessage(meta.lastSeq) : null;
   }
 
-  /** Messages from others above `readSeq`. Costs O(unread) through the primary key. */
+  /**
+   * Messages from others above `readSeq`, thread replies included, system messages not (they
+   * record membership, nobody wrote them to be read). Costs O(unread) through the primary key.
+   */
   unreadCount(userId: string, readSeq: number): number {
     return this.sql
-      .exec<{ n: number }>("SELECT count(*) AS n FROM messages WHERE seq > ? AND sender_id != ?", readSeq, userId)
+      .exec<{ n: number }>(
+        "SELECT count(*) AS n FROM messages WHERE seq > ? AND sender_id != ? AND kind != 'system'",
+        readSeq,
+        userId,
+      )
       .one().n;
   }
 
@@ -294,6 +306,58 @@ export class ConversationStore {
 
   deleteOutboxThrough(id: number): void {
     this.sql.exec("DELETE FROM outbox WHERE id <= ?", id);
+  }
+
+  fanoutSeq(): number {
+    return this.sql.exec<{ fanout_seq: number }>("SELECT fanout_seq FROM conversation").toArray()[0]?.fanout_seq ?? 0;
+  }
+
+  setFanoutSeq(seq: number): void {
+    this.sql.exec("UPDATE conversation SET fanout_seq = max(fanout_seq, ?)", seq);
+  }
+
+  /** Marks `userId` typing until `expiresAt`; returns whether they were not typing before. */
+  startTyping(userId: string, expiresAt: number, now: number): boolean {
+    const before = this.sql
+      .exec<{ expires_at: number }>("SELECT expires_at FROM typing WHERE user_id = ?", userId)
+      .toArray()[0];
+    this.sql.exec(
+      "INSERT INTO typing (user_id, expires_at) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET expires_at = excluded.expires_at",
+      userId,
+      expiresAt,
+    );
+    return !before || before.expires_at <= now;
+  }
+
+  /** Clears `userId`'s typing; returns whether they were typing. */
+  stopTyping(userId: string, now: number): boolean {
+    const row = this.sql
+      .exec<{ expires_at: number }>("DELETE FROM typing WHERE user_id = ? RETURNING expires_at", userId)
+      .toArray()[0];
+    return row !== undefined && row.expires_at > now;
+  }
+
+  /** Removes lapsed typing entries and returns who they were, plus the next lapse time. */
+  expireTyping(now: number): { lapsed: string[]; next: number | null } {
+    const lapsed = this.sql
+      .exec<{ user_id: string }>("DELETE FROM typing WHERE expires_at <= ? RETURNING user_id", now)
+      .toArray()
+      .map((r) => r.user_id);
+    const next = this.sql.exec<{ next: number | null }>("SELECT min(expires_at) AS next FROM typing").one().next;
+    return { lapsed, next };
+  }
+
+  /** Distinct senders (other than `exceptUserId`) of messages with seq in (from, to]. */
+  sendersBetween(from: number, to: number, exceptUserId: string): string[] {
+    return this.sql
+      .exec<{ sender_id: string }>(
+        "SELECT DISTINCT sender_id FROM messages WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind != 'system'",
+        from,
+        to,
+        exceptUserId,
+      )
+      .toArray()
+      .map((r) => r.sender_id);
   }
 
   requireMeta(): ConversationMeta {

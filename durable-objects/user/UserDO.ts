@@ -1,27 +1,161 @@
-// One Durable Object per user: the user's device sockets (`GET /ws`), and the registry of which
-// conversation objects each device holds sockets in, so that logout can close them all.
+// One Durable Object per user: the user's device sockets (`GET /ws`), presence and its debounce,
+// who watches this user, the inbox stream to every device, push for a user with no live device,
+// and the registry of conversation sockets each device holds (so logout can close them).
+//
+// Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, PROTOCOL_VERSION, type UserServerFrame } from "../../protocol";
+import {
+  CLOSE,
+  LIMITS,
+  PROTOCOL_VERSION,
+  UserClientFrame,
+  type Presence,
+  type Receipt,
+  type UserServerFrame,
+} from "../../protocol";
 import { readSettings, type Settings } from "../../worker/lib/settings";
+import { conversationStub, userStub } from "../../worker/lib/objects";
+import { sharedWith } from "../../worker/lib/presence";
+import { enqueuePush } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
-import { jsonError, readIdentity } from "../lib/sockets";
+import { exceedsUtf8, jsonError, readIdentity, type Identity } from "../lib/sockets";
+import type { InboxEvent } from "../conversation/fanout";
+import { PresenceStore, type PresenceState } from "./presence";
 
 const MIGRATIONS = [
   // Where each device has (or had) conversation sockets. Stale rows cost one no-op call at logout.
   `CREATE TABLE conversation_sockets (
      device_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seen_at INTEGER NOT NULL,
      PRIMARY KEY (device_id, conversation_id))`,
+  // Messages already relayed, so an at-least-once fan-out reaches each device once. Pruned after a day.
+  `CREATE TABLE delivered (
+     conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,
+     PRIMARY KEY (conversation_id, seq)) WITHOUT ROWID`,
+  `CREATE INDEX delivered_at ON delivered (at)`,
+  `CREATE TABLE presence (
+     id INTEGER PRIMARY KEY CHECK (id = 1), status TEXT NOT NULL, last_seen INTEGER,
+     changed_at INTEGER NOT NULL, published_status TEXT NOT NULL)`,
+  // The user this object belongs to, learnt from its first call.
+  `CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), user_id TEXT NOT NULL)`,
+  // Devices of other users that watch this user's presence (their viewport), until they stop.
+  `CREATE TABLE watchers (
+     watcher_user_id TEXT NOT NULL, watcher_device_id TEXT NOT NULL,
+     PRIMARY KEY (watcher_user_id, watcher_device_id))`,
 ];
+
+const DELIVERED_RETENTION_MS = 24 * 3600_000;
+
+/** Per-socket state, in the attachment so it survives hibernation (well under its 16 KiB). */
+interface SocketState extends Identity {
+  connectedAt: number;
+  lastFrameAt: number;
+  /** The users this device watches (presence.watch), already filtered by the privacy rule. */
+  watch: string[];
+}
 
 export class UserDO extends DurableObject<Env> {
   private readonly settings: Settings;
+  private readonly presence: PresenceStore;
+  private alarmAt: number | null | undefined = undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.settings = readSettings(env);
     migrate(ctx.storage.sql, MIGRATIONS);
+    this.presence = new PresenceStore(ctx.storage.sql);
+    // Keep-alives are answered without waking the object; their time is still readable.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
   }
+
+  // --- Inbox: new messages, conversation changes, receipts ---------------------------------------
+
+  /**
+   * Relays new messages to every device of this user (but the one that sent each), once per
+   * (conversationId, seq); queues a push when no device is online.
+   */
+  async deliver(userId: string, events: InboxEvent[]): Promise<void> {
+    this.presence.rememberUser(userId);
+    const now = Date.now();
+    const sockets = this.ctx.getWebSockets();
+    const online = this.liveSockets(sockets, now).length > 0;
+    const pushes: Promise<void>[] = [];
+    for (const event of events) {
+      if (event.type === "changed") {
+        const conversation = await conversationStub(this.env, event.conversationId).viewForNotification(userId);
+        if (conversation) this.sendAll(sockets, { type: "conversation", conversation }, null);
+        continue;
+      }
+      const { message } = event;
+      const fresh = this.ctx.storage.sql
+        .exec(
+          "INSERT OR IGNORE INTO delivered (conversation_id, seq, at) VALUES (?, ?, ?) RETURNING seq",
+          message.conversationId,
+          message.seq,
+          now,
+        )
+        .toArray().length;
+      if (!fresh) continue;
+      this.sendAll(sockets, { type: "message", message }, message.senderDeviceId);
+      if (!online && message.senderId !== userId && message.kind !== "system") {
+        pushes.push(enqueuePush(this.env, { userId, conversation: event.conversation, message }));
+      }
+    }
+    // A failed enqueue fails the call, so the conversation's fan-out retries it; the `delivered`
+    // rows written above make that retry relay nothing twice (at worst it pushes twice).
+    if (pushes.length > 0) await Promise.all(pushes);
+    await this.wakeAt(now + DELIVERED_RETENTION_MS);
+  }
+
+  async receipt(_userId: string, receipt: Receipt & { conversationId: string }): Promise<void> {
+    this.sendAll(this.ctx.getWebSockets(), { type: "receipt", ...receipt }, null);
+  }
+
+  // --- Presence ----------------------------------------------------------------------------------
+
+  /** This user's presence right now (not debounced): what GET /presence reports. */
+  async getPresence(userId: string): Promise<Presence> {
+    this.presence.rememberUser(userId);
+    const now = Date.now();
+    const state = this.refreshPresence(now);
+    return { userId, status: state.status, lastSeen: state.status === "online" ? null : state.lastSeen };
+  }
+
+  /** Registers a watcher device and returns the current presence for its first paint. */
+  async watch(userId: string, watcher: Identity): Promise<Presence> {
+    this.ctx.storage.sql.exec(
+      "INSERT OR IGNORE INTO watchers (watcher_user_id, watcher_device_id) VALUES (?, ?)",
+      watcher.userId,
+      watcher.deviceId,
+    );
+    return this.getPresence(userId);
+  }
+
+  async unwatch(watcher: Identity): Promise<void> {
+    this.ctx.storage.sql.exec(
+      "DELETE FROM watchers WHERE watcher_user_id = ? AND watcher_device_id = ?",
+      watcher.userId,
+      watcher.deviceId,
+    );
+  }
+
+  /**
+   * A watched user's presence changed: relays it to this user's devices that watch them.
+   * Returns the devices that no longer do, so the watched user's object can forget them.
+   */
+  async presenceEvent(deviceIds: string[], event: Presence): Promise<string[]> {
+    const frame = JSON.stringify({ type: "presence", ...event } satisfies UserServerFrame);
+    const gone: string[] = [];
+    for (const deviceId of deviceIds) {
+      const watching = this.ctx
+        .getWebSockets(`d:${deviceId}`)
+        .filter((ws) => readState(ws)?.watch.includes(event.userId));
+      if (watching.length === 0) gone.push(deviceId);
+      for (const ws of watching) trySend(ws, frame);
+    }
+    return gone;
+  }
+
+  // --- Logout ------------------------------------------------------------------------------------
 
   async trackConversationSocket(deviceId: string, conversationId: string): Promise<void> {
     this.ctx.storage.sql.exec(
@@ -35,25 +169,22 @@ export class UserDO extends DurableObject<Env> {
 
   /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */
   async closeDevice(deviceId: string): Promise<void> {
-    for (const ws of this.ctx.getWebSockets(`d:${deviceId}`)) {
-      try {
-        ws.close(CLOSE.unauthorized, "logged out");
-      } catch {
-        // already closed
-      }
-    }
+    for (const ws of this.ctx.getWebSockets(`d:${deviceId}`)) this.closeSocket(ws, CLOSE.unauthorized, "logged out");
     const rows = this.ctx.storage.sql
       .exec<{ conversation_id: string }>("SELECT conversation_id FROM conversation_sockets WHERE device_id = ?", deviceId)
       .toArray();
     await Promise.all(
       rows.map((r) =>
-        this.env.CONVERSATION.get(this.env.CONVERSATION.idFromName(r.conversation_id))
+        conversationStub(this.env, r.conversation_id)
           .closeDevice(deviceId)
           .catch((err: unknown) => console.warn(`closeDevice in ${r.conversation_id} failed`, String(err))),
       ),
     );
     this.ctx.storage.sql.exec("DELETE FROM conversation_sockets WHERE device_id = ?", deviceId);
+    this.onSocketsChanged(Date.now());
   }
+
+  // --- The user socket -----------------------------------------------------------------------------
 
   async fetch(request: Request): Promise<Response> {
     const identity = readIdentity(request.headers);
@@ -64,29 +195,214 @@ export class UserDO extends DurableObject<Env> {
     if (this.ctx.getWebSockets(`d:${identity.deviceId}`).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);
     }
+    this.presence.rememberUser(identity.userId);
+    const now = Date.now();
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [`d:${identity.deviceId}`]);
-    server.serializeAttachment(identity);
-    const ready: UserServerFrame = {
-      type: "ready",
-      userId: identity.userId,
-      deviceId: identity.deviceId,
-      protocolVersion: PROTOCOL_VERSION,
-    };
-    server.send(JSON.stringify(ready));
+    const state: SocketState = { ...identity, connectedAt: now, lastFrameAt: now, watch: [] };
+    server.serializeAttachment(state);
+    trySend(server, JSON.stringify({ type: "ready", userId: identity.userId, deviceId: identity.deviceId, protocolVersion: PROTOCOL_VERSION } satisfies UserServerFrame));
+    this.onSocketsChanged(now);
     return new Response(null, { status: 101, webSocket: client });
   }
 
   async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
-    // Client frames on the user socket (presence.watch) are handled with presence.
-    if (typeof data === "string" && data.length > 64 * 1024) ws.close(CLOSE.tooBig, "frame over 64 KiB");
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const state = readState(ws);
+    if (!state) return this.closeSocket(ws, CLOSE.unauthorized, "no identity");
+    if (typeof data !== "string") return this.sendError(ws, "frames are JSON text");
+    if (exceedsUtf8(data, LIMITS.frameBytesMax)) return this.closeSocket(ws, CLOSE.tooBig, "frame over 64 KiB");
+    const now = Date.now();
+    state.lastFrameAt = now;
+    ws.serializeAttachment(state);
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      return this.sendError(ws, "frame is not valid JSON");
+    }
+    const parsed = UserClientFrame.safeParse(json);
+    if (!parsed.success) return this.sendError(ws, parsed.error.issues.map((i) => i.message).join("; "));
+    try {
+      await this.setWatch(ws, state, parsed.data.userIds);
+    } catch (err) {
+      console.error("presence.watch failed", err);
+      trySend(ws, JSON.stringify({ type: "error", code: "internal", message: "internal error" } satisfies UserServerFrame));
+    }
+    this.onSocketsChanged(now);
   }
 
   async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    this.closeSocket(ws, code === 1005 || code === 1006 ? 1000 : code, "closed");
+  }
+
+  async webSocketError(ws: WebSocket): Promise<void> {
+    this.closeSocket(ws, 1011, "error");
+  }
+
+  // --- The alarm: keep-alive expiry, debounced presence events, pruning --------------------------
+
+  async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const now = Date.now();
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState === WebSocket.OPEN && this.lastAlive(ws) + this.settings.presenceTimeoutMs <= now) {
+        // Silent past the keep-alive window: the runtime may never report this socket closed.
+        this.closeSocket(ws, CLOSE.idle, "keep-alive timeout", false);
+      }
+    }
+    const state = this.refreshPresence(now);
+    if (state.status !== state.publishedStatus && now - state.changedAt >= this.settings.presenceDebounceMs) {
+      this.presence.markPublished(state);
+      this.ctx.waitUntil(this.publish({ userId: this.userIdOf(), status: state.status, lastSeen: state.status === "online" ? null : state.lastSeen }));
+    }
+    this.ctx.storage.sql.exec("DELETE FROM delivered WHERE at < ?", now - DELIVERED_RETENTION_MS);
+    await this.scheduleNext(now);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private async setWatch(ws: WebSocket, state: SocketState, requested: string[]): Promise<void> {
+    const wanted = [...new Set(requested)].filter((id) => id !== state.userId);
+    // The privacy rule: only users who share a conversation with the watcher are disclosed.
+    const allowed = await sharedWith(this.env.DB, state.userId, wanted);
+    const before = new Set(state.watch);
+    const after = wanted.filter((id) => allowed.has(id));
+    const added = after.filter((id) => !before.has(id));
+    const removed = state.watch.filter((id) => !allowed.has(id) || !after.includes(id));
+    state.watch = after;
+    ws.serializeAttachment(state);
+    const watcher: Identity = { userId: state.userId, deviceId: state.deviceId };
+    await Promise.all([
+      ...removed.map((id) => userStub(this.env, id).unwatch(watcher)),
+      ...added.map(async (id) => {
+        const presence = await userStub(this.env, id).watch(id, watcher);
+        trySend(ws, JSON.stringify({ type: "presence", ...presence } satisfies UserServerFrame));
+      }),
+    ]);
+  }
+
+  private async publish(event: Presence): Promise<void> {
+    const rows = this.ctx.storage.sql
+      .exec<{ watcher_user_id: string; watcher_device_id: string }>("SELECT watcher_user_id, watcher_device_id FROM watchers")
+      .toArray();
+    const byUser = new Map<string, string[]>();
+    for (const r of rows) byUser.set(r.watcher_user_id, [...(byUser.get(r.watcher_user_id) ?? []), r.watcher_device_id]);
+    await Promise.all(
+      [...byUser].map(async ([watcherUserId, deviceIds]) => {
+        try {
+          const gone = await userStub(this.env, watcherUserId).presenceEvent(deviceIds, event);
+          for (const deviceId of gone) {
+            this.ctx.storage.sql.exec(
+              "DELETE FROM watchers WHERE watcher_user_id = ? AND watcher_device_id = ?",
+              watcherUserId,
+              deviceId,
+            );
+          }
+        } catch (err) {
+          console.warn(`presence event to ${watcherUserId} failed`, String(err));
+        }
+      }),
+    );
+  }
+
+  /** Recomputes presence from the sockets and, on a change, arranges the debounced event. */
+  private refreshPresence(now: number): PresenceState {
+    const online = this.liveSockets(this.ctx.getWebSockets(), now).length > 0;
+    return this.presence.update(online ? "online" : "offline", now);
+  }
+
+  private onSocketsChanged(now: number): void {
+    this.refreshPresence(now);
+    this.ctx.waitUntil(this.scheduleNext(now));
+  }
+
+  /** The next moment something is due: a debounced event, or a socket's keep-alive expiry. */
+  private async scheduleNext(now: number): Promise<void> {
+    const state = this.presence.get();
+    let next = Number.POSITIVE_INFINITY;
+    if (state && state.status !== state.publishedStatus) next = Math.min(next, state.changedAt + this.settings.presenceDebounceMs);
+    for (const ws of this.liveSockets(this.ctx.getWebSockets(), now)) {
+      next = Math.min(next, this.lastAlive(ws) + this.settings.presenceTimeoutMs);
+    }
+    const oldest = this.ctx.storage.sql.exec<{ at: number | null }>("SELECT min(at) AS at FROM delivered").one().at;
+    if (oldest !== null) next = Math.min(next, oldest + DELIVERED_RETENTION_MS);
+    if (next !== Number.POSITIVE_INFINITY) await this.wakeAt(Math.max(next, now));
+  }
+
+  private async wakeAt(at: number): Promise<void> {
+    if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    await this.ctx.storage.setAlarm(at);
+  }
+
+  /** The last sign of life: a frame, a keep-alive (answered by the runtime), or the handshake. */
+  private lastAlive(ws: WebSocket): number {
+    const state = readState(ws);
+    const ping = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+    return Math.max(ping, state?.lastFrameAt ?? 0, state?.connectedAt ?? 0);
+  }
+
+  private liveSockets(sockets: WebSocket[], now: number): WebSocket[] {
+    return sockets.filter(
+      (ws) => ws.readyState === WebSocket.OPEN && this.lastAlive(ws) + this.settings.presenceTimeoutMs > now,
+    );
+  }
+
+  private userIdOf(): string {
+    return this.presence.userId() ?? "";
+  }
+
+  private sendAll(sockets: WebSocket[], frame: UserServerFrame, exceptDeviceId: string | null): void {
+    const text = JSON.stringify(frame);
+    for (const ws of sockets) {
+      if (exceptDeviceId !== null && readState(ws)?.deviceId === exceptDeviceId) continue;
+      trySend(ws, text);
+    }
+  }
+
+  private sendError(ws: WebSocket, message: string): void {
+    trySend(ws, JSON.stringify({ type: "error", code: "bad_request", message } satisfies UserServerFrame));
+  }
+
+  private closeSocket(ws: WebSocket, code: number, reason: string, refresh = true): void {
+    const state = readState(ws);
     try {
-      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
+      ws.close(code, reason);
     } catch {
       // already closed
     }
+    if (state && state.watch.length > 0) {
+      const watcher: Identity = { userId: state.userId, deviceId: state.deviceId };
+      // Unless another socket of the device still watches them.
+      const still = new Set(this.ctx.getWebSockets(`d:${state.deviceId}`).filter((s) => s !== ws && s.readyState === WebSocket.OPEN).flatMap((s) => readState(s)?.watch ?? []));
+      for (const id of state.watch) {
+        if (!still.has(id)) this.ctx.waitUntil(userStub(this.env, id).unwatch(watcher).catch(() => undefined));
+      }
+    }
+    if (refresh) this.onSocketsChanged(Date.now());
+  }
+}
+
+function readState(ws: WebSocket): SocketState | null {
+  const value: unknown = ws.deserializeAttachment();
+  if (typeof value !== "object" || value === null) return null;
+  const v = value as Partial<SocketState>;
+  if (typeof v.userId !== "string" || typeof v.deviceId !== "string") return null;
+  return {
+    userId: v.userId,
+    deviceId: v.deviceId,
+    connectedAt: typeof v.connectedAt === "number" ? v.connectedAt : 0,
+    lastFrameAt: typeof v.lastFrameAt === "number" ? v.lastFrameAt : 0,
+    watch: Array.isArray(v.watch) ? v.watch.filter((x): x is string => typeof x === "string") : [],
+  };
+}
+
+function trySend(ws: WebSocket, frame: string): void {
+  try {
+    ws.send(frame);
+  } catch {
+    // closing; the device catches up with GET /messages?since= on reconnect
   }
 }

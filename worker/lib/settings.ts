@@ -1,5 +1,6 @@
 // Deployment settings, parsed once from the environment. Each has a default from API.md, so a
 // missing or malformed value never breaks a request: it falls back and the default is documented.
+import { MEDIA_LIMITS } from "../../protocol/media";
 
 function int(value: unknown, fallback: number, min = 0): number {
   const n = typeof value === "string" && value.trim() !== "" ? Number(value) : NaN;
@@ -15,6 +16,39 @@ export interface Settings {
   tokenTtlMs: number;
   ticketTtlMs: number;
   outboxBatchSize: number;
+  fanoutInlineMax: number;
+  presenceDebounceMs: number;
+  presenceTimeoutMs: number;
+  media: MediaSettings;
+  push: PushSettings;
+}
+
+/** Web Push delivery (worker/push/). The VAPID keys are secrets and are read where they are used. */
+export interface PushSettings {
+  vapidSubject: string;
+  /** Also accept http://127.0.0.1:* and http://localhost:* endpoints (local mock push services). */
+  allowInsecureLocalhost: boolean;
+  /** API.md: at least 24 h. */
+  ttlSeconds: number;
+  /** Tries per subscription before a push is logged as failed and dropped; at least 3 (API.md). */
+  maxTries: number;
+  /** Backoff after a 429/5xx without Retry-After: base, 2 x base, 4 x base, ... at most 1 h. */
+  retryBaseSeconds: number;
+}
+
+const MiB = 1024 * 1024;
+
+/** Media limits in bytes (API.md "Media"); `urlSecret` is null when the secret is not set. */
+export interface MediaSettings {
+  maxImageBytes: number;
+  maxVideoBytes: number;
+  maxAudioBytes: number;
+  maxPdfBytes: number;
+  maxBlobBytes: number;
+  maxMultipartBytes: number;
+  partBytes: number;
+  urlTtlSeconds: number;
+  urlSecret: string | null;
 }
 
 export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings {
@@ -32,5 +66,29 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     // A ticket lives at most 60 s (API.md), whatever the setting says.
     ticketTtlMs: Math.min(int(env.TICKET_TTL_SECONDS, 60, 1), 60) * 1000,
     outboxBatchSize: int(env.OUTBOX_BATCH_SIZE, 200, 1),
+    fanoutInlineMax: int(env.FANOUT_INLINE_MAX, 50, 0),
+    presenceDebounceMs: int(env.PRESENCE_DEBOUNCE_MS, 3000, 0),
+    // The keep-alive window of API.md: a socket silent this long no longer counts as online.
+    presenceTimeoutMs: int(env.PRESENCE_TIMEOUT_MS, 60_000, 1000),
+    media: {
+      maxImageBytes: int(env.MEDIA_MAX_IMAGE_BYTES, 16 * MiB, 1),
+      maxVideoBytes: int(env.MEDIA_MAX_VIDEO_BYTES, 100 * MiB, 1),
+      maxAudioBytes: int(env.MEDIA_MAX_AUDIO_BYTES, 16 * MiB, 1),
+      maxPdfBytes: int(env.MEDIA_MAX_PDF_BYTES, 16 * MiB, 1),
+      maxBlobBytes: int(env.MEDIA_MAX_BLOB_BYTES, 100 * MiB, 1),
+      maxMultipartBytes: int(env.MEDIA_MAX_MULTIPART_BYTES, 2048 * MiB, 1),
+      // R2 takes at most 5 GiB per part; a Worker request body is capped at 100 MB on most plans.
+      partBytes: Math.min(int(env.MEDIA_PART_BYTES, 8 * MiB, MEDIA_LIMITS.partMinBytes), 95 * MiB),
+      urlTtlSeconds: Math.min(int(env.MEDIA_URL_TTL_SECONDS, 3600, 1), MEDIA_LIMITS.urlTtlMaxSeconds),
+      urlSecret: typeof env.MEDIA_URL_SECRET === "string" && env.MEDIA_URL_SECRET !== "" ? env.MEDIA_URL_SECRET : null,
+    },
+    push: {
+      vapidSubject: typeof env.VAPID_SUBJECT === "string" && env.VAPID_SUBJECT !== "" ? env.VAPID_SUBJECT : "mailto:push@example.com",
+      allowInsecureLocalhost: env.PUSH_ALLOW_INSECURE_LOCALHOST === "true",
+      // 24 h at least (API.md); 28 days is the most push services keep a message.
+      ttlSeconds: Math.min(int(env.PUSH_TTL_SECONDS, 86_400, 86_400), 28 * 86_400),
+      maxTries: int(env.PUSH_MAX_TRIES, 5, 3),
+      retryBaseSeconds: int(env.PUSH_RETRY_BASE_SECONDS, 10, 0),
+    },
   };
 }

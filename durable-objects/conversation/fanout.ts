@@ -1,0 +1,134 @@
+// Notifies members' user objects of new messages, off the send path.
+//
+// The fan-out cursor (`fanout_seq`) only moves past a message once every recipient's object was
+// told, so delivery is at-least-once; user objects deduplicate by (conversationId, seq).
+//
+// Small conversations notify each member's object directly. Above `inlineMax` members, one RPC
+// per member per batch would make the conversation object itself the bottleneck of a large
+// group, so the work goes to a Queue in chunks of members, and the queue consumer (any number of
+// Worker instances in parallel) makes the calls.
+import type { Message } from "../../protocol";
+import { userStub } from "../../worker/lib/objects";
+import type { ConversationStore } from "./store";
+
+export interface ConversationSummary {
+  id: string;
+  type: "direct" | "group";
+  title: string | null;
+  e2ee: boolean;
+}
+
+/** What a user object receives. `changed` asks it to fetch the conversation's new state. */
+export type InboxEvent =
+  | { type: "message"; message: Message; conversation: ConversationSummary }
+  | { type: "changed"; conversationId: string };
+
+/** A unit of queued fan-out work: these events for these users. */
+export interface FanoutJob {
+  userIds: string[];
+  events: InboxEvent[];
+}
+
+const BATCH = 100;
+export const USERS_PER_JOB = 100;
+// Queue messages are capped at 128 KB; stay well under with room for the user ids.
+const EVENT_BYTES_PER_JOB = 64 * 1024;
+
+export class Fanout {
+  failures = 0;
+
+  constructor(
+    private readonly store: ConversationStore,
+    private readonly env: Env,
+    private readonly inlineMax: number,
+  ) {}
+
+  /** Delivers everything above the cursor. Returns true when caught up, false after a failure. */
+  async run(): Promise<boolean> {
+    for (;;) {
+      const meta = this.store.meta;
+      if (!meta) return true;
+      const { messages } = this.store.messagesAfter(this.store.fanoutSeq(), BATCH);
+      if (messages.length === 0) return true;
+      const summary: ConversationSummary = { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee };
+      const events: InboxEvent[] = [];
+      const recipients = new Set(this.store.members.keys());
+      for (const message of messages) {
+        events.push({ type: "message", message, conversation: summary });
+        if (message.kind === "system") {
+          // Removed members hear about their removal, too.
+          for (const id of systemUserIds(message)) recipients.add(id);
+          events.push({ type: "changed", conversationId: meta.id });
+        }
+      }
+      try {
+        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events);
+        else await this.enqueue([...recipients], events);
+      } catch (err) {
+        this.failures++;
+        console.warn(`fanout: conversation ${meta.id} failed (${this.failures}):`, err instanceof Error ? err.message : String(err));
+        return false;
+      }
+      this.failures = 0;
+      this.store.setFanoutSeq(messages[messages.length - 1]!.seq);
+    }
+  }
+
+  private async deliverInline(userIds: string[], events: InboxEvent[]): Promise<void> {
+    await Promise.all(userIds.map((userId) => userStub(this.env, userId).deliver(userId, dedupeChanged(events))));
+  }
+
+  private async enqueue(userIds: string[], events: InboxEvent[]): Promise<void> {
+    const jobs: FanoutJob[] = [];
+    for (const eventChunk of chunkByBytes(dedupeChanged(events), EVENT_BYTES_PER_JOB)) {
+      for (let i = 0; i < userIds.length; i += USERS_PER_JOB) {
+        jobs.push({ userIds: userIds.slice(i, i + USERS_PER_JOB), events: eventChunk });
+      }
+    }
+    // sendBatch takes at most 100 messages and 256 KB.
+    for (let i = 0; i < jobs.length; i += 2) {
+      await this.env.FANOUT_QUEUE.sendBatch(jobs.slice(i, i + 2).map((body) => ({ body })));
+    }
+  }
+}
+
+/** Delivers one queued job: every user's object in parallel. A throw retries the whole job. */
+export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
+  await Promise.all(job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events)));
+}
+
+function systemUserIds(message: Message): string[] {
+  try {
+    const parsed: unknown = JSON.parse(message.body ?? "{}");
+    if (typeof parsed === "object" && parsed !== null && "userIds" in parsed && Array.isArray(parsed.userIds)) {
+      return parsed.userIds.filter((id): id is string => typeof id === "string");
+    }
+  } catch {
+    // Not ours to fail on: a system body is always written by us.
+  }
+  return [];
+}
+
+/** Several membership changes in one batch need one refresh of the conversation, not several. */
+function dedupeChanged(events: InboxEvent[]): InboxEvent[] {
+  let seen = false;
+  return events.filter((e) => e.type !== "changed" || (!seen && (seen = true)));
+}
+
+function chunkByBytes(events: InboxEvent[], maxBytes: number): InboxEvent[][] {
+  const chunks: InboxEvent[][] = [];
+  let current: InboxEvent[] = [];
+  let bytes = 0;
+  for (const event of events) {
+    const size = JSON.stringify(event).length * 3;
+    if (current.length > 0 && bytes + size > maxBytes) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(event);
+    bytes += size;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}

@@ -1,0 +1,302 @@
+// The per-user object: multi-device delivery, presence and its debounce, watching and privacy,
+// receipts to user sockets, unread counts, typing lapse, and fan-out to a 200-member group.
+// Test settings (vitest.config.ts): PRESENCE_DEBOUNCE_MS 600, PRESENCE_TIMEOUT_MS 2500.
+import { env } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { UserDO } from "../durable-objects/user/UserDO";
+import type { Conversation, Presence } from "../protocol";
+import { sha256 } from "../worker/lib/crypto";
+import {
+  call,
+  connect,
+  direct,
+  expectError,
+  group,
+  json,
+  login,
+  openConversation,
+  register,
+  sendRest,
+  unique,
+  waitFor,
+  type Session,
+  type TestSocket,
+} from "./helpers";
+
+const DEBOUNCE_MS = 600;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function userSocket(s: Session, keepAliveMs: number | null = 1000): Promise<TestSocket> {
+  const socket = await connect("/ws", s.token, {}, keepAliveMs);
+  await socket.next("ready");
+  return socket;
+}
+
+async function presenceOf(viewer: Session, userId: string): Promise<Presence> {
+  const { presence } = await json<{ presence: Presence[] }>(`/presence?userIds=${userId}`, { token: viewer.token });
+  return presence[0]!;
+}
+
+describe("user socket delivery", () => {
+  it("delivers every new message to all of a user's devices, the sender's other devices included", async () => {
+    const a1 = await register();
+    const a2 = await login(a1.user.username, "phone");
+    const b = await register();
+    const conv = await direct(a1, b);
+    const [s1, s2, sb] = [await userSocket(a1), await userSocket(a2), await userSocket(b)];
+
+    await sendRest(b, conv.id, "from b");
+    for (const s of [s1, s2]) {
+      const f = await s.next("message", (x) => x.message?.body === "from b");
+      expect(f.message?.conversationId).toBe(conv.id);
+    }
+    // A message from device 1 reaches device 2 and b, not device 1 itself (it has the ack).
+    const cs = await openConversation(a1, conv.id);
+    cs.send({ type: "send", clientMsgId: "from-a1", body: "from a1" });
+    await cs.next("ack");
+    await s2.next("message", (x) => x.message?.clientMsgId === "from-a1");
+    await sb.next("message", (x) => x.message?.clientMsgId === "from-a1");
+    await sendRest(b, conv.id, "marker");
+    await s1.next("message", (x) => x.message?.body === "marker");
+    expect(s1.frames.filter((x) => x.message?.clientMsgId === "from-a1")).toEqual([]);
+    // The device that sent by REST has the message from the response already.
+    expect(sb.frames.filter((x) => x.message?.body === "from b" || x.message?.body === "marker")).toEqual([]);
+    // Exactly once per device.
+    expect(s2.frames.filter((x) => x.message?.body === "from b")).toHaveLength(1);
+    for (const s of [s1, s2, sb, cs]) s.close();
+  });
+
+  it("tells members of a new or changed conversation with a conversation frame", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const [sb, sc] = [await userSocket(b), await userSocket(c)];
+    const g = await group(a, [b], "news");
+    const created = await sb.next("conversation", (f) => (f.conversation as Conversation | undefined)?.id === g.id);
+    expect((created.conversation as Conversation).members).toHaveLength(2);
+    await json(`/conversations/${g.id}/members`, { token: a.token, body: { userIds: [c.user.id] } });
+    const joined = await sc.next("conversation", (f) => (f.conversation as Conversation | undefined)?.id === g.id);
+    expect((joined.conversation as Conversation).members).toHaveLength(3);
+    expect((await call(`/conversations/${g.id}/members/${c.user.id}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    const left = await sc.next(
+      "conversation",
+      (f) => (f.conversation as Conversation | undefined)?.members.length === 2,
+    );
+    expect((left.conversation as Conversation).members.map((m) => m.userId)).not.toContain(c.user.id);
+    sb.close();
+    sc.close();
+  });
+});
+
+describe("presence", () => {
+  it("is online while a user socket lives and offline with lastSeen after it closes", async () => {
+    const [a, b] = [await register(), await register()];
+    await direct(a, b);
+    expect(await presenceOf(b, a.user.id)).toEqual({ userId: a.user.id, status: "offline", lastSeen: null });
+    const s = await userSocket(a);
+    expect((await presenceOf(b, a.user.id)).status).toBe("online");
+    const before = Date.now();
+    s.close();
+    const offline = await waitFor(async () => {
+      const p = await presenceOf(b, a.user.id);
+      return p.status === "offline" ? p : null;
+    }, "offline within a second", 1000);
+    expect(offline.lastSeen).toBeGreaterThanOrEqual(before - 5);
+    expect(offline.lastSeen).toBeLessThanOrEqual(Date.now());
+  });
+
+  it("stays online while any device is connected", async () => {
+    const a = await register();
+    const a2 = await login(a.user.username);
+    const b = await register();
+    await direct(a, b);
+    const [s1, s2] = [await userSocket(a), await userSocket(a2)];
+    s1.close();
+    await sleep(100);
+    expect((await presenceOf(b, a.user.id)).status).toBe("online");
+    s2.close();
+    await waitFor(async () => (await presenceOf(b, a.user.id)).status === "offline", "offline");
+  });
+
+  it("expires a silent socket after the keep-alive window and closes it with 4000", async () => {
+    const [a, b] = [await register(), await register()];
+    await direct(a, b);
+    const silent = await userSocket(a, null);
+    expect((await presenceOf(b, a.user.id)).status).toBe("online");
+    expect((await silent.waitClosed(10_000)).code).toBe(4000);
+    const p = await presenceOf(b, a.user.id);
+    expect(p.status).toBe("offline");
+    expect(p.lastSeen).not.toBeNull();
+  });
+
+  it("pushes debounced events to watchers; a short flap pushes nothing", async () => {
+    const [u, w] = [await register(), await register()];
+    await direct(u, w);
+    const ws = await userSocket(w);
+    ws.send({ type: "presence.watch", userIds: [u.user.id] });
+    const initial = await ws.next("presence", (f) => f.userId === u.user.id);
+    expect(initial).toMatchObject({ status: "offline", lastSeen: null });
+
+    const s1 = await userSocket(u);
+    const online = await ws.next("presence", (f) => f.userId === u.user.id && f.status === "online", 5000);
+    expect(online.lastSeen).toBeNull();
+    const count = () => ws.frames.filter((f) => f.type === "presence" && f.userId === u.user.id).length;
+    const seen = count();
+
+    // Flap: offline and back within the debounce window.
+    s1.close();
+    await sleep(100);
+    const s2 = await userSocket(u);
+    await sleep(DEBOUNCE_MS * 3);
+    expect(count()).toBe(seen);
+
+    s2.close();
+    const offline = await ws.next("presence", (f) => f.userId === u.user.id && f.status === "offline" && f !== initial, 5000);
+    expect(offline.lastSeen).toEqual(expect.any(Number));
+    ws.close();
+  });
+
+  it("discloses nothing about users who share no conversation", async () => {
+    const [w, stranger, friend] = [await register(), await register(), await register()];
+    await direct(w, friend);
+    const s = await userSocket(stranger);
+    const { presence } = await json<{ presence: Presence[] }>(`/presence?userIds=${stranger.user.id},${friend.user.id},nobody`, { token: w.token });
+    expect(presence).toEqual([
+      { userId: stranger.user.id, status: "unknown", lastSeen: null },
+      { userId: friend.user.id, status: "offline", lastSeen: null },
+      { userId: "nobody", status: "unknown", lastSeen: null },
+    ]);
+    const ws = await userSocket(w);
+    ws.send({ type: "presence.watch", userIds: [stranger.user.id, friend.user.id] });
+    await ws.next("presence", (f) => f.userId === friend.user.id);
+    s.close();
+    await userSocket(stranger).then((x) => x.close());
+    await sleep(DEBOUNCE_MS * 3);
+    expect(ws.frames.some((f) => f.type === "presence" && f.userId === stranger.user.id)).toBe(false);
+    ws.close();
+
+    await expectError(await call("/presence", { token: w.token }), 400, "bad_request");
+    const many = Array.from({ length: 101 }, (_, i) => `u${i}`).join(",");
+    await expectError(await call(`/presence?userIds=${many}`, { token: w.token }), 400, "bad_request");
+    await expectError(await call(`/presence?userIds=x`), 401, "unauthorized");
+  });
+
+  it("answers a malformed user-socket frame with an error and keeps the socket", async () => {
+    const a = await register();
+    const s = await userSocket(a);
+    s.send({ type: "presence.watch", userIds: "all" });
+    expect((await s.next("error")).code).toBe("bad_request");
+    s.send({ type: "presence.watch", userIds: Array.from({ length: 201 }, (_, i) => `u${i}`) });
+    await s.until((f) => f.filter((x) => x.type === "error").length === 2, "a second error");
+    expect(s.closed).toBeNull();
+    s.send({ type: "presence.watch", userIds: ["x".repeat(70_000)] });
+    expect((await s.waitClosed()).code).toBe(1009);
+  });
+});
+
+describe("receipts and unread counts", () => {
+  it("reaches the sender's user sockets and the reader's other devices", async () => {
+    const [a, b] = [await register(), await register()];
+    const b2 = await login(b.user.username);
+    const conv = await direct(a, b);
+    const { message } = await sendRest(a, conv.id, "read me");
+    const [sa, sb2] = [await userSocket(a), await userSocket(b2)];
+    await json(`/conversations/${conv.id}/receipts`, { token: b.token, body: { type: "read", seq: message.seq } });
+    for (const s of [sa, sb2]) {
+      expect(await s.next("receipt")).toMatchObject({ conversationId: conv.id, userId: b.user.id, readSeq: message.seq, deliveredSeq: message.seq });
+    }
+    sa.close();
+    sb2.close();
+  });
+
+  it("counts others' unread messages for both sides, before and after a read", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    await sendRest(a, conv.id, "one");
+    await sendRest(a, conv.id, "two");
+    const last = (await sendRest(b, conv.id, "reply")).message;
+    const listed = async (s: Session) =>
+      (await json<{ conversations: Conversation[] }>("/conversations", { token: s.token })).conversations.find((c) => c.id === conv.id)!;
+    await waitFor(async () => (await listed(b)).lastSeq === last.seq, "the list to catch up");
+    expect(await listed(b)).toMatchObject({ unread: 2, readSeq: 0 });
+    expect(await listed(a)).toMatchObject({ unread: 1, readSeq: 0 });
+    expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: b.token })).conversation).toMatchObject({ unread: 2 });
+
+    await json(`/conversations/${conv.id}/receipts`, { token: b.token, body: { type: "read", seq: last.seq } });
+    // A read reaches D1 before the call returns: the list is right at once.
+    expect(await listed(b)).toMatchObject({ unread: 0, readSeq: last.seq, lastMessage: expect.objectContaining({ id: last.id }) });
+    expect(await listed(a)).toMatchObject({ unread: 1 });
+  });
+
+  it("counts thread replies as unread", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const root = (await sendRest(a, conv.id, "root")).message;
+    await json("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("r"), body: "reply", threadRootSeq: root.seq } }, 201);
+    expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: b.token })).conversation.unread).toBe(2);
+  });
+});
+
+describe("typing", () => {
+  it("lapses after 6 s without a refresh", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const [sa, sb] = [await openConversation(a, conv.id), await openConversation(b, conv.id)];
+    const started = Date.now();
+    sb.send({ type: "typing", on: true });
+    await sa.next("typing", (f) => f.on === true);
+    const off = await sa.next("typing", (f) => f.on === false, 15_000);
+    expect(off.userId).toBe(b.user.id);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(5_900);
+    // An explicit stop is relayed at once, and only one start per burst is relayed.
+    sb.send({ type: "typing", on: true });
+    sb.send({ type: "typing", on: true });
+    sb.send({ type: "typing", on: false });
+    await sa.until((f) => f.filter((x) => x.type === "typing").length === 4, "start and stop");
+    expect(sa.frames.filter((x) => x.type === "typing").map((x) => x.on)).toEqual([true, false, true, false]);
+    sa.close();
+    sb.close();
+  });
+});
+
+describe("fan-out", () => {
+  it("delivers one message to every user object of a 200-member group (through the queue)", async () => {
+    const admin = await register();
+    // 199 members straight into the directory: registering each would cost a PBKDF2 hash.
+    const ids: string[] = [];
+    const now = Date.now();
+    for (let i = 0; i < 199; i++) ids.push(`bulk_${unique("m")}`);
+    for (let i = 0; i < ids.length; i += 10) {
+      await env.DB.batch(
+        ids.slice(i, i + 10).map((id) =>
+          env.DB.prepare(
+            "INSERT INTO users (id, username, username_lower, display_name, password_hash, password_salt, password_iterations, created_at) VALUES (?, ?, ?, ?, 'x', 'x', 1, ?)",
+          ).bind(id, id, id.toLowerCase(), id, now),
+        ),
+      );
+    }
+    // One member has a live device, so delivery is visible on a socket too.
+    const token = `live_${unique("t")}_${"x".repeat(30)}`;
+    await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'd', ?, ?)")
+      .bind(unique("dev"), ids[0], await sha256(token), now)
+      .run();
+    const live = await connect("/ws", token);
+    await live.next("ready");
+
+    const g = await json<{ conversation: Conversation }>("/group/create", { token: admin.token, body: { title: "big", memberIds: ids } }, 201);
+    expect(g.conversation.members).toHaveLength(200);
+    const { message } = await sendRest(admin, g.conversation.id, "hello everyone");
+    await live.next("message", (f) => f.message?.id === message.id, 20_000);
+
+    const delivered = async (userId: string) =>
+      runInDurableObject(env.USER.get(env.USER.idFromName(userId)), (_: UserDO, state: DurableObjectState) =>
+        state.storage.sql
+          .exec<{ n: number }>("SELECT count(*) AS n FROM delivered WHERE conversation_id = ? AND seq = ?", message.conversationId, message.seq)
+          .one().n,
+      );
+    await waitFor(async () => {
+      const counts = await Promise.all([admin.user.id, ...ids].map(delivered));
+      return counts.every((n) => n === 1);
+    }, "every member's object to have the message", 30_000);
+    live.close();
+  });
+});
