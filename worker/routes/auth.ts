@@ -1,5 +1,5 @@
 // Accounts and devices: register, login (one device per login), logout, WebSocket tickets, /me.
-import { and, eq, isNotNull } from "drizzle-orm";
+import { and, eq, isNotNull, lt } from "drizzle-orm";
 import { ulid } from "ulidx";
 import { LoginBody, RegisterBody, type Device } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
@@ -70,6 +70,8 @@ auth.post("/logout", requireAuth, async (c) => {
     .set({ tokenHash: null, revokedAt: Date.now() })
     .where(and(eq(schema.devices.id, deviceId), isNotNull(schema.devices.tokenHash)));
   await db(c.env).delete(schema.tickets).where(eq(schema.tickets.deviceId, deviceId));
+  // The device no longer signs in, so it must no longer be notified either.
+  await db(c.env).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.deviceId, deviceId));
   // The token is dead from here on; now close what the device still holds open.
   await userStub(c.env, userId).closeDevice(deviceId);
   return c.body(null, 204);
@@ -79,7 +81,11 @@ auth.post("/ticket", requireAuth, async (c) => {
   const { userId, deviceId } = c.get("auth");
   const ticket = randomToken(32);
   const expiresAt = Date.now() + c.get("settings").ticketTtlMs;
-  await db(c.env).insert(schema.tickets).values({ hash: await sha256(ticket), userId, deviceId, expiresAt });
+  // Unused tickets would pile up; the device's expired ones go as it asks for a new one.
+  await db(c.env).batch([
+    db(c.env).delete(schema.tickets).where(and(eq(schema.tickets.deviceId, deviceId), lt(schema.tickets.expiresAt, Date.now()))),
+    db(c.env).insert(schema.tickets).values({ hash: await sha256(ticket), userId, deviceId, expiresAt }),
+  ]);
   return c.json({ ticket, expiresAt });
 });
 
