@@ -217,6 +217,36 @@ export const ConversationSocketQuery = z.strictObject({
 });
 
 // ---------------------------------------------------------------------------------------------
+// Web Push (API.md "Push notifications")
+
+/** An uncompressed P-256 point (65 bytes, first 0x04) and a 16-byte secret, base64url (RFC 8291). */
+const P256dhKey = z.string().regex(/^B[A-Za-z0-9_-]{86}=?$/, "a base64url uncompressed P-256 public key");
+const AuthSecret = z.string().regex(/^[A-Za-z0-9_-]{22}(==)?$/, "a base64url 16-byte secret");
+
+/**
+ * A browser's `PushSubscription.toJSON()`. Not strict: browsers may add members to it, and a
+ * subscription the browser hands us should never be refused for that.
+ */
+export const PushSubscriptionBody = z.object({
+  endpoint: z.string().min(1).max(2048),
+  expirationTime: z.number().nullable().optional(),
+  keys: z.object({ p256dh: P256dhKey, auth: AuthSecret }),
+});
+
+export const PushEndpointQuery = z.strictObject({ endpoint: z.string().min(1).max(2048) });
+
+/** The decrypted body of every push. `body` is a preview, absent for E2EE conversations. */
+export const PushPayload = z.object({
+  type: z.literal("message"),
+  conversationId: Id,
+  seq: z.number().int().positive(),
+  messageId: Id,
+  senderId: Id,
+  title: z.string(),
+  body: z.string().optional(),
+});
+
+// ---------------------------------------------------------------------------------------------
 // WebSocket frames: one discriminated union per direction and socket.
 
 export const SendFrame = z
@@ -292,3 +322,5 @@ export type ConversationClientFrame = z.infer<typeof ConversationClientFrame>;
 export type ConversationServerFrame = z.infer<typeof ConversationServerFrame>;
 export type UserClientFrame = z.infer<typeof UserClientFrame>;
 export type UserServerFrame = z.infer<typeof UserServerFrame>;
+export type PushSubscriptionBody = z.infer<typeof PushSubscriptionBody>;
+export type PushPayload = z.infer<typeof PushPayload>;

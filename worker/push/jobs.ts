@@ -5,7 +5,7 @@
 // The queue carries only what the notification needs, never the whole message: a preview is cut
 // here, and nothing of the body is queued for E2EE conversations or encrypted messages.
 import * as z from "zod";
-import type { Message } from "../../protocol";
+import { PushPayload, type Message } from "../../protocol";
 
 export interface PushJob {
   userId: string;
@@ -46,7 +46,7 @@ export const PushDeliveryMessage = z.object({
   userId: Id,
   endpoint: z.string().min(1).max(2048),
   topic: z.string(),
-  payload: z.record(z.string(), z.unknown()),
+  payload: PushPayload,
   tries: z.number().int().nonnegative(),
 });
 

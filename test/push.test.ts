@@ -1,0 +1,437 @@
+// Web Push end to end against a real local push service (test/globals/push-service.ts) that checks
+// the VAPID JWT and decrypts every push: subscribe, who gets a push, its payload and headers,
+// 404/410 cleanup, retries with backoff, unsubscribe and logout.
+// Test settings (vitest.config.ts): PUSH_ALLOW_INSECURE_LOCALHOST, retries 1 s then 2 s, 3 tries.
+import { env } from "cloudflare:workers";
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { afterEach, describe, expect, inject, it, vi } from "vitest";
+import type { Conversation, Message, PushPayload } from "../protocol";
+import { handlePushBatch, PUSH_QUEUE_NAME } from "../worker/push/consumer";
+import { enqueuePush, previewOf, type PushDeliveryMessage } from "../worker/push/jobs";
+import { topicFor } from "../worker/push/send";
+import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    pushServiceUrl: string;
+  }
+}
+
+const SERVICE = inject("pushServiceUrl");
+
+interface MockSubscription {
+  id: string;
+  endpoint: string;
+  keys: { p256dh: string; auth: string };
+}
+interface Received {
+  headers: { ttl: string | null; urgency: string | null; topic: string | null; contentEncoding: string | null; authorization: string | null };
+  vapid: { k: string; aud: string; exp: number; sub: string };
+  payload: PushPayload;
+  bodyBytes: number;
+}
+interface Mailbox {
+  received: Received[];
+  attempts: { status: number; error?: string }[];
+}
+
+/** A subscription as a browser's PushManager.subscribe({applicationServerKey}) would make it. */
+async function newSubscription(): Promise<MockSubscription> {
+  const res = await fetch(`${SERVICE}/subscriptions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ applicationServerKey: env.VAPID_PUBLIC_KEY }),
+  });
+  expect(res.status).toBe(201);
+  return res.json();
+}
+
+async function script(sub: MockSubscription, responses: { status: number; retryAfter?: string }[]) {
+  const res = await fetch(`${SERVICE}/subscriptions/${sub.id}/script`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ responses }),
+  });
+  expect(res.status).toBe(204);
+}
+
+async function mailbox(sub: MockSubscription): Promise<Mailbox> {
+  const res = await fetch(`${SERVICE}/subscriptions/${sub.id}`);
+  expect(res.status).toBe(200);
+  return res.json();
+}
+
+/** Waits until the subscription has a push for `messageId`, and returns every push it has. */
+async function pushFor(sub: MockSubscription, messageId: string, timeoutMs = 10_000): Promise<Received[]> {
+  return waitFor(
+    async () => {
+      const box = await mailbox(sub);
+      const bad = box.attempts.find((a) => a.error);
+      if (bad) throw new Error(`the push service refused a push: ${bad.error}`);
+      return box.received.some((r) => r.payload.messageId === messageId) && box.received;
+    },
+    `a push for ${messageId}`,
+    timeoutMs,
+  );
+}
+
+async function subscribe(s: Session, sub: Pick<MockSubscription, "endpoint" | "keys">, expected = 201) {
+  return json<{ subscription: { endpoint: string } }>("/push/subscriptions", { token: s.token, body: { ...sub, expirationTime: null } }, expected);
+}
+
+async function storedSubscriptions(where: { userId?: string; endpoint?: string }) {
+  const clause = where.userId ? "user_id = ?" : "endpoint = ?";
+  const { results } = await env.DB.prepare(`SELECT endpoint, user_id, device_id FROM push_subscriptions WHERE ${clause}`)
+    .bind(where.userId ?? where.endpoint)
+    .all<{ endpoint: string; user_id: string; device_id: string }>();
+  return results;
+}
+
+async function userSocket(s: Session) {
+  const socket = await connect("/ws", s.token);
+  await socket.next("ready");
+  return socket;
+}
+
+/** A plaintext message for a push job, as the conversation would store it. */
+function message(conversationId: string, senderId: string, seq: number, body: string | null): Message {
+  return {
+    id: unique("msg"),
+    conversationId,
+    seq,
+    senderId,
+    senderDeviceId: "dev",
+    clientMsgId: unique("c"),
+    kind: "text",
+    body,
+    media: [],
+    threadRootSeq: null,
+    createdAt: Date.now(),
+  };
+}
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe("push subscriptions", () => {
+  it("serves the VAPID public key without a token", async () => {
+    const { publicKey } = await json<{ publicKey: string }>("/push/vapid-public-key");
+    expect(publicKey).toBe(env.VAPID_PUBLIC_KEY);
+    expect(publicKey).toMatch(/^B[A-Za-z0-9_-]{86}$/); // 65-byte uncompressed P-256 point
+  });
+
+  it("subscribes idempotently per endpoint, tied to the device", async () => {
+    const a = await register();
+    const sub = await newSubscription();
+    expect((await subscribe(a, sub)).subscription.endpoint).toBe(sub.endpoint);
+    await subscribe(a, sub);
+    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toEqual([
+      { endpoint: sub.endpoint, user_id: a.user.id, device_id: a.device.id },
+    ]);
+    // The same browser subscribing for another account now belongs to that account only.
+    const b = await register();
+    await subscribe(b, sub);
+    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toEqual([
+      { endpoint: sub.endpoint, user_id: b.user.id, device_id: b.device.id },
+    ]);
+  });
+
+  it("accepts https: endpoints and refuses http: ones that are not localhost, and bad keys", async () => {
+    const a = await register();
+    const keys = (await newSubscription()).keys;
+    await subscribe(a, { endpoint: "https://push.example.test/send/abc", keys });
+    for (const endpoint of ["http://push.example.test/send/abc", "http://10.0.0.1:8080/x", "ftp://127.0.0.1/x", "not a url", "https://user:pw@push.example.test/x"]) {
+      await expectError(await call("/push/subscriptions", { token: a.token, body: { endpoint, keys } }), 400, "bad_request");
+    }
+    const endpoint = "https://push.example.test/send/def";
+    // Not base64url of a P-256 point / a 16-byte secret; and a well-formed point not on the curve.
+    await expectError(await call("/push/subscriptions", { token: a.token, body: { endpoint, keys: { ...keys, auth: "short" } } }), 400, "bad_request");
+    await expectError(await call("/push/subscriptions", { token: a.token, body: { endpoint, keys: { ...keys, p256dh: "xyz" } } }), 400, "bad_request");
+    await expectError(
+      await call("/push/subscriptions", { token: a.token, body: { endpoint, keys: { ...keys, p256dh: `B${"A".repeat(86)}` } } }),
+      400,
+      "bad_request",
+    );
+    await expectError(await call("/push/subscriptions", { body: { endpoint, keys } }), 401, "unauthorized");
+    expect((await storedSubscriptions({ userId: a.user.id })).map((s) => s.endpoint)).toEqual(["https://push.example.test/send/abc"]);
+    // Clean up: nothing here should ever be pushed to.
+    expect((await call(`/push/subscriptions?endpoint=${encodeURIComponent("https://push.example.test/send/abc")}`, { method: "DELETE", token: a.token })).status).toBe(204);
+  });
+
+  it("unsubscribes only the caller's own subscription, with 204 either way", async () => {
+    const [a, b] = [await register(), await register()];
+    const sub = await newSubscription();
+    await subscribe(a, sub);
+    const path = `/push/subscriptions?endpoint=${encodeURIComponent(sub.endpoint)}`;
+    expect((await call(path, { method: "DELETE", token: b.token })).status).toBe(204);
+    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toHaveLength(1);
+    expect((await call(path, { method: "DELETE", token: a.token })).status).toBe(204);
+    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toHaveLength(0);
+    expect((await call(path, { method: "DELETE", token: a.token })).status).toBe(204);
+    await expectError(await call("/push/subscriptions", { method: "DELETE", token: a.token }), 400, "bad_request");
+  });
+});
+
+describe("push delivery through the queue", () => {
+  it("gives an offline member exactly one decryptable push with the payload and headers of the contract", async () => {
+    const alice = await register(unique("alice"));
+    const bob = await register();
+    const conv = await direct(alice, bob);
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+
+    const first = message(conv.id, alice.user.id, 1, "hello   bob,\nhow are you?");
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: first });
+    // A later push is the barrier after which a duplicate of the first would have arrived.
+    const marker = message(conv.id, alice.user.id, 2, "marker");
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: marker });
+    await pushFor(sub, first.id);
+    const received = await pushFor(sub, marker.id);
+
+    const pushes = received.filter((r) => r.payload.messageId === first.id);
+    expect(pushes).toHaveLength(1);
+    const [push] = pushes;
+    expect(push!.payload).toEqual({
+      type: "message",
+      conversationId: conv.id,
+      seq: 1,
+      messageId: first.id,
+      senderId: alice.user.id,
+      title: alice.user.displayName,
+      body: "hello bob, how are you?",
+    });
+    expect(push!.headers.contentEncoding).toBe("aes128gcm");
+    expect(Number(push!.headers.ttl)).toBeGreaterThanOrEqual(86_400);
+    expect(push!.headers.urgency).toBe("high");
+    expect(push!.headers.topic).toBe(await topicFor(conv.id));
+    expect(push!.headers.topic).toMatch(/^[A-Za-z0-9_-]{1,32}$/);
+    expect(push!.headers.authorization).toMatch(/^vapid t=[^,]+, k=/);
+    expect(push!.vapid.k).toBe(env.VAPID_PUBLIC_KEY);
+    expect(push!.vapid.sub).toBe(env.VAPID_SUBJECT);
+    expect(new URL(push!.vapid.aud).host).toBe(new URL(SERVICE).host);
+    // Padded to a constant size, so the ciphertext does not tell the length of the preview.
+    expect(push!.bodyBytes).toBe(received.find((r) => r.payload.messageId === marker.id)!.bodyBytes);
+  });
+
+  it("titles group pushes with the group title and leaves the body out for E2EE conversations", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const g = await group(alice, [bob], "Climbing club");
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    const plain = message(g.id, alice.user.id, 2, "see you at 6");
+    await enqueuePush(env, { userId: bob.user.id, conversation: g, message: plain });
+    const secret = message(g.id, alice.user.id, 3, "ciphertext-looking text");
+    await enqueuePush(env, { userId: bob.user.id, conversation: { ...g, e2ee: true }, message: secret });
+    await pushFor(sub, plain.id);
+    const received = await pushFor(sub, secret.id);
+    expect(received.find((r) => r.payload.messageId === plain.id)!.payload).toMatchObject({ title: "Climbing club", body: "see you at 6" });
+    const e2ee = received.find((r) => r.payload.messageId === secret.id)!.payload;
+    expect(e2ee.title).toBe("Climbing club");
+    expect(e2ee).not.toHaveProperty("body");
+  });
+
+  it("cuts long previews and pushes nothing for system messages or to the sender", async () => {
+    const long = "x".repeat(500);
+    expect(Array.from(previewOf(message("c", "u", 1, long))!)).toHaveLength(120);
+    expect(previewOf({ ...message("c", "u", 1, "secret"), kind: "encrypted" })).toBeUndefined();
+    const send = vi.spyOn(env.PUSH_QUEUE, "send");
+    const sys: Message = { ...message("c", "u", 1, '{"event":"added"}'), kind: "system" };
+    await enqueuePush(env, { userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys });
+    await enqueuePush(env, { userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") });
+    expect(send).not.toHaveBeenCalled();
+  });
+
+  it("deletes a subscription the push service answers 410 for", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    await script(sub, [{ status: 410 }]);
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: message(conv.id, alice.user.id, 1, "gone?") });
+    await waitFor(async () => (await storedSubscriptions({ endpoint: sub.endpoint })).length === 0, "the subscription to be deleted");
+    expect((await mailbox(sub)).attempts).toEqual([{ status: 410 }]);
+  });
+
+  it("deletes a subscription the push service answers 404 for", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    await script(sub, [{ status: 404 }]);
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: message(conv.id, alice.user.id, 1, "gone?") });
+    await waitFor(async () => (await storedSubscriptions({ endpoint: sub.endpoint })).length === 0, "the subscription to be deleted");
+  });
+
+  it("retries a 500 and delivers on the next try, without pushing twice to the other subscriptions", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const [flaky, healthy] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, flaky);
+    await subscribe(await login(bob.user.username, "phone"), healthy);
+    await script(flaky, [{ status: 500 }]);
+    const m = message(conv.id, alice.user.id, 1, "retry me");
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
+    await pushFor(flaky, m.id);
+    expect((await mailbox(flaky)).attempts).toEqual([{ status: 500 }, { status: 201 }]);
+    // The healthy one got it once; a marker afterwards shows no duplicate was on its way.
+    const marker = message(conv.id, alice.user.id, 2, "marker");
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: marker });
+    const received = await pushFor(healthy, marker.id);
+    expect(received.filter((r) => r.payload.messageId === m.id)).toHaveLength(1);
+    expect((await pushFor(flaky, marker.id)).filter((r) => r.payload.messageId === m.id)).toHaveLength(1);
+  });
+
+  it("retries a 429 after its Retry-After and a 503 again, then delivers", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    await script(sub, [{ status: 429, retryAfter: "1" }, { status: 503 }]);
+    const m = message(conv.id, alice.user.id, 1, "third time lucky");
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
+    await pushFor(sub, m.id, 15_000);
+    expect((await mailbox(sub)).attempts.map((a) => a.status)).toEqual([429, 503, 201]);
+  });
+
+  it("logs a push that still fails after its last try, with the endpoint's origin and status", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    await script(sub, [{ status: 502 }]);
+    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
+    // The third and last try (PUSH_MAX_TRIES = 3): two were made before this delivery arrives again.
+    const body: PushDeliveryMessage = {
+      kind: "delivery",
+      userId: bob.user.id,
+      endpoint: sub.endpoint,
+      topic: await topicFor("conv"),
+      payload: { type: "message", conversationId: "conv", seq: 1, messageId: "m1", senderId: alice.user.id, title: "t" },
+      tries: 1,
+    };
+    const batch = createMessageBatch(PUSH_QUEUE_NAME, [{ id: "q1", timestamp: new Date(), attempts: 2, body }]);
+    const ctx = createExecutionContext();
+    await handlePushBatch(batch, env);
+    const result = await getQueueResult(batch, ctx);
+    expect(result.explicitAcks).toEqual(["q1"]);
+    expect(result.retryMessages).toEqual([]);
+    expect(errors).toHaveBeenCalledTimes(1);
+    expect(String(errors.mock.calls[0]![0])).toContain(new URL(SERVICE).origin);
+    expect(String(errors.mock.calls[0]![0])).toContain("502");
+    expect(String(errors.mock.calls[0]![0])).not.toContain(sub.id); // the path is a capability
+    // The subscription stays: a 5xx says nothing about it.
+    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toHaveLength(1);
+  });
+
+  it("schedules the retry of a 500 with backoff, and after a Retry-After", async () => {
+    const bob = await register();
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    await script(sub, [{ status: 500 }, { status: 429, retryAfter: "7" }]);
+    const body: PushDeliveryMessage = {
+      kind: "delivery",
+      userId: bob.user.id,
+      endpoint: sub.endpoint,
+      topic: await topicFor("conv"),
+      payload: { type: "message", conversationId: "conv", seq: 1, messageId: "m1", senderId: "s", title: "t" },
+      tries: 0,
+    };
+    // getQueueResult does not report delays: watch the retry calls themselves.
+    const first = createMessageBatch(PUSH_QUEUE_NAME, [{ id: "q1", timestamp: new Date(), attempts: 1, body }]);
+    const firstRetry = vi.spyOn(first.messages[0]!, "retry");
+    await handlePushBatch(first, env);
+    expect((await getQueueResult(first, createExecutionContext())).retryMessages).toEqual([{ msgId: "q1" }]);
+    // Try 1 failed: try 2 comes after the base delay (PUSH_RETRY_BASE_SECONDS = 1).
+    expect(firstRetry).toHaveBeenCalledWith({ delaySeconds: 1 });
+    const second = createMessageBatch(PUSH_QUEUE_NAME, [{ id: "q1", timestamp: new Date(), attempts: 2, body }]);
+    const secondRetry = vi.spyOn(second.messages[0]!, "retry");
+    await handlePushBatch(second, env);
+    expect(secondRetry).toHaveBeenCalledWith({ delaySeconds: 7 });
+    expect((await mailbox(sub)).attempts.map((a) => a.status)).toEqual([500, 429]);
+  });
+
+  it("stops pushing to an unsubscribed endpoint", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const [kept, dropped] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, kept);
+    await subscribe(bob, dropped);
+    const res = await call(`/push/subscriptions?endpoint=${encodeURIComponent(dropped.endpoint)}`, { method: "DELETE", token: bob.token });
+    expect(res.status).toBe(204);
+    const m = message(conv.id, alice.user.id, 1, "only one of you");
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
+    await pushFor(kept, m.id);
+    expect((await mailbox(dropped)).attempts).toEqual([]);
+  });
+
+  it("removes the device's subscriptions at logout", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const phone = await login(bob.user.username, "phone");
+    const [laptopSub, phoneSub] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, laptopSub);
+    await subscribe(phone, phoneSub);
+    expect((await call("/auth/logout", { method: "POST", token: phone.token })).status).toBe(204);
+    expect((await storedSubscriptions({ userId: bob.user.id })).map((s) => s.endpoint)).toEqual([laptopSub.endpoint]);
+    const m = message(conv.id, alice.user.id, 1, "laptop only");
+    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
+    await pushFor(laptopSub, m.id);
+    expect((await mailbox(phoneSub)).attempts).toEqual([]);
+  });
+});
+
+describe("push on send (with the per-user fan-out)", () => {
+  it("pushes a message sent over REST to an offline member, once", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    const { message: sent } = await sendRest(alice, conv.id, "are you there?");
+    const { message: marker } = await sendRest(alice, conv.id, "marker");
+    await pushFor(sub, sent.id);
+    const received = await pushFor(sub, marker.id);
+    expect(received.filter((r) => r.payload.messageId === sent.id).map((r) => r.payload)).toEqual([
+      { type: "message", conversationId: conv.id, seq: sent.seq, messageId: sent.id, senderId: alice.user.id, title: alice.user.displayName, body: "are you there?" },
+    ]);
+    expect(received.find((r) => r.payload.messageId === sent.id)!.headers).toMatchObject({ urgency: "high", topic: await topicFor(conv.id) });
+  });
+
+  it("pushes nothing to a member with a live user socket, nor to the sender", async () => {
+    const [alice, bob, carol] = [await register(), await register(), await register()];
+    const g: Conversation = await group(alice, [bob, carol], "trio");
+    const [aliceSub, bobSub, carolSub] = [await newSubscription(), await newSubscription(), await newSubscription()];
+    await subscribe(alice, aliceSub);
+    await subscribe(bob, bobSub);
+    await subscribe(carol, carolSub);
+    const bobOnline = await userSocket(bob);
+    const { message: whileOnline } = await sendRest(alice, g.id, "bob is online");
+    await bobOnline.next("message", (f) => f.message?.id === whileOnline.id);
+    // Carol is offline: her push shows the fan-out for this message has run.
+    await pushFor(carolSub, whileOnline.id);
+    bobOnline.close();
+    await waitFor(
+      async () => (await json<{ presence: { status: string }[] }>(`/presence?userIds=${bob.user.id}`, { token: alice.token })).presence[0]?.status === "offline",
+      "bob to be offline",
+    );
+    const { message: afterwards } = await sendRest(alice, g.id, "bob is offline");
+    const received = await pushFor(bobSub, afterwards.id);
+    expect(received.map((r) => r.payload.messageId)).toEqual([afterwards.id]);
+    expect(received[0]!.payload).toMatchObject({ title: "trio", body: "bob is offline" });
+    expect((await mailbox(aliceSub)).attempts).toEqual([]);
+  });
+
+  it("pushes no preview for an E2EE group", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const { conversation: g } = await json<{ conversation: Conversation }>(
+      "/group/create",
+      { token: alice.token, body: { title: "secret", memberIds: [bob.user.id], e2ee: true } },
+      201,
+    );
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    const { message: sent } = await sendRest(alice, g.id, "opaque");
+    const [push] = (await pushFor(sub, sent.id)).filter((r) => r.payload.messageId === sent.id);
+    expect(push!.payload.title).toBe("secret");
+    expect(push!.payload).not.toHaveProperty("body");
+  });
+});

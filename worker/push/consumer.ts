@@ -1,0 +1,140 @@
+// The push Queue's consumer. A job (one message for one user) is sent at once to each of the
+// user's subscriptions; a subscription that answers 429/5xx (or does not answer) gets its own
+// `delivery` queue message, retried with backoff, so a retry never re-sends to the subscriptions
+// that already have the push. 404/410 delete the subscription. A push that still fails after
+// PUSH_MAX_TRIES, or fails in a way retrying cannot fix, is logged with console.error.
+//
+// Delivery is at least once: a job retried after a crash mid-way may push twice to a device. The
+// per-conversation Topic lets the push service replace an undelivered duplicate.
+import type { VapidKeys } from "@block65/webcrypto-web-push";
+import { and, eq } from "drizzle-orm";
+import type { PushPayload } from "../../protocol";
+import { db, schema } from "../db";
+import { readSettings, type PushSettings } from "../lib/settings";
+import { originOf } from "./endpoint";
+import { PushQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "./jobs";
+import { retryDelaySeconds, sendPush, topicFor, vapidKeys, type Outcome, type StoredSubscription } from "./send";
+
+export const PUSH_QUEUE_NAME = "edge-chat-push";
+
+interface Context {
+  env: Env;
+  settings: PushSettings;
+  vapid: VapidKeys;
+}
+
+/** What to do with a queue message once handled. */
+type Disposition = { type: "ack" } | { type: "retry"; delaySeconds: number };
+
+export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): Promise<void> {
+  const settings = readSettings(env).push;
+  const vapid = vapidKeys(env, settings);
+  await Promise.all(
+    batch.messages.map(async (msg) => {
+      const parsed = PushQueueMessage.safeParse(msg.body);
+      if (!parsed.success) {
+        console.error(`push queue: dropped malformed message ${msg.id}: ${parsed.error.message}`);
+        msg.ack();
+        return;
+      }
+      let disposition: Disposition;
+      try {
+        // Without keys nothing can be sent; retrying gives the operator time to set them.
+        if (!vapid) throw new Error("VAPID_PUBLIC_KEY / VAPID_PRIVATE_KEY are not set");
+        const ctx = { env, settings, vapid };
+        disposition =
+          parsed.data.kind === "job" ? await handleJob(ctx, parsed.data) : await handleDelivery(ctx, parsed.data, msg.attempts);
+      } catch (err) {
+        if (msg.attempts >= settings.maxTries) {
+          console.error(`push queue: ${parsed.data.kind} ${msg.id} failed ${msg.attempts} times, dropped:`, String(err));
+          disposition = { type: "ack" };
+        } else {
+          console.warn(`push queue: ${parsed.data.kind} ${msg.id} failed (attempt ${msg.attempts}), will retry:`, String(err));
+          disposition = { type: "retry", delaySeconds: retryDelaySeconds(msg.attempts + 1, settings.retryBaseSeconds) };
+        }
+      }
+      if (disposition.type === "ack") msg.ack();
+      else msg.retry({ delaySeconds: disposition.delaySeconds });
+    }),
+  );
+}
+
+async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition> {
+  const subscriptions = await db(ctx.env)
+    .select({ endpoint: schema.pushSubscriptions.endpoint, p256dh: schema.pushSubscriptions.p256dh, auth: schema.pushSubscriptions.auth })
+    .from(schema.pushSubscriptions)
+    .where(eq(schema.pushSubscriptions.userId, job.userId));
+  if (subscriptions.length === 0) return { type: "ack" };
+  const payload: PushPayload = {
+    type: "message",
+    conversationId: job.conversation.id,
+    seq: job.message.seq,
+    messageId: job.message.id,
+    senderId: job.message.senderId,
+    title: await titleOf(ctx.env, job),
+    ...(job.message.preview === undefined ? {} : { body: job.message.preview }),
+  };
+  const topic = await topicFor(job.conversation.id);
+  const retries: { body: PushDeliveryMessage; delaySeconds: number; contentType: "json" }[] = [];
+  await Promise.all(
+    subscriptions.map(async (sub) => {
+      const outcome = await sendPush(sub, payload, topic, ctx.vapid, ctx.settings);
+      if (outcome.type === "retry") {
+        retries.push({
+          body: { kind: "delivery", userId: job.userId, endpoint: sub.endpoint, topic, payload, tries: 1 },
+          delaySeconds: retryDelaySeconds(2, ctx.settings.retryBaseSeconds, outcome.retryAfterSeconds),
+          contentType: "json",
+        });
+      } else {
+        await settle(ctx, outcome, sub, 1);
+      }
+    }),
+  );
+  // Before the job is acked: if this fails, the job is retried rather than the retries lost.
+  if (retries.length > 0) await ctx.env.PUSH_QUEUE.sendBatch(retries);
+  return { type: "ack" };
+}
+
+async function handleDelivery(ctx: Context, delivery: PushDeliveryMessage, attempts: number): Promise<Disposition> {
+  // Only while the endpoint still belongs to the user the push is for: a browser that has since
+  // subscribed for another account must not get this user's notification.
+  const sub = await db(ctx.env).query.pushSubscriptions.findFirst({
+    where: and(eq(schema.pushSubscriptions.endpoint, delivery.endpoint), eq(schema.pushSubscriptions.userId, delivery.userId)),
+  });
+  if (!sub) return { type: "ack" };
+  const tries = delivery.tries + attempts;
+  const outcome = await sendPush(sub, delivery.payload, delivery.topic, ctx.vapid, ctx.settings);
+  if (outcome.type === "retry" && tries < ctx.settings.maxTries) {
+    return { type: "retry", delaySeconds: retryDelaySeconds(tries + 1, ctx.settings.retryBaseSeconds, outcome.retryAfterSeconds) };
+  }
+  await settle(ctx, outcome, sub, tries);
+  return { type: "ack" };
+}
+
+/** A final outcome: nothing more will be tried for this push on this subscription. */
+async function settle(ctx: Context, outcome: Outcome, sub: StoredSubscription, tries: number): Promise<void> {
+  const origin = originOf(sub.endpoint);
+  switch (outcome.type) {
+    case "delivered":
+      return;
+    case "gone":
+      await db(ctx.env).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.endpoint, sub.endpoint));
+      console.log(`push: subscription at ${origin} is gone (status ${outcome.status}), deleted`);
+      return;
+    case "failed":
+      console.error(`push to ${origin} failed with status ${outcome.status}, dropped: ${outcome.reason}`);
+      return;
+    case "retry":
+      console.error(`push to ${origin} still failing with status ${outcome.status} after ${tries} tries, dropped`);
+      return;
+  }
+}
+
+async function titleOf(env: Env, job: PushJobMessage): Promise<string> {
+  if (job.conversation.type === "group") return job.conversation.title ?? "Group";
+  const sender = await db(env).query.users.findFirst({
+    columns: { displayName: true },
+    where: eq(schema.users.id, job.message.senderId),
+  });
+  return sender?.displayName ?? "New message";
+}

@@ -1,0 +1,64 @@
+// Web Push subscriptions (API.md "Push notifications"). Delivery is in worker/push/.
+import { and, eq } from "drizzle-orm";
+import { PushEndpointQuery, PushSubscriptionBody } from "../../protocol";
+import { newApp, requireAuth } from "../app";
+import { db, schema } from "../db";
+import { fromBase64url } from "../lib/crypto";
+import { ApiError } from "../lib/errors";
+import { readJson, readQuery } from "../lib/validate";
+import { endpointProblem } from "../push/endpoint";
+
+export const push = newApp();
+
+push.get("/vapid-public-key", (c) => {
+  if (!c.env.VAPID_PUBLIC_KEY) throw new ApiError("unavailable", "push is not configured");
+  return c.json({ publicKey: c.env.VAPID_PUBLIC_KEY });
+});
+
+/** Base64url without padding: one spelling per key, whatever padding the client sent. */
+const unpadded = (text: string) => text.replace(/=+$/, "");
+
+/** The encryption of every push would fail on a key that is not a point of P-256: refuse it now. */
+async function isP256Point(p256dh: string): Promise<boolean> {
+  try {
+    await crypto.subtle.importKey("raw", fromBase64url(p256dh), { name: "ECDH", namedCurve: "P-256" }, false, []);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+push.post("/subscriptions", requireAuth, async (c) => {
+  const { userId, deviceId } = c.get("auth");
+  const settings = c.get("settings");
+  const body = await readJson(c.req.raw, PushSubscriptionBody, settings.maxRequestBytes);
+  const problem = endpointProblem(body.endpoint, settings.push.allowInsecureLocalhost);
+  if (problem) throw new ApiError("bad_request", problem, { issues: [{ path: "endpoint", message: problem }] });
+  const p256dh = unpadded(body.keys.p256dh);
+  if (!(await isP256Point(p256dh))) {
+    throw new ApiError("bad_request", "invalid subscription key", { issues: [{ path: "keys.p256dh", message: "not a P-256 public key" }] });
+  }
+  const row = { endpoint: body.endpoint, userId, deviceId, p256dh, auth: unpadded(body.keys.auth), createdAt: Date.now() };
+  // Idempotent per endpoint. An endpoint belongs to one browser profile: when it subscribes again
+  // under another account or device, the latest subscriber owns it and the previous owner stops
+  // getting pushes there.
+  await db(c.env)
+    .insert(schema.pushSubscriptions)
+    .values(row)
+    .onConflictDoUpdate({
+      target: schema.pushSubscriptions.endpoint,
+      set: { userId: row.userId, deviceId: row.deviceId, p256dh: row.p256dh, auth: row.auth },
+    });
+  return c.json({ subscription: { endpoint: row.endpoint, deviceId } }, 201);
+});
+
+push.delete("/subscriptions", requireAuth, async (c) => {
+  const { userId } = c.get("auth");
+  const { endpoint } = readQuery(c.req.url, PushEndpointQuery);
+  // Any of the user's devices may remove any of the user's subscriptions; another user's is
+  // untouched, and an unknown endpoint is already unsubscribed: 204 either way.
+  await db(c.env)
+    .delete(schema.pushSubscriptions)
+    .where(and(eq(schema.pushSubscriptions.endpoint, endpoint), eq(schema.pushSubscriptions.userId, userId)));
+  return c.body(null, 204);
+});
