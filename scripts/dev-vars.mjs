@@ -11,6 +11,8 @@ export const LOCAL_SECRETS = {
   // Web Push VAPID key pair (worker/push/). Changing it voids every browser's push subscription.
   VAPID_PUBLIC_KEY: () => vapidKeyPair(),
   VAPID_PRIVATE_KEY: () => vapidKeyPair(),
+  // HMAC-SHA256 key of signed media URLs (worker/lib/signing.ts). Changing it voids every URL handed out.
+  MEDIA_URL_SECRET: () => randomSecret(),
 };
 
 export function ensureDevVars(path = ".dev.vars") {

@@ -9,13 +9,14 @@ import { sockets } from "./routes/sockets";
 import { users } from "./routes/users";
 import { presence } from "./routes/presence";
 import { push } from "./routes/push";
+import { media, upload } from "./routes/media";
 import { PUSH_QUEUE_NAME, handlePushBatch } from "./push/consumer";
 import { QUEUES, consumeFanout } from "./queues";
 
 export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
 
-const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push"];
+const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media"];
 
 const app = newApp();
 app.use(base);
@@ -36,6 +37,8 @@ app.route("/send", send);
 app.route("/messages", messages);
 app.route("/presence", presence);
 app.route("/push", push);
+app.route("/upload", upload);
+app.route("/media", media);
 
 app.notFound((c) => {
   const path = new URL(c.req.url).pathname;

@@ -15,6 +15,7 @@ import type * as z from "zod";
 import { readSettings, type Settings } from "../../worker/lib/settings";
 import { jsonError, readIdentity, exceedsUtf8, type Identity } from "../lib/sockets";
 import { fail } from "../../worker/lib/errors";
+import { sendWithMedia } from "../../worker/lib/media";
 import { TokenBuckets } from "../lib/rateLimit";
 import { ConversationStore } from "./store";
 import { Outbox, backoffDelay } from "./outbox";
@@ -35,6 +36,8 @@ export class ConversationDO extends DurableObject<Env> {
   private alarmAt: number | null | undefined = undefined;
   /** While D1 or the fan-out is failing, retries wait for their backoff however busy we are. */
   private retryNotBefore = 0;
+  /** The latest send of each socket still resolving media; in memory (nothing is pending across eviction). */
+  private readonly socketSends = new WeakMap<WebSocket, Promise<void>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -212,14 +215,23 @@ export class ConversationDO extends DurableObject<Env> {
       switch (frame.type) {
         case "send": {
           const { type: _type, ...request } = frame;
-          const result = this.conversation.send(identity, request, now, ws);
-          if (!result.ok) {
-            if (result.code === "rate_limited") {
-              safeClose(ws, CLOSE.rateLimited, "rate limited");
-            } else {
-              send(ws, { type: "error", code: result.code, message: result.message, ref: frame.clientMsgId });
-            }
-          }
+          // Media ids are resolved in D1 first (an await, so other events may run meanwhile);
+          // the sends of one socket stay in order behind it. A text send with nothing ahead of
+          // it still runs synchronously.
+          const previous = this.socketSends.get(ws);
+          const run = async () => {
+            const result = await sendWithMedia(this.env, identity.userId, this.store.requireMeta().id, request.mediaIds ?? [], (media) =>
+              this.conversation.send(identity, { ...request, media }, Date.now(), ws),
+            );
+            if (result.ok) return;
+            if (result.code === "rate_limited") safeClose(ws, CLOSE.rateLimited, "rate limited");
+            else send(ws, { type: "error", code: result.code, message: result.message, ref: frame.clientMsgId });
+          };
+          const sending = previous ? previous.then(run) : run();
+          const settled = sending.catch(() => {});
+          this.socketSends.set(ws, settled);
+          await sending;
+          if (this.socketSends.get(ws) === settled) this.socketSends.delete(ws);
           return;
         }
         case "typing":

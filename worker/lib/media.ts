@@ -1,11 +1,144 @@
-import type { MediaRef } from "../../protocol";
-import { ApiError } from "./errors";
+// Media metadata in D1: who may see an item, media refs for messages, and sends with media.
+// The bytes live in R2 under r2Key(id); routes/media.ts moves them.
+import { and, eq, inArray, or, sql } from "drizzle-orm";
+import { MEDIA_LIMITS, type MediaContentType, type MediaInfo, type MediaRef } from "../../protocol";
+import { db, schema } from "../db";
+import { fail, type Failure } from "./errors";
+import { kindOf } from "./mediaTypes";
+import type { MediaSettings } from "./settings";
+import { requireSecret, signMediaUrl } from "./signing";
+
+export type MediaRow = typeof schema.media.$inferSelect;
+
+export const r2Key = (mediaId: string) => `media/${mediaId}`;
+
+export function toRef(row: MediaRow): MediaRef {
+  const ref: MediaRef = { id: row.id, contentType: row.contentType, size: row.size, name: row.name };
+  if (row.width !== null) ref.width = row.width;
+  if (row.height !== null) ref.height = row.height;
+  if (row.durationMs !== null) ref.durationMs = row.durationMs;
+  if (row.thumbnailId !== null) ref.thumbnailId = row.thumbnailId;
+  return ref;
+}
+
+/** A ref with a fresh signed URL, valid `ttlSeconds` (the setting by default, at most 7 days). */
+export async function withUrl(ref: MediaRef, origin: string, settings: MediaSettings, ttlSeconds?: number): Promise<MediaInfo> {
+  const ttl = Math.min(ttlSeconds ?? settings.urlTtlSeconds, MEDIA_LIMITS.urlTtlMaxSeconds);
+  const urlExpiresAt = Date.now() + ttl * 1000;
+  return { ...ref, url: await signMediaUrl(origin, ref.id, urlExpiresAt, requireSecret(settings.urlSecret)), urlExpiresAt };
+}
+
+/** A complete item the caller uploaded, or one shared in a conversation the caller is a member of. */
+export async function findVisibleMedia(env: Env, userId: string, mediaId: string): Promise<MediaRow | null> {
+  const m = schema.media;
+  const [row] = await db(env)
+    .select()
+    .from(m)
+    .where(
+      and(
+        eq(m.id, mediaId),
+        eq(m.status, "complete"),
+        or(
+          eq(m.uploaderId, userId),
+          sql`EXISTS (SELECT 1 FROM media_shares s JOIN members mb ON mb.conversation_id = s.conversation_id
+                      WHERE s.media_id = ${m.id} AND mb.user_id = ${userId})`,
+        ),
+      ),
+    )
+    .limit(1);
+  return row ?? null;
+}
+
+/** The caller's own complete items among `ids`. */
+async function ownMedia(env: Env, userId: string, ids: string[]): Promise<Map<string, MediaRow>> {
+  const m = schema.media;
+  const rows = ids.length === 0
+    ? []
+    : await db(env).select().from(m).where(and(inArray(m.id, ids), eq(m.uploaderId, userId), eq(m.status, "complete")));
+  return new Map(rows.map((r) => [r.id, r]));
+}
+
+/** 400 unless `thumbnailId` is a complete image (or, in E2EE, an opaque blob) of the caller's. */
+export async function checkThumbnail(env: Env, userId: string, thumbnailId: string | undefined): Promise<Failure | null> {
+  if (thumbnailId === undefined) return null;
+  const row = (await ownMedia(env, userId, [thumbnailId])).get(thumbnailId);
+  const kind = row ? kindOf(row.contentType as MediaContentType) : null;
+  if (kind !== "image" && kind !== "blob") return fail("bad_request", "thumbnailId names none of your images");
+  return null;
+}
 
 /**
- * Turns the media ids of a send into refs the conversation stores. Until uploads exist no id
- * names any media, so any id is unknown.
+ * The refs a send carries. Only the uploader may send an item (anyone else forwards by uploading
+ * again); an unknown id and someone else's id answer alike, so ids reveal nothing.
  */
-export async function resolveMedia(_env: Env, _userId: string, mediaIds: string[]): Promise<MediaRef[]> {
-  if (mediaIds.length > 0) throw new ApiError("bad_request", "unknown media id");
-  return [];
+export async function resolveMedia(env: Env, userId: string, mediaIds: string[]): Promise<({ ok: true; media: MediaRef[] }) | Failure> {
+  if (new Set(mediaIds).size !== mediaIds.length) return fail("bad_request", "a media id is listed twice");
+  const rows = await ownMedia(env, userId, mediaIds);
+  const media: MediaRef[] = [];
+  for (const id of mediaIds) {
+    const row = rows.get(id);
+    if (!row) return fail("bad_request", `unknown media id ${id}`);
+    media.push(toRef(row));
+  }
+  return { ok: true, media };
+}
+
+/**
+ * Sends a message with media: resolves the ids, records that the items (and their thumbnails)
+ * are shared in the conversation, then calls `send`. The shares are written first so that a
+ * member who gets the message can fetch its media at once; if the send fails or was a retry,
+ * the shares this call added are removed again. (A concurrent send of the same item to the same
+ * conversation that fails may remove a share the other one relies on; members then get 404 until
+ * the item is sent there again. Sends are idempotent, so retrying repairs it.)
+ */
+export async function sendWithMedia<R extends { ok: boolean }>(
+  env: Env,
+  userId: string,
+  conversationId: string,
+  mediaIds: string[],
+  send: (media: MediaRef[]) => Promise<R> | R,
+): Promise<R | Failure> {
+  if (mediaIds.length === 0) return send([]);
+  const resolved = await resolveMedia(env, userId, mediaIds);
+  if (!resolved.ok) return resolved;
+  const shared = [...new Set(resolved.media.flatMap((m) => (m.thumbnailId ? [m.id, m.thumbnailId] : [m.id])))];
+  const added = await share(env, conversationId, shared, Date.now());
+  let result: R | undefined;
+  try {
+    result = await send(resolved.media);
+    return result;
+  } finally {
+    const duplicate = result !== undefined && "duplicate" in result && result.duplicate === true;
+    if ((result === undefined || !result.ok || duplicate) && added.length > 0) await unshare(env, conversationId, added);
+  }
+}
+
+/** Inserts shares; returns the ids that were not shared there before. */
+async function share(env: Env, conversationId: string, mediaIds: string[], now: number): Promise<string[]> {
+  const s = schema.mediaShares;
+  const d = db(env);
+  const [first, ...rest] = mediaIds.map((mediaId) =>
+    d.insert(s).values({ mediaId, conversationId, createdAt: now }).onConflictDoNothing().returning({ mediaId: s.mediaId }),
+  );
+  if (!first) return [];
+  const results = await d.batch([first, ...rest]);
+  return results.flat().map((r) => r.mediaId);
+}
+
+async function unshare(env: Env, conversationId: string, mediaIds: string[]): Promise<void> {
+  const s = schema.mediaShares;
+  await db(env).delete(s).where(and(eq(s.conversationId, conversationId), inArray(s.mediaId, mediaIds)));
+}
+
+/** Forgets an item entirely: its bytes, its row, its parts and shares. Best effort on R2. */
+export async function discardMedia(env: Env, row: Pick<MediaRow, "id" | "uploadId">): Promise<void> {
+  const key = r2Key(row.id);
+  if (row.uploadId) await env.MEDIA.resumeMultipartUpload(key, row.uploadId).abort().catch(() => {});
+  await env.MEDIA.delete(key).catch((err: unknown) => console.warn(`media ${row.id}: R2 delete failed`, String(err)));
+  const d = db(env);
+  await d.batch([
+    d.delete(schema.mediaParts).where(eq(schema.mediaParts.mediaId, row.id)),
+    d.delete(schema.mediaShares).where(eq(schema.mediaShares.mediaId, row.id)),
+    d.delete(schema.media).where(eq(schema.media.id, row.id)),
+  ]);
 }

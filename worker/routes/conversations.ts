@@ -19,7 +19,7 @@ import { sha256 } from "../lib/crypto";
 import { conversationStub } from "../lib/objects";
 import { requireUsersExist } from "../lib/users";
 import { readJson, readQuery } from "../lib/validate";
-import { resolveMedia } from "../lib/media";
+import { sendWithMedia } from "../lib/media";
 
 export const conversations = newApp();
 conversations.use(requireAuth);
@@ -131,9 +131,13 @@ async function sendMessage(
   content: { clientMsgId: string; body?: string | undefined; mediaIds?: string[] | undefined; threadRootSeq?: number | undefined },
   requiredType: "group" | null,
 ) {
-  const media = await resolveMedia(c.env, c.get("auth").userId, content.mediaIds ?? []);
+  const auth = c.get("auth");
+  const stub = conversationStub(c.env, conversationId);
   const result = unwrap(
-    await conversationStub(c.env, conversationId).send(c.get("auth"), { ...content, media }, Date.now(), requiredType),
+    await sendWithMedia(c.env, auth.userId, conversationId, content.mediaIds ?? [], async (media) =>
+      // Awaited here: the stub's answer is a union of promises, which would not infer as one type.
+      await stub.send(auth, { ...content, media }, Date.now(), requiredType),
+    ),
   );
   return c.json({ message: result.message }, result.duplicate ? 200 : 201);
 }

@@ -1,0 +1,62 @@
+// Signed media URLs: `/media/<id>/content?exp=<epoch ms>&sig=<base64url HMAC-SHA256>`.
+// The MAC covers a version tag, the media id and the expiry, so changing any of them (or the
+// signature) gives 403. The type and name served come from the stored object, never from the URL,
+// so they need no signing. Rotating MEDIA_URL_SECRET voids every URL handed out.
+import { ApiError } from "./errors";
+import { base64url, fromBase64url } from "./crypto";
+
+const encoder = new TextEncoder();
+const VERSION = "media-url-v1";
+
+/** Keys are imported once per isolate per secret. */
+const keys = new Map<string, Promise<CryptoKey>>();
+
+function keyFor(secret: string): Promise<CryptoKey> {
+  let key = keys.get(secret);
+  if (!key) {
+    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+    keys.set(secret, key);
+  }
+  return key;
+}
+
+const message = (mediaId: string, expiresAt: number) => encoder.encode(`${VERSION}\n${mediaId}\n${expiresAt}`);
+
+export function requireSecret(secret: string | null): string {
+  // A deployment without the secret cannot hand out URLs; that is our fault, not the client's.
+  if (!secret) throw new Error("MEDIA_URL_SECRET is not set");
+  return secret;
+}
+
+export const contentPath = (mediaId: string) => `/media/${encodeURIComponent(mediaId)}/content`;
+
+export async function signMediaUrl(origin: string, mediaId: string, expiresAt: number, secret: string): Promise<string> {
+  const mac = await crypto.subtle.sign("HMAC", await keyFor(secret), message(mediaId, expiresAt));
+  return `${origin}${contentPath(mediaId)}?exp=${expiresAt}&sig=${base64url(new Uint8Array(mac))}`;
+}
+
+/**
+ * Checks a signed URL's query for `mediaId`; throws 403 when it was changed in any way or has
+ * expired. `maxLifetimeMs` bounds the expiry too, so a URL signed with a since-lowered cap dies.
+ */
+export async function verifyMediaUrl(
+  mediaId: string,
+  query: URLSearchParams,
+  secret: string,
+  now: number,
+  maxLifetimeMs: number,
+): Promise<{ expiresAt: number }> {
+  const exp = query.get("exp") ?? "";
+  const sig = query.get("sig") ?? "";
+  const names = [...query.keys()];
+  const exact = names.length === 2 && names.includes("exp") && names.includes("sig");
+  if (!exact || !/^\d{1,16}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) {
+    throw new ApiError("forbidden", "invalid signed URL");
+  }
+  const expiresAt = Number(exp);
+  // crypto.subtle.verify compares in constant time.
+  const ok = await crypto.subtle.verify("HMAC", await keyFor(secret), fromBase64url(sig), message(mediaId, expiresAt));
+  if (!ok) throw new ApiError("forbidden", "invalid signed URL");
+  if (expiresAt <= now || expiresAt > now + maxLifetimeMs) throw new ApiError("forbidden", "signed URL expired");
+  return { expiresAt };
+}
