@@ -173,30 +173,29 @@ describe("push subscriptions", () => {
   });
 });
 
-describe("push delivery through the queue", () => {
+describe("push on send: a message sent over REST reaches offline members' push services", () => {
   it("gives an offline member exactly one decryptable push with the payload and headers of the contract", async () => {
     const alice = await register(unique("alice"));
     const bob = await register();
     const conv = await direct(alice, bob);
-    const sub = await newSubscription();
-    await subscribe(bob, sub);
+    const [bobSub, aliceSub] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, bobSub);
+    await subscribe(alice, aliceSub);
 
-    const first = message(conv.id, alice.user.id, 1, "hello   bob,\nhow are you?");
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: first });
+    const { message: sent } = await sendRest(alice, conv.id, "hello   bob,\nhow are you?");
     // A later push is the barrier after which a duplicate of the first would have arrived.
-    const marker = message(conv.id, alice.user.id, 2, "marker");
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: marker });
-    await pushFor(sub, first.id);
-    const received = await pushFor(sub, marker.id);
+    const { message: marker } = await sendRest(alice, conv.id, "marker");
+    await pushFor(bobSub, sent.id);
+    const received = await pushFor(bobSub, marker.id);
 
-    const pushes = received.filter((r) => r.payload.messageId === first.id);
+    const pushes = received.filter((r) => r.payload.messageId === sent.id);
     expect(pushes).toHaveLength(1);
     const [push] = pushes;
     expect(push!.payload).toEqual({
       type: "message",
       conversationId: conv.id,
-      seq: 1,
-      messageId: first.id,
+      seq: sent.seq,
+      messageId: sent.id,
       senderId: alice.user.id,
       title: alice.user.displayName,
       body: "hello bob, how are you?",
@@ -210,36 +209,55 @@ describe("push delivery through the queue", () => {
     expect(push!.vapid.k).toBe(env.VAPID_PUBLIC_KEY);
     expect(push!.vapid.sub).toBe(env.VAPID_SUBJECT);
     expect(new URL(push!.vapid.aud).host).toBe(new URL(SERVICE).host);
+    // One Topic per conversation: the marker collapses onto the same one.
+    expect(received.find((r) => r.payload.messageId === marker.id)!.headers.topic).toBe(push!.headers.topic);
     // Padded to a constant size, so the ciphertext does not tell the length of the preview.
     expect(push!.bodyBytes).toBe(received.find((r) => r.payload.messageId === marker.id)!.bodyBytes);
+    // The sender is never pushed their own message.
+    expect((await mailbox(aliceSub)).attempts).toEqual([]);
   });
 
-  it("titles group pushes with the group title and leaves the body out for E2EE conversations", async () => {
+  it("pushes nothing to a member with a live user socket", async () => {
+    const [alice, bob, carol] = [await register(), await register(), await register()];
+    const g: Conversation = await group(alice, [bob, carol], "trio");
+    const [bobSub, carolSub] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, bobSub);
+    await subscribe(carol, carolSub);
+    const bobOnline = await userSocket(bob);
+    const { message: whileOnline } = await sendRest(alice, g.id, "bob is online");
+    await bobOnline.next("message", (f) => f.message?.id === whileOnline.id);
+    // Carol is offline: her push shows the fan-out for this message has run.
+    await pushFor(carolSub, whileOnline.id);
+    bobOnline.close();
+    await waitFor(
+      async () => (await json<{ presence: { status: string }[] }>(`/presence?userIds=${bob.user.id}`, { token: alice.token })).presence[0]?.status === "offline",
+      "bob to be offline",
+    );
+    const { message: afterwards } = await sendRest(alice, g.id, "bob is offline");
+    const received = await pushFor(bobSub, afterwards.id);
+    expect(received.map((r) => r.payload.messageId)).toEqual([afterwards.id]);
+    expect(received[0]!.payload).toMatchObject({ title: "trio", body: "bob is offline" });
+  });
+
+  it("titles group pushes with the group title and leaves the body out for E2EE groups", async () => {
     const [alice, bob] = [await register(), await register()];
-    const g = await group(alice, [bob], "Climbing club");
+    const plainGroup = await group(alice, [bob], "Climbing club");
+    const { conversation: secretGroup } = await json<{ conversation: Conversation }>(
+      "/group/create",
+      { token: alice.token, body: { title: "secret", memberIds: [bob.user.id], e2ee: true } },
+      201,
+    );
     const sub = await newSubscription();
     await subscribe(bob, sub);
-    const plain = message(g.id, alice.user.id, 2, "see you at 6");
-    await enqueuePush(env, { userId: bob.user.id, conversation: g, message: plain });
-    const secret = message(g.id, alice.user.id, 3, "ciphertext-looking text");
-    await enqueuePush(env, { userId: bob.user.id, conversation: { ...g, e2ee: true }, message: secret });
+    const { message: plain } = await sendRest(alice, plainGroup.id, "see you at 6");
+    const { message: secret } = await sendRest(alice, secretGroup.id, "opaque");
     await pushFor(sub, plain.id);
     const received = await pushFor(sub, secret.id);
     expect(received.find((r) => r.payload.messageId === plain.id)!.payload).toMatchObject({ title: "Climbing club", body: "see you at 6" });
-    const e2ee = received.find((r) => r.payload.messageId === secret.id)!.payload;
-    expect(e2ee.title).toBe("Climbing club");
-    expect(e2ee).not.toHaveProperty("body");
-  });
-
-  it("cuts long previews and pushes nothing for system messages or to the sender", async () => {
-    const long = "x".repeat(500);
-    expect(Array.from(previewOf(message("c", "u", 1, long))!)).toHaveLength(120);
-    expect(previewOf({ ...message("c", "u", 1, "secret"), kind: "encrypted" })).toBeUndefined();
-    const send = vi.spyOn(env.PUSH_QUEUE, "send");
-    const sys: Message = { ...message("c", "u", 1, '{"event":"added"}'), kind: "system" };
-    await enqueuePush(env, { userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys });
-    await enqueuePush(env, { userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") });
-    expect(send).not.toHaveBeenCalled();
+    const e2ee = received.find((r) => r.payload.messageId === secret.id)!;
+    expect(e2ee.payload.title).toBe("secret");
+    expect(e2ee.payload).not.toHaveProperty("body");
+    expect(e2ee.headers.topic).not.toBe(await topicFor(plainGroup.id));
   });
 
   it("deletes a subscription the push service answers 410 for", async () => {
@@ -248,7 +266,7 @@ describe("push delivery through the queue", () => {
     const sub = await newSubscription();
     await subscribe(bob, sub);
     await script(sub, [{ status: 410 }]);
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: message(conv.id, alice.user.id, 1, "gone?") });
+    await sendRest(alice, conv.id, "gone?");
     await waitFor(async () => (await storedSubscriptions({ endpoint: sub.endpoint })).length === 0, "the subscription to be deleted");
     expect((await mailbox(sub)).attempts).toEqual([{ status: 410 }]);
   });
@@ -259,27 +277,25 @@ describe("push delivery through the queue", () => {
     const sub = await newSubscription();
     await subscribe(bob, sub);
     await script(sub, [{ status: 404 }]);
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: message(conv.id, alice.user.id, 1, "gone?") });
+    await sendRest(alice, conv.id, "gone?");
     await waitFor(async () => (await storedSubscriptions({ endpoint: sub.endpoint })).length === 0, "the subscription to be deleted");
   });
 
-  it("retries a 500 and delivers on the next try, without pushing twice to the other subscriptions", async () => {
+  it("retries a 500, delivers on the next try, and does not push twice to the other subscriptions", async () => {
     const [alice, bob] = [await register(), await register()];
     const conv = await direct(alice, bob);
     const [flaky, healthy] = [await newSubscription(), await newSubscription()];
     await subscribe(bob, flaky);
     await subscribe(await login(bob.user.username, "phone"), healthy);
     await script(flaky, [{ status: 500 }]);
-    const m = message(conv.id, alice.user.id, 1, "retry me");
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
-    await pushFor(flaky, m.id);
+    const { message: sent } = await sendRest(alice, conv.id, "retry me");
+    await pushFor(flaky, sent.id);
     expect((await mailbox(flaky)).attempts).toEqual([{ status: 500 }, { status: 201 }]);
     // The healthy one got it once; a marker afterwards shows no duplicate was on its way.
-    const marker = message(conv.id, alice.user.id, 2, "marker");
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: marker });
+    const { message: marker } = await sendRest(alice, conv.id, "marker");
     const received = await pushFor(healthy, marker.id);
-    expect(received.filter((r) => r.payload.messageId === m.id)).toHaveLength(1);
-    expect((await pushFor(flaky, marker.id)).filter((r) => r.payload.messageId === m.id)).toHaveLength(1);
+    expect(received.filter((r) => r.payload.messageId === sent.id)).toHaveLength(1);
+    expect((await pushFor(flaky, marker.id)).filter((r) => r.payload.messageId === sent.id)).toHaveLength(1);
   });
 
   it("retries a 429 after its Retry-After and a 503 again, then delivers", async () => {
@@ -288,10 +304,61 @@ describe("push delivery through the queue", () => {
     const sub = await newSubscription();
     await subscribe(bob, sub);
     await script(sub, [{ status: 429, retryAfter: "1" }, { status: 503 }]);
-    const m = message(conv.id, alice.user.id, 1, "third time lucky");
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
-    await pushFor(sub, m.id, 15_000);
+    const { message: sent } = await sendRest(alice, conv.id, "third time lucky");
+    await pushFor(sub, sent.id, 15_000);
     expect((await mailbox(sub)).attempts.map((a) => a.status)).toEqual([429, 503, 201]);
+  });
+
+  it("stops pushing to an unsubscribed endpoint", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const [kept, dropped] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, kept);
+    await subscribe(bob, dropped);
+    const res = await call(`/push/subscriptions?endpoint=${encodeURIComponent(dropped.endpoint)}`, { method: "DELETE", token: bob.token });
+    expect(res.status).toBe(204);
+    const { message: sent } = await sendRest(alice, conv.id, "only one of you");
+    await pushFor(kept, sent.id);
+    expect((await mailbox(dropped)).attempts).toEqual([]);
+  });
+
+  it("removes the device's subscriptions at logout", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const phone = await login(bob.user.username, "phone");
+    const [laptopSub, phoneSub] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, laptopSub);
+    await subscribe(phone, phoneSub);
+    expect((await call("/auth/logout", { method: "POST", token: phone.token })).status).toBe(204);
+    expect((await storedSubscriptions({ userId: bob.user.id })).map((s) => s.endpoint)).toEqual([laptopSub.endpoint]);
+    const { message: sent } = await sendRest(alice, conv.id, "laptop only");
+    await pushFor(laptopSub, sent.id);
+    expect((await mailbox(phoneSub)).attempts).toEqual([]);
+  });
+});
+
+describe("push jobs and the consumer", () => {
+  it("delivers a job queued with enqueuePush, with no body for an E2EE conversation", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conv = await direct(alice, bob);
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    const m = message(conv.id, alice.user.id, 7, "not to be shown");
+    await enqueuePush(env, { userId: bob.user.id, conversation: { ...conv, e2ee: true }, message: m });
+    const [push] = (await pushFor(sub, m.id)).filter((r) => r.payload.messageId === m.id);
+    expect(push!.payload).toEqual({ type: "message", conversationId: conv.id, seq: 7, messageId: m.id, senderId: alice.user.id, title: alice.user.displayName });
+  });
+
+  it("cuts long previews and queues nothing for system messages or for the sender", async () => {
+    const long = "x".repeat(500);
+    expect(Array.from(previewOf(message("c", "u", 1, long))!)).toHaveLength(120);
+    expect(previewOf({ ...message("c", "u", 1, "secret"), kind: "encrypted" })).toBeUndefined();
+    expect(previewOf({ ...message("c", "u", 1, null), kind: "media", media: [{ id: "m", contentType: "image/png", size: 1, name: "cat.png" }] })).toBe("📎 cat.png");
+    const send = vi.spyOn(env.PUSH_QUEUE, "send");
+    const sys: Message = { ...message("c", "u", 1, '{"event":"added"}'), kind: "system" };
+    await enqueuePush(env, { userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys });
+    await enqueuePush(env, { userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") });
+    expect(send).not.toHaveBeenCalled();
   });
 
   it("logs a push that still fails after its last try, with the endpoint's origin and status", async () => {
@@ -348,90 +415,5 @@ describe("push delivery through the queue", () => {
     await handlePushBatch(second, env);
     expect(secondRetry).toHaveBeenCalledWith({ delaySeconds: 7 });
     expect((await mailbox(sub)).attempts.map((a) => a.status)).toEqual([500, 429]);
-  });
-
-  it("stops pushing to an unsubscribed endpoint", async () => {
-    const [alice, bob] = [await register(), await register()];
-    const conv = await direct(alice, bob);
-    const [kept, dropped] = [await newSubscription(), await newSubscription()];
-    await subscribe(bob, kept);
-    await subscribe(bob, dropped);
-    const res = await call(`/push/subscriptions?endpoint=${encodeURIComponent(dropped.endpoint)}`, { method: "DELETE", token: bob.token });
-    expect(res.status).toBe(204);
-    const m = message(conv.id, alice.user.id, 1, "only one of you");
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
-    await pushFor(kept, m.id);
-    expect((await mailbox(dropped)).attempts).toEqual([]);
-  });
-
-  it("removes the device's subscriptions at logout", async () => {
-    const [alice, bob] = [await register(), await register()];
-    const conv = await direct(alice, bob);
-    const phone = await login(bob.user.username, "phone");
-    const [laptopSub, phoneSub] = [await newSubscription(), await newSubscription()];
-    await subscribe(bob, laptopSub);
-    await subscribe(phone, phoneSub);
-    expect((await call("/auth/logout", { method: "POST", token: phone.token })).status).toBe(204);
-    expect((await storedSubscriptions({ userId: bob.user.id })).map((s) => s.endpoint)).toEqual([laptopSub.endpoint]);
-    const m = message(conv.id, alice.user.id, 1, "laptop only");
-    await enqueuePush(env, { userId: bob.user.id, conversation: conv, message: m });
-    await pushFor(laptopSub, m.id);
-    expect((await mailbox(phoneSub)).attempts).toEqual([]);
-  });
-});
-
-describe("push on send (with the per-user fan-out)", () => {
-  it("pushes a message sent over REST to an offline member, once", async () => {
-    const [alice, bob] = [await register(), await register()];
-    const conv = await direct(alice, bob);
-    const sub = await newSubscription();
-    await subscribe(bob, sub);
-    const { message: sent } = await sendRest(alice, conv.id, "are you there?");
-    const { message: marker } = await sendRest(alice, conv.id, "marker");
-    await pushFor(sub, sent.id);
-    const received = await pushFor(sub, marker.id);
-    expect(received.filter((r) => r.payload.messageId === sent.id).map((r) => r.payload)).toEqual([
-      { type: "message", conversationId: conv.id, seq: sent.seq, messageId: sent.id, senderId: alice.user.id, title: alice.user.displayName, body: "are you there?" },
-    ]);
-    expect(received.find((r) => r.payload.messageId === sent.id)!.headers).toMatchObject({ urgency: "high", topic: await topicFor(conv.id) });
-  });
-
-  it("pushes nothing to a member with a live user socket, nor to the sender", async () => {
-    const [alice, bob, carol] = [await register(), await register(), await register()];
-    const g: Conversation = await group(alice, [bob, carol], "trio");
-    const [aliceSub, bobSub, carolSub] = [await newSubscription(), await newSubscription(), await newSubscription()];
-    await subscribe(alice, aliceSub);
-    await subscribe(bob, bobSub);
-    await subscribe(carol, carolSub);
-    const bobOnline = await userSocket(bob);
-    const { message: whileOnline } = await sendRest(alice, g.id, "bob is online");
-    await bobOnline.next("message", (f) => f.message?.id === whileOnline.id);
-    // Carol is offline: her push shows the fan-out for this message has run.
-    await pushFor(carolSub, whileOnline.id);
-    bobOnline.close();
-    await waitFor(
-      async () => (await json<{ presence: { status: string }[] }>(`/presence?userIds=${bob.user.id}`, { token: alice.token })).presence[0]?.status === "offline",
-      "bob to be offline",
-    );
-    const { message: afterwards } = await sendRest(alice, g.id, "bob is offline");
-    const received = await pushFor(bobSub, afterwards.id);
-    expect(received.map((r) => r.payload.messageId)).toEqual([afterwards.id]);
-    expect(received[0]!.payload).toMatchObject({ title: "trio", body: "bob is offline" });
-    expect((await mailbox(aliceSub)).attempts).toEqual([]);
-  });
-
-  it("pushes no preview for an E2EE group", async () => {
-    const [alice, bob] = [await register(), await register()];
-    const { conversation: g } = await json<{ conversation: Conversation }>(
-      "/group/create",
-      { token: alice.token, body: { title: "secret", memberIds: [bob.user.id], e2ee: true } },
-      201,
-    );
-    const sub = await newSubscription();
-    await subscribe(bob, sub);
-    const { message: sent } = await sendRest(alice, g.id, "opaque");
-    const [push] = (await pushFor(sub, sent.id)).filter((r) => r.payload.messageId === sent.id);
-    expect(push!.payload.title).toBe("secret");
-    expect(push!.payload).not.toHaveProperty("body");
   });
 });
