@@ -9,6 +9,7 @@ import type { Conversation, Message, PushPayload } from "../protocol";
 import { handlePushBatch, PUSH_QUEUE_NAME } from "../worker/push/consumer";
 import { enqueuePush, previewOf, type PushDeliveryMessage } from "../worker/push/jobs";
 import { topicFor } from "../worker/push/send";
+import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
 import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
 
 declare module "vitest" {
@@ -157,6 +158,20 @@ describe("push subscriptions", () => {
     expect((await storedSubscriptions({ userId: a.user.id })).map((s) => s.endpoint)).toEqual(["https://push.example.test/send/abc"]);
     // Clean up: nothing here should ever be pushed to.
     expect((await call(`/push/subscriptions?endpoint=${encodeURIComponent("https://push.example.test/send/abc")}`, { method: "DELETE", token: a.token })).status).toBe(204);
+  });
+
+  it("keeps at most PUSH_SUBSCRIPTIONS_PER_USER subscriptions per user, dropping the oldest", async () => {
+    const a = await register();
+    const keys = (await newSubscription()).keys;
+    const endpoints = Array.from({ length: PUSH_SUBSCRIPTIONS_PER_USER + 1 }, (_, i) => `https://push.example.test/cap/${i}`);
+    for (const endpoint of endpoints) {
+      await subscribe(a, { endpoint, keys });
+      // created_at orders them: keep each a distinct millisecond.
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const stored = (await storedSubscriptions({ userId: a.user.id })).map((s) => s.endpoint);
+    expect(stored.sort()).toEqual(endpoints.slice(1).sort());
+    await env.DB.prepare("DELETE FROM push_subscriptions WHERE user_id = ?").bind(a.user.id).run();
   });
 
   it("unsubscribes only the caller's own subscription, with 204 either way", async () => {

@@ -10,6 +10,12 @@ import { endpointProblem } from "../push/endpoint";
 
 export const push = newApp();
 
+/**
+ * Each message fans out into one outbound request per subscription, so a user's subscriptions
+ * are capped: beyond this, subscribing drops the user's least recently (re)subscribed one.
+ */
+export const PUSH_SUBSCRIPTIONS_PER_USER = 20;
+
 push.get("/vapid-public-key", (c) => {
   if (!c.env.VAPID_PUBLIC_KEY) throw new ApiError("unavailable", "push is not configured");
   return c.json({ publicKey: c.env.VAPID_PUBLIC_KEY });
@@ -47,8 +53,14 @@ push.post("/subscriptions", requireAuth, async (c) => {
     .values(row)
     .onConflictDoUpdate({
       target: schema.pushSubscriptions.endpoint,
-      set: { userId: row.userId, deviceId: row.deviceId, p256dh: row.p256dh, auth: row.auth },
+      set: { userId: row.userId, deviceId: row.deviceId, p256dh: row.p256dh, auth: row.auth, createdAt: row.createdAt },
     });
+  await c.env.DB.prepare(
+    `DELETE FROM push_subscriptions WHERE user_id = ?1 AND endpoint NOT IN
+       (SELECT endpoint FROM push_subscriptions WHERE user_id = ?1 ORDER BY created_at DESC, endpoint LIMIT ?2)`,
+  )
+    .bind(userId, PUSH_SUBSCRIPTIONS_PER_USER)
+    .run();
   return c.json({ subscription: { endpoint: row.endpoint, deviceId } }, 201);
 });
 
