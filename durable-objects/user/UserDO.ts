@@ -78,15 +78,28 @@ export class UserDO extends DurableObject<Env> {
     const now = Date.now();
     const sockets = this.ctx.getWebSockets();
     const online = this.liveSockets(sockets, now).length > 0;
-    const pushes: Promise<void>[] = [];
+    const fresh: Array<Extract<InboxEvent, { type: "message" }>> = [];
     for (const event of events) {
       if (event.type === "changed") {
         const conversation = await conversationStub(this.env, event.conversationId).viewForNotification(userId);
         if (conversation) this.sendAll(sockets, { type: "conversation", conversation }, null);
-        continue;
+      } else if (!this.wasDelivered(event.message.conversationId, event.message.seq)) {
+        fresh.push(event);
       }
-      const { message } = event;
-      const fresh = this.ctx.storage.sql
+    }
+    // Pushes are queued before anything is marked delivered: a failed enqueue fails this call,
+    // and the conversation's retry then finds the messages still fresh and queues them again.
+    if (!online) {
+      await Promise.all(
+        fresh
+          .filter(({ message }) => message.senderId !== userId && message.kind !== "system")
+          .map(({ message, conversation }) => enqueuePush(this.env, { userId, conversation, message })),
+      );
+    }
+    const relayTo = this.ctx.getWebSockets();
+    for (const { message } of fresh) {
+      // INSERT OR IGNORE decides, so an overlapping retry still relays each message once.
+      const inserted = this.ctx.storage.sql
         .exec(
           "INSERT OR IGNORE INTO delivered (conversation_id, seq, at) VALUES (?, ?, ?) RETURNING seq",
           message.conversationId,
@@ -94,16 +107,17 @@ export class UserDO extends DurableObject<Env> {
           now,
         )
         .toArray().length;
-      if (!fresh) continue;
-      this.sendAll(sockets, { type: "message", message }, message.senderDeviceId);
-      if (!online && message.senderId !== userId && message.kind !== "system") {
-        pushes.push(enqueuePush(this.env, { userId, conversation: event.conversation, message }));
-      }
+      if (inserted) this.sendAll(relayTo, { type: "message", message }, message.senderDeviceId);
     }
-    // A failed enqueue fails the call, so the conversation's fan-out retries it; the `delivered`
-    // rows written above make that retry relay nothing twice (at worst it pushes twice).
-    if (pushes.length > 0) await Promise.all(pushes);
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
+  }
+
+  private wasDelivered(conversationId: string, seq: number): boolean {
+    return (
+      this.ctx.storage.sql
+        .exec("SELECT 1 FROM delivered WHERE conversation_id = ? AND seq = ?", conversationId, seq)
+        .toArray().length > 0
+    );
   }
 
   async receipt(_userId: string, receipt: Receipt & { conversationId: string }): Promise<void> {
