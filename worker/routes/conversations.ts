@@ -164,7 +164,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
   const userId = c.get("auth").userId;
   const { results } = await c.env.DB.prepare(
     `SELECT c.id, c.type, c.title, c.e2ee, c.created_at, c.last_seq, c.last_message_at, m.read_seq,
-       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id) AS unread,
+       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id AND u.kind != 'system') AS unread,
        lm.seq AS lm_seq, lm.id AS lm_id, lm.sender_id AS lm_sender_id, lm.sender_device_id AS lm_sender_device_id,
        lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, lm.media AS lm_media,
        lm.thread_root_seq AS lm_thread_root_seq, lm.reply_count AS lm_reply_count, lm.last_reply_seq AS lm_last_reply_seq,
