@@ -2,6 +2,7 @@
 import { IDENTITY_HEADERS } from "../durable-objects/lib/sockets";
 import { base, newApp, onError } from "./app";
 import { ApiError } from "./lib/errors";
+import { securityHeaders } from "./lib/security";
 import { auth, me } from "./routes/auth";
 import { conversations, groups, send } from "./routes/conversations";
 import { messages } from "./routes/messages";
@@ -20,6 +21,7 @@ const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/se
 
 const app = newApp();
 app.use(base);
+app.use(securityHeaders);
 app.use(async (c, next) => {
   // Identity headers are set by the Worker only; a client can never supply them.
   if (c.req.header(IDENTITY_HEADERS.user) || c.req.header(IDENTITY_HEADERS.device)) {

@@ -1,0 +1,102 @@
+// The REST client: bearer auth, the API's error shape, and zod parsing of every answer, so the
+// rest of the app only sees typed values (parse once at the edge, never cast).
+import * as z from "zod";
+import { Conversation, Device, Message, Presence, Receipt, User } from "../../../protocol";
+
+/** A non-2xx answer in the API's error shape. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** No answer at all: offline, DNS, a dropped connection. Always worth retrying. */
+export class NetworkError extends Error {}
+
+const ErrorShape = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+export const Schemas = {
+  session: z.object({ user: User, device: Device, token: z.string() }),
+  me: z.object({ user: User, device: Device }),
+  ticket: z.object({ ticket: z.string(), expiresAt: z.number() }),
+  users: z.object({ users: z.array(User) }),
+  user: z.object({ user: User }),
+  conversations: z.object({ conversations: z.array(Conversation) }),
+  conversation: z.object({ conversation: Conversation }),
+  message: z.object({ message: Message }),
+  history: z.object({ messages: z.array(Message), hasMore: z.boolean() }),
+  since: z.object({ messages: z.array(Message), cursor: z.string(), hasMore: z.boolean() }),
+  receipts: z.object({ receipts: z.array(Receipt) }),
+  receipt: z.object({ receipt: Receipt }),
+  presence: z.object({ presence: z.array(Presence) }),
+  vapid: z.object({ publicKey: z.string() }),
+  upload: z.object({
+    media: z.object({ id: z.string(), contentType: z.string(), size: z.number(), name: z.string() }).loose(),
+  }),
+  none: z.unknown(),
+} as const;
+
+export type Method = "GET" | "POST" | "DELETE" | "PUT";
+
+export class Api {
+  constructor(
+    private readonly token: () => string | null,
+    /** Called on any 401: the token is dead (logged out elsewhere, revoked, expired). */
+    private readonly onUnauthorized: () => void,
+  ) {}
+
+  async call<S extends z.ZodType>(method: Method, path: string, schema: S, body?: unknown, signal?: AbortSignal): Promise<z.infer<S>> {
+    const headers: Record<string, string> = {};
+    const token = this.token();
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let res: Response;
+    try {
+      res = await fetch(path, {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(signal ? { signal } : {}),
+        cache: "no-store",
+      });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new NetworkError(err instanceof Error ? err.message : "network error");
+    }
+    if (res.status === 204) return schema.parse(undefined);
+    const json: unknown = await res.json().catch(() => null);
+    if (!res.ok) throw toApiError(res, json, token !== null ? this.onUnauthorized : null);
+    const parsed = schema.safeParse(json);
+    if (!parsed.success) throw new ApiError(res.status, "bad_response", `unexpected answer from ${method} ${path}`);
+    return parsed.data;
+  }
+}
+
+export function toApiError(res: { status: number; headers: { get(name: string): string | null } }, json: unknown, onUnauthorized: (() => void) | null): ApiError {
+  const shape = ErrorShape.safeParse(json);
+  const retryAfter = Number(res.headers.get("retry-after") ?? "NaN");
+  const err = new ApiError(
+    res.status,
+    shape.success ? shape.data.error.code : "http_error",
+    shape.success ? shape.data.error.message : `HTTP ${res.status}`,
+    Number.isFinite(retryAfter) ? retryAfter * 1000 : undefined,
+  );
+  if (res.status === 401 && onUnauthorized) onUnauthorized();
+  return err;
+}
+
+/** Whether a failed call is worth repeating as is. */
+export const isTransient = (err: unknown): boolean =>
+  err instanceof NetworkError || (err instanceof ApiError && (err.status === 429 || err.status >= 500));
+
+export const qs = (params: Record<string, string | number | undefined>): string => {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) p.set(k, String(v));
+  const s = p.toString();
+  return s ? `?${s}` : "";
+};

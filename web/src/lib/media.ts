@@ -1,0 +1,183 @@
+// Attachments: upload with progress (XMLHttpRequest, because fetch has no upload progress),
+// client-made thumbnails and dimensions, authorised media fetches, and voice notes.
+import type { MediaRef } from "../../../protocol";
+import { ApiError, NetworkError, Schemas, toApiError } from "./api";
+
+export interface UploadResult {
+  id: string;
+  contentType: string;
+  size: number;
+  name: string;
+}
+
+export interface UploadHandle {
+  done: Promise<UploadResult>;
+  abort: () => void;
+}
+
+/** Extra facts the server cannot compute (it does not transcode): sent as form fields. */
+export interface MediaFacts {
+  width?: number;
+  height?: number;
+  durationMs?: number;
+  thumbnailId?: string;
+}
+
+/** POST /upload as multipart form data, reporting progress. */
+export function upload(token: string, file: Blob, name: string, facts: MediaFacts, onProgress: (loaded: number, total: number) => void): UploadHandle {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise<UploadResult>((resolve, reject) => {
+    const form = new FormData();
+    form.set("file", file, name);
+    for (const [k, v] of Object.entries(facts)) if (v !== undefined) form.set(k, String(v));
+    xhr.open("POST", "/upload");
+    xhr.setRequestHeader("authorization", `Bearer ${token}`);
+    xhr.responseType = "json";
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onerror = () => reject(new NetworkError("upload failed"));
+    xhr.onabort = () => reject(new NetworkError("upload cancelled"));
+    xhr.onload = () => {
+      const json: unknown = xhr.response;
+      if (xhr.status < 200 || xhr.status >= 300) {
+        reject(toApiError({ status: xhr.status, headers: { get: (h) => xhr.getResponseHeader(h) } }, json, null));
+        return;
+      }
+      const parsed = Schemas.upload.safeParse(json);
+      if (!parsed.success) reject(new ApiError(xhr.status, "bad_response", "unexpected upload answer"));
+      else resolve(parsed.data.media);
+    };
+    xhr.send(form);
+  });
+  return { done, abort: () => xhr.abort() };
+}
+
+/** Whether an upload failed because the server has no media routes yet (issue 4). */
+export const uploadsMissing = (err: unknown): boolean =>
+  err instanceof ApiError && err.status === 404 && /route/.test(err.message);
+
+const THUMB_MAX = 320;
+
+/** Width, height and a small JPEG of an image or a video's first frame, made in the browser. */
+export async function describeVisual(file: File): Promise<{ width: number; height: number; thumbnail: Blob | null; durationMs?: number }> {
+  const url = URL.createObjectURL(file);
+  try {
+    if (file.type.startsWith("image/")) {
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      return { width: img.naturalWidth, height: img.naturalHeight, thumbnail: await thumbnailOf(img, img.naturalWidth, img.naturalHeight) };
+    }
+    const video = document.createElement("video");
+    video.muted = true;
+    video.preload = "auto";
+    video.src = url;
+    await new Promise<void>((resolve, reject) => {
+      video.onloadeddata = () => resolve();
+      video.onerror = () => reject(new Error("cannot read video"));
+      setTimeout(() => reject(new Error("video metadata timeout")), 5000);
+    });
+    const out = {
+      width: video.videoWidth,
+      height: video.videoHeight,
+      thumbnail: await thumbnailOf(video, video.videoWidth, video.videoHeight),
+    };
+    return Number.isFinite(video.duration) ? { ...out, durationMs: Math.round(video.duration * 1000) } : out;
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+async function thumbnailOf(source: CanvasImageSource, width: number, height: number): Promise<Blob | null> {
+  if (!width || !height) return null;
+  const scale = Math.min(1, THUMB_MAX / Math.max(width, height));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(width * scale));
+  canvas.height = Math.max(1, Math.round(height * scale));
+  const ctx = canvas.getContext("2d");
+  if (!ctx) return null;
+  ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob((b) => resolve(b), "image/jpeg", 0.7));
+}
+
+/**
+ * Object URLs for media: GET /media/:id needs the bearer token, which an <img src> cannot send,
+ * so the bytes are fetched (the redirect to the signed URL is followed) and kept as a blob.
+ */
+export class MediaCache {
+  private readonly urls = new Map<string, Promise<string>>();
+  private readonly order: string[] = [];
+
+  constructor(private readonly token: () => string | null, private readonly max = 200) {}
+
+  url(id: string): Promise<string> {
+    let p = this.urls.get(id);
+    if (!p) {
+      p = this.load(id);
+      this.urls.set(id, p);
+      this.order.push(id);
+      p.catch(() => this.urls.delete(id));
+      while (this.order.length > this.max) {
+        const old = this.order.shift()!;
+        void this.urls.get(old)?.then((u) => URL.revokeObjectURL(u));
+        this.urls.delete(old);
+      }
+    }
+    return p;
+  }
+
+  /** A blob the user just uploaded, shown from memory rather than downloaded again. */
+  seed(id: string, blob: Blob): void {
+    if (this.urls.has(id)) return;
+    this.urls.set(id, Promise.resolve(URL.createObjectURL(blob)));
+    this.order.push(id);
+  }
+
+  private async load(id: string): Promise<string> {
+    const res = await fetch(`/media/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${this.token() ?? ""}` } });
+    if (!res.ok) throw new Error(`media ${id}: HTTP ${res.status}`);
+    return URL.createObjectURL(await res.blob());
+  }
+}
+
+export const isImage = (m: Pick<MediaRef, "contentType">) => m.contentType.startsWith("image/");
+export const isVideo = (m: Pick<MediaRef, "contentType">) => m.contentType.startsWith("video/");
+export const isAudio = (m: Pick<MediaRef, "contentType">) => m.contentType.startsWith("audio/");
+
+// --- voice notes ----------------------------------------------------------------------------------
+
+export interface Recording {
+  stop: () => Promise<{ blob: Blob; durationMs: number; type: string }>;
+  cancel: () => void;
+  startedAt: number;
+}
+
+/** Starts recording from the microphone; the browser asks for permission the first time. */
+export async function recordVoice(): Promise<Recording> {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4", "audio/webm"].find((t) => MediaRecorder.isTypeSupported(t)) ?? "";
+  const recorder = new MediaRecorder(stream, type ? { mimeType: type } : undefined);
+  const chunks: Blob[] = [];
+  recorder.ondataavailable = (e) => {
+    if (e.data.size > 0) chunks.push(e.data);
+  };
+  const startedAt = performance.now();
+  recorder.start(250);
+  const release = () => stream.getTracks().forEach((t) => t.stop());
+  return {
+    startedAt,
+    cancel: () => {
+      recorder.onstop = null;
+      if (recorder.state !== "inactive") recorder.stop();
+      release();
+    },
+    stop: () =>
+      new Promise((resolve) => {
+        recorder.onstop = () => {
+          release();
+          const baseType = (recorder.mimeType || type || "audio/webm").split(";")[0]!;
+          resolve({ blob: new Blob(chunks, { type: baseType }), durationMs: Math.round(performance.now() - startedAt), type: baseType });
+        };
+        recorder.stop();
+      }),
+  };
+}

@@ -1,0 +1,104 @@
+// A reconnecting WebSocket (partysocket) that authenticates every (re)connect with a fresh
+// single-use ticket from POST /auth/ticket, parses every frame with the protocol's schema, keeps
+// itself alive with `ping`, and stops for good on the close codes that mean "do not come back".
+import ReconnectingWebSocket from "partysocket/ws";
+import { CLOSE } from "../../../protocol";
+
+export type SocketStatus = "connecting" | "open" | "closed";
+
+export interface LiveSocketOptions<In> {
+  /** The path and query to connect to, asked before each attempt (so `after=` is current). */
+  path: () => string;
+  ticket: () => Promise<string>;
+  parse: (json: unknown) => In | null;
+  onFrame: (frame: In) => void;
+  onStatus?: (status: SocketStatus) => void;
+  /** 4001 (logged out), 4003 (removed), 4010 (protocol version): no reconnect after these. */
+  onFinalClose?: (code: number, reason: string) => void;
+}
+
+const FINAL_CODES = new Set<number>([CLOSE.unauthorized, CLOSE.removed, CLOSE.protocolVersion]);
+/** The server counts a user socket alive for 60 s after its last frame. */
+const KEEPALIVE_MS = 25_000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class LiveSocket<In, Out> {
+  private readonly ws: ReconnectingWebSocket;
+  private readonly keepalive: ReturnType<typeof setInterval>;
+  private attempts = 0;
+  private closed = false;
+
+  constructor(private readonly options: LiveSocketOptions<In>) {
+    this.ws = new ReconnectingWebSocket(() => this.url(), undefined, {
+      minReconnectionDelay: 1000,
+      maxReconnectionDelay: 15_000,
+      reconnectionDelayGrowFactor: 1.6,
+      connectionTimeout: 8000,
+      // Nothing is queued while closed: messages go through the outbox, and a stale typing or
+      // read frame is worth nothing later.
+      maxEnqueuedMessages: 0,
+      shouldReconnectOnClose: (event) => !FINAL_CODES.has(event.code),
+    });
+    this.ws.addEventListener("open", () => {
+      this.attempts = 0;
+      options.onStatus?.("open");
+    });
+    this.ws.addEventListener("close", (event) => {
+      if (this.closed) return;
+      if (FINAL_CODES.has(event.code)) {
+        this.closed = true;
+        options.onFinalClose?.(event.code, event.reason);
+      }
+      options.onStatus?.("closed");
+    });
+    this.ws.addEventListener("message", (event) => {
+      if (typeof event.data !== "string" || event.data === "pong") return;
+      let json: unknown;
+      try {
+        json = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      const frame = options.parse(json);
+      if (frame) options.onFrame(frame);
+    });
+    this.keepalive = setInterval(() => {
+      if (this.ws.readyState === ReconnectingWebSocket.OPEN) this.ws.send("ping");
+    }, KEEPALIVE_MS);
+  }
+
+  private async url(): Promise<string> {
+    // partysocket's backoff has no jitter; after a deploy every client reconnects at once.
+    if (this.attempts++ > 0) await sleep(Math.random() * 1000);
+    this.options.onStatus?.("connecting");
+    const ticket = await this.options.ticket();
+    const path = this.options.path();
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const sep = path.includes("?") ? "&" : "?";
+    return `${scheme}//${location.host}${path}${sep}ticket=${encodeURIComponent(ticket)}`;
+  }
+
+  get isOpen(): boolean {
+    return this.ws.readyState === ReconnectingWebSocket.OPEN;
+  }
+
+  /** Sends if open; returns false (and sends nothing) otherwise. */
+  send(frame: Out): boolean {
+    if (!this.isOpen) return false;
+    return this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Connect now instead of at the end of the backoff (the browser just came online). */
+  reconnectNow(): void {
+    if (this.closed || this.isOpen) return;
+    this.attempts = 0;
+    this.ws.reconnect();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.keepalive);
+    this.ws.close(1000, "bye");
+  }
+}

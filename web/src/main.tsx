@@ -1,0 +1,25 @@
+import { render } from "preact";
+import { AppStore, applyTheme } from "./app/store";
+import { MediaCache } from "./lib/media";
+import { App } from "./ui/App";
+import { ServicesContext } from "./ui/context";
+import "./styles.css";
+
+const store = new AppStore();
+const media = new MediaCache(() => store.state.session?.token ?? null);
+applyTheme(store.state.theme);
+
+const root = document.getElementById("app")!;
+root.textContent = "";
+render(
+  <ServicesContext.Provider value={{ store, media }}>
+    <App />
+  </ServicesContext.Provider>,
+  root,
+);
+void store.start();
+
+if ("serviceWorker" in navigator) {
+  // The service worker caches the app shell so the app opens offline, and shows push notifications.
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((err: unknown) => console.warn("service worker registration failed", err));
+}

@@ -1,0 +1,393 @@
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import type { Conversation, Message } from "../../../protocol";
+import type { AppStore, Upload } from "../app/store";
+import { clock, dayLabel, lastSeen } from "../state/format";
+import type { OutboxItem } from "../state/outbox";
+import { tickFor, tickLabel, type TickInfo } from "../state/receipts";
+import { buildTimeline, type TimelineEntry } from "../state/timeline";
+import { Avatar } from "./Avatar";
+import { Composer } from "./Composer";
+import { useServices } from "./context";
+import { GroupInfo } from "./People";
+import { Icon } from "./icons";
+import { MediaBlock, UploadCard } from "./Media";
+import { systemText } from "./text";
+
+export interface Entry extends TimelineEntry {
+  message?: Message;
+  pending?: OutboxItem;
+  upload?: Upload;
+}
+
+/** Messages, pending sends and uploads as one ordered list; a sent item keeps its key, so nothing re-mounts. */
+export function entriesFor(store: AppStore, conversationId: string, messages: readonly Message[], threadRootSeq: number | null): Entry[] {
+  const me = store.me;
+  const inScope = (root: number | null | undefined) => (threadRootSeq === null ? root == null : root === threadRootSeq);
+  const entries: Entry[] = [];
+  const mine = new Set<string>();
+  for (const m of messages) {
+    if (threadRootSeq === null ? m.threadRootSeq !== null : m.threadRootSeq !== threadRootSeq && m.seq !== threadRootSeq) continue;
+    if (m.senderId === me) mine.add(m.clientMsgId);
+    entries.push({ key: `${m.senderId}:${m.clientMsgId || m.id}`, senderId: m.senderId, createdAt: m.createdAt, kind: m.kind, message: m });
+  }
+  for (const p of store.state.outbox) {
+    if (p.conversationId !== conversationId || mine.has(p.clientMsgId) || !inScope(p.threadRootSeq)) continue;
+    entries.push({ key: `${me}:${p.clientMsgId}`, senderId: me, createdAt: p.createdAt, kind: "text", pending: p });
+  }
+  for (const u of store.state.uploads) {
+    if (u.conversationId !== conversationId || !inScope(u.threadRootSeq)) continue;
+    entries.push({ key: `upload:${u.id}`, senderId: me, createdAt: u.createdAt, kind: "media", upload: u });
+  }
+  return entries;
+}
+
+export function ChatView({ id }: { id: string }) {
+  const { store } = useServices();
+  const s = store.state;
+  const conv = s.conversations.get(id);
+  const view = store.view(id);
+  const route = s.route.name === "chat" ? s.route : null;
+
+  useEffect(() => {
+    const ids = new Set<string>();
+    for (const m of view.messages) ids.add(m.senderId);
+    for (const mem of conv?.members.slice(0, 50) ?? []) ids.add(mem.userId);
+    store.ensureUsers([...ids]);
+  }, [view.messages.length, conv?.members.length]);
+
+  if (view.error && !conv) {
+    return (
+      <section class="chat" aria-label="Conversation">
+        <ChatHeader conv={null} id={id} />
+        <div class="empty-main">
+          <p>{view.error}</p>
+        </div>
+      </section>
+    );
+  }
+
+  return (
+    <div class="chat-layout">
+      <section class="chat" aria-label={conv ? `Conversation with ${store.title(conv)}` : "Conversation"}>
+        <ChatHeader conv={conv ?? null} id={id} />
+        <MessageList id={id} conv={conv ?? null} />
+        {s.removedFrom === id ? (
+          <p class="removed-note" role="status">You are no longer a member of this conversation.</p>
+        ) : (
+          <Composer conversationId={id} threadRootSeq={null} />
+        )}
+      </section>
+      {route?.thread != null && conv ? <ThreadPanel conv={conv} rootSeq={route.thread} /> : null}
+      {route?.info && conv ? <GroupInfo conv={conv} /> : null}
+    </div>
+  );
+}
+
+function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
+  const { store } = useServices();
+  const s = store.state;
+  const title = conv ? store.title(conv) : "Conversation";
+  const other = conv?.type === "direct" ? store.otherMember(conv) : null;
+  const presence = other && s.caps.presence ? s.presence.get(other) : undefined;
+  const typing = store.typingNames(id);
+  const subtitle =
+    typing.length > 0
+      ? typing.length === 1 && conv?.type === "direct"
+        ? "typing…"
+        : `${typing.join(", ")} ${typing.length === 1 ? "is" : "are"} typing…`
+      : conv?.type === "group"
+        ? `${conv.members.length} members`
+        : lastSeen(presence, Date.now());
+  // Presence text changes by the minute ("last seen 3 min ago").
+  const [, setNow] = useState(0);
+  useEffect(() => {
+    const t = setInterval(() => setNow((n) => n + 1), 30_000);
+    return () => clearInterval(t);
+  }, []);
+  return (
+    <header class="chat-header">
+      <button class="icon-btn back" type="button" aria-label="Back to chats" onClick={() => store.navigate({ name: "list" })}>
+        <Icon name="back" />
+      </button>
+      {conv ? <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} /> : null}
+      <div class="chat-title">
+        <h2>{title}</h2>
+        <p class={`chat-subtitle${typing.length > 0 ? " typing" : ""}${presence?.status === "online" && typing.length === 0 ? " online" : ""}`} aria-live="polite" data-testid="chat-subtitle">
+          {subtitle}
+        </p>
+      </div>
+      {conv ? (
+        <button
+          class="icon-btn"
+          type="button"
+          aria-label={conv.type === "group" ? "Group info" : "Contact info"}
+          aria-expanded={s.route.name === "chat" && s.route.info}
+          onClick={() => store.navigate({ name: "chat", id, thread: null, info: !(s.route.name === "chat" && s.route.info) })}
+        >
+          <Icon name="info" />
+        </button>
+      ) : null}
+    </header>
+  );
+}
+
+function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
+  const { store } = useServices();
+  const view = store.view(id);
+  const scroller = useRef<HTMLDivElement>(null);
+  const top = useRef<HTMLDivElement>(null);
+  const divider = useRef<HTMLDivElement>(null);
+  const snapshot = useRef<{ height: number; firstKey: string | null; atBottom: boolean; positioned: boolean }>({ height: 0, firstKey: null, atBottom: true, positioned: false });
+  const [dividerAbove, setDividerAbove] = useState(false);
+  const [newBelow, setNewBelow] = useState(0);
+
+  const entries = entriesFor(store, id, view.messages, null);
+  const firstUnreadKey = useMemo(() => {
+    if (view.firstUnreadSeq === null) return null;
+    const m = view.messages.find((x) => x.seq >= view.firstUnreadSeq! && x.senderId !== store.me && x.threadRootSeq === null);
+    return m ? `${m.senderId}:${m.clientMsgId || m.id}` : null;
+  }, [view.firstUnreadSeq, view.messages.length > 0]);
+  const items = buildTimeline(entries, { firstUnreadKey });
+  const firstKey = entries[0]?.key ?? null;
+  const lastKey = entries[entries.length - 1]?.key ?? null;
+
+  // Keep the reader's place: stick to the bottom if they were there, and hold still when older
+  // messages are prepended above (no jump).
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const snap = snapshot.current;
+    if (!snap.positioned && entries.length > 0) {
+      const d = divider.current;
+      if (d) d.scrollIntoView({ block: "start" });
+      else el.scrollTop = el.scrollHeight;
+      snap.positioned = view.loaded;
+    } else if (snap.firstKey !== null && firstKey !== snap.firstKey && el.scrollHeight > snap.height && !snap.atBottom) {
+      el.scrollTop += el.scrollHeight - snap.height;
+    } else if (snap.atBottom) {
+      el.scrollTop = el.scrollHeight;
+    } else if (lastKey) {
+      setNewBelow((n) => n + 1);
+    }
+    snap.height = el.scrollHeight;
+    snap.firstKey = firstKey;
+    onScroll();
+  }, [firstKey, lastKey, entries.length, view.loaded]);
+
+  const onScroll = () => {
+    const el = scroller.current;
+    if (!el) return;
+    const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    snapshot.current.atBottom = atBottom;
+    snapshot.current.height = el.scrollHeight;
+    if (atBottom) setNewBelow(0);
+    store.setAtBottom(atBottom);
+    const d = divider.current;
+    setDividerAbove(!!d && d.getBoundingClientRect().bottom < el.getBoundingClientRect().top);
+  };
+
+  // Older history loads when the top sentinel scrolls into view.
+  useEffect(() => {
+    const el = top.current;
+    const root = scroller.current;
+    if (!el || !root) return;
+    const io = new IntersectionObserver((obs) => {
+      if (obs.some((o) => o.isIntersecting) && snapshot.current.positioned) void store.loadOlder(id);
+    }, { root, rootMargin: "400px 0px 0px 0px" });
+    io.observe(el);
+    return () => io.disconnect();
+  }, [id]);
+
+  const toBottom = () => {
+    const el = scroller.current;
+    if (el) el.scrollTop = el.scrollHeight;
+    setNewBelow(0);
+  };
+
+  const now = Date.now();
+  const memberIds = conv?.members.map((m) => m.userId) ?? [];
+  const group = conv?.type === "group";
+
+  return (
+    <div class="messages-wrap">
+      <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label="Messages" aria-live="polite" aria-relevant="additions" tabIndex={0}>
+        <div ref={top} class="history-sentinel">
+          {view.loadingOlder ? <span class="spinner" role="status">Loading older messages…</span> : !view.hasMoreBefore && view.loaded ? <span class="history-start">This is the beginning of the conversation.</span> : null}
+        </div>
+        {!view.loaded && entries.length === 0 ? <p class="loading-messages">{view.error ?? "Loading messages…"}</p> : null}
+        {items.map((item) =>
+          item.type === "day" ? (
+            <div class="day-divider" key={item.key} role="separator">
+              <span>{dayLabel(item.at, now)}</span>
+            </div>
+          ) : item.type === "unread" ? (
+            <div class="unread-divider" key={item.key} ref={divider} role="separator" id="first-unread">
+              <span>Unread messages</span>
+            </div>
+          ) : (
+            <MessageRow key={item.key} entry={item.entry} first={item.first} last={item.last} conv={conv} memberIds={memberIds} group={group} receipts={view.receipts} />
+          ),
+        )}
+      </div>
+      <TypingLine id={id} />
+      {dividerAbove ? (
+        <button class="pill pill-top" type="button" onClick={() => divider.current?.scrollIntoView({ block: "start", behavior: "smooth" })}>
+          Jump to first unread
+        </button>
+      ) : null}
+      {!snapshot.current.atBottom && entries.length > 0 ? (
+        <button class="fab-bottom" type="button" onClick={toBottom} aria-label={newBelow > 0 ? `${newBelow} new messages, scroll to bottom` : "Scroll to bottom"}>
+          <Icon name="down" />
+          {newBelow > 0 ? <span class="badge">{newBelow}</span> : null}
+        </button>
+      ) : null}
+    </div>
+  );
+}
+
+/** A fixed-height line, so an indicator appearing never shifts the messages. */
+function TypingLine({ id }: { id: string }) {
+  const { store } = useServices();
+  const names = store.typingNames(id);
+  return (
+    <div class="typing-line" aria-live="polite" data-testid="typing">
+      {names.length > 0 ? (
+        <>
+          <span class="dots" aria-hidden="true">
+            <i />
+            <i />
+            <i />
+          </span>
+          {`${names.join(", ")} ${names.length === 1 ? "is" : "are"} typing…`}
+        </>
+      ) : null}
+    </div>
+  );
+}
+
+export function MessageRow({ entry, first, last, conv, memberIds, group, receipts, inThread = false }: {
+  entry: Entry;
+  first: boolean;
+  last: boolean;
+  conv: Conversation | null;
+  memberIds: string[];
+  group: boolean;
+  receipts: ReturnType<AppStore["view"]>["receipts"];
+  inThread?: boolean;
+}) {
+  const { store } = useServices();
+  const me = store.me;
+  const m = entry.message;
+  if (m?.kind === "system") {
+    return (
+      <div class="system-msg" data-seq={m.seq}>
+        {systemText(store, m)}
+      </div>
+    );
+  }
+  if (entry.upload) {
+    return (
+      <div class="msg-row mine first last">
+        <UploadCard upload={entry.upload} />
+      </div>
+    );
+  }
+  const mine = entry.senderId === me;
+  const pending = entry.pending;
+  let tick: TickInfo | null = null;
+  if (mine && m) tick = tickFor(m.seq, me, memberIds, receipts);
+  if (pending) tick = { tick: pending.status === "failed" ? "failed" : "pending", readBy: 0, deliveredTo: 0, others: 0 };
+  const body = m ? m.body : pending?.body;
+  const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
+  return (
+    <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>
+      {!mine && group ? <span class="msg-avatar">{last ? <Avatar id={entry.senderId} name={store.userName(entry.senderId)} size={28} /> : null}</span> : null}
+      <div class={`bubble${pending ? " pending" : ""}`}>
+        {!mine && group && first ? <div class="sender">{store.userName(entry.senderId)}</div> : null}
+        {m && m.media.length > 0 ? <MediaBlock media={m.media} /> : null}
+        {pending?.mediaIds ? <p class="muted">Attachment</p> : null}
+        {body ? <p class="text">{body}</p> : null}
+        <div class="meta">
+          <time dateTime={new Date(entry.createdAt).toISOString()}>{clock(entry.createdAt)}</time>
+          {tick ? <Ticks info={tick} group={group} /> : null}
+        </div>
+        {pending?.status === "failed" ? (
+          <div class="failed-actions">
+            <span role="alert">Not sent{pending.error ? `: ${pending.error}` : ""}</span>
+            <button class="link-btn" type="button" onClick={() => void store.retry(pending.clientMsgId)}>Retry</button>
+            <button class="link-btn" type="button" onClick={() => void store.discard(pending.clientMsgId)}>Delete</button>
+          </div>
+        ) : null}
+        {threadRoot?.thread ? (
+          <button class="thread-link" type="button" onClick={() => store.navigate({ name: "chat", id: threadRoot.conversationId, thread: threadRoot.seq, info: false })}>
+            <Icon name="thread" size={14} />
+            {threadRoot.thread.replyCount === 1 ? "1 reply" : `${threadRoot.thread.replyCount} replies`}
+          </button>
+        ) : null}
+      </div>
+      {threadRoot ? (
+        <button class="icon-btn reply-btn" type="button" aria-label="Reply in thread" title="Reply in thread" onClick={() => store.navigate({ name: "chat", id: threadRoot.conversationId, thread: threadRoot.seq, info: false })}>
+          <Icon name="thread" size={16} />
+        </button>
+      ) : null}
+    </div>
+  );
+}
+
+function Ticks({ info, group }: { info: TickInfo; group: boolean }) {
+  const label = tickLabel(info, group);
+  const icon = info.tick === "pending" ? "clock" : info.tick === "failed" ? "alert" : info.tick === "sent" ? "check" : "checks";
+  return (
+    <span class={`ticks tick-${info.tick}`} title={label} data-tick={info.tick}>
+      <Icon name={icon} size={16} label={label} />
+      {group && info.readBy > 0 && info.tick !== "read" ? <span class="read-by">{info.readBy}</span> : null}
+    </span>
+  );
+}
+
+function ThreadPanel({ conv, rootSeq }: { conv: Conversation; rootSeq: number }) {
+  const { store } = useServices();
+  const thread = store.state.thread;
+  const view = store.view(conv.id);
+  const messages = thread && thread.conversationId === conv.id && thread.rootSeq === rootSeq ? thread.messages : [];
+  const entries = entriesFor(store, conv.id, messages, rootSeq);
+  const items = buildTimeline(entries, {});
+  const close = () => store.navigate({ name: "chat", id: conv.id, thread: null, info: false });
+  const listRef = useRef<HTMLDivElement>(null);
+  useLayoutEffect(() => {
+    const el = listRef.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [entries.length]);
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") close();
+    };
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, [conv.id]);
+  const replies = entries.length > 0 ? entries.length - 1 : 0;
+  return (
+    <aside class="side-panel thread-panel" aria-label="Thread">
+      <header class="panel-header">
+        <h2>Thread</h2>
+        <span class="muted">{replies === 1 ? "1 reply" : `${replies} replies`}</span>
+        <button class="icon-btn" type="button" aria-label="Close thread" onClick={close}>
+          <Icon name="close" />
+        </button>
+      </header>
+      <div class="messages thread-messages" ref={listRef} role="log" aria-label="Thread messages" tabIndex={0}>
+        {thread?.loading && entries.length === 0 ? <p class="loading-messages">Loading thread…</p> : null}
+        {items.map((item) =>
+          item.type === "entry" ? (
+            <MessageRow key={item.key} entry={item.entry} first={item.first} last={item.last} conv={conv} memberIds={conv.members.map((m) => m.userId)} group={conv.type === "group"} receipts={view.receipts} inThread />
+          ) : item.type === "day" ? (
+            <div class="day-divider" key={item.key} role="separator">
+              <span>{dayLabel(item.at, Date.now())}</span>
+            </div>
+          ) : null,
+        )}
+      </div>
+      <Composer conversationId={conv.id} threadRootSeq={rootSeq} />
+    </aside>
+  );
+}

@@ -1,0 +1,210 @@
+import type { ComponentChildren } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import type { MediaRef } from "../../../protocol";
+import type { AppStore, Upload } from "../app/store";
+import { bytes, duration } from "../state/format";
+import { describeVisual, isAudio, isImage, isVideo, upload, uploadsMissing, type MediaCache, type MediaFacts } from "../lib/media";
+import { useServices } from "./context";
+import { Icon } from "./icons";
+
+/**
+ * Uploads files one by one with a progress card each, then sends each as a media message
+ * through the outbox (so the send itself is exactly-once like any text).
+ */
+export async function startUploads(store: AppStore, cache: MediaCache, conversationId: string, files: File[], threadRootSeq: number | null, caption = ""): Promise<void> {
+  for (const [i, file] of files.entries()) {
+    await uploadOne(store, cache, conversationId, file, file.name || "file", {}, threadRootSeq, i === 0 ? caption : "");
+  }
+}
+
+export async function uploadOne(store: AppStore, cache: MediaCache, conversationId: string, file: Blob, name: string, known: MediaFacts, threadRootSeq: number | null, caption: string): Promise<void> {
+  const token = store.state.session?.token;
+  if (!token) return;
+  const visual = file.type.startsWith("image/") || file.type.startsWith("video/");
+  const id = crypto.randomUUID();
+  let handle: { abort: () => void } = { abort: () => undefined };
+  store.addUpload({
+    id,
+    conversationId,
+    threadRootSeq,
+    name,
+    size: file.size,
+    contentType: file.type || "application/octet-stream",
+    loaded: 0,
+    previewUrl: visual ? URL.createObjectURL(file) : null,
+    status: "uploading",
+    error: null,
+    createdAt: Date.now(),
+    abort: () => handle.abort(),
+  });
+  try {
+    const facts: MediaFacts = { ...known };
+    if (visual && file instanceof File) {
+      const d = await describeVisual(file).catch(() => null);
+      if (d) {
+        facts.width = d.width;
+        facts.height = d.height;
+        if (d.durationMs !== undefined) facts.durationMs = d.durationMs;
+        if (d.thumbnail) {
+          const thumb = upload(token, d.thumbnail, `thumb-${name}.jpg`, {}, () => undefined);
+          handle = thumb;
+          const t = await thumb.done;
+          facts.thumbnailId = t.id;
+          cache.seed(t.id, d.thumbnail);
+        }
+      }
+    }
+    const main = upload(token, file, name, facts, (loaded) => store.updateUpload(id, { loaded }));
+    handle = main;
+    const media = await main.done;
+    cache.seed(media.id, file);
+    await store.sendMedia(conversationId, [media.id], caption, threadRootSeq);
+    store.removeUpload(id);
+  } catch (err) {
+    if (uploadsMissing(err)) {
+      store.removeUpload(id);
+      store.disableUploads();
+      return;
+    }
+    store.updateUpload(id, { status: "failed", error: err instanceof Error ? err.message : "upload failed" });
+  }
+}
+
+export function UploadCard({ upload: u }: { upload: Upload }) {
+  const { store } = useServices();
+  const pct = u.size > 0 ? Math.min(100, Math.round((u.loaded / u.size) * 100)) : 0;
+  return (
+    <div class="bubble upload-card" aria-label={`Uploading ${u.name}`}>
+      {u.previewUrl && u.contentType.startsWith("image/") ? <img class="upload-preview" src={u.previewUrl} alt="" /> : null}
+      {u.previewUrl && u.contentType.startsWith("video/") ? <video class="upload-preview" src={u.previewUrl} muted /> : null}
+      <div class="file-line">
+        <Icon name="file" />
+        <span class="file-name">{u.name}</span>
+        <span class="muted">{bytes(u.size)}</span>
+      </div>
+      {u.status === "uploading" ? (
+        <>
+          <progress max={100} value={pct} aria-label={`Upload progress for ${u.name}`} />
+          <div class="upload-actions">
+            <span class="muted">{pct}%</span>
+            <button class="link-btn" type="button" onClick={() => { u.abort(); store.removeUpload(u.id); }}>Cancel</button>
+          </div>
+        </>
+      ) : (
+        <div class="upload-actions" role="alert">
+          <span>Upload failed{u.error ? `: ${u.error}` : ""}</span>
+          <button class="link-btn" type="button" onClick={() => store.removeUpload(u.id)}>Dismiss</button>
+        </div>
+      )}
+    </div>
+  );
+}
+
+function useMediaUrl(id: string | undefined, enabled = true): string | null {
+  const { media } = useServices();
+  const [url, setUrl] = useState<string | null>(null);
+  useEffect(() => {
+    if (!id || !enabled) return;
+    let live = true;
+    media.url(id).then((u) => live && setUrl(u)).catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, [id, enabled]);
+  return url;
+}
+
+export function MediaBlock({ media }: { media: MediaRef[] }) {
+  return (
+    <div class="media-block">
+      {media.map((m) => (isImage(m) ? <ImageMedia key={m.id} m={m} /> : isVideo(m) ? <VideoMedia key={m.id} m={m} /> : isAudio(m) ? <AudioMedia key={m.id} m={m} /> : <FileCard key={m.id} m={m} />))}
+    </div>
+  );
+}
+
+/** A box with the image's aspect ratio is reserved before the bytes arrive: nothing jumps. */
+function frameStyle(m: MediaRef) {
+  const w = m.width ?? 4;
+  const h = m.height ?? 3;
+  return { aspectRatio: `${w} / ${h}`, width: `min(100%, ${Math.min(320, Math.round((w / h) * 320))}px)` };
+}
+
+function ImageMedia({ m }: { m: MediaRef }) {
+  const thumb = useMediaUrl(m.thumbnailId ?? m.id);
+  const [open, setOpen] = useState(false);
+  const full = useMediaUrl(m.id, open);
+  return (
+    <>
+      <button class="media-frame" type="button" style={frameStyle(m)} onClick={() => setOpen(true)} aria-label={`Open image ${m.name}`}>
+        {thumb ? <img src={thumb} alt={m.name} width={m.width} height={m.height} /> : <span class="media-placeholder" />}
+      </button>
+      {open ? <Lightbox onClose={() => setOpen(false)}>{full ? <img src={full} alt={m.name} /> : <span class="spinner">Loading…</span>}</Lightbox> : null}
+    </>
+  );
+}
+
+function VideoMedia({ m }: { m: MediaRef }) {
+  const poster = useMediaUrl(m.thumbnailId);
+  const [play, setPlay] = useState(false);
+  const src = useMediaUrl(m.id, play);
+  return (
+    <div class="media-frame" style={frameStyle(m)}>
+      {play && src ? (
+        <video src={src} poster={poster ?? undefined} controls autoPlay playsInline />
+      ) : (
+        <button class="video-poster" type="button" onClick={() => setPlay(true)} aria-label={`Play video ${m.name}`}>
+          {poster ? <img src={poster} alt="" /> : null}
+          <span class="play-badge"><Icon name="play" size={28} /></span>
+          {m.durationMs ? <span class="duration">{duration(m.durationMs)}</span> : null}
+        </button>
+      )}
+    </div>
+  );
+}
+
+function AudioMedia({ m }: { m: MediaRef }) {
+  const src = useMediaUrl(m.id);
+  return (
+    <div class="voice-note">
+      <Icon name="mic" size={18} />
+      {src ? <audio src={src} controls preload="metadata" aria-label={`Voice message, ${duration(m.durationMs ?? 0)}`} /> : <span class="audio-placeholder" />}
+      <span class="muted">{duration(m.durationMs ?? 0)}</span>
+    </div>
+  );
+}
+
+function FileCard({ m }: { m: MediaRef }) {
+  const { media } = useServices();
+  const download = async () => {
+    const url = await media.url(m.id);
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = m.name;
+    a.click();
+  };
+  return (
+    <button class="file-card" type="button" onClick={() => void download()} aria-label={`Download ${m.name}, ${bytes(m.size)}`}>
+      <Icon name="file" size={28} />
+      <span class="file-info">
+        <span class="file-name">{m.name}</span>
+        <span class="muted">{bytes(m.size)} · {m.contentType.split("/")[1] ?? m.contentType}</span>
+      </span>
+    </button>
+  );
+}
+
+function Lightbox({ children, onClose }: { children: ComponentChildren; onClose: () => void }) {
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => e.key === "Escape" && onClose();
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, []);
+  return (
+    <div class="lightbox" role="dialog" aria-modal="true" aria-label="Image" onClick={onClose}>
+      <button class="icon-btn lightbox-close" type="button" aria-label="Close" autoFocus onClick={onClose}>
+        <Icon name="close" />
+      </button>
+      {children}
+    </div>
+  );
+}

@@ -1,0 +1,266 @@
+import { useEffect, useState } from "preact/hooks";
+import type { Conversation, User } from "../../../protocol";
+import { ApiError } from "../lib/api";
+import { lastSeen } from "../state/format";
+import { Avatar } from "./Avatar";
+import { useServices } from "./context";
+import { Icon } from "./icons";
+
+/** Username prefix search, debounced; results as buttons. */
+function useUserSearch(query: string): { users: User[]; searching: boolean } {
+  const { store } = useServices();
+  const [users, setUsers] = useState<User[]>([]);
+  const [searching, setSearching] = useState(false);
+  useEffect(() => {
+    const q = query.trim();
+    if (!q) {
+      setUsers([]);
+      return;
+    }
+    let live = true;
+    setSearching(true);
+    const t = setTimeout(() => {
+      store
+        .searchUsers(q)
+        .then((u) => live && setUsers(u))
+        .catch(() => live && setUsers([]))
+        .finally(() => live && setSearching(false));
+    }, 200);
+    return () => {
+      live = false;
+      clearTimeout(t);
+    };
+  }, [query]);
+  return { users, searching };
+}
+
+function PanelHeader({ title, onBack }: { title: string; onBack: () => void }) {
+  return (
+    <header class="chat-header">
+      <button class="icon-btn" type="button" aria-label="Back" onClick={onBack}>
+        <Icon name="back" />
+      </button>
+      <div class="chat-title">
+        <h2>{title}</h2>
+      </div>
+    </header>
+  );
+}
+
+export function NewChat() {
+  const { store } = useServices();
+  const [q, setQ] = useState("");
+  const { users, searching } = useUserSearch(q);
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <section class="page" aria-label="New chat">
+      <PanelHeader title="New chat" onBack={() => store.navigate({ name: "list" })} />
+      <div class="page-body">
+        <label class="field">
+          Find people by username
+          <input type="search" value={q} autoFocus autocomplete="off" spellcheck={false} placeholder="username" onInput={(e) => setQ(e.currentTarget.value)} />
+        </label>
+        <p class="form-error" role="alert">{error ?? ""}</p>
+        <ul class="people" role="list" aria-busy={searching}>
+          {users.map((u) => (
+            <li key={u.id}>
+              <button
+                class="person"
+                type="button"
+                data-username={u.username}
+                onClick={() => store.startDirect(u.id).catch((err: unknown) => setError(err instanceof ApiError ? err.message : "Could not start the chat."))}
+              >
+                <Avatar id={u.id} name={u.displayName} />
+                <span class="person-name">
+                  <strong>{u.displayName}</strong>
+                  <span class="muted">@{u.username}</span>
+                </span>
+              </button>
+            </li>
+          ))}
+        </ul>
+        {q.trim() && !searching && users.length === 0 ? <p class="muted">No one found for “{q}”.</p> : null}
+        <button class="btn" type="button" onClick={() => store.navigate({ name: "new-group" })}>
+          <Icon name="group" /> New group
+        </button>
+      </div>
+    </section>
+  );
+}
+
+/** Search plus chips of the chosen people. */
+function PeoplePicker({ chosen, setChosen, exclude }: { chosen: User[]; setChosen: (u: User[]) => void; exclude: Set<string> }) {
+  const [q, setQ] = useState("");
+  const { users, searching } = useUserSearch(q);
+  const ids = new Set(chosen.map((u) => u.id));
+  return (
+    <div class="picker">
+      {chosen.length > 0 ? (
+        <ul class="chips" role="list" aria-label="Chosen people">
+          {chosen.map((u) => (
+            <li key={u.id} class="chip">
+              {u.displayName}
+              <button type="button" class="chip-x" aria-label={`Remove ${u.displayName}`} onClick={() => setChosen(chosen.filter((c) => c.id !== u.id))}>
+                <Icon name="close" size={14} />
+              </button>
+            </li>
+          ))}
+        </ul>
+      ) : null}
+      <label class="field">
+        Add people
+        <input type="search" value={q} autocomplete="off" spellcheck={false} placeholder="username" onInput={(e) => setQ(e.currentTarget.value)} />
+      </label>
+      <ul class="people" role="list" aria-busy={searching}>
+        {users
+          .filter((u) => !ids.has(u.id) && !exclude.has(u.id))
+          .map((u) => (
+            <li key={u.id}>
+              <button class="person" type="button" data-username={u.username} onClick={() => { setChosen([...chosen, u]); setQ(""); }}>
+                <Avatar id={u.id} name={u.displayName} size={32} />
+                <span class="person-name">
+                  <strong>{u.displayName}</strong>
+                  <span class="muted">@{u.username}</span>
+                </span>
+                <Icon name="plus" />
+              </button>
+            </li>
+          ))}
+      </ul>
+    </div>
+  );
+}
+
+export function NewGroup() {
+  const { store } = useServices();
+  const [title, setTitle] = useState("");
+  const [chosen, setChosen] = useState<User[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await store.createGroup(title.trim(), chosen.map((u) => u.id));
+    } catch (err) {
+      setError(err instanceof ApiError ? err.message : "Could not create the group.");
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section class="page" aria-label="New group">
+      <PanelHeader title="New group" onBack={() => store.navigate({ name: "list" })} />
+      <form class="page-body" onSubmit={submit}>
+        <label class="field">
+          Group name
+          <input required maxLength={100} value={title} autoFocus onInput={(e) => setTitle(e.currentTarget.value)} />
+        </label>
+        <PeoplePicker chosen={chosen} setChosen={setChosen} exclude={new Set([store.me])} />
+        <p class="form-error" role="alert">{error ?? ""}</p>
+        <button class="btn btn-primary" type="submit" disabled={busy || !title.trim()}>
+          {busy ? "Creating…" : `Create group${chosen.length > 0 ? ` with ${chosen.length} ${chosen.length === 1 ? "person" : "people"}` : ""}`}
+        </button>
+      </form>
+    </section>
+  );
+}
+
+export function GroupInfo({ conv }: { conv: Conversation }) {
+  const { store } = useServices();
+  const me = store.me;
+  const isAdmin = conv.members.some((m) => m.userId === me && m.role === "admin");
+  const [adding, setAdding] = useState<User[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const [confirmLeave, setConfirmLeave] = useState(false);
+  const close = () => store.navigate({ name: "chat", id: conv.id, thread: null, info: false });
+  const run = async (f: () => Promise<void>) => {
+    setError(null);
+    try {
+      await f();
+    } catch (err) {
+      setError(err instanceof ApiError ? err.message : "That did not work. Try again.");
+    }
+  };
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => e.key === "Escape" && close();
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, [conv.id]);
+  const now = Date.now();
+  return (
+    <aside class="side-panel" aria-label={conv.type === "group" ? "Group info" : "Contact info"}>
+      <header class="panel-header">
+        <h2>{conv.type === "group" ? "Group info" : "Contact"}</h2>
+        <button class="icon-btn" type="button" aria-label="Close" onClick={close}>
+          <Icon name="close" />
+        </button>
+      </header>
+      <div class="page-body">
+        <div class="profile">
+          <Avatar id={conv.type === "group" ? conv.id : store.otherMember(conv) ?? conv.id} name={store.title(conv)} size={72} group={conv.type === "group"} />
+          <h3>{store.title(conv)}</h3>
+          {conv.type === "group" ? <p class="muted">{conv.members.length} members</p> : null}
+        </div>
+        {conv.type === "group" ? (
+          <>
+            <h4>Members</h4>
+            <ul class="people" role="list">
+              {conv.members.map((m) => {
+                const p = store.state.caps.presence ? store.state.presence.get(m.userId) : undefined;
+                return (
+                  <li key={m.userId} class="member">
+                    <Avatar id={m.userId} name={store.userName(m.userId)} size={32} presence={p} />
+                    <span class="person-name">
+                      <strong>{m.userId === me ? "You" : store.userName(m.userId)}</strong>
+                      <span class="muted">{m.role === "admin" ? "Admin" : lastSeen(p, now)}</span>
+                    </span>
+                    {isAdmin && m.userId !== me ? (
+                      <button class="link-btn danger" type="button" aria-label={`Remove ${store.userName(m.userId)}`} onClick={() => void run(() => store.removeMember(conv.id, m.userId))}>
+                        Remove
+                      </button>
+                    ) : null}
+                  </li>
+                );
+              })}
+            </ul>
+            {isAdmin ? (
+              <form
+                class="add-members"
+                onSubmit={(e) => {
+                  e.preventDefault();
+                  void run(async () => {
+                    await store.addMembers(conv.id, adding.map((u) => u.id));
+                    setAdding([]);
+                  });
+                }}
+              >
+                <PeoplePicker chosen={adding} setChosen={setAdding} exclude={new Set(conv.members.map((m) => m.userId))} />
+                <button class="btn" type="submit" disabled={adding.length === 0}>
+                  Add {adding.length > 0 ? adding.length : ""} to group
+                </button>
+              </form>
+            ) : null}
+            <p class="form-error" role="alert">{error ?? ""}</p>
+            {confirmLeave ? (
+              <div class="confirm" role="group" aria-label="Confirm leaving">
+                <span>Leave “{store.title(conv)}”?</span>
+                <button class="btn btn-danger" type="button" onClick={() => void run(() => store.removeMember(conv.id, me))}>
+                  Leave
+                </button>
+                <button class="btn" type="button" onClick={() => setConfirmLeave(false)}>
+                  Cancel
+                </button>
+              </div>
+            ) : (
+              <button class="btn btn-danger" type="button" onClick={() => setConfirmLeave(true)}>
+                <Icon name="logout" /> Leave group
+              </button>
+            )}
+          </>
+        ) : null}
+      </div>
+    </aside>
+  );
+}

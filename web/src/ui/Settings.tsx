@@ -1,0 +1,65 @@
+import { useState } from "preact/hooks";
+import type { Theme } from "../app/store";
+import { Avatar } from "./Avatar";
+import { useServices } from "./context";
+import { Icon } from "./icons";
+
+export function Settings() {
+  const { store } = useServices();
+  const s = store.state;
+  const me = s.session!.user;
+  const [busy, setBusy] = useState(false);
+  const permission = "Notification" in window ? Notification.permission : "denied";
+  const togglePush = async () => {
+    setBusy(true);
+    try {
+      if (s.pushEnabled) await store.disablePush();
+      else await store.enablePush();
+    } catch {
+      store.notify("Could not change notifications. Try again when online.");
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section class="page" aria-label="Settings">
+      <header class="chat-header">
+        <button class="icon-btn" type="button" aria-label="Back" onClick={() => store.navigate({ name: "list" })}>
+          <Icon name="back" />
+        </button>
+        <div class="chat-title">
+          <h2>Settings</h2>
+        </div>
+      </header>
+      <div class="page-body">
+        <div class="profile">
+          <Avatar id={me.id} name={me.displayName} size={72} />
+          <h3>{me.displayName}</h3>
+          <p class="muted">@{me.username}</p>
+        </div>
+        <fieldset class="field-group">
+          <legend>Theme</legend>
+          {(["system", "light", "dark"] as Theme[]).map((t) => (
+            <label class="radio" key={t}>
+              <input type="radio" name="theme" value={t} checked={s.theme === t} onChange={() => store.setTheme(t)} />
+              {t === "system" ? "Same as device" : t === "light" ? "Light" : "Dark"}
+            </label>
+          ))}
+        </fieldset>
+        {s.caps.push ? (
+          <fieldset class="field-group">
+            <legend>Notifications</legend>
+            <p class="muted">Get a notification for new messages when this app is closed.</p>
+            <button class="btn" type="button" disabled={busy || permission === "denied"} onClick={() => void togglePush()} aria-pressed={s.pushEnabled}>
+              <Icon name="bell" /> {s.pushEnabled ? "Turn off notifications" : "Turn on notifications"}
+            </button>
+            {permission === "denied" ? <p class="muted">Notifications are blocked in the browser's site settings.</p> : null}
+          </fieldset>
+        ) : null}
+        <button class="btn btn-danger" type="button" onClick={() => void store.logout()}>
+          <Icon name="logout" /> Sign out
+        </button>
+      </div>
+    </section>
+  );
+}

@@ -1,0 +1,117 @@
+import { useState } from "preact/hooks";
+import type { Conversation, Message } from "../../../protocol";
+import type { AppStore } from "../app/store";
+import { shortTime } from "../state/format";
+import { Avatar } from "./Avatar";
+import { useServices } from "./context";
+import { Icon } from "./icons";
+import { systemText } from "./text";
+
+export function Sidebar() {
+  const { store } = useServices();
+  const s = store.state;
+  const [filter, setFilter] = useState("");
+  const me = s.session!.user;
+  const activeId = s.route.name === "chat" ? s.route.id : null;
+  const f = filter.trim().toLowerCase();
+  const list = store.sortedConversations().filter((c) => !f || store.title(c).toLowerCase().includes(f));
+  const now = Date.now();
+
+  return (
+    <nav class="sidebar" aria-label="Conversations">
+      <header class="sidebar-header">
+        <button class="me" type="button" onClick={() => store.navigate({ name: "settings" })} aria-label={`Settings for ${me.displayName}`}>
+          <Avatar id={me.id} name={me.displayName} size={36} />
+        </button>
+        <h1 class="app-title">Chats</h1>
+        <button class="icon-btn" type="button" onClick={() => store.navigate({ name: "new-chat" })} aria-label="New chat" title="New chat">
+          <Icon name="plus" />
+        </button>
+        <button class="icon-btn" type="button" onClick={() => store.navigate({ name: "new-group" })} aria-label="New group" title="New group">
+          <Icon name="group" />
+        </button>
+        <button class="icon-btn" type="button" onClick={() => store.navigate({ name: "settings" })} aria-label="Settings" title="Settings">
+          <Icon name="settings" />
+        </button>
+      </header>
+      <div class="search">
+        <Icon name="search" size={16} />
+        <input type="search" placeholder="Search chats" aria-label="Search chats" value={filter} onInput={(e) => setFilter(e.currentTarget.value)} />
+      </div>
+      <ul class="conv-list" role="list">
+        {list.map((c) => (
+          <ConversationItem key={c.id} conv={c} active={c.id === activeId} now={now} />
+        ))}
+      </ul>
+      {list.length === 0 ? (
+        <div class="conv-empty">
+          {!s.listLoaded && s.conversations.size === 0 ? (
+            <p>Loading…</p>
+          ) : f ? (
+            <p>No chats match “{filter}”.</p>
+          ) : (
+            <>
+              <p>No conversations yet.</p>
+              <button class="btn btn-primary" type="button" onClick={() => store.navigate({ name: "new-chat" })}>
+                Find people
+              </button>
+            </>
+          )}
+        </div>
+      ) : null}
+    </nav>
+  );
+}
+
+function ConversationItem({ conv, active, now }: { conv: Conversation; active: boolean; now: number }) {
+  const { store } = useServices();
+  const title = store.title(conv);
+  const other = conv.type === "direct" ? store.otherMember(conv) : null;
+  const presence = other && store.state.caps.presence ? store.state.presence.get(other) : undefined;
+  const pending = store.state.outbox.filter((o) => o.conversationId === conv.id);
+  const failed = pending.some((o) => o.status === "failed");
+  const typing = store.typingNames(conv.id);
+  const preview = typing.length > 0 ? `${typing.join(", ")} typing…` : pending.length > 0 ? `You: ${pending[pending.length - 1]!.body ?? "Attachment"}` : previewOf(store, conv, conv.lastMessage);
+  const time = conv.lastMessageAt ?? conv.createdAt;
+  const href = `/c/${encodeURIComponent(conv.id)}`;
+  const label = `${title}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${presence?.status === "online" ? ", online" : ""}`;
+  return (
+    <li>
+      <a
+        class={`conv-item${active ? " active" : ""}${conv.unread > 0 ? " unread" : ""}`}
+        href={href}
+        aria-current={active ? "page" : undefined}
+        aria-label={label}
+        data-conversation={conv.id}
+        onClick={(e) => {
+          e.preventDefault();
+          store.navigate({ name: "chat", id: conv.id, thread: null, info: false });
+        }}
+      >
+        <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} />
+        <span class="conv-main">
+          <span class="conv-top">
+            <span class="conv-title">{title}</span>
+            <time class="conv-time" dateTime={new Date(time).toISOString()}>{shortTime(time, now)}</time>
+          </span>
+          <span class="conv-bottom">
+            <span class={`conv-preview${typing.length > 0 ? " typing" : ""}`}>
+              {pending.length > 0 ? <Icon name={failed ? "alert" : "clock"} size={14} label={failed ? "Not sent" : "Waiting to send"} /> : null}
+              {preview}
+            </span>
+            {conv.unread > 0 ? <span class="badge" aria-hidden="true">{conv.unread > 99 ? "99+" : conv.unread}</span> : null}
+          </span>
+        </span>
+      </a>
+    </li>
+  );
+}
+
+function previewOf(store: AppStore, conv: Conversation, m: Message | null): string {
+  if (!m) return conv.type === "group" ? "Group created" : "Say hello";
+  if (m.kind === "system") return systemText(store, m);
+  const who = m.senderId === store.me ? "You: " : conv.type === "group" ? `${store.userName(m.senderId)}: ` : "";
+  const media = m.media[0];
+  const what = m.body ?? (media ? (media.contentType.startsWith("image/") ? "Photo" : media.contentType.startsWith("video/") ? "Video" : media.contentType.startsWith("audio/") ? "Voice message" : media.name) : "");
+  return who + what;
+}

@@ -1,0 +1,45 @@
+// Security headers for the web app's own files (HTML, scripts, styles, manifest, icons).
+// The Content-Security-Policy allows no inline script or style and nothing from another origin:
+// the client is built by Vite into files served from this origin, sockets go to this origin
+// (CSP3 'self' covers ws:/wss: of the same host), and media is shown from blob: URLs the app
+// makes after an authorised fetch. API answers are JSON and are left as they are.
+import { createMiddleware } from "hono/factory";
+import type { AppEnv } from "../app";
+
+export const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' blob: data:",
+  "media-src 'self' blob:",
+  "connect-src 'self'",
+  "font-src 'self'",
+  "worker-src 'self'",
+  "manifest-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+const APP_FILE = /^(text\/html|text\/css|(text|application)\/javascript|application\/manifest\+json)/i;
+const APP_IMAGE = /^\/(icons|assets)\//;
+
+export const securityHeaders = createMiddleware<AppEnv>(async (c, next) => {
+  await next();
+  const res = c.res;
+  if (res.status === 101 || res.webSocket) return;
+  const type = res.headers.get("content-type") ?? "";
+  const path = new URL(c.req.url).pathname;
+  const appFile = APP_FILE.test(type) || (type.startsWith("image/") && APP_IMAGE.test(path));
+  if (!appFile || res.headers.has("content-security-policy")) return;
+  // Responses from the assets binding have immutable headers: copy before changing.
+  const out = new Response(res.body, res);
+  out.headers.set("content-security-policy", CONTENT_SECURITY_POLICY);
+  out.headers.set("x-content-type-options", "nosniff");
+  out.headers.set("referrer-policy", "no-referrer");
+  out.headers.set("x-frame-options", "DENY");
+  out.headers.set("cross-origin-opener-policy", "same-origin");
+  out.headers.set("permissions-policy", "camera=(), geolocation=(), microphone=(self)");
+  c.res = out;
+});
