@@ -1,0 +1,335 @@
+// The web client's state logic, without a browser: the offline outbox (behind its storage
+// interface, here in memory), ordering and merging by seq, gap detection, sync paging, ticks and
+// timeline grouping. These are plain modules; workerd runs them like any TypeScript.
+import { describe, expect, it } from "vitest";
+import type { Message } from "../protocol";
+import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "../web/src/state/outbox";
+import { applyReceipt, tickFor, tickLabel } from "../web/src/state/receipts";
+import { byConversation, syncSince, type SincePage } from "../web/src/state/sync";
+import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../web/src/state/timeline";
+import { initials, lastSeen } from "../web/src/state/format";
+
+function msg(seq: number, extra: Partial<Message> = {}): Message {
+  return {
+    id: `m${seq}`,
+    conversationId: "c1",
+    seq,
+    senderId: "u1",
+    senderDeviceId: "d1",
+    clientMsgId: `k${seq}`,
+    kind: "text",
+    body: `message ${seq}`,
+    media: [],
+    threadRootSeq: null,
+    createdAt: 1_000 + seq,
+    ...extra,
+  };
+}
+
+/** A transport that answers from a script, records every attempt, and acts like the server's dedup. */
+class FakeServer {
+  readonly attempts: string[] = [];
+  readonly stored = new Map<string, Message>();
+  script: Array<"ok" | "offline" | "refuse" | "429"> = [];
+  private seq = 0;
+
+  async send(item: OutboxItem): Promise<SendOutcome> {
+    this.attempts.push(item.clientMsgId);
+    const step = this.script.shift() ?? "ok";
+    if (step === "offline") return { ok: false, retry: true, error: "offline" };
+    if (step === "429") return { ok: false, retry: true, error: "rate limited", retryAfterMs: 2000 };
+    if (step === "refuse") return { ok: false, retry: false, error: "body too long" };
+    const existing = this.stored.get(item.clientMsgId);
+    if (existing) return { ok: true, message: existing };
+    const message = msg(++this.seq, { clientMsgId: item.clientMsgId, body: item.body ?? null, conversationId: item.conversationId });
+    this.stored.set(item.clientMsgId, message);
+    return { ok: true, message };
+  }
+}
+
+function setup(options: { storage?: MemoryOutboxStorage; server?: FakeServer } = {}) {
+  let now = 10_000;
+  let ids = 0;
+  const storage = options.storage ?? new MemoryOutboxStorage();
+  const server = options.server ?? new FakeServer();
+  const sent: Message[] = [];
+  const outbox = new Outbox(storage, server, {
+    now: () => now,
+    newId: () => `cm${++ids}`,
+    backoff: (n) => 1000 * n,
+    onSent: (_item, message) => sent.push(message),
+  });
+  return { outbox, storage, server, sent, advance: (ms: number) => (now += ms), now: () => now };
+}
+
+describe("outbox", () => {
+  it("stores a message before sending, sends it once and forgets it", async () => {
+    const { outbox, storage, server, sent } = setup();
+    const item = await outbox.enqueue({ conversationId: "c1", body: "hello" });
+    expect(storage.rows.get(item.clientMsgId)?.status).toBe("pending");
+    await outbox.flush();
+    expect(server.attempts).toEqual([item.clientMsgId]);
+    expect(sent.map((m) => m.body)).toEqual(["hello"]);
+    expect(outbox.list()).toEqual([]);
+    expect(storage.rows.size).toBe(0);
+  });
+
+  it("keeps messages written offline pending, then sends each once with its first clientMsgId", async () => {
+    const { outbox, server, advance, sent } = setup();
+    server.script = ["offline"];
+    const a = await outbox.enqueue({ conversationId: "c1", body: "one" });
+    await outbox.enqueue({ conversationId: "c1", body: "two" });
+    await outbox.flush();
+    // The first failed; the second waits behind it so the other side never sees them reordered.
+    expect(server.attempts).toEqual([a.clientMsgId]);
+    expect(outbox.list().map((i) => [i.body, i.status])).toEqual([["one", "pending"], ["two", "pending"]]);
+    expect(outbox.nextAttemptAt()).toBe(11_000);
+    await outbox.flush();
+    expect(server.attempts).toHaveLength(1); // still backing off
+    advance(1000);
+    await outbox.flush();
+    expect(sent.map((m) => m.body)).toEqual(["one", "two"]);
+    expect(server.attempts.filter((id) => id === a.clientMsgId)).toHaveLength(2);
+    expect(server.stored.size).toBe(2);
+  });
+
+  it("comes back online: resetBackoff makes waiting items due at once", async () => {
+    const { outbox, server, sent } = setup();
+    server.script = ["offline"];
+    await outbox.enqueue({ conversationId: "c1", body: "x" });
+    await outbox.flush();
+    expect(sent).toHaveLength(0);
+    await outbox.resetBackoff();
+    await outbox.flush();
+    expect(sent.map((m) => m.body)).toEqual(["x"]);
+  });
+
+  it("a resend after a lost answer returns the stored message: delivered exactly once", async () => {
+    const storage = new MemoryOutboxStorage();
+    const server = new FakeServer();
+    const first = setup({ storage, server });
+    const item = await first.outbox.enqueue({ conversationId: "c1", body: "once" });
+    // The page dies mid-send: the server stored it, the row still says "sending".
+    await server.send({ ...item, status: "sending" });
+    await storage.put({ ...item, status: "sending", attempts: 1 });
+    const second = setup({ storage, server });
+    await second.outbox.load();
+    expect(second.outbox.list()[0]?.status).toBe("pending");
+    await second.outbox.flush();
+    expect(server.stored.size).toBe(1);
+    expect(second.sent.map((m) => m.clientMsgId)).toEqual([item.clientMsgId]);
+    expect(storage.rows.size).toBe(0);
+  });
+
+  it("a refused message is failed, does not block the next, and can be retried with the same id", async () => {
+    const { outbox, server, sent } = setup();
+    server.script = ["refuse"];
+    const bad = await outbox.enqueue({ conversationId: "c1", body: "bad" });
+    await outbox.enqueue({ conversationId: "c1", body: "good" });
+    await outbox.flush();
+    expect(outbox.get(bad.clientMsgId)?.status).toBe("failed");
+    expect(outbox.get(bad.clientMsgId)?.error).toBe("body too long");
+    expect(sent.map((m) => m.body)).toEqual(["good"]);
+    await outbox.retry(bad.clientMsgId);
+    expect(outbox.get(bad.clientMsgId)?.status).toBe("pending");
+    await outbox.flush();
+    expect(sent.map((m) => m.clientMsgId)).toContain(bad.clientMsgId);
+    expect(outbox.list()).toEqual([]);
+  });
+
+  it("discard drops a failed message without sending", async () => {
+    const { outbox, server } = setup();
+    server.script = ["refuse"];
+    const item = await outbox.enqueue({ conversationId: "c1", body: "nope" });
+    await outbox.flush();
+    await outbox.discard(item.clientMsgId);
+    await outbox.flush();
+    expect(server.attempts).toHaveLength(1);
+    expect(outbox.list()).toEqual([]);
+  });
+
+  it("honours Retry-After on 429, and one blocked conversation does not hold up another", async () => {
+    const { outbox, server, sent, advance } = setup();
+    server.script = ["429"];
+    await outbox.enqueue({ conversationId: "c1", body: "a" });
+    await outbox.enqueue({ conversationId: "c2", body: "b" });
+    await outbox.flush();
+    expect(sent.map((m) => m.body)).toEqual(["b"]);
+    expect(outbox.nextAttemptAt()).toBe(12_000);
+    advance(2000);
+    await outbox.flush();
+    expect(sent.map((m) => m.body)).toEqual(["b", "a"]);
+  });
+
+  it("concurrent flushes never send an item twice at once", async () => {
+    const { outbox, server } = setup();
+    for (let i = 0; i < 5; i++) await outbox.enqueue({ conversationId: "c1", body: `m${i}` });
+    await Promise.all([outbox.flush(), outbox.flush(), outbox.flush()]);
+    expect(server.attempts).toHaveLength(5);
+    expect(new Set(server.attempts).size).toBe(5);
+  });
+
+  it("an item enqueued during a flush is sent by that flush's rerun", async () => {
+    const { outbox, server } = setup();
+    await outbox.enqueue({ conversationId: "c1", body: "first" });
+    const running = outbox.flush();
+    await outbox.enqueue({ conversationId: "c1", body: "second" });
+    const again = outbox.flush();
+    await running;
+    await again;
+    expect(server.attempts).toHaveLength(2);
+  });
+});
+
+describe("ordering and merging by seq", () => {
+  it("appends newer messages and sorts older ones in", () => {
+    const a = mergeMessages([msg(3), msg(4)], [msg(5), msg(6)]);
+    expect(a.map((m) => m.seq)).toEqual([3, 4, 5, 6]);
+    const b = mergeMessages(a, [msg(1), msg(2)]);
+    expect(b.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it("a message seen twice (ack, socket, sync) is kept once; the later copy wins", () => {
+    const merged = mergeMessages([msg(1), msg(2)], [msg(2, { body: "edited" }), msg(2), msg(3)]);
+    expect(merged.map((m) => m.seq)).toEqual([1, 2, 3]);
+    expect(merged[1]?.body).toBe("message 2");
+  });
+
+  it("out-of-order arrival ends up in seq order", () => {
+    let list: Message[] = [];
+    for (const seq of [5, 2, 9, 1, 3, 4, 8, 6, 7]) list = mergeMessages(list, [msg(seq)]);
+    expect(list.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it("a new thread reply bumps its root's summary once", () => {
+    const root = msg(1);
+    let list = mergeMessages([], [root]);
+    list = mergeMessages(list, [msg(2, { threadRootSeq: 1, createdAt: 5000 })]);
+    expect(list[0]?.thread).toEqual({ replyCount: 1, lastReplySeq: 2, lastReplyAt: 5000 });
+    list = mergeMessages(list, [msg(2, { threadRootSeq: 1 })]);
+    expect(list[0]?.thread?.replyCount).toBe(1);
+    // A root fetched later already counts the reply.
+    const fresh = mergeMessages([msg(1, { thread: { replyCount: 1, lastReplySeq: 2, lastReplyAt: 5000 } })], [msg(2, { threadRootSeq: 1 })]);
+    expect(fresh[0]?.thread?.replyCount).toBe(1);
+  });
+});
+
+describe("gap detection", () => {
+  it("finds missing ranges", () => {
+    expect(findGaps([msg(1), msg(2), msg(5), msg(6), msg(9)])).toEqual([[3, 4], [7, 8]]);
+    expect(findGaps([msg(1), msg(2), msg(3)])).toEqual([]);
+    expect(findGaps([])).toEqual([]);
+  });
+
+  it("resumes after the contiguous prefix", () => {
+    expect(resumePoint([])).toBe(0);
+    expect(resumePoint([msg(4), msg(5), msg(6)])).toBe(6);
+    expect(resumePoint([msg(4), msg(5), msg(8)])).toBe(5);
+  });
+
+  it("a live message that skips seqs opens a gap; the next one does not", () => {
+    expect(opensGap([msg(1), msg(2)], 3)).toBe(false);
+    expect(opensGap([msg(1), msg(2)], 2)).toBe(false);
+    expect(opensGap([msg(1), msg(2)], 5)).toBe(true);
+    expect(opensGap([], 7)).toBe(false);
+  });
+});
+
+describe("sync since", () => {
+  it("pages until hasMore is false and returns the last cursor", async () => {
+    const pages: Record<string, SincePage> = {
+      "0": { messages: [msg(1), msg(2)], cursor: "c2", hasMore: true },
+      c2: { messages: [msg(3)], cursor: "c3", hasMore: true },
+      c3: { messages: [], cursor: "c3", hasMore: false },
+    };
+    const seen: number[] = [];
+    const result = await syncSince("0", async (since) => pages[since]!, (ms) => void seen.push(...ms.map((m) => m.seq)));
+    expect(result).toEqual({ cursor: "c3", complete: true });
+    expect(seen).toEqual([1, 2, 3]);
+  });
+
+  it("stops at maxPages with the cursor to continue from", async () => {
+    let n = 0;
+    const result = await syncSince("0", async () => ({ messages: [msg(++n)], cursor: `c${n}`, hasMore: true }), () => undefined, 3);
+    expect(result).toEqual({ cursor: "c3", complete: false });
+  });
+
+  it("groups a page by conversation in seq order", () => {
+    const groups = byConversation([msg(2, { conversationId: "b" }), msg(3), msg(1, { conversationId: "b" }), msg(1)]);
+    expect([...groups.keys()].sort()).toEqual(["b", "c1"]);
+    expect(groups.get("b")?.map((m) => m.seq)).toEqual([1, 2]);
+  });
+});
+
+describe("ticks and receipts", () => {
+  const receipt = (userId: string, deliveredSeq: number, readSeq: number) => ({ userId, deliveredSeq, readSeq, updatedAt: 1 });
+
+  it("direct: sent, delivered, read", () => {
+    const members = ["me", "you"];
+    expect(tickFor(5, "me", members, new Map()).tick).toBe("sent");
+    expect(tickFor(5, "me", members, new Map([["you", receipt("you", 5, 0)]])).tick).toBe("delivered");
+    expect(tickFor(5, "me", members, new Map([["you", receipt("you", 5, 5)]])).tick).toBe("read");
+    // read implies delivered even if a stale copy says otherwise
+    expect(tickFor(5, "me", members, new Map([["you", receipt("you", 0, 7)]])).tick).toBe("read");
+  });
+
+  it("group: read by N of M, read when all have read", () => {
+    const members = ["me", "a", "b", "c"];
+    const r = new Map([["a", receipt("a", 9, 9)], ["b", receipt("b", 9, 3)], ["me", receipt("me", 9, 9)]]);
+    const info = tickFor(5, "me", members, r);
+    expect(info).toEqual({ tick: "sent", readBy: 1, deliveredTo: 2, others: 3 });
+    expect(tickLabel(info, true)).toBe("Read by 1 of 3");
+    r.set("c", receipt("c", 9, 9));
+    r.set("b", receipt("b", 9, 9));
+    expect(tickFor(5, "me", members, r).tick).toBe("read");
+    expect(tickLabel(tickFor(5, "me", members, r), true)).toBe("Read by all 3");
+  });
+
+  it("receipts only move forward", () => {
+    let r = applyReceipt(new Map(), receipt("a", 5, 3));
+    r = applyReceipt(r, receipt("a", 2, 1));
+    expect(r.get("a")).toMatchObject({ deliveredSeq: 5, readSeq: 3 });
+    r = applyReceipt(r, receipt("a", 4, 8));
+    expect(r.get("a")).toMatchObject({ deliveredSeq: 8, readSeq: 8 });
+  });
+});
+
+describe("timeline grouping", () => {
+  const entry = (key: string, senderId: string, createdAt: number, kind = "text") => ({ key, senderId, createdAt, kind });
+  const dayOf = (t: number) => `d${Math.floor(t / 86_400_000)}`;
+
+  it("groups consecutive messages of a sender, splits by day, gap in time and system messages", () => {
+    const items = buildTimeline(
+      [
+        entry("1", "a", 1000),
+        entry("2", "a", 2000),
+        entry("3", "b", 3000),
+        entry("4", "b", 3000 + 6 * 60_000),
+        entry("5", "x", 500_000, "system"),
+        entry("6", "b", 510_000),
+        entry("7", "b", 86_400_000 + 1),
+      ],
+      { dayOf },
+    );
+    const shape = items.map((i) => (i.type === "entry" ? `${i.key}${i.first ? "F" : ""}${i.last ? "L" : ""}` : i.type));
+    expect(shape).toEqual(["day", "1F", "2L", "3FL", "4FL", "5FL", "6FL", "day", "7FL"]);
+  });
+
+  it("puts the unread divider before the first unread entry and starts a group there", () => {
+    const items = buildTimeline([entry("1", "a", 1), entry("2", "a", 2), entry("3", "a", 3)], { dayOf, firstUnreadKey: "2" });
+    const shape = items.map((i) => (i.type === "entry" ? `${i.key}${i.first ? "F" : ""}${i.last ? "L" : ""}` : i.type));
+    expect(shape).toEqual(["day", "1FL", "unread", "2F", "3L"]);
+  });
+});
+
+describe("format", () => {
+  it("initials and last seen", () => {
+    expect(initials("Ann Lee")).toBe("AL");
+    expect(initials("bob")).toBe("B");
+    expect(initials("  ")).toBe("?");
+    const now = 10 * 3_600_000;
+    expect(lastSeen({ userId: "u", status: "online", lastSeen: null }, now)).toBe("online");
+    expect(lastSeen({ userId: "u", status: "offline", lastSeen: now - 5 * 60_000 }, now)).toBe("last seen 5 min ago");
+    expect(lastSeen({ userId: "u", status: "unknown", lastSeen: null }, now)).toBe("");
+  });
+});
