@@ -111,8 +111,10 @@ export class FormStream {
         this.inPart = false;
         return null;
       }
-      // Everything but a possible partial delimiter at the end is body.
-      const safe = this.buf.length - (this.delimiter.length - 1);
+      // Everything but a partial delimiter at the very end is body. Keeping only a real partial
+      // match (not a delimiter's length, always) usually empties the buffer, so the next chunk is
+      // taken as it is instead of being copied behind the leftover.
+      const safe = this.buf.length - this.partialDelimiterAtEnd();
       if (safe > 0) {
         const out = this.buf.subarray(0, safe);
         this.buf = this.buf.subarray(safe);
@@ -120,6 +122,18 @@ export class FormStream {
       }
       if (!(await this.fill())) throw malformed();
     }
+  }
+
+  /** The length of the longest end of the buffer that is a proper prefix of the delimiter. */
+  private partialDelimiterAtEnd(): number {
+    const d = this.delimiter;
+    for (let start = Math.max(0, this.buf.length - d.length + 1); start < this.buf.length; start++) {
+      if (this.buf[start] !== d[0]) continue;
+      let j = 1;
+      while (start + j < this.buf.length && this.buf[start + j] === d[j]) j++;
+      if (start + j === this.buf.length) return this.buf.length - start;
+    }
+    return 0;
   }
 
   /** Reads the rest of the current part as UTF-8 text of at most `maxBytes`. */

