@@ -3,5 +3,6 @@
 //
 // History:
 // 1 - first version: accounts, conversations, ordered idempotent messages, threads, receipts,
-//     typing, presence frames.
+//     typing, presence, media, push subscriptions. (Its fingerprint was recorded when the first
+//     release was cut; from then on every wire change gets a new version.)
 export const PROTOCOL_VERSION = 1;
