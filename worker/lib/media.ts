@@ -1,10 +1,10 @@
 // Media metadata in D1: who may see an item, media refs for messages, and sends with media.
 // The bytes live in R2 under r2Key(id); routes/media.ts moves them.
 import { and, eq, inArray, or, sql } from "drizzle-orm";
-import { MEDIA_LIMITS, type MediaContentType, type MediaInfo, type MediaRef } from "../../protocol";
+import { MEDIA_LIMITS, type MediaInfo, type MediaRef } from "../../protocol";
 import { db, schema } from "../db";
 import { fail, type Failure } from "./errors";
-import { kindOf } from "./mediaTypes";
+import { kindOf, storedType } from "./mediaTypes";
 import type { MediaSettings } from "./settings";
 import { requireSecret, signMediaUrl } from "./signing";
 
@@ -62,7 +62,7 @@ async function ownMedia(env: Env, userId: string, ids: string[]): Promise<Map<st
 export async function checkThumbnail(env: Env, userId: string, thumbnailId: string | undefined): Promise<Failure | null> {
   if (thumbnailId === undefined) return null;
   const row = (await ownMedia(env, userId, [thumbnailId])).get(thumbnailId);
-  const kind = row ? kindOf(row.contentType as MediaContentType) : null;
+  const kind = row ? kindOf(storedType(row.contentType)) : null;
   if (kind !== "image" && kind !== "blob") return fail("bad_request", "thumbnailId names none of your images");
   return null;
 }

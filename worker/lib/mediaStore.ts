@@ -160,11 +160,12 @@ async function putByParts(bucket: R2Bucket, key: string, source: ByteSource, par
   // every part (uploadPart has finished with it when it resolves).
   let buf = new Uint8Array(Math.min(partBytes, 64 * 1024));
   let len = 0;
-  let upload: R2MultipartUpload | null = null;
+  // In an object so TypeScript follows its changes inside `flush`.
+  const state: { upload: R2MultipartUpload | null } = { upload: null };
   const parts: R2UploadedPart[] = [];
   const flush = async () => {
-    upload ??= await bucket.createMultipartUpload(key, options);
-    parts.push(await upload.uploadPart(parts.length + 1, buf.subarray(0, len)));
+    state.upload ??= await bucket.createMultipartUpload(key, options);
+    parts.push(await state.upload.uploadPart(parts.length + 1, buf.subarray(0, len)));
     len = 0;
   };
   try {
@@ -184,11 +185,11 @@ async function putByParts(bucket: R2Bucket, key: string, source: ByteSource, par
         offset += n;
       }
     }
-    if (!upload) return (await bucket.put(key, buf.subarray(0, len), options)).size;
+    if (!state.upload) return (await bucket.put(key, buf.subarray(0, len), options)).size;
     if (len > 0) await flush();
-    return (await (upload as R2MultipartUpload).complete(parts)).size;
+    return (await state.upload.complete(parts)).size;
   } catch (err) {
-    if (upload) await (upload as R2MultipartUpload).abort().catch(() => {});
+    await state.upload?.abort().catch(() => {});
     throw err;
   }
 }

@@ -26,14 +26,17 @@ const ALIASES: Record<string, MediaContentType> = {
 /** The canonical allowed type for a `content-type` header value (parameters dropped), or null. */
 export function canonicalType(header: string | null | undefined): MediaContentType | null {
   const base = (header ?? "").split(";")[0]!.trim().toLowerCase();
-  if ((MEDIA_TYPES as readonly string[]).includes(base)) return base as MediaContentType;
-  return ALIASES[base] ?? null;
+  return MEDIA_TYPES.find((t) => t === base) ?? ALIASES[base] ?? null;
 }
+
+/** The type of a stored row (written by us from canonicalType); an unknown one is served as a blob. */
+export const storedType = (contentType: string): MediaContentType => canonicalType(contentType) ?? "application/octet-stream";
 
 export function kindOf(type: MediaContentType): Kind {
   if (type === "application/pdf") return "pdf";
   if (type === "application/octet-stream") return "blob";
-  return type.split("/")[0] as "image" | "video" | "audio";
+  if (type.startsWith("image/")) return "image";
+  return type.startsWith("video/") ? "video" : "audio";
 }
 
 /**

@@ -18,7 +18,7 @@ import { ApiError, unwrap } from "../lib/errors";
 import { FormStream, boundaryOf } from "../lib/formStream";
 import { checkThumbnail, discardMedia, findVisibleMedia, r2Key, sendWithMedia, toRef, withUrl, type MediaRow } from "../lib/media";
 import { ByteSource, putStream, uploadPart } from "../lib/mediaStore";
-import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor } from "../lib/mediaTypes";
+import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor, storedType } from "../lib/mediaTypes";
 import { conversationStub } from "../lib/objects";
 import { requireSecret, verifyMediaUrl } from "../lib/signing";
 import { parseWith, readJson, readQuery } from "../lib/validate";
@@ -138,7 +138,7 @@ async function uploadForm(c: AppContext, contentType: string) {
   }
   if (!c.req.raw.body) throw new ApiError("bad_request", "empty form");
   const form = new FormStream(c.req.raw.body.getReader(), boundary);
-  const fields: Record<string, string> = Object.create(null) as Record<string, string>;
+  const fields = new Map<string, string>();
   let stored: MediaRow | null = null;
   try {
     for (let part = await form.nextPart(); part; part = await form.nextPart()) {
@@ -151,12 +151,12 @@ async function uploadForm(c: AppContext, contentType: string) {
         stored = await storeNew(c, { type, name: cleanName(part.filename, type), meta: {}, source, length: null });
       } else {
         if (!FORM_FIELDS.has(part.name)) throw new ApiError("bad_request", `unknown form field ${part.name.slice(0, 64)}`);
-        if (part.name in fields) throw new ApiError("bad_request", `form field ${part.name} given twice`);
-        fields[part.name] = await form.text(FORM_FIELD_MAX_BYTES);
+        if (fields.has(part.name)) throw new ApiError("bad_request", `form field ${part.name} given twice`);
+        fields.set(part.name, await form.text(FORM_FIELD_MAX_BYTES));
       }
     }
     if (!stored) throw new ApiError("bad_request", "the form has no file part");
-    const f = parseWith(UploadFormFields, { ...fields }, "form fields");
+    const f = parseWith(UploadFormFields, Object.fromEntries(fields), "form fields");
     await requireThumbnail(c, f.thumbnailId);
     if (f.width !== undefined || f.height !== undefined || f.durationMs !== undefined || f.thumbnailId !== undefined) {
       await db(c.env).update(schema.media).set(metaColumns(f)).where(eq(schema.media.id, stored.id));
@@ -216,7 +216,7 @@ async function describeUpload(c: AppContext, row: MediaRow): Promise<MultipartUp
   return {
     mediaId: row.id,
     uploadId: row.uploadId ?? "",
-    contentType: row.contentType as MediaContentType,
+    contentType: storedType(row.contentType),
     name: row.name,
     size: row.size,
     partSize: row.partSize!,
@@ -282,7 +282,7 @@ upload.put("/multipart/:mediaId/parts/:n", async (c) => {
   const body = c.req.raw.body;
   if (!body) throw new ApiError("bad_request", `part ${n} must be ${expected} bytes`);
   const source = ByteSource.fromStream(body, expected, length !== null);
-  if (n === 1) await source.sniff(row.contentType as MediaContentType);
+  if (n === 1) await source.sniff(storedType(row.contentType));
   const part = await uploadPart(c.env.MEDIA.resumeMultipartUpload(row.r2Key, row.uploadId), n, source, expected);
   const p = schema.mediaParts;
   await db(c.env)
