@@ -110,7 +110,11 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   async updateReceipt(userId: string, body: z.infer<typeof ReceiptBody>, now: number) {
-    return this.conversation.updateReceipt(userId, body.type, body.seq, now);
+    const result = this.conversation.updateReceipt(userId, body.type, body.seq, now);
+    // Like membership, a read over REST reaches D1 before it answers, so the caller's next
+    // GET /conversations shows the new unread count (a read is not on the send path).
+    if (result.ok) await this.flushNow();
+    return result;
   }
 
   async receipts(userId: string) {
