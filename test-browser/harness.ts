@@ -174,7 +174,9 @@ export async function run(tests: Test[], serverArgs: string[] = []): Promise<num
   try {
     browser = await launchBrowser();
     console.log(`browser tests: ${server.origin}, Chromium ${browser.version()}`);
-    for (const test of tests) {
+    // BROWSER_TESTS=word runs only the tests whose name contains it (while iterating locally).
+    const only = process.env.BROWSER_TESTS;
+    for (const test of only ? tests.filter((t) => t.name.includes(only)) : tests) {
       const ctx: Ctx = { server, browser, contexts: [], problems: [] };
       const start = Date.now();
       try {

@@ -108,8 +108,6 @@ const CACHE_MESSAGES = 100;
 const TYPING_REFRESH_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const ACK_TIMEOUT_MS = 10_000;
-/** Until the user socket pushes new messages (issue 3), a visible app catches up this often. */
-const FALLBACK_SYNC_MS = 15_000;
 
 const SessionSchema = z.object({ token: z.string(), user: UserSchema, deviceId: z.string() });
 const CachedConversations = z.array(ConversationSchema);
@@ -131,13 +129,11 @@ export class AppStore {
   private emitScheduled = false;
   private saveTimer: ReturnType<typeof setTimeout> | null = null;
   private outboxTimer: ReturnType<typeof setTimeout> | null = null;
-  private syncTimer: ReturnType<typeof setInterval> | null = null;
   private typingSent = new Map<string, { at: number; timer: ReturnType<typeof setTimeout> }>();
   private deliveredSent = new Map<string, number>();
   private readSent = new Map<string, number>();
   private fetchingUsers = new Set<string>();
   private syncing: Promise<void> | null = null;
-  private userSocketPushes = false;
   private noticeId = 0;
 
   constructor() {
@@ -268,7 +264,6 @@ export class AppStore {
     this.userSocket?.close();
     this.userSocket = null;
     this.closeChatSocket();
-    if (this.syncTimer) clearInterval(this.syncTimer);
     this.db?.close();
     this.db = null;
     this.outbox = null;
@@ -321,9 +316,6 @@ export class AppStore {
         if (code === 4010) this.notify("A new version of the app is available. Reload to update.");
       },
     });
-    this.syncTimer = setInterval(() => {
-      if (!this.userSocketPushes && document.visibilityState === "visible") void this.sync();
-    }, FALLBACK_SYNC_MS);
     void this.refreshConversations();
     void this.probeCapabilities();
     void this.flushOutbox();
@@ -577,8 +569,8 @@ export class AppStore {
       // With unread messages, start a little before the first one so "jump to first unread" has
       // context; otherwise the latest page. The socket replays anything after what we hold.
       const query =
-        conv && conv.unread > 0 && conv.readSeq > 0
-          ? qs({ after: Math.max(0, conv.readSeq - 20), limit: 200 })
+        conv && conv.unread > 0 && conv.unread <= 200
+          ? qs({ after: Math.max(0, conv.readSeq - 20), limit: 250 })
           : qs({ limit: 50 });
       const page = await this.api.call("GET", path + query, Schemas.history);
       let messages = mergeMessages(view.messages, page.messages);
@@ -674,7 +666,16 @@ export class AppStore {
     const view = this.view(id);
     switch (frame.type) {
       case "ready":
+        // The replay before `ready` filled everything after what we held: the view is current
+        // even if the history fetch failed (opened offline, from the cache).
+        if (!view.loaded) {
+          view.loaded = true;
+          view.hasMoreBefore = (view.messages[0]?.seq ?? 1) > 1;
+          view.error = null;
+        }
         this.setChatLive(true);
+        // Receipts that moved while the socket was down are not replayed: fetch them.
+        void this.loadReceipts(id);
         void this.flushOutbox();
         this.markReadIfViewing();
         return;
@@ -723,15 +724,19 @@ export class AppStore {
     for (const [conversationId, list] of byConversation(messages)) {
       const conv = this.state.conversations.get(conversationId);
       const view = this.state.views.get(conversationId);
-      if (view && view.loaded) {
-        const first = list[0]!;
-        if (via !== "chat" && opensGap(view.messages, first.seq)) {
+      // Sync pages can reach far back: what is older than the window on screen stays for
+      // scrolling up (before=), or the window would grow holes at its start.
+      const windowStart = view?.messages[0]?.seq ?? Number.MAX_SAFE_INTEGER;
+      const fresh = via === "chat" || via === "ack" ? list : list.filter((m) => m.seq >= windowStart);
+      if (view && fresh.length > 0) {
+        // The conversation socket replays from our resume point, so its frames never leave a hole.
+        if (via !== "chat" && opensGap(view.messages, fresh[0]!.seq)) {
           // Something is missing between what we hold and this message: the socket's replay or
           // the next open fills it in order; until then the view is not shown as up to date.
           if (this.chatSocketId === conversationId) void this.fillGap(conversationId);
           else view.loaded = false;
         } else {
-          view.messages = mergeMessages(view.messages, list);
+          view.messages = mergeMessages(view.messages, fresh);
         }
       }
       const thread = this.state.thread;
@@ -787,7 +792,6 @@ export class AppStore {
         void this.flushOutbox();
         return;
       case "message":
-        this.userSocketPushes = true;
         this.receive([frame.message], "user");
         return;
       case "presence":
@@ -814,7 +818,6 @@ export class AppStore {
         return;
       }
       case "conversation": {
-        this.userSocketPushes = true;
         const isMember = frame.conversation.members.some((m) => m.userId === this.me);
         if (isMember) this.upsertConversation(frame.conversation);
         else this.forgetConversation(frame.conversation.id);
@@ -1039,6 +1042,12 @@ export class AppStore {
     if (r.name === "chat") for (const m of this.state.conversations.get(r.id)?.members.slice(0, 50) ?? []) if (m.userId !== this.me) ids.add(m.userId);
     this.userSocket?.send({ type: "presence.watch", userIds: [...ids].slice(0, 200) });
     if (this.state.caps.presence) this.fetchPresence([...ids]);
+  }
+
+  /** What we know of someone's presence; nothing while we are offline ourselves (it would be stale). */
+  presenceOf(userId: string): Presence | undefined {
+    if (!this.state.caps.presence || this.state.connection !== "online") return undefined;
+    return this.state.presence.get(userId);
   }
 
   private fetchPresence(ids: string[]): void {

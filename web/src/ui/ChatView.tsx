@@ -88,7 +88,7 @@ function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
   const s = store.state;
   const title = conv ? store.title(conv) : "Conversation";
   const other = conv?.type === "direct" ? store.otherMember(conv) : null;
-  const presence = other && s.caps.presence ? s.presence.get(other) : undefined;
+  const presence = other ? store.presenceOf(other) : undefined;
   const typing = store.typingNames(id);
   const subtitle =
     typing.length > 0
@@ -174,6 +174,12 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
     onScroll();
   }, [firstKey, lastKey, entries.length, view.loaded]);
 
+  // When the history shown does not fill the screen, the sentinel never scrolls into view: ask now.
+  useEffect(() => {
+    const el = scroller.current;
+    if (el && snapshot.current.positioned && view.hasMoreBefore && !view.loadingOlder && el.scrollTop < 400) void store.loadOlder(id);
+  }, [firstKey, view.loaded, view.loadingOlder]);
+
   const onScroll = () => {
     const el = scroller.current;
     if (!el) return;
@@ -191,8 +197,9 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
     const el = top.current;
     const root = scroller.current;
     if (!el || !root) return;
+    // Callbacks arrive a frame late: check where the reader is now, not where they were.
     const io = new IntersectionObserver((obs) => {
-      if (obs.some((o) => o.isIntersecting) && snapshot.current.positioned) void store.loadOlder(id);
+      if (obs.some((o) => o.isIntersecting) && snapshot.current.positioned && root.scrollTop < 400) void store.loadOlder(id);
     }, { root, rootMargin: "400px 0px 0px 0px" });
     io.observe(el);
     return () => io.disconnect();

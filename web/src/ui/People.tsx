@@ -208,7 +208,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
             <h4>Members</h4>
             <ul class="people" role="list">
               {conv.members.map((m) => {
-                const p = store.state.caps.presence ? store.state.presence.get(m.userId) : undefined;
+                const p = store.presenceOf(m.userId);
                 return (
                   <li key={m.userId} class="member">
                     <Avatar id={m.userId} name={store.userName(m.userId)} size={32} presence={p} />

@@ -67,7 +67,7 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   const { store } = useServices();
   const title = store.title(conv);
   const other = conv.type === "direct" ? store.otherMember(conv) : null;
-  const presence = other && store.state.caps.presence ? store.state.presence.get(other) : undefined;
+  const presence = other ? store.presenceOf(other) : undefined;
   const pending = store.state.outbox.filter((o) => o.conversationId === conv.id);
   const failed = pending.some((o) => o.status === "failed");
   const typing = store.typingNames(conv.id);
