@@ -450,8 +450,13 @@ const tests: Test[] = [
       if (bg !== "rgb(14, 17, 20)") throw new Error(`dark theme not applied: ${bg}`);
       await openConversation(ann.page, id);
       await shot(ann.page, "desktop-dark");
-      // Keyboard only: focus the composer with Tab from the list and send with Enter.
-      await ann.page.getByRole("textbox", { name: "Message" }).focus();
+      // Keyboard only: Ctrl+K to the chat search, arrow down to the chat, Enter opens it, type and send.
+      await ann.page.getByRole("button", { name: "New chat" }).click();
+      await ann.page.keyboard.press("Control+k");
+      await waitUntil("search focused", () => ann.page.evaluate(() => document.activeElement?.id === "chat-search"));
+      await ann.page.keyboard.press("ArrowDown");
+      await ann.page.keyboard.press("Enter");
+      await waitUntil("the composer focused", () => ann.page.evaluate(() => document.activeElement?.getAttribute("aria-label") === "Message"));
       await ann.page.keyboard.type("typed with the keyboard");
       await ann.page.keyboard.press("Enter");
       await expectMessage(bob.page, "typed with the keyboard");

@@ -11,6 +11,7 @@ import {
   UserServerFrame,
   type ConversationClientFrame,
   type Conversation,
+  type MediaRef,
   type Message,
   type Presence,
   type Receipt,
@@ -674,6 +675,9 @@ export class AppStore {
           view.error = null;
         }
         this.setChatLive(true);
+        // A read or delivered frame may have died with the last socket; watermarks are idempotent.
+        this.readSent.delete(id);
+        this.deliveredSent.delete(id);
         // Receipts that moved while the socket was down are not replayed: fetch them.
         void this.loadReceipts(id);
         void this.flushOutbox();
@@ -914,11 +918,12 @@ export class AppStore {
     void this.flushOutbox();
   }
 
-  async sendMedia(conversationId: string, mediaIds: string[], caption: string, threadRootSeq: number | null): Promise<void> {
+  async sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
     if (!this.outbox) return;
     await this.outbox.enqueue({
       conversationId,
-      mediaIds,
+      mediaIds: media.map((m) => m.id),
+      media,
       ...(caption.trim() ? { body: caption.trim() } : {}),
       ...(threadRootSeq ? { threadRootSeq } : {}),
     });

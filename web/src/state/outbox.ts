@@ -3,7 +3,7 @@
 // Because the server deduplicates by (sender, clientMsgId), sending an item again after a crash,
 // a timeout or a reload can never create a second message: "sent once" holds end to end.
 // Storage and transport are interfaces: IndexedDB and the network in the app, memory in tests.
-import type { Message } from "../../../protocol";
+import type { MediaRef, Message } from "../../../protocol";
 
 export type OutboxStatus = "pending" | "sending" | "failed";
 
@@ -13,6 +13,8 @@ export interface OutboxItem {
   body?: string;
   threadRootSeq?: number;
   mediaIds?: string[];
+  /** What the attachments look like, to show while pending; never sent (the server has them). */
+  media?: MediaRef[];
   createdAt: number;
   status: OutboxStatus;
   attempts: number;
@@ -52,6 +54,7 @@ export interface NewOutboxItem {
   body?: string;
   threadRootSeq?: number;
   mediaIds?: string[];
+  media?: MediaRef[];
 }
 
 /** 1 s, 2 s, 4 s ... capped at 60 s, with jitter so many clients do not retry in step. */
@@ -108,6 +111,7 @@ export class Outbox {
       ...(input.body !== undefined ? { body: input.body } : {}),
       ...(input.threadRootSeq !== undefined ? { threadRootSeq: input.threadRootSeq } : {}),
       ...(input.mediaIds !== undefined ? { mediaIds: input.mediaIds } : {}),
+      ...(input.media !== undefined ? { media: input.media } : {}),
       createdAt: this.now(),
       status: "pending",
       attempts: 0,

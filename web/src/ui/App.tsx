@@ -13,6 +13,26 @@ export function App() {
   useEffect(() => store.subscribe(() => setTick((t) => t + 1)), [store]);
   const s = store.state;
   const route = s.route;
+  const unread = [...s.conversations.values()].reduce((n, c) => n + c.unread, 0);
+
+  // The unread total in the tab title and on the installed app's icon.
+  useEffect(() => {
+    document.title = unread > 0 ? `(${unread}) Edge Chat` : "Edge Chat";
+    if ("setAppBadge" in navigator) void (unread > 0 ? navigator.setAppBadge(unread) : navigator.clearAppBadge()).catch(() => undefined);
+  }, [unread]);
+
+  // Ctrl+K (or Cmd+K) finds a chat from anywhere.
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k") {
+        e.preventDefault();
+        if (store.state.route.name !== "list" && window.matchMedia("(max-width: 760px)").matches) store.navigate({ name: "list" });
+        queueMicrotask(() => document.getElementById("chat-search")?.focus());
+      }
+    };
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, [store]);
 
   if (!s.session || route.name === "login" || route.name === "register") {
     return (

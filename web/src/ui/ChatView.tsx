@@ -312,7 +312,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
       <div class={`bubble${pending ? " pending" : ""}`}>
         {!mine && group && first ? <div class="sender">{store.userName(entry.senderId)}</div> : null}
         {m && m.media.length > 0 ? <MediaBlock media={m.media} /> : null}
-        {pending?.mediaIds ? <p class="muted">Attachment</p> : null}
+        {pending?.media ? <MediaBlock media={pending.media} /> : pending?.mediaIds ? <p class="muted">Attachment</p> : null}
         {body ? <p class="text">{body}</p> : null}
         <div class="meta">
           <time dateTime={new Date(entry.createdAt).toISOString()}>{clock(entry.createdAt)}</time>

@@ -58,7 +58,10 @@ export async function uploadOne(store: AppStore, cache: MediaCache, conversation
     handle = main;
     const media = await main.done;
     cache.seed(media.id, file);
-    await store.sendMedia(conversationId, [media.id], caption, threadRootSeq);
+    const ref: MediaRef = { id: media.id, contentType: media.contentType, size: media.size, name: media.name };
+    for (const k of ["width", "height", "durationMs"] as const) if (facts[k] !== undefined) ref[k] = facts[k];
+    if (facts.thumbnailId !== undefined) ref.thumbnailId = facts.thumbnailId;
+    await store.sendMedia(conversationId, [ref], caption, threadRootSeq);
     store.removeUpload(id);
   } catch (err) {
     if (uploadsMissing(err)) {

@@ -36,9 +36,23 @@ export function Sidebar() {
       </header>
       <div class="search">
         <Icon name="search" size={16} />
-        <input type="search" placeholder="Search chats" aria-label="Search chats" value={filter} onInput={(e) => setFilter(e.currentTarget.value)} />
+        <input
+          id="chat-search"
+          type="search"
+          placeholder="Search chats"
+          aria-label="Search chats"
+          aria-keyshortcuts="Control+K"
+          value={filter}
+          onInput={(e) => setFilter(e.currentTarget.value)}
+          onKeyDown={(e) => {
+            if (e.key === "ArrowDown") {
+              e.preventDefault();
+              document.querySelector<HTMLElement>(".conv-item")?.focus();
+            }
+          }}
+        />
       </div>
-      <ul class="conv-list" role="list">
+      <ul class="conv-list" role="list" onKeyDown={moveFocus}>
         {list.map((c) => (
           <ConversationItem key={c.id} conv={c} active={c.id === activeId} now={now} />
         ))}
@@ -61,6 +75,19 @@ export function Sidebar() {
       ) : null}
     </nav>
   );
+}
+
+/** Arrow keys move between conversations; Enter opens one (it is a link). */
+function moveFocus(e: KeyboardEvent): void {
+  if (e.key !== "ArrowDown" && e.key !== "ArrowUp") return;
+  const items = [...document.querySelectorAll<HTMLElement>(".conv-item")];
+  const active = document.activeElement;
+  const i = active instanceof HTMLElement ? items.indexOf(active) : -1;
+  if (i < 0) return;
+  e.preventDefault();
+  const next = e.key === "ArrowDown" ? Math.min(items.length - 1, i + 1) : i - 1;
+  if (next < 0) document.getElementById("chat-search")?.focus();
+  else items[next]?.focus();
 }
 
 function ConversationItem({ conv, active, now }: { conv: Conversation; active: boolean; now: number }) {
