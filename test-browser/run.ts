@@ -398,7 +398,7 @@ const tests: Test[] = [
     },
   },
   {
-    name: "push: a message pushed into the service worker shows a notification",
+    name: "push: a message pushed into the service worker shows a notification; a click opens the conversation",
     fn: async (ctx) => {
       const ann = await user(ctx, "Ann");
       await ann.context.grantPermissions(["notifications"], { origin: ctx.server.origin });
@@ -421,6 +421,15 @@ const tests: Test[] = [
       });
       const n = shown[0]!;
       if (n.title !== "Bob" || n.body !== "Are we still on for tonight?" || n.tag !== "c-test") throw new Error(`unexpected notification ${JSON.stringify(n)}`);
+      // A click on the notification opens its conversation in the open app.
+      const sw = await waitUntil("the service worker handle", () => ann.context.serviceWorkers()[0]);
+      // Evaluated in the service worker's global scope (hence a string: it is not this file's DOM).
+      await sw.evaluate(`(async () => {
+        const [notification] = await self.registration.getNotifications({ tag: "c-test" });
+        if (!notification) throw new Error("no notification");
+        self.dispatchEvent(new NotificationEvent("notificationclick", { notification }));
+      })()`);
+      await waitUntil("the conversation to open", () => new URL(ann.page.url()).pathname === "/c/c-test");
       // An E2EE push has no body: the notification says only that there is a message.
       await cdp.send("ServiceWorker.deliverPushMessage", { origin: ctx.server.origin, registrationId, data: JSON.stringify({ ...payload, conversationId: "c-e2ee", body: undefined }) });
       await waitUntil("a preview-free notification", async () => {

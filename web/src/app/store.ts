@@ -750,7 +750,8 @@ export class AppStore {
       }
       const last = list[list.length - 1]!;
       if (conv) {
-        const fromOthers = list.filter((m) => m.senderId !== this.me && m.seq > conv.lastSeq);
+        // Counted like the server's `unread` (docs/api.md): others' messages, thread replies included, system messages not.
+        const fromOthers = list.filter((m) => m.senderId !== this.me && m.seq > conv.lastSeq && m.kind !== "system");
         if (last.seq >= conv.lastSeq) {
           conv.lastSeq = last.seq;
           conv.lastMessage = last;

@@ -144,7 +144,7 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
   const entries = entriesFor(store, id, view.messages, null);
   const firstUnreadKey = useMemo(() => {
     if (view.firstUnreadSeq === null) return null;
-    const m = view.messages.find((x) => x.seq >= view.firstUnreadSeq! && x.senderId !== store.me && x.threadRootSeq === null);
+    const m = view.messages.find((x) => x.seq >= view.firstUnreadSeq! && x.senderId !== store.me && x.threadRootSeq === null && x.kind !== "system");
     return m ? `${m.senderId}:${m.clientMsgId || m.id}` : null;
   }, [view.firstUnreadSeq, view.messages.length > 0]);
   const items = buildTimeline(entries, { firstUnreadKey });
