@@ -229,10 +229,43 @@ const tests: Test[] = [
       const ratio = await bob.page.locator(".chat .media-frame").first().evaluate((el) => getComputedStyle(el).aspectRatio);
       if (!ratio.includes("640 / 400")) throw new Error(`aspect ratio ${ratio}`);
 
-      // A PDF becomes a file card.
-      const pdf = Buffer.from("%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n");
-      await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "plan.pdf", mimeType: "application/pdf", buffer: pdf });
+      // A PDF dropped on the conversation becomes a file card.
+      const drop = await ann.page.evaluateHandle(() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"], "plan.pdf", { type: "application/pdf" }));
+        return dt;
+      });
+      await ann.page.locator("section.chat").dispatchEvent("dragover", { dataTransfer: drop });
+      await ann.page.locator("section.chat").dispatchEvent("drop", { dataTransfer: drop });
       await bob.page.locator(".chat .file-card", { hasText: "plan.pdf" }).waitFor({ timeout: 20_000 });
+
+      // A short video recorded from a canvas in the browser: its first frame becomes the poster.
+      const webm = await ann.page.evaluate(async () => {
+        const c = document.createElement("canvas");
+        c.width = 320;
+        c.height = 180;
+        const g = c.getContext("2d")!;
+        const rec = new MediaRecorder(c.captureStream(15), { mimeType: "video/webm" });
+        const chunks: Blob[] = [];
+        rec.ondataavailable = (e) => chunks.push(e.data);
+        const stopped = new Promise((r) => (rec.onstop = r));
+        rec.start(100);
+        for (let i = 0; i < 12; i++) {
+          g.fillStyle = `hsl(${i * 30} 70% 50%)`;
+          g.fillRect(0, 0, 320, 180);
+          await new Promise((r) => setTimeout(r, 70));
+        }
+        rec.stop();
+        await stopped;
+        const bytes = new Uint8Array(await new Blob(chunks).arrayBuffer());
+        let s = "";
+        for (const b of bytes) s += String.fromCharCode(b);
+        return btoa(s);
+      });
+      await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "clip.webm", mimeType: "video/webm", buffer: Buffer.from(webm, "base64") });
+      await bob.page.locator(".chat .video-poster img").waitFor({ timeout: 20_000 });
+      await bob.page.getByRole("button", { name: "Play video clip.webm" }).click();
+      await bob.page.locator(".chat .media-frame video").waitFor({ timeout: 15_000 });
 
       // A voice note from Chromium's fake microphone.
       await ann.page.getByRole("button", { name: "Record voice message" }).click();

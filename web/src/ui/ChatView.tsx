@@ -10,7 +10,7 @@ import { Composer } from "./Composer";
 import { useServices } from "./context";
 import { GroupInfo } from "./People";
 import { Icon } from "./icons";
-import { MediaBlock, UploadCard } from "./Media";
+import { MediaBlock, UploadCard, startUploads } from "./Media";
 import { systemText } from "./text";
 
 export interface Entry extends TimelineEntry {
@@ -42,7 +42,8 @@ export function entriesFor(store: AppStore, conversationId: string, messages: re
 }
 
 export function ChatView({ id }: { id: string }) {
-  const { store } = useServices();
+  const { store, media } = useServices();
+  const [dragging, setDragging] = useState(false);
   const s = store.state;
   const conv = s.conversations.get(id);
   const view = store.view(id);
@@ -66,9 +67,29 @@ export function ChatView({ id }: { id: string }) {
     );
   }
 
+  const onDrop = (e: DragEvent) => {
+    e.preventDefault();
+    setDragging(false);
+    const files = [...(e.dataTransfer?.files ?? [])];
+    if (files.length > 0 && s.caps.upload) void startUploads(store, media, id, files, null);
+  };
+
   return (
     <div class="chat-layout">
-      <section class="chat" aria-label={conv ? `Conversation with ${store.title(conv)}` : "Conversation"}>
+      <section
+        class={`chat${dragging ? " dragging" : ""}`}
+        aria-label={conv ? `Conversation with ${store.title(conv)}` : "Conversation"}
+        onDragOver={(e) => {
+          if (!s.caps.upload || !e.dataTransfer?.types.includes("Files")) return;
+          e.preventDefault();
+          setDragging(true);
+        }}
+        onDragLeave={(e) => {
+          const to = e.relatedTarget;
+          if (!(to instanceof Node) || !e.currentTarget.contains(to)) setDragging(false);
+        }}
+        onDrop={onDrop}
+      >
         <ChatHeader conv={conv ?? null} id={id} />
         <MessageList id={id} conv={conv ?? null} />
         {s.removedFrom === id ? (

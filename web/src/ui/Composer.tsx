@@ -110,11 +110,13 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
       onDragOver={(e) => {
         if (!caps.upload) return;
         e.preventDefault();
+        e.stopPropagation();
         setDragging(true);
       }}
       onDragLeave={() => setDragging(false)}
       onDrop={(e) => {
         e.preventDefault();
+        e.stopPropagation();
         setDragging(false);
         onFiles(e.dataTransfer?.files ?? null);
       }}
