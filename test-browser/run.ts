@@ -293,6 +293,8 @@ const tests: Test[] = [
       await ann.page.locator(`.side-panel button.person[data-username="${cy.username}"]`).click();
       await ann.page.getByRole("button", { name: "Add 1 to group" }).click();
       await ann.page.locator(".chat .system-msg", { hasText: "added Cy" }).waitFor({ timeout: 15_000 });
+      await ann.page.locator(".side-panel .member", { hasText: "Cy" }).waitFor();
+      await shot(ann.page, "desktop-group-info");
       await ann.page.getByRole("button", { name: "Close", exact: true }).click();
       await send(ann.page, "Where shall we go?");
       // Sent, or already delivered: Bob's and Cy's apps are open on their lists.
@@ -487,6 +489,9 @@ const tests: Test[] = [
       await send(bob.page, "It does 🌙");
       await expectMessage(ann.page, "It does 🌙");
       await ann.page.getByRole("button", { name: "Settings", exact: true }).click();
+      await ann.page.setViewportSize(PHONE);
+      await shot(ann.page, "phone-settings");
+      await ann.page.setViewportSize(DESKTOP);
       await ann.page.getByLabel("Dark").check();
       const bg = await ann.page.evaluate(() => getComputedStyle(document.body).backgroundColor);
       if (bg !== "rgb(14, 17, 20)") throw new Error(`dark theme not applied: ${bg}`);

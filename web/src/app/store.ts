@@ -499,6 +499,7 @@ export class AppStore {
   async addMembers(conversationId: string, userIds: string[]): Promise<void> {
     const { conversation } = await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/members`, Schemas.conversation, { userIds });
     this.upsertConversation(conversation);
+    this.watchPresence();
   }
 
   async removeMember(conversationId: string, userId: string): Promise<void> {

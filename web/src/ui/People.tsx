@@ -211,7 +211,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
                 const p = store.presenceOf(m.userId);
                 return (
                   <li key={m.userId} class="member">
-                    <Avatar id={m.userId} name={store.userName(m.userId)} size={32} presence={p} />
+                    <Avatar id={m.userId} name={store.state.users.get(m.userId)?.displayName ?? "?"} size={32} presence={m.userId === me ? undefined : p} />
                     <span class="person-name">
                       <strong>{m.userId === me ? "You" : store.userName(m.userId)}</strong>
                       <span class="muted">{m.role === "admin" ? "Admin" : lastSeen(p, now)}</span>
