@@ -432,8 +432,11 @@ export class AppStore {
   /** The D1 list can lag the conversation object by a moment; never step back from what we saw. */
   private keepLocalProgress(conv: Conversation): Conversation {
     const local = this.state.conversations.get(conv.id);
-    if (!local || local.lastSeq <= conv.lastSeq) return conv;
-    return { ...conv, lastSeq: local.lastSeq, lastMessage: local.lastMessage, lastMessageAt: local.lastMessageAt, readSeq: Math.max(conv.readSeq, local.readSeq) };
+    if (!local) return conv;
+    let out = conv;
+    if (local.lastSeq > out.lastSeq) out = { ...out, lastSeq: local.lastSeq, lastMessage: local.lastMessage, lastMessageAt: local.lastMessageAt };
+    if (local.readSeq > out.readSeq) out = { ...out, readSeq: local.readSeq, unread: local.readSeq >= out.lastSeq ? 0 : out.unread };
+    return out;
   }
 
   private upsertConversation(conv: Conversation): void {
