@@ -6,7 +6,7 @@ import { ServicesContext } from "./ui/context";
 import "./styles.css";
 
 const store = new AppStore();
-const media = new MediaCache(() => store.state.session?.token ?? null);
+const media = new MediaCache(store.api);
 applyTheme(store.state.theme);
 
 const root = document.getElementById("app")!;

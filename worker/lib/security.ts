@@ -1,8 +1,8 @@
 // Security headers for the web app's own files (HTML, scripts, styles, manifest, icons).
 // The Content-Security-Policy allows no inline script or style and nothing from another origin:
 // the client is built by Vite into files served from this origin, sockets go to this origin
-// (CSP3 'self' covers ws:/wss: of the same host), and media is shown from blob: URLs the app
-// makes after an authorised fetch. API answers are JSON and are left as they are.
+// (CSP3 'self' covers ws:/wss: of the same host), and media comes from this origin's signed
+// URLs or from blob: URLs of files the user just picked. API answers are left as they are.
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../app";
 

@@ -35,6 +35,7 @@ export const Schemas = {
   receipt: z.object({ receipt: Receipt }),
   presence: z.object({ presence: z.array(Presence) }),
   vapid: z.object({ publicKey: z.string() }),
+  mediaInfo: z.object({ media: z.object({ url: z.string(), urlExpiresAt: z.number() }).loose() }),
   upload: z.object({
     media: z.object({ id: z.string(), contentType: z.string(), size: z.number(), name: z.string() }).loose(),
   }),

@@ -1,7 +1,7 @@
 // Attachments: upload with progress (XMLHttpRequest, because fetch has no upload progress),
 // client-made thumbnails and dimensions, authorised media fetches, and voice notes.
 import type { MediaRef } from "../../../protocol";
-import { ApiError, NetworkError, Schemas, toApiError } from "./api";
+import { ApiError, NetworkError, Schemas, toApiError, type Api } from "./api";
 
 export interface UploadResult {
   id: string;
@@ -100,42 +100,31 @@ async function thumbnailOf(source: CanvasImageSource, width: number, height: num
 }
 
 /**
- * Object URLs for media: GET /media/:id needs the bearer token, which an <img src> cannot send,
- * so the bytes are fetched (the redirect to the signed URL is followed) and kept as a blob.
+ * URLs to show media with. `GET /media/:id/info` (bearer token) names a signed URL that works
+ * without the token and serves ranges, so an <img> or a <video> streams it directly; the URL is
+ * reused until shortly before it expires. A file this device just uploaded is shown from memory.
  */
 export class MediaCache {
-  private readonly urls = new Map<string, Promise<string>>();
-  private readonly order: string[] = [];
+  private readonly urls = new Map<string, { url: Promise<string>; until: number }>();
 
-  constructor(private readonly token: () => string | null, private readonly max = 200) {}
+  constructor(private readonly api: Api) {}
 
   url(id: string): Promise<string> {
-    let p = this.urls.get(id);
-    if (!p) {
-      p = this.load(id);
-      this.urls.set(id, p);
-      this.order.push(id);
-      p.catch(() => this.urls.delete(id));
-      while (this.order.length > this.max) {
-        const old = this.order.shift()!;
-        void this.urls.get(old)?.then((u) => URL.revokeObjectURL(u));
-        this.urls.delete(old);
-      }
-    }
-    return p;
+    const hit = this.urls.get(id);
+    if (hit && hit.until > Date.now()) return hit.url;
+    const url = this.api.call("GET", `/media/${encodeURIComponent(id)}/info`, Schemas.mediaInfo).then(({ media }) => {
+      const entry = this.urls.get(id);
+      // Renew a minute early, so an element never gets a URL that dies while it loads.
+      if (entry) entry.until = media.urlExpiresAt - 60_000;
+      return media.url;
+    });
+    this.urls.set(id, { url, until: Number.MAX_SAFE_INTEGER });
+    url.catch(() => this.urls.delete(id));
+    return url;
   }
 
-  /** A blob the user just uploaded, shown from memory rather than downloaded again. */
   seed(id: string, blob: Blob): void {
-    if (this.urls.has(id)) return;
-    this.urls.set(id, Promise.resolve(URL.createObjectURL(blob)));
-    this.order.push(id);
-  }
-
-  private async load(id: string): Promise<string> {
-    const res = await fetch(`/media/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${this.token() ?? ""}` } });
-    if (!res.ok) throw new Error(`media ${id}: HTTP ${res.status}`);
-    return URL.createObjectURL(await res.blob());
+    if (!this.urls.has(id)) this.urls.set(id, { url: Promise.resolve(URL.createObjectURL(blob)), until: Number.MAX_SAFE_INTEGER });
   }
 }
 
