@@ -11,8 +11,9 @@ const env = { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "fals
 
 ensureDevVars();
 
-// The Worker serves the web client from web/dist (wrangler.toml [assets]): build it first.
-const build = spawnSync("vite", ["build", "--config", "web/vite.config.ts"], { stdio: "inherit", env });
+// The Worker serves the web client from web/dist (wrangler.toml [assets]): build it first
+// (skipped when web/dist is newer than its sources).
+const build = spawnSync("node", ["web/scripts/build.mjs"], { stdio: "inherit", env });
 if (build.status !== 0) process.exit(build.status ?? 1);
 
 // Local state is shared between the migration step and the server unless told otherwise.
