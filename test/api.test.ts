@@ -429,6 +429,12 @@ describe("errors", () => {
     const page = await call("/");
     expect(page.status).toBe(200);
     expect(page.headers.get("content-type")).toContain("text/html");
+    // Client-side routes are the app too, for GET and HEAD alike.
+    for (const method of ["GET", "HEAD"]) {
+      const route = await call("/c/some-conversation", { method });
+      expect(route.status).toBe(200);
+      expect(route.headers.get("content-type")).toContain("text/html");
+    }
   });
 
   it("refuses client-supplied identity headers", async () => {

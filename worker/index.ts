@@ -44,7 +44,8 @@ app.route("/media", media);
 
 app.notFound((c) => {
   const path = new URL(c.req.url).pathname;
-  if (API_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`)) || c.req.method !== "GET") {
+  const read = c.req.method === "GET" || c.req.method === "HEAD";
+  if (API_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`)) || !read) {
     throw new ApiError("not_found", "no such route");
   }
   return c.env.ASSETS.fetch(c.req.raw);
