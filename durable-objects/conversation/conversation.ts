@@ -1,6 +1,6 @@
 // The rules of one conversation: membership, sends, history and receipts. Plain code over the
 // store, with the clock and the sockets passed in, so it reads (and tests) without the runtime.
-import { ulid } from "ulidx";
+import { newId } from "../../worker/lib/ids";
 import {
   CLOSE,
   type Conversation as ConversationView,
@@ -155,7 +155,7 @@ export class Conversation {
     }
     const e2ee = this.store.requireMeta().e2ee;
     const message = this.store.append({
-      id: ulid(now),
+      id: newId(now),
       senderId: sender.userId,
       senderDeviceId: sender.deviceId,
       clientMsgId: request.clientMsgId,
@@ -245,7 +245,7 @@ export class Conversation {
   }
 
   private appendSystem(actor: Identity, event: SystemEvent, now: number): Message {
-    const id = ulid(now);
+    const id = newId(now);
     const message = this.store.append({
       id,
       senderId: actor.userId,

@@ -25,7 +25,7 @@ const MIGRATIONS = [
   `CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL)`,
   // The highest seq whose notification reached every member's user object.
   `ALTER TABLE conversation ADD COLUMN fanout_seq INTEGER NOT NULL DEFAULT 0`,
-  `UPDATE conversation SET fanout_seq = last_seq`,
+  `UPDATE conversation SET fanout_seq = (SELECT coalesce(max(seq), 0) FROM messages)`,
   // Who is typing, until when: kept in storage so the lapse survives hibernation.
   `CREATE TABLE typing (user_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)`,
 ];
@@ -92,14 +92,17 @@ export class ConversationStore {
       }>("SELECT * FROM conversation")
       .toArray()[0];
     if (!row) return null;
+    const last = this.sql
+      .exec<{ seq: number; created_at: number }>("SELECT seq, created_at FROM messages ORDER BY seq DESC LIMIT 1")
+      .toArray()[0];
     return {
       id: row.id,
       type: row.type === "group" ? "group" : "direct",
       title: row.title,
       e2ee: row.e2ee === 1,
       createdAt: row.created_at,
-      lastSeq: row.last_seq,
-      lastMessageAt: row.last_message_at,
+      lastSeq: last?.seq ?? 0,
+      lastMessageAt: last?.created_at ?? null,
     };
   }
 
@@ -173,7 +176,8 @@ export class ConversationStore {
       input.threadRootSeq,
       input.createdAt,
     );
-    this.sql.exec("UPDATE conversation SET last_seq = ?, last_message_at = ?", seq, input.createdAt);
+    // `lastSeq` is not written back to the conversation row: it is max(seq), read once per
+    // wake-up (loadMeta), which saves a statement on every send.
     meta.lastSeq = seq;
     meta.lastMessageAt = input.createdAt;
     const message: Message = { conversationId: meta.id, seq, ...input };

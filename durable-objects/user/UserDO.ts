@@ -9,6 +9,7 @@ import {
   LIMITS,
   PROTOCOL_VERSION,
   UserClientFrame,
+  type Message,
   type Presence,
   type Receipt,
   type UserServerFrame,
@@ -78,38 +79,56 @@ export class UserDO extends DurableObject<Env> {
     const now = Date.now();
     const sockets = this.ctx.getWebSockets();
     const online = this.liveSockets(sockets, now).length > 0;
-    const fresh: Array<Extract<InboxEvent, { type: "message" }>> = [];
+    const messages: Array<Extract<InboxEvent, { type: "message" }>> = [];
     for (const event of events) {
       if (event.type === "changed") {
         const conversation = await conversationStub(this.env, event.conversationId).viewForNotification(userId);
         if (conversation) this.sendAll(sockets, { type: "conversation", conversation }, null);
-      } else if (!this.wasDelivered(event.message.conversationId, event.message.seq)) {
-        fresh.push(event);
+      } else {
+        messages.push(event);
       }
     }
-    // Pushes are queued before anything is marked delivered: a failed enqueue fails this call,
-    // and the conversation's retry then finds the messages still fresh and queues them again.
     if (!online) {
+      // Pushes are queued before anything is marked delivered: a failed enqueue fails this call,
+      // and the conversation's retry then finds the messages still fresh and queues them again.
       await Promise.all(
-        fresh
+        messages
           .filter(({ message }) => message.senderId !== userId && message.kind !== "system")
+          .filter(({ message }) => !this.wasDelivered(message.conversationId, message.seq))
           .map(({ message, conversation }) => enqueuePush(this.env, { userId, conversation, message })),
       );
     }
+    // INSERT OR IGNORE decides what is fresh, so an overlapping retry still relays each message once.
+    const fresh = this.markDelivered(
+      messages.map((e) => e.message),
+      now,
+    );
     const relayTo = this.ctx.getWebSockets();
-    for (const { message } of fresh) {
-      // INSERT OR IGNORE decides, so an overlapping retry still relays each message once.
-      const inserted = this.ctx.storage.sql
-        .exec(
-          "INSERT OR IGNORE INTO delivered (conversation_id, seq, at) VALUES (?, ?, ?) RETURNING seq",
-          message.conversationId,
-          message.seq,
-          now,
-        )
-        .toArray().length;
-      if (inserted) this.sendAll(relayTo, { type: "message", message }, message.senderDeviceId);
-    }
+    for (const message of fresh) this.sendAll(relayTo, { type: "message", message }, message.senderDeviceId);
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
+  }
+
+  /**
+   * Records messages as delivered and returns those that were not already. One statement per 30
+   * messages rather than one per message: this runs for every member of every conversation.
+   */
+  private markDelivered(messages: Message[], now: number): Message[] {
+    const fresh: Message[] = [];
+    for (let i = 0; i < messages.length; i += 30) {
+      const chunk = messages.slice(i, i + 30);
+      const inserted = new Set(
+        this.ctx.storage.sql
+          .exec<{ conversation_id: string; seq: number }>(
+            `INSERT OR IGNORE INTO delivered (conversation_id, seq, at) VALUES ${chunk.map(() => "(?, ?, ?)").join(", ")}
+             RETURNING conversation_id, seq`,
+            ...chunk.flatMap((m) => [m.conversationId, m.seq, now]),
+          )
+          .toArray()
+          .map((r) => `${r.conversation_id}\n${r.seq}`),
+      );
+      for (const m of chunk) if (inserted.has(`${m.conversationId}\n${m.seq}`)) fresh.push(m);
+    }
+    return fresh;
   }
 
   private wasDelivered(conversationId: string, seq: number): boolean {
@@ -369,11 +388,11 @@ export class UserDO extends DurableObject<Env> {
   }
 
   private sendAll(sockets: WebSocket[], frame: UserServerFrame, exceptDeviceId: string | null): void {
+    if (sockets.length === 0) return;
     const text = JSON.stringify(frame);
-    for (const ws of sockets) {
-      if (exceptDeviceId !== null && readState(ws)?.deviceId === exceptDeviceId) continue;
-      trySend(ws, text);
-    }
+    // The device tag finds the sender's sockets without reading every socket's attachment.
+    const except = exceptDeviceId === null ? [] : this.ctx.getWebSockets(`d:${exceptDeviceId}`);
+    for (const ws of sockets) if (!except.includes(ws)) trySend(ws, text);
   }
 
   private sendError(ws: WebSocket, message: string): void {

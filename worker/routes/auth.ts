@@ -1,6 +1,6 @@
 // Accounts and devices: register, login (one device per login), logout, WebSocket tickets, /me.
 import { and, eq, isNotNull, lt } from "drizzle-orm";
-import { ulid } from "ulidx";
+import { newId } from "../lib/ids";
 import { LoginBody, RegisterBody, type Device } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../db";
@@ -18,7 +18,7 @@ const DECOY_SALT = new Uint8Array(16);
 
 async function newDevice(c: AppContext, userId: string, name: string | undefined) {
   const token = randomToken(32); // 256 bits
-  const device = { id: ulid(), name: name ?? "device", createdAt: Date.now() };
+  const device = { id: newId(), name: name ?? "device", createdAt: Date.now() };
   await db(c.env)
     .insert(schema.devices)
     .values({ id: device.id, userId, name: device.name, tokenHash: await sha256(token), createdAt: device.createdAt });
@@ -30,7 +30,7 @@ auth.post("/register", async (c) => {
   const usernameLower = body.username.toLowerCase();
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const row = {
-    id: ulid(),
+    id: newId(),
     username: body.username,
     usernameLower,
     displayName: body.displayName ?? body.username,

@@ -1,6 +1,6 @@
 // Conversations: the Worker authenticates and validates, then the conversation's object decides
 // (membership, roles, seq). D1 serves only the list, which no single object can answer.
-import { ulid } from "ulidx";
+import { newId } from "../lib/ids";
 import {
   AddMembersBody,
   CreateDirectBody,
@@ -97,7 +97,7 @@ groups.use(requireAuth);
 groups.post("/create", async (c) => {
   const body = await readJson(c.req.raw, CreateGroupBody, c.get("settings").maxRequestBytes);
   await requireUsersExist(c.env, body.memberIds);
-  const id = ulid();
+  const id = newId();
   const result = unwrap(
     await conversationStub(c.env, id).create({
       id,

@@ -1,7 +1,7 @@
 // Media: uploads into R2 (raw body, form, resumable multipart), signed downloads, and the
 // authenticated redirect to them. docs/api.md "Media" describes the decisions taken here.
 import { and, asc, eq, isNotNull } from "drizzle-orm";
-import { ulid } from "ulidx";
+import { newId } from "../lib/ids";
 import {
   MEDIA_LIMITS,
   MediaUrlQuery,
@@ -71,7 +71,7 @@ async function storeNew(
 ): Promise<MediaRow> {
   await input.source.sniff(input.type);
   const row: MediaRow = {
-    id: ulid(),
+    id: newId(),
     uploaderId: c.get("auth").userId,
     contentType: input.type,
     size: input.length ?? 0,
@@ -235,7 +235,7 @@ upload.post("/multipart", async (c) => {
   await requireThumbnail(c, body.thumbnailId);
   // R2 allows at most 10,000 parts, so a huge file gets larger parts.
   const partSize = Math.max(settings.partBytes, Math.ceil(body.size / MEDIA_LIMITS.partsMax));
-  const id = ulid();
+  const id = newId();
   const name = cleanName(body.name, type);
   const mpu = await c.env.MEDIA.createMultipartUpload(r2Key(id), {
     httpMetadata: { contentType: type, contentDisposition: contentDisposition(type, name) },
