@@ -51,7 +51,10 @@ export class ConversationDO extends DurableObject<Env> {
         all: () => ctx.getWebSockets(),
         ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
       },
-      wakeAt: (at) => void this.wakeAt(at),
+      // Deferred work waits BATCH_DELAY_MS so that one alarm carries many messages: one D1 batch
+      // and one call per member for all of them. Without it, each message of a busy conversation
+      // got its own alarm, D1 write and member calls, and that CPU delayed the sends themselves.
+      wakeAt: (at) => void this.wakeAt(at + this.settings.batchDelayMs),
       notifyReceipt: (userIds, receipt) => {
         const conversationId = this.store.requireMeta().id;
         for (const userId of new Set(userIds)) {

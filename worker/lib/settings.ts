@@ -17,6 +17,7 @@ export interface Settings {
   ticketTtlMs: number;
   outboxBatchSize: number;
   fanoutInlineMax: number;
+  batchDelayMs: number;
   presenceDebounceMs: number;
   presenceTimeoutMs: number;
   media: MediaSettings;
@@ -67,6 +68,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     ticketTtlMs: Math.min(int(env.TICKET_TTL_SECONDS, 60, 1), 60) * 1000,
     outboxBatchSize: int(env.OUTBOX_BATCH_SIZE, 200, 1),
     fanoutInlineMax: int(env.FANOUT_INLINE_MAX, 50, 0),
+    batchDelayMs: int(env.BATCH_DELAY_MS, 25, 0),
     presenceDebounceMs: int(env.PRESENCE_DEBOUNCE_MS, 3000, 0),
     // The keep-alive window of API.md: a socket silent this long no longer counts as online.
     presenceTimeoutMs: int(env.PRESENCE_TIMEOUT_MS, 60_000, 1000),
