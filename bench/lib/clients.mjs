@@ -1,0 +1,119 @@
+// Loopback clients for the benchmark: the app's REST API and sockets, and the baseline's rooms.
+//
+// Sockets use the `ws` package (it can send an Authorization header, so no ticket round trip per
+// socket) with permessage-deflate off on both targets, so the bench measures the servers' work,
+// not zlib's.
+import WebSocket from "ws";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const PASSWORD = "bench-password-1";
+
+export class HttpError extends Error {}
+
+/** A JSON call; throws with the body when the status is not one of `expect`. */
+export async function api(base, method, path, { token, body, expect = [200, 201] } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(60_000),
+  });
+  const text = await res.text();
+  if (!expect.includes(res.status)) throw new HttpError(`${method} ${path}: ${res.status} ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight; returns results in order. */
+export async function pool(items, limit, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= items.length) return;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Registers `n` users (one device each). Registration is a 100k-iteration PBKDF2: done once per bench. */
+export async function registerUsers(base, n, prefix) {
+  return pool(Array.from({ length: n }, (_, i) => i), 4, async (i) => {
+    const username = `${prefix}${i}`.slice(0, 32);
+    const session = await api(base, "POST", "/auth/register", { body: { username, password: PASSWORD, deviceName: "bench" } });
+    return { userId: session.user.id, deviceId: session.device.id, token: session.token };
+  });
+}
+
+export async function createGroup(base, creator, others, title) {
+  const { conversation } = await api(base, "POST", "/group/create", {
+    token: creator.token,
+    body: { title, memberIds: others.map((u) => u.userId) },
+  });
+  return conversation;
+}
+
+/**
+ * Opens a socket; resolves once `isReady(text)` accepts a frame (or at `open` when no predicate).
+ * `onFrame(buf)` sees every frame after that (and the ready one too).
+ */
+export function openSocket(url, { headers = {}, isReady = null, onFrame = () => {}, timeoutMs = 30_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers, perMessageDeflate: false, handshakeTimeout: timeoutMs });
+    let settled = false;
+    const timer = setTimeout(() => fail(new Error(`socket ${url}: not ready after ${timeoutMs} ms`)), timeoutMs);
+    const fail = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      try {
+        ws.terminate();
+      } catch {
+        // already gone
+      }
+      reject(err);
+    };
+    const ok = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(ws);
+    };
+    ws.on("message", (data) => {
+      if (!settled && isReady && isReady(data.toString())) ok();
+      onFrame(data);
+    });
+    ws.on("open", () => {
+      if (!isReady) ok();
+    });
+    ws.on("error", (err) => fail(err));
+    ws.on("unexpected-response", (_req, res) => fail(new Error(`socket ${url}: HTTP ${res.statusCode}`)));
+    ws.on("close", (code) => fail(new Error(`socket ${url}: closed ${code} before ready`)));
+  });
+}
+
+export const isReadyFrame = (text) => text.startsWith('{"type":"ready"');
+
+/** Closes sockets and waits (bounded) for them to finish closing. */
+export async function closeAll(sockets, { abrupt = false } = {}) {
+  const waits = [];
+  for (const ws of sockets) {
+    if (!ws || ws.readyState === WebSocket.CLOSED) continue;
+    waits.push(new Promise((r) => ws.once("close", r)));
+    try {
+      if (abrupt) ws.terminate();
+      else ws.close(1000, "bench done");
+    } catch {
+      // gone
+    }
+  }
+  await Promise.race([Promise.all(waits), sleep(5_000)]);
+  for (const ws of sockets) if (ws && ws.readyState !== WebSocket.CLOSED) ws.terminate();
+}
+
+export { WebSocket };

@@ -1,0 +1,168 @@
+// A "room" is the devices of one conversation, on either target:
+//   - app: a group conversation of the app; each device holds its user socket (`GET /ws`, as a
+//     real client does) and its conversation socket; the server acks the sender and broadcasts
+//     `{type:"message"}` to the others, and the fan-out relays every message to the user sockets.
+//   - baseline: a bare room of bench/baseline; each device holds one socket, and every frame comes
+//     back to every socket, the sender's copy serving as its ack.
+// Both get the very same client frames, and the client does the same work per frame on both
+// (one toString and one regex), so the two sides differ only in what the server does.
+import { api, closeAll, createGroup, isReadyFrame, openSocket } from "./clients.mjs";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const BODY_RE = /"body":"m(\d+)\.(\d+)@(\d+\.\d+)"/;
+const MARK = Buffer.from('"body":"m');
+const ACK_PREFIX = '{"type":"ack"';
+const ERROR_PREFIX = '{"type":"error"';
+export const now = () => performance.timeOrigin + performance.now();
+
+let roomCounter = 0;
+
+export class Room {
+  constructor(kind, name) {
+    this.kind = kind;
+    this.name = name;
+    this.sockets = [];
+    this.userSockets = [];
+    /** Set by a scenario: ack(i, n, sentAt, at) and deliver(i, sender, n, sentAt, at). */
+    this.handler = { ack() {}, deliver() {} };
+    this.sentBy = [];
+    this.fanoutCounts = [];
+    this.errors = 0;
+    this.firstError = null;
+    this.closedEarly = 0;
+    this.receiptMs = 0;
+    this.lastReceiptAt = [];
+    this.receiptsSent = 0;
+  }
+
+  get size() {
+    return this.sockets.length;
+  }
+
+  /** The frame device `i` sends for its message `n`: identical on both targets. */
+  send(i, n) {
+    const t = now().toFixed(3);
+    this.sentBy[i]++;
+    this.sockets[i].send(`{"type":"send","clientMsgId":"${this.name}.${i}.${n}","body":"m${i}.${n}@${t}"}`);
+  }
+
+  onFrame(i, buf) {
+    const at = now();
+    const text = buf.toString();
+    const m = BODY_RE.exec(text);
+    if (!m) {
+      if (text.startsWith(ERROR_PREFIX)) {
+        this.errors++;
+        this.firstError ??= text.slice(0, 300);
+      }
+      return;
+    }
+    const sender = Number(m[1]);
+    const n = Number(m[2]);
+    const sentAt = Number(m[3]);
+    const isAck = this.kind === "app" ? text.startsWith(ACK_PREFIX) : sender === i;
+    if (isAck) {
+      this.handler.ack(i, n, sentAt, at);
+      return;
+    }
+    this.handler.deliver(i, sender, n, sentAt, at);
+    // A client acknowledges delivery as a watermark, at most once per receiptMs (app only).
+    if (this.receiptMs > 0 && at - this.lastReceiptAt[i] >= this.receiptMs) {
+      const seq = /"seq":(\d+)/.exec(text)?.[1];
+      if (seq) {
+        this.lastReceiptAt[i] = at;
+        this.receiptsSent++;
+        this.sockets[i].send(`{"type":"delivered","seq":${seq}}`);
+      }
+    }
+  }
+
+  onUserFrame(i, buf) {
+    if (buf.indexOf(MARK) >= 0) this.fanoutCounts[i]++;
+  }
+
+  /** Whether every device's user socket got every bench message of the others (app only). */
+  fanoutCaughtUp() {
+    if (this.kind !== "app" || this.userSockets.length === 0) return true;
+    const total = this.sentBy.reduce((a, b) => a + b, 0);
+    return this.fanoutCounts.every((c, i) => c >= total - this.sentBy[i]);
+  }
+
+  async close() {
+    await closeAll([...this.sockets, ...this.userSockets]);
+  }
+}
+
+/** Opens an app room: a fresh group of `devices` (the first creates it), user and conversation sockets. */
+export async function openAppRoom(server, devices, { receiptMs = 0, userSockets = true } = {}) {
+  const room = new Room("app", `r${Date.now().toString(36)}${roomCounter++}`);
+  const conversation = await createGroup(server.base, devices[0], devices.slice(1), room.name);
+  room.conversationId = conversation.id;
+  room.creator = devices[0];
+  room.receiptMs = receiptMs;
+  room.devices = devices;
+  const n = devices.length;
+  room.sentBy = new Array(n).fill(0);
+  room.fanoutCounts = new Array(n).fill(0);
+  room.lastReceiptAt = new Array(n).fill(0);
+  await Promise.all(
+    devices.map(async (d, i) => {
+      const headers = { authorization: `Bearer ${d.token}` };
+      if (userSockets) {
+        room.userSockets[i] = await openSocket(`${server.wsBase}/ws`, {
+          headers,
+          isReady: isReadyFrame,
+          onFrame: (buf) => room.onUserFrame(i, buf),
+        });
+      }
+      room.sockets[i] = await openSocket(`${server.wsBase}/conversations/${conversation.id}/ws`, {
+        headers,
+        isReady: isReadyFrame,
+        onFrame: (buf) => room.onFrame(i, buf),
+      });
+      room.sockets[i].on("close", () => room.closedEarly++);
+    }),
+  );
+  return room;
+}
+
+export async function openBaselineRoom(server, n) {
+  const room = new Room("baseline", `b${Date.now().toString(36)}${roomCounter++}`);
+  room.sentBy = new Array(n).fill(0);
+  room.fanoutCounts = new Array(n).fill(0);
+  room.lastReceiptAt = new Array(n).fill(0);
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      room.sockets[i] = await openSocket(`${server.wsBase}/ws/${room.name}`, { onFrame: (buf) => room.onFrame(i, buf) });
+      room.sockets[i].on("close", () => room.closedEarly++);
+    }),
+  );
+  return room;
+}
+
+/**
+ * Waits until the app has finished the work a send leaves behind: the fan-out relayed every
+ * message to the user sockets, and the outbox brought D1's copy of each conversation up to the
+ * object's `lastSeq`. Returns the seconds it took, or null after `timeoutMs`.
+ */
+export async function waitQuiet(server, rooms, timeoutMs = 120_000) {
+  const app = rooms.filter((r) => r.kind === "app");
+  if (app.length === 0) return 0;
+  const start = now();
+  const deadline = start + timeoutMs;
+  const pending = new Set(app);
+  while (now() < deadline) {
+    for (const room of [...pending]) {
+      if (!room.fanoutCaughtUp()) continue;
+      const [{ conversation }, list] = await Promise.all([
+        api(server.base, "GET", `/conversations/${room.conversationId}`, { token: room.creator.token }),
+        api(server.base, "GET", "/conversations", { token: room.creator.token }),
+      ]);
+      const inD1 = list.conversations.find((c) => c.id === room.conversationId);
+      if (inD1 && inD1.lastSeq === conversation.lastSeq) pending.delete(room);
+    }
+    if (pending.size === 0) return (now() - start) / 1000;
+    await sleep(200);
+  }
+  return null;
+}

@@ -1,0 +1,488 @@
+// The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
+import { api, closeAll, isReadyFrame, openSocket, pool } from "./clients.mjs";
+import { cpuSeconds } from "./proc.mjs";
+import { now, openAppRoom, openBaselineRoom, waitQuiet } from "./rooms.mjs";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return null;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/** CPU seconds of the server's runtime and proxy workerd and of this client, between two calls. */
+function cpuMeter(server) {
+  const { runtime, proxy } = server.workerdProcesses();
+  const read = () => ({
+    runtime: cpuSeconds(runtime),
+    runtimeSystem: cpuSeconds(runtime, "system"),
+    proxy: cpuSeconds(proxy),
+    client: process.cpuUsage(),
+  });
+  const start = read();
+  return () => {
+    const end = read();
+    return {
+      runtime: end.runtime - start.runtime,
+      runtimeSystem: end.runtimeSystem - start.runtimeSystem,
+      proxy: end.proxy - start.proxy,
+      client: (end.client.user + end.client.system - start.client.user - start.client.system) / 1e6,
+    };
+  };
+}
+
+async function openRoom(target, devices, opts) {
+  return target.kind === "app" ? openAppRoom(target.server, devices, opts) : openBaselineRoom(target.server, devices.length);
+}
+
+// --- S1: latency at offered loads ---------------------------------------------------------------
+
+/**
+ * One conversation, `devices.length` devices, device 0 sends at each offered rate: a warm-up,
+ * then a measured window. Latency is one-way, send call to arrival at each receiver (one clock:
+ * all clients live in this process).
+ */
+export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs }) {
+  const room = await openRoom(target, devices, { receiptMs });
+  const receivers = room.size - 1;
+  const results = [];
+  let n = 0;
+  try {
+    for (const rate of rates) {
+      let measuredFrom = Infinity;
+      let measuredTo = Infinity;
+      let windowStart = Infinity;
+      let windowEnd = Infinity;
+      const latencies = [];
+      let deliveredInWindow = 0;
+      let deliveredMeasured = 0;
+      room.handler = {
+        ack() {},
+        deliver(_i, _sender, msgN, sentAt, at) {
+          if (at >= windowStart && at < windowEnd) deliveredInWindow++;
+          if (msgN >= measuredFrom && msgN < measuredTo) {
+            deliveredMeasured++;
+            latencies.push(at - sentAt);
+          }
+        },
+      };
+      const cpu = cpuMeter(target.server);
+      const start = now();
+      let sent = 0;
+      const total = Math.round(((warmupMs + windowMs) / 1000) * rate);
+      const warm = Math.round((warmupMs / 1000) * rate);
+      await new Promise((resolve) => {
+        const tick = () => {
+          const due = Math.min(total, Math.floor(((now() - start) / 1000) * rate) + 1);
+          while (sent < due) {
+            if (sent === warm) {
+              measuredFrom = n;
+              windowStart = now();
+              windowEnd = windowStart + windowMs;
+            }
+            room.send(0, n++);
+            sent++;
+          }
+          if (sent >= total) {
+            measuredTo = n;
+            clearInterval(timer);
+            resolve();
+          }
+        };
+        const timer = setInterval(tick, 2);
+      });
+      const expected = (measuredTo - measuredFrom) * receivers;
+      const drainDeadline = now() + 5_000;
+      while (deliveredMeasured < expected && now() < drainDeadline) await sleep(20);
+      // The app's outbox and fan-out of these messages count too: wait for them (bounded).
+      const quiet = await waitQuiet(target.server, [room], 30_000);
+      const used = cpu();
+      latencies.sort((a, b) => a - b);
+      results.push({
+        rate,
+        sent: measuredTo - measuredFrom,
+        deliveredPerSec: deliveredInWindow / receivers / (windowMs / 1000),
+        p50: percentile(latencies, 50),
+        p95: percentile(latencies, 95),
+        p99: percentile(latencies, 99),
+        max: latencies.length ? latencies[latencies.length - 1] : null,
+        loss: expected > 0 ? 1 - deliveredMeasured / expected : 0,
+        cpu: used,
+        // All the runtime did for this rate (warm-up and window), outbox and fan-out included.
+        cpuMsPerMessage: (used.runtime * 1000) / total,
+        quietSeconds: quiet,
+      });
+      await sleep(300);
+    }
+    const quietSeconds = await waitQuiet(target.server, [room]);
+    return { rates: results, errors: room.errors, firstError: room.firstError, closedEarly: room.closedEarly, quietSeconds };
+  } finally {
+    await room.close();
+  }
+}
+
+// --- S2 and S3: throughput with a bounded window of unacked messages ------------------------------
+
+/**
+ * `rooms` rooms of `perRoom` devices; in each, the devices listed by `senders(room)` keep `window`
+ * messages unacked until the time is up. Counts what arrives inside the measured window.
+ */
+async function windowed(target, roomDevices, { senders, window, warmupMs, durationMs, receiptMs, hooks }) {
+  const rooms = await Promise.all(roomDevices.map((devices) => openRoom(target, devices, { receiptMs })));
+  let windowStart = Infinity;
+  let windowEnd = Infinity;
+  let sendUntil = Infinity;
+  let acked = 0;
+  let delivered = 0;
+  let receivers = 0;
+  const ackLatencies = [];
+  // Acks per 500 ms from the first send: shows a slow start, stalls, or a steady rate.
+  const timeline = [];
+  let t0 = now();
+  try {
+    for (const room of rooms) {
+      const sending = senders(room);
+      receivers += room.size - 1;
+      const next = new Array(room.size).fill(0);
+      room.handler = {
+        ack(i, _n, sentAt, at) {
+          const bucket = Math.floor((at - t0) / 500);
+          timeline[bucket] = (timeline[bucket] ?? 0) + 1;
+          if (at >= windowStart && at < windowEnd) {
+            acked++;
+            if (ackLatencies.length < 200_000) ackLatencies.push(at - sentAt);
+          }
+          if (at < sendUntil) room.send(i, next[i]++);
+        },
+        deliver(_i, _sender, _n, _sentAt, at) {
+          if (at >= windowStart && at < windowEnd) delivered++;
+        },
+      };
+      room.start = () => {
+        for (const i of sending) for (let k = 0; k < window; k++) room.send(i, next[i]++);
+      };
+    }
+    // The inspector only answers while the isolate has a moment to spare: start profiling first.
+    if (target.kind === "app") await hooks?.start?.();
+    t0 = now();
+    sendUntil = t0 + warmupMs + durationMs;
+    const cpuAll = cpuMeter(target.server);
+    for (const room of rooms) room.start();
+    await sleep(warmupMs);
+    const cpu = cpuMeter(target.server);
+    windowStart = now();
+    windowEnd = windowStart + durationMs;
+    await sleep(durationMs);
+    const used = cpu();
+    if (target.kind === "app") await hooks?.stop?.();
+    // Let the last acks land (bounded), then wait for the app's outbox and fan-out to catch up.
+    await sleep(1_000);
+    const quietSeconds = await waitQuiet(target.server, rooms);
+    // Everything the runtime did for every message sent, the outbox and fan-out included: a
+    // number that noise on a shared machine moves far less than a rate.
+    const usedAll = cpuAll();
+    const sentAll = rooms.reduce((a, r) => a + r.sentBy.reduce((x, y) => x + y, 0), 0);
+    ackLatencies.sort((a, b) => a - b);
+    const seconds = durationMs / 1000;
+    const senderCount = rooms.reduce((a, r) => a + senders(r).length, 0);
+    return {
+      ackedPerSec: acked / seconds,
+      // Per receiver: the rate each receiving device saw (deliveries/s divided by receivers).
+      deliveredPerSec: delivered / (receivers / rooms.length) / rooms.length / seconds,
+      deliveriesPerSec: delivered / seconds,
+      ackP50: percentile(ackLatencies, 50),
+      ackP99: percentile(ackLatencies, 99),
+      senders: senderCount,
+      errors: rooms.reduce((a, r) => a + r.errors, 0),
+      firstError: rooms.find((r) => r.firstError)?.firstError ?? null,
+      closedEarly: rooms.reduce((a, r) => a + r.closedEarly, 0),
+      receipts: rooms.reduce((a, r) => a + r.receiptsSent, 0),
+      quietSeconds,
+      cpu: used,
+      cpuMsPerMessage: {
+        runtime: acked ? (used.runtime * 1000) / acked : null,
+        proxy: acked ? (used.proxy * 1000) / acked : null,
+        runtimeAll: sentAll ? (usedAll.runtime * 1000) / sentAll : null,
+        runtimeAllSystem: sentAll ? (usedAll.runtimeSystem * 1000) / sentAll : null,
+      },
+      sentAll,
+      ackTimeline: Array.from(timeline, (x) => x ?? 0),
+    };
+  } finally {
+    await Promise.all(rooms.map((r) => r.close()));
+  }
+}
+
+export function s2(target, devices, o) {
+  return windowed(target, [devices], { ...o, senders: () => [0] });
+}
+
+export function s3(target, pairs, o) {
+  return windowed(target, pairs, { ...o, senders: (room) => room.sockets.map((_, i) => i) });
+}
+
+// --- S4: sync through GET /messages?since= ---------------------------------------------------------
+
+/**
+ * Stores `total` messages in `pairs.length` conversations of two devices each, the first device of
+ * every pair being the syncing user (the same user in every pair), through parallel socket sends
+ * with a window, exactly as clients send; then waits until the outbox has put all of them in D1.
+ */
+export async function seedS4(server, syncUser, others, total, { window = 20 } = {}) {
+  const perRoom = Math.ceil(total / others.length);
+  const started = now();
+  // Every device holds one user socket, as a client does (a device without one counts as
+  // offline and each message would queue a push for it); the rooms open conversation sockets only.
+  const userSockets = await Promise.all(
+    [syncUser, ...others].map((d) =>
+      openSocket(`${server.wsBase}/ws`, { headers: { authorization: `Bearer ${d.token}` }, isReady: isReadyFrame }),
+    ),
+  );
+  const rooms = await Promise.all(others.map((o) => openAppRoom(server, [syncUser, o], { userSockets: false })));
+  const quotas = rooms.map((_, i) => Math.max(0, Math.min(perRoom, total - i * perRoom)));
+  await Promise.all(
+    rooms.map(
+      (room, r) =>
+        new Promise((resolve, reject) => {
+          const quota = quotas[r];
+          let sent = 0;
+          let acked = 0;
+          const next = [0, 0];
+          const sendOne = (i) => {
+            if (sent >= quota) return;
+            sent++;
+            room.send(i, next[i]++);
+          };
+          room.handler = {
+            ack(i) {
+              acked++;
+              if (acked >= quota) resolve();
+              else sendOne(i);
+            },
+            deliver() {},
+          };
+          if (quota === 0) return resolve();
+          for (let k = 0; k < window; k++) for (const i of [0, 1]) sendOne(i);
+          setTimeout(() => reject(new Error(`S4 seeding: room ${r} stalled at ${acked}/${quota}`)), 600_000).unref();
+        }),
+    ),
+  );
+  const sentSeconds = (now() - started) / 1000;
+  const quietSeconds = await waitQuiet(server, rooms, 600_000);
+  await Promise.all(rooms.map((r) => r.close()));
+  await closeAll(userSockets);
+  if (quietSeconds === null) throw new Error("S4 seeding: the outbox did not drain to D1 within 10 minutes");
+  return { stored: quotas.reduce((a, b) => a + b, 0), conversations: rooms.length, sentSeconds, drainSeconds: quietSeconds };
+}
+
+/** Pages GET /messages?since=0 to the end; checks that every message came exactly once. */
+export async function s4(server, syncUser, expectedAtLeast, { limit = 500 } = {}) {
+  const ids = new Set();
+  let since = "0";
+  let pages = 0;
+  let count = 0;
+  const t0 = now();
+  for (;;) {
+    const page = await api(server.base, "GET", `/messages?since=${encodeURIComponent(since)}&limit=${limit}`, { token: syncUser.token });
+    pages++;
+    for (const m of page.messages) ids.add(m.id);
+    count += page.messages.length;
+    since = page.cursor;
+    if (!page.hasMore) break;
+  }
+  const seconds = (now() - t0) / 1000;
+  if (ids.size !== count) throw new Error(`S4: ${count - ids.size} messages came twice`);
+  if (count < expectedAtLeast) throw new Error(`S4: synced ${count}, expected at least ${expectedAtLeast}`);
+  return { messages: count, pages, seconds, perSec: count / seconds };
+}
+
+// --- S5: idle hibernating sockets: memory, and everyone reconnecting at once ----------------------
+
+const HIBERNATE_WAIT_MS = 20_000;
+
+function settle() {
+  return sleep(HIBERNATE_WAIT_MS);
+}
+
+/**
+ * App: `devices` (one per user, in groups created by `poster`), `perDevice` user sockets each.
+ * Measures the workerd RSS delta per socket once every object has had time to hibernate, then
+ * drops every socket at once, sends `outage` messages per group while they are down, and times
+ * how long it takes until every socket is back (`ready`) and every device has synced the missed
+ * messages with GET /messages?since=<its cursor>; then checks a live message reaches every socket.
+ */
+export async function s5App(server, { devices, groups, poster, perDevice }) {
+  const total = devices.length * perDevice;
+  const sockets = [];
+  const url = `${server.wsBase}/ws`;
+  const connectAll = (concurrency) =>
+    pool(
+      devices.flatMap((d) => Array.from({ length: perDevice }, (_, k) => [d, k])),
+      concurrency,
+      async ([d]) => {
+        const counter = { live: 0 };
+        const ws = await openSocket(url, {
+          headers: { authorization: `Bearer ${d.token}` },
+          isReady: isReadyFrame,
+          timeoutMs: 120_000,
+          onFrame: (buf) => {
+            if (buf.indexOf('"body":"live') >= 0) counter.live++;
+          },
+        });
+        ws.counter = counter;
+        sockets.push(ws);
+        return ws;
+      },
+    );
+
+  // Cursors: where each device's sync stands before the drop.
+  const cursors = new Map();
+  await pool(devices, 32, async (d) => cursors.set(d, (await syncAll(server, d, "0")).cursor));
+
+  await settle();
+  const before = server.rss();
+  const connectStart = now();
+  await connectAll(256);
+  const connectSeconds = (now() - connectStart) / 1000;
+  await settle();
+  const after = server.rss();
+  const keepAlive = setInterval(() => {
+    for (const ws of sockets) if (ws.readyState === 1) ws.send("ping");
+  }, 25_000);
+
+  try {
+    // Everyone drops at once (a deploy, a network blip), as abruptly as a dead connection.
+    await closeAll(sockets.splice(0), { abrupt: true });
+    // While they are away, every group gets messages; they must not be lost.
+    const outage = 2;
+    const outageFrom = Date.now();
+    const missed = new Map();
+    for (const g of groups) {
+      for (let k = 0; k < outage; k++) {
+        await api(server.base, "POST", "/send", {
+          token: poster.token,
+          body: { conversationId: g.conversation.id, clientMsgId: `outage.${g.conversation.id}.${k}.${Date.now()}`, body: `outage ${k}` },
+        });
+      }
+      for (const d of g.members) missed.set(d, outage);
+    }
+    // Sync reads D1: start the clock once the outbox has put the outage messages there.
+    await waitIndexed(server, poster, outageFrom, groups.length * outage);
+
+    const t0 = now();
+    const resumed = await Promise.all([
+      connectAll(total),
+      pool(devices, 64, async (d) => {
+        const { count } = await syncAll(server, d, cursors.get(d));
+        if (count !== missed.get(d)) throw new Error(`S5: device synced ${count} messages, expected ${missed.get(d)}`);
+        return count;
+      }),
+    ]);
+    const resumeSeconds = (now() - t0) / 1000;
+    const synced = resumed[1].reduce((a, b) => a + b, 0);
+
+    // Live traffic reaches every socket again.
+    for (const g of groups) {
+      await api(server.base, "POST", "/send", {
+        token: poster.token,
+        body: { conversationId: g.conversation.id, clientMsgId: `live.${g.conversation.id}.${Date.now()}`, body: "live after resume" },
+      });
+    }
+    const deadline = now() + 60_000;
+    const received = () => sockets.filter((ws) => ws.counter.live >= 1).length;
+    while (received() < total && now() < deadline) await sleep(100);
+    return {
+      sockets: total,
+      objects: devices.length,
+      memoryPerSocket: {
+        runtime: (after.runtime - before.runtime) / total,
+        proxy: (after.proxy - before.proxy) / total,
+      },
+      rssBefore: before,
+      rssAfter: after,
+      connectSeconds,
+      resumeSeconds,
+      synced,
+      syncedExpected: [...missed.values()].reduce((a, b) => a + b, 0),
+      liveReceived: received(),
+    };
+  } finally {
+    clearInterval(keepAlive);
+    await closeAll(sockets.splice(0));
+  }
+}
+
+/** Baseline: the same number of sockets over the same number of rooms; memory and reconnect time. */
+export async function s5Baseline(server, { rooms, perRoom }) {
+  const total = rooms * perRoom;
+  const sockets = [];
+  const names = Array.from({ length: rooms }, (_, r) => `s5r${r}`);
+  const connectAll = (concurrency) =>
+    pool(
+      names.flatMap((name) => Array.from({ length: perRoom }, () => name)),
+      concurrency,
+      async (name) => {
+        const ws = await openSocket(`${server.wsBase}/ws/${name}`, { timeoutMs: 120_000 });
+        sockets.push(ws);
+        return ws;
+      },
+    );
+  await settle();
+  const before = server.rss();
+  const connectStart = now();
+  await connectAll(256);
+  const connectSeconds = (now() - connectStart) / 1000;
+  await settle();
+  const after = server.rss();
+  try {
+    await closeAll(sockets.splice(0), { abrupt: true });
+    const t0 = now();
+    await connectAll(total);
+    const resumeSeconds = (now() - t0) / 1000;
+    return {
+      sockets: total,
+      objects: rooms,
+      memoryPerSocket: {
+        runtime: (after.runtime - before.runtime) / total,
+        proxy: (after.proxy - before.proxy) / total,
+      },
+      rssBefore: before,
+      rssAfter: after,
+      connectSeconds,
+      resumeSeconds,
+    };
+  } finally {
+    await closeAll(sockets.splice(0));
+  }
+}
+
+/** Pages GET /messages from `since` to the end; returns the count and the final cursor. */
+export async function syncAll(server, device, since) {
+  let count = 0;
+  let cursor = since;
+  for (;;) {
+    const page = await api(server.base, "GET", `/messages?since=${encodeURIComponent(cursor)}&limit=500`, { token: device.token });
+    count += page.messages.length;
+    cursor = page.cursor;
+    if (!page.hasMore) return { count, cursor };
+  }
+}
+
+/** Waits until the poster (a member of every group) can sync at least `n` messages with "outage" bodies. */
+async function waitIndexed(server, poster, fromMs, n) {
+  const deadline = now() + 120_000;
+  while (now() < deadline) {
+    let count = 0;
+    let cursor = String(fromMs);
+    for (;;) {
+      const page = await api(server.base, "GET", `/messages?since=${cursor}&limit=500`, { token: poster.token });
+      count += page.messages.filter((m) => m.body?.startsWith("outage")).length;
+      cursor = page.cursor;
+      if (!page.hasMore) break;
+    }
+    if (count >= n) return;
+    await sleep(200);
+  }
+  throw new Error("S5: the outage messages did not reach D1 within 2 minutes");
+}

@@ -1,0 +1,479 @@
+#!/usr/bin/env node
+// `npm run bench`: the app and a bare broadcast baseline (bench/baseline/), side by side in one
+// run on the same runtime, driven over loopback by WebSocket clients in this process.
+//
+//   npm run bench                          every scenario, 3 runs each (about 15 minutes)
+//   npm run bench -- --only S2 --runs 1    one scenario, one run
+//   npm run bench -- --quick               short windows and small counts, to try the harness
+//
+// Flags: --only S1,S2,S3,S4,S5  --runs N  --quick  --s4-messages N  --s5-sockets N
+//        --s1-rates 200,500,1000  --window N (S2 unacked window)
+//        --receipt-ms N (0: receivers send no receipts)
+//        --no-baseline  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
+//        --profile: CPU-profile the app's isolate during each S2 window (inspector), save the
+//        .cpuprofile under bench/results/ and print the top functions
+// BENCH_VERBOSE=1 streams the servers' output.
+//
+// Both servers run under `wrangler dev` with local observability off (X_LOCAL_OBSERVABILITY=false:
+// its per-event trace spans cost about 10x on storage) and the app's rate limit raised with --var,
+// which would otherwise cap a single sender at 20 messages/s. Everything started is stopped at the end.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { registerUsers, createGroup } from "./lib/clients.mjs";
+import { freePorts, Server } from "./lib/proc.mjs";
+import { Inspector, busySamples, summarize } from "./lib/inspector.mjs";
+import { s1, s2, s3, s4, s5App, s5Baseline, seedS4 } from "./lib/scenarios.mjs";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const T0 = Date.now();
+const log = (msg) => console.error(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(4)} s] ${msg}`);
+
+// --- Options --------------------------------------------------------------------------------------
+
+function parseArgs(argv) {
+  const o = {
+    only: ["S1", "S2", "S3", "S4", "S5"],
+    runs: 3,
+    quick: false,
+    s4Messages: 100_000,
+    s5Sockets: 5_000,
+    window: 100,
+    receiptMs: 250,
+    baseline: true,
+    media: true,
+    out: null,
+    profile: false,
+  };
+  let onlyGiven = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, null];
+    const value = () => inline ?? argv[++i];
+    switch (flag) {
+      case "--only":
+        o.only = value().split(",").map((s) => s.trim().toUpperCase()).filter(Boolean);
+        onlyGiven = true;
+        break;
+      case "--runs":
+        o.runs = Math.max(1, Number(value()));
+        break;
+      case "--quick":
+        o.quick = true;
+        break;
+      case "--s4-messages":
+        o.s4Messages = Math.max(100, Number(value()));
+        break;
+      case "--s5-sockets":
+        o.s5Sockets = Math.max(10, Number(value()));
+        break;
+      case "--s1-rates":
+        o.s1Rates = value().split(",").map(Number).filter((r) => r > 0);
+        break;
+      case "--window":
+        o.window = Math.max(1, Number(value()));
+        break;
+      case "--receipt-ms":
+        o.receiptMs = Math.max(0, Number(value()));
+        break;
+      case "--no-baseline":
+        o.baseline = false;
+        break;
+      case "--no-media":
+        o.media = false;
+        break;
+      case "--out":
+        o.out = value();
+        break;
+      case "--profile":
+        o.profile = true;
+        break;
+      case "--help":
+      case "-h":
+        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 18).join("\n"));
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown flag ${a} (see --help)`);
+    }
+  }
+  for (const s of o.only) if (!/^S[1-5]$/.test(s)) throw new Error(`unknown scenario ${s}`);
+  if (o.quick) {
+    if (o.s4Messages === 100_000) o.s4Messages = 5_000;
+    if (o.s5Sockets === 5_000) o.s5Sockets = 500;
+  }
+  o.media = o.media && !onlyGiven && !o.quick;
+  o.s1 = { rates: o.s1Rates ?? [200, 500, 1000], warmupMs: o.quick ? 500 : 1_000, windowMs: o.quick ? 2_000 : 5_000, receiptMs: o.receiptMs };
+  o.s2 = { window: o.window, warmupMs: o.quick ? 500 : 1_000, durationMs: o.quick ? 3_000 : 10_000, receiptMs: o.receiptMs };
+  o.s3 = { window: 10, warmupMs: o.quick ? 500 : 1_000, durationMs: o.quick ? 3_000 : 10_000, receiptMs: o.receiptMs };
+  return o;
+}
+
+// --- Machine ------------------------------------------------------------------------------------------
+
+function machineInfo() {
+  const version = (path) => {
+    try {
+      return JSON.parse(readFileSync(join(ROOT, path), "utf8")).version;
+    } catch {
+      return "?";
+    }
+  };
+  return {
+    cpu: os.cpus()[0]?.model.trim() ?? "?",
+    cores: os.cpus().length,
+    memoryGiB: (os.totalmem() / 2 ** 30).toFixed(1),
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    wrangler: version("node_modules/wrangler/package.json"),
+    workerd: version("node_modules/miniflare/node_modules/workerd/package.json"),
+  };
+}
+
+const loadavg = () => os.loadavg().map((l) => l.toFixed(2)).join(" ");
+
+// --- Statistics -------------------------------------------------------------------------------------
+
+const median = (xs) => {
+  const s = xs.filter((x) => x !== null && x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return null;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const spread = (xs) => {
+  const s = xs.filter((x) => x !== null && x !== undefined && Number.isFinite(x));
+  return s.length ? { med: median(s), min: Math.min(...s), max: Math.max(...s), n: s.length } : null;
+};
+
+function fmt(v, digits) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "n/a";
+  if (digits !== undefined) return v.toFixed(digits);
+  if (Math.abs(v) >= 100) return Math.round(v).toLocaleString("en-US");
+  if (Math.abs(v) >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}
+
+function cell(stat, digits, unit = "") {
+  if (!stat) return "n/a";
+  const m = `${fmt(stat.med, digits)}${unit}`;
+  if (stat.n < 2) return m;
+  return `${m} [${fmt(stat.min, digits)}-${fmt(stat.max, digits)}]`;
+}
+
+// --- Main ---------------------------------------------------------------------------------------------------
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const machine = machineInfo();
+  const wants = (s) => opts.only.includes(s);
+  const loads = [loadavg()];
+  log(`machine: ${machine.cpu}, ${machine.cores} cores; load ${loads[0]}`);
+
+  const [appPort, appInspector, basePort, baseInspector] = await freePorts(4);
+  const appDir = mkdtempSync(join(os.tmpdir(), "bench-app-"));
+  const baseDir = mkdtempSync(join(os.tmpdir(), "bench-baseline-"));
+  const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000"];
+  const app = new Server({
+    name: "app",
+    command: "npm",
+    args: ["run", "dev", "--", "--port", String(appPort), "--inspector-port", String(appInspector), "--persist-to", appDir, ...VARS.flatMap((v) => ["--var", v])],
+    cwd: ROOT,
+    port: appPort,
+    ready: async (base) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401,
+  });
+  const baseline = new Server({
+    name: "baseline",
+    command: "npx",
+    args: ["wrangler", "dev", "-c", "bench/baseline/wrangler.toml", "--ip", "127.0.0.1", "--port", String(basePort), "--inspector-port", String(baseInspector), "--persist-to", baseDir],
+    cwd: ROOT,
+    port: basePort,
+    ready: async (base) => (await fetch(base, { signal: AbortSignal.timeout(2_000) })).status === 200,
+  });
+  const servers = [app, ...(opts.baseline ? [baseline] : [])];
+
+  let stopping = false;
+  const cleanup = async () => {
+    if (stopping) return;
+    stopping = true;
+    await Promise.all(servers.map((s) => s.stop()));
+    rmSync(appDir, { recursive: true, force: true });
+    rmSync(baseDir, { recursive: true, force: true });
+  };
+  for (const signal of ["SIGINT", "SIGTERM"]) {
+    process.on(signal, () => {
+      log(`${signal}: stopping servers`);
+      void cleanup().then(() => process.exit(130));
+    });
+  }
+
+  const results = { machine, options: opts, vars: VARS, startedAt: new Date().toISOString(), runs: {} };
+  const record = (key, target, value) => {
+    results.runs[key] ??= { app: [], baseline: [] };
+    results.runs[key][target].push(value);
+  };
+
+  try {
+    log(`starting app (port ${appPort})${opts.baseline ? ` and baseline (port ${basePort})` : ""}`);
+    await Promise.all(servers.map((s) => s.start()));
+    machine.workerdBinary = workerdVersion(app);
+
+    // Users: registration is a deliberate 100k-iteration PBKDF2, so they are made once and reused.
+    const perDevice = 10;
+    const s5Devices = wants("S5") ? Math.ceil(opts.s5Sockets / perDevice) : 0;
+    const poolSize = Math.max(wants("S3") ? 40 : wants("S1") || wants("S2") ? 10 : 0, s5Devices);
+    const tag = Date.now().toString(36);
+    log(`registering ${poolSize} users${wants("S4") ? " + 21 for S4" : ""}${wants("S5") ? " + 1 poster" : ""}`);
+    const users = await registerUsers(app.base, poolSize, `b${tag}_`);
+    const appTarget = { kind: "app", server: app };
+    const baseTarget = { kind: "baseline", server: baseline };
+    const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
+
+    if (wants("S1")) {
+      for (let run = 0; run < opts.runs; run++) {
+        for (const t of targets(run)) {
+          log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
+          record("S1", t.kind, await s1(t, users.slice(0, 10), opts.s1));
+        }
+      }
+    }
+    if (wants("S2")) {
+      for (let run = 0; run < opts.runs; run++) {
+        for (const t of targets(run)) {
+          log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
+          const hooks = opts.profile ? profiler(appInspector, `S2-run${run + 1}`) : undefined;
+          record("S2", t.kind, await s2(t, users.slice(0, 10), { ...opts.s2, hooks }));
+        }
+      }
+    }
+    if (wants("S3")) {
+      const pairs = Array.from({ length: 20 }, (_, i) => [users[2 * i], users[2 * i + 1]]);
+      for (let run = 0; run < opts.runs; run++) {
+        for (const t of targets(run)) {
+          log(`S3 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
+          record("S3", t.kind, await s3(t, pairs, opts.s3));
+        }
+      }
+    }
+    loads.push(loadavg());
+    if (wants("S4")) {
+      const s4Users = await registerUsers(app.base, 21, `s4${tag}_`);
+      log(`S4: storing ${opts.s4Messages.toLocaleString("en-US")} messages through sockets (load ${loadavg()})`);
+      const seed = await seedS4(app, s4Users[0], s4Users.slice(1), opts.s4Messages);
+      results.s4Seed = seed;
+      log(`S4: stored in ${seed.sentSeconds.toFixed(1)} s, in D1 ${seed.drainSeconds.toFixed(1)} s later`);
+      for (let run = 0; run < opts.runs; run++) {
+        log(`S4 run ${run + 1}/${opts.runs} (load ${loadavg()})`);
+        record("S4", "app", await s4(app, s4Users[0], seed.stored));
+      }
+    }
+    loads.push(loadavg());
+    if (wants("S5")) {
+      const [poster] = await registerUsers(app.base, 1, `p${tag}_`);
+      const devices = users.slice(0, s5Devices);
+      // Groups of 49 devices plus the poster: 50 members, the largest size fanned out inline.
+      const groups = [];
+      for (let i = 0; i < devices.length; i += 49) {
+        const members = devices.slice(i, i + 49);
+        groups.push({ members, conversation: await createGroup(app.base, poster, members, `s5 ${i / 49}`) });
+      }
+      const sockets = devices.length * perDevice;
+      for (let run = 0; run < opts.runs; run++) {
+        for (const t of targets(run)) {
+          // A fresh runtime per run, so the memory delta is not hidden by what an earlier run freed.
+          log(`S5 run ${run + 1}/${opts.runs} ${t.kind}: restarting it, then ${sockets} sockets (load ${loadavg()})`);
+          await t.server.stop();
+          await t.server.start();
+          record(
+            "S5",
+            t.kind,
+            t.kind === "app"
+              ? await s5App(app, { devices, groups, poster, perDevice })
+              : await s5Baseline(baseline, { rooms: devices.length, perRoom: perDevice }),
+          );
+        }
+      }
+    }
+    loads.push(loadavg());
+    results.loads = loads;
+    results.serverErrors = { app: app.errorLines().slice(-20), baseline: opts.baseline ? baseline.errorLines().slice(-20) : [] };
+  } catch (err) {
+    log(`FAILED: ${err.stack ?? err}`);
+    log(`app output tail:\n${app.tail()}`);
+    process.exitCode = 1;
+  } finally {
+    await cleanup();
+  }
+
+  const table = render(results, opts);
+  console.log(table);
+  const out = opts.out ?? join(ROOT, "bench", "results", `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ ...results, table }, null, 2));
+  log(`results: ${out}`);
+
+  if (opts.media && process.exitCode !== 1 && existsSync(join(ROOT, "bench", "media.mjs"))) {
+    log("bench/media.mjs exists: running it");
+    const media = spawnSync(process.execPath, [join(ROOT, "bench", "media.mjs")], { cwd: ROOT, stdio: "inherit" });
+    if (media.status !== 0) process.exitCode = media.status ?? 1;
+  }
+}
+
+/**
+ * Start/stop hooks that CPU-profile the app's isolate (its Worker and Durable Objects) through
+ * wrangler's inspector proxy, save the profile under bench/results/, and print the top functions.
+ * miniflare's own services (D1, queues) run in other isolates of the same process and are not in
+ * it. Sampling slows the app down: profiled runs measure where time goes, not how fast it is.
+ */
+function profiler(inspectorPort, label) {
+  let inspector = null;
+  return {
+    async start() {
+      inspector = await Inspector.connect(inspectorPort);
+      await inspector.startProfile();
+    },
+    async stop() {
+      const profile = await inspector.stopProfile();
+      inspector.close();
+      const dir = join(ROOT, "bench", "results");
+      mkdirSync(dir, { recursive: true });
+      const file = join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${label}.cpuprofile`);
+      writeFileSync(file, JSON.stringify(profile));
+      const { self, inclusive } = summarize(profile, 40);
+      console.error([`\nprofile ${label}: ${busySamples(profile)} busy samples of ${profile.samples.length}, ${file}`, "-- self --", ...self, "-- inclusive --", ...inclusive, ""].join("\n"));
+    },
+  };
+}
+
+function workerdVersion(server) {
+  try {
+    const { runtime } = server.workerdProcesses();
+    const exe = readFileSync(`/proc/${runtime}/cmdline`, "utf8").split("\0")[0];
+    return execFileSync(exe, ["--version"], { encoding: "utf8" }).trim();
+  } catch {
+    return null;
+  }
+}
+
+// --- The table -------------------------------------------------------------------------------------------
+
+function render(results, opts) {
+  const { machine } = results;
+  const runs = results.runs;
+  const lines = [];
+  const rows = [];
+  const row = (scenario, metric, app, base, ratio = "") => rows.push([scenario, metric, app, base, ratio]);
+  const get = (key, target, f) => spread((runs[key]?.[target] ?? []).map(f));
+  const ratio = (a, b) => (a && b && b.med ? `${(a.med / b.med).toFixed(2)}x` : "");
+
+  if (runs.S1) {
+    for (const [k, rate] of opts.s1.rates.entries()) {
+      const at = (t, f) => get("S1", t, (r) => f(r.rates[k]));
+      const d = [at("app", (x) => x.deliveredPerSec), at("baseline", (x) => x.deliveredPerSec)];
+      row(`S1 @${rate}/s`, "delivered msg/s per receiver", cell(d[0]), cell(d[1]), ratio(d[0], d[1]));
+      for (const p of ["p50", "p95", "p99", "max"]) {
+        const v = [at("app", (x) => x[p]), at("baseline", (x) => x[p])];
+        row("", `${p} latency ms`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
+      }
+      const loss = [at("app", (x) => x.loss * 100), at("baseline", (x) => x.loss * 100)];
+      row("", "loss %", cell(loss[0], 2), cell(loss[1], 2));
+      const cpu = [at("app", (x) => x.cpuMsPerMessage), at("baseline", (x) => x.cpuMsPerMessage)];
+      row("", "runtime CPU ms per message", cell(cpu[0], 3), cell(cpu[1], 3), ratio(cpu[0], cpu[1]));
+    }
+  }
+  if (runs.S2) {
+    const a = get("S2", "app", (r) => r.ackedPerSec);
+    const b = get("S2", "baseline", (r) => r.ackedPerSec);
+    row(`S2 window ${opts.s2.window}`, "acked msg/s", cell(a), cell(b), ratio(a, b));
+    const da = get("S2", "app", (r) => r.deliveredPerSec);
+    const db = get("S2", "baseline", (r) => r.deliveredPerSec);
+    row("", "delivered msg/s per receiver", cell(da), cell(db), ratio(da, db));
+    row("", "ack p50 / p99 ms", `${cell(get("S2", "app", (r) => r.ackP50), 1)} / ${cell(get("S2", "app", (r) => r.ackP99), 1)}`,
+      `${cell(get("S2", "baseline", (r) => r.ackP50), 1)} / ${cell(get("S2", "baseline", (r) => r.ackP99), 1)}`);
+    const cpuA = get("S2", "app", (r) => r.cpuMsPerMessage.runtimeAll);
+    const cpuB = get("S2", "baseline", (r) => r.cpuMsPerMessage.runtimeAll);
+    row("", "runtime CPU ms per message (all work)", cell(cpuA, 3), cell(cpuB, 3), ratio(cpuA, cpuB));
+    row("", "  of which kernel (system) ms", cell(get("S2", "app", (r) => r.cpuMsPerMessage.runtimeAllSystem), 3),
+      cell(get("S2", "baseline", (r) => r.cpuMsPerMessage.runtimeAllSystem), 3));
+    row("", "outbox + fan-out caught up after s", cell(get("S2", "app", (r) => r.quietSeconds), 1), "-");
+  }
+  if (runs.S3) {
+    const a = get("S3", "app", (r) => r.ackedPerSec);
+    const b = get("S3", "baseline", (r) => r.ackedPerSec);
+    row("S3 20 conv x 2", "aggregate acked msg/s", cell(a), cell(b), ratio(a, b));
+    row("", "outbox + fan-out caught up after s", cell(get("S3", "app", (r) => r.quietSeconds), 1), "-");
+  }
+  if (runs.S4) {
+    const n = runs.S4.app[0]?.messages ?? 0;
+    row(`S4 sync ${n.toLocaleString("en-US")}`, "seconds", cell(get("S4", "app", (r) => r.seconds), 2), "-");
+    row("", "messages/s", cell(get("S4", "app", (r) => r.perSec)), "-");
+  }
+  if (runs.S5) {
+    const n = runs.S5.app[0]?.sockets ?? runs.S5.baseline[0]?.sockets ?? 0;
+    const kb = (t, f) => get("S5", t, (r) => f(r) / 1024);
+    row(`S5 ${n.toLocaleString("en-US")} sockets`, "runtime KB per idle socket", cell(kb("app", (r) => r.memoryPerSocket.runtime), 1),
+      cell(kb("baseline", (r) => r.memoryPerSocket.runtime), 1));
+    row("", "+ wrangler proxy KB per socket", cell(kb("app", (r) => r.memoryPerSocket.proxy), 1), cell(kb("baseline", (r) => r.memoryPerSocket.proxy), 1));
+    row("", "all reconnect + resume s", cell(get("S5", "app", (r) => r.resumeSeconds), 2), cell(get("S5", "baseline", (r) => r.resumeSeconds), 2),
+      ratio(get("S5", "app", (r) => r.resumeSeconds), get("S5", "baseline", (r) => r.resumeSeconds)));
+    const lost = (runs.S5.app ?? []).map((r) => `${r.synced}/${r.syncedExpected} synced, ${r.liveReceived}/${r.sockets} live`);
+    if (lost.length) row("", "resumed, nothing lost (per run)", lost.join("; "), "-");
+  }
+
+  const widths = [0, 1, 2, 3, 4].map((c) => Math.max(...[["scenario", "metric", "app", "baseline", "app/base"], ...rows].map((r) => String(r[c]).length)));
+  const line = (r) => `| ${r.map((v, c) => String(v).padEnd(widths[c])).join(" | ")} |`;
+  lines.push("");
+  lines.push(`edge-chat benchmark, ${results.startedAt}`);
+  lines.push(
+    `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB; node ${machine.node}, wrangler ${machine.wrangler}, workerd ${machine.workerd}${machine.workerdBinary ? ` (${machine.workerdBinary})` : ""}`,
+  );
+  lines.push(`load average (1/5/15 min) at start / during / end: ${(results.loads ?? []).join(" | ")}`);
+  lines.push(
+    `wrangler dev, local observability OFF (X_LOCAL_OBSERVABILITY=false); app settings raised with ${results.vars.map((v) => `--var ${v}`).join(" ")}`,
+  );
+  lines.push(
+    `each number: median of ${opts.runs} run(s) [min-max]; loopback WebSockets (ws, no compression) from one Node process; ` +
+      `S1-S3: 10 (S3: 2) devices per conversation, app devices also hold their user socket${opts.receiptMs ? ` and send a delivered receipt at most every ${opts.receiptMs} ms` : ""}`,
+  );
+  lines.push("");
+  lines.push(line(["scenario", "metric", "app", "baseline", "app/base"]));
+  lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+  for (const r of rows) lines.push(line(r));
+  lines.push("");
+  const targets = checkTargets(runs, opts);
+  if (targets.length) lines.push(...targets.map((t) => `target: ${t}`));
+  return lines.join("\n");
+}
+
+function checkTargets(runs, opts) {
+  const out = [];
+  const med = (key, target, f) => median((runs[key]?.[target] ?? []).map(f));
+  if (runs.S2?.app.length && runs.S2.baseline.length) {
+    const r = med("S2", "app", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
+    out.push(`S2 app/baseline acked ${r.toFixed(2)}x (>= 0.6x; aim 0.8x): ${r >= 0.6 ? "MET" : "NOT MET"}`);
+  }
+  const k = opts.s1.rates.indexOf(500);
+  if (runs.S1?.app.length && k >= 0) {
+    const p99 = med("S1", "app", (x) => x.rates[k].p99);
+    out.push(`S1 p99 at 500 msg/s ${fmt(p99, 1)} ms (<= 10 ms): ${p99 <= 10 ? "MET" : "NOT MET"}`);
+    for (const [i, rate] of opts.s1.rates.entries()) {
+      const baseLoss = med("S1", "baseline", (x) => x.rates[i].loss);
+      const appLoss = Math.max(...runs.S1.app.map((x) => x.rates[i].loss));
+      if (baseLoss === null || baseLoss === 0) out.push(`S1 loss at ${rate} msg/s (baseline sustains it): ${appLoss === 0 ? "none, MET" : `${(appLoss * 100).toFixed(2)}%, NOT MET`}`);
+    }
+  }
+  if (runs.S5?.app.length) {
+    const kb = med("S5", "app", (x) => x.memoryPerSocket.runtime) / 1024;
+    const ok = runs.S5.app.every((x) => x.synced === x.syncedExpected && x.liveReceived === x.sockets);
+    out.push(`S5 ${fmt(kb, 1)} KB per idle socket (< 10 KB): ${kb < 10 ? "MET" : "NOT MET"}; all ${runs.S5.app[0].sockets} resumed with nothing lost: ${ok ? "MET" : "NOT MET"}`);
+  }
+  if (runs.S4?.app.length) {
+    const s = med("S4", "app", (x) => x.seconds);
+    const n = runs.S4.app[0].messages;
+    out.push(`S4 ${n.toLocaleString("en-US")} messages synced in ${fmt(s, 2)} s (100k in < 5 s): ${n >= 100_000 ? (s < 5 ? "MET" : "NOT MET") : "not measured at 100k"}`);
+  }
+  return out;
+}
+
+await main();
