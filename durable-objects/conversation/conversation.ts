@@ -195,7 +195,13 @@ export class Conversation {
     this.deps.wakeAt(now);
     this.broadcast(JSON.stringify({ type: "receipt", ...receipt } satisfies ConversationServerFrame), null);
     // The reader's other devices, and whoever wrote the messages the watermark just passed.
-    const senders = this.store.sendersBetween(Math.min(current.deliveredSeq, current.readSeq), Math.max(deliveredSeq, readSeq), userId);
+    // Only a watermark that moved passed anyone's messages. Scanning from the lower one when it did
+    // not move cost O(history) per receipt: a device that never sends `read` keeps readSeq at 0.
+    const from = Math.min(
+      deliveredSeq > current.deliveredSeq ? current.deliveredSeq : Number.POSITIVE_INFINITY,
+      readSeq > current.readSeq ? current.readSeq : Number.POSITIVE_INFINITY,
+    );
+    const senders = this.store.sendersBetween(from, Math.max(deliveredSeq, readSeq), userId);
     this.deps.notifyReceipt([userId, ...senders], receipt);
     return { ok: true, receipt };
   }
