@@ -43,7 +43,10 @@ export class Fanout {
     private readonly inlineMax: number,
   ) {}
 
-  /** Delivers everything above the cursor. Returns true when caught up, false after a failure. */
+  /**
+   * Delivers what is above the cursor: full batches, then what is left once (messages stored
+   * meanwhile wait for the next alarm, as one batch). Returns false after a failure.
+   */
   async run(): Promise<boolean> {
     for (;;) {
       const meta = this.store.meta;
@@ -71,6 +74,7 @@ export class Fanout {
       }
       this.failures = 0;
       this.store.setFanoutSeq(messages[messages.length - 1]!.seq);
+      if (messages.length < BATCH) return true;
     }
   }
 

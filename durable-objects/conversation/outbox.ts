@@ -34,18 +34,19 @@ export class Outbox {
   ) {}
 
   /**
-   * Writes everything queued so far to D1. Returns true when the outbox is empty, false when D1
-   * failed (the rows stay queued). Concurrent callers share one flush at a time.
+   * Writes what is queued to D1: everything (`untilEmpty`), or full batches and then what is left
+   * once, so that rows stored meanwhile wait for the next alarm and go as one batch. Returns false
+   * when D1 failed (the rows stay queued). One flush runs at a time.
    */
-  async flush(): Promise<boolean> {
+  async flush(untilEmpty = true): Promise<boolean> {
     while (this.running) await this.running;
-    this.running = this.drain().finally(() => {
+    this.running = this.drain(untilEmpty).finally(() => {
       this.running = null;
     });
     return this.running;
   }
 
-  private async drain(): Promise<boolean> {
+  private async drain(untilEmpty: boolean): Promise<boolean> {
     for (;;) {
       const rows = this.store.outboxBatch(this.batchSize);
       if (rows.length === 0) return true;
@@ -61,6 +62,7 @@ export class Outbox {
       }
       this.failures = 0;
       this.store.deleteOutboxThrough(rows[rows.length - 1]!.id);
+      if (!untilEmpty && rows.length < this.batchSize) return true;
     }
   }
 
