@@ -10,6 +10,7 @@
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
 //        --no-baseline  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
+//        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
 //        --profile: CPU-profile the app's isolate during each S2 window (inspector), save the
 //        .cpuprofile under bench/results/ and print the top functions
 // BENCH_VERBOSE=1 streams the servers' output.
@@ -46,6 +47,7 @@ function parseArgs(argv) {
     media: true,
     out: null,
     profile: false,
+    vars: [],
   };
   let onlyGiven = false;
   for (let i = 0; i < argv.length; i++) {
@@ -86,6 +88,9 @@ function parseArgs(argv) {
         break;
       case "--out":
         o.out = value();
+        break;
+      case "--var":
+        o.vars.push(value());
         break;
       case "--profile":
         o.profile = true;
@@ -174,7 +179,7 @@ async function main() {
   const [appPort, appInspector, basePort, baseInspector] = await freePorts(4);
   const appDir = mkdtempSync(join(os.tmpdir(), "bench-app-"));
   const baseDir = mkdtempSync(join(os.tmpdir(), "bench-baseline-"));
-  const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000"];
+  const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", ...opts.vars];
   const app = new Server({
     name: "app",
     command: "npm",
