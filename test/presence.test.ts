@@ -4,9 +4,12 @@
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import type { D1Writer } from "../durable-objects/conversation/outbox";
 import type { UserDO } from "../durable-objects/user/UserDO";
-import type { Conversation, Presence } from "../protocol";
+import type { Conversation, Message, Presence } from "../protocol";
 import { sha256 } from "../worker/lib/crypto";
+import { conversationStub } from "../worker/lib/objects";
 import {
   call,
   connect,
@@ -216,8 +219,8 @@ describe("receipts and unread counts", () => {
     const last = (await sendRest(b, conv.id, "reply")).message;
     const listed = async (s: Session) =>
       (await json<{ conversations: Conversation[] }>("/conversations", { token: s.token })).conversations.find((c) => c.id === conv.id)!;
-    await waitFor(async () => (await listed(b)).lastSeq === last.seq, "the list to catch up");
-    expect(await listed(b)).toMatchObject({ unread: 2, readSeq: 0 });
+    // A REST send reaches D1 before it answers: the list is right at once, for both sides.
+    expect(await listed(b)).toMatchObject({ unread: 2, readSeq: 0, lastSeq: last.seq, lastMessage: expect.objectContaining({ id: last.id }) });
     expect(await listed(a)).toMatchObject({ unread: 1, readSeq: 0 });
     expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: b.token })).conversation).toMatchObject({ unread: 2 });
 
@@ -225,6 +228,34 @@ describe("receipts and unread counts", () => {
     // A read reaches D1 before the call returns: the list is right at once.
     expect(await listed(b)).toMatchObject({ unread: 0, readSeq: last.seq, lastMessage: expect.objectContaining({ id: last.id }) });
     expect(await listed(a)).toMatchObject({ unread: 1 });
+  });
+
+  it("lists a socket-sent message by the time the recipient's user socket announces it", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const listed = async (s: Session) =>
+      (await json<{ conversations: Conversation[] }>("/conversations", { token: s.token })).conversations.find((c) => c.id === conv.id)!;
+    const [as, sb] = [await openConversation(a, conv.id), await userSocket(b)];
+    // A slow D1 (as a remote one is): each batch takes 300 ms, far longer than a user-object call.
+    const slowD1: D1Writer = {
+      prepare: (q: string) => env.DB.prepare(q),
+      batch: async (statements: D1PreparedStatement[]) => {
+        await sleep(300);
+        return env.DB.batch(statements);
+      },
+    };
+    await runInDurableObject(conversationStub(env, conv.id), (instance: ConversationDO) => {
+      instance.outbox.db = slowD1;
+    });
+    for (let i = 0; i < 3; i++) {
+      const body = `over the socket ${i}`;
+      as.send({ type: "send", clientMsgId: unique("s"), body });
+      const { message } = (await sb.next("message", (f) => (f.message as Message).body === body)) as { message: Message };
+      // No waiting: the user object is told only of messages D1 already holds.
+      expect(await listed(b)).toMatchObject({ unread: i + 1, lastSeq: message.seq, lastMessage: expect.objectContaining({ id: message.id }) });
+    }
+    as.close();
+    sb.close();
   });
 
   it("counts thread replies as unread", async () => {

@@ -105,7 +105,11 @@ export class ConversationDO extends DurableObject<Env> {
     if (this.store.meta && this.store.members.has(sender.userId) && requiredType && this.store.meta.type !== requiredType) {
       return fail("bad_request", `conversation is not a ${requiredType}`);
     }
-    return this.conversation.send(sender, request, now, null);
+    const result = this.conversation.send(sender, request, now, null);
+    // A REST send answers after its D1 write (when D1 is up), so anyone's next GET /conversations
+    // counts it. Socket sends, the hot path, await nothing: the alarm writes them in batches.
+    if (result.ok && !result.duplicate) await this.flushNow();
+    return result;
   }
 
   async history(userId: string, query: HistoryInput) {
@@ -271,7 +275,13 @@ export class ConversationDO extends DurableObject<Env> {
     // One pass each: what arrives meanwhile has asked for the next alarm (BATCH_DELAY_MS after it)
     // and goes then, as one batch. Draining until empty instead went on with a D1 batch and a
     // round of member calls for every few messages that came in during each await.
-    const [flushed, fannedOut] = await Promise.all([this.outbox.flush(false), this.fanout.run()]);
+    //
+    // D1 first, then the members' objects, and only for messages D1 now holds: a device told of a
+    // message (user socket, push) then finds it in GET /conversations. If D1 is failing, the
+    // fan-out goes on regardless: messages flow while D1 catches up later.
+    const written = this.store.meta?.lastSeq ?? 0;
+    const flushed = await this.outbox.flush(false);
+    const fannedOut = await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY);
     const now = Date.now();
     let next = this.conversation.lapseTyping(now) ?? Number.POSITIVE_INFINITY;
     if (!flushed || !fannedOut) {
@@ -290,6 +300,8 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   private async flushNow(): Promise<void> {
+    // While D1 is failing the alarm retries with backoff; calls do not add their own attempts.
+    if (Date.now() < this.retryNotBefore) return;
     if (!(await this.outbox.flush())) await this.wakeAt(Date.now());
   }
 }

@@ -44,14 +44,15 @@ export class Fanout {
   ) {}
 
   /**
-   * Delivers what is above the cursor: full batches, then what is left once (messages stored
-   * meanwhile wait for the next alarm, as one batch). Returns false after a failure.
+   * Delivers what is above the cursor up to `throughSeq`: full batches, then what is left once
+   * (messages stored meanwhile wait for the next alarm, as one batch). Returns false after a failure.
    */
-  async run(): Promise<boolean> {
+  async run(throughSeq = Number.POSITIVE_INFINITY): Promise<boolean> {
     for (;;) {
       const meta = this.store.meta;
       if (!meta) return true;
-      const { messages } = this.store.messagesAfter(this.store.fanoutSeq(), BATCH);
+      const page = this.store.messagesAfter(this.store.fanoutSeq(), BATCH).messages;
+      const messages = page.filter((m) => m.seq <= throughSeq);
       if (messages.length === 0) return true;
       const summary: ConversationSummary = { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee };
       const events: InboxEvent[] = [];
@@ -74,7 +75,7 @@ export class Fanout {
       }
       this.failures = 0;
       this.store.setFanoutSeq(messages[messages.length - 1]!.seq);
-      if (messages.length < BATCH) return true;
+      if (page.length < BATCH || messages.length < page.length) return true;
     }
   }
 
