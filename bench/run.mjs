@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench`: the app and a bare broadcast baseline (bench/baseline/), side by side in one
-// run on the same runtime, driven over loopback by WebSocket clients in this process.
+// run on the same runtime, driven over loopback by WebSocket clients in this process. S1 and S2
+// also run two more baselines from bench/baseline: "relay" (the broadcast plus the relay to every
+// member's user socket that the contract requires) and "store" (one SQLite insert per message).
 //
 //   npm run bench                          every scenario, 3 runs each (about 15 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
@@ -215,7 +217,7 @@ async function main() {
 
   const results = { machine, options: opts, vars: VARS, startedAt: new Date().toISOString(), runs: {} };
   const record = (key, target, value) => {
-    results.runs[key] ??= { app: [], baseline: [] };
+    results.runs[key] ??= { app: [], baseline: [], relay: [], store: [] };
     results.runs[key][target].push(value);
   };
 
@@ -233,11 +235,16 @@ async function main() {
     const users = await registerUsers(app.base, poolSize, `b${tag}_`);
     const appTarget = { kind: "app", server: app };
     const baseTarget = { kind: "baseline", server: baseline };
+    const relayTarget = { kind: "relay", server: baseline };
+    const storeTarget = { kind: "store", server: baseline };
     const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
+    // S1 and S2 also run the relay baseline (what the contract's delivery costs without storage)
+    // and the store baseline (what a naive insert per message costs without anything else).
+    const withRelayAndStore = (run) => (opts.baseline ? [...targets(run), relayTarget, storeTarget] : [appTarget]);
 
     if (wants("S1")) {
       for (let run = 0; run < opts.runs; run++) {
-        for (const t of targets(run)) {
+        for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
           record("S1", t.kind, await s1(t, users.slice(0, 10), opts.s1));
         }
@@ -245,7 +252,7 @@ async function main() {
     }
     if (wants("S2")) {
       for (let run = 0; run < opts.runs; run++) {
-        for (const t of targets(run)) {
+        for (const t of withRelayAndStore(run)) {
           log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
           const hooks = opts.profile ? profiler(appInspector, `S2-run${run + 1}`) : undefined;
           record("S2", t.kind, await s2(t, users.slice(0, 10), { ...opts.s2, hooks }));
@@ -385,6 +392,22 @@ function render(results, opts) {
       row("", "loss %", cell(loss[0], 2), cell(loss[1], 2));
       const cpu = [at("app", (x) => x.cpuMsPerMessage), at("baseline", (x) => x.cpuMsPerMessage)];
       row("", "runtime CPU ms per message", cell(cpu[0], 3), cell(cpu[1], 3), ratio(cpu[0], cpu[1]));
+      if (runs.S1.relay?.length) {
+        for (const p of ["p50", "p99"]) {
+          const v = [at("app", (x) => x[p]), at("relay", (x) => x[p])];
+          row("", `${p} latency ms, vs relay baseline`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
+        }
+        const rc = [at("app", (x) => x.cpuMsPerMessage), at("relay", (x) => x.cpuMsPerMessage)];
+        row("", "runtime CPU ms/msg, vs relay baseline", cell(rc[0], 3), cell(rc[1], 3), ratio(rc[0], rc[1]));
+      }
+      if (runs.S1.store?.length) {
+        for (const p of ["p50", "p99"]) {
+          const v = [at("app", (x) => x[p]), at("store", (x) => x[p])];
+          row("", `${p} latency ms, vs store baseline`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
+        }
+        const sl = [at("app", (x) => x.loss * 100), at("store", (x) => x.loss * 100)];
+        row("", "loss %, vs store baseline", cell(sl[0], 2), cell(sl[1], 2));
+      }
     }
   }
   if (runs.S2) {
@@ -402,6 +425,18 @@ function render(results, opts) {
     row("", "  of which kernel (system) ms", cell(get("S2", "app", (r) => r.cpuMsPerMessage.runtimeAllSystem), 3),
       cell(get("S2", "baseline", (r) => r.cpuMsPerMessage.runtimeAllSystem), 3));
     row("", "outbox + fan-out caught up after s", cell(get("S2", "app", (r) => r.quietSeconds), 1), "-");
+    if (runs.S2.relay?.length) {
+      const r = get("S2", "relay", (x) => x.ackedPerSec);
+      row("", "acked msg/s, vs relay baseline", cell(a), cell(r), ratio(a, r));
+      const rc = get("S2", "relay", (x) => x.cpuMsPerMessage.runtimeAll);
+      row("", "runtime CPU ms/msg, vs relay baseline", cell(cpuA, 3), cell(rc, 3), ratio(cpuA, rc));
+    }
+    if (runs.S2.store?.length) {
+      const st = get("S2", "store", (x) => x.ackedPerSec);
+      row("", "acked msg/s, vs store baseline", cell(a), cell(st), ratio(a, st));
+      const sc = get("S2", "store", (x) => x.cpuMsPerMessage.runtimeAll);
+      row("", "runtime CPU ms/msg, vs store baseline", cell(cpuA, 3), cell(sc, 3), ratio(cpuA, sc));
+    }
   }
   if (runs.S3) {
     const a = get("S3", "app", (r) => r.ackedPerSec);
@@ -457,11 +492,22 @@ function checkTargets(runs, opts) {
   if (runs.S2?.app.length && runs.S2.baseline.length) {
     const r = med("S2", "app", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
     out.push(`S2 app/baseline acked ${r.toFixed(2)}x (>= 0.6x; aim 0.8x): ${r >= 0.6 ? "MET" : "NOT MET"}`);
+    if (runs.S2.relay?.length) {
+      const relay = med("S2", "relay", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
+      out.push(`  (the relay baseline itself, no storage, reaches ${relay.toFixed(2)}x of the bare broadcast)`);
+    }
+    if (runs.S2.store?.length) {
+      const store = med("S2", "store", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
+      out.push(`  (the store baseline, one insert per message and nothing else, reaches ${store.toFixed(2)}x of the bare broadcast)`);
+    }
   }
   const k = opts.s1.rates.indexOf(500);
   if (runs.S1?.app.length && k >= 0) {
     const p99 = med("S1", "app", (x) => x.rates[k].p99);
     out.push(`S1 p99 at 500 msg/s ${fmt(p99, 1)} ms (<= 10 ms): ${p99 <= 10 ? "MET" : "NOT MET"}`);
+    for (const kind of ["relay", "store"]) {
+      if (runs.S1[kind]?.length) out.push(`  (the ${kind} baseline's p99 at 500 msg/s: ${fmt(med("S1", kind, (x) => x.rates[k].p99), 1)} ms)`);
+    }
     for (const [i, rate] of opts.s1.rates.entries()) {
       const baseLoss = med("S1", "baseline", (x) => x.rates[i].loss);
       const appLoss = Math.max(...runs.S1.app.map((x) => x.rates[i].loss));

@@ -35,12 +35,134 @@ export class Room extends DurableObject {
   }
 }
 
+// The "store" baseline: the naive way to persist, one SQLite insert per message and then the
+// broadcast (no outbox, no idempotency, no receipts, no fan-out). What storing every message
+// costs on this runtime before anything else the app does.
+export class StoreRoom extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)");
+  }
+
+  async fetch() {
+    const [client, server] = Object.values(new WebSocketPair());
+    this.ctx.acceptWebSocket(server);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  async webSocketMessage(_ws, data) {
+    this.ctx.storage.sql.exec("INSERT INTO messages (body) VALUES (?)", data);
+    for (const ws of this.ctx.getWebSockets()) {
+      try {
+        ws.send(data);
+      } catch {
+        // closing
+      }
+    }
+  }
+
+  async webSocketClose(ws, code) {
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
+    } catch {
+      // already closed
+    }
+  }
+}
+
+// The "relay" baseline: the least the app's contract asks of the runtime beyond a broadcast.
+// Every message must also reach each member's user socket through that member's own object
+// (API.md, User socket), so a RelayRoom broadcasts like a Room and, every 25 ms (the app's
+// BATCH_DELAY_MS), hands what it relayed to each member's Inbox in one call, and each Inbox sends
+// every frame to its sockets. Still no storage, no auth, no parsing.
+const RELAY_DELAY_MS = 25;
+
+export class RelayRoom extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+    this.pending = [];
+    this.timer = null;
+  }
+
+  async fetch(request) {
+    const [client, server] = Object.values(new WebSocketPair());
+    this.ctx.acceptWebSocket(server);
+    server.serializeAttachment(new URL(request.url).searchParams.get("u") ?? "");
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  async webSocketMessage(_ws, data) {
+    for (const ws of this.ctx.getWebSockets()) {
+      try {
+        ws.send(data);
+      } catch {
+        // closing
+      }
+    }
+    this.pending.push(data);
+    this.timer ??= setTimeout(() => this.relay(), RELAY_DELAY_MS);
+  }
+
+  async relay() {
+    const frames = this.pending;
+    this.pending = [];
+    this.timer = null;
+    const members = new Set(this.ctx.getWebSockets().map((ws) => ws.deserializeAttachment()));
+    await Promise.all([...members].map((u) => this.env.INBOX.get(this.env.INBOX.idFromName(u)).deliver(frames)));
+  }
+
+  async webSocketClose(ws, code) {
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
+    } catch {
+      // already closed
+    }
+  }
+}
+
+export class Inbox extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+  }
+
+  async fetch() {
+    const [client, server] = Object.values(new WebSocketPair());
+    this.ctx.acceptWebSocket(server);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  deliver(frames) {
+    const sockets = this.ctx.getWebSockets();
+    for (const frame of frames) {
+      for (const ws of sockets) {
+        try {
+          ws.send(frame);
+        } catch {
+          // closing
+        }
+      }
+    }
+  }
+
+  async webSocketClose(ws, code) {
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
+    } catch {
+      // already closed
+    }
+  }
+}
+
 export default {
   async fetch(request, env) {
     const { pathname } = new URL(request.url);
-    const room = /^\/ws\/([\w.-]{1,64})$/.exec(pathname)?.[1];
-    if (room && request.headers.get("upgrade")?.toLowerCase() === "websocket") {
-      return env.ROOM.get(env.ROOM.idFromName(room)).fetch(request);
+    const match = /^\/(ws|store|relay|inbox)\/([\w.-]{1,64})$/.exec(pathname);
+    if (match && request.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      const ns = { ws: env.ROOM, store: env.STORE_ROOM, relay: env.RELAY_ROOM, inbox: env.INBOX }[match[1]];
+      return ns.get(ns.idFromName(match[2])).fetch(request);
     }
     return new Response(pathname === "/" ? "ok" : "not found", { status: pathname === "/" ? 200 : 404 });
   },

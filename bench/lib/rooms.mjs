@@ -4,6 +4,9 @@
 //     `{type:"message"}` to the others, and the fan-out relays every message to the user sockets.
 //   - baseline: a bare room of bench/baseline; each device holds one socket, and every frame comes
 //     back to every socket, the sender's copy serving as its ack.
+//   - store: the baseline plus one SQLite insert per message before the broadcast.
+//   - relay: the baseline plus what the contract adds without storage: each device also holds a
+//     user socket (an Inbox object) that gets every message of the room, relayed in batches.
 // Both get the very same client frames, and the client does the same work per frame on both
 // (one toString and one regex), so the two sides differ only in what the server does.
 import { api, closeAll, createGroup, isReadyFrame, openSocket } from "./clients.mjs";
@@ -126,14 +129,35 @@ export async function openAppRoom(server, devices, { receiptMs = 0, userSockets 
   return room;
 }
 
-export async function openBaselineRoom(server, n) {
-  const room = new Room("baseline", `b${Date.now().toString(36)}${roomCounter++}`);
+/** A bare room (`path` "ws") or a store-baseline room ("store"): one socket per device. */
+export async function openBaselineRoom(server, n, path = "ws") {
+  const room = new Room(path === "ws" ? "baseline" : path, `b${Date.now().toString(36)}${roomCounter++}`);
   room.sentBy = new Array(n).fill(0);
   room.fanoutCounts = new Array(n).fill(0);
   room.lastReceiptAt = new Array(n).fill(0);
   await Promise.all(
     Array.from({ length: n }, async (_, i) => {
-      room.sockets[i] = await openSocket(`${server.wsBase}/ws/${room.name}`, { onFrame: (buf) => room.onFrame(i, buf) });
+      room.sockets[i] = await openSocket(`${server.wsBase}/${path}/${room.name}`, { onFrame: (buf) => room.onFrame(i, buf) });
+      room.sockets[i].on("close", () => room.closedEarly++);
+    }),
+  );
+  return room;
+}
+
+/**
+ * Opens a relay-baseline room (bench/baseline RelayRoom + Inbox): each device holds a room socket
+ * and, like an app device, a user socket (its Inbox) that gets every message of the room.
+ */
+export async function openRelayRoom(server, n) {
+  const room = new Room("relay", `r${Date.now().toString(36)}${roomCounter++}`);
+  room.sentBy = new Array(n).fill(0);
+  room.fanoutCounts = new Array(n).fill(0);
+  room.lastReceiptAt = new Array(n).fill(0);
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const user = `${room.name}.${i}`;
+      room.userSockets[i] = await openSocket(`${server.wsBase}/inbox/${user}`, { onFrame: (buf) => room.onUserFrame(i, buf) });
+      room.sockets[i] = await openSocket(`${server.wsBase}/relay/${room.name}?u=${user}`, { onFrame: (buf) => room.onFrame(i, buf) });
       room.sockets[i].on("close", () => room.closedEarly++);
     }),
   );

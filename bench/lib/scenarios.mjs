@@ -1,7 +1,7 @@
 // The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
 import { api, closeAll, isReadyFrame, openSocket, pool } from "./clients.mjs";
 import { cpuSeconds } from "./proc.mjs";
-import { now, openAppRoom, openBaselineRoom, waitQuiet } from "./rooms.mjs";
+import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet } from "./rooms.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -33,7 +33,10 @@ function cpuMeter(server) {
 }
 
 async function openRoom(target, devices, opts) {
-  return target.kind === "app" ? openAppRoom(target.server, devices, opts) : openBaselineRoom(target.server, devices.length);
+  if (target.kind === "app") return openAppRoom(target.server, devices, opts);
+  if (target.kind === "relay") return openRelayRoom(target.server, devices.length);
+  if (target.kind === "store") return openBaselineRoom(target.server, devices.length, "store");
+  return openBaselineRoom(target.server, devices.length);
 }
 
 // --- S1: latency at offered loads ---------------------------------------------------------------
