@@ -332,6 +332,28 @@ describe("sync: GET /messages?since=", () => {
     expect(tail).toMatchObject({ messages: [], hasMore: false });
   });
 
+  it("pages in ingest order across many conversations", async () => {
+    const [reader, writer] = [await register(), await register()];
+    const groups: Conversation[] = [];
+    for (let i = 0; i < 30; i++) groups.push(await group(writer, [reader], `g${i}`));
+    const sent: string[] = [];
+    for (const i of [29, 0, 28, 1, 27]) sent.push((await sendRest(writer, groups[i]!.id, `to g${i}`)).message.id);
+    const seen: Message[] = [];
+    let cursor = "0";
+    for (let more = true; more; ) {
+      const res = await json<{ messages: Message[]; cursor: string; hasMore: boolean }>(`/messages?since=${cursor}&limit=4`, { token: reader.token });
+      expect(res.messages.length).toBeLessThanOrEqual(4);
+      seen.push(...res.messages);
+      cursor = res.cursor;
+      more = res.hasMore;
+    }
+    // Every "created" message and every text exactly once, in the order D1 took them.
+    expect(seen).toHaveLength(35);
+    expect(new Set(seen.map((m) => m.id)).size).toBe(35);
+    expect(new Set(seen.filter((m) => m.kind === "system").map((m) => m.conversationId))).toEqual(new Set(groups.map((g) => g.id)));
+    expect(seen.filter((m) => m.kind === "text").map((m) => m.id)).toEqual(sent);
+  });
+
   it("accepts an epoch-ms since and rejects malformed ones", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);

@@ -94,6 +94,9 @@ export const messages = sqliteTable(
   (t) => [
     uniqueIndex("messages_id").on(t.id),
     uniqueIndex("messages_conversation_seq").on(t.conversationId, t.seq),
+    // GET /messages?since=: the caller's conversations in ingest order, covering the time filter,
+    // so paging reads index entries rather than sorting full rows.
+    index("messages_conversation_ingest").on(t.conversationId, t.ingestId, t.createdAt),
   ],
 );
 

@@ -1,0 +1,1 @@
+CREATE INDEX `messages_conversation_ingest` ON `messages` (`conversation_id`,`ingest_id`,`created_at`);
