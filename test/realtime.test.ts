@@ -266,6 +266,69 @@ describe("faults", () => {
     bs.close();
   });
 
+  it("feeds D1 messages and membership in the order they happened, across small batches", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const conv = await group(a, [b], "order");
+    const stub = stubOf(conv.id);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+    const down: D1Writer = {
+      prepare: (q: string) => env.DB.prepare(q),
+      batch: async () => {
+        throw new Error("D1_ERROR: injected outage");
+      },
+    };
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      instance.outbox.db = down;
+    });
+    const m1 = (await sendRest(a, conv.id, "m1")).message;
+    const m2 = (await sendRest(a, conv.id, "m2")).message;
+    await json(`/conversations/${conv.id}/members`, { token: a.token, body: { userIds: [c.user.id] } });
+    const m3 = (await sendRest(c, conv.id, "m3")).message;
+    await call(`/conversations/${conv.id}/members/${b.user.id}`, { token: a.token, method: "DELETE" });
+    const m4 = (await sendRest(a, conv.id, "m4")).message;
+
+    // Drain through an outbox of batch size 2 that records what each D1 batch held.
+    type Event = { kind: "message"; seq: number } | { kind: "put" | "delete"; userId: string };
+    const batches: Event[][] = [];
+    const recorder: D1Writer = {
+      prepare: (q: string) => {
+        const statement = env.DB.prepare(q);
+        return Object.assign(Object.create(statement) as D1PreparedStatement, {
+          bind: (...args: unknown[]) => Object.assign(statement.bind(...args), { recorded: { q, args } }),
+        });
+      },
+      batch: async (statements: D1PreparedStatement[]) => {
+        const events: Event[] = [];
+        for (const st of statements) {
+          const { q, args } = (st as D1PreparedStatement & { recorded: { q: string; args: unknown[] } }).recorded;
+          if (q.startsWith("INSERT OR IGNORE INTO messages")) for (let i = 2; i < args.length; i += 14) events.push({ kind: "message", seq: args[i] as number });
+          else if (q.startsWith("INSERT INTO members")) events.push({ kind: "put", userId: args[1] as string });
+          else if (q.startsWith("DELETE FROM members")) events.push({ kind: "delete", userId: args[1] as string });
+        }
+        batches.push(events);
+        return env.DB.batch(statements);
+      },
+    };
+    await runInDurableObject(stub, async (instance: ConversationDO) => {
+      const { Outbox } = await import("../durable-objects/conversation/outbox");
+      const store = (instance as unknown as { store: ConstructorParameters<typeof Outbox>[0] }).store;
+      expect(await new Outbox(store, recorder, 2).flush()).toBe(true);
+      instance.outbox.db = env.DB;
+    });
+    expect(batches.length).toBeGreaterThan(2);
+    const order = batches.flat().map((e) => (e.kind === "message" ? `m${e.seq}` : `${e.kind}:${e.userId}`));
+    const at = (label: string) => order.indexOf(label);
+    // The system messages ("added", "removed") sit between the texts, as in the log.
+    expect(order.filter((x) => x.startsWith("m"))).toEqual(Array.from({ length: m4.seq - m1.seq + 1 }, (_, i) => `m${m1.seq + i}`));
+    expect(at(`m${m2.seq}`)).toBeLessThan(at(`put:${c.user.id}`));
+    expect(at(`put:${c.user.id}`)).toBeLessThan(at(`m${m3.seq}`));
+    expect(at(`m${m3.seq}`)).toBeLessThan(at(`delete:${b.user.id}`));
+    expect(at(`delete:${b.user.id}`)).toBeLessThan(at(`m${m4.seq}`));
+    expect(await stub.pendingOutbox()).toBe(0);
+    const members = await env.DB.prepare("SELECT user_id FROM members WHERE conversation_id = ?").bind(conv.id).all<{ user_id: string }>();
+    expect(new Set(members.results.map((r) => r.user_id))).toEqual(new Set([a.user.id, c.user.id]));
+  });
+
   it("writes a batch twice without duplicates (a flush interrupted before its delete)", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);

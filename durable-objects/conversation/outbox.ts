@@ -1,9 +1,13 @@
-// Drains the conversation's outbox into the D1 directory.
+// Feeds the conversation's changes into the D1 directory: the messages of the log above
+// `d1_seq`, and the outbox rows (conversation, members, thread summaries, receipts).
 //
-// Every write here is an idempotent upsert, so a batch that reached D1 but whose rows were not
-// yet deleted here (an eviction between the two) is simply written again. Rows are applied in
-// outbox order inside one D1 batch (one transaction), so D1 never sees a member removed before
-// it was added.
+// Every write here is an idempotent upsert, so a batch that reached D1 but whose cursor and rows
+// were not yet updated here (an eviction between the two) is simply written again. Rows and
+// messages are applied in the order they happened (each row after the messages up to its
+// `at_seq`) inside one D1 batch (one transaction), and a batch ends only where that order allows,
+// so D1 never sees a member removed before it was added, nor a message before the member_put
+// that precedes it.
+import type { Message } from "../../protocol";
 import type { ConversationStore, OutboxRow } from "./store";
 
 /** The part of D1 the outbox uses; tests swap in a failing one to simulate an outage. */
@@ -48,28 +52,48 @@ export class Outbox {
 
   private async drain(untilEmpty: boolean): Promise<boolean> {
     for (;;) {
-      const rows = this.store.outboxBatch(this.batchSize);
-      if (rows.length === 0) return true;
+      const meta = this.store.meta;
+      if (!meta) return true;
+      const d1Seq = this.store.d1Seq();
+      let through = Math.min(meta.lastSeq, d1Seq + this.batchSize);
+      const rows: OutboxRow[] = [];
+      for (const row of this.store.outboxBatch(this.batchSize + 1)) {
+        // Rows are in the order they were queued, so `atSeq` never decreases along them. A row
+        // that does not fit bounds the messages: those after it must not reach D1 before it.
+        if (rows.length === this.batchSize || row.atSeq > through) {
+          through = Math.min(through, row.atSeq);
+          break;
+        }
+        rows.push(row);
+      }
+      const messages = through > d1Seq ? this.store.messagesAfter(d1Seq, through - d1Seq).messages : [];
+      if (rows.length === 0 && messages.length === 0) return true;
       try {
-        await this.db.batch(this.statements(rows));
+        await this.db.batch(this.statements(rows, messages));
       } catch (err) {
         this.failures++;
         console.warn(
-          `outbox: D1 write failed for conversation ${this.store.meta?.id} (${rows.length} rows queued, failure ${this.failures}):`,
+          `outbox: D1 write failed for conversation ${meta.id} (${rows.length} rows and ${messages.length} messages queued, failure ${this.failures}):`,
           err instanceof Error ? err.message : String(err),
         );
         return false;
       }
       this.failures = 0;
-      this.store.deleteOutboxThrough(rows[rows.length - 1]!.id);
-      if (!untilEmpty && rows.length < this.batchSize) return true;
+      if (rows.length > 0) this.store.deleteOutboxThrough(rows[rows.length - 1]!.id);
+      if (through > d1Seq) this.store.setD1Seq(through);
+      const full = rows.length === this.batchSize || messages.length === this.batchSize;
+      if (!untilEmpty && !full) return true;
     }
   }
 
-  private statements(rows: OutboxRow[]): D1PreparedStatement[] {
+  private statements(rows: OutboxRow[], messages: Message[]): D1PreparedStatement[] {
     const conversationId = this.store.requireMeta().id;
     const out: D1PreparedStatement[] = [];
-    let pendingMessages: OutboxRow[] = [];
+    let pendingMessages: Message[] = [];
+    let next = 0;
+    const messagesThrough = (seq: number) => {
+      while (next < messages.length && messages[next]!.seq <= seq) pendingMessages.push(messages[next++]!);
+    };
     let lastSeq = 0;
     let lastMessageAt = 0;
 
@@ -77,9 +101,8 @@ export class Outbox {
       for (let i = 0; i < pendingMessages.length; i += MESSAGES_PER_INSERT) {
         const chunk = pendingMessages.slice(i, i + MESSAGES_PER_INSERT);
         const values: unknown[] = [];
-        for (const row of chunk) {
-          if (row.kind !== "message") continue;
-          const m = row.payload;
+        for (const m of chunk) {
+          note(m);
           values.push(
             m.id,
             conversationId,
@@ -109,13 +132,16 @@ export class Outbox {
       pendingMessages = [];
     };
 
+    const note = (m: Message) => {
+      lastSeq = Math.max(lastSeq, m.seq);
+      lastMessageAt = Math.max(lastMessageAt, m.createdAt);
+    };
     for (const row of rows) {
       if (row.kind === "message") {
-        pendingMessages.push(row);
-        lastSeq = Math.max(lastSeq, row.payload.seq);
-        lastMessageAt = Math.max(lastMessageAt, row.payload.createdAt);
+        pendingMessages.push(row.payload);
         continue;
       }
+      messagesThrough(row.atSeq);
       flushMessages();
       switch (row.kind) {
         case "conversation": {
@@ -175,6 +201,7 @@ export class Outbox {
         }
       }
     }
+    messagesThrough(Number.POSITIVE_INFINITY);
     flushMessages();
     if (lastSeq > 0) {
       out.push(

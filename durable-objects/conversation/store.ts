@@ -28,6 +28,12 @@ const MIGRATIONS = [
   `UPDATE conversation SET fanout_seq = (SELECT coalesce(max(seq), 0) FROM messages)`,
   // Who is typing, until when: kept in storage so the lapse survives hibernation.
   `CREATE TABLE typing (user_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)`,
+  // Messages no longer get an outbox row: D1 is fed from the log above `d1_seq`. Each remaining
+  // row records the lastSeq it came after (`at_seq`), so D1 gets rows and messages in that order.
+  // Messages queued before this step are still in the outbox as 'message' rows, below `d1_seq`.
+  `ALTER TABLE outbox ADD COLUMN at_seq INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE conversation ADD COLUMN d1_seq INTEGER NOT NULL DEFAULT 0`,
+  `UPDATE conversation SET d1_seq = (SELECT coalesce(max(seq), 0) FROM messages)`,
 ];
 
 
@@ -45,11 +51,13 @@ export type OutboxEntry =
   | { kind: "conversation"; payload: { id: string; type: ConversationType; title: string | null; e2ee: boolean; createdAt: number } }
   | { kind: "member_put"; payload: Member }
   | { kind: "member_delete"; payload: { userId: string } }
+  // Only in outboxes written before messages were fed from the log (see MIGRATIONS).
   | { kind: "message"; payload: Message }
   | { kind: "thread"; payload: { rootSeq: number; replyCount: number; lastReplySeq: number; lastReplyAt: number } }
   | { kind: "receipt"; payload: { userId: string; deliveredSeq: number; readSeq: number } };
 
-export type OutboxRow = { id: number } & OutboxEntry;
+/** `atSeq`: the conversation's lastSeq when the row was queued (it follows those messages). */
+export type OutboxRow = { id: number; atSeq: number } & OutboxEntry;
 
 export interface NewMessage {
   id: string;
@@ -156,8 +164,8 @@ export class ConversationStore {
   }
 
   /**
-   * Appends a message with the next `seq`, its outbox row, and the thread root's new summary, in
-   * one atomic write. The caller must have checked that a thread root exists and is not a reply.
+   * Appends a message with the next `seq` and the thread root's new summary (an outbox row), in
+   * one atomic write. The message itself reaches D1 from the log, above `d1_seq`. The caller must have checked that a thread root exists and is not a reply.
    */
   append(input: NewMessage): Message {
     const meta = this.requireMeta();
@@ -181,7 +189,6 @@ export class ConversationStore {
     meta.lastSeq = seq;
     meta.lastMessageAt = input.createdAt;
     const message: Message = { conversationId: meta.id, seq, ...input };
-    this.enqueue({ kind: "message", payload: message });
     if (input.threadRootSeq !== null) {
       const root = this.sql
         .exec<{ reply_count: number }>(
@@ -294,18 +301,37 @@ export class ConversationStore {
   }
 
   enqueue(entry: OutboxEntry): void {
-    this.sql.exec("INSERT INTO outbox (kind, payload) VALUES (?, ?)", entry.kind, JSON.stringify(entry.payload));
+    this.sql.exec(
+      "INSERT INTO outbox (kind, payload, at_seq) VALUES (?, ?, ?)",
+      entry.kind,
+      JSON.stringify(entry.payload),
+      this.meta?.lastSeq ?? 0,
+    );
   }
 
   outboxBatch(limit: number): OutboxRow[] {
     return this.sql
-      .exec<{ id: number; kind: string; payload: string }>("SELECT id, kind, payload FROM outbox ORDER BY id LIMIT ?", limit)
+      .exec<{ id: number; kind: string; payload: string; at_seq: number }>(
+        "SELECT id, kind, payload, at_seq FROM outbox ORDER BY id LIMIT ?",
+        limit,
+      )
       .toArray()
-      .map((r) => ({ id: r.id, kind: r.kind, payload: JSON.parse(r.payload) }) as OutboxRow);
+      .map((r) => ({ id: r.id, atSeq: r.at_seq, kind: r.kind, payload: JSON.parse(r.payload) }) as OutboxRow);
   }
 
+  /** What D1 has yet to get: outbox rows plus messages above `d1_seq`. */
   outboxSize(): number {
-    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
+    const rows = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox").one().n;
+    return rows + Math.max(0, (this.meta?.lastSeq ?? 0) - this.d1Seq());
+  }
+
+  /** The highest seq whose message D1 holds (with every outbox row queued before it). */
+  d1Seq(): number {
+    return this.sql.exec<{ d1_seq: number }>("SELECT d1_seq FROM conversation").toArray()[0]?.d1_seq ?? 0;
+  }
+
+  setD1Seq(seq: number): void {
+    this.sql.exec("UPDATE conversation SET d1_seq = max(d1_seq, ?)", seq);
   }
 
   deleteOutboxThrough(id: number): void {
