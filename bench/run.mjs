@@ -8,18 +8,26 @@
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
 //   npm run bench -- --quick               short windows and small counts, to try the harness
 //
-// Flags: --only S1,S2,S3,S4,S5  --runs N  --quick  --s4-messages N  --s5-sockets N
+// Flags: --only S1,S2,S3,S4,S5  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
 //        --no-baseline  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
 //        --profile: CPU-profile the app's isolate during each S2 window (inspector), save the
 //        .cpuprofile under bench/results/ and print the top functions
+//        --s5-via-proxy: S5 through wrangler's proxy port (fails above ~4,400 sockets, see below)
 // BENCH_VERBOSE=1 streams the servers' output.
 //
 // Both servers run under `wrangler dev` with local observability off (X_LOCAL_OBSERVABILITY=false:
 // its per-event trace spans cost about 10x on storage) and the app's rate limit raised with --var,
 // which would otherwise cap a single sender at 20 messages/s. Everything started is stopped at the end.
+//
+// S5 connects straight to each runtime's own entry socket, not to wrangler's proxy port: the proxy
+// holds ~4.5 file descriptors per relayed WebSocket, so under this machine's 20,000 open-file limit
+// (`ulimit -n`, hard limit too) it ran out at ~4,400-4,600 of the 5,000 sockets and dropped every
+// connection ("Error: socket hang up" / "read ECONNRESET at TCP.onStreamRead"). The proxy does not
+// exist in production. A Worker reload by wrangler (a source file changed on disk mid-run) is
+// detected and flagged in the table: it drops every socket and restarts the runtime's memory.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -43,6 +51,7 @@ function parseArgs(argv) {
     quick: false,
     s4Messages: 100_000,
     s5Sockets: 5_000,
+    s5ViaProxy: false,
     window: 100,
     receiptMs: 250,
     baseline: true,
@@ -73,6 +82,9 @@ function parseArgs(argv) {
       case "--s5-sockets":
         o.s5Sockets = Math.max(10, Number(value()));
         break;
+      case "--s5-via-proxy":
+        o.s5ViaProxy = true;
+        break;
       case "--s1-rates":
         o.s1Rates = value().split(",").map(Number).filter((r) => r > 0);
         break;
@@ -99,7 +111,7 @@ function parseArgs(argv) {
         break;
       case "--help":
       case "-h":
-        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 18).join("\n"));
+        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 19).join("\n"));
         process.exit(0);
         break;
       default:
@@ -220,6 +232,19 @@ async function main() {
     results.runs[key] ??= { app: [], baseline: [], relay: [], store: [] };
     results.runs[key][target].push(value);
   };
+  // Runs during which wrangler reloaded the Worker (a source file changed on disk): flagged.
+  results.reloads = [];
+  const measure = async (key, t, run, fn) => {
+    const before = t.server.reloads;
+    const value = await fn();
+    const reloads = t.server.reloads - before;
+    if (reloads > 0) {
+      value.reloadsDuring = reloads;
+      results.reloads.push(`${key} ${t.kind} run ${run + 1}`);
+      log(`WARNING: ${t.kind} reloaded ${reloads}x during ${key} run ${run + 1} (a source file changed): numbers not valid`);
+    }
+    record(key, t.kind, value);
+  };
 
   try {
     log(`starting app (port ${appPort})${opts.baseline ? ` and baseline (port ${basePort})` : ""}`);
@@ -246,7 +271,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          record("S1", t.kind, await s1(t, users.slice(0, 10), opts.s1));
+          await measure("S1", t, run, () => s1(t, users.slice(0, 10), opts.s1));
         }
       }
     }
@@ -255,7 +280,7 @@ async function main() {
         for (const t of withRelayAndStore(run)) {
           log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
           const hooks = opts.profile ? profiler(appInspector, `S2-run${run + 1}`) : undefined;
-          record("S2", t.kind, await s2(t, users.slice(0, 10), { ...opts.s2, hooks }));
+          await measure("S2", t, run, () => s2(t, users.slice(0, 10), { ...opts.s2, hooks }));
         }
       }
     }
@@ -264,7 +289,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of targets(run)) {
           log(`S3 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          record("S3", t.kind, await s3(t, pairs, opts.s3));
+          await measure("S3", t, run, () => s3(t, pairs, opts.s3));
         }
       }
     }
@@ -277,7 +302,7 @@ async function main() {
       log(`S4: stored in ${seed.sentSeconds.toFixed(1)} s, in D1 ${seed.drainSeconds.toFixed(1)} s later`);
       for (let run = 0; run < opts.runs; run++) {
         log(`S4 run ${run + 1}/${opts.runs} (load ${loadavg()})`);
-        record("S4", "app", await s4(app, s4Users[0], seed.stored));
+        await measure("S4", appTarget, run, () => s4(app, s4Users[0], seed.stored));
       }
     }
     loads.push(loadavg());
@@ -297,12 +322,12 @@ async function main() {
           log(`S5 run ${run + 1}/${opts.runs} ${t.kind}: restarting it, then ${sockets} sockets (load ${loadavg()})`);
           await t.server.stop();
           await t.server.start();
-          record(
-            "S5",
-            t.kind,
+          const via = opts.s5ViaProxy ? t.server : await t.server.entry();
+          log(`S5 ${t.kind}: sockets to ${via.base}${opts.s5ViaProxy ? " (wrangler's proxy)" : " (the runtime's entry socket, no proxy)"}`);
+          await measure("S5", t, run, () =>
             t.kind === "app"
-              ? await s5App(app, { devices, groups, poster, perDevice })
-              : await s5Baseline(baseline, { rooms: devices.length, perRoom: perDevice }),
+              ? s5App(app, { devices, groups, poster, perDevice, via })
+              : s5Baseline(baseline, { rooms: devices.length, perRoom: perDevice, via }),
           );
         }
       }
@@ -312,6 +337,9 @@ async function main() {
     results.serverErrors = { app: app.errorLines().slice(-20), baseline: opts.baseline ? baseline.errorLines().slice(-20) : [] };
   } catch (err) {
     log(`FAILED: ${err.stack ?? err}`);
+    for (const s of servers) {
+      if (s.reloads > 0) log(`note: ${s.name} reloaded ${s.reloads}x during the bench (a source file changed on disk; it drops every socket)`);
+    }
     log(`app output tail:\n${app.tail()}`);
     process.exitCode = 1;
   } finally {
@@ -454,11 +482,19 @@ function render(results, opts) {
     const kb = (t, f) => get("S5", t, (r) => f(r) / 1024);
     row(`S5 ${n.toLocaleString("en-US")} sockets`, "runtime KB per idle socket", cell(kb("app", (r) => r.memoryPerSocket.runtime), 1),
       cell(kb("baseline", (r) => r.memoryPerSocket.runtime), 1));
-    row("", "+ wrangler proxy KB per socket", cell(kb("app", (r) => r.memoryPerSocket.proxy), 1), cell(kb("baseline", (r) => r.memoryPerSocket.proxy), 1));
+    const viaProxy = [...(runs.S5.app ?? []), ...(runs.S5.baseline ?? [])].some((r) => r.viaProxy);
+    if (viaProxy) {
+      row("", "+ wrangler proxy KB per socket", cell(kb("app", (r) => r.memoryPerSocket.proxy), 1), cell(kb("baseline", (r) => r.memoryPerSocket.proxy), 1));
+    } else {
+      row("", "+ wrangler proxy KB per socket", "not measured: S5 bypasses the proxy", "-");
+    }
     row("", "all reconnect + resume s", cell(get("S5", "app", (r) => r.resumeSeconds), 2), cell(get("S5", "baseline", (r) => r.resumeSeconds), 2),
       ratio(get("S5", "app", (r) => r.resumeSeconds), get("S5", "baseline", (r) => r.resumeSeconds)));
     const lost = (runs.S5.app ?? []).map((r) => `${r.synced}/${r.syncedExpected} synced, ${r.liveReceived}/${r.sockets} live`);
     if (lost.length) row("", "resumed, nothing lost (per run)", lost.join("; "), "-");
+    const retried = (t) =>
+      (runs.S5[t] ?? []).map((r) => `${r.handshakeRetries?.connect.retries ?? 0}+${r.handshakeRetries?.resume.retries ?? 0}`).join("; ") || "-";
+    row("", "handshakes retried (connect+resume, per run)", retried("app"), retried("baseline"));
   }
 
   const widths = [0, 1, 2, 3, 4].map((c) => Math.max(...[["scenario", "metric", "app", "baseline", "app/base"], ...rows].map((r) => String(r[c]).length)));
@@ -481,6 +517,15 @@ function render(results, opts) {
   lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows) lines.push(line(r));
   lines.push("");
+  if (results.runs.S5) {
+    const s5 = [...(results.runs.S5.app ?? []), ...(results.runs.S5.baseline ?? [])];
+    lines.push(
+      s5.some((r) => r.viaProxy)
+        ? "S5 went through wrangler's proxy port (--s5-via-proxy)"
+        : "S5 sockets and requests go to each runtime's own entry socket, not wrangler's proxy (which runs out of file descriptors near 4,400 sockets here)",
+    );
+  }
+  if (results.reloads?.length) lines.push(`WARNING: wrangler reloaded the Worker (a source file changed on disk) during ${results.reloads.join(", ")}: those numbers are not valid`);
   const targets = checkTargets(runs, opts);
   if (targets.length) lines.push(...targets.map((t) => `target: ${t}`));
   return lines.join("\n");

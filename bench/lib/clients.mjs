@@ -97,6 +97,29 @@ export function openSocket(url, { headers = {}, isReady = null, onFrame = () => 
   });
 }
 
+/** Handshake failures worth another try: the connection was reset or refused before the upgrade. */
+const TRANSIENT = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ECONNABORTED"]);
+const transient = (err) => TRANSIENT.has(err?.code) || /socket hang up/.test(err?.message ?? "");
+
+/**
+ * `openSocket` with up to `attempts` tries when the handshake is reset or refused (backoff 100 ms
+ * doubling, with jitter). Every retry is counted in `stats` ({ retries, byCode }) so the caller can
+ * report it; anything else (an HTTP status, a close before ready, a timeout) fails at once.
+ */
+export async function openSocketRetrying(url, opts, stats, attempts = 5) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openSocket(url, opts);
+    } catch (err) {
+      if (!transient(err) || attempt >= attempts) throw err;
+      stats.retries = (stats.retries ?? 0) + 1;
+      const code = err.code ?? err.message;
+      stats.byCode = { ...stats.byCode, [code]: (stats.byCode?.[code] ?? 0) + 1 };
+      await sleep(100 * 2 ** (attempt - 1) * (0.5 + Math.random()));
+    }
+  }
+}
+
 export const isReadyFrame = (text) => text.startsWith('{"type":"ready"');
 
 /** Closes sockets and waits (bounded) for them to finish closing. */

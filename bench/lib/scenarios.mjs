@@ -1,5 +1,5 @@
 // The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
-import { api, closeAll, isReadyFrame, openSocket, pool } from "./clients.mjs";
+import { api, closeAll, isReadyFrame, openSocket, openSocketRetrying, pool } from "./clients.mjs";
 import { cpuSeconds } from "./proc.mjs";
 import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet } from "./rooms.mjs";
 
@@ -304,6 +304,17 @@ export async function s4(server, syncUser, expectedAtLeast, { limit = 500 } = {}
 
 const HIBERNATE_WAIT_MS = 20_000;
 
+/**
+ * RSS delta per socket. The proxy's number only means something when the sockets go through it
+ * (`viaProxy`); otherwise it is null (the table says it was not measured).
+ */
+function perSocket(before, after, total, viaProxy) {
+  return {
+    runtime: (after.runtime - before.runtime) / total,
+    proxy: viaProxy ? (after.proxy - before.proxy) / total : null,
+  };
+}
+
 function settle() {
   return sleep(HIBERNATE_WAIT_MS);
 }
@@ -314,25 +325,28 @@ function settle() {
  * drops every socket at once, sends `outage` messages per group while they are down, and times
  * how long it takes until every socket is back (`ready`) and every device has synced the missed
  * messages with GET /messages?since=<its cursor>; then checks a live message reaches every socket.
+ * All its traffic goes to `via` ({ base, wsBase }: the runtime's entry socket, or the server itself
+ * to go through wrangler's proxy). Handshakes reset or refused are retried and counted.
  */
-export async function s5App(server, { devices, groups, poster, perDevice }) {
+export async function s5App(server, { devices, groups, poster, perDevice, via = server }) {
   const total = devices.length * perDevice;
   const sockets = [];
-  const url = `${server.wsBase}/ws`;
-  const connectAll = (concurrency) =>
+  const url = `${via.wsBase}/ws`;
+  const retries = { connect: {}, resume: {} };
+  const connectAll = (concurrency, stats) =>
     pool(
       devices.flatMap((d) => Array.from({ length: perDevice }, (_, k) => [d, k])),
       concurrency,
       async ([d]) => {
         const counter = { live: 0 };
-        const ws = await openSocket(url, {
+        const ws = await openSocketRetrying(url, {
           headers: { authorization: `Bearer ${d.token}` },
           isReady: isReadyFrame,
           timeoutMs: 120_000,
           onFrame: (buf) => {
             if (buf.indexOf('"body":"live') >= 0) counter.live++;
           },
-        });
+        }, stats);
         ws.counter = counter;
         sockets.push(ws);
         return ws;
@@ -341,12 +355,12 @@ export async function s5App(server, { devices, groups, poster, perDevice }) {
 
   // Cursors: where each device's sync stands before the drop.
   const cursors = new Map();
-  await pool(devices, 32, async (d) => cursors.set(d, (await syncAll(server, d, "0")).cursor));
+  await pool(devices, 32, async (d) => cursors.set(d, (await syncAll(via, d, "0")).cursor));
 
   await settle();
   const before = server.rss();
   const connectStart = now();
-  await connectAll(256);
+  await connectAll(256, retries.connect);
   const connectSeconds = (now() - connectStart) / 1000;
   await settle();
   const after = server.rss();
@@ -363,7 +377,7 @@ export async function s5App(server, { devices, groups, poster, perDevice }) {
     const missed = new Map();
     for (const g of groups) {
       for (let k = 0; k < outage; k++) {
-        await api(server.base, "POST", "/send", {
+        await api(via.base, "POST", "/send", {
           token: poster.token,
           body: { conversationId: g.conversation.id, clientMsgId: `outage.${g.conversation.id}.${k}.${Date.now()}`, body: `outage ${k}` },
         });
@@ -371,13 +385,13 @@ export async function s5App(server, { devices, groups, poster, perDevice }) {
       for (const d of g.members) missed.set(d, outage);
     }
     // Sync reads D1: start the clock once the outbox has put the outage messages there.
-    await waitIndexed(server, poster, outageFrom, groups.length * outage);
+    await waitIndexed(via, poster, outageFrom, groups.length * outage);
 
     const t0 = now();
     const resumed = await Promise.all([
-      connectAll(total),
+      connectAll(total, retries.resume),
       pool(devices, 64, async (d) => {
-        const { count } = await syncAll(server, d, cursors.get(d));
+        const { count } = await syncAll(via, d, cursors.get(d));
         if (count !== missed.get(d)) throw new Error(`S5: device synced ${count} messages, expected ${missed.get(d)}`);
         return count;
       }),
@@ -387,7 +401,7 @@ export async function s5App(server, { devices, groups, poster, perDevice }) {
 
     // Live traffic reaches every socket again.
     for (const g of groups) {
-      await api(server.base, "POST", "/send", {
+      await api(via.base, "POST", "/send", {
         token: poster.token,
         body: { conversationId: g.conversation.id, clientMsgId: `live.${g.conversation.id}.${Date.now()}`, body: "live after resume" },
       });
@@ -398,14 +412,13 @@ export async function s5App(server, { devices, groups, poster, perDevice }) {
     return {
       sockets: total,
       objects: devices.length,
-      memoryPerSocket: {
-        runtime: (after.runtime - before.runtime) / total,
-        proxy: (after.proxy - before.proxy) / total,
-      },
+      viaProxy: via === server,
+      memoryPerSocket: perSocket(before, after, total, via === server),
       rssBefore: before,
       rssAfter: after,
       connectSeconds,
       resumeSeconds,
+      handshakeRetries: retries,
       synced,
       syncedExpected: [...missed.values()].reduce((a, b) => a + b, 0),
       liveReceived: received(),
@@ -417,16 +430,17 @@ export async function s5App(server, { devices, groups, poster, perDevice }) {
 }
 
 /** Baseline: the same number of sockets over the same number of rooms; memory and reconnect time. */
-export async function s5Baseline(server, { rooms, perRoom }) {
+export async function s5Baseline(server, { rooms, perRoom, via = server }) {
   const total = rooms * perRoom;
   const sockets = [];
   const names = Array.from({ length: rooms }, (_, r) => `s5r${r}`);
-  const connectAll = (concurrency) =>
+  const retries = { connect: {}, resume: {} };
+  const connectAll = (concurrency, stats) =>
     pool(
       names.flatMap((name) => Array.from({ length: perRoom }, () => name)),
       concurrency,
       async (name) => {
-        const ws = await openSocket(`${server.wsBase}/ws/${name}`, { timeoutMs: 120_000 });
+        const ws = await openSocketRetrying(`${via.wsBase}/ws/${name}`, { timeoutMs: 120_000 }, stats);
         sockets.push(ws);
         return ws;
       },
@@ -434,26 +448,25 @@ export async function s5Baseline(server, { rooms, perRoom }) {
   await settle();
   const before = server.rss();
   const connectStart = now();
-  await connectAll(256);
+  await connectAll(256, retries.connect);
   const connectSeconds = (now() - connectStart) / 1000;
   await settle();
   const after = server.rss();
   try {
     await closeAll(sockets.splice(0), { abrupt: true });
     const t0 = now();
-    await connectAll(total);
+    await connectAll(total, retries.resume);
     const resumeSeconds = (now() - t0) / 1000;
     return {
       sockets: total,
       objects: rooms,
-      memoryPerSocket: {
-        runtime: (after.runtime - before.runtime) / total,
-        proxy: (after.proxy - before.proxy) / total,
-      },
+      viaProxy: via === server,
+      memoryPerSocket: perSocket(before, after, total, via === server),
       rssBefore: before,
       rssAfter: after,
       connectSeconds,
       resumeSeconds,
+      handshakeRetries: retries,
     };
   } finally {
     await closeAll(sockets.splice(0));
