@@ -102,7 +102,8 @@ export class Outbox {
         const chunk = pendingMessages.slice(i, i + MESSAGES_PER_INSERT);
         const values: unknown[] = [];
         for (const m of chunk) {
-          note(m);
+          lastSeq = Math.max(lastSeq, m.seq);
+          lastMessageAt = Math.max(lastMessageAt, m.createdAt);
           values.push(
             m.id,
             conversationId,
@@ -132,10 +133,6 @@ export class Outbox {
       pendingMessages = [];
     };
 
-    const note = (m: Message) => {
-      lastSeq = Math.max(lastSeq, m.seq);
-      lastMessageAt = Math.max(lastMessageAt, m.createdAt);
-    };
     for (const row of rows) {
       if (row.kind === "message") {
         pendingMessages.push(row.payload);

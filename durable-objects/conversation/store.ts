@@ -165,7 +165,8 @@ export class ConversationStore {
 
   /**
    * Appends a message with the next `seq` and the thread root's new summary (an outbox row), in
-   * one atomic write. The message itself reaches D1 from the log, above `d1_seq`. The caller must have checked that a thread root exists and is not a reply.
+   * one atomic write. The message itself reaches D1 from the log, above `d1_seq`. The caller
+   * must have checked that a thread root exists and is not a reply.
    */
   append(input: NewMessage): Message {
     const meta = this.requireMeta();
