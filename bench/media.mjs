@@ -17,6 +17,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "n
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { signalGroup } from "../scripts/lib/process-group.mjs";
 
 const MiB = 1024 * 1024;
 const SIZE = 50 * MiB;
@@ -158,13 +159,13 @@ async function startServer(persist, config) {
   server.stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((r) => child.once("exit", r));
-      killGroup(child.pid, "SIGTERM");
-      const timer = setTimeout(() => killGroup(child.pid, "SIGKILL"), 5000);
+      signalGroup(child.pid, "SIGTERM");
+      const timer = setTimeout(() => signalGroup(child.pid, "SIGKILL"), 5000);
       await exited;
       clearTimeout(timer);
     }
     // wrangler's node and workerd may outlive the npm wrapper: the whole group goes.
-    if (groupProcesses(child.pid).length > 0) killGroup(child.pid, "SIGKILL");
+    if (groupProcesses(child.pid).length > 0) signalGroup(child.pid, "SIGKILL");
     live.delete(child.pid);
   };
   try {
@@ -179,13 +180,6 @@ async function startServer(persist, config) {
 /** Process groups still running, for the deadline's last resort. */
 const live = new Set();
 
-function killGroup(pgid, signal) {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // already gone
-  }
-}
 
 const CONTROL_WORKER = `export default {
   async fetch(request) {
@@ -264,7 +258,7 @@ function row(label, r, note = "") {
 async function main() {
   const deadline = setTimeout(() => {
     console.error(`bench: gave up after ${DEADLINE_MS / 1000} s`);
-    for (const pgid of live) killGroup(pgid, "SIGKILL");
+    for (const pgid of live) signalGroup(pgid, "SIGKILL");
     process.exit(1);
   }, DEADLINE_MS);
   deadline.unref();

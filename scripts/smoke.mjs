@@ -18,6 +18,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { groupAlive, signalGroup, stopGroup } from "./lib/process-group.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const VERBOSE = process.env.SMOKE_VERBOSE === "1";
@@ -124,43 +125,19 @@ class DevServer {
     throw new SmokeError(`server did not answer within ${timeoutMs} ms (${lastError})`);
   }
 
-  groupAlive() {
-    try {
-      process.kill(-this.child.pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
   /** SIGTERM to the whole process group, then SIGKILL after a grace period. */
   async stop() {
     if (this.child.pid === undefined) return;
-    const signalGroup = (signal) => {
-      try {
-        process.kill(-this.child.pid, signal);
-      } catch (err) {
-        if (err.code !== "ESRCH") throw err;
-      }
-    };
-    signalGroup("SIGTERM");
-    const deadline = Date.now() + KILL_GRACE_MS;
-    while (this.groupAlive() && Date.now() < deadline) await sleep(100);
-    if (this.groupAlive()) {
-      log("server still running after SIGTERM; sending SIGKILL");
-      signalGroup("SIGKILL");
-      const killDeadline = Date.now() + 2_000;
-      while (this.groupAlive() && Date.now() < killDeadline) await sleep(50);
-    }
+    await stopGroup(this.child.pid, {
+      graceMs: KILL_GRACE_MS,
+      killWaitMs: 2_000,
+      onKill: () => log("server still running after SIGTERM; sending SIGKILL"),
+    });
   }
 
   /** Last resort on a signal to this script: synchronous, no waiting. */
   killNow() {
-    try {
-      if (this.child.pid !== undefined) process.kill(-this.child.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
+    if (this.child.pid !== undefined) signalGroup(this.child.pid, "SIGKILL");
   }
 }
 
@@ -581,7 +558,7 @@ async function main() {
       const stopping = Date.now();
       await server.stop().catch((err) => console.error("smoke: could not stop the server:", err));
       log(`server stopped after ${((Date.now() - stopping) / 1000).toFixed(1)} s`);
-      if (server.groupAlive()) {
+      if (groupAlive(server.child.pid)) {
         failure ??= new SmokeError(`the server's process group ${server.child.pid} is still running`);
       }
     }

@@ -3,138 +3,25 @@
 // Nothing is parsed, stored or checked: this is as fast as a broadcast gets on this runtime.
 import { DurableObject } from "cloudflare:workers";
 
-export class Room extends DurableObject {
+/** What every object here shares: hibernating sockets, the app's keep-alive, a plain close. */
+class SocketObject extends DurableObject {
   constructor(ctx, env) {
     super(ctx, env);
     // The same keep-alive as the app: answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
   }
 
-  async fetch() {
-    const [client, server] = Object.values(new WebSocketPair());
-    this.ctx.acceptWebSocket(server);
-    return new Response(null, { status: 101, webSocket: client });
-  }
-
-  async webSocketMessage(_ws, data) {
-    for (const ws of this.ctx.getWebSockets()) {
-      try {
-        ws.send(data);
-      } catch {
-        // closing
-      }
-    }
-  }
-
-  async webSocketClose(ws, code) {
-    try {
-      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
-    } catch {
-      // already closed
-    }
-  }
-}
-
-// The "store" baseline: the naive way to persist, one SQLite insert per message and then the
-// broadcast (no outbox, no idempotency, no receipts, no fan-out). What storing every message
-// costs on this runtime before anything else the app does.
-export class StoreRoom extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env);
-    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
-    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)");
-  }
-
-  async fetch() {
-    const [client, server] = Object.values(new WebSocketPair());
-    this.ctx.acceptWebSocket(server);
-    return new Response(null, { status: 101, webSocket: client });
-  }
-
-  async webSocketMessage(_ws, data) {
-    this.ctx.storage.sql.exec("INSERT INTO messages (body) VALUES (?)", data);
-    for (const ws of this.ctx.getWebSockets()) {
-      try {
-        ws.send(data);
-      } catch {
-        // closing
-      }
-    }
-  }
-
-  async webSocketClose(ws, code) {
-    try {
-      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
-    } catch {
-      // already closed
-    }
-  }
-}
-
-// The "relay" baseline: the least the app's contract asks of the runtime beyond a broadcast.
-// Every message must also reach each member's user socket through that member's own object
-// (API.md, User socket), so a RelayRoom broadcasts like a Room and, every 25 ms (the app's
-// BATCH_DELAY_MS), hands what it relayed to each member's Inbox in one call, and each Inbox sends
-// every frame to its sockets. Still no storage, no auth, no parsing.
-const RELAY_DELAY_MS = 25;
-
-export class RelayRoom extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env);
-    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
-    this.pending = [];
-    this.timer = null;
-  }
-
   async fetch(request) {
     const [client, server] = Object.values(new WebSocketPair());
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment(new URL(request.url).searchParams.get("u") ?? "");
+    this.accepted(server, request);
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  async webSocketMessage(_ws, data) {
-    for (const ws of this.ctx.getWebSockets()) {
-      try {
-        ws.send(data);
-      } catch {
-        // closing
-      }
-    }
-    this.pending.push(data);
-    this.timer ??= setTimeout(() => this.relay(), RELAY_DELAY_MS);
-  }
+  accepted() {}
 
-  async relay() {
-    const frames = this.pending;
-    this.pending = [];
-    this.timer = null;
-    const members = new Set(this.ctx.getWebSockets().map((ws) => ws.deserializeAttachment()));
-    await Promise.all([...members].map((u) => this.env.INBOX.get(this.env.INBOX.idFromName(u)).deliver(frames)));
-  }
-
-  async webSocketClose(ws, code) {
-    try {
-      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
-    } catch {
-      // already closed
-    }
-  }
-}
-
-export class Inbox extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env);
-    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
-  }
-
-  async fetch() {
-    const [client, server] = Object.values(new WebSocketPair());
-    this.ctx.acceptWebSocket(server);
-    return new Response(null, { status: 101, webSocket: client });
-  }
-
-  deliver(frames) {
+  /** Every frame to every socket of this object. */
+  sendAll(frames) {
     const sockets = this.ctx.getWebSockets();
     for (const frame of frames) {
       for (const ws of sockets) {
@@ -153,6 +40,68 @@ export class Inbox extends DurableObject {
     } catch {
       // already closed
     }
+  }
+}
+
+export class Room extends SocketObject {
+  async webSocketMessage(_ws, data) {
+    this.sendAll([data]);
+  }
+}
+
+// The "store" baseline: the naive way to persist, one SQLite insert per message and then the
+// broadcast (no outbox, no idempotency, no receipts, no fan-out). What storing every message
+// costs on this runtime before anything else the app does.
+export class StoreRoom extends Room {
+  constructor(ctx, env) {
+    super(ctx, env);
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)");
+  }
+
+  async webSocketMessage(ws, data) {
+    this.ctx.storage.sql.exec("INSERT INTO messages (body) VALUES (?)", data);
+    await super.webSocketMessage(ws, data);
+  }
+}
+
+// The "relay" baseline: the least the app's contract asks of the runtime beyond a broadcast.
+// Every message must also reach each member's user socket through that member's own object
+// (API.md, User socket), so a RelayRoom broadcasts like a Room and, every 25 ms (the app's
+// BATCH_DELAY_MS), hands what it relayed to each member's Inbox in one call, and each Inbox sends
+// every frame to its sockets. Still no storage, no auth, no parsing.
+const RELAY_DELAY_MS = 25;
+
+export class RelayRoom extends Room {
+  constructor(ctx, env) {
+    super(ctx, env);
+    this.pending = [];
+    this.timer = null;
+  }
+
+  /** The member this socket belongs to (`?u=`), for the relay. */
+  accepted(server, request) {
+    server.serializeAttachment(new URL(request.url).searchParams.get("u") ?? "");
+  }
+
+  async webSocketMessage(ws, data) {
+    await super.webSocketMessage(ws, data);
+    this.pending.push(data);
+    this.timer ??= setTimeout(() => this.relay(), RELAY_DELAY_MS);
+  }
+
+  async relay() {
+    const frames = this.pending;
+    this.pending = [];
+    this.timer = null;
+    const members = new Set(this.ctx.getWebSockets().map((ws) => ws.deserializeAttachment()));
+    await Promise.all([...members].map((u) => this.env.INBOX.get(this.env.INBOX.idFromName(u)).deliver(frames)));
+  }
+}
+
+/** A member's own object in the relay baseline: its user socket(s). */
+export class Inbox extends SocketObject {
+  deliver(frames) {
+    this.sendAll(frames);
   }
 }
 

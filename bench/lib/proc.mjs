@@ -4,6 +4,7 @@
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createServer } from "node:net";
+import { stopGroup } from "../../scripts/lib/process-group.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -97,30 +98,10 @@ export class Server {
     return this.output.filter((l) => /error|failed|exception/i.test(l) && !/^\s*$/.test(l));
   }
 
-  groupAlive() {
-    try {
-      process.kill(-this.child.pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
   /** SIGTERM to the whole process group, SIGKILL after a grace period. */
   async stop() {
     if (!this.child?.pid) return;
-    const signal = (s) => {
-      try {
-        process.kill(-this.child.pid, s);
-      } catch {
-        // gone
-      }
-    };
-    signal("SIGTERM");
-    const deadline = Date.now() + 5_000;
-    while (this.groupAlive() && Date.now() < deadline) await sleep(100);
-    if (this.groupAlive()) signal("SIGKILL");
-    while (this.groupAlive() && Date.now() < deadline + 3_000) await sleep(100);
+    await stopGroup(this.child.pid);
   }
 
   /**

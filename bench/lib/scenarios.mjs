@@ -320,6 +320,20 @@ function settle() {
 }
 
 /**
+ * Connects every socket (256 handshakes at a time) between two RSS readings, each taken once the
+ * objects have had time to hibernate. `connectAll(concurrency, stats)` opens them all.
+ */
+async function connectMeasured(server, connectAll, stats) {
+  await settle();
+  const before = server.rss();
+  const connectStart = now();
+  await connectAll(256, stats);
+  const connectSeconds = (now() - connectStart) / 1000;
+  await settle();
+  return { before, after: server.rss(), connectSeconds };
+}
+
+/**
  * App: `devices` (one per user, in groups created by `poster`), `perDevice` user sockets each.
  * Measures the workerd RSS delta per socket once every object has had time to hibernate, then
  * drops every socket at once, sends `outage` messages per group while they are down, and times
@@ -357,13 +371,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
   const cursors = new Map();
   await pool(devices, 32, async (d) => cursors.set(d, (await syncAll(via, d, "0")).cursor));
 
-  await settle();
-  const before = server.rss();
-  const connectStart = now();
-  await connectAll(256, retries.connect);
-  const connectSeconds = (now() - connectStart) / 1000;
-  await settle();
-  const after = server.rss();
+  const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect);
   const keepAlive = setInterval(() => {
     for (const ws of sockets) if (ws.readyState === 1) ws.send("ping");
   }, 25_000);
@@ -445,13 +453,7 @@ export async function s5Baseline(server, { rooms, perRoom, via = server }) {
         return ws;
       },
     );
-  await settle();
-  const before = server.rss();
-  const connectStart = now();
-  await connectAll(256, retries.connect);
-  const connectSeconds = (now() - connectStart) / 1000;
-  await settle();
-  const after = server.rss();
+  const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect);
   try {
     await closeAll(sockets.splice(0), { abrupt: true });
     const t0 = now();
