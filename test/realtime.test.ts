@@ -222,6 +222,60 @@ describe("faults", () => {
     bs.close();
   });
 
+  it("fans out and feeds D1 without the alarm: a steady stream never waits for it", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = stubOf(conv.id);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+    // A fresh instance whose alarm can never be set: what reaches b's user socket and D1 now was
+    // carried by the in-memory timer alone (under load, workerd may deliver no alarm for seconds).
+    await evictDurableObject(stub);
+    await runInDurableObject(stub, async (_: ConversationDO, state: DurableObjectState) => {
+      await state.storage.deleteAlarm();
+      state.storage.setAlarm = async () => {};
+    });
+    const inbox = await connect("/ws", b.token);
+    await inbox.next("ready");
+    const as = await openConversation(a, conv.id);
+    as.send({ type: "send", clientMsgId: "no-alarm", body: "carried by the timer" });
+    const ack = await as.next("ack");
+    const relayed = await inbox.next("message", (f) => f.message?.clientMsgId === "no-alarm");
+    expect(relayed.message).toEqual(ack.message);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the D1 write");
+    const row = await env.DB.prepare("SELECT seq FROM messages WHERE id = ?").bind(ack.message!.id).first<{ seq: number }>();
+    expect(row?.seq).toBe(ack.message!.seq);
+    as.close();
+    inbox.close();
+  });
+
+  it("still fans out through the alarm, its backstop, when the timer never fires", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = stubOf(conv.id);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+    // A timer that stays pending for the whole test stands for one lost with its instance (an
+    // eviction; the test helper's eviction itself waits for pending timers).
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
+    });
+    const inbox = await connect("/ws", b.token);
+    await inbox.next("ready");
+    const as = await openConversation(a, conv.id);
+    as.send({ type: "send", clientMsgId: "backstop", body: "carried by the alarm" });
+    const ack = await as.next("ack");
+    expect(await stub.pendingOutbox()).toBe(1);
+    const alarm = await runInDurableObject(stub, (_: ConversationDO, state: DurableObjectState) => state.storage.getAlarm());
+    expect(alarm).not.toBeNull();
+    expect(inbox.frames.some((f) => f.message?.clientMsgId === "backstop")).toBe(false);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect((await inbox.next("message", (f) => f.message?.clientMsgId === "backstop")).message).toEqual(ack.message);
+    expect(await stub.pendingOutbox()).toBe(0);
+    const row = await env.DB.prepare("SELECT seq FROM messages WHERE id = ?").bind(ack.message!.id).first<{ seq: number }>();
+    expect(row?.seq).toBe(ack.message!.seq);
+    as.close();
+    inbox.close();
+  });
+
   it("keeps every message in the outbox while D1 fails, and catches up after", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);

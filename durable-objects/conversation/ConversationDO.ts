@@ -23,6 +23,9 @@ import { Fanout } from "./fanout";
 import { userStub } from "../../worker/lib/objects";
 import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
 
+/** When the alarm runs the deferred pass if the in-memory timer did not (an eviction). */
+const DEFERRED_BACKSTOP_MS = 5_000;
+
 export class ConversationDO extends DurableObject<Env> {
   private readonly settings: Settings;
   private readonly store: ConversationStore;
@@ -31,11 +34,19 @@ export class ConversationDO extends DurableObject<Env> {
   private readonly conversation: Conversation;
   /**
    * The alarm time we last set (null: none; undefined: unknown since wake-up). One alarm serves
-   * the outbox, the fan-out and typing lapses: it is set to the earliest of their deadlines.
+   * typing lapses, retries after a failure, and the deferred pass's durable backstop: it is set to
+   * the earliest of their deadlines.
    */
   private alarmAt: number | null | undefined = undefined;
   /** While D1 or the fan-out is failing, retries wait for their backoff however busy we are. */
   private retryNotBefore = 0;
+  /** When the oldest write not yet in a deferred pass asked for one, and the timer set for it. */
+  private deferredSince: number | null = null;
+  private deferTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The deferred pass in progress. */
+  private passRunning: Promise<void> | null = null;
+  /** Each socket's identity, read from its attachment once per wake-up rather than once per frame. */
+  private readonly identities = new WeakMap<WebSocket, Identity | null>();
   /** The latest send of each socket still resolving media; in memory (nothing is pending across eviction). */
   private readonly socketSends = new WeakMap<WebSocket, Promise<void>>();
 
@@ -51,10 +62,8 @@ export class ConversationDO extends DurableObject<Env> {
         all: () => ctx.getWebSockets(),
         ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
       },
-      // Deferred work waits BATCH_DELAY_MS so that one alarm carries many messages: one D1 batch
-      // and one call per member for all of them. Without it, each message of a busy conversation
-      // got its own alarm, D1 write and member calls, and that CPU delayed the sends themselves.
-      wakeAt: (at) => void this.wakeAt(at + this.settings.batchDelayMs),
+      defer: () => this.defer(),
+      wakeAt: (at) => void this.wakeAt(at),
       notifyReceipt: (userIds, receipt) => {
         const conversationId = this.store.requireMeta().id;
         for (const userId of new Set(userIds)) {
@@ -199,7 +208,7 @@ export class ConversationDO extends DurableObject<Env> {
         safeClose(ws, CLOSE.tooBig, "frame over 64 KiB");
         return;
       }
-      const identity = readAttachment(ws);
+      const identity = this.identityOf(ws);
       if (!identity || !this.store.members.has(identity.userId)) {
         safeClose(ws, CLOSE.removed, "not a member");
         return;
@@ -261,6 +270,12 @@ export class ConversationDO extends DurableObject<Env> {
     }
   }
 
+  private identityOf(ws: WebSocket): Identity | null {
+    let identity = this.identities.get(ws);
+    if (identity === undefined) this.identities.set(ws, (identity = readAttachment(ws)));
+    return identity;
+  }
+
   async webSocketClose(ws: WebSocket, code: number): Promise<void> {
     // Complete the closing handshake; 1005/1006 are reserved and cannot be sent back.
     safeClose(ws, code === 1005 || code === 1006 ? 1000 : code, "closed");
@@ -268,27 +283,78 @@ export class ConversationDO extends DurableObject<Env> {
 
   async webSocketError(): Promise<void> {}
 
-  // --- The alarm: outbox to D1, fan-out to user objects, typing lapses -------------------------
+  // --- The deferred pass: outbox to D1, then fan-out to user objects ---------------------------
 
-  async alarm(): Promise<void> {
-    this.alarmAt = null;
-    // One pass each: what arrives meanwhile has asked for the next alarm (BATCH_DELAY_MS after it)
-    // and goes then, as one batch. Draining until empty instead went on with a D1 batch and a
-    // round of member calls for every few messages that came in during each await.
-    //
-    // D1 first, then the members' objects, and only for messages D1 now holds: a device told of a
-    // message (user socket, push) then finds it in GET /conversations. If D1 is failing, the
-    // fan-out goes on regardless: messages flow while D1 catches up later.
+  /**
+   * Asks for the deferred pass BATCH_DELAY_MS after the first write not yet in a pass, so that one
+   * pass carries many messages: one D1 batch and one call per member for all of them. Passes are
+   * at least that far apart: run back to back, a pass as fast as its awaits took one message each
+   * and cost several times the CPU (bench, with D1 writes made instant).
+   *
+   * Neither the alarm nor a timer can be relied on to start it under load: with a steady stream
+   * of socket messages, workerd fired neither until the stream stopped (bench S2: none for the
+   * whole 10 s, then seconds of catching up, so user sockets, pushes and D1 lagged behind). So a
+   * timer starts the pass when the object is quiet, and a write that finds it due starts it
+   * itself. The alarm is only the durable backstop, for an object evicted with work pending.
+   */
+  private defer(): void {
+    const now = Date.now();
+    void this.wakeAt(now + DEFERRED_BACKSTOP_MS);
+    this.deferredSince ??= now;
+    this.startDeferredWhenDue(now);
+  }
+
+  private startDeferredWhenDue(now: number): void {
+    if (this.passRunning || this.deferredSince === null || now < this.retryNotBefore) return;
+    const due = this.deferredSince + this.settings.batchDelayMs;
+    if (now >= due) {
+      void this.runDeferred();
+      return;
+    }
+    this.deferTimer ??= setTimeout(() => {
+      this.deferTimer = null;
+      this.startDeferredWhenDue(Date.now());
+    }, due - now);
+  }
+
+  /** One pass at a time: the timer, a write and the alarm may all ask. */
+  private runDeferred(): Promise<void> {
+    if (this.passRunning) return this.passRunning;
+    if (this.deferTimer !== null) clearTimeout(this.deferTimer);
+    this.deferTimer = null;
+    this.deferredSince = null;
+    this.passRunning = this.deferredPass().finally(() => {
+      this.passRunning = null;
+      // Writes made during the pass wait for the next one, due BATCH_DELAY_MS after the first.
+      this.startDeferredWhenDue(Date.now());
+    });
+    return this.passRunning;
+  }
+
+  /**
+   * D1 first, then the members' objects, and only for messages D1 now holds: a device told of a
+   * message (user socket, push) then finds it in GET /conversations. If D1 is failing, the fan-out
+   * goes on regardless: messages flow while D1 catches up later. Each step takes what is there
+   * when it starts; what arrives meanwhile goes in the next pass, as one batch.
+   */
+  private async deferredPass(): Promise<void> {
     const written = this.store.meta?.lastSeq ?? 0;
     const flushed = await this.outbox.flush(false);
     const fannedOut = await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY);
-    const now = Date.now();
-    let next = this.conversation.lapseTyping(now) ?? Number.POSITIVE_INFINITY;
-    if (!flushed || !fannedOut) {
-      this.retryNotBefore = now + backoffDelay(Math.max(this.outbox.failures, this.fanout.failures));
-      next = Math.min(next, this.retryNotBefore);
-    }
-    if (next !== Number.POSITIVE_INFINITY) await this.wakeAt(next);
+    if (!flushed || !fannedOut) await this.backOff();
+  }
+
+  /** After a failure, the next attempt waits for a backoff that grows with the failures. */
+  private async backOff(): Promise<void> {
+    this.retryNotBefore = Date.now() + backoffDelay(Math.max(this.outbox.failures, this.fanout.failures));
+    await this.wakeAt(this.retryNotBefore);
+  }
+
+  async alarm(): Promise<void> {
+    this.alarmAt = null;
+    await this.runDeferred();
+    const next = this.conversation.lapseTyping(Date.now());
+    if (next !== null) await this.wakeAt(next);
   }
 
   private async wakeAt(at: number): Promise<void> {
@@ -302,7 +368,7 @@ export class ConversationDO extends DurableObject<Env> {
   private async flushNow(): Promise<void> {
     // While D1 is failing the alarm retries with backoff; calls do not add their own attempts.
     if (Date.now() < this.retryNotBefore) return;
-    if (!(await this.outbox.flush())) await this.wakeAt(Date.now());
+    if (!(await this.outbox.flush())) await this.backOff();
   }
 }
 

@@ -13,7 +13,7 @@ import {
   type SendInput,
   type SystemEvent,
 } from "../../protocol";
-import { fail, type Result } from "../../worker/lib/errors";
+import { fail, type Failure, type Result } from "../../worker/lib/errors";
 import type { Identity } from "../lib/sockets";
 import type { TokenBuckets } from "../lib/rateLimit";
 import type { ConversationStore } from "./store";
@@ -42,7 +42,9 @@ export interface HistoryInput {
 export interface ConversationDeps {
   limiter: TokenBuckets;
   sockets: { all(): WebSocket[]; ofUser(userId: string): WebSocket[] };
-  /** Asks for the alarm at `at` or earlier (outbox, fan-out, typing lapse). */
+  /** Asks for the deferred pass soon: the outbox to D1, then the fan-out to members' objects. */
+  defer(): void;
+  /** Asks for the alarm at `at` or earlier (a typing indicator lapses then). */
   wakeAt(at: number): void;
   /** Tells users' own objects (their other devices, the senders) of a receipt change. */
   notifyReceipt(userIds: string[], receipt: Receipt): void;
@@ -138,6 +140,31 @@ export class Conversation {
     origin: WebSocket | null,
   ): Result<{ message: Message; duplicate: boolean }> {
     if (!this.isMember(sender.userId)) return fail("not_found", "no such conversation");
+    const invalid = this.invalidSend(request);
+    // The common case is one statement: the insert itself finds a duplicate. Only a send that was
+    // not stored looks for the stored message, and a retry of a stored send is answered with it
+    // even when the sender is rate limited or the retry would no longer validate.
+    if (!invalid && this.deps.limiter.available(sender.userId, now)) {
+      const media = request.media ?? [];
+      const e2ee = this.store.requireMeta().e2ee;
+      const message = this.store.append({
+        id: newId(now),
+        senderId: sender.userId,
+        senderDeviceId: sender.deviceId,
+        clientMsgId: request.clientMsgId,
+        kind: e2ee ? "encrypted" : media.length > 0 ? "media" : "text",
+        body: request.body ?? null,
+        media,
+        threadRootSeq: request.threadRootSeq ?? null,
+        createdAt: now,
+      });
+      if (message) {
+        this.deps.limiter.take(sender.userId, now);
+        this.deps.defer();
+        this.deliver(message, origin);
+        return { ok: true, message, duplicate: false };
+      }
+    }
     const existing = this.store.findByClientMsgId(sender.userId, request.clientMsgId);
     if (existing) {
       if (origin) sendFrame(origin, { type: "ack", clientMsgId: request.clientMsgId, message: existing });
@@ -145,29 +172,19 @@ export class Conversation {
     }
     const wait = this.deps.limiter.take(sender.userId, now);
     if (wait > 0) return fail("rate_limited", "too many messages", wait);
+    // Not rate limited and not a duplicate, so this send was invalid (else it was stored above).
+    return invalid ?? fail("internal", "send neither stored nor refused");
+  }
 
-    const media = request.media ?? [];
-    if ((request.mediaIds?.length ?? 0) !== media.length) return fail("bad_request", "unknown media id");
+  /** Why a send cannot be stored (media ids not all resolved, a bad thread root), or null. */
+  private invalidSend(request: SendRequest): Failure | null {
+    if ((request.mediaIds?.length ?? 0) !== (request.media?.length ?? 0)) return fail("bad_request", "unknown media id");
     if (request.threadRootSeq !== undefined) {
       const root = this.store.getMessage(request.threadRootSeq);
       if (!root || root.kind === "system") return fail("bad_request", "threadRootSeq names no message");
       if (root.threadRootSeq !== null) return fail("bad_request", "a thread reply cannot start a thread");
     }
-    const e2ee = this.store.requireMeta().e2ee;
-    const message = this.store.append({
-      id: newId(now),
-      senderId: sender.userId,
-      senderDeviceId: sender.deviceId,
-      clientMsgId: request.clientMsgId,
-      kind: e2ee ? "encrypted" : media.length > 0 ? "media" : "text",
-      body: request.body ?? null,
-      media,
-      threadRootSeq: request.threadRootSeq ?? null,
-      createdAt: now,
-    });
-    this.deps.wakeAt(now);
-    this.deliver(message, origin);
-    return { ok: true, message, duplicate: false };
+    return null;
   }
 
   history(userId: string, query: HistoryInput): Result<{ messages: Message[]; hasMore: boolean }> {
@@ -192,7 +209,7 @@ export class Conversation {
     }
     const receipt: Receipt = { userId, deliveredSeq, readSeq, updatedAt: now };
     this.store.putReceipt(receipt);
-    this.deps.wakeAt(now);
+    this.deps.defer();
     this.broadcast(JSON.stringify({ type: "receipt", ...receipt } satisfies ConversationServerFrame), null);
     // The reader's other devices, and whoever wrote the messages the watermark just passed.
     // Only a watermark that moved passed anyone's messages. Scanning from the lower one when it did
@@ -252,6 +269,7 @@ export class Conversation {
 
   private appendSystem(actor: Identity, event: SystemEvent, now: number): Message {
     const id = newId(now);
+    // Its clientMsgId is new, so the append always stores it.
     const message = this.store.append({
       id,
       senderId: actor.userId,
@@ -263,16 +281,20 @@ export class Conversation {
       media: [],
       threadRootSeq: null,
       createdAt: now,
-    });
-    this.deps.wakeAt(now);
+    })!;
+    this.deps.defer();
     this.deliver(message, null);
     return message;
   }
 
-  /** One JSON encoding per delivery: the ack for the origin socket, one frame for all others. */
+  /**
+   * One JSON encoding of the message per delivery, shared by the ack for the origin socket and
+   * the frame for all others (each is `{"type":…, …, "message":<it>}`, as ConversationServerFrame).
+   */
   private deliver(message: Message, origin: WebSocket | null): void {
-    if (origin) sendFrame(origin, { type: "ack", clientMsgId: message.clientMsgId, message });
-    this.broadcast(JSON.stringify({ type: "message", message } satisfies ConversationServerFrame), origin);
+    const encoded = JSON.stringify(message);
+    if (origin) trySend(origin, `{"type":"ack","clientMsgId":${JSON.stringify(message.clientMsgId)},"message":${encoded}}`);
+    this.broadcast(`{"type":"message","message":${encoded}}`, origin);
   }
 
   private broadcast(frame: string, except: WebSocket | null): void {

@@ -165,15 +165,19 @@ export class ConversationStore {
 
   /**
    * Appends a message with the next `seq` and the thread root's new summary (an outbox row), in
-   * one atomic write. The message itself reaches D1 from the log, above `d1_seq`. The caller
-   * must have checked that a thread root exists and is not a reply.
+   * one atomic write, and returns it; or returns null, writing nothing, when (senderId,
+   * clientMsgId) is already stored. The message itself reaches D1 from the log, above `d1_seq`.
+   * The caller must have checked that a thread root exists and is not a reply.
    */
-  append(input: NewMessage): Message {
+  append(input: NewMessage): Message | null {
     const meta = this.requireMeta();
     const seq = meta.lastSeq + 1;
-    this.sql.exec(
+    // The idempotency index detects a duplicate in the insert itself: a send costs one statement,
+    // not a lookup and then an insert.
+    const written = this.sql.exec(
       `INSERT INTO messages (seq, id, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (sender_id, client_msg_id) DO NOTHING`,
       seq,
       input.id,
       input.senderId,
@@ -184,7 +188,8 @@ export class ConversationStore {
       JSON.stringify(input.media),
       input.threadRootSeq,
       input.createdAt,
-    );
+    ).rowsWritten;
+    if (written === 0) return null;
     // `lastSeq` is not written back to the conversation row: it is max(seq), read once per
     // wake-up (loadMeta), which saves a statement on every send.
     meta.lastSeq = seq;

@@ -11,6 +11,12 @@ export class TokenBuckets {
     private readonly burst: number,
   ) {}
 
+  /** Whether `take` would allow one now; takes nothing. */
+  available(key: string, now: number): boolean {
+    const bucket = this.buckets.get(key);
+    return !bucket || Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond) >= 1;
+  }
+
   /** Takes one token; returns 0 when allowed, else the seconds until a token is available. */
   take(key: string, now: number): number {
     const bucket = this.buckets.get(key) ?? { tokens: this.burst, at: now };
