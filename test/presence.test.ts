@@ -290,6 +290,43 @@ describe("typing", () => {
 });
 
 describe("fan-out", () => {
+  it("relays each message once across overlapping retries, in-order calls and queued jobs alike", async () => {
+    const [a, b] = [await register(), await register()];
+    const inbox = await connect("/ws", b.token);
+    await inbox.next("ready");
+    const stub = env.USER.get(env.USER.idFromName(b.user.id));
+    const event = (conversationId: string, seq: number) => ({
+      type: "message" as const,
+      message: {
+        id: `${conversationId}-${seq}`,
+        conversationId,
+        seq,
+        senderId: a.user.id,
+        senderDeviceId: a.device.id,
+        clientMsgId: `${conversationId}-${seq}`,
+        kind: "text" as const,
+        body: `${seq}`,
+        media: [],
+        threadRootSeq: null,
+        createdAt: Date.now(),
+      },
+      conversation: { id: conversationId, type: "direct" as const, title: null, e2ee: false },
+    });
+    const [inline, queued] = [unique("inline"), unique("queued")];
+    // A conversation's own calls: a retry overlaps what went before and goes further.
+    await stub.deliver(b.user.id, [event(inline, 1), event(inline, 2)], true);
+    await stub.deliver(b.user.id, [event(inline, 1), event(inline, 2), event(inline, 3)], true);
+    await stub.deliver(b.user.id, [event(inline, 3)], true);
+    // Queued jobs may come out of order: a later batch first, then an earlier one retried with it.
+    await stub.deliver(b.user.id, [event(queued, 5)], false);
+    await stub.deliver(b.user.id, [event(queued, 4), event(queued, 5)], false);
+    await stub.deliver(b.user.id, [event(inline, 4)], true);
+    await inbox.next("message", (f) => f.message?.id === `${inline}-4`);
+    const relayed = inbox.frames.filter((f) => f.type === "message").map((f) => f.message!.id);
+    expect(relayed).toEqual([1, 2, 3].map((n) => `${inline}-${n}`).concat([`${queued}-5`, `${queued}-4`, `${inline}-4`]));
+    inbox.close();
+  });
+
   it("delivers one message to every user object of a 200-member group (through the queue)", async () => {
     const admin = await register();
     // 199 members straight into the directory: registering each would cost a PBKDF2 hash.

@@ -1,7 +1,8 @@
 // Notifies members' user objects of new messages, off the send path.
 //
 // The fan-out cursor (`fanout_seq`) only moves past a message once every recipient's object was
-// told, so delivery is at-least-once; user objects deduplicate by (conversationId, seq).
+// told, so delivery is at-least-once; user objects deduplicate: by the highest seq relayed for
+// inline calls (one pass at a time, in seq order), by (conversationId, seq) for queued jobs.
 //
 // Small conversations notify each member's object directly. Above `inlineMax` members, one RPC
 // per member per batch would make the conversation object itself the bottleneck of a large
@@ -80,7 +81,8 @@ export class Fanout {
   }
 
   private async deliverInline(userIds: string[], events: InboxEvent[]): Promise<void> {
-    await Promise.all(userIds.map((userId) => userStub(this.env, userId).deliver(userId, dedupeChanged(events))));
+    // One call at a time per conversation, in seq order: user objects dedupe by a high-water mark.
+    await Promise.all(userIds.map((userId) => userStub(this.env, userId).deliver(userId, dedupeChanged(events), true)));
   }
 
   private async enqueue(userIds: string[], events: InboxEvent[]): Promise<void> {

@@ -42,6 +42,9 @@ const MIGRATIONS = [
   `CREATE TABLE watchers (
      watcher_user_id TEXT NOT NULL, watcher_device_id TEXT NOT NULL,
      PRIMARY KEY (watcher_user_id, watcher_device_id))`,
+  // The highest seq relayed from each conversation whose fan-out calls come in seq order (see
+  // deliver): one row per conversation instead of one per message.
+  `CREATE TABLE delivered_through (conversation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID`,
 ];
 
 const DELIVERED_RETENTION_MS = 24 * 3600_000;
@@ -72,9 +75,10 @@ export class UserDO extends DurableObject<Env> {
 
   /**
    * Relays new messages to every device of this user (but the one that sent each), once per
-   * (conversationId, seq); queues a push when no device is online.
+   * (conversationId, seq); queues a push when no device is online. `inOrder`: the call is the
+   * conversation's own in-order fan-out, not a queued job (see markDelivered).
    */
-  async deliver(userId: string, events: InboxEvent[]): Promise<void> {
+  async deliver(userId: string, events: InboxEvent[], inOrder = false): Promise<void> {
     this.presence.rememberUser(userId);
     const now = Date.now();
     const sockets = this.ctx.getWebSockets();
@@ -94,14 +98,16 @@ export class UserDO extends DurableObject<Env> {
       await Promise.all(
         messages
           .filter(({ message }) => message.senderId !== userId && message.kind !== "system")
-          .filter(({ message }) => !this.wasDelivered(message.conversationId, message.seq))
+          .filter(({ message }) => !this.wasDelivered(message, inOrder))
           .map(({ message, conversation }) => enqueuePush(this.env, { userId, conversation, message })),
       );
     }
-    // INSERT OR IGNORE decides what is fresh, so an overlapping retry still relays each message once.
+    // What is fresh is decided and recorded in one synchronous step, so an overlapping retry still
+    // relays each message once.
     const fresh = this.markDelivered(
       messages.map((e) => e.message),
       now,
+      inOrder,
     );
     const relayTo = this.ctx.getWebSockets();
     for (const message of fresh) this.sendAll(relayTo, { type: "message", message }, message.senderDeviceId);
@@ -109,10 +115,33 @@ export class UserDO extends DurableObject<Env> {
   }
 
   /**
-   * Records messages as delivered and returns those that were not already. One statement per 30
-   * messages rather than one per message: this runs for every member of every conversation.
+   * Records messages as delivered and returns those that were not already.
+   *
+   * A conversation's own fan-out calls (`inOrder`) come one at a time, in seq order, each from
+   * the conversation's cursor on, so a message is new exactly when it is above the highest seq
+   * relayed from that conversation: one row per conversation, read and moved once per call. That
+   * per-message row was the largest part of a fan-out call's cost (bench S2 profile). Queued
+   * fan-out (large groups) may arrive out of order and keeps one row per message; the two never
+   * carry the same seq, since the conversation's cursor passes a batch once it is queued.
    */
-  private markDelivered(messages: Message[], now: number): Message[] {
+  private markDelivered(messages: Message[], now: number, inOrder: boolean): Message[] {
+    if (inOrder) {
+      const fresh: Message[] = [];
+      for (const [conversationId, ofConversation] of groupByConversation(messages)) {
+        const through = this.deliveredThrough(conversationId);
+        const unsent = ofConversation.filter((m) => m.seq > through);
+        if (unsent.length === 0) continue;
+        this.ctx.storage.sql.exec(
+          `INSERT INTO delivered_through (conversation_id, seq) VALUES (?, ?)
+           ON CONFLICT (conversation_id) DO UPDATE SET seq = max(seq, excluded.seq)`,
+          conversationId,
+          Math.max(...unsent.map((m) => m.seq)),
+        );
+        fresh.push(...unsent);
+      }
+      return fresh;
+    }
+    // One statement per 30 messages rather than one per message.
     const fresh: Message[] = [];
     for (let i = 0; i < messages.length; i += 30) {
       const chunk = messages.slice(i, i + 30);
@@ -131,11 +160,20 @@ export class UserDO extends DurableObject<Env> {
     return fresh;
   }
 
-  private wasDelivered(conversationId: string, seq: number): boolean {
+  private wasDelivered(message: Message, inOrder: boolean): boolean {
+    if (inOrder) return message.seq <= this.deliveredThrough(message.conversationId);
     return (
       this.ctx.storage.sql
-        .exec("SELECT 1 FROM delivered WHERE conversation_id = ? AND seq = ?", conversationId, seq)
+        .exec("SELECT 1 FROM delivered WHERE conversation_id = ? AND seq = ?", message.conversationId, message.seq)
         .toArray().length > 0
+    );
+  }
+
+  private deliveredThrough(conversationId: string): number {
+    return (
+      this.ctx.storage.sql
+        .exec<{ seq: number }>("SELECT seq FROM delivered_through WHERE conversation_id = ?", conversationId)
+        .toArray()[0]?.seq ?? 0
     );
   }
 
@@ -438,4 +476,14 @@ function trySend(ws: WebSocket, frame: string): void {
   } catch {
     // closing; the device catches up with GET /messages?since= on reconnect
   }
+}
+
+function groupByConversation(messages: Message[]): Map<string, Message[]> {
+  const groups = new Map<string, Message[]>();
+  for (const m of messages) {
+    const group = groups.get(m.conversationId);
+    if (group) group.push(m);
+    else groups.set(m.conversationId, [m]);
+  }
+  return groups;
 }

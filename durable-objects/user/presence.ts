@@ -17,6 +17,9 @@ type Row = { status: string; last_seen: number | null; changed_at: number; publi
 const asStatus = (s: string): Status => (s === "online" ? "online" : "offline");
 
 export class PresenceStore {
+  /** The owner's id once stored (see rememberUser). */
+  private remembered: string | null = null;
+
   constructor(private readonly sql: SqlStorage) {}
 
   get(): PresenceState | null {
@@ -55,7 +58,11 @@ export class PresenceStore {
     return this.sql.exec<{ user_id: string }>("SELECT user_id FROM identity").toArray()[0]?.user_id ?? null;
   }
 
+  /** Stores the owner's id once; every inbox call passes it, so later calls skip the statement. */
   rememberUser(userId: string): void {
+    if (this.remembered === userId) return;
     this.sql.exec("INSERT OR IGNORE INTO identity (id, user_id) VALUES (1, ?)", userId);
+    this.remembered = userId;
   }
+
 }
