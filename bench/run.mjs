@@ -13,8 +13,8 @@
 //        --receipt-ms N (0: receivers send no receipts)
 //        --no-baseline  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
-//        --profile: CPU-profile the app's isolate during each S2 window (inspector), save the
-//        .cpuprofile under bench/results/ and print the top functions
+//        --profile: CPU-profile the app's isolate during each S1 rate and S2 window (inspector),
+//        save the .cpuprofile under bench/results/ and print the top functions
 //        --s5-via-proxy: S5 through wrangler's proxy port (fails above ~4,400 sockets, see below)
 // BENCH_VERBOSE=1 streams the servers' output.
 //
@@ -271,7 +271,8 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          await measure("S1", t, run, () => s1(t, users.slice(0, 10), opts.s1));
+          const profile = opts.profile ? (rate) => profiler(appInspector, `S1-${rate}-run${run + 1}`) : undefined;
+          await measure("S1", t, run, () => s1(t, users.slice(0, 10), { ...opts.s1, profile }));
         }
       }
     }

@@ -69,12 +69,16 @@ export class StoreRoom extends Room {
 // (API.md, User socket), so a RelayRoom broadcasts like a Room and, every 25 ms (the app's
 // BATCH_DELAY_MS), hands what it relayed to each member's Inbox in one call, and each Inbox sends
 // every frame to its sockets. Still no storage, no auth, no parsing.
+//
+// Like the app, it does not rely on its timer alone: on a saturated runtime workerd fires no timer
+// until the stream of socket messages stops, so a message that finds the batch overdue relays it.
 const RELAY_DELAY_MS = 25;
 
 export class RelayRoom extends Room {
   constructor(ctx, env) {
     super(ctx, env);
     this.pending = [];
+    this.pendingSince = 0;
     this.timer = null;
   }
 
@@ -85,13 +89,16 @@ export class RelayRoom extends Room {
 
   async webSocketMessage(ws, data) {
     await super.webSocketMessage(ws, data);
+    if (this.pending.length === 0) this.pendingSince = Date.now();
     this.pending.push(data);
-    this.timer ??= setTimeout(() => this.relay(), RELAY_DELAY_MS);
+    if (Date.now() - this.pendingSince >= RELAY_DELAY_MS) void this.relay();
+    else this.timer ??= setTimeout(() => this.relay(), RELAY_DELAY_MS);
   }
 
   async relay() {
     const frames = this.pending;
     this.pending = [];
+    clearTimeout(this.timer);
     this.timer = null;
     const members = new Set(this.ctx.getWebSockets().map((ws) => ws.deserializeAttachment()));
     await Promise.all([...members].map((u) => this.env.INBOX.get(this.env.INBOX.idFromName(u)).deliver(frames)));

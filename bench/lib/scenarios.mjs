@@ -46,7 +46,7 @@ async function openRoom(target, devices, opts) {
  * then a measured window. Latency is one-way, send call to arrival at each receiver (one clock:
  * all clients live in this process).
  */
-export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs }) {
+export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs, profile }) {
   const room = await openRoom(target, devices, { receiptMs });
   const receivers = room.size - 1;
   const results = [];
@@ -70,6 +70,8 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
           }
         },
       };
+      const hooks = target.kind === "app" ? profile?.(rate) : undefined;
+      await hooks?.start?.();
       const cpu = cpuMeter(target.server);
       const start = now();
       let sent = 0;
@@ -101,6 +103,7 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
       // The app's outbox and fan-out of these messages count too: wait for them (bounded).
       const quiet = await waitQuiet(target.server, [room], 30_000);
       const used = cpu();
+      await hooks?.stop?.();
       latencies.sort((a, b) => a - b);
       results.push({
         rate,
