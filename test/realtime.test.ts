@@ -320,6 +320,47 @@ describe("faults", () => {
     bs.close();
   });
 
+  it("keeps relaying to members' user sockets while D1 is down, without waiting for D1's backoff", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = stubOf(conv.id);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+    let attempts = 0;
+    const failing: D1Writer = {
+      prepare: (q: string) => env.DB.prepare(q),
+      batch: async () => {
+        attempts++;
+        throw new Error("D1_ERROR: injected outage");
+      },
+    };
+    // A long outage already: the next D1 retry waits 30-60 s.
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      instance.outbox.db = failing;
+      instance.outbox.failures = 12;
+    });
+    const inbox = await connect("/ws", b.token);
+    await inbox.next("ready");
+    const as = await openConversation(a, conv.id);
+    for (const n of [1, 2, 3]) {
+      as.send({ type: "send", clientMsgId: `outage-${n}`, body: `during outage ${n}` });
+      const ack = await as.next("ack", (f) => f.clientMsgId === `outage-${n}`);
+      expect((await inbox.next("message", (f) => f.message?.clientMsgId === `outage-${n}`)).message).toEqual(ack.message);
+    }
+    // D1 was tried once, then left to its backoff while the messages kept reaching b's devices.
+    expect(attempts).toBe(1);
+    expect(await stub.pendingOutbox()).toBe(3);
+    // D1 is back and its backoff has run out (instead of waiting 30-60 s): the alarm catches up.
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      instance.outbox.db = env.DB;
+      (instance as unknown as { d1RetryAt: number }).d1RetryAt = 0;
+    });
+    await runDurableObjectAlarm(stub);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
+    expect(inbox.frames.filter((f) => f.message?.clientMsgId?.startsWith("outage-")).length).toBe(3);
+    as.close();
+    inbox.close();
+  });
+
   it("feeds D1 messages and membership in the order they happened, across small batches", async () => {
     const [a, b, c] = [await register(), await register(), await register()];
     const conv = await group(a, [b], "order");

@@ -38,8 +38,12 @@ export class ConversationDO extends DurableObject<Env> {
    * the earliest of their deadlines.
    */
   private alarmAt: number | null | undefined = undefined;
-  /** While D1 or the fan-out is failing, retries wait for their backoff however busy we are. */
-  private retryNotBefore = 0;
+  /**
+   * While D1 or the fan-out is failing, its retries wait for their own backoff however busy we
+   * are; the other goes on meanwhile.
+   */
+  private d1RetryAt = 0;
+  private fanoutRetryAt = 0;
   /** When the oldest write not yet in a deferred pass asked for one, and the timer set for it. */
   private deferredSince: number | null = null;
   private deferTimer: ReturnType<typeof setTimeout> | null = null;
@@ -305,7 +309,7 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   private startDeferredWhenDue(now: number): void {
-    if (this.passRunning || this.deferredSince === null || now < this.retryNotBefore) return;
+    if (this.passRunning || this.deferredSince === null) return;
     const due = this.deferredSince + this.settings.batchDelayMs;
     if (now >= due) {
       void this.runDeferred();
@@ -333,21 +337,28 @@ export class ConversationDO extends DurableObject<Env> {
 
   /**
    * D1 first, then the members' objects, and only for messages D1 now holds: a device told of a
-   * message (user socket, push) then finds it in GET /conversations. If D1 is failing, the fan-out
-   * goes on regardless: messages flow while D1 catches up later. Each step takes what is there
+   * message (user socket, push) then finds it in GET /conversations. Each step takes what is there
    * when it starts; what arrives meanwhile goes in the next pass, as one batch.
+   *
+   * Each step retries on its own backoff. While D1 is failing, or waiting out its backoff, the
+   * fan-out goes on regardless (messages flow, D1 catches up later): waiting for D1's retry held
+   * every member's other devices and pushes back by up to BACKOFF_MAX_MS.
    */
   private async deferredPass(): Promise<void> {
+    const started = Date.now();
     const written = this.store.meta?.lastSeq ?? 0;
-    const flushed = await this.outbox.flush(false);
-    const fannedOut = await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY);
-    if (!flushed || !fannedOut) await this.backOff();
+    const flushed = started >= this.d1RetryAt && (await this.outbox.flush(false));
+    if (!flushed && started >= this.d1RetryAt) this.d1RetryAt = Date.now() + backoffDelay(this.outbox.failures);
+    if (started >= this.fanoutRetryAt && !(await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY))) {
+      this.fanoutRetryAt = Date.now() + backoffDelay(this.fanout.failures);
+    }
+    await this.wakeForRetries();
   }
 
-  /** After a failure, the next attempt waits for a backoff that grows with the failures. */
-  private async backOff(): Promise<void> {
-    this.retryNotBefore = Date.now() + backoffDelay(Math.max(this.outbox.failures, this.fanout.failures));
-    await this.wakeAt(this.retryNotBefore);
+  /** The alarm at the earliest retry still ahead, so a failed step is retried with no new writes. */
+  private async wakeForRetries(): Promise<void> {
+    const retries = [this.d1RetryAt, this.fanoutRetryAt].filter((at) => at > Date.now());
+    if (retries.length > 0) await this.wakeAt(Math.min(...retries));
   }
 
   async alarm(): Promise<void> {
@@ -358,17 +369,18 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   private async wakeAt(at: number): Promise<void> {
-    const when = Math.max(at, this.retryNotBefore);
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
-    if (this.alarmAt !== null && this.alarmAt <= when) return;
-    this.alarmAt = when;
-    await this.ctx.storage.setAlarm(when);
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    await this.ctx.storage.setAlarm(at);
   }
 
   private async flushNow(): Promise<void> {
     // While D1 is failing the alarm retries with backoff; calls do not add their own attempts.
-    if (Date.now() < this.retryNotBefore) return;
-    if (!(await this.outbox.flush())) await this.backOff();
+    if (Date.now() < this.d1RetryAt) return;
+    if (await this.outbox.flush()) return;
+    this.d1RetryAt = Date.now() + backoffDelay(this.outbox.failures);
+    await this.wakeForRetries();
   }
 }
 
