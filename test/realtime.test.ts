@@ -23,6 +23,21 @@ import {
 
 const stubOf = (id: string) => env.CONVERSATION.get(env.CONVERSATION.idFromName(id));
 
+/** A D1 whose every write fails, counting the attempts. */
+function failingD1(): { writer: D1Writer; attempts: number } {
+  const outage: { writer: D1Writer; attempts: number } = {
+    attempts: 0,
+    writer: {
+      prepare: (q: string) => env.DB.prepare(q),
+      batch: async () => {
+        outage.attempts++;
+        throw new Error("D1_ERROR: injected outage");
+      },
+    },
+  };
+  return outage;
+}
+
 function expectContiguous(messages: Message[], from: number, to: number) {
   expect(messages.map((m) => m.seq)).toEqual(Array.from({ length: to - from + 1 }, (_, i) => from + i));
 }
@@ -282,16 +297,9 @@ describe("faults", () => {
     const stub = stubOf(conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
 
-    let attempts = 0;
-    const failing: D1Writer = {
-      prepare: (q: string) => env.DB.prepare(q),
-      batch: async () => {
-        attempts++;
-        throw new Error("D1_ERROR: injected outage");
-      },
-    };
+    const outage = failingD1();
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = failing;
+      instance.outbox.db = outage.writer;
     });
 
     const bs = await openConversation(b, conv.id);
@@ -299,7 +307,7 @@ describe("faults", () => {
     for (let i = 0; i < 20; i++) sent.push((await sendRest(a, conv.id, `during outage ${i}`)).message);
     // Messages still flow to sockets while D1 is down.
     await bs.until((f) => f.filter((x) => x.type === "message").length >= 20, "live delivery during the outage");
-    await waitFor(async () => attempts > 0, "a failed flush");
+    await waitFor(async () => outage.attempts > 0, "a failed flush");
     expect(await stub.pendingOutbox()).toBeGreaterThanOrEqual(20);
     const inD1 = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(conv.id).first<{ n: number }>();
     expect(inD1?.n).toBe(1);
@@ -325,17 +333,10 @@ describe("faults", () => {
     const conv = await direct(a, b);
     const stub = stubOf(conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
-    let attempts = 0;
-    const failing: D1Writer = {
-      prepare: (q: string) => env.DB.prepare(q),
-      batch: async () => {
-        attempts++;
-        throw new Error("D1_ERROR: injected outage");
-      },
-    };
+    const outage = failingD1();
     // A long outage already: the next D1 retry waits 30-60 s.
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = failing;
+      instance.outbox.db = outage.writer;
       instance.outbox.failures = 12;
     });
     const inbox = await connect("/ws", b.token);
@@ -347,7 +348,7 @@ describe("faults", () => {
       expect((await inbox.next("message", (f) => f.message?.clientMsgId === `outage-${n}`)).message).toEqual(ack.message);
     }
     // D1 was tried once, then left to its backoff while the messages kept reaching b's devices.
-    expect(attempts).toBe(1);
+    expect(outage.attempts).toBe(1);
     expect(await stub.pendingOutbox()).toBe(3);
     // D1 is back and its backoff has run out (instead of waiting 30-60 s): the alarm catches up.
     await runInDurableObject(stub, (instance: ConversationDO) => {
@@ -366,14 +367,8 @@ describe("faults", () => {
     const conv = await group(a, [b], "order");
     const stub = stubOf(conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
-    const down: D1Writer = {
-      prepare: (q: string) => env.DB.prepare(q),
-      batch: async () => {
-        throw new Error("D1_ERROR: injected outage");
-      },
-    };
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = down;
+      instance.outbox.db = failingD1().writer;
     });
     const m1 = (await sendRest(a, conv.id, "m1")).message;
     const m2 = (await sendRest(a, conv.id, "m2")).message;

@@ -347,8 +347,9 @@ export class ConversationDO extends DurableObject<Env> {
   private async deferredPass(): Promise<void> {
     const started = Date.now();
     const written = this.store.meta?.lastSeq ?? 0;
-    const flushed = started >= this.d1RetryAt && (await this.outbox.flush(false));
-    if (!flushed && started >= this.d1RetryAt) this.d1RetryAt = Date.now() + backoffDelay(this.outbox.failures);
+    const d1Due = started >= this.d1RetryAt;
+    const flushed = d1Due && (await this.outbox.flush(false));
+    if (d1Due && !flushed) this.d1RetryAt = Date.now() + backoffDelay(this.outbox.failures);
     if (started >= this.fanoutRetryAt && !(await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY))) {
       this.fanoutRetryAt = Date.now() + backoffDelay(this.fanout.failures);
     }

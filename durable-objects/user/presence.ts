@@ -64,5 +64,4 @@ export class PresenceStore {
     this.sql.exec("INSERT OR IGNORE INTO identity (id, user_id) VALUES (1, ?)", userId);
     this.remembered = userId;
   }
-
 }
