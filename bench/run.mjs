@@ -421,6 +421,11 @@ function render(results, opts) {
       row("", "loss %", cell(loss[0], 2), cell(loss[1], 2));
       const cpu = [at("app", (x) => x.cpuMsPerMessage), at("baseline", (x) => x.cpuMsPerMessage)];
       row("", "runtime CPU ms per message", cell(cpu[0], 3), cell(cpu[1], 3), ratio(cpu[0], cpu[1]));
+      // The fan-out's relay to the user sockets (the bare broadcast has none; the relay baseline does).
+      for (const p of ["relayP50", "relayP99"]) {
+        const v = [at("app", (x) => x[p]), at("relay", (x) => x[p])];
+        row("", `user socket ${p.slice(5).toLowerCase()} latency ms, vs relay baseline`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
+      }
       if (runs.S1.relay?.length) {
         for (const p of ["p50", "p99"]) {
           const v = [at("app", (x) => x[p]), at("relay", (x) => x[p])];

@@ -26,7 +26,10 @@ export class Room {
     this.name = name;
     this.sockets = [];
     this.userSockets = [];
-    /** Set by a scenario: ack(i, n, sentAt, at) and deliver(i, sender, n, sentAt, at). */
+    /**
+     * Set by a scenario: ack(i, n, sentAt, at) and deliver(i, sender, n, sentAt, at) for the
+     * conversation (room) sockets; relayed(i, sender, n, sentAt, at), optional, for user sockets.
+     */
     this.handler = { ack() {}, deliver() {} };
     this.sentBy = [];
     this.fanoutCounts = [];
@@ -81,12 +84,16 @@ export class Room {
   }
 
   onUserFrame(i, buf) {
-    if (buf.indexOf(MARK) >= 0) this.fanoutCounts[i]++;
+    if (buf.indexOf(MARK) < 0) return;
+    this.fanoutCounts[i]++;
+    if (!this.handler.relayed) return;
+    const m = BODY_RE.exec(buf.toString());
+    if (m) this.handler.relayed(i, Number(m[1]), Number(m[2]), Number(m[3]), now());
   }
 
-  /** Whether every device's user socket got every bench message of the others (app only). */
+  /** Whether every device's user socket got every bench message of the others (app and relay rooms). */
   fanoutCaughtUp() {
-    if (this.kind !== "app" || this.userSockets.length === 0) return true;
+    if (this.userSockets.length === 0) return true;
     const total = this.sentBy.reduce((a, b) => a + b, 0);
     return this.fanoutCounts.every((c, i) => c >= total - this.sentBy[i]);
   }

@@ -58,6 +58,8 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
       let windowStart = Infinity;
       let windowEnd = Infinity;
       const latencies = [];
+      // One-way latency to the other devices' user sockets: the fan-out's relay (app and relay rooms).
+      const relayLatencies = [];
       let deliveredInWindow = 0;
       let deliveredMeasured = 0;
       room.handler = {
@@ -68,6 +70,9 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
             deliveredMeasured++;
             latencies.push(at - sentAt);
           }
+        },
+        relayed(_i, _sender, msgN, sentAt, at) {
+          if (msgN >= measuredFrom && msgN < measuredTo) relayLatencies.push(at - sentAt);
         },
       };
       const hooks = target.kind === "app" ? profile?.(rate) : undefined;
@@ -99,12 +104,13 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
       });
       const expected = (measuredTo - measuredFrom) * receivers;
       const drainDeadline = now() + 5_000;
-      while (deliveredMeasured < expected && now() < drainDeadline) await sleep(20);
+      while ((deliveredMeasured < expected || !room.fanoutCaughtUp()) && now() < drainDeadline) await sleep(20);
       // The app's outbox and fan-out of these messages count too: wait for them (bounded).
       const quiet = await waitQuiet(target.server, [room], 30_000);
       const used = cpu();
       await hooks?.stop?.();
       latencies.sort((a, b) => a - b);
+      relayLatencies.sort((a, b) => a - b);
       results.push({
         rate,
         sent: measuredTo - measuredFrom,
@@ -114,6 +120,8 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
         p99: percentile(latencies, 99),
         max: latencies.length ? latencies[latencies.length - 1] : null,
         loss: expected > 0 ? 1 - deliveredMeasured / expected : 0,
+        relayP50: percentile(relayLatencies, 50),
+        relayP99: percentile(relayLatencies, 99),
         cpu: used,
         // All the runtime did for this rate (warm-up and window), outbox and fan-out included.
         cpuMsPerMessage: (used.runtime * 1000) / total,
