@@ -5,6 +5,7 @@ import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import { relayedMessage } from "../durable-objects/conversation/fanout";
 import type { D1Writer } from "../durable-objects/conversation/outbox";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
@@ -295,9 +296,9 @@ describe("fan-out", () => {
     const inbox = await connect("/ws", b.token);
     await inbox.next("ready");
     const stub = env.USER.get(env.USER.idFromName(b.user.id));
-    const event = (conversationId: string, seq: number) => ({
-      type: "message" as const,
-      message: {
+    // `legacy`: a queued job written before the fan-out carried encoded frames (a whole message).
+    const event = (conversationId: string, seq: number, legacy = false) => {
+      const message: Message = {
         id: `${conversationId}-${seq}`,
         conversationId,
         seq,
@@ -309,9 +310,13 @@ describe("fan-out", () => {
         media: [],
         threadRootSeq: null,
         createdAt: Date.now(),
-      },
-      conversation: { id: conversationId, type: "direct" as const, title: null, e2ee: false },
-    });
+      };
+      return {
+        type: "message" as const,
+        message: legacy ? message : relayedMessage(message),
+        conversation: { id: conversationId, type: "direct" as const, title: null, e2ee: false },
+      };
+    };
     const [inline, queued] = [unique("inline"), unique("queued")];
     // A conversation's own calls: a retry overlaps what went before and goes further.
     await stub.deliver(b.user.id, [event(inline, 1), event(inline, 2)], true);
@@ -319,11 +324,14 @@ describe("fan-out", () => {
     await stub.deliver(b.user.id, [event(inline, 3)], true);
     // Queued jobs may come out of order: a later batch first, then an earlier one retried with it.
     await stub.deliver(b.user.id, [event(queued, 5)], false);
-    await stub.deliver(b.user.id, [event(queued, 4), event(queued, 5)], false);
+    await stub.deliver(b.user.id, [event(queued, 4, true), event(queued, 5)], false);
     await stub.deliver(b.user.id, [event(inline, 4)], true);
     await inbox.next("message", (f) => f.message?.id === `${inline}-4`);
     const relayed = inbox.frames.filter((f) => f.type === "message").map((f) => f.message!.id);
     expect(relayed).toEqual([1, 2, 3].map((n) => `${inline}-${n}`).concat([`${queued}-5`, `${queued}-4`, `${inline}-4`]));
+    // The frame is the whole message, whichever way it was carried.
+    expect(inbox.frames.find((f) => f.message?.id === `${queued}-4`)?.message).toMatchObject({ seq: 4, body: "4", media: [] });
+    expect(inbox.frames.find((f) => f.message?.id === `${inline}-2`)?.message).toMatchObject({ seq: 2, body: "2", media: [] });
     inbox.close();
   });
 

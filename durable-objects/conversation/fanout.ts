@@ -8,7 +8,7 @@
 // per member per batch would make the conversation object itself the bottleneck of a large
 // group, so the work goes to a Queue in chunks of members, and the queue consumer (any number of
 // Worker instances in parallel) makes the calls.
-import type { Message } from "../../protocol";
+import type { Message, MessageKind, UserServerFrame } from "../../protocol";
 import { userStub } from "../../worker/lib/objects";
 import type { ConversationStore } from "./store";
 
@@ -19,10 +19,42 @@ export interface ConversationSummary {
   e2ee: boolean;
 }
 
+/**
+ * A stored message as the fan-out carries it: the fields a user object routes and dedupes by, and
+ * the user socket's frame, encoded once by the conversation instead of once by every member's
+ * object (and a string costs far less to pass between objects than the message as an object).
+ */
+export interface RelayedMessage {
+  conversationId: string;
+  seq: number;
+  senderId: string;
+  senderDeviceId: string;
+  kind: MessageKind;
+  /** `{"type":"message","message":…}`, as UserServerFrame; a push decodes the message from it. */
+  frame: string;
+}
+
+/** Queued jobs written before frames were carried hold the whole message instead. */
+export type CarriedMessage = RelayedMessage | Message;
+
 /** What a user object receives. `changed` asks it to fetch the conversation's new state. */
 export type InboxEvent =
-  | { type: "message"; message: Message; conversation: ConversationSummary }
+  | { type: "message"; message: CarriedMessage; conversation: ConversationSummary }
   | { type: "changed"; conversationId: string };
+
+export function relayedMessage(message: Message): RelayedMessage {
+  const { conversationId, seq, senderId, senderDeviceId, kind } = message;
+  const frame = JSON.stringify({ type: "message", message } satisfies UserServerFrame);
+  return { conversationId, seq, senderId, senderDeviceId, kind, frame };
+}
+
+export function frameOf(message: CarriedMessage): string {
+  return "frame" in message ? message.frame : JSON.stringify({ type: "message", message } satisfies UserServerFrame);
+}
+
+export function messageOf(message: CarriedMessage): Message {
+  return "frame" in message ? (JSON.parse(message.frame) as { message: Message }).message : message;
+}
 
 /** A unit of queued fan-out work: these events for these users. */
 export interface FanoutJob {
@@ -59,7 +91,7 @@ export class Fanout {
       const events: InboxEvent[] = [];
       const recipients = new Set(this.store.members.keys());
       for (const message of messages) {
-        events.push({ type: "message", message, conversation: summary });
+        events.push({ type: "message", message: relayedMessage(message), conversation: summary });
         if (message.kind === "system") {
           // Removed members hear about their removal, too.
           for (const id of systemUserIds(message)) recipients.add(id);

@@ -20,7 +20,7 @@ import { sharedWith } from "../../worker/lib/presence";
 import { enqueuePush } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
 import { exceedsUtf8, jsonError, readIdentity, type Identity } from "../lib/sockets";
-import type { InboxEvent } from "../conversation/fanout";
+import { frameOf, messageOf, type CarriedMessage, type InboxEvent } from "../conversation/fanout";
 import { PresenceStore, type PresenceState } from "./presence";
 
 const MIGRATIONS = [
@@ -61,6 +61,11 @@ export class UserDO extends DurableObject<Env> {
   private readonly settings: Settings;
   private readonly presence: PresenceStore;
   private alarmAt: number | null | undefined = undefined;
+  /**
+   * `delivered_through` rows read or written during this wake-up. Only markDelivered writes the
+   * table, and it updates this copy in the same synchronous step, so the copy cannot go stale.
+   */
+  private readonly deliveredThroughCache = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -99,7 +104,7 @@ export class UserDO extends DurableObject<Env> {
         messages
           .filter(({ message }) => message.senderId !== userId && message.kind !== "system")
           .filter(({ message }) => !this.wasDelivered(message, inOrder))
-          .map(({ message, conversation }) => enqueuePush(this.env, { userId, conversation, message })),
+          .map(({ message, conversation }) => enqueuePush(this.env, { userId, conversation, message: messageOf(message) })),
       );
     }
     // What is fresh is decided and recorded in one synchronous step, so an overlapping retry still
@@ -110,7 +115,7 @@ export class UserDO extends DurableObject<Env> {
       inOrder,
     );
     const relayTo = this.ctx.getWebSockets();
-    for (const message of fresh) this.sendAll(relayTo, { type: "message", message }, message.senderDeviceId);
+    for (const message of fresh) this.sendText(relayTo, frameOf(message), message.senderDeviceId);
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
   }
 
@@ -124,25 +129,27 @@ export class UserDO extends DurableObject<Env> {
    * fan-out (large groups) may arrive out of order and keeps one row per message; the two never
    * carry the same seq, since the conversation's cursor passes a batch once it is queued.
    */
-  private markDelivered(messages: Message[], now: number, inOrder: boolean): Message[] {
+  private markDelivered(messages: CarriedMessage[], now: number, inOrder: boolean): CarriedMessage[] {
     if (inOrder) {
-      const fresh: Message[] = [];
+      const fresh: CarriedMessage[] = [];
       for (const [conversationId, ofConversation] of groupByConversation(messages)) {
         const through = this.deliveredThrough(conversationId);
         const unsent = ofConversation.filter((m) => m.seq > through);
         if (unsent.length === 0) continue;
+        const seq = Math.max(...unsent.map((m) => m.seq));
         this.ctx.storage.sql.exec(
           `INSERT INTO delivered_through (conversation_id, seq) VALUES (?, ?)
            ON CONFLICT (conversation_id) DO UPDATE SET seq = max(seq, excluded.seq)`,
           conversationId,
-          Math.max(...unsent.map((m) => m.seq)),
+          seq,
         );
+        this.deliveredThroughCache.set(conversationId, seq);
         fresh.push(...unsent);
       }
       return fresh;
     }
     // One statement per 30 messages rather than one per message.
-    const fresh: Message[] = [];
+    const fresh: CarriedMessage[] = [];
     for (let i = 0; i < messages.length; i += 30) {
       const chunk = messages.slice(i, i + 30);
       const inserted = new Set(
@@ -160,7 +167,7 @@ export class UserDO extends DurableObject<Env> {
     return fresh;
   }
 
-  private wasDelivered(message: Message, inOrder: boolean): boolean {
+  private wasDelivered(message: CarriedMessage, inOrder: boolean): boolean {
     if (inOrder) return message.seq <= this.deliveredThrough(message.conversationId);
     return (
       this.ctx.storage.sql
@@ -170,11 +177,15 @@ export class UserDO extends DurableObject<Env> {
   }
 
   private deliveredThrough(conversationId: string): number {
-    return (
-      this.ctx.storage.sql
-        .exec<{ seq: number }>("SELECT seq FROM delivered_through WHERE conversation_id = ?", conversationId)
-        .toArray()[0]?.seq ?? 0
-    );
+    let seq = this.deliveredThroughCache.get(conversationId);
+    if (seq === undefined) {
+      seq =
+        this.ctx.storage.sql
+          .exec<{ seq: number }>("SELECT seq FROM delivered_through WHERE conversation_id = ?", conversationId)
+          .toArray()[0]?.seq ?? 0;
+      this.deliveredThroughCache.set(conversationId, seq);
+    }
+    return seq;
   }
 
   async receipt(_userId: string, receipt: Receipt & { conversationId: string }): Promise<void> {
@@ -426,8 +437,12 @@ export class UserDO extends DurableObject<Env> {
   }
 
   private sendAll(sockets: WebSocket[], frame: UserServerFrame, exceptDeviceId: string | null): void {
+    if (sockets.length > 0) this.sendText(sockets, JSON.stringify(frame), exceptDeviceId);
+  }
+
+  /** Sends an encoded frame to `sockets`, except those of one device (a message's sender). */
+  private sendText(sockets: WebSocket[], text: string, exceptDeviceId: string | null): void {
     if (sockets.length === 0) return;
-    const text = JSON.stringify(frame);
     // The device tag finds the sender's sockets without reading every socket's attachment.
     const except = exceptDeviceId === null ? [] : this.ctx.getWebSockets(`d:${exceptDeviceId}`);
     for (const ws of sockets) if (!except.includes(ws)) trySend(ws, text);
@@ -478,8 +493,8 @@ function trySend(ws: WebSocket, frame: string): void {
   }
 }
 
-function groupByConversation(messages: Message[]): Map<string, Message[]> {
-  const groups = new Map<string, Message[]>();
+function groupByConversation<M extends { conversationId: string }>(messages: M[]): Map<string, M[]> {
+  const groups = new Map<string, M[]>();
   for (const m of messages) {
     const group = groups.get(m.conversationId);
     if (group) group.push(m);
