@@ -211,6 +211,58 @@ describe("ordering and idempotency", () => {
     s2.close();
     bs.close();
   });
+
+  it("hands the deferred pass recent messages from memory exactly as stored, thread roots included", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = stubOf(conv.id);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+    // Hold the pass so that the messages below wait for it.
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
+    });
+    const inbox = await connect("/ws", b.token);
+    await inbox.next("ready");
+    const as = await openConversation(a, conv.id);
+    as.send({ type: "send", clientMsgId: "root", body: "root" });
+    const root = (await as.next("ack")).message!;
+    as.send({ type: "send", clientMsgId: "reply", body: "reply", threadRootSeq: root.seq });
+    await as.next("ack", (f) => f.clientMsgId === "reply");
+    as.send({ type: "send", clientMsgId: "last", body: "last" });
+    await as.next("ack", (f) => f.clientMsgId === "last");
+
+    await runInDurableObject(stub, async (instance: ConversationDO, state: DurableObjectState) => {
+      const { ConversationStore } = await import("../durable-objects/conversation/store");
+      type Page = { messages: Message[]; hasMore: boolean };
+      const store = (instance as unknown as { store: { messagesAfter(after: number, limit: number): Page } }).store;
+      // A store opened afresh on the same database has nothing in memory: it reads every row.
+      const rows = new ConversationStore(state.storage.sql);
+      for (const [after, limit] of [[root.seq - 1, 10], [root.seq, 10], [root.seq, 1], [root.seq + 2, 10]] as const) {
+        expect(store.messagesAfter(after, limit)).toEqual(rows.messagesAfter(after, limit));
+      }
+      // The root's reply count changed after it was appended: it is read from its row.
+      expect(store.messagesAfter(root.seq - 1, 1).messages[0]!.thread?.replyCount).toBe(1);
+      // The two after it were appended in this wake-up and come from memory (the same objects).
+      expect(store.messagesAfter(root.seq, 2).messages[1]).toBe(store.messagesAfter(root.seq, 2).messages[1]);
+      expect(rows.messagesAfter(root.seq, 2).messages[1]).not.toBe(rows.messagesAfter(root.seq, 2).messages[1]);
+      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 0;
+    });
+    // The pass then relays and stores all three, the root with its reply count.
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    await inbox.next("message", (f) => f.message?.clientMsgId === "last");
+    const relayed = inbox.frames.filter((f) => f.type === "message" && f.message!.kind !== "system");
+    expect(relayed.map((f) => f.message!.clientMsgId)).toEqual(["root", "reply", "last"]);
+    const d1 = await env.DB.prepare("SELECT seq, reply_count FROM messages WHERE conversation_id = ? AND seq >= ? ORDER BY seq")
+      .bind(conv.id, root.seq)
+      .all<{ seq: number; reply_count: number }>();
+    expect(d1.results).toEqual([
+      { seq: root.seq, reply_count: 1 },
+      { seq: root.seq + 1, reply_count: 0 },
+      { seq: root.seq + 2, reply_count: 0 },
+    ]);
+    as.close();
+    inbox.close();
+  });
 });
 
 describe("faults", () => {

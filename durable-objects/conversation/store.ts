@@ -72,10 +72,21 @@ export interface NewMessage {
 }
 
 
+/** How many recent messages the store keeps in memory for the deferred pass (see `recent`). */
+const RECENT_MAX = 1_000;
+
 export class ConversationStore {
   /** Loaded once per wake-up; every write below keeps them current. */
   meta: ConversationMeta | null;
   readonly members = new Map<string, Member>();
+  /**
+   * Messages appended during this wake-up that the deferred pass has not yet taken past both its
+   * cursors (D1 and the fan-out), by seq, oldest first: the pass reads them from here instead of
+   * SQLite (in the S1 profile those reads were ~5% of the runtime's CPU). A message whose row
+   * changes afterwards (a thread root's reply count) is dropped, so what is here equals its row;
+   * whatever is not here is read from SQLite.
+   */
+  private readonly recent = new Map<number, Message>();
 
   constructor(private readonly sql: SqlStorage) {
     migrate(sql, MIGRATIONS);
@@ -195,7 +206,10 @@ export class ConversationStore {
     meta.lastSeq = seq;
     meta.lastMessageAt = input.createdAt;
     const message: Message = { conversationId: meta.id, seq, ...input };
+    this.recent.set(seq, message);
+    if (this.recent.size > RECENT_MAX) this.recent.delete(this.recent.keys().next().value!);
     if (input.threadRootSeq !== null) {
+      this.recent.delete(input.threadRootSeq);
       const root = this.sql
         .exec<{ reply_count: number }>(
           "UPDATE messages SET reply_count = reply_count + 1, last_reply_seq = ?, last_reply_at = ? WHERE seq = ? RETURNING reply_count",
@@ -219,6 +233,8 @@ export class ConversationStore {
 
   /** Messages with `after < seq`, ascending, at most `limit` (plus whether more exist). */
   messagesAfter(after: number, limit: number, thread?: number): { messages: Message[]; hasMore: boolean } {
+    const recent = thread ? null : this.recentAfter(after, limit);
+    if (recent) return recent;
     const rows = thread
       ? this.sql.exec<MessageRow>(
           `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq > ? AND (seq = ? OR thread_root_seq = ?) ORDER BY seq LIMIT ?`,
@@ -236,6 +252,33 @@ export class ConversationStore {
     const hasMore = messages.length > limit;
     if (hasMore) messages.pop();
     return { messages, hasMore };
+  }
+
+  /** messagesAfter from `recent`, or null unless it holds every message asked for. */
+  private recentAfter(after: number, limit: number): { messages: Message[]; hasMore: boolean } | null {
+    const lastSeq = this.meta?.lastSeq ?? 0;
+    const through = Math.min(lastSeq, after + limit);
+    const messages: Message[] = [];
+    // seq is contiguous from 1, so the page is exactly (after, through].
+    for (let seq = after + 1; seq <= through; seq++) {
+      const message = this.recent.get(seq);
+      if (!message) return null;
+      messages.push(message);
+    }
+    return { messages, hasMore: lastSeq > through };
+  }
+
+  /** Forgets recent messages that both the D1 and the fan-out cursor have passed. */
+  private trimRecent(): void {
+    if (this.recent.size === 0) return;
+    const { d1_seq, fanout_seq } = this.sql
+      .exec<{ d1_seq: number; fanout_seq: number }>("SELECT d1_seq, fanout_seq FROM conversation")
+      .one();
+    const through = Math.min(d1_seq, fanout_seq);
+    for (const seq of this.recent.keys()) {
+      if (seq > through) break;
+      this.recent.delete(seq);
+    }
   }
 
   /** The latest `limit` messages with `seq < before`, returned ascending. */
@@ -338,6 +381,7 @@ export class ConversationStore {
 
   setD1Seq(seq: number): void {
     this.sql.exec("UPDATE conversation SET d1_seq = max(d1_seq, ?)", seq);
+    this.trimRecent();
   }
 
   deleteOutboxThrough(id: number): void {
@@ -350,6 +394,7 @@ export class ConversationStore {
 
   setFanoutSeq(seq: number): void {
     this.sql.exec("UPDATE conversation SET fanout_seq = max(fanout_seq, ?)", seq);
+    this.trimRecent();
   }
 
   /** Marks `userId` typing until `expiresAt`; returns whether they were not typing before. */
