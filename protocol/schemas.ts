@@ -212,6 +212,12 @@ export const UserSearchQuery = z.strictObject({
 
 export const ConversationSocketQuery = z.strictObject({
   after: IntString().optional(),
+  /**
+   * "1": this socket is the device's copy of the conversation, so the device's user socket does
+   * not repeat the messages this socket got live (an extension; without it the user socket gets
+   * every message, as before).
+   */
+  dedupe: z.literal("1").optional(),
   ticket: z.string().max(256).optional(),
   v: IntString().optional(),
 });

@@ -5,4 +5,5 @@
 // 1 - first version: accounts, conversations, ordered idempotent messages, threads, receipts,
 //     typing, presence, media, push subscriptions. (Its fingerprint was recorded when the first
 //     release was cut; from then on every wire change gets a new version.)
-export const PROTOCOL_VERSION = 1;
+// 2 - the conversation socket's `dedupe=1` (the user socket then skips what that socket got live).
+export const PROTOCOL_VERSION = 2;

@@ -2,7 +2,7 @@
 // receipts to user sockets, unread counts, typing lapse, and fan-out to a 200-member group.
 // Test settings (vitest.config.ts): PRESENCE_DEBOUNCE_MS 600, PRESENCE_TIMEOUT_MS 2500.
 import { env } from "cloudflare:workers";
-import { runInDurableObject } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import { relayedMessage } from "../durable-objects/conversation/fanout";
@@ -333,6 +333,58 @@ describe("fan-out", () => {
     expect(inbox.frames.find((f) => f.message?.id === `${queued}-4`)?.message).toMatchObject({ seq: 4, body: "4", media: [] });
     expect(inbox.frames.find((f) => f.message?.id === `${inline}-2`)?.message).toMatchObject({ seq: 2, body: "2", media: [] });
     inbox.close();
+  });
+
+  it("does not repeat on a device's user socket what its dedupe conversation socket got live", async () => {
+    const a = await register();
+    const phone = await register(unique("b"), "phone");
+    const desktop = await login(phone.user.username, "desktop");
+    const laptop = await login(phone.user.username, "laptop");
+    const conv = await direct(a, phone);
+    const inboxes = await Promise.all([phone, desktop, laptop].map((s) => connect("/ws", s.token)));
+    for (const inbox of inboxes) await inbox.next("ready");
+    const [phoneInbox, desktopInbox, laptopInbox] = inboxes as [TestSocket, TestSocket, TestSocket];
+    // The desktop views the conversation with dedupe; the laptop with a socket that does not ask for it.
+    const desktopChat = await connect(`/conversations/${conv.id}/ws?after=0&dedupe=1`, desktop.token);
+    await desktopChat.next("ready");
+    const laptopChat = await openConversation(laptop, conv.id);
+    const as = await openConversation(a, conv.id);
+
+    as.send({ type: "send", clientMsgId: "first", body: "first" });
+    await desktopChat.next("message", (f) => f.message?.clientMsgId === "first");
+    await laptopChat.next("message", (f) => f.message?.clientMsgId === "first");
+    await phoneInbox.next("message", (f) => f.message?.clientMsgId === "first");
+    await laptopInbox.next("message", (f) => f.message?.clientMsgId === "first");
+    // Once the desktop closes its conversation socket, its user socket gets what follows.
+    desktopChat.close();
+    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(conv.id));
+    const desktopSocketsOpen = () =>
+      runInDurableObject(stub, (_: ConversationDO, state: DurableObjectState) =>
+        state.getWebSockets(`d:${desktop.device.id}`).some((ws) => ws.readyState === WebSocket.OPEN),
+      );
+    await waitFor(async () => !(await desktopSocketsOpen()), "the close to reach the conversation");
+    as.send({ type: "send", clientMsgId: "second", body: "second" });
+    await desktopInbox.next("message", (f) => f.message?.clientMsgId === "second");
+    const got = (inbox: TestSocket) => inbox.frames.filter((f) => f.type === "message" && f.message!.kind !== "system").map((f) => f.message!.clientMsgId);
+    expect(got(desktopInbox)).toEqual(["second"]);
+    await phoneInbox.next("message", (f) => f.message?.clientMsgId === "second");
+    expect(got(phoneInbox)).toEqual(["first", "second"]);
+    // A message stored before a dedupe socket opened, and fanned out after, still reaches that
+    // device's user socket: the socket did not get it live (it opened without a replay).
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
+    });
+    as.send({ type: "send", clientMsgId: "held", body: "held" });
+    await as.next("ack", (f) => f.clientMsgId === "held");
+    const late = await connect(`/conversations/${conv.id}/ws?dedupe=1`, desktop.token);
+    await late.next("ready");
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    await desktopInbox.next("message", (f) => f.message?.clientMsgId === "held");
+    late.close();
+    // A malformed dedupe value is refused.
+    const bad = await call(`/conversations/${conv.id}/ws?dedupe=yes`, { token: desktop.token, headers: { upgrade: "websocket" } });
+    await expectError(bad, 400, "bad_request");
+    for (const socket of [...inboxes, laptopChat, as]) socket.close();
   });
 
   it("delivers one message to every user object of a 200-member group (through the queue)", async () => {

@@ -82,9 +82,14 @@ export class RelayRoom extends Room {
     this.timer = null;
   }
 
-  /** The member this socket belongs to (`?u=`), for the relay. */
+  /**
+   * The member this socket belongs to (`?u=`), for the relay, and whether it is the member's
+   * copy of the room (`?dedupe=1`, as the app's conversation sockets): then the member's Inbox
+   * still gets its call but has nothing to send (the app's user object skips that device).
+   */
   accepted(server, request) {
-    server.serializeAttachment(new URL(request.url).searchParams.get("u") ?? "");
+    const params = new URL(request.url).searchParams;
+    server.serializeAttachment({ u: params.get("u") ?? "", dedupe: params.get("dedupe") === "1" });
   }
 
   async webSocketMessage(ws, data) {
@@ -100,8 +105,12 @@ export class RelayRoom extends Room {
     this.pending = [];
     clearTimeout(this.timer);
     this.timer = null;
-    const members = new Set(this.ctx.getWebSockets().map((ws) => ws.deserializeAttachment()));
-    await Promise.all([...members].map((u) => this.env.INBOX.get(this.env.INBOX.idFromName(u)).deliver(frames)));
+    const members = new Map();
+    for (const ws of this.ctx.getWebSockets()) {
+      const { u, dedupe } = ws.deserializeAttachment();
+      members.set(u, (members.get(u) ?? true) && dedupe);
+    }
+    await Promise.all([...members].map(([u, dedupe]) => this.env.INBOX.get(this.env.INBOX.idFromName(u)).deliver(dedupe ? [] : frames)));
   }
 }
 

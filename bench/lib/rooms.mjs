@@ -1,12 +1,14 @@
 // A "room" is the devices of one conversation, on either target:
 //   - app: a group conversation of the app; each device holds its user socket (`GET /ws`, as a
 //     real client does) and its conversation socket; the server acks the sender and broadcasts
-//     `{type:"message"}` to the others, and the fan-out relays every message to the user sockets.
+//     `{type:"message"}` to the others, and the fan-out relays every message to the user sockets
+//     of devices whose conversation socket did not ask for dedupe (one witness device per room).
 //   - baseline: a bare room of bench/baseline; each device holds one socket, and every frame comes
 //     back to every socket, the sender's copy serving as its ack.
 //   - store: the baseline plus one SQLite insert per message before the broadcast.
 //   - relay: the baseline plus what the contract adds without storage: each device also holds a
-//     user socket (an Inbox object) that gets every message of the room, relayed in batches.
+//     user socket (an Inbox object) that gets the room's messages, relayed in batches (called
+//     for every member, with nothing to send for the devices that asked for dedupe, as the app).
 // Both get the very same client frames, and the client does the same work per frame on both
 // (one toString and one regex), so the two sides differ only in what the server does.
 import { api, closeAll, createGroup, isReadyFrame, openSocket } from "./clients.mjs";
@@ -39,6 +41,8 @@ export class Room {
     this.receiptMs = 0;
     this.lastReceiptAt = [];
     this.receiptsSent = 0;
+    /** Per device: whether its conversation socket asked for dedupe (its user socket then gets none of this room's messages). */
+    this.dedupe = [];
   }
 
   get size() {
@@ -91,11 +95,14 @@ export class Room {
     if (m) this.handler.relayed(i, Number(m[1]), Number(m[2]), Number(m[3]), now());
   }
 
-  /** Whether every device's user socket got every bench message of the others (app and relay rooms). */
+  /**
+   * Whether the user socket of every device without a dedupe conversation socket got every bench
+   * message of the others (app and relay rooms).
+   */
   fanoutCaughtUp() {
     if (this.userSockets.length === 0) return true;
     const total = this.sentBy.reduce((a, b) => a + b, 0);
-    return this.fanoutCounts.every((c, i) => c >= total - this.sentBy[i]);
+    return this.fanoutCounts.every((c, i) => this.dedupe[i] || c >= total - this.sentBy[i]);
   }
 
   async close() {
@@ -104,6 +111,14 @@ export class Room {
 }
 
 /** Opens an app room: a fresh group of `devices` (the first creates it), user and conversation sockets. */
+/**
+ * Each device's conversation socket asks for dedupe, as the web client's does, except the
+ * witness (device 1, a receiver in S1), whose user socket still gets every message of the others
+ * so the relay's latency is measured.
+ */
+const WITNESS = 1;
+const dedupeFor = (n) => Array.from({ length: n }, (_, i) => i !== WITNESS);
+
 export async function openAppRoom(server, devices, { receiptMs = 0, userSockets = true } = {}) {
   const room = new Room("app", `r${Date.now().toString(36)}${roomCounter++}`);
   const conversation = await createGroup(server.base, devices[0], devices.slice(1), room.name);
@@ -115,6 +130,7 @@ export async function openAppRoom(server, devices, { receiptMs = 0, userSockets 
   room.sentBy = new Array(n).fill(0);
   room.fanoutCounts = new Array(n).fill(0);
   room.lastReceiptAt = new Array(n).fill(0);
+  room.dedupe = dedupeFor(n);
   await Promise.all(
     devices.map(async (d, i) => {
       const headers = { authorization: `Bearer ${d.token}` };
@@ -125,7 +141,7 @@ export async function openAppRoom(server, devices, { receiptMs = 0, userSockets 
           onFrame: (buf) => room.onUserFrame(i, buf),
         });
       }
-      room.sockets[i] = await openSocket(`${server.wsBase}/conversations/${conversation.id}/ws`, {
+      room.sockets[i] = await openSocket(`${server.wsBase}/conversations/${conversation.id}/ws${room.dedupe[i] ? "?dedupe=1" : ""}`, {
         headers,
         isReady: isReadyFrame,
         onFrame: (buf) => room.onFrame(i, buf),
@@ -160,11 +176,12 @@ export async function openRelayRoom(server, n) {
   room.sentBy = new Array(n).fill(0);
   room.fanoutCounts = new Array(n).fill(0);
   room.lastReceiptAt = new Array(n).fill(0);
+  room.dedupe = dedupeFor(n);
   await Promise.all(
     Array.from({ length: n }, async (_, i) => {
       const user = `${room.name}.${i}`;
       room.userSockets[i] = await openSocket(`${server.wsBase}/inbox/${user}`, { onFrame: (buf) => room.onUserFrame(i, buf) });
-      room.sockets[i] = await openSocket(`${server.wsBase}/relay/${room.name}?u=${user}`, { onFrame: (buf) => room.onFrame(i, buf) });
+      room.sockets[i] = await openSocket(`${server.wsBase}/relay/${room.name}?u=${user}${room.dedupe[i] ? "&dedupe=1" : ""}`, { onFrame: (buf) => room.onFrame(i, buf) });
       room.sockets[i].on("close", () => room.closedEarly++);
     }),
   );

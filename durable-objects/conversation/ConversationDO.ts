@@ -50,7 +50,7 @@ export class ConversationDO extends DurableObject<Env> {
   /** The deferred pass in progress. */
   private passRunning: Promise<void> | null = null;
   /** Each socket's identity, read from its attachment once per wake-up rather than once per frame. */
-  private readonly identities = new WeakMap<WebSocket, Identity | null>();
+  private readonly identities = new WeakMap<WebSocket, SocketAttachment | null>();
   /** The latest send of each socket still resolving media; in memory (nothing is pending across eviction). */
   private readonly socketSends = new WeakMap<WebSocket, Promise<void>>();
 
@@ -59,7 +59,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.settings = readSettings(env);
     this.store = new ConversationStore(ctx.storage.sql);
     this.outbox = new Outbox(this.store, env.DB, this.settings.outboxBatchSize);
-    this.fanout = new Fanout(this.store, env, this.settings.fanoutInlineMax);
+    this.fanout = new Fanout(this.store, env, this.settings.fanoutInlineMax, () => this.liveCopies());
     this.conversation = new Conversation(this.store, {
       limiter: new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst),
       sockets: {
@@ -172,7 +172,9 @@ export class ConversationDO extends DurableObject<Env> {
 
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [`u:${identity.userId}`, `d:${identity.deviceId}`]);
-    server.serializeAttachment(identity);
+    // A dedupe socket gets every message stored from now on live: above this lastSeq.
+    const attachment: SocketAttachment = query.data.dedupe ? { ...identity, liveAfter: this.store.requireMeta().lastSeq } : identity;
+    server.serializeAttachment(attachment);
 
     if (query.data.v !== undefined && query.data.v !== PROTOCOL_VERSION) {
       server.close(CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
@@ -274,10 +276,28 @@ export class ConversationDO extends DurableObject<Env> {
     }
   }
 
-  private identityOf(ws: WebSocket): Identity | null {
+  private identityOf(ws: WebSocket): SocketAttachment | null {
     let identity = this.identities.get(ws);
     if (identity === undefined) this.identities.set(ws, (identity = readAttachment(ws)));
     return identity;
+  }
+
+  /**
+   * For each member, the devices holding an open dedupe socket here, each with the seq above
+   * which that socket got every message live (the lowest, if a device holds several). Every
+   * message is broadcast to every open socket in the same step that stores it, so a socket still
+   * open got them all; one that closed is left out, and its device gets them on its user socket.
+   */
+  private liveCopies(): Map<string, Record<string, number>> {
+    const copies = new Map<string, Record<string, number>>();
+    for (const ws of this.ctx.getWebSockets()) {
+      const socket = this.identityOf(ws);
+      if (!socket || socket.liveAfter === undefined || ws.readyState !== WebSocket.OPEN) continue;
+      let devices = copies.get(socket.userId);
+      if (!devices) copies.set(socket.userId, (devices = {}));
+      devices[socket.deviceId] = Math.min(devices[socket.deviceId] ?? Number.POSITIVE_INFINITY, socket.liveAfter);
+    }
+    return copies;
   }
 
   async webSocketClose(ws: WebSocket, code: number): Promise<void> {
@@ -401,11 +421,15 @@ function safeClose(ws: WebSocket, code: number, reason: string): void {
   }
 }
 
-function readAttachment(ws: WebSocket): Identity | null {
+/** What a socket keeps across hibernation: who holds it and, for a dedupe socket, since when it is live. */
+type SocketAttachment = Identity & { liveAfter?: number };
+
+function readAttachment(ws: WebSocket): SocketAttachment | null {
   const value: unknown = ws.deserializeAttachment();
   if (typeof value !== "object" || value === null) return null;
-  const { userId, deviceId } = value as Record<string, unknown>;
-  return typeof userId === "string" && typeof deviceId === "string" ? { userId, deviceId } : null;
+  const { userId, deviceId, liveAfter } = value as Record<string, unknown>;
+  if (typeof userId !== "string" || typeof deviceId !== "string") return null;
+  return typeof liveAfter === "number" ? { userId, deviceId, liveAfter } : { userId, deviceId };
 }
 
 function refOf(json: unknown): { ref?: string } {

@@ -70,10 +70,15 @@ const EVENT_BYTES_PER_JOB = 64 * 1024;
 export class Fanout {
   failures = 0;
 
+  /**
+   * `liveCopies`: per member, the devices whose open conversation socket already got each message
+   * above a seq (see ConversationDO.liveCopies); their user sockets need not repeat those.
+   */
   constructor(
     private readonly store: ConversationStore,
     private readonly env: Env,
     private readonly inlineMax: number,
+    private readonly liveCopies: () => Map<string, Record<string, number>> = () => new Map(),
   ) {}
 
   /**
@@ -114,7 +119,9 @@ export class Fanout {
 
   private async deliverInline(userIds: string[], events: InboxEvent[]): Promise<void> {
     // One call at a time per conversation, in seq order: user objects dedupe by a high-water mark.
-    await Promise.all(userIds.map((userId) => userStub(this.env, userId).deliver(userId, dedupeChanged(events), true)));
+    const live = this.liveCopies();
+    const deduped = dedupeChanged(events);
+    await Promise.all(userIds.map((userId) => userStub(this.env, userId).deliver(userId, deduped, true, live.get(userId))));
   }
 
   private async enqueue(userIds: string[], events: InboxEvent[]): Promise<void> {

@@ -81,9 +81,11 @@ export class UserDO extends DurableObject<Env> {
   /**
    * Relays new messages to every device of this user (but the one that sent each), once per
    * (conversationId, seq); queues a push when no device is online. `inOrder`: the call is the
-   * conversation's own in-order fan-out, not a queued job (see markDelivered).
+   * conversation's own in-order fan-out, not a queued job (see markDelivered). `liveOn` (from
+   * that conversation): devices whose dedupe conversation socket got every message above the
+   * given seq live; their user sockets skip those messages.
    */
-  async deliver(userId: string, events: InboxEvent[], inOrder = false): Promise<void> {
+  async deliver(userId: string, events: InboxEvent[], inOrder = false, liveOn: Record<string, number> = {}): Promise<void> {
     this.presence.rememberUser(userId);
     const now = Date.now();
     const sockets = this.ctx.getWebSockets();
@@ -115,7 +117,12 @@ export class UserDO extends DurableObject<Env> {
       inOrder,
     );
     const relayTo = this.ctx.getWebSockets();
-    for (const message of fresh) this.sendText(relayTo, frameOf(message), message.senderDeviceId);
+    const live = Object.entries(liveOn);
+    for (const message of fresh) {
+      const except = [message.senderDeviceId];
+      for (const [deviceId, after] of live) if (message.seq > after) except.push(deviceId);
+      this.sendText(relayTo, frameOf(message), except);
+    }
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
   }
 
@@ -437,14 +444,14 @@ export class UserDO extends DurableObject<Env> {
   }
 
   private sendAll(sockets: WebSocket[], frame: UserServerFrame, exceptDeviceId: string | null): void {
-    if (sockets.length > 0) this.sendText(sockets, JSON.stringify(frame), exceptDeviceId);
+    if (sockets.length > 0) this.sendText(sockets, JSON.stringify(frame), exceptDeviceId === null ? [] : [exceptDeviceId]);
   }
 
-  /** Sends an encoded frame to `sockets`, except those of one device (a message's sender). */
-  private sendText(sockets: WebSocket[], text: string, exceptDeviceId: string | null): void {
+  /** Sends an encoded frame to `sockets`, except those of some devices (a message's sender). */
+  private sendText(sockets: WebSocket[], text: string, exceptDeviceIds: string[]): void {
     if (sockets.length === 0) return;
-    // The device tag finds the sender's sockets without reading every socket's attachment.
-    const except = exceptDeviceId === null ? [] : this.ctx.getWebSockets(`d:${exceptDeviceId}`);
+    // The device tag finds a device's sockets without reading every socket's attachment.
+    const except = exceptDeviceIds.flatMap((id) => this.ctx.getWebSockets(`d:${id}`));
     for (const ws of sockets) if (!except.includes(ws)) trySend(ws, text);
   }
 

@@ -631,7 +631,8 @@ export class AppStore {
     this.closeChatSocket();
     this.chatSocketId = id;
     this.chatSocket = new LiveSocket<ConversationServerFrame, ConversationClientFrame>({
-      path: () => `/conversations/${encodeURIComponent(id)}/ws${qs({ after: resumePoint(this.view(id).messages), v: PROTOCOL_VERSION })}`,
+      // dedupe: this socket is our copy of the conversation; the user socket need not repeat it.
+      path: () => `/conversations/${encodeURIComponent(id)}/ws${qs({ after: resumePoint(this.view(id).messages), dedupe: 1, v: PROTOCOL_VERSION })}`,
       ticket: () => this.ticket(),
       parse: (json) => {
         const r = ConversationServerFrame.safeParse(json);
