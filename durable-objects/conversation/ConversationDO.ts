@@ -51,6 +51,12 @@ export class ConversationDO extends DurableObject<Env> {
   private passRunning: Promise<void> | null = null;
   /** Each socket's identity, read from its attachment once per wake-up rather than once per frame. */
   private readonly identities = new WeakMap<WebSocket, SocketAttachment | null>();
+  /**
+   * The object's sockets, for broadcasts: read once and again after a socket is accepted, closes
+   * or fails, rather than on every message. A socket that closed and is still listed costs one
+   * failed send, which is ignored.
+   */
+  private socketList: WebSocket[] | null = null;
   /** The latest send of each socket still resolving media; in memory (nothing is pending across eviction). */
   private readonly socketSends = new WeakMap<WebSocket, Promise<void>>();
 
@@ -63,7 +69,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.conversation = new Conversation(this.store, {
       limiter: new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst),
       sockets: {
-        all: () => ctx.getWebSockets(),
+        all: () => (this.socketList ??= ctx.getWebSockets()),
         ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
       },
       defer: () => this.defer(),
@@ -172,6 +178,7 @@ export class ConversationDO extends DurableObject<Env> {
 
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [`u:${identity.userId}`, `d:${identity.deviceId}`]);
+    this.socketList = null;
     // A dedupe socket gets every message stored from now on live: above this lastSeq.
     const attachment: SocketAttachment = query.data.dedupe ? { ...identity, liveAfter: this.store.requireMeta().lastSeq } : identity;
     server.serializeAttachment(attachment);
@@ -301,11 +308,14 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    this.socketList = null;
     // Complete the closing handshake; 1005/1006 are reserved and cannot be sent back.
     safeClose(ws, code === 1005 || code === 1006 ? 1000 : code, "closed");
   }
 
-  async webSocketError(): Promise<void> {}
+  async webSocketError(): Promise<void> {
+    this.socketList = null;
+  }
 
   // --- The deferred pass: outbox to D1, then fan-out to user objects ---------------------------
 

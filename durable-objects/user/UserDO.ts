@@ -116,14 +116,32 @@ export class UserDO extends DurableObject<Env> {
       now,
       inOrder,
     );
-    const relayTo = this.ctx.getWebSockets();
-    const live = Object.entries(liveOn);
-    for (const message of fresh) {
-      const except = [message.senderDeviceId];
-      for (const [deviceId, after] of live) if (message.seq > after) except.push(deviceId);
-      this.sendText(relayTo, frameOf(message), except);
-    }
+    this.relay(fresh, liveOn);
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
+  }
+
+  /**
+   * Sends each message's frame to the user's sockets but those of its sender's device and of the
+   * devices in `liveOn` whose conversation socket got it live. Each device's sockets are looked up
+   * once per call, not once per message.
+   */
+  private relay(messages: CarriedMessage[], liveOn: Record<string, number>): void {
+    if (messages.length === 0) return;
+    const sockets = this.ctx.getWebSockets();
+    const byDevice = new Map<string, WebSocket[]>();
+    const socketsOf = (deviceId: string) => {
+      let found = byDevice.get(deviceId);
+      if (!found) byDevice.set(deviceId, (found = this.ctx.getWebSockets(`d:${deviceId}`)));
+      return found;
+    };
+    const live = Object.entries(liveOn);
+    for (const message of messages) {
+      const except = new Set(socketsOf(message.senderDeviceId));
+      for (const [deviceId, after] of live) if (message.seq > after) for (const ws of socketsOf(deviceId)) except.add(ws);
+      if (except.size >= sockets.length && sockets.every((ws) => except.has(ws))) continue;
+      const frame = frameOf(message);
+      for (const ws of sockets) if (!except.has(ws)) trySend(ws, frame);
+    }
   }
 
   /**
@@ -444,14 +462,10 @@ export class UserDO extends DurableObject<Env> {
   }
 
   private sendAll(sockets: WebSocket[], frame: UserServerFrame, exceptDeviceId: string | null): void {
-    if (sockets.length > 0) this.sendText(sockets, JSON.stringify(frame), exceptDeviceId === null ? [] : [exceptDeviceId]);
-  }
-
-  /** Sends an encoded frame to `sockets`, except those of some devices (a message's sender). */
-  private sendText(sockets: WebSocket[], text: string, exceptDeviceIds: string[]): void {
     if (sockets.length === 0) return;
-    // The device tag finds a device's sockets without reading every socket's attachment.
-    const except = exceptDeviceIds.flatMap((id) => this.ctx.getWebSockets(`d:${id}`));
+    const text = JSON.stringify(frame);
+    // The device tag finds the device's sockets without reading every socket's attachment.
+    const except = exceptDeviceId === null ? [] : this.ctx.getWebSockets(`d:${exceptDeviceId}`);
     for (const ws of sockets) if (!except.includes(ws)) trySend(ws, text);
   }
 
