@@ -409,11 +409,34 @@ describe("fan-out", () => {
       .run();
     const live = await connect("/ws", token);
     await live.next("ready");
+    // A second device of that member views the group on a dedupe socket: its user socket is
+    // skipped by the queued fan-out too.
+    const viewerToken = `live_${unique("t")}_${"y".repeat(30)}`;
+    await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'viewer', ?, ?)")
+      .bind(unique("dev"), ids[0], await sha256(viewerToken), now)
+      .run();
+    const viewerInbox = await connect("/ws", viewerToken);
+    await viewerInbox.next("ready");
 
     const g = await json<{ conversation: Conversation }>("/group/create", { token: admin.token, body: { title: "big", memberIds: ids } }, 201);
     expect(g.conversation.members).toHaveLength(200);
+    const viewerChat = await connect(`/conversations/${g.conversation.id}/ws?dedupe=1`, viewerToken);
+    await viewerChat.next("ready");
     const { message } = await sendRest(admin, g.conversation.id, "hello everyone");
     await live.next("message", (f) => f.message?.id === message.id, 20_000);
+    await viewerChat.next("message", (f) => f.message?.id === message.id);
+    viewerChat.close();
+    await waitFor(
+      async () =>
+        !(await runInDurableObject(conversationStub(env, g.conversation.id), (_: ConversationDO, state: DurableObjectState) =>
+          state.getWebSockets().some((ws) => ws.readyState === WebSocket.OPEN),
+        )),
+      "the viewer's close to reach the conversation",
+    );
+    const second = (await sendRest(admin, g.conversation.id, "and again")).message;
+    await viewerInbox.next("message", (f) => f.message?.id === second.id, 20_000);
+    expect(viewerInbox.frames.filter((f) => f.type === "message" && f.message!.kind !== "system").map((f) => f.message!.id)).toEqual([second.id]);
+    viewerInbox.close();
 
     const delivered = async (userId: string) =>
       runInDurableObject(env.USER.get(env.USER.idFromName(userId)), (_: UserDO, state: DurableObjectState) =>

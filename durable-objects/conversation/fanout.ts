@@ -56,10 +56,15 @@ export function messageOf(message: CarriedMessage): Message {
   return "frame" in message ? (JSON.parse(message.frame) as { message: Message }).message : message;
 }
 
-/** A unit of queued fan-out work: these events for these users. */
+/**
+ * A unit of queued fan-out work: these events for these users. `liveOn`: per user, the devices
+ * whose dedupe conversation socket got the messages above a seq live (absent in jobs queued
+ * before it was carried).
+ */
 export interface FanoutJob {
   userIds: string[];
   events: InboxEvent[];
+  liveOn?: Record<string, Record<string, number>>;
 }
 
 const BATCH = 100;
@@ -125,10 +130,13 @@ export class Fanout {
   }
 
   private async enqueue(userIds: string[], events: InboxEvent[]): Promise<void> {
+    const live = this.liveCopies();
     const jobs: FanoutJob[] = [];
     for (const eventChunk of chunkByBytes(dedupeChanged(events), EVENT_BYTES_PER_JOB)) {
       for (let i = 0; i < userIds.length; i += USERS_PER_JOB) {
-        jobs.push({ userIds: userIds.slice(i, i + USERS_PER_JOB), events: eventChunk });
+        const chunk = userIds.slice(i, i + USERS_PER_JOB);
+        const liveOn = Object.fromEntries(chunk.flatMap((id) => (live.has(id) ? [[id, live.get(id)!]] : [])));
+        jobs.push({ userIds: chunk, events: eventChunk, liveOn });
       }
     }
     // sendBatch takes at most 100 messages and 256 KB.
@@ -140,7 +148,7 @@ export class Fanout {
 
 /** Delivers one queued job: every user's object in parallel. A throw retries the whole job. */
 export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
-  await Promise.all(job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events)));
+  await Promise.all(job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId])));
 }
 
 function systemUserIds(message: Message): string[] {
