@@ -1,5 +1,7 @@
 // Test helpers: HTTP calls and WebSockets through the real Worker, with a timeout on every wait.
 import { exports } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
+import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { Conversation, Device, Message, User } from "../protocol";
 
 const ORIGIN = "http://chat.test";
@@ -214,4 +216,15 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Holds a conversation's deferred pass (D1, fan-out) back for a minute, so that writes wait for it
+ * and only the alarm, its backstop, runs it (`runDurableObjectAlarm`). No clock can be injected,
+ * so this sets the object's own setting.
+ */
+export async function holdDeferredPass(stub: DurableObjectStub<ConversationDO>): Promise<void> {
+  await runInDurableObject(stub, (instance: ConversationDO) => {
+    (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
+  });
 }

@@ -17,6 +17,7 @@ import {
   direct,
   expectError,
   group,
+  holdDeferredPass,
   json,
   login,
   openConversation,
@@ -371,9 +372,7 @@ describe("fan-out", () => {
     expect(got(phoneInbox)).toEqual(["first", "second"]);
     // A message stored before a dedupe socket opened, and fanned out after, still reaches that
     // device's user socket: the socket did not get it live (it opened without a replay).
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
-    });
+    await holdDeferredPass(stub);
     as.send({ type: "send", clientMsgId: "held", body: "held" });
     await as.next("ack", (f) => f.clientMsgId === "held");
     const late = await connect(`/conversations/${conv.id}/ws?dedupe=1`, desktop.token);
@@ -402,19 +401,20 @@ describe("fan-out", () => {
         ),
       );
     }
+    // A device of a bulk member, straight into the directory too; returns its token.
+    const addDevice = async (userId: string, name: string) => {
+      const token = `live_${unique("t")}_${"x".repeat(30)}`;
+      await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(unique("dev"), userId, name, await sha256(token), now)
+        .run();
+      return token;
+    };
     // One member has a live device, so delivery is visible on a socket too.
-    const token = `live_${unique("t")}_${"x".repeat(30)}`;
-    await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'd', ?, ?)")
-      .bind(unique("dev"), ids[0], await sha256(token), now)
-      .run();
-    const live = await connect("/ws", token);
+    const live = await connect("/ws", await addDevice(ids[0]!, "d"));
     await live.next("ready");
     // A second device of that member views the group on a dedupe socket: its user socket is
     // skipped by the queued fan-out too.
-    const viewerToken = `live_${unique("t")}_${"y".repeat(30)}`;
-    await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'viewer', ?, ?)")
-      .bind(unique("dev"), ids[0], await sha256(viewerToken), now)
-      .run();
+    const viewerToken = await addDevice(ids[0]!, "viewer");
     const viewerInbox = await connect("/ws", viewerToken);
     await viewerInbox.next("ready");
 

@@ -11,6 +11,7 @@ import {
   direct,
   expectError,
   group,
+  holdDeferredPass,
   json,
   openConversation,
   register,
@@ -36,6 +37,22 @@ function failingD1(): { writer: D1Writer; attempts: number } {
     },
   };
   return outage;
+}
+
+/**
+ * A direct conversation of a and b, flushed, with its deferred pass held (holdDeferredPass); b's
+ * user socket and a's conversation socket open.
+ */
+async function heldConversation() {
+  const [a, b] = [await register(), await register()];
+  const conv = await direct(a, b);
+  const stub = stubOf(conv.id);
+  await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+  await holdDeferredPass(stub);
+  const inbox = await connect("/ws", b.token);
+  await inbox.next("ready");
+  const as = await openConversation(a, conv.id);
+  return { a, b, conv, stub, inbox, as };
 }
 
 function expectContiguous(messages: Message[], from: number, to: number) {
@@ -213,17 +230,7 @@ describe("ordering and idempotency", () => {
   });
 
   it("hands the deferred pass recent messages from memory exactly as stored, thread roots included", async () => {
-    const [a, b] = [await register(), await register()];
-    const conv = await direct(a, b);
-    const stub = stubOf(conv.id);
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
-    // Hold the pass so that the messages below wait for it.
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
-    });
-    const inbox = await connect("/ws", b.token);
-    await inbox.next("ready");
-    const as = await openConversation(a, conv.id);
+    const { conv, stub, inbox, as } = await heldConversation();
     as.send({ type: "send", clientMsgId: "root", body: "root" });
     const root = (await as.next("ack")).message!;
     as.send({ type: "send", clientMsgId: "reply", body: "reply", threadRootSeq: root.seq });
@@ -245,7 +252,6 @@ describe("ordering and idempotency", () => {
       // The two after it were appended in this wake-up and come from memory (the same objects).
       expect(store.messagesAfter(root.seq, 2).messages[1]).toBe(store.messagesAfter(root.seq, 2).messages[1]);
       expect(rows.messagesAfter(root.seq, 2).messages[1]).not.toBe(rows.messagesAfter(root.seq, 2).messages[1]);
-      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 0;
     });
     // The pass then relays and stores all three, the root with its reply count.
     expect(await runDurableObjectAlarm(stub)).toBe(true);
@@ -316,18 +322,9 @@ describe("faults", () => {
   });
 
   it("still fans out through the alarm, its backstop, when the timer never fires", async () => {
-    const [a, b] = [await register(), await register()];
-    const conv = await direct(a, b);
-    const stub = stubOf(conv.id);
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
     // A timer that stays pending for the whole test stands for one lost with its instance (an
     // eviction; the test helper's eviction itself waits for pending timers).
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
-    });
-    const inbox = await connect("/ws", b.token);
-    await inbox.next("ready");
-    const as = await openConversation(a, conv.id);
+    const { stub, inbox, as } = await heldConversation();
     as.send({ type: "send", clientMsgId: "backstop", body: "carried by the alarm" });
     const ack = await as.next("ack");
     expect(await stub.pendingOutbox()).toBe(1);

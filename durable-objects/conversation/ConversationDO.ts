@@ -69,7 +69,7 @@ export class ConversationDO extends DurableObject<Env> {
     this.conversation = new Conversation(this.store, {
       limiter: new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst),
       sockets: {
-        all: () => (this.socketList ??= ctx.getWebSockets()),
+        all: () => this.allSockets(),
         ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
       },
       defer: () => this.defer(),
@@ -283,6 +283,10 @@ export class ConversationDO extends DurableObject<Env> {
     }
   }
 
+  private allSockets(): WebSocket[] {
+    return (this.socketList ??= this.ctx.getWebSockets());
+  }
+
   private identityOf(ws: WebSocket): SocketAttachment | null {
     let identity = this.identities.get(ws);
     if (identity === undefined) this.identities.set(ws, (identity = readAttachment(ws)));
@@ -297,7 +301,7 @@ export class ConversationDO extends DurableObject<Env> {
    */
   private liveCopies(): Map<string, Record<string, number>> {
     const copies = new Map<string, Record<string, number>>();
-    for (const ws of this.ctx.getWebSockets()) {
+    for (const ws of this.allSockets()) {
       const socket = this.identityOf(ws);
       if (!socket || socket.liveAfter === undefined || ws.readyState !== WebSocket.OPEN) continue;
       let devices = copies.get(socket.userId);

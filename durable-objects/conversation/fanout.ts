@@ -83,7 +83,7 @@ export class Fanout {
     private readonly store: ConversationStore,
     private readonly env: Env,
     private readonly inlineMax: number,
-    private readonly liveCopies: () => Map<string, Record<string, number>> = () => new Map(),
+    private readonly liveCopies: () => Map<string, Record<string, number>>,
   ) {}
 
   /**

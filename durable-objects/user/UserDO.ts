@@ -138,7 +138,6 @@ export class UserDO extends DurableObject<Env> {
     for (const message of messages) {
       const except = new Set(socketsOf(message.senderDeviceId));
       for (const [deviceId, after] of live) if (message.seq > after) for (const ws of socketsOf(deviceId)) except.add(ws);
-      if (except.size >= sockets.length && sockets.every((ws) => except.has(ws))) continue;
       const frame = frameOf(message);
       for (const ws of sockets) if (!except.has(ws)) trySend(ws, frame);
     }
@@ -464,7 +463,7 @@ export class UserDO extends DurableObject<Env> {
   private sendAll(sockets: WebSocket[], frame: UserServerFrame, exceptDeviceId: string | null): void {
     if (sockets.length === 0) return;
     const text = JSON.stringify(frame);
-    // The device tag finds the device's sockets without reading every socket's attachment.
+    // The device tag finds the sender's sockets without reading every socket's attachment.
     const except = exceptDeviceId === null ? [] : this.ctx.getWebSockets(`d:${exceptDeviceId}`);
     for (const ws of sockets) if (!except.includes(ws)) trySend(ws, text);
   }
