@@ -213,6 +213,45 @@ describe("receipts and unread counts", () => {
     sb2.close();
   });
 
+  it("relays a reader's receipts with the next pass, the latest once, and again after a failed call", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const first = (await sendRest(a, conv.id, "one")).message;
+    const { message } = await sendRest(a, conv.id, "two");
+    const stub = conversationStub(env, conv.id);
+    await runDurableObjectAlarm(stub); // the sends' pass, done before the pass is held
+    const [sa, bs] = [await userSocket(a), await openConversation(b, conv.id)];
+    await holdDeferredPass(stub);
+    bs.send({ type: "delivered", seq: first.seq });
+    bs.send({ type: "read", seq: message.seq });
+    // The conversation's sockets hear of each receipt at once; the users' objects wait for the pass.
+    await bs.next("receipt", (f) => f.readSeq === message.seq);
+    const receiptsAt = (s: TestSocket) => s.frames.filter((f) => f.type === "receipt");
+    expect(receiptsAt(sa)).toEqual([]);
+    const calls: string[] = [];
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      const reach = instance.fanout.userObject;
+      instance.fanout.userObject = (userId) => ({
+        deliver: async (...args) => {
+          calls.push(userId);
+          // The first pass's calls fail; the retry (the alarm, after a backoff) reaches the objects.
+          if (calls.length <= 2) throw new Error("user object unreachable");
+          return reach(userId).deliver(...args);
+        },
+      });
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(calls.sort()).toEqual([a.user.id, b.user.id].sort());
+    expect(receiptsAt(sa)).toEqual([]);
+    await sa.next("receipt", (f) => f.readSeq === message.seq);
+    // One frame: the reader's latest watermarks, not one per receipt sent.
+    expect(receiptsAt(sa)).toEqual([
+      { type: "receipt", conversationId: conv.id, userId: b.user.id, deliveredSeq: message.seq, readSeq: message.seq, updatedAt: expect.any(Number) },
+    ]);
+    sa.close();
+    bs.close();
+  });
+
   it("counts others' unread messages for both sides, before and after a read", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);

@@ -74,16 +74,8 @@ export class ConversationDO extends DurableObject<Env> {
       },
       defer: () => this.defer(),
       wakeAt: (at) => void this.wakeAt(at),
-      notifyReceipt: (userIds, receipt) => {
-        const conversationId = this.store.requireMeta().id;
-        for (const userId of new Set(userIds)) {
-          ctx.waitUntil(
-            userStub(env, userId)
-              .receipt(userId, { conversationId, ...receipt })
-              .catch((err: unknown) => console.warn("receipt notification failed", String(err))),
-          );
-        }
-      },
+      // The deferred pass relays them (updateReceipt asks for it), with its calls to members' objects.
+      notifyReceipt: (userIds, receipt) => this.fanout.noteReceipt(userIds, { conversationId: this.store.requireMeta().id, ...receipt }),
     });
     // Keep-alives are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));

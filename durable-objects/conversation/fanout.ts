@@ -8,9 +8,10 @@
 // per member per batch would make the conversation object itself the bottleneck of a large
 // group, so the work goes to a Queue in chunks of members, and the queue consumer (any number of
 // Worker instances in parallel) makes the calls.
-import type { Message, MessageKind, UserServerFrame } from "../../protocol";
+import type { Message, MessageKind, Receipt, UserServerFrame } from "../../protocol";
 import { userStub } from "../../worker/lib/objects";
 import type { ConversationStore } from "./store";
+import type { UserDO as UserObject } from "../user/UserDO";
 
 export interface ConversationSummary {
   id: string;
@@ -37,10 +38,17 @@ export interface RelayedMessage {
 /** Queued jobs written before frames were carried hold the whole message instead. */
 export type CarriedMessage = RelayedMessage | Message;
 
-/** What a user object receives. `changed` asks it to fetch the conversation's new state. */
+/** A receipt as a user object relays it to its devices (UserServerFrame `receipt`). */
+export type RelayedReceipt = Receipt & { conversationId: string };
+
+/**
+ * What a user object receives. `changed` asks it to fetch the conversation's new state; `receipt`
+ * is a member's new watermarks, for the reader's other devices and the senders it passed.
+ */
 export type InboxEvent =
   | { type: "message"; message: CarriedMessage; conversation: ConversationSummary }
-  | { type: "changed"; conversationId: string };
+  | { type: "changed"; conversationId: string }
+  | { type: "receipt"; receipt: RelayedReceipt };
 
 export function relayedMessage(message: Message): RelayedMessage {
   const { conversationId, seq, senderId, senderDeviceId, kind } = message;
@@ -74,6 +82,17 @@ const EVENT_BYTES_PER_JOB = 64 * 1024;
 
 export class Fanout {
   failures = 0;
+  /**
+   * Receipts to relay in the next pass: per user to tell, the latest receipt of each reader (a
+   * receipt is a watermark, so a newer one makes an older one of the same reader redundant). They
+   * ride on that pass's calls to the members' objects instead of one call per receipt and user:
+   * all the devices of a conversation send their `delivered` on the same tick, and those calls
+   * were the largest part of the conversation's own tail at 500 msg/s (bench S1). In memory only,
+   * as the calls were: a receipt's watermark is stored, and a device reads it on its next sync.
+   */
+  private pendingReceipts = new Map<string, Map<string, RelayedReceipt>>();
+  /** How a user's object is reached; tests replace it (as they do Outbox.db) to make the calls fail. */
+  userObject: (userId: string) => { deliver: UserObject["deliver"] } = (userId) => userStub(this.env, userId);
 
   /**
    * `liveCopies`: per member, the devices whose open conversation socket already got each message
@@ -86,11 +105,56 @@ export class Fanout {
     private readonly liveCopies: () => Map<string, Record<string, number>>,
   ) {}
 
+  /** Relays `receipt` to these users' objects in the next pass. */
+  noteReceipt(userIds: string[], receipt: RelayedReceipt): void {
+    for (const userId of userIds) {
+      let readers = this.pendingReceipts.get(userId);
+      if (!readers) this.pendingReceipts.set(userId, (readers = new Map()));
+      readers.set(receipt.userId, receipt);
+    }
+  }
+
   /**
    * Delivers what is above the cursor up to `throughSeq`: full batches, then what is left once
-   * (messages stored meanwhile wait for the next alarm, as one batch). Returns false after a failure.
+   * (messages stored meanwhile wait for the next alarm, as one batch), and the pending receipts,
+   * with the first batch's calls or in calls of their own. Returns false after a failure; the
+   * receipts not yet relayed then wait for the retry.
    */
   async run(throughSeq = Number.POSITIVE_INFINITY): Promise<boolean> {
+    const receipts = this.pendingReceipts;
+    this.pendingReceipts = new Map();
+    const relayed = new Set<string>();
+    let ok = false;
+    try {
+      if (!(await this.deliverMessages(throughSeq, receipts, relayed))) return false;
+      const rest = [...receipts.keys()].filter((userId) => !relayed.has(userId));
+      if (rest.length > 0) {
+        const live = this.liveCopies();
+        await Promise.all(rest.map((userId) => this.call(userId, receiptEvents(receipts, userId), live.get(userId))));
+      }
+      return (ok = true);
+    } catch (err) {
+      this.fail(err);
+      return false;
+    } finally {
+      // After a failure they all go back (relaying one twice is harmless: it is a watermark),
+      // unless a newer receipt of the same reader came meanwhile.
+      if (!ok) {
+        for (const [userId, readers] of receipts) {
+          for (const receipt of readers.values()) {
+            if (!this.pendingReceipts.get(userId)?.has(receipt.userId)) this.noteReceipt([userId], receipt);
+          }
+        }
+      }
+    }
+  }
+
+  /** The message batches; each user's receipts go with its first call (and the user joins `relayed`). */
+  private async deliverMessages(
+    throughSeq: number,
+    receipts: Map<string, Map<string, RelayedReceipt>>,
+    relayed: Set<string>,
+  ): Promise<boolean> {
     for (;;) {
       const meta = this.store.meta;
       if (!meta) return true;
@@ -109,11 +173,10 @@ export class Fanout {
         }
       }
       try {
-        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events);
+        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events, receipts, relayed);
         else await this.enqueue([...recipients], events);
       } catch (err) {
-        this.failures++;
-        console.warn(`fanout: conversation ${meta.id} failed (${this.failures}):`, err instanceof Error ? err.message : String(err));
+        this.fail(err);
         return false;
       }
       this.failures = 0;
@@ -122,11 +185,32 @@ export class Fanout {
     }
   }
 
-  private async deliverInline(userIds: string[], events: InboxEvent[]): Promise<void> {
+  private fail(err: unknown): void {
+    this.failures++;
+    const id = this.store.meta?.id;
+    console.warn(`fanout: conversation ${id} failed (${this.failures}):`, err instanceof Error ? err.message : String(err));
+  }
+
+  private async deliverInline(
+    userIds: string[],
+    events: InboxEvent[],
+    receipts: Map<string, Map<string, RelayedReceipt>>,
+    relayed: Set<string>,
+  ): Promise<void> {
     // One call at a time per conversation, in seq order: user objects dedupe by a high-water mark.
     const live = this.liveCopies();
     const deduped = dedupeChanged(events);
-    await Promise.all(userIds.map((userId) => userStub(this.env, userId).deliver(userId, deduped, true, live.get(userId))));
+    await Promise.all(
+      userIds.map((userId) => {
+        if (!receipts.has(userId) || relayed.has(userId)) return this.call(userId, deduped, live.get(userId));
+        relayed.add(userId);
+        return this.call(userId, [...deduped, ...receiptEvents(receipts, userId)], live.get(userId));
+      }),
+    );
+  }
+
+  private call(userId: string, events: InboxEvent[], liveOn: Record<string, number> | undefined): Promise<void> {
+    return this.userObject(userId).deliver(userId, events, true, liveOn);
   }
 
   private async enqueue(userIds: string[], events: InboxEvent[]): Promise<void> {
@@ -149,6 +233,10 @@ export class Fanout {
 /** Delivers one queued job: every user's object in parallel. A throw retries the whole job. */
 export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
   await Promise.all(job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId])));
+}
+
+function receiptEvents(receipts: Map<string, Map<string, RelayedReceipt>>, userId: string): InboxEvent[] {
+  return [...(receipts.get(userId)?.values() ?? [])].map((receipt) => ({ type: "receipt", receipt }));
 }
 
 function systemUserIds(message: Message): string[] {

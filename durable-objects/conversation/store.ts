@@ -87,6 +87,8 @@ export class ConversationStore {
    * whatever is not here is read from SQLite.
    */
   private readonly recent = new Map<number, Message>();
+  /** Receipts read or written during this wake-up (putReceipt keeps them current): one read per member, not per receipt. */
+  private readonly receipts = new Map<string, Receipt>();
 
   constructor(private readonly sql: SqlStorage) {
     migrate(sql, MIGRATIONS);
@@ -322,15 +324,19 @@ export class ConversationStore {
   }
 
   receipt(userId: string): Receipt {
+    const cached = this.receipts.get(userId);
+    if (cached) return cached;
     const row = this.sql
       .exec<{ delivered_seq: number; read_seq: number; updated_at: number }>(
         "SELECT delivered_seq, read_seq, updated_at FROM receipts WHERE user_id = ?",
         userId,
       )
       .toArray()[0];
-    return row
+    const receipt = row
       ? { userId, deliveredSeq: row.delivered_seq, readSeq: row.read_seq, updatedAt: row.updated_at }
       : { userId, deliveredSeq: 0, readSeq: 0, updatedAt: 0 };
+    this.receipts.set(userId, receipt);
+    return receipt;
   }
 
   putReceipt(receipt: Receipt): void {
@@ -343,6 +349,7 @@ export class ConversationStore {
       receipt.readSeq,
       receipt.updatedAt,
     );
+    this.receipts.set(receipt.userId, receipt);
     this.enqueue({
       kind: "receipt",
       payload: { userId: receipt.userId, deliveredSeq: receipt.deliveredSeq, readSeq: receipt.readSeq },

@@ -11,7 +11,6 @@ import {
   UserClientFrame,
   type Message,
   type Presence,
-  type Receipt,
   type UserServerFrame,
 } from "../../protocol";
 import { readSettings, type Settings } from "../../worker/lib/settings";
@@ -20,7 +19,7 @@ import { sharedWith } from "../../worker/lib/presence";
 import { enqueuePush } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
 import { exceedsUtf8, jsonError, readIdentity, type Identity } from "../lib/sockets";
-import { frameOf, messageOf, type CarriedMessage, type InboxEvent } from "../conversation/fanout";
+import { frameOf, messageOf, type CarriedMessage, type InboxEvent, type RelayedReceipt } from "../conversation/fanout";
 import { PresenceStore, type PresenceState } from "./presence";
 
 const MIGRATIONS = [
@@ -83,7 +82,7 @@ export class UserDO extends DurableObject<Env> {
    * (conversationId, seq); queues a push when no device is online. `inOrder`: the call is the
    * conversation's own in-order fan-out, not a queued job (see markDelivered). `liveOn` (from
    * that conversation): devices whose dedupe conversation socket got every message above the
-   * given seq live; their user sockets skip those messages.
+   * given seq live; their user sockets skip those messages. Receipts go to every device.
    */
   async deliver(userId: string, events: InboxEvent[], inOrder = false, liveOn: Record<string, number> = {}): Promise<void> {
     this.presence.rememberUser(userId);
@@ -91,8 +90,11 @@ export class UserDO extends DurableObject<Env> {
     const sockets = this.ctx.getWebSockets();
     const online = this.liveSockets(sockets, now).length > 0;
     const messages: Array<Extract<InboxEvent, { type: "message" }>> = [];
+    const receipts: RelayedReceipt[] = [];
     for (const event of events) {
-      if (event.type === "changed") {
+      if (event.type === "receipt") {
+        receipts.push(event.receipt);
+      } else if (event.type === "changed") {
         const conversation = await conversationStub(this.env, event.conversationId).viewForNotification(userId);
         if (conversation) this.sendAll(sockets, { type: "conversation", conversation }, null);
       } else {
@@ -117,6 +119,9 @@ export class UserDO extends DurableObject<Env> {
       inOrder,
     );
     this.relay(fresh, liveOn);
+    // After the messages they may refer to. Every device gets them: a dedupe conversation socket
+    // also got each one live, but only if it was open when the receipt was stored.
+    for (const receipt of receipts) this.sendAll(sockets, { type: "receipt", ...receipt }, null);
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
   }
 
@@ -210,10 +215,6 @@ export class UserDO extends DurableObject<Env> {
       this.deliveredThroughCache.set(conversationId, seq);
     }
     return seq;
-  }
-
-  async receipt(_userId: string, receipt: Receipt & { conversationId: string }): Promise<void> {
-    this.sendAll(this.ctx.getWebSockets(), { type: "receipt", ...receipt }, null);
   }
 
   // --- Presence ----------------------------------------------------------------------------------
