@@ -3,6 +3,7 @@
 import * as z from "zod";
 import { describe, expect, it } from "vitest";
 import * as protocol from "../protocol";
+import { newId } from "../worker/lib/ids";
 import { parseSince } from "../worker/routes/messages";
 
 /** The fingerprint of every exported schema at each protocol version. Append; never edit. */
@@ -44,5 +45,18 @@ describe("protocol", () => {
     expect(parseSince("1700000000000")).toEqual({ after: 0, minTime: 1700000000000 });
     expect(parseSince("cz.1")).toEqual({ after: 35, minTime: 1 });
     expect(() => parseSince("c")).toThrow();
+  });
+
+  it("makes ids as ULIDs: time first, distinct across many draws of the random pool", () => {
+    const at = 1_700_000_000_000;
+    // 1,000 ids take four refills of the 4 KiB pool (16 bytes each).
+    const ids = Array.from({ length: 1_000 }, () => newId(at));
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) expect(id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
+    expect(new Set(ids.map((id) => id.slice(0, 10))).size).toBe(1);
+    // The random part is not stuck: every symbol shows up across them.
+    expect(new Set(ids.flatMap((id) => [...id.slice(10)])).size).toBe(32);
+    expect(newId(at + 1) > newId(at)).toBe(true);
+    expect(newId(0).slice(0, 10)).toBe("0000000000");
   });
 });
