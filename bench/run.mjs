@@ -2,7 +2,8 @@
 // `npm run bench`: the app and a bare broadcast baseline (bench/baseline/), side by side in one
 // run on the same runtime, driven over loopback by WebSocket clients in this process. S1 and S2
 // also run two more baselines from bench/baseline: "relay" (the broadcast plus the relay to every
-// member's user socket that the contract requires) and "store" (one SQLite insert per message).
+// member's user socket that the contract requires) and "store" (one SQLite insert per message),
+// and "alone": the app with D1 and users' objects answering at once (bench/alone/worker.ts).
 //
 //   npm run bench                          every scenario, 3 runs each (about 15 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
@@ -11,14 +12,14 @@
 // Flags: --only S1,S2,S3,S4,S5  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
-//        --no-baseline  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
+//        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
-//        --profile: CPU-profile the app's isolate during each S1 rate and S2 window (inspector),
+//        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate and S2 window,
 //        save the .cpuprofile under bench/results/ and print the top functions
 //        --s5-via-proxy: S5 through wrangler's proxy port (fails above ~4,400 sockets, see below)
 // BENCH_VERBOSE=1 streams the servers' output.
 //
-// Both servers run under `wrangler dev` with local observability off (X_LOCAL_OBSERVABILITY=false:
+// Every server runs under `wrangler dev` with local observability off (X_LOCAL_OBSERVABILITY=false:
 // its per-event trace spans cost about 10x on storage) and the app's rate limit raised with --var,
 // which would otherwise cap a single sender at 20 messages/s. Everything started is stopped at the end.
 //
@@ -55,6 +56,7 @@ function parseArgs(argv) {
     window: 100,
     receiptMs: 250,
     baseline: true,
+    alone: true,
     media: true,
     out: null,
     profile: false,
@@ -97,6 +99,9 @@ function parseArgs(argv) {
       case "--no-baseline":
         o.baseline = false;
         break;
+      case "--no-alone":
+        o.alone = false;
+        break;
       case "--no-media":
         o.media = false;
         break;
@@ -111,7 +116,7 @@ function parseArgs(argv) {
         break;
       case "--help":
       case "-h":
-        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 19).join("\n"));
+        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 20).join("\n"));
         process.exit(0);
         break;
       default:
@@ -190,9 +195,10 @@ async function main() {
   const loads = [loadavg()];
   log(`machine: ${machine.cpu}, ${machine.cores} cores; load ${loads[0]}`);
 
-  const [appPort, appInspector, basePort, baseInspector] = await freePorts(4);
+  const [appPort, appInspector, basePort, baseInspector, alonePort, aloneInspector] = await freePorts(6);
   const appDir = mkdtempSync(join(os.tmpdir(), "bench-app-"));
   const baseDir = mkdtempSync(join(os.tmpdir(), "bench-baseline-"));
+  const aloneDir = mkdtempSync(join(os.tmpdir(), "bench-alone-"));
   const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", ...opts.vars];
   const app = new Server({
     name: "app",
@@ -200,6 +206,16 @@ async function main() {
     args: ["run", "dev", "--", "--port", String(appPort), "--inspector-port", String(appInspector), "--persist-to", appDir, ...VARS.flatMap((v) => ["--var", v])],
     cwd: ROOT,
     port: appPort,
+    ready: async (base) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401,
+  });
+  // The app once more, with a conversation's remote work (D1, users' objects) answered at once:
+  // what the conversation object's own thread carries (bench/alone/worker.ts). S1 and S2 only.
+  const alone = new Server({
+    name: "alone",
+    command: "npm",
+    args: ["run", "dev", "--", "bench/alone/worker.ts", "--port", String(alonePort), "--inspector-port", String(aloneInspector), "--persist-to", aloneDir, ...VARS.flatMap((v) => ["--var", v])],
+    cwd: ROOT,
+    port: alonePort,
     ready: async (base) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401,
   });
   const baseline = new Server({
@@ -210,7 +226,8 @@ async function main() {
     port: basePort,
     ready: async (base) => (await fetch(base, { signal: AbortSignal.timeout(2_000) })).status === 200,
   });
-  const servers = [app, ...(opts.baseline ? [baseline] : [])];
+  opts.alone = opts.alone && opts.baseline && (wants("S1") || wants("S2"));
+  const servers = [app, ...(opts.baseline ? [baseline] : []), ...(opts.alone ? [alone] : [])];
 
   let stopping = false;
   const cleanup = async () => {
@@ -219,6 +236,7 @@ async function main() {
     await Promise.all(servers.map((s) => s.stop()));
     rmSync(appDir, { recursive: true, force: true });
     rmSync(baseDir, { recursive: true, force: true });
+    rmSync(aloneDir, { recursive: true, force: true });
   };
   for (const signal of ["SIGINT", "SIGTERM"]) {
     process.on(signal, () => {
@@ -229,7 +247,7 @@ async function main() {
 
   const results = { machine, options: opts, vars: VARS, startedAt: new Date().toISOString(), runs: {} };
   const record = (key, target, value) => {
-    results.runs[key] ??= { app: [], baseline: [], relay: [], store: [] };
+    results.runs[key] ??= { app: [], baseline: [], relay: [], store: [], alone: [] };
     results.runs[key][target].push(value);
   };
   // Runs during which wrangler reloaded the Worker (a source file changed on disk): flagged.
@@ -247,7 +265,7 @@ async function main() {
   };
 
   try {
-    log(`starting app (port ${appPort})${opts.baseline ? ` and baseline (port ${basePort})` : ""}`);
+    log(`starting app (port ${appPort})${opts.baseline ? `, baseline (port ${basePort})` : ""}${opts.alone ? `, alone (port ${alonePort})` : ""}`);
     await Promise.all(servers.map((s) => s.start()));
     machine.workerdBinary = workerdVersion(app);
 
@@ -262,17 +280,21 @@ async function main() {
     const baseTarget = { kind: "baseline", server: baseline };
     const relayTarget = { kind: "relay", server: baseline };
     const storeTarget = { kind: "store", server: baseline };
+    const aloneTarget = { kind: "alone", server: alone, users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [] };
     const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
     // S1 and S2 also run the relay baseline (what the contract's delivery costs without storage)
     // and the store baseline (what a naive insert per message costs without anything else).
-    const withRelayAndStore = (run) => (opts.baseline ? [...targets(run), relayTarget, storeTarget] : [appTarget]);
+    // And, with the "alone" server, the app with its remote work answered at once.
+    const withRelayAndStore = (run) =>
+      opts.baseline ? [...targets(run), relayTarget, storeTarget, ...(opts.alone ? [aloneTarget] : [])] : [appTarget];
 
     if (wants("S1")) {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          const profile = opts.profile ? (rate) => profiler(appInspector, `S1-${rate}-run${run + 1}`) : undefined;
-          await measure("S1", t, run, () => s1(t, users.slice(0, 10), { ...opts.s1, profile }));
+          const inspector = { app: appInspector, alone: aloneInspector }[t.kind];
+          const profile = opts.profile && inspector ? (rate) => profiler(inspector, `S1-${rate}-${t.kind}-run${run + 1}`) : undefined;
+          await measure("S1", t, run, () => s1(t, (t.users ?? users).slice(0, 10), { ...opts.s1, profile }));
         }
       }
     }
@@ -280,8 +302,9 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          const hooks = opts.profile ? profiler(appInspector, `S2-run${run + 1}`) : undefined;
-          await measure("S2", t, run, () => s2(t, users.slice(0, 10), { ...opts.s2, hooks }));
+          const inspector = { app: appInspector, alone: aloneInspector }[t.kind];
+          const hooks = opts.profile && inspector ? profiler(inspector, `S2-${t.kind}-run${run + 1}`) : undefined;
+          await measure("S2", t, run, () => s2(t, (t.users ?? users).slice(0, 10), { ...opts.s2, hooks }));
         }
       }
     }
@@ -442,6 +465,14 @@ function render(results, opts) {
         const sl = [at("app", (x) => x.loss * 100), at("store", (x) => x.loss * 100)];
         row("", "loss %, vs store baseline", cell(sl[0], 2), cell(sl[1], 2));
       }
+      if (runs.S1.alone?.length) {
+        for (const p of ["p50", "p99"]) {
+          const v = [at("app", (x) => x[p]), at("alone", (x) => x[p])];
+          row("", `${p} latency ms, vs the conversation alone`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
+        }
+        const ac = [at("app", (x) => x.cpuMsPerMessage), at("alone", (x) => x.cpuMsPerMessage)];
+        row("", "runtime CPU ms/msg, vs the conversation alone", cell(ac[0], 3), cell(ac[1], 3), ratio(ac[0], ac[1]));
+      }
     }
   }
   if (runs.S2) {
@@ -470,6 +501,12 @@ function render(results, opts) {
       row("", "acked msg/s, vs store baseline", cell(a), cell(st), ratio(a, st));
       const sc = get("S2", "store", (x) => x.cpuMsPerMessage.runtimeAll);
       row("", "runtime CPU ms/msg, vs store baseline", cell(cpuA, 3), cell(sc, 3), ratio(cpuA, sc));
+    }
+    if (runs.S2.alone?.length) {
+      const al = get("S2", "alone", (x) => x.ackedPerSec);
+      row("", "acked msg/s, vs the conversation alone", cell(a), cell(al), ratio(a, al));
+      const ac = get("S2", "alone", (x) => x.cpuMsPerMessage.runtimeAll);
+      row("", "runtime CPU ms/msg, vs the conversation alone", cell(cpuA, 3), cell(ac, 3), ratio(cpuA, ac));
     }
   }
   if (runs.S3) {
@@ -551,6 +588,10 @@ function checkTargets(runs, opts) {
       const store = med("S2", "store", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
       out.push(`  (the store baseline, one insert per message and nothing else, reaches ${store.toFixed(2)}x of the bare broadcast)`);
     }
+    if (runs.S2.alone?.length) {
+      const alone = med("S2", "alone", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
+      out.push(`  (the conversation alone, D1 and users' objects answering at once, reaches ${alone.toFixed(2)}x of the bare broadcast)`);
+    }
   }
   const k = opts.s1.rates.indexOf(500);
   if (runs.S1?.app.length && k >= 0) {
@@ -558,6 +599,9 @@ function checkTargets(runs, opts) {
     out.push(`S1 p99 at 500 msg/s ${fmt(p99, 1)} ms (<= 10 ms): ${p99 <= 10 ? "MET" : "NOT MET"}`);
     for (const kind of ["relay", "store"]) {
       if (runs.S1[kind]?.length) out.push(`  (the ${kind} baseline's p99 at 500 msg/s: ${fmt(med("S1", kind, (x) => x.rates[k].p99), 1)} ms)`);
+    }
+    if (runs.S1.alone?.length) {
+      out.push(`  (the conversation alone, D1 and users' objects answering at once: p99 ${fmt(med("S1", "alone", (x) => x.rates[k].p99), 1)} ms)`);
     }
     for (const [i, rate] of opts.s1.rates.entries()) {
       const baseLoss = med("S1", "baseline", (x) => x.rates[i].loss);

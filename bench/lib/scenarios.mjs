@@ -34,6 +34,7 @@ function cpuMeter(server) {
 
 async function openRoom(target, devices, opts) {
   if (target.kind === "app") return openAppRoom(target.server, devices, opts);
+  if (target.kind === "alone") return openAppRoom(target.server, devices, { ...opts, userSockets: false, kind: "alone" });
   if (target.kind === "relay") return openRelayRoom(target.server, devices.length);
   if (target.kind === "store") return openBaselineRoom(target.server, devices.length, "store");
   return openBaselineRoom(target.server, devices.length);
@@ -75,7 +76,7 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
           if (msgN >= measuredFrom && msgN < measuredTo) relayLatencies.push(at - sentAt);
         },
       };
-      const hooks = target.kind === "app" ? profile?.(rate) : undefined;
+      const hooks = profile?.(rate);
       await hooks?.start?.();
       const cpu = cpuMeter(target.server);
       const start = now();
@@ -178,7 +179,7 @@ async function windowed(target, roomDevices, { senders, window, warmupMs, durati
       };
     }
     // The inspector only answers while the isolate has a moment to spare: start profiling first.
-    if (target.kind === "app") await hooks?.start?.();
+    await hooks?.start?.();
     t0 = now();
     sendUntil = t0 + warmupMs + durationMs;
     const cpuAll = cpuMeter(target.server);
@@ -189,7 +190,7 @@ async function windowed(target, roomDevices, { senders, window, warmupMs, durati
     windowEnd = windowStart + durationMs;
     await sleep(durationMs);
     const used = cpu();
-    if (target.kind === "app") await hooks?.stop?.();
+    await hooks?.stop?.();
     // Let the last acks land (bounded), then wait for the app's outbox and fan-out to catch up.
     await sleep(1_000);
     const quietSeconds = await waitQuiet(target.server, rooms);

@@ -1,0 +1,25 @@
+// The app with a conversation object's remote work answered at once: the bench's "alone" target
+// (bench/run.mjs, S1). It measures what a conversation object's own thread carries.
+//
+// Under `wrangler dev` the runtime runs everything on one thread: the conversation object, the
+// users' objects its deferred pass calls, and local D1. In a deployment those run elsewhere, and
+// the conversation's thread only builds the D1 batch and issues the calls. Here the pass still
+// builds every D1 statement and makes every fan-out call, but D1's batch and each user object's
+// `deliver` resolve at once without doing their work. Nothing else differs from the app: the same
+// Worker, the same objects, the same settings. Started by the bench as
+// `npm run dev -- bench/alone/worker.ts` (the script argument replaces wrangler.toml's `main`).
+import app, { UserDO } from "../../worker/index";
+import { ConversationDO as AppConversationDO } from "../../durable-objects/conversation/ConversationDO";
+import type { D1Writer } from "../../durable-objects/conversation/outbox";
+
+export default app;
+export { UserDO };
+
+export class ConversationDO extends AppConversationDO {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    const remoteD1: D1Writer = { prepare: (query) => env.DB.prepare(query), batch: async () => [] };
+    this.outbox.db = remoteD1;
+    this.fanout.userObject = () => ({ deliver: async () => {} });
+  }
+}
