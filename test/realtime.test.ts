@@ -229,6 +229,44 @@ describe("ordering and idempotency", () => {
     bs.close();
   });
 
+  it("answers a send retried across evictions with the stored message, however old", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = stubOf(conv.id);
+    let s = await openConversation(a, conv.id);
+    /** Sends, and returns the message of the ack this send got (a retry's ack repeats the stored one). */
+    const ackOf = async (clientMsgId: string) => {
+      const from = s.frames.length;
+      const isAck = (f: { type: string; clientMsgId?: unknown }) => f.type === "ack" && f.clientMsgId === clientMsgId;
+      s.send({ type: "send", clientMsgId, body: clientMsgId });
+      await s.until((frames) => frames.slice(from).some(isAck), `the ack of ${clientMsgId}`);
+      return s.frames.slice(from).find(isAck)!.message!;
+    };
+    const lastSeq = async () => (await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token })).conversation.lastSeq;
+    const reopen = async () => {
+      s.close();
+      await evictDurableObject(stub);
+      s = await openConversation(a, conv.id);
+    };
+
+    const first = await ackOf("first");
+    // Stored just before the object is evicted, retried just after.
+    await reopen();
+    expect(await ackOf("first")).toEqual(first);
+    for (let i = 0; i < 30; i++) s.send({ type: "send", clientMsgId: `m${i}`, body: `m${i}` });
+    const acks = () => s.frames.filter((f) => f.type === "ack" && String(f.clientMsgId).startsWith("m"));
+    await s.until(() => acks().length >= 30, "30 acks");
+    const stored = acks().map((f) => f.message!);
+    expect(await ackOf("m3")).toEqual(stored[3]);
+    await reopen();
+    // An older one and the latest, after another eviction; and "first" still.
+    expect(await ackOf("m3")).toEqual(stored[3]);
+    expect(await ackOf("m29")).toEqual(stored[29]);
+    expect(await ackOf("first")).toEqual(first);
+    expect(await lastSeq()).toBe(first.seq + 30);
+    s.close();
+  });
+
   it("hands the deferred pass recent messages from memory exactly as stored, thread roots included", async () => {
     const { conv, stub, inbox, as } = await heldConversation();
     as.send({ type: "send", clientMsgId: "root", body: "root" });
