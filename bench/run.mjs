@@ -13,6 +13,7 @@
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
 //        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
+//        --render FILE: print the table of a saved results file again, and run nothing
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
 //        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate and S2 window,
 //        save the .cpuprofile under bench/results/ and print the top functions
@@ -114,9 +115,12 @@ function parseArgs(argv) {
       case "--profile":
         o.profile = true;
         break;
+      case "--render":
+        o.render = value();
+        break;
       case "--help":
       case "-h":
-        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 20).join("\n"));
+        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 21).join("\n"));
         process.exit(0);
         break;
       default:
@@ -190,6 +194,11 @@ function cell(stat, digits, unit = "") {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts.render) {
+    const saved = JSON.parse(readFileSync(opts.render, "utf8"));
+    console.log(render(saved, saved.options));
+    return;
+  }
   const machine = machineInfo();
   const wants = (s) => opts.only.includes(s);
   const loads = [loadavg()];
@@ -427,93 +436,45 @@ function render(results, opts) {
   const runs = results.runs;
   const lines = [];
   const rows = [];
-  const row = (scenario, metric, app, base, ratio = "") => rows.push([scenario, metric, app, base, ratio]);
+  // One row per metric: a cell per target ("-": the target did not run this scenario), and the
+  // app's ratio to the bare broadcast.
+  const row = (scenario, metric, app, base, ratio = "", others = ["-", "-", "-"]) => rows.push([scenario, metric, app, base, ratio, ...others]);
   const get = (key, target, f) => spread((runs[key]?.[target] ?? []).map(f));
   const ratio = (a, b) => (a && b && b.med ? `${(a.med / b.med).toFixed(2)}x` : "");
+  const OTHERS = ["relay", "store", "alone"];
+  /** A metric of every target that ran `key` (`only`: the targets it means something for). */
+  const metric = (key, scenario, name, f, digits, only = ["app", "baseline", ...OTHERS]) => {
+    const stat = (t) => (only.includes(t) ? get(key, t, f) : null);
+    const shown = (t) => ((runs[key]?.[t] ?? []).length === 0 ? "-" : only.includes(t) ? cell(stat(t), digits) : "n/a");
+    row(scenario, name, shown("app"), shown("baseline"), ratio(stat("app"), stat("baseline")), OTHERS.map(shown));
+  };
 
   if (runs.S1) {
     for (const [k, rate] of opts.s1.rates.entries()) {
-      const at = (t, f) => get("S1", t, (r) => f(r.rates[k]));
-      const d = [at("app", (x) => x.deliveredPerSec), at("baseline", (x) => x.deliveredPerSec)];
-      row(`S1 @${rate}/s`, "delivered msg/s per receiver", cell(d[0]), cell(d[1]), ratio(d[0], d[1]));
-      for (const p of ["p50", "p95", "p99", "max"]) {
-        const v = [at("app", (x) => x[p]), at("baseline", (x) => x[p])];
-        row("", `${p} latency ms`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
-      }
-      const loss = [at("app", (x) => x.loss * 100), at("baseline", (x) => x.loss * 100)];
-      row("", "loss %", cell(loss[0], 2), cell(loss[1], 2));
-      const cpu = [at("app", (x) => x.cpuMsPerMessage), at("baseline", (x) => x.cpuMsPerMessage)];
-      row("", "runtime CPU ms per message", cell(cpu[0], 3), cell(cpu[1], 3), ratio(cpu[0], cpu[1]));
-      // The fan-out's relay to the user sockets (the bare broadcast has none; the relay baseline does).
+      const at = (f) => (r) => f(r.rates[k]);
+      metric("S1", `S1 @${rate}/s`, "delivered msg/s per receiver", at((x) => x.deliveredPerSec));
+      for (const p of ["p50", "p95", "p99", "max"]) metric("S1", "", `${p} latency ms`, at((x) => x[p]), 1);
+      metric("S1", "", "loss %", at((x) => x.loss * 100), 2);
+      metric("S1", "", "runtime CPU ms per message", at((x) => x.cpuMsPerMessage), 3);
+      // The fan-out's relay to the user sockets: only the app and the relay baseline have one.
       for (const p of ["relayP50", "relayP99"]) {
-        const v = [at("app", (x) => x[p]), at("relay", (x) => x[p])];
-        row("", `user socket ${p.slice(5).toLowerCase()} latency ms, vs relay baseline`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
-      }
-      if (runs.S1.relay?.length) {
-        for (const p of ["p50", "p99"]) {
-          const v = [at("app", (x) => x[p]), at("relay", (x) => x[p])];
-          row("", `${p} latency ms, vs relay baseline`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
-        }
-        const rc = [at("app", (x) => x.cpuMsPerMessage), at("relay", (x) => x.cpuMsPerMessage)];
-        row("", "runtime CPU ms/msg, vs relay baseline", cell(rc[0], 3), cell(rc[1], 3), ratio(rc[0], rc[1]));
-      }
-      if (runs.S1.store?.length) {
-        for (const p of ["p50", "p99"]) {
-          const v = [at("app", (x) => x[p]), at("store", (x) => x[p])];
-          row("", `${p} latency ms, vs store baseline`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
-        }
-        const sl = [at("app", (x) => x.loss * 100), at("store", (x) => x.loss * 100)];
-        row("", "loss %, vs store baseline", cell(sl[0], 2), cell(sl[1], 2));
-      }
-      if (runs.S1.alone?.length) {
-        for (const p of ["p50", "p99"]) {
-          const v = [at("app", (x) => x[p]), at("alone", (x) => x[p])];
-          row("", `${p} latency ms, vs the conversation alone`, cell(v[0], 1), cell(v[1], 1), ratio(v[0], v[1]));
-        }
-        const ac = [at("app", (x) => x.cpuMsPerMessage), at("alone", (x) => x.cpuMsPerMessage)];
-        row("", "runtime CPU ms/msg, vs the conversation alone", cell(ac[0], 3), cell(ac[1], 3), ratio(ac[0], ac[1]));
+        metric("S1", "", `user socket ${p.slice(5).toLowerCase()} latency ms`, at((x) => x[p]), 1, ["app", "relay"]);
       }
     }
   }
   if (runs.S2) {
-    const a = get("S2", "app", (r) => r.ackedPerSec);
-    const b = get("S2", "baseline", (r) => r.ackedPerSec);
-    row(`S2 window ${opts.s2.window}`, "acked msg/s", cell(a), cell(b), ratio(a, b));
-    const da = get("S2", "app", (r) => r.deliveredPerSec);
-    const db = get("S2", "baseline", (r) => r.deliveredPerSec);
-    row("", "delivered msg/s per receiver", cell(da), cell(db), ratio(da, db));
-    row("", "ack p50 / p99 ms", `${cell(get("S2", "app", (r) => r.ackP50), 1)} / ${cell(get("S2", "app", (r) => r.ackP99), 1)}`,
-      `${cell(get("S2", "baseline", (r) => r.ackP50), 1)} / ${cell(get("S2", "baseline", (r) => r.ackP99), 1)}`);
-    const cpuA = get("S2", "app", (r) => r.cpuMsPerMessage.runtimeAll);
-    const cpuB = get("S2", "baseline", (r) => r.cpuMsPerMessage.runtimeAll);
-    row("", "runtime CPU ms per message (all work)", cell(cpuA, 3), cell(cpuB, 3), ratio(cpuA, cpuB));
-    row("", "  of which kernel (system) ms", cell(get("S2", "app", (r) => r.cpuMsPerMessage.runtimeAllSystem), 3),
-      cell(get("S2", "baseline", (r) => r.cpuMsPerMessage.runtimeAllSystem), 3));
-    row("", "outbox + fan-out caught up after s", cell(get("S2", "app", (r) => r.quietSeconds), 1), "-");
-    if (runs.S2.relay?.length) {
-      const r = get("S2", "relay", (x) => x.ackedPerSec);
-      row("", "acked msg/s, vs relay baseline", cell(a), cell(r), ratio(a, r));
-      const rc = get("S2", "relay", (x) => x.cpuMsPerMessage.runtimeAll);
-      row("", "runtime CPU ms/msg, vs relay baseline", cell(cpuA, 3), cell(rc, 3), ratio(cpuA, rc));
-    }
-    if (runs.S2.store?.length) {
-      const st = get("S2", "store", (x) => x.ackedPerSec);
-      row("", "acked msg/s, vs store baseline", cell(a), cell(st), ratio(a, st));
-      const sc = get("S2", "store", (x) => x.cpuMsPerMessage.runtimeAll);
-      row("", "runtime CPU ms/msg, vs store baseline", cell(cpuA, 3), cell(sc, 3), ratio(cpuA, sc));
-    }
-    if (runs.S2.alone?.length) {
-      const al = get("S2", "alone", (x) => x.ackedPerSec);
-      row("", "acked msg/s, vs the conversation alone", cell(a), cell(al), ratio(a, al));
-      const ac = get("S2", "alone", (x) => x.cpuMsPerMessage.runtimeAll);
-      row("", "runtime CPU ms/msg, vs the conversation alone", cell(cpuA, 3), cell(ac, 3), ratio(cpuA, ac));
-    }
+    const key = `S2 window ${opts.s2.window}`;
+    metric("S2", key, "acked msg/s", (r) => r.ackedPerSec);
+    metric("S2", "", "delivered msg/s per receiver", (r) => r.deliveredPerSec);
+    metric("S2", "", "ack p50 ms", (r) => r.ackP50, 1);
+    metric("S2", "", "ack p99 ms", (r) => r.ackP99, 1);
+    metric("S2", "", "runtime CPU ms per message (all work)", (r) => r.cpuMsPerMessage.runtimeAll, 3);
+    metric("S2", "", "  of which kernel (system) ms", (r) => r.cpuMsPerMessage.runtimeAllSystem, 3);
+    metric("S2", "", "outbox + fan-out caught up after s", (r) => r.quietSeconds, 1, ["app"]);
   }
   if (runs.S3) {
-    const a = get("S3", "app", (r) => r.ackedPerSec);
-    const b = get("S3", "baseline", (r) => r.ackedPerSec);
-    row("S3 20 conv x 2", "aggregate acked msg/s", cell(a), cell(b), ratio(a, b));
-    row("", "outbox + fan-out caught up after s", cell(get("S3", "app", (r) => r.quietSeconds), 1), "-");
+    metric("S3", "S3 20 conv x 2", "aggregate acked msg/s", (r) => r.ackedPerSec);
+    metric("S3", "", "outbox + fan-out caught up after s", (r) => r.quietSeconds, 1, ["app"]);
   }
   if (runs.S4) {
     const n = runs.S4.app[0]?.messages ?? 0;
@@ -540,7 +501,8 @@ function render(results, opts) {
     row("", "handshakes retried (connect+resume, per run)", retried("app"), retried("baseline"));
   }
 
-  const widths = [0, 1, 2, 3, 4].map((c) => Math.max(...[["scenario", "metric", "app", "baseline", "app/base"], ...rows].map((r) => String(r[c]).length)));
+  const header = ["scenario", "metric", "app", "bare", "app/bare", "relay", "store", "alone"];
+  const widths = header.map((_, c) => Math.max(...[header, ...rows].map((r) => String(r[c]).length)));
   const line = (r) => `| ${r.map((v, c) => String(v).padEnd(widths[c])).join(" | ")} |`;
   lines.push("");
   lines.push(`edge-chat benchmark, ${results.startedAt}`);
@@ -556,7 +518,7 @@ function render(results, opts) {
       `S1-S3: 10 (S3: 2) devices per conversation, app devices also hold their user socket${opts.receiptMs ? ` and send a delivered receipt at most every ${opts.receiptMs} ms` : ""}`,
   );
   lines.push("");
-  lines.push(line(["scenario", "metric", "app", "baseline", "app/base"]));
+  lines.push(line(header));
   lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows) lines.push(line(r));
   lines.push("");
