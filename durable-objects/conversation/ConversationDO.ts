@@ -14,7 +14,7 @@ import {
 import type * as z from "zod";
 import { readSettings, type Settings } from "../../worker/lib/settings";
 import { jsonError, readIdentity, exceedsUtf8, type Identity } from "../lib/sockets";
-import { fail } from "../../worker/lib/errors";
+import { fail, type Failure } from "../../worker/lib/errors";
 import { sendWithMedia } from "../../worker/lib/media";
 import { TokenBuckets } from "../lib/rateLimit";
 import { ConversationStore } from "./store";
@@ -240,17 +240,20 @@ export class ConversationDO extends DurableObject<Env> {
       switch (frame.type) {
         case "send": {
           const { type: _type, ...request } = frame;
-          // Media ids are resolved in D1 first (an await, so other events may run meanwhile);
-          // the sends of one socket stay in order behind it. A text send with nothing ahead of
-          // it still runs synchronously.
           const previous = this.socketSends.get(ws);
+          // The common case, a send without media with nothing ahead of it on this socket, is
+          // handled in this step: no promise, no closure.
+          if (!previous && !request.mediaIds?.length) {
+            answerSend(ws, frame.clientMsgId, this.conversation.send(identity, { ...request, media: [] }, now, ws));
+            return;
+          }
+          // Media ids are resolved in D1 first (an await, so other events may run meanwhile);
+          // the sends of one socket stay in order behind it.
           const run = async () => {
             const result = await sendWithMedia(this.env, identity.userId, this.store.requireMeta().id, request.mediaIds ?? [], (media) =>
               this.conversation.send(identity, { ...request, media }, Date.now(), ws),
             );
-            if (result.ok) return;
-            if (result.code === "rate_limited") safeClose(ws, CLOSE.rateLimited, "rate limited");
-            else send(ws, { type: "error", code: result.code, message: result.message, ref: frame.clientMsgId });
+            answerSend(ws, frame.clientMsgId, result);
           };
           const sending = previous ? previous.then(run) : run();
           const settled = sending.catch(() => {});
@@ -417,6 +420,13 @@ function send(ws: WebSocket, frame: ConversationServerFrame): void {
   } catch {
     // The socket is closing; its device resumes with ?after= when it reconnects.
   }
+}
+
+/** A refused send: the socket closes when its sender is rate limited, else gets the error. */
+function answerSend(ws: WebSocket, clientMsgId: string, result: { ok: true } | Failure): void {
+  if (result.ok) return;
+  if (result.code === "rate_limited") safeClose(ws, CLOSE.rateLimited, "rate limited");
+  else send(ws, { type: "error", code: result.code, message: result.message, ref: clientMsgId });
 }
 
 function safeClose(ws: WebSocket, code: number, reason: string): void {
