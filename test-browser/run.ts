@@ -4,7 +4,9 @@ import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
 import { newPage, run, waitUntil, type Ctx, type Test } from "./harness.ts";
 
-const SHOTS = new URL("../docs/screenshots/", import.meta.url);
+// Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
+// UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
+const SHOTS = new URL(process.env.UPDATE_SCREENSHOTS === "1" ? "../docs/screenshots/" : "../test-results/screenshots/", import.meta.url);
 mkdirSync(SHOTS, { recursive: true });
 
 const PHONE = { width: 360, height: 740 };
