@@ -449,7 +449,8 @@ describe("fan-out", () => {
       return token;
     };
     // One member has a live device, so delivery is visible on a socket too.
-    const live = await connect("/ws", await addDevice(ids[0]!, "d"));
+    const liveToken = await addDevice(ids[0]!, "d");
+    const live = await connect("/ws", liveToken);
     await live.next("ready");
     // A second device of that member views the group on a dedupe socket: its user socket is
     // skipped by the queued fan-out too.
@@ -487,6 +488,17 @@ describe("fan-out", () => {
       const counts = await Promise.all([admin.user.id, ...ids].map(delivered));
       return counts.every((n) => n === 1);
     }, "every member's object to have the message", 30_000);
+
+    // A member's read reaches the sender's user socket in a group this large too (the
+    // messages' fan-out is queued; receipts go to the objects that need them directly).
+    const adminInbox = await userSocket(admin);
+    await json(`/conversations/${g.conversation.id}/receipts`, { token: liveToken, body: { type: "read", seq: second.seq } });
+    expect(await adminInbox.next("receipt", (f) => f.userId === ids[0])).toMatchObject({
+      conversationId: g.conversation.id,
+      readSeq: second.seq,
+      deliveredSeq: second.seq,
+    });
+    adminInbox.close();
     live.close();
   });
 });
