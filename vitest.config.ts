@@ -6,6 +6,11 @@ import { vapidKeyPair } from "./scripts/dev-vars.mjs";
 // Storage is isolated per test file, not per test: tests create their own users and conversations.
 export default defineConfig(async () => {
   const migrations = await readD1Migrations("./migrations");
+  // The secrets wrangler.toml requires, for tests: a fresh VAPID pair per run. Wrangler looks
+  // for required secrets in .dev.vars or else in the environment, and warns when they are
+  // missing (a fresh clone has no .dev.vars); the bindings below are what the tests get.
+  const secrets = { MEDIA_URL_SECRET: "test-only-media-url-secret", ...vapidKeyPair() };
+  for (const [name, value] of Object.entries(secrets)) process.env[name] ??= String(value);
   return {
     plugins: [
       cloudflareTest({
@@ -23,7 +28,7 @@ export default defineConfig(async () => {
             FANOUT_INLINE_MAX: "50",
             // Media (test/media.test.ts): low limits to reach 413 with tiny files; video, blobs and
             // multipart stay high enough for the 12 MiB multipart and 6 MiB streamed uploads.
-            MEDIA_URL_SECRET: "test-only-media-url-secret",
+            MEDIA_URL_SECRET: secrets.MEDIA_URL_SECRET,
             MEDIA_MAX_IMAGE_BYTES: "65536",
             MEDIA_MAX_AUDIO_BYTES: "65536",
             MEDIA_MAX_PDF_BYTES: "65536",
@@ -31,9 +36,10 @@ export default defineConfig(async () => {
             MEDIA_MAX_BLOB_BYTES: "16777216",
             MEDIA_MAX_MULTIPART_BYTES: "33554432",
             MEDIA_PART_BYTES: "5242880",
-            // Push (test/push.test.ts): a fresh VAPID pair per run, pushes to the local mock push
+            // Push (test/push.test.ts): the VAPID pair above, pushes to the local mock push
             // service of test/globals/push-service.ts, and retries 1 s, 2 s apart, 3 tries in all.
-            ...vapidKeyPair(),
+            VAPID_PUBLIC_KEY: secrets.VAPID_PUBLIC_KEY,
+            VAPID_PRIVATE_KEY: secrets.VAPID_PRIVATE_KEY,
             PUSH_ALLOW_INSECURE_LOCALHOST: "true",
             PUSH_RETRY_BASE_SECONDS: "1",
             PUSH_MAX_TRIES: "3",
