@@ -193,7 +193,7 @@ export class ConversationDO extends DurableObject<Env> {
     send(server, { type: "ready", lastSeq: this.store.requireMeta().lastSeq, protocolVersion: PROTOCOL_VERSION });
     // The user's object remembers where this device has sockets, so logout can close them.
     this.ctx.waitUntil(
-      this.env.USER.get(this.env.USER.idFromName(identity.userId))
+      userStub(this.env, identity.userId)
         .trackConversationSocket(identity.deviceId, this.store.requireMeta().id)
         .catch((err: unknown) => console.warn("trackConversationSocket failed", String(err))),
     );

@@ -132,6 +132,7 @@ export class Fanout {
         const live = this.liveCopies();
         await Promise.all(rest.map((userId) => this.call(userId, receiptEvents(receipts, userId), live.get(userId))));
       }
+      this.failures = 0;
       return (ok = true);
     } catch (err) {
       this.fail(err);
