@@ -92,7 +92,8 @@ export const messages = sqliteTable(
     createdAt: integer("created_at").notNull(),
   },
   (t) => [
-    uniqueIndex("messages_id").on(t.id),
+    // A message is (conversation_id, seq): the outbox's idempotent inserts conflict on it. No
+    // query looks a message up by `id`, so it has no index of its own (one less per D1 write).
     uniqueIndex("messages_conversation_seq").on(t.conversationId, t.seq),
     // GET /messages?since=: the caller's conversations in ingest order, covering the time filter,
     // so paging reads index entries rather than sorting full rows.
