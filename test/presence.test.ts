@@ -252,6 +252,34 @@ describe("receipts and unread counts", () => {
     bs.close();
   });
 
+  it("writes a reader's receipts of one pass to D1 as one update, with the latest watermarks", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const first = (await sendRest(a, conv.id, "one")).message;
+    const second = (await sendRest(a, conv.id, "two")).message;
+    const stub = conversationStub(env, conv.id);
+    await runDurableObjectAlarm(stub);
+    const bs = await openConversation(b, conv.id);
+    await holdDeferredPass(stub);
+    const prepared: string[] = [];
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      instance.outbox.db = {
+        prepare: (query: string) => (prepared.push(query), env.DB.prepare(query)),
+        batch: (statements: D1PreparedStatement[]) => env.DB.batch(statements),
+      };
+    });
+    bs.send({ type: "delivered", seq: first.seq });
+    bs.send({ type: "read", seq: second.seq });
+    await bs.next("receipt", (f) => f.readSeq === second.seq);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(prepared.filter((q) => q.includes("UPDATE members SET delivered_seq"))).toHaveLength(1);
+    const row = await env.DB.prepare("SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ? AND user_id = ?")
+      .bind(conv.id, b.user.id)
+      .first();
+    expect(row).toEqual({ delivered_seq: second.seq, read_seq: second.seq });
+    bs.close();
+  });
+
   it("counts others' unread messages for both sides, before and after a read", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);

@@ -133,11 +133,18 @@ export class Outbox {
       pendingMessages = [];
     };
 
+    // A member's receipts only move forward, and a batch is one transaction: of several receipt
+    // rows of one member in a batch, the last says all (a device sends `delivered` and `read`
+    // together when it shows a message), so the others write nothing.
+    const lastReceipt = new Map<string, OutboxRow>();
+    for (const row of rows) if (row.kind === "receipt") lastReceipt.set(row.payload.userId, row);
+
     for (const row of rows) {
       if (row.kind === "message") {
         pendingMessages.push(row.payload);
         continue;
       }
+      if (row.kind === "receipt" && lastReceipt.get(row.payload.userId) !== row) continue;
       messagesThrough(row.atSeq);
       flushMessages();
       switch (row.kind) {
