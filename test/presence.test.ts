@@ -198,6 +198,22 @@ describe("presence", () => {
   });
 });
 
+/**
+ * A writes two messages to B over REST; their deferred pass is done. B holds a conversation
+ * socket, and the conversation's next pass is held until the test runs its alarm.
+ */
+async function twoMessagesThenHeldPass() {
+  const [a, b] = [await register(), await register()];
+  const conv = await direct(a, b);
+  const first = (await sendRest(a, conv.id, "one")).message;
+  const second = (await sendRest(a, conv.id, "two")).message;
+  const stub = conversationStub(env, conv.id);
+  await runDurableObjectAlarm(stub);
+  const bs = await openConversation(b, conv.id);
+  await holdDeferredPass(stub);
+  return { a, b, conv, first, second, stub, bs };
+}
+
 describe("receipts and unread counts", () => {
   it("reaches the sender's user sockets and the reader's other devices", async () => {
     const [a, b] = [await register(), await register()];
@@ -214,14 +230,8 @@ describe("receipts and unread counts", () => {
   });
 
   it("relays a reader's receipts with the next pass, the latest once, and again after a failed call", async () => {
-    const [a, b] = [await register(), await register()];
-    const conv = await direct(a, b);
-    const first = (await sendRest(a, conv.id, "one")).message;
-    const { message } = await sendRest(a, conv.id, "two");
-    const stub = conversationStub(env, conv.id);
-    await runDurableObjectAlarm(stub); // the sends' pass, done before the pass is held
-    const [sa, bs] = [await userSocket(a), await openConversation(b, conv.id)];
-    await holdDeferredPass(stub);
+    const { a, b, conv, first, second: message, stub, bs } = await twoMessagesThenHeldPass();
+    const sa = await userSocket(a);
     bs.send({ type: "delivered", seq: first.seq });
     bs.send({ type: "read", seq: message.seq });
     // The conversation's sockets hear of each receipt at once; the users' objects wait for the pass.
@@ -253,14 +263,7 @@ describe("receipts and unread counts", () => {
   });
 
   it("writes a reader's receipts of one pass to D1 as one update, with the latest watermarks", async () => {
-    const [a, b] = [await register(), await register()];
-    const conv = await direct(a, b);
-    const first = (await sendRest(a, conv.id, "one")).message;
-    const second = (await sendRest(a, conv.id, "two")).message;
-    const stub = conversationStub(env, conv.id);
-    await runDurableObjectAlarm(stub);
-    const bs = await openConversation(b, conv.id);
-    await holdDeferredPass(stub);
+    const { b, conv, first, second, stub, bs } = await twoMessagesThenHeldPass();
     const prepared: string[] = [];
     await runInDurableObject(stub, (instance: ConversationDO) => {
       instance.outbox.db = {
