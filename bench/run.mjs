@@ -285,11 +285,17 @@ async function main() {
     const tag = Date.now().toString(36);
     log(`registering ${poolSize} users${wants("S4") ? " + 21 for S4" : ""}${wants("S5") ? " + 1 poster" : ""}`);
     const users = await registerUsers(app.base, poolSize, `b${tag}_`);
-    const appTarget = { kind: "app", server: app };
+    // `inspector`: where --profile reaches the target's isolate (the app and alone only).
+    const appTarget = { kind: "app", server: app, inspector: appInspector };
     const baseTarget = { kind: "baseline", server: baseline };
     const relayTarget = { kind: "relay", server: baseline };
     const storeTarget = { kind: "store", server: baseline };
-    const aloneTarget = { kind: "alone", server: alone, users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [] };
+    const aloneTarget = {
+      kind: "alone",
+      server: alone,
+      inspector: aloneInspector,
+      users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [],
+    };
     const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
     // S1 and S2 also run the relay baseline (what the contract's delivery costs without storage)
     // and the store baseline (what a naive insert per message costs without anything else).
@@ -301,8 +307,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          const inspector = { app: appInspector, alone: aloneInspector }[t.kind];
-          const profile = opts.profile && inspector ? (rate) => profiler(inspector, `S1-${rate}-${t.kind}-run${run + 1}`) : undefined;
+          const profile = opts.profile && t.inspector ? (rate) => profiler(t.inspector, `S1-${rate}-${t.kind}-run${run + 1}`) : undefined;
           await measure("S1", t, run, () => s1(t, (t.users ?? users).slice(0, 10), { ...opts.s1, profile }));
         }
       }
@@ -311,8 +316,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          const inspector = { app: appInspector, alone: aloneInspector }[t.kind];
-          const hooks = opts.profile && inspector ? profiler(inspector, `S2-${t.kind}-run${run + 1}`) : undefined;
+          const hooks = opts.profile && t.inspector ? profiler(t.inspector, `S2-${t.kind}-run${run + 1}`) : undefined;
           await measure("S2", t, run, () => s2(t, (t.users ?? users).slice(0, 10), { ...opts.s2, hooks }));
         }
       }
