@@ -123,14 +123,20 @@ export class Fanout {
   async run(throughSeq = Number.POSITIVE_INFINITY): Promise<boolean> {
     const receipts = this.pendingReceipts;
     this.pendingReceipts = new Map();
+    // Each user's receipts go in the first call the pass makes to that user's object.
     const relayed = new Set<string>();
+    const receiptsFor = (userId: string): InboxEvent[] => {
+      if (relayed.has(userId) || !receipts.has(userId)) return [];
+      relayed.add(userId);
+      return [...receipts.get(userId)!.values()].map((receipt) => ({ type: "receipt", receipt }));
+    };
     let ok = false;
     try {
-      if (!(await this.deliverMessages(throughSeq, receipts, relayed))) return false;
+      if (!(await this.deliverMessages(throughSeq, receiptsFor))) return false;
       const rest = [...receipts.keys()].filter((userId) => !relayed.has(userId));
       if (rest.length > 0) {
         const live = this.liveCopies();
-        await Promise.all(rest.map((userId) => this.call(userId, receiptEvents(receipts, userId), live.get(userId))));
+        await Promise.all(rest.map((userId) => this.call(userId, receiptsFor(userId), live.get(userId))));
       }
       this.failures = 0;
       return (ok = true);
@@ -150,12 +156,8 @@ export class Fanout {
     }
   }
 
-  /** The message batches; each user's receipts go with its first call (and the user joins `relayed`). */
-  private async deliverMessages(
-    throughSeq: number,
-    receipts: Map<string, Map<string, RelayedReceipt>>,
-    relayed: Set<string>,
-  ): Promise<boolean> {
+  /** The message batches; `receiptsFor` adds a user's pending receipts to its call. */
+  private async deliverMessages(throughSeq: number, receiptsFor: (userId: string) => InboxEvent[]): Promise<boolean> {
     for (;;) {
       const meta = this.store.meta;
       if (!meta) return true;
@@ -174,7 +176,7 @@ export class Fanout {
         }
       }
       try {
-        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events, receipts, relayed);
+        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events, receiptsFor);
         else await this.enqueue([...recipients], events);
       } catch (err) {
         this.fail(err);
@@ -192,20 +194,14 @@ export class Fanout {
     console.warn(`fanout: conversation ${id} failed (${this.failures}):`, err instanceof Error ? err.message : String(err));
   }
 
-  private async deliverInline(
-    userIds: string[],
-    events: InboxEvent[],
-    receipts: Map<string, Map<string, RelayedReceipt>>,
-    relayed: Set<string>,
-  ): Promise<void> {
+  private async deliverInline(userIds: string[], events: InboxEvent[], receiptsFor: (userId: string) => InboxEvent[]): Promise<void> {
     // One call at a time per conversation, in seq order: user objects dedupe by a high-water mark.
     const live = this.liveCopies();
     const deduped = dedupeChanged(events);
     await Promise.all(
       userIds.map((userId) => {
-        if (!receipts.has(userId) || relayed.has(userId)) return this.call(userId, deduped, live.get(userId));
-        relayed.add(userId);
-        return this.call(userId, [...deduped, ...receiptEvents(receipts, userId)], live.get(userId));
+        const receipts = receiptsFor(userId);
+        return this.call(userId, receipts.length > 0 ? [...deduped, ...receipts] : deduped, live.get(userId));
       }),
     );
   }
@@ -234,10 +230,6 @@ export class Fanout {
 /** Delivers one queued job: every user's object in parallel. A throw retries the whole job. */
 export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
   await Promise.all(job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId])));
-}
-
-function receiptEvents(receipts: Map<string, Map<string, RelayedReceipt>>, userId: string): InboxEvent[] {
-  return [...(receipts.get(userId)?.values() ?? [])].map((receipt) => ({ type: "receipt", receipt }));
 }
 
 function systemUserIds(message: Message): string[] {
