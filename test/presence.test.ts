@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import { relayedMessage } from "../durable-objects/conversation/fanout";
 import type { D1Writer } from "../durable-objects/conversation/outbox";
+import { QUIET_HINT_MS, QuietMembers } from "../durable-objects/conversation/quiet";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
 import { sha256 } from "../worker/lib/crypto";
@@ -454,6 +455,87 @@ describe("fan-out", () => {
     const bad = await call(`/conversations/${conv.id}/ws?dedupe=yes`, { token: desktop.token, headers: { upgrade: "websocket" } });
     await expectError(bad, 400, "bad_request");
     for (const socket of [...inboxes, laptopChat, as]) socket.close();
+  });
+
+  it("skips the objects of members whose online devices all watch the conversation live, until another device comes online", async () => {
+    const a = await register();
+    const phone = await register(unique("b"), "phone");
+    const conv = await direct(a, phone);
+    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(conv.id));
+    const calls: string[] = [];
+    await runInDurableObject(stub, (instance: ConversationDO) => {
+      const reach = instance.fanout.userObject;
+      instance.fanout.userObject = (userId) => ({ deliver: (...args) => (calls.push(userId), reach(userId).deliver(...args)) });
+    });
+    // `a` has no user socket, so its object is called on every pass: a pass has run when it was.
+    const aChat = await openConversation(a, conv.id);
+    const phoneInbox = await userSocket(phone);
+    const phoneChat = await connect(`/conversations/${conv.id}/ws?dedupe=1`, phone.token);
+    await phoneChat.next("ready");
+    const callsOf = (userId: string) => calls.filter((id) => id === userId).length;
+    const sendAndPass = async (body: string) => {
+      const passes = callsOf(a.user.id);
+      aChat.send({ type: "send", clientMsgId: body, body });
+      const { message } = await aChat.next("ack", (f) => f.clientMsgId === body);
+      await waitFor(async () => callsOf(a.user.id) > passes, `the pass after "${body}"`);
+      return message as Message;
+    };
+
+    // The first pass calls the phone's object, which answers that the phone is its only device online.
+    await sendAndPass("one");
+    const called = callsOf(phone.user.id);
+    expect(called).toBeGreaterThan(0);
+    // The phone has everything live on its dedupe socket: its object is not called again, for
+    // messages nor for its own receipt (the conversation's sockets got that live, too).
+    const two = await sendAndPass("two");
+    await phoneChat.next("message", (f) => f.message?.body === "two");
+    phoneChat.send({ type: "read", seq: two.seq });
+    await aChat.next("receipt", (f) => f.readSeq === two.seq);
+    await sendAndPass("three");
+    expect(callsOf(phone.user.id)).toBe(called);
+    const chatFrames = (inbox: TestSocket) => inbox.frames.filter((f) => (f.type === "message" && f.message!.kind !== "system") || f.type === "receipt");
+    expect(chatFrames(phoneInbox)).toEqual([]);
+
+    // A second device opens a user socket: the conversation is told before it is let in, so the
+    // next message reaches it, though the phone's object had answered for the phone alone.
+    const laptop = await login(phone.user.username, "laptop");
+    const laptopInbox = await userSocket(laptop);
+    await sendAndPass("four");
+    await laptopInbox.next("message", (f) => f.message?.body === "four");
+    expect(callsOf(phone.user.id)).toBe(called + 1);
+    expect(chatFrames(laptopInbox).map((f) => f.message!.body)).toEqual(["four"]);
+    // The phone still gets nothing twice: "four" came on its conversation socket.
+    expect(chatFrames(phoneInbox)).toEqual([]);
+    for (const socket of [aChat, phoneInbox, phoneChat, laptopInbox]) socket.close();
+  });
+
+  it("trusts an answer only for the devices it names, before it expires, and not from before a device came online", () => {
+    const quiet = new QuietMembers();
+    const now = 1_000_000;
+    const live = { phone: { after: 5, order: 2 } };
+    // No answer yet, or an answer with no device online: the member is called.
+    expect(quiet.covers("u", live, 6, [], now)).toBe(false);
+    quiet.answered("u", null, now);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(false);
+    quiet.answered("u", { devices: ["phone"], epoch: 3 }, now);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(true);
+    // Messages from before its socket was live; a receipt broadcast before it was open; a device
+    // named but not watching here; the answer expired.
+    expect(quiet.covers("u", live, 5, [], now)).toBe(false);
+    expect(quiet.covers("u", live, 6, [1], now)).toBe(false);
+    expect(quiet.covers("u", live, 6, [2, 4], now)).toBe(true);
+    expect(quiet.covers("u", {}, 6, [], now)).toBe(false);
+    expect(quiet.covers("u", live, 6, [], now + QUIET_HINT_MS)).toBe(false);
+    // A device coming online ends the answer; one from before its epoch, arriving late, is ignored.
+    quiet.memberOnline("u", 4);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(false);
+    quiet.answered("u", { devices: ["phone"], epoch: 3 }, now);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(false);
+    quiet.answered("u", { devices: ["phone"], epoch: 4 }, now);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(true);
+    expect(quiet.covers("u", { ...live, laptop: { after: 0, order: 1 } }, 6, [], now)).toBe(true);
+    quiet.answered("u", { devices: ["phone", "laptop"], epoch: 4 }, now);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(false);
   });
 
   it("delivers one message to every user object of a 200-member group (through the queue)", async () => {

@@ -20,6 +20,13 @@ export class ConversationDO extends AppConversationDO {
     super(ctx, env);
     const remoteD1: D1Writer = { prepare: (query) => env.DB.prepare(query), batch: async () => [] };
     this.outbox.db = remoteD1;
-    this.fanout.userObject = () => ({ deliver: async () => {} });
+    // Answered as a bench user's object would: each bench user has one device, which holds a user
+    // socket, so its online devices are those with a dedupe socket here, if any (see QuietMembers).
+    this.fanout.userObject = () => ({
+      deliver: async (_userId, _events, _inOrder, liveOn = {}) => {
+        const devices = Object.keys(liveOn);
+        return devices.length > 0 ? { devices, epoch: 0 } : null;
+      },
+    });
   }
 }

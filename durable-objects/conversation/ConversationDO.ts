@@ -20,6 +20,7 @@ import { TokenBuckets } from "../lib/rateLimit";
 import { ConversationStore } from "./store";
 import { Outbox, backoffDelay } from "./outbox";
 import { Fanout } from "./fanout";
+import type { LiveCopy } from "./quiet";
 import { userStub } from "../../worker/lib/objects";
 import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
 
@@ -57,6 +58,13 @@ export class ConversationDO extends DurableObject<Env> {
    * failed send, which is ignored.
    */
   private socketList: WebSocket[] | null = null;
+  /**
+   * The order in which this wake-up accepted sockets (those from before it count as 0). A receipt
+   * is broadcast to every open socket as it is stored, so a socket accepted no later than the
+   * count at that moment and still open got it live (see QuietMembers).
+   */
+  private accepted = 0;
+  private readonly acceptOrder = new WeakMap<WebSocket, number>();
   /** The latest send of each socket still resolving media; in memory (nothing is pending across eviction). */
   private readonly socketSends = new WeakMap<WebSocket, Promise<void>>();
 
@@ -75,7 +83,8 @@ export class ConversationDO extends DurableObject<Env> {
       defer: () => this.defer(),
       wakeAt: (at) => void this.wakeAt(at),
       // The deferred pass relays them (updateReceipt asks for it), with its calls to members' objects.
-      notifyReceipt: (userIds, receipt) => this.fanout.noteReceipt(userIds, { conversationId: this.store.requireMeta().id, ...receipt }),
+      notifyReceipt: (userIds, receipt) =>
+        this.fanout.noteReceipt(userIds, { conversationId: this.store.requireMeta().id, ...receipt }, this.accepted),
     });
     // Keep-alives are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
@@ -146,6 +155,14 @@ export class ConversationDO extends DurableObject<Env> {
     return sockets.length;
   }
 
+  /**
+   * A device of this member is opening a user socket: its object's earlier answers (QuietMembers)
+   * no longer name all of the member's devices online, so its next calls are made again.
+   */
+  async memberOnline(userId: string, epoch: number): Promise<void> {
+    this.fanout.quiet.memberOnline(userId, epoch);
+  }
+
   /** The number of outbox rows not yet in D1 (for operators and tests). */
   async pendingOutbox(): Promise<number> {
     return this.store.outboxSize();
@@ -170,6 +187,7 @@ export class ConversationDO extends DurableObject<Env> {
 
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [`u:${identity.userId}`, `d:${identity.deviceId}`]);
+    this.acceptOrder.set(server, ++this.accepted);
     this.socketList = null;
     // A dedupe socket gets every message stored from now on live: above this lastSeq.
     const attachment: SocketAttachment = query.data.dedupe ? { ...identity, liveAfter: this.store.requireMeta().lastSeq } : identity;
@@ -290,18 +308,23 @@ export class ConversationDO extends DurableObject<Env> {
 
   /**
    * For each member, the devices holding an open dedupe socket here, each with the seq above
-   * which that socket got every message live (the lowest, if a device holds several). Every
-   * message is broadcast to every open socket in the same step that stores it, so a socket still
-   * open got them all; one that closed is left out, and its device gets them on its user socket.
+   * which that socket got every message live, and its accept order (the lowest of each, if a
+   * device holds several). Every message and receipt is broadcast to every open socket in the
+   * same step that stores it, so a socket still open got them all; one that closed is left out,
+   * and its device gets them on its user socket.
    */
-  private liveCopies(): Map<string, Record<string, number>> {
-    const copies = new Map<string, Record<string, number>>();
+  private liveCopies(): Map<string, Record<string, LiveCopy>> {
+    const copies = new Map<string, Record<string, LiveCopy>>();
     for (const ws of this.allSockets()) {
       const socket = this.identityOf(ws);
       if (!socket || socket.liveAfter === undefined || ws.readyState !== WebSocket.OPEN) continue;
       let devices = copies.get(socket.userId);
       if (!devices) copies.set(socket.userId, (devices = {}));
-      devices[socket.deviceId] = Math.min(devices[socket.deviceId] ?? Number.POSITIVE_INFINITY, socket.liveAfter);
+      const order = this.acceptOrder.get(ws) ?? 0;
+      const copy = devices[socket.deviceId];
+      devices[socket.deviceId] = copy
+        ? { after: Math.min(copy.after, socket.liveAfter), order: Math.min(copy.order, order) }
+        : { after: socket.liveAfter, order };
     }
     return copies;
   }
@@ -379,7 +402,7 @@ export class ConversationDO extends DurableObject<Env> {
     const d1Due = started >= this.d1RetryAt;
     const flushed = d1Due && (await this.outbox.flush(false));
     if (d1Due && !flushed) this.d1RetryAt = Date.now() + backoffDelay(this.outbox.failures);
-    if (started >= this.fanoutRetryAt && !(await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY))) {
+    if (started >= this.fanoutRetryAt && !(await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY, flushed))) {
       this.fanoutRetryAt = Date.now() + backoffDelay(this.fanout.failures);
     }
     await this.wakeForRetries();

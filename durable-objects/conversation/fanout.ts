@@ -12,6 +12,7 @@ import type { Message, MessageKind, Receipt, UserServerFrame } from "../../proto
 import { userStub } from "../../worker/lib/objects";
 import type { ConversationStore } from "./store";
 import type { UserDO as UserObject } from "../user/UserDO";
+import { QuietMembers, type LiveCopy } from "./quiet";
 
 export interface ConversationSummary {
   id: string;
@@ -40,6 +41,21 @@ export type CarriedMessage = RelayedMessage | Message;
 
 /** A receipt as a user object relays it to its devices (UserServerFrame `receipt`). */
 export type RelayedReceipt = Receipt & { conversationId: string };
+
+/**
+ * A user object's answer to a conversation's in-order call, while any of its user sockets is
+ * live: the devices holding its user sockets, and its socket epoch (see QuietMembers).
+ */
+export interface DeliveryAnswer {
+  devices: string[];
+  epoch: number;
+}
+
+/** A receipt waiting for the pass, with the accept order of the last socket open when it was broadcast. */
+interface PendingReceipt {
+  receipt: RelayedReceipt;
+  order: number;
+}
 
 /**
  * What a user object receives. `changed` asks it to fetch the conversation's new state; `receipt`
@@ -90,27 +106,32 @@ export class Fanout {
    * were the largest part of the conversation's own tail at 500 msg/s (bench S1). In memory only,
    * as the calls were: a receipt's watermark is stored, and a device reads it on its next sync.
    */
-  private pendingReceipts = new Map<string, Map<string, RelayedReceipt>>();
+  private pendingReceipts = new Map<string, Map<string, PendingReceipt>>();
+  /** Members whose objects need no call while their devices watch this conversation live. */
+  readonly quiet = new QuietMembers();
   /** How a user's object is reached; tests replace it (as they do Outbox.db) to make the calls fail. */
   userObject: (userId: string) => { deliver: UserObject["deliver"] } = (userId) => userStub(this.env, userId);
 
   /**
-   * `liveCopies`: per member, the devices whose open conversation socket already got each message
-   * above a seq (see ConversationDO.liveCopies); their user sockets need not repeat those.
+   * `liveCopies`: per member, the devices whose open dedupe conversation socket already got each
+   * message above a seq (see ConversationDO.liveCopies); their user sockets need not repeat those.
    */
   constructor(
     private readonly store: ConversationStore,
     private readonly env: Env,
     private readonly inlineMax: number,
-    private readonly liveCopies: () => Map<string, Record<string, number>>,
+    private readonly liveCopies: () => Map<string, Record<string, LiveCopy>>,
   ) {}
 
-  /** Relays `receipt` to these users' objects in the next pass. */
-  noteReceipt(userIds: string[], receipt: RelayedReceipt): void {
+  /**
+   * Relays `receipt` to these users' objects in the next pass. `order`: the accept order of the
+   * last socket open when the receipt was broadcast to the conversation's sockets.
+   */
+  noteReceipt(userIds: string[], receipt: RelayedReceipt, order: number): void {
     for (const userId of userIds) {
       let readers = this.pendingReceipts.get(userId);
       if (!readers) this.pendingReceipts.set(userId, (readers = new Map()));
-      readers.set(receipt.userId, receipt);
+      readers.set(receipt.userId, { receipt, order });
     }
   }
 
@@ -119,25 +140,28 @@ export class Fanout {
    * (messages stored meanwhile wait for the next alarm, as one batch), and the pending receipts,
    * with the first batch's calls or in calls of their own. Returns false after a failure; the
    * receipts not yet relayed then wait for the retry.
+   *
+   * `inD1`: D1 holds everything up to `throughSeq`. Only then are quiet members skipped: a device
+   * that opens a user socket meanwhile catches up from D1 after its `ready`, so what a skipped call
+   * would have relayed must already be there.
    */
-  async run(throughSeq = Number.POSITIVE_INFINITY): Promise<boolean> {
+  async run(throughSeq = Number.POSITIVE_INFINITY, inD1 = false): Promise<boolean> {
     const receipts = this.pendingReceipts;
     this.pendingReceipts = new Map();
     // Each user's receipts go in the first call the pass makes to that user's object.
     const relayed = new Set<string>();
-    const receiptsFor = (userId: string): InboxEvent[] => {
+    const receiptsFor = (userId: string): PendingReceipt[] => {
       if (relayed.has(userId) || !receipts.has(userId)) return [];
       relayed.add(userId);
-      return [...receipts.get(userId)!.values()].map((receipt) => ({ type: "receipt", receipt }));
+      return [...receipts.get(userId)!.values()];
     };
+    const pass: Pass = { live: new Map(), receiptsFor, mayskip: inD1, now: Date.now() };
     let ok = false;
     try {
-      if (!(await this.deliverMessages(throughSeq, receiptsFor))) return false;
+      if (!(await this.deliverMessages(throughSeq, pass))) return false;
       const rest = [...receipts.keys()].filter((userId) => !relayed.has(userId));
-      if (rest.length > 0) {
-        const live = this.liveCopies();
-        await Promise.all(rest.map((userId) => this.call(userId, receiptsFor(userId), live.get(userId))));
-      }
+      pass.live = this.liveCopies();
+      await Promise.all(rest.map((userId) => this.callUnlessQuiet(userId, [], Number.POSITIVE_INFINITY, pass)));
       this.failures = 0;
       return (ok = true);
     } catch (err) {
@@ -148,22 +172,24 @@ export class Fanout {
       // unless a newer receipt of the same reader came meanwhile.
       if (!ok) {
         for (const [userId, readers] of receipts) {
-          for (const receipt of readers.values()) {
-            if (!this.pendingReceipts.get(userId)?.has(receipt.userId)) this.noteReceipt([userId], receipt);
+          for (const { receipt, order } of readers.values()) {
+            if (!this.pendingReceipts.get(userId)?.has(receipt.userId)) this.noteReceipt([userId], receipt, order);
           }
         }
       }
     }
   }
 
-  /** The message batches; `receiptsFor` adds a user's pending receipts to its call. */
-  private async deliverMessages(throughSeq: number, receiptsFor: (userId: string) => InboxEvent[]): Promise<boolean> {
+  /** The message batches; each user's pending receipts go with its call. */
+  private async deliverMessages(throughSeq: number, pass: Pass): Promise<boolean> {
     for (;;) {
       const meta = this.store.meta;
       if (!meta) return true;
       const page = this.store.messagesAfter(this.store.fanoutSeq(), BATCH).messages;
       const messages = page.filter((m) => m.seq <= throughSeq);
       if (messages.length === 0) return true;
+      // Read in the same step as the page: a socket open now got every message of it live.
+      pass.live = this.liveCopies();
       const summary: ConversationSummary = { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee };
       const events: InboxEvent[] = [];
       const recipients = new Set(this.store.members.keys());
@@ -176,8 +202,8 @@ export class Fanout {
         }
       }
       try {
-        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events, receiptsFor);
-        else await this.enqueue([...recipients], events);
+        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events, messages[0]!.seq, pass);
+        else await this.enqueue([...recipients], events, pass.live);
       } catch (err) {
         this.fail(err);
         return false;
@@ -194,30 +220,33 @@ export class Fanout {
     console.warn(`fanout: conversation ${id} failed (${this.failures}):`, err instanceof Error ? err.message : String(err));
   }
 
-  private async deliverInline(userIds: string[], events: InboxEvent[], receiptsFor: (userId: string) => InboxEvent[]): Promise<void> {
+  private async deliverInline(userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
     // One call at a time per conversation, in seq order: user objects dedupe by a high-water mark.
-    const live = this.liveCopies();
     const deduped = dedupeChanged(events);
+    // A membership change refreshes every member's conversation list: nobody is skipped.
+    const plain = deduped.every((e) => e.type === "message" && e.message.kind !== "system");
     await Promise.all(
-      userIds.map((userId) => {
-        const receipts = receiptsFor(userId);
-        return this.call(userId, receipts.length > 0 ? [...deduped, ...receipts] : deduped, live.get(userId));
-      }),
+      userIds.map((userId) => this.callUnlessQuiet(userId, deduped, firstSeq, plain ? pass : { ...pass, mayskip: false })),
     );
   }
 
-  private call(userId: string, events: InboxEvent[], liveOn: Record<string, number> | undefined): Promise<void> {
-    return this.userObject(userId).deliver(userId, events, true, liveOn);
+  /** Calls the user's object with these events and its pending receipts, unless it is quiet (see QuietMembers). */
+  private async callUnlessQuiet(userId: string, events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
+    const receipts = pass.receiptsFor(userId);
+    const copies = pass.live.get(userId);
+    if (pass.mayskip && this.quiet.covers(userId, copies, firstSeq, receipts.map((r) => r.order), pass.now)) return;
+    const all = receipts.length > 0 ? [...events, ...receipts.map(({ receipt }): InboxEvent => ({ type: "receipt", receipt }))] : events;
+    const answer = await this.userObject(userId).deliver(userId, all, true, liveOn(copies));
+    this.quiet.answered(userId, answer, pass.now);
   }
 
-  private async enqueue(userIds: string[], events: InboxEvent[]): Promise<void> {
-    const live = this.liveCopies();
+  private async enqueue(userIds: string[], events: InboxEvent[], live: Map<string, Record<string, LiveCopy>>): Promise<void> {
     const jobs: FanoutJob[] = [];
     for (const eventChunk of chunkByBytes(dedupeChanged(events), EVENT_BYTES_PER_JOB)) {
       for (let i = 0; i < userIds.length; i += USERS_PER_JOB) {
         const chunk = userIds.slice(i, i + USERS_PER_JOB);
-        const liveOn = Object.fromEntries(chunk.flatMap((id) => (live.has(id) ? [[id, live.get(id)!]] : [])));
-        jobs.push({ userIds: chunk, events: eventChunk, liveOn });
+        const liveOnOf = Object.fromEntries(chunk.flatMap((id) => (live.has(id) ? [[id, liveOn(live.get(id))]] : [])));
+        jobs.push({ userIds: chunk, events: eventChunk, liveOn: liveOnOf });
       }
     }
     // sendBatch takes at most 100 messages and 256 KB.
@@ -230,6 +259,24 @@ export class Fanout {
 /** Delivers one queued job: every user's object in parallel. A throw retries the whole job. */
 export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
   await Promise.all(job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId])));
+}
+
+/** What one pass of the fan-out shares between its calls. */
+interface Pass {
+  /** Per member, its devices' dedupe sockets here (ConversationDO.liveCopies), read with each batch. */
+  live: Map<string, Record<string, LiveCopy>>;
+  /** The user's pending receipts, the first time it is asked for them in this pass. */
+  receiptsFor: (userId: string) => PendingReceipt[];
+  /** Whether quiet members may be skipped. */
+  mayskip: boolean;
+  now: number;
+}
+
+/** A user object's `liveOn`: per device, the seq above which its dedupe socket here got every message. */
+function liveOn(copies: Record<string, LiveCopy> | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [deviceId, copy] of Object.entries(copies ?? {})) out[deviceId] = copy.after;
+  return out;
 }
 
 function systemUserIds(message: Message): string[] {

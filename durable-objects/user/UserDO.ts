@@ -19,7 +19,15 @@ import { sharedWith } from "../../worker/lib/presence";
 import { enqueuePush } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
 import { exceedsUtf8, jsonError, readIdentity, type Identity } from "../lib/sockets";
-import { frameOf, messageOf, type CarriedMessage, type InboxEvent, type RelayedReceipt } from "../conversation/fanout";
+import {
+  frameOf,
+  messageOf,
+  type CarriedMessage,
+  type DeliveryAnswer,
+  type InboxEvent,
+  type RelayedReceipt,
+} from "../conversation/fanout";
+import { QUIET_HINT_MS } from "../conversation/quiet";
 import { PresenceStore, type PresenceState } from "./presence";
 
 const MIGRATIONS = [
@@ -44,6 +52,10 @@ const MIGRATIONS = [
   // The highest seq relayed from each conversation whose fan-out calls come in seq order (see
   // deliver): one row per conversation instead of one per message.
   `CREATE TABLE delivered_through (conversation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID`,
+  // Conversations told which devices hold this user's sockets (a DeliveryAnswer), until when they
+  // may rely on it, and the epoch that a device opening a user socket moves on (see QuietMembers).
+  `CREATE TABLE answered (conversation_id TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID`,
+  `CREATE TABLE socket_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)`,
 ];
 
 const DELIVERED_RETENTION_MS = 24 * 3600_000;
@@ -65,6 +77,11 @@ export class UserDO extends DurableObject<Env> {
    * table, and it updates this copy in the same synchronous step, so the copy cannot go stale.
    */
   private readonly deliveredThroughCache = new Map<string, number>();
+  /** `answered` rows written during this wake-up, so a busy conversation's answer writes once per hint. */
+  private readonly answeredUntil = new Map<string, number>();
+  /** User sockets being let in: no answer names the devices online while one is. */
+  private connecting = 0;
+  private socketEpoch: number | undefined = undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -84,7 +101,12 @@ export class UserDO extends DurableObject<Env> {
    * that conversation): devices whose dedupe conversation socket got every message above the
    * given seq live; their user sockets skip those messages. Receipts go to every device.
    */
-  async deliver(userId: string, events: InboxEvent[], inOrder = false, liveOn: Record<string, number> = {}): Promise<void> {
+  async deliver(
+    userId: string,
+    events: InboxEvent[],
+    inOrder = false,
+    liveOn: Record<string, number> = {},
+  ): Promise<DeliveryAnswer | null> {
     this.presence.rememberUser(userId);
     const now = Date.now();
     const sockets = this.ctx.getWebSockets();
@@ -122,7 +144,60 @@ export class UserDO extends DurableObject<Env> {
     // After the messages they may refer to. Every device gets them: a dedupe conversation socket
     // also got each one live, but only if it was open when the receipt was stored.
     for (const receipt of receipts) this.sendAll(sockets, { type: "receipt", ...receipt }, null);
+    const answer = inOrder ? this.answer(conversationOf(events[0]), now) : null;
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
+    return answer;
+  }
+
+  /**
+   * For a conversation's in-order call: the devices holding this user's sockets, while any of them
+   * is live (with none, a message may need a push, so the conversation must keep calling), and
+   * the epoch. The conversation is remembered, to be told when a device opens a user socket.
+   */
+  private answer(conversationId: string | null, now: number): DeliveryAnswer | null {
+    if (conversationId === null || this.connecting > 0) return null;
+    const sockets = this.ctx.getWebSockets();
+    if (this.liveSockets(sockets, now).length === 0) return null;
+    const devices = [...new Set(sockets.filter((ws) => ws.readyState === WebSocket.OPEN).map((ws) => readState(ws)?.deviceId ?? ""))];
+    // The row outlives the conversation's use of the answer (QUIET_HINT_MS), whatever the clocks.
+    if ((this.answeredUntil.get(conversationId) ?? 0) < now + QUIET_HINT_MS) {
+      const until = now + 3 * QUIET_HINT_MS;
+      this.ctx.storage.sql.exec(
+        `INSERT INTO answered (conversation_id, until) VALUES (?, ?)
+         ON CONFLICT (conversation_id) DO UPDATE SET until = excluded.until`,
+        conversationId,
+        until,
+      );
+      this.answeredUntil.set(conversationId, until);
+    }
+    return { devices, epoch: this.epoch() };
+  }
+
+  private epoch(): number {
+    return (this.socketEpoch ??=
+      this.ctx.storage.sql.exec<{ epoch: number }>("SELECT epoch FROM socket_epoch").toArray()[0]?.epoch ?? 0);
+  }
+
+  /**
+   * Before a user socket is let in: every conversation that may still skip this user on an
+   * earlier answer is told, with a new epoch, so that none skips a message the new device has
+   * neither synced (it syncs after `ready`) nor been sent live.
+   */
+  private async endAnswers(userId: string): Promise<void> {
+    const rows = this.ctx.storage.sql
+      .exec<{ conversation_id: string }>("SELECT conversation_id FROM answered WHERE until > ?", Date.now())
+      .toArray();
+    if (rows.length > 0) {
+      const epoch = this.epoch() + 1;
+      this.ctx.storage.sql.exec(
+        "INSERT INTO socket_epoch (id, epoch) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch",
+        epoch,
+      );
+      this.socketEpoch = epoch;
+      await Promise.all(rows.map((r) => conversationStub(this.env, r.conversation_id).memberOnline(userId, epoch)));
+    }
+    this.ctx.storage.sql.exec("DELETE FROM answered");
+    this.answeredUntil.clear();
   }
 
   /**
@@ -303,6 +378,15 @@ export class UserDO extends DurableObject<Env> {
       return jsonError("rate_limited", "too many sockets for this device", 10);
     }
     this.presence.rememberUser(identity.userId);
+    this.connecting++;
+    try {
+      await this.endAnswers(identity.userId);
+    } catch (err) {
+      this.connecting--;
+      console.warn("user socket: a conversation could not be told of a new device", String(err));
+      return jsonError("unavailable", "try again", 1);
+    }
+    this.connecting--;
     const now = Date.now();
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [`d:${identity.deviceId}`]);
@@ -512,6 +596,13 @@ function trySend(ws: WebSocket, frame: string): void {
   } catch {
     // closing; the device catches up with GET /messages?since= on reconnect
   }
+}
+
+function conversationOf(event: InboxEvent | undefined): string | null {
+  if (!event) return null;
+  if (event.type === "message") return event.message.conversationId;
+  if (event.type === "receipt") return event.receipt.conversationId;
+  return event.conversationId;
 }
 
 function groupByConversation<M extends { conversationId: string }>(messages: M[]): Map<string, M[]> {

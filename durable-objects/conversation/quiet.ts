@@ -1,0 +1,68 @@
+// Which members' objects the fan-out may skip: members whose every device online is already
+// watching this conversation, so their objects would have nothing to relay and nobody to push.
+//
+// In a busy group most members have the conversation open. Their devices get each message and
+// receipt live on a dedupe conversation socket, so the call to their user object per pass only
+// moves its dedupe cursor. Those calls were most of a pass's work (bench S1), and at scale each is
+// a billed request between two objects.
+//
+// A member's object answers each in-order call with the devices holding its user sockets (while
+// at least one is live) and its socket epoch. The conversation then skips that member while each
+// of those devices holds a dedupe socket here that got the pass's messages and receipts live, for
+// at most QUIET_HINT_MS before asking again. A device of that user that opens a user socket
+// meanwhile is new to the answer, so the user object first tells every conversation it answered
+// (memberOnline, with a new epoch) and only then lets the socket in; the device syncs after its
+// `ready`. An answer from before that epoch that arrives late is ignored.
+import type { DeliveryAnswer } from "./fanout";
+
+/** How long an answer lets the fan-out skip a member before it calls again. */
+export const QUIET_HINT_MS = 10_000;
+
+/** A device's dedupe socket here: it got every message above `after` live, and was accepted `order`-th. */
+export interface LiveCopy {
+  after: number;
+  order: number;
+}
+
+interface Hint {
+  devices: string[];
+  epoch: number;
+  until: number;
+}
+
+export class QuietMembers {
+  private readonly hints = new Map<string, Hint>();
+  /** Per member, the latest epoch its object announced: answers from before it are stale. */
+  private readonly epochs = new Map<string, number>();
+
+  /** Records a member object's answer to a call made at `now`. */
+  answered(userId: string, answer: DeliveryAnswer | null | undefined, now: number): void {
+    if (!answer || answer.devices.length === 0 || answer.epoch < (this.epochs.get(userId) ?? 0)) {
+      this.hints.delete(userId);
+      return;
+    }
+    this.hints.set(userId, { devices: answer.devices, epoch: answer.epoch, until: now + QUIET_HINT_MS });
+  }
+
+  /** A device of this member is about to open a user socket: forget what its object said before. */
+  memberOnline(userId: string, epoch: number): void {
+    this.epochs.set(userId, Math.max(epoch, this.epochs.get(userId) ?? 0));
+    const hint = this.hints.get(userId);
+    if (hint && hint.epoch < epoch) this.hints.delete(userId);
+  }
+
+  /**
+   * Whether every device the member's object last named holds a dedupe socket here that got the
+   * messages from `firstSeq` on live and was open when each receipt (by its accept order) was
+   * broadcast.
+   */
+  covers(userId: string, copies: Record<string, LiveCopy> | undefined, firstSeq: number, receiptOrders: number[], now: number): boolean {
+    const hint = this.hints.get(userId);
+    if (!hint || hint.until <= now || !copies) return false;
+    const earliestReceipt = receiptOrders.length > 0 ? Math.min(...receiptOrders) : Number.POSITIVE_INFINITY;
+    return hint.devices.every((deviceId) => {
+      const copy = copies[deviceId];
+      return copy !== undefined && copy.after < firstSeq && copy.order <= earliestReceipt;
+    });
+  }
+}
