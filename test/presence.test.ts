@@ -506,7 +506,29 @@ describe("fan-out", () => {
     expect(chatFrames(laptopInbox).map((f) => f.message!.body)).toEqual(["four"]);
     // The phone still gets nothing twice: "four" came on its conversation socket.
     expect(chatFrames(phoneInbox)).toEqual([]);
-    for (const socket of [aChat, phoneInbox, phoneChat, laptopInbox]) socket.close();
+
+    // If a conversation that answered cannot be told, the device is not let in yet (it retries).
+    const userObject = env.USER.get(env.USER.idFromName(phone.user.id));
+    const told: string[] = [];
+    await runInDurableObject(userObject, (instance: UserDO) => {
+      const reach = instance.conversationObject;
+      instance.conversationObject = (conversationId) => ({
+        memberOnline: async (...args) => {
+          told.push(conversationId);
+          if (told.length === 1) throw new Error("conversation unreachable");
+          return reach(conversationId).memberOnline(...args);
+        },
+      });
+    });
+    const tablet = await login(phone.user.username, "tablet");
+    const refused = await call("/ws", { token: tablet.token, headers: { upgrade: "websocket" } });
+    await expectError(refused, 503, "unavailable");
+    expect(refused.headers.get("retry-after")).toBe("1");
+    const tabletInbox = await userSocket(tablet);
+    expect(told).toEqual([conv.id, conv.id]);
+    await sendAndPass("five");
+    await tabletInbox.next("message", (f) => f.message?.body === "five");
+    for (const socket of [aChat, phoneInbox, phoneChat, laptopInbox, tabletInbox]) socket.close();
   });
 
   it("trusts an answer only for the devices it names, before it expires, and not from before a device came online", () => {

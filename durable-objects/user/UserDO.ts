@@ -29,6 +29,7 @@ import {
 } from "../conversation/fanout";
 import { QUIET_HINT_MS } from "../conversation/quiet";
 import { PresenceStore, type PresenceState } from "./presence";
+import type { ConversationDO as ConversationObject } from "../conversation/ConversationDO";
 
 const MIGRATIONS = [
   // Where each device has (or had) conversation sockets. Stale rows cost one no-op call at logout.
@@ -82,6 +83,9 @@ export class UserDO extends DurableObject<Env> {
   /** User sockets being let in: no answer names the devices online while one is. */
   private connecting = 0;
   private socketEpoch: number | undefined = undefined;
+  /** How a conversation's object is told of a device coming online; tests replace it to make that fail. */
+  conversationObject: (conversationId: string) => { memberOnline: ConversationObject["memberOnline"] } = (conversationId) =>
+    conversationStub(this.env, conversationId);
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -194,7 +198,7 @@ export class UserDO extends DurableObject<Env> {
         epoch,
       );
       this.socketEpoch = epoch;
-      await Promise.all(rows.map((r) => conversationStub(this.env, r.conversation_id).memberOnline(userId, epoch)));
+      await Promise.all(rows.map((r) => this.conversationObject(r.conversation_id).memberOnline(userId, epoch)));
     }
     this.ctx.storage.sql.exec("DELETE FROM answered");
     this.answeredUntil.clear();
