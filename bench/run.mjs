@@ -261,7 +261,13 @@ async function main() {
   };
   // Runs during which wrangler reloaded the Worker (a source file changed on disk): flagged.
   results.reloads = [];
+  // Only the measured target's server runs; the others are paused (Server.pause says why).
+  const focus = (server) => {
+    for (const s of servers) if (s !== server) s.pause();
+    server.resume();
+  };
   const measure = async (key, t, run, fn) => {
+    focus(t.server);
     const before = t.server.reloads;
     const value = await fn();
     const reloads = t.server.reloads - before;
@@ -332,6 +338,7 @@ async function main() {
     }
     loads.push(loadavg());
     if (wants("S4")) {
+      focus(app);
       const s4Users = await registerUsers(app.base, 21, `s4${tag}_`);
       log(`S4: storing ${opts.s4Messages.toLocaleString("en-US")} messages through sockets (load ${loadavg()})`);
       const seed = await seedS4(app, s4Users[0], s4Users.slice(1), opts.s4Messages);
@@ -344,6 +351,7 @@ async function main() {
     }
     loads.push(loadavg());
     if (wants("S5")) {
+      focus(app);
       const [poster] = await registerUsers(app.base, 1, `p${tag}_`);
       const devices = users.slice(0, s5Devices);
       // Groups of 49 devices plus the poster: 50 members, the largest size fanned out inline.
@@ -369,6 +377,7 @@ async function main() {
         }
       }
     }
+    for (const s of servers) s.resume();
     loads.push(loadavg());
     results.loads = loads;
     results.serverErrors = { app: app.errorLines().slice(-20), baseline: opts.baseline ? baseline.errorLines().slice(-20) : [] };

@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createServer } from "node:net";
-import { stopGroup } from "../../scripts/lib/process-group.mjs";
+import { signalGroup, stopGroup } from "../../scripts/lib/process-group.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -101,7 +101,25 @@ export class Server {
   /** SIGTERM to the whole process group, SIGKILL after a grace period. */
   async stop() {
     if (!this.child?.pid) return;
+    this.resume();
     await stopGroup(this.child.pid);
+  }
+
+  /**
+   * Stops the whole process group (SIGSTOP) while another target is measured: an idle `wrangler
+   * dev` is not idle, its esbuild watcher polls the source tree (~1-2% of a core, in bursts;
+   * workers-sdk#11469), and on two cores that landed in the measured target's tail latency.
+   */
+  pause() {
+    if (!this.child?.pid || this.paused) return;
+    signalGroup(this.child.pid, "SIGSTOP");
+    this.paused = true;
+  }
+
+  resume() {
+    if (!this.child?.pid || !this.paused) return;
+    signalGroup(this.child.pid, "SIGCONT");
+    this.paused = false;
   }
 
   /**
