@@ -162,6 +162,8 @@ export class UserDO extends DurableObject<Env> {
     if (conversationId === null || this.connecting > 0) return null;
     const sockets = this.ctx.getWebSockets();
     if (this.liveSockets(sockets, now).length === 0) return null;
+    // A socket whose attachment cannot be read names no device (""), which no conversation socket
+    // covers: the answer is then never relied on.
     const devices = [...new Set(sockets.filter((ws) => ws.readyState === WebSocket.OPEN).map((ws) => readState(ws)?.deviceId ?? ""))];
     // The row outlives the conversation's use of the answer (QUIET_HINT_MS), whatever the clocks.
     if ((this.answeredUntil.get(conversationId) ?? 0) < now + QUIET_HINT_MS) {
