@@ -42,15 +42,6 @@ export type CarriedMessage = RelayedMessage | Message;
 /** A receipt as a user object relays it to its devices (UserServerFrame `receipt`). */
 export type RelayedReceipt = Receipt & { conversationId: string };
 
-/**
- * A user object's answer to a conversation's in-order call, while any of its user sockets is
- * live: the devices holding its user sockets, and its socket epoch (see QuietMembers).
- */
-export interface DeliveryAnswer {
-  devices: string[];
-  epoch: number;
-}
-
 /** A receipt waiting for the pass, with the accept order of the last socket open when it was broadcast. */
 interface PendingReceipt {
   receipt: RelayedReceipt;
@@ -160,8 +151,10 @@ export class Fanout {
     try {
       if (!(await this.deliverMessages(throughSeq, pass))) return false;
       const rest = [...receipts.keys()].filter((userId) => !relayed.has(userId));
-      pass.live = this.liveCopies();
-      await Promise.all(rest.map((userId) => this.callUnlessQuiet(userId, [], Number.POSITIVE_INFINITY, pass)));
+      if (rest.length > 0) {
+        pass.live = this.liveCopies();
+        await Promise.all(rest.map((userId) => this.callUnlessQuiet(userId, [], Number.POSITIVE_INFINITY, pass)));
+      }
       this.failures = 0;
       return (ok = true);
     } catch (err) {

@@ -23,11 +23,10 @@ import {
   frameOf,
   messageOf,
   type CarriedMessage,
-  type DeliveryAnswer,
   type InboxEvent,
   type RelayedReceipt,
 } from "../conversation/fanout";
-import { QUIET_HINT_MS } from "../conversation/quiet";
+import { QUIET_HINT_MS, type DeliveryAnswer } from "../conversation/quiet";
 import { PresenceStore, type PresenceState } from "./presence";
 import type { ConversationDO as ConversationObject } from "../conversation/ConversationDO";
 
@@ -160,6 +159,8 @@ export class UserDO extends DurableObject<Env> {
    */
   private answer(conversationId: string | null, now: number): DeliveryAnswer | null {
     if (conversationId === null || this.connecting > 0) return null;
+    // Read again, not taken from the start of deliver: a socket let in during its awaits must be
+    // named (its handshake told the conversations only of the answers given before it).
     const sockets = this.ctx.getWebSockets();
     if (this.liveSockets(sockets, now).length === 0) return null;
     // A socket whose attachment cannot be read names no device (""), which no conversation socket
