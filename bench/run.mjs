@@ -33,8 +33,9 @@
 // exist in production. Local state goes to a tmpfs by default: locally each SQLite commit's fsync
 // runs on the runtime's one thread, and on this machine's disk those stalled for tens of ms while
 // other writes were flushed (S1 at 500 msg/s, 5 runs each: app p99 25.2 ms on disk, 9.4 on tmpfs).
-// In a deployment storage is not flushed on the object's thread. A Worker reload by wrangler (a source file changed on disk mid-run) is
-// detected and flagged in the table: it drops every socket and restarts the runtime's memory.
+// In a deployment storage is not flushed on the object's thread. A Worker reload by wrangler (a
+// source file changed on disk mid-run) is detected and flagged in the table: it drops every socket
+// and restarts the runtime's memory.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
