@@ -218,7 +218,11 @@ export class ConversationDO extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
+  /**
+   * Not `async`: the common frames are handled in this one synchronous step, and the runtime then
+   * has no promise to wait on. Only a send with media (or behind one on its socket) returns one.
+   */
+  webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): void | Promise<void> {
     try {
       // Frames already in flight when we closed the socket (rate limit, removal) are dropped:
       // their sender cannot receive an ack, and resends them on a new socket.
@@ -257,28 +261,15 @@ export class ConversationDO extends DurableObject<Env> {
       const now = Date.now();
       switch (frame.type) {
         case "send": {
-          const { type: _type, ...request } = frame;
           const previous = this.socketSends.get(ws);
           // The common case, a send without media with nothing ahead of it on this socket, is
-          // handled in this step: no promise, no closure.
-          if (!previous && !request.mediaIds?.length) {
-            answerSend(ws, frame.clientMsgId, this.conversation.send(identity, { ...request, media: [] }, now, ws));
+          // handled in this step: no promise, no closure, no copy of the frame (its extra `type`
+          // is not read).
+          if (!previous && !frame.mediaIds?.length) {
+            answerSend(ws, frame.clientMsgId, this.conversation.send(identity, frame, now, ws));
             return;
           }
-          // Media ids are resolved in D1 first (an await, so other events may run meanwhile);
-          // the sends of one socket stay in order behind it.
-          const run = async () => {
-            const result = await sendWithMedia(this.env, identity.userId, this.store.requireMeta().id, request.mediaIds ?? [], (media) =>
-              this.conversation.send(identity, { ...request, media }, Date.now(), ws),
-            );
-            answerSend(ws, frame.clientMsgId, result);
-          };
-          const sending = previous ? previous.then(run) : run();
-          const settled = sending.catch(() => {});
-          this.socketSends.set(ws, settled);
-          await sending;
-          if (this.socketSends.get(ws) === settled) this.socketSends.delete(ws);
-          return;
+          return this.sendWithMediaInOrder(ws, identity, frame, previous);
         }
         case "typing":
           this.conversation.typing(identity.userId, frame.on, now);
@@ -291,9 +282,36 @@ export class ConversationDO extends DurableObject<Env> {
         }
       }
     } catch (err) {
-      console.error(`conversation ${this.store.meta?.id}: webSocketMessage failed`, err);
-      send(ws, { type: "error", code: "internal", message: "internal error" });
+      this.failedFrame(ws, err);
     }
+  }
+
+  /**
+   * Media ids are resolved in D1 first (an await, so other events may run meanwhile); the sends
+   * of one socket stay in order behind it.
+   */
+  private async sendWithMediaInOrder(ws: WebSocket, identity: Identity, request: SendRequest, previous: Promise<void> | undefined): Promise<void> {
+    const run = async () => {
+      const result = await sendWithMedia(this.env, identity.userId, this.store.requireMeta().id, request.mediaIds ?? [], (media) =>
+        this.conversation.send(identity, { ...request, media }, Date.now(), ws),
+      );
+      answerSend(ws, request.clientMsgId, result);
+    };
+    const sending = previous ? previous.then(run) : run();
+    const settled = sending.catch(() => {});
+    this.socketSends.set(ws, settled);
+    try {
+      await sending;
+    } catch (err) {
+      this.failedFrame(ws, err);
+    } finally {
+      if (this.socketSends.get(ws) === settled) this.socketSends.delete(ws);
+    }
+  }
+
+  private failedFrame(ws: WebSocket, err: unknown): void {
+    console.error(`conversation ${this.store.meta?.id}: webSocketMessage failed`, err);
+    send(ws, { type: "error", code: "internal", message: "internal error" });
   }
 
   private allSockets(): WebSocket[] {
@@ -355,7 +373,10 @@ export class ConversationDO extends DurableObject<Env> {
    */
   private defer(): void {
     const now = Date.now();
-    void this.wakeAt(now + DEFERRED_BACKSTOP_MS);
+    // The backstop is set once per burst: an alarm already due sooner needs no call (and no promise).
+    if (this.alarmAt === undefined || this.alarmAt === null || this.alarmAt > now + DEFERRED_BACKSTOP_MS) {
+      void this.wakeAt(now + DEFERRED_BACKSTOP_MS);
+    }
     this.deferredSince ??= now;
     this.startDeferredWhenDue(now);
   }

@@ -198,7 +198,7 @@ export class ConversationStore {
       input.clientMsgId,
       input.kind,
       input.body,
-      JSON.stringify(input.media),
+      input.media.length === 0 ? "[]" : JSON.stringify(input.media),
       input.threadRootSeq,
       input.createdAt,
     ).rowsWritten;
@@ -207,7 +207,20 @@ export class ConversationStore {
     // wake-up (loadMeta), which saves a statement on every send.
     meta.lastSeq = seq;
     meta.lastMessageAt = input.createdAt;
-    const message: Message = { conversationId: meta.id, seq, ...input };
+    // Built field by field rather than spread: every message then has one shape, on the hottest path.
+    const message: Message = {
+      conversationId: meta.id,
+      seq,
+      id: input.id,
+      senderId: input.senderId,
+      senderDeviceId: input.senderDeviceId,
+      clientMsgId: input.clientMsgId,
+      kind: input.kind,
+      body: input.body,
+      media: input.media,
+      threadRootSeq: input.threadRootSeq,
+      createdAt: input.createdAt,
+    };
     this.recent.set(seq, message);
     if (this.recent.size > RECENT_MAX) this.recent.delete(this.recent.keys().next().value!);
     if (input.threadRootSeq !== null) {
