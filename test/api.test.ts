@@ -1,6 +1,7 @@
 // The REST API through the real Worker, Durable Objects and D1: every endpoint of the spine and
 // its error paths.
 import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
 import {
@@ -9,6 +10,7 @@ import {
   direct,
   expectError,
   group,
+  holdDeferredPass,
   json,
   login,
   openConversation,
@@ -235,8 +237,18 @@ describe("conversations", () => {
     const [a, b, c] = [await register(), await register(), await register()];
     const older = await direct(a, b);
     const newer = await group(a, [c], "later");
-    await sendRest(b, older.id, "bump");
-    // Right after the send: a REST send answers after D1 has it.
+    // A REST send, like a socket send, answers without waiting for D1: the conversation is held
+    // back from D1 here, and the send is answered while the list does not show it yet.
+    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(older.id));
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+    await holdDeferredPass(stub);
+    const sent = await sendRest(b, older.id, "bump");
+    expect(sent.message.seq).toBe(2);
+    expect(await stub.pendingOutbox()).toBe(1);
+    const before = (await json<{ conversations: Conversation[] }>("/conversations", { token: a.token })).conversations;
+    expect(before.find((x) => x.id === older.id)?.lastSeq).toBe(1);
+    // The deferred pass (its backstop alarm here) writes it, and then the list has it.
+    await runDurableObjectAlarm(stub);
     const list = (await json<{ conversations: Conversation[] }>("/conversations", { token: a.token })).conversations;
     expect(list[0]?.lastMessage?.body).toBe("bump");
     expect(list.map((x) => x.id)).toEqual([older.id, newer.id]);

@@ -292,7 +292,8 @@ describe("receipts and unread counts", () => {
     const last = (await sendRest(b, conv.id, "reply")).message;
     const listed = async (s: Session) =>
       (await json<{ conversations: Conversation[] }>("/conversations", { token: s.token })).conversations.find((c) => c.id === conv.id)!;
-    // A REST send reaches D1 before it answers: the list is right at once, for both sides.
+    // A send reaches D1 in the conversation's next pass (it does not wait for it); then the list is right for both sides.
+    await waitFor(async () => (await listed(b)).lastSeq === last.seq, "the reply in D1");
     expect(await listed(b)).toMatchObject({ unread: 2, readSeq: 0, lastSeq: last.seq, lastMessage: expect.objectContaining({ id: last.id }) });
     expect(await listed(a)).toMatchObject({ unread: 1, readSeq: 0 });
     expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: b.token })).conversation).toMatchObject({ unread: 2 });

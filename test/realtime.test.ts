@@ -577,7 +577,11 @@ describe("sync: GET /messages?since=", () => {
     const groups: Conversation[] = [];
     for (let i = 0; i < 30; i++) groups.push(await group(writer, [reader], `g${i}`));
     const sent: string[] = [];
-    for (const i of [29, 0, 28, 1, 27]) sent.push((await sendRest(writer, groups[i]!.id, `to g${i}`)).message.id);
+    // Each send is in D1 before the next one is made, so D1 takes them in this order.
+    for (const i of [29, 0, 28, 1, 27]) {
+      sent.push((await sendRest(writer, groups[i]!.id, `to g${i}`)).message.id);
+      await waitFor(async () => (await stubOf(groups[i]!.id).pendingOutbox()) === 0, "the send in D1");
+    }
     const seen: Message[] = [];
     let cursor = "0";
     for (let more = true; more; ) {

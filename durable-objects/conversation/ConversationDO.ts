@@ -125,11 +125,10 @@ export class ConversationDO extends DurableObject<Env> {
     if (this.store.meta && this.store.members.has(sender.userId) && requiredType && this.store.meta.type !== requiredType) {
       return fail("bad_request", `conversation is not a ${requiredType}`);
     }
-    const result = this.conversation.send(sender, request, now, null);
-    // A REST send answers after its D1 write (when D1 is up), so anyone's next GET /conversations
-    // counts it. Socket sends, the hot path, await nothing: the alarm writes them in batches.
-    if (result.ok && !result.duplicate) await this.flushNow();
-    return result;
+    // Like a socket send, a REST send awaits nothing but its own storage: the deferred pass writes
+    // it to D1 with the others, and only then tells the members' objects (D1 first), so a device
+    // told of the message finds it in GET /conversations. The sender has it in the answer.
+    return this.conversation.send(sender, request, now, null);
   }
 
   async history(userId: string, query: HistoryInput) {
