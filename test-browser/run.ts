@@ -130,6 +130,8 @@ const tests: Test[] = [
       const item = bob.page.locator(`a.conv-item[data-conversation="${id}"]`);
       await item.waitFor({ timeout: 20_000 });
       await waitUntil("an unread badge", async () => (await item.locator(".badge").textContent()) === "1", 20_000);
+      // Bob never looked Ann up: her name comes from the client's batched user lookup (GET /users?ids=).
+      await waitUntil("Ann's name in Bob's list", async () => (await item.locator(".conv-title").textContent()) === "Ann", 10_000);
       await openConversation(bob.page, id);
       await expectMessage(bob.page, "Hi Bob, it is Ann");
       await expectTick(ann.page, "Hi Bob, it is Ann", "read");

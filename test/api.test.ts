@@ -170,6 +170,18 @@ describe("users", () => {
     expect(underscore.users).toEqual([]);
   });
 
+  it("gets users by ids, up to 100 in one request, in the order asked, leaving unknown ids out", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const { users } = await json<{ users: User[] }>(`/users?ids=${c.user.id},nope,${a.user.id},${c.user.id},${b.user.id}`, { token: a.token });
+    expect(users).toEqual([c.user, a.user, b.user]);
+    const hundred = Array.from({ length: 99 }, (_, i) => `unknown${i}`).concat(b.user.id);
+    expect((await json<{ users: User[] }>(`/users?ids=${hundred.join(",")}`, { token: a.token })).users).toEqual([b.user]);
+    for (const query of ["ids=", "ids=a,,b", `ids=${hundred.join(",")},one-more`, `ids=${a.user.id}&q=x`, `ids=${"x".repeat(129)}`]) {
+      await expectError(await call(`/users?${query}`, { token: a.token }), 400, "bad_request");
+    }
+    await expectError(await call(`/users?ids=${a.user.id}`), 401, "unauthorized");
+  });
+
   it("gets a user by id, 404 otherwise", async () => {
     const a = await register();
     const { user } = await json<{ user: User }>(`/users/${a.user.id}`, { token: a.token });

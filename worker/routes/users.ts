@@ -1,4 +1,5 @@
-import { and, asc, eq, gte, lt } from "drizzle-orm";
+import { and, asc, eq, gte, inArray, lt } from "drizzle-orm";
+import * as z from "zod";
 import { LIMITS, UserSearchQuery } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { db, schema } from "../db";
@@ -9,7 +10,28 @@ import { readQuery } from "../lib/validate";
 export const users = newApp();
 users.use(requireAuth);
 
+/**
+ * `GET /users?ids=a,b,c` (an extension): the users with these ids, so that a client learns the
+ * names of everyone in its conversation list in a few requests rather than one per person.
+ * At most 100 ids, as D1 binds at most 100 parameters in one query.
+ */
+const USER_LOOKUP_MAX = 100;
+const UserLookupQuery = z.strictObject({
+  ids: z
+    .string()
+    .transform((ids) => ids.split(","))
+    .pipe(z.array(z.string().min(1).max(128)).min(1).max(USER_LOOKUP_MAX)),
+});
+
 users.get("/", async (c) => {
+  if (new URL(c.req.url).searchParams.has("ids")) {
+    const { ids } = readQuery(c.req.url, UserLookupQuery);
+    const unique = [...new Set(ids)];
+    const rows = await db(c.env).select().from(schema.users).where(inArray(schema.users.id, unique));
+    // In the order asked; unknown ids are left out.
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return c.json({ users: unique.flatMap((id) => (byId.has(id) ? [toUser(byId.get(id)!)] : [])) });
+  }
   const { q } = readQuery(c.req.url, UserSearchQuery);
   const prefix = q.toLowerCase();
   // Usernames are [a-z0-9_] once lower-cased, and "~" sorts after all of those, so the range

@@ -109,6 +109,8 @@ const CACHE_MESSAGES = 100;
 const TYPING_REFRESH_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const ACK_TIMEOUT_MS = 10_000;
+/** The most ids one `GET /users?ids=` takes. */
+const USERS_PER_LOOKUP = 100;
 
 const SessionSchema = z.object({ token: z.string(), user: UserSchema, deviceId: z.string() });
 const CachedConversations = z.array(ConversationSchema);
@@ -458,19 +460,23 @@ export class AppStore {
     return conv.members.find((m) => m.userId !== this.me)?.userId ?? null;
   }
 
+  /** Fetches the users not known yet, up to 100 per request (`GET /users?ids=`). */
   ensureUsers(ids: string[]): void {
-    for (const id of new Set(ids)) {
-      if (this.state.users.has(id) || this.fetchingUsers.has(id)) continue;
-      this.fetchingUsers.add(id);
+    const missing = [...new Set(ids)].filter((id) => !this.state.users.has(id) && !this.fetchingUsers.has(id));
+    for (let i = 0; i < missing.length; i += USERS_PER_LOOKUP) {
+      const chunk = missing.slice(i, i + USERS_PER_LOOKUP);
+      for (const id of chunk) this.fetchingUsers.add(id);
       void this.api
-        .call("GET", `/users/${encodeURIComponent(id)}`, Schemas.user)
-        .then(({ user }) => {
-          this.state.users.set(user.id, user);
+        .call("GET", `/users${qs({ ids: chunk.join(",") })}`, Schemas.users)
+        .then(({ users }) => {
+          for (const user of users) this.state.users.set(user.id, user);
           this.scheduleSave();
           this.emit();
         })
         .catch(() => undefined)
-        .finally(() => this.fetchingUsers.delete(id));
+        .finally(() => {
+          for (const id of chunk) this.fetchingUsers.delete(id);
+        });
     }
   }
 
