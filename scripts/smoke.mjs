@@ -11,14 +11,13 @@
 // The server's whole process group is always stopped and the temp dir removed at the end.
 //
 // SMOKE_VERBOSE=1 streams the server's output; otherwise its tail is printed on failure.
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { groupAlive, signalGroup, stopGroup } from "./lib/process-group.mjs";
+import { DevServer, freePorts } from "./lib/dev-server.mjs";
+import { groupAlive } from "./lib/process-group.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const VERBOSE = process.env.SMOKE_VERBOSE === "1";
@@ -42,103 +41,27 @@ function assertEqual(actual, expected, what) {
   if (a !== e) throw new SmokeError(`${what}: expected ${e}, got ${a}`);
 }
 
-// --- Ports -------------------------------------------------------------------------------------
-
-function listenOnFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve(server));
-  });
-}
-
-/** Distinct free ports: all servers stay open until every port is known, then all close. */
-async function freePorts(count) {
-  const servers = [];
-  try {
-    for (let i = 0; i < count; i++) servers.push(await listenOnFreePort());
-    return servers.map((s) => s.address().port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
-  }
-}
-
 // --- The server ----------------------------------------------------------------------------------
 
-class DevServer {
-  constructor(port, inspectorPort, persistDir) {
-    this.port = port;
-    this.base = `http://127.0.0.1:${port}`;
-    this.output = [];
-    this.exited = null;
-    this.child = spawn(
-      "npm",
-      ["run", "dev", "--", "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", persistDir],
-      {
-        cwd: ROOT,
-        detached: true, // its own process group, so the whole tree (npm, wrangler, workerd) can be stopped
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
-      },
-    );
-    const collect = (chunk) => {
-      const text = chunk.toString();
+/** `npm run dev` on these ports with fresh state (scripts/lib/dev-server.mjs). */
+function startDevServer(port, inspectorPort, persistDir) {
+  const server = new DevServer({
+    name: "the dev server",
+    args: ["run", "dev", "--", "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", persistDir],
+    cwd: ROOT,
+    onOutput: (text) => {
       if (VERBOSE) process.stdout.write(text.replace(/^/gm, "  | "));
-      this.output.push(...text.split("\n"));
-      if (this.output.length > 400) this.output.splice(0, this.output.length - 400);
-    };
-    this.child.stdout.on("data", collect);
-    this.child.stderr.on("data", collect);
-    this.exitPromise = new Promise((resolve) => {
-      this.child.on("exit", (code, signal) => {
-        this.exited = { code, signal };
-        resolve();
-      });
-      this.child.on("error", (err) => {
-        this.exited = { code: null, signal: null, error: err };
-        resolve();
-      });
-    });
-  }
+    },
+  });
+  server.spawn();
+  return server;
+}
 
-  tail(lines = 60) {
-    return this.output.filter((l) => l.trim() !== "").slice(-lines).join("\n");
-  }
-
-  /** Polls until the Worker itself answers (GET /me without a token is a JSON 401). */
-  async waitUntilReady(timeoutMs) {
-    const deadline = Date.now() + timeoutMs;
-    let lastError = "no answer yet";
-    while (Date.now() < deadline) {
-      if (this.exited) throw new SmokeError(`server exited early (${JSON.stringify(this.exited)})`);
-      try {
-        const res = await fetch(`${this.base}/me`, { signal: AbortSignal.timeout(2_000) });
-        const body = await res.text();
-        if (res.status === 401 && body.includes('"unauthorized"')) return;
-        lastError = `GET /me answered ${res.status}`;
-      } catch (err) {
-        lastError = err?.cause?.code ?? err?.message ?? String(err);
-      }
-      await sleep(250);
-    }
-    throw new SmokeError(`server did not answer within ${timeoutMs} ms (${lastError})`);
-  }
-
-  /** SIGTERM to the whole process group, then SIGKILL after a grace period. */
-  async stop() {
-    if (this.child.pid === undefined) return;
-    await stopGroup(this.child.pid, {
-      graceMs: KILL_GRACE_MS,
-      killWaitMs: 2_000,
-      onKill: () => log("server still running after SIGTERM; sending SIGKILL"),
-    });
-  }
-
-  /** Last resort on a signal to this script: synchronous, no waiting. */
-  killNow() {
-    if (this.child.pid !== undefined) signalGroup(this.child.pid, "SIGKILL");
-  }
+/** The Worker itself answers: GET /me without a token is a JSON 401. */
+async function workerAnswers(base) {
+  const res = await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) });
+  const body = await res.text();
+  return res.status === 401 && body.includes('"unauthorized"');
 }
 
 // --- HTTP ----------------------------------------------------------------------------------------
@@ -545,18 +468,21 @@ async function main() {
     const [port, inspectorPort] = await freePorts(2);
     tempDir = mkdtempSync(join(tmpdir(), "edge-chat-smoke-"));
     log(`starting the dev server on 127.0.0.1:${port} (inspector ${inspectorPort}, state in ${tempDir})`);
-    server = new DevServer(port, inspectorPort, tempDir);
+    server = startDevServer(port, inspectorPort, tempDir);
+    const base = `http://127.0.0.1:${port}`;
     const started = Date.now();
-    await server.waitUntilReady(START_TIMEOUT_MS);
+    await server.waitUntilReady(() => workerAnswers(base), START_TIMEOUT_MS);
     log(`server answers after ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    await scenario(server.base);
+    await scenario(base);
   } catch (err) {
     failure = err;
   } finally {
     if (server) {
       log("stopping the server's process group");
       const stopping = Date.now();
-      await server.stop().catch((err) => console.error("smoke: could not stop the server:", err));
+      await server
+        .stop({ graceMs: KILL_GRACE_MS, killWaitMs: 2_000, onKill: () => log("server still running after SIGTERM; sending SIGKILL") })
+        .catch((err) => console.error("smoke: could not stop the server:", err));
       log(`server stopped after ${((Date.now() - stopping) / 1000).toFixed(1)} s`);
       if (groupAlive(server.child.pid)) {
         failure ??= new SmokeError(`the server's process group ${server.child.pid} is still running`);

@@ -1,12 +1,11 @@
 // A small harness for the browser tests: a `wrangler dev` of our own on free loopback ports
 // (started detached, stopped by process group), Debian's Chromium through playwright-core, and
 // a sequential runner that prints one line per test and a final tally.
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { DevServer, freePorts } from "../scripts/lib/dev-server.mjs";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 /** From TOOLCHAIN.md, plus fake media devices for voice notes. */
@@ -24,18 +23,6 @@ export const CHROMIUM_ARGS = [
 ];
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
 export async function waitUntil<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, everyMs = 200): Promise<T> {
@@ -64,69 +51,27 @@ export interface Server {
 
 /** `npm run dev` (builds the client, migrates D1, runs wrangler dev) in its own process group. */
 export async function startServer(extraArgs: string[] = []): Promise<Server> {
-  const port = await freePort();
-  const inspector = await freePort();
+  const [port, inspector] = (await freePorts(2)) as [number, number];
   const dir = mkdtempSync(join(tmpdir(), "edge-chat-browser-"));
-  const logPath = join(dir, "server.log");
-  const logFd = openSync(logPath, "w");
-  const child: ChildProcess = spawn(
-    "npm",
-    ["run", "dev", "--", "--port", String(port), "--inspector-port", String(inspector), "--persist-to", join(dir, "state"), ...extraArgs],
-    {
-      detached: true,
-      stdio: ["ignore", logFd, logFd],
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", X_LOCAL_OBSERVABILITY: "false" },
-    },
-  );
-  const log = () => {
-    try {
-      return readFileSync(logPath, "utf8");
-    } catch {
-      return "";
-    }
-  };
-  let exited = false;
-  child.on("exit", () => {
-    exited = true;
+  const server = new DevServer({
+    name: "wrangler dev",
+    args: ["run", "dev", "--", "--port", String(port), "--inspector-port", String(inspector), "--persist-to", join(dir, "state"), ...extraArgs],
+    env: { X_LOCAL_OBSERVABILITY: "false" },
+    keepLines: 2000,
   });
+  server.spawn();
   const stop = async () => {
-    if (child.pid === undefined) return;
-    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
-      if (exited) break;
-      try {
-        process.kill(-child.pid, signal);
-      } catch {
-        break; // the group is gone
-      }
-      const deadline = Date.now() + 5000;
-      while (!exited && Date.now() < deadline) await sleep(100);
-    }
-    // wrangler's workerd may outlive npm; the group kill reaches it, and this makes sure.
-    try {
-      process.kill(-child.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
+    await server.stop();
     rmSync(dir, { recursive: true, force: true });
   };
-  // localhost, not 127.0.0.1: a secure context for the service worker, push and IndexedDB.
-  const origin = `http://localhost:${port}`;
   try {
-    await waitUntil(
-      "wrangler dev to answer",
-      async () => {
-        if (exited) throw new Error(`server exited:\n${log().slice(-3000)}`);
-        const res = await fetch(`http://127.0.0.1:${port}/`).catch(() => null);
-        return res?.status === 200;
-      },
-      180_000,
-      500,
-    );
+    await server.waitUntilReady(async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 200, 180_000);
   } catch (err) {
     await stop();
     throw err;
   }
-  return { origin, port, stop, log };
+  // localhost, not 127.0.0.1: a secure context for the service worker, push and IndexedDB.
+  return { origin: `http://localhost:${port}`, port, stop, log: () => server.output.join("\n") };
 }
 
 export async function launchBrowser(): Promise<Browser> {

@@ -1,43 +1,13 @@
-// Servers for the benchmark: `wrangler dev` in its own process group on free loopback ports,
-// stopped as a group (npm and npx leave wrangler's node and workerd behind otherwise), and the
-// resident memory of the workerd processes in that group.
-import { spawn } from "node:child_process";
+// Servers for the benchmark: `wrangler dev` in its own process group on free loopback ports
+// (scripts/lib/dev-server.mjs), paused while another target is measured, and the resident memory
+// of the workerd processes in that group.
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { createServer } from "node:net";
-import { signalGroup, stopGroup } from "../../scripts/lib/process-group.mjs";
+import { DevServer, freePorts } from "../../scripts/lib/dev-server.mjs";
+import { signalGroup } from "../../scripts/lib/process-group.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export { freePorts };
 
-/** Distinct free ports: all listeners stay open until every port is known. */
-export async function freePorts(count) {
-  const servers = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      servers.push(
-        await new Promise((resolve, reject) => {
-          const s = createServer();
-          s.unref();
-          s.once("error", reject);
-          s.listen(0, "127.0.0.1", () => resolve(s));
-        }),
-      );
-    }
-    const ports = servers.map((s) => s.address().port);
-    if (ports.includes(8787)) throw new Error("refusing port 8787");
-    return ports;
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
-  }
-}
-
-/** Environment of every server the bench starts: no telemetry, no network, no local tracing. */
-export const SERVER_ENV = {
-  X_LOCAL_OBSERVABILITY: "false",
-  WRANGLER_SEND_METRICS: "false",
-  CLOUDFLARE_CF_FETCH_ENABLED: "false",
-};
-
-export class Server {
+export class Server extends DevServer {
   /**
    * @param {object} o
    * @param {string} o.name label for logs
@@ -48,49 +18,36 @@ export class Server {
    * @param {(base: string) => Promise<boolean>} o.ready
    */
   constructor(o) {
-    Object.assign(this, o);
+    super({
+      name: o.name,
+      command: o.command,
+      args: o.args,
+      cwd: o.cwd,
+      // Without local tracing: its per-event spans cost about 10x on storage (TOOLCHAIN.md).
+      env: { X_LOCAL_OBSERVABILITY: "false" },
+      keepLines: 300,
+      onOutput: (text) => {
+        if (process.env.BENCH_VERBOSE === "1") process.stderr.write(text.replace(/^/gm, `  [${o.name}] `));
+        // wrangler dev rebuilds and restarts the Worker when a source file changes on disk (another
+        // edit in the same tree): every socket drops and the runtime's memory starts over.
+        this.reloads += (text.match(/Reloading local server/g) ?? []).length;
+      },
+    });
+    this.port = o.port;
+    this.ready = o.ready;
     this.base = `http://127.0.0.1:${o.port}`;
     this.wsBase = `ws://127.0.0.1:${o.port}`;
-    this.output = [];
-    this.exited = null;
     this.reloads = 0;
+    this.paused = false;
   }
 
   async start(timeoutMs = 90_000) {
-    this.exited = null;
-    this.child = spawn(this.command, this.args, {
-      cwd: this.cwd,
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, ...SERVER_ENV },
-    });
-    const collect = (chunk) => {
-      const text = chunk.toString();
-      if (process.env.BENCH_VERBOSE === "1") process.stderr.write(text.replace(/^/gm, `  [${this.name}] `));
-      // wrangler dev rebuilds and restarts the Worker when a source file changes on disk (another
-      // edit in the same tree): every socket drops and the runtime's memory starts over.
-      this.reloads += (text.match(/Reloading local server/g) ?? []).length;
-      this.output.push(...text.split("\n"));
-      if (this.output.length > 300) this.output.splice(0, this.output.length - 300);
-    };
-    this.child.stdout.on("data", collect);
-    this.child.stderr.on("data", collect);
-    this.child.on("exit", (code, signal) => (this.exited = { code, signal }));
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (this.exited) throw new Error(`${this.name} exited early ${JSON.stringify(this.exited)}\n${this.tail()}`);
-      try {
-        if (await this.ready(this.base)) return;
-      } catch {
-        // not up yet
-      }
-      await sleep(250);
-    }
-    throw new Error(`${this.name} did not start within ${timeoutMs} ms\n${this.tail()}`);
+    this.spawn();
+    await this.waitUntilReady(() => this.ready(this.base), timeoutMs);
   }
 
   tail(lines = 40) {
-    return this.output.filter((l) => l.trim() !== "").slice(-lines).join("\n");
+    return super.tail(lines);
   }
 
   /** Lines of server output that look like errors (for the report; the app logs failures). */
@@ -100,9 +57,8 @@ export class Server {
 
   /** SIGTERM to the whole process group, SIGKILL after a grace period. */
   async stop() {
-    if (!this.child?.pid) return;
     this.resume();
-    await stopGroup(this.child.pid);
+    await super.stop();
   }
 
   /**
