@@ -271,10 +271,12 @@ async function main() {
   };
   // Runs during which wrangler reloaded the Worker (a source file changed on disk): flagged.
   results.reloads = [];
-  // Only the measured target's server runs; the others are paused (Server.pause says why).
+  // Only the measured target's server runs; the others are paused, and so is its own esbuild
+  // watcher (Server.pause and Server.pauseWatcher say why).
   const focus = (server) => {
     for (const s of servers) if (s !== server) s.pause();
     server.resume();
+    server.pauseWatcher();
   };
   const measure = async (key, t, run, fn) => {
     focus(t.server);
@@ -535,7 +537,7 @@ function render(results, opts) {
   lines.push(`load average (1/5/15 min) at start / during / end: ${(results.loads ?? []).join(" | ")}`);
   lines.push(
     `wrangler dev, local observability OFF (X_LOCAL_OBSERVABILITY=false); app settings raised with ${results.vars.map((v) => `--var ${v}`).join(" ")}; ` +
-      (opts.stateDir ? `local state in ${opts.stateDir}; servers not being measured paused` : "local state in the temp directory"),
+      (opts.stateDir ? `local state in ${opts.stateDir}; servers not being measured paused, and the measured one's esbuild watcher too` : "local state in the temp directory"),
   );
   lines.push(
     `each number: median of ${opts.runs} run(s) [min-max]; loopback WebSockets (ws, no compression) from one Node process; ` +
