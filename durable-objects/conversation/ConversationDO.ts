@@ -372,10 +372,7 @@ export class ConversationDO extends DurableObject<Env> {
    */
   private defer(): void {
     const now = Date.now();
-    // The backstop is set once per burst: an alarm already due sooner needs no call (and no promise).
-    if (this.alarmAt === undefined || this.alarmAt === null || this.alarmAt > now + DEFERRED_BACKSTOP_MS) {
-      void this.wakeAt(now + DEFERRED_BACKSTOP_MS);
-    }
+    void this.wakeAt(now + DEFERRED_BACKSTOP_MS);
     this.deferredSince ??= now;
     this.startDeferredWhenDue(now);
   }
@@ -441,7 +438,16 @@ export class ConversationDO extends DurableObject<Env> {
     if (next !== null) await this.wakeAt(next);
   }
 
-  private async wakeAt(at: number): Promise<void> {
+  /**
+   * Not `async`: every send asks for the backstop, and an alarm already due by then (the common
+   * case in a burst) is answered in this step, with no promise.
+   */
+  private wakeAt(at: number): Promise<void> | undefined {
+    if (this.alarmAt !== undefined && this.alarmAt !== null && this.alarmAt <= at) return undefined;
+    return this.setAlarmBy(at);
+  }
+
+  private async setAlarmBy(at: number): Promise<void> {
     if (this.alarmAt === undefined) this.alarmAt = await this.ctx.storage.getAlarm();
     if (this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
