@@ -1,6 +1,6 @@
 import { and, asc, eq, gte, inArray, lt } from "drizzle-orm";
 import * as z from "zod";
-import { LIMITS, UserSearchQuery } from "../../protocol";
+import { LIMITS, User, UserSearchQuery } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { db, schema } from "../db";
 import { ApiError } from "../lib/errors";
@@ -20,7 +20,7 @@ const UserLookupQuery = z.strictObject({
   ids: z
     .string()
     .transform((ids) => ids.split(","))
-    .pipe(z.array(z.string().min(1).max(128)).min(1).max(USER_LOOKUP_MAX)),
+    .pipe(z.array(User.shape.id).min(1).max(USER_LOOKUP_MAX)),
 });
 
 users.get("/", async (c) => {
