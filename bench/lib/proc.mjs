@@ -86,7 +86,8 @@ export class Server extends DevServer {
    * to a source file is not rebuilt, which a bench run does not want anyway.
    */
   pauseWatcher() {
-    for (const pid of this.groupProcesses((cmdline) => /\besbuild\b/.test(cmdline) && cmdline.includes("--service"))) {
+    for (const { pid, cmdline } of this.groupProcesses()) {
+      if (!/\besbuild\b/.test(cmdline) || !cmdline.includes("--service")) continue;
       try {
         process.kill(pid, "SIGSTOP");
       } catch {
@@ -95,21 +96,21 @@ export class Server extends DevServer {
     }
   }
 
-  /** Pids of the processes in this server's process group whose command line passes `test`. */
-  groupProcesses(test) {
-    const pids = [];
+  /** The processes in this server's process group: `{ pid, cmdline }` (arguments joined by spaces). */
+  groupProcesses() {
+    const found = [];
     for (const entry of readdirSync("/proc")) {
       if (!/^\d+$/.test(entry)) continue;
       try {
         const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
         const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
         if (Number(fields[2]) !== this.child.pid) continue; // pgrp
-        if (test(readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " "))) pids.push(Number(entry));
+        found.push({ pid: Number(entry), cmdline: readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " ") });
       } catch {
         // exited meanwhile
       }
     }
-    return pids;
+    return found;
   }
 
   /**
@@ -119,9 +120,9 @@ export class Server extends DevServer {
    */
   workerdProcesses() {
     const found = { runtime: null, proxy: null };
-    const runtimes = new Set(this.groupProcesses((cmdline) => cmdline.includes("workerd") && cmdline.includes("serve") && cmdline.includes("--inspector-addr")));
-    for (const pid of this.groupProcesses((cmdline) => cmdline.includes("workerd") && cmdline.includes("serve"))) {
-      if (runtimes.has(pid)) found.runtime = pid;
+    for (const { pid, cmdline } of this.groupProcesses()) {
+      if (!cmdline.includes("workerd") || !cmdline.includes("serve")) continue;
+      if (cmdline.includes("--inspector-addr")) found.runtime = pid;
       else found.proxy = pid;
     }
     return found;

@@ -1,6 +1,4 @@
 // Types of dev-server.mjs, for the TypeScript harness of the browser tests.
-export declare const DEV_SERVER_ENV: Record<string, string>;
-
 export declare function freePorts(count: number): Promise<number[]>;
 
 export interface DevServerOptions {

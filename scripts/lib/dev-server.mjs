@@ -8,7 +8,7 @@ import { signalGroup, stopGroup } from "./process-group.mjs";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Environment for every local server we start: no telemetry, no requests to Cloudflare. */
-export const DEV_SERVER_ENV = {
+const DEV_SERVER_ENV = {
   WRANGLER_SEND_METRICS: "false",
   CLOUDFLARE_CF_FETCH_ENABLED: "false",
 };
