@@ -5,11 +5,15 @@
 // member's user socket that the contract requires) and "store" (one SQLite insert per message),
 // and "alone": the app with D1 and users' objects answering at once (bench/alone/worker.ts).
 //
-//   npm run bench                          every scenario, 3 runs each (about 15 minutes)
+//   npm run bench                          every scenario, 3 runs each (about 20 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
 //   npm run bench -- --quick               short windows and small counts, to try the harness
 //
-// Flags: --only S1,S2,S3,S4,S5  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy
+// S6 (not in the issue's list) checks that a send costs no more in a conversation with a long
+// history: S2's load in a group already holding --s6-messages messages, against a fresh group.
+//
+// Flags: --only S1,S2,S3,S4,S5,S6  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy
+//        --s6-messages N (S6's history)
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
 //        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
@@ -44,7 +48,7 @@ import { fileURLToPath } from "node:url";
 import { registerUsers, createGroup } from "./lib/clients.mjs";
 import { freePorts, Server } from "./lib/proc.mjs";
 import { Inspector, busySamples, summarize } from "./lib/inspector.mjs";
-import { s1, s2, s3, s4, s5App, s5Baseline, seedS4 } from "./lib/scenarios.mjs";
+import { s1, s2, s3, s4, s5App, s5Baseline, s6, seedHistory, seedS4 } from "./lib/scenarios.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const T0 = Date.now();
@@ -54,10 +58,11 @@ const log = (msg) => console.error(`bench [${((Date.now() - T0) / 1000).toFixed(
 
 function parseArgs(argv) {
   const o = {
-    only: ["S1", "S2", "S3", "S4", "S5"],
+    only: ["S1", "S2", "S3", "S4", "S5", "S6"],
     runs: 3,
     quick: false,
     s4Messages: 100_000,
+    s6Messages: 100_000,
     s5Sockets: 5_000,
     s5ViaProxy: false,
     window: 100,
@@ -88,6 +93,9 @@ function parseArgs(argv) {
         break;
       case "--s4-messages":
         o.s4Messages = Math.max(100, Number(value()));
+        break;
+      case "--s6-messages":
+        o.s6Messages = Math.max(100, Number(value()));
         break;
       case "--s5-sockets":
         o.s5Sockets = Math.max(10, Number(value()));
@@ -130,17 +138,21 @@ function parseArgs(argv) {
         break;
       case "--help":
       case "-h":
-        console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 23).join("\n"));
+        {
+          const lines = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
+          console.log(lines.slice(1, lines.findIndex((l) => l.startsWith("// BENCH_VERBOSE")) + 1).join("\n"));
+        }
         process.exit(0);
         break;
       default:
         throw new Error(`unknown flag ${a} (see --help)`);
     }
   }
-  for (const s of o.only) if (!/^S[1-5]$/.test(s)) throw new Error(`unknown scenario ${s}`);
+  for (const s of o.only) if (!/^S[1-6]$/.test(s)) throw new Error(`unknown scenario ${s}`);
   if (o.quick) {
     if (o.s4Messages === 100_000) o.s4Messages = 5_000;
     if (o.s5Sockets === 5_000) o.s5Sockets = 500;
+    if (o.s6Messages === 100_000) o.s6Messages = 5_000;
   }
   o.media = o.media && !onlyGiven && !o.quick;
   o.s1 = { rates: o.s1Rates ?? [200, 500, 1000], warmupMs: o.quick ? 500 : 1_000, windowMs: o.quick ? 2_000 : 5_000, receiptMs: o.receiptMs };
@@ -267,7 +279,7 @@ async function main() {
   const results = { machine, options: opts, vars: VARS, startedAt: new Date().toISOString(), runs: {} };
   const record = (key, target, value) => {
     results.runs[key] ??= { app: [], baseline: [], relay: [], store: [], alone: [] };
-    results.runs[key][target].push(value);
+    (results.runs[key][target] ??= []).push(value);
   };
   // Runs during which wrangler reloaded the Worker (a source file changed on disk): flagged.
   results.reloads = [];
@@ -278,17 +290,18 @@ async function main() {
     server.resume();
     server.pauseWatcher();
   };
-  const measure = async (key, t, run, fn) => {
+  // `as`: the column the result goes in, when not the target's kind (S6 runs the app twice).
+  const measure = async (key, t, run, fn, as = t.kind) => {
     focus(t.server);
     const before = t.server.reloads;
     const value = await fn();
     const reloads = t.server.reloads - before;
     if (reloads > 0) {
       value.reloadsDuring = reloads;
-      results.reloads.push(`${key} ${t.kind} run ${run + 1}`);
-      log(`WARNING: ${t.kind} reloaded ${reloads}x during ${key} run ${run + 1} (a source file changed): numbers not valid`);
+      results.reloads.push(`${key} ${as} run ${run + 1}`);
+      log(`WARNING: ${as} reloaded ${reloads}x during ${key} run ${run + 1} (a source file changed): numbers not valid`);
     }
-    record(key, t.kind, value);
+    record(key, as, value);
   };
 
   try {
@@ -299,7 +312,7 @@ async function main() {
     // Users: registration is a deliberate 100k-iteration PBKDF2, so they are made once and reused.
     const perDevice = 10;
     const s5Devices = wants("S5") ? Math.ceil(opts.s5Sockets / perDevice) : 0;
-    const poolSize = Math.max(wants("S3") ? 40 : wants("S1") || wants("S2") ? 10 : 0, s5Devices);
+    const poolSize = Math.max(wants("S3") ? 40 : wants("S1") || wants("S2") || wants("S6") ? 10 : 0, s5Devices);
     const tag = Date.now().toString(36);
     log(`registering ${poolSize} users${wants("S4") ? " + 21 for S4" : ""}${wants("S5") ? " + 1 poster" : ""}`);
     const users = await registerUsers(app.base, poolSize, `b${tag}_`);
@@ -345,6 +358,22 @@ async function main() {
         for (const t of targets(run)) {
           log(`S3 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
           await measure("S3", t, run, () => s3(t, pairs, opts.s3));
+        }
+      }
+    }
+    if (wants("S6")) {
+      // The same devices, the same load, alternating: a fresh group, and one holding the history.
+      focus(app);
+      const devices = users.slice(0, 10);
+      log(`S6: storing ${opts.s6Messages.toLocaleString("en-US")} messages in one group (load ${loadavg()})`);
+      const seed = await seedHistory(app, devices, opts.s6Messages);
+      results.s6Seed = seed;
+      log(`S6: stored in ${seed.sentSeconds.toFixed(1)} s, in D1 ${seed.drainSeconds.toFixed(1)} s later`);
+      for (let run = 0; run < opts.runs; run++) {
+        for (const group of run % 2 === 0 ? ["fresh", "history"] : ["history", "fresh"]) {
+          log(`S6 run ${run + 1}/${opts.runs} ${group} (load ${loadavg()})`);
+          const conversationId = group === "history" ? seed.conversationId : null;
+          await measure("S6", appTarget, run, () => s6(appTarget, devices, conversationId, opts.s2), group);
         }
       }
     }
@@ -501,6 +530,20 @@ function render(results, opts) {
     metric("S3", "S3 20 conv x 2", "aggregate acked msg/s", (r) => r.ackedPerSec);
     metric("S3", "", "outbox + fan-out caught up after s", (r) => r.quietSeconds, 1, ["app"]);
   }
+  if (runs.S6) {
+    // The app twice: in the table's app column, a fresh group's cells, then the seeded group's.
+    const n = results.s6Seed?.stored ?? 0;
+    const both = (name, f, digits, first) => {
+      const fresh = get("S6", "fresh", f);
+      const history = get("S6", "history", f);
+      row(first ? "S6 history" : "", `${name}, fresh group`, cell(fresh, digits), "-");
+      // Each of its runs adds S2's messages to the seeded ones: "at least".
+      row("", `${name}, group of >= ${n.toLocaleString("en-US")} messages`, cell(history, digits), "-");
+      row("", `  history/fresh`, fresh && history ? `${(history.med / fresh.med).toFixed(2)}x` : "n/a", "-");
+    };
+    both("acked msg/s", (r) => r.ackedPerSec, undefined, true);
+    both("runtime CPU ms per message", (r) => r.cpuMsPerMessage.runtimeAll, 3, false);
+  }
   if (runs.S4) {
     const n = runs.S4.app[0]?.messages ?? 0;
     row(`S4 sync ${n.toLocaleString("en-US")}`, "seconds", cell(get("S4", "app", (r) => r.seconds), 2), "-");
@@ -557,12 +600,13 @@ function render(results, opts) {
     );
   }
   if (results.reloads?.length) lines.push(`WARNING: wrangler reloaded the Worker (a source file changed on disk) during ${results.reloads.join(", ")}: those numbers are not valid`);
-  const targets = checkTargets(runs, opts);
+  const targets = checkTargets(results, opts);
   if (targets.length) lines.push(...targets.map((t) => `target: ${t}`));
   return lines.join("\n");
 }
 
-function checkTargets(runs, opts) {
+function checkTargets(results, opts) {
+  const runs = results.runs;
   const out = [];
   const med = (key, target, f) => median((runs[key]?.[target] ?? []).map(f));
   if (runs.S2?.app.length && runs.S2.baseline.length) {
@@ -601,6 +645,22 @@ function checkTargets(runs, opts) {
     const kb = med("S5", "app", (x) => x.memoryPerSocket.runtime) / 1024;
     const ok = runs.S5.app.every((x) => x.synced === x.syncedExpected && x.liveReceived === x.sockets);
     out.push(`S5 ${fmt(kb, 1)} KB per idle socket (< 10 KB): ${kb < 10 ? "MET" : "NOT MET"}; all ${runs.S5.app[0].sockets} resumed with nothing lost: ${ok ? "MET" : "NOT MET"}`);
+  }
+  if (runs.S6?.fresh?.length && runs.S6.history?.length) {
+    const cpu = (t) => med("S6", t, (x) => x.cpuMsPerMessage.runtimeAll);
+    const rate = (t) => med("S6", t, (x) => x.ackedPerSec);
+    // Whether the two sets of runs overlap: a per-message cost that grew with history would set
+    // them apart by a multiple, not by this machine's run-to-run spread.
+    const overlap = (f) => {
+      const [a, b] = [spread(runs.S6.fresh.map(f)), spread(runs.S6.history.map(f))];
+      return a && b && a.min <= b.max && b.min <= a.max ? "within the runs' spread" : "outside the runs' spread";
+    };
+    const cpuOf = (x) => x.cpuMsPerMessage.runtimeAll;
+    out.push(
+      `S6 a send into a group of ${(results.s6Seed?.stored ?? 0).toLocaleString("en-US")} messages against a fresh group: ` +
+        `CPU per message ${fmt(cpu("history") / cpu("fresh"), 2)}x (${overlap(cpuOf)}), ` +
+        `acked rate ${fmt(rate("history") / rate("fresh"), 2)}x (${overlap((x) => x.ackedPerSec)})`,
+    );
   }
   if (runs.S4?.app.length) {
     const s = med("S4", "app", (x) => x.seconds);

@@ -111,18 +111,19 @@ export class Room {
 }
 
 /**
- * Opens an app room: a fresh group of `devices` (the first creates it), user and conversation
- * sockets. Each device's conversation socket asks for dedupe, as the web client's does, except the
- * witness (device 1, a receiver in S1), whose user socket still gets every message of the others
- * so the relay's latency is measured. `kind` "alone": the same room on the "alone" server
+ * Opens an app room: a fresh group of `devices` (the first creates it), or the group
+ * `conversationId` they are members of, with user and conversation sockets. Each device's
+ * conversation socket asks for dedupe, as the web client's does, except the witness (device 1, a
+ * receiver in S1), whose user socket still gets every message of the others so the relay's
+ * latency is measured. `kind` "alone": the same room on the "alone" server
  * (bench/alone), whose users' objects are never reached, so its devices hold no user socket.
  */
 const WITNESS = 1;
 const dedupeFor = (n) => Array.from({ length: n }, (_, i) => i !== WITNESS);
 
-export async function openAppRoom(server, devices, { receiptMs = 0, userSockets = true, kind = "app" } = {}) {
+export async function openAppRoom(server, devices, { receiptMs = 0, userSockets = true, kind = "app", conversationId = null } = {}) {
   const room = new Room(kind, `r${Date.now().toString(36)}${roomCounter++}`);
-  const conversation = await createGroup(server.base, devices[0], devices.slice(1), room.name);
+  const conversation = conversationId ? { id: conversationId } : await createGroup(server.base, devices[0], devices.slice(1), room.name);
   room.conversationId = conversation.id;
   room.creator = devices[0];
   room.receiptMs = receiptMs;

@@ -143,8 +143,8 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
  * `rooms` rooms of `perRoom` devices; in each, the devices listed by `senders(room)` keep `window`
  * messages unacked until the time is up. Counts what arrives inside the measured window.
  */
-async function windowed(target, roomDevices, { senders, window, warmupMs, durationMs, receiptMs, hooks }) {
-  const rooms = await Promise.all(roomDevices.map((devices) => openRoom(target, devices, { receiptMs })));
+async function windowed(target, roomDevices, { senders, window, warmupMs, durationMs, receiptMs, hooks, conversationId = null }) {
+  const rooms = await Promise.all(roomDevices.map((devices) => openRoom(target, devices, { receiptMs, conversationId })));
   let windowStart = Infinity;
   let windowEnd = Infinity;
   let sendUntil = Infinity;
@@ -235,6 +235,52 @@ export function s2(target, devices, o) {
 
 export function s3(target, pairs, o) {
   return windowed(target, pairs, { ...o, senders: (room) => room.sockets.map((_, i) => i) });
+}
+
+// --- S6: what a send costs against the conversation's history ---------------------------------------
+
+/**
+ * A group of `devices` holding `total` messages: device 0 sends them with `window` unacked, as S2
+ * does, with every device connected; then waits until D1 and the fan-out have all of them.
+ * Returns the conversation's id and the seconds it took.
+ */
+export async function seedHistory(server, devices, total, { window = 100 } = {}) {
+  const room = await openAppRoom(server, devices);
+  const started = now();
+  try {
+    await new Promise((resolve, reject) => {
+      let sent = 0;
+      let acked = 0;
+      const sendOne = () => {
+        if (sent >= total) return;
+        sent++;
+        room.send(0, sent);
+      };
+      room.handler = {
+        ack() {
+          if (++acked >= total) resolve();
+          else sendOne();
+        },
+        deliver() {},
+      };
+      for (let k = 0; k < window; k++) sendOne();
+      setTimeout(() => reject(new Error(`S6 seeding: stalled at ${acked}/${total}`)), 600_000).unref();
+    });
+    const sentSeconds = (now() - started) / 1000;
+    const drainSeconds = await waitQuiet(server, [room], 600_000);
+    if (drainSeconds === null) throw new Error("S6 seeding: the outbox did not drain to D1 within 10 minutes");
+    return { conversationId: room.conversationId, stored: total, sentSeconds, drainSeconds };
+  } finally {
+    await room.close();
+  }
+}
+
+/**
+ * S2 in the group `conversationId` (its history seeded by seedHistory), or in a fresh group of the
+ * same devices when it is null: the same load, so the two differ only in what the log holds.
+ */
+export function s6(target, devices, conversationId, o) {
+  return windowed(target, [devices], { ...o, senders: () => [0], conversationId });
 }
 
 // --- S4: sync through GET /messages?since= ---------------------------------------------------------
