@@ -4,6 +4,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
+import { conversationStub } from "../worker/lib/objects";
 import {
   call,
   connect,
@@ -251,7 +252,7 @@ describe("conversations", () => {
     const newer = await group(a, [c], "later");
     // A REST send, like a socket send, answers without waiting for D1: the conversation is held
     // back from D1 here, and the send is answered while the list does not show it yet.
-    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(older.id));
+    const stub = conversationStub(env, older.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
     await holdDeferredPass(stub);
     const sent = await sendRest(b, older.id, "bump");

@@ -11,7 +11,7 @@ import { QUIET_HINT_MS, QuietMembers } from "../durable-objects/conversation/qui
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
 import { sha256 } from "../worker/lib/crypto";
-import { conversationStub } from "../worker/lib/objects";
+import { conversationStub, userStub } from "../worker/lib/objects";
 import {
   call,
   connect,
@@ -368,7 +368,7 @@ describe("fan-out", () => {
     const [a, b] = [await register(), await register()];
     const inbox = await connect("/ws", b.token);
     await inbox.next("ready");
-    const stub = env.USER.get(env.USER.idFromName(b.user.id));
+    const stub = userStub(env, b.user.id);
     // `legacy`: a queued job written before the fan-out carried encoded frames (a whole message).
     const event = (conversationId: string, seq: number, legacy = false) => {
       const message: Message = {
@@ -430,7 +430,7 @@ describe("fan-out", () => {
     await laptopInbox.next("message", (f) => f.message?.clientMsgId === "first");
     // Once the desktop closes its conversation socket, its user socket gets what follows.
     desktopChat.close();
-    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(conv.id));
+    const stub = conversationStub(env, conv.id);
     const desktopSocketsOpen = () =>
       runInDurableObject(stub, (_: ConversationDO, state: DurableObjectState) =>
         state.getWebSockets(`d:${desktop.device.id}`).some((ws) => ws.readyState === WebSocket.OPEN),
@@ -462,7 +462,7 @@ describe("fan-out", () => {
     const a = await register();
     const phone = await register(unique("b"), "phone");
     const conv = await direct(a, phone);
-    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(conv.id));
+    const stub = conversationStub(env, conv.id);
     const calls: string[] = [];
     await runInDurableObject(stub, (instance: ConversationDO) => {
       const reach = instance.fanout.userObject;
@@ -509,7 +509,7 @@ describe("fan-out", () => {
     expect(chatFrames(phoneInbox)).toEqual([]);
 
     // If a conversation that answered cannot be told, the device is not let in yet (it retries).
-    const userObject = env.USER.get(env.USER.idFromName(phone.user.id));
+    const userObject = userStub(env, phone.user.id);
     const told: string[] = [];
     await runInDurableObject(userObject, (instance: UserDO) => {
       const reach = instance.conversationObject;
@@ -615,7 +615,7 @@ describe("fan-out", () => {
     viewerInbox.close();
 
     const delivered = async (userId: string) =>
-      runInDurableObject(env.USER.get(env.USER.idFromName(userId)), (_: UserDO, state: DurableObjectState) =>
+      runInDurableObject(userStub(env, userId), (_: UserDO, state: DurableObjectState) =>
         state.storage.sql
           .exec<{ n: number }>("SELECT count(*) AS n FROM delivered WHERE conversation_id = ? AND seq = ?", message.conversationId, message.seq)
           .one().n,

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../durable-objects/conversation/outbox";
 import { PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
+import { conversationStub } from "../worker/lib/objects";
 import {
   call,
   connect,
@@ -21,8 +22,6 @@ import {
   type Session,
   type TestSocket,
 } from "./helpers";
-
-const stubOf = (id: string) => env.CONVERSATION.get(env.CONVERSATION.idFromName(id));
 
 /** A D1 whose every write fails, counting the attempts. */
 function failingD1(): { writer: D1Writer; attempts: number } {
@@ -46,7 +45,7 @@ function failingD1(): { writer: D1Writer; attempts: number } {
 async function heldConversation() {
   const [a, b] = [await register(), await register()];
   const conv = await direct(a, b);
-  const stub = stubOf(conv.id);
+  const stub = conversationStub(env, conv.id);
   await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
   await holdDeferredPass(stub);
   const inbox = await connect("/ws", b.token);
@@ -232,7 +231,7 @@ describe("ordering and idempotency", () => {
   it("answers a send retried across evictions with the stored message, however old", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
-    const stub = stubOf(conv.id);
+    const stub = conversationStub(env, conv.id);
     let s = await openConversation(a, conv.id);
     /** Sends, and returns the message of the ack this send got (a retry's ack repeats the stored one). */
     const ackOf = async (clientMsgId: string) => {
@@ -318,7 +317,7 @@ describe("faults", () => {
     for (let i = 0; i < 5; i++) as.send({ type: "send", clientMsgId: `pre${i}`, body: `pre${i}` });
     await bs.until((f) => f.filter((x) => x.type === "message").length >= 5, "five messages");
 
-    await evictDurableObject(stubOf(conv.id));
+    await evictDurableObject(conversationStub(env, conv.id));
 
     bs.send({ type: "send", clientMsgId: "post", body: "after eviction" });
     const ack = await bs.next("ack");
@@ -336,7 +335,7 @@ describe("faults", () => {
   it("fans out and feeds D1 without the alarm: a steady stream never waits for it", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
-    const stub = stubOf(conv.id);
+    const stub = conversationStub(env, conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
     // A fresh instance whose alarm can never be set: what reaches b's user socket and D1 now was
     // carried by the in-memory timer alone (under load, workerd may deliver no alarm for seconds).
@@ -381,7 +380,7 @@ describe("faults", () => {
   it("keeps every message in the outbox while D1 fails, and catches up after", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
-    const stub = stubOf(conv.id);
+    const stub = conversationStub(env, conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
 
     const outage = failingD1();
@@ -418,7 +417,7 @@ describe("faults", () => {
   it("keeps relaying to members' user sockets while D1 is down, without waiting for D1's backoff", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
-    const stub = stubOf(conv.id);
+    const stub = conversationStub(env, conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
     const outage = failingD1();
     // A long outage already: the next D1 retry waits 30-60 s.
@@ -452,7 +451,7 @@ describe("faults", () => {
   it("feeds D1 messages and membership in the order they happened, across small batches", async () => {
     const [a, b, c] = [await register(), await register(), await register()];
     const conv = await group(a, [b], "order");
-    const stub = stubOf(conv.id);
+    const stub = conversationStub(env, conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
     await runInDurableObject(stub, (instance: ConversationDO) => {
       instance.outbox.db = failingD1().writer;
@@ -509,7 +508,7 @@ describe("faults", () => {
   it("writes a batch twice without duplicates (a flush interrupted before its delete)", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
-    const stub = stubOf(conv.id);
+    const stub = conversationStub(env, conv.id);
     for (let i = 0; i < 3; i++) await sendRest(a, conv.id, `m${i}`);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the flush");
     // Re-queue what was already written, as if the object died between D1's commit and the delete.
@@ -580,7 +579,7 @@ describe("sync: GET /messages?since=", () => {
     // Each send is in D1 before the next one is made, so D1 takes them in this order.
     for (const i of [29, 0, 28, 1, 27]) {
       sent.push((await sendRest(writer, groups[i]!.id, `to g${i}`)).message.id);
-      await waitFor(async () => (await stubOf(groups[i]!.id).pendingOutbox()) === 0, "the send in D1");
+      await waitFor(async () => (await conversationStub(env, groups[i]!.id).pendingOutbox()) === 0, "the send in D1");
     }
     const seen: Message[] = [];
     let cursor = "0";
@@ -602,11 +601,11 @@ describe("sync: GET /messages?since=", () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
     await sendRest(a, conv.id, "old");
-    await waitFor(async () => (await stubOf(conv.id).pendingOutbox()) === 0, "flush");
+    await waitFor(async () => (await conversationStub(env, conv.id).pendingOutbox()) === 0, "flush");
     const t = Date.now() + 1;
     await new Promise((r) => setTimeout(r, 5));
     const fresh = await sendRest(a, conv.id, "new");
-    await waitFor(async () => (await stubOf(conv.id).pendingOutbox()) === 0, "flush");
+    await waitFor(async () => (await conversationStub(env, conv.id).pendingOutbox()) === 0, "flush");
     const res = await json<{ messages: Message[] }>(`/messages?since=${t}`, { token: b.token });
     expect(res.messages.map((m) => m.id)).toEqual([fresh.message.id]);
     for (const q of ["since=abc", "since=c.", "limit=0", "limit=501", "since=-5"]) {

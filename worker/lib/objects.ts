@@ -1,4 +1,5 @@
-// Addressing Durable Objects by verified ids. Only the Worker calls these, after authentication.
+// Addressing Durable Objects by verified ids. The Worker calls these only after authentication;
+// the tests use them to reach an object directly.
 
 export const conversationStub = (env: Env, conversationId: string) =>
   env.CONVERSATION.get(env.CONVERSATION.idFromName(conversationId));
