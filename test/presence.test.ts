@@ -39,6 +39,40 @@ async function userSocket(s: Session, keepAliveMs: number | null = 1000): Promis
   return socket;
 }
 
+/** `n` users straight into the directory: registering each would cost a PBKDF2 hash. */
+async function bulkUsers(n: number): Promise<string[]> {
+  const ids = Array.from({ length: n }, () => `bulk_${unique("m")}`);
+  const now = Date.now();
+  for (let i = 0; i < ids.length; i += 10) {
+    await env.DB.batch(
+      ids.slice(i, i + 10).map((id) =>
+        env.DB.prepare(
+          "INSERT INTO users (id, username, username_lower, display_name, password_hash, password_salt, password_iterations, created_at) VALUES (?, ?, ?, ?, 'x', 'x', 1, ?)",
+        ).bind(id, id, id.toLowerCase(), id, now),
+      ),
+    );
+  }
+  return ids;
+}
+
+/** A device of a bulk user, straight into the directory too; returns its token. */
+async function addDevice(userId: string, name: string): Promise<string> {
+  const token = `live_${unique("t")}_${"x".repeat(30)}`;
+  await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+    .bind(unique("dev"), userId, name, await sha256(token), Date.now())
+    .run();
+  return token;
+}
+
+/** How many times a user's object recorded this message as delivered (0 or 1: it dedupes). */
+async function deliveredTo(userId: string, conversationId: string, seq: number): Promise<number> {
+  return runInDurableObject(userStub(env, userId), (_: UserDO, state: DurableObjectState) =>
+    state.storage.sql
+      .exec<{ n: number }>("SELECT count(*) AS n FROM delivered WHERE conversation_id = ? AND seq = ?", conversationId, seq)
+      .one().n,
+  );
+}
+
 async function presenceOf(viewer: Session, userId: string): Promise<Presence> {
   const { presence } = await json<{ presence: Presence[] }>(`/presence?userIds=${userId}`, { token: viewer.token });
   return presence[0]!;
@@ -563,27 +597,7 @@ describe("fan-out", () => {
 
   it("delivers one message to every user object of a 200-member group (through the queue)", async () => {
     const admin = await register();
-    // 199 members straight into the directory: registering each would cost a PBKDF2 hash.
-    const ids: string[] = [];
-    const now = Date.now();
-    for (let i = 0; i < 199; i++) ids.push(`bulk_${unique("m")}`);
-    for (let i = 0; i < ids.length; i += 10) {
-      await env.DB.batch(
-        ids.slice(i, i + 10).map((id) =>
-          env.DB.prepare(
-            "INSERT INTO users (id, username, username_lower, display_name, password_hash, password_salt, password_iterations, created_at) VALUES (?, ?, ?, ?, 'x', 'x', 1, ?)",
-          ).bind(id, id, id.toLowerCase(), id, now),
-        ),
-      );
-    }
-    // A device of a bulk member, straight into the directory too; returns its token.
-    const addDevice = async (userId: string, name: string) => {
-      const token = `live_${unique("t")}_${"x".repeat(30)}`;
-      await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(unique("dev"), userId, name, await sha256(token), now)
-        .run();
-      return token;
-    };
+    const ids = await bulkUsers(199);
     // One member has a live device, so delivery is visible on a socket too.
     const liveToken = await addDevice(ids[0]!, "d");
     const live = await connect("/ws", liveToken);
@@ -614,14 +628,8 @@ describe("fan-out", () => {
     expect(viewerInbox.frames.filter((f) => f.type === "message" && f.message!.kind !== "system").map((f) => f.message!.id)).toEqual([second.id]);
     viewerInbox.close();
 
-    const delivered = async (userId: string) =>
-      runInDurableObject(userStub(env, userId), (_: UserDO, state: DurableObjectState) =>
-        state.storage.sql
-          .exec<{ n: number }>("SELECT count(*) AS n FROM delivered WHERE conversation_id = ? AND seq = ?", message.conversationId, message.seq)
-          .one().n,
-      );
     await waitFor(async () => {
-      const counts = await Promise.all([admin.user.id, ...ids].map(delivered));
+      const counts = await Promise.all([admin.user.id, ...ids].map((id) => deliveredTo(id, message.conversationId, message.seq)));
       return counts.every((n) => n === 1);
     }, "every member's object to have the message", 30_000);
 
@@ -636,5 +644,72 @@ describe("fan-out", () => {
     });
     adminInbox.close();
     live.close();
+  });
+
+  it("skips quiet members of a group whose fan-out is queued, from the answers the queue consumer reports", async () => {
+    const admin = await register();
+    // 51 members: above FANOUT_INLINE_MAX (50), so every message's fan-out is a queued job.
+    const ids = await bulkUsers(50);
+    const [watcher, other, offline] = [ids[0]!, ids[1]!, ids[2]!];
+    const [watcherPhone, otherPhone] = [await addDevice(watcher, "phone"), await addDevice(other, "phone")];
+    const g = await json<{ conversation: Conversation }>("/group/create", { token: admin.token, body: { title: "queued", memberIds: ids } }, 201);
+    const conversationId = g.conversation.id;
+    // The watcher's one device holds its user socket and the group open on a dedupe socket; the
+    // other member's device only its user socket, so its object is always called.
+    const opened = async (path: string, token: string) => {
+      const socket = await connect(path, token);
+      await socket.next("ready");
+      return socket;
+    };
+    const watcherInbox = await opened("/ws", watcherPhone);
+    const watcherChat = await opened(`/conversations/${conversationId}/ws?dedupe=1`, watcherPhone);
+    const otherInbox = await opened("/ws", otherPhone);
+    const answerFor = (userId: string) =>
+      runInDurableObject(conversationStub(env, conversationId), (instance: ConversationDO) => instance.fanout.quiet.answerFor(userId, Date.now()));
+    const send = async (body: string) => {
+      const { message } = await sendRest(admin, conversationId, body);
+      await otherInbox.next("message", (f) => f.message?.id === message.id, 20_000);
+      return message;
+    };
+
+    // A job's calls are answered, and the consumer reports the answers to the conversation.
+    await send("one");
+    await waitFor(() => answerFor(watcher), "the watcher's answer, reported");
+    const before = await waitFor(() => answerFor(other), "the other member's answer, reported");
+
+    // The next job leaves the watcher out: its only device got the message live.
+    const two = await send("two");
+    await watcherChat.next("message", (f) => f.message?.id === two.id);
+    // The job is over once it has reported (the other member's answer is then newer).
+    await waitFor(async () => ((await answerFor(other))?.until ?? 0) > before.until, "the second job's report");
+    expect(await deliveredTo(watcher, conversationId, two.seq)).toBe(0);
+    expect(await deliveredTo(other, conversationId, two.seq)).toBe(1);
+    // A member with no device online is still called (its object would queue the pushes).
+    expect(await deliveredTo(offline, conversationId, two.seq)).toBe(1);
+    expect(watcherInbox.frames.filter((f) => f.type === "message" && f.message!.kind !== "system")).toEqual([]);
+
+    // A second device of the watcher opens a user socket: the conversation is told before it is
+    // let in, so the next job calls the watcher's object again and the new device gets the message.
+    const laptopInbox = await opened("/ws", await addDevice(watcher, "laptop"));
+    const three = await send("three");
+    await laptopInbox.next("message", (f) => f.message?.id === three.id, 20_000);
+    expect(await deliveredTo(watcher, conversationId, three.seq)).toBe(1);
+    for (const socket of [watcherInbox, watcherChat, otherInbox, laptopInbox]) socket.close();
+  });
+
+  it("takes reported answers only to calls asked for in the same wake-up", () => {
+    // A new wake-up does not know the epochs announced before it, so an older report could name
+    // fewer devices than are online now.
+    const quiet = new QuietMembers();
+    const now = Date.now();
+    const live = { phone: { after: 5, order: 2 } };
+    quiet.reported({ u: { devices: ["phone"], epoch: 1 } }, now - 1);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(false);
+    quiet.reported({ u: { devices: ["phone"], epoch: 1 } }, now);
+    expect(quiet.covers("u", live, 6, [], now)).toBe(true);
+    expect(quiet.answerFor("u", now)).toEqual({ devices: ["phone"], epoch: 1, until: now + QUIET_HINT_MS });
+    // A reported "no device online" ends the answer, as an answer does.
+    quiet.reported({ u: null }, now);
+    expect(quiet.answerFor("u", now)).toBeNull();
   });
 });

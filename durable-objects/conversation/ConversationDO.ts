@@ -20,7 +20,7 @@ import { TokenBuckets } from "../lib/rateLimit";
 import { ConversationStore } from "./store";
 import { Outbox, backoffDelay } from "./outbox";
 import { Fanout } from "./fanout";
-import type { LiveCopy } from "./quiet";
+import type { DeliveryAnswer, LiveCopy } from "./quiet";
 import { userStub } from "../../worker/lib/objects";
 import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
 
@@ -160,6 +160,14 @@ export class ConversationDO extends DurableObject<Env> {
    */
   async memberOnline(userId: string, epoch: number): Promise<void> {
     this.fanout.quiet.memberOnline(userId, epoch);
+  }
+
+  /**
+   * From the queue consumer: the member objects' answers to a job this object queued at `askedAt`
+   * (QuietMembers), so that its next jobs skip the quiet members, as its own calls do.
+   */
+  async membersAnswered(answers: Record<string, DeliveryAnswer | null>, askedAt: number): Promise<void> {
+    this.fanout.quiet.reported(answers, askedAt);
   }
 
   /** The number of outbox rows not yet in D1 (for operators and tests). */

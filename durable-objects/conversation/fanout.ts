@@ -9,7 +9,7 @@
 // group, so the work goes to a Queue in chunks of members, and the queue consumer (any number of
 // Worker instances in parallel) makes the calls.
 import type { Message, MessageKind, Receipt, UserServerFrame } from "../../protocol";
-import { userStub } from "../../worker/lib/objects";
+import { conversationStub, userStub } from "../../worker/lib/objects";
 import type { ConversationStore } from "./store";
 import type { UserDO as UserObject } from "../user/UserDO";
 import { QuietMembers, type LiveCopy } from "./quiet";
@@ -73,13 +73,16 @@ export function messageOf(message: CarriedMessage): Message {
 
 /**
  * A unit of queued fan-out work: these events for these users. `liveOn`: per user, the devices
- * whose dedupe conversation socket got the messages above a seq live (absent in jobs queued
- * before it was carried).
+ * whose dedupe conversation socket got the messages above a seq live. `reportTo` and `askedAt`:
+ * the conversation that queued the job, and when, to which the consumer reports the user
+ * objects' answers (QuietMembers). Jobs queued before these were carried lack them.
  */
 export interface FanoutJob {
   userIds: string[];
   events: InboxEvent[];
   liveOn?: Record<string, Record<string, number>>;
+  reportTo?: string;
+  askedAt?: number;
 }
 
 const BATCH = 100;
@@ -196,7 +199,7 @@ export class Fanout {
       }
       try {
         if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events, messages[0]!.seq, pass);
-        else await this.enqueue([...recipients], events, pass.live);
+        else await this.enqueue(meta.id, [...recipients], events, messages[0]!.seq, pass);
       } catch (err) {
         this.fail(err);
         return false;
@@ -216,8 +219,7 @@ export class Fanout {
   private async deliverInline(userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
     // One call at a time per conversation, in seq order: user objects dedupe by a high-water mark.
     const deduped = dedupeChanged(events);
-    // A membership change refreshes every member's conversation list: nobody is skipped.
-    const plain = deduped.every((e) => e.type === "message" && e.message.kind !== "system");
+    const plain = isPlain(deduped);
     await Promise.all(
       userIds.map((userId) => this.callUnlessQuiet(userId, deduped, firstSeq, plain ? pass : { ...pass, mayskip: false })),
     );
@@ -233,13 +235,21 @@ export class Fanout {
     this.quiet.answered(userId, answer, pass.now);
   }
 
-  private async enqueue(userIds: string[], events: InboxEvent[], live: Map<string, Record<string, LiveCopy>>): Promise<void> {
+  /**
+   * Queued jobs for the members who are not quiet. Their receipts are not in the jobs: run() makes
+   * those calls itself, to the objects that need them.
+   */
+  private async enqueue(conversationId: string, userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
+    const deduped = dedupeChanged(events);
+    const { live, now } = pass;
+    const called =
+      pass.mayskip && isPlain(deduped) ? userIds.filter((userId) => !this.quiet.covers(userId, live.get(userId), firstSeq, [], now)) : userIds;
     const jobs: FanoutJob[] = [];
-    for (const eventChunk of chunkByBytes(dedupeChanged(events), EVENT_BYTES_PER_JOB)) {
-      for (let i = 0; i < userIds.length; i += USERS_PER_JOB) {
-        const chunk = userIds.slice(i, i + USERS_PER_JOB);
+    for (const eventChunk of chunkByBytes(deduped, EVENT_BYTES_PER_JOB)) {
+      for (let i = 0; i < called.length; i += USERS_PER_JOB) {
+        const chunk = called.slice(i, i + USERS_PER_JOB);
         const liveOnOf = Object.fromEntries(chunk.flatMap((id) => (live.has(id) ? [[id, liveOn(live.get(id))]] : [])));
-        jobs.push({ userIds: chunk, events: eventChunk, liveOn: liveOnOf });
+        jobs.push({ userIds: chunk, events: eventChunk, liveOn: liveOnOf, reportTo: conversationId, askedAt: now });
       }
     }
     // sendBatch takes at most 100 messages and 256 KB.
@@ -249,9 +259,23 @@ export class Fanout {
   }
 }
 
-/** Delivers one queued job: every user's object in parallel. A throw retries the whole job. */
+/**
+ * Delivers one queued job: every user's object in parallel. A throw retries the whole job. Then
+ * the objects' answers go back to the conversation, so that it can skip the quiet ones in its next
+ * jobs; losing them costs only calls, so a failure to report does not retry the job.
+ */
 export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
-  await Promise.all(job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId])));
+  const { reportTo, askedAt } = job;
+  const report = reportTo !== undefined && askedAt !== undefined;
+  const answers = await Promise.all(
+    job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId], report)),
+  );
+  if (!report) return;
+  try {
+    await conversationStub(env, reportTo).membersAnswered(Object.fromEntries(job.userIds.map((userId, i) => [userId, answers[i] ?? null])), askedAt);
+  } catch (err) {
+    console.warn(`fanout: could not report answers to conversation ${reportTo}:`, err instanceof Error ? err.message : String(err));
+  }
 }
 
 /** What one pass of the fan-out shares between its calls. */
@@ -282,6 +306,11 @@ function systemUserIds(message: Message): string[] {
     // Not ours to fail on: a system body is always written by us.
   }
   return [];
+}
+
+/** Only messages: a membership change refreshes every member's conversation list, so nobody is skipped. */
+function isPlain(events: InboxEvent[]): boolean {
+  return events.every((e) => e.type === "message" && e.message.kind !== "system");
 }
 
 /** Several membership changes in one batch need one refresh of the conversation, not several. */

@@ -7,9 +7,10 @@
 // a billed request between two objects.
 //
 // A member's object answers each in-order call with the devices holding its user sockets (while
-// at least one is live) and its socket epoch. The conversation then skips that member while each
-// of those devices holds a dedupe socket here that got the pass's messages and receipts live, for
-// at most QUIET_HINT_MS before asking again. A device of that user that opens a user socket
+// at least one is live) and its socket epoch; in a group large enough for queued fan-out, the
+// queue consumer reports the answers to its calls back to the conversation. The conversation then
+// skips that member while each of those devices holds a dedupe socket here that got the pass's
+// messages and receipts live, for at most QUIET_HINT_MS before asking again. A device of that user that opens a user socket
 // meanwhile is new to the answer, so the user object first tells every conversation it answered
 // (memberOnline, with a new epoch) and only then lets the socket in; the device syncs after its
 // `ready`. An answer from before that epoch that arrives late is ignored.
@@ -41,6 +42,8 @@ export class QuietMembers {
   private readonly hints = new Map<string, Hint>();
   /** Per member, the latest epoch its object announced: answers from before it are stale. */
   private readonly epochs = new Map<string, number>();
+  /** In memory: the epochs announced before this wake-up are not known here. */
+  private readonly since = Date.now();
 
   /** Records a member object's answer to a call made at `now`. */
   answered(userId: string, answer: DeliveryAnswer | null | undefined, now: number): void {
@@ -49,6 +52,23 @@ export class QuietMembers {
       return;
     }
     this.hints.set(userId, { devices: answer.devices, epoch: answer.epoch, until: now + QUIET_HINT_MS });
+  }
+
+  /**
+   * Answers to the calls of queued jobs, which reach the conversation after the job, so possibly
+   * after a device came online (its epoch then sets them aside, as for an answer) or after this
+   * object was evicted. A new wake-up has lost the epochs announced before it: it takes only
+   * answers to calls it asked for itself.
+   */
+  reported(answers: Record<string, DeliveryAnswer | null>, askedAt: number): void {
+    if (askedAt < this.since) return;
+    for (const [userId, answer] of Object.entries(answers)) this.answered(userId, answer, askedAt);
+  }
+
+  /** The devices the member's object last named, while that answer holds (for operators and tests). */
+  answerFor(userId: string, now: number): { devices: string[]; epoch: number; until: number } | null {
+    const hint = this.hints.get(userId);
+    return hint && hint.until > now ? { ...hint } : null;
   }
 
   /** A device of this member is about to open a user socket: forget what its object said before. */

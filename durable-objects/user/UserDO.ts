@@ -103,12 +103,15 @@ export class UserDO extends DurableObject<Env> {
    * conversation's own in-order fan-out, not a queued job (see markDelivered). `liveOn` (from
    * that conversation): devices whose dedupe conversation socket got every message above the
    * given seq live; their user sockets skip those messages. Receipts go to every device.
+   * `answer`: the caller wants this user's devices online (see QuietMembers), as the in-order
+   * fan-out does and a queued job does to report them to the conversation.
    */
   async deliver(
     userId: string,
     events: InboxEvent[],
     inOrder = false,
     liveOn: Record<string, number> = {},
+    answer = inOrder,
   ): Promise<DeliveryAnswer | null> {
     this.presence.rememberUser(userId);
     const now = Date.now();
@@ -147,15 +150,16 @@ export class UserDO extends DurableObject<Env> {
     // After the messages they may refer to. Every device gets them: a dedupe conversation socket
     // also got each one live, but only if it was open when the receipt was stored.
     for (const receipt of receipts) this.sendAll(sockets, { type: "receipt", ...receipt }, null);
-    const answer = inOrder ? this.answer(conversationOf(events[0]), now) : null;
+    const answered = answer ? this.answer(conversationOf(events[0]), now) : null;
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
-    return answer;
+    return answered;
   }
 
   /**
-   * For a conversation's in-order call: the devices holding this user's sockets, while any of them
-   * is live (with none, a message may need a push, so the conversation must keep calling), and
-   * the epoch. The conversation is remembered, to be told when a device opens a user socket.
+   * For a conversation's call that asks (`deliver`): the devices holding this user's sockets,
+   * while any of them is live (with none, a message may need a push, so the conversation must
+   * keep calling), and the epoch. The conversation is remembered, to be told when a device opens
+   * a user socket.
    */
   private answer(conversationId: string | null, now: number): DeliveryAnswer | null {
     if (conversationId === null || this.connecting > 0) return null;
