@@ -653,7 +653,8 @@ function checkTargets(results, opts) {
     // them apart by a multiple, not by this machine's run-to-run spread.
     const overlap = (f) => {
       const [a, b] = [spread(runs.S6.fresh.map(f)), spread(runs.S6.history.map(f))];
-      return a && b && a.min <= b.max && b.min <= a.max ? "within the runs' spread" : "outside the runs' spread";
+      if (!a || !b || a.n < 2 || b.n < 2) return "one run: no spread to compare with";
+      return a.min <= b.max && b.min <= a.max ? "within the runs' spread" : "outside the runs' spread";
     };
     const cpuOf = (x) => x.cpuMsPerMessage.runtimeAll;
     out.push(
