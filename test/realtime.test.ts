@@ -4,7 +4,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../durable-objects/conversation/outbox";
-import { PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
+import { LIMITS, PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
 import { conversationStub } from "../worker/lib/objects";
 import {
   call,
@@ -303,6 +303,39 @@ describe("ordering and idempotency", () => {
       { seq: root.seq + 1, reply_count: 0 },
       { seq: root.seq + 2, reply_count: 0 },
     ]);
+    as.close();
+    inbox.close();
+  });
+
+  it("keeps the newest messages in memory within about 8 MB, and reads older ones from SQLite", async () => {
+    const { a, stub, inbox, as } = await heldConversation();
+    await runInDurableObject(stub, async (instance: ConversationDO, state: DurableObjectState) => {
+      const { ConversationStore } = await import("../durable-objects/conversation/store");
+      const store = (instance as unknown as { store: InstanceType<typeof ConversationStore> }).store;
+      // 600 messages of the longest body (about 16 KB each in memory) straight into the store.
+      const body = "x".repeat(LIMITS.bodyMax);
+      const first = store.requireMeta().lastSeq + 1;
+      for (let i = 0; i < 600; i++) {
+        const message = store.append({
+          id: `big${i}`,
+          senderId: a.user.id,
+          senderDeviceId: a.device.id,
+          clientMsgId: `big${i}`,
+          kind: "text",
+          body,
+          media: [],
+          threadRootSeq: null,
+          createdAt: Date.now(),
+        });
+        expect(message?.seq).toBe(first + i);
+      }
+      const fromMemory = (seq: number) => store.messagesAfter(seq - 1, 1).messages[0] === store.messagesAfter(seq - 1, 1).messages[0];
+      expect(fromMemory(first + 599)).toBe(true);
+      expect(fromMemory(first)).toBe(false);
+      // Either way, what the pass gets is what SQLite holds.
+      const rows = new ConversationStore(state.storage.sql);
+      expect(store.messagesAfter(first - 1, 600)).toEqual(rows.messagesAfter(first - 1, 600));
+    });
     as.close();
     inbox.close();
   });

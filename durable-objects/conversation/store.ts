@@ -72,8 +72,20 @@ export interface NewMessage {
 }
 
 
-/** How many recent messages the store keeps in memory for the deferred pass (see `recent`). */
-const RECENT_MAX = 1_000;
+/**
+ * How many recent messages the store keeps in memory for the deferred pass (see `recent`), and
+ * about how many bytes. Under a sustained burst the pass's D1 cursor runs more than a thousand
+ * messages behind (bench S2, ~2,000 msg/s): with room for 1,000, every pass read its messages
+ * back from SQLite, ~5% of the isolate's CPU in S2's profile. Bodies differ in size (up to
+ * LIMITS.bodyMax), so bytes bound it too; what does not fit is read from SQLite.
+ */
+const RECENT_MAX = 20_000;
+const RECENT_MAX_BYTES = 8 * 1024 * 1024;
+
+/** A message's rough size in memory: its strings (two bytes a character) and the object around them. */
+function approxBytes(message: Message): number {
+  return 2 * ((message.body?.length ?? 0) + message.clientMsgId.length) + 400 * (message.media.length + 1);
+}
 
 export class ConversationStore {
   /** Loaded once per wake-up; every write below keeps them current. */
@@ -87,6 +99,7 @@ export class ConversationStore {
    * whatever is not here is read from SQLite.
    */
   private readonly recent = new Map<number, Message>();
+  private recentBytes = 0;
   /** Receipts read or written during this wake-up (putReceipt keeps them current): one read per member, not per receipt. */
   private readonly receipts = new Map<string, Receipt>();
 
@@ -221,10 +234,9 @@ export class ConversationStore {
       threadRootSeq: input.threadRootSeq,
       createdAt: input.createdAt,
     };
-    this.recent.set(seq, message);
-    if (this.recent.size > RECENT_MAX) this.recent.delete(this.recent.keys().next().value!);
+    this.remember(message);
     if (input.threadRootSeq !== null) {
-      this.recent.delete(input.threadRootSeq);
+      this.forget(input.threadRootSeq);
       const root = this.sql
         .exec<{ reply_count: number }>(
           "UPDATE messages SET reply_count = reply_count + 1, last_reply_seq = ?, last_reply_at = ? WHERE seq = ? RETURNING reply_count",
@@ -292,8 +304,22 @@ export class ConversationStore {
     const through = Math.min(d1_seq, fanout_seq);
     for (const seq of this.recent.keys()) {
       if (seq > through) break;
-      this.recent.delete(seq);
+      this.forget(seq);
     }
+  }
+
+  /** Keeps a new message in `recent`, forgetting the oldest ones beyond its bounds. */
+  private remember(message: Message): void {
+    this.recent.set(message.seq, message);
+    this.recentBytes += approxBytes(message);
+    while (this.recent.size > RECENT_MAX || this.recentBytes > RECENT_MAX_BYTES) this.forget(this.recent.keys().next().value!);
+  }
+
+  private forget(seq: number): void {
+    const message = this.recent.get(seq);
+    if (!message) return;
+    this.recent.delete(seq);
+    this.recentBytes -= approxBytes(message);
   }
 
   /** The latest `limit` messages with `seq < before`, returned ascending. */
