@@ -242,8 +242,8 @@ export class Fanout {
   private async enqueue(conversationId: string, userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
     const deduped = dedupeChanged(events);
     const { live, now } = pass;
-    const called =
-      pass.mayskip && isPlain(deduped) ? userIds.filter((userId) => !this.quiet.covers(userId, live.get(userId), firstSeq, [], now)) : userIds;
+    const mayskip = pass.mayskip && isPlain(deduped);
+    const called = mayskip ? userIds.filter((userId) => !this.quiet.covers(userId, live.get(userId), firstSeq, [], now)) : userIds;
     const jobs: FanoutJob[] = [];
     for (const eventChunk of chunkByBytes(deduped, EVENT_BYTES_PER_JOB)) {
       for (let i = 0; i < called.length; i += USERS_PER_JOB) {
@@ -272,7 +272,8 @@ export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> 
   );
   if (!report) return;
   try {
-    await conversationStub(env, reportTo).membersAnswered(Object.fromEntries(job.userIds.map((userId, i) => [userId, answers[i] ?? null])), askedAt);
+    const byUser = Object.fromEntries(job.userIds.map((userId, i) => [userId, answers[i] ?? null]));
+    await conversationStub(env, reportTo).membersAnswered(byUser, askedAt);
   } catch (err) {
     console.warn(`fanout: could not report answers to conversation ${reportTo}:`, err instanceof Error ? err.message : String(err));
   }

@@ -10,10 +10,11 @@
 // at least one is live) and its socket epoch; in a group large enough for queued fan-out, the
 // queue consumer reports the answers to its calls back to the conversation. The conversation then
 // skips that member while each of those devices holds a dedupe socket here that got the pass's
-// messages and receipts live, for at most QUIET_HINT_MS before asking again. A device of that user that opens a user socket
-// meanwhile is new to the answer, so the user object first tells every conversation it answered
-// (memberOnline, with a new epoch) and only then lets the socket in; the device syncs after its
-// `ready`. An answer from before that epoch that arrives late is ignored.
+// messages and receipts live, for at most QUIET_HINT_MS before asking again. A device of that
+// user that opens a user socket meanwhile is new to the answer, so the user object first tells
+// every conversation it answered (memberOnline, with a new epoch) and only then lets the socket
+// in; the device syncs after its `ready`. An answer from before that epoch that arrives late is
+// ignored.
 /** How long an answer lets the fan-out skip a member before it calls again. */
 export const QUIET_HINT_MS = 10_000;
 
