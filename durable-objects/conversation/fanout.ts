@@ -73,15 +73,14 @@ export function messageOf(message: CarriedMessage): Message {
 
 /**
  * A unit of queued fan-out work: these events for these users. `liveOn`: per user, the devices
- * whose dedupe conversation socket got the messages above a seq live. `reportTo` and `askedAt`:
- * the conversation that queued the job, and when, to which the consumer reports the user
- * objects' answers (QuietMembers). Jobs queued before these were carried lack them.
+ * whose dedupe conversation socket got the messages above a seq live. `askedAt`: when the
+ * conversation queued the job; the consumer reports the user objects' answers back to it
+ * (QuietMembers). Jobs queued before either was carried lack it.
  */
 export interface FanoutJob {
   userIds: string[];
   events: InboxEvent[];
   liveOn?: Record<string, Record<string, number>>;
-  reportTo?: string;
   askedAt?: number;
 }
 
@@ -197,9 +196,12 @@ export class Fanout {
           events.push({ type: "changed", conversationId: meta.id });
         }
       }
+      const deduped = dedupeChanged(events);
+      // A membership change refreshes every member's conversation list: nobody is skipped.
+      const batch = deduped.every((e) => e.type === "message" && e.message.kind !== "system") ? pass : { ...pass, mayskip: false };
       try {
-        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], events, messages[0]!.seq, pass);
-        else await this.enqueue(meta.id, [...recipients], events, messages[0]!.seq, pass);
+        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], deduped, messages[0]!.seq, batch);
+        else await this.enqueue([...recipients], deduped, messages[0]!.seq, batch);
       } catch (err) {
         this.fail(err);
         return false;
@@ -218,11 +220,7 @@ export class Fanout {
 
   private async deliverInline(userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
     // One call at a time per conversation, in seq order: user objects dedupe by a high-water mark.
-    const deduped = dedupeChanged(events);
-    const plain = isPlain(deduped);
-    await Promise.all(
-      userIds.map((userId) => this.callUnlessQuiet(userId, deduped, firstSeq, plain ? pass : { ...pass, mayskip: false })),
-    );
+    await Promise.all(userIds.map((userId) => this.callUnlessQuiet(userId, events, firstSeq, pass)));
   }
 
   /** Calls the user's object with these events and its pending receipts, unless it is quiet (see QuietMembers). */
@@ -239,17 +237,15 @@ export class Fanout {
    * Queued jobs for the members who are not quiet. Their receipts are not in the jobs: run() makes
    * those calls itself, to the objects that need them.
    */
-  private async enqueue(conversationId: string, userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
-    const deduped = dedupeChanged(events);
+  private async enqueue(userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
     const { live, now } = pass;
-    const mayskip = pass.mayskip && isPlain(deduped);
-    const called = mayskip ? userIds.filter((userId) => !this.quiet.covers(userId, live.get(userId), firstSeq, [], now)) : userIds;
+    const called = pass.mayskip ? userIds.filter((userId) => !this.quiet.covers(userId, live.get(userId), firstSeq, [], now)) : userIds;
     const jobs: FanoutJob[] = [];
-    for (const eventChunk of chunkByBytes(deduped, EVENT_BYTES_PER_JOB)) {
+    for (const eventChunk of chunkByBytes(events, EVENT_BYTES_PER_JOB)) {
       for (let i = 0; i < called.length; i += USERS_PER_JOB) {
         const chunk = called.slice(i, i + USERS_PER_JOB);
         const liveOnOf = Object.fromEntries(chunk.flatMap((id) => (live.has(id) ? [[id, liveOn(live.get(id))]] : [])));
-        jobs.push({ userIds: chunk, events: eventChunk, liveOn: liveOnOf, reportTo: conversationId, askedAt: now });
+        jobs.push({ userIds: chunk, events: eventChunk, liveOn: liveOnOf, askedAt: now });
       }
     }
     // sendBatch takes at most 100 messages and 256 KB.
@@ -265,8 +261,9 @@ export class Fanout {
  * jobs; losing them costs only calls, so a failure to report does not retry the job.
  */
 export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
-  const { reportTo, askedAt } = job;
-  const report = reportTo !== undefined && askedAt !== undefined;
+  const { askedAt } = job;
+  const reportTo = conversationOf(job.events[0]);
+  const report = askedAt !== undefined && reportTo !== null;
   const answers = await Promise.all(
     job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId], report)),
   );
@@ -309,9 +306,12 @@ function systemUserIds(message: Message): string[] {
   return [];
 }
 
-/** Only messages: a membership change refreshes every member's conversation list, so nobody is skipped. */
-function isPlain(events: InboxEvent[]): boolean {
-  return events.every((e) => e.type === "message" && e.message.kind !== "system");
+/** The conversation a call's events are about (a call, like a job, carries one conversation's). */
+export function conversationOf(event: InboxEvent | undefined): string | null {
+  if (!event) return null;
+  if (event.type === "message") return event.message.conversationId;
+  if (event.type === "receipt") return event.receipt.conversationId;
+  return event.conversationId;
 }
 
 /** Several membership changes in one batch need one refresh of the conversation, not several. */

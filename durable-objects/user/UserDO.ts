@@ -20,6 +20,7 @@ import { enqueuePush } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
 import { exceedsUtf8, jsonError, readIdentity, type Identity } from "../lib/sockets";
 import {
+  conversationOf,
   frameOf,
   messageOf,
   type CarriedMessage,
@@ -103,15 +104,15 @@ export class UserDO extends DurableObject<Env> {
    * conversation's own in-order fan-out, not a queued job (see markDelivered). `liveOn` (from
    * that conversation): devices whose dedupe conversation socket got every message above the
    * given seq live; their user sockets skip those messages. Receipts go to every device.
-   * `answer`: the caller wants this user's devices online (see QuietMembers), as the in-order
-   * fan-out does and a queued job does to report them to the conversation.
+   * `wantsAnswer`: the caller wants this user's devices online (see QuietMembers), as the
+   * in-order fan-out does and a queued job does to report them to the conversation.
    */
   async deliver(
     userId: string,
     events: InboxEvent[],
     inOrder = false,
     liveOn: Record<string, number> = {},
-    answer = inOrder,
+    wantsAnswer = inOrder,
   ): Promise<DeliveryAnswer | null> {
     this.presence.rememberUser(userId);
     const now = Date.now();
@@ -150,9 +151,9 @@ export class UserDO extends DurableObject<Env> {
     // After the messages they may refer to. Every device gets them: a dedupe conversation socket
     // also got each one live, but only if it was open when the receipt was stored.
     for (const receipt of receipts) this.sendAll(sockets, { type: "receipt", ...receipt }, null);
-    const answered = answer ? this.answer(conversationOf(events[0]), now) : null;
+    const answer = wantsAnswer ? this.answer(conversationOf(events[0]), now) : null;
     await this.wakeAt(now + DELIVERED_RETENTION_MS);
-    return answered;
+    return answer;
   }
 
   /**
@@ -607,13 +608,6 @@ function trySend(ws: WebSocket, frame: string): void {
   } catch {
     // closing; the device catches up with GET /messages?since= on reconnect
   }
-}
-
-function conversationOf(event: InboxEvent | undefined): string | null {
-  if (!event) return null;
-  if (event.type === "message") return event.message.conversationId;
-  if (event.type === "receipt") return event.receipt.conversationId;
-  return event.conversationId;
 }
 
 function groupByConversation<M extends { conversationId: string }>(messages: M[]): Map<string, M[]> {
