@@ -237,6 +237,33 @@ export function s3(target, pairs, o) {
   return windowed(target, pairs, { ...o, senders: (room) => room.sockets.map((_, i) => i) });
 }
 
+/**
+ * Stores `quota` messages in `room` as clients send them: each of `senders` keeps `window`
+ * unacked and sends the next on each ack. Resolves once all are acked; `what` names a stall.
+ */
+function sendAcked(room, senders, quota, window, what) {
+  return new Promise((resolve, reject) => {
+    if (quota === 0) return resolve();
+    let sent = 0;
+    let acked = 0;
+    const next = new Array(room.size).fill(0);
+    const sendOne = (i) => {
+      if (sent >= quota) return;
+      sent++;
+      room.send(i, next[i]++);
+    };
+    room.handler = {
+      ack(i) {
+        if (++acked >= quota) resolve();
+        else sendOne(i);
+      },
+      deliver() {},
+    };
+    for (let k = 0; k < window; k++) for (const i of senders) sendOne(i);
+    setTimeout(() => reject(new Error(`${what}: stalled at ${acked}/${quota}`)), 600_000).unref();
+  });
+}
+
 // --- S6: what a send costs against the conversation's history ---------------------------------------
 
 /**
@@ -248,24 +275,7 @@ export async function seedHistory(server, devices, total, { window = 100 } = {})
   const room = await openAppRoom(server, devices);
   const started = now();
   try {
-    await new Promise((resolve, reject) => {
-      let sent = 0;
-      let acked = 0;
-      const sendOne = () => {
-        if (sent >= total) return;
-        sent++;
-        room.send(0, sent);
-      };
-      room.handler = {
-        ack() {
-          if (++acked >= total) resolve();
-          else sendOne();
-        },
-        deliver() {},
-      };
-      for (let k = 0; k < window; k++) sendOne();
-      setTimeout(() => reject(new Error(`S6 seeding: stalled at ${acked}/${total}`)), 600_000).unref();
-    });
+    await sendAcked(room, [0], total, window, "S6 seeding");
     const sentSeconds = (now() - started) / 1000;
     const drainSeconds = await waitQuiet(server, [room], 600_000);
     if (drainSeconds === null) throw new Error("S6 seeding: the outbox did not drain to D1 within 10 minutes");
@@ -302,33 +312,7 @@ export async function seedS4(server, syncUser, others, total, { window = 20 } = 
   );
   const rooms = await Promise.all(others.map((o) => openAppRoom(server, [syncUser, o], { userSockets: false })));
   const quotas = rooms.map((_, i) => Math.max(0, Math.min(perRoom, total - i * perRoom)));
-  await Promise.all(
-    rooms.map(
-      (room, r) =>
-        new Promise((resolve, reject) => {
-          const quota = quotas[r];
-          let sent = 0;
-          let acked = 0;
-          const next = [0, 0];
-          const sendOne = (i) => {
-            if (sent >= quota) return;
-            sent++;
-            room.send(i, next[i]++);
-          };
-          room.handler = {
-            ack(i) {
-              acked++;
-              if (acked >= quota) resolve();
-              else sendOne(i);
-            },
-            deliver() {},
-          };
-          if (quota === 0) return resolve();
-          for (let k = 0; k < window; k++) for (const i of [0, 1]) sendOne(i);
-          setTimeout(() => reject(new Error(`S4 seeding: room ${r} stalled at ${acked}/${quota}`)), 600_000).unref();
-        }),
-    ),
-  );
+  await Promise.all(rooms.map((room, r) => sendAcked(room, [0, 1], quotas[r], window, `S4 seeding: room ${r}`)));
   const sentSeconds = (now() - started) / 1000;
   const quietSeconds = await waitQuiet(server, rooms, 600_000);
   await Promise.all(rooms.map((r) => r.close()));
