@@ -21,6 +21,8 @@
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
 //        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate and S2 window,
 //        save the .cpuprofile under bench/results/ and print the top functions
+//        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
+//        print its major GCs beside the stalls the receivers saw
 //        --s5-via-proxy: S5 through wrangler's proxy port (fails above ~4,400 sockets, see below)
 //        --state-dir DIR: where the servers keep local D1 and Durable Object state (default
 //        /dev/shm, a tmpfs, where there is one; see below)
@@ -48,7 +50,8 @@ import { fileURLToPath } from "node:url";
 import { registerUsers, createGroup } from "./lib/clients.mjs";
 import { freePorts, Server } from "./lib/proc.mjs";
 import { Inspector, busySamples, summarize } from "./lib/inspector.mjs";
-import { s1, s2, s3, s4, s5App, s5Baseline, s6, seedHistory, seedS4 } from "./lib/scenarios.mjs";
+import { gcReport, gcWatcher } from "./lib/gc.mjs";
+import { s1, s2, s3, s4, s5App, s5Baseline, s6, seedHistory, seedS4, STALL_MS } from "./lib/scenarios.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const T0 = Date.now();
@@ -73,6 +76,7 @@ function parseArgs(argv) {
     out: null,
     stateDir: existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(),
     profile: false,
+    gc: false,
     vars: [],
   };
   let onlyGiven = false;
@@ -132,6 +136,9 @@ function parseArgs(argv) {
         break;
       case "--profile":
         o.profile = true;
+        break;
+      case "--gc":
+        o.gc = true;
         break;
       case "--render":
         o.render = value();
@@ -316,15 +323,16 @@ async function main() {
     const tag = Date.now().toString(36);
     log(`registering ${poolSize} users${wants("S4") ? " + 21 for S4" : ""}${wants("S5") ? " + 1 poster" : ""}`);
     const users = await registerUsers(app.base, poolSize, `b${tag}_`);
-    // `inspector`: where --profile reaches the target's isolate (the app and alone only).
-    const appTarget = { kind: "app", server: app, inspector: appInspector };
-    const baseTarget = { kind: "baseline", server: baseline };
-    const relayTarget = { kind: "relay", server: baseline };
-    const storeTarget = { kind: "store", server: baseline };
+    // `inspector`: where --profile (the app and alone only) and --gc reach the target's isolate.
+    const appTarget = { kind: "app", server: app, inspector: appInspector, profiled: true };
+    const baseTarget = { kind: "baseline", server: baseline, inspector: baseInspector };
+    const relayTarget = { kind: "relay", server: baseline, inspector: baseInspector };
+    const storeTarget = { kind: "store", server: baseline, inspector: baseInspector };
     const aloneTarget = {
       kind: "alone",
       server: alone,
       inspector: aloneInspector,
+      profiled: true,
       users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [],
     };
     const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
@@ -338,8 +346,25 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          const profile = opts.profile && t.inspector ? (rate) => profiler(t.inspector, `S1-${rate}-${t.kind}-run${run + 1}`) : undefined;
-          await measure("S1", t, run, () => s1(t, (t.users ?? users).slice(0, 10), { ...opts.s1, profile }));
+          // Hooks around each rate: a CPU profile (--profile), or a watch on the GC (--gc, one per rate).
+          let profile;
+          const watchers = [];
+          if (opts.profile && t.profiled) {
+            profile = (rate) => profiler(t.inspector, `S1-${rate}-${t.kind}-run${run + 1}`);
+          } else if (opts.gc) {
+            profile = () => {
+              const watcher = gcWatcher(t.inspector);
+              watchers.push(watcher);
+              return watcher;
+            };
+          }
+          await measure("S1", t, run, async () => {
+            const result = await s1(t, (t.users ?? users).slice(0, 10), { ...opts.s1, profile });
+            for (const [i, w] of watchers.entries()) {
+              console.error(gcReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, w.findings, result.rates[i]).join("\n"));
+            }
+            return result;
+          });
         }
       }
     }
@@ -347,7 +372,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          const hooks = opts.profile && t.inspector ? profiler(t.inspector, `S2-${t.kind}-run${run + 1}`) : undefined;
+          const hooks = opts.profile && t.profiled ? profiler(t.inspector, `S2-${t.kind}-run${run + 1}`) : undefined;
           await measure("S2", t, run, () => s2(t, (t.users ?? users).slice(0, 10), { ...opts.s2, hooks }));
         }
       }
@@ -508,6 +533,8 @@ function render(results, opts) {
       const at = (f) => (r) => f(r.rates[k]);
       metric("S1", `S1 @${rate}/s`, "delivered msg/s per receiver", at((x) => x.deliveredPerSec));
       for (const p of ["p50", "p95", "p99", "max"]) metric("S1", "", `${p} latency ms`, at((x) => x[p]), 1);
+      // 1% of the messages is 0.01 x rate x 5 s: a stall holding that many decides p99 alone.
+      metric("S1", "", `messages in the longest stall (>= ${STALL_MS} ms late)`, at((x) => x.longestStall), 0);
       metric("S1", "", "loss %", at((x) => x.loss * 100), 2);
       metric("S1", "", "runtime CPU ms per message", at((x) => x.cpuMsPerMessage), 3);
       // The fan-out's relay to the user sockets: only the app and the relay baseline have one.

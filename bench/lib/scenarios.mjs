@@ -59,6 +59,8 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
       let windowStart = Infinity;
       let windowEnd = Infinity;
       const latencies = [];
+      // Per measured message: when it was sent and its worst latency at any receiver (for stalls).
+      const worst = new Map();
       // One-way latency to the other devices' user sockets: the fan-out's relay (app and relay rooms).
       const relayLatencies = [];
       let deliveredInWindow = 0;
@@ -70,6 +72,9 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
           if (msgN >= measuredFrom && msgN < measuredTo) {
             deliveredMeasured++;
             latencies.push(at - sentAt);
+            const w = worst.get(msgN);
+            if (!w) worst.set(msgN, { sentAt, latency: at - sentAt });
+            else if (at - sentAt > w.latency) w.latency = at - sentAt;
           }
         },
         relayed(_i, _sender, msgN, sentAt, at) {
@@ -112,6 +117,7 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
       await hooks?.stop?.();
       latencies.sort((a, b) => a - b);
       relayLatencies.sort((a, b) => a - b);
+      const stalls = stallsOf(worst);
       results.push({
         rate,
         sent: measuredTo - measuredFrom,
@@ -121,6 +127,12 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
         p99: percentile(latencies, 99),
         max: latencies.length ? latencies[latencies.length - 1] : null,
         loss: expected > 0 ? 1 - deliveredMeasured / expected : 0,
+        // Stalls: p99 over 5 s at 500 msg/s is 25 messages, so one pause of the runtime that
+        // delays 25 messages decides it. Each stall is a run of messages sent close together
+        // that all arrived late somewhere; `longestStall` is how many messages the worst one held.
+        stalls,
+        longestStall: Math.max(0, ...stalls.map((st) => st.messages)),
+        windowStart,
         relayP50: percentile(relayLatencies, 50),
         relayP99: percentile(relayLatencies, 99),
         cpu: used,
@@ -135,6 +147,27 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
   } finally {
     await room.close();
   }
+}
+
+/** A message counts as stalled at STALL_MS or more; stalled messages sent within STALL_GAP_MS of each other are one stall. */
+export const STALL_MS = 15;
+const STALL_GAP_MS = 30;
+
+/** The stalls among measured messages ({ sentAt, latency } by message): when each began, how many messages, its worst latency. */
+function stallsOf(worst) {
+  const late = [...worst.values()].filter((m) => m.latency >= STALL_MS).sort((a, b) => a.sentAt - b.sentAt);
+  const stalls = [];
+  for (const m of late) {
+    const last = stalls[stalls.length - 1];
+    if (last && m.sentAt - last.lastSentAt < STALL_GAP_MS) {
+      last.messages++;
+      last.lastSentAt = m.sentAt;
+      last.maxMs = Math.max(last.maxMs, m.latency);
+    } else {
+      stalls.push({ at: m.sentAt, lastSentAt: m.sentAt, messages: 1, maxMs: m.latency });
+    }
+  }
+  return stalls.map(({ at, messages, maxMs }) => ({ at, messages, maxMs }));
 }
 
 // --- S2 and S3: throughput with a bounded window of unacked messages ------------------------------
