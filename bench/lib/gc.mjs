@@ -6,7 +6,7 @@
 // minor GC (a scavenge): the allocations that pile up in the old generation until a major GC
 // frees them, by the function that allocated them. Polling and sampling cost the isolate time:
 // these runs explain the stalls; they are not the numbers of the table.
-import { Inspector } from "./inspector.mjs";
+import { Inspector, frameName } from "./inspector.mjs";
 import { STALL_MS } from "./scenarios.mjs";
 
 const POLL_MS = 20;
@@ -56,8 +56,7 @@ export function gcWatcher(inspectorPort) {
       findings.heapMaxMB = used.length ? Math.max(...used) : null;
       const byFunction = new Map();
       const walk = (node) => {
-        const f = node.callFrame;
-        const name = f.functionName ? `${f.functionName} ${f.url.split("/").pop()}:${f.lineNumber + 1}` : f.url ? `(anonymous) ${f.url.split("/").pop()}` : "(runtime)";
+        const name = frameName(node.callFrame);
         byFunction.set(name, (byFunction.get(name) ?? 0) + node.selfSize);
         findings.promotedBytes += node.selfSize;
         for (const child of node.children) walk(child);

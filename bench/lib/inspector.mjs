@@ -67,6 +67,12 @@ export function busySamples(profile) {
   return profile.samples.filter((s) => !idle.has(s)).length;
 }
 
+/** A profile node's function, as the summaries name it: `name dir/file:line`. */
+export function frameName(f) {
+  const file = f.url ? f.url.split("/").slice(-2).join("/") : "";
+  return `${f.functionName || "(anonymous)"} ${file}:${f.lineNumber + 1}`;
+}
+
 /** Self and inclusive time per function (top `n`), from a V8 .cpuprofile. */
 export function summarize(profile, n = 40) {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
@@ -75,11 +81,7 @@ export function summarize(profile, n = 40) {
   const counts = new Map();
   for (const s of profile.samples) counts.set(s, (counts.get(s) ?? 0) + 1);
   const total = profile.samples.length;
-  const key = (node) => {
-    const f = node.callFrame;
-    const file = f.url ? f.url.split("/").slice(-2).join("/") : "";
-    return `${f.functionName || "(anonymous)"} ${file}:${f.lineNumber + 1}`;
-  };
+  const key = (node) => frameName(node.callFrame);
   const self = new Map();
   const incl = new Map();
   for (const [id, c] of counts) {
