@@ -59,10 +59,19 @@ export async function createGroup(base, creator, others, title) {
 }
 
 /**
- * Opens a socket; resolves once `isReady(text)` accepts a frame (or at `open` when no predicate).
- * `onFrame(buf)` sees every frame after that (and the ready one too).
+ * How often a device's sockets say "ping", as the web client's do (web/src/lib/socket.ts). A user
+ * object counts a device online only while its socket was heard from within PRESENCE_TIMEOUT_MS
+ * (60 s): a bench device that stayed silent longer went offline mid-scenario, and from then on
+ * every message queued a push job for it.
  */
-export function openSocket(url, { headers = {}, isReady = null, onFrame = () => {}, timeoutMs = 30_000 } = {}) {
+export const KEEPALIVE_MS = 25_000;
+
+/**
+ * Opens a socket; resolves once `isReady(text)` accepts a frame (or at `open` when no predicate).
+ * `onFrame(buf)` sees every frame after that (and the ready one too). `keepalive`: once open, the
+ * socket pings every KEEPALIVE_MS until it closes, as a client device does.
+ */
+export function openSocket(url, { headers = {}, isReady = null, onFrame = () => {}, timeoutMs = 30_000, keepalive = false } = {}) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { headers, perMessageDeflate: false, handshakeTimeout: timeoutMs });
     let settled = false;
@@ -89,6 +98,10 @@ export function openSocket(url, { headers = {}, isReady = null, onFrame = () => 
       onFrame(data);
     });
     ws.on("open", () => {
+      if (keepalive) {
+        const pinger = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send("ping"), KEEPALIVE_MS).unref();
+        ws.once("close", () => clearInterval(pinger));
+      }
       if (!isReady) ok();
     });
     ws.on("error", (err) => fail(err));
@@ -121,6 +134,32 @@ export async function openSocketRetrying(url, opts, stats, attempts = 5) {
 }
 
 export const isReadyFrame = (text) => text.startsWith('{"type":"ready"');
+
+/**
+ * Pings every socket and resolves once each has answered "pong": the runtime has heard from all
+ * of them just now. Rejects after `timeoutMs`.
+ */
+export function heardFrom(sockets, timeoutMs = 60_000) {
+  return Promise.all(
+    sockets.map(
+      (ws) =>
+        new Promise((resolve, reject) => {
+          const timer = setTimeout(() => {
+            ws.off("message", onMessage);
+            reject(new Error(`no pong within ${timeoutMs} ms`));
+          }, timeoutMs);
+          const onMessage = (data) => {
+            if (data.length !== 4 || data.toString() !== "pong") return;
+            clearTimeout(timer);
+            ws.off("message", onMessage);
+            resolve();
+          };
+          ws.on("message", onMessage);
+          ws.send("ping");
+        }),
+    ),
+  );
+}
 
 /** Closes sockets and waits (bounded) for them to finish closing. */
 export async function closeAll(sockets, { abrupt = false } = {}) {

@@ -141,12 +141,14 @@ export async function openAppRoom(server, devices, { receiptMs = 0, userSockets 
           headers,
           isReady: isReadyFrame,
           onFrame: (buf) => room.onUserFrame(i, buf),
+          keepalive: true,
         });
       }
       room.sockets[i] = await openSocket(`${server.wsBase}/conversations/${conversation.id}/ws${room.dedupe[i] ? "?dedupe=1" : ""}`, {
         headers,
         isReady: isReadyFrame,
         onFrame: (buf) => room.onFrame(i, buf),
+        keepalive: true,
       });
       room.sockets[i].on("close", () => room.closedEarly++);
     }),
@@ -162,7 +164,7 @@ export async function openBaselineRoom(server, n, path = "ws") {
   room.lastReceiptAt = new Array(n).fill(0);
   await Promise.all(
     Array.from({ length: n }, async (_, i) => {
-      room.sockets[i] = await openSocket(`${server.wsBase}/${path}/${room.name}`, { onFrame: (buf) => room.onFrame(i, buf) });
+      room.sockets[i] = await openSocket(`${server.wsBase}/${path}/${room.name}`, { onFrame: (buf) => room.onFrame(i, buf), keepalive: true });
       room.sockets[i].on("close", () => room.closedEarly++);
     }),
   );
@@ -182,8 +184,8 @@ export async function openRelayRoom(server, n) {
   await Promise.all(
     Array.from({ length: n }, async (_, i) => {
       const user = `${room.name}.${i}`;
-      room.userSockets[i] = await openSocket(`${server.wsBase}/inbox/${user}`, { onFrame: (buf) => room.onUserFrame(i, buf) });
-      room.sockets[i] = await openSocket(`${server.wsBase}/relay/${room.name}?u=${user}${room.dedupe[i] ? "&dedupe=1" : ""}`, { onFrame: (buf) => room.onFrame(i, buf) });
+      room.userSockets[i] = await openSocket(`${server.wsBase}/inbox/${user}`, { onFrame: (buf) => room.onUserFrame(i, buf), keepalive: true });
+      room.sockets[i] = await openSocket(`${server.wsBase}/relay/${room.name}?u=${user}${room.dedupe[i] ? "&dedupe=1" : ""}`, { onFrame: (buf) => room.onFrame(i, buf), keepalive: true });
       room.sockets[i].on("close", () => room.closedEarly++);
     }),
   );

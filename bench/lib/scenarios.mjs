@@ -1,5 +1,5 @@
 // The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
-import { api, closeAll, isReadyFrame, openSocket, openSocketRetrying, pool } from "./clients.mjs";
+import { api, closeAll, heardFrom, isReadyFrame, KEEPALIVE_MS, openSocket, openSocketRetrying, pool } from "./clients.mjs";
 import { cpuSeconds } from "./proc.mjs";
 import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet } from "./rooms.mjs";
 
@@ -271,30 +271,59 @@ export function s3(target, pairs, o) {
 }
 
 /**
- * Stores `quota` messages in `room` as clients send them: each of `senders` keeps `window`
- * unacked and sends the next on each ack. Resolves once all are acked; `what` names a stall.
+ * Sends up to `quota` messages in `room` as clients send them: each of `senders` keeps `window`
+ * unacked and sends the next on each ack, until `quota` are sent or `forMs` has passed. Resolves
+ * with the number sent, once all of them are acked; `what` names a stall. Each device numbers its
+ * messages on from what it sent before in this room, so a later call never repeats a clientMsgId.
  */
-function sendAcked(room, senders, quota, window, what) {
+function sendAcked(room, senders, quota, window, what, forMs = Number.POSITIVE_INFINITY) {
   return new Promise((resolve, reject) => {
-    if (quota === 0) return resolve();
+    if (quota === 0) return resolve(0);
+    const until = now() + forMs;
     let sent = 0;
     let acked = 0;
-    const next = new Array(room.size).fill(0);
     const sendOne = (i) => {
-      if (sent >= quota) return;
+      if (sent >= quota || now() > until) return;
       sent++;
-      room.send(i, next[i]++);
+      room.send(i, room.sentBy[i]);
     };
     room.handler = {
       ack(i) {
-        if (++acked >= quota) resolve();
-        else sendOne(i);
+        acked++;
+        sendOne(i);
+        if (acked === sent) resolve(sent);
       },
       deliver() {},
     };
     for (let k = 0; k < window; k++) for (const i of senders) sendOne(i);
-    setTimeout(() => reject(new Error(`${what}: stalled at ${acked}/${quota}`)), 600_000).unref();
+    setTimeout(() => reject(new Error(`${what}: stalled at ${acked}/${sent} acked`)), 600_000).unref();
   });
+}
+
+/**
+ * How long seeding sends without a break. Under `wrangler dev` a steady stream of socket messages
+ * keeps the runtime's one thread from answering the devices' idle user sockets (their "ping" was
+ * answered only once the stream stopped), and a user object counts a device offline once it has
+ * not been heard from for PRESENCE_TIMEOUT_MS (60 s). Seeding 100,000 messages in one stream took
+ * about 60 s: every member went offline, and each later message queued a push job for each of
+ * the nine others (hundreds of thousands of jobs in the local queue, whose consumer then held the
+ * runtime for minutes, past 1.8 GB, while D1 and the next scenario waited). A client
+ * keeps its sockets live, and so does the bench: it seeds in bouts, and hears from every user
+ * socket between them.
+ */
+const SEED_BOUT_MS = 20_000;
+
+/**
+ * Sends `quotas[r]` messages in `rooms[r]` (all rooms at once; see sendAcked), in bouts of at most
+ * SEED_BOUT_MS, after each of which every socket of `userSockets` is heard from.
+ */
+async function seedInBouts(rooms, userSockets, quotas, senders, window, what) {
+  const left = [...quotas];
+  while (left.some((n) => n > 0)) {
+    const sent = await Promise.all(rooms.map((room, r) => sendAcked(room, senders, left[r], window, `${what}: room ${r}`, SEED_BOUT_MS)));
+    for (const [r, n] of sent.entries()) left[r] -= n;
+    await heardFrom(userSockets);
+  }
 }
 
 // --- S6: what a send costs against the conversation's history ---------------------------------------
@@ -308,7 +337,7 @@ export async function seedHistory(server, devices, total, { window = 100 } = {})
   const room = await openAppRoom(server, devices);
   const started = now();
   try {
-    await sendAcked(room, [0], total, window, "S6 seeding");
+    await seedInBouts([room], room.userSockets, [total], [0], window, "S6 seeding");
     const sentSeconds = (now() - started) / 1000;
     const drainSeconds = await waitQuiet(server, [room], 600_000);
     if (drainSeconds === null) throw new Error("S6 seeding: the outbox did not drain to D1 within 10 minutes");
@@ -340,12 +369,12 @@ export async function seedS4(server, syncUser, others, total, { window = 20 } = 
   // offline and each message would queue a push for it); the rooms open conversation sockets only.
   const userSockets = await Promise.all(
     [syncUser, ...others].map((d) =>
-      openSocket(`${server.wsBase}/ws`, { headers: { authorization: `Bearer ${d.token}` }, isReady: isReadyFrame }),
+      openSocket(`${server.wsBase}/ws`, { headers: { authorization: `Bearer ${d.token}` }, isReady: isReadyFrame, keepalive: true }),
     ),
   );
   const rooms = await Promise.all(others.map((o) => openAppRoom(server, [syncUser, o], { userSockets: false })));
   const quotas = rooms.map((_, i) => Math.max(0, Math.min(perRoom, total - i * perRoom)));
-  await Promise.all(rooms.map((room, r) => sendAcked(room, [0, 1], quotas[r], window, `S4 seeding: room ${r}`)));
+  await seedInBouts(rooms, userSockets, quotas, [0, 1], window, "S4 seeding");
   const sentSeconds = (now() - started) / 1000;
   const quietSeconds = await waitQuiet(server, rooms, 600_000);
   await Promise.all(rooms.map((r) => r.close()));
@@ -449,7 +478,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
   const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect);
   const keepAlive = setInterval(() => {
     for (const ws of sockets) if (ws.readyState === 1) ws.send("ping");
-  }, 25_000);
+  }, KEEPALIVE_MS);
 
   try {
     // Everyone drops at once (a deploy, a network blip), as abruptly as a dead connection.
