@@ -26,6 +26,13 @@ export const LIMITS = {
   frameBytesMax: 64 * 1024,
 } as const;
 
+/**
+ * The most ids one `GET /users?ids=` takes (an extension of the contract): D1 binds at most 100
+ * parameters in one query. Kept out of LIMITS, whose values are part of the protocol's
+ * fingerprint, as it was added without a protocol version of its own.
+ */
+export const USER_LOOKUP_MAX = 100;
+
 const Id = z.string().min(1).max(128);
 const Seq = z.number().int().nonnegative();
 const Time = z.number().int().nonnegative();

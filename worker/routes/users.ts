@@ -1,6 +1,6 @@
 import { and, asc, eq, gte, inArray, lt } from "drizzle-orm";
 import * as z from "zod";
-import { LIMITS, User, UserSearchQuery } from "../../protocol";
+import { LIMITS, USER_LOOKUP_MAX, User, UserSearchQuery } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { db, schema } from "../db";
 import { ApiError } from "../lib/errors";
@@ -13,9 +13,8 @@ users.use(requireAuth);
 /**
  * `GET /users?ids=a,b,c` (an extension): the users with these ids, so that a client learns the
  * names of everyone in its conversation list in a few requests rather than one per person.
- * At most 100 ids, as D1 binds at most 100 parameters in one query.
+ * At most USER_LOOKUP_MAX ids.
  */
-const USER_LOOKUP_MAX = 100;
 const UserLookupQuery = z.strictObject({
   ids: z
     .string()

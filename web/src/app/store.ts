@@ -5,8 +5,10 @@ import * as z from "zod";
 import {
   Conversation as ConversationSchema,
   ConversationServerFrame,
+  LIMITS,
   Message as MessageSchema,
   PROTOCOL_VERSION,
+  USER_LOOKUP_MAX,
   User as UserSchema,
   UserServerFrame,
   type ConversationClientFrame,
@@ -109,8 +111,6 @@ const CACHE_MESSAGES = 100;
 const TYPING_REFRESH_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const ACK_TIMEOUT_MS = 10_000;
-/** The most ids one `GET /users?ids=` takes. */
-const USERS_PER_LOOKUP = 100;
 
 const SessionSchema = z.object({ token: z.string(), user: UserSchema, deviceId: z.string() });
 const CachedConversations = z.array(ConversationSchema);
@@ -460,11 +460,11 @@ export class AppStore {
     return conv.members.find((m) => m.userId !== this.me)?.userId ?? null;
   }
 
-  /** Fetches the users not known yet, up to 100 per request (`GET /users?ids=`). */
+  /** Fetches the users not known yet, up to USER_LOOKUP_MAX per request (`GET /users?ids=`). */
   ensureUsers(ids: string[]): void {
     const missing = [...new Set(ids)].filter((id) => !this.state.users.has(id) && !this.fetchingUsers.has(id));
-    for (let i = 0; i < missing.length; i += USERS_PER_LOOKUP) {
-      const chunk = missing.slice(i, i + USERS_PER_LOOKUP);
+    for (let i = 0; i < missing.length; i += USER_LOOKUP_MAX) {
+      const chunk = missing.slice(i, i + USER_LOOKUP_MAX);
       for (const id of chunk) this.fetchingUsers.add(id);
       void this.api
         .call("GET", `/users${qs({ ids: chunk.join(",") })}`, Schemas.users)
@@ -1068,7 +1068,7 @@ export class AppStore {
   }
 
   private fetchPresence(ids: string[]): void {
-    const others = ids.filter((id) => id !== this.me).slice(0, 100);
+    const others = ids.filter((id) => id !== this.me).slice(0, LIMITS.presenceQueryMax);
     if (others.length === 0 || !this.state.caps.presence) return;
     void this.api
       .call("GET", `/presence${qs({ userIds: others.join(",") })}`, Schemas.presence)
