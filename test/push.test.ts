@@ -7,7 +7,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import type { Conversation, Message, PushPayload } from "../protocol";
 import { handlePushBatch, PUSH_QUEUE_NAME } from "../worker/push/consumer";
-import { enqueuePush, previewOf, type PushDeliveryMessage } from "../worker/push/jobs";
+import { enqueuePush, enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, type PushDeliveryMessage, type PushJobMessage } from "../worker/push/jobs";
 import { topicFor } from "../worker/push/send";
 import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
 import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
@@ -374,6 +374,51 @@ describe("push jobs and the consumer", () => {
     await enqueuePush(env, { userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys });
     await enqueuePush(env, { userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") });
     expect(send).not.toHaveBeenCalled();
+  });
+
+  it("queues a delivery's pushes in one call per PUSH_SEND_BATCH_MAX, leaving out system messages and the sender's own", async () => {
+    const [alice, bob] = [await register(), await register()];
+    const conversation = { id: unique("conv"), type: "group" as const, title: "busy", e2ee: false };
+    const sendBatch = vi.spyOn(env.PUSH_QUEUE, "sendBatch");
+    const send = vi.spyOn(env.PUSH_QUEUE, "send");
+    const fromAlice = Array.from({ length: PUSH_SEND_BATCH_MAX + 20 }, (_, i) => message(conversation.id, alice.user.id, i + 1, `m${i + 1}`));
+    const system: Message = { ...message(conversation.id, alice.user.id, 500, '{"event":"added"}'), kind: "system" };
+    const own = message(conversation.id, bob.user.id, 501, "mine");
+    await enqueuePushes(env, [...fromAlice, system, own].map((m) => ({ userId: bob.user.id, conversation, message: m })));
+    expect(send).not.toHaveBeenCalled();
+    const calls = sendBatch.mock.calls.map(([batch]) => [...batch].map((m) => (m.body as PushJobMessage).message.seq));
+    expect(calls.map((seqs) => seqs.length)).toEqual([PUSH_SEND_BATCH_MAX, 20]);
+    expect(calls.flat()).toEqual(fromAlice.map((m) => m.seq));
+  });
+
+  it("reads the subscriptions once for a whole batch of jobs, and pushes each job to its own user's subscriptions", async () => {
+    const [alice, bob, carol, dave] = [await register(), await register(), await register(), await register()];
+    const conv = await group(alice, [bob, carol, dave], "many offline");
+    const [bobSub, carolSub] = [await newSubscription(), await newSubscription()];
+    await subscribe(bob, bobSub);
+    await subscribe(carol, carolSub);
+    const sent = [1, 2].map((seq) => message(conv.id, alice.user.id, seq, `hello ${seq}`));
+    const body = (userId: string, m: Message): PushJobMessage => ({
+      kind: "job",
+      userId,
+      conversation: { id: conv.id, type: "group", title: conv.title },
+      message: { id: m.id, seq: m.seq, senderId: m.senderId, preview: m.body! },
+    });
+    const jobs = [bob, carol, dave].flatMap((s) => sent.map((m) => body(s.user.id, m)));
+    const batch = createMessageBatch(
+      PUSH_QUEUE_NAME,
+      jobs.map((job, i) => ({ id: `j${i}`, timestamp: new Date(), attempts: 1, body: job })),
+    );
+    const prepare = vi.spyOn(env.DB, "prepare");
+    await handlePushBatch(batch, env);
+    // Only the consumer's own reads: other objects of this isolate may be writing D1 meanwhile.
+    expect(prepare.mock.calls.filter(([sql]) => sql.includes("push_subscriptions"))).toHaveLength(1);
+    expect((await getQueueResult(batch, createExecutionContext())).explicitAcks.sort()).toEqual(jobs.map((_, i) => `j${i}`).sort());
+    for (const sub of [bobSub, carolSub]) {
+      const received = await pushFor(sub, sent[1]!.id);
+      expect(received.map((r) => r.payload.seq).sort()).toEqual([1, 2]);
+      expect(received.every((r) => r.payload.title === conv.title && r.payload.conversationId === conv.id)).toBe(true);
+    }
   });
 
   it("logs a push that still fails after its last try, with the endpoint's origin and status", async () => {

@@ -16,7 +16,7 @@ import {
 import { readSettings, type Settings } from "../../worker/lib/settings";
 import { conversationStub, userStub } from "../../worker/lib/objects";
 import { sharedWith } from "../../worker/lib/presence";
-import { enqueuePush } from "../../worker/push/jobs";
+import { enqueuePushes } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
 import { exceedsUtf8, jsonError, readIdentity, type Identity } from "../lib/sockets";
 import {
@@ -133,11 +133,12 @@ export class UserDO extends DurableObject<Env> {
     if (!online) {
       // Pushes are queued before anything is marked delivered: a failed enqueue fails this call,
       // and the conversation's retry then finds the messages still fresh and queues them again.
-      await Promise.all(
+      await enqueuePushes(
+        this.env,
         messages
           .filter(({ message }) => message.senderId !== userId && message.kind !== "system")
           .filter(({ message }) => !this.wasDelivered(message, inOrder))
-          .map(({ message, conversation }) => enqueuePush(this.env, { userId, conversation, message: messageOf(message) })),
+          .map(({ message, conversation }) => ({ userId, conversation, message: messageOf(message) })),
       );
     }
     // What is fresh is decided and recorded in one synchronous step, so an overlapping retry still

@@ -7,7 +7,7 @@
 // Delivery is at least once: a job retried after a crash mid-way may push twice to a device. The
 // per-conversation Topic lets the push service replace an undelivered duplicate.
 import type { VapidKeys } from "@block65/webcrypto-web-push";
-import { and, eq } from "drizzle-orm";
+import { and, eq, inArray } from "drizzle-orm";
 import type { PushPayload } from "../../protocol";
 import { db, schema } from "../db";
 import { readSettings, type PushSettings } from "../lib/settings";
@@ -21,6 +21,8 @@ interface Context {
   env: Env;
   settings: PushSettings;
   vapid: VapidKeys;
+  /** The subscriptions of a job's user, read once per batch for every job in it. */
+  subscriptionsOf: (userId: string) => Promise<StoredSubscription[]>;
 }
 
 /** What to do with a queue message once handled. */
@@ -29,9 +31,18 @@ type Disposition = { type: "ack" } | { type: "retry"; delaySeconds: number };
 export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   const settings = readSettings(env).push;
   const vapid = vapidKeys(env, settings);
+  const messages = batch.messages.map((msg) => ({ msg, parsed: PushQueueMessage.safeParse(msg.body) }));
+  const jobUsers = messages.flatMap(({ parsed }) => (parsed.success && parsed.data.kind === "job" ? [parsed.data.userId] : []));
+  // One D1 read for the subscriptions of every job's user in the batch, rather than one per job:
+  // a busy group queues a job per message for each of its offline members. Read on first use,
+  // so a batch of deliveries alone reads nothing; a failed read fails (and retries) its jobs.
+  let subscriptions: Promise<Map<string, StoredSubscription[]>> | null = null;
+  const subscriptionsOf = async (userId: string) => {
+    subscriptions ??= subscriptionsByUser(env, jobUsers);
+    return (await subscriptions).get(userId) ?? [];
+  };
   await Promise.all(
-    batch.messages.map(async (msg) => {
-      const parsed = PushQueueMessage.safeParse(msg.body);
+    messages.map(async ({ msg, parsed }) => {
       if (!parsed.success) {
         console.error(`push queue: dropped malformed message ${msg.id}: ${parsed.error.message}`);
         msg.ack();
@@ -41,7 +52,7 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
       try {
         // Without keys nothing can be sent; retrying gives the operator time to set them.
         if (!vapid) throw new Error("VAPID_PUBLIC_KEY / VAPID_PRIVATE_KEY are not set");
-        const ctx = { env, settings, vapid };
+        const ctx = { env, settings, vapid, subscriptionsOf };
         disposition =
           parsed.data.kind === "job" ? await handleJob(ctx, parsed.data) : await handleDelivery(ctx, parsed.data, msg.attempts);
       } catch (err) {
@@ -59,11 +70,33 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
   );
 }
 
-async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition> {
-  const subscriptions = await db(ctx.env)
-    .select({ endpoint: schema.pushSubscriptions.endpoint, p256dh: schema.pushSubscriptions.p256dh, auth: schema.pushSubscriptions.auth })
+/**
+ * The subscriptions of these users: a batch's worth, at most its max_batch_size (which Queues caps
+ * at 100, D1's limit on bound parameters).
+ */
+async function subscriptionsByUser(env: Env, userIds: string[]): Promise<Map<string, StoredSubscription[]>> {
+  const unique = [...new Set(userIds)];
+  const byUser = new Map<string, StoredSubscription[]>();
+  if (unique.length === 0) return byUser;
+  const rows = await db(env)
+    .select({
+      userId: schema.pushSubscriptions.userId,
+      endpoint: schema.pushSubscriptions.endpoint,
+      p256dh: schema.pushSubscriptions.p256dh,
+      auth: schema.pushSubscriptions.auth,
+    })
     .from(schema.pushSubscriptions)
-    .where(eq(schema.pushSubscriptions.userId, job.userId));
+    .where(inArray(schema.pushSubscriptions.userId, unique));
+  for (const { userId, ...sub } of rows) {
+    const list = byUser.get(userId);
+    if (list) list.push(sub);
+    else byUser.set(userId, [sub]);
+  }
+  return byUser;
+}
+
+async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition> {
+  const subscriptions = await ctx.subscriptionsOf(job.userId);
   if (subscriptions.length === 0) return { type: "ack" };
   const payload: PushPayload = {
     type: "message",

@@ -1,5 +1,5 @@
-// What goes onto the push Queue. The recipient's UserDO calls `enqueuePush` for a stored message
-// when the recipient has no live user socket and did not send it; everything after the queue
+// What goes onto the push Queue. The recipient's UserDO calls `enqueuePushes` for the stored
+// messages of a delivery when the recipient has no live user socket; everything after the queue
 // (subscriptions, encryption, retries) is the consumer's (./consumer.ts).
 //
 // The queue carries only what the notification needs, never the whole message: a preview is cut
@@ -84,11 +84,28 @@ export function toQueueMessage(job: PushJob): PushJobMessage {
   };
 }
 
+/** The most messages one `sendBatch` takes (Cloudflare Queues: 100 messages and 256 KB). */
+export const PUSH_SEND_BATCH_MAX = 100;
+
 /**
- * Queues the push of one message to one user. System messages (membership changes) are not
- * pushed: the conversation list tells the user about them on the next open.
+ * Queues the push of each message to its user, in as few queue calls as the Queue allows: one
+ * `sendBatch` per PUSH_SEND_BATCH_MAX jobs (a job is at most about 1.5 KB, with its preview and
+ * title at their longest, so 100 stay under the 256 KB). System messages (membership changes) are not pushed: the conversation list
+ * tells the user about them on the next open. Nor is a message pushed to its sender.
  */
-export async function enqueuePush(env: Env, job: PushJob): Promise<void> {
-  if (job.message.kind === "system" || job.message.senderId === job.userId) return;
-  await env.PUSH_QUEUE.send(toQueueMessage(job) satisfies PushQueueMessage, { contentType: "json" });
+export async function enqueuePushes(env: Env, jobs: PushJob[]): Promise<void> {
+  const wanted = jobs.filter((job) => job.message.kind !== "system" && job.message.senderId !== job.userId);
+  const calls: Promise<unknown>[] = [];
+  for (let i = 0; i < wanted.length; i += PUSH_SEND_BATCH_MAX) {
+    const chunk = wanted.slice(i, i + PUSH_SEND_BATCH_MAX);
+    calls.push(
+      env.PUSH_QUEUE.sendBatch(chunk.map((job) => ({ body: toQueueMessage(job) satisfies PushQueueMessage, contentType: "json" as const }))),
+    );
+  }
+  await Promise.all(calls);
+}
+
+/** Queues the push of one message to one user (see enqueuePushes). */
+export function enqueuePush(env: Env, job: PushJob): Promise<void> {
+  return enqueuePushes(env, [job]);
 }
