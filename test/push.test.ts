@@ -7,7 +7,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import type { Conversation, Message, PushPayload } from "../protocol";
 import { handlePushBatch, PUSH_QUEUE_NAME } from "../worker/push/consumer";
-import { enqueuePush, enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, type PushDeliveryMessage, type PushJobMessage } from "../worker/push/jobs";
+import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, type PushDeliveryMessage, type PushJobMessage } from "../worker/push/jobs";
 import { topicFor } from "../worker/push/send";
 import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
 import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
@@ -353,13 +353,13 @@ describe("push on send: a message sent over REST reaches offline members' push s
 });
 
 describe("push jobs and the consumer", () => {
-  it("delivers a job queued with enqueuePush, with no body for an E2EE conversation", async () => {
+  it("delivers a job queued with enqueuePushes, with no body for an E2EE conversation", async () => {
     const [alice, bob] = [await register(), await register()];
     const conv = await direct(alice, bob);
     const sub = await newSubscription();
     await subscribe(bob, sub);
     const m = message(conv.id, alice.user.id, 7, "not to be shown");
-    await enqueuePush(env, { userId: bob.user.id, conversation: { ...conv, e2ee: true }, message: m });
+    await enqueuePushes(env, [{ userId: bob.user.id, conversation: { ...conv, e2ee: true }, message: m }]);
     const [push] = (await pushFor(sub, m.id)).filter((r) => r.payload.messageId === m.id);
     expect(push!.payload).toEqual({ type: "message", conversationId: conv.id, seq: 7, messageId: m.id, senderId: alice.user.id, title: alice.user.displayName });
   });
@@ -370,10 +370,12 @@ describe("push jobs and the consumer", () => {
     expect(previewOf({ ...message("c", "u", 1, "secret"), kind: "encrypted" })).toBeUndefined();
     expect(previewOf({ ...message("c", "u", 1, null), kind: "media", media: [{ id: "m", contentType: "image/png", size: 1, name: "cat.png" }] })).toBe("📎 cat.png");
     const send = vi.spyOn(env.PUSH_QUEUE, "send");
+    const sendBatch = vi.spyOn(env.PUSH_QUEUE, "sendBatch");
     const sys: Message = { ...message("c", "u", 1, '{"event":"added"}'), kind: "system" };
-    await enqueuePush(env, { userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys });
-    await enqueuePush(env, { userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") });
+    await enqueuePushes(env, [{ userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys }]);
+    await enqueuePushes(env, [{ userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") }]);
     expect(send).not.toHaveBeenCalled();
+    expect(sendBatch).not.toHaveBeenCalled();
   });
 
   it("queues a delivery's pushes in one call per PUSH_SEND_BATCH_MAX, leaving out system messages and the sender's own", async () => {

@@ -90,8 +90,9 @@ export const PUSH_SEND_BATCH_MAX = 100;
 /**
  * Queues the push of each message to its user, in as few queue calls as the Queue allows: one
  * `sendBatch` per PUSH_SEND_BATCH_MAX jobs (a job is at most about 1.5 KB, with its preview and
- * title at their longest, so 100 stay under the 256 KB). System messages (membership changes) are not pushed: the conversation list
- * tells the user about them on the next open. Nor is a message pushed to its sender.
+ * title at their longest, so 100 stay under the 256 KB). System messages (membership changes)
+ * are not pushed: the conversation list tells the user about them on the next open. Nor is a
+ * message pushed to its sender.
  */
 export async function enqueuePushes(env: Env, jobs: PushJob[]): Promise<void> {
   const wanted = jobs.filter((job) => job.message.kind !== "system" && job.message.senderId !== job.userId);
@@ -103,9 +104,4 @@ export async function enqueuePushes(env: Env, jobs: PushJob[]): Promise<void> {
     );
   }
   await Promise.all(calls);
-}
-
-/** Queues the push of one message to one user (see enqueuePushes). */
-export function enqueuePush(env: Env, job: PushJob): Promise<void> {
-  return enqueuePushes(env, [job]);
 }
