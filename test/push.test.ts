@@ -423,6 +423,38 @@ describe("push jobs and the consumer", () => {
     }
   });
 
+  it("titles a batch's direct pushes with their senders' names, read once for the whole batch", async () => {
+    const [alice, bob, carol] = [await register(), await register(), await register()];
+    const [withAlice, withCarol] = [await direct(alice, bob), await direct(carol, bob)];
+    const sub = await newSubscription();
+    await subscribe(bob, sub);
+    const sent = [
+      message(withAlice.id, alice.user.id, 1, "from alice 1"),
+      message(withAlice.id, alice.user.id, 2, "from alice 2"),
+      message(withCarol.id, carol.user.id, 1, "from carol"),
+    ];
+    const batch = createMessageBatch(
+      PUSH_QUEUE_NAME,
+      sent.map((m, i) => ({
+        id: `d${i}`,
+        timestamp: new Date(),
+        attempts: 1,
+        body: {
+          kind: "job",
+          userId: bob.user.id,
+          conversation: { id: m.conversationId, type: "direct", title: null },
+          message: { id: m.id, seq: m.seq, senderId: m.senderId, preview: m.body! },
+        } satisfies PushJobMessage,
+      })),
+    );
+    const prepare = vi.spyOn(env.DB, "prepare");
+    await handlePushBatch(batch, env);
+    expect(prepare.mock.calls.filter(([sql]) => /from "users"/.test(sql))).toHaveLength(1);
+    const received = await pushFor(sub, sent[2]!.id);
+    const titleOf = (m: Message) => received.find((r) => r.payload.messageId === m.id)?.payload.title;
+    expect(sent.map(titleOf)).toEqual([alice.user.displayName, alice.user.displayName, carol.user.displayName]);
+  });
+
   it("logs a push that still fails after its last try, with the endpoint's origin and status", async () => {
     const [alice, bob] = [await register(), await register()];
     const sub = await newSubscription();

@@ -23,6 +23,8 @@ interface Context {
   vapid: VapidKeys;
   /** The subscriptions of a job's user, read once per batch for every job in it. */
   subscriptionsOf: (userId: string) => Promise<StoredSubscription[]>;
+  /** A sender's display name (a direct conversation's push title), read once per batch likewise. */
+  displayNameOf: (userId: string) => Promise<string | undefined>;
 }
 
 /** What to do with a queue message once handled. */
@@ -41,6 +43,15 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
     subscriptions ??= subscriptionsByUser(env, jobUsers);
     return (await subscriptions).get(userId) ?? [];
   };
+  // The same for the titles of direct conversations' pushes: their senders' names.
+  const directSenders = messages.flatMap(({ parsed }) =>
+    parsed.success && parsed.data.kind === "job" && parsed.data.conversation.type === "direct" ? [parsed.data.message.senderId] : [],
+  );
+  let names: Promise<Map<string, string>> | null = null;
+  const displayNameOf = async (userId: string) => {
+    names ??= displayNames(env, directSenders);
+    return (await names).get(userId);
+  };
   await Promise.all(
     messages.map(async ({ msg, parsed }) => {
       if (!parsed.success) {
@@ -52,7 +63,7 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
       try {
         // Without keys nothing can be sent; retrying gives the operator time to set them.
         if (!vapid) throw new Error("VAPID_PUBLIC_KEY / VAPID_PRIVATE_KEY are not set");
-        const ctx = { env, settings, vapid, subscriptionsOf };
+        const ctx = { env, settings, vapid, subscriptionsOf, displayNameOf };
         disposition =
           parsed.data.kind === "job" ? await handleJob(ctx, parsed.data) : await handleDelivery(ctx, parsed.data, msg.attempts);
       } catch (err) {
@@ -95,6 +106,17 @@ async function subscriptionsByUser(env: Env, userIds: string[]): Promise<Map<str
   return byUser;
 }
 
+/** The display names of these users (at most a batch's worth, as above). */
+async function displayNames(env: Env, userIds: string[]): Promise<Map<string, string>> {
+  const unique = [...new Set(userIds)];
+  if (unique.length === 0) return new Map();
+  const rows = await db(env)
+    .select({ id: schema.users.id, displayName: schema.users.displayName })
+    .from(schema.users)
+    .where(inArray(schema.users.id, unique));
+  return new Map(rows.map((row) => [row.id, row.displayName]));
+}
+
 async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition> {
   const subscriptions = await ctx.subscriptionsOf(job.userId);
   if (subscriptions.length === 0) return { type: "ack" };
@@ -104,7 +126,7 @@ async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition
     seq: job.message.seq,
     messageId: job.message.id,
     senderId: job.message.senderId,
-    title: await titleOf(ctx.env, job),
+    title: await titleOf(ctx, job),
     ...(job.message.preview === undefined ? {} : { body: job.message.preview }),
   };
   const topic = await topicFor(job.conversation.id);
@@ -163,11 +185,7 @@ async function settle(ctx: Context, outcome: Outcome, sub: StoredSubscription, t
   }
 }
 
-async function titleOf(env: Env, job: PushJobMessage): Promise<string> {
+async function titleOf(ctx: Context, job: PushJobMessage): Promise<string> {
   if (job.conversation.type === "group") return job.conversation.title ?? "Group";
-  const sender = await db(env).query.users.findFirst({
-    columns: { displayName: true },
-    where: eq(schema.users.id, job.message.senderId),
-  });
-  return sender?.displayName ?? "New message";
+  return (await ctx.displayNameOf(job.message.senderId)) ?? "New message";
 }
