@@ -700,8 +700,9 @@ describe("fan-out", () => {
   it("takes reported answers only to calls asked for in the same wake-up", () => {
     // A new wake-up does not know the epochs announced before it, so an older report could name
     // fewer devices than are online now.
-    const quiet = new QuietMembers();
+    // The wake-up's start is passed in: the clock may tick between two reads of it.
     const now = Date.now();
+    const quiet = new QuietMembers(now);
     const live = { phone: { after: 5, order: 2 } };
     quiet.reported({ u: { devices: ["phone"], epoch: 1 } }, now - 1);
     expect(quiet.covers("u", live, 6, [], now)).toBe(false);

@@ -43,8 +43,11 @@ export class QuietMembers {
   private readonly hints = new Map<string, Hint>();
   /** Per member, the latest epoch its object announced: answers from before it are stale. */
   private readonly epochs = new Map<string, number>();
-  /** In memory: the epochs announced before this wake-up are not known here. */
-  private readonly since = Date.now();
+  /**
+   * `since`: when this wake-up began (now, for the conversation's own; a test passes its clock).
+   * In memory only: the epochs announced before it are not known here.
+   */
+  constructor(private readonly since = Date.now()) {}
 
   /** Records a member object's answer to a call made at `now`. */
   answered(userId: string, answer: DeliveryAnswer | null | undefined, now: number): void {
