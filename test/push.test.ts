@@ -7,7 +7,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import type { Conversation, Message, PushPayload } from "../protocol";
 import { handlePushBatch, PUSH_QUEUE_NAME } from "../worker/push/consumer";
-import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, type PushDeliveryMessage, type PushJobMessage } from "../worker/push/jobs";
+import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, toQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "../worker/push/jobs";
 import { topicFor } from "../worker/push/send";
 import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
 import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
@@ -400,13 +400,7 @@ describe("push jobs and the consumer", () => {
     await subscribe(bob, bobSub);
     await subscribe(carol, carolSub);
     const sent = [1, 2].map((seq) => message(conv.id, alice.user.id, seq, `hello ${seq}`));
-    const body = (userId: string, m: Message): PushJobMessage => ({
-      kind: "job",
-      userId,
-      conversation: { id: conv.id, type: "group", title: conv.title },
-      message: { id: m.id, seq: m.seq, senderId: m.senderId, preview: m.body! },
-    });
-    const jobs = [bob, carol, dave].flatMap((s) => sent.map((m) => body(s.user.id, m)));
+    const jobs = [bob, carol, dave].flatMap((s) => sent.map((m) => toQueueMessage({ userId: s.user.id, conversation: conv, message: m })));
     const batch = createMessageBatch(
       PUSH_QUEUE_NAME,
       jobs.map((job, i) => ({ id: `j${i}`, timestamp: new Date(), attempts: 1, body: job })),
@@ -439,12 +433,7 @@ describe("push jobs and the consumer", () => {
         id: `d${i}`,
         timestamp: new Date(),
         attempts: 1,
-        body: {
-          kind: "job",
-          userId: bob.user.id,
-          conversation: { id: m.conversationId, type: "direct", title: null },
-          message: { id: m.id, seq: m.seq, senderId: m.senderId, preview: m.body! },
-        } satisfies PushJobMessage,
+        body: toQueueMessage({ userId: bob.user.id, conversation: m.conversationId === withAlice.id ? withAlice : withCarol, message: m }),
       })),
     );
     const prepare = vi.spyOn(env.DB, "prepare");

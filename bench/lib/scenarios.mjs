@@ -307,9 +307,9 @@ function sendAcked(room, senders, quota, window, what, forMs = Number.POSITIVE_I
  * not been heard from for PRESENCE_TIMEOUT_MS (60 s). Seeding 100,000 messages in one stream took
  * about 60 s: every member went offline, and each later message queued a push job for each of
  * the nine others (hundreds of thousands of jobs in the local queue, whose consumer then held the
- * runtime for minutes, past 1.8 GB, while D1 and the next scenario waited). A client
- * keeps its sockets live, and so does the bench: it seeds in bouts, and hears from every user
- * socket between them.
+ * runtime for minutes, past 1.8 GB, while D1 and the next scenario waited). A client keeps its
+ * sockets live, and so does the bench: it seeds in bouts, and hears from every user socket
+ * between them.
  */
 const SEED_BOUT_MS = 20_000;
 

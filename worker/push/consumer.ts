@@ -34,24 +34,15 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
   const settings = readSettings(env).push;
   const vapid = vapidKeys(env, settings);
   const messages = batch.messages.map((msg) => ({ msg, parsed: PushQueueMessage.safeParse(msg.body) }));
-  const jobUsers = messages.flatMap(({ parsed }) => (parsed.success && parsed.data.kind === "job" ? [parsed.data.userId] : []));
-  // One D1 read for the subscriptions of every job's user in the batch, rather than one per job:
-  // a busy group queues a job per message for each of its offline members. Read on first use,
-  // so a batch of deliveries alone reads nothing; a failed read fails (and retries) its jobs.
-  let subscriptions: Promise<Map<string, StoredSubscription[]>> | null = null;
-  const subscriptionsOf = async (userId: string) => {
-    subscriptions ??= subscriptionsByUser(env, jobUsers);
-    return (await subscriptions).get(userId) ?? [];
-  };
-  // The same for the titles of direct conversations' pushes: their senders' names.
-  const directSenders = messages.flatMap(({ parsed }) =>
-    parsed.success && parsed.data.kind === "job" && parsed.data.conversation.type === "direct" ? [parsed.data.message.senderId] : [],
-  );
-  let names: Promise<Map<string, string>> | null = null;
-  const displayNameOf = async (userId: string) => {
-    names ??= displayNames(env, directSenders);
-    return (await names).get(userId);
-  };
+  const jobs = messages.flatMap(({ parsed }) => (parsed.success && parsed.data.kind === "job" ? [parsed.data] : []));
+  // One D1 read for the subscriptions of every job's user in the batch, rather than one per job
+  // (a busy group queues a job per message for each of its offline members), and one for the
+  // senders' names that title direct conversations' pushes. Each is read on first use, so a
+  // batch of deliveries alone reads nothing; a failed read fails (and retries) its jobs.
+  const subscriptions = once(() => subscriptionsByUser(env, jobs.map((job) => job.userId)));
+  const names = once(() => displayNames(env, jobs.filter((job) => job.conversation.type === "direct").map((job) => job.message.senderId)));
+  const subscriptionsOf = async (userId: string) => (await subscriptions()).get(userId) ?? [];
+  const displayNameOf = async (userId: string) => (await names()).get(userId);
   await Promise.all(
     messages.map(async ({ msg, parsed }) => {
       if (!parsed.success) {
@@ -79,6 +70,12 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
       else msg.retry({ delaySeconds: disposition.delaySeconds });
     }),
   );
+}
+
+/** `load`, called at most once: by the first caller, whose promise every later caller shares. */
+function once<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | null = null;
+  return () => (loaded ??= load());
 }
 
 /**
