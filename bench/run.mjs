@@ -19,8 +19,8 @@
 //        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --render FILE: print the table of a saved results file again, and run nothing
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
-//        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate and S2 window,
-//        save the .cpuprofile under bench/results/ and print the top functions
+//        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate, S2 window and
+//        S4 run, save the .cpuprofile under bench/results/ and print the top functions
 //        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
 //        print its major GCs beside the stalls the receivers saw
 //        --s5-via-proxy: S5 through wrangler's proxy port (fails above ~4,400 sockets, see below)
@@ -412,7 +412,8 @@ async function main() {
       log(`S4: stored in ${seed.sentSeconds.toFixed(1)} s, in D1 ${seed.drainSeconds.toFixed(1)} s later`);
       for (let run = 0; run < opts.runs; run++) {
         log(`S4 run ${run + 1}/${opts.runs} (load ${loadavg()})`);
-        await measure("S4", appTarget, run, () => s4(app, s4Users[0], seed.stored));
+        const hooks = opts.profile ? profiler(appInspector, `S4-app-run${run + 1}`) : undefined;
+        await measure("S4", appTarget, run, () => s4(app, s4Users[0], seed.stored, { hooks }));
       }
     }
     loads.push(loadavg());

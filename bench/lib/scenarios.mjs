@@ -384,7 +384,8 @@ export async function seedS4(server, syncUser, others, total, { window = 20 } = 
 }
 
 /** Pages GET /messages?since=0 to the end; checks that every message came exactly once. */
-export async function s4(server, syncUser, expectedAtLeast, { limit = 500 } = {}) {
+export async function s4(server, syncUser, expectedAtLeast, { limit = 500, hooks } = {}) {
+  await hooks?.start();
   const ids = new Set();
   let since = "0";
   let pages = 0;
@@ -399,6 +400,7 @@ export async function s4(server, syncUser, expectedAtLeast, { limit = 500 } = {}
     if (!page.hasMore) break;
   }
   const seconds = (now() - t0) / 1000;
+  await hooks?.stop();
   if (ids.size !== count) throw new Error(`S4: ${count - ids.size} messages came twice`);
   if (count < expectedAtLeast) throw new Error(`S4: synced ${count}, expected at least ${expectedAtLeast}`);
   return { messages: count, pages, seconds, perSec: count / seconds };
