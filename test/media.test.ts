@@ -4,9 +4,10 @@
 // blobs 16 MiB, multipart 32 MiB with 5 MiB parts.
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { MediaInfo, Message, MultipartUpload } from "../protocol";
+import { Message, type MediaInfo, type MultipartUpload } from "../protocol";
+import { conversationStub } from "../worker/lib/objects";
 import { signMediaUrl } from "../worker/lib/signing";
-import { call, direct, expectError, group, json, openConversation, register, unique, type Session } from "./helpers";
+import { call, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
 
 const MiB = 1024 * 1024;
 const ascii = (s: string) => [...s].map((c) => c.charCodeAt(0));
@@ -572,6 +573,51 @@ describe("media messages", () => {
     expect(await mediaRows(a.user.id)).toBe(rows);
     expect(await objectCount()).toBe(objects);
     bSocket.close();
+  });
+
+  it("sync serves each message as the conversation's history does", async () => {
+    // GET /messages?since= has SQLite encode each message (MESSAGE_JSON_SQL in worker/db/rows.ts);
+    // a conversation's history is encoded from the object's rows by messageFromRow. Every field
+    // of every kind must come out the same from both.
+    const [a, b] = [await register(), await register()];
+    const g = await group(a, [b], "both ways");
+    const { conversation: secret } = await json<{ conversation: { id: string } }>("/group/create", { token: a.token, body: { title: "secret", memberIds: [b.user.id], e2ee: true } }, 201);
+    const photo = await uploadRaw(a, "image/png", bytes(FIXTURES["image/png"]!.head), "?name=p.png&width=40&height=30");
+    const voice = await uploadRaw(a, "audio/ogg", bytes(FIXTURES["audio/ogg"]!.head), "?name=v.ogg&durationMs=1500");
+    const blob = await uploadRaw(a, "application/octet-stream", filler(100, 3), `?name=${unique("blob")}`);
+    const send = async (conversationId: string, fields: Record<string, unknown>) =>
+      (await json<{ message: Message }>("/send", { token: a.token, body: { conversationId, clientMsgId: unique("m"), ...fields } }, 201)).message;
+    const root = await send(g.id, { body: `quotes " \\ and\nlines\t, \u2028, \u0001, emoji \u{1F600}, <tag> & é` });
+    await send(g.id, { body: "look", mediaIds: [photo.media.id] });
+    await send(g.id, { mediaIds: [voice.media.id] });
+    await send(g.id, { body: "first reply", threadRootSeq: root.seq });
+    await send(g.id, { body: "second reply", threadRootSeq: root.seq });
+    await send(secret.id, { body: "ciphertext", mediaIds: [blob.media.id] });
+    for (const id of [g.id, secret.id]) {
+      await waitFor(async () => (await conversationStub(env, id).pendingOutbox()) === 0, "every message in D1");
+    }
+
+    const synced: Message[] = [];
+    let cursor = "0";
+    for (let more = true; more; ) {
+      const res = await call(`/messages?since=${cursor}&limit=3`, { token: b.token });
+      expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+      const page = (await res.json()) as { messages: Message[]; cursor: string; hasMore: boolean };
+      synced.push(...page.messages);
+      cursor = page.cursor;
+      more = page.hasMore;
+    }
+    const history: Message[] = [];
+    for (const id of [g.id, secret.id]) {
+      history.push(...(await json<{ messages: Message[] }>(`/conversations/${id}/messages?limit=100`, { token: b.token })).messages);
+    }
+    // Two "created" messages and six sends, each kind among them, and the root's thread summary.
+    expect(history).toHaveLength(8);
+    expect(new Set(history.map((m) => m.kind))).toEqual(new Set(["system", "text", "media", "encrypted"]));
+    expect(history.find((m) => m.id === root.id)?.thread).toMatchObject({ replyCount: 2 });
+    const byId = (list: Message[]) => Object.fromEntries(list.map((m) => [m.id, m]));
+    expect(byId(synced)).toStrictEqual(byId(history));
+    for (const m of synced) expect(Message.strict().safeParse(m).error).toBeUndefined();
   });
 
   it("keeps kind encrypted in an E2EE conversation", async () => {

@@ -2,7 +2,7 @@
 // the caller belongs to, exactly once, in the order D1 ingested them.
 import { SinceQuery } from "../../protocol";
 import { newApp, requireAuth } from "../app";
-import { MESSAGE_COLUMNS, messageFromRow, type MessageRow } from "../db/rows";
+import { MESSAGE_JSON_SQL } from "../db/rows";
 import { ApiError } from "../lib/errors";
 import { readQuery } from "../lib/validate";
 
@@ -33,7 +33,7 @@ messages.get("/", async (c) => {
   // a page still visits each remaining index entry once, which stays cheap for a device's
   // backlog (docs/scale.md: the per-user index that bounds it at scale).
   const { results } = await c.env.DB.prepare(
-    `SELECT ingest_id, conversation_id, ${MESSAGE_COLUMNS} FROM messages WHERE ingest_id IN (
+    `SELECT ingest_id, ${MESSAGE_JSON_SQL} AS json FROM messages WHERE ingest_id IN (
        SELECT ingest_id FROM messages
        WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?3)
          AND ingest_id > ?1 AND created_at >= ?2
@@ -41,13 +41,14 @@ messages.get("/", async (c) => {
      ORDER BY ingest_id`,
   )
     .bind(after, minTime, c.get("auth").userId, query.limit + 1)
-    .all<MessageRow & { ingest_id: number; conversation_id: string }>();
+    .all<{ ingest_id: number; json: string }>();
   const hasMore = results.length > query.limit;
   const page = hasMore ? results.slice(0, query.limit) : results;
   const last = page.length > 0 ? page[page.length - 1]!.ingest_id : after;
-  return c.json({
-    messages: page.map((r) => messageFromRow(r, r.conversation_id)),
-    cursor: cursorOf(last, minTime),
-    hasMore,
+  // Each message is already its JSON text (MESSAGE_JSON_SQL): the page is spliced, not re-encoded.
+  const messagesJson = page.map((r) => r.json).join(",");
+  const cursor = JSON.stringify(cursorOf(last, minTime));
+  return c.body(`{"messages":[${messagesJson}],"cursor":${cursor},"hasMore":${hasMore}}`, 200, {
+    "content-type": "application/json",
   });
 });
