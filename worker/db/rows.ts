@@ -32,9 +32,9 @@ const MESSAGE_JSON_FIELDS = `'id', id, 'conversationId', conversation_id, 'seq',
 /**
  * The same mapping as `messageFromRow`, done by SQLite: a D1 `messages` row's wire `Message` as
  * JSON text, for a page the Worker serves as it is. D1 then returns one column per message instead
- * of thirteen, and the Worker neither rebuilds nor re-encodes each message: paging 100k messages
- * through `GET /messages?since=` went from ~4.1 to ~3.2 s locally. A test holds the two mappings
- * equal (test/media.test.ts, "sync serves each message as the conversation's history does").
+ * of fifteen, and the Worker neither rebuilds nor re-encodes each message (docs/performance.md,
+ * S4). A test holds the two mappings equal (test/media.test.ts, "sync serves each message as the
+ * conversation's history does").
  */
 export const MESSAGE_JSON_SQL = `CASE WHEN reply_count > 0 AND last_reply_seq IS NOT NULL AND last_reply_at IS NOT NULL
   THEN json_object(${MESSAGE_JSON_FIELDS},
