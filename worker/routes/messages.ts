@@ -29,9 +29,11 @@ messages.get("/", async (c) => {
   // The inner query reads only the covering index (conversation_id, ingest_id, created_at): for
   // each of the caller's conversations, the ids after the cursor; the top `limit + 1` of them are
   // then read in full. Without that index SQLite sorted every full message row after the cursor
-  // on every page: paging through 100k messages took 17 s (quadratic in the backlog); with it,
-  // a page still visits each remaining index entry once, which stays cheap for a device's
-  // backlog (docs/scale.md: the per-user index that bounds it at scale).
+  // on every page: paging through 100k messages took 17 s (quadratic in the backlog). With it,
+  // SQLite reads each conversation's entries in ingest order and stops once they can no longer
+  // enter the page, so a page reads at most `limit + 1` entries per conversation whatever the
+  // backlog (measured flat: docs/performance.md, S4); docs/scale.md has the per-user index that
+  // bounds it by the page alone.
   const { results } = await c.env.DB.prepare(
     `SELECT ingest_id, ${MESSAGE_JSON_SQL} AS json FROM messages WHERE ingest_id IN (
        SELECT ingest_id FROM messages
