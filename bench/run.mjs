@@ -19,8 +19,8 @@
 //        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --render FILE: print the table of a saved results file again, and run nothing
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
-//        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate, S2 window and
-//        S4 run, save the .cpuprofile under bench/results/ and print the top functions
+//        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate, S2 and S6
+//        window and S4 run, save the .cpuprofile under bench/results/ and print the top functions
 //        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
 //        print its major GCs beside the stalls the receivers saw
 //        --s5-via-proxy: S5 through wrangler's proxy port (fails above ~4,400 sockets, see below)
@@ -398,7 +398,8 @@ async function main() {
         for (const group of run % 2 === 0 ? ["fresh", "history"] : ["history", "fresh"]) {
           log(`S6 run ${run + 1}/${opts.runs} ${group} (load ${loadavg()})`);
           const conversationId = group === "history" ? seed.conversationId : null;
-          await measure("S6", appTarget, run, () => s6(appTarget, devices, conversationId, opts.s2), group);
+          const hooks = opts.profile ? profiler(appInspector, `S6-${group}-run${run + 1}`) : undefined;
+          await measure("S6", appTarget, run, () => s6(appTarget, devices, conversationId, { ...opts.s2, hooks }), group);
         }
       }
     }
