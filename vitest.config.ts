@@ -9,7 +9,7 @@ export default defineConfig(async () => {
   // The secrets wrangler.toml requires, for tests: a fresh VAPID pair per run. Wrangler looks
   // for required secrets in .dev.vars or else in the environment, and warns when they are
   // missing (a fresh clone has no .dev.vars); the bindings below are what the tests get.
-  const secrets = { MEDIA_URL_SECRET: "test-only-media-url-secret", ...vapidKeyPair() };
+  const secrets = { MEDIA_URL_SECRET: "test-only-media-url-secret", TICKET_SECRET: "test-only-ticket-secret", ...vapidKeyPair() };
   for (const [name, value] of Object.entries(secrets)) process.env[name] ??= String(value);
   return {
     plugins: [
@@ -29,6 +29,7 @@ export default defineConfig(async () => {
             // Media (test/media.test.ts): low limits to reach 413 with tiny files; video, blobs and
             // multipart stay high enough for the 12 MiB multipart and 6 MiB streamed uploads.
             MEDIA_URL_SECRET: secrets.MEDIA_URL_SECRET,
+            TICKET_SECRET: secrets.TICKET_SECRET,
             MEDIA_MAX_IMAGE_BYTES: "65536",
             MEDIA_MAX_AUDIO_BYTES: "65536",
             MEDIA_MAX_PDF_BYTES: "65536",

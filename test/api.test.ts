@@ -5,6 +5,7 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
 import { conversationStub } from "../worker/lib/objects";
+import { issueTicket } from "../worker/lib/tickets";
 import {
   call,
   connect,
@@ -137,7 +138,62 @@ describe("accounts", () => {
     socket.close();
     const again = await call(`/conversations/${conv.id}/ws?ticket=${ticket}`, { headers: { upgrade: "websocket" } });
     await expectError(again, 401, "unauthorized");
+    await expectError(await call(`/ws?ticket=${ticket}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
     await expectError(await call(`/conversations/${conv.id}/ws`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    // The user socket the same way.
+    const userTicket = (await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token })).ticket;
+    const userSocket = await connect(`/ws?ticket=${userTicket}`, null);
+    expect((await userSocket.next("ready")).userId).toBe(a.user.id);
+    userSocket.close();
+    await expectError(await call(`/ws?ticket=${userTicket}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+  });
+
+  it("lets exactly one of two racing handshakes through with one ticket", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+    const tries = await Promise.all(
+      [`/conversations/${conv.id}/ws`, `/conversations/${conv.id}/ws`, "/ws"].map((path) => call(`${path}?ticket=${ticket}`, { headers: { upgrade: "websocket" } })),
+    );
+    expect(tries.map((r) => r.status).sort()).toEqual([101, 401, 401]);
+    for (const r of tries) {
+      r.webSocket?.accept();
+      r.webSocket?.close();
+    }
+  });
+
+  it("refuses tickets that are altered, foreign, expired, too long-lived, or taken before a logout", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const refused = async (ticket: string, path = `/conversations/${conv.id}/ws`) =>
+      expectError(await call(`${path}?ticket=${encodeURIComponent(ticket)}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+    const [userId, deviceId, expiresAt, nonce, mac] = ticket.split(".");
+    expect([userId, deviceId]).toEqual([a.user.id, a.device.id]);
+    // Each field changed: the MAC no longer matches. A's ticket made out to b opens nothing either.
+    await refused([b.user.id, b.device.id, expiresAt, nonce, mac].join("."));
+    await refused([userId, deviceId, Number(expiresAt) + 1, nonce, mac].join("."));
+    await refused([userId, deviceId, expiresAt, nonce!.replace(/^./, (c) => (c === "A" ? "B" : "A")), mac].join("."));
+    await refused([userId, deviceId, expiresAt, nonce, mac!.replace(/^./, (c) => (c === "A" ? "B" : "A"))].join("."));
+    await refused(`${ticket}x`);
+    await refused("not-a-ticket");
+    // Signed with another key; expired; valid for longer than tickets live (60 s at most).
+    const identity = { userId: a.user.id, deviceId: a.device.id };
+    await refused(await issueTicket(identity, Date.now() + 30_000, "some-other-secret"));
+    await refused(await issueTicket(identity, Date.now() - 1, env.TICKET_SECRET));
+    await refused(await issueTicket(identity, Date.now() + 120_000, env.TICKET_SECRET));
+    // None of the refusals used the real ticket up.
+    const socket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
+    await socket.next("ready");
+    socket.close();
+
+    // A ticket taken before a logout opens nothing after it.
+    const before = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+    expect((await call("/auth/logout", { method: "POST", token: a.token })).status).toBe(204);
+    await refused(before.ticket);
+    await refused(before.ticket, "/ws");
   });
 
   it("refuses a socket from a foreign origin with 403", async () => {

@@ -57,7 +57,18 @@ const MIGRATIONS = [
   // may rely on it, and the epoch that a device opening a user socket moves on (see QuietMembers).
   `CREATE TABLE answered (conversation_id TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID`,
   `CREATE TABLE socket_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)`,
+  // WebSocket tickets let through (worker/lib/tickets.ts), until they expire: a ticket opens one
+  // socket. And this user's devices logged out lately, whose tickets no longer open any.
+  `CREATE TABLE used_tickets (nonce TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID`,
+  `CREATE INDEX used_tickets_until ON used_tickets (until)`,
+  `CREATE TABLE revoked_devices (device_id TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID`,
 ];
+
+/**
+ * How much longer than a ticket's own expiry the object remembers it (and a logout), in case this
+ * object's clock runs ahead of the Worker's that checks the expiry.
+ */
+const TICKET_CLOCK_SLACK_MS = 5 * 60_000;
 
 const DELIVERED_RETENTION_MS = 24 * 3600_000;
 
@@ -363,6 +374,42 @@ export class UserDO extends DurableObject<Env> {
   }
 
   /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */
+  // --- WebSocket tickets ------------------------------------------------------------------------
+
+  /**
+   * Lets a verified ticket (worker/lib/tickets.ts) open one socket: false when its nonce was used
+   * already or its device has logged out since. SQLite's primary key decides between two
+   * handshakes racing with the same ticket, in one synchronous step.
+   */
+  async consumeTicket(userId: string, deviceId: string, nonce: string, expiresAt: number): Promise<boolean> {
+    this.presence.rememberUser(userId);
+    const sql = this.ctx.storage.sql;
+    const now = Date.now();
+    sql.exec("DELETE FROM used_tickets WHERE until < ?", now);
+    sql.exec("DELETE FROM revoked_devices WHERE until < ?", now);
+    if (sql.exec("SELECT 1 FROM revoked_devices WHERE device_id = ?", deviceId).toArray().length > 0) return false;
+    const inserted = sql.exec(
+      "INSERT INTO used_tickets (nonce, until) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+      nonce,
+      expiresAt + TICKET_CLOCK_SLACK_MS,
+    );
+    return inserted.toArray().length === 1;
+  }
+
+  /**
+   * A logout, before its token dies: from here on no ticket of the device opens a socket. Kept as
+   * long as a ticket issued before it can live.
+   */
+  async revokeDevice(userId: string, deviceId: string): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.ctx.storage.sql.exec(
+      `INSERT INTO revoked_devices (device_id, until) VALUES (?, ?)
+       ON CONFLICT (device_id) DO UPDATE SET until = excluded.until`,
+      deviceId,
+      Date.now() + this.settings.ticketTtlMs + TICKET_CLOCK_SLACK_MS,
+    );
+  }
+
   async closeDevice(deviceId: string): Promise<void> {
     for (const ws of this.ctx.getWebSockets(`d:${deviceId}`)) this.closeSocket(ws, CLOSE.unauthorized, "logged out");
     const rows = this.ctx.storage.sql

@@ -1,7 +1,7 @@
 // The D1 directory. Migrations in migrations/ are generated from this file by drizzle-kit
 // (`npm run db:generate -- --name <change>`); never edit an applied migration.
 //
-// Owners: users, devices, tickets and push subscriptions are owned here. Conversations, members,
+// Owners: users, devices and push subscriptions are owned here. Conversations, members,
 // receipts and messages are owned by each conversation's Durable Object; the rows here are
 // projections fed by that object's outbox, used for listing and for multi-device sync.
 import { sqliteTable, text, integer, index, uniqueIndex, primaryKey } from "drizzle-orm/sqlite-core";
@@ -34,14 +34,6 @@ export const devices = sqliteTable(
   },
   (t) => [uniqueIndex("devices_token_hash").on(t.tokenHash), index("devices_user").on(t.userId)],
 );
-
-export const tickets = sqliteTable("tickets", {
-  // SHA-256 of the single-use WebSocket ticket.
-  hash: text("hash").primaryKey(),
-  userId: text("user_id").notNull(),
-  deviceId: text("device_id").notNull(),
-  expiresAt: integer("expires_at").notNull(),
-});
 
 export const conversations = sqliteTable(
   "conversations",

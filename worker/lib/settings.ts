@@ -15,6 +15,7 @@ export interface Settings {
   maxRequestBytes: number;
   tokenTtlMs: number;
   ticketTtlMs: number;
+  ticketSecret: string | null;
   outboxBatchSize: number;
   fanoutInlineMax: number;
   batchDelayMs: number;
@@ -66,6 +67,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     tokenTtlMs: int(env.TOKEN_TTL_DAYS, 365, 1) * 86_400_000,
     // A ticket lives at most 60 s (API.md), whatever the setting says.
     ticketTtlMs: Math.min(int(env.TICKET_TTL_SECONDS, 60, 1), 60) * 1000,
+    ticketSecret: typeof env.TICKET_SECRET === "string" && env.TICKET_SECRET !== "" ? env.TICKET_SECRET : null,
     outboxBatchSize: int(env.OUTBOX_BATCH_SIZE, 200, 1),
     fanoutInlineMax: int(env.FANOUT_INLINE_MAX, 50, 0),
     batchDelayMs: int(env.BATCH_DELAY_MS, 25, 0),

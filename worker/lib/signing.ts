@@ -3,22 +3,10 @@
 // signature) gives 403. The type and name served come from the stored object, never from the URL,
 // so they need no signing. Rotating MEDIA_URL_SECRET voids every URL handed out.
 import { ApiError } from "./errors";
-import { base64url, fromBase64url } from "./crypto";
+import { base64url, fromBase64url, hmacKey } from "./crypto";
 
 const encoder = new TextEncoder();
 const VERSION = "media-url-v1";
-
-/** Keys are imported once per isolate per secret. */
-const keys = new Map<string, Promise<CryptoKey>>();
-
-function keyFor(secret: string): Promise<CryptoKey> {
-  let key = keys.get(secret);
-  if (!key) {
-    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
-    keys.set(secret, key);
-  }
-  return key;
-}
 
 const message = (mediaId: string, expiresAt: number) => encoder.encode(`${VERSION}\n${mediaId}\n${expiresAt}`);
 
@@ -31,7 +19,7 @@ export function requireSecret(secret: string | null): string {
 export const contentPath = (mediaId: string) => `/media/${encodeURIComponent(mediaId)}/content`;
 
 export async function signMediaUrl(origin: string, mediaId: string, expiresAt: number, secret: string): Promise<string> {
-  const mac = await crypto.subtle.sign("HMAC", await keyFor(secret), message(mediaId, expiresAt));
+  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), message(mediaId, expiresAt));
   return `${origin}${contentPath(mediaId)}?exp=${expiresAt}&sig=${base64url(new Uint8Array(mac))}`;
 }
 
@@ -55,7 +43,7 @@ export async function verifyMediaUrl(
   }
   const expiresAt = Number(exp);
   // crypto.subtle.verify compares in constant time.
-  const ok = await crypto.subtle.verify("HMAC", await keyFor(secret), fromBase64url(sig), message(mediaId, expiresAt));
+  const ok = await crypto.subtle.verify("HMAC", await hmacKey(secret), fromBase64url(sig), message(mediaId, expiresAt));
   if (!ok) throw new ApiError("forbidden", "invalid signed URL");
   if (expiresAt <= now || expiresAt > now + maxLifetimeMs) throw new ApiError("forbidden", "signed URL expired");
   return { expiresAt };

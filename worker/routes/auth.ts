@@ -1,11 +1,12 @@
 // Accounts and devices: register, login (one device per login), logout, WebSocket tickets, /me.
-import { and, eq, isNotNull, lt } from "drizzle-orm";
+import { and, eq, isNotNull } from "drizzle-orm";
 import { newId } from "../lib/ids";
 import { LoginBody, RegisterBody, type Device } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../db";
 import { ApiError } from "../lib/errors";
 import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
+import { issueTicket, requireTicketSecret } from "../lib/tickets";
 import { userStub } from "../lib/objects";
 import { toUser } from "../lib/users";
 import { readJson } from "../lib/validate";
@@ -65,11 +66,13 @@ auth.post("/login", async (c) => {
 
 auth.post("/logout", requireAuth, async (c) => {
   const { userId, deviceId } = c.get("auth");
+  // First the tickets the device took (they are not stored: worker/lib/tickets.ts). Should this
+  // fail, nothing has changed and the logout can be retried with the same token.
+  await userStub(c.env, userId).revokeDevice(userId, deviceId);
   await db(c.env)
     .update(schema.devices)
     .set({ tokenHash: null, revokedAt: Date.now() })
     .where(and(eq(schema.devices.id, deviceId), isNotNull(schema.devices.tokenHash)));
-  await db(c.env).delete(schema.tickets).where(eq(schema.tickets.deviceId, deviceId));
   // The device no longer signs in, so it must no longer be notified either.
   await db(c.env).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.deviceId, deviceId));
   // The token is dead from here on; now close what the device still holds open.
@@ -78,14 +81,9 @@ auth.post("/logout", requireAuth, async (c) => {
 });
 
 auth.post("/ticket", requireAuth, async (c) => {
-  const { userId, deviceId } = c.get("auth");
-  const ticket = randomToken(32);
-  const expiresAt = Date.now() + c.get("settings").ticketTtlMs;
-  // Unused tickets would pile up; the device's expired ones go as it asks for a new one.
-  await db(c.env).batch([
-    db(c.env).delete(schema.tickets).where(and(eq(schema.tickets.deviceId, deviceId), lt(schema.tickets.expiresAt, Date.now()))),
-    db(c.env).insert(schema.tickets).values({ hash: await sha256(ticket), userId, deviceId, expiresAt }),
-  ]);
+  const settings = c.get("settings");
+  const expiresAt = Date.now() + settings.ticketTtlMs;
+  const ticket = await issueTicket(c.get("auth"), expiresAt, requireTicketSecret(settings.ticketSecret));
   return c.json({ ticket, expiresAt });
 });
 

@@ -3,7 +3,7 @@
 import { IDENTITY_HEADERS, type Identity } from "../../durable-objects/lib/sockets";
 import { identityForToken, newApp, type AppContext } from "../app";
 import { ApiError } from "../lib/errors";
-import { sha256 } from "../lib/crypto";
+import { requireTicketSecret, verifyTicket } from "../lib/tickets";
 import { conversationStub, userStub } from "../lib/objects";
 
 export const sockets = newApp();
@@ -16,17 +16,14 @@ async function authenticateSocket(c: AppContext): Promise<Identity> {
   if (origin !== undefined && origin !== new URL(c.req.url).origin && !c.get("settings").allowedOrigins.includes(origin)) {
     throw new ApiError("forbidden", "origin not allowed");
   }
-  const ticket = new URL(c.req.url).searchParams.get("ticket");
-  if (ticket) {
-    // Deleting the row is what makes a ticket single-use, even under concurrent handshakes.
-    const row = await c.env.DB.prepare(
-      `DELETE FROM tickets WHERE hash = ? RETURNING user_id, device_id, expires_at,
-         (SELECT token_hash IS NOT NULL FROM devices WHERE devices.id = tickets.device_id) AS live`,
-    )
-      .bind(await sha256(ticket))
-      .first<{ user_id: string; device_id: string; expires_at: number; live: number | null }>();
-    if (!row || row.expires_at < Date.now() || row.live !== 1) throw new ApiError("unauthorized", "invalid or expired ticket");
-    return { userId: row.user_id, deviceId: row.device_id };
+  const text = new URL(c.req.url).searchParams.get("ticket");
+  if (text) {
+    // Signed, then used once: its MAC and expiry here, its single use in the user's object.
+    const settings = c.get("settings");
+    const ticket = await verifyTicket(text, requireTicketSecret(settings.ticketSecret), Date.now(), settings.ticketTtlMs);
+    const fresh = ticket && (await userStub(c.env, ticket.userId).consumeTicket(ticket.userId, ticket.deviceId, ticket.nonce, ticket.expiresAt));
+    if (!ticket || !fresh) throw new ApiError("unauthorized", "invalid or expired ticket");
+    return { userId: ticket.userId, deviceId: ticket.deviceId };
   }
   const bearer = /^Bearer\s+([A-Za-z0-9_-]{16,256})$/.exec(c.req.header("authorization") ?? "");
   const identity = bearer ? await identityForToken(c.env.DB, bearer[1]!, c.get("settings")) : null;
