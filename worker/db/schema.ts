@@ -1,5 +1,5 @@
 // The D1 directory. Migrations in migrations/ are generated from this file by drizzle-kit
-// (`npm run db:generate -- --name <change>`); never edit an applied migration.
+// (`npx drizzle-kit generate --name <change>`, CONTRIBUTING.md); never edit an applied migration.
 //
 // Owners: users, devices and push subscriptions are owned here. Conversations, members,
 // receipts and messages are owned by each conversation's Durable Object; the rows here are
