@@ -373,7 +373,6 @@ export class UserDO extends DurableObject<Env> {
     );
   }
 
-  /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */
   // --- WebSocket tickets ------------------------------------------------------------------------
 
   /**
@@ -410,6 +409,7 @@ export class UserDO extends DurableObject<Env> {
     );
   }
 
+  /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */
   async closeDevice(deviceId: string): Promise<void> {
     for (const ws of this.ctx.getWebSockets(`d:${deviceId}`)) this.closeSocket(ws, CLOSE.unauthorized, "logged out");
     const rows = this.ctx.storage.sql
