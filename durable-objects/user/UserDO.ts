@@ -373,6 +373,23 @@ export class UserDO extends DurableObject<Env> {
     );
   }
 
+  /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */
+  async closeDevice(deviceId: string): Promise<void> {
+    for (const ws of this.ctx.getWebSockets(`d:${deviceId}`)) this.closeSocket(ws, CLOSE.unauthorized, "logged out");
+    const rows = this.ctx.storage.sql
+      .exec<{ conversation_id: string }>("SELECT conversation_id FROM conversation_sockets WHERE device_id = ?", deviceId)
+      .toArray();
+    await Promise.all(
+      rows.map((r) =>
+        conversationStub(this.env, r.conversation_id)
+          .closeDevice(deviceId)
+          .catch((err: unknown) => console.warn(`closeDevice in ${r.conversation_id} failed`, String(err))),
+      ),
+    );
+    this.ctx.storage.sql.exec("DELETE FROM conversation_sockets WHERE device_id = ?", deviceId);
+    this.onSocketsChanged(Date.now());
+  }
+
   // --- WebSocket tickets ------------------------------------------------------------------------
 
   /**
@@ -407,23 +424,6 @@ export class UserDO extends DurableObject<Env> {
       deviceId,
       Date.now() + this.settings.ticketTtlMs + TICKET_CLOCK_SLACK_MS,
     );
-  }
-
-  /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */
-  async closeDevice(deviceId: string): Promise<void> {
-    for (const ws of this.ctx.getWebSockets(`d:${deviceId}`)) this.closeSocket(ws, CLOSE.unauthorized, "logged out");
-    const rows = this.ctx.storage.sql
-      .exec<{ conversation_id: string }>("SELECT conversation_id FROM conversation_sockets WHERE device_id = ?", deviceId)
-      .toArray();
-    await Promise.all(
-      rows.map((r) =>
-        conversationStub(this.env, r.conversation_id)
-          .closeDevice(deviceId)
-          .catch((err: unknown) => console.warn(`closeDevice in ${r.conversation_id} failed`, String(err))),
-      ),
-    );
-    this.ctx.storage.sql.exec("DELETE FROM conversation_sockets WHERE device_id = ?", deviceId);
-    this.onSocketsChanged(Date.now());
   }
 
   // --- The user socket -----------------------------------------------------------------------------
