@@ -5,8 +5,8 @@ import { MEDIA_LIMITS, type MediaInfo, type MediaRef } from "../../protocol";
 import { db, schema } from "../db";
 import { fail, type Failure } from "./errors";
 import { kindOf, storedType } from "./mediaTypes";
-import type { MediaSettings } from "./settings";
-import { requireSecret, signMediaUrl } from "./signing";
+import { requireSecret, type MediaSettings } from "./settings";
+import { signMediaUrl } from "./signing";
 
 export type MediaRow = typeof schema.media.$inferSelect;
 
@@ -25,7 +25,7 @@ export function toRef(row: MediaRow): MediaRef {
 export async function withUrl(ref: MediaRef, origin: string, settings: MediaSettings, ttlSeconds?: number): Promise<MediaInfo> {
   const ttl = Math.min(ttlSeconds ?? settings.urlTtlSeconds, MEDIA_LIMITS.urlTtlMaxSeconds);
   const urlExpiresAt = Date.now() + ttl * 1000;
-  return { ...ref, url: await signMediaUrl(origin, ref.id, urlExpiresAt, requireSecret(settings.urlSecret)), urlExpiresAt };
+  return { ...ref, url: await signMediaUrl(origin, ref.id, urlExpiresAt, requireSecret("MEDIA_URL_SECRET", settings.urlSecret)), urlExpiresAt };
 }
 
 /** A complete item the caller uploaded, or one shared in a conversation the caller is a member of. */

@@ -7,6 +7,17 @@ function int(value: unknown, fallback: number, min = 0): number {
   return Number.isFinite(n) && n >= min ? Math.floor(n) : fallback;
 }
 
+/** A secret from the environment, or null when it is unset or empty. */
+function secret(value: unknown): string | null {
+  return typeof value === "string" && value !== "" ? value : null;
+}
+
+/** A secret a request needs: one missing is the deployment's fault, not the client's (a 500). */
+export function requireSecret(name: string, value: string | null): string {
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+}
+
 export interface Settings {
   allowedOrigins: string[];
   rateLimitPerSecond: number;
@@ -67,7 +78,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     tokenTtlMs: int(env.TOKEN_TTL_DAYS, 365, 1) * 86_400_000,
     // A ticket lives at most 60 s (API.md), whatever the setting says.
     ticketTtlMs: Math.min(int(env.TICKET_TTL_SECONDS, 60, 1), 60) * 1000,
-    ticketSecret: typeof env.TICKET_SECRET === "string" && env.TICKET_SECRET !== "" ? env.TICKET_SECRET : null,
+    ticketSecret: secret(env.TICKET_SECRET),
     outboxBatchSize: int(env.OUTBOX_BATCH_SIZE, 200, 1),
     fanoutInlineMax: int(env.FANOUT_INLINE_MAX, 50, 0),
     batchDelayMs: int(env.BATCH_DELAY_MS, 25, 0),
@@ -84,7 +95,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
       // R2 takes at most 5 GiB per part; a Worker request body is capped at 100 MB on most plans.
       partBytes: Math.min(int(env.MEDIA_PART_BYTES, 8 * MiB, MEDIA_LIMITS.partMinBytes), 95 * MiB),
       urlTtlSeconds: Math.min(int(env.MEDIA_URL_TTL_SECONDS, 3600, 1), MEDIA_LIMITS.urlTtlMaxSeconds),
-      urlSecret: typeof env.MEDIA_URL_SECRET === "string" && env.MEDIA_URL_SECRET !== "" ? env.MEDIA_URL_SECRET : null,
+      urlSecret: secret(env.MEDIA_URL_SECRET),
     },
     push: {
       vapidSubject: typeof env.VAPID_SUBJECT === "string" && env.VAPID_SUBJECT !== "" ? env.VAPID_SUBJECT : "mailto:push@example.com",

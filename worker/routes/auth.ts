@@ -6,7 +6,8 @@ import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../db";
 import { ApiError } from "../lib/errors";
 import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
-import { issueTicket, requireTicketSecret } from "../lib/tickets";
+import { requireSecret } from "../lib/settings";
+import { issueTicket } from "../lib/tickets";
 import { userStub } from "../lib/objects";
 import { toUser } from "../lib/users";
 import { readJson } from "../lib/validate";
@@ -83,7 +84,7 @@ auth.post("/logout", requireAuth, async (c) => {
 auth.post("/ticket", requireAuth, async (c) => {
   const settings = c.get("settings");
   const expiresAt = Date.now() + settings.ticketTtlMs;
-  const ticket = await issueTicket(c.get("auth"), expiresAt, requireTicketSecret(settings.ticketSecret));
+  const ticket = await issueTicket(c.get("auth"), expiresAt, requireSecret("TICKET_SECRET", settings.ticketSecret));
   return c.json({ ticket, expiresAt });
 });
 

@@ -20,7 +20,8 @@ import { checkThumbnail, discardMedia, findVisibleMedia, r2Key, sendWithMedia, t
 import { ByteSource, putStream, uploadPart } from "../lib/mediaStore";
 import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor, storedType } from "../lib/mediaTypes";
 import { conversationStub } from "../lib/objects";
-import { requireSecret, verifyMediaUrl } from "../lib/signing";
+import { requireSecret } from "../lib/settings";
+import { verifyMediaUrl } from "../lib/signing";
 import { parseWith, readJson, readQuery } from "../lib/validate";
 
 /** Room for a form's boundaries, part headers and text fields around its file. */
@@ -346,7 +347,7 @@ media.get("/:id/content", async (c) => {
   const { expiresAt } = await verifyMediaUrl(
     id,
     new URL(c.req.url).searchParams,
-    requireSecret(c.get("settings").media.urlSecret),
+    requireSecret("MEDIA_URL_SECRET", c.get("settings").media.urlSecret),
     now,
     MEDIA_LIMITS.urlTtlMaxSeconds * 1000,
   );

@@ -3,7 +3,8 @@
 import { IDENTITY_HEADERS, type Identity } from "../../durable-objects/lib/sockets";
 import { identityForToken, newApp, type AppContext } from "../app";
 import { ApiError } from "../lib/errors";
-import { requireTicketSecret, verifyTicket } from "../lib/tickets";
+import { requireSecret } from "../lib/settings";
+import { verifyTicket } from "../lib/tickets";
 import { conversationStub, userStub } from "../lib/objects";
 
 export const sockets = newApp();
@@ -20,7 +21,7 @@ async function authenticateSocket(c: AppContext): Promise<Identity> {
   if (text) {
     // Signed, then used once: its MAC and expiry here, its single use in the user's object.
     const settings = c.get("settings");
-    const ticket = await verifyTicket(text, requireTicketSecret(settings.ticketSecret), Date.now(), settings.ticketTtlMs);
+    const ticket = await verifyTicket(text, requireSecret("TICKET_SECRET", settings.ticketSecret), Date.now(), settings.ticketTtlMs);
     const fresh = ticket && (await userStub(c.env, ticket.userId).consumeTicket(ticket.userId, ticket.deviceId, ticket.nonce, ticket.expiresAt));
     if (!ticket || !fresh) throw new ApiError("unauthorized", "invalid or expired ticket");
     return { userId: ticket.userId, deviceId: ticket.deviceId };
