@@ -26,10 +26,10 @@ export default defineConfig(async () => {
             PRESENCE_DEBOUNCE_MS: "600",
             PRESENCE_TIMEOUT_MS: "2500",
             FANOUT_INLINE_MAX: "50",
+            TICKET_SECRET: secrets.TICKET_SECRET,
             // Media (test/media.test.ts): low limits to reach 413 with tiny files; video, blobs and
             // multipart stay high enough for the 12 MiB multipart and 6 MiB streamed uploads.
             MEDIA_URL_SECRET: secrets.MEDIA_URL_SECRET,
-            TICKET_SECRET: secrets.TICKET_SECRET,
             MEDIA_MAX_IMAGE_BYTES: "65536",
             MEDIA_MAX_AUDIO_BYTES: "65536",
             MEDIA_MAX_PDF_BYTES: "65536",

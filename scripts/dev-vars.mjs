@@ -13,7 +13,7 @@ export const LOCAL_SECRETS = {
   VAPID_PRIVATE_KEY: () => vapidKeyPair(),
   // HMAC-SHA256 key of signed media URLs (worker/lib/signing.ts). Changing it voids every URL handed out.
   MEDIA_URL_SECRET: () => randomSecret(),
-  // HMAC-SHA256 key of WebSocket tickets (worker/lib/tickets.ts). Changing it voids the tickets out (60 s at most).
+  // HMAC-SHA256 key of WebSocket tickets (worker/lib/tickets.ts). Changing it voids the tickets handed out (they live 60 s at most).
   TICKET_SECRET: () => randomSecret(),
 };
 

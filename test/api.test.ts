@@ -148,7 +148,7 @@ describe("accounts", () => {
     await expectError(await call(`/ws?ticket=${userTicket}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
   });
 
-  it("lets exactly one of two racing handshakes through with one ticket", async () => {
+  it("lets exactly one of three racing handshakes through with one ticket", async () => {
     const a = await register();
     const b = await register();
     const conv = await direct(a, b);
