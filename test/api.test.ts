@@ -1,10 +1,10 @@
 // The REST API through the real Worker, Durable Objects and D1: every endpoint of the spine and
 // its error paths.
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
-import { conversationStub } from "../worker/lib/objects";
+import { conversationStub, userStub } from "../worker/lib/objects";
 import { issueTicket } from "../worker/lib/tickets";
 import {
   call,
@@ -161,6 +161,35 @@ describe("accounts", () => {
       r.webSocket?.accept();
       r.webSocket?.close();
     }
+  });
+
+  it("answers 503 with Retry-After when the user's object resets under a ticket handshake, and the ticket still works", async () => {
+    const a = await register();
+    const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+    // Hold the user's object, let the handshake's call queue behind the hold, then reset the
+    // object (as a deploy or an eviction with calls in flight does). The gate is polled: a
+    // promise made inside the object's context cannot settle one outside it.
+    const gate = { holding: false, release: false };
+    const reset = runInDurableObject(userStub(env, a.user.id), (_: unknown, state: DurableObjectState) =>
+      state.blockConcurrencyWhile(async () => {
+        gate.holding = true;
+        while (!gate.release) await scheduler.wait(10);
+        state.abort("reset by the test");
+      }),
+    ).catch((err: Error) => err.message);
+    while (!gate.holding) await scheduler.wait(10);
+    const handshake = call(`/ws?ticket=${ticket}`, { headers: { upgrade: "websocket" } });
+    await scheduler.wait(200);
+    gate.release = true;
+    expect(await reset).toBe("reset by the test");
+    const res = await handshake;
+    expect(res.headers.get("retry-after")).toBe("1");
+    const body = await expectError(res, 503, "unavailable");
+    expect((body.error as { requestId?: string }).requestId).toBeTruthy();
+    // The reset object never saw the ticket, so it was not used up: the retry opens the socket.
+    const socket = await connect(`/ws?ticket=${ticket}`, null);
+    expect((await socket.next("ready")).userId).toBe(a.user.id);
+    socket.close();
   });
 
   it("refuses tickets that are altered, foreign, expired, too long-lived, or taken before a logout", async () => {

@@ -2,7 +2,7 @@
 import { Hono, type Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { Identity } from "../durable-objects/lib/sockets";
-import { ApiError, errorResponse } from "./lib/errors";
+import { ApiError, errorResponse, objectUnavailableFor } from "./lib/errors";
 import { readSettings, type Settings } from "./lib/settings";
 import { sha256 } from "./lib/crypto";
 
@@ -25,6 +25,11 @@ export const base = createMiddleware<AppEnv>(async (c, next) => {
 export function onError(err: Error, c: AppContext): Response {
   if (err instanceof ApiError) return errorResponse(err);
   const requestId = c.get("requestId") ?? crypto.randomUUID();
+  const retryAfterSeconds = objectUnavailableFor(err);
+  if (retryAfterSeconds !== undefined) {
+    console.warn(`request ${requestId} ${c.req.method} ${new URL(c.req.url).pathname}: a Durable Object was unavailable:`, String(err));
+    return errorResponse(new ApiError("unavailable", "temporarily unavailable, try again", { retryAfterSeconds }), requestId);
+  }
   console.error(`request ${requestId} ${c.req.method} ${new URL(c.req.url).pathname} failed:`, err);
   return errorResponse(new ApiError("internal", "internal error"), requestId);
 }
