@@ -61,6 +61,23 @@ export class Inspector {
   }
 }
 
+/**
+ * The isolate's live JavaScript heap in bytes, read right after a full garbage collection: what
+ * the code still holds, unlike the process's RSS, which also keeps memory the runtime freed.
+ * workerd's inspector does not answer `HeapProfiler.collectGarbage`; a heap snapshot collects
+ * garbage before it is taken (its chunks, streamed as events, are dropped).
+ */
+export async function liveHeapBytes(port) {
+  const inspector = await Inspector.connect(port);
+  try {
+    await inspector.call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+    const { usedSize } = await inspector.call("Runtime.getHeapUsage");
+    return usedSize;
+  } finally {
+    inspector.close();
+  }
+}
+
 /** Samples in a profile that were not idle: the isolate's busy share. */
 export function busySamples(profile) {
   const idle = new Set(profile.nodes.filter((n) => n.callFrame.functionName === "(idle)").map((n) => n.id));

@@ -1,5 +1,6 @@
 // The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
 import { api, closeAll, heardFrom, isReadyFrame, KEEPALIVE_MS, openSocket, openSocketRetrying, pool } from "./clients.mjs";
+import { liveHeapBytes } from "./inspector.mjs";
 import { cpuSeconds } from "./proc.mjs";
 import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet } from "./rooms.mjs";
 
@@ -411,13 +412,15 @@ export async function s4(server, syncUser, expectedAtLeast, { limit = 500, hooks
 const HIBERNATE_WAIT_MS = 20_000;
 
 /**
- * RSS delta per socket. The proxy's number only means something when the sockets go through it
- * (`viaProxy`); otherwise it is null (the table says it was not measured).
+ * RSS and live-heap deltas per socket. The proxy's number only means something when the sockets
+ * go through it (`viaProxy`); otherwise it is null (the table says it was not measured). The
+ * heap's is null without an inspector port.
  */
 function perSocket(before, after, total, viaProxy) {
   return {
     runtime: (after.runtime - before.runtime) / total,
     proxy: viaProxy ? (after.proxy - before.proxy) / total : null,
+    heap: before.heap === null ? null : (after.heap - before.heap) / total,
   };
 }
 
@@ -426,17 +429,22 @@ function settle() {
 }
 
 /**
- * Connects every socket (256 handshakes at a time) between two RSS readings, each taken once the
- * objects have had time to hibernate. `connectAll(concurrency, stats)` opens them all.
+ * Connects every socket (256 handshakes at a time) between two memory readings, each taken once
+ * the objects have had time to hibernate: the runtime's RSS, then (given the runtime's inspector
+ * port) its isolate's live heap after a full GC. `connectAll(concurrency, stats)` opens them all.
  */
-async function connectMeasured(server, connectAll, stats) {
+async function connectMeasured(server, connectAll, stats, inspector) {
+  const memory = async () => {
+    const rss = server.rss();
+    return { ...rss, heap: inspector ? await liveHeapBytes(inspector) : null };
+  };
   await settle();
-  const before = server.rss();
+  const before = await memory();
   const connectStart = now();
   await connectAll(256, stats);
   const connectSeconds = (now() - connectStart) / 1000;
   await settle();
-  return { before, after: server.rss(), connectSeconds };
+  return { before, after: await memory(), connectSeconds };
 }
 
 /**
@@ -448,7 +456,7 @@ async function connectMeasured(server, connectAll, stats) {
  * All its traffic goes to `via` ({ base, wsBase }: the runtime's entry socket, or the server itself
  * to go through wrangler's proxy). Handshakes reset or refused are retried and counted.
  */
-export async function s5App(server, { devices, groups, poster, perDevice, via = server }) {
+export async function s5App(server, { devices, groups, poster, perDevice, via = server, inspector }) {
   const total = devices.length * perDevice;
   const sockets = [];
   const url = `${via.wsBase}/ws`;
@@ -477,7 +485,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
   const cursors = new Map();
   await pool(devices, 32, async (d) => cursors.set(d, (await syncAll(via, d, "0")).cursor));
 
-  const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect);
+  const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect, inspector);
   const keepAlive = setInterval(() => {
     for (const ws of sockets) if (ws.readyState === 1) ws.send("ping");
   }, KEEPALIVE_MS);
@@ -544,7 +552,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
 }
 
 /** Baseline: the same number of sockets over the same number of rooms; memory and reconnect time. */
-export async function s5Baseline(server, { rooms, perRoom, via = server }) {
+export async function s5Baseline(server, { rooms, perRoom, via = server, inspector }) {
   const total = rooms * perRoom;
   const sockets = [];
   const names = Array.from({ length: rooms }, (_, r) => `s5r${r}`);
@@ -559,7 +567,7 @@ export async function s5Baseline(server, { rooms, perRoom, via = server }) {
         return ws;
       },
     );
-  const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect);
+  const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect, inspector);
   try {
     await closeAll(sockets.splice(0), { abrupt: true });
     const t0 = now();
