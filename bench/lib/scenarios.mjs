@@ -414,13 +414,18 @@ const HIBERNATE_WAIT_MS = 20_000;
 /**
  * RSS and live-heap deltas per socket. The proxy's number only means something when the sockets
  * go through it (`viaProxy`); otherwise it is null (the table says it was not measured). The
- * heap's is null without an inspector port.
+ * heap's is null without an inspector port. `again`: the runtime's RSS once every socket has
+ * been dropped and has reconnected. Dropping the first set gives the runtime's memory back to its
+ * allocator, not to the system (RSS stays at its high-water mark), and the second set reuses it,
+ * so `again - after` bounds what the sockets keep from above, where `after - before` also counts
+ * everything the first connect used and freed.
  */
-function perSocket(before, after, total, viaProxy) {
+function perSocket(before, after, again, total, viaProxy) {
   return {
     runtime: (after.runtime - before.runtime) / total,
     proxy: viaProxy ? (after.proxy - before.proxy) / total : null,
     heap: before.heap === null ? null : (after.heap - before.heap) / total,
+    reconnected: (again.runtime - after.runtime) / total,
   };
 }
 
@@ -452,7 +457,8 @@ async function connectMeasured(server, connectAll, stats, inspector) {
  * Measures the workerd RSS delta per socket once every object has had time to hibernate, then
  * drops every socket at once, sends `outage` messages per group while they are down, and times
  * how long it takes until every socket is back (`ready`) and every device has synced the missed
- * messages with GET /messages?since=<its cursor>; then checks a live message reaches every socket.
+ * messages with GET /messages?since=<its cursor>; then checks a live message reaches every socket,
+ * and reads the RSS again once the objects have hibernated.
  * All its traffic goes to `via` ({ base, wsBase }: the runtime's entry socket, or the server itself
  * to go through wrangler's proxy). Handshakes reset or refused are retried and counted.
  */
@@ -531,19 +537,23 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
     const deadline = now() + 60_000;
     const received = () => sockets.filter((ws) => ws.counter.live >= 1).length;
     while (received() < total && now() < deadline) await sleep(100);
+    const liveReceived = received();
+    await settle();
+    const again = server.rss();
     return {
       sockets: total,
       objects: devices.length,
       viaProxy: via === server,
-      memoryPerSocket: perSocket(before, after, total, via === server),
+      memoryPerSocket: perSocket(before, after, again, total, via === server),
       rssBefore: before,
       rssAfter: after,
+      rssReconnected: again,
       connectSeconds,
       resumeSeconds,
       handshakeRetries: retries,
       synced,
       syncedExpected: [...missed.values()].reduce((a, b) => a + b, 0),
-      liveReceived: received(),
+      liveReceived,
     };
   } finally {
     clearInterval(keepAlive);
@@ -573,13 +583,16 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
     const t0 = now();
     await connectAll(total, retries.resume);
     const resumeSeconds = (now() - t0) / 1000;
+    await settle();
+    const again = server.rss();
     return {
       sockets: total,
       objects: rooms,
       viaProxy: via === server,
-      memoryPerSocket: perSocket(before, after, total, via === server),
+      memoryPerSocket: perSocket(before, after, again, total, via === server),
       rssBefore: before,
       rssAfter: after,
+      rssReconnected: again,
       connectSeconds,
       resumeSeconds,
       handshakeRetries: retries,
