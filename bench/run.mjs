@@ -39,9 +39,10 @@
 // exist in production. S5 reads memory per socket three ways: the runtime process's RSS as the
 // sockets connect; its isolate's live JavaScript heap after a full GC (through the inspector),
 // which is what the code itself holds; and the RSS the runtime adds when every socket is dropped
-// and reconnects (the first set's memory is reused, so this bounds what sockets keep). Local state goes to a tmpfs by default: locally each SQLite commit's fsync
-// runs on the runtime's one thread, and on this machine's disk those stalled for tens of ms while
-// other writes were flushed (S1 at 500 msg/s, 5 runs each: app p99 25.2 ms on disk, 9.4 on tmpfs).
+// and reconnects (the first set's memory is reused, so this bounds what sockets keep).
+// Local state goes to a tmpfs by default: locally each SQLite commit's fsync runs on the
+// runtime's one thread, and on this machine's disk those stalled for tens of ms while other
+// writes were flushed (S1 at 500 msg/s, 5 runs each: app p99 25.2 ms on disk, 9.4 on tmpfs).
 // In a deployment storage is not flushed on the object's thread. A Worker reload by wrangler (a
 // source file changed on disk mid-run) is detected and flagged in the table: it drops every socket
 // and restarts the runtime's memory.
