@@ -53,8 +53,8 @@ export function unwrap<R extends { ok: boolean }>(result: R): Extract<R, { ok: t
  * deploy, or an eviction with calls in flight), is overloaded, or hit a transient fault. The
  * runtime marks such errors with `durableObjectReset`, `overloaded` or `retryable`
  * (developers.cloudflare.com/durable-objects/best-practices/error-handling). The client may try
- * again: sends are idempotent by clientMsgId, and a ticket the object never saw is still good.
- * Returns the seconds to wait before trying, or undefined for any other error. An overloaded
+ * again: sends are idempotent by clientMsgId, and a ticket the object never saw is still good
+ * (another write may or may not have happened, as after any 5xx). Returns the seconds to wait before trying, or undefined for any other error. An overloaded
  * object is given longer: retrying at once would add to its queue.
  */
 export function objectUnavailableFor(err: unknown): number | undefined {
