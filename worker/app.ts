@@ -25,12 +25,13 @@ export const base = createMiddleware<AppEnv>(async (c, next) => {
 export function onError(err: Error, c: AppContext): Response {
   if (err instanceof ApiError) return errorResponse(err);
   const requestId = c.get("requestId") ?? crypto.randomUUID();
+  const request = `request ${requestId} ${c.req.method} ${new URL(c.req.url).pathname}`;
   const retryAfterSeconds = objectUnavailableFor(err);
   if (retryAfterSeconds !== undefined) {
-    console.warn(`request ${requestId} ${c.req.method} ${new URL(c.req.url).pathname}: a Durable Object was unavailable:`, String(err));
+    console.warn(`${request}: a Durable Object was unavailable:`, String(err));
     return errorResponse(new ApiError("unavailable", "temporarily unavailable, try again", { retryAfterSeconds }), requestId);
   }
-  console.error(`request ${requestId} ${c.req.method} ${new URL(c.req.url).pathname} failed:`, err);
+  console.error(`${request} failed:`, err);
   return errorResponse(new ApiError("internal", "internal error"), requestId);
 }
 

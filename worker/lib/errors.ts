@@ -48,24 +48,27 @@ export function unwrap<R extends { ok: boolean }>(result: R): Extract<R, { ok: t
   return result as Extract<R, { ok: true }>;
 }
 
+/** Retry-After for an object that was reset or hit a transient fault. */
+const UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
+/** Longer for an overloaded object: retrying at once would add to its queue. */
+const OVERLOADED_RETRY_AFTER_SECONDS = 5;
+
 /**
  * A Durable Object call that failed in the platform, not in our code: the object was reset (a
  * deploy, or an eviction with calls in flight), is overloaded, or hit a transient fault. The
  * runtime marks such errors with `durableObjectReset`, `overloaded` or `retryable`
  * (developers.cloudflare.com/durable-objects/best-practices/error-handling). The client may try
  * again: sends are idempotent by clientMsgId, and a ticket the object never saw is still good
- * (another write may or may not have happened, as after any 5xx). Returns the seconds to wait before trying, or undefined for any other error. An overloaded
- * object is given longer: retrying at once would add to its queue.
+ * (another write may or may not have happened, as after any 5xx). Returns the seconds to wait
+ * before trying, or undefined for any other error.
  */
 export function objectUnavailableFor(err: unknown): number | undefined {
   if (typeof err !== "object" || err === null) return undefined;
   const marks = err as { durableObjectReset?: unknown; overloaded?: unknown; retryable?: unknown };
   if (marks.overloaded === true) return OVERLOADED_RETRY_AFTER_SECONDS;
-  if (marks.durableObjectReset === true || marks.retryable === true) return 1;
+  if (marks.durableObjectReset === true || marks.retryable === true) return UNAVAILABLE_RETRY_AFTER_SECONDS;
   return undefined;
 }
-
-const OVERLOADED_RETRY_AFTER_SECONDS = 5;
 
 export function errorResponse(err: ApiError, requestId?: string): Response {
   const headers = new Headers({ "content-type": "application/json" });
