@@ -316,6 +316,11 @@ async function main() {
   };
 
   try {
+    // The app and alone both run `npm run dev`, which builds the web client into web/dist when it
+    // is missing or stale; started side by side on a fresh clone, two builds emptied and filled
+    // the same directory at once and one failed. So it is built here first, once.
+    const build = spawnSync(process.execPath, [join(ROOT, "web", "scripts", "build.mjs")], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
+    if (build.status !== 0) throw new Error("building the web client (web/scripts/build.mjs) failed");
     log(`starting app (port ${appPort})${opts.baseline ? `, baseline (port ${basePort})` : ""}${opts.alone ? `, alone (port ${alonePort})` : ""}`);
     await Promise.all(servers.map((s) => s.start()));
     machine.workerdBinary = workerdVersion(app);
