@@ -23,7 +23,8 @@
 //        window and S4 run, save the .cpuprofile under bench/results/ and print the top functions
 //        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
 //        print its major GCs beside the stalls the receivers saw
-//        --s5-via-proxy: S5 through wrangler's proxy port (fails above ~4,400 sockets, see below)
+//        --via-proxy: every scenario through wrangler's proxy port, as before (see below)
+//        --s5-via-proxy: S5 only through wrangler's proxy port (fails above ~4,400 sockets, see below)
 //        --state-dir DIR: where the servers keep local D1 and Durable Object state (default
 //        /dev/shm, a tmpfs, where there is one; see below)
 // BENCH_VERBOSE=1 streams the servers' output.
@@ -32,11 +33,16 @@
 // its per-event trace spans cost about 10x on storage) and the app's rate limit raised with --var,
 // which would otherwise cap a single sender at 20 messages/s. Everything started is stopped at the end.
 //
-// S5 connects straight to each runtime's own entry socket, not to wrangler's proxy port: the proxy
-// holds ~4.5 file descriptors per relayed WebSocket, so under this machine's 20,000 open-file limit
-// (`ulimit -n`, hard limit too) it ran out at ~4,400-4,600 of the 5,000 sockets and dropped every
-// connection ("Error: socket hang up" / "read ECONNRESET at TCP.onStreamRead"). The proxy does not
-// exist in production. S5 reads memory per socket three ways: the runtime process's RSS as the
+// Every scenario's sockets and requests go straight to each runtime's own entry socket, not to
+// wrangler's proxy port. The proxy does not exist in a deployment: it is a second workerd process
+// that relays every frame, on the same two cores. Through it S1's bare broadcast had about twice
+// the p99 at 500 msg/s (6.9 ms against 3.3 straight, two invocations minutes apart). And it holds
+// ~4.5 file descriptors per relayed WebSocket, so under this machine's 20,000 open-file limit
+// (`ulimit -n`, hard limit too) S5 ran out at ~4,400-4,600 of the 5,000 sockets and dropped every
+// connection ("Error: socket hang up" / "read ECONNRESET at TCP.onStreamRead"). Setup (users,
+// groups, seeding) still goes through the proxy.
+//
+// S5 reads memory per socket three ways: the runtime process's RSS as the
 // sockets connect; its isolate's live JavaScript heap after a full GC (through the inspector),
 // which is what the code itself holds; and the RSS the runtime adds when every socket is dropped
 // and reconnects (the first set's memory is reused, so this bounds what sockets keep).
@@ -72,6 +78,7 @@ function parseArgs(argv) {
     s6Messages: 100_000,
     s5Sockets: 5_000,
     s5ViaProxy: false,
+    viaProxy: false,
     window: 100,
     receiptMs: 250,
     baseline: true,
@@ -109,6 +116,10 @@ function parseArgs(argv) {
         o.s5Sockets = Math.max(10, Number(value()));
         break;
       case "--s5-via-proxy":
+        o.s5ViaProxy = true;
+        break;
+      case "--via-proxy":
+        o.viaProxy = true;
         o.s5ViaProxy = true;
         break;
       case "--s1-rates":
@@ -344,6 +355,8 @@ async function main() {
       profiled: true,
       users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [],
     };
+    // What a scenario measures: the target as its sockets and requests reach it (see --via-proxy).
+    const reach = async (t) => (opts.viaProxy ? t : { ...t, server: await t.server.direct() });
     const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
     // S1 and S2 also run the relay baseline (what the contract's delivery costs without storage)
     // and the store baseline (what a naive insert per message costs without anything else).
@@ -368,7 +381,7 @@ async function main() {
             };
           }
           await measure("S1", t, run, async () => {
-            const result = await s1(t, (t.users ?? users).slice(0, 10), { ...opts.s1, profile });
+            const result = await s1(await reach(t), (t.users ?? users).slice(0, 10), { ...opts.s1, profile });
             for (const [i, w] of watchers.entries()) {
               console.error(gcReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, w.findings, result.rates[i]).join("\n"));
             }
@@ -382,7 +395,7 @@ async function main() {
         for (const t of withRelayAndStore(run)) {
           log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
           const hooks = opts.profile && t.profiled ? profiler(t.inspector, `S2-${t.kind}-run${run + 1}`) : undefined;
-          await measure("S2", t, run, () => s2(t, (t.users ?? users).slice(0, 10), { ...opts.s2, hooks }));
+          await measure("S2", t, run, async () => s2(await reach(t), (t.users ?? users).slice(0, 10), { ...opts.s2, hooks }));
         }
       }
     }
@@ -391,7 +404,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of targets(run)) {
           log(`S3 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          await measure("S3", t, run, () => s3(t, pairs, opts.s3));
+          await measure("S3", t, run, async () => s3(await reach(t), pairs, opts.s3));
         }
       }
     }
@@ -408,7 +421,7 @@ async function main() {
           log(`S6 run ${run + 1}/${opts.runs} ${group} (load ${loadavg()})`);
           const conversationId = group === "history" ? seed.conversationId : null;
           const hooks = opts.profile ? profiler(appInspector, `S6-${group}-run${run + 1}`) : undefined;
-          await measure("S6", appTarget, run, () => s6(appTarget, devices, conversationId, { ...opts.s2, hooks }), group);
+          await measure("S6", appTarget, run, async () => s6(await reach(appTarget), devices, conversationId, { ...opts.s2, hooks }), group);
         }
       }
     }
@@ -423,7 +436,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         log(`S4 run ${run + 1}/${opts.runs} (load ${loadavg()})`);
         const hooks = opts.profile ? profiler(appInspector, `S4-app-run${run + 1}`) : undefined;
-        await measure("S4", appTarget, run, () => s4(app, s4Users[0], seed.stored, { hooks }));
+        await measure("S4", appTarget, run, async () => s4((await reach(appTarget)).server, s4Users[0], seed.stored, { hooks }));
       }
     }
     loads.push(loadavg());
@@ -636,6 +649,16 @@ function render(results, opts) {
   lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows) lines.push(line(r));
   lines.push("");
+  // Results saved before S1-S4 bypassed the proxy have no `viaProxy` option: they went through it.
+  const measuredViaProxy = opts.viaProxy !== false;
+  const others = ["S1", "S2", "S3", "S4", "S6"].filter((k) => results.runs[k]);
+  if (others.length) {
+    lines.push(
+      measuredViaProxy
+        ? `${others.join(", ")} went through wrangler's proxy port`
+        : `${others.join(", ")} sockets and requests go to each runtime's own entry socket, not wrangler's proxy (a second workerd process relaying every frame, not part of a deployment)`,
+    );
+  }
   if (results.runs.S5) {
     const s5 = [...(results.runs.S5.app ?? []), ...(results.runs.S5.baseline ?? [])];
     lines.push(

@@ -168,6 +168,16 @@ export class Server extends DevServer {
     throw new Error(`${this.name}: runtime entry socket not found among ports ${ports.join(", ")}`);
   }
 
+  /**
+   * This server as the scenarios reach it without wrangler's proxy: the same object with `base`
+   * and `wsBase` at the runtime's entry socket. A view, not a copy: stopping or restarting goes
+   * to the server itself (and a restart moves the entry, so ask again after one).
+   */
+  async direct() {
+    const { base, wsBase } = await this.entry();
+    return Object.create(this, { base: { value: base }, wsBase: { value: wsBase } });
+  }
+
   /** Resident memory in bytes of the runtime and proxy workerd processes. */
   rss() {
     const { runtime, proxy } = this.workerdProcesses();
