@@ -23,6 +23,9 @@
 //        window and S4 run, save the .cpuprofile under bench/results/ and print the top functions
 //        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
 //        print its major GCs beside the stalls the receivers saw
+//        --trace: run the app as bench/traced/worker.ts, which records when its conversation object
+//        took each frame and when its deferred passes ran, and print that beside each S1 stall
+//        (bench/lib/trace.mjs)
 //        --via-proxy: every scenario through wrangler's proxy port, as before (see below)
 //        --s5-via-proxy: S5 only through wrangler's proxy port (fails above ~4,400 sockets, see below)
 //        --state-dir DIR: where the servers keep local D1 and Durable Object state (default
@@ -61,6 +64,7 @@ import { registerUsers, createGroup } from "./lib/clients.mjs";
 import { freePorts, Server } from "./lib/proc.mjs";
 import { Inspector, busySamples, summarize } from "./lib/inspector.mjs";
 import { gcReport, gcWatcher } from "./lib/gc.mjs";
+import { traceHooks, traceReport } from "./lib/trace.mjs";
 import { s1, s2, s3, s4, s5App, s5Baseline, s6, seedHistory, seedS4, STALL_MS } from "./lib/scenarios.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -88,6 +92,7 @@ function parseArgs(argv) {
     stateDir: existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(),
     profile: false,
     gc: false,
+    trace: false,
     vars: [],
   };
   let onlyGiven = false;
@@ -154,6 +159,9 @@ function parseArgs(argv) {
         break;
       case "--gc":
         o.gc = true;
+        break;
+      case "--trace":
+        o.trace = true;
         break;
       case "--render":
         o.render = value();
@@ -256,7 +264,7 @@ async function main() {
   const app = new Server({
     name: "app",
     command: "npm",
-    args: ["run", "dev", "--", "--port", String(appPort), "--inspector-port", String(appInspector), "--persist-to", appDir, ...VARS.flatMap((v) => ["--var", v])],
+    args: ["run", "dev", "--", ...(opts.trace ? ["bench/traced/worker.ts"] : []), "--port", String(appPort), "--inspector-port", String(appInspector), "--persist-to", appDir, ...VARS.flatMap((v) => ["--var", v])],
     cwd: ROOT,
     port: appPort,
     ready: async (base) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401,
@@ -368,10 +376,18 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          // Hooks around each rate: a CPU profile (--profile), or a watch on the GC (--gc, one per rate).
+          // Hooks around each rate: a CPU profile (--profile), a watch on the GC (--gc, one per
+          // rate), or the app's timeline (--trace, one per rate).
           let profile;
           const watchers = [];
-          if (opts.profile && t.profiled) {
+          const tracers = [];
+          if (opts.trace && t.kind === "app") {
+            profile = () => {
+              const tracer = traceHooks(app.base, app.workerdProcesses().runtime);
+              tracers.push(tracer);
+              return tracer;
+            };
+          } else if (opts.profile && t.profiled) {
             profile = (rate) => profiler(t.inspector, `S1-${rate}-${t.kind}-run${run + 1}`);
           } else if (opts.gc) {
             profile = () => {
@@ -384,6 +400,9 @@ async function main() {
             const result = await s1(await reach(t), (t.users ?? users).slice(0, 10), { ...opts.s1, profile });
             for (const [i, w] of watchers.entries()) {
               console.error(gcReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, w.findings, result.rates[i]).join("\n"));
+            }
+            for (const [i, tracer] of tracers.entries()) {
+              console.error(traceReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, tracer, result.rates[i]).join("\n"));
             }
             return result;
           });
@@ -636,6 +655,8 @@ function render(results, opts) {
     `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB; node ${machine.node}, wrangler ${machine.wrangler}, workerd ${machine.workerd}${machine.workerdBinary ? ` (${machine.workerdBinary})` : ""}`,
   );
   lines.push(`load average (1/5/15 min) at start / during / end: ${(results.loads ?? []).join(" | ")}`);
+  const diagnostics = ["profile", "gc", "trace"].filter((d) => opts[d]);
+  if (diagnostics.length) lines.push(`DIAGNOSTIC RUN (${diagnostics.map((d) => `--${d}`).join(" ")}): what it watches costs time; these are not the numbers to report`);
   lines.push(
     `wrangler dev, local observability OFF (X_LOCAL_OBSERVABILITY=false); app settings raised with ${results.vars.map((v) => `--var ${v}`).join(" ")}; ` +
       (opts.stateDir ? `local state in ${opts.stateDir}; servers not being measured paused, and the measured one's esbuild watcher too` : "local state in the temp directory"),

@@ -154,7 +154,10 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
 export const STALL_MS = 15;
 const STALL_GAP_MS = 30;
 
-/** The stalls among measured messages ({ sentAt, latency } by message): when each began, how many messages, its worst latency. */
+/**
+ * The stalls among measured messages ({ sentAt, latency } by message): when the first and last of
+ * each were sent, how many messages, its worst latency.
+ */
 function stallsOf(worst) {
   const late = [...worst.values()].filter((m) => m.latency >= STALL_MS).sort((a, b) => a.sentAt - b.sentAt);
   const stalls = [];
@@ -168,7 +171,7 @@ function stallsOf(worst) {
       stalls.push({ at: m.sentAt, lastSentAt: m.sentAt, messages: 1, maxMs: m.latency });
     }
   }
-  return stalls.map(({ at, messages, maxMs }) => ({ at, messages, maxMs }));
+  return stalls;
 }
 
 // --- S2 and S3: throughput with a bounded window of unacked messages ------------------------------
