@@ -16,6 +16,7 @@
 //        --s6-messages N (S6's history)
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
+//        --alone-answers d1: the alone server answers only D1 at once, its users' objects are real
 //        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --render FILE: print the table of a saved results file again, and run nothing
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
@@ -82,6 +83,7 @@ function parseArgs(argv) {
     s6Messages: 100_000,
     s5Sockets: 5_000,
     s5ViaProxy: false,
+    aloneAnswers: "d1,users",
     viaProxy: false,
     window: 100,
     receiptMs: 250,
@@ -122,6 +124,10 @@ function parseArgs(argv) {
         break;
       case "--s5-via-proxy":
         o.s5ViaProxy = true;
+        break;
+      case "--alone-answers":
+        o.aloneAnswers = value();
+        if (!["d1", "d1,users"].includes(o.aloneAnswers)) throw new Error("--alone-answers: d1 or d1,users");
         break;
       case "--via-proxy":
         o.viaProxy = true;
@@ -274,7 +280,7 @@ async function main() {
   const alone = new Server({
     name: "alone",
     command: "npm",
-    args: ["run", "dev", "--", "bench/alone/worker.ts", "--port", String(alonePort), "--inspector-port", String(aloneInspector), "--persist-to", aloneDir, ...VARS.flatMap((v) => ["--var", v])],
+    args: ["run", "dev", "--", "bench/alone/worker.ts", "--port", String(alonePort), "--inspector-port", String(aloneInspector), "--persist-to", aloneDir, ...[...VARS, `ALONE_ANSWERS:${opts.aloneAnswers}`].flatMap((v) => ["--var", v])],
     cwd: ROOT,
     port: alonePort,
     ready: async (base) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401,
@@ -359,6 +365,8 @@ async function main() {
     const aloneTarget = {
       kind: "alone",
       server: alone,
+      // Its devices hold user sockets only when its users' objects are real.
+      userSockets: opts.aloneAnswers === "d1",
       inspector: aloneInspector,
       profiled: true,
       users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [],
@@ -553,6 +561,11 @@ function workerdVersion(server) {
 
 // --- The table -------------------------------------------------------------------------------------------
 
+/** What the alone server answered at once (results saved before --alone-answers: both). */
+function aloneWhat(opts) {
+  return opts.aloneAnswers === "d1" ? "only D1 answering at once, its users' objects real" : "D1 and users' objects answering at once";
+}
+
 function render(results, opts) {
   const { machine } = results;
   const runs = results.runs;
@@ -670,6 +683,7 @@ function render(results, opts) {
   lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows) lines.push(line(r));
   lines.push("");
+  if (["S1", "S2"].some((k) => results.runs[k]?.alone?.length)) lines.push(`alone: the app with ${aloneWhat(opts)} (bench/alone/worker.ts)`);
   // Results saved before S1-S4 bypassed the proxy have no `viaProxy` option: they went through it.
   const measuredViaProxy = opts.viaProxy !== false;
   const others = ["S1", "S2", "S3", "S4", "S6"].filter((k) => results.runs[k]);
@@ -711,7 +725,7 @@ function checkTargets(results, opts) {
     }
     if (runs.S2.alone?.length) {
       const alone = med("S2", "alone", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
-      out.push(`  (the conversation alone, D1 and users' objects answering at once, reaches ${alone.toFixed(2)}x of the bare broadcast)`);
+      out.push(`  (the conversation alone, ${aloneWhat(opts)}, reaches ${alone.toFixed(2)}x of the bare broadcast)`);
     }
   }
   const k = opts.s1.rates.indexOf(500);
@@ -722,7 +736,7 @@ function checkTargets(results, opts) {
       if (runs.S1[kind]?.length) out.push(`  (the ${kind} baseline's p99 at 500 msg/s: ${fmt(med("S1", kind, (x) => x.rates[k].p99), 1)} ms)`);
     }
     if (runs.S1.alone?.length) {
-      out.push(`  (the conversation alone, D1 and users' objects answering at once: p99 ${fmt(med("S1", "alone", (x) => x.rates[k].p99), 1)} ms)`);
+      out.push(`  (the conversation alone, ${aloneWhat(opts)}: p99 ${fmt(med("S1", "alone", (x) => x.rates[k].p99), 1)} ms)`);
     }
     for (const [i, rate] of opts.s1.rates.entries()) {
       const baseLoss = med("S1", "baseline", (x) => x.rates[i].loss);

@@ -8,6 +8,10 @@
 // `deliver` resolve at once without doing their work. Nothing else differs from the app: the same
 // Worker, the same objects, the same settings. Started by the bench as
 // `npm run dev -- bench/alone/worker.ts` (the script argument replaces wrangler.toml's `main`).
+//
+// ALONE_ANSWERS (a --var; default "d1,users") names what answers at once. "d1" alone leaves the
+// users' objects real: what local D1 costs the thread, apart from the users' objects
+// (`npm run bench -- --alone-answers d1`).
 import app, { UserDO } from "../../worker/index";
 import { ConversationDO as AppConversationDO } from "../../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../../durable-objects/conversation/outbox";
@@ -18,8 +22,11 @@ export { UserDO };
 export class ConversationDO extends AppConversationDO {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    const answers = aloneAnswers(env);
+    if (!answers.has("d1")) return;
     const remoteD1: D1Writer = { prepare: (query) => env.DB.prepare(query), batch: async () => [] };
     this.outbox.db = remoteD1;
+    if (!answers.has("users")) return;
     // Answered as a bench user's object would: each bench user has one device, which holds a user
     // socket, so its online devices are those with a dedupe socket here, if any (see QuietMembers).
     this.fanout.userObject = () => ({
@@ -29,4 +36,10 @@ export class ConversationDO extends AppConversationDO {
       },
     });
   }
+}
+
+/** What answers at once: "d1", "users" (both by default). */
+function aloneAnswers(env: Env): Set<string> {
+  const value = (env as unknown as { ALONE_ANSWERS?: string }).ALONE_ANSWERS ?? "d1,users";
+  return new Set(value.split(",").map((s) => s.trim()));
 }

@@ -115,8 +115,9 @@ export class Room {
  * `conversationId` they are members of, with user and conversation sockets. Each device's
  * conversation socket asks for dedupe, as the web client's does, except the witness (device 1, a
  * receiver in S1), whose user socket still gets every message of the others so the relay's
- * latency is measured. `kind` "alone": the same room on the "alone" server
- * (bench/alone), whose users' objects are never reached, so its devices hold no user socket.
+ * latency is measured. `kind` "alone": the same room on the "alone" server (bench/alone), whose
+ * users' objects are never reached unless it runs with --alone-answers d1, so its devices hold no
+ * user socket (`userSockets: false`) unless they are.
  */
 const WITNESS = 1;
 const dedupeFor = (n) => Array.from({ length: n }, (_, i) => i !== WITNESS);

@@ -35,7 +35,7 @@ function cpuMeter(server) {
 
 async function openRoom(target, devices, opts) {
   if (target.kind === "app") return openAppRoom(target.server, devices, opts);
-  if (target.kind === "alone") return openAppRoom(target.server, devices, { ...opts, userSockets: false, kind: "alone" });
+  if (target.kind === "alone") return openAppRoom(target.server, devices, { ...opts, userSockets: target.userSockets ?? false, kind: "alone" });
   if (target.kind === "relay") return openRelayRoom(target.server, devices.length);
   if (target.kind === "store") return openBaselineRoom(target.server, devices.length, "store");
   return openBaselineRoom(target.server, devices.length);
