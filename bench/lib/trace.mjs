@@ -13,8 +13,11 @@
 // /proc/<pid>/task/*/schedstat (time run and time waiting for a CPU, in ns). For each stall it
 // tells whether the runtime's busiest thread (the one running the isolate) was running all along
 // (busy with work the trace does not name: another object, local D1, a GC), waiting for a CPU
-// (another process had it), or neither (idle, or its virtual CPU was not running).
+// (another process had it), or neither (idle, or its virtual CPU was not running). Where `perf`
+// is installed, that thread is also sampled with its call stacks (bench/lib/perf.mjs), which
+// names the work: a major or minor GC, SQLite, or other.
 import { readdirSync, readFileSync } from "node:fs";
+import { majorGcPauses, perfInstalled, sampledBetween, threadSampler } from "./perf.mjs";
 import { percentile, STALL_MS } from "./scenarios.mjs";
 
 /** How often the runtime's threads' scheduler statistics are read. */
@@ -43,6 +46,8 @@ function schedstat(pid) {
 /** Hooks around one S1 rate: empties the trace at the start and collects it at the end. */
 export function traceHooks(base, pid) {
   let timer = null;
+  // The runtime's main thread has the process's id.
+  const sampler = perfInstalled() ? threadSampler(pid) : null;
   const take = async () => {
     const res = await fetch(`${base}/__bench/trace`, { signal: AbortSignal.timeout(10_000) });
     if (!res.ok) throw new Error(`GET /__bench/trace: ${res.status} (is the app running bench/traced/worker.ts?)`);
@@ -52,7 +57,10 @@ export function traceHooks(base, pid) {
     events: [],
     /** [{ at, threads: Map(tid -> [ran ns, waited ns]) }] */
     sched: [],
+    /** [{ at, what }] from perf, or null without it. */
+    perf: null,
     async start() {
+      await sampler?.start();
       await take();
       const poll = () => hooks.sched.push({ at: performance.timeOrigin + performance.now(), threads: schedstat(pid) });
       poll();
@@ -61,6 +69,10 @@ export function traceHooks(base, pid) {
     async stop() {
       clearInterval(timer);
       hooks.events = await take();
+      if (sampler) {
+        await sampler.stop();
+        hooks.perf = sampler.samples;
+      }
     },
   };
   return hooks;
@@ -109,7 +121,7 @@ function threadBetween(sched, from, to) {
 }
 
 /** Lines for one traced S1 rate. */
-export function traceReport(label, { events, sched }, result) {
+export function traceReport(label, { events, sched, perf }, result) {
   const took = events.filter(([kind]) => kind === "took").map(([, at, sentAt]) => ({ at, sentAt, wait: at - sentAt }));
   const d1 = spans(events, "d1", "d1-done");
   const fanout = spans(events, "fanout", "fanout-done");
@@ -134,6 +146,7 @@ export function traceReport(label, { events, sched }, result) {
       thread
         ? `its thread ran ${thread.ranMs.toFixed(0)} ms and waited for a CPU ${thread.waitedMs.toFixed(0)} ms of the ${thread.spanMs.toFixed(0)} ms around it`
         : null,
+      perf ? `its thread sampled: ${describeSampled(sampledBetween(perf, st.at, st.at + st.maxMs))}` : null,
       d ? `in a D1 batch of ${d.to - d.from} ms` : null,
       f ? `in a fan-out of ${f.to - f.from} ms` : null,
       `${delivers.filter((t) => t >= st.at && t <= st.at + st.maxMs).length} user-object calls meanwhile`,
@@ -144,8 +157,27 @@ export function traceReport(label, { events, sched }, result) {
     `trace ${label}: p99 ${result.p99?.toFixed(1)} ms; ${took.length} frames taken, wait before taken p50 ${ms(took.map((m) => m.wait), 50)} / p99 ${ms(took.map((m) => m.wait), 99)} ms`,
     `  deferred passes: ${d1.length} D1 batches, ${ms(d1.map((s) => s.to - s.from), 50)} / ${ms(d1.map((s) => s.to - s.from), 99)} ms (p50 / p99); ` +
       `${fanout.length} fan-outs, ${ms(fanout.map((s) => s.to - s.from), 50)} / ${ms(fanout.map((s) => s.to - s.from), 99)} ms; ${delivers.length} user-object calls`,
+    perf ? perfSummary(perf, stalls) : "  (perf is not installed: no samples of the thread)",
     `  stalls (messages >= ${STALL_MS} ms late): ${stalls.length}; ${waitedBefore} waited at least half their latency before the object took them; ` +
       `${inD1} began during a D1 batch, ${inFanout} during a fan-out`,
     ...lines,
   ];
+}
+
+/** "major GC 44 ms, other 3 ms", largest first. */
+function describeSampled(byWhat) {
+  const parts = Object.entries(byWhat).sort((a, b) => b[1] - a[1]);
+  return parts.length ? parts.map(([what, ms]) => `${what} ${ms.toFixed(0)} ms`).join(", ") : "no samples";
+}
+
+/** How many major GC pauses the samples show, how long, and how many stalls held one. */
+function perfSummary(perf, stalls) {
+  const pauses = majorGcPauses(perf);
+  const lengths = pauses.map((p) => p.to - p.from).sort((a, b) => a - b);
+  const held = stalls.filter((st) => pauses.some((p) => p.to >= st.at && p.from <= st.at + st.maxMs)).length;
+  const overall = describeSampled(sampledBetween(perf, -Infinity, Infinity));
+  return (
+    `  thread sampled by perf: ${overall}; ${pauses.length} major GC pauses of 5 ms or more, ` +
+    `${lengths.length ? `${lengths[0].toFixed(0)}-${lengths[lengths.length - 1].toFixed(0)} ms` : "none"}; ${held} of the stalls held one`
+  );
 }

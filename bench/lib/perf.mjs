@@ -1,0 +1,105 @@
+// With `--trace`, when Linux `perf` is installed: the runtime's main thread sampled with its call
+// stacks during each S1 rate, so that each stall can be named from the native side. The app's own
+// timeline (bench/lib/trace.mjs) says when the thread was busy outside the conversation object;
+// this says with what: a garbage collection (major or minor), SQLite, or other work.
+//
+// `perf record -k CLOCK_REALTIME` stamps samples with the wall clock, the clock the bench's own
+// times use, so samples and stalls line up. Sampling costs the runtime a little: these runs
+// explain the stalls, they are not the numbers of the table.
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+
+/** Samples per second. Each stands for 1000 / PERF_HZ ms of the thread's time. */
+export const PERF_HZ = 1999;
+/** How long `perf record` is given to attach before the rate starts. */
+const ATTACH_MS = 500;
+
+export function perfInstalled() {
+  return spawnSync("perf", ["--version"], { stdio: "ignore" }).status === 0;
+}
+
+/** What one sample's call stack (innermost first) was doing. */
+export function classify(frames) {
+  const any = (re) => frames.some((f) => re.test(f));
+  if (any(/ScavengerCollector::|MinorMarkSweepCollector::/)) return "minor GC";
+  // A full collection of the JavaScript heap and workerd's C++ heap (cppgc): marking, and in the
+  // same pause the C++ heap's sweep and the embedder's epilogue callbacks.
+  if (any(/Heap::MarkCompact|MarkCompactCollector::|Heap::CollectGarbage|cppgc::internal::Sweeper/)) return "major GC";
+  if (any(/^v8::internal::Heap::|^cppgc::internal::/)) return "other GC";
+  if (any(/sqlite3/)) return "SQLite";
+  if (any(/epoll_wait/)) return "idle";
+  return "other";
+}
+
+/** Samples `tid` between start() and stop(): `samples` is [{ at (ms, wall clock), what }]. */
+export function threadSampler(tid) {
+  const dir = mkdtempSync(join(os.tmpdir(), "bench-perf-"));
+  const file = join(dir, "perf.data");
+  let child = null;
+  const sampler = {
+    samples: [],
+    async start() {
+      child = spawn("perf", ["record", "-q", "-k", "CLOCK_REALTIME", "-F", String(PERF_HZ), "-g", "-t", String(tid), "-o", file], { stdio: "ignore" });
+      await new Promise((resolve) => setTimeout(resolve, ATTACH_MS));
+    },
+    async stop() {
+      if (!child) return;
+      const exited = once(child, "exit");
+      child.kill("SIGINT");
+      await exited;
+      const script = spawnSync("perf", ["script", "-i", file, "-F", "time,ip,sym"], { encoding: "utf8", maxBuffer: 1 << 30 });
+      rmSync(dir, { recursive: true, force: true });
+      sampler.samples = parse(script.stdout ?? "");
+    },
+  };
+  return sampler;
+}
+
+/** `perf script -F time,ip,sym` output: a "<seconds>:" line, then one "<ip> <symbol>" line per frame. */
+function parse(text) {
+  const samples = [];
+  let at = null;
+  let frames = [];
+  const flush = () => {
+    if (at !== null) samples.push({ at, what: classify(frames) });
+    at = null;
+    frames = [];
+  };
+  for (const line of text.split("\n")) {
+    const header = /^\s*(\d+\.\d+):\s*$/.exec(line);
+    if (header) {
+      flush();
+      at = Number(header[1]) * 1000;
+    } else if (line.trim() !== "") {
+      frames.push(line.trim().replace(/^[0-9a-f]+\s+/, ""));
+    }
+  }
+  flush();
+  return samples;
+}
+
+/** The thread's sampled time between two times, by what it was doing: { "major GC": ms, ... }. */
+export function sampledBetween(samples, from, to) {
+  const out = {};
+  for (const s of samples) if (s.at >= from && s.at <= to) out[s.what] = (out[s.what] ?? 0) + 1000 / PERF_HZ;
+  return out;
+}
+
+/**
+ * Major GC pauses of 5 ms or more: runs of "major GC" samples less than 5 ms apart, [{ from, to }].
+ * Shorter runs are left out: a lone sample is most often the epilogue callbacks after a minor GC,
+ * which the stack alone does not tell from a major one's.
+ */
+export function majorGcPauses(samples) {
+  const pauses = [];
+  for (const s of samples) {
+    if (s.what !== "major GC") continue;
+    const last = pauses[pauses.length - 1];
+    if (last && s.at - last.to < 5) last.to = s.at;
+    else pauses.push({ from: s.at, to: s.at });
+  }
+  return pauses.filter((p) => p.to - p.from >= 5);
+}
