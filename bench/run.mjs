@@ -327,10 +327,14 @@ async function main() {
     server.pauseWatcher();
   };
   // `as`: the column the result goes in, when not the target's kind (S6 runs the app twice).
+  // `fn` gets the target as the scenario reaches it: its server straight at the runtime's entry
+  // socket, or wrangler's proxy with --via-proxy (--s5-via-proxy for S5 alone).
   const measure = async (key, t, run, fn, as = t.kind) => {
     focus(t.server);
+    const viaProxy = key === "S5" ? opts.s5ViaProxy : opts.viaProxy;
+    const reached = viaProxy ? t : { ...t, server: await t.server.direct() };
     const before = t.server.reloads;
-    const value = await fn();
+    const value = await fn(reached);
     const reloads = t.server.reloads - before;
     if (reloads > 0) {
       value.reloadsDuring = reloads;
@@ -371,8 +375,6 @@ async function main() {
       profiled: true,
       users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [],
     };
-    // What a scenario measures: the target as its sockets and requests reach it (see --via-proxy).
-    const reach = async (t) => (opts.viaProxy ? t : { ...t, server: await t.server.direct() });
     const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
     // S1 and S2 also run the relay baseline (what the contract's delivery costs without storage)
     // and the store baseline (what a naive insert per message costs without anything else).
@@ -404,8 +406,8 @@ async function main() {
               return watcher;
             };
           }
-          await measure("S1", t, run, async () => {
-            const result = await s1(await reach(t), (t.users ?? users).slice(0, 10), { ...opts.s1, profile });
+          await measure("S1", t, run, async (reached) => {
+            const result = await s1(reached, (t.users ?? users).slice(0, 10), { ...opts.s1, profile });
             for (const [i, w] of watchers.entries()) {
               console.error(gcReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, w.findings, result.rates[i]).join("\n"));
             }
@@ -422,7 +424,7 @@ async function main() {
         for (const t of withRelayAndStore(run)) {
           log(`S2 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
           const hooks = opts.profile && t.profiled ? profiler(t.inspector, `S2-${t.kind}-run${run + 1}`) : undefined;
-          await measure("S2", t, run, async () => s2(await reach(t), (t.users ?? users).slice(0, 10), { ...opts.s2, hooks }));
+          await measure("S2", t, run, (reached) => s2(reached, (t.users ?? users).slice(0, 10), { ...opts.s2, hooks }));
         }
       }
     }
@@ -431,7 +433,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         for (const t of targets(run)) {
           log(`S3 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
-          await measure("S3", t, run, async () => s3(await reach(t), pairs, opts.s3));
+          await measure("S3", t, run, (reached) => s3(reached, pairs, opts.s3));
         }
       }
     }
@@ -448,7 +450,7 @@ async function main() {
           log(`S6 run ${run + 1}/${opts.runs} ${group} (load ${loadavg()})`);
           const conversationId = group === "history" ? seed.conversationId : null;
           const hooks = opts.profile ? profiler(appInspector, `S6-${group}-run${run + 1}`) : undefined;
-          await measure("S6", appTarget, run, async () => s6(await reach(appTarget), devices, conversationId, { ...opts.s2, hooks }), group);
+          await measure("S6", appTarget, run, (reached) => s6(reached, devices, conversationId, { ...opts.s2, hooks }), group);
         }
       }
     }
@@ -463,7 +465,7 @@ async function main() {
       for (let run = 0; run < opts.runs; run++) {
         log(`S4 run ${run + 1}/${opts.runs} (load ${loadavg()})`);
         const hooks = opts.profile ? profiler(appInspector, `S4-app-run${run + 1}`) : undefined;
-        await measure("S4", appTarget, run, async () => s4((await reach(appTarget)).server, s4Users[0], seed.stored, { hooks }));
+        await measure("S4", appTarget, run, (reached) => s4(reached.server, s4Users[0], seed.stored, { hooks }));
       }
     }
     loads.push(loadavg());
@@ -484,13 +486,13 @@ async function main() {
           log(`S5 run ${run + 1}/${opts.runs} ${t.kind}: restarting it, then ${sockets} sockets (load ${loadavg()})`);
           await t.server.stop();
           await t.server.start();
-          const via = opts.s5ViaProxy ? t.server : await t.server.entry();
-          log(`S5 ${t.kind}: sockets to ${via.base}${opts.s5ViaProxy ? " (wrangler's proxy)" : " (the runtime's entry socket, no proxy)"}`);
-          await measure("S5", t, run, () =>
-            t.kind === "app"
+          await measure("S5", t, run, (reached) => {
+            const via = reached.server;
+            log(`S5 ${t.kind}: sockets to ${via.base}${opts.s5ViaProxy ? " (wrangler's proxy)" : " (the runtime's entry socket, no proxy)"}`);
+            return t.kind === "app"
               ? s5App(app, { devices, groups, poster, perDevice, via, inspector: t.inspector })
-              : s5Baseline(baseline, { rooms: devices.length, perRoom: perDevice, via, inspector: t.inspector }),
-          );
+              : s5Baseline(baseline, { rooms: devices.length, perRoom: perDevice, via, inspector: t.inspector });
+          });
         }
       }
     }

@@ -13,7 +13,7 @@ import os from "node:os";
 import { join } from "node:path";
 
 /** Samples per second. Each stands for 1000 / PERF_HZ ms of the thread's time. */
-export const PERF_HZ = 1999;
+const PERF_HZ = 1999;
 /** How long `perf record` is given to attach before the rate starts. */
 const ATTACH_MS = 500;
 
@@ -22,7 +22,7 @@ export function perfInstalled() {
 }
 
 /** What one sample's call stack (innermost first) was doing. */
-export function classify(frames) {
+function classify(frames) {
   const any = (re) => frames.some((f) => re.test(f));
   if (any(/ScavengerCollector::|MinorMarkSweepCollector::/)) return "minor GC";
   // A full collection of the JavaScript heap and workerd's C++ heap (cppgc): marking, and in the

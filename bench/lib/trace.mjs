@@ -9,44 +9,33 @@
 // runs explain the stalls, they are not the numbers of the table. S1 has one conversation, so its
 // passes run one at a time and each start pairs with the next end.
 //
-// Beside the app's own record, the runtime process's threads are read every SCHED_POLL_MS from
-// /proc/<pid>/task/*/schedstat (time run and time waiting for a CPU, in ns). For each stall it
-// tells whether the runtime's busiest thread (the one running the isolate) was running all along
-// (busy with work the trace does not name: another object, local D1, a GC), waiting for a CPU
-// (another process had it), or neither (idle, or its virtual CPU was not running). Where `perf`
-// is installed, that thread is also sampled with its call stacks (bench/lib/perf.mjs), which
-// names the work: a major or minor GC, SQLite, or other.
-import { readdirSync, readFileSync } from "node:fs";
+// Beside the app's own record, the runtime's main thread (the one running every isolate; its
+// thread id is the process's) is read every SCHED_POLL_MS from /proc/<pid>/task/<pid>/schedstat
+// (time run and time waiting for a CPU, in ns). For each stall it tells whether that thread was
+// running all along (busy with work the trace does not name: another object, local D1, a GC),
+// waiting for a CPU (another process had it), or neither (idle, or its virtual CPU was not
+// running). Where `perf` is installed, the thread is also sampled with its call stacks
+// (bench/lib/perf.mjs), which names the work: a major or minor GC, SQLite, or other.
+import { readFileSync } from "node:fs";
 import { majorGcPauses, perfInstalled, sampledBetween, threadSampler } from "./perf.mjs";
 import { percentile, STALL_MS } from "./scenarios.mjs";
 
 /** How often the runtime's threads' scheduler statistics are read. */
 const SCHED_POLL_MS = 5;
 
-/** Per thread of `pid`: [ran ns, waited ns] now. */
+/** The main thread of `pid`: { ran, waited } in ns so far, or null once the process is gone. */
 function schedstat(pid) {
-  const out = new Map();
-  let tasks = [];
   try {
-    tasks = readdirSync(`/proc/${pid}/task`);
+    const [ran, waited] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ").map(Number);
+    return { ran, waited };
   } catch {
-    return out;
+    return null;
   }
-  for (const tid of tasks) {
-    try {
-      const [ran, waited] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ").map(Number);
-      out.set(tid, [ran, waited]);
-    } catch {
-      // the thread exited
-    }
-  }
-  return out;
 }
 
 /** Hooks around one S1 rate: empties the trace at the start and collects it at the end. */
 export function traceHooks(base, pid) {
   let timer = null;
-  // The runtime's main thread has the process's id.
   const sampler = perfInstalled() ? threadSampler(pid) : null;
   const take = async () => {
     const res = await fetch(`${base}/__bench/trace`, { signal: AbortSignal.timeout(10_000) });
@@ -55,14 +44,17 @@ export function traceHooks(base, pid) {
   };
   const hooks = {
     events: [],
-    /** [{ at, threads: Map(tid -> [ran ns, waited ns]) }] */
+    /** [{ at, ran, waited }]: the main thread's schedstat over time. */
     sched: [],
     /** [{ at, what }] from perf, or null without it. */
     perf: null,
     async start() {
       await sampler?.start();
       await take();
-      const poll = () => hooks.sched.push({ at: performance.timeOrigin + performance.now(), threads: schedstat(pid) });
+      const poll = () => {
+        const now = schedstat(pid);
+        if (now) hooks.sched.push({ at: performance.timeOrigin + performance.now(), ...now });
+      };
       poll();
       timer = setInterval(poll, SCHED_POLL_MS);
     },
@@ -99,25 +91,14 @@ const ms = (xs, p) => {
 };
 
 /**
- * What the runtime's busiest thread did between two times: ms run, ms waiting for a CPU, and the
- * span actually covered by samples. Null without samples around it.
+ * What the runtime's main thread did between two times: ms run, ms waiting for a CPU, and the
+ * span the readings around it cover. Null without readings on both sides.
  */
 function threadBetween(sched, from, to) {
-  if (sched.length < 2) return null;
-  const first = sched[0].threads;
-  const last = sched[sched.length - 1].threads;
-  let main = null;
-  let most = -1;
-  for (const [tid, [ran]] of last) {
-    const grew = ran - (first.get(tid)?.[0] ?? 0);
-    if (grew > most) [main, most] = [tid, grew];
-  }
   const before = sched.findLast((s) => s.at <= from) ?? sched[0];
   const after = sched.find((s) => s.at >= to) ?? sched[sched.length - 1];
-  const a = before.threads.get(main);
-  const b = after.threads.get(main);
-  if (!a || !b || after.at <= before.at) return null;
-  return { ranMs: (b[0] - a[0]) / 1e6, waitedMs: (b[1] - a[1]) / 1e6, spanMs: after.at - before.at };
+  if (!before || !after || after.at <= before.at) return null;
+  return { ranMs: (after.ran - before.ran) / 1e6, waitedMs: (after.waited - before.waited) / 1e6, spanMs: after.at - before.at };
 }
 
 /** Lines for one traced S1 rate. */
