@@ -24,6 +24,8 @@
 //        window and S4 run, save the .cpuprofile under bench/results/ and print the top functions
 //        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
 //        print its major GCs beside the stalls the receivers saw
+//        --gc-pauses: during each S1 rate, sample every target's runtime main thread with Linux
+//        `perf` (bench/lib/perf.mjs) and add the major GC pauses in its window to the table
 //        --trace: run the app as bench/traced/worker.ts, which records when its conversation object
 //        took each frame and when its deferred passes ran, and print that beside each S1 stall
 //        (bench/lib/trace.mjs)
@@ -66,6 +68,7 @@ import { freePorts, Server } from "./lib/proc.mjs";
 import { Inspector, busySamples, summarize } from "./lib/inspector.mjs";
 import { gcReport, gcWatcher } from "./lib/gc.mjs";
 import { traceHooks, traceReport } from "./lib/trace.mjs";
+import { gcPausesIn, perfInstalled, threadSampler } from "./lib/perf.mjs";
 import { s1, s2, s3, s4, s5App, s5Baseline, s6, seedHistory, seedS4, STALL_MS } from "./lib/scenarios.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -94,6 +97,7 @@ function parseArgs(argv) {
     stateDir: existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(),
     profile: false,
     gc: false,
+    gcPauses: false,
     trace: false,
     vars: [],
   };
@@ -166,6 +170,9 @@ function parseArgs(argv) {
       case "--gc":
         o.gc = true;
         break;
+      case "--gc-pauses":
+        o.gcPauses = true;
+        break;
       case "--trace":
         o.trace = true;
         break;
@@ -185,6 +192,8 @@ function parseArgs(argv) {
     }
   }
   for (const s of o.only) if (!/^S[1-6]$/.test(s)) throw new Error(`unknown scenario ${s}`);
+  if (o.gcPauses && !perfInstalled()) throw new Error("--gc-pauses needs Linux perf (apt install linux-perf)");
+  if (o.gcPauses && (o.trace || o.gc)) throw new Error("--gc-pauses samples every target's thread itself: leave out --trace and --gc");
   if (o.quick) {
     if (o.s4Messages === 100_000) o.s4Messages = 5_000;
     if (o.s5Sockets === 5_000) o.s5Sockets = 500;
@@ -387,11 +396,19 @@ async function main() {
         for (const t of withRelayAndStore(run)) {
           log(`S1 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
           // Hooks around each rate: a CPU profile (--profile), a watch on the GC (--gc, one per
-          // rate), or the app's timeline (--trace, one per rate).
+          // rate), the runtime's thread sampled (--gc-pauses, one per rate), or the app's timeline
+          // (--trace, one per rate).
           let profile;
           const watchers = [];
           const tracers = [];
-          if (opts.trace && t.kind === "app") {
+          const samplers = [];
+          if (opts.gcPauses) {
+            profile = () => {
+              const sampler = threadSampler(t.server.workerdProcesses().runtime);
+              samplers.push(sampler);
+              return sampler;
+            };
+          } else if (opts.trace && t.kind === "app") {
             profile = () => {
               const tracer = traceHooks(app.base, app.workerdProcesses().runtime);
               tracers.push(tracer);
@@ -413,6 +430,10 @@ async function main() {
             }
             for (const [i, tracer] of tracers.entries()) {
               console.error(traceReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, tracer, result.rates[i]).join("\n"));
+            }
+            for (const [i, sampler] of samplers.entries()) {
+              const r = result.rates[i];
+              r.gcPauses = gcPausesIn(sampler.samples, r.windowStart, r.windowStart + opts.s1.windowMs);
             }
             return result;
           });
@@ -595,6 +616,12 @@ function render(results, opts) {
       metric("S1", "", `messages in the longest stall (>= ${STALL_MS} ms late)`, at((x) => x.longestStall), 0);
       metric("S1", "", "loss %", at((x) => x.loss * 100), 2);
       metric("S1", "", "runtime CPU ms per message", at((x) => x.cpuMsPerMessage), 3);
+      if (opts.gcPauses) {
+        // The runtime's main thread runs every isolate of its process: a pause there holds them all.
+        metric("S1", "", "major GC pauses >= 5 ms in the window", at((x) => x.gcPauses?.count), 0);
+        metric("S1", "", "longest major GC pause ms", at((x) => x.gcPauses?.longestMs), 0);
+        metric("S1", "", "major GC ms in the window", at((x) => x.gcPauses?.totalMs), 0);
+      }
       // The fan-out's relay to the user sockets: only the app and the relay baseline have one.
       for (const p of ["relayP50", "relayP99"]) {
         metric("S1", "", `user socket ${p.slice(5).toLowerCase()} latency ms`, at((x) => x[p]), 1, ["app", "relay"]);
@@ -670,7 +697,7 @@ function render(results, opts) {
     `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB; node ${machine.node}, wrangler ${machine.wrangler}, workerd ${machine.workerd}${machine.workerdBinary ? ` (${machine.workerdBinary})` : ""}`,
   );
   lines.push(`load average (1/5/15 min) at start / during / end: ${(results.loads ?? []).join(" | ")}`);
-  const diagnostics = ["profile", "gc", "trace"].filter((d) => opts[d]);
+  const diagnostics = [["profile", "profile"], ["gc", "gc"], ["gcPauses", "gc-pauses"], ["trace", "trace"]].filter(([key]) => opts[key]).map(([, flag]) => flag);
   if (diagnostics.length) lines.push(`DIAGNOSTIC RUN (${diagnostics.map((d) => `--${d}`).join(" ")}): what it watches costs time; these are not the numbers to report`);
   lines.push(
     `wrangler dev, local observability OFF (X_LOCAL_OBSERVABILITY=false); app settings raised with ${results.vars.map((v) => `--var ${v}`).join(" ")}; ` +

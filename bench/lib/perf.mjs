@@ -103,3 +103,18 @@ export function majorGcPauses(samples) {
   }
   return pauses.filter((p) => p.to - p.from >= 5);
 }
+
+/**
+ * The major GC pauses that began between `from` and `to` (wall-clock ms): how many, the longest
+ * and their sum in ms. A pause's length is its first to its last sample plus one sample's time.
+ */
+export function gcPausesIn(samples, from, to) {
+  const lengths = majorGcPauses(samples)
+    .filter((p) => p.from >= from && p.from < to)
+    .map((p) => p.to - p.from + 1000 / PERF_HZ);
+  return {
+    count: lengths.length,
+    longestMs: lengths.length ? Math.max(...lengths) : 0,
+    totalMs: lengths.reduce((a, b) => a + b, 0),
+  };
+}
