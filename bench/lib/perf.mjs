@@ -1,11 +1,13 @@
-// With `--trace`, when Linux `perf` is installed: the runtime's main thread sampled with its call
-// stacks during each S1 rate, so that each stall can be named from the native side. The app's own
-// timeline (bench/lib/trace.mjs) says when the thread was busy outside the conversation object;
-// this says with what: a garbage collection (major or minor), SQLite, or other work.
+// With `--trace` or `--gc-pauses`, when Linux `perf` is installed: a runtime's main thread sampled
+// with its call stacks during each S1 rate, so that its work can be named from the native side.
+// With `--trace` (the app only), beside the app's own timeline (bench/lib/trace.mjs), which says
+// when the thread was busy outside the conversation object; this says with what: a garbage
+// collection (major or minor), SQLite, or other work. With `--gc-pauses` (every target), only
+// the major GC pauses in the measured window (gcPausesIn), as rows of the table.
 //
 // `perf record -k CLOCK_REALTIME` stamps samples with the wall clock, the clock the bench's own
 // times use, so samples and stalls line up. Sampling costs the runtime a little: these runs
-// explain the stalls, they are not the numbers of the table.
+// explain the stalls, they are not the numbers to report.
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
