@@ -697,7 +697,8 @@ function render(results, opts) {
     `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB; node ${machine.node}, wrangler ${machine.wrangler}, workerd ${machine.workerd}${machine.workerdBinary ? ` (${machine.workerdBinary})` : ""}`,
   );
   lines.push(`load average (1/5/15 min) at start / during / end: ${(results.loads ?? []).join(" | ")}`);
-  const diagnostics = [["profile", "profile"], ["gc", "gc"], ["gcPauses", "gc-pauses"], ["trace", "trace"]].filter(([key]) => opts[key]).map(([, flag]) => flag);
+  // Each option's flag is its name in kebab case (gcPauses: --gc-pauses).
+  const diagnostics = ["profile", "gc", "gcPauses", "trace"].filter((key) => opts[key]).map((key) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`));
   if (diagnostics.length) lines.push(`DIAGNOSTIC RUN (${diagnostics.map((d) => `--${d}`).join(" ")}): what it watches costs time; these are not the numbers to report`);
   lines.push(
     `wrangler dev, local observability OFF (X_LOCAL_OBSERVABILITY=false); app settings raised with ${results.vars.map((v) => `--var ${v}`).join(" ")}; ` +

@@ -91,9 +91,10 @@ export function sampledBetween(samples, from, to) {
 }
 
 /**
- * Major GC pauses of 5 ms or more: runs of "major GC" samples less than 5 ms apart, [{ from, to }].
- * Shorter runs are left out: a lone sample is most often the epilogue callbacks after a minor GC,
- * which the stack alone does not tell from a major one's.
+ * Major GC pauses of 5 ms or more: runs of "major GC" samples less than 5 ms apart,
+ * [{ from, to, ms }]: its first and last sample, and its length (first to last plus one sample's
+ * time). Shorter runs are left out: a lone sample is most often the epilogue callbacks after a
+ * minor GC, which the stack alone does not tell from a major one's.
  */
 export function majorGcPauses(samples) {
   const pauses = [];
@@ -103,17 +104,14 @@ export function majorGcPauses(samples) {
     if (last && s.at - last.to < 5) last.to = s.at;
     else pauses.push({ from: s.at, to: s.at });
   }
-  return pauses.filter((p) => p.to - p.from >= 5);
+  return pauses.filter((p) => p.to - p.from >= 5).map((p) => ({ ...p, ms: p.to - p.from + 1000 / PERF_HZ }));
 }
 
-/**
- * The major GC pauses that began between `from` and `to` (wall-clock ms): how many, the longest
- * and their sum in ms. A pause's length is its first to its last sample plus one sample's time.
- */
+/** The major GC pauses that began between `from` and `to` (wall-clock ms): how many, the longest and their sum in ms. */
 export function gcPausesIn(samples, from, to) {
   const lengths = majorGcPauses(samples)
     .filter((p) => p.from >= from && p.from < to)
-    .map((p) => p.to - p.from + 1000 / PERF_HZ);
+    .map((p) => p.ms);
   return {
     count: lengths.length,
     longestMs: lengths.length ? Math.max(...lengths) : 0,

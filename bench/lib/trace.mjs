@@ -154,7 +154,7 @@ function describeSampled(byWhat) {
 /** How many major GC pauses the samples show, how long, and how many stalls held one. */
 function perfSummary(perf, stalls) {
   const pauses = majorGcPauses(perf);
-  const lengths = pauses.map((p) => p.to - p.from).sort((a, b) => a - b);
+  const lengths = pauses.map((p) => p.ms).sort((a, b) => a - b);
   const held = stalls.filter((st) => pauses.some((p) => p.to >= st.at && p.from <= st.at + st.maxMs)).length;
   const overall = describeSampled(sampledBetween(perf, -Infinity, Infinity));
   return (
