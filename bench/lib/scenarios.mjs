@@ -421,15 +421,36 @@ const HIBERNATE_WAIT_MS = 20_000;
  * been dropped and has reconnected. Dropping the first set gives the runtime's memory back to its
  * allocator, not to the system (RSS stays at its high-water mark), and the second set reuses it,
  * so `again - after` bounds what the sockets keep from above, where `after - before` also counts
- * everything the first connect used and freed.
+ * everything the first connect used and freed. `kept`: the RSS once a second set of sockets has
+ * connected while the first stays open (`connectKeptOpen`). What the second connect used and
+ * freed can reuse what the first one freed, while what the first set's open sockets hold cannot,
+ * so `kept - after` per socket is close to what an idle socket keeps (a floor: the second set's
+ * own sockets may also reuse memory the first connect freed), as `after - before` is a ceiling.
+ * (`again` comes after the second set was closed, so it may reuse that memory too.)
  */
-function perSocket(before, after, again, total, viaProxy) {
+function perSocket(before, after, again, kept, total, viaProxy) {
   return {
     runtime: (after.runtime - before.runtime) / total,
     proxy: viaProxy ? (after.proxy - before.proxy) / total : null,
     heap: before.heap === null ? null : (after.heap - before.heap) / total,
     reconnected: (again.runtime - after.runtime) / total,
+    keptOpen: (kept.runtime - after.runtime) / kept.count,
   };
+}
+
+/**
+ * Right after the first set connected: connects a second set while the first stays open, reads
+ * the RSS once they hibernated, then closes the second set (they are the last of `sockets`). Half
+ * as many as the first set: the runtime holds two file descriptors per socket, and two full sets
+ * of 5,000 reached this machine's limit of 20,000 (`ulimit -n`).
+ */
+async function connectKeptOpen(server, connectAll, stats, sockets) {
+  const first = sockets.length;
+  const count = (await connectAll(256, stats, 0.5)).length;
+  await settle();
+  const rss = server.rss();
+  await closeAll(sockets.splice(first));
+  return { ...rss, count };
 }
 
 function settle() {
@@ -461,7 +482,8 @@ async function connectMeasured(server, connectAll, stats, inspector) {
  * drops every socket at once, sends `outage` messages per group while they are down, and times
  * how long it takes until every socket is back (`ready`) and every device has synced the missed
  * messages with GET /messages?since=<its cursor>; then checks a live message reaches every socket,
- * and reads the RSS again once the objects have hibernated.
+ * and reads the RSS again once the objects have hibernated. Before the drop, a second set of
+ * sockets connects and is read while the first stays open (`connectKeptOpen`).
  * All its traffic goes to `via` ({ base, wsBase }: the runtime's entry socket, or the server itself
  * to go through wrangler's proxy). Handshakes reset or refused are retried and counted.
  */
@@ -469,10 +491,11 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
   const total = devices.length * perDevice;
   const sockets = [];
   const url = `${via.wsBase}/ws`;
-  const retries = { connect: {}, resume: {} };
-  const connectAll = (concurrency, stats) =>
+  const retries = { connect: {}, resume: {}, kept: {} };
+  // `share`: the first share of the devices, each with all its sockets (the whole set by default).
+  const connectAll = (concurrency, stats, share = 1) =>
     pool(
-      devices.flatMap((d) => Array.from({ length: perDevice }, (_, k) => [d, k])),
+      devices.slice(0, Math.ceil(devices.length * share)).flatMap((d) => Array.from({ length: perDevice }, (_, k) => [d, k])),
       concurrency,
       async ([d]) => {
         const counter = { live: 0 };
@@ -495,6 +518,8 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
   await pool(devices, 32, async (d) => cursors.set(d, (await syncAll(via, d, "0")).cursor));
 
   const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect, inspector);
+  // Half the devices then hold twice `perDevice` sockets (the bench raises MAX_SOCKETS_PER_DEVICE).
+  const kept = await connectKeptOpen(server, connectAll, retries.kept, sockets);
   const keepAlive = setInterval(() => {
     for (const ws of sockets) if (ws.readyState === 1) ws.send("ping");
   }, KEEPALIVE_MS);
@@ -547,7 +572,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
       sockets: total,
       objects: devices.length,
       viaProxy: via === server,
-      memoryPerSocket: perSocket(before, after, again, total, via === server),
+      memoryPerSocket: perSocket(before, after, again, kept, total, via === server),
       rssBefore: before,
       rssAfter: after,
       rssReconnected: again,
@@ -564,15 +589,18 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
   }
 }
 
-/** Baseline: the same number of sockets over the same number of rooms; memory and reconnect time. */
+/**
+ * Baseline: the same number of sockets over the same number of rooms; memory (the same readings
+ * as the app's) and reconnect time.
+ */
 export async function s5Baseline(server, { rooms, perRoom, via = server, inspector }) {
   const total = rooms * perRoom;
   const sockets = [];
   const names = Array.from({ length: rooms }, (_, r) => `s5r${r}`);
-  const retries = { connect: {}, resume: {} };
-  const connectAll = (concurrency, stats) =>
+  const retries = { connect: {}, resume: {}, kept: {} };
+  const connectAll = (concurrency, stats, share = 1) =>
     pool(
-      names.flatMap((name) => Array.from({ length: perRoom }, () => name)),
+      names.slice(0, Math.ceil(names.length * share)).flatMap((name) => Array.from({ length: perRoom }, () => name)),
       concurrency,
       async (name) => {
         const ws = await openSocketRetrying(`${via.wsBase}/ws/${name}`, { timeoutMs: 120_000 }, stats);
@@ -581,6 +609,7 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
       },
     );
   const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect, inspector);
+  const kept = await connectKeptOpen(server, connectAll, retries.kept, sockets);
   try {
     await closeAll(sockets.splice(0), { abrupt: true });
     const t0 = now();
@@ -592,7 +621,7 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
       sockets: total,
       objects: rooms,
       viaProxy: via === server,
-      memoryPerSocket: perSocket(before, after, again, total, via === server),
+      memoryPerSocket: perSocket(before, after, again, kept, total, via === server),
       rssBefore: before,
       rssAfter: after,
       rssReconnected: again,
