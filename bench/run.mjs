@@ -798,7 +798,11 @@ function checkTargets(results, opts) {
     if (kept === null) {
       out.push(`S5 ${fmt(kb, 1)} KB of runtime RSS per idle socket${memoryNote} (< 10 KB): ${kb < 10 ? "MET" : "NOT MET"}; ${resumed}`);
     } else {
-      const bare = keptBare === null ? "" : ` (the bare broadcast keeps ${fmt(keptBare / 1024, 1)} KB)`;
+      // The bare broadcast runs no code of ours: what it keeps is the runtime's own floor.
+      const bare =
+        keptBare === null
+          ? ""
+          : ` (the bare broadcast keeps ${fmt(keptBare / 1024, 1)} KB${keptBare / 1024 >= 10 ? ", so under 10 KB is not reachable on this runtime" : ""})`;
       out.push(`S5 ${fmt(kept / 1024, 1)} KB of runtime RSS kept per open idle socket${bare} (< 10 KB): ${kept / 1024 < 10 ? "MET" : "NOT MET"}; ${resumed}`);
       out.push(`S5   (when connecting: ${fmt(kb, 1)} KB per socket${memoryNote})`);
     }
