@@ -51,7 +51,7 @@
 // S5 reads memory per socket four ways: the runtime process's RSS as the
 // sockets connect; its isolate's live JavaScript heap after a full GC (through the inspector),
 // which is what the code itself holds; the RSS the runtime adds when every socket is dropped
-// and reconnects (the first set's memory is reused, so this bounds what sockets keep); and the
+// and reconnects (which reuses what the dropped sockets held); and the
 // RSS a second set of sockets (half as many) adds while the first stays open, which is what an
 // open idle socket keeps (what connecting used and freed is reused; what a socket holds is not).
 // Local state goes to a tmpfs by default: locally each SQLite commit's fsync runs on the
@@ -279,7 +279,7 @@ async function main() {
   const appDir = mkdtempSync(join(opts.stateDir, "bench-app-"));
   const baseDir = mkdtempSync(join(opts.stateDir, "bench-baseline-"));
   const aloneDir = mkdtempSync(join(opts.stateDir, "bench-alone-"));
-  // S5 opens a second set of user sockets for each device while its first set stays open.
+  // S5 opens a second set of user sockets for half its devices while their first set stays open.
   const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
   const app = new Server({
     name: "app",
