@@ -369,8 +369,7 @@ async function main() {
     machine.workerdBinary = workerdVersion(app);
 
     // Users: registration is a deliberate 100k-iteration PBKDF2, so they are made once and reused.
-    const perDevice = S5_SOCKETS_PER_DEVICE;
-    const s5Devices = wants("S5") ? Math.ceil(opts.s5Sockets / perDevice) : 0;
+    const s5Devices = wants("S5") ? Math.ceil(opts.s5Sockets / S5_SOCKETS_PER_DEVICE) : 0;
     const poolSize = Math.max(wants("S3") ? 40 : wants("S1") || wants("S2") || wants("S6") ? 10 : 0, s5Devices);
     const tag = Date.now().toString(36);
     log(`registering ${poolSize} users${wants("S4") ? " + 21 for S4" : ""}${wants("S5") ? " + 1 poster" : ""}`);
@@ -505,7 +504,7 @@ async function main() {
         const members = devices.slice(i, i + 49);
         groups.push({ members, conversation: await createGroup(app.base, poster, members, `s5 ${i / 49}`) });
       }
-      const sockets = devices.length * perDevice;
+      const sockets = devices.length * S5_SOCKETS_PER_DEVICE;
       for (let run = 0; run < opts.runs; run++) {
         for (const t of targets(run)) {
           // A fresh runtime per run, so the memory delta is not hidden by what an earlier run freed.
@@ -516,8 +515,8 @@ async function main() {
             const via = reached.server;
             log(`S5 ${t.kind}: sockets to ${via.base}${opts.s5ViaProxy ? " (wrangler's proxy)" : " (the runtime's entry socket, no proxy)"}`);
             return t.kind === "app"
-              ? s5App(app, { devices, groups, poster, perDevice, via, inspector: t.inspector })
-              : s5Baseline(baseline, { rooms: devices.length, perRoom: perDevice, via, inspector: t.inspector });
+              ? s5App(app, { devices, groups, poster, perDevice: S5_SOCKETS_PER_DEVICE, via, inspector: t.inspector })
+              : s5Baseline(baseline, { rooms: devices.length, perRoom: S5_SOCKETS_PER_DEVICE, via, inspector: t.inspector });
           });
         }
       }
@@ -789,7 +788,7 @@ function checkTargets(results, opts) {
     const again = med("S5", "app", (x) => x.memoryPerSocket.reconnected ?? null);
     // What an open idle socket keeps, where measured (results saved before it lack it): the target's measure.
     const kept = med("S5", "app", (x) => x.memoryPerSocket.keptOpen ?? null);
-    const keptBare = runs.S5.baseline?.length ? med("S5", "baseline", (x) => x.memoryPerSocket.keptOpen ?? null) : null;
+    const keptBare = med("S5", "baseline", (x) => x.memoryPerSocket.keptOpen ?? null);
     const memoryNote =
       (heap === null ? "" : ` (the isolate's live heap: ${fmt(heap / 1024, 2)} KB of it)`) +
       (again === null ? "" : `, ${fmt(again / 1024, 1)} KB more when all reconnected`);

@@ -419,14 +419,15 @@ const HIBERNATE_WAIT_MS = 20_000;
  * go through it (`viaProxy`); otherwise it is null (the table says it was not measured). The
  * heap's is null without an inspector port. `again`: the runtime's RSS once every socket has
  * been dropped and has reconnected. Dropping the first set gives the runtime's memory back to its
- * allocator, not to the system (RSS stays at its high-water mark), and the reconnected set reuses
- * it, so `again - after` is neither what the sockets keep nor a bound on it, while `after - before`
- * also counts everything the first connect used and freed. `kept`: the RSS once a second set of sockets has
- * connected while the first stays open (`connectKeptOpen`). What the second connect used and
- * freed can reuse what the first one freed, while what the first set's open sockets hold cannot,
- * so `kept - after` per socket is close to what an idle socket keeps (a floor: the second set's
- * own sockets may also reuse memory the first connect freed), as `after - before` is a ceiling.
- * (`again` comes after the second set was closed, so it may reuse that memory too.)
+ * allocator, not to the system (RSS stays at its high-water mark), and the reconnected set
+ * reuses it, so `again - after` is neither what the sockets keep nor a bound on it, while
+ * `after - before` also counts everything the first connect used and freed. `kept`: the RSS once
+ * a second set of sockets has connected while the first stays open (`connectKeptOpen`). What the
+ * second connect used and freed can reuse what the first one freed, while what the first set's
+ * open sockets hold cannot, so `kept - after` per socket is close to what an idle socket keeps
+ * (a floor: the second set's own sockets may also reuse memory the first connect freed), as
+ * `after - before` is a ceiling. (`again` comes after the second set was closed, so it may reuse
+ * that memory too.)
  */
 function perSocket(before, after, again, kept, total, viaProxy) {
   return {
