@@ -202,6 +202,83 @@ describe("ordering and idempotency", () => {
     for (const s of [...sockets, watcher]) s.close();
   });
 
+  it("stores socket sends that arrive together in one step, before any other frame or call sees the conversation", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = conversationStub(env, conv.id);
+    const as = await openConversation(a, conv.id);
+    const bs = await openConversation(b, conv.id);
+    const stored = (state: DurableObjectState, ids: string[]) =>
+      state.storage.sql.exec(`SELECT count(*) AS n FROM messages WHERE client_msg_id IN (${ids.map(() => "?").join()})`, ...ids).one().n;
+    // Frames handed to the object in one step, as the runtime hands it a burst: the sends are
+    // staged and nothing is written until something else needs the conversation (here a typing
+    // frame), or the step ends and the timer stores them.
+    await runInDurableObject(stub, (instance: ConversationDO, state: DurableObjectState) => {
+      const [ws] = state.getWebSockets(`d:${a.device.id}`);
+      const frame = (f: unknown) => instance.webSocketMessage(ws!, JSON.stringify(f));
+      frame({ type: "send", clientMsgId: "g1", body: "one" });
+      frame({ type: "send", clientMsgId: "g2", body: "two" });
+      frame({ type: "send", clientMsgId: "g1", body: "one" }); // a retry of a staged send
+      frame({ type: "send", clientMsgId: "g3", body: "three" });
+      expect(stored(state, ["g1", "g2", "g3"])).toBe(0);
+      frame({ type: "typing", on: true });
+      expect(stored(state, ["g1", "g2", "g3"])).toBe(3);
+      // The next send waits for the timer, or for a call such as history.
+      frame({ type: "send", clientMsgId: "g4", body: "four" });
+      expect(stored(state, ["g4"])).toBe(0);
+    });
+    const acks = async (id: string) => (await as.next("ack", (f) => f.clientMsgId === id)).message!;
+    const [g1, g2, g3, g4] = [await acks("g1"), await acks("g2"), await acks("g3"), await acks("g4")];
+    expect([g2.seq, g3.seq, g4.seq]).toEqual([g1.seq + 1, g1.seq + 2, g1.seq + 3]);
+    // The retry was answered with the message it repeats, after the first ack (the typer is not told of its own typing).
+    const order = as.frames.filter((f) => f.type === "ack" || f.type === "typing").map((f) => (f.type === "ack" ? f.clientMsgId : f.type));
+    expect(order).toEqual(["g1", "g2", "g1", "g3", "g4"]);
+    expect(as.frames.filter((f) => f.type === "ack" && f.clientMsgId === "g1").map((f) => f.message)).toEqual([g1, g1]);
+    await bs.next("message", (f) => f.message?.clientMsgId === "g4");
+    const seen = bs.frames.filter((f) => f.type === "message" || f.type === "typing").map((f) => (f.type === "typing" ? "typing" : f.message!.clientMsgId));
+    expect(seen).toEqual(["g1", "g2", "g3", "typing", "g4"]);
+
+    // A call (here history over REST) stores what is staged before it answers.
+    await runInDurableObject(stub, (instance: ConversationDO, state: DurableObjectState) => {
+      const [ws] = state.getWebSockets(`d:${a.device.id}`);
+      instance.webSocketMessage(ws!, JSON.stringify({ type: "send", clientMsgId: "g5", body: "five" }));
+      expect(stored(state, ["g5"])).toBe(0);
+    });
+    const page = await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages?after=${g1.seq - 1}`, { token: b.token });
+    expect(page.messages.map((m) => m.clientMsgId)).toEqual(["g1", "g2", "g3", "g4", "g5"]);
+    expectContiguous(page.messages, g1.seq, g1.seq + 4);
+    as.close();
+    bs.close();
+  });
+
+  it("stores each socket send on arrival with GROUP_COMMIT_MAX = 1, and at most GROUP_COMMIT_MAX in a step", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = conversationStub(env, conv.id);
+    const as = await openConversation(a, conv.id);
+    const setMax = (max: number) =>
+      runInDurableObject(stub, (instance: ConversationDO) => {
+        (instance as unknown as { settings: { groupCommitMax: number } }).settings.groupCommitMax = max;
+      });
+    const sendAll = (ids: string[]) =>
+      runInDurableObject(stub, (instance: ConversationDO, state: DurableObjectState) => {
+        const [ws] = state.getWebSockets(`d:${a.device.id}`);
+        return ids.map((id) => {
+          instance.webSocketMessage(ws!, JSON.stringify({ type: "send", clientMsgId: id, body: id }));
+          return state.storage.sql.exec("SELECT count(*) AS n FROM messages WHERE client_msg_id = ?", id).one().n;
+        });
+      });
+    await setMax(1);
+    expect(await sendAll(["m1", "m2"])).toEqual([1, 1]);
+    await setMax(3);
+    // The third staged send stores all three; the fourth waits for the timer.
+    expect(await sendAll(["m3", "m4", "m5", "m6"])).toEqual([0, 0, 1, 0]);
+    const m6 = (await as.next("ack", (f) => f.clientMsgId === "m6")).message!;
+    const m1 = as.frames.find((f) => f.clientMsgId === "m1")!.message!;
+    expect(m6.seq).toBe(m1.seq + 5);
+    as.close();
+  });
+
   it("answers a retried socket send with the same id and seq, and stores one message", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
@@ -363,6 +440,35 @@ describe("faults", () => {
     expect(bs.closed).toBeNull();
     as.close();
     bs.close();
+  });
+
+  it("loses nothing when an object resets with sends staged: none was acked, and their retries leave no hole in seq", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const stub = conversationStub(env, conv.id);
+    const lastSeq = async () => (await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token })).conversation.lastSeq;
+    const as = await openConversation(a, conv.id);
+    const before = await lastSeq();
+    const reset = runInDurableObject(stub, (instance: ConversationDO, state: DurableObjectState) => {
+      const [ws] = state.getWebSockets(`d:${a.device.id}`);
+      for (const id of ["r1", "r2"]) instance.webSocketMessage(ws!, JSON.stringify({ type: "send", clientMsgId: id, body: id }));
+      state.abort("reset by the test");
+    }).catch((err: Error) => err.message);
+    expect(await reset).toBe("reset by the test");
+    await as.until(() => as.closed !== null, "the reset to close the socket");
+    expect(as.frames.some((f) => f.type === "ack")).toBe(false);
+    expect(await lastSeq()).toBe(before);
+    // The device sends them again on its new socket: stored once each, right after the last.
+    const again = await openConversation(a, conv.id);
+    for (const id of ["r1", "r2", "r1"]) again.send({ type: "send", clientMsgId: id, body: id });
+    await again.until((f) => f.filter((x) => x.type === "ack").length === 3, "three acks");
+    expect(again.frames.filter((f) => f.type === "ack").map((f) => [f.clientMsgId, f.message!.seq])).toEqual([
+      ["r1", before + 1],
+      ["r2", before + 2],
+      ["r1", before + 1],
+    ]);
+    expect(await lastSeq()).toBe(before + 2);
+    again.close();
   });
 
   it("fans out and feeds D1 without the alarm: a steady stream never waits for it", async () => {
