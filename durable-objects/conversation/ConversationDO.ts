@@ -68,6 +68,8 @@ export class ConversationDO extends DurableObject<Env> {
   /** Socket sends received and not yet stored, oldest first (see stage), and the timer that stores them. */
   private staged: StagedSend[] = [];
   private stageTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When the latest socket send arrived (ms): the next one, if close behind, is part of a burst. */
+  private lastSendAt = 0;
   /** The latest send of each socket still resolving media; in memory (nothing is pending across eviction). */
   private readonly socketSends = new WeakMap<WebSocket, Promise<void>>();
 
@@ -306,21 +308,27 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   /**
-   * Stages a socket send, to be stored with the sends that arrive with it, in one step. Each step
-   * that writes ends in its own SQLite commit, which costs more than the insert itself (about
-   * 60 µs against 10 here): a burst stored in one step shares one commit.
+   * Stores a socket send now, or stages it to be stored with the sends that arrive with it, in
+   * one step. Each step that writes ends in its own SQLite commit, which costs more than the
+   * insert itself (about 60 µs against 10 here): a burst stored in one step shares one commit.
    *
-   * The staged sends are stored, in the order they arrived, when the runtime has nothing else to
-   * deliver (a 0 ms timer), or as soon as GROUP_COMMIT_MAX are staged or the oldest has waited
-   * GROUP_COMMIT_WAIT_MS (under a steady stream the timer may not fire; see `defer`), and before
-   * any other frame, call or event reaches the conversation, so none sees it without them. Each
-   * is acked and broadcast in the step that stores it, as before, so the output gate holds those
-   * frames until the commit is durable: a send is never acked unstored, and one lost with its
-   * instance (an eviction, a reset) was never acked, so its device sends it again.
+   * A send that arrives within GROUP_COMMIT_BURST_MS of the one before it (by default, in the
+   * same millisecond) is staged: a burst. Any other is stored at once, with whatever is staged
+   * before it, so a conversation at a human pace or a steady rate never waits. The staged sends
+   * are stored, in the order they arrived, when a send arrives after a longer gap, when
+   * GROUP_COMMIT_MAX are staged, when the
+   * runtime has nothing else to deliver (a 0 ms timer, which a saturated runtime may not fire;
+   * see `defer`), and before any other frame, call or event reaches the conversation, so none
+   * sees it without them. Each is acked and broadcast in the step that stores it, as before, so
+   * the output gate holds those frames until the commit is durable: a send is never acked
+   * unstored, and one lost with its object (an eviction, a reset) was never acked, so its device
+   * sends it again.
    */
   private stage(send: StagedSend): void {
+    const burst = send.now - this.lastSendAt < this.settings.groupCommitBurstMs;
+    this.lastSendAt = send.now;
     this.staged.push(send);
-    if (this.staged.length >= this.settings.groupCommitMax || send.now - this.staged[0]!.now >= this.settings.groupCommitWaitMs) {
+    if (!burst || this.staged.length >= this.settings.groupCommitMax) {
       this.storeStaged();
       return;
     }

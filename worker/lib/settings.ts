@@ -31,7 +31,7 @@ export interface Settings {
   fanoutInlineMax: number;
   batchDelayMs: number;
   groupCommitMax: number;
-  groupCommitWaitMs: number;
+  groupCommitBurstMs: number;
   presenceDebounceMs: number;
   presenceTimeoutMs: number;
   media: MediaSettings;
@@ -85,7 +85,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     fanoutInlineMax: int(env.FANOUT_INLINE_MAX, 50, 0),
     batchDelayMs: int(env.BATCH_DELAY_MS, 25, 0),
     groupCommitMax: int(env.GROUP_COMMIT_MAX, 32, 1),
-    groupCommitWaitMs: int(env.GROUP_COMMIT_WAIT_MS, 2, 0),
+    groupCommitBurstMs: int(env.GROUP_COMMIT_BURST_MS, 1, 0),
     presenceDebounceMs: int(env.PRESENCE_DEBOUNCE_MS, 3000, 0),
     // The keep-alive window of API.md: a socket silent this long no longer counts as online.
     presenceTimeoutMs: int(env.PRESENCE_TIMEOUT_MS, 60_000, 1000),
