@@ -252,8 +252,9 @@ export class ConversationDO extends DurableObject<Env> {
       // their sender cannot receive an ack, and resends them on a new socket.
       if (ws.readyState !== WebSocket.OPEN) return;
       const incoming = this.readFrame(ws, data);
-      // The common case, a send without media with nothing ahead of it on this socket, is staged
-      // (see stage): no promise, no closure, no copy of the frame (its extra `type` is not read).
+      // The common case, a send without media with nothing ahead of it on this socket, is stored
+      // now or with its burst (see stage): no promise, no closure, no copy of the frame (its
+      // extra `type` is not read).
       if (incoming.ok && incoming.frame.type === "send" && !incoming.frame.mediaIds?.length && !this.socketSends.has(ws)) {
         this.stage({ ws, identity: incoming.identity, frame: incoming.frame, now: Date.now() });
         return;
@@ -316,13 +317,12 @@ export class ConversationDO extends DurableObject<Env> {
    * same millisecond) is staged: a burst. Any other is stored at once, with whatever is staged
    * before it, so a conversation at a human pace or a steady rate never waits. The staged sends
    * are stored, in the order they arrived, when a send arrives after a longer gap, when
-   * GROUP_COMMIT_MAX are staged, when the
-   * runtime has nothing else to deliver (a 0 ms timer, which a saturated runtime may not fire;
-   * see `defer`), and before any other frame, call or event reaches the conversation, so none
-   * sees it without them. Each is acked and broadcast in the step that stores it, as before, so
-   * the output gate holds those frames until the commit is durable: a send is never acked
-   * unstored, and one lost with its object (an eviction, a reset) was never acked, so its device
-   * sends it again.
+   * GROUP_COMMIT_MAX are staged, when the runtime has nothing else to deliver (a 0 ms timer,
+   * which a saturated runtime may not fire; see `defer`), and before any other frame, call or
+   * event reaches the conversation, so none sees it without them. Each is acked and broadcast in
+   * the step that stores it, as before, so the output gate holds those frames until the commit
+   * is durable: a send is never acked unstored, and one lost with its object (an eviction, a
+   * reset) was never acked, so its device sends it again.
    */
   private stage(send: StagedSend): void {
     const burst = send.now - this.lastSendAt < this.settings.groupCommitBurstMs;
