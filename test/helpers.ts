@@ -2,6 +2,7 @@
 import { exports } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import type { Settings } from "../worker/lib/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
 
 const ORIGIN = "http://chat.test";
@@ -219,12 +220,19 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
 }
 
 /**
- * Holds a conversation's deferred pass (D1, fan-out) back for a minute, so that writes wait for it
- * and only the alarm, its backstop, runs it (`runDurableObjectAlarm`). No clock can be injected,
- * so this sets the object's own setting.
+ * Changes a conversation object's settings for the rest of its wake-up. No clock can be injected,
+ * so tests that depend on timing set the object's own settings.
  */
-export async function holdDeferredPass(stub: DurableObjectStub<ConversationDO>): Promise<void> {
+export async function setConversationSettings(stub: DurableObjectStub<ConversationDO>, settings: Partial<Settings>): Promise<void> {
   await runInDurableObject(stub, (instance: ConversationDO) => {
-    (instance as unknown as { settings: { batchDelayMs: number } }).settings.batchDelayMs = 60_000;
+    Object.assign((instance as unknown as { settings: Settings }).settings, settings);
   });
+}
+
+/**
+ * Holds a conversation's deferred pass (D1, fan-out) back for a minute, so that writes wait for it
+ * and only the alarm, its backstop, runs it (`runDurableObjectAlarm`).
+ */
+export function holdDeferredPass(stub: DurableObjectStub<ConversationDO>): Promise<void> {
+  return setConversationSettings(stub, { batchDelayMs: 60_000 });
 }

@@ -17,6 +17,7 @@ import {
   openConversation,
   register,
   sendRest,
+  setConversationSettings,
   unique,
   waitFor,
   type Session,
@@ -54,21 +55,19 @@ async function heldConversation() {
   return { a, b, conv, stub, inbox, as };
 }
 
-/**
- * Sets a conversation object's group commit (see ConversationDO.stage). A burst window of a
- * minute makes every socket send a burst but the first, whatever the clock does in between.
- */
-function setGroupCommit(stub: DurableObjectStub<ConversationDO>, settings: { groupCommitMax?: number; groupCommitBurstMs?: number }) {
-  return runInDurableObject(stub, (instance: ConversationDO) => {
-    Object.assign((instance as unknown as { settings: typeof settings }).settings, settings);
-  });
-}
-
 /** Hands frames from a device's socket to a conversation object, as the runtime does, within the caller's step. */
 function frameSender(instance: ConversationDO, state: DurableObjectState, deviceId: string) {
   const [ws] = state.getWebSockets(`d:${deviceId}`);
   return (frame: unknown) => instance.webSocketMessage(ws!, JSON.stringify(frame));
 }
+
+/** How many of these clientMsgIds the object's SQLite holds. */
+function storedCount(state: DurableObjectState, ids: string[]): number {
+  return state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM messages WHERE client_msg_id IN (${ids.map(() => "?").join()})`, ...ids).one().n;
+}
+
+/** A burst window of a minute makes every socket send a burst but the first, whatever the clock does (see ConversationDO.stage). */
+const EVERY_SEND_A_BURST = { groupCommitBurstMs: 60_000 };
 
 function expectContiguous(messages: Message[], from: number, to: number) {
   expect(messages.map((m) => m.seq)).toEqual(Array.from({ length: to - from + 1 }, (_, i) => from + i));
@@ -224,25 +223,23 @@ describe("ordering and idempotency", () => {
     const stub = conversationStub(env, conv.id);
     const as = await openConversation(a, conv.id);
     const bs = await openConversation(b, conv.id);
-    const stored = (state: DurableObjectState, ids: string[]) =>
-      state.storage.sql.exec(`SELECT count(*) AS n FROM messages WHERE client_msg_id IN (${ids.map(() => "?").join()})`, ...ids).one().n;
-    await setGroupCommit(stub, { groupCommitBurstMs: 60_000 });
+    await setConversationSettings(stub, EVERY_SEND_A_BURST);
     // Frames handed to the object in one step, as the runtime hands it a burst: the first send
     // is stored on arrival, the others are staged and nothing more is written until something
     // else needs the conversation (here a typing frame), or the step ends and the timer stores them.
     await runInDurableObject(stub, (instance: ConversationDO, state: DurableObjectState) => {
       const frame = frameSender(instance, state, a.device.id);
       frame({ type: "send", clientMsgId: "g1", body: "one" });
-      expect(stored(state, ["g1"])).toBe(1);
+      expect(storedCount(state, ["g1"])).toBe(1);
       frame({ type: "send", clientMsgId: "g2", body: "two" });
       frame({ type: "send", clientMsgId: "g1", body: "one" }); // a retry, staged behind g2
       frame({ type: "send", clientMsgId: "g3", body: "three" });
-      expect(stored(state, ["g1", "g2", "g3"])).toBe(1);
+      expect(storedCount(state, ["g1", "g2", "g3"])).toBe(1);
       frame({ type: "typing", on: true });
-      expect(stored(state, ["g1", "g2", "g3"])).toBe(3);
+      expect(storedCount(state, ["g1", "g2", "g3"])).toBe(3);
       // The next send waits for the timer, or for a call such as history.
       frame({ type: "send", clientMsgId: "g4", body: "four" });
-      expect(stored(state, ["g4"])).toBe(0);
+      expect(storedCount(state, ["g4"])).toBe(0);
     });
     const acks = async (id: string) => (await as.next("ack", (f) => f.clientMsgId === id)).message!;
     const [g1, g2, g3, g4] = [await acks("g1"), await acks("g2"), await acks("g3"), await acks("g4")];
@@ -260,7 +257,7 @@ describe("ordering and idempotency", () => {
       const frame = frameSender(instance, state, a.device.id);
       frame({ type: "send", clientMsgId: "g5", body: "five" });
       frame({ type: "send", clientMsgId: "g6", body: "six" });
-      expect(stored(state, ["g5", "g6"])).toBe(0);
+      expect(storedCount(state, ["g5", "g6"])).toBe(0);
     });
     const page = await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages?after=${g1.seq - 1}`, { token: b.token });
     expect(page.messages.map((m) => m.clientMsgId)).toEqual(["g1", "g2", "g3", "g4", "g5", "g6"]);
@@ -279,18 +276,18 @@ describe("ordering and idempotency", () => {
         const frame = frameSender(instance, state, a.device.id);
         return ids.map((id) => {
           frame({ type: "send", clientMsgId: id, body: id });
-          return state.storage.sql.exec("SELECT count(*) AS n FROM messages WHERE client_msg_id = ?", id).one().n;
+          return storedCount(state, [id]);
         });
       });
     // Every send a burst but the first (m1), with GROUP_COMMIT_MAX = 1: each stored on arrival.
-    await setGroupCommit(stub, { groupCommitBurstMs: 60_000, groupCommitMax: 1 });
+    await setConversationSettings(stub, { ...EVERY_SEND_A_BURST, groupCommitMax: 1 });
     expect(await sendAll(["m1", "m2"])).toEqual([1, 1]);
     // With 3: the third staged stores all three; the fourth waits for the timer.
-    await setGroupCommit(stub, { groupCommitMax: 3 });
+    await setConversationSettings(stub, { groupCommitMax: 3 });
     expect(await sendAll(["m3", "m4", "m5", "m6"])).toEqual([0, 0, 1, 0]);
     await as.next("ack", (f) => f.clientMsgId === "m6");
     // No burst (a window of 0 ms): each stored on arrival.
-    await setGroupCommit(stub, { groupCommitBurstMs: 0, groupCommitMax: 32 });
+    await setConversationSettings(stub, { groupCommitBurstMs: 0, groupCommitMax: 32 });
     expect(await sendAll(["m7", "m8"])).toEqual([1, 1]);
     const m8 = (await as.next("ack", (f) => f.clientMsgId === "m8")).message!;
     const m1 = as.frames.find((f) => f.clientMsgId === "m1")!.message!;
@@ -469,7 +466,7 @@ describe("faults", () => {
     const as = await openConversation(a, conv.id);
     const before = await lastSeq();
     // A burst: r1 is written on arrival, r2 and r3 are staged, and the object resets in that step.
-    await setGroupCommit(stub, { groupCommitBurstMs: 60_000 });
+    await setConversationSettings(stub, EVERY_SEND_A_BURST);
     const reset = runInDurableObject(stub, (instance: ConversationDO, state: DurableObjectState) => {
       const frame = frameSender(instance, state, a.device.id);
       for (const id of ["r1", "r2", "r3"]) frame({ type: "send", clientMsgId: id, body: id });

@@ -96,6 +96,9 @@ export class ConversationDO extends DurableObject<Env> {
   }
 
   // --- RPC from the Worker ---------------------------------------------------------------------
+  // Every entry point (these, the socket handshake, frames other than a plain send, the alarm)
+  // first stores the socket sends staged before it (see stage), so none sees the conversation
+  // without them.
 
   async create(input: CreateInput) {
     this.storeStaged();
