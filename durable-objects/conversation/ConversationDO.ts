@@ -500,9 +500,11 @@ export class ConversationDO extends DurableObject<Env> {
     const d1Due = started >= this.d1RetryAt;
     const flushed = d1Due && (await this.outbox.flush(false));
     if (d1Due && !flushed) this.d1RetryAt = Date.now() + backoffDelay(this.outbox.failures);
-    if (started >= this.fanoutRetryAt && !(await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY, flushed))) {
-      this.fanoutRetryAt = Date.now() + backoffDelay(this.fanout.failures);
-    }
+    this.store.keepRecentFor("d1", flushed);
+    const fanoutDue = started >= this.fanoutRetryAt;
+    const fannedOut = fanoutDue && (await this.fanout.run(flushed ? written : Number.POSITIVE_INFINITY, flushed));
+    if (fanoutDue && !fannedOut) this.fanoutRetryAt = Date.now() + backoffDelay(this.fanout.failures);
+    this.store.keepRecentFor("fanout", fannedOut);
     await this.wakeForRetries();
   }
 
@@ -539,7 +541,9 @@ export class ConversationDO extends DurableObject<Env> {
   private async flushNow(): Promise<void> {
     // While D1 is failing the alarm retries with backoff; calls do not add their own attempts.
     if (Date.now() < this.d1RetryAt) return;
-    if (await this.outbox.flush()) return;
+    const flushed = await this.outbox.flush();
+    this.store.keepRecentFor("d1", flushed);
+    if (flushed) return;
     this.d1RetryAt = Date.now() + backoffDelay(this.outbox.failures);
     await this.wakeForRetries();
   }

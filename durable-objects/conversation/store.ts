@@ -93,13 +93,21 @@ export class ConversationStore {
   readonly members = new Map<string, Member>();
   /**
    * Messages appended during this wake-up that the deferred pass has not yet taken past both its
-   * cursors (D1 and the fan-out), by seq, oldest first: the pass reads them from here instead of
-   * SQLite (in the S1 profile those reads were ~5% of the runtime's CPU). A message whose row
+   * cursors (D1 and the fan-out; only one of them while the other step is failing, see
+   * keepingFor), by seq, oldest first: the pass reads them from here instead of SQLite (in the
+   * S1 profile those reads were ~5% of the runtime's CPU). A message whose row
    * changes afterwards (a thread root's reply count) is dropped, so what is here equals its row;
    * whatever is not here is read from SQLite.
    */
   private readonly recent = new Map<number, Message>();
   private recentBytes = 0;
+  /**
+   * Which steps `recent` keeps messages for. A step left to its backoff (D1 down) reads what it
+   * missed back from SQLite when it retries, so `recent` forgets what the other step has passed:
+   * an outage does not make every conversation of an isolate hold up to RECENT_MAX_BYTES (objects
+   * of one class may share an isolate, and its memory limit).
+   */
+  private readonly keepingFor = { d1: true, fanout: true };
   /** Receipts read or written during this wake-up (putReceipt keeps them current): one read per member, not per receipt. */
   private readonly receipts = new Map<string, Receipt>();
 
@@ -295,13 +303,26 @@ export class ConversationStore {
     return { messages, hasMore: lastSeq > through };
   }
 
-  /** Forgets recent messages that both the D1 and the fan-out cursor have passed. */
+  /**
+   * Whether `recent` keeps messages for `step` (see keepingFor): the conversation object says so
+   * after each attempt, true when the step kept up, false while it waits out a failure.
+   */
+  keepRecentFor(step: "d1" | "fanout", keep: boolean): void {
+    if (this.keepingFor[step] === keep) return;
+    this.keepingFor[step] = keep;
+    if (!keep) this.trimRecent();
+  }
+
+  /** Forgets recent messages that the cursor of every step it keeps them for has passed. */
   private trimRecent(): void {
     if (this.recent.size === 0) return;
     const { d1_seq, fanout_seq } = this.sql
       .exec<{ d1_seq: number; fanout_seq: number }>("SELECT d1_seq, fanout_seq FROM conversation")
       .one();
-    const through = Math.min(d1_seq, fanout_seq);
+    const through = Math.min(
+      this.keepingFor.d1 ? d1_seq : Number.POSITIVE_INFINITY,
+      this.keepingFor.fanout ? fanout_seq : Number.POSITIVE_INFINITY,
+    );
     for (const seq of this.recent.keys()) {
       if (seq > through) break;
       this.forget(seq);
