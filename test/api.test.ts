@@ -5,6 +5,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
 import { conversationStub, userStub } from "../worker/lib/objects";
+import { TICKET_HEADERS } from "../durable-objects/lib/sockets";
 import { issueTicket } from "../worker/lib/tickets";
 import {
   call,
@@ -146,6 +147,13 @@ describe("accounts", () => {
     expect((await userSocket.next("ready")).userId).toBe(a.user.id);
     userSocket.close();
     await expectError(await call(`/ws?ticket=${userTicket}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+
+    // The user's object takes a user socket's ticket from headers only the Worker sets: the same
+    // headers sent by a client (here naming the ticket just used) are dropped, and its token opens the socket.
+    const nonce = userTicket.split(".")[3]!;
+    const forged = await connect("/ws", a.token, { [TICKET_HEADERS.nonce]: nonce, [TICKET_HEADERS.expiresAt]: String(Date.now() + 30_000) });
+    expect((await forged.next("ready")).userId).toBe(a.user.id);
+    forged.close();
   });
 
   it("lets exactly one of three racing handshakes through with one ticket", async () => {

@@ -13,6 +13,23 @@ export interface Identity {
  */
 export const IDENTITY_HEADERS = { user: "x-chat-user-id", device: "x-chat-device-id" } as const;
 
+/**
+ * A ticket the Worker verified (its MAC and expiry) on a user socket's upgrade, whose single use
+ * the user's object takes as it accepts the socket: one call to that object, not two.
+ */
+export interface TicketUse {
+  nonce: string;
+  expiresAt: number;
+}
+
+export const TICKET_HEADERS = { nonce: "x-chat-ticket-nonce", expiresAt: "x-chat-ticket-expires-at" } as const;
+
+export function readTicketUse(headers: Headers): TicketUse | null {
+  const nonce = headers.get(TICKET_HEADERS.nonce);
+  const expiresAt = Number(headers.get(TICKET_HEADERS.expiresAt));
+  return nonce && Number.isFinite(expiresAt) ? { nonce, expiresAt } : null;
+}
+
 export function readIdentity(headers: Headers): Identity | null {
   const userId = headers.get(IDENTITY_HEADERS.user);
   const deviceId = headers.get(IDENTITY_HEADERS.device);

@@ -18,7 +18,7 @@ import { conversationStub, userStub } from "../../worker/lib/objects";
 import { sharedWith } from "../../worker/lib/presence";
 import { enqueuePushes } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
-import { exceedsUtf8, jsonError, readIdentity, type Identity } from "../lib/sockets";
+import { exceedsUtf8, jsonError, readIdentity, readTicketUse, type Identity } from "../lib/sockets";
 import {
   conversationOf,
   frameOf,
@@ -393,12 +393,18 @@ export class UserDO extends DurableObject<Env> {
   // --- WebSocket tickets ------------------------------------------------------------------------
 
   /**
-   * Lets a verified ticket (worker/lib/tickets.ts) open one socket: false when its nonce was used
-   * already or its device has logged out since. SQLite's primary key decides between two
+   * Lets a verified ticket (worker/lib/tickets.ts) open one conversation socket (a user socket's
+   * upgrade takes it in `fetch`): false when its nonce was used already or its device has logged
+   * out since. SQLite's primary key decides between two
    * handshakes racing with the same ticket, in one synchronous step.
    */
   async consumeTicket(userId: string, deviceId: string, nonce: string, expiresAt: number): Promise<boolean> {
     this.presence.rememberUser(userId);
+    return this.takeTicket(deviceId, nonce, expiresAt);
+  }
+
+  /** A ticket's single use (see consumeTicket): false if it was used, or its device logged out. */
+  private takeTicket(deviceId: string, nonce: string, expiresAt: number): boolean {
     const sql = this.ctx.storage.sql;
     const now = Date.now();
     sql.exec("DELETE FROM used_tickets WHERE until < ?", now);
@@ -434,10 +440,16 @@ export class UserDO extends DurableObject<Env> {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return jsonError("bad_request", "expected a WebSocket upgrade");
     }
+    this.presence.rememberUser(identity.userId);
+    // A ticket's single use is taken here, in the call that opens the socket (the Worker checked
+    // its MAC and expiry), as consumeTicket takes it for a conversation socket.
+    const ticket = readTicketUse(request.headers);
+    if (ticket && !this.takeTicket(identity.deviceId, ticket.nonce, ticket.expiresAt)) {
+      return jsonError("unauthorized", "invalid or expired ticket");
+    }
     if (this.ctx.getWebSockets(`d:${identity.deviceId}`).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);
     }
-    this.presence.rememberUser(identity.userId);
     this.connecting++;
     try {
       await this.endAnswers(identity.userId);

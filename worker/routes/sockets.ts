@@ -1,6 +1,8 @@
 // WebSocket handshakes: authenticate (single-use ticket or bearer header), check the origin,
-// then hand the upgrade to the object with the verified identity attached.
-import { IDENTITY_HEADERS, type Identity } from "../../durable-objects/lib/sockets";
+// then hand the upgrade to the object with the verified identity attached. A ticket's single
+// use is taken by the user's object: on a user socket's upgrade, by that object as it accepts
+// the socket; on a conversation socket's, by a call to it first.
+import { IDENTITY_HEADERS, TICKET_HEADERS, type Identity, type TicketUse } from "../../durable-objects/lib/sockets";
 import { identityForToken, newApp, type AppContext } from "../app";
 import { ApiError } from "../lib/errors";
 import { requireSecret } from "../lib/settings";
@@ -9,7 +11,14 @@ import { conversationStub, userStub } from "../lib/objects";
 
 export const sockets = newApp();
 
-async function authenticateSocket(c: AppContext): Promise<Identity> {
+/** Who opens the socket, and the ticket whose single use is still to be taken, if it came with one. */
+interface SocketCaller {
+  identity: Identity;
+  ticket: TicketUse | null;
+}
+
+/** Checks the upgrade, its origin, and a ticket's MAC and expiry or a bearer token. */
+async function authenticateSocket(c: AppContext): Promise<SocketCaller> {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new ApiError("bad_request", "expected a WebSocket upgrade");
   }
@@ -19,32 +28,45 @@ async function authenticateSocket(c: AppContext): Promise<Identity> {
   }
   const text = new URL(c.req.url).searchParams.get("ticket");
   if (text) {
-    // Signed, then used once: its MAC and expiry here, its single use in the user's object.
     const settings = c.get("settings");
     const ticket = await verifyTicket(text, requireSecret("TICKET_SECRET", settings.ticketSecret), Date.now(), settings.ticketTtlMs);
-    const fresh = ticket && (await userStub(c.env, ticket.userId).consumeTicket(ticket.userId, ticket.deviceId, ticket.nonce, ticket.expiresAt));
-    if (!ticket || !fresh) throw new ApiError("unauthorized", "invalid or expired ticket");
-    return { userId: ticket.userId, deviceId: ticket.deviceId };
+    if (!ticket) throw new ApiError("unauthorized", "invalid or expired ticket");
+    return { identity: { userId: ticket.userId, deviceId: ticket.deviceId }, ticket: { nonce: ticket.nonce, expiresAt: ticket.expiresAt } };
   }
   const bearer = /^Bearer\s+([A-Za-z0-9_-]{16,256})$/.exec(c.req.header("authorization") ?? "");
   const identity = bearer ? await identityForToken(c.env.DB, bearer[1]!, c.get("settings")) : null;
   if (!identity) throw new ApiError("unauthorized", "a ticket or bearer token is required");
-  return identity;
+  return { identity, ticket: null };
 }
 
-function forward(request: Request, identity: Identity): Request {
+/**
+ * The upgrade as the object gets it: the verified identity and, for a ticket the object itself
+ * takes, its use; whatever a client sent in those headers is replaced or dropped.
+ */
+function forward(request: Request, identity: Identity, ticket: TicketUse | null = null): Request {
   const headers = new Headers(request.headers);
   headers.set(IDENTITY_HEADERS.user, identity.userId);
   headers.set(IDENTITY_HEADERS.device, identity.deviceId);
+  headers.delete(TICKET_HEADERS.nonce);
+  headers.delete(TICKET_HEADERS.expiresAt);
+  if (ticket) {
+    headers.set(TICKET_HEADERS.nonce, ticket.nonce);
+    headers.set(TICKET_HEADERS.expiresAt, String(ticket.expiresAt));
+  }
   return new Request(request.url, { method: "GET", headers });
 }
 
 sockets.get("/conversations/:id/ws", async (c) => {
-  const identity = await authenticateSocket(c);
+  const { identity, ticket } = await authenticateSocket(c);
+  // A ticket is used once, and its single use is kept by the user's object, which sees every logout.
+  if (ticket && !(await userStub(c.env, identity.userId).consumeTicket(identity.userId, identity.deviceId, ticket.nonce, ticket.expiresAt))) {
+    throw new ApiError("unauthorized", "invalid or expired ticket");
+  }
   return conversationStub(c.env, c.req.param("id")).fetch(forward(c.req.raw, identity));
 });
 
+// The user's object takes the ticket's use itself, as it accepts the socket.
 sockets.get("/ws", async (c) => {
-  const identity = await authenticateSocket(c);
-  return userStub(c.env, identity.userId).fetch(forward(c.req.raw, identity));
+  const { identity, ticket } = await authenticateSocket(c);
+  return userStub(c.env, identity.userId).fetch(forward(c.req.raw, identity, ticket));
 });
