@@ -40,6 +40,48 @@ function failingD1(): { writer: D1Writer; attempts: number } {
 }
 
 /**
+ * A direct conversation of a and b, flushed, whose D1 then fails (after `failures` failures
+ * already, which set its backoff).
+ */
+async function conversationInOutage(failures = 0) {
+  const [a, b] = [await register(), await register()];
+  const conv = await direct(a, b);
+  const stub = conversationStub(env, conv.id);
+  await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
+  const outage = failingD1();
+  await runInDurableObject(stub, (instance: ConversationDO) => {
+    instance.outbox.db = outage.writer;
+    instance.outbox.failures = failures;
+  });
+  return { a, b, conv, stub, outage };
+}
+
+/** b's user socket and a's conversation socket, open. */
+async function inboxAndChat(a: Session, b: Session, conversationId: string) {
+  const inbox = await connect("/ws", b.token);
+  await inbox.next("ready");
+  return { inbox, as: await openConversation(a, conversationId) };
+}
+
+/** Sends `outage-<n>` on `as`: the message acked, and as b's user socket got it. */
+async function sendDuringOutage(as: TestSocket, inbox: TestSocket, n: number): Promise<{ ack: Message; relayed: Message }> {
+  as.send({ type: "send", clientMsgId: `outage-${n}`, body: `during outage ${n}` });
+  const ack = (await as.next("ack", (f) => f.clientMsgId === `outage-${n}`)).message!;
+  const relayed = (await inbox.next("message", (f) => f.message?.clientMsgId === `outage-${n}`)).message!;
+  return { ack, relayed };
+}
+
+/** D1 is back and its backoff has run out (instead of waiting it out): the alarm catches up. */
+async function endOutage(stub: DurableObjectStub<ConversationDO>): Promise<void> {
+  await runInDurableObject(stub, (instance: ConversationDO) => {
+    instance.outbox.db = env.DB;
+    (instance as unknown as { d1RetryAt: number }).d1RetryAt = 0;
+  });
+  await runDurableObjectAlarm(stub);
+  await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
+}
+
+/**
  * A direct conversation of a and b, flushed, with its deferred pass held (holdDeferredPass); b's
  * user socket and a's conversation socket open.
  */
@@ -537,16 +579,7 @@ describe("faults", () => {
   });
 
   it("keeps every message in the outbox while D1 fails, and catches up after", async () => {
-    const [a, b] = [await register(), await register()];
-    const conv = await direct(a, b);
-    const stub = conversationStub(env, conv.id);
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
-
-    const outage = failingD1();
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = outage.writer;
-    });
-
+    const { a, b, conv, stub, outage } = await conversationInOutage();
     const bs = await openConversation(b, conv.id);
     const sent: Message[] = [];
     for (let i = 0; i < 20; i++) sent.push((await sendRest(a, conv.id, `during outage ${i}`)).message);
@@ -574,23 +607,10 @@ describe("faults", () => {
   });
 
   it("keeps no message in memory for D1 while D1 is down, and D1 catches up from SQLite", async () => {
-    const [a, b] = [await register(), await register()];
-    const conv = await direct(a, b);
-    const stub = conversationStub(env, conv.id);
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
-    const outage = failingD1();
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = outage.writer;
-    });
-    const inbox = await connect("/ws", b.token);
-    await inbox.next("ready");
-    const as = await openConversation(a, conv.id);
+    const { a, b, conv, stub, outage } = await conversationInOutage();
+    const { inbox, as } = await inboxAndChat(a, b, conv.id);
     const sent: Message[] = [];
-    for (const n of [1, 2, 3]) {
-      as.send({ type: "send", clientMsgId: `outage-${n}`, body: `during outage ${n}` });
-      sent.push((await as.next("ack", (f) => f.clientMsgId === `outage-${n}`)).message!);
-      await inbox.next("message", (f) => f.message?.clientMsgId === `outage-${n}`);
-    }
+    for (const n of [1, 2, 3]) sent.push((await sendDuringOutage(as, inbox, n)).ack);
     expect(outage.attempts).toBeGreaterThan(0);
 
     // Relayed to b but not in D1. A message the store holds in memory comes back as the same
@@ -605,13 +625,8 @@ describe("faults", () => {
     await waitFor(async () => (await heldInMemory()) === 0, "the relayed messages forgotten");
     expect(await stub.pendingOutbox()).toBe(3);
 
-    // D1 is back and its backoff has run out: its retry reads them from SQLite, as stored.
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = env.DB;
-      (instance as unknown as { d1RetryAt: number }).d1RetryAt = 0;
-    });
-    await runDurableObjectAlarm(stub);
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
+    // D1 is back: its retry reads them from SQLite, as stored.
+    await endOutage(stub);
     const rows = await env.DB.prepare("SELECT id, seq, body FROM messages WHERE conversation_id = ? AND seq >= ? ORDER BY seq")
       .bind(conv.id, sent[0]!.seq)
       .all<{ id: string; seq: number; body: string }>();
@@ -621,34 +636,18 @@ describe("faults", () => {
   });
 
   it("keeps relaying to members' user sockets while D1 is down, without waiting for D1's backoff", async () => {
-    const [a, b] = [await register(), await register()];
-    const conv = await direct(a, b);
-    const stub = conversationStub(env, conv.id);
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
-    const outage = failingD1();
     // A long outage already: the next D1 retry waits 30-60 s.
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = outage.writer;
-      instance.outbox.failures = 12;
-    });
-    const inbox = await connect("/ws", b.token);
-    await inbox.next("ready");
-    const as = await openConversation(a, conv.id);
+    const { a, b, conv, stub, outage } = await conversationInOutage(12);
+    const { inbox, as } = await inboxAndChat(a, b, conv.id);
     for (const n of [1, 2, 3]) {
-      as.send({ type: "send", clientMsgId: `outage-${n}`, body: `during outage ${n}` });
-      const ack = await as.next("ack", (f) => f.clientMsgId === `outage-${n}`);
-      expect((await inbox.next("message", (f) => f.message?.clientMsgId === `outage-${n}`)).message).toEqual(ack.message);
+      const { ack, relayed } = await sendDuringOutage(as, inbox, n);
+      expect(relayed).toEqual(ack);
     }
     // D1 was tried once, then left to its backoff while the messages kept reaching b's devices.
     expect(outage.attempts).toBe(1);
     expect(await stub.pendingOutbox()).toBe(3);
-    // D1 is back and its backoff has run out (instead of waiting 30-60 s): the alarm catches up.
-    await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = env.DB;
-      (instance as unknown as { d1RetryAt: number }).d1RetryAt = 0;
-    });
-    await runDurableObjectAlarm(stub);
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
+    // D1 is back (instead of waiting 30-60 s): the alarm catches up.
+    await endOutage(stub);
     expect(inbox.frames.filter((f) => f.message?.clientMsgId?.startsWith("outage-")).length).toBe(3);
     as.close();
     inbox.close();

@@ -95,9 +95,9 @@ export class ConversationStore {
    * Messages appended during this wake-up that the deferred pass has not yet taken past both its
    * cursors (D1 and the fan-out; only one of them while the other step is failing, see
    * keepingFor), by seq, oldest first: the pass reads them from here instead of SQLite (in the
-   * S1 profile those reads were ~5% of the runtime's CPU). A message whose row
-   * changes afterwards (a thread root's reply count) is dropped, so what is here equals its row;
-   * whatever is not here is read from SQLite.
+   * S1 profile those reads were ~5% of the runtime's CPU). A message whose row changes afterwards
+   * (a thread root's reply count) is dropped, so what is here equals its row; whatever is not
+   * here is read from SQLite.
    */
   private readonly recent = new Map<number, Message>();
   private recentBytes = 0;

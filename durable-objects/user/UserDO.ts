@@ -395,8 +395,8 @@ export class UserDO extends DurableObject<Env> {
   /**
    * Lets a verified ticket (worker/lib/tickets.ts) open one conversation socket (a user socket's
    * upgrade takes it in `fetch`): false when its nonce was used already or its device has logged
-   * out since. SQLite's primary key decides between two
-   * handshakes racing with the same ticket, in one synchronous step.
+   * out since. SQLite's primary key decides between two handshakes racing with the same ticket,
+   * in one synchronous step.
    */
   async consumeTicket(userId: string, deviceId: string, nonce: string, expiresAt: number): Promise<boolean> {
     this.presence.rememberUser(userId);
