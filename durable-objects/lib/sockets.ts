@@ -18,6 +18,7 @@ export const IDENTITY_HEADERS = { user: "x-chat-user-id", device: "x-chat-device
  * the user's object takes as it accepts the socket: one call to that object, not two.
  */
 export interface TicketUse {
+  /** 16 random bytes, base64url: the key the user's object remembers once the ticket is used. */
   nonce: string;
   expiresAt: number;
 }

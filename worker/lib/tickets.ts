@@ -5,18 +5,15 @@
 // it keeps each nonce it has let through until the ticket's expiry, and it knows which of the
 // user's devices logged out since (UserDO.consumeTicket). So neither issuing nor using a ticket
 // writes to D1, the one database every handshake of every user would otherwise share.
-import type { Identity } from "../../durable-objects/lib/sockets";
+import type { Identity, TicketUse } from "../../durable-objects/lib/sockets";
 import { base64url, fromBase64url, hmacKey, randomToken } from "./crypto";
 
 const VERSION = "ws-ticket-v1";
 const encoder = new TextEncoder();
 const TICKET = /^([0-9A-Za-z_-]{1,64})\.([0-9A-Za-z_-]{1,64})\.(\d{1,16})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/;
 
-export interface Ticket extends Identity {
-  expiresAt: number;
-  /** 16 random bytes, base64url: the key the user's object remembers once the ticket is used. */
-  nonce: string;
-}
+/** Who it is for, and its use: when it expires and its nonce. */
+export interface Ticket extends Identity, TicketUse {}
 
 const signed = (t: Ticket) => encoder.encode(`${VERSION}\n${t.userId}\n${t.deviceId}\n${t.expiresAt}\n${t.nonce}`);
 

@@ -31,7 +31,7 @@ async function authenticateSocket(c: AppContext): Promise<SocketCaller> {
     const settings = c.get("settings");
     const ticket = await verifyTicket(text, requireSecret("TICKET_SECRET", settings.ticketSecret), Date.now(), settings.ticketTtlMs);
     if (!ticket) throw new ApiError("unauthorized", "invalid or expired ticket");
-    return { identity: { userId: ticket.userId, deviceId: ticket.deviceId }, ticket: { nonce: ticket.nonce, expiresAt: ticket.expiresAt } };
+    return { identity: { userId: ticket.userId, deviceId: ticket.deviceId }, ticket };
   }
   const bearer = /^Bearer\s+([A-Za-z0-9_-]{16,256})$/.exec(c.req.header("authorization") ?? "");
   const identity = bearer ? await identityForToken(c.env.DB, bearer[1]!, c.get("settings")) : null;
