@@ -12,7 +12,7 @@
 // S6 (not in the issue's list) checks that a send costs no more in a conversation with a long
 // history: S2's load in a group already holding --s6-messages messages, against a fresh group.
 //
-// Flags: --only S1,S2,S3,S4,S5,S6  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy
+// Flags: --only S1,S2,S3,S4,S5,S6  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy  --s5-bearer
 //        --s6-messages N (S6's history)
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
@@ -31,6 +31,8 @@
 //        (bench/lib/trace.mjs)
 //        --via-proxy: every scenario through wrangler's proxy port, as before (see below)
 //        --s5-via-proxy: S5 only through wrangler's proxy port (fails above ~4,400 sockets, see below)
+//        --s5-bearer: S5's app sockets send the bearer token in the handshake instead of taking a
+//        single-use ticket first (POST /auth/ticket, then ?ticket=) as the web client does
 //        --state-dir DIR: where the servers keep local D1 and Durable Object state (default
 //        /dev/shm, a tmpfs, where there is one; see below)
 // BENCH_VERBOSE=1 streams the servers' output.
@@ -90,6 +92,7 @@ function parseArgs(argv) {
     s6Messages: 100_000,
     s5Sockets: 5_000,
     s5ViaProxy: false,
+    s5Tickets: true,
     aloneAnswers: "d1,users",
     viaProxy: false,
     window: 100,
@@ -132,6 +135,9 @@ function parseArgs(argv) {
         break;
       case "--s5-via-proxy":
         o.s5ViaProxy = true;
+        break;
+      case "--s5-bearer":
+        o.s5Tickets = false;
         break;
       case "--alone-answers":
         o.aloneAnswers = value();
@@ -515,7 +521,7 @@ async function main() {
             const via = reached.server;
             log(`S5 ${t.kind}: sockets to ${via.base}${opts.s5ViaProxy ? " (wrangler's proxy)" : " (the runtime's entry socket, no proxy)"}`);
             return t.kind === "app"
-              ? s5App(app, { devices, groups, poster, perDevice: S5_SOCKETS_PER_DEVICE, via, inspector: t.inspector })
+              ? s5App(app, { devices, groups, poster, perDevice: S5_SOCKETS_PER_DEVICE, via, inspector: t.inspector, tickets: opts.s5Tickets })
               : s5Baseline(baseline, { rooms: devices.length, perRoom: S5_SOCKETS_PER_DEVICE, via, inspector: t.inspector });
           });
         }
@@ -739,6 +745,16 @@ function render(results, opts) {
         ? "S5 went through wrangler's proxy port (--s5-via-proxy)"
         : "S5 sockets and requests go to each runtime's own entry socket, not wrangler's proxy (which runs out of file descriptors near 4,400 sockets here)",
     );
+    const app = results.runs.S5.app ?? [];
+    if (app.length) {
+      lines.push(
+        app.every((r) => r.tickets)
+          ? "S5: each app socket first takes a single-use ticket (POST /auth/ticket, then ?ticket=), as the web client does"
+          : app.some((r) => r.tickets)
+            ? "S5: app sockets took tickets in some runs and sent the bearer token in others"
+            : "S5: app sockets send the bearer token in the handshake (--s5-bearer); results before tickets were measured did so too",
+      );
+    }
   }
   if (results.reloads?.length) lines.push(`WARNING: wrangler reloaded the Worker (a source file changed on disk) during ${results.reloads.join(", ")}: those numbers are not valid`);
   const targets = checkTargets(results, opts);

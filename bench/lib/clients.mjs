@@ -1,8 +1,8 @@
 // Loopback clients for the benchmark: the app's REST API and sockets, and the baseline's rooms.
 //
-// Sockets use the `ws` package (it can send an Authorization header, so no ticket round trip per
-// socket) with permessage-deflate off on both targets, so the bench measures the servers' work,
-// not zlib's.
+// Sockets use the `ws` package with permessage-deflate off on both targets, so the bench measures
+// the servers' work, not zlib's. It can send an Authorization header, so most sockets skip the
+// ticket round trip; S5's app sockets take a ticket first, as the web client does (`ticketUrl`).
 import WebSocket from "ws";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -112,21 +112,33 @@ export function openSocket(url, { headers = {}, isReady = null, onFrame = () => 
 
 /** Handshake failures worth another try: the connection was reset or refused before the upgrade. */
 const TRANSIENT = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ECONNABORTED"]);
-const transient = (err) => TRANSIENT.has(err?.code) || /socket hang up/.test(err?.message ?? "");
+// fetch (the ticket's request) reports the socket's error as its cause.
+const transient = (err) =>
+  TRANSIENT.has(err?.code) || TRANSIENT.has(err?.cause?.code) || /socket hang up|fetch failed/.test(err?.message ?? "");
+
+/**
+ * A socket URL for `openSocketRetrying` that takes a fresh single-use ticket (POST /auth/ticket)
+ * for each attempt, as the web client does on every (re)connect (web/src/lib/socket.ts).
+ */
+export const ticketUrl = (base, wsUrl, token) => async () => {
+  const { ticket } = await api(base, "POST", "/auth/ticket", { token });
+  return `${wsUrl}${wsUrl.includes("?") ? "&" : "?"}ticket=${encodeURIComponent(ticket)}`;
+};
 
 /**
  * `openSocket` with up to `attempts` tries when the handshake is reset or refused (backoff 100 ms
  * doubling, with jitter). Every retry is counted in `stats` ({ retries, byCode }) so the caller can
  * report it; anything else (an HTTP status, a close before ready, a timeout) fails at once.
+ * `url` is a string, or an async function that gives one per attempt (`ticketUrl`).
  */
 export async function openSocketRetrying(url, opts, stats, attempts = 5) {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await openSocket(url, opts);
+      return await openSocket(typeof url === "function" ? await url() : url, opts);
     } catch (err) {
       if (!transient(err) || attempt >= attempts) throw err;
       stats.retries = (stats.retries ?? 0) + 1;
-      const code = err.code ?? err.message;
+      const code = err.code ?? err.cause?.code ?? err.message;
       stats.byCode = { ...stats.byCode, [code]: (stats.byCode?.[code] ?? 0) + 1 };
       await sleep(100 * 2 ** (attempt - 1) * (0.5 + Math.random()));
     }

@@ -1,5 +1,5 @@
 // The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
-import { api, closeAll, heardFrom, isReadyFrame, KEEPALIVE_MS, openSocket, openSocketRetrying, pool } from "./clients.mjs";
+import { api, closeAll, heardFrom, isReadyFrame, KEEPALIVE_MS, openSocket, openSocketRetrying, pool, ticketUrl } from "./clients.mjs";
 import { liveHeapBytes } from "./inspector.mjs";
 import { cpuSeconds } from "./proc.mjs";
 import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet } from "./rooms.mjs";
@@ -488,10 +488,15 @@ async function connectMeasured(server, connectAll, stats, inspector) {
  * All its traffic goes to `via` ({ base, wsBase }: the runtime's entry socket, or the server itself
  * to go through wrangler's proxy). Handshakes reset or refused are retried and counted.
  */
-export async function s5App(server, { devices, groups, poster, perDevice, via = server, inspector }) {
+export async function s5App(server, { devices, groups, poster, perDevice, via = server, inspector, tickets = true }) {
   const total = devices.length * perDevice;
   const sockets = [];
   const url = `${via.wsBase}/ws`;
+  // As the web client does, each socket first takes a single-use ticket (POST /auth/ticket), so a
+  // resume costs a request and a handshake per socket; `tickets: false` sends the bearer token in
+  // the handshake instead (--s5-bearer).
+  const connection = (d) =>
+    tickets ? { url: ticketUrl(via.base, url, d.token), headers: {} } : { url, headers: { authorization: `Bearer ${d.token}` } };
   const retries = { connect: {}, resume: {}, kept: {} };
   // `share`: the first share of the devices, each with all its sockets (the whole set by default).
   const connectAll = (concurrency, stats, share = 1) =>
@@ -500,8 +505,9 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
       concurrency,
       async ([d]) => {
         const counter = { live: 0 };
-        const ws = await openSocketRetrying(url, {
-          headers: { authorization: `Bearer ${d.token}` },
+        const { url: socketUrl, headers } = connection(d);
+        const ws = await openSocketRetrying(socketUrl, {
+          headers,
           isReady: isReadyFrame,
           timeoutMs: 120_000,
           onFrame: (buf) => {
@@ -573,6 +579,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
       sockets: total,
       objects: devices.length,
       viaProxy: via === server,
+      tickets,
       memoryPerSocket: perSocket(before, after, again, kept, total, via === server),
       rssBefore: before,
       rssAfter: after,
