@@ -21,7 +21,8 @@
 //        --render FILE: print the table of a saved results file again, and run nothing
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
 //        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate, S2 and S6
-//        window and S4 run, save the .cpuprofile under bench/results/ and print the top functions
+//        window, S4 run and S5 resume, save the .cpuprofile under bench/results/ and print the top
+//        functions
 //        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
 //        print its major GCs beside the stalls the receivers saw
 //        --gc-pauses: during each S1 rate, sample every target's runtime main thread with Linux
@@ -521,7 +522,16 @@ async function main() {
             const via = reached.server;
             log(`S5 ${t.kind}: sockets to ${via.base}${opts.s5ViaProxy ? " (wrangler's proxy)" : " (the runtime's entry socket, no proxy)"}`);
             return t.kind === "app"
-              ? s5App(app, { devices, groups, poster, perDevice: S5_SOCKETS_PER_DEVICE, via, inspector: t.inspector, tickets: opts.s5Tickets })
+              ? s5App(app, {
+                  devices,
+                  groups,
+                  poster,
+                  perDevice: S5_SOCKETS_PER_DEVICE,
+                  via,
+                  inspector: t.inspector,
+                  tickets: opts.s5Tickets,
+                  hooks: opts.profile ? profiler(t.inspector, `S5-resume-app-run${run + 1}`) : undefined,
+                })
               : s5Baseline(baseline, { rooms: devices.length, perRoom: S5_SOCKETS_PER_DEVICE, via, inspector: t.inspector });
           });
         }
@@ -693,6 +703,11 @@ function render(results, opts) {
     }
     row("", "all reconnect + resume s", cell(get("S5", "app", (r) => r.resumeSeconds), 2), cell(get("S5", "baseline", (r) => r.resumeSeconds), 2),
       ratio(get("S5", "app", (r) => r.resumeSeconds), get("S5", "baseline", (r) => r.resumeSeconds)));
+    // Older results files have no resumeCpu: their cells read n/a.
+    const resumeCpu = (t, part) => get("S5", t, (r) => r.resumeCpu?.[part] ?? null);
+    row("", "  runtime CPU s during it", cell(resumeCpu("app", "runtime"), 2), cell(resumeCpu("baseline", "runtime"), 2),
+      ratio(resumeCpu("app", "runtime"), resumeCpu("baseline", "runtime")));
+    row("", "  bench client CPU s during it", cell(resumeCpu("app", "client"), 2), cell(resumeCpu("baseline", "client"), 2));
     const lost = (runs.S5.app ?? []).map((r) => `${r.synced}/${r.syncedExpected} synced, ${r.liveReceived}/${r.sockets} live`);
     if (lost.length) row("", "resumed, nothing lost (per run)", lost.join("; "), "-");
     const retried = (t) =>

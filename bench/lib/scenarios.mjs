@@ -488,7 +488,7 @@ async function connectMeasured(server, connectAll, stats, inspector) {
  * All its traffic goes to `via` ({ base, wsBase }: the runtime's entry socket, or the server itself
  * to go through wrangler's proxy). Handshakes reset or refused are retried and counted.
  */
-export async function s5App(server, { devices, groups, poster, perDevice, via = server, inspector, tickets = true }) {
+export async function s5App(server, { devices, groups, poster, perDevice, via = server, inspector, tickets = true, hooks }) {
   const total = devices.length * perDevice;
   const sockets = [];
   const url = `${via.wsBase}/ws`;
@@ -550,7 +550,9 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
     // Sync reads D1: start the clock once the outbox has put the outage messages there.
     await waitIndexed(via, poster, outageFrom, groups.length * outage);
 
+    await hooks?.start?.();
     const t0 = now();
+    const cpu = cpuMeter(server);
     const resumed = await Promise.all([
       connectAll(total, retries.resume),
       pool(devices, 64, async (d) => {
@@ -560,6 +562,8 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
       }),
     ]);
     const resumeSeconds = (now() - t0) / 1000;
+    const resumeCpu = cpu();
+    await hooks?.stop?.();
     const synced = resumed[1].reduce((a, b) => a + b, 0);
 
     // Live traffic reaches every socket again.
@@ -586,6 +590,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
       rssReconnected: again,
       connectSeconds,
       resumeSeconds,
+      resumeCpu,
       handshakeRetries: retries,
       synced,
       syncedExpected: [...missed.values()].reduce((a, b) => a + b, 0),
@@ -621,8 +626,10 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
   try {
     await closeAll(sockets.splice(0), { abrupt: true });
     const t0 = now();
+    const cpu = cpuMeter(server);
     await connectAll(total, retries.resume);
     const resumeSeconds = (now() - t0) / 1000;
+    const resumeCpu = cpu();
     await settle();
     const again = server.rss();
     return {
@@ -635,6 +642,7 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
       rssReconnected: again,
       connectSeconds,
       resumeSeconds,
+      resumeCpu,
       handshakeRetries: retries,
     };
   } finally {
