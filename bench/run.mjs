@@ -767,7 +767,7 @@ function render(results, opts) {
           ? "S5: each app socket first takes a single-use ticket (POST /auth/ticket, then ?ticket=), as the web client does"
           : app.some((r) => r.tickets)
             ? "S5: app sockets took tickets in some runs and sent the bearer token in others"
-            : "S5: app sockets send the bearer token in the handshake (--s5-bearer); results before tickets were measured did so too",
+            : "S5: app sockets sent the bearer token in the handshake (--s5-bearer, or a results file from before S5 took tickets)",
       );
     }
   }
