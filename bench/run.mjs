@@ -542,7 +542,8 @@ async function main() {
     results.loads = loads;
     results.serverErrors = { app: app.errorLines().slice(-20), baseline: opts.baseline ? baseline.errorLines().slice(-20) : [] };
   } catch (err) {
-    log(`FAILED: ${err.stack ?? err}`);
+    // fetch's "fetch failed" names what went wrong only in its cause (a reset, a refusal).
+    log(`FAILED: ${err.stack ?? err}${err?.cause ? `\n  cause: ${err.cause.stack ?? err.cause}` : ""}`);
     for (const s of servers) {
       if (s.reloads > 0) log(`note: ${s.name} reloaded ${s.reloads}x during the bench (a source file changed on disk; it drops every socket)`);
     }
@@ -590,6 +591,13 @@ function profiler(inspectorPort, label) {
       console.error([`\nprofile ${label}: ${busySamples(profile)} busy samples of ${profile.samples.length}, ${file}`, "-- self --", ...self, "-- inclusive --", ...inclusive, ""].join("\n"));
     },
   };
+}
+
+/** A run's retries (`retrying` in bench/lib/clients.mjs): "0", or "3 (ECONNRESET 3)". */
+function describeRetries(stats) {
+  const n = stats.retries ?? 0;
+  if (n === 0) return "0";
+  return `${n} (${Object.entries(stats.byCode ?? {}).map(([code, k]) => `${code} ${k}`).join(", ")})`;
 }
 
 function workerdVersion(server) {
@@ -715,6 +723,9 @@ function render(results, opts) {
         .map((r) => ["connect", "resume", "kept"].map((k) => r.handshakeRetries?.[k]?.retries ?? 0).join("+"))
         .join("; ") || "-";
     row("", "handshakes retried (connect+resume+kept, per run)", retried("app"), retried("baseline"));
+    // Older results files have no syncRetries: their cells read n/a.
+    const syncRetried = (runs.S5.app ?? []).map((r) => (r.syncRetries ? describeRetries(r.syncRetries) : "n/a")).join("; ");
+    if (syncRetried) row("", "sync requests retried (per run)", syncRetried, "-");
   }
 
   const header = ["scenario", "metric", "app", "bare", "app/bare", "relay", "store", "alone"];

@@ -126,15 +126,14 @@ export const ticketUrl = (base, wsUrl, token) => async () => {
 };
 
 /**
- * `openSocket` with up to `attempts` tries when the handshake is reset or refused (backoff 100 ms
- * doubling, with jitter). Every retry is counted in `stats` ({ retries, byCode }) so the caller can
- * report it; anything else (an HTTP status, a close before ready, a timeout) fails at once.
- * `url` is a string, or an async function that gives one per attempt (`ticketUrl`).
+ * Runs `fn` up to `attempts` times while it fails with a transient network error (backoff 100 ms
+ * doubling, with jitter), as a client does after a reset; anything else fails at once. Every retry
+ * is counted in `stats` ({ retries, byCode }) so the caller can report it.
  */
-export async function openSocketRetrying(url, opts, stats, attempts = 5) {
+export async function retrying(fn, stats, attempts = 5) {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await openSocket(typeof url === "function" ? await url() : url, opts);
+      return await fn();
     } catch (err) {
       if (!transient(err) || attempt >= attempts) throw err;
       stats.retries = (stats.retries ?? 0) + 1;
@@ -143,6 +142,15 @@ export async function openSocketRetrying(url, opts, stats, attempts = 5) {
       await sleep(100 * 2 ** (attempt - 1) * (0.5 + Math.random()));
     }
   }
+}
+
+/**
+ * `openSocket`, retried (`retrying`) when the handshake is reset or refused; an HTTP status, a
+ * close before ready or a timeout fails at once. `url` is a string, or an async function that
+ * gives one per attempt (`ticketUrl`).
+ */
+export function openSocketRetrying(url, opts, stats, attempts = 5) {
+  return retrying(async () => openSocket(typeof url === "function" ? await url() : url, opts), stats, attempts);
 }
 
 export const isReadyFrame = (text) => text.startsWith('{"type":"ready"');

@@ -1,5 +1,5 @@
 // The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
-import { api, closeAll, heardFrom, isReadyFrame, KEEPALIVE_MS, openSocket, openSocketRetrying, pool, ticketUrl } from "./clients.mjs";
+import { api, closeAll, heardFrom, isReadyFrame, KEEPALIVE_MS, openSocket, openSocketRetrying, pool, retrying, ticketUrl } from "./clients.mjs";
 import { liveHeapBytes } from "./inspector.mjs";
 import { cpuSeconds } from "./proc.mjs";
 import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet } from "./rooms.mjs";
@@ -553,10 +553,12 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
     await hooks?.start?.();
     const t0 = now();
     const cpu = cpuMeter(server);
+    // The storm of reconnects can reset a sync's connection, as it does a handshake's (above).
+    const syncRetries = {};
     const resumed = await Promise.all([
       connectAll(total, retries.resume),
       pool(devices, 64, async (d) => {
-        const { count } = await syncAll(via, d, cursors.get(d));
+        const { count } = await syncAll(via, d, cursors.get(d), syncRetries);
         if (count !== missed.get(d)) throw new Error(`S5: device synced ${count} messages, expected ${missed.get(d)}`);
         return count;
       }),
@@ -592,6 +594,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
       resumeSeconds,
       resumeCpu,
       handshakeRetries: retries,
+      syncRetries,
       synced,
       syncedExpected: [...missed.values()].reduce((a, b) => a + b, 0),
       liveReceived,
@@ -650,12 +653,18 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
   }
 }
 
-/** Pages GET /messages from `since` to the end; returns the count and the final cursor. */
-export async function syncAll(server, device, since) {
+/**
+ * Pages GET /messages from `since` to the end; returns the count and the final cursor. With
+ * `stats`, a page whose request is reset is asked for again from the same cursor (`retrying`), as
+ * the web client does, and counted there.
+ */
+export async function syncAll(server, device, since, stats = null) {
   let count = 0;
   let cursor = since;
+  const get = (path) => api(server.base, "GET", path, { token: device.token });
   for (;;) {
-    const page = await api(server.base, "GET", `/messages?since=${encodeURIComponent(cursor)}&limit=500`, { token: device.token });
+    const path = `/messages?since=${encodeURIComponent(cursor)}&limit=500`;
+    const page = await (stats ? retrying(() => get(path), stats) : get(path));
     count += page.messages.length;
     cursor = page.cursor;
     if (!page.hasMore) return { count, cursor };
