@@ -553,7 +553,8 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
     await hooks?.start?.();
     const t0 = now();
     const cpu = cpuMeter(server);
-    // The storm of reconnects can reset a sync's connection, as it does a handshake's (above).
+    // A sync's request can fail at its connection in the storm of reconnects: it is asked
+    // again and counted, as a handshake is (connectAll).
     const syncRetries = {};
     const resumed = await Promise.all([
       connectAll(total, retries.resume),
@@ -655,8 +656,8 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
 
 /**
  * Pages GET /messages from `since` to the end; returns the count and the final cursor. With
- * `stats`, a page whose request is reset is asked for again from the same cursor (`retrying`), as
- * the web client does, and counted there.
+ * `stats`, a page whose request fails at its connection is asked for again from the same cursor
+ * (`retrying`), as the web client syncs again after a failure, and counted there.
  */
 export async function syncAll(server, device, since, stats = null) {
   let count = 0;
