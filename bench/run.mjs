@@ -334,6 +334,8 @@ async function main() {
   }
 
   const results = { machine, options: opts, vars: VARS, startedAt: new Date().toISOString(), runs: {} };
+  // Whether the app ran with static assets, and so behind wrangler dev's assets router (render).
+  results.appAssets = /^\[assets\]/m.test(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
   const record = (key, target, value) => {
     results.runs[key] ??= { app: [], baseline: [], relay: [], store: [], alone: [] };
     (results.runs[key][target] ??= []).push(value);
@@ -780,6 +782,11 @@ function render(results, opts) {
             ? "S5: app sockets took tickets in some runs and sent the bearer token in others"
             : "S5: app sockets sent the bearer token in the handshake (--s5-bearer, or a results file from before S5 took tickets)",
       );
+      if (results.appAssets) {
+        lines.push(
+          "S5: the app has [assets], so under wrangler dev its sockets and requests pass through the assets router in front of its Worker, which holds memory per socket and costs CPU per request that the bare baseline (no assets) does not pay (docs/performance.md, S5)",
+        );
+      }
     }
   }
   if (results.reloads?.length) lines.push(`WARNING: wrangler reloaded the Worker (a source file changed on disk) during ${results.reloads.join(", ")}: those numbers are not valid`);
