@@ -392,19 +392,33 @@ const tests: Test[] = [
       const bob = await user(ctx, "Bob");
       const id = await openDirect(ann.page, bob.username);
       const { token } = await session(ann.page);
-      await ann.page.evaluate(
-        async ([cid, t]) => {
-          for (let i = 1; i <= 130; i++) {
-            const res = await fetch("/send", {
-              method: "POST",
-              headers: { authorization: `Bearer ${t}`, "content-type": "application/json" },
-              body: JSON.stringify({ conversationId: cid, clientMsgId: `bulk-${i}`, body: `bulk message ${i}` }),
-            });
-            if (!res.ok) throw new Error(`send ${i}: ${res.status}`);
-          }
-        },
-        [id, token] as const,
-      );
+      // Ann's page reloads the moment her last message shows (seq 131; seq 1 is the chat's start),
+      // well inside the half second her cache waits before saving: the page must save as it goes.
+      const annReloaded = ann.page.waitForEvent("load");
+      await ann.page
+        .evaluate(
+          async ([cid, t]) => {
+            new MutationObserver((_, observer) => {
+              if (!document.querySelector('.chat .msg-row[data-seq="131"]')) return;
+              observer.disconnect();
+              location.reload();
+            }).observe(document.body, { childList: true, subtree: true });
+            for (let i = 1; i <= 130; i++) {
+              const res = await fetch("/send", {
+                method: "POST",
+                headers: { authorization: `Bearer ${t}`, "content-type": "application/json" },
+                body: JSON.stringify({ conversationId: cid, clientMsgId: `bulk-${i}`, body: `bulk message ${i}` }),
+              });
+              if (!res.ok) throw new Error(`send ${i}: ${res.status}`);
+            }
+          },
+          [id, token] as const,
+        )
+        // The reload may end this script after its last send: seq 131 exists only once all were stored.
+        .catch((err: unknown) => {
+          if (!/context was destroyed|navigat/i.test(String(err))) throw err;
+        });
+      await annReloaded;
       // Bob has 130 unread: the chat opens at the divider, above the newest messages.
       const item = bob.page.locator(`a.conv-item[data-conversation="${id}"]`);
       await waitUntil("130 unread", async () => (await item.locator(".badge").textContent().catch(() => null)) === "99+", 20_000);
@@ -418,13 +432,13 @@ const tests: Test[] = [
       });
       await expectMessage(bob.page, "bulk message 1");
 
-      // Ann reloads: her chat shows the latest page only, and older pages come as she scrolls up.
-      await ann.page.reload();
+      // Ann's reloaded chat shows her cache, saved as the page went (the latest 100 messages, seq
+      // 32-131), and the latest page, not the whole history; older pages come as she scrolls up.
       await openConversation(ann.page, id);
       await expectMessage(ann.page, "bulk message 130");
-      if ((await bubble(ann.page, "bulk message 20").count()) !== 0) {
-        const seqs = await ann.page.locator(".chat .msg-row[data-seq]").evaluateAll((els) => els.map((e) => e.getAttribute("data-seq")));
-        throw new Error(`loaded everything at once: ${seqs.join(",")}`);
+      const reopened = await ann.page.locator(".chat .msg-row[data-seq]").evaluateAll((els) => els.map((e) => Number(e.getAttribute("data-seq"))));
+      if (reopened[0] !== 32 || reopened.length !== 100) {
+        throw new Error(`expected the cached latest 100 (32-131), got ${reopened.length} rows: ${reopened.join(",")}`);
       }
       for (let i = 0; i < 10 && (await ann.page.locator(".history-start").count()) === 0; i++) {
         await ann.page.locator(".chat .messages").evaluate((el) => el.scrollTo({ top: 0 }));

@@ -212,8 +212,14 @@ export class AppStore {
       if (document.visibilityState === "visible") {
         this.markReadIfViewing();
         void this.sync();
+      } else {
+        // Hidden may be the last moment this page runs (a phone kills background tabs).
+        this.saveNow();
       }
     });
+    // A reload or a closed tab must not lose what arrived in the last half second: the next
+    // start opens from this cache, offline too.
+    window.addEventListener("pagehide", () => this.saveNow());
     navigator.serviceWorker?.addEventListener("message", (event: MessageEvent<unknown>) => {
       const data = event.data;
       if (typeof data === "object" && data !== null && "type" in data && data.type === "open" && "conversationId" in data && typeof data.conversationId === "string") {
@@ -359,16 +365,21 @@ export class AppStore {
   /** Writes the list, users and each loaded conversation's latest messages, at most twice a second. */
   private scheduleSave(): void {
     if (this.saveTimer || !this.db) return;
-    this.saveTimer = setTimeout(() => {
-      this.saveTimer = null;
-      const db = this.db;
-      if (!db) return;
-      void db.set("conversations", [...this.state.conversations.values()]);
-      void db.set("users", [...this.state.users.values()]);
-      for (const [id, view] of this.state.views) {
-        if (view.loaded) void db.set(`messages:${id}`, view.messages.slice(-CACHE_MESSAGES));
-      }
-    }, 500);
+    this.saveTimer = setTimeout(() => this.saveNow(), 500);
+  }
+
+  /** Writes a pending save at once (the page is going away); nothing pending, nothing written. */
+  private saveNow(): void {
+    if (!this.saveTimer) return;
+    clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    const db = this.db;
+    if (!db) return;
+    void db.set("conversations", [...this.state.conversations.values()]);
+    void db.set("users", [...this.state.users.values()]);
+    for (const [id, view] of this.state.views) {
+      if (view.loaded) void db.set(`messages:${id}`, view.messages.slice(-CACHE_MESSAGES));
+    }
   }
 
   // --- navigation -----------------------------------------------------------------------------------

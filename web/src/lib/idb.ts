@@ -49,7 +49,11 @@ export class LocalDb implements OutboxStorage {
   }
 
   async set(key: string, value: unknown): Promise<void> {
-    await promisify(this.store("kv", "readwrite").put(value, key));
+    const store = this.store("kv", "readwrite");
+    const done = promisify(store.put(value, key));
+    // Commit now rather than when this task ends: a write made as the page unloads still lands.
+    store.transaction.commit?.();
+    await done;
   }
 
   async remove(key: string): Promise<void> {
