@@ -7,7 +7,10 @@
 //   - both open conversation sockets (single-use tickets) and exchange messages (ack / message),
 //   - B disconnects, A sends more (socket and POST /send), B reconnects with ?after=<last seen seq>
 //     and must receive exactly the missed messages, in seq order, no gaps, no duplicates,
-//   - GET /messages?since=0 paged by cursor returns every message exactly once.
+//   - GET /messages?since=0 paged by cursor returns every message exactly once,
+//   - the web app's documents (/, a client-side route, /sw.js) come through the Worker with its
+//     Content-Security-Policy, and its bundles, icons and manifest straight from the platform's
+//     assets, without the Worker (wrangler.toml run_worker_first, web/public/_headers).
 // The server's whole process group is always stopped and the temp dir removed at the end.
 //
 // SMOKE_VERBOSE=1 streams the server's output; otherwise its tail is printed on failure.
@@ -451,6 +454,47 @@ async function syncAll(base, user, limit) {
 
 // --- Main ----------------------------------------------------------------------------------------
 
+// --- The web app's files ---------------------------------------------------------------------------
+
+async function getFile(base, path) {
+  const res = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), redirect: "manual" });
+  const body = await res.text();
+  const header = (name) => res.headers.get(name) ?? "";
+  return { status: res.status, body, header };
+}
+
+/**
+ * Documents must carry the Worker's security headers; every other file of the app must be served
+ * by the platform alone, so that loading the app costs no Worker invocation per file. The Worker
+ * sets a Content-Security-Policy on every script, style, manifest and icon it hands out
+ * (worker/lib/security.ts), so a file without one was not served through it.
+ */
+async function appFiles(base) {
+  log("the web app's files: documents through the Worker, the rest from assets");
+  const documents = ["/", "/c/no-such-conversation", "/settings", "/sw.js"];
+  for (const path of documents) {
+    const file = await getFile(base, path);
+    assertEqual(file.status, 200, `GET ${path}: status`);
+    const csp = file.header("content-security-policy");
+    assert(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"), `GET ${path}: no Content-Security-Policy from the Worker (got "${csp}")`);
+    assertEqual(file.header("x-content-type-options"), "nosniff", `GET ${path}: x-content-type-options`);
+  }
+  const index = await getFile(base, "/");
+  const bundles = [...index.body.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((m) => m[1]);
+  assert(bundles.some((b) => b.endsWith(".js")) && bundles.some((b) => b.endsWith(".css")), `index.html names no script and style bundle: ${bundles.join(", ")}`);
+  const statics = [...bundles, "/icons/icon-192.png", "/manifest.webmanifest"];
+  for (const path of statics) {
+    const file = await getFile(base, path);
+    assertEqual(file.status, 200, `GET ${path}: status`);
+    assert(!file.header("content-type").startsWith("text/html"), `GET ${path}: answered with HTML (${file.header("content-type")})`);
+    assertEqual(file.header("content-security-policy"), "", `GET ${path}: served through the Worker (it set a Content-Security-Policy)`);
+    assertEqual(file.header("x-content-type-options"), "nosniff", `GET ${path}: x-content-type-options (web/public/_headers)`);
+  }
+  const headersFile = await getFile(base, "/_headers");
+  assert(!headersFile.body.includes("X-Content-Type-Options"), "GET /_headers: the headers file itself is served");
+  log(`  ${documents.length} documents with the Worker's headers, ${statics.length} files straight from assets`);
+}
+
 async function main() {
   let server = null;
   let tempDir = null;
@@ -474,6 +518,7 @@ async function main() {
     await server.waitUntilReady(() => workerAnswers(base), START_TIMEOUT_MS);
     log(`server answers after ${((Date.now() - started) / 1000).toFixed(1)} s`);
     await scenario(base);
+    await appFiles(base);
   } catch (err) {
     failure = err;
   } finally {

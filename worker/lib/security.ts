@@ -1,4 +1,7 @@
-// Security headers for the web app's own files (HTML, scripts, styles, manifest, icons).
+// Security headers for the web app's own files that pass through the Worker: index.html for every
+// client-side route and sw.js (wrangler.toml's run_worker_first leaves the fingerprinted bundles,
+// icons and manifest to the platform, with web/public/_headers; this still covers them should
+// they come through here).
 // The Content-Security-Policy allows no inline script or style and nothing from another origin:
 // the client is built by Vite into files served from this origin, sockets go to this origin
 // (CSP3 'self' covers ws:/wss: of the same host), and media comes from this origin's signed
