@@ -217,8 +217,9 @@ export class AppStore {
         this.saveNow();
       }
     });
-    // A reload or a closed tab must not lose what arrived in the last half second: the next
-    // start opens from this cache, offline too.
+    // A reload or a closed tab should not lose what arrived in the last half second: the next
+    // start opens from this cache, offline too. Best effort: a browser may drop writes started
+    // as the page unloads, and then the next start's sync fetches what the cache missed.
     window.addEventListener("pagehide", () => this.saveNow());
     navigator.serviceWorker?.addEventListener("message", (event: MessageEvent<unknown>) => {
       const data = event.data;
@@ -803,6 +804,8 @@ export class AppStore {
         view.messages = mergeMessages(view.messages, page.messages);
         if (!page.hasMore) break;
       }
+      // The save that receive() scheduled may have run before this fill came back.
+      this.scheduleSave();
       this.emit();
     } catch {
       view.loaded = false;
