@@ -369,7 +369,7 @@ export class AppStore {
     this.saveTimer = setTimeout(() => this.saveNow(), 500);
   }
 
-  /** Writes a pending save at once (the page is going away); nothing pending, nothing written. */
+  /** Writes what a save has pending, now: when its timer ends, or as the page is hidden or goes away. */
   private saveNow(): void {
     if (!this.saveTimer) return;
     clearTimeout(this.saveTimer);

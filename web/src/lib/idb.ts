@@ -51,7 +51,8 @@ export class LocalDb implements OutboxStorage {
   async set(key: string, value: unknown): Promise<void> {
     const store = this.store("kv", "readwrite");
     const done = promisify(store.put(value, key));
-    // Commit now rather than when this task ends: a write made as the page unloads still lands.
+    // Ask for the commit now rather than when this task ends: a write started as the page unloads
+    // gets its best chance to land.
     store.transaction.commit?.();
     await done;
   }
