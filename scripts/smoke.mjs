@@ -452,8 +452,6 @@ async function syncAll(base, user, limit) {
   return { messages, pages };
 }
 
-// --- Main ----------------------------------------------------------------------------------------
-
 // --- The web app's files ---------------------------------------------------------------------------
 
 async function getFile(base, path) {
@@ -472,15 +470,16 @@ async function getFile(base, path) {
 async function appFiles(base) {
   log("the web app's files: documents through the Worker, the rest from assets");
   const documents = ["/", "/c/no-such-conversation", "/settings", "/sw.js"];
+  let indexHtml = "";
   for (const path of documents) {
     const file = await getFile(base, path);
+    if (path === "/") indexHtml = file.body;
     assertEqual(file.status, 200, `GET ${path}: status`);
     const csp = file.header("content-security-policy");
     assert(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"), `GET ${path}: no Content-Security-Policy from the Worker (got "${csp}")`);
     assertEqual(file.header("x-content-type-options"), "nosniff", `GET ${path}: x-content-type-options`);
   }
-  const index = await getFile(base, "/");
-  const bundles = [...index.body.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((m) => m[1]);
+  const bundles = [...indexHtml.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((m) => m[1]);
   assert(bundles.some((b) => b.endsWith(".js")) && bundles.some((b) => b.endsWith(".css")), `index.html names no script and style bundle: ${bundles.join(", ")}`);
   const statics = [...bundles, "/icons/icon-192.png", "/manifest.webmanifest"];
   for (const path of statics) {
@@ -494,6 +493,8 @@ async function appFiles(base) {
   assert(!headersFile.body.includes("X-Content-Type-Options"), "GET /_headers: the headers file itself is served");
   log(`  ${documents.length} documents with the Worker's headers, ${statics.length} files straight from assets`);
 }
+
+// --- Main ----------------------------------------------------------------------------------------
 
 async function main() {
   let server = null;
