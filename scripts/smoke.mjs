@@ -489,9 +489,17 @@ async function appFiles(base) {
     assertEqual(file.header("content-security-policy"), "", `GET ${path}: served through the Worker (it set a Content-Security-Policy)`);
     assertEqual(file.header("x-content-type-options"), "nosniff", `GET ${path}: x-content-type-options (web/public/_headers)`);
   }
+  // Only a client-side route falls back to index.html: a missing file is a 404, whether the
+  // platform serves its path (/assets/*) or the Worker does.
+  const missing = ["/assets/no-such-bundle.js", "/icons/no-such-icon.png", "/no-such-file.js"];
+  for (const path of missing) {
+    const file = await getFile(base, path);
+    assertEqual(file.status, 404, `GET ${path}: status`);
+    assert(!file.body.includes("<html"), `GET ${path}: answered with the app's HTML`);
+  }
   const headersFile = await getFile(base, "/_headers");
   assert(!headersFile.body.includes("X-Content-Type-Options"), "GET /_headers: the headers file itself is served");
-  log(`  ${documents.length} documents with the Worker's headers, ${statics.length} files straight from assets`);
+  log(`  ${documents.length} documents with the Worker's headers, ${statics.length} files straight from assets, ${missing.length} missing files 404`);
 }
 
 // --- Main ----------------------------------------------------------------------------------------

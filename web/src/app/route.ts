@@ -1,4 +1,4 @@
-// Client-side routes. The Worker serves index.html for any non-API path (SPA fallback), so each
+// Client-side routes. The Worker serves index.html for any non-API path naming no file, so each
 // of these is also a real URL: a notification click can open /c/<id> directly.
 export type Route =
   | { name: "login" }
