@@ -48,14 +48,15 @@ app.notFound(async (c) => {
   if (API_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`)) || !read) {
     throw new ApiError("not_found", "no such route");
   }
-  const file = await c.env.ASSETS.fetch(c.req.raw);
-  if (file.status !== 404) return file;
-  // A client-side route (/c/<id>, /settings ...) is a real URL: it gets the app's index.html, whose
-  // script reads the path (web/src/app/route.ts). A path naming a file (its last segment has a dot)
-  // that is not there is a 404, not the app's HTML where a script or image was expected.
+  // A path naming no file (no dot in its last segment) is a client-side route (/, /c/<id>,
+  // /settings ...), a real URL: it gets the app's index.html, whose script reads the path
+  // (web/src/app/route.ts). A file that is not there is a 404, not the app's HTML where a script
+  // or image was expected.
   const lastSegment = path.slice(path.lastIndexOf("/") + 1);
-  if (lastSegment.includes(".")) throw new ApiError("not_found", "no such file");
-  return c.env.ASSETS.fetch(new Request(new URL("/", c.req.url), c.req.raw));
+  if (!lastSegment.includes(".")) return c.env.ASSETS.fetch(new Request(new URL("/", c.req.url), c.req.raw));
+  const file = await c.env.ASSETS.fetch(c.req.raw);
+  if (file.status === 404) throw new ApiError("not_found", "no such file");
+  return file;
 });
 app.onError(onError);
 
