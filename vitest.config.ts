@@ -50,6 +50,7 @@ export default defineConfig(async () => {
     ],
     test: {
       include: ["test/**/*.test.ts"],
+      exclude: ["test/unit/**"],
       setupFiles: ["./test/setup.ts"],
       globalSetup: ["./test/globals/push-service.ts"],
       testTimeout: 30_000,
