@@ -3,6 +3,6 @@ import { defineConfig } from "drizzle-kit";
 // drizzle-kit only generates SQL here; wrangler applies it (`wrangler d1 migrations apply`).
 export default defineConfig({
   dialect: "sqlite",
-  schema: "./worker/db/schema.ts",
+  schema: "./kernel/d1/schema.ts",
   out: "./migrations",
 });

@@ -1,4 +1,4 @@
 export * from "./schemas";
 export * from "./errors";
 export * from "./version";
-export * from "./media";
+export * from "./mediaSchemas";

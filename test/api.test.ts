@@ -4,8 +4,8 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
-import { conversationStub, userStub } from "../worker/lib/objects";
-import { TICKET_HEADERS } from "../durable-objects/lib/sockets";
+import { conversationStub, userStub } from "../kernel/objects";
+import { TICKET_HEADERS } from "../kernel/identity";
 import { issueTicket } from "../worker/lib/tickets";
 import {
   call,

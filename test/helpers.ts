@@ -2,7 +2,7 @@
 import { exports } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
-import type { Settings } from "../worker/lib/settings";
+import type { Settings } from "../kernel/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
 
 const ORIGIN = "http://chat.test";

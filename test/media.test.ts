@@ -5,7 +5,7 @@
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { Message, type MediaInfo, type MultipartUpload } from "../protocol";
-import { conversationStub } from "../worker/lib/objects";
+import { conversationStub } from "../kernel/objects";
 import { signMediaUrl } from "../worker/lib/signing";
 import { call, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
 

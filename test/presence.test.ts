@@ -6,12 +6,12 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import { relayedMessage } from "../durable-objects/conversation/fanout";
-import type { D1Writer } from "../durable-objects/conversation/outbox";
+import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { QUIET_HINT_MS, QuietMembers } from "../durable-objects/conversation/quiet";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
 import { sha256 } from "../worker/lib/crypto";
-import { conversationStub, userStub } from "../worker/lib/objects";
+import { conversationStub, userStub } from "../kernel/objects";
 import {
   call,
   connect,

@@ -3,7 +3,7 @@
 import * as z from "zod";
 import { describe, expect, it } from "vitest";
 import * as protocol from "../protocol";
-import { newId } from "../worker/lib/ids";
+import { newId } from "../kernel/ids";
 import { parseSince } from "../worker/routes/messages";
 
 /** The fingerprint of every exported schema at each protocol version. Append; never edit. */

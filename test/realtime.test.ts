@@ -3,9 +3,9 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
-import type { D1Writer } from "../durable-objects/conversation/outbox";
+import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { LIMITS, PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
-import { conversationStub } from "../worker/lib/objects";
+import { conversationStub } from "../kernel/objects";
 import {
   call,
   connect,
@@ -411,7 +411,7 @@ describe("ordering and idempotency", () => {
     await as.next("ack", (f) => f.clientMsgId === "last");
 
     await runInDurableObject(stub, async (instance: ConversationDO, state: DurableObjectState) => {
-      const { ConversationStore } = await import("../durable-objects/conversation/store");
+      const { ConversationStore } = await import("../durable-objects/conversation/conversationStore");
       type Page = { messages: Message[]; hasMore: boolean };
       const store = (instance as unknown as { store: { messagesAfter(after: number, limit: number): Page } }).store;
       // A store opened afresh on the same database has nothing in memory: it reads every row.
@@ -445,7 +445,7 @@ describe("ordering and idempotency", () => {
   it("keeps the newest messages in memory within about 8 MB, and reads older ones from SQLite", async () => {
     const { a, stub, inbox, as } = await heldConversation();
     await runInDurableObject(stub, async (instance: ConversationDO, state: DurableObjectState) => {
-      const { ConversationStore } = await import("../durable-objects/conversation/store");
+      const { ConversationStore } = await import("../durable-objects/conversation/conversationStore");
       const store = (instance as unknown as { store: InstanceType<typeof ConversationStore> }).store;
       // 600 messages of the longest body (about 16 KB each in memory) straight into the store.
       const body = "x".repeat(LIMITS.bodyMax);
@@ -691,7 +691,7 @@ describe("faults", () => {
       },
     };
     await runInDurableObject(stub, async (instance: ConversationDO) => {
-      const { Outbox } = await import("../durable-objects/conversation/outbox");
+      const { Outbox } = await import("../durable-objects/conversation/d1Outbox");
       const store = (instance as unknown as { store: ConstructorParameters<typeof Outbox>[0] }).store;
       expect(await new Outbox(store, recorder, 2).flush()).toBe(true);
       instance.outbox.db = env.DB;

@@ -1,9 +1,9 @@
 // The Hono app type and the middleware every route shares.
 import { Hono, type Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { Identity } from "../durable-objects/lib/sockets";
-import { ApiError, errorResponse, objectUnavailableFor } from "./lib/errors";
-import { readSettings, type Settings } from "./lib/settings";
+import type { Identity } from "../kernel/identity";
+import { ApiError, errorResponse, objectUnavailableFor } from "./lib/apiError";
+import { readSettings, type Settings } from "../kernel/settings";
 import { sha256 } from "./lib/crypto";
 
 export type AppEnv = {

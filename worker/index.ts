@@ -1,12 +1,12 @@
 // The Worker: one route table. Each resource lives in its own file under routes/.
-import { IDENTITY_HEADERS } from "../durable-objects/lib/sockets";
+import { IDENTITY_HEADERS } from "../kernel/identity";
 import { base, newApp, onError } from "./app";
-import { ApiError } from "./lib/errors";
+import { ApiError } from "./lib/apiError";
 import { securityHeaders } from "./lib/security";
 import { auth, me } from "./routes/auth";
 import { conversations, groups, send } from "./routes/conversations";
 import { messages } from "./routes/messages";
-import { sockets } from "./routes/sockets";
+import { sockets } from "./routes/realtime";
 import { users } from "./routes/users";
 import { presence } from "./routes/presence";
 import { push } from "./routes/push";

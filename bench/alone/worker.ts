@@ -14,7 +14,7 @@
 // (`npm run bench -- --alone-answers d1`).
 import app, { UserDO } from "../../worker/index";
 import { ConversationDO as AppConversationDO } from "../../durable-objects/conversation/ConversationDO";
-import type { D1Writer } from "../../durable-objects/conversation/outbox";
+import type { D1Writer } from "../../durable-objects/conversation/d1Outbox";
 
 export default app;
 export { UserDO };

@@ -12,16 +12,17 @@ import {
   type ReceiptBody,
 } from "../../protocol";
 import type * as z from "zod";
-import { readSettings, type Settings } from "../../worker/lib/settings";
-import { jsonError, readIdentity, exceedsUtf8, type Identity } from "../lib/sockets";
-import { fail, type Failure } from "../../worker/lib/errors";
+import { readSettings, type Settings } from "../../kernel/settings";
+import { readIdentity, type Identity } from "../../kernel/identity";
+import { exceedsUtf8, jsonError } from "../lib/socketIo";
+import { fail, type Failure } from "../../kernel/result";
 import { sendWithMedia } from "../../worker/lib/media";
 import { TokenBuckets } from "../lib/rateLimit";
-import { ConversationStore } from "./store";
-import { Outbox, backoffDelay } from "./outbox";
+import { ConversationStore } from "./conversationStore";
+import { Outbox, backoffDelay } from "./d1Outbox";
 import { Fanout } from "./fanout";
 import type { DeliveryAnswer, LiveCopy } from "./quiet";
-import { userStub } from "../../worker/lib/objects";
+import { userStub } from "../../kernel/objects";
 import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
 
 /** When the alarm runs the deferred pass if the in-memory timer did not (an eviction). */

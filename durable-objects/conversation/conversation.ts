@@ -1,6 +1,6 @@
 // The rules of one conversation: membership, sends, history and receipts. Plain code over the
 // store, with the clock and the sockets passed in, so it reads (and tests) without the runtime.
-import { newId } from "../../worker/lib/ids";
+import { newId } from "../../kernel/ids";
 import {
   CLOSE,
   type Conversation as ConversationView,
@@ -13,10 +13,10 @@ import {
   type SendInput,
   type SystemEvent,
 } from "../../protocol";
-import { fail, type Failure, type Result } from "../../worker/lib/errors";
-import type { Identity } from "../lib/sockets";
+import { fail, type Failure, type Result } from "../../kernel/result";
+import type { Identity } from "../../kernel/identity";
 import type { TokenBuckets } from "../lib/rateLimit";
-import type { ConversationStore } from "./store";
+import type { ConversationStore } from "./conversationStore";
 
 export interface CreateInput {
   id: string;

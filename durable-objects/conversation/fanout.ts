@@ -9,8 +9,8 @@
 // group, so the work goes to a Queue in chunks of members, and the queue consumer (any number of
 // Worker instances in parallel) makes the calls.
 import type { Message, MessageKind, Receipt, UserServerFrame } from "../../protocol";
-import { conversationStub, userStub } from "../../worker/lib/objects";
-import type { ConversationStore } from "./store";
+import { conversationStub, userStub } from "../../kernel/objects";
+import type { ConversationStore } from "./conversationStore";
 import type { UserDO as UserObject } from "../user/UserDO";
 import { QuietMembers, type LiveCopy } from "./quiet";
 

@@ -13,12 +13,13 @@ import {
   type Presence,
   type UserServerFrame,
 } from "../../protocol";
-import { readSettings, type Settings } from "../../worker/lib/settings";
-import { conversationStub, userStub } from "../../worker/lib/objects";
-import { sharedWith } from "../../worker/lib/presence";
+import { readSettings, type Settings } from "../../kernel/settings";
+import { conversationStub, userStub } from "../../kernel/objects";
+import { sharedWith } from "../../kernel/d1/privacy";
 import { enqueuePushes } from "../../worker/push/jobs";
 import { migrate } from "../lib/migrate";
-import { exceedsUtf8, jsonError, readIdentity, readTicketUse, type Identity } from "../lib/sockets";
+import { readIdentity, readTicketUse, type Identity } from "../../kernel/identity";
+import { exceedsUtf8, jsonError } from "../lib/socketIo";
 import {
   conversationOf,
   frameOf,
@@ -28,7 +29,7 @@ import {
   type RelayedReceipt,
 } from "../conversation/fanout";
 import { QUIET_HINT_MS, type DeliveryAnswer } from "../conversation/quiet";
-import { PresenceStore, type PresenceState } from "./presence";
+import { PresenceStore, type PresenceState } from "./presenceState";
 import type { ConversationDO as ConversationObject } from "../conversation/ConversationDO";
 
 const MIGRATIONS = [

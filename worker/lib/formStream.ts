@@ -1,7 +1,7 @@
 // A streaming `multipart/form-data` reader (RFC 7578). `Request.formData()` would hold the whole
 // body, file included, in memory; this hands out each part's bytes as they arrive, keeping at most
 // one network chunk plus a boundary's length buffered.
-import { ApiError } from "./errors";
+import { ApiError } from "./apiError";
 
 export interface FormPart {
   name: string;

@@ -2,10 +2,10 @@
 // The bytes live in R2 under r2Key(id); routes/media.ts moves them.
 import { and, eq, inArray, or, sql } from "drizzle-orm";
 import { MEDIA_LIMITS, type MediaInfo, type MediaRef } from "../../protocol";
-import { db, schema } from "../db";
-import { fail, type Failure } from "./errors";
+import { db, schema } from "../../kernel/d1/db";
+import { fail, type Failure } from "../../kernel/result";
 import { kindOf, storedType } from "./mediaTypes";
-import { requireSecret, type MediaSettings } from "./settings";
+import { requireSecret, type MediaSettings } from "../../kernel/settings";
 import { signMediaUrl } from "./signing";
 
 export type MediaRow = typeof schema.media.$inferSelect;

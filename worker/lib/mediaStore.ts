@@ -16,7 +16,7 @@
 //   (>= 5 MiB), so one part (MEDIA_PART_BYTES) is buffered at a time: memory is bounded by that,
 //   whatever the file's size. A file smaller than one part becomes a single `put`.
 import type { MediaContentType } from "../../protocol";
-import { ApiError } from "./errors";
+import { ApiError } from "./apiError";
 import { SNIFF_BYTES, sniffMatches } from "./mediaTypes";
 
 export type Pull = () => Promise<Uint8Array | null>;

@@ -2,7 +2,7 @@
 // Sniffing looks at the first SNIFF_BYTES only; it proves the declared type is plausible, it does
 // not validate the whole file (the server never decodes or transcodes media).
 import { MEDIA_LIMITS, MEDIA_TYPES, type MediaContentType } from "../../protocol";
-import type { MediaSettings } from "./settings";
+import type { MediaSettings } from "../../kernel/settings";
 
 /** Enough for every signature below (a WebM DocType sits within the first ~40 bytes). */
 export const SNIFF_BYTES = 256;

@@ -2,7 +2,7 @@
 // The MAC covers a version tag, the media id and the expiry, so changing any of them (or the
 // signature) gives 403. The type and name served come from the stored object, never from the URL,
 // so they need no signing. Rotating MEDIA_URL_SECRET voids every URL handed out.
-import { ApiError } from "./errors";
+import { ApiError } from "./apiError";
 import { base64url, fromBase64url, hmacKey } from "./crypto";
 
 const encoder = new TextEncoder();

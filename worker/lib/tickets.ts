@@ -5,7 +5,7 @@
 // it keeps each nonce it has let through until the ticket's expiry, and it knows which of the
 // user's devices logged out since (UserDO.consumeTicket). So neither issuing nor using a ticket
 // writes to D1, the one database every handshake of every user would otherwise share.
-import type { Identity, TicketUse } from "../../durable-objects/lib/sockets";
+import type { Identity, TicketUse } from "../../kernel/identity";
 import { base64url, fromBase64url, hmacKey, randomToken } from "./crypto";
 
 const VERSION = "ws-ticket-v1";

@@ -1,7 +1,7 @@
 // Parse once at the edge: every route reads its body and query through these two functions,
 // and works with typed values from then on.
 import type * as z from "zod";
-import { ApiError } from "./errors";
+import { ApiError } from "./apiError";
 
 function issuesOf(error: z.ZodError): unknown[] {
   return error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }));

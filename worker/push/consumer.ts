@@ -9,8 +9,8 @@
 import type { VapidKeys } from "@block65/webcrypto-web-push";
 import { and, eq, inArray } from "drizzle-orm";
 import type { PushPayload } from "../../protocol";
-import { db, schema } from "../db";
-import { readSettings, type PushSettings } from "../lib/settings";
+import { db, schema } from "../../kernel/d1/db";
+import { readSettings, type PushSettings } from "../../kernel/settings";
 import { originOf } from "./endpoint";
 import { PushQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "./jobs";
 import { retryDelaySeconds, sendPush, topicFor, vapidKeys, type Outcome, type StoredSubscription } from "./send";

@@ -3,7 +3,7 @@
 import { buildPushPayload, type VapidKeys } from "@block65/webcrypto-web-push";
 import type { PushPayload } from "../../protocol";
 import { sha256 } from "../lib/crypto";
-import type { PushSettings } from "../lib/settings";
+import type { PushSettings } from "../../kernel/settings";
 import { buildUrlFor, endpointProblem } from "./endpoint";
 
 export interface StoredSubscription {

@@ -1,15 +1,15 @@
 // Accounts and devices: register, login (one device per login), logout, WebSocket tickets, /me.
 import { and, eq, isNotNull } from "drizzle-orm";
-import { newId } from "../lib/ids";
+import { newId } from "../../kernel/ids";
 import { LoginBody, RegisterBody, type Device } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
-import { db, schema } from "../db";
-import { ApiError } from "../lib/errors";
+import { db, schema } from "../../kernel/d1/db";
+import { ApiError } from "../lib/apiError";
 import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
-import { requireSecret } from "../lib/settings";
+import { requireSecret } from "../../kernel/settings";
 import { issueTicket } from "../lib/tickets";
-import { userStub } from "../lib/objects";
-import { toUser } from "../lib/users";
+import { userStub } from "../../kernel/objects";
+import { toUser } from "../lib/userRecords";
 import { readJson } from "../lib/validate";
 
 export const auth = newApp();

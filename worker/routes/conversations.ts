@@ -1,6 +1,6 @@
 // Conversations: the Worker authenticates and validates, then the conversation's object decides
 // (membership, roles, seq). D1 serves only the list, which no single object can answer.
-import { newId } from "../lib/ids";
+import { newId } from "../../kernel/ids";
 import {
   AddMembersBody,
   CreateDirectBody,
@@ -13,11 +13,11 @@ import {
   type Member,
 } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
-import { messageFromRow, type MessageRow } from "../db/rows";
-import { ApiError, unwrap } from "../lib/errors";
+import { messageFromRow, type MessageRow } from "../../kernel/d1/rows";
+import { ApiError, unwrap } from "../lib/apiError";
 import { sha256 } from "../lib/crypto";
-import { conversationStub } from "../lib/objects";
-import { requireUsersExist } from "../lib/users";
+import { conversationStub } from "../../kernel/objects";
+import { requireUsersExist } from "../lib/userRecords";
 import { readJson, readQuery } from "../lib/validate";
 import { sendWithMedia } from "../lib/media";
 

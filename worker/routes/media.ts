@@ -1,7 +1,7 @@
 // Media: uploads into R2 (raw body, form, resumable multipart), signed downloads, and the
 // authenticated redirect to them. docs/api.md "Media" describes the decisions taken here.
 import { and, asc, eq, isNotNull } from "drizzle-orm";
-import { newId } from "../lib/ids";
+import { newId } from "../../kernel/ids";
 import {
   MEDIA_LIMITS,
   MediaUrlQuery,
@@ -13,14 +13,14 @@ import {
   type MultipartUpload,
 } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
-import { db, schema } from "../db";
-import { ApiError, unwrap } from "../lib/errors";
+import { db, schema } from "../../kernel/d1/db";
+import { ApiError, unwrap } from "../lib/apiError";
 import { FormStream, boundaryOf } from "../lib/formStream";
 import { checkThumbnail, discardMedia, findVisibleMedia, r2Key, sendWithMedia, toRef, withUrl, type MediaRow } from "../lib/media";
 import { ByteSource, putStream, uploadPart } from "../lib/mediaStore";
 import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor, storedType } from "../lib/mediaTypes";
-import { conversationStub } from "../lib/objects";
-import { requireSecret } from "../lib/settings";
+import { conversationStub } from "../../kernel/objects";
+import { requireSecret } from "../../kernel/settings";
 import { verifyMediaUrl } from "../lib/signing";
 import { parseWith, readJson, readQuery } from "../lib/validate";
 

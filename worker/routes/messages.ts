@@ -2,8 +2,8 @@
 // the caller belongs to, exactly once, in the order D1 ingested them.
 import { SinceQuery } from "../../protocol";
 import { newApp, requireAuth } from "../app";
-import { MESSAGE_JSON_SQL } from "../db/rows";
-import { ApiError } from "../lib/errors";
+import { MESSAGE_JSON_SQL } from "../../kernel/d1/rows";
+import { ApiError } from "../lib/apiError";
 import { readQuery } from "../lib/validate";
 
 export const messages = newApp();

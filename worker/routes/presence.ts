@@ -1,8 +1,8 @@
 import * as z from "zod";
 import { LIMITS, type Presence } from "../../protocol";
 import { newApp, requireAuth } from "../app";
-import { userStub } from "../lib/objects";
-import { sharedWith } from "../lib/presence";
+import { userStub } from "../../kernel/objects";
+import { sharedWith } from "../../kernel/d1/privacy";
 import { readQuery } from "../lib/validate";
 
 export const presence = newApp();

@@ -2,9 +2,9 @@
 import { and, eq } from "drizzle-orm";
 import { PushEndpointQuery, PushSubscriptionBody } from "../../protocol";
 import { newApp, requireAuth } from "../app";
-import { db, schema } from "../db";
+import { db, schema } from "../../kernel/d1/db";
 import { fromBase64url } from "../lib/crypto";
-import { ApiError } from "../lib/errors";
+import { ApiError } from "../lib/apiError";
 import { readJson, readQuery } from "../lib/validate";
 import { endpointProblem } from "../push/endpoint";
 

@@ -2,9 +2,9 @@ import { and, asc, eq, gte, inArray, lt } from "drizzle-orm";
 import * as z from "zod";
 import { LIMITS, USER_LOOKUP_MAX, User, UserSearchQuery } from "../../protocol";
 import { newApp, requireAuth } from "../app";
-import { db, schema } from "../db";
-import { ApiError } from "../lib/errors";
-import { toUser } from "../lib/users";
+import { db, schema } from "../../kernel/d1/db";
+import { ApiError } from "../lib/apiError";
+import { toUser } from "../lib/userRecords";
 import { readQuery } from "../lib/validate";
 
 export const users = newApp();

@@ -2,12 +2,12 @@
 // then hand the upgrade to the object with the verified identity attached. A ticket's single
 // use is taken by the user's object: on a user socket's upgrade, by that object as it accepts
 // the socket; on a conversation socket's, by a call to it first.
-import { IDENTITY_HEADERS, TICKET_HEADERS, type Identity, type TicketUse } from "../../durable-objects/lib/sockets";
+import { IDENTITY_HEADERS, TICKET_HEADERS, type Identity, type TicketUse } from "../../kernel/identity";
 import { identityForToken, newApp, type AppContext } from "../app";
-import { ApiError } from "../lib/errors";
-import { requireSecret } from "../lib/settings";
+import { ApiError } from "../lib/apiError";
+import { requireSecret } from "../../kernel/settings";
 import { verifyTicket } from "../lib/tickets";
-import { conversationStub, userStub } from "../lib/objects";
+import { conversationStub, userStub } from "../../kernel/objects";
 
 export const sockets = newApp();
 

@@ -1,6 +1,6 @@
 // Deployment settings, parsed once from the environment. Each has a default from API.md, so a
 // missing or malformed value never breaks a request: it falls back and the default is documented.
-import { MEDIA_LIMITS } from "../../protocol/media";
+import { MEDIA_LIMITS } from "../protocol/mediaSchemas";
 
 function int(value: unknown, fallback: number, min = 0): number {
   const n = typeof value === "string" && value.trim() !== "" ? Number(value) : NaN;

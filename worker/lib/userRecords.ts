@@ -1,7 +1,7 @@
 import { inArray } from "drizzle-orm";
 import type { User } from "../../protocol";
-import { db, schema } from "../db";
-import { ApiError } from "./errors";
+import { db, schema } from "../../kernel/d1/db";
+import { ApiError } from "./apiError";
 
 export const toUser = (row: typeof schema.users.$inferSelect): User => ({
   id: row.id,

@@ -3,7 +3,7 @@
 // Object runs in-process, and a burst of writes inside one event commits atomically.
 import type { ConversationType, MediaRef, Member, Message, MessageKind, Receipt, Role } from "../../protocol";
 import { migrate } from "../lib/migrate";
-import { MESSAGE_COLUMNS, messageFromRow, type MessageRow } from "../../worker/db/rows";
+import { MESSAGE_COLUMNS, messageFromRow, type MessageRow } from "../../kernel/d1/rows";
 
 // Append-only. Index i is schema version i + 1.
 const MIGRATIONS = [

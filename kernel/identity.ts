@@ -1,5 +1,5 @@
-// Helpers shared by the Durable Objects for identity and sockets.
-import { ERROR_STATUS, type ErrorCode } from "../../protocol";
+// Who is calling: the identity the Worker verified (a token or a ticket) and hands to an object,
+// in RPC arguments or, on a WebSocket upgrade, in headers only the Worker can set.
 
 /** The authenticated caller. The Worker verifies the token or ticket and passes the result on. */
 export interface Identity {
@@ -35,18 +35,4 @@ export function readIdentity(headers: Headers): Identity | null {
   const userId = headers.get(IDENTITY_HEADERS.user);
   const deviceId = headers.get(IDENTITY_HEADERS.device);
   return userId && deviceId ? { userId, deviceId } : null;
-}
-
-export function jsonError(code: ErrorCode, message: string, retryAfterSeconds?: number): Response {
-  const headers = new Headers({ "content-type": "application/json" });
-  if (retryAfterSeconds !== undefined) headers.set("retry-after", String(Math.ceil(retryAfterSeconds)));
-  return new Response(JSON.stringify({ error: { code, message } }), { status: ERROR_STATUS[code], headers });
-}
-
-/** Whether `text` is longer than `limit` bytes in UTF-8, encoding only when the length cannot tell. */
-export function exceedsUtf8(text: string, limit: number): boolean {
-  // Every UTF-16 code unit takes 1 to 3 bytes in UTF-8.
-  if (text.length > limit) return true;
-  if (text.length * 3 <= limit) return false;
-  return new TextEncoder().encode(text).byteLength > limit;
 }

@@ -1,4 +1,5 @@
 import { ERROR_STATUS, type ErrorBody, type ErrorCode } from "../../protocol";
+import { isFailure } from "../../kernel/result";
 
 /**
  * An error a client caused or may see. Thrown anywhere in a route; `app.onError` turns it into
@@ -21,20 +22,6 @@ export class ApiError extends Error {
     return body;
   }
 }
-
-/**
- * Durable Object RPC methods return failures as values: an exception thrown across RPC loses its
- * class, and a client error is not an exceptional event for the object.
- */
-export type Failure = { ok: false; code: ErrorCode; message: string; retryAfterSeconds?: number };
-export type Result<T> = ({ ok: true } & T) | Failure;
-
-export const fail = (code: ErrorCode, message: string, retryAfterSeconds?: number): Failure =>
-  retryAfterSeconds === undefined
-    ? { ok: false, code, message }
-    : { ok: false, code, message, retryAfterSeconds };
-
-const isFailure = (result: { ok: boolean }): result is Failure => !result.ok;
 
 /** The success value of an object's answer; a failure becomes the matching ApiError. */
 export function unwrap<R extends { ok: boolean }>(result: R): Extract<R, { ok: true }> {

@@ -8,7 +8,7 @@
 // so D1 never sees a member removed before it was added, nor a message before the member_put
 // that precedes it.
 import type { Message } from "../../protocol";
-import type { ConversationStore, OutboxRow } from "./store";
+import type { ConversationStore, OutboxRow } from "./conversationStore";
 
 /** The part of D1 the outbox uses; tests swap in a failing one to simulate an outage. */
 export type D1Writer = Pick<D1Database, "prepare" | "batch">;
