@@ -6,8 +6,9 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import type { Conversation, Message, PushPayload } from "../protocol";
-import { handlePushBatch, PUSH_QUEUE_NAME } from "../worker/push/consumer";
-import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, toQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "../worker/push/jobs";
+import { handlePushBatch } from "../worker/push/consumer";
+import { QUEUES, type PushDeliveryMessage, type PushJobMessage } from "../durable-objects/contract";
+import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, toQueueMessage } from "../durable-objects/user/pushJobs";
 import { topicFor } from "../worker/push/send";
 import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
 import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
@@ -359,7 +360,7 @@ describe("push jobs and the consumer", () => {
     const sub = await newSubscription();
     await subscribe(bob, sub);
     const m = message(conv.id, alice.user.id, 7, "not to be shown");
-    await enqueuePushes(env, [{ userId: bob.user.id, conversation: { ...conv, e2ee: true }, message: m }]);
+    await enqueuePushes(env.PUSH_QUEUE, [{ userId: bob.user.id, conversation: { ...conv, e2ee: true }, message: m }]);
     const [push] = (await pushFor(sub, m.id)).filter((r) => r.payload.messageId === m.id);
     expect(push!.payload).toEqual({ type: "message", conversationId: conv.id, seq: 7, messageId: m.id, senderId: alice.user.id, title: alice.user.displayName });
   });
@@ -372,8 +373,8 @@ describe("push jobs and the consumer", () => {
     const send = vi.spyOn(env.PUSH_QUEUE, "send");
     const sendBatch = vi.spyOn(env.PUSH_QUEUE, "sendBatch");
     const sys: Message = { ...message("c", "u", 1, '{"event":"added"}'), kind: "system" };
-    await enqueuePushes(env, [{ userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys }]);
-    await enqueuePushes(env, [{ userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") }]);
+    await enqueuePushes(env.PUSH_QUEUE, [{ userId: "someone", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: sys }]);
+    await enqueuePushes(env.PUSH_QUEUE, [{ userId: "u", conversation: { id: "c", type: "group", title: "t", e2ee: false }, message: message("c", "u", 2, "mine") }]);
     expect(send).not.toHaveBeenCalled();
     expect(sendBatch).not.toHaveBeenCalled();
   });
@@ -386,7 +387,7 @@ describe("push jobs and the consumer", () => {
     const fromAlice = Array.from({ length: PUSH_SEND_BATCH_MAX + 20 }, (_, i) => message(conversation.id, alice.user.id, i + 1, `m${i + 1}`));
     const system: Message = { ...message(conversation.id, alice.user.id, 500, '{"event":"added"}'), kind: "system" };
     const own = message(conversation.id, bob.user.id, 501, "mine");
-    await enqueuePushes(env, [...fromAlice, system, own].map((m) => ({ userId: bob.user.id, conversation, message: m })));
+    await enqueuePushes(env.PUSH_QUEUE, [...fromAlice, system, own].map((m) => ({ userId: bob.user.id, conversation, message: m })));
     expect(send).not.toHaveBeenCalled();
     const calls = sendBatch.mock.calls.map(([batch]) => [...batch].map((m) => (m.body as PushJobMessage).message.seq));
     expect(calls.map((seqs) => seqs.length)).toEqual([PUSH_SEND_BATCH_MAX, 20]);
@@ -402,7 +403,7 @@ describe("push jobs and the consumer", () => {
     const sent = [1, 2].map((seq) => message(conv.id, alice.user.id, seq, `hello ${seq}`));
     const jobs = [bob, carol, dave].flatMap((s) => sent.map((m) => toQueueMessage({ userId: s.user.id, conversation: conv, message: m })));
     const batch = createMessageBatch(
-      PUSH_QUEUE_NAME,
+      QUEUES.push,
       jobs.map((job, i) => ({ id: `j${i}`, timestamp: new Date(), attempts: 1, body: job })),
     );
     const prepare = vi.spyOn(env.DB, "prepare");
@@ -428,7 +429,7 @@ describe("push jobs and the consumer", () => {
       message(withCarol.id, carol.user.id, 1, "from carol"),
     ];
     const batch = createMessageBatch(
-      PUSH_QUEUE_NAME,
+      QUEUES.push,
       sent.map((m, i) => ({
         id: `d${i}`,
         timestamp: new Date(),
@@ -459,7 +460,7 @@ describe("push jobs and the consumer", () => {
       payload: { type: "message", conversationId: "conv", seq: 1, messageId: "m1", senderId: alice.user.id, title: "t" },
       tries: 1,
     };
-    const batch = createMessageBatch(PUSH_QUEUE_NAME, [{ id: "q1", timestamp: new Date(), attempts: 2, body }]);
+    const batch = createMessageBatch(QUEUES.push, [{ id: "q1", timestamp: new Date(), attempts: 2, body }]);
     const ctx = createExecutionContext();
     await handlePushBatch(batch, env);
     const result = await getQueueResult(batch, ctx);
@@ -487,13 +488,13 @@ describe("push jobs and the consumer", () => {
       tries: 0,
     };
     // getQueueResult does not report delays: watch the retry calls themselves.
-    const first = createMessageBatch(PUSH_QUEUE_NAME, [{ id: "q1", timestamp: new Date(), attempts: 1, body }]);
+    const first = createMessageBatch(QUEUES.push, [{ id: "q1", timestamp: new Date(), attempts: 1, body }]);
     const firstRetry = vi.spyOn(first.messages[0]!, "retry");
     await handlePushBatch(first, env);
     expect((await getQueueResult(first, createExecutionContext())).retryMessages).toEqual([{ msgId: "q1" }]);
     // Try 1 failed: try 2 comes after the base delay (PUSH_RETRY_BASE_SECONDS = 1).
     expect(firstRetry).toHaveBeenCalledWith({ delaySeconds: 1 });
-    const second = createMessageBatch(PUSH_QUEUE_NAME, [{ id: "q1", timestamp: new Date(), attempts: 2, body }]);
+    const second = createMessageBatch(QUEUES.push, [{ id: "q1", timestamp: new Date(), attempts: 2, body }]);
     const secondRetry = vi.spyOn(second.messages[0]!, "retry");
     await handlePushBatch(second, env);
     expect(secondRetry).toHaveBeenCalledWith({ delaySeconds: 7 });

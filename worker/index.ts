@@ -11,8 +11,9 @@ import { users } from "./routes/users";
 import { presence } from "./routes/presence";
 import { push } from "./routes/push";
 import { media, upload } from "./routes/media";
-import { PUSH_QUEUE_NAME, handlePushBatch } from "./push/consumer";
-import { QUEUES, consumeFanout } from "./queues";
+import { handlePushBatch } from "./push/consumer";
+import { consumeFanout } from "./queues";
+import { QUEUES } from "../durable-objects/contract";
 
 export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
@@ -66,7 +67,7 @@ export default {
     switch (batch.queue) {
       case QUEUES.fanout:
         return consumeFanout(batch, env);
-      case PUSH_QUEUE_NAME:
+      case QUEUES.push:
         return handlePushBatch(batch, env);
       default:
         console.error(`no consumer for queue ${batch.queue}; retrying its batch`);

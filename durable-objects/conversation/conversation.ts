@@ -16,6 +16,7 @@ import {
 import { fail, type Failure, type Result } from "../../kernel/result";
 import type { Identity } from "../../kernel/identity";
 import type { TokenBuckets } from "../lib/rateLimit";
+import { safeClose, trySend } from "../lib/socketIo";
 import type { ConversationStore } from "./conversationStore";
 
 export interface CreateInput {
@@ -41,7 +42,12 @@ export interface HistoryInput {
 
 export interface ConversationDeps {
   limiter: TokenBuckets;
-  sockets: { all(): WebSocket[]; ofUser(userId: string): WebSocket[] };
+  sockets: {
+    all(): WebSocket[];
+    ofUser(userId: string): WebSocket[];
+    /** Who holds the socket (its attachment), or null. */
+    userOf(ws: WebSocket): string | null;
+  };
   /** Asks for the deferred pass soon: the outbox to D1, then the fan-out to members' objects. */
   defer(): void;
   /** Asks for the alarm at `at` or earlier (a typing indicator lapses then). */
@@ -118,13 +124,7 @@ export class Conversation {
       this.store.putMember({ ...heir, role: "admin" });
     }
     this.appendSystem(actor, { event: leaving ? "left" : "removed", actorId: actor.userId, userIds: [targetId] }, now);
-    for (const ws of this.deps.sockets.ofUser(targetId)) {
-      try {
-        ws.close(CLOSE.removed, "removed from the conversation");
-      } catch {
-        // already closed
-      }
-    }
+    for (const ws of this.deps.sockets.ofUser(targetId)) safeClose(ws, CLOSE.removed, "removed from the conversation");
     return { ok: true, removed: true };
   }
 
@@ -247,11 +247,7 @@ export class Conversation {
 
   private relayTyping(userId: string, on: boolean): void {
     const frame = JSON.stringify({ type: "typing", userId, on } satisfies ConversationServerFrame);
-    for (const ws of this.deps.sockets.all()) {
-      const att: unknown = ws.deserializeAttachment();
-      if (typeof att === "object" && att !== null && "userId" in att && att.userId === userId) continue;
-      trySend(ws, frame);
-    }
+    for (const ws of this.deps.sockets.all()) if (this.deps.sockets.userOf(ws) !== userId) trySend(ws, frame);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -324,12 +320,4 @@ export class Conversation {
 
 function sendFrame(ws: WebSocket, frame: ConversationServerFrame): void {
   trySend(ws, JSON.stringify(frame));
-}
-
-function trySend(ws: WebSocket, frame: string): void {
-  try {
-    ws.send(frame);
-  } catch {
-    // A closing socket; its device resumes with ?after= on reconnect.
-  }
 }

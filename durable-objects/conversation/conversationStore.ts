@@ -158,7 +158,7 @@ export class ConversationStore {
       meta.createdAt,
     );
     this.meta = { ...meta, lastSeq: 0, lastMessageAt: null };
-    this.enqueue({
+    this.queueForD1({
       kind: "conversation",
       payload: { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee, createdAt: meta.createdAt },
     });
@@ -172,13 +172,13 @@ export class ConversationStore {
       member.joinedAt,
     );
     this.members.set(member.userId, member);
-    this.enqueue({ kind: "member_put", payload: member });
+    this.queueForD1({ kind: "member_put", payload: member });
   }
 
   deleteMember(userId: string): void {
     this.sql.exec("DELETE FROM members WHERE user_id = ?", userId);
     this.members.delete(userId);
-    this.enqueue({ kind: "member_delete", payload: { userId } });
+    this.queueForD1({ kind: "member_delete", payload: { userId } });
   }
 
   findByClientMsgId(senderId: string, clientMsgId: string): Message | null {
@@ -253,7 +253,7 @@ export class ConversationStore {
           input.threadRootSeq,
         )
         .one();
-      this.enqueue({
+      this.queueForD1({
         kind: "thread",
         payload: {
           rootSeq: input.threadRootSeq,
@@ -410,13 +410,13 @@ export class ConversationStore {
       receipt.updatedAt,
     );
     this.receipts.set(receipt.userId, receipt);
-    this.enqueue({
+    this.queueForD1({
       kind: "receipt",
       payload: { userId: receipt.userId, deliveredSeq: receipt.deliveredSeq, readSeq: receipt.readSeq },
     });
   }
 
-  enqueue(entry: OutboxEntry): void {
+  queueForD1(entry: OutboxEntry): void {
     this.sql.exec(
       "INSERT INTO outbox (kind, payload, at_seq) VALUES (?, ?, ?)",
       entry.kind,

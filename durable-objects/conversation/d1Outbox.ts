@@ -10,7 +10,7 @@
 import type { Message } from "../../protocol";
 import type { ConversationStore, OutboxRow } from "./conversationStore";
 
-/** The part of D1 the outbox uses; tests swap in a failing one to simulate an outage. */
+/** The part of D1 the outbox uses (a test passes one that fails, to simulate an outage). */
 export type D1Writer = Pick<D1Database, "prepare" | "batch">;
 
 // D1 and DO SQLite refuse statements with more than 100 bound parameters.
@@ -33,7 +33,8 @@ export class Outbox {
 
   constructor(
     private readonly store: ConversationStore,
-    public db: D1Writer,
+    /** How D1 is reached, asked at each write. */
+    private readonly d1: () => D1Writer,
     private readonly batchSize: number,
   ) {}
 
@@ -69,7 +70,8 @@ export class Outbox {
       const messages = through > d1Seq ? this.store.messagesAfter(d1Seq, through - d1Seq).messages : [];
       if (rows.length === 0 && messages.length === 0) return true;
       try {
-        await this.db.batch(this.statements(rows, messages));
+        const db = this.d1();
+        await db.batch(this.statements(db, rows, messages));
       } catch (err) {
         this.failures++;
         console.warn(
@@ -86,7 +88,7 @@ export class Outbox {
     }
   }
 
-  private statements(rows: OutboxRow[], messages: Message[]): D1PreparedStatement[] {
+  private statements(db: D1Writer, rows: OutboxRow[], messages: Message[]): D1PreparedStatement[] {
     const conversationId = this.store.requireMeta().id;
     const out: D1PreparedStatement[] = [];
     let pendingMessages: Message[] = [];
@@ -123,7 +125,7 @@ export class Outbox {
         }
         const placeholders = chunk.map(() => `(${new Array(MESSAGE_PARAMS).fill("?").join(", ")})`).join(", ");
         out.push(
-          this.db
+          db
             .prepare(
               `INSERT OR IGNORE INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at) VALUES ${placeholders}`,
             )
@@ -151,7 +153,7 @@ export class Outbox {
         case "conversation": {
           const c = row.payload;
           out.push(
-            this.db
+            db
               .prepare(
                 `INSERT INTO conversations (id, type, title, e2ee, created_at) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (id) DO UPDATE SET title = excluded.title, e2ee = excluded.e2ee`,
@@ -163,7 +165,7 @@ export class Outbox {
         case "member_put": {
           const m = row.payload;
           out.push(
-            this.db
+            db
               .prepare(
                 `INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
                  ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role`,
@@ -174,7 +176,7 @@ export class Outbox {
         }
         case "member_delete":
           out.push(
-            this.db
+            db
               .prepare("DELETE FROM members WHERE conversation_id = ? AND user_id = ?")
               .bind(conversationId, row.payload.userId),
           );
@@ -182,7 +184,7 @@ export class Outbox {
         case "thread": {
           const t = row.payload;
           out.push(
-            this.db
+            db
               .prepare(
                 `UPDATE messages SET reply_count = max(reply_count, ?), last_reply_seq = max(coalesce(last_reply_seq, 0), ?),
                    last_reply_at = max(coalesce(last_reply_at, 0), ?) WHERE conversation_id = ? AND seq = ?`,
@@ -194,7 +196,7 @@ export class Outbox {
         case "receipt": {
           const r = row.payload;
           out.push(
-            this.db
+            db
               .prepare(
                 `UPDATE members SET delivered_seq = max(delivered_seq, ?), read_seq = max(read_seq, ?)
                  WHERE conversation_id = ? AND user_id = ?`,
@@ -209,7 +211,7 @@ export class Outbox {
     flushMessages();
     if (lastSeq > 0) {
       out.push(
-        this.db
+        db
           .prepare(
             `UPDATE conversations SET last_seq = max(last_seq, ?), last_message_at = max(coalesce(last_message_at, 0), ?)
              WHERE id = ?`,

@@ -8,54 +8,10 @@
 // per member per batch would make the conversation object itself the bottleneck of a large
 // group, so the work goes to a Queue in chunks of members, and the queue consumer (any number of
 // Worker instances in parallel) makes the calls.
-import type { Message, MessageKind, Receipt, UserServerFrame } from "../../protocol";
-import { conversationStub, userStub } from "../../kernel/objects";
+import type { Message, UserServerFrame } from "../../protocol";
+import type { CarriedMessage, ConversationSummary, FanoutJob, InboxEvent, RelayedMessage, RelayedReceipt, UserInbox } from "../contract";
 import type { ConversationStore } from "./conversationStore";
-import type { UserDO as UserObject } from "../user/UserDO";
 import { QuietMembers, type LiveCopy } from "./quiet";
-
-export interface ConversationSummary {
-  id: string;
-  type: "direct" | "group";
-  title: string | null;
-  e2ee: boolean;
-}
-
-/**
- * A stored message as the fan-out carries it: the fields a user object routes and dedupes by, and
- * the user socket's frame, encoded once by the conversation instead of once by every member's
- * object (and a string costs far less to pass between objects than the message as an object).
- */
-export interface RelayedMessage {
-  conversationId: string;
-  seq: number;
-  senderId: string;
-  senderDeviceId: string;
-  kind: MessageKind;
-  /** `{"type":"message","message":…}`, as UserServerFrame; a push decodes the message from it. */
-  frame: string;
-}
-
-/** Queued jobs written before frames were carried hold the whole message instead. */
-export type CarriedMessage = RelayedMessage | Message;
-
-/** A receipt as a user object relays it to its devices (UserServerFrame `receipt`). */
-export type RelayedReceipt = Receipt & { conversationId: string };
-
-/** A receipt waiting for the pass, with the accept order of the last socket open when it was broadcast. */
-interface PendingReceipt {
-  receipt: RelayedReceipt;
-  order: number;
-}
-
-/**
- * What a user object receives. `changed` asks it to fetch the conversation's new state; `receipt`
- * is a member's new watermarks, for the reader's other devices and the senders it passed.
- */
-export type InboxEvent =
-  | { type: "message"; message: CarriedMessage; conversation: ConversationSummary }
-  | { type: "changed"; conversationId: string }
-  | { type: "receipt"; receipt: RelayedReceipt };
 
 export function relayedMessage(message: Message): RelayedMessage {
   const { conversationId, seq, senderId, senderDeviceId, kind } = message;
@@ -71,17 +27,10 @@ export function messageOf(message: CarriedMessage): Message {
   return "frame" in message ? (JSON.parse(message.frame) as { message: Message }).message : message;
 }
 
-/**
- * A unit of queued fan-out work: these events for these users. `liveOn`: per user, the devices
- * whose dedupe conversation socket got the messages above a seq live. `askedAt`: when the
- * conversation queued the job; the consumer reports the user objects' answers back to it
- * (QuietMembers). Jobs queued before either was carried lack it.
- */
-export interface FanoutJob {
-  userIds: string[];
-  events: InboxEvent[];
-  liveOn?: Record<string, Record<string, number>>;
-  askedAt?: number;
+/** A receipt waiting for the pass, with the accept order of the last socket open when it was broadcast. */
+interface PendingReceipt {
+  receipt: RelayedReceipt;
+  order: number;
 }
 
 const BATCH = 100;
@@ -102,16 +51,15 @@ export class Fanout {
   private pendingReceipts = new Map<string, Map<string, PendingReceipt>>();
   /** Members whose objects need no call while their devices watch this conversation live. */
   readonly quiet = new QuietMembers();
-  /** How a user's object is reached; tests replace it (as they do Outbox.db) to make the calls fail. */
-  userObject: (userId: string) => { deliver: UserObject["deliver"] } = (userId) => userStub(this.env, userId);
-
   /**
    * `liveCopies`: per member, the devices whose open dedupe conversation socket already got each
    * message above a seq (see ConversationDO.liveCopies); their user sockets need not repeat those.
    */
   constructor(
     private readonly store: ConversationStore,
-    private readonly env: Env,
+    /** How a member's user object is reached. */
+    private readonly users: (userId: string) => Pick<UserInbox, "deliver">,
+    private readonly queue: Pick<Queue<FanoutJob>, "sendBatch">,
     private readonly inlineMax: number,
     private readonly liveCopies: () => Map<string, Record<string, LiveCopy>>,
   ) {}
@@ -201,7 +149,7 @@ export class Fanout {
       const batch = deduped.every((e) => e.type === "message" && e.message.kind !== "system") ? pass : { ...pass, mayskip: false };
       try {
         if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], deduped, messages[0]!.seq, batch);
-        else await this.enqueue([...recipients], deduped, messages[0]!.seq, batch);
+        else await this.queueJobs([...recipients], deduped, messages[0]!.seq, batch);
       } catch (err) {
         this.fail(err);
         return false;
@@ -229,7 +177,7 @@ export class Fanout {
     const copies = pass.live.get(userId);
     if (pass.mayskip && this.quiet.covers(userId, copies, firstSeq, receipts.map((r) => r.order), pass.now)) return;
     const all = receipts.length > 0 ? [...events, ...receipts.map(({ receipt }): InboxEvent => ({ type: "receipt", receipt }))] : events;
-    const answer = await this.userObject(userId).deliver(userId, all, true, liveOn(copies));
+    const answer = await this.users(userId).deliver(userId, all, true, liveOn(copies));
     this.quiet.answered(userId, answer, pass.now);
   }
 
@@ -237,7 +185,7 @@ export class Fanout {
    * Queued jobs for the members who are not quiet. Their receipts are not in the jobs: run() makes
    * those calls itself, to the objects that need them.
    */
-  private async enqueue(userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
+  private async queueJobs(userIds: string[], events: InboxEvent[], firstSeq: number, pass: Pass): Promise<void> {
     const { live, now } = pass;
     const called = pass.mayskip ? userIds.filter((userId) => !this.quiet.covers(userId, live.get(userId), firstSeq, [], now)) : userIds;
     const jobs: FanoutJob[] = [];
@@ -250,29 +198,8 @@ export class Fanout {
     }
     // sendBatch takes at most 100 messages and 256 KB.
     for (let i = 0; i < jobs.length; i += 2) {
-      await this.env.FANOUT_QUEUE.sendBatch(jobs.slice(i, i + 2).map((body) => ({ body })));
+      await this.queue.sendBatch(jobs.slice(i, i + 2).map((body) => ({ body })));
     }
-  }
-}
-
-/**
- * Delivers one queued job: every user's object in parallel. A throw retries the whole job. Then
- * the objects' answers go back to the conversation, so that it can skip the quiet ones in its next
- * jobs; losing them costs only calls, so a failure to report does not retry the job.
- */
-export async function deliverFanoutJob(env: Env, job: FanoutJob): Promise<void> {
-  const { askedAt } = job;
-  const reportTo = conversationOf(job.events[0]);
-  const report = askedAt !== undefined && reportTo !== null;
-  const answers = await Promise.all(
-    job.userIds.map((userId) => userStub(env, userId).deliver(userId, job.events, false, job.liveOn?.[userId], report)),
-  );
-  if (!report) return;
-  try {
-    const byUser = Object.fromEntries(job.userIds.map((userId, i) => [userId, answers[i] ?? null]));
-    await conversationStub(env, reportTo).membersAnswered(byUser, askedAt);
-  } catch (err) {
-    console.warn(`fanout: could not report answers to conversation ${reportTo}:`, err instanceof Error ? err.message : String(err));
   }
 }
 
@@ -304,14 +231,6 @@ function systemUserIds(message: Message): string[] {
     // Not ours to fail on: a system body is always written by us.
   }
   return [];
-}
-
-/** The conversation a call's events are about (a call, like a job, carries one conversation's). */
-export function conversationOf(event: InboxEvent | undefined): string | null {
-  if (!event) return null;
-  if (event.type === "message") return event.message.conversationId;
-  if (event.type === "receipt") return event.receipt.conversationId;
-  return event.conversationId;
 }
 
 /** Several membership changes in one batch need one refresh of the conversation, not several. */

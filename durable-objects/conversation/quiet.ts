@@ -15,17 +15,7 @@
 // every conversation it answered (memberOnline, with a new epoch) and only then lets the socket
 // in; the device syncs after its `ready`. An answer from before that epoch that arrives late is
 // ignored.
-/** How long an answer lets the fan-out skip a member before it calls again. */
-export const QUIET_HINT_MS = 10_000;
-
-/**
- * A user object's answer to a conversation's in-order call, while any of its user sockets is
- * live: the devices holding its user sockets, and its socket epoch.
- */
-export interface DeliveryAnswer {
-  devices: string[];
-  epoch: number;
-}
+import { QUIET_HINT_MS, type DeliveryAnswer } from "../contract";
 
 /** A device's dedupe socket here: it got every message above `after` live, and was accepted `order`-th. */
 export interface LiveCopy {

@@ -16,6 +16,12 @@
 //   (>= 5 MiB), so one part (MEDIA_PART_BYTES) is buffered at a time: memory is bounded by that,
 //   whatever the file's size. A file smaller than one part becomes a single `put`.
 import type { MediaContentType } from "../../protocol";
+import { db, schema } from "../../kernel/d1/db";
+import { eq } from "drizzle-orm";
+import type { MediaRow } from "../../kernel/d1/mediaRecords";
+import { fail, type Failure } from "../../kernel/result";
+import { kindOf, storedType } from "./mediaTypes";
+import { ownMedia } from "../../kernel/d1/mediaRecords";
 import { ApiError } from "./apiError";
 import { SNIFF_BYTES, sniffMatches } from "./mediaTypes";
 
@@ -197,4 +203,28 @@ async function putByParts(bucket: R2Bucket, key: string, source: ByteSource, par
 /** One part of a client's resumable upload, of exactly `length` bytes. */
 export function uploadPart(upload: R2MultipartUpload, partNumber: number, source: ByteSource, length: number): Promise<R2UploadedPart> {
   return throughFixedLength(source, length, (stream) => upload.uploadPart(partNumber, stream));
+}
+
+export const r2Key = (mediaId: string) => `media/${mediaId}`;
+
+/** 400 unless `thumbnailId` is a complete image (or, in E2EE, an opaque blob) of the caller's. */
+export async function checkThumbnail(env: Env, userId: string, thumbnailId: string | undefined): Promise<Failure | null> {
+  if (thumbnailId === undefined) return null;
+  const row = (await ownMedia(env, userId, [thumbnailId])).get(thumbnailId);
+  const kind = row ? kindOf(storedType(row.contentType)) : null;
+  if (kind !== "image" && kind !== "blob") return fail("bad_request", "thumbnailId names none of your images");
+  return null;
+}
+
+/** Forgets an item entirely: its bytes, its row, its parts and shares. Best effort on R2. */
+export async function discardMedia(env: Env, row: Pick<MediaRow, "id" | "uploadId">): Promise<void> {
+  const key = r2Key(row.id);
+  if (row.uploadId) await env.MEDIA.resumeMultipartUpload(key, row.uploadId).abort().catch(() => {});
+  await env.MEDIA.delete(key).catch((err: unknown) => console.warn(`media ${row.id}: R2 delete failed`, String(err)));
+  const d = db(env);
+  await d.batch([
+    d.delete(schema.mediaParts).where(eq(schema.mediaParts.mediaId, row.id)),
+    d.delete(schema.mediaShares).where(eq(schema.mediaShares.mediaId, row.id)),
+    d.delete(schema.media).where(eq(schema.media.id, row.id)),
+  ]);
 }

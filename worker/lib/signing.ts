@@ -3,7 +3,9 @@
 // signature) gives 403. The type and name served come from the stored object, never from the URL,
 // so they need no signing. Rotating MEDIA_URL_SECRET voids every URL handed out.
 import { ApiError } from "./apiError";
+import { MEDIA_LIMITS, type MediaInfo, type MediaRef } from "../../protocol";
 import { base64url, fromBase64url, hmacKey } from "./crypto";
+import { requireSecret, type MediaSettings } from "../../kernel/settings";
 
 const encoder = new TextEncoder();
 const VERSION = "media-url-v1";
@@ -41,4 +43,11 @@ export async function verifyMediaUrl(
   if (!ok) throw new ApiError("forbidden", "invalid signed URL");
   if (expiresAt <= now || expiresAt > now + maxLifetimeMs) throw new ApiError("forbidden", "signed URL expired");
   return { expiresAt };
+}
+
+/** A ref with a fresh signed URL, valid `ttlSeconds` (the setting by default, at most 7 days). */
+export async function withUrl(ref: MediaRef, origin: string, settings: MediaSettings, ttlSeconds?: number): Promise<MediaInfo> {
+  const ttl = Math.min(ttlSeconds ?? settings.urlTtlSeconds, MEDIA_LIMITS.urlTtlMaxSeconds);
+  const urlExpiresAt = Date.now() + ttl * 1000;
+  return { ...ref, url: await signMediaUrl(origin, ref.id, urlExpiresAt, requireSecret("MEDIA_URL_SECRET", settings.urlSecret)), urlExpiresAt };
 }

@@ -12,10 +12,9 @@ import type { PushPayload } from "../../protocol";
 import { db, schema } from "../../kernel/d1/db";
 import { readSettings, type PushSettings } from "../../kernel/settings";
 import { originOf } from "./endpoint";
-import { PushQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "./jobs";
+import { PushQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "../../durable-objects/contract";
 import { retryDelaySeconds, sendPush, topicFor, vapidKeys, type Outcome, type StoredSubscription } from "./send";
 
-export const PUSH_QUEUE_NAME = "edge-chat-push";
 
 interface Context {
   env: Env;

@@ -19,7 +19,7 @@ import { sha256 } from "../lib/crypto";
 import { conversationStub } from "../../kernel/objects";
 import { requireUsersExist } from "../lib/userRecords";
 import { readJson, readQuery } from "../lib/validate";
-import { sendWithMedia } from "../lib/media";
+import { sendWithMedia } from "../../kernel/d1/mediaRecords";
 
 export const conversations = newApp();
 conversations.use(requireAuth);

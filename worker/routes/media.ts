@@ -16,12 +16,12 @@ import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError, unwrap } from "../lib/apiError";
 import { FormStream, boundaryOf } from "../lib/formStream";
-import { checkThumbnail, discardMedia, findVisibleMedia, r2Key, sendWithMedia, toRef, withUrl, type MediaRow } from "../lib/media";
-import { ByteSource, putStream, uploadPart } from "../lib/mediaStore";
+import { findVisibleMedia, sendWithMedia, toRef, type MediaRow } from "../../kernel/d1/mediaRecords";
+import { ByteSource, checkThumbnail, discardMedia, putStream, r2Key, uploadPart } from "../lib/mediaStore";
 import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor, storedType } from "../lib/mediaTypes";
 import { conversationStub } from "../../kernel/objects";
 import { requireSecret } from "../../kernel/settings";
-import { verifyMediaUrl } from "../lib/signing";
+import { verifyMediaUrl, withUrl } from "../lib/signing";
 import { parseWith, readJson, readQuery } from "../lib/validate";
 
 /** Room for a form's boundaries, part headers and text fields around its file. */

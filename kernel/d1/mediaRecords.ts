@@ -1,16 +1,12 @@
-// Media metadata in D1: who may see an item, media refs for messages, and sends with media.
-// The bytes live in R2 under r2Key(id); routes/media.ts moves them.
+// Media metadata in D1: who may see an item, media refs for messages, and sends with media
+// (the Worker's POST /send and the conversation object's socket sends both resolve ids here).
+// The bytes live in R2; worker/lib/mediaStore.ts and the media routes move them.
 import { and, eq, inArray, or, sql } from "drizzle-orm";
-import { MEDIA_LIMITS, type MediaInfo, type MediaRef } from "../../protocol";
-import { db, schema } from "../../kernel/d1/db";
-import { fail, type Failure } from "../../kernel/result";
-import { kindOf, storedType } from "./mediaTypes";
-import { requireSecret, type MediaSettings } from "../../kernel/settings";
-import { signMediaUrl } from "./signing";
+import type { MediaRef } from "../../protocol";
+import { fail, type Failure } from "../result";
+import { db, schema } from "./db";
 
 export type MediaRow = typeof schema.media.$inferSelect;
-
-export const r2Key = (mediaId: string) => `media/${mediaId}`;
 
 export function toRef(row: MediaRow): MediaRef {
   const ref: MediaRef = { id: row.id, contentType: row.contentType, size: row.size, name: row.name };
@@ -21,12 +17,6 @@ export function toRef(row: MediaRow): MediaRef {
   return ref;
 }
 
-/** A ref with a fresh signed URL, valid `ttlSeconds` (the setting by default, at most 7 days). */
-export async function withUrl(ref: MediaRef, origin: string, settings: MediaSettings, ttlSeconds?: number): Promise<MediaInfo> {
-  const ttl = Math.min(ttlSeconds ?? settings.urlTtlSeconds, MEDIA_LIMITS.urlTtlMaxSeconds);
-  const urlExpiresAt = Date.now() + ttl * 1000;
-  return { ...ref, url: await signMediaUrl(origin, ref.id, urlExpiresAt, requireSecret("MEDIA_URL_SECRET", settings.urlSecret)), urlExpiresAt };
-}
 
 /** A complete item the caller uploaded, or one shared in a conversation the caller is a member of. */
 export async function findVisibleMedia(env: Env, userId: string, mediaId: string): Promise<MediaRow | null> {
@@ -50,7 +40,7 @@ export async function findVisibleMedia(env: Env, userId: string, mediaId: string
 }
 
 /** The caller's own complete items among `ids`. */
-async function ownMedia(env: Env, userId: string, ids: string[]): Promise<Map<string, MediaRow>> {
+export async function ownMedia(env: Env, userId: string, ids: string[]): Promise<Map<string, MediaRow>> {
   const m = schema.media;
   const rows = ids.length === 0
     ? []
@@ -58,14 +48,6 @@ async function ownMedia(env: Env, userId: string, ids: string[]): Promise<Map<st
   return new Map(rows.map((r) => [r.id, r]));
 }
 
-/** 400 unless `thumbnailId` is a complete image (or, in E2EE, an opaque blob) of the caller's. */
-export async function checkThumbnail(env: Env, userId: string, thumbnailId: string | undefined): Promise<Failure | null> {
-  if (thumbnailId === undefined) return null;
-  const row = (await ownMedia(env, userId, [thumbnailId])).get(thumbnailId);
-  const kind = row ? kindOf(storedType(row.contentType)) : null;
-  if (kind !== "image" && kind !== "blob") return fail("bad_request", "thumbnailId names none of your images");
-  return null;
-}
 
 /**
  * The refs a send carries. Only the uploader may send an item (anyone else forwards by uploading
@@ -130,15 +112,3 @@ async function unshare(env: Env, conversationId: string, mediaIds: string[]): Pr
   await db(env).delete(s).where(and(eq(s.conversationId, conversationId), inArray(s.mediaId, mediaIds)));
 }
 
-/** Forgets an item entirely: its bytes, its row, its parts and shares. Best effort on R2. */
-export async function discardMedia(env: Env, row: Pick<MediaRow, "id" | "uploadId">): Promise<void> {
-  const key = r2Key(row.id);
-  if (row.uploadId) await env.MEDIA.resumeMultipartUpload(key, row.uploadId).abort().catch(() => {});
-  await env.MEDIA.delete(key).catch((err: unknown) => console.warn(`media ${row.id}: R2 delete failed`, String(err)));
-  const d = db(env);
-  await d.batch([
-    d.delete(schema.mediaParts).where(eq(schema.mediaParts.mediaId, row.id)),
-    d.delete(schema.mediaShares).where(eq(schema.mediaShares.mediaId, row.id)),
-    d.delete(schema.media).where(eq(schema.media.id, row.id)),
-  ]);
-}

@@ -1,0 +1,174 @@
+// What the Durable Objects and the queue consumers say to each other: one module that every side
+// imports, so that no object imports another's class and no consumer trusts a job it has not
+// parsed. The wire contract with clients is `protocol/`; this is the contract inside the server.
+//
+// Queue jobs cross a boundary that outlives a deploy (a job queued by one version may be consumed
+// by the next), so each is a zod schema and its consumer parses it. RPC between objects is typed
+// by the interfaces below and not parsed again: both ends are this codebase, and parsing every
+// fan-out call would cost the send path (each message crosses it once per member).
+import * as z from "zod";
+import { ConversationType, Message, MessageKind, PushPayload, Receipt, type Conversation, type Presence } from "../protocol";
+import type { Identity } from "../kernel/identity";
+import { conversationStub, userStub } from "../kernel/objects";
+
+/** Queue names, as in wrangler.toml. */
+export const QUEUES = { fanout: "edge-chat-fanout", push: "edge-chat-push" } as const;
+
+const Id = z.string().min(1).max(128);
+const Seq = z.number().int().nonnegative();
+
+// --- Fan-out: a conversation's news for its members' user objects ----------------------------
+
+export const ConversationSummary = z.object({ id: Id, type: ConversationType, title: z.string().nullable(), e2ee: z.boolean() });
+export type ConversationSummary = z.infer<typeof ConversationSummary>;
+
+/**
+ * A stored message as the fan-out carries it: the fields a user object routes and dedupes by, and
+ * the user socket's frame, encoded once by the conversation instead of once by every member's
+ * object (and a string costs far less to pass between objects than the message as an object).
+ */
+export const RelayedMessage = z.object({
+  conversationId: Id,
+  seq: Seq,
+  senderId: Id,
+  senderDeviceId: Id,
+  kind: MessageKind,
+  /** `{"type":"message","message":…}`, as UserServerFrame; a push decodes the message from it. */
+  frame: z.string(),
+});
+export type RelayedMessage = z.infer<typeof RelayedMessage>;
+
+/** Queued jobs written before frames were carried hold the whole message instead. */
+export const CarriedMessage = z.union([RelayedMessage, Message]);
+export type CarriedMessage = z.infer<typeof CarriedMessage>;
+
+/** A receipt as a user object relays it to its devices (UserServerFrame `receipt`). */
+export const RelayedReceipt = Receipt.extend({ conversationId: Id });
+export type RelayedReceipt = z.infer<typeof RelayedReceipt>;
+
+/**
+ * What a user object receives. `changed` asks it to fetch the conversation's new state; `receipt`
+ * is a member's new watermarks, for the reader's other devices and the senders it passed.
+ */
+export const InboxEvent = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("message"), message: CarriedMessage, conversation: ConversationSummary }),
+  z.object({ type: z.literal("changed"), conversationId: Id }),
+  z.object({ type: z.literal("receipt"), receipt: RelayedReceipt }),
+]);
+export type InboxEvent = z.infer<typeof InboxEvent>;
+
+/** Per device, the seq above which its dedupe conversation socket got every message live. */
+export const LiveOn = z.record(z.string(), Seq);
+export type LiveOn = z.infer<typeof LiveOn>;
+
+/**
+ * A unit of queued fan-out work (groups above FANOUT_INLINE_MAX members): these events for these
+ * users. `liveOn`: per user, see LiveOn. `askedAt`: when the conversation queued the job; the
+ * consumer reports the user objects' answers back to it (QuietMembers). Jobs queued before either
+ * was carried lack it.
+ */
+export const FanoutJob = z.object({
+  userIds: z.array(Id).min(1),
+  events: z.array(InboxEvent).min(1),
+  liveOn: z.record(z.string(), LiveOn).optional(),
+  askedAt: z.number().optional(),
+});
+export type FanoutJob = z.infer<typeof FanoutJob>;
+
+/** How long a user object's DeliveryAnswer lets the fan-out skip that member before it calls again. */
+export const QUIET_HINT_MS = 10_000;
+
+/**
+ * A user object's answer to a conversation's in-order call, while any of its user sockets is
+ * live: the devices holding its user sockets, and its socket epoch (see QuietMembers).
+ */
+export const DeliveryAnswer = z.object({ devices: z.array(z.string()), epoch: z.number().int().nonnegative() });
+export type DeliveryAnswer = z.infer<typeof DeliveryAnswer>;
+
+/** The conversation a call's events are about (a call, like a job, carries one conversation's). */
+export function conversationOf(event: InboxEvent | undefined): string | null {
+  if (!event) return null;
+  if (event.type === "message") return event.message.conversationId;
+  if (event.type === "receipt") return event.receipt.conversationId;
+  return event.conversationId;
+}
+
+// --- Push: the user object queues, the push consumer sends -------------------------------------
+
+/** One message pushed to one user: expanded by the consumer into one delivery per subscription. */
+export const PushJobMessage = z.object({
+  kind: z.literal("job"),
+  userId: Id,
+  conversation: z.object({ id: Id, type: ConversationType, title: z.string().nullable() }),
+  message: z.object({
+    id: Id,
+    seq: z.number().int().positive(),
+    senderId: Id,
+    /** Absent for E2EE conversations and encrypted messages. */
+    preview: z.string().optional(),
+  }),
+});
+
+/**
+ * A notification still owed to one subscription after a retryable failure. The payload is final
+ * (title resolved); it is encrypted afresh on each try. `tries` counts the tries made before this
+ * queue message was first delivered; the queue's own `attempts` counts the rest.
+ */
+export const PushDeliveryMessage = z.object({
+  kind: z.literal("delivery"),
+  userId: Id,
+  endpoint: z.string().min(1).max(2048),
+  topic: z.string(),
+  payload: PushPayload,
+  tries: z.number().int().nonnegative(),
+});
+
+export const PushQueueMessage = z.discriminatedUnion("kind", [PushJobMessage, PushDeliveryMessage]);
+export type PushJobMessage = z.infer<typeof PushJobMessage>;
+export type PushDeliveryMessage = z.infer<typeof PushDeliveryMessage>;
+export type PushQueueMessage = z.infer<typeof PushQueueMessage>;
+
+// --- The calls objects make on each other ------------------------------------------------------
+
+/** What a conversation (or the fan-out consumer, or the Worker) asks of a member's user object. */
+export interface UserInbox {
+  /**
+   * Relays events to the user's devices, once per (conversationId, seq). `inOrder`: the call is
+   * the conversation's own in-order fan-out, not a queued job. `wantsAnswer`: return the devices
+   * online (DeliveryAnswer) while any is live.
+   */
+  deliver(userId: string, events: InboxEvent[], inOrder?: boolean, liveOn?: LiveOn, wantsAnswer?: boolean): Promise<DeliveryAnswer | null>;
+  /** Remembers where a device has conversation sockets, so logout can close them. */
+  trackConversationSocket(deviceId: string, conversationId: string): Promise<void>;
+}
+
+/** What one user's object asks of another's for presence. */
+export interface PresencePeer {
+  watch(userId: string, watcher: Identity): Promise<Presence>;
+  unwatch(watcher: Identity): Promise<void>;
+  /** Relays a watched user's change; returns the watcher devices that no longer watch. */
+  presenceEvent(deviceIds: string[], event: Presence): Promise<string[]>;
+}
+
+/** What a user object (and the fan-out consumer) asks of a conversation's object. */
+export interface ConversationPeer {
+  /** The conversation as `userId` sees it, member or not (a removal is told to the removed). */
+  viewForNotification(userId: string): Promise<Conversation | null>;
+  /** Logout: the device's sockets there close with 4001. */
+  closeDevice(deviceId: string): Promise<number>;
+  /** A device of this member is opening a user socket (see QuietMembers). */
+  memberOnline(userId: string, epoch: number): Promise<void>;
+  /** The answers to a queued fan-out job's calls, asked at `askedAt`. */
+  membersAnswered(answers: Record<string, DeliveryAnswer | null>, askedAt: number): Promise<void>;
+}
+
+/** How an object reaches the others: by id, through the runtime's stubs or, in a test, fakes. */
+export interface Peers {
+  user(userId: string): UserInbox & PresencePeer;
+  conversation(conversationId: string): ConversationPeer;
+}
+
+/** The runtime's stubs, addressed by the verified ids (kernel/objects.ts). */
+export function peersOf(env: Env): Peers {
+  return { user: (userId) => userStub(env, userId), conversation: (conversationId) => conversationStub(env, conversationId) };
+}
