@@ -7,7 +7,7 @@
 // by the interfaces below and not parsed again: both ends are this codebase, and parsing every
 // fan-out call would cost the send path (each message crosses it once per member).
 import * as z from "zod";
-import { ConversationType, Message, MessageKind, PushPayload, Receipt, type Conversation, type Presence } from "../protocol";
+import { ConversationType, Message, MessageKind, PushPayload, Receipt, type Conversation, type Presence, type UserServerFrame } from "../protocol";
 import type { Identity } from "../kernel/identity";
 import { conversationStub, userStub } from "../kernel/objects";
 
@@ -41,6 +41,21 @@ export type RelayedMessage = z.infer<typeof RelayedMessage>;
 /** Queued jobs written before frames were carried hold the whole message instead. */
 export const CarriedMessage = z.union([RelayedMessage, Message]);
 export type CarriedMessage = z.infer<typeof CarriedMessage>;
+
+/** The message as the fan-out carries it, its user socket frame encoded here once. */
+export function relayedMessage(message: Message): RelayedMessage {
+  const { conversationId, seq, senderId, senderDeviceId, kind } = message;
+  const frame = JSON.stringify({ type: "message", message } satisfies UserServerFrame);
+  return { conversationId, seq, senderId, senderDeviceId, kind, frame };
+}
+
+export function frameOf(message: CarriedMessage): string {
+  return "frame" in message ? message.frame : JSON.stringify({ type: "message", message } satisfies UserServerFrame);
+}
+
+export function messageOf(message: CarriedMessage): Message {
+  return "frame" in message ? (JSON.parse(message.frame) as { message: Message }).message : message;
+}
 
 /** A receipt as a user object relays it to its devices (UserServerFrame `receipt`). */
 export const RelayedReceipt = Receipt.extend({ conversationId: Id });

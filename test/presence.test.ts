@@ -5,9 +5,10 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
-import { relayedMessage } from "../durable-objects/conversation/fanout";
+import { peersOf, relayedMessage } from "../durable-objects/contract";
 import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
-import { QUIET_HINT_MS, QuietMembers } from "../durable-objects/conversation/quiet";
+import { QUIET_HINT_MS } from "../durable-objects/contract";
+import { QuietMembers } from "../durable-objects/conversation/quiet";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
 import { sha256 } from "../worker/lib/crypto";
@@ -281,14 +282,17 @@ describe("receipts and unread counts", () => {
     expect(receiptsAt(sa)).toEqual([]);
     const calls: string[] = [];
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      const reach = instance.fanout.userObject;
-      instance.fanout.userObject = (userId) => ({
-        deliver: async (...args) => {
-          calls.push(userId);
-          // The first pass's calls fail; the retry (the alarm, after a backoff) reaches the objects.
-          if (calls.length <= 2) throw new Error("user object unreachable");
-          return reach(userId).deliver(...args);
-        },
+      const reach = peersOf(env).user;
+      instance.useConnections({
+        users: (userId) => ({
+          deliver: async (...args) => {
+            calls.push(userId);
+            // The first pass's calls fail; the retry (the alarm, after a backoff) reaches the objects.
+            if (calls.length <= 2) throw new Error("user object unreachable");
+            return reach(userId).deliver(...args);
+          },
+          trackConversationSocket: (...args) => reach(userId).trackConversationSocket(...args),
+        }),
       });
     });
     expect(await runDurableObjectAlarm(stub)).toBe(true);
@@ -307,10 +311,10 @@ describe("receipts and unread counts", () => {
     const { b, conv, first, second, stub, bs } = await twoMessagesThenHeldPass();
     const prepared: string[] = [];
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = {
+      instance.useConnections({ d1: {
         prepare: (query: string) => (prepared.push(query), env.DB.prepare(query)),
         batch: (statements: D1PreparedStatement[]) => env.DB.batch(statements),
-      };
+      } });
     });
     bs.send({ type: "delivered", seq: first.seq });
     bs.send({ type: "read", seq: second.seq });
@@ -359,7 +363,7 @@ describe("receipts and unread counts", () => {
       },
     };
     await runInDurableObject(conversationStub(env, conv.id), (instance: ConversationDO) => {
-      instance.outbox.db = slowD1;
+      instance.useConnections({ d1: slowD1 });
     });
     for (let i = 0; i < 3; i++) {
       const body = `over the socket ${i}`;
@@ -505,8 +509,13 @@ describe("fan-out", () => {
     const stub = conversationStub(env, conv.id);
     const calls: string[] = [];
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      const reach = instance.fanout.userObject;
-      instance.fanout.userObject = (userId) => ({ deliver: (...args) => (calls.push(userId), reach(userId).deliver(...args)) });
+      const reach = peersOf(env).user;
+      instance.useConnections({
+        users: (userId) => ({
+          deliver: (...args) => (calls.push(userId), reach(userId).deliver(...args)),
+          trackConversationSocket: (...args) => reach(userId).trackConversationSocket(...args),
+        }),
+      });
     });
     // `a` has no user socket, so its object is called on every pass: a pass has run when it was.
     const aChat = await openConversation(a, conv.id);
@@ -552,13 +561,18 @@ describe("fan-out", () => {
     const userObject = userStub(env, phone.user.id);
     const told: string[] = [];
     await runInDurableObject(userObject, (instance: UserDO) => {
-      const reach = instance.conversationObject;
-      instance.conversationObject = (conversationId) => ({
-        memberOnline: async (...args) => {
-          told.push(conversationId);
-          if (told.length === 1) throw new Error("conversation unreachable");
-          return reach(conversationId).memberOnline(...args);
-        },
+      const reach = peersOf(env).conversation;
+      instance.useConnections({
+        conversations: (conversationId) => ({
+          viewForNotification: (...args) => reach(conversationId).viewForNotification(...args),
+          closeDevice: (...args) => reach(conversationId).closeDevice(...args),
+          membersAnswered: (...args) => reach(conversationId).membersAnswered(...args),
+          memberOnline: async (...args) => {
+            told.push(conversationId);
+            if (told.length === 1) throw new Error("conversation unreachable");
+            return reach(conversationId).memberOnline(...args);
+          },
+        }),
       });
     });
     const tablet = await login(phone.user.username, "tablet");

@@ -50,7 +50,7 @@ async function conversationInOutage(failures = 0) {
   await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
   const outage = failingD1();
   await runInDurableObject(stub, (instance: ConversationDO) => {
-    instance.outbox.db = outage.writer;
+    instance.useConnections({ d1: outage.writer });
     instance.outbox.failures = failures;
   });
   return { a, b, conv, stub, outage };
@@ -74,8 +74,8 @@ async function sendDuringOutage(as: TestSocket, inbox: TestSocket, n: number): P
 /** D1 is back and its backoff has run out (instead of waiting it out): the alarm catches up. */
 async function endOutage(stub: DurableObjectStub<ConversationDO>): Promise<void> {
   await runInDurableObject(stub, (instance: ConversationDO) => {
-    instance.outbox.db = env.DB;
-    (instance as unknown as { d1RetryAt: number }).d1RetryAt = 0;
+    instance.useConnections({ d1: env.DB });
+    instance.deferred.retryNow();
   });
   await runDurableObjectAlarm(stub);
   await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
@@ -594,7 +594,7 @@ describe("faults", () => {
     expect(alarm).not.toBeNull();
 
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = env.DB;
+      instance.useConnections({ d1: env.DB });
     });
     await runDurableObjectAlarm(stub);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
@@ -659,7 +659,7 @@ describe("faults", () => {
     const stub = conversationStub(env, conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.outbox.db = failingD1().writer;
+      instance.useConnections({ d1: failingD1().writer });
     });
     const m1 = (await sendRest(a, conv.id, "m1")).message;
     const m2 = (await sendRest(a, conv.id, "m2")).message;
@@ -693,8 +693,8 @@ describe("faults", () => {
     await runInDurableObject(stub, async (instance: ConversationDO) => {
       const { Outbox } = await import("../durable-objects/conversation/d1Outbox");
       const store = (instance as unknown as { store: ConstructorParameters<typeof Outbox>[0] }).store;
-      expect(await new Outbox(store, recorder, 2).flush()).toBe(true);
-      instance.outbox.db = env.DB;
+      expect(await new Outbox(store, () => recorder, 2).flush()).toBe(true);
+      instance.useConnections({ d1: env.DB });
     });
     expect(batches.length).toBeGreaterThan(2);
     const order = batches.flat().map((e) => (e.kind === "message" ? `m${e.seq}` : `${e.kind}:${e.userId}`));

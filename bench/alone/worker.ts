@@ -15,6 +15,7 @@
 import app, { UserDO } from "../../worker/index";
 import { ConversationDO as AppConversationDO } from "../../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../../durable-objects/conversation/d1Outbox";
+import { peersOf } from "../../durable-objects/contract";
 
 export default app;
 export { UserDO };
@@ -25,15 +26,19 @@ export class ConversationDO extends AppConversationDO {
     const answers = aloneAnswers(env);
     if (!answers.has("d1")) return;
     const remoteD1: D1Writer = { prepare: (query) => env.DB.prepare(query), batch: async () => [] };
-    this.outbox.db = remoteD1;
+    this.useConnections({ d1: remoteD1 });
     if (!answers.has("users")) return;
     // Answered as a bench user's object would: each bench user has one device, which holds a user
     // socket, so its online devices are those with a dedupe socket here, if any (see QuietMembers).
-    this.fanout.userObject = () => ({
-      deliver: async (_userId, _events, _inOrder, liveOn = {}) => {
-        const devices = Object.keys(liveOn);
-        return devices.length > 0 ? { devices, epoch: 0 } : null;
-      },
+    const users = peersOf(env).user;
+    this.useConnections({
+      users: (userId) => ({
+        deliver: async (_userId, _events, _inOrder, liveOn = {}) => {
+          const devices = Object.keys(liveOn);
+          return devices.length > 0 ? { devices, epoch: 0 } : null;
+        },
+        trackConversationSocket: (deviceId, conversationId) => users(userId).trackConversationSocket(deviceId, conversationId),
+      }),
     });
   }
 }

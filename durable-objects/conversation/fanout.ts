@@ -8,24 +8,10 @@
 // per member per batch would make the conversation object itself the bottleneck of a large
 // group, so the work goes to a Queue in chunks of members, and the queue consumer (any number of
 // Worker instances in parallel) makes the calls.
-import type { Message, UserServerFrame } from "../../protocol";
-import type { CarriedMessage, ConversationSummary, FanoutJob, InboxEvent, RelayedMessage, RelayedReceipt, UserInbox } from "../contract";
+import type { Message } from "../../protocol";
+import { relayedMessage, type ConversationSummary, type FanoutJob, type InboxEvent, type RelayedReceipt, type UserInbox } from "../contract";
 import type { ConversationStore } from "./conversationStore";
 import { QuietMembers, type LiveCopy } from "./quiet";
-
-export function relayedMessage(message: Message): RelayedMessage {
-  const { conversationId, seq, senderId, senderDeviceId, kind } = message;
-  const frame = JSON.stringify({ type: "message", message } satisfies UserServerFrame);
-  return { conversationId, seq, senderId, senderDeviceId, kind, frame };
-}
-
-export function frameOf(message: CarriedMessage): string {
-  return "frame" in message ? message.frame : JSON.stringify({ type: "message", message } satisfies UserServerFrame);
-}
-
-export function messageOf(message: CarriedMessage): Message {
-  return "frame" in message ? (JSON.parse(message.frame) as { message: Message }).message : message;
-}
 
 /** A receipt waiting for the pass, with the accept order of the last socket open when it was broadcast. */
 interface PendingReceipt {
