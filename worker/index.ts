@@ -4,9 +4,10 @@ import { base, newApp, onError } from "./app";
 import { ApiError } from "./lib/apiError";
 import { securityHeaders } from "./lib/security";
 import { auth, me } from "./routes/auth";
-import { conversations, groups, send } from "./routes/conversations";
+import { conversations, groups } from "./routes/conversations";
 import { messages } from "./routes/messages";
-import { sockets } from "./routes/realtime";
+import { realtime } from "./routes/realtime";
+import { receipts } from "./routes/receipts";
 import { users } from "./routes/users";
 import { presence } from "./routes/presence";
 import { push } from "./routes/push";
@@ -30,14 +31,17 @@ app.use(async (c, next) => {
   }
   await next();
 });
-app.route("/", sockets);
+// Handlers run in the order they are mounted, and a sub-app's middleware applies to every path
+// under its mount point: the sockets (which take a ticket instead of a bearer token) come first,
+// and the apps mounted beside others authenticate each route themselves.
+app.route("/", realtime);
+app.route("/", messages);
 app.route("/auth", auth);
 app.route("/me", me);
 app.route("/users", users);
 app.route("/conversations", conversations);
+app.route("/conversations", receipts);
 app.route("/group", groups);
-app.route("/send", send);
-app.route("/messages", messages);
 app.route("/presence", presence);
 app.route("/push", push);
 app.route("/upload", upload);

@@ -91,7 +91,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       store: this.store,
       outbox: this.outbox,
       fanout: this.fanout,
-      batchDelayMs: this.settings.batchDelayMs,
+      settings: this.settings,
       wakeAt: (at) => this.alarms.wakeAt("pass", at),
       now: Date.now,
     });
@@ -108,10 +108,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       notifyReceipt: (userIds, receipt) =>
         this.fanout.noteReceipt(userIds, { conversationId: this.store.requireMeta().id, ...receipt }, this.accepted),
     });
-    this.staging = new SendStaging(
-      { burstMs: this.settings.groupCommitBurstMs, max: this.settings.groupCommitMax },
-      (batch) => this.storeSends(batch),
-    );
+    this.staging = new SendStaging(this.settings, (batch) => this.storeSends(batch));
     // Keep-alives are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
   }

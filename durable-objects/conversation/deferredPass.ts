@@ -1,7 +1,7 @@
 // The work a send leaves for later, off the send path: the outbox to D1, then the fan-out to the
 // members' user objects, with a retry on its own backoff for each.
 //
-// A pass is asked for `batchDelayMs` after the first write not yet in a pass, so that one pass
+// A pass is asked for BATCH_DELAY_MS after the first write not yet in a pass, so that one pass
 // carries many messages: one D1 batch and one call per member for all of them. Passes are at
 // least that far apart: run back to back, a pass as fast as its awaits took one message each and
 // cost several times the CPU.
@@ -11,6 +11,7 @@
 // lagged seconds behind). So a timer starts the pass when the object is quiet, and a write that
 // finds it due starts it itself. The alarm is only the durable backstop, for an object evicted
 // with work pending.
+import type { Settings } from "../../kernel/settings";
 import type { ConversationStore } from "./conversationStore";
 import { backoffDelay, type Outbox } from "./d1Outbox";
 import type { Fanout } from "./fanout";
@@ -23,7 +24,8 @@ export interface DeferredPassDeps {
   store: ConversationStore;
   outbox: Outbox;
   fanout: Fanout;
-  batchDelayMs: number;
+  /** Read at each write (a test changes it on a live object). */
+  settings: Pick<Settings, "batchDelayMs">;
   /** Asks for the object's alarm at `at` or earlier (AlarmScheduler.wakeAt for this task). */
   wakeAt(at: number): Promise<void> | undefined;
   now(): number;
@@ -64,7 +66,7 @@ export class DeferredPass {
     this.deferredSince = null;
     this.running = this.pass().finally(() => {
       this.running = null;
-      // Writes made during the pass wait for the next one, due batchDelayMs after the first.
+      // Writes made during the pass wait for the next one, due BATCH_DELAY_MS after the first.
       this.startWhenDue(this.deps.now());
     });
     return this.running;
@@ -98,7 +100,7 @@ export class DeferredPass {
 
   private startWhenDue(now: number): void {
     if (this.running || this.deferredSince === null) return;
-    const due = this.deferredSince + this.deps.batchDelayMs;
+    const due = this.deferredSince + this.deps.settings.batchDelayMs;
     if (now >= due) {
       void this.run();
       return;

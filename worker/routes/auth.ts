@@ -1,4 +1,5 @@
-// Accounts and devices: register, login (one device per login), logout, WebSocket tickets, /me.
+// Accounts and devices: register, login (one device per login), logout, /me. WebSocket tickets
+// are routes/realtime.ts.
 import { and, eq, isNotNull } from "drizzle-orm";
 import { newId } from "../../kernel/ids";
 import { LoginBody, RegisterBody, type Device } from "../../protocol";
@@ -6,8 +7,6 @@ import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError } from "../lib/apiError";
 import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
-import { requireSecret } from "../../kernel/settings";
-import { issueTicket } from "../lib/tickets";
 import { userStub } from "../../kernel/objects";
 import { toUser } from "../lib/userRecords";
 import { readJson } from "../lib/validate";
@@ -79,13 +78,6 @@ auth.post("/logout", requireAuth, async (c) => {
   // The token is dead from here on; now close what the device still holds open.
   await userStub(c.env, userId).closeDevice(deviceId);
   return c.body(null, 204);
-});
-
-auth.post("/ticket", requireAuth, async (c) => {
-  const settings = c.get("settings");
-  const expiresAt = Date.now() + settings.ticketTtlMs;
-  const ticket = await issueTicket(c.get("auth"), expiresAt, requireSecret("TICKET_SECRET", settings.ticketSecret));
-  return c.json({ ticket, expiresAt });
 });
 
 export const me = newApp();

@@ -1,14 +1,11 @@
-// Conversations: the Worker authenticates and validates, then the conversation's object decides
-// (membership, roles, seq). D1 serves only the list, which no single object can answer.
+// Conversations and their members: the Worker authenticates and validates, then the conversation's
+// object decides (membership, roles). D1 serves only the list, which no single object can answer.
+// Messages (sending, history, sync) are routes/messages.ts; receipts routes/receipts.ts.
 import { newId } from "../../kernel/ids";
 import {
   AddMembersBody,
   CreateDirectBody,
   CreateGroupBody,
-  GroupSendBody,
-  HistoryQuery,
-  ReceiptBody,
-  SendBody,
   type Conversation,
   type Member,
 } from "../../protocol";
@@ -18,8 +15,7 @@ import { ApiError, unwrap } from "../lib/apiError";
 import { sha256 } from "../lib/crypto";
 import { conversationStub } from "../../kernel/objects";
 import { requireUsersExist } from "../lib/userRecords";
-import { readJson, readQuery } from "../lib/validate";
-import { sendWithMedia } from "../../kernel/d1/mediaRecords";
+import { readJson } from "../lib/validate";
 
 export const conversations = newApp();
 conversations.use(requireAuth);
@@ -74,23 +70,6 @@ conversations.delete("/:id/members/:userId", async (c) => {
   return c.body(null, 204);
 });
 
-conversations.get("/:id/messages", async (c) => {
-  const query = readQuery(c.req.url, HistoryQuery);
-  const result = unwrap(await conversationStub(c.env, c.req.param("id")).history(c.get("auth").userId, query));
-  return c.json({ messages: result.messages, hasMore: result.hasMore });
-});
-
-conversations.post("/:id/receipts", async (c) => {
-  const body = await readJson(c.req.raw, ReceiptBody, c.get("settings").maxRequestBytes);
-  const result = unwrap(await conversationStub(c.env, c.req.param("id")).updateReceipt(c.get("auth").userId, body, Date.now()));
-  return c.json({ receipt: result.receipt });
-});
-
-conversations.get("/:id/receipts", async (c) => {
-  const result = unwrap(await conversationStub(c.env, c.req.param("id")).receipts(c.get("auth").userId));
-  return c.json({ receipts: result.receipts });
-});
-
 export const groups = newApp();
 groups.use(requireAuth);
 
@@ -111,36 +90,6 @@ groups.post("/create", async (c) => {
   );
   return c.json({ conversation: result.conversation }, 201);
 });
-
-groups.post("/send", async (c) => {
-  const { groupId, ...content } = await readJson(c.req.raw, GroupSendBody, c.get("settings").maxRequestBytes);
-  return sendMessage(c, groupId, content, "group");
-});
-
-export const send = newApp();
-send.use(requireAuth);
-
-send.post("/", async (c) => {
-  const { conversationId, ...content } = await readJson(c.req.raw, SendBody, c.get("settings").maxRequestBytes);
-  return sendMessage(c, conversationId, content, null);
-});
-
-async function sendMessage(
-  c: AppContext,
-  conversationId: string,
-  content: { clientMsgId: string; body?: string | undefined; mediaIds?: string[] | undefined; threadRootSeq?: number | undefined },
-  requiredType: "group" | null,
-) {
-  const auth = c.get("auth");
-  const stub = conversationStub(c.env, conversationId);
-  const result = unwrap(
-    await sendWithMedia(c.env, auth.userId, conversationId, content.mediaIds ?? [], async (media) =>
-      // Awaited here: the stub's answer is a union of promises, which would not infer as one type.
-      await stub.send(auth, { ...content, media }, Date.now(), requiredType),
-    ),
-  );
-  return c.json({ message: result.message }, result.duplicate ? 200 : 201);
-}
 
 // ---------------------------------------------------------------------------------------------
 

@@ -1,13 +1,44 @@
-// Multi-device sync: GET /messages?since= pages through every message of every conversation
-// the caller belongs to, exactly once, in the order D1 ingested them.
-import { SinceQuery } from "../../protocol";
-import { newApp, requireAuth } from "../app";
+// Messages: sending (POST /send, POST /group/send; the conversation socket sends too, through
+// routes/realtime.ts), one conversation's history, and multi-device sync (GET /messages?since=,
+// every message of every conversation the caller belongs to, exactly once, in the order D1
+// ingested them). Each route authenticates itself: this app is mounted at the root.
+import { GroupSendBody, HistoryQuery, SendBody, SinceQuery, type SendInput } from "../../protocol";
+import { sendWithMedia } from "../../kernel/d1/mediaRecords";
+import { conversationStub } from "../../kernel/objects";
+import { newApp, requireAuth, type AppContext } from "../app";
 import { MESSAGE_JSON_SQL } from "../../kernel/d1/rows";
-import { ApiError } from "../lib/apiError";
-import { readQuery } from "../lib/validate";
+import { ApiError, unwrap } from "../lib/apiError";
+import { readJson, readQuery } from "../lib/validate";
 
 export const messages = newApp();
-messages.use(requireAuth);
+
+messages.post("/send", requireAuth, async (c) => {
+  const { conversationId, ...content } = await readJson(c.req.raw, SendBody, c.get("settings").maxRequestBytes);
+  return sendMessage(c, conversationId, content, null);
+});
+
+messages.post("/group/send", requireAuth, async (c) => {
+  const { groupId, ...content } = await readJson(c.req.raw, GroupSendBody, c.get("settings").maxRequestBytes);
+  return sendMessage(c, groupId, content, "group");
+});
+
+async function sendMessage(c: AppContext, conversationId: string, content: SendInput, requiredType: "group" | null) {
+  const auth = c.get("auth");
+  const stub = conversationStub(c.env, conversationId);
+  const result = unwrap(
+    await sendWithMedia(c.env, auth.userId, conversationId, content.mediaIds ?? [], async (media) =>
+      // Awaited here: the stub's answer is a union of promises, which would not infer as one type.
+      await stub.send(auth, { ...content, media }, Date.now(), requiredType),
+    ),
+  );
+  return c.json({ message: result.message }, result.duplicate ? 200 : 201);
+}
+
+messages.get("/conversations/:id/messages", requireAuth, async (c) => {
+  const query = readQuery(c.req.url, HistoryQuery);
+  const result = unwrap(await conversationStub(c.env, c.req.param("id")).history(c.get("auth").userId, query));
+  return c.json({ messages: result.messages, hasMore: result.hasMore });
+});
 
 /**
  * `since` is 0, an epoch-ms time, or a cursor `c<ingestId>.<minTime>` (base 36) from a previous
@@ -23,7 +54,7 @@ export function parseSince(since: string): { after: number; minTime: number } {
 
 const cursorOf = (after: number, minTime: number) => `c${after.toString(36)}.${minTime.toString(36)}`;
 
-messages.get("/", async (c) => {
+messages.get("/messages", requireAuth, async (c) => {
   const query = readQuery(c.req.url, SinceQuery);
   const { after, minTime } = parseSince(query.since);
   // The inner query reads only the covering index (conversation_id, ingest_id, created_at): for

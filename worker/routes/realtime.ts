@@ -1,15 +1,24 @@
-// WebSocket handshakes: authenticate (single-use ticket or bearer header), check the origin,
+// The two WebSockets and their tickets: POST /auth/ticket, GET /ws (the user socket, the user's
+// object) and GET /conversations/:id/ws (the conversation socket, the conversation's object). They
+// share a handshake unlike the REST routes': authenticate (single-use ticket or bearer header), check the origin,
 // then hand the upgrade to the object with the verified identity attached. A ticket's single
 // use is taken by the user's object: on a user socket's upgrade, by that object as it accepts
 // the socket; on a conversation socket's, by a call to it first.
 import { IDENTITY_HEADERS, TICKET_HEADERS, type Identity, type TicketUse } from "../../kernel/identity";
-import { identityForToken, newApp, type AppContext } from "../app";
+import { identityForToken, newApp, requireAuth, type AppContext } from "../app";
 import { ApiError } from "../lib/apiError";
 import { requireSecret } from "../../kernel/settings";
-import { verifyTicket } from "../lib/tickets";
+import { issueTicket, verifyTicket } from "../lib/tickets";
 import { conversationStub, userStub } from "../../kernel/objects";
 
-export const sockets = newApp();
+export const realtime = newApp();
+
+realtime.post("/auth/ticket", requireAuth, async (c) => {
+  const settings = c.get("settings");
+  const expiresAt = Date.now() + settings.ticketTtlMs;
+  const ticket = await issueTicket(c.get("auth"), expiresAt, requireSecret("TICKET_SECRET", settings.ticketSecret));
+  return c.json({ ticket, expiresAt });
+});
 
 /** Who opens the socket, and the ticket whose single use is still to be taken, if it came with one. */
 interface SocketCaller {
@@ -56,7 +65,7 @@ function forward(request: Request, identity: Identity, ticket: TicketUse | null 
   return new Request(request.url, { method: "GET", headers });
 }
 
-sockets.get("/conversations/:id/ws", async (c) => {
+realtime.get("/conversations/:id/ws", async (c) => {
   const { identity, ticket } = await authenticateSocket(c);
   // A ticket is used once, and its single use is kept by the user's object, which sees every logout.
   if (ticket && !(await userStub(c.env, identity.userId).consumeTicket(identity.userId, identity.deviceId, ticket.nonce, ticket.expiresAt))) {
@@ -66,7 +75,7 @@ sockets.get("/conversations/:id/ws", async (c) => {
 });
 
 // The user's object takes the ticket's use itself, as it accepts the socket.
-sockets.get("/ws", async (c) => {
+realtime.get("/ws", async (c) => {
   const { identity, ticket } = await authenticateSocket(c);
   return userStub(c.env, identity.userId).fetch(forward(c.req.raw, identity, ticket));
 });
