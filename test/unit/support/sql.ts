@@ -50,7 +50,8 @@ export function memorySql(): SqlStorage & { close(): void } {
   } as unknown as SqlStorage & { close(): void };
 }
 
-function toSqlite(value: unknown): SQLInputValue {
+/** A binding as Node's SQLite takes it: booleans as 0/1, undefined as NULL, buffers as bytes. */
+export function toSqlite(value: unknown): SQLInputValue {
   if (value === undefined) return null;
   if (typeof value === "boolean") return value ? 1 : 0;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
