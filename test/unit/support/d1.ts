@@ -78,7 +78,10 @@ export class MemoryD1 {
   calls = 0;
   private failAll = false;
   private failCount = 0;
+  private passCount = 0;
   private loseCount = 0;
+  /** Runs as each batch arrives, before it applies: for a test to act while a write is in flight. */
+  beforeBatch: (() => void) | null = null;
 
   constructor() {
     for (const statement of d1MigrationStatements()) this.db.exec(statement);
@@ -89,9 +92,10 @@ export class MemoryD1 {
     this.failAll = on;
   }
 
-  /** The next `n` calls throw; those after answer. */
-  failNext(n: number): void {
+  /** After `after` more calls that answer, the next `n` calls throw; those after answer. */
+  failNext(n: number, after = 0): void {
     this.failCount = n;
+    this.passCount = after;
   }
 
   /**
@@ -112,6 +116,7 @@ export class MemoryD1 {
   }
 
   async batch<T = unknown>(statements: Statement[]): Promise<D1Result<T>[]> {
+    this.beforeBatch?.();
     return this.call(() => {
       // A batch is one transaction: it all applies, or none of it.
       this.db.exec("BEGIN");
@@ -144,8 +149,11 @@ export class MemoryD1 {
     this.calls++;
     if (this.failAll) throw new D1Outage();
     if (this.failCount > 0) {
-      this.failCount--;
-      throw new D1Outage();
+      if (this.passCount > 0) this.passCount--;
+      else {
+        this.failCount--;
+        throw new D1Outage();
+      }
     }
     const answer = run();
     if (this.loseCount > 0) {

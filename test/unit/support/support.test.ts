@@ -94,9 +94,12 @@ describe("memoryD1", () => {
     await expect(count()).rejects.toThrow(D1Outage);
     await expect(count()).rejects.toThrow(D1Outage);
     expect(await count()).toBe(0);
+    d1.failNext(1, 1);
+    expect(await count()).toBe(0);
+    await expect(count()).rejects.toThrow(D1Outage);
     d1.loseNext(1);
     await expect(d1.prepare("INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ('c', 'a', 'member', 0)").run()).rejects.toThrow(D1Outage);
     expect(await count()).toBe(1);
-    expect(d1.calls).toBe(7);
+    expect(d1.calls).toBe(9);
   });
 });
