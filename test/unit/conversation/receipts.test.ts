@@ -87,6 +87,17 @@ describe("receipts", () => {
     expect(h.notified).toHaveLength(marks.length);
   });
 
+  it.each([
+    ["bob", 0, 0, 2],
+    ["bob", 3, 3, 1],
+    ["bob", 5, 5, 0],
+    ["alice", 2, 2, 2],
+  ])("shows %s, after reading %i, readSeq %i and unread %i (others' messages, system ones aside)", (reader, seq, readSeq, unread) => {
+    const h = fiveMessages();
+    if (seq > 0) expectOk(h.read(reader, seq));
+    expect(expectOk(h.conversation.view(reader)).conversation).toMatchObject({ readSeq, unread, lastSeq: 5 });
+  });
+
   it("lists one receipt per member, zero for those who sent none", () => {
     const h = fiveMessages();
     expectOk(h.read("bob", 4));
