@@ -162,6 +162,18 @@ describe("Outbox", () => {
     ]);
   });
 
+  it("writes a promoted heir's role and a member who left", async () => {
+    const { h, d1, outbox } = await flushedGroup(200);
+    expectOk(h.conversation.addMembers(identity("alice"), ["carol"], h.clock.advance(1000)));
+    expectOk(h.conversation.removeMember(identity("alice"), "alice", h.clock.now()));
+    await outbox.flush();
+    expect(batches(d1).at(-1)).toEqual(["member_put:carol", "m2", "member_delete:alice", "member_put:bob", "m3"]);
+    expect(directory(d1).members).toEqual([
+      { user_id: "bob", role: "admin", delivered_seq: 0, read_seq: 0 },
+      { user_id: "carol", role: "member", delivered_seq: 0, read_seq: 0 },
+    ]);
+  });
+
   it("collapses a member's receipts in one batch to the last, which says all", async () => {
     const { h, d1, outbox } = await flushedGroup(200);
     h.sendMany("alice", 5);

@@ -75,6 +75,14 @@ describe("send", () => {
     expect(a.id).not.toBe(b.id);
   });
 
+  it("answers a retry after a new wake-up: the key is stored, not remembered", () => {
+    const h = aliceAndBob();
+    const first = expectOk(h.send("bob", { clientMsgId: "m1" })).message;
+    h.reopen();
+    expect(expectOk(h.send("bob", { clientMsgId: "m1" }))).toEqual({ ok: true, message: first, duplicate: true });
+    expect(h.storedMessages()).toBe(2);
+  });
+
   it("still answers a retry of a stored send that would no longer validate", () => {
     const h = aliceAndBob();
     const first = expectOk(h.send("bob", { clientMsgId: "m1" })).message;
