@@ -37,6 +37,11 @@ const directory = (d1: MemoryD1) => ({
   messages: d1.query("SELECT seq, sender_id, client_msg_id, kind, thread_root_seq, reply_count, last_reply_seq FROM messages ORDER BY seq"),
 });
 
+const member = (user_id: string, role: "admin" | "member", delivered_seq = 0, read_seq = 0) => ({ user_id, role, delivered_seq, read_seq });
+
+/** The last batch D1 got, and the members it then holds. */
+const lastBatchAndMembers = (d1: MemoryD1) => ({ batch: batches(d1).at(-1), members: directory(d1).members });
+
 /**
  * A conversation with some history, in this order: created (alice, bob), bob sends 2 and 3,
  * carol is added (4), carol sends 5, carol is removed (6), bob reads 6, bob replies to 2 (7).
@@ -84,10 +89,7 @@ const HISTORY_ORDER = [
 
 const HISTORY_DIRECTORY = {
   conversations: [{ id: "c1", type: "group", title: "a group", e2ee: 0, last_seq: 7, last_message_at: expect.any(Number) }],
-  members: [
-    { user_id: "alice", role: "admin", delivered_seq: 0, read_seq: 0 },
-    { user_id: "bob", role: "member", delivered_seq: 6, read_seq: 6 },
-  ],
+  members: [member("alice", "admin"), member("bob", "member", 6, 6)],
   messages: [1, 2, 3, 4, 5, 6, 7].map((seq) =>
     expect.objectContaining({ seq, reply_count: seq === 2 ? 1 : 0, thread_root_seq: seq === 7 ? 2 : null }),
   ),
@@ -167,11 +169,10 @@ describe("Outbox", () => {
     expectOk(h.conversation.addMembers(identity("alice"), ["carol"], h.clock.advance(1000)));
     expectOk(h.conversation.removeMember(identity("alice"), "alice", h.clock.now()));
     await outbox.flush();
-    expect(batches(d1).at(-1)).toEqual(["member_put:carol", "m2", "member_delete:alice", "member_put:bob", "m3"]);
-    expect(directory(d1).members).toEqual([
-      { user_id: "bob", role: "admin", delivered_seq: 0, read_seq: 0 },
-      { user_id: "carol", role: "member", delivered_seq: 0, read_seq: 0 },
-    ]);
+    expect(lastBatchAndMembers(d1)).toEqual({
+      batch: ["member_put:carol", "m2", "member_delete:alice", "member_put:bob", "m3"],
+      members: [member("bob", "admin"), member("carol", "member")],
+    });
   });
 
   it("collapses a member's receipts in one batch to the last, which says all", async () => {
@@ -188,11 +189,10 @@ describe("Outbox", () => {
       expectOk(type === "read" ? h.read(user, seq) : h.delivered(user, seq));
     }
     await outbox.flush();
-    expect(batches(d1).at(-1)).toEqual(["receipt:alice", "receipt:bob"]);
-    expect(directory(d1).members).toEqual([
-      { user_id: "alice", role: "admin", delivered_seq: 3, read_seq: 3 },
-      { user_id: "bob", role: "member", delivered_seq: 6, read_seq: 4 },
-    ]);
+    expect(lastBatchAndMembers(d1)).toEqual({
+      batch: ["receipt:alice", "receipt:bob"],
+      members: [member("alice", "admin", 3, 3), member("bob", "member", 6, 4)],
+    });
   });
 
   it("binds at most 100 parameters a statement (D1's limit)", async () => {
