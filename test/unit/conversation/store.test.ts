@@ -155,7 +155,7 @@ describe("the recent-message cache", () => {
     expect(queries.map(([after, limit]) => store.messagesAfter(after, limit))).toEqual(queries.map(([after, limit]) => fresh.messagesAfter(after, limit)));
   }
 
-  it.each([1, 2, 3, 4, 5])("answers as SQLite does through appends, replies and the cursors moving (seed %i)", (seed) => {
+  it.each([1, 2, 3])("answers as SQLite does through appends, replies and the cursors moving (seed %i)", (seed) => {
     const next = random(seed);
     const { store, append, reloaded } = newStore();
     for (let step = 0; step < 60; step++) {
