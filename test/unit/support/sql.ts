@@ -1,6 +1,6 @@
 // A Durable Object's `SqlStorage` over Node's built-in SQLite, for unit tests of the modules that
 // take `ctx.storage.sql`: the same SQL dialect and the cursor methods those modules use.
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 
 type Row = Record<string, SqlStorageValue>;
 
@@ -30,10 +30,17 @@ class Cursor<T extends Row> {
 /** An in-memory database shaped like `ctx.storage.sql`; `close()` when done. */
 export function memorySql(): SqlStorage & { close(): void } {
   const db = new DatabaseSync(":memory:");
+  // Prepared once per text, as SqlStorage caches them: preparing took most of a query's time.
+  const prepared = new Map<string, { statement: StatementSync; returnsRows: boolean }>();
   const exec = <T extends Row>(query: string, ...bindings: unknown[]) => {
-    const statement = db.prepare(query);
+    let entry = prepared.get(query);
+    if (!entry) {
+      const statement = db.prepare(query);
+      prepared.set(query, (entry = { statement, returnsRows: statement.columns().length > 0 }));
+    }
+    const { statement } = entry;
     const params = bindings.map(toSqlite);
-    if (statement.columns().length === 0) {
+    if (!entry.returnsRows) {
       const { changes } = statement.run(...params);
       return new Cursor<T>([], Number(changes));
     }
@@ -50,7 +57,8 @@ export function memorySql(): SqlStorage & { close(): void } {
   } as unknown as SqlStorage & { close(): void };
 }
 
-function toSqlite(value: unknown): SQLInputValue {
+/** A binding as Node's SQLite takes it: booleans as 0/1, undefined as NULL, buffers as bytes. */
+export function toSqlite(value: unknown): SQLInputValue {
   if (value === undefined) return null;
   if (typeof value === "boolean") return value ? 1 : 0;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);

@@ -1,0 +1,226 @@
+// Creating a conversation and changing its members: who may, what the members see, and what a
+// member removed can no longer do.
+import { describe, expect, it } from "vitest";
+import { MAX_MEMBERS } from "../../../durable-objects/conversation/conversation";
+import { CLOSE, ERROR_STATUS, type Message, type SystemEvent } from "../../../protocol";
+import { ConversationHarness, expectFailure, expectOk, identity } from "../support/conversation";
+import { framesOf } from "../support/sockets";
+
+const systemEvents = (h: ConversationHarness): SystemEvent[] =>
+  expectOk(h.conversation.history(h.store.members.keys().next().value!, { limit: 100 }))
+    .messages.filter((m: Message) => m.kind === "system")
+    .map((m) => JSON.parse(m.body!) as SystemEvent);
+
+const roles = (h: ConversationHarness) => Object.fromEntries([...h.store.members.values()].map((m) => [m.userId, m.role]));
+
+describe("create", () => {
+  it("creates a direct conversation once: the second create of the pair, by either side, returns it", () => {
+    const h = new ConversationHarness();
+    const first = expectOk(h.create("direct", "alice", ["bob"]));
+    expect(first.created).toBe(true);
+    expect(roles(h)).toEqual({ alice: "member", bob: "member" });
+    h.clock.advance(1000);
+    for (const [creator, other] of [
+      ["alice", "bob"],
+      ["bob", "alice"],
+    ] as const) {
+      const again = expectOk(h.create("direct", creator, [other]));
+      expect(again.created).toBe(false);
+      expect(again.conversation).toMatchObject({ id: first.conversation.id, createdAt: first.conversation.createdAt, lastSeq: 1 });
+    }
+    expect(h.storedMessages()).toBe(1);
+  });
+
+  it.each([
+    ["a direct conversation, by someone outside the pair", "direct", "carol"],
+    ["a group, by its own creator", "group", "alice"],
+    ["a group, by a member", "group", "bob"],
+  ] as const)("refuses to create %s again (conflict)", (_, type, creator) => {
+    const h = new ConversationHarness();
+    expectOk(h.create(type, "alice", ["bob"]));
+    expectFailure(h.create(type, creator, ["alice"]), "conflict");
+    expect(h.storedMessages()).toBe(1);
+  });
+
+  it("makes the creator of a group its admin and everyone else a member, once each", () => {
+    const h = new ConversationHarness();
+    const { conversation } = expectOk(h.create("group", "alice", ["bob", "carol", "bob", "alice"]));
+    expect(roles(h)).toEqual({ alice: "admin", bob: "member", carol: "member" });
+    expect(conversation.members).toHaveLength(3);
+    expect(conversation.lastMessage).toMatchObject({ seq: 1, kind: "system", senderId: "alice" });
+    expect(systemEvents(h)).toEqual([{ event: "created", actorId: "alice", userIds: ["bob", "carol"] }]);
+  });
+
+  it.each([
+    [MAX_MEMBERS - 1, true],
+    [MAX_MEMBERS, false],
+  ])("with %i others (the creator counts too) is allowed: %s", (others, allowed) => {
+    const h = new ConversationHarness();
+    const result = h.create("group", "alice", Array.from({ length: others }, (_, i) => `u${i}`));
+    if (allowed) expect(expectOk(result).conversation.members).toHaveLength(MAX_MEMBERS);
+    else {
+      expectFailure(result, "bad_request");
+      expect(h.store.meta).toBeNull();
+    }
+  });
+});
+
+describe("add members", () => {
+  it("lets an admin add members, recording only those who are new", () => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob"]);
+    const { conversation } = expectOk(h.conversation.addMembers(identity("alice"), ["carol", "bob", "carol"], h.clock.now()));
+    expect(conversation.members.map((m) => m.userId).sort()).toEqual(["alice", "bob", "carol"]);
+    expect(roles(h).carol).toBe("member");
+    expect(systemEvents(h).at(-1)).toEqual({ event: "added", actorId: "alice", userIds: ["carol"] });
+  });
+
+  it("adds nothing and records nothing when everyone is already a member", () => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob"]);
+    const deferred = h.deferred;
+    expectOk(h.conversation.addMembers(identity("alice"), ["bob", "alice"], h.clock.now()));
+    expect(h.storedMessages()).toBe(1);
+    expect(h.deferred).toBe(deferred);
+  });
+
+  it("refuses to grow a group past the member limit", () => {
+    const h = new ConversationHarness();
+    h.group("alice", Array.from({ length: MAX_MEMBERS - 2 }, (_, i) => `u${i}`));
+    expectFailure(h.conversation.addMembers(identity("alice"), ["x", "y"], h.clock.now()), "bad_request");
+    expectOk(h.conversation.addMembers(identity("alice"), ["x", "u0"], h.clock.now()));
+    expect(h.store.members.size).toBe(MAX_MEMBERS);
+  });
+});
+
+describe("remove and leave", () => {
+  it.each([
+    ["an admin removes a member", "alice", "bob", "removed"],
+    ["a member leaves", "bob", "bob", "left"],
+  ] as const)("%s: the member is gone and the others are told", (_, actor, target, event) => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob", "carol"]);
+    const carol = h.room.connect("carol");
+    expectOk(h.conversation.removeMember(identity(actor), target, h.clock.now()));
+    expect(h.store.members.has(target)).toBe(false);
+    expect(systemEvents(h).at(-1)).toEqual({ event, actorId: actor, userIds: [target] });
+    expect(framesOf(carol, "message").map((f) => (f.message as Message).seq)).toEqual([2]);
+  });
+
+  it("closes every socket of the removed member with 4003, and only theirs", () => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob", "carol"]);
+    const bobPhone = h.room.connect("bob", "phone");
+    const bobLaptop = h.room.connect("bob", "laptop");
+    const carol = h.room.connect("carol");
+    expectOk(h.conversation.removeMember(identity("alice"), "bob", h.clock.now()));
+    for (const ws of [bobPhone, bobLaptop]) expect(ws.closed).toEqual({ code: CLOSE.removed, reason: expect.any(String) });
+    expect(carol.closed).toBeNull();
+    // Later broadcasts skip the closed sockets without failing.
+    expectOk(h.send("carol", { clientMsgId: "after" }));
+    expect(framesOf(bobPhone, "message")).toHaveLength(1);
+    expect(framesOf(carol, "message")).toHaveLength(2);
+  });
+
+  // alice creates the group with bob at t0 and adds carol at t0 + 1 s.
+  it.each([
+    ["the earliest member takes over when the last admin leaves", [["alice", "alice"]], { bob: "admin", carol: "member" }],
+    [
+      "the next earliest takes over when the earliest is gone",
+      [
+        ["alice", "bob"],
+        ["alice", "alice"],
+      ],
+      { carol: "admin" },
+    ],
+    ["nobody is promoted while an admin remains", [["alice", "carol"]], { alice: "admin", bob: "member" }],
+    [
+      "nobody is left to promote when the last member leaves",
+      [
+        ["alice", "bob"],
+        ["alice", "carol"],
+        ["alice", "alice"],
+      ],
+      {},
+    ],
+  ] as const)("heir: %s", (_, removals, expected) => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob"]);
+    h.clock.advance(1000);
+    expectOk(h.conversation.addMembers(identity("alice"), ["carol"], h.clock.now()));
+    for (const [actor, target] of removals) expectOk(h.conversation.removeMember(identity(actor), target, h.clock.advance(1000)));
+    expect(roles(h)).toEqual(expected);
+    // The promotion is stored, not only remembered.
+    h.reopen();
+    expect(roles(h)).toEqual(expected);
+  });
+
+  it("lets the heir act as admin", () => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob", "carol"]);
+    expectOk(h.conversation.removeMember(identity("alice"), "alice", h.clock.now()));
+    expectOk(h.conversation.addMembers(identity("bob"), ["dave"], h.clock.now()));
+    expectOk(h.conversation.removeMember(identity("bob"), "carol", h.clock.now()));
+    expect(roles(h)).toEqual({ bob: "admin", dave: "member" });
+  });
+});
+
+describe("a refused membership change", () => {
+  const add = (actor: string, userId: string) => (h: ConversationHarness) => h.conversation.addMembers(identity(actor), [userId], h.clock.now());
+  const remove = (actor: string, target: string) => (h: ConversationHarness) =>
+    h.conversation.removeMember(identity(actor), target, h.clock.now());
+  // alice (admin), bob and carol; dave is not a member.
+  it.each([
+    ["a member who is not an admin adds", "group", add("bob", "dave"), "forbidden"],
+    ["someone outside the group adds", "group", add("dave", "dave"), "not_found"],
+    ["a member of a direct conversation adds", "direct", add("alice", "dave"), "bad_request"],
+    ["a member who is not an admin removes another", "group", remove("bob", "carol"), "forbidden"],
+    ["an admin removes someone who is not a member", "group", remove("alice", "dave"), "not_found"],
+    ["someone outside the group removes a member", "group", remove("dave", "bob"), "not_found"],
+    ["a member of a direct conversation leaves", "direct", remove("bob", "bob"), "bad_request"],
+    ["a member of a direct conversation removes the other", "direct", remove("alice", "bob"), "bad_request"],
+  ] as const)("%s (%s conversation): refused, nothing changes", (_, type, change, code) => {
+    const h = new ConversationHarness();
+    expectOk(h.create(type, "alice", type === "group" ? ["bob", "carol"] : ["bob"]));
+    const before = roles(h);
+    const failure = expectFailure(change(h), code);
+    expect(ERROR_STATUS[failure.code]).toBe({ forbidden: 403, not_found: 404, bad_request: 400 }[code]);
+    expect(roles(h)).toEqual(before);
+    expect(h.storedMessages()).toBe(1);
+  });
+});
+
+describe("a non-member", () => {
+  const calls = {
+    view: (h: ConversationHarness, u: string) => h.conversation.view(u),
+    send: (h: ConversationHarness, u: string) => h.send(u, { clientMsgId: "x" }),
+    history: (h: ConversationHarness, u: string) => h.conversation.history(u, { after: 0, limit: 10 }),
+    receipts: (h: ConversationHarness, u: string) => h.conversation.receipts(u),
+    "a receipt": (h: ConversationHarness, u: string) => h.read(u, 1),
+    "adding members": (h: ConversationHarness, u: string) => h.conversation.addMembers(identity(u), [u], h.clock.now()),
+  };
+  const cases = Object.entries(calls).flatMap(([call, run]) => [
+    ["never a member", call, run] as const,
+    ["removed", call, run] as const,
+    ["who left", call, run] as const,
+  ]);
+
+  it.each(cases)("(%s) gets not_found for %s, and changes nothing", (who, _, run) => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob"]);
+    if (who === "removed") expectOk(h.conversation.removeMember(identity("alice"), "bob", h.clock.now()));
+    if (who === "who left") expectOk(h.conversation.removeMember(identity("bob"), "bob", h.clock.now()));
+    const user = who === "never a member" ? "mallory" : "bob";
+    const stored = h.storedMessages();
+    const members = h.store.members.size;
+    expectFailure(run(h, user), "not_found");
+    expect(h.storedMessages()).toBe(stored);
+    expect(h.store.members.size).toBe(members);
+  });
+
+  it.each(Object.entries(calls))("gets not_found for %s before the conversation exists", (_, run) => {
+    const h = new ConversationHarness();
+    expectFailure(run(h, "alice"), "not_found");
+    expect(h.store.meta).toBeNull();
+  });
+});
