@@ -33,7 +33,7 @@ class FakeServer {
   script: Array<"ok" | "offline" | "refuse" | "429"> = [];
   private seq = 0;
 
-  async send(item: OutboxItem): Promise<SendOutcome> {
+  async deliver(item: OutboxItem): Promise<SendOutcome> {
     this.attempts.push(item.clientMsgId);
     const step = this.script.shift() ?? "ok";
     if (step === "offline") return { ok: false, retry: true, error: "offline" };
@@ -65,7 +65,7 @@ function setup(options: { storage?: MemoryOutboxStorage; server?: FakeServer } =
 describe("outbox", () => {
   it("stores a message before sending, sends it once and forgets it", async () => {
     const { outbox, storage, server, sent } = setup();
-    const item = await outbox.enqueue({ conversationId: "c1", body: "hello" });
+    const item = await outbox.add({ conversationId: "c1", body: "hello" });
     expect(storage.rows.get(item.clientMsgId)?.status).toBe("pending");
     await outbox.flush();
     expect(server.attempts).toEqual([item.clientMsgId]);
@@ -77,8 +77,8 @@ describe("outbox", () => {
   it("keeps messages written offline pending, then sends each once with its first clientMsgId", async () => {
     const { outbox, server, advance, sent } = setup();
     server.script = ["offline"];
-    const a = await outbox.enqueue({ conversationId: "c1", body: "one" });
-    await outbox.enqueue({ conversationId: "c1", body: "two" });
+    const a = await outbox.add({ conversationId: "c1", body: "one" });
+    await outbox.add({ conversationId: "c1", body: "two" });
     await outbox.flush();
     // The first failed; the second waits behind it so the other side never sees them reordered.
     expect(server.attempts).toEqual([a.clientMsgId]);
@@ -96,7 +96,7 @@ describe("outbox", () => {
   it("comes back online: resetBackoff makes waiting items due at once", async () => {
     const { outbox, server, sent } = setup();
     server.script = ["offline"];
-    await outbox.enqueue({ conversationId: "c1", body: "x" });
+    await outbox.add({ conversationId: "c1", body: "x" });
     await outbox.flush();
     expect(sent).toHaveLength(0);
     await outbox.resetBackoff();
@@ -108,9 +108,9 @@ describe("outbox", () => {
     const storage = new MemoryOutboxStorage();
     const server = new FakeServer();
     const first = setup({ storage, server });
-    const item = await first.outbox.enqueue({ conversationId: "c1", body: "once" });
+    const item = await first.outbox.add({ conversationId: "c1", body: "once" });
     // The page dies mid-send: the server stored it, the row still says "sending".
-    await server.send({ ...item, status: "sending" });
+    await server.deliver({ ...item, status: "sending" });
     await storage.put({ ...item, status: "sending", attempts: 1 });
     const second = setup({ storage, server });
     await second.outbox.load();
@@ -124,8 +124,8 @@ describe("outbox", () => {
   it("a refused message is failed, does not block the next, and can be retried with the same id", async () => {
     const { outbox, server, sent } = setup();
     server.script = ["refuse"];
-    const bad = await outbox.enqueue({ conversationId: "c1", body: "bad" });
-    await outbox.enqueue({ conversationId: "c1", body: "good" });
+    const bad = await outbox.add({ conversationId: "c1", body: "bad" });
+    await outbox.add({ conversationId: "c1", body: "good" });
     await outbox.flush();
     expect(outbox.get(bad.clientMsgId)?.status).toBe("failed");
     expect(outbox.get(bad.clientMsgId)?.error).toBe("body too long");
@@ -140,7 +140,7 @@ describe("outbox", () => {
   it("discard drops a failed message without sending", async () => {
     const { outbox, server } = setup();
     server.script = ["refuse"];
-    const item = await outbox.enqueue({ conversationId: "c1", body: "nope" });
+    const item = await outbox.add({ conversationId: "c1", body: "nope" });
     await outbox.flush();
     await outbox.discard(item.clientMsgId);
     await outbox.flush();
@@ -151,8 +151,8 @@ describe("outbox", () => {
   it("honours Retry-After on 429, and one blocked conversation does not hold up another", async () => {
     const { outbox, server, sent, advance } = setup();
     server.script = ["429"];
-    await outbox.enqueue({ conversationId: "c1", body: "a" });
-    await outbox.enqueue({ conversationId: "c2", body: "b" });
+    await outbox.add({ conversationId: "c1", body: "a" });
+    await outbox.add({ conversationId: "c2", body: "b" });
     await outbox.flush();
     expect(sent.map((m) => m.body)).toEqual(["b"]);
     expect(outbox.nextAttemptAt()).toBe(12_000);
@@ -163,7 +163,7 @@ describe("outbox", () => {
 
   it("concurrent flushes never send an item twice at once", async () => {
     const { outbox, server } = setup();
-    for (let i = 0; i < 5; i++) await outbox.enqueue({ conversationId: "c1", body: `m${i}` });
+    for (let i = 0; i < 5; i++) await outbox.add({ conversationId: "c1", body: `m${i}` });
     await Promise.all([outbox.flush(), outbox.flush(), outbox.flush()]);
     expect(server.attempts).toHaveLength(5);
     expect(new Set(server.attempts).size).toBe(5);
@@ -171,9 +171,9 @@ describe("outbox", () => {
 
   it("an item enqueued during a flush is sent by that flush's rerun", async () => {
     const { outbox, server } = setup();
-    await outbox.enqueue({ conversationId: "c1", body: "first" });
+    await outbox.add({ conversationId: "c1", body: "first" });
     const running = outbox.flush();
-    await outbox.enqueue({ conversationId: "c1", body: "second" });
+    await outbox.add({ conversationId: "c1", body: "second" });
     const again = outbox.flush();
     await running;
     await again;

@@ -1,6 +1,6 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { Conversation, Message } from "../../../protocol";
-import type { AppStore, Upload } from "../app/store";
+import type { AppStore, Upload } from "../app/appStore";
 import { clock, dayLabel, lastSeen } from "../state/format";
 import type { OutboxItem } from "../state/outbox";
 import { tickFor, tickLabel, type TickInfo } from "../state/receipts";
