@@ -1,33 +1,19 @@
 // The web client's state logic, without a browser: the offline outbox (behind its storage
 // interface, here in memory), ordering and merging by seq, gap detection, sync paging, ticks and
-// timeline grouping. These are plain modules; workerd runs them like any TypeScript.
+// timeline grouping. Plain modules, run in Node by the unit suite.
 import { describe, expect, it } from "vitest";
-import type { Message } from "../protocol";
-import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "../web/src/state/outbox";
-import { applyReceipt, tickFor, tickLabel } from "../web/src/state/receipts";
-import { byConversation, syncSince, type SincePage } from "../web/src/state/sync";
-import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../web/src/state/timeline";
-import { initials, lastSeen } from "../web/src/state/format";
+import type { Message } from "../../protocol";
+import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "../src/state/outbox";
+import { applyReceipt, tickFor, tickLabel } from "../src/state/receipts";
+import { byConversation, syncSince, type SincePage } from "../src/state/sync";
+import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../src/state/timeline";
+import { initials, lastSeen } from "../src/state/format";
+import { message } from "./fakes";
 
-function msg(seq: number, extra: Partial<Message> = {}): Message {
-  return {
-    id: `m${seq}`,
-    conversationId: "c1",
-    seq,
-    senderId: "u1",
-    senderDeviceId: "d1",
-    clientMsgId: `k${seq}`,
-    kind: "text",
-    body: `message ${seq}`,
-    media: [],
-    threadRootSeq: null,
-    createdAt: 1_000 + seq,
-    ...extra,
-  };
-}
+const msg = (seq: number, extra: Partial<Message> = {}): Message => message("c1", seq, "u1", extra);
 
 /** A transport that answers from a script, records every attempt, and acts like the server's dedup. */
-class FakeServer {
+class ScriptedServer {
   readonly attempts: string[] = [];
   readonly stored = new Map<string, Message>();
   script: Array<"ok" | "offline" | "refuse" | "429"> = [];
@@ -41,17 +27,17 @@ class FakeServer {
     if (step === "refuse") return { ok: false, retry: false, error: "body too long" };
     const existing = this.stored.get(item.clientMsgId);
     if (existing) return { ok: true, message: existing };
-    const message = msg(++this.seq, { clientMsgId: item.clientMsgId, body: item.body ?? null, conversationId: item.conversationId });
-    this.stored.set(item.clientMsgId, message);
-    return { ok: true, message };
+    const created = msg(++this.seq, { clientMsgId: item.clientMsgId, body: item.body ?? null, conversationId: item.conversationId });
+    this.stored.set(item.clientMsgId, created);
+    return { ok: true, message: created };
   }
 }
 
-function setup(options: { storage?: MemoryOutboxStorage; server?: FakeServer } = {}) {
+function setup(options: { storage?: MemoryOutboxStorage; server?: ScriptedServer } = {}) {
   let now = 10_000;
   let ids = 0;
   const storage = options.storage ?? new MemoryOutboxStorage();
-  const server = options.server ?? new FakeServer();
+  const server = options.server ?? new ScriptedServer();
   const sent: Message[] = [];
   const outbox = new Outbox(storage, server, {
     now: () => now,
@@ -106,7 +92,7 @@ describe("outbox", () => {
 
   it("a resend after a lost answer returns the stored message: delivered exactly once", async () => {
     const storage = new MemoryOutboxStorage();
-    const server = new FakeServer();
+    const server = new ScriptedServer();
     const first = setup({ storage, server });
     const item = await first.outbox.add({ conversationId: "c1", body: "once" });
     // The page dies mid-send: the server stored it, the row still says "sending".
