@@ -7,7 +7,7 @@ import type { AddressBar, Browser, Clock, KeyValueStorage, LocalStores, Notifica
 import type { Theme } from "../src/app/storeCore";
 import type { LocalStore } from "../src/lib/idb";
 import type { LiveChannel, LiveSocketOptions } from "../src/lib/socket";
-import { MemoryOutboxStorage } from "../src/state/outbox";
+import { MemoryOutboxStorage } from "../src/state/offlineOutbox";
 
 // Node's, which the DOM libs this folder is checked with do not declare.
 declare function setImmediate(callback: () => void): unknown;

@@ -1,4 +1,4 @@
-// The send path (sendQueue.ts over state/outbox.ts): stored before any attempt, delivered once
+// The send path (sendQueue.ts over state/offlineOutbox.ts): stored before any attempt, delivered once
 // over the live socket or by POST /send, and exactly once across offline spells, drops and reloads.
 import { describe, expect, it } from "vitest";
 import type { Message } from "../../protocol";

@@ -3,7 +3,7 @@
 // timeline grouping. Plain modules, run in Node by the unit suite.
 import { describe, expect, it } from "vitest";
 import type { Message } from "../../protocol";
-import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "../src/state/outbox";
+import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "../src/state/offlineOutbox";
 import { applyReceipt, tickFor, tickLabel } from "../src/state/receipts";
 import { byConversation, syncSince, type SincePage } from "../src/state/sync";
 import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../src/state/timeline";

@@ -8,7 +8,7 @@
 //   the theme (preferences.ts), the offline cache (localCache.ts).
 import type { Conversation, MediaRef, Presence, User } from "../../../protocol";
 import { Api } from "../lib/api";
-import { MemoryOutboxStorage } from "../state/outbox";
+import { MemoryOutboxStorage } from "../state/offlineOutbox";
 import type { Browser } from "./browser";
 import { Chats } from "./chats";
 import { Connection } from "./connection";

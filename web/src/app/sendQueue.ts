@@ -5,7 +5,7 @@
 // cannot duplicate a message. A timer flushes again when the earliest backoff ends.
 import type { MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
-import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/outbox";
+import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
 import type { Browser } from "./browser";
 import type { Chats } from "./chats";
 import type { Connection } from "./connection";

@@ -3,7 +3,7 @@
 // local store (IndexedDB in the app), null while signed out or where IndexedDB is unavailable.
 import type { Conversation, Message, Presence, Receipt, User } from "../../../protocol";
 import type { LocalStore } from "../lib/idb";
-import type { OutboxItem } from "../state/outbox";
+import type { OutboxItem } from "../state/offlineOutbox";
 import type { Clock } from "./browser";
 import type { Route } from "./route";
 

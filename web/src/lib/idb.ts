@@ -1,7 +1,7 @@
 // IndexedDB, wrapped just enough: a key-value store for the offline cache (conversations, recent
 // messages, users, the sync cursor) and the outbox store. One database per account, so two
 // accounts on one browser never share a cache; logout deletes it.
-import type { OutboxItem, OutboxStorage } from "../state/outbox";
+import type { OutboxItem, OutboxStorage } from "../state/offlineOutbox";
 
 const VERSION = 1;
 
