@@ -1,9 +1,33 @@
 // Typing (typing.ts), presence (presenceWatch.ts) and threads (threads.ts).
 import { describe, expect, it } from "vitest";
-import { conversation, message, settle } from "./fakes";
+import type { ConversationClientFrame } from "../../protocol";
+import { StoreCore, initialState } from "../src/app/storeCore";
+import { Typing } from "../src/app/typing";
+import { FakeClock, conversation, message, settle } from "./fakes";
 import { ME, YOU, startSignedIn } from "./storeSetup";
 
 describe("typing", () => {
+  it("stands alone: a slice built from a core, a clock and its neighbours' few methods", async () => {
+    const clock = new FakeClock();
+    const core = new StoreCore(initialState(null, { name: "list" }, true, "system"), clock);
+    const frames: Array<[string, ConversationClientFrame]> = [];
+    const typing = new Typing(core, clock, {
+      connection: { transmit: (id, frame) => (frames.push([id, frame]), true) },
+      chats: { view: () => ({ messages: [], hasMoreBefore: false, loaded: true, loadingOlder: false, receipts: new Map(), typing: new Map(), firstUnreadSeq: null, error: null }) },
+      people: { name: (id) => id },
+    });
+    typing.keystroke("a");
+    typing.keystroke("b");
+    await clock.advance(4000);
+    expect(frames).toEqual([
+      ["a", { type: "typing", on: true }],
+      ["b", { type: "typing", on: true }],
+      ["a", { type: "typing", on: false }],
+      ["b", { type: "typing", on: false }],
+    ]);
+    expect(clock.pending).toBe(0);
+  });
+
   it("sends `on` at most every 3 s while typing, `off` after 4 s of quiet or on send", async () => {
     const s = await startSignedIn({ path: "/c/c1" });
     const chat = s.chatSocket("c1");

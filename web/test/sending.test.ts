@@ -98,6 +98,30 @@ describe("sending", () => {
     expect(s.store.state.outbox).toEqual([]);
   });
 
+  it("a drop before the ack: after the socket is back the same clientMsgId goes again, and one message shows", async () => {
+    const s = await startSignedIn({ path: "/c/c1" });
+    const chat = s.chatSocket("c1");
+    chat.open();
+    chat.deliver({ type: "ready", lastSeq: 0, protocolVersion: 1 });
+    await s.store.sendText("c1", "through", null);
+    await settle();
+    chat.drop();
+    chat.open();
+    chat.deliver({ type: "ready", lastSeq: 0, protocolVersion: 1 });
+    await s.browser.clock.advance(10_000);
+    const sent = chat.sent.filter((f) => f.type === "send").map((f) => f.clientMsgId);
+    expect(sent).toEqual(["cm1", "cm1"]);
+    const stored = message("c1", 1, ME.id, { clientMsgId: "cm1", body: "through" });
+    chat.deliver({ type: "ack", clientMsgId: "cm1", message: stored });
+    // The server answers a repeated clientMsgId with the same message; it shows once.
+    chat.deliver({ type: "message", message: stored });
+    await settle();
+    expect(s.store.state.outbox).toEqual([]);
+    expect(s.store.view("c1").messages.map((m) => m.clientMsgId)).toEqual(["cm1"]);
+    await s.browser.clock.advance(60_000);
+    expect(chat.sent.filter((f) => f.type === "send")).toHaveLength(2);
+  });
+
   it("a refused message stays failed until retried, then goes with the same clientMsgId", async () => {
     const s = await startSignedIn();
     sendRoute(s, [{ status: 400, json: { error: { code: "invalid", message: "body too long" } } }]);

@@ -2,7 +2,9 @@
 // signed in, logout and a dead token clear everything of the account, and routes follow the session.
 import { describe, expect, it } from "vitest";
 import { AppStore } from "../src/app/appStore";
-import { conversation, fakeBrowser, message, settle } from "./fakes";
+import { Navigation } from "../src/app/navigation";
+import { StoreCore, initialState } from "../src/app/storeCore";
+import { FakeAddressBar, FakeClock, conversation, fakeBrowser, message, settle } from "./fakes";
 import { ME, YOU, routes, startSignedIn } from "./storeSetup";
 
 describe("session", () => {
@@ -83,5 +85,36 @@ describe("session", () => {
     await settle();
     // Only the conversation on screen has an open socket.
     expect(s.browser.sockets.all.filter((x) => x.path.includes("/conversations/") && !x.closed).map((x) => x.path.split("?")[0])).toEqual(["/conversations/c2/ws"]);
+  });
+
+  it("navigation stands alone: entering, switching and leaving a chat open and close it once", () => {
+    const core = new StoreCore(initialState({ token: "t", user: ME, deviceId: "d" }, { name: "list" }, true, "system"), new FakeClock());
+    const address = new FakeAddressBar("/");
+    const calls: string[] = [];
+    let connected = false;
+    const nav = new Navigation(core, address, {
+      openConversation: (id) => {
+        calls.push(`open ${id}`);
+        connected = true;
+      },
+      chatConnected: () => connected,
+      leaveConversation: () => {
+        calls.push("leave");
+        connected = false;
+      },
+      openThread: (id, seq) => calls.push(`thread ${id} ${seq}`),
+    });
+    nav.navigate({ name: "chat", id: "c1", thread: null, info: false });
+    nav.navigate({ name: "chat", id: "c1", thread: null, info: true });
+    nav.navigate({ name: "chat", id: "c1", thread: 3, info: false }, true);
+    nav.navigate({ name: "chat", id: "c2", thread: null, info: false });
+    nav.navigate({ name: "settings" });
+    expect(calls).toEqual(["open c1", "thread c1 3", "open c2", "leave"]);
+    // The info panel pushed an entry that the thread then replaced.
+    expect(address.entries).toEqual(["/", "/c/c1", "/c/c1?thread=3", "/c/c2", "/settings"]);
+    expect(core.state.route).toEqual({ name: "settings" });
+    // Signed in, the login route is the list.
+    nav.apply({ name: "login" });
+    expect(core.state.route).toEqual({ name: "list" });
   });
 });
