@@ -84,11 +84,7 @@ export class Connection {
   private onUserFrame(frame: UserServerFrame): void {
     switch (frame.type) {
       case "ready":
-        this.core.state.connection = "online";
-        this.core.emit();
-        this.deps.presence.watch();
-        void this.sync();
-        void this.deps.sendQueue.flush();
+        this.userReady();
         return;
       case "message":
         this.deps.chats.receive([frame.message], "user");
@@ -107,6 +103,15 @@ export class Connection {
       case "error":
         return;
     }
+  }
+
+  /** Online: send the watch list, catch up, and send what waits in the outbox. */
+  private userReady(): void {
+    this.core.state.connection = "online";
+    this.core.emit();
+    this.deps.presence.watch();
+    void this.sync();
+    void this.deps.sendQueue.flush();
   }
 
   watchPresence(userIds: string[]): void {
