@@ -18,7 +18,7 @@ import { People } from "./people";
 import { Preferences, readTheme } from "./preferences";
 import { PresenceWatch } from "./presenceWatch";
 import { PushNotifications } from "./pushNotifications";
-import type { Route } from "./route";
+import { parseRoute, type Route } from "./route";
 import { SendQueue } from "./sendQueue";
 import { ServerProbe } from "./serverProbe";
 import { SessionSlice, readSession } from "./session";
@@ -57,7 +57,8 @@ export class AppStore {
     options: AppStoreOptions = {},
   ) {
     const { address } = browser;
-    const core = new StoreCore(initialState(readSession(browser.storage), { name: "list" }, browser.online(), readTheme(browser.storage)), browser.clock);
+    const route = parseRoute(address.pathname(), address.search());
+    const core = new StoreCore(initialState(readSession(browser.storage), route, browser.online(), readTheme(browser.storage)), browser.clock);
     this.core = core;
     this.api = new Api(
       () => core.state.session?.token ?? null,
@@ -72,7 +73,6 @@ export class AppStore {
       leaveConversation: () => this.connection.closeChat(),
       openThread: (id, rootSeq) => void this.threads.open(id, rootSeq),
     });
-    core.state.route = this.navigation.current();
     this.session = new SessionSlice(core, this.api, browser, {
       start: () => this.startAccount(),
       stop: (userId) => this.stopAccount(userId),
