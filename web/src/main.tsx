@@ -1,13 +1,15 @@
 import { render } from "preact";
-import { AppStore, applyTheme } from "./app/store";
-import { MediaCache } from "./lib/media";
+import { AppStore } from "./app/appStore";
+import { windowBrowser } from "./app/windowBrowser";
+import { MediaCache } from "./lib/mediaFiles";
 import { App } from "./ui/App";
 import { ServicesContext } from "./ui/context";
 import "./styles.css";
 
-const store = new AppStore();
+const browser = windowBrowser();
+const store = new AppStore(browser);
 const media = new MediaCache(store.api);
-applyTheme(store.state.theme);
+browser.applyTheme(store.state.theme);
 
 const root = document.getElementById("app")!;
 root.textContent = "";

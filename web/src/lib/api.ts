@@ -4,7 +4,7 @@ import * as z from "zod";
 import { Conversation, Device, Message, Presence, Receipt, User } from "../../../protocol";
 
 /** A non-2xx answer in the API's error shape. */
-export class ApiError extends Error {
+export class ApiRequestError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
@@ -44,11 +44,15 @@ export const Schemas = {
 
 export type Method = "GET" | "POST" | "DELETE" | "PUT";
 
+export type Fetch = (path: string, init: RequestInit) => Promise<Response>;
+
 export class Api {
   constructor(
     private readonly token: () => string | null,
     /** Called on any 401: the token is dead (logged out elsewhere, revoked, expired). */
     private readonly onUnauthorized: () => void,
+    /** The browser's fetch in the app; a fake server in unit tests. */
+    private readonly fetch: Fetch = (path, init) => fetch(path, init),
   ) {}
 
   async call<S extends z.ZodType>(method: Method, path: string, schema: S, body?: unknown, signal?: AbortSignal): Promise<z.infer<S>> {
@@ -58,7 +62,7 @@ export class Api {
     if (body !== undefined) headers["content-type"] = "application/json";
     let res: Response;
     try {
-      res = await fetch(path, {
+      res = await this.fetch(path, {
         method,
         headers,
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
@@ -73,15 +77,15 @@ export class Api {
     const json: unknown = await res.json().catch(() => null);
     if (!res.ok) throw toApiError(res, json, token !== null ? this.onUnauthorized : null);
     const parsed = schema.safeParse(json);
-    if (!parsed.success) throw new ApiError(res.status, "bad_response", `unexpected answer from ${method} ${path}`);
+    if (!parsed.success) throw new ApiRequestError(res.status, "bad_response", `unexpected answer from ${method} ${path}`);
     return parsed.data;
   }
 }
 
-export function toApiError(res: { status: number; headers: { get(name: string): string | null } }, json: unknown, onUnauthorized: (() => void) | null): ApiError {
+export function toApiError(res: { status: number; headers: { get(name: string): string | null } }, json: unknown, onUnauthorized: (() => void) | null): ApiRequestError {
   const shape = ErrorShape.safeParse(json);
   const retryAfter = Number(res.headers.get("retry-after") ?? "NaN");
-  const err = new ApiError(
+  const err = new ApiRequestError(
     res.status,
     shape.success ? shape.data.error.code : "http_error",
     shape.success ? shape.data.error.message : `HTTP ${res.status}`,
@@ -93,7 +97,7 @@ export function toApiError(res: { status: number; headers: { get(name: string): 
 
 /** Whether a failed call is worth repeating as is. */
 export const isTransient = (err: unknown): boolean =>
-  err instanceof NetworkError || (err instanceof ApiError && (err.status === 429 || err.status >= 500));
+  err instanceof NetworkError || (err instanceof ApiRequestError && (err.status === 429 || err.status >= 500));
 
 export const qs = (params: Record<string, string | number | undefined>): string => {
   const p = new URLSearchParams();

@@ -1,7 +1,7 @@
 // IndexedDB, wrapped just enough: a key-value store for the offline cache (conversations, recent
 // messages, users, the sync cursor) and the outbox store. One database per account, so two
 // accounts on one browser never share a cache; logout deletes it.
-import type { OutboxItem, OutboxStorage } from "../state/outbox";
+import type { OutboxItem, OutboxStorage } from "../state/offlineOutbox";
 
 const VERSION = 1;
 
@@ -12,7 +12,15 @@ function promisify<T>(req: IDBRequest<T>): Promise<T> {
   });
 }
 
-export class LocalDb implements OutboxStorage {
+/** The per-account store the app keeps: key-value pairs for the cache and the outbox's rows. */
+export interface LocalStore extends OutboxStorage {
+  get(key: string): Promise<unknown>;
+  set(key: string, value: unknown): Promise<void>;
+  remove(key: string): Promise<void>;
+  close(): void;
+}
+
+export class LocalDb implements LocalStore {
   private constructor(private readonly db: IDBDatabase) {}
 
   static dbName(userId: string): string {

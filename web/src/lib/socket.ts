@@ -17,13 +17,24 @@ export interface LiveSocketOptions<In> {
   onFinalClose?: (code: number, reason: string) => void;
 }
 
+/** What the store holds of a socket: a fake in unit tests, LiveSocket in the app. */
+export interface LiveChannel<Out> {
+  readonly isOpen: boolean;
+  /** Sends a frame if open; returns false (and sends nothing) otherwise. */
+  transmit(frame: Out): boolean;
+  reconnectNow(): void;
+  close(): void;
+}
+
+export type SocketFactory = <In, Out>(options: LiveSocketOptions<In>) => LiveChannel<Out>;
+
 const FINAL_CODES = new Set<number>([CLOSE.unauthorized, CLOSE.removed, CLOSE.protocolVersion]);
 /** The server counts a user socket alive for 60 s after its last frame. */
 const KEEPALIVE_MS = 25_000;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export class LiveSocket<In, Out> {
+export class LiveSocket<In, Out> implements LiveChannel<Out> {
   private readonly ws: ReconnectingWebSocket;
   private readonly keepalive: ReturnType<typeof setInterval>;
   private attempts = 0;
@@ -83,8 +94,7 @@ export class LiveSocket<In, Out> {
     return this.ws.readyState === ReconnectingWebSocket.OPEN;
   }
 
-  /** Sends if open; returns false (and sends nothing) otherwise. */
-  send(frame: Out): boolean {
+  transmit(frame: Out): boolean {
     if (!this.isOpen) return false;
     return this.ws.send(JSON.stringify(frame));
   }

@@ -1,5 +1,5 @@
 // Ordering, merging and gap detection for one conversation's messages. Plain functions over
-// arrays, no DOM: the client's views and tests/client.test.ts both use them.
+// arrays, no DOM: the client's views and web/test/state.test.ts both use them.
 import type { Message } from "../../../protocol";
 
 /**

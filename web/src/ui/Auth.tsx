@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { ApiError } from "../lib/api";
+import { ApiRequestError } from "../lib/api";
 import { useServices } from "./context";
 
 export function Auth({ mode }: { mode: "login" | "register" }) {
@@ -20,7 +20,7 @@ export function Auth({ mode }: { mode: "login" | "register" }) {
       else await store.login(username.trim(), password);
     } catch (err) {
       setError(
-        err instanceof ApiError
+        err instanceof ApiRequestError
           ? err.status === 409
             ? "That username is taken."
             : err.status === 401

@@ -1,8 +1,8 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { Conversation, Message } from "../../../protocol";
-import type { AppStore, Upload } from "../app/store";
+import type { AppStore, Upload } from "../app/appStore";
 import { clock, dayLabel, lastSeen } from "../state/format";
-import type { OutboxItem } from "../state/outbox";
+import type { OutboxItem } from "../state/offlineOutbox";
 import { tickFor, tickLabel, type TickInfo } from "../state/receipts";
 import { buildTimeline, type TimelineEntry } from "../state/timeline";
 import { Avatar } from "./Avatar";

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { LIMITS } from "../../../protocol";
 import { duration } from "../state/format";
-import { recordVoice, type Recording } from "../lib/media";
+import { recordVoice, type Recording } from "../lib/mediaFiles";
 import { useServices } from "./context";
 import { Icon } from "./icons";
 import { startUploads, uploadOne } from "./Media";
@@ -153,7 +153,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
           const v = e.currentTarget.value;
           setText(v);
           drafts.set(draftKey, v);
-          if (v.trim()) store.typing(conversationId);
+          if (v.trim()) store.typing.keystroke(conversationId);
           else store.stopTyping(conversationId);
         }}
         onKeyDown={(e) => {

@@ -1,9 +1,9 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import type { MediaRef } from "../../../protocol";
-import type { AppStore, Upload } from "../app/store";
+import type { AppStore, Upload } from "../app/appStore";
 import { bytes, duration } from "../state/format";
-import { describeVisual, isAudio, isImage, isVideo, upload, uploadsMissing, type MediaCache, type MediaFacts } from "../lib/media";
+import { describeVisual, isAudio, isImage, isVideo, upload, uploadsMissing, type MediaCache, type MediaFacts } from "../lib/mediaFiles";
 import { useServices } from "./context";
 import { Icon } from "./icons";
 

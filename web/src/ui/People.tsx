@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import type { Conversation, User } from "../../../protocol";
-import { ApiError } from "../lib/api";
+import { ApiRequestError } from "../lib/api";
 import { lastSeen } from "../state/format";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
@@ -68,7 +68,7 @@ export function NewChat() {
                 class="person"
                 type="button"
                 data-username={u.username}
-                onClick={() => store.startDirect(u.id).catch((err: unknown) => setError(err instanceof ApiError ? err.message : "Could not start the chat."))}
+                onClick={() => store.startDirect(u.id).catch((err: unknown) => setError(err instanceof ApiRequestError ? err.message : "Could not start the chat."))}
               >
                 <Avatar id={u.id} name={u.displayName} />
                 <span class="person-name">
@@ -144,7 +144,7 @@ export function NewGroup() {
     try {
       await store.createGroup(title.trim(), chosen.map((u) => u.id));
     } catch (err) {
-      setError(err instanceof ApiError ? err.message : "Could not create the group.");
+      setError(err instanceof ApiRequestError ? err.message : "Could not create the group.");
     } finally {
       setBusy(false);
     }
@@ -180,7 +180,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
     try {
       await f();
     } catch (err) {
-      setError(err instanceof ApiError ? err.message : "That did not work. Try again.");
+      setError(err instanceof ApiRequestError ? err.message : "That did not work. Try again.");
     }
   };
   useEffect(() => {

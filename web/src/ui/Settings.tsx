@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import type { Theme } from "../app/store";
+import type { Theme } from "../app/appStore";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
 import { Icon } from "./icons";

@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
 import type { Conversation, Message } from "../../../protocol";
-import type { AppStore } from "../app/store";
+import type { AppStore } from "../app/appStore";
 import { shortTime } from "../state/format";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";

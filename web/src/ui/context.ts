@@ -1,7 +1,7 @@
 import { createContext } from "preact";
 import { useContext } from "preact/hooks";
-import type { AppStore } from "../app/store";
-import type { MediaCache } from "../lib/media";
+import type { AppStore } from "../app/appStore";
+import type { MediaCache } from "../lib/mediaFiles";
 
 export interface Services {
   store: AppStore;

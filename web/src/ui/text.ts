@@ -1,5 +1,5 @@
 import { SystemEvent, type Message } from "../../../protocol";
-import type { AppStore } from "../app/store";
+import type { AppStore } from "../app/appStore";
 
 /** "Ann created the group", "Ann added Bob and Cy": system message bodies are JSON events. */
 export function systemText(store: AppStore, m: Message): string {

@@ -1,7 +1,7 @@
 // Attachments: upload with progress (XMLHttpRequest, because fetch has no upload progress),
 // client-made thumbnails and dimensions, authorised media fetches, and voice notes.
 import type { MediaRef } from "../../../protocol";
-import { ApiError, NetworkError, Schemas, toApiError, type Api } from "./api";
+import { ApiRequestError, NetworkError, Schemas, toApiError, type Api } from "./api";
 
 export interface UploadResult {
   id: string;
@@ -43,7 +43,7 @@ export function upload(token: string, file: Blob, name: string, facts: MediaFact
         return;
       }
       const parsed = Schemas.upload.safeParse(json);
-      if (!parsed.success) reject(new ApiError(xhr.status, "bad_response", "unexpected upload answer"));
+      if (!parsed.success) reject(new ApiRequestError(xhr.status, "bad_response", "unexpected upload answer"));
       else resolve(parsed.data.media);
     };
     xhr.send(form);
@@ -53,7 +53,7 @@ export function upload(token: string, file: Blob, name: string, facts: MediaFact
 
 /** Whether an upload failed because the server has no media routes yet (issue 4). */
 export const uploadsMissing = (err: unknown): boolean =>
-  err instanceof ApiError && err.status === 404 && /route/.test(err.message);
+  err instanceof ApiRequestError && err.status === 404 && /route/.test(err.message);
 
 const THUMB_MAX = 320;
 

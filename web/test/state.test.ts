@@ -1,39 +1,25 @@
 // The web client's state logic, without a browser: the offline outbox (behind its storage
 // interface, here in memory), ordering and merging by seq, gap detection, sync paging, ticks and
-// timeline grouping. These are plain modules; workerd runs them like any TypeScript.
+// timeline grouping. Plain modules, run in Node by the unit suite.
 import { describe, expect, it } from "vitest";
-import type { Message } from "../protocol";
-import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "../web/src/state/outbox";
-import { applyReceipt, tickFor, tickLabel } from "../web/src/state/receipts";
-import { byConversation, syncSince, type SincePage } from "../web/src/state/sync";
-import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../web/src/state/timeline";
-import { initials, lastSeen } from "../web/src/state/format";
+import type { Message } from "../../protocol";
+import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "../src/state/offlineOutbox";
+import { applyReceipt, tickFor, tickLabel } from "../src/state/receipts";
+import { byConversation, syncSince, type SincePage } from "../src/state/sync";
+import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../src/state/timeline";
+import { initials, lastSeen } from "../src/state/format";
+import { message } from "./fakes";
 
-function msg(seq: number, extra: Partial<Message> = {}): Message {
-  return {
-    id: `m${seq}`,
-    conversationId: "c1",
-    seq,
-    senderId: "u1",
-    senderDeviceId: "d1",
-    clientMsgId: `k${seq}`,
-    kind: "text",
-    body: `message ${seq}`,
-    media: [],
-    threadRootSeq: null,
-    createdAt: 1_000 + seq,
-    ...extra,
-  };
-}
+const msg = (seq: number, extra: Partial<Message> = {}): Message => message("c1", seq, "u1", extra);
 
 /** A transport that answers from a script, records every attempt, and acts like the server's dedup. */
-class FakeServer {
+class ScriptedServer {
   readonly attempts: string[] = [];
   readonly stored = new Map<string, Message>();
   script: Array<"ok" | "offline" | "refuse" | "429"> = [];
   private seq = 0;
 
-  async send(item: OutboxItem): Promise<SendOutcome> {
+  async deliver(item: OutboxItem): Promise<SendOutcome> {
     this.attempts.push(item.clientMsgId);
     const step = this.script.shift() ?? "ok";
     if (step === "offline") return { ok: false, retry: true, error: "offline" };
@@ -41,17 +27,17 @@ class FakeServer {
     if (step === "refuse") return { ok: false, retry: false, error: "body too long" };
     const existing = this.stored.get(item.clientMsgId);
     if (existing) return { ok: true, message: existing };
-    const message = msg(++this.seq, { clientMsgId: item.clientMsgId, body: item.body ?? null, conversationId: item.conversationId });
-    this.stored.set(item.clientMsgId, message);
-    return { ok: true, message };
+    const created = msg(++this.seq, { clientMsgId: item.clientMsgId, body: item.body ?? null, conversationId: item.conversationId });
+    this.stored.set(item.clientMsgId, created);
+    return { ok: true, message: created };
   }
 }
 
-function setup(options: { storage?: MemoryOutboxStorage; server?: FakeServer } = {}) {
+function setup(options: { storage?: MemoryOutboxStorage; server?: ScriptedServer } = {}) {
   let now = 10_000;
   let ids = 0;
   const storage = options.storage ?? new MemoryOutboxStorage();
-  const server = options.server ?? new FakeServer();
+  const server = options.server ?? new ScriptedServer();
   const sent: Message[] = [];
   const outbox = new Outbox(storage, server, {
     now: () => now,
@@ -65,7 +51,7 @@ function setup(options: { storage?: MemoryOutboxStorage; server?: FakeServer } =
 describe("outbox", () => {
   it("stores a message before sending, sends it once and forgets it", async () => {
     const { outbox, storage, server, sent } = setup();
-    const item = await outbox.enqueue({ conversationId: "c1", body: "hello" });
+    const item = await outbox.add({ conversationId: "c1", body: "hello" });
     expect(storage.rows.get(item.clientMsgId)?.status).toBe("pending");
     await outbox.flush();
     expect(server.attempts).toEqual([item.clientMsgId]);
@@ -77,8 +63,8 @@ describe("outbox", () => {
   it("keeps messages written offline pending, then sends each once with its first clientMsgId", async () => {
     const { outbox, server, advance, sent } = setup();
     server.script = ["offline"];
-    const a = await outbox.enqueue({ conversationId: "c1", body: "one" });
-    await outbox.enqueue({ conversationId: "c1", body: "two" });
+    const a = await outbox.add({ conversationId: "c1", body: "one" });
+    await outbox.add({ conversationId: "c1", body: "two" });
     await outbox.flush();
     // The first failed; the second waits behind it so the other side never sees them reordered.
     expect(server.attempts).toEqual([a.clientMsgId]);
@@ -96,7 +82,7 @@ describe("outbox", () => {
   it("comes back online: resetBackoff makes waiting items due at once", async () => {
     const { outbox, server, sent } = setup();
     server.script = ["offline"];
-    await outbox.enqueue({ conversationId: "c1", body: "x" });
+    await outbox.add({ conversationId: "c1", body: "x" });
     await outbox.flush();
     expect(sent).toHaveLength(0);
     await outbox.resetBackoff();
@@ -106,11 +92,11 @@ describe("outbox", () => {
 
   it("a resend after a lost answer returns the stored message: delivered exactly once", async () => {
     const storage = new MemoryOutboxStorage();
-    const server = new FakeServer();
+    const server = new ScriptedServer();
     const first = setup({ storage, server });
-    const item = await first.outbox.enqueue({ conversationId: "c1", body: "once" });
+    const item = await first.outbox.add({ conversationId: "c1", body: "once" });
     // The page dies mid-send: the server stored it, the row still says "sending".
-    await server.send({ ...item, status: "sending" });
+    await server.deliver({ ...item, status: "sending" });
     await storage.put({ ...item, status: "sending", attempts: 1 });
     const second = setup({ storage, server });
     await second.outbox.load();
@@ -124,8 +110,8 @@ describe("outbox", () => {
   it("a refused message is failed, does not block the next, and can be retried with the same id", async () => {
     const { outbox, server, sent } = setup();
     server.script = ["refuse"];
-    const bad = await outbox.enqueue({ conversationId: "c1", body: "bad" });
-    await outbox.enqueue({ conversationId: "c1", body: "good" });
+    const bad = await outbox.add({ conversationId: "c1", body: "bad" });
+    await outbox.add({ conversationId: "c1", body: "good" });
     await outbox.flush();
     expect(outbox.get(bad.clientMsgId)?.status).toBe("failed");
     expect(outbox.get(bad.clientMsgId)?.error).toBe("body too long");
@@ -140,7 +126,7 @@ describe("outbox", () => {
   it("discard drops a failed message without sending", async () => {
     const { outbox, server } = setup();
     server.script = ["refuse"];
-    const item = await outbox.enqueue({ conversationId: "c1", body: "nope" });
+    const item = await outbox.add({ conversationId: "c1", body: "nope" });
     await outbox.flush();
     await outbox.discard(item.clientMsgId);
     await outbox.flush();
@@ -151,8 +137,8 @@ describe("outbox", () => {
   it("honours Retry-After on 429, and one blocked conversation does not hold up another", async () => {
     const { outbox, server, sent, advance } = setup();
     server.script = ["429"];
-    await outbox.enqueue({ conversationId: "c1", body: "a" });
-    await outbox.enqueue({ conversationId: "c2", body: "b" });
+    await outbox.add({ conversationId: "c1", body: "a" });
+    await outbox.add({ conversationId: "c2", body: "b" });
     await outbox.flush();
     expect(sent.map((m) => m.body)).toEqual(["b"]);
     expect(outbox.nextAttemptAt()).toBe(12_000);
@@ -163,7 +149,7 @@ describe("outbox", () => {
 
   it("concurrent flushes never send an item twice at once", async () => {
     const { outbox, server } = setup();
-    for (let i = 0; i < 5; i++) await outbox.enqueue({ conversationId: "c1", body: `m${i}` });
+    for (let i = 0; i < 5; i++) await outbox.add({ conversationId: "c1", body: `m${i}` });
     await Promise.all([outbox.flush(), outbox.flush(), outbox.flush()]);
     expect(server.attempts).toHaveLength(5);
     expect(new Set(server.attempts).size).toBe(5);
@@ -171,9 +157,9 @@ describe("outbox", () => {
 
   it("an item enqueued during a flush is sent by that flush's rerun", async () => {
     const { outbox, server } = setup();
-    await outbox.enqueue({ conversationId: "c1", body: "first" });
+    await outbox.add({ conversationId: "c1", body: "first" });
     const running = outbox.flush();
-    await outbox.enqueue({ conversationId: "c1", body: "second" });
+    await outbox.add({ conversationId: "c1", body: "second" });
     const again = outbox.flush();
     await running;
     await again;

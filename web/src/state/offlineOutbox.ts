@@ -37,7 +37,7 @@ export type SendOutcome =
   | { ok: false; retry: false; error: string };
 
 export interface OutboxTransport {
-  send(item: OutboxItem): Promise<SendOutcome>;
+  deliver(item: OutboxItem): Promise<SendOutcome>;
 }
 
 export interface OutboxOptions {
@@ -104,7 +104,7 @@ export class Outbox {
   }
 
   /** Stores a new message before any attempt to send it: once this resolves it survives a reload. */
-  async enqueue(input: NewOutboxItem): Promise<OutboxItem> {
+  async add(input: NewOutboxItem): Promise<OutboxItem> {
     const item: OutboxItem = {
       clientMsgId: this.newId(),
       conversationId: input.conversationId,
@@ -192,7 +192,7 @@ export class Outbox {
       await this.save(sending);
       let outcome: SendOutcome;
       try {
-        outcome = await this.transport.send(sending);
+        outcome = await this.transport.deliver(sending);
       } catch (err) {
         outcome = { ok: false, retry: true, error: err instanceof Error ? err.message : String(err) };
       }

@@ -1,0 +1,267 @@
+// The composition root: builds the slices from one Browser (the real one in main.tsx, fakes in
+// web/test) and wires them together. Views read `store.state` and call the methods below, each
+// of which hands over to the slice that owns it:
+//   session (session.ts), routes (navigation.ts), sockets and sync (connection.ts), sending and
+//   the outbox (sendQueue.ts), conversations, timelines and receipts (chats.ts), users
+//   (people.ts), typing (typing.ts), threads (threads.ts), presence (presenceWatch.ts), the
+//   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
+//   the theme (preferences.ts), the offline cache (localCache.ts).
+import type { Conversation, MediaRef, Presence, User } from "../../../protocol";
+import { Api } from "../lib/api";
+import { MemoryOutboxStorage } from "../state/offlineOutbox";
+import type { Browser } from "./browser";
+import { Chats } from "./chats";
+import { Connection } from "./connection";
+import { LocalCache } from "./localCache";
+import { Navigation } from "./navigation";
+import { People } from "./people";
+import { Preferences, readTheme } from "./preferences";
+import { PresenceWatch } from "./presenceWatch";
+import { PushNotifications } from "./pushNotifications";
+import { parseRoute, type Route } from "./route";
+import { SendQueue } from "./sendQueue";
+import { ServerProbe } from "./serverProbe";
+import { SessionSlice, readSession } from "./session";
+import { StoreCore, initialState, type AppState, type ConvView, type Theme, type Upload } from "./storeCore";
+import { Threads } from "./threads";
+import { Typing } from "./typing";
+import { Uploads } from "./uploads";
+
+export type { AppState, Capabilities, ConvView, Session, Theme, ThreadView, Upload } from "./storeCore";
+
+export interface AppStoreOptions {
+  /** New clientMsgIds (crypto.randomUUID by default). */
+  newId?: () => string;
+}
+
+export class AppStore {
+  readonly core: StoreCore;
+  readonly api: Api;
+  readonly cache: LocalCache;
+  readonly session: SessionSlice;
+  readonly navigation: Navigation;
+  readonly connection: Connection;
+  readonly sendQueue: SendQueue;
+  readonly chats: Chats;
+  readonly people: People;
+  readonly typing: Typing;
+  readonly threads: Threads;
+  readonly presence: PresenceWatch;
+  readonly probe: ServerProbe;
+  readonly push: PushNotifications;
+  readonly uploads: Uploads;
+  readonly preferences: Preferences;
+
+  constructor(
+    private readonly browser: Browser,
+    options: AppStoreOptions = {},
+  ) {
+    const { address } = browser;
+    const route = parseRoute(address.pathname(), address.search());
+    const core = new StoreCore(initialState(readSession(browser.storage), route, browser.online(), readTheme(browser.storage)), browser.clock);
+    this.core = core;
+    this.api = new Api(
+      () => core.state.session?.token ?? null,
+      () => void this.session.end("Your session ended. Please sign in again."),
+      browser.fetch,
+    );
+    // Each slice is handed `this` for the others it calls: they are all in place before any runs.
+    this.cache = new LocalCache(core, browser.clock);
+    this.navigation = new Navigation(core, address, {
+      openConversation: (id) => void this.chats.open(id),
+      chatConnected: () => this.connection.chatConnected,
+      leaveConversation: () => this.connection.closeChat(),
+      openThread: (id, rootSeq) => void this.threads.open(id, rootSeq),
+    });
+    this.session = new SessionSlice(core, this.api, browser, {
+      start: () => this.startAccount(),
+      stop: (userId) => this.stopAccount(userId),
+      beforeLogout: () => this.push.unsubscribe(),
+    }, this);
+    this.connection = new Connection(core, this.api, browser, this);
+    this.sendQueue = new SendQueue(core, this.api, browser, this, options.newId);
+    this.chats = new Chats(core, this.api, browser, this);
+    this.people = new People(core, this.api, this);
+    this.typing = new Typing(core, browser.clock, this);
+    this.threads = new Threads(core, this.api, this);
+    this.presence = new PresenceWatch(core, this.api, this);
+    this.probe = new ServerProbe(core, browser, this);
+    this.push = new PushNotifications(core, this.api, browser, this);
+    this.uploads = new Uploads(core, browser);
+    this.preferences = new Preferences(core, browser);
+  }
+
+  get state(): AppState {
+    return this.core.state;
+  }
+
+  get me(): string {
+    return this.core.me;
+  }
+
+  subscribe(listener: () => void): () => void {
+    return this.core.subscribe(listener);
+  }
+
+  notify(text: string): void {
+    this.core.notify(text);
+  }
+
+  // --- start, and what starts and stops with an account -----------------------------------------
+
+  async start(): Promise<void> {
+    const b = this.browser;
+    b.on("popstate", () => this.navigation.apply(this.navigation.current()));
+    b.on("online", () => this.connection.wentOnline());
+    b.on("offline", () => this.connection.wentOffline());
+    b.on("visible", () => {
+      this.chats.markReadIfViewing();
+      void this.connection.sync();
+    });
+    // Hidden may be the last moment this page runs (a phone kills background tabs).
+    b.on("hidden", () => this.cache.saveNow());
+    // A reload or a closed tab should not lose what arrived in the last half second: the next
+    // start opens from this cache, offline too. Best effort: a browser may drop writes started
+    // as the page unloads, and then the next start's sync fetches what the cache missed.
+    b.on("pagehide", () => this.cache.saveNow());
+    b.notifications.onOpen((id) => this.navigate({ name: "chat", id, thread: null, info: false }));
+    if (this.state.session) {
+      await this.startAccount();
+    } else if (this.state.route.name !== "register") {
+      this.state.route = { name: "login" };
+      b.address.replace("/login");
+    }
+    this.navigation.apply(this.state.route);
+    this.core.emit();
+  }
+
+  /** Local first: render the cached list at once, then connect, sync and flush the outbox. */
+  private async startAccount(): Promise<void> {
+    const session = this.state.session;
+    if (!session) return;
+    this.state.users.set(session.user.id, session.user);
+    try {
+      this.core.db = await this.browser.localStores.open(session.user.id);
+    } catch {
+      this.core.db = null; // private mode without IndexedDB: everything works, nothing survives a reload
+    }
+    await Promise.all([this.cache.load(), this.push.restore()]);
+    await this.sendQueue.attach(this.core.db ?? new MemoryOutboxStorage());
+    this.connection.openUserSocket();
+    void this.chats.refreshList();
+    void this.probe.run();
+    void this.sendQueue.flush();
+  }
+
+  private async stopAccount(userId: string): Promise<void> {
+    this.connection.closeAll();
+    this.core.db?.close();
+    this.core.db = null;
+    this.sendQueue.detach();
+    await this.browser.localStores.destroy(userId);
+  }
+
+  // --- what the views call ------------------------------------------------------------------------
+
+  register(username: string, password: string, displayName: string): Promise<void> {
+    return this.session.register(username, password, displayName);
+  }
+  login(username: string, password: string): Promise<void> {
+    return this.session.login(username, password);
+  }
+  logout(): Promise<void> {
+    return this.session.logout();
+  }
+  navigate(route: Route, replace = false): void {
+    this.navigation.navigate(route, replace);
+  }
+
+  sortedConversations(): Conversation[] {
+    return this.chats.sorted();
+  }
+  title(conv: Conversation): string {
+    return this.chats.title(conv);
+  }
+  otherMember(conv: Conversation): string | null {
+    return this.chats.otherMember(conv);
+  }
+  view(id: string): ConvView {
+    return this.chats.view(id);
+  }
+  loadOlder(id: string): Promise<void> {
+    return this.chats.loadOlder(id);
+  }
+  setAtBottom(atBottom: boolean): void {
+    this.chats.setAtBottom(atBottom);
+  }
+  startDirect(userId: string): Promise<void> {
+    return this.chats.startDirect(userId);
+  }
+  createGroup(title: string, memberIds: string[]): Promise<void> {
+    return this.chats.createGroup(title, memberIds);
+  }
+  addMembers(conversationId: string, userIds: string[]): Promise<void> {
+    return this.chats.addMembers(conversationId, userIds);
+  }
+  removeMember(conversationId: string, userId: string): Promise<void> {
+    return this.chats.removeMember(conversationId, userId);
+  }
+
+  userName(id: string): string {
+    return this.people.name(id);
+  }
+  ensureUsers(ids: string[]): void {
+    this.people.ensure(ids);
+  }
+  searchUsers(q: string): Promise<User[]> {
+    return this.people.search(q);
+  }
+
+  sendText(conversationId: string, body: string, threadRootSeq: number | null): Promise<void> {
+    return this.sendQueue.sendText(conversationId, body, threadRootSeq);
+  }
+  sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
+    return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq);
+  }
+  retry(clientMsgId: string): Promise<void> {
+    return this.sendQueue.retry(clientMsgId);
+  }
+  discard(clientMsgId: string): Promise<void> {
+    return this.sendQueue.discard(clientMsgId);
+  }
+
+  stopTyping(conversationId: string): void {
+    this.typing.stop(conversationId);
+  }
+  typingNames(conversationId: string): string[] {
+    return this.typing.names(conversationId);
+  }
+
+  presenceOf(userId: string): Presence | undefined {
+    return this.presence.of(userId);
+  }
+
+  enablePush(): Promise<void> {
+    return this.push.enable();
+  }
+  disablePush(): Promise<void> {
+    return this.push.disable();
+  }
+
+  addUpload(upload: Upload): void {
+    this.uploads.add(upload);
+  }
+  updateUpload(id: string, patch: Partial<Upload>): void {
+    this.uploads.update(id, patch);
+  }
+  removeUpload(id: string): void {
+    this.uploads.remove(id);
+  }
+  disableUploads(): void {
+    this.uploads.disable();
+  }
+
+  setTheme(theme: Theme): void {
+    this.preferences.setTheme(theme);
+  }
+}

@@ -1,0 +1,400 @@
+// Conversations: the list, each conversation's timeline (history, older pages, gaps), receipts
+// (ours sent as delivered/read, others' applied forward only), and `receive`, the one entry for
+// messages from every path (conversation socket, ack, user socket, sync).
+import type { Conversation, Message, Receipt } from "../../../protocol";
+import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
+import { applyReceipt } from "../state/receipts";
+import { byConversation } from "../state/sync";
+import { findGaps, mergeMessages, opensGap, resumePoint } from "../state/timeline";
+import type { Browser } from "./browser";
+import type { Connection } from "./connection";
+import type { LocalCache } from "./localCache";
+import type { Navigation } from "./navigation";
+import type { People } from "./people";
+import type { PresenceWatch } from "./presenceWatch";
+import type { PushNotifications } from "./pushNotifications";
+import type { ConvView, StoreCore } from "./storeCore";
+import type { Threads } from "./threads";
+
+const MEMBERS_LOOKED_UP = 50;
+const PAGE = 50;
+const NOT_A_MEMBER = "This conversation does not exist or you are not a member.";
+
+export type ReceivedVia = "chat" | "ack" | "user" | "sync";
+
+export interface ChatsDeps {
+  cache: Pick<LocalCache, "scheduleSave" | "messages" | "forget">;
+  connection: Pick<Connection, "connectChat" | "closeChat" | "chatFor" | "transmitLive" | "ensureCursor">;
+  people: Pick<People, "ensure" | "name">;
+  presence: Pick<PresenceWatch, "watch" | "fetch">;
+  push: Pick<PushNotifications, "incoming">;
+  navigation: Pick<Navigation, "navigate">;
+  threads: Pick<Threads, "received">;
+}
+
+export class Chats {
+  /** The receipts this page sent, per conversation: never the same watermark twice. */
+  private readonly deliveredSent = new Map<string, number>();
+  private readonly readSent = new Map<string, number>();
+
+  constructor(
+    private readonly core: StoreCore,
+    private readonly api: Api,
+    private readonly browser: Pick<Browser, "visible" | "online">,
+    private readonly deps: ChatsDeps,
+  ) {}
+
+  private get state() {
+    return this.core.state;
+  }
+
+  // --- the list -----------------------------------------------------------------------------------
+
+  /** The list, newest activity first. */
+  sorted(): Conversation[] {
+    return [...this.state.conversations.values()].sort((a, b) => (b.lastMessageAt ?? b.createdAt) - (a.lastMessageAt ?? a.createdAt));
+  }
+
+  async refreshList(): Promise<void> {
+    if (!this.state.session) return;
+    try {
+      const { conversations } = await this.api.call("GET", "/conversations", Schemas.conversations);
+      const next = new Map<string, Conversation>();
+      for (const conv of conversations) next.set(conv.id, this.keepLocalProgress(conv));
+      this.state.conversations = next;
+      this.state.listLoaded = true;
+      this.deps.people.ensure(conversations.flatMap((c) => c.members.slice(0, MEMBERS_LOOKED_UP).map((m) => m.userId)));
+      for (const conv of conversations) {
+        if (conv.lastMessage && conv.lastMessage.senderId !== this.core.me) this.sendDelivered(conv.id, conv.lastSeq);
+      }
+      this.deps.presence.watch();
+      await this.deps.connection.ensureCursor();
+      this.deps.cache.scheduleSave();
+      this.core.emit();
+    } catch (err) {
+      if (!isTransient(err)) throw err;
+    }
+  }
+
+  /** The D1 list can lag the conversation object by a moment; never step back from what we saw. */
+  private keepLocalProgress(conv: Conversation): Conversation {
+    const local = this.state.conversations.get(conv.id);
+    if (!local) return conv;
+    let out = conv;
+    if (local.lastSeq > out.lastSeq) out = { ...out, lastSeq: local.lastSeq, lastMessage: local.lastMessage, lastMessageAt: local.lastMessageAt };
+    if (local.readSeq > out.readSeq) out = { ...out, readSeq: local.readSeq, unread: local.readSeq >= out.lastSeq ? 0 : out.unread };
+    return out;
+  }
+
+  private upsert(conv: Conversation): void {
+    this.state.conversations.set(conv.id, this.keepLocalProgress(conv));
+    this.deps.people.ensure(conv.members.slice(0, MEMBERS_LOOKED_UP).map((m) => m.userId));
+    this.deps.cache.scheduleSave();
+    this.core.emit();
+  }
+
+  private forget(id: string): void {
+    this.state.conversations.delete(id);
+    this.state.views.delete(id);
+    this.deps.cache.forget(id);
+    this.deps.cache.scheduleSave();
+    this.core.emit();
+  }
+
+  /** A conversation frame on the user socket: changed, or we are no longer a member. */
+  conversationChanged(conv: Conversation): void {
+    if (conv.members.some((m) => m.userId === this.core.me)) this.upsert(conv);
+    else this.forget(conv.id);
+  }
+
+  title(conv: Conversation): string {
+    if (conv.type === "group") return conv.title ?? "Group";
+    const other = this.otherMember(conv);
+    if (!other) return "Saved messages";
+    return this.state.users.get(other)?.displayName ?? "…";
+  }
+
+  /** The other person in a direct conversation. */
+  otherMember(conv: Conversation): string | null {
+    return conv.members.find((m) => m.userId !== this.core.me)?.userId ?? null;
+  }
+
+  private opened(conv: Conversation): void {
+    this.upsert(conv);
+    this.deps.navigation.navigate({ name: "chat", id: conv.id, thread: null, info: false }, true);
+  }
+
+  async startDirect(userId: string): Promise<void> {
+    this.opened((await this.api.call("POST", "/conversations", Schemas.conversation, { type: "direct", userId })).conversation);
+  }
+
+  async createGroup(title: string, memberIds: string[]): Promise<void> {
+    this.opened((await this.api.call("POST", "/group/create", Schemas.conversation, { title, memberIds })).conversation);
+  }
+
+  async addMembers(conversationId: string, userIds: string[]): Promise<void> {
+    const { conversation } = await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/members`, Schemas.conversation, { userIds });
+    this.upsert(conversation);
+    this.deps.presence.watch();
+  }
+
+  async removeMember(conversationId: string, userId: string): Promise<void> {
+    await this.api.call("DELETE", `/conversations/${encodeURIComponent(conversationId)}/members/${encodeURIComponent(userId)}`, Schemas.none);
+    if (userId === this.core.me) {
+      this.forget(conversationId);
+      this.deps.navigation.navigate({ name: "list" }, true);
+      return;
+    }
+    const conv = this.state.conversations.get(conversationId);
+    if (conv) this.upsert({ ...conv, members: conv.members.filter((m) => m.userId !== userId) });
+  }
+
+  // --- one conversation ---------------------------------------------------------------------------
+
+  view(id: string): ConvView {
+    let view = this.state.views.get(id);
+    if (!view) {
+      view = { messages: [], hasMoreBefore: true, loaded: false, loadingOlder: false, receipts: new Map(), typing: new Map(), firstUnreadSeq: null, error: null };
+      this.state.views.set(id, view);
+    }
+    return view;
+  }
+
+  /** Shows the cached copy at once, then the history, receipts and the live socket. */
+  async open(id: string): Promise<void> {
+    this.deps.connection.closeChat();
+    this.state.removedFrom = null;
+    this.state.atBottom = true;
+    const view = this.view(id);
+    let conv = this.state.conversations.get(id);
+    if (view.messages.length === 0) {
+      const cached = await this.deps.cache.messages(id);
+      if (cached.length > 0 && view.messages.length === 0) view.messages = cached;
+    }
+    if (!conv) {
+      try {
+        conv = (await this.api.call("GET", `/conversations/${encodeURIComponent(id)}`, Schemas.conversation)).conversation;
+        this.upsert(conv);
+      } catch (err) {
+        if (err instanceof ApiRequestError && err.status === 404) {
+          view.error = NOT_A_MEMBER;
+          this.core.emit();
+          return;
+        }
+      }
+    }
+    view.firstUnreadSeq = conv && conv.unread > 0 ? conv.readSeq + 1 : null;
+    this.core.emit();
+    if (!view.loaded) await this.loadHistory(id, conv ?? null);
+    if (this.state.route.name !== "chat" || this.state.route.id !== id) return;
+    void this.loadReceipts(id);
+    this.deps.connection.connectChat(id);
+    if (conv) this.deps.presence.fetch(conv.members.map((m) => m.userId));
+    this.deps.presence.watch();
+  }
+
+  private async loadHistory(id: string, conv: Conversation | null): Promise<void> {
+    const view = this.view(id);
+    try {
+      // With unread messages, start a little before the first one so "jump to first unread" has
+      // context; otherwise the latest page. The socket replays anything after what we hold.
+      const query = conv && conv.unread > 0 && conv.unread <= 200 ? qs({ after: Math.max(0, conv.readSeq - 20), limit: 250 }) : qs({ limit: PAGE });
+      const page = await this.api.call("GET", `/conversations/${encodeURIComponent(id)}/messages${query}`, Schemas.history);
+      let messages = mergeMessages(view.messages, page.messages);
+      const gaps = findGaps(messages);
+      if (gaps.length > 0) {
+        // The cached copy and the fresh page do not meet: keep the fresh, contiguous part.
+        const lastGapEnd = gaps[gaps.length - 1]![1];
+        messages = messages.filter((m) => m.seq > lastGapEnd);
+      }
+      view.messages = messages;
+      view.hasMoreBefore = (messages[0]?.seq ?? 1) > 1;
+      view.loaded = true;
+      view.error = null;
+      this.deps.cache.scheduleSave();
+    } catch (err) {
+      if (err instanceof ApiRequestError && err.status === 404) view.error = NOT_A_MEMBER;
+      else if (view.messages.length === 0) view.error = this.browser.online() ? "Could not load messages." : "You are offline.";
+    }
+    this.core.emit();
+  }
+
+  async loadOlder(id: string): Promise<void> {
+    const view = this.view(id);
+    const first = view.messages[0];
+    if (!first || !view.hasMoreBefore || view.loadingOlder) return;
+    view.loadingOlder = true;
+    this.core.emit();
+    try {
+      const page = await this.api.call("GET", `/conversations/${encodeURIComponent(id)}/messages${qs({ before: first.seq, limit: PAGE })}`, Schemas.history);
+      view.messages = mergeMessages(view.messages, page.messages);
+      view.hasMoreBefore = page.hasMore && (view.messages[0]?.seq ?? 1) > 1;
+    } catch {
+      // Offline: the sentinel asks again when it scrolls into view.
+    } finally {
+      view.loadingOlder = false;
+      this.core.emit();
+    }
+  }
+
+  private async loadReceipts(id: string): Promise<void> {
+    try {
+      const { receipts } = await this.api.call("GET", `/conversations/${encodeURIComponent(id)}/receipts`, Schemas.receipts);
+      const view = this.view(id);
+      for (const r of receipts) view.receipts = applyReceipt(view.receipts, r);
+      this.core.emit();
+    } catch {
+      // Receipts come again with the socket's receipt frames.
+    }
+  }
+
+  /** The conversation socket said ready: its replay filled everything after what we held. */
+  chatReady(id: string): void {
+    const view = this.view(id);
+    // The view is current even if the history fetch failed (opened offline, from the cache).
+    if (!view.loaded) {
+      view.loaded = true;
+      view.hasMoreBefore = (view.messages[0]?.seq ?? 1) > 1;
+      view.error = null;
+    }
+    // A read or delivered frame may have died with the last socket; watermarks are idempotent.
+    this.readSent.delete(id);
+    this.deliveredSent.delete(id);
+    // Receipts that moved while the socket was down are not replayed: fetch them.
+    void this.loadReceipts(id);
+    this.markReadIfViewing();
+  }
+
+  // --- incoming messages --------------------------------------------------------------------------
+
+  /**
+   * Every message from every path (conversation socket, ack, user socket, sync) comes through
+   * here: merged by seq, so a message seen twice is shown once, in order.
+   */
+  receive(messages: Message[], via: ReceivedVia): void {
+    for (const [conversationId, list] of byConversation(messages)) {
+      const conv = this.state.conversations.get(conversationId);
+      const view = this.state.views.get(conversationId);
+      // Sync pages can reach far back: what is older than the window on screen stays for
+      // scrolling up (before=), or the window would grow holes at its start.
+      const windowStart = view?.messages[0]?.seq ?? Number.MAX_SAFE_INTEGER;
+      const fresh = via === "chat" || via === "ack" ? list : list.filter((m) => m.seq >= windowStart);
+      if (view && fresh.length > 0) {
+        // The conversation socket replays from our resume point, so its frames never leave a hole.
+        if (via !== "chat" && opensGap(view.messages, fresh[0]!.seq)) {
+          // Something is missing between what we hold and this message: the socket's replay or
+          // the next open fills it in order; until then the view is not shown as up to date.
+          if (this.deps.connection.chatFor(conversationId)) void this.fillGap(conversationId);
+          else view.loaded = false;
+        } else {
+          view.messages = mergeMessages(view.messages, fresh);
+        }
+      }
+      this.deps.threads.received(conversationId, list);
+      const last = list[list.length - 1]!;
+      if (conv) {
+        // Counted like the server's `unread` (docs/api.md): others' messages, thread replies included, system messages not.
+        const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system");
+        if (last.seq >= conv.lastSeq) {
+          conv.lastSeq = last.seq;
+          conv.lastMessage = last;
+          conv.lastMessageAt = last.createdAt;
+        }
+        if (fromOthers.length > 0 && !this.isViewing(conversationId)) conv.unread += fromOthers.length;
+        if (fromOthers.length > 0 && via !== "ack") this.deps.push.incoming(conv, fromOthers[fromOthers.length - 1]!);
+      } else if (via === "user" || via === "sync") {
+        // A conversation we have not seen yet (someone started it with us).
+        void this.refreshList();
+      }
+      if (list.some((m) => m.senderId !== this.core.me)) {
+        if (this.isViewing(conversationId)) this.markReadIfViewing();
+        else this.sendDelivered(conversationId, last.seq);
+      }
+    }
+    this.deps.cache.scheduleSave();
+    this.core.emit();
+  }
+
+  private async fillGap(id: string): Promise<void> {
+    const view = this.view(id);
+    try {
+      for (let i = 0; i < 20; i++) {
+        const after = resumePoint(view.messages);
+        const page = await this.api.call("GET", `/conversations/${encodeURIComponent(id)}/messages${qs({ after, limit: 500 })}`, Schemas.history);
+        view.messages = mergeMessages(view.messages, page.messages);
+        if (!page.hasMore) break;
+      }
+      // The save that receive() scheduled may have run before this fill came back.
+      this.deps.cache.scheduleSave();
+      this.core.emit();
+    } catch {
+      view.loaded = false;
+    }
+  }
+
+  // --- receipts -----------------------------------------------------------------------------------
+
+  /** A receipt frame on the conversation socket. */
+  chatReceipt(conversationId: string, receipt: Receipt): void {
+    const view = this.view(conversationId);
+    view.receipts = applyReceipt(view.receipts, receipt);
+    this.core.emit();
+  }
+
+  /** A receipt on the user socket: for a loaded view, and ours from another device moves our read mark. */
+  userReceipt(conversationId: string, receipt: Receipt): void {
+    const view = this.state.views.get(conversationId);
+    if (view) {
+      view.receipts = applyReceipt(view.receipts, receipt);
+      this.core.emit();
+    }
+    if (receipt.userId !== this.core.me) return;
+    const conv = this.state.conversations.get(conversationId);
+    if (conv && receipt.readSeq > conv.readSeq) {
+      conv.readSeq = receipt.readSeq;
+      conv.unread = receipt.readSeq >= conv.lastSeq ? 0 : conv.unread;
+      this.core.emit();
+    }
+  }
+
+  /** The chat is open, the page visible and the list scrolled to the bottom. */
+  isViewing(id: string): boolean {
+    const r = this.state.route;
+    return r.name === "chat" && r.id === id && this.browser.visible() && this.state.atBottom;
+  }
+
+  setAtBottom(atBottom: boolean): void {
+    if (this.state.atBottom === atBottom) return;
+    this.state.atBottom = atBottom;
+    if (atBottom) this.markReadIfViewing();
+    this.core.emit();
+  }
+
+  /** Sends `read` up to the newest message once it is on screen. */
+  markReadIfViewing(): void {
+    const r = this.state.route;
+    if (r.name !== "chat" || !this.isViewing(r.id)) return;
+    const view = this.state.views.get(r.id);
+    const conv = this.state.conversations.get(r.id);
+    const last = view?.messages[view.messages.length - 1];
+    if (!view || !conv || !last) return;
+    if (conv.unread > 0 || conv.readSeq < last.seq) {
+      conv.unread = 0;
+      conv.readSeq = Math.max(conv.readSeq, last.seq);
+      this.core.emit();
+    }
+    this.sendReceipt(r.id, "read", last.seq, this.readSent);
+  }
+
+  private sendDelivered(id: string, seq: number): void {
+    this.sendReceipt(id, "delivered", seq, this.deliveredSent);
+  }
+
+  /** Over the live conversation socket, else by POST; a failed POST is sent again next time. */
+  private sendReceipt(id: string, type: "read" | "delivered", seq: number, sent: Map<string, number>): void {
+    if ((sent.get(id) ?? 0) >= seq) return;
+    sent.set(id, seq);
+    if (this.deps.connection.transmitLive(id, { type, seq })) return;
+    void this.api.call("POST", `/conversations/${encodeURIComponent(id)}/receipts`, Schemas.receipt, { type, seq }).catch(() => sent.delete(id));
+  }
+}

@@ -1,0 +1,49 @@
+// Users: names for ids (fetched in batches the first time they are needed) and the search.
+import { USER_LOOKUP_MAX, type User } from "../../../protocol";
+import { Schemas, qs, type Api } from "../lib/api";
+import type { LocalCache } from "./localCache";
+import type { StoreCore } from "./storeCore";
+
+export class People {
+  private readonly fetching = new Set<string>();
+
+  constructor(
+    private readonly core: StoreCore,
+    private readonly api: Api,
+    private readonly deps: { cache: Pick<LocalCache, "scheduleSave"> },
+  ) {}
+
+  /** Fetches the users not known yet, up to USER_LOOKUP_MAX per request (`GET /users?ids=`). */
+  ensure(ids: string[]): void {
+    const users = this.core.state.users;
+    const missing = [...new Set(ids)].filter((id) => !users.has(id) && !this.fetching.has(id));
+    for (let i = 0; i < missing.length; i += USER_LOOKUP_MAX) {
+      const chunk = missing.slice(i, i + USER_LOOKUP_MAX);
+      for (const id of chunk) this.fetching.add(id);
+      void this.api
+        .call("GET", `/users${qs({ ids: chunk.join(",") })}`, Schemas.users)
+        .then(({ users: found }) => {
+          for (const user of found) this.core.state.users.set(user.id, user);
+          this.deps.cache.scheduleSave();
+          this.core.emit();
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          for (const id of chunk) this.fetching.delete(id);
+        });
+    }
+  }
+
+  name(id: string): string {
+    if (id === this.core.me) return "You";
+    return this.core.state.users.get(id)?.displayName ?? "…";
+  }
+
+  async search(q: string): Promise<User[]> {
+    const query = q.trim().toLowerCase();
+    if (!/^[a-z0-9_]{1,32}$/.test(query)) return [];
+    const { users } = await this.api.call("GET", `/users${qs({ q: query })}`, Schemas.users);
+    for (const u of users) this.core.state.users.set(u.id, u);
+    return users.filter((u) => u.id !== this.core.me);
+  }
+}

@@ -1,0 +1,73 @@
+// Notifications: the push subscription (switched on and off in Settings, dropped at logout), and
+// a notification for a message that arrives while the app is open but hidden, like a push would show.
+import type { Conversation, Message } from "../../../protocol";
+import { Schemas, qs, type Api } from "../lib/api";
+import type { Browser } from "./browser";
+import type { Chats } from "./chats";
+import type { StoreCore } from "./storeCore";
+
+const PUSH_KEY = "push";
+
+export function base64urlToBytes(s: string): Uint8Array<ArrayBuffer> {
+  const b = atob(s.replace(/-/g, "+").replace(/_/g, "/"));
+  const out = new Uint8Array(new ArrayBuffer(b.length));
+  for (let i = 0; i < b.length; i++) out[i] = b.charCodeAt(i);
+  return out;
+}
+
+export class PushNotifications {
+  constructor(
+    private readonly core: StoreCore,
+    private readonly api: Api,
+    private readonly browser: Pick<Browser, "notifications" | "visible">,
+    private readonly deps: { chats: Pick<Chats, "title"> },
+  ) {}
+
+  /** Whether push was on for this account on this device (from its local store). */
+  async restore(): Promise<void> {
+    this.core.state.pushEnabled = (await this.core.db?.get(PUSH_KEY)) === true;
+  }
+
+  async enable(): Promise<void> {
+    const n = this.browser.notifications;
+    const permission = await n.requestPermission();
+    if (permission !== "granted") {
+      this.core.notify("Notifications are blocked for this site.");
+      return;
+    }
+    const { publicKey } = await this.api.call("GET", "/push/vapid-public-key", Schemas.vapid);
+    const subscription = await n.subscribe(base64urlToBytes(publicKey));
+    await this.api.call("POST", "/push/subscriptions", Schemas.none, subscription);
+    this.core.state.pushEnabled = true;
+    await this.core.db?.set(PUSH_KEY, true);
+    this.core.notify("Notifications are on.");
+  }
+
+  async disable(): Promise<void> {
+    await this.unsubscribe();
+    this.core.state.pushEnabled = false;
+    await this.core.db?.set(PUSH_KEY, false);
+    this.core.emit();
+  }
+
+  /** Drops this browser's subscription here and on the server. */
+  async unsubscribe(): Promise<void> {
+    const subscription = await this.browser.notifications.subscription();
+    if (!subscription) return;
+    await this.api.call("DELETE", `/push/subscriptions${qs({ endpoint: subscription.endpoint })}`, Schemas.none).catch(() => undefined);
+    await subscription.unsubscribe();
+  }
+
+  /** While the app is open but hidden, a new message shows a notification like a push would. */
+  incoming(conv: Conversation, message: Message): void {
+    if (this.browser.visible() || this.browser.notifications.permission() !== "granted") return;
+    if (message.kind === "system") return;
+    this.browser.notifications.show(this.deps.chats.title(conv), {
+      body: message.body ?? (message.media.length > 0 ? "Attachment" : "New message"),
+      tag: conv.id,
+      data: { conversationId: conv.id },
+      icon: "/icons/icon-192.png",
+      badge: "/icons/badge-96.png",
+    });
+  }
+}

@@ -1,0 +1,147 @@
+// Sending, as one story: `sendText`/`sendMedia` add the message to the outbox (stored before any
+// attempt), `flush` asks the outbox to deliver what is due, and `deliver` takes one item over the
+// open conversation's socket when it is live (`transmit`; its ack or error `settle`s the attempt)
+// or by POST /send. Both paths are idempotent by clientMsgId, so switching path between attempts
+// cannot duplicate a message. A timer flushes again when the earliest backoff ends.
+import type { MediaRef } from "../../../protocol";
+import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
+import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
+import type { Browser } from "./browser";
+import type { Chats } from "./chats";
+import type { Connection } from "./connection";
+import type { StoreCore } from "./storeCore";
+import type { Typing } from "./typing";
+
+const ACK_TIMEOUT_MS = 10_000;
+const OFFLINE_RETRY_MS = 30_000;
+
+export class SendQueue {
+  private outbox: Outbox | null = null;
+  private timer: unknown = null;
+  /** Attempts on the socket waiting for their ack, by clientMsgId. */
+  private readonly acks = new Map<string, (outcome: SendOutcome) => void>();
+
+  constructor(
+    private readonly core: StoreCore,
+    private readonly api: Api,
+    private readonly browser: Pick<Browser, "clock" | "online">,
+    private readonly deps: {
+      connection: Pick<Connection, "liveFor" | "transmit">;
+      chats: Pick<Chats, "receive">;
+      typing: Pick<Typing, "stop">;
+    },
+    private readonly newId?: () => string,
+  ) {}
+
+  /** Signed in: loads what a previous page left in the outbox. */
+  async attach(storage: OutboxStorage): Promise<void> {
+    const outbox = new Outbox(storage, { deliver: (item) => this.deliver(item) }, {
+      now: () => this.browser.clock.now(),
+      ...(this.newId ? { newId: this.newId } : {}),
+      onChange: () => {
+        this.core.state.outbox = this.outbox?.list() ?? [];
+        this.core.emit();
+      },
+      onSent: (_item, message) => this.deps.chats.receive([message], "ack"),
+    });
+    this.outbox = outbox;
+    await outbox.load();
+  }
+
+  /** Signed out. */
+  detach(): void {
+    this.outbox = null;
+    if (this.timer !== null) this.browser.clock.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  async sendText(conversationId: string, body: string, threadRootSeq: number | null): Promise<void> {
+    const text = body.trim();
+    if (!text || !this.outbox) return;
+    this.deps.typing.stop(conversationId);
+    await this.outbox.add({ conversationId, body: text, ...(threadRootSeq ? { threadRootSeq } : {}) });
+    void this.flush();
+  }
+
+  async sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
+    if (!this.outbox) return;
+    await this.outbox.add({
+      conversationId,
+      mediaIds: media.map((m) => m.id),
+      media,
+      ...(caption.trim() ? { body: caption.trim() } : {}),
+      ...(threadRootSeq ? { threadRootSeq } : {}),
+    });
+    void this.flush();
+  }
+
+  async retry(clientMsgId: string): Promise<void> {
+    await this.outbox?.retry(clientMsgId);
+    void this.flush();
+  }
+
+  async discard(clientMsgId: string): Promise<void> {
+    await this.outbox?.discard(clientMsgId);
+  }
+
+  /** Delivers what is due, then sets a timer for the earliest item still waiting. */
+  async flush(): Promise<void> {
+    const outbox = this.outbox;
+    if (!outbox || !this.browser.online()) return;
+    await outbox.flush();
+    if (this.timer !== null) this.browser.clock.clearTimeout(this.timer);
+    this.timer = null;
+    const next = outbox.nextAttemptAt();
+    if (next !== null) this.timer = this.browser.clock.setTimeout(() => void this.flush(), Math.max(0, next - this.browser.clock.now()));
+  }
+
+  /** The browser is back online: what waits for its backoff goes now. */
+  wentOnline(): void {
+    void this.outbox?.resetBackoff().then(() => this.flush());
+  }
+
+  /** An ack or an error frame answered an attempt on the socket. */
+  settle(clientMsgId: string, outcome: SendOutcome): void {
+    this.acks.get(clientMsgId)?.(outcome);
+  }
+
+  /** The conversation socket closed: attempts waiting on it are retried. */
+  socketClosed(): void {
+    for (const resolve of this.acks.values()) resolve({ ok: false, retry: true, error: "socket closed", retryAfterMs: 0 });
+    this.acks.clear();
+  }
+
+  /** One attempt at one outbox item. */
+  private async deliver(item: OutboxItem): Promise<SendOutcome> {
+    if (!this.browser.online()) return { ok: false, retry: true, error: "offline", retryAfterMs: OFFLINE_RETRY_MS };
+    const content = {
+      clientMsgId: item.clientMsgId,
+      ...(item.body !== undefined ? { body: item.body } : {}),
+      ...(item.mediaIds !== undefined ? { mediaIds: item.mediaIds } : {}),
+      ...(item.threadRootSeq !== undefined ? { threadRootSeq: item.threadRootSeq } : {}),
+    };
+    if (this.deps.connection.liveFor(item.conversationId)) {
+      return new Promise<SendOutcome>((resolve) => {
+        const clock = this.browser.clock;
+        const timer = clock.setTimeout(() => done({ ok: false, retry: true, error: "no answer", retryAfterMs: 0 }), ACK_TIMEOUT_MS);
+        const done = (outcome: SendOutcome) => {
+          clock.clearTimeout(timer);
+          this.acks.delete(item.clientMsgId);
+          resolve(outcome);
+        };
+        this.acks.set(item.clientMsgId, done);
+        if (!this.deps.connection.transmit(item.conversationId, { type: "send", ...content })) done({ ok: false, retry: true, error: "socket closed", retryAfterMs: 0 });
+      });
+    }
+    try {
+      const { message } = await this.api.call("POST", "/send", Schemas.message, { conversationId: item.conversationId, ...content });
+      return { ok: true, message };
+    } catch (err) {
+      if (err instanceof NetworkError) return { ok: false, retry: true, error: "offline" };
+      if (err instanceof ApiRequestError && (err.status === 429 || err.status >= 500)) {
+        return { ok: false, retry: true, error: err.message, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}) };
+      }
+      return { ok: false, retry: false, error: err instanceof Error ? err.message : "not sent" };
+    }
+  }
+}

@@ -1,0 +1,92 @@
+// Signing in and out: the session in localStorage, register, login, logout, and the end of a
+// session the server announced (a 401, close 4001). What starts and stops with an account
+// (local store, sockets, outbox) is the `AccountLifecycle` the store passes in.
+import * as z from "zod";
+import { User as UserSchema } from "../../../protocol";
+import { Schemas, type Api } from "../lib/api";
+import type { KeyValueStorage } from "./browser";
+import type { Navigation } from "./navigation";
+import { accountState, type Session, type StoreCore } from "./storeCore";
+
+const SESSION_KEY = "edge-chat:session";
+const SessionSchema = z.object({ token: z.string(), user: UserSchema, deviceId: z.string() });
+
+export function readSession(storage: KeyValueStorage): Session | null {
+  try {
+    const raw = storage.getItem(SESSION_KEY);
+    if (!raw) return null;
+    const parsed = SessionSchema.safeParse(JSON.parse(raw));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+/** "Chrome on Linux": the name the device list shows. */
+export function deviceName(userAgent: string): string {
+  const ua = userAgent;
+  const browser = /Firefox\//.test(ua) ? "Firefox" : /Edg\//.test(ua) ? "Edge" : /Chrom(e|ium)\//.test(ua) ? "Chrome" : /Safari\//.test(ua) ? "Safari" : "Browser";
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS X/.test(ua) ? "macOS" : /Windows/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "";
+  return `${browser}${os ? ` on ${os}` : ""}`;
+}
+
+export interface AccountLifecycle {
+  /** Opens the account's local store, loads the cache, connects: `state.session` is set. */
+  start(): Promise<void>;
+  /** Closes the sockets and the local store and deletes the store. */
+  stop(userId: string): Promise<void>;
+  /** Before logging out: the push subscription goes while the token still works. */
+  beforeLogout(): Promise<void>;
+}
+
+export class SessionSlice {
+  constructor(
+    private readonly core: StoreCore,
+    private readonly api: Api,
+    private readonly browser: { storage: KeyValueStorage; userAgent: string },
+    private readonly account: AccountLifecycle,
+    private readonly deps: { navigation: Pick<Navigation, "navigate"> },
+  ) {}
+
+  async register(username: string, password: string, displayName: string): Promise<void> {
+    const res = await this.api.call("POST", "/auth/register", Schemas.session, {
+      username,
+      password,
+      ...(displayName.trim() ? { displayName: displayName.trim() } : {}),
+      deviceName: deviceName(this.browser.userAgent),
+    });
+    await this.begin({ token: res.token, user: res.user, deviceId: res.device.id });
+  }
+
+  async login(username: string, password: string): Promise<void> {
+    const res = await this.api.call("POST", "/auth/login", Schemas.session, { username, password, deviceName: deviceName(this.browser.userAgent) });
+    await this.begin({ token: res.token, user: res.user, deviceId: res.device.id });
+  }
+
+  private async begin(session: Session): Promise<void> {
+    this.browser.storage.setItem(SESSION_KEY, JSON.stringify(session));
+    this.core.state.session = session;
+    this.core.state.users.set(session.user.id, session.user);
+    await this.account.start();
+    this.deps.navigation.navigate({ name: "list" }, true);
+  }
+
+  async logout(): Promise<void> {
+    await this.account.beforeLogout().catch(() => undefined);
+    await this.api.call("POST", "/auth/logout", Schemas.none).catch(() => undefined);
+    await this.end(null);
+  }
+
+  /** Forgets the session and everything of the account on this device, then shows the login. */
+  async end(message: string | null): Promise<void> {
+    const userId = this.core.state.session?.user.id;
+    if (!userId) return;
+    this.browser.storage.removeItem(SESSION_KEY);
+    this.core.state.session = null;
+    await this.account.stop(userId);
+    Object.assign(this.core.state, accountState());
+    this.deps.navigation.navigate({ name: "login" }, true);
+    if (message) this.core.notify(message);
+    this.core.emit();
+  }
+}

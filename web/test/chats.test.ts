@@ -1,0 +1,114 @@
+// Conversations, timelines and receipts (chats.ts): one entry for messages from every path,
+// receipts that only move forward, read and delivered sent once, gaps filled in order.
+import { describe, expect, it } from "vitest";
+import { conversation, message, settle } from "./fakes";
+import { ME, YOU, startSignedIn } from "./storeSetup";
+
+const live = async (path = "/c/c1") => {
+  const s = await startSignedIn({ path });
+  const chat = s.chatSocket("c1");
+  chat.open();
+  chat.deliver({ type: "ready", lastSeq: 0, protocolVersion: 1 });
+  await settle();
+  return { ...s, chat };
+};
+
+describe("conversations", () => {
+  it("a message seen on the chat socket, the user socket and a sync page is shown once, in seq order", async () => {
+    const s = await live();
+    s.chat.deliver({ type: "message", message: message("c1", 2, YOU.id) });
+    s.chat.deliver({ type: "message", message: message("c1", 1, YOU.id) });
+    s.userSocket().open();
+    s.userSocket().deliver({ type: "message", message: message("c1", 2, YOU.id) });
+    s.store.chats.receive([message("c1", 1, YOU.id), message("c1", 2, YOU.id)], "sync");
+    await settle();
+    expect(s.store.view("c1").messages.map((m) => m.seq)).toEqual([1, 2]);
+    expect(s.store.state.conversations.get("c1")?.lastSeq).toBe(2);
+  });
+
+  it("receipts only move forward, whatever order they arrive in", async () => {
+    const s = await live();
+    s.chat.deliver({ type: "receipt", userId: YOU.id, deliveredSeq: 5, readSeq: 4, updatedAt: 10 });
+    s.chat.deliver({ type: "receipt", userId: YOU.id, deliveredSeq: 3, readSeq: 2, updatedAt: 11 });
+    s.userSocket().deliver({ type: "receipt", conversationId: "c1", userId: YOU.id, deliveredSeq: 6, readSeq: 1, updatedAt: 12 });
+    expect(s.store.view("c1").receipts.get(YOU.id)).toMatchObject({ deliveredSeq: 6, readSeq: 4 });
+  });
+
+  it("read is sent once for what is on screen; scrolled up, a new message is only delivered and counts as unread", async () => {
+    const s = await live();
+    const receipts = () => s.chat.sent.filter((f) => f.type === "read" || f.type === "delivered");
+    s.chat.deliver({ type: "message", message: message("c1", 1, YOU.id) });
+    s.chat.deliver({ type: "message", message: message("c1", 1, YOU.id) });
+    expect(receipts()).toEqual([{ type: "read", seq: 1 }]);
+    s.store.setAtBottom(false);
+    s.chat.deliver({ type: "message", message: message("c1", 2, YOU.id) });
+    expect(receipts()).toEqual([{ type: "read", seq: 1 }, { type: "delivered", seq: 2 }]);
+    expect(s.store.state.conversations.get("c1")?.unread).toBe(1);
+    s.store.setAtBottom(true);
+    expect(receipts()).toEqual([{ type: "read", seq: 1 }, { type: "delivered", seq: 2 }, { type: "read", seq: 2 }]);
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 0, readSeq: 2 });
+    // Hidden, nothing is read.
+    s.browser.fire("hidden");
+    s.chat.deliver({ type: "message", message: message("c1", 3, YOU.id) });
+    expect(receipts().at(-1)).toEqual({ type: "delivered", seq: 3 });
+    s.browser.fire("visible");
+    expect(receipts().at(-1)).toEqual({ type: "read", seq: 3 });
+    // Without a live socket, receipts go by POST.
+    s.chat.drop();
+    s.store.setAtBottom(false);
+    s.store.chats.receive([message("c1", 4, YOU.id)], "user");
+    expect(s.browser.server.calls("POST /conversations/c1/receipts").map((r) => r.body)).toEqual([{ type: "delivered", seq: 4 }]);
+  });
+
+  it("a message from another path that would leave a hole fetches the gap instead of showing out of order", async () => {
+    const stored = new Map([["c1", [1, 2].map((seq) => message("c1", seq, YOU.id))]]);
+    const s = await startSignedIn({ path: "/c/c1", stored });
+    expect(s.store.view("c1").messages.map((m) => m.seq)).toEqual([1, 2]);
+    stored.set("c1", [1, 2, 3, 4, 5].map((seq) => message("c1", seq, YOU.id)));
+    s.userSocket().deliver({ type: "message", message: message("c1", 5, YOU.id) });
+    await settle();
+    const fills = s.browser.server.calls("GET /conversations/c1/messages").map((r) => r.query.get("after"));
+    expect(fills.at(-1)).toBe("2");
+    expect(s.store.view("c1").messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("counts others' messages as unread in other chats; read on another device of mine clears them", async () => {
+    const s = await startSignedIn();
+    s.userSocket().open();
+    s.userSocket().deliver({ type: "message", message: message("c1", 1, YOU.id) });
+    s.userSocket().deliver({ type: "message", message: message("c1", 2, ME.id) });
+    s.userSocket().deliver({ type: "message", message: message("c1", 3, YOU.id, { kind: "system" }) });
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 1, lastSeq: 3 });
+    s.userSocket().deliver({ type: "receipt", conversationId: "c1", userId: ME.id, deliveredSeq: 3, readSeq: 3, updatedAt: 1 });
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 0, readSeq: 3 });
+  });
+
+  it("the list is newest first, never steps back from what this device saw, and forgets a conversation we left", async () => {
+    const s = await startSignedIn({
+      list: [conversation("c1", [ME.id, YOU.id], { lastMessageAt: 5 }), conversation("g1", [ME.id, YOU.id, "x"], { lastMessageAt: 9 })],
+    });
+    expect(s.store.sortedConversations().map((c) => s.store.title(c))).toEqual(["Group g1", "You There"]);
+    s.store.chats.receive([message("c1", 7, YOU.id, { createdAt: 20 })], "user");
+    expect(s.store.sortedConversations().map((c) => c.id)).toEqual(["c1", "g1"]);
+    // The list answers from before the message: the local progress stays.
+    await s.store.chats.refreshList();
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ lastSeq: 7, lastMessageAt: 20 });
+    s.userSocket().deliver({ type: "conversation", conversation: conversation("g1", [YOU.id, "x"]) });
+    expect(s.store.state.conversations.has("g1")).toBe(false);
+  });
+
+  it("scrolling up loads the page before the first message, once at a time, until the start", async () => {
+    const stored = new Map([["c1", [51, 52].map((seq) => message("c1", seq, YOU.id))]]);
+    const s = await startSignedIn({ path: "/c/c1", stored });
+    s.browser.server.on("GET /conversations/c1/messages", (req) => {
+      const before = Number(req.query.get("before"));
+      return { json: { messages: [49, 50].filter((q) => q < before).map((q) => message("c1", q, YOU.id)), hasMore: false } };
+    });
+    const first = s.store.loadOlder("c1");
+    const second = s.store.loadOlder("c1");
+    await Promise.all([first, second]);
+    expect(s.browser.server.calls("GET /conversations/c1/messages").filter((r) => r.query.has("before"))).toHaveLength(1);
+    expect(s.store.view("c1").messages.map((m) => m.seq)).toEqual([49, 50, 51, 52]);
+    expect(s.store.view("c1").hasMoreBefore).toBe(false);
+  });
+});
