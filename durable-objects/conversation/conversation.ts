@@ -218,7 +218,8 @@ export class Conversation {
       deliveredSeq > current.deliveredSeq ? current.deliveredSeq : Number.POSITIVE_INFINITY,
       readSeq > current.readSeq ? current.readSeq : Number.POSITIVE_INFINITY,
     );
-    const senders = this.store.sendersBetween(from, Math.max(deliveredSeq, readSeq), userId);
+    const to = Math.max(deliveredSeq > current.deliveredSeq ? deliveredSeq : 0, readSeq > current.readSeq ? readSeq : 0);
+    const senders = this.store.sendersBetween(from, to, userId);
     this.deps.notifyReceipt([userId, ...senders], receipt);
     return { ok: true, receipt };
   }
@@ -233,7 +234,7 @@ export class Conversation {
    * lapses after TYPING_LAPSE_MS and the others are told `on: false` (see lapseTyping).
    */
   typing(userId: string, on: boolean, now: number): void {
-    const changed = on ? this.store.startTyping(userId, now + TYPING_LAPSE_MS, now) : this.store.stopTyping(userId, now);
+    const changed = on ? this.store.startTyping(userId, now + TYPING_LAPSE_MS, now) : this.store.stopTyping(userId);
     if (on) this.deps.wakeAt(now + TYPING_LAPSE_MS);
     if (changed) this.relayTyping(userId, on);
   }

@@ -477,12 +477,14 @@ export class ConversationStore {
     return !before || before.expires_at <= now;
   }
 
-  /** Clears `userId`'s typing; returns whether they were typing. */
-  stopTyping(userId: string, now: number): boolean {
+  /** Clears `userId`'s typing; returns whether the others still had to be told it stopped. */
+  stopTyping(userId: string): boolean {
     const row = this.sql
       .exec<{ expires_at: number }>("DELETE FROM typing WHERE user_id = ? RETURNING expires_at", userId)
       .toArray()[0];
-    return row !== undefined && row.expires_at > now;
+    // A lapsed entry the alarm has not yet ended counts too: the others were told `on` and not yet
+    // `off`, and ending it here leaves the alarm nothing to relay.
+    return row !== undefined;
   }
 
   /** Removes lapsed typing entries and returns who they were, plus the next lapse time. */

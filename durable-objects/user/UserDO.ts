@@ -257,19 +257,13 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   /** Publishes a status change once it has held for the debounce window; returns when one is next due. */
   private publishIfDue(now: number): number | null {
-    const state = this.refreshPresence(now);
-    if (state.status !== state.publishedStatus && now - state.changedAt >= this.settings.presenceDebounceMs) {
-      this.presence.markPublished(state);
+    this.refreshPresence(now);
+    const state = this.presence.publishDue(now, this.settings.presenceDebounceMs);
+    if (state) {
       const event: Presence = { userId: this.presence.userId() ?? "", status: state.status, lastSeen: state.status === "online" ? null : state.lastSeen };
       this.ctx.waitUntil(this.watchers.publish(event));
-      return null;
     }
-    return this.publishDue();
-  }
-
-  private publishDue(): number | null {
-    const state = this.presence.get();
-    return state && state.status !== state.publishedStatus ? state.changedAt + this.settings.presenceDebounceMs : null;
+    return this.presence.nextPublishAt(this.settings.presenceDebounceMs);
   }
 
   private nextExpiry(now: number): number | null {
@@ -285,7 +279,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private onSocketsChanged(now: number): void {
     this.refreshPresence(now);
     const due: Array<["keepalive" | "presence", number | null]> = [
-      ["presence", this.publishDue()],
+      ["presence", this.presence.nextPublishAt(this.settings.presenceDebounceMs)],
       ["keepalive", this.nextExpiry(now)],
     ];
     for (const [task, at] of due) if (at !== null) this.ctx.waitUntil(this.alarms.wakeAt(task, Math.max(at, now)) ?? Promise.resolve());

@@ -54,6 +54,24 @@ export class PresenceStore {
     this.sql.exec("UPDATE presence SET published_status = ?", state.status);
   }
 
+  /**
+   * The debounce: a status that differs from the one last published is published once it has
+   * held for `windowMs`, so a flap shorter than the window publishes nothing. Marks it published
+   * and returns it when due at `now`, else null.
+   */
+  publishDue(now: number, windowMs: number): PresenceState | null {
+    const state = this.get();
+    if (!state || state.status === state.publishedStatus || now - state.changedAt < windowMs) return null;
+    this.markPublished(state);
+    return state;
+  }
+
+  /** When a status change waiting for the debounce is next due, or null. */
+  nextPublishAt(windowMs: number): number | null {
+    const state = this.get();
+    return state && state.status !== state.publishedStatus ? state.changedAt + windowMs : null;
+  }
+
   userId(): string | null {
     return this.sql.exec<{ user_id: string }>("SELECT user_id FROM identity").toArray()[0]?.user_id ?? null;
   }

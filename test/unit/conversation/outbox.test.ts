@@ -1,7 +1,7 @@
 // The outbox to D1: what the conversation stored reaches the directory in the order it happened,
 // in batches that end only where that order allows, exactly once however D1 fails.
 import { describe, expect, it } from "vitest";
-import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, Outbox, backoffDelay } from "../../../durable-objects/conversation/outbox";
+import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, Outbox, backoffDelay } from "../../../durable-objects/conversation/d1Outbox";
 import { ConversationHarness, expectOk, identity } from "../support/conversation";
 import { memoryD1, type Executed, type MemoryD1 } from "../support/d1";
 
@@ -57,7 +57,7 @@ function withHistory(batchSize: number) {
   expectOk(h.read("bob", 6));
   expectOk(h.send("bob", { clientMsgId: "reply", threadRootSeq: 2 }));
   const d1 = memoryD1();
-  return { h, d1, outbox: new Outbox(h.store, d1.binding, batchSize) };
+  return { h, d1, outbox: new Outbox(h.store, () => d1.binding, batchSize) };
 }
 
 /** alice and bob in a group whose creation D1 already has. */
@@ -65,7 +65,7 @@ async function flushedGroup(batchSize: number) {
   const h = new ConversationHarness();
   h.group("alice", ["bob"]);
   const d1 = memoryD1();
-  const outbox = new Outbox(h.store, d1.binding, batchSize);
+  const outbox = new Outbox(h.store, () => d1.binding, batchSize);
   await outbox.flush();
   return { h, d1, outbox };
 }
@@ -115,7 +115,7 @@ describe("Outbox", () => {
     expect(await outbox.flush()).toBe(true);
     expect(d1.calls).toBe(calls);
     const empty = memoryD1();
-    expect(await new Outbox(new ConversationHarness().store, empty.binding, 10).flush()).toBe(true);
+    expect(await new Outbox(new ConversationHarness().store, () => empty.binding, 10).flush()).toBe(true);
     expect(empty.calls).toBe(0);
   });
 
@@ -226,7 +226,7 @@ describe("Outbox", () => {
   it("writes a message row queued before messages were fed from the log", async () => {
     const { h, d1, outbox } = await flushedGroup(200);
     d1.db.exec("DELETE FROM messages");
-    h.store.enqueue({ kind: "message", payload: { ...h.store.getMessage(1)!, clientMsgId: "legacy" } });
+    h.store.queueForD1({ kind: "message", payload: { ...h.store.getMessage(1)!, clientMsgId: "legacy" } });
     await outbox.flush();
     expect(batches(d1).at(-1)).toEqual(["m1"]);
     expect(directory(d1).messages).toEqual([expect.objectContaining({ seq: 1, client_msg_id: "legacy" })]);

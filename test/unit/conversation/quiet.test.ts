@@ -1,7 +1,8 @@
 // Which members the fan-out may skip: those whose object answered with devices that all hold a
 // live dedupe socket here, while the answer holds and no device came online since.
 import { describe, expect, it } from "vitest";
-import { QUIET_HINT_MS, QuietMembers, type DeliveryAnswer, type LiveCopy } from "../../../durable-objects/conversation/quiet";
+import { QUIET_HINT_MS, type DeliveryAnswer } from "../../../durable-objects/contract";
+import { QuietMembers, type LiveCopy } from "../../../durable-objects/conversation/quiet";
 
 const T = 1_000_000;
 const answer = (devices: string[], epoch = 1): DeliveryAnswer => ({ devices, epoch });

@@ -77,6 +77,7 @@ describe("receipts", () => {
     ["only senders the watermark newly passed", "carol", [["read", 2], ["read", 4]], ["alice", "carol"]],
     ["nobody else for a system message", "bob", [["read", 1]], ["bob"]],
     ["the reader alone for their own message", "carol", [["read", 2], ["read", 3]], ["carol"]],
+    ["only the senders a read passed, when delivered was already ahead", "carol", [["delivered", 5], ["read", 2]], ["bob", "carol"]],
   ])("a receipt tells %s", (_, reader, marks, expected) => {
     const h = fiveMessages();
     for (const [type, seq] of marks) expectOk(type === "read" ? h.read(reader, seq) : h.delivered(reader, seq));
@@ -164,6 +165,15 @@ describe("typing", () => {
     expect(h.conversation.lapseTyping(t0 + 2000 + TYPING_LAPSE_MS - 1)).toBe(t0 + 2000 + TYPING_LAPSE_MS);
     expect(relayed()).toEqual([]);
     expect(h.conversation.lapseTyping(t0 + 2000 + TYPING_LAPSE_MS)).toBeNull();
+    expect(relayed()).toEqual([["bob", false]]);
+  });
+
+  it("relays a stop that arrives after the lapse but before the alarm, and the alarm relays nothing more", () => {
+    const { h, relayed, t0 } = typists();
+    h.conversation.typing("bob", true, t0);
+    relayed();
+    h.conversation.typing("bob", false, t0 + TYPING_LAPSE_MS + 10);
+    expect(h.conversation.lapseTyping(t0 + TYPING_LAPSE_MS + 20)).toBeNull();
     expect(relayed()).toEqual([["bob", false]]);
   });
 

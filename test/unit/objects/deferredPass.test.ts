@@ -43,7 +43,7 @@ function setup() {
         return null;
       },
     }),
-    { sendBatch: async () => {} },
+    { sendBatch: async () => ({}) as QueueSendBatchResponse },
     50,
     () => new Map(),
   );

@@ -3,11 +3,11 @@
 // (defer, wakeAt, notifyReceipt).
 import { expect } from "vitest";
 import { Conversation, type SendRequest } from "../../../durable-objects/conversation/conversation";
-import { ConversationStore } from "../../../durable-objects/conversation/store";
-import type { Identity } from "../../../durable-objects/lib/sockets";
+import { ConversationStore } from "../../../durable-objects/conversation/conversationStore";
+import type { Identity } from "../../../kernel/identity";
 import { TokenBuckets } from "../../../durable-objects/lib/rateLimit";
 import type { ConversationType, Message, Receipt } from "../../../protocol";
-import type { Failure, Result } from "../../../worker/lib/errors";
+import type { Failure, Result } from "../../../kernel/result";
 import { Clock } from "./clock";
 import { SocketRoom, type MemorySocket } from "./sockets";
 import { memorySql } from "./sql";

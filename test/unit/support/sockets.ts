@@ -99,4 +99,8 @@ export class SocketRoom {
   ofUser(userId: string): WebSocket[] {
     return this.sockets.filter((s) => s.userId === userId).map((s) => s.socket.ws);
   }
+
+  userOf(ws: WebSocket): string | null {
+    return this.sockets.find((s) => s.socket.ws === ws)?.userId ?? null;
+  }
 }

@@ -1,38 +1,27 @@
 // A user's presence as their object stores it, and the debounce it supports: a status is
 // published once it has held for the window, so a flap shorter than the window publishes nothing.
 import { describe, expect, it } from "vitest";
-import { PresenceStore, type Status } from "../../../durable-objects/user/presence";
+import { PresenceStore, type Status } from "../../../durable-objects/user/presenceState";
+import { migrate } from "../../../durable-objects/lib/migrate";
+import { USER_MIGRATIONS } from "../../../durable-objects/user/schema";
 import { memorySql } from "../support/sql";
-
-// The tables as the user object's migrations create them (durable-objects/user/UserDO.ts, which
-// cannot be imported in Node: it extends the runtime's DurableObject).
-const TABLES = [
-  `CREATE TABLE presence (
-     id INTEGER PRIMARY KEY CHECK (id = 1), status TEXT NOT NULL, last_seen INTEGER,
-     changed_at INTEGER NOT NULL, published_status TEXT NOT NULL)`,
-  `CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), user_id TEXT NOT NULL)`,
-];
 
 const WINDOW = 3000;
 
 function presenceStore() {
   const sql = memorySql();
-  for (const table of TABLES) sql.exec(table);
+  migrate(sql, USER_MIGRATIONS);
   return { sql, presence: new PresenceStore(sql) };
 }
 
-/** The user object's alarm at `now` (UserDO.alarm): publishes a status that has held for the window. */
+/** The user object's alarm at `now`: publishes a status that has held for the window. */
 function alarm(presence: PresenceStore, now: number): Status | null {
-  const state = presence.get();
-  if (!state || state.status === state.publishedStatus || now - state.changedAt < WINDOW) return null;
-  presence.markPublished(state);
-  return state.status;
+  return presence.publishDue(now, WINDOW)?.status ?? null;
 }
 
-/** When the alarm is due for presence (UserDO.nextAlarm), or null. */
+/** When the alarm is due for presence, or null. */
 function due(presence: PresenceStore): number | null {
-  const state = presence.get();
-  return state && state.status !== state.publishedStatus ? state.changedAt + WINDOW : null;
+  return presence.nextPublishAt(WINDOW);
 }
 
 /** What the alarm publishes, and when, as the statuses change at the given times. */

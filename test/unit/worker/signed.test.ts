@@ -1,7 +1,7 @@
 // What the Worker signs instead of storing: WebSocket tickets and media URLs. Each verifies only
 // as issued, under its secret, before its expiry and within the lifetime allowed now.
 import { describe, expect, it } from "vitest";
-import { ApiError } from "../../../worker/lib/errors";
+import { ApiError } from "../../../worker/lib/apiError";
 import { contentPath, signMediaUrl, verifyMediaUrl } from "../../../worker/lib/signing";
 import { issueTicket, verifyTicket } from "../../../worker/lib/tickets";
 
