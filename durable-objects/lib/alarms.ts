@@ -61,7 +61,11 @@ export class AlarmScheduler<Key extends string> {
   }
 
   private async setAlarmBy(at: number): Promise<void> {
-    if (this.alarmAt === undefined) this.alarmAt = await this.storage.getAlarm();
+    if (this.alarmAt === undefined) {
+      const stored = await this.storage.getAlarm();
+      // Another call may have set the alarm while this one read it: its value is newer.
+      if (this.alarmAt === undefined) this.alarmAt = stored;
+    }
     if (this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
     await this.storage.setAlarm(at);

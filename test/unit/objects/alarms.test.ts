@@ -29,6 +29,26 @@ describe("AlarmScheduler", () => {
     expect(storage.sets).toBe(2);
   });
 
+  it("keeps the earliest deadline when several are asked for at once, before the stored alarm is read", async () => {
+    const { storage, api } = alarmStorage();
+    // The stored alarm is read asynchronously, as it was when asked: calls made meanwhile
+    // interleave with the read.
+    const slow: AlarmStorage = {
+      getAlarm: () => {
+        const stored = storage.alarm;
+        return new Promise((resolve) => setTimeout(() => resolve(stored), 1));
+      },
+      setAlarm: api.setAlarm,
+    };
+    const alarms = new AlarmScheduler(slow, { presence: () => null, keepalive: () => null });
+    await Promise.all([alarms.wakeAt("presence", 600), alarms.wakeAt("keepalive", 6_000)]);
+    expect(storage.alarm).toBe(600);
+    const other = new AlarmScheduler(slow, { presence: () => null, keepalive: () => null });
+    storage.alarm = null;
+    await Promise.all([other.wakeAt("keepalive", 6_000), other.wakeAt("presence", 600)]);
+    expect(storage.alarm).toBe(600);
+  });
+
   it("reads the stored alarm once after a wake-up instead of assuming none", async () => {
     const { storage, api } = alarmStorage(1_000);
     const alarms = new AlarmScheduler(api, { pass: () => null });
