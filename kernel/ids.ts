@@ -1,10 +1,10 @@
 // Sortable ids (ULID format: 48-bit millisecond time + 80 random bits, Crockford base 32).
 //
-// Our own lines rather than a library: the one we used drew each of the 16 random characters
-// with its own getRandomValues call, which showed as ~10% of the send path's CPU in profiles.
-// Random bytes are now drawn 4 KiB at a time (one call per 256 ids): one call per id was still
-// 2.2% of a conversation object's CPU at 500 msg/s (bench S1 profile). Ids are not secrets (tokens
-// come from randomToken), and the bytes are the platform's CSPRNG output either way.
+// Our own lines rather than a library: random bytes are drawn 4 KiB at a time (one
+// getRandomValues call per 256 ids), because a call per id, let alone per character as ULID
+// libraries do, is a measurable share of a conversation object's CPU at 500 msg/s
+// (docs/performance.md). Ids are not secrets (tokens come from randomToken), and the bytes are
+// the platform's CSPRNG output either way.
 const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const POOL_BYTES = 4096;
 const ID_RANDOM_BYTES = 16;

@@ -222,7 +222,7 @@ export const ConversationSocketQuery = z.strictObject({
   /**
    * "1": this socket is the device's copy of the conversation, so the device's user socket does
    * not repeat the messages this socket got live (an extension; without it the user socket gets
-   * every message, as before).
+   * every message).
    */
   dedupe: z.literal("1").optional(),
   ticket: z.string().max(256).optional(),

@@ -23,9 +23,13 @@ export const base = createMiddleware<AppEnv>(async (c, next) => {
 });
 
 export function onError(err: Error, c: AppContext): Response {
-  if (err instanceof ApiError) return errorResponse(err);
   const requestId = c.get("requestId") ?? crypto.randomUUID();
   const request = `request ${requestId} ${c.req.method} ${new URL(c.req.url).pathname}`;
+  if (err instanceof ApiError) {
+    // A 5xx an object answered as a value (a Failure) is logged and identified like a thrown one.
+    if (err.status >= 500) console.error(`${request} failed: ${err.code}: ${err.message}`);
+    return errorResponse(err, requestId);
+  }
   const retryAfterSeconds = objectUnavailableFor(err);
   if (retryAfterSeconds !== undefined) {
     console.warn(`${request}: a Durable Object was unavailable:`, String(err));

@@ -173,7 +173,10 @@ export class Conversation {
     const wait = this.deps.limiter.take(sender.userId, now);
     if (wait > 0) return fail("rate_limited", "too many messages", wait);
     // Not rate limited and not a duplicate, so this send was invalid (else it was stored above).
-    return invalid ?? fail("internal", "send neither stored nor refused");
+    if (invalid) return invalid;
+    // Unreachable while the rules above hold; logged here, and the Worker adds a request id.
+    console.error(`conversation ${this.store.meta?.id}: a send from ${sender.userId} was neither stored nor refused`);
+    return fail("internal", "send neither stored nor refused");
   }
 
   /** Why a send cannot be stored (media ids not all resolved, a bad thread root), or null. */

@@ -28,7 +28,7 @@ const MIGRATIONS = [
   `UPDATE conversation SET fanout_seq = (SELECT coalesce(max(seq), 0) FROM messages)`,
   // Who is typing, until when: kept in storage so the lapse survives hibernation.
   `CREATE TABLE typing (user_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)`,
-  // Messages no longer get an outbox row: D1 is fed from the log above `d1_seq`. Each remaining
+  // From here on messages get no outbox row: D1 is fed from the log above `d1_seq`. Each remaining
   // row records the lastSeq it came after (`at_seq`), so D1 gets rows and messages in that order.
   // Messages queued before this step are still in the outbox as 'message' rows, below `d1_seq`.
   `ALTER TABLE outbox ADD COLUMN at_seq INTEGER NOT NULL DEFAULT 0`,
@@ -74,10 +74,10 @@ export interface NewMessage {
 
 /**
  * How many recent messages the store keeps in memory for the deferred pass (see `recent`), and
- * about how many bytes. Under a sustained burst the pass's D1 cursor runs more than a thousand
- * messages behind (bench S2, ~2,000 msg/s): with room for 1,000, every pass read its messages
- * back from SQLite, ~5% of the isolate's CPU in S2's profile. Bodies differ in size (up to
- * LIMITS.bodyMax), so bytes bound it too; what does not fit is read from SQLite.
+ * about how many bytes. Under a sustained burst (~2,000 msg/s) the pass's D1 cursor runs more
+ * than a thousand messages behind, and reading a pass's messages back from SQLite costs about 5%
+ * of the isolate's CPU (docs/performance.md): the room is well above that. Bodies differ in size
+ * (up to LIMITS.bodyMax), so bytes bound it too; what does not fit is read from SQLite.
  */
 const RECENT_MAX = 20_000;
 const RECENT_MAX_BYTES = 8 * 1024 * 1024;
@@ -94,8 +94,8 @@ export class ConversationStore {
   /**
    * Messages appended during this wake-up that the deferred pass has not yet taken past both its
    * cursors (D1 and the fan-out; only one of them while the other step is failing, see
-   * keepingFor), by seq, oldest first: the pass reads them from here instead of SQLite (in the
-   * S1 profile those reads were ~5% of the runtime's CPU). A message whose row changes afterwards
+   * keepingFor), by seq, oldest first: the pass reads them from here instead of SQLite (those
+   * reads cost about 5% of the runtime's CPU at 500 msg/s). A message whose row changes afterwards
    * (a thread root's reply count) is dropped, so what is here equals its row; whatever is not
    * here is read from SQLite.
    */

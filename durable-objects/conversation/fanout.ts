@@ -30,9 +30,9 @@ export class Fanout {
    * Receipts to relay in the next pass: per user to tell, the latest receipt of each reader (a
    * receipt is a watermark, so a newer one makes an older one of the same reader redundant). They
    * ride on that pass's calls to the members' objects instead of one call per receipt and user:
-   * all the devices of a conversation send their `delivered` on the same tick, and those calls
-   * were the largest part of the conversation's own tail at 500 msg/s (bench S1). In memory only,
-   * as the calls were: a receipt's watermark is stored, and a device reads it on its next sync.
+   * all the devices of a conversation send their `delivered` on the same tick, and a call each
+   * would be most of the conversation's work (docs/performance.md). In memory only: a receipt's
+   * watermark is stored, and a device reads it on its next sync.
    */
   private pendingReceipts = new Map<string, Map<string, PendingReceipt>>();
   /** Members whose objects need no call while their devices watch this conversation live. */

@@ -3,8 +3,8 @@
 //
 // In a busy group most members have the conversation open. Their devices get each message and
 // receipt live on a dedupe conversation socket, so the call to their user object per pass only
-// moves its dedupe cursor. Those calls were most of a pass's work (bench S1), and at scale each is
-// a billed request between two objects.
+// moves its dedupe cursor. Those calls would be most of a pass's work (docs/performance.md), and
+// at scale each is a billed request between two objects.
 //
 // A member's object answers each in-order call with the devices holding its user sockets (while
 // at least one is live) and its socket epoch; in a group large enough for queued fan-out, the

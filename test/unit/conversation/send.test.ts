@@ -2,7 +2,7 @@
 // thread summaries.
 import { describe, expect, it } from "vitest";
 import type { SendRequest } from "../../../durable-objects/conversation/conversation";
-import type { MediaRef, Message } from "../../../protocol";
+import { ConversationServerFrame, type MediaRef, type Message } from "../../../protocol";
 import { ConversationHarness, expectFailure, expectOk, identity } from "../support/conversation";
 import { framesOf, onlyFrame } from "../support/sockets";
 
@@ -18,6 +18,17 @@ function aliceAndBob(options?: ConstructorParameters<typeof ConversationHarness>
 }
 
 describe("send", () => {
+  it("encodes its ack and message frames by hand exactly as the protocol's schema says", () => {
+    const h = aliceAndBob();
+    const other = h.room.connect("alice");
+    const origin = h.room.connect("bob");
+    const { message } = expectOk(h.send("bob", { clientMsgId: "m1", body: "hello \"quoted\" \u2028" }, origin));
+    const ack = onlyFrame(origin, "ack");
+    const relayed = onlyFrame(other, "message");
+    expect(ConversationServerFrame.parse(ack)).toEqual({ type: "ack", clientMsgId: "m1", message });
+    expect(ConversationServerFrame.parse(relayed)).toEqual({ type: "message", message });
+  });
+
   it("assigns seq contiguous from 1, whoever sends, and keeps counting after a new wake-up", () => {
     const h = aliceAndBob();
     h.sendMany("alice", 3);
