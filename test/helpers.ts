@@ -2,6 +2,7 @@
 import { exports } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Settings } from "../kernel/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
 
@@ -220,12 +221,12 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
 }
 
 /**
- * Changes a conversation object's settings for the rest of its wake-up. No clock can be injected,
- * so tests that depend on timing set the object's own settings.
+ * Changes an object's settings for the rest of its wake-up. No clock can be injected into a live
+ * object, so tests that depend on timing set the object's own settings.
  */
-export async function setConversationSettings(stub: DurableObjectStub<ConversationDO>, settings: Partial<Settings>): Promise<void> {
-  await runInDurableObject(stub, (instance: ConversationDO) => {
-    Object.assign((instance as unknown as { settings: Settings }).settings, settings);
+export async function setObjectSettings(stub: DurableObjectStub<ConversationDO> | DurableObjectStub<UserDO>, settings: Partial<Settings>): Promise<void> {
+  await runInDurableObject(stub as DurableObjectStub<ConversationDO>, (instance: object) => {
+    Object.assign((instance as { settings: Settings }).settings, settings);
   });
 }
 
@@ -234,5 +235,5 @@ export async function setConversationSettings(stub: DurableObjectStub<Conversati
  * and only the alarm, its backstop, runs it (`runDurableObjectAlarm`).
  */
 export function holdDeferredPass(stub: DurableObjectStub<ConversationDO>): Promise<void> {
-  return setConversationSettings(stub, { batchDelayMs: 60_000 });
+  return setObjectSettings(stub, { batchDelayMs: 60_000 });
 }

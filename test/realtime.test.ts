@@ -17,7 +17,7 @@ import {
   openConversation,
   register,
   sendRest,
-  setConversationSettings,
+  setObjectSettings,
   unique,
   waitFor,
   type Session,
@@ -265,7 +265,7 @@ describe("ordering and idempotency", () => {
     const stub = conversationStub(env, conv.id);
     const as = await openConversation(a, conv.id);
     const bs = await openConversation(b, conv.id);
-    await setConversationSettings(stub, EVERY_SEND_A_BURST);
+    await setObjectSettings(stub, EVERY_SEND_A_BURST);
     // Frames handed to the object in one step, as the runtime hands it a burst: the first send
     // is stored on arrival, the others are staged and nothing more is written until something
     // else needs the conversation (here a typing frame), or the step ends and the timer stores them.
@@ -322,14 +322,14 @@ describe("ordering and idempotency", () => {
         });
       });
     // Every send a burst but the first (m1), with GROUP_COMMIT_MAX = 1: each stored on arrival.
-    await setConversationSettings(stub, { ...EVERY_SEND_A_BURST, groupCommitMax: 1 });
+    await setObjectSettings(stub, { ...EVERY_SEND_A_BURST, groupCommitMax: 1 });
     expect(await sendAll(["m1", "m2"])).toEqual([1, 1]);
     // With 3: the third staged stores all three; the fourth waits for the timer.
-    await setConversationSettings(stub, { groupCommitMax: 3 });
+    await setObjectSettings(stub, { groupCommitMax: 3 });
     expect(await sendAll(["m3", "m4", "m5", "m6"])).toEqual([0, 0, 1, 0]);
     await as.next("ack", (f) => f.clientMsgId === "m6");
     // No burst (a window of 0 ms): each stored on arrival.
-    await setConversationSettings(stub, { groupCommitBurstMs: 0, groupCommitMax: 32 });
+    await setObjectSettings(stub, { groupCommitBurstMs: 0, groupCommitMax: 32 });
     expect(await sendAll(["m7", "m8"])).toEqual([1, 1]);
     const m8 = (await as.next("ack", (f) => f.clientMsgId === "m8")).message!;
     const m1 = as.frames.find((f) => f.clientMsgId === "m1")!.message!;
@@ -508,7 +508,7 @@ describe("faults", () => {
     const as = await openConversation(a, conv.id);
     const before = await lastSeq();
     // A burst: r1 is written on arrival, r2 and r3 are staged, and the object resets in that step.
-    await setConversationSettings(stub, EVERY_SEND_A_BURST);
+    await setObjectSettings(stub, EVERY_SEND_A_BURST);
     const reset = runInDurableObject(stub, (instance: ConversationDO, state: DurableObjectState) => {
       const frame = frameSender(instance, state, a.device.id);
       for (const id of ["r1", "r2", "r3"]) frame({ type: "send", clientMsgId: id, body: id });

@@ -61,7 +61,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.connections = { conversations: peers.conversation, users: peers.user, pushQueue: env.PUSH_QUEUE, d1: env.DB };
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
-    this.sockets = new DeviceSockets(ctx, this.settings.presenceTimeoutMs);
+    this.sockets = new DeviceSockets(ctx, this.settings);
     this.presence = new PresenceStore(sql);
     this.sessions = new Sessions(sql, this.settings.ticketTtlMs);
     const conversations = (id: string) => this.connections.conversations(id);

@@ -1,6 +1,7 @@
 // The user's device sockets (`GET /ws`) as the user object's modules see them: who holds each,
 // when it last showed a sign of life, which users it watches, and whether it is live.
 import type { Identity } from "../../kernel/identity";
+import type { Settings } from "../../kernel/settings";
 import { Attachments, fieldsOf } from "../lib/attachments";
 import { trySend } from "../lib/socketIo";
 
@@ -24,10 +25,13 @@ export const deviceTag = (deviceId: string) => `d:${deviceId}`;
 export class DeviceSockets {
   private readonly attachments = new Attachments(readState);
 
-  /** `timeoutMs`: a socket with no sign of life for this long is not live (PRESENCE_TIMEOUT_MS). */
+  /**
+   * A socket with no sign of life for PRESENCE_TIMEOUT_MS is not live (read at each use: a test
+   * changes it on a live object).
+   */
   constructor(
     private readonly host: SocketHost,
-    private readonly timeoutMs: number,
+    private readonly settings: Pick<Settings, "presenceTimeoutMs">,
   ) {}
 
   all(): WebSocket[] {
@@ -55,7 +59,7 @@ export class DeviceSockets {
 
   /** When a socket stops being live unless it shows a sign of life. */
   expiresAt(ws: WebSocket): number {
-    return this.lastAlive(ws) + this.timeoutMs;
+    return this.lastAlive(ws) + this.settings.presenceTimeoutMs;
   }
 
   live(now: number, sockets = this.all()): WebSocket[] {
