@@ -328,7 +328,12 @@ export class DevServer {
     if (this.ownsState) rmSync(this.persistTo, { recursive: true, force: true });
   }
 
-  /** Stops the whole process group (SIGSTOP) until `resume`. */
+  /**
+   * Stops the whole process group (SIGSTOP) until `resume`: the bench pauses every server but the
+   * one it measures. An idle `wrangler dev` is not idle, its esbuild watcher polls the source tree
+   * (~1-2% of a core, in bursts; workers-sdk#11469), and on two cores that landed in the measured
+   * target's tail latency.
+   */
   pause(): void {
     if (this.pgid === undefined || this.paused) return;
     signalGroup(this.pgid, "SIGSTOP");
