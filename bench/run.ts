@@ -129,6 +129,32 @@ interface Options {
   s3: WindowOptions;
 }
 
+/** Flags that set a number: the option and its least value. */
+type NumericOption = "runs" | "s4Messages" | "s6Messages" | "s5Sockets" | "window" | "receiptMs";
+const NUMERIC_FLAGS = new Map<string, [NumericOption, number]>([
+  ["--runs", ["runs", 1]],
+  ["--s4-messages", ["s4Messages", 100]],
+  ["--s6-messages", ["s6Messages", 100]],
+  ["--s5-sockets", ["s5Sockets", 10]],
+  ["--window", ["window", 1]],
+  ["--receipt-ms", ["receiptMs", 0]],
+]);
+/** Flags that set options to true or false. */
+type BooleanOption = "quick" | "s5ViaProxy" | "s5Tickets" | "viaProxy" | "baseline" | "alone" | "media" | "profile" | "gc" | "gcPauses" | "trace";
+const SWITCHES = new Map<string, { keys: BooleanOption[]; value: boolean }>([
+  ["--quick", { keys: ["quick"], value: true }],
+  ["--s5-via-proxy", { keys: ["s5ViaProxy"], value: true }],
+  ["--s5-bearer", { keys: ["s5Tickets"], value: false }],
+  ["--via-proxy", { keys: ["viaProxy", "s5ViaProxy"], value: true }],
+  ["--no-baseline", { keys: ["baseline"], value: false }],
+  ["--no-alone", { keys: ["alone"], value: false }],
+  ["--no-media", { keys: ["media"], value: false }],
+  ["--profile", { keys: ["profile"], value: true }],
+  ["--gc", { keys: ["gc"], value: true }],
+  ["--gc-pauses", { keys: ["gcPauses"], value: true }],
+  ["--trace", { keys: ["trace"], value: true }],
+]);
+
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     only: ["S1", "S2", "S3", "S4", "S5", "S6"],
@@ -167,57 +193,28 @@ function parseArgs(argv: string[]): Options {
       if (v === undefined) throw new Error(`${flag} needs a value`);
       return v;
     };
+    const numeric = NUMERIC_FLAGS.get(flag);
+    const toggle = SWITCHES.get(flag);
+    if (numeric) {
+      const [key, min] = numeric;
+      o[key] = Math.max(min, Number(value()));
+      continue;
+    }
+    if (toggle) {
+      for (const key of toggle.keys) o[key] = toggle.value;
+      continue;
+    }
     switch (flag) {
       case "--only":
         o.only = value().split(",").map((s) => s.trim().toUpperCase()).filter(Boolean);
         onlyGiven = true;
         break;
-      case "--runs":
-        o.runs = Math.max(1, Number(value()));
-        break;
-      case "--quick":
-        o.quick = true;
-        break;
-      case "--s4-messages":
-        o.s4Messages = Math.max(100, Number(value()));
-        break;
-      case "--s6-messages":
-        o.s6Messages = Math.max(100, Number(value()));
-        break;
-      case "--s5-sockets":
-        o.s5Sockets = Math.max(10, Number(value()));
-        break;
-      case "--s5-via-proxy":
-        o.s5ViaProxy = true;
-        break;
-      case "--s5-bearer":
-        o.s5Tickets = false;
-        break;
       case "--alone-answers":
         o.aloneAnswers = value();
         if (!["d1", "d1,users"].includes(o.aloneAnswers)) throw new Error("--alone-answers: d1 or d1,users");
         break;
-      case "--via-proxy":
-        o.viaProxy = true;
-        o.s5ViaProxy = true;
-        break;
       case "--s1-rates":
         o.s1Rates = value().split(",").map(Number).filter((r) => r > 0);
-        break;
-      case "--window":
-        o.window = Math.max(1, Number(value()));
-        break;
-      case "--receipt-ms":
-        o.receiptMs = Math.max(0, Number(value()));
-        break;
-      case "--no-baseline":
-        o.baseline = false;
-        break;
-      case "--no-alone":
-        o.alone = false;
-        break;
-      case "--no-media":
-        o.media = false;
         break;
       case "--out":
         o.out = value();
@@ -227,18 +224,6 @@ function parseArgs(argv: string[]): Options {
         break;
       case "--var":
         o.vars.push(value());
-        break;
-      case "--profile":
-        o.profile = true;
-        break;
-      case "--gc":
-        o.gc = true;
-        break;
-      case "--gc-pauses":
-        o.gcPauses = true;
-        break;
-      case "--trace":
-        o.trace = true;
         break;
       case "--render":
         o.render = value();

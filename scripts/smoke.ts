@@ -18,6 +18,7 @@ import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DevServer, freePorts } from "./lib/dev-server.ts";
+import { apiRequest } from "./lib/http.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const VERBOSE = process.env.SMOKE_VERBOSE === "1";
@@ -86,16 +87,7 @@ interface ApiOptions {
 
 /** A request to the API; `T` is what its JSON answer is taken to be (null when it has no body). */
 async function api<T>(base: string, method: string, path: string, { token, body, expect }: ApiOptions = {}): Promise<{ status: number; json: Partial<T> | null }> {
-  const headers: Record<string, string> = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  const text = await res.text();
+  const { status, text } = await apiRequest(base, method, path, { token, body, timeoutMs: REQUEST_TIMEOUT_MS });
   let json: Partial<T> | null = null;
   try {
     json = text ? (JSON.parse(text) as Partial<T>) : null;
@@ -103,10 +95,10 @@ async function api<T>(base: string, method: string, path: string, { token, body,
     // not JSON; reported below if the status is unexpected
   }
   const expected = expect === undefined ? [200, 201, 204] : [expect].flat();
-  if (!expected.includes(res.status)) {
-    throw new SmokeError(`${method} ${path}: expected ${expected.join("/")}, got ${res.status} ${text.slice(0, 500)}`);
+  if (!expected.includes(status)) {
+    throw new SmokeError(`${method} ${path}: expected ${expected.join("/")}, got ${status} ${text.slice(0, 500)}`);
   }
-  return { status: res.status, json };
+  return { status, json };
 }
 
 // --- WebSockets ----------------------------------------------------------------------------------

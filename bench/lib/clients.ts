@@ -4,6 +4,7 @@
 // the servers' work, not zlib's. It can send an Authorization header, so most sockets skip the
 // ticket round trip; S5's app sockets take a ticket first, as the web client does (`ticketUrl`).
 import WebSocket, { type RawData } from "ws";
+import { apiRequest } from "../../scripts/lib/http.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const PASSWORD = "bench-password-1";
@@ -34,17 +35,8 @@ export interface ApiOptions {
  * answer is taken to be (the API's own types are in protocol/, checked by the app's tests).
  */
 export async function api<T = unknown>(base: string, method: string, path: string, { token, body, expect = [200, 201] }: ApiOptions = {}): Promise<T> {
-  const headers: Record<string, string> = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(60_000),
-  });
-  const text = await res.text();
-  if (!expect.includes(res.status)) throw new HttpError(`${method} ${path}: ${res.status} ${text.slice(0, 300)}`);
+  const { status, text } = await apiRequest(base, method, path, { token, body, timeoutMs: 60_000 });
+  if (!expect.includes(status)) throw new HttpError(`${method} ${path}: ${status} ${text.slice(0, 300)}`);
   return (text ? JSON.parse(text) : null) as T;
 }
 

@@ -538,6 +538,23 @@ function perSocket(before: Memory, after: Memory, again: Rss, kept: Rss & { coun
 type ConnectAll = (concurrency: number, stats: RetryStats, share?: number) => Promise<WebSocket[]>;
 
 /**
+ * S5's ConnectAll: `perOwner` sockets for each of the first `share` of `owners` (the whole set by
+ * default), each opened by `open` and kept in `sockets`.
+ */
+function connector<T>(owners: T[], perOwner: number, sockets: WebSocket[], open: (owner: T, stats: RetryStats) => Promise<WebSocket>): ConnectAll {
+  return (concurrency, stats, share = 1) =>
+    pool(
+      owners.slice(0, Math.ceil(owners.length * share)).flatMap((owner) => Array.from({ length: perOwner }, () => owner)),
+      concurrency,
+      async (owner) => {
+        const ws = await open(owner, stats);
+        sockets.push(ws);
+        return ws;
+      },
+    );
+}
+
+/**
  * Right after the first set connected: connects a second set while the first stays open, reads
  * the RSS once they hibernated, then closes the second set (they are the last of `sockets`). Half
  * as many as the first set: the runtime holds two file descriptors per socket, and two full sets
@@ -614,27 +631,24 @@ export async function s5App(server: Server, { devices, groups, poster, perDevice
   const connection = (d: User): { url: string | (() => Promise<string>); headers: Record<string, string> } =>
     tickets ? { url: ticketUrl(via.base, url, d.token), headers: {} } : { url, headers: { authorization: `Bearer ${d.token}` } };
   const retries = handshakeRetries();
-  // `share`: the first share of the devices, each with all its sockets (the whole set by default).
-  const connectAll: ConnectAll = (concurrency, stats, share = 1) =>
-    pool(
-      devices.slice(0, Math.ceil(devices.length * share)).flatMap((d) => Array.from({ length: perDevice }, () => d)),
-      concurrency,
-      async (d) => {
-        const counter = { live: 0 };
-        const { url: socketUrl, headers } = connection(d);
-        const ws = await openSocketRetrying(socketUrl, {
-          headers,
-          isReady: isReadyFrame,
-          timeoutMs: 120_000,
-          onFrame: (buf) => {
-            if (Buffer.isBuffer(buf) && buf.indexOf('"body":"live') >= 0) counter.live++;
-          },
-        }, stats);
-        live.set(ws, counter);
-        sockets.push(ws);
-        return ws;
+  const connectAll = connector(devices, perDevice, sockets, async (d, stats) => {
+    const counter = { live: 0 };
+    const { url: socketUrl, headers } = connection(d);
+    const ws = await openSocketRetrying(
+      socketUrl,
+      {
+        headers,
+        isReady: isReadyFrame,
+        timeoutMs: 120_000,
+        onFrame: (buf) => {
+          if (Buffer.isBuffer(buf) && buf.indexOf('"body":"live') >= 0) counter.live++;
+        },
       },
+      stats,
     );
+    live.set(ws, counter);
+    return ws;
+  });
 
   // Cursors: where each device's sync stands before the drop.
   const cursors = new Map<User, string>();
@@ -697,20 +711,9 @@ export async function s5App(server: Server, { devices, groups, poster, perDevice
     while (received() < total && now() < deadline) await sleep(100);
     const liveReceived = received();
     await settle();
-    const again = server.rss();
     return {
-      sockets: total,
-      objects: devices.length,
-      viaProxy: via === server,
+      ...s5Readings(server, via, devices.length, { before, after, kept, connectSeconds, resumeSeconds, resumeCpu, retries, total }),
       tickets,
-      memoryPerSocket: perSocket(before, after, again, kept, total, via === server),
-      rssBefore: before,
-      rssAfter: after,
-      rssReconnected: again,
-      connectSeconds,
-      resumeSeconds,
-      resumeCpu,
-      handshakeRetries: retries,
       syncRetries,
       synced,
       syncedExpected: [...missed.values()].reduce((a, b) => a + b, 0),
@@ -723,6 +726,41 @@ export async function s5App(server: Server, { devices, groups, poster, perDevice
 }
 
 /**
+ * What S5 reports on either target, with the runtime's RSS read now (`again`: once every socket
+ * dropped and reconnected, and the objects had time to hibernate).
+ */
+function s5Readings(
+  server: Server,
+  via: Reachable,
+  objects: number,
+  r: {
+    before: Memory;
+    after: Memory;
+    kept: Rss & { count: number };
+    connectSeconds: number;
+    resumeSeconds: number;
+    resumeCpu: CpuUsed;
+    retries: ReturnType<typeof handshakeRetries>;
+    total: number;
+  },
+) {
+  const again = server.rss();
+  return {
+    sockets: r.total,
+    objects,
+    viaProxy: via === server,
+    memoryPerSocket: perSocket(r.before, r.after, again, r.kept, r.total, via === server),
+    rssBefore: r.before,
+    rssAfter: r.after,
+    rssReconnected: again,
+    connectSeconds: r.connectSeconds,
+    resumeSeconds: r.resumeSeconds,
+    resumeCpu: r.resumeCpu,
+    handshakeRetries: r.retries,
+  };
+}
+
+/**
  * Baseline: the same number of sockets over the same number of rooms; memory (the same readings
  * as the app's) and reconnect time.
  */
@@ -731,16 +769,7 @@ export async function s5Baseline(server: Server, { rooms, perRoom, via = server,
   const sockets: WebSocket[] = [];
   const names = Array.from({ length: rooms }, (_, r) => `s5r${r}`);
   const retries = handshakeRetries();
-  const connectAll: ConnectAll = (concurrency, stats, share = 1) =>
-    pool(
-      names.slice(0, Math.ceil(names.length * share)).flatMap((name) => Array.from({ length: perRoom }, () => name)),
-      concurrency,
-      async (name) => {
-        const ws = await openSocketRetrying(`${via.wsBase}/ws/${name}`, { timeoutMs: 120_000 }, stats);
-        sockets.push(ws);
-        return ws;
-      },
-    );
+  const connectAll = connector(names, perRoom, sockets, (name, stats) => openSocketRetrying(`${via.wsBase}/ws/${name}`, { timeoutMs: 120_000 }, stats));
   const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect, inspector);
   const kept = await connectKeptOpen(server, connectAll, retries.kept, sockets);
   try {
@@ -751,20 +780,7 @@ export async function s5Baseline(server: Server, { rooms, perRoom, via = server,
     const resumeSeconds = (now() - t0) / 1000;
     const resumeCpu = cpu();
     await settle();
-    const again = server.rss();
-    return {
-      sockets: total,
-      objects: rooms,
-      viaProxy: via === server,
-      memoryPerSocket: perSocket(before, after, again, kept, total, via === server),
-      rssBefore: before,
-      rssAfter: after,
-      rssReconnected: again,
-      connectSeconds,
-      resumeSeconds,
-      resumeCpu,
-      handshakeRetries: retries,
-    };
+    return s5Readings(server, via, rooms, { before, after, kept, connectSeconds, resumeSeconds, resumeCpu, retries, total });
   } finally {
     await closeAll(sockets.splice(0));
   }
