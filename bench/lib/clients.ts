@@ -43,13 +43,10 @@ export async function api<T = unknown>(base: string, method: string, path: strin
 /** Runs `fn` over `items` with at most `limit` in flight; returns results in order. */
 export async function pool<I, O>(items: readonly I[], limit: number, fn: (item: I, index: number) => Promise<O>): Promise<O[]> {
   const out = new Array<O>(items.length);
-  let next = 0;
+  // One iterator shared by the workers: each takes the next item.
+  const next = items.entries();
   const worker = async () => {
-    for (;;) {
-      const i = next++;
-      if (i >= items.length) return;
-      out[i] = await fn(items[i] as I, i);
-    }
+    for (const [i, item] of next) out[i] = await fn(item, i);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;

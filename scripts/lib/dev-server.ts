@@ -5,7 +5,7 @@
 // and every workerd it started, not just the process at its top.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type AddressInfo, type Server as NetServer } from "node:net";
+import { createServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -35,7 +35,11 @@ export async function freePorts(count: number): Promise<number[]> {
       });
       listeners.push(listener);
     }
-    const ports = listeners.map((s) => (s.address() as AddressInfo).port);
+    const ports = listeners.map((s) => {
+      const address = s.address();
+      if (address === null || typeof address === "string") throw new Error("a TCP listener without a port");
+      return address.port;
+    });
     if (ports.includes(8787)) throw new Error("refusing port 8787");
     return ports;
   } finally {

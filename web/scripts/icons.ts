@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Draws the app icons into web/public/icons as PNG files: no image library, just signed-distance
-// shapes, 4x4 supersampling and a minimal PNG encoder. Run it after changing the design:
-//   node web/scripts/icons.ts
+// shapes, 4x4 supersampling and a minimal PNG encoder. Run it after changing the design, with the
+// project's Node 22 (it strips the types):
+//   npx node web/scripts/icons.ts
 import { mkdirSync, writeFileSync } from "node:fs";
 import { deflateSync } from "node:zlib";
 
