@@ -1,6 +1,6 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
-import { vapidKeyPair } from "./scripts/dev-vars.mjs";
+import { vapidKeyPair } from "./scripts/dev-vars.ts";
 
 // Every test file runs inside workerd with the real Durable Objects, D1 and R2 of wrangler.toml.
 // Storage is isolated per test file, not per test: tests create their own users and conversations.

@@ -1,11 +1,8 @@
 // A small harness for the browser tests: a `wrangler dev` of our own on free loopback ports
 // (started detached, stopped by process group), Debian's Chromium through playwright-core, and
 // a sequential runner that prints one line per test and a final tally.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { DevServer, freePorts } from "../scripts/lib/dev-server.mjs";
+import { DevServer, freePorts } from "../scripts/lib/dev-server.ts";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 /** From TOOLCHAIN.md, plus fake media devices for voice notes. */
@@ -49,29 +46,24 @@ export interface Server {
   log: () => string;
 }
 
-/** `npm run dev` (builds the client, migrates D1, runs wrangler dev) in its own process group. */
+/**
+ * `npm run dev` (builds the client, migrates D1, runs wrangler dev) in its own process group, with
+ * fresh state in a temp dir (scripts/lib/dev-server.ts); `extraArgs` go to wrangler.
+ */
 export async function startServer(extraArgs: string[] = []): Promise<Server> {
-  const [port, inspector] = (await freePorts(2)) as [number, number];
-  const dir = mkdtempSync(join(tmpdir(), "edge-chat-browser-"));
+  const [port = 0, inspectorPort = 0] = await freePorts(2);
   const server = new DevServer({
     name: "wrangler dev",
-    args: ["run", "dev", "--", "--port", String(port), "--inspector-port", String(inspector), "--persist-to", join(dir, "state"), ...extraArgs],
-    env: { X_LOCAL_OBSERVABILITY: "false" },
+    port,
+    inspectorPort,
+    args: extraArgs,
+    localObservability: false,
+    ready: async (base) => (await fetch(`${base}/`)).status === 200,
     keepLines: 2000,
   });
-  server.spawn();
-  const stop = async () => {
-    await server.stop();
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await server.waitUntilReady(async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 200, 180_000);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+  await server.start(180_000);
   // localhost, not 127.0.0.1: a secure context for the service worker, push and IndexedDB.
-  return { origin: `http://localhost:${port}`, port, stop, log: () => server.output.join("\n") };
+  return { origin: `http://localhost:${port}`, port, stop: () => server.stop(), log: () => server.output.join("\n") };
 }
 
 export async function launchBrowser(): Promise<Browser> {

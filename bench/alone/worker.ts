@@ -1,5 +1,5 @@
 // The app with a conversation object's remote work answered at once: the bench's "alone" target
-// (bench/run.mjs, S1 and S2). It measures what a conversation object's own thread carries.
+// (bench/run.ts, S1 and S2). It measures what a conversation object's own thread carries.
 //
 // Under `wrangler dev` the runtime runs everything on one thread: the conversation object, the
 // users' objects its deferred pass calls, and local D1. In a deployment those run elsewhere, and

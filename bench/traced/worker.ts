@@ -1,4 +1,4 @@
-// The app with a timeline of its conversation objects' work: the bench's `--trace` (bench/run.mjs,
+// The app with a timeline of its conversation objects' work: the bench's `--trace` (bench/run.ts,
 // S1). It shows where a stall the receivers saw began: before the conversation object took the
 // late messages (its thread was busy elsewhere), or after.
 //
@@ -23,7 +23,7 @@ function record(kind: TraceEvent[0], detail = 0): void {
   if (events.length < TRACE_MAX) events.push([kind, Date.now(), detail]);
 }
 
-/** The bench's frames end their body with `@<the sender's clock in ms>` (bench/lib/rooms.mjs). */
+/** The bench's frames end their body with `@<the sender's clock in ms>` (bench/lib/rooms.ts). */
 const SENT_AT = /@(\d+(?:\.\d+)?)"/;
 
 export class ConversationDO extends AppConversationDO {

@@ -3,55 +3,66 @@
 // Sockets use the `ws` package with permessage-deflate off on both targets, so the bench measures
 // the servers' work, not zlib's. It can send an Authorization header, so most sockets skip the
 // ticket round trip; S5's app sockets take a ticket first, as the web client does (`ticketUrl`).
-import WebSocket from "ws";
+import WebSocket, { type RawData } from "ws";
+import { apiRequest } from "../../scripts/lib/http.ts";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const PASSWORD = "bench-password-1";
 
 export class HttpError extends Error {}
 
-/** A JSON call; throws with the body when the status is not one of `expect`. */
-export async function api(base, method, path, { token, body, expect = [200, 201] } = {}) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(60_000),
-  });
-  const text = await res.text();
-  if (!expect.includes(res.status)) throw new HttpError(`${method} ${path}: ${res.status} ${text.slice(0, 300)}`);
-  return text ? JSON.parse(text) : null;
+/** A bench user with its one device. */
+export interface User {
+  userId: string;
+  deviceId: string;
+  token: string;
+}
+
+/** What the bench reads of a conversation (protocol/schemas.ts Conversation). */
+export interface Conversation {
+  id: string;
+  lastSeq: number;
+}
+
+export interface ApiOptions {
+  token?: string;
+  body?: unknown;
+  expect?: number[];
+}
+
+/**
+ * A JSON call; throws with the body when the status is not one of `expect`. `T` is what the
+ * answer is taken to be (the API's own types are in protocol/, checked by the app's tests).
+ */
+export async function api<T = unknown>(base: string, method: string, path: string, { token, body, expect = [200, 201] }: ApiOptions = {}): Promise<T> {
+  const { status, text } = await apiRequest(base, method, path, { token, body, timeoutMs: 60_000 });
+  if (!expect.includes(status)) throw new HttpError(`${method} ${path}: ${status} ${text.slice(0, 300)}`);
+  return (text ? JSON.parse(text) : null) as T;
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight; returns results in order. */
-export async function pool(items, limit, fn) {
-  const out = new Array(items.length);
-  let next = 0;
+export async function pool<I, O>(items: readonly I[], limit: number, fn: (item: I, index: number) => Promise<O>): Promise<O[]> {
+  const out = new Array<O>(items.length);
+  // One iterator shared by the workers: each takes the next item.
+  const next = items.entries();
   const worker = async () => {
-    for (;;) {
-      const i = next++;
-      if (i >= items.length) return;
-      out[i] = await fn(items[i], i);
-    }
+    for (const [i, item] of next) out[i] = await fn(item, i);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;
 }
 
 /** Registers `n` users (one device each). Registration is a 100k-iteration PBKDF2: done once per bench. */
-export async function registerUsers(base, n, prefix) {
+export async function registerUsers(base: string, n: number, prefix: string): Promise<User[]> {
   return pool(Array.from({ length: n }, (_, i) => i), 4, async (i) => {
     const username = `${prefix}${i}`.slice(0, 32);
-    const session = await api(base, "POST", "/auth/register", { body: { username, password: PASSWORD, deviceName: "bench" } });
+    const session = await api<{ user: { id: string }; device: { id: string }; token: string }>(base, "POST", "/auth/register", { body: { username, password: PASSWORD, deviceName: "bench" } });
     return { userId: session.user.id, deviceId: session.device.id, token: session.token };
   });
 }
 
-export async function createGroup(base, creator, others, title) {
-  const { conversation } = await api(base, "POST", "/group/create", {
+export async function createGroup(base: string, creator: User, others: User[], title: string): Promise<Conversation> {
+  const { conversation } = await api<{ conversation: Conversation }>(base, "POST", "/group/create", {
     token: creator.token,
     body: { title, memberIds: others.map((u) => u.userId) },
   });
@@ -71,12 +82,20 @@ export const KEEPALIVE_MS = 25_000;
  * `onFrame(buf)` sees every frame after that (and the ready one too). `keepalive`: once open, the
  * socket pings every KEEPALIVE_MS until it closes, as a client device does.
  */
-export function openSocket(url, { headers = {}, isReady = null, onFrame = () => {}, timeoutMs = 30_000, keepalive = false } = {}) {
+export interface SocketOptions {
+  headers?: Record<string, string>;
+  isReady?: ((text: string) => boolean) | null;
+  onFrame?: (data: RawData) => void;
+  timeoutMs?: number;
+  keepalive?: boolean;
+}
+
+export function openSocket(url: string, { headers = {}, isReady = null, onFrame = () => {}, timeoutMs = 30_000, keepalive = false }: SocketOptions = {}): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { headers, perMessageDeflate: false, handshakeTimeout: timeoutMs });
     let settled = false;
     const timer = setTimeout(() => fail(new Error(`socket ${url}: not ready after ${timeoutMs} ms`)), timeoutMs);
-    const fail = (err) => {
+    const fail = (err: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -113,15 +132,27 @@ export function openSocket(url, { headers = {}, isReady = null, onFrame = () => 
 /** Handshake failures worth another try: the connection was reset or refused before the upgrade. */
 const TRANSIENT = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ECONNABORTED"]);
 // fetch (the ticket's request) reports the socket's error as its cause.
-const transient = (err) =>
-  TRANSIENT.has(err?.code) || TRANSIENT.has(err?.cause?.code) || /socket hang up|fetch failed/.test(err?.message ?? "");
+const transient = (err: unknown): boolean => {
+  const { code, causeCode, message } = errorParts(err);
+  return TRANSIENT.has(code) || TRANSIENT.has(causeCode) || /socket hang up|fetch failed/.test(message);
+};
+
+/** An error's code, its cause's code and its message, each "" when it has none. */
+function errorParts(err: unknown): { code: string; causeCode: string; message: string } {
+  const codeOf = (e: unknown) => (typeof e === "object" && e !== null && "code" in e && typeof e.code === "string" ? e.code : "");
+  return {
+    code: codeOf(err),
+    causeCode: err instanceof Error ? codeOf(err.cause) : "",
+    message: err instanceof Error ? err.message : "",
+  };
+}
 
 /**
  * A socket URL for `openSocketRetrying` that takes a fresh single-use ticket (POST /auth/ticket)
  * for each attempt, as the web client does on every (re)connect (web/src/lib/socket.ts).
  */
-export const ticketUrl = (base, wsUrl, token) => async () => {
-  const { ticket } = await api(base, "POST", "/auth/ticket", { token });
+export const ticketUrl = (base: string, wsUrl: string, token: string) => async (): Promise<string> => {
+  const { ticket } = await api<{ ticket: string }>(base, "POST", "/auth/ticket", { token });
   return `${wsUrl}${wsUrl.includes("?") ? "&" : "?"}ticket=${encodeURIComponent(ticket)}`;
 };
 
@@ -130,14 +161,20 @@ export const ticketUrl = (base, wsUrl, token) => async () => {
  * doubling, with jitter), as a client does after a reset; anything else fails at once. Every retry
  * is counted in `stats` ({ retries, byCode }) so the caller can report it.
  */
-export async function retrying(fn, stats, attempts = 5) {
+export interface RetryStats {
+  retries?: number;
+  byCode?: Record<string, number>;
+}
+
+export async function retrying<T>(fn: () => Promise<T>, stats: RetryStats, attempts = 5): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
     } catch (err) {
       if (!transient(err) || attempt >= attempts) throw err;
       stats.retries = (stats.retries ?? 0) + 1;
-      const code = err.code ?? err.cause?.code ?? err.message;
+      const { code: own, causeCode, message } = errorParts(err);
+      const code = own || causeCode || message;
       stats.byCode = { ...stats.byCode, [code]: (stats.byCode?.[code] ?? 0) + 1 };
       await sleep(100 * 2 ** (attempt - 1) * (0.5 + Math.random()));
     }
@@ -149,27 +186,27 @@ export async function retrying(fn, stats, attempts = 5) {
  * close before ready or a timeout fails at once. `url` is a string, or an async function that
  * gives one per attempt (`ticketUrl`).
  */
-export function openSocketRetrying(url, opts, stats, attempts = 5) {
+export function openSocketRetrying(url: string | (() => Promise<string>), opts: SocketOptions, stats: RetryStats, attempts = 5): Promise<WebSocket> {
   return retrying(async () => openSocket(typeof url === "function" ? await url() : url, opts), stats, attempts);
 }
 
-export const isReadyFrame = (text) => text.startsWith('{"type":"ready"');
+export const isReadyFrame = (text: string): boolean => text.startsWith('{"type":"ready"');
 
 /**
  * Pings every socket and resolves once each has answered "pong": the runtime has heard from all
  * of them just now. Rejects after `timeoutMs`.
  */
-export function heardFrom(sockets, timeoutMs = 60_000) {
+export function heardFrom(sockets: WebSocket[], timeoutMs = 60_000): Promise<void[]> {
   return Promise.all(
     sockets.map(
       (ws) =>
-        new Promise((resolve, reject) => {
+        new Promise<void>((resolve, reject) => {
           const timer = setTimeout(() => {
             ws.off("message", onMessage);
             reject(new Error(`no pong within ${timeoutMs} ms`));
           }, timeoutMs);
-          const onMessage = (data) => {
-            if (data.length !== 4 || data.toString() !== "pong") return;
+          const onMessage = (data: RawData) => {
+            if (!Buffer.isBuffer(data) || data.length !== 4 || data.toString() !== "pong") return;
             clearTimeout(timer);
             ws.off("message", onMessage);
             resolve();
@@ -182,8 +219,8 @@ export function heardFrom(sockets, timeoutMs = 60_000) {
 }
 
 /** Closes sockets and waits (bounded) for them to finish closing. */
-export async function closeAll(sockets, { abrupt = false } = {}) {
-  const waits = [];
+export async function closeAll(sockets: readonly (WebSocket | null | undefined)[], { abrupt = false } = {}): Promise<void> {
+  const waits: Promise<unknown>[] = [];
   for (const ws of sockets) {
     if (!ws || ws.readyState === WebSocket.CLOSED) continue;
     waits.push(new Promise((r) => ws.once("close", r)));

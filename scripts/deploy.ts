@@ -11,7 +11,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { LOCAL_SECRETS } from "./dev-vars.mjs";
+import { LOCAL_SECRETS } from "./dev-vars.ts";
 
 /** Secrets that must be set on the deployed Worker (the same names `npm run dev` generates locally). */
 export const REQUIRED_SECRETS = Object.keys(LOCAL_SECRETS);
@@ -20,7 +20,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const env = { ...process.env, WRANGLER_SEND_METRICS: "false" };
 
 /** Runs `npx wrangler ...args`; with `capture`, stdout is returned instead of shown. */
-function wrangler(args, { capture = false, quiet = false } = {}) {
+function wrangler(args: string[], { capture = false, quiet = false } = {}): { ok: boolean; status: number; stdout: string; stderr: string } {
   console.log(`\n$ npx wrangler ${args.join(" ")}`);
   const result = spawnSync("npx", ["wrangler", ...args], {
     cwd: ROOT,
@@ -32,27 +32,34 @@ function wrangler(args, { capture = false, quiet = false } = {}) {
   return { ok: result.status === 0, status: result.status ?? 1, stdout: result.stdout ?? "", stderr: result.stderr ?? "" };
 }
 
-function run(args) {
+function run(args: string[]): void {
   const result = wrangler(args);
   if (!result.ok) fail(`\`npx wrangler ${args.join(" ")}\` failed (exit ${result.status}).`, result.status);
 }
 
-function fail(message, status = 1) {
+function fail(message: string, status = 1): never {
   console.error(`\ndeploy: ${message}`);
   process.exit(status);
 }
 
-function databaseName() {
+function databaseName(): string {
   const match = /^\s*database_name\s*=\s*"([^"]+)"/m.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
   if (!match) fail("wrangler.toml has no [[d1_databases]] database_name.");
-  return match[1];
+  return match[1] ?? "";
 }
 
-function checkLogin() {
+/** What is read of `wrangler whoami --json`. */
+interface WhoAmI {
+  loggedIn?: boolean;
+  email?: string;
+  accounts?: { name: string; id: string }[];
+}
+
+function checkLogin(): void {
   const whoami = wrangler(["whoami", "--json"], { capture: true });
-  let info = null;
+  let info: WhoAmI | null = null;
   try {
-    info = JSON.parse(whoami.stdout);
+    info = JSON.parse(whoami.stdout) as WhoAmI;
   } catch {
     // not JSON: treated as not logged in below
   }
@@ -68,16 +75,16 @@ function checkLogin() {
   console.log(`Logged in as ${who}${accounts ? `; accounts: ${accounts}` : ""}`);
 }
 
-function checkSecrets() {
+function checkSecrets(): void {
   if (REQUIRED_SECRETS.length === 0) {
     console.log("\nNo secrets required.");
     return;
   }
   const list = wrangler(["secret", "list", "--format", "json"], { capture: true });
-  let present = new Set();
+  let present = new Set<string>();
   if (list.ok) {
     try {
-      present = new Set(JSON.parse(list.stdout).map((s) => s.name));
+      present = new Set((JSON.parse(list.stdout) as { name: string }[]).map((s) => s.name));
     } catch {
       fail(`could not read \`wrangler secret list\` output:\n${list.stdout}`);
     }
@@ -95,7 +102,7 @@ function checkSecrets() {
   console.log(`All ${REQUIRED_SECRETS.length} required secrets are set.`);
 }
 
-function main() {
+function main(): void {
   const deployArgs = process.argv.slice(2);
   const database = databaseName();
 

@@ -1,30 +1,28 @@
 // Servers for the benchmark: `wrangler dev` in its own process group on free loopback ports
-// (scripts/lib/dev-server.mjs), paused while another target is measured, and the resident memory
+// (scripts/lib/dev-server.ts), paused while another target is measured, and the resident memory
 // of the workerd processes in that group.
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { DevServer, freePorts } from "../../scripts/lib/dev-server.mjs";
-import { signalGroup } from "../../scripts/lib/process-group.mjs";
+import { DevServer, freePorts, rssKiB, type DevServerOptions } from "../../scripts/lib/dev-server.ts";
 
 export { freePorts };
 
-export class Server extends DevServer {
-  /**
-   * @param {object} o
-   * @param {string} o.name label for logs
-   * @param {string} o.command npm or npx
-   * @param {string[]} o.args
-   * @param {string} o.cwd
-   * @param {number} o.port
-   * @param {(base: string) => Promise<boolean>} o.ready
-   */
-  constructor(o) {
+/** How a scenario reaches a server: its base URLs (the proxy's, or the runtime's own entry). */
+export interface Reachable {
+  readonly name: string;
+  readonly base: string;
+  readonly wsBase: string;
+}
+
+export class Server extends DevServer implements Reachable {
+  /** How many times wrangler reloaded the Worker since this object was made. */
+  reloads = 0;
+
+  /** `o` as for DevServer, always without local tracing and with the bench's output handling. */
+  constructor(o: Omit<DevServerOptions, "onOutput" | "keepLines" | "localObservability">) {
     super({
-      name: o.name,
-      command: o.command,
-      args: o.args,
-      cwd: o.cwd,
+      ...o,
       // Without local tracing: its per-event spans cost about 10x on storage (TOOLCHAIN.md).
-      env: { X_LOCAL_OBSERVABILITY: "false" },
+      localObservability: false,
       keepLines: 300,
       onOutput: (text) => {
         if (process.env.BENCH_VERBOSE === "1") process.stderr.write(text.replace(/^/gm, `  [${o.name}] `));
@@ -33,49 +31,15 @@ export class Server extends DevServer {
         this.reloads += (text.match(/Reloading local server/g) ?? []).length;
       },
     });
-    this.port = o.port;
-    this.ready = o.ready;
-    this.base = `http://127.0.0.1:${o.port}`;
-    this.wsBase = `ws://127.0.0.1:${o.port}`;
-    this.reloads = 0;
-    this.paused = false;
   }
 
-  async start(timeoutMs = 90_000) {
-    this.spawn();
-    await this.waitUntilReady(() => this.ready(this.base), timeoutMs);
-  }
-
-  tail(lines = 40) {
+  override tail(lines = 40): string {
     return super.tail(lines);
   }
 
   /** Lines of server output that look like errors (for the report; the app logs failures). */
-  errorLines() {
+  errorLines(): string[] {
     return this.output.filter((l) => /error|failed|exception/i.test(l) && !/^\s*$/.test(l));
-  }
-
-  /** SIGTERM to the whole process group, SIGKILL after a grace period. */
-  async stop() {
-    this.resume();
-    await super.stop();
-  }
-
-  /**
-   * Stops the whole process group (SIGSTOP) while another target is measured: an idle `wrangler
-   * dev` is not idle, its esbuild watcher polls the source tree (~1-2% of a core, in bursts;
-   * workers-sdk#11469), and on two cores that landed in the measured target's tail latency.
-   */
-  pause() {
-    if (!this.child?.pid || this.paused) return;
-    signalGroup(this.child.pid, "SIGSTOP");
-    this.paused = true;
-  }
-
-  resume() {
-    if (!this.child?.pid || !this.paused) return;
-    signalGroup(this.child.pid, "SIGCONT");
-    this.paused = false;
   }
 
   /**
@@ -85,7 +49,7 @@ export class Server extends DevServer {
    * baselines', and on two cores that lands in the measured latency. While it is stopped a change
    * to a source file is not rebuilt, which a bench run does not want anyway.
    */
-  pauseWatcher() {
+  pauseWatcher(): void {
     for (const { pid, cmdline } of this.groupProcesses()) {
       if (!/\besbuild\b/.test(cmdline) || !cmdline.includes("--service")) continue;
       try {
@@ -96,30 +60,13 @@ export class Server extends DevServer {
     }
   }
 
-  /** The processes in this server's process group: `{ pid, cmdline }` (arguments joined by spaces). */
-  groupProcesses() {
-    const found = [];
-    for (const entry of readdirSync("/proc")) {
-      if (!/^\d+$/.test(entry)) continue;
-      try {
-        const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        if (Number(fields[2]) !== this.child.pid) continue; // pgrp
-        found.push({ pid: Number(entry), cmdline: readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " ") });
-      } catch {
-        // exited meanwhile
-      }
-    }
-    return found;
-  }
-
   /**
    * The workerd processes of this server: `runtime` runs the Worker and its Durable Objects (it
    * has the inspector), `proxy` is wrangler's entry runtime on the public port, which relays every
    * connection to it (it does not exist in production).
    */
-  workerdProcesses() {
-    const found = { runtime: null, proxy: null };
+  workerdProcesses(): { runtime: number | null; proxy: number | null } {
+    const found: { runtime: number | null; proxy: number | null } = { runtime: null, proxy: null };
     for (const { pid, cmdline } of this.groupProcesses()) {
       if (!cmdline.includes("workerd") || !cmdline.includes("serve")) continue;
       if (cmdline.includes("--inspector-addr")) found.runtime = pid;
@@ -137,23 +84,24 @@ export class Server extends DevServer {
    * and debug ports: the one that answers like the Worker (`this.ready`) and is not an inspector
    * (`/json/version`) is the entry. Found afresh after every start (the port changes).
    */
-  async entry() {
+  async entry(): Promise<{ base: string; wsBase: string; port: number }> {
     const { runtime } = this.workerdProcesses();
     if (!runtime) throw new Error(`${this.name}: no runtime workerd process`);
-    const inodes = new Set();
+    const inodes = new Set<string>();
     for (const fd of readdirSync(`/proc/${runtime}/fd`)) {
       try {
         const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${runtime}/fd/${fd}`));
-        if (m) inodes.add(m[1]);
+        if (m?.[1]) inodes.add(m[1]);
       } catch {
         // closed meanwhile
       }
     }
-    const ports = [];
+    const ports: number[] = [];
     for (const line of readFileSync(`/proc/${runtime}/net/tcp`, "utf8").split("\n").slice(1)) {
       const f = line.trim().split(/\s+/);
       // local_address rem_address st ... inode (field 9); 0A = LISTEN, 0100007F = 127.0.0.1
-      if (f.length > 9 && f[3] === "0A" && f[1].startsWith("0100007F:") && inodes.has(f[9])) ports.push(parseInt(f[1].split(":")[1], 16));
+      const [, local = "", , state, , , , , , inode = ""] = f;
+      if (state === "0A" && local.startsWith("0100007F:") && inodes.has(inode)) ports.push(parseInt(local.slice("0100007F:".length), 16));
     }
     for (const port of ports) {
       const base = `http://127.0.0.1:${port}`;
@@ -173,25 +121,26 @@ export class Server extends DevServer {
    * and `wsBase` at the runtime's entry socket. A view, not a copy: stopping or restarting goes
    * to the server itself (and a restart moves the entry, so ask again after one).
    */
-  async direct() {
+  async direct(): Promise<Server> {
     const { base, wsBase } = await this.entry();
-    return Object.create(this, { base: { value: base }, wsBase: { value: wsBase } });
+    return Object.create(this, { base: { value: base }, wsBase: { value: wsBase } }) as Server;
   }
 
   /** Resident memory in bytes of the runtime and proxy workerd processes. */
-  rss() {
+  rss(): { runtime: number | null; proxy: number | null } {
     const { runtime, proxy } = this.workerdProcesses();
-    return { runtime: runtime ? rssOf(runtime) : null, proxy: proxy ? rssOf(proxy) : null };
+    return { runtime: rssBytes(runtime), proxy: rssBytes(proxy) };
   }
 }
 
-function rssOf(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) * 1024 : null;
+function rssBytes(pid: number | null): number | null {
+  const kib = pid === null ? null : rssKiB(pid);
+  return kib === null ? null : kib * 1024;
 }
 
 /** CPU seconds (user + system) used by a process so far; `part` picks one of the two. */
-export function cpuSeconds(pid, part = "both") {
+export function cpuSeconds(pid: number | null, part: "user" | "system" | "both" = "both"): number | null {
+  if (pid === null) return null;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");

@@ -23,13 +23,13 @@
 //        --profile: CPU-profile the app's (and alone's) isolate during each S1 rate, S2 and S6
 //        window, S4 run and S5 resume, save the .cpuprofile under bench/results/ and print the top
 //        functions
-//        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.mjs) and
+//        --gc: during each S1 rate, watch every target's garbage collector (bench/lib/gc.ts) and
 //        print its major GCs beside the stalls the receivers saw
 //        --gc-pauses: during each S1 rate, sample every target's runtime main thread with Linux
-//        `perf` (bench/lib/perf.mjs) and add the major GC pauses in its window to the table
+//        `perf` (bench/lib/perf.ts) and add the major GC pauses in its window to the table
 //        --trace: run the app as bench/traced/worker.ts, which records when its conversation object
 //        took each frame and when its deferred passes ran, and print that beside each S1 stall
-//        (bench/lib/trace.mjs)
+//        (bench/lib/trace.ts)
 //        --via-proxy: every scenario through wrangler's proxy port, as before (see below)
 //        --s5-via-proxy: S5 only through wrangler's proxy port (fails above ~4,400 sockets, see below)
 //        --s5-bearer: S5's app sockets send the bearer token in the handshake instead of taking a
@@ -64,28 +64,99 @@
 // source file changed on disk mid-run) is detected and flagged in the table: it drops every socket
 // and restarts the runtime's memory.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { registerUsers, createGroup } from "./lib/clients.mjs";
-import { freePorts, Server } from "./lib/proc.mjs";
-import { Inspector, busySamples, summarize } from "./lib/inspector.mjs";
-import { gcReport, gcWatcher } from "./lib/gc.mjs";
-import { traceHooks, traceReport } from "./lib/trace.mjs";
-import { gcPausesIn, perfInstalled, threadSampler } from "./lib/perf.mjs";
-import { s1, s2, s3, s4, s5App, s5Baseline, s6, seedHistory, seedS4, STALL_MS } from "./lib/scenarios.mjs";
+import { registerUsers, createGroup, type Conversation, type RetryStats, type User } from "./lib/clients.ts";
+import { freePorts, Server } from "./lib/proc.ts";
+import { Inspector, busySamples, summarize } from "./lib/inspector.ts";
+import { gcReport, gcWatcher, type GcWatcher } from "./lib/gc.ts";
+import { traceHooks, traceReport, type Trace } from "./lib/trace.ts";
+import { gcPausesIn, perfInstalled, threadSampler, type ThreadSampler } from "./lib/perf.ts";
+import {
+  s1,
+  s2,
+  s3,
+  s4,
+  s5App,
+  s5Baseline,
+  s6,
+  seedHistory,
+  seedS4,
+  STALL_MS,
+  type Hooks,
+  type S1Options,
+  type Target,
+  type WindowOptions,
+} from "./lib/scenarios.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const T0 = Date.now();
 /** S5's user sockets per device (each device is a user with its own object). */
 const S5_SOCKETS_PER_DEVICE = 10;
-const log = (msg) => console.error(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(4)} s] ${msg}`);
+const log = (msg: string) => console.error(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(4)} s] ${msg}`);
 
 // --- Options --------------------------------------------------------------------------------------
 
-function parseArgs(argv) {
-  const o = {
+interface Options {
+  only: string[];
+  runs: number;
+  quick: boolean;
+  s4Messages: number;
+  s6Messages: number;
+  s5Sockets: number;
+  s5ViaProxy: boolean;
+  s5Tickets: boolean;
+  aloneAnswers: string;
+  viaProxy: boolean;
+  window: number;
+  receiptMs: number;
+  baseline: boolean;
+  alone: boolean;
+  media: boolean;
+  out: string | null;
+  stateDir: string;
+  profile: boolean;
+  gc: boolean;
+  gcPauses: boolean;
+  trace: boolean;
+  vars: string[];
+  s1Rates?: number[];
+  render?: string;
+  s1: Omit<S1Options, "profile">;
+  s2: WindowOptions;
+  s3: WindowOptions;
+}
+
+/** Flags that set a number: the option and its least value. */
+type NumericOption = "runs" | "s4Messages" | "s6Messages" | "s5Sockets" | "window" | "receiptMs";
+const NUMERIC_FLAGS = new Map<string, [NumericOption, number]>([
+  ["--runs", ["runs", 1]],
+  ["--s4-messages", ["s4Messages", 100]],
+  ["--s6-messages", ["s6Messages", 100]],
+  ["--s5-sockets", ["s5Sockets", 10]],
+  ["--window", ["window", 1]],
+  ["--receipt-ms", ["receiptMs", 0]],
+]);
+/** Flags that set options to true or false. */
+type BooleanOption = "quick" | "s5ViaProxy" | "s5Tickets" | "viaProxy" | "baseline" | "alone" | "media" | "profile" | "gc" | "gcPauses" | "trace";
+const SWITCHES = new Map<string, { keys: BooleanOption[]; value: boolean }>([
+  ["--quick", { keys: ["quick"], value: true }],
+  ["--s5-via-proxy", { keys: ["s5ViaProxy"], value: true }],
+  ["--s5-bearer", { keys: ["s5Tickets"], value: false }],
+  ["--via-proxy", { keys: ["viaProxy", "s5ViaProxy"], value: true }],
+  ["--no-baseline", { keys: ["baseline"], value: false }],
+  ["--no-alone", { keys: ["alone"], value: false }],
+  ["--no-media", { keys: ["media"], value: false }],
+  ["--profile", { keys: ["profile"], value: true }],
+  ["--gc", { keys: ["gc"], value: true }],
+  ["--gc-pauses", { keys: ["gcPauses"], value: true }],
+  ["--trace", { keys: ["trace"], value: true }],
+]);
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
     only: ["S1", "S2", "S3", "S4", "S5", "S6"],
     runs: 3,
     quick: false,
@@ -108,63 +179,42 @@ function parseArgs(argv) {
     gcPauses: false,
     trace: false,
     vars: [],
+    // Set below, once the flags are known.
+    s1: { rates: [], warmupMs: 0, windowMs: 0, receiptMs: 0 },
+    s2: { window: 0, warmupMs: 0, durationMs: 0, receiptMs: 0 },
+    s3: { window: 0, warmupMs: 0, durationMs: 0, receiptMs: 0 },
   };
   let onlyGiven = false;
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
+    const a = argv[i] ?? "";
     const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, null];
-    const value = () => inline ?? argv[++i];
+    const value = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    const numeric = NUMERIC_FLAGS.get(flag);
+    const toggle = SWITCHES.get(flag);
+    if (numeric) {
+      const [key, min] = numeric;
+      o[key] = Math.max(min, Number(value()));
+      continue;
+    }
+    if (toggle) {
+      for (const key of toggle.keys) o[key] = toggle.value;
+      continue;
+    }
     switch (flag) {
       case "--only":
         o.only = value().split(",").map((s) => s.trim().toUpperCase()).filter(Boolean);
         onlyGiven = true;
         break;
-      case "--runs":
-        o.runs = Math.max(1, Number(value()));
-        break;
-      case "--quick":
-        o.quick = true;
-        break;
-      case "--s4-messages":
-        o.s4Messages = Math.max(100, Number(value()));
-        break;
-      case "--s6-messages":
-        o.s6Messages = Math.max(100, Number(value()));
-        break;
-      case "--s5-sockets":
-        o.s5Sockets = Math.max(10, Number(value()));
-        break;
-      case "--s5-via-proxy":
-        o.s5ViaProxy = true;
-        break;
-      case "--s5-bearer":
-        o.s5Tickets = false;
-        break;
       case "--alone-answers":
         o.aloneAnswers = value();
         if (!["d1", "d1,users"].includes(o.aloneAnswers)) throw new Error("--alone-answers: d1 or d1,users");
         break;
-      case "--via-proxy":
-        o.viaProxy = true;
-        o.s5ViaProxy = true;
-        break;
       case "--s1-rates":
         o.s1Rates = value().split(",").map(Number).filter((r) => r > 0);
-        break;
-      case "--window":
-        o.window = Math.max(1, Number(value()));
-        break;
-      case "--receipt-ms":
-        o.receiptMs = Math.max(0, Number(value()));
-        break;
-      case "--no-baseline":
-        o.baseline = false;
-        break;
-      case "--no-alone":
-        o.alone = false;
-        break;
-      case "--no-media":
-        o.media = false;
         break;
       case "--out":
         o.out = value();
@@ -174,18 +224,6 @@ function parseArgs(argv) {
         break;
       case "--var":
         o.vars.push(value());
-        break;
-      case "--profile":
-        o.profile = true;
-        break;
-      case "--gc":
-        o.gc = true;
-        break;
-      case "--gc-pauses":
-        o.gcPauses = true;
-        break;
-      case "--trace":
-        o.trace = true;
         break;
       case "--render":
         o.render = value();
@@ -219,10 +257,21 @@ function parseArgs(argv) {
 
 // --- Machine ------------------------------------------------------------------------------------------
 
-function machineInfo() {
-  const version = (path) => {
+interface Machine {
+  cpu: string;
+  cores: number;
+  memoryGiB: string;
+  kernel: string;
+  node: string;
+  wrangler: string;
+  workerd: string;
+  workerdBinary?: string | null;
+}
+
+function machineInfo(): Machine {
+  const version = (path: string): string => {
     try {
-      return JSON.parse(readFileSync(join(ROOT, path), "utf8")).version;
+      return (JSON.parse(readFileSync(join(ROOT, path), "utf8")) as { version: string }).version;
     } catch {
       return "?";
     }
@@ -242,18 +291,29 @@ const loadavg = () => os.loadavg().map((l) => l.toFixed(2)).join(" ");
 
 // --- Statistics -------------------------------------------------------------------------------------
 
-const median = (xs) => {
-  const s = xs.filter((x) => x !== null && x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+type Maybe = number | null | undefined;
+const finite = (xs: readonly Maybe[]): number[] => xs.filter((x): x is number => x !== null && x !== undefined && Number.isFinite(x));
+
+const median = (xs: readonly Maybe[]): number | null => {
+  const s = finite(xs).sort((a, b) => a - b);
   if (s.length === 0) return null;
   const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-const spread = (xs) => {
-  const s = xs.filter((x) => x !== null && x !== undefined && Number.isFinite(x));
-  return s.length ? { med: median(s), min: Math.min(...s), max: Math.max(...s), n: s.length } : null;
+  return s.length % 2 ? (s[m] ?? null) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 };
 
-function fmt(v, digits) {
+interface Spread {
+  med: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+const spread = (xs: readonly Maybe[]): Spread | null => {
+  const s = finite(xs);
+  return s.length ? { med: median(s) ?? 0, min: Math.min(...s), max: Math.max(...s), n: s.length } : null;
+};
+
+function fmt(v: Maybe, digits?: number): string {
   if (v === null || v === undefined || !Number.isFinite(v)) return "n/a";
   if (digits !== undefined) return v.toFixed(digits);
   if (Math.abs(v) >= 100) return Math.round(v).toLocaleString("en-US");
@@ -261,7 +321,7 @@ function fmt(v, digits) {
   return v.toFixed(2);
 }
 
-function cell(stat, digits, unit = "") {
+function cell(stat: Spread | null, digits?: number, unit = ""): string {
   if (!stat) return "n/a";
   const m = `${fmt(stat.med, digits)}${unit}`;
   if (stat.n < 2) return m;
@@ -270,48 +330,88 @@ function cell(stat, digits, unit = "") {
 
 // --- Main ---------------------------------------------------------------------------------------------------
 
-async function main() {
+/** What a scenario's run returns, by scenario. */
+type S1Result = Awaited<ReturnType<typeof s1>>;
+/** An S1 rate's numbers; with --gc-pauses, the major GC pauses in its window too. */
+type S1Rate = S1Result["rates"][number] & { gcPauses?: ReturnType<typeof gcPausesIn> };
+
+interface RunOf {
+  S1: Omit<S1Result, "rates"> & { rates: S1Rate[] };
+  S2: Awaited<ReturnType<typeof s2>>;
+  S3: Awaited<ReturnType<typeof s3>>;
+  S4: Awaited<ReturnType<typeof s4>>;
+  // S5's app runs have what its baseline runs have, and more.
+  S5: Awaited<ReturnType<typeof s5Baseline>> & Partial<Awaited<ReturnType<typeof s5App>>>;
+  S6: Awaited<ReturnType<typeof s6>>;
+}
+type ScenarioKey = keyof RunOf;
+/** A column of the table: a target's kind, or S6's two groups (both the app). */
+type Column = "app" | "baseline" | "relay" | "store" | "alone" | "fresh" | "history";
+/** Every run of a scenario, by column; `reloadsDuring`: wrangler reloaded the Worker during it. */
+type Runs = { [K in ScenarioKey]?: Partial<Record<Column, (RunOf[K] & { reloadsDuring?: number })[]>> };
+
+/** A results file (bench/results/*.json), as written by main and read back by --render. */
+interface Results {
+  machine: Machine;
+  options: Options;
+  vars: string[];
+  startedAt: string;
+  runs: Runs;
+  appAssets?: boolean;
+  reloads?: string[];
+  s4Seed?: Awaited<ReturnType<typeof seedS4>>;
+  s6Seed?: Awaited<ReturnType<typeof seedHistory>>;
+  loads?: string[];
+  serverErrors?: { app: string[]; baseline: string[] };
+}
+
+async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   if (opts.render) {
-    const saved = JSON.parse(readFileSync(opts.render, "utf8"));
+    const saved = JSON.parse(readFileSync(opts.render, "utf8")) as Results;
     console.log(render(saved, saved.options));
     return;
   }
   const machine = machineInfo();
-  const wants = (s) => opts.only.includes(s);
+  const wants = (s: string) => opts.only.includes(s);
   const loads = [loadavg()];
   log(`machine: ${machine.cpu}, ${machine.cores} cores; load ${loads[0]}`);
 
-  const [appPort, appInspector, basePort, baseInspector, alonePort, aloneInspector] = await freePorts(6);
-  const appDir = mkdtempSync(join(opts.stateDir, "bench-app-"));
-  const baseDir = mkdtempSync(join(opts.stateDir, "bench-baseline-"));
-  const aloneDir = mkdtempSync(join(opts.stateDir, "bench-alone-"));
+  const [appPort = 0, appInspector = 0, basePort = 0, baseInspector = 0, alonePort = 0, aloneInspector = 0] = await freePorts(6);
   // S5 opens a second set of user sockets for half its devices while their first set stays open.
   const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
+  const appAnswers = async (base: string) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401;
+  // Each server keeps its state in a temp dir of its own under opts.stateDir, removed when it stops
+  // (scripts/lib/dev-server.ts); a restart keeps it.
   const app = new Server({
     name: "app",
-    command: "npm",
-    args: ["run", "dev", "--", ...(opts.trace ? ["bench/traced/worker.ts"] : []), "--port", String(appPort), "--inspector-port", String(appInspector), "--persist-to", appDir, ...VARS.flatMap((v) => ["--var", v])],
-    cwd: ROOT,
+    ...(opts.trace ? { script: "bench/traced/worker.ts" } : {}),
     port: appPort,
-    ready: async (base) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401,
+    inspectorPort: appInspector,
+    stateDir: opts.stateDir,
+    vars: VARS,
+    cwd: ROOT,
+    ready: appAnswers,
   });
   // The app once more, with a conversation's remote work (D1, users' objects) answered at once:
   // what the conversation object's own thread carries (bench/alone/worker.ts). S1 and S2 only.
   const alone = new Server({
     name: "alone",
-    command: "npm",
-    args: ["run", "dev", "--", "bench/alone/worker.ts", "--port", String(alonePort), "--inspector-port", String(aloneInspector), "--persist-to", aloneDir, ...[...VARS, `ALONE_ANSWERS:${opts.aloneAnswers}`].flatMap((v) => ["--var", v])],
-    cwd: ROOT,
+    script: "bench/alone/worker.ts",
     port: alonePort,
-    ready: async (base) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401,
+    inspectorPort: aloneInspector,
+    stateDir: opts.stateDir,
+    vars: [...VARS, `ALONE_ANSWERS:${opts.aloneAnswers}`],
+    cwd: ROOT,
+    ready: appAnswers,
   });
   const baseline = new Server({
     name: "baseline",
-    command: "npx",
-    args: ["wrangler", "dev", "-c", "bench/baseline/wrangler.toml", "--ip", "127.0.0.1", "--port", String(basePort), "--inspector-port", String(baseInspector), "--persist-to", baseDir],
-    cwd: ROOT,
+    config: "bench/baseline/wrangler.toml",
     port: basePort,
+    inspectorPort: baseInspector,
+    stateDir: opts.stateDir,
+    cwd: ROOT,
     ready: async (base) => (await fetch(base, { signal: AbortSignal.timeout(2_000) })).status === 200,
   });
   opts.alone = opts.alone && opts.baseline && (wants("S1") || wants("S2"));
@@ -321,30 +421,35 @@ async function main() {
   const cleanup = async () => {
     if (stopping) return;
     stopping = true;
-    await Promise.all(servers.map((s) => s.stop()));
-    rmSync(appDir, { recursive: true, force: true });
-    rmSync(baseDir, { recursive: true, force: true });
-    rmSync(aloneDir, { recursive: true, force: true });
+    // Every server, started or not: each removes its state dir.
+    await Promise.all([app, baseline, alone].map((s) => s.stop()));
   };
-  for (const signal of ["SIGINT", "SIGTERM"]) {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.on(signal, () => {
       log(`${signal}: stopping servers`);
       void cleanup().then(() => process.exit(130));
     });
   }
 
-  const results = { machine, options: opts, vars: VARS, startedAt: new Date().toISOString(), runs: {} };
-  // Whether the app ran with static assets, and so behind wrangler dev's assets router (render).
-  results.appAssets = /^\[assets\]/m.test(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
-  const record = (key, target, value) => {
-    results.runs[key] ??= { app: [], baseline: [], relay: [], store: [], alone: [] };
-    (results.runs[key][target] ??= []).push(value);
+  const results: Results = {
+    machine,
+    options: opts,
+    vars: VARS,
+    startedAt: new Date().toISOString(),
+    runs: {},
+    // Whether the app ran with static assets, and so behind wrangler dev's assets router (render).
+    appAssets: /^\[assets\]/m.test(readFileSync(join(ROOT, "wrangler.toml"), "utf8")),
+  };
+  const record = <K extends ScenarioKey>(key: K, target: Column, value: RunOf[K] & { reloadsDuring?: number }) => {
+    const runs: Runs[K] = (results.runs[key] ??= { app: [], baseline: [], relay: [], store: [], alone: [] });
+    if (runs) (runs[target] ??= []).push(value);
   };
   // Runs during which wrangler reloaded the Worker (a source file changed on disk): flagged.
-  results.reloads = [];
+  const reloaded: string[] = [];
+  results.reloads = reloaded;
   // Only the measured target's server runs; the others are paused, and so is its own esbuild
   // watcher (Server.pause and Server.pauseWatcher say why).
-  const focus = (server) => {
+  const focus = (server: Server) => {
     for (const s of servers) if (s !== server) s.pause();
     server.resume();
     server.pauseWatcher();
@@ -352,16 +457,16 @@ async function main() {
   // `as`: the column the result goes in, when not the target's kind (S6 runs the app twice).
   // `fn` gets the target as the scenario reaches it: its server straight at the runtime's entry
   // socket, or wrangler's proxy with --via-proxy (--s5-via-proxy for S5 alone).
-  const measure = async (key, t, run, fn, as = t.kind) => {
+  const measure = async <K extends ScenarioKey>(key: K, t: Target, run: number, fn: (reached: Target) => Promise<RunOf[K]>, as: Column = t.kind) => {
     focus(t.server);
     const viaProxy = key === "S5" ? opts.s5ViaProxy : opts.viaProxy;
     const reached = viaProxy ? t : { ...t, server: await t.server.direct() };
     const before = t.server.reloads;
-    const value = await fn(reached);
+    const value: RunOf[K] & { reloadsDuring?: number } = await fn(reached);
     const reloads = t.server.reloads - before;
     if (reloads > 0) {
       value.reloadsDuring = reloads;
-      results.reloads.push(`${key} ${as} run ${run + 1}`);
+      reloaded.push(`${key} ${as} run ${run + 1}`);
       log(`WARNING: ${as} reloaded ${reloads}x during ${key} run ${run + 1} (a source file changed): numbers not valid`);
     }
     record(key, as, value);
@@ -371,8 +476,8 @@ async function main() {
     // The app and alone both run `npm run dev`, which builds the web client into web/dist when it
     // is missing or stale; started side by side on a fresh clone, two builds emptied and filled
     // the same directory at once and one failed. So it is built here first, once.
-    const build = spawnSync(process.execPath, [join(ROOT, "web", "scripts", "build.mjs")], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
-    if (build.status !== 0) throw new Error("building the web client (web/scripts/build.mjs) failed");
+    const build = spawnSync(process.execPath, [join(ROOT, "web", "scripts", "build.ts")], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
+    if (build.status !== 0) throw new Error("building the web client (web/scripts/build.ts) failed");
     log(`starting app (port ${appPort})${opts.baseline ? `, baseline (port ${basePort})` : ""}${opts.alone ? `, alone (port ${alonePort})` : ""}`);
     await Promise.all(servers.map((s) => s.start()));
     machine.workerdBinary = workerdVersion(app);
@@ -384,11 +489,11 @@ async function main() {
     log(`registering ${poolSize} users${wants("S4") ? " + 21 for S4" : ""}${wants("S5") ? " + 1 poster" : ""}`);
     const users = await registerUsers(app.base, poolSize, `b${tag}_`);
     // `inspector`: where --profile (the app and alone only) and --gc reach the target's isolate.
-    const appTarget = { kind: "app", server: app, inspector: appInspector, profiled: true };
-    const baseTarget = { kind: "baseline", server: baseline, inspector: baseInspector };
-    const relayTarget = { kind: "relay", server: baseline, inspector: baseInspector };
-    const storeTarget = { kind: "store", server: baseline, inspector: baseInspector };
-    const aloneTarget = {
+    const appTarget: Target = { kind: "app", server: app, inspector: appInspector, profiled: true };
+    const baseTarget: Target = { kind: "baseline", server: baseline, inspector: baseInspector };
+    const relayTarget: Target = { kind: "relay", server: baseline, inspector: baseInspector };
+    const storeTarget: Target = { kind: "store", server: baseline, inspector: baseInspector };
+    const aloneTarget: Target = {
       kind: "alone",
       server: alone,
       // Its devices hold user sockets only when its users' objects are real.
@@ -397,11 +502,11 @@ async function main() {
       profiled: true,
       users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [],
     };
-    const targets = (run) => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
+    const targets = (run: number): Target[] => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
     // S1 and S2 also run the relay baseline (what the contract's delivery costs without storage)
     // and the store baseline (what a naive insert per message costs without anything else).
     // And, with the "alone" server, the app with its remote work answered at once.
-    const withRelayAndStore = (run) =>
+    const withRelayAndStore = (run: number): Target[] =>
       opts.baseline ? [...targets(run), relayTarget, storeTarget, ...(opts.alone ? [aloneTarget] : [])] : [appTarget];
 
     if (wants("S1")) {
@@ -411,10 +516,10 @@ async function main() {
           // Hooks around each rate: a CPU profile (--profile), a watch on the GC (--gc, one per
           // rate), the runtime's thread sampled (--gc-pauses, one per rate), or the app's timeline
           // (--trace, one per rate).
-          let profile;
-          const watchers = [];
-          const tracers = [];
-          const samplers = [];
+          let profile: ((rate: number) => Hooks) | undefined;
+          const watchers: GcWatcher[] = [];
+          const tracers: Trace[] = [];
+          const samplers: ThreadSampler[] = [];
           if (opts.gcPauses) {
             profile = () => {
               const sampler = threadSampler(t.server.workerdProcesses().runtime);
@@ -439,14 +544,16 @@ async function main() {
           await measure("S1", t, run, async (reached) => {
             const result = await s1(reached, (t.users ?? users).slice(0, 10), { ...opts.s1, profile });
             for (const [i, w] of watchers.entries()) {
-              console.error(gcReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, w.findings, result.rates[i]).join("\n"));
+              const r = result.rates[i];
+              if (r) console.error(gcReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, w.findings, r).join("\n"));
             }
             for (const [i, tracer] of tracers.entries()) {
-              console.error(traceReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, tracer, result.rates[i]).join("\n"));
+              const r = result.rates[i];
+              if (r) console.error(traceReport(`S1 @${opts.s1.rates[i]}/s ${t.kind} run ${run + 1}`, tracer, r).join("\n"));
             }
             for (const [i, sampler] of samplers.entries()) {
-              const r = result.rates[i];
-              r.gcPauses = gcPausesIn(sampler.samples, r.windowStart, r.windowStart + opts.s1.windowMs);
+              const r: S1Rate | undefined = result.rates[i];
+              if (r) r.gcPauses = gcPausesIn(sampler.samples, r.windowStart, r.windowStart + opts.s1.windowMs);
             }
             return result;
           });
@@ -463,7 +570,7 @@ async function main() {
       }
     }
     if (wants("S3")) {
-      const pairs = Array.from({ length: 20 }, (_, i) => [users[2 * i], users[2 * i + 1]]);
+      const pairs = Array.from({ length: 20 }, (_, i) => users.slice(2 * i, 2 * i + 2));
       for (let run = 0; run < opts.runs; run++) {
         for (const t of targets(run)) {
           log(`S3 run ${run + 1}/${opts.runs} ${t.kind} (load ${loadavg()})`);
@@ -480,7 +587,7 @@ async function main() {
       results.s6Seed = seed;
       log(`S6: stored in ${seed.sentSeconds.toFixed(1)} s, in D1 ${seed.drainSeconds.toFixed(1)} s later`);
       for (let run = 0; run < opts.runs; run++) {
-        for (const group of run % 2 === 0 ? ["fresh", "history"] : ["history", "fresh"]) {
+        for (const group of run % 2 === 0 ? (["fresh", "history"] as const) : (["history", "fresh"] as const)) {
           log(`S6 run ${run + 1}/${opts.runs} ${group} (load ${loadavg()})`);
           const conversationId = group === "history" ? seed.conversationId : null;
           const hooks = opts.profile ? profiler(appInspector, `S6-${group}-run${run + 1}`) : undefined;
@@ -491,24 +598,26 @@ async function main() {
     loads.push(loadavg());
     if (wants("S4")) {
       focus(app);
-      const s4Users = await registerUsers(app.base, 21, `s4${tag}_`);
+      const [s4User, ...s4Others] = await registerUsers(app.base, 21, `s4${tag}_`);
+      if (!s4User) throw new Error("S4: no user registered");
       log(`S4: storing ${opts.s4Messages.toLocaleString("en-US")} messages through sockets (load ${loadavg()})`);
-      const seed = await seedS4(app, s4Users[0], s4Users.slice(1), opts.s4Messages);
+      const seed = await seedS4(app, s4User, s4Others, opts.s4Messages);
       results.s4Seed = seed;
       log(`S4: stored in ${seed.sentSeconds.toFixed(1)} s, in D1 ${seed.drainSeconds.toFixed(1)} s later`);
       for (let run = 0; run < opts.runs; run++) {
         log(`S4 run ${run + 1}/${opts.runs} (load ${loadavg()})`);
         const hooks = opts.profile ? profiler(appInspector, `S4-app-run${run + 1}`) : undefined;
-        await measure("S4", appTarget, run, (reached) => s4(reached.server, s4Users[0], seed.stored, { hooks }));
+        await measure("S4", appTarget, run, (reached) => s4(reached.server, s4User, seed.stored, { hooks }));
       }
     }
     loads.push(loadavg());
     if (wants("S5")) {
       focus(app);
       const [poster] = await registerUsers(app.base, 1, `p${tag}_`);
+      if (!poster) throw new Error("S5: no poster registered");
       const devices = users.slice(0, s5Devices);
       // Groups of 49 devices plus the poster: 50 members, the largest size fanned out inline.
-      const groups = [];
+      const groups: { members: User[]; conversation: Conversation }[] = [];
       for (let i = 0; i < devices.length; i += 49) {
         const members = devices.slice(i, i + 49);
         groups.push({ members, conversation: await createGroup(app.base, poster, members, `s5 ${i / 49}`) });
@@ -518,7 +627,7 @@ async function main() {
         for (const t of targets(run)) {
           // A fresh runtime per run, so the memory delta is not hidden by what an earlier run freed.
           log(`S5 run ${run + 1}/${opts.runs} ${t.kind}: restarting it, then ${sockets} sockets (load ${loadavg()})`);
-          await t.server.stop();
+          await t.server.stop({ keepState: true });
           await t.server.start();
           await measure("S5", t, run, (reached) => {
             const via = reached.server;
@@ -545,7 +654,8 @@ async function main() {
     results.serverErrors = { app: app.errorLines().slice(-20), baseline: opts.baseline ? baseline.errorLines().slice(-20) : [] };
   } catch (err) {
     // fetch's "fetch failed" names what went wrong only in its cause (a reset, a refusal).
-    log(`FAILED: ${err.stack ?? err}${err?.cause ? `\n  cause: ${err.cause.stack ?? err.cause}` : ""}`);
+    const text = (e: unknown) => (e instanceof Error ? (e.stack ?? e.message) : String(e));
+    log(`FAILED: ${text(err)}${err instanceof Error && err.cause ? `\n  cause: ${text(err.cause)}` : ""}`);
     for (const s of servers) {
       if (s.reloads > 0) log(`note: ${s.name} reloaded ${s.reloads}x during the bench (a source file changed on disk; it drops every socket)`);
     }
@@ -562,9 +672,9 @@ async function main() {
   writeFileSync(out, JSON.stringify({ ...results, table }, null, 2));
   log(`results: ${out}`);
 
-  if (opts.media && process.exitCode !== 1 && existsSync(join(ROOT, "bench", "media.mjs"))) {
-    log("bench/media.mjs exists: running it");
-    const media = spawnSync(process.execPath, [join(ROOT, "bench", "media.mjs")], { cwd: ROOT, stdio: "inherit" });
+  if (opts.media && process.exitCode !== 1 && existsSync(join(ROOT, "bench", "media.ts"))) {
+    log("bench/media.ts exists: running it");
+    const media = spawnSync(process.execPath, [join(ROOT, "bench", "media.ts")], { cwd: ROOT, stdio: "inherit" });
     if (media.status !== 0) process.exitCode = media.status ?? 1;
   }
 }
@@ -575,14 +685,15 @@ async function main() {
  * miniflare's own services (D1, queues) run in other isolates of the same process and are not in
  * it. Sampling slows the app down: profiled runs measure where time goes, not how fast it is.
  */
-function profiler(inspectorPort, label) {
-  let inspector = null;
+function profiler(inspectorPort: number, label: string): Hooks {
+  let inspector: Inspector | null = null;
   return {
     async start() {
       inspector = await Inspector.connect(inspectorPort);
       await inspector.startProfile();
     },
     async stop() {
+      if (!inspector) throw new Error(`profile ${label}: stop before start`);
       const profile = await inspector.stopProfile();
       inspector.close();
       const dir = join(ROOT, "bench", "results");
@@ -595,17 +706,17 @@ function profiler(inspectorPort, label) {
   };
 }
 
-/** A run's retries (`retrying` in bench/lib/clients.mjs): "0", or "3 (ECONNRESET 3)". */
-function describeRetries(stats) {
+/** A run's retries (`retrying` in bench/lib/clients.ts): "0", or "3 (ECONNRESET 3)". */
+function describeRetries(stats: RetryStats): string {
   const n = stats.retries ?? 0;
   if (n === 0) return "0";
   return `${n} (${Object.entries(stats.byCode ?? {}).map(([code, k]) => `${code} ${k}`).join(", ")})`;
 }
 
-function workerdVersion(server) {
+function workerdVersion(server: Server): string | null {
   try {
     const { runtime } = server.workerdProcesses();
-    const exe = readFileSync(`/proc/${runtime}/cmdline`, "utf8").split("\0")[0];
+    const exe = readFileSync(`/proc/${runtime}/cmdline`, "utf8").split("\0")[0] ?? "";
     return execFileSync(exe, ["--version"], { encoding: "utf8" }).trim();
   } catch {
     return null;
@@ -615,33 +726,42 @@ function workerdVersion(server) {
 // --- The table -------------------------------------------------------------------------------------------
 
 /** What the alone server answered at once (results saved before --alone-answers: both). */
-function aloneWhat(opts) {
+function aloneWhat(opts: Options): string {
   return opts.aloneAnswers === "d1" ? "only D1 answering at once, its users' objects real" : "D1 and users' objects answering at once";
 }
 
-function render(results, opts) {
+/** Every run of scenario `key` in column `target` (none when it did not run). */
+function runsOf<K extends ScenarioKey>(runs: Runs, key: K, target: Column): RunOf[K][] {
+  const byColumn: Runs[K] = runs[key];
+  return byColumn?.[target] ?? [];
+}
+
+function render(results: Results, opts: Options): string {
   const { machine } = results;
   const runs = results.runs;
-  const lines = [];
-  const rows = [];
+  const lines: string[] = [];
+  const rows: string[][] = [];
   // One row per metric: a cell per target ("-": the target did not run this scenario), and the
   // app's ratio to the bare broadcast.
-  const row = (scenario, metric, app, base, ratio = "", others = ["-", "-", "-"]) => rows.push([scenario, metric, app, base, ratio, ...others]);
-  const get = (key, target, f) => spread((runs[key]?.[target] ?? []).map(f));
-  const ratio = (a, b) => (a && b && b.med ? `${(a.med / b.med).toFixed(2)}x` : "");
-  const OTHERS = ["relay", "store", "alone"];
+  const row = (scenario: string, metric: string, app: string, base: string, ratio = "", others = ["-", "-", "-"]) => rows.push([scenario, metric, app, base, ratio, ...others]);
+  const get = <K extends ScenarioKey>(key: K, target: Column, f: (r: RunOf[K]) => Maybe) => spread(runsOf(runs, key, target).map(f));
+  const ratio = (a: Spread | null, b: Spread | null) => (a && b && b.med ? `${(a.med / b.med).toFixed(2)}x` : "");
+  const OTHERS: Column[] = ["relay", "store", "alone"];
   /** A metric of every target that ran `key` (`only`: the targets it means something for). */
-  const metric = (key, scenario, name, f, digits, only = ["app", "baseline", ...OTHERS]) => {
-    const stat = (t) => (only.includes(t) ? get(key, t, f) : null);
-    const shown = (t) => ((runs[key]?.[t] ?? []).length === 0 ? "-" : only.includes(t) ? cell(stat(t), digits) : "n/a");
+  const metric = <K extends ScenarioKey>(key: K, scenario: string, name: string, f: (r: RunOf[K]) => Maybe, digits?: number, only: Column[] = ["app", "baseline", ...OTHERS]) => {
+    const stat = (t: Column) => (only.includes(t) ? get(key, t, f) : null);
+    const shown = (t: Column) => (runsOf(runs, key, t).length === 0 ? "-" : only.includes(t) ? cell(stat(t), digits) : "n/a");
     row(scenario, name, shown("app"), shown("baseline"), ratio(stat("app"), stat("baseline")), OTHERS.map(shown));
   };
 
   if (runs.S1) {
     for (const [k, rate] of opts.s1.rates.entries()) {
-      const at = (f) => (r) => f(r.rates[k]);
+      const at = (f: (x: S1Rate) => Maybe) => (r: RunOf["S1"]) => {
+        const x = r.rates[k];
+        return x ? f(x) : null;
+      };
       metric("S1", `S1 @${rate}/s`, "delivered msg/s per receiver", at((x) => x.deliveredPerSec));
-      for (const p of ["p50", "p95", "p99", "max"]) metric("S1", "", `${p} latency ms`, at((x) => x[p]), 1);
+      for (const p of ["p50", "p95", "p99", "max"] as const) metric("S1", "", `${p} latency ms`, at((x) => x[p]), 1);
       // 1% of the messages is 0.01 x rate x 5 s: a stall holding that many decides p99 alone.
       metric("S1", "", `messages in the longest stall (>= ${STALL_MS} ms late)`, at((x) => x.longestStall), 0);
       metric("S1", "", "loss %", at((x) => x.loss * 100), 2);
@@ -653,7 +773,7 @@ function render(results, opts) {
         metric("S1", "", "major GC ms in the window", at((x) => x.gcPauses?.totalMs), 0);
       }
       // The fan-out's relay to the user sockets: only the app and the relay baseline have one.
-      for (const p of ["relayP50", "relayP99"]) {
+      for (const p of ["relayP50", "relayP99"] as const) {
         metric("S1", "", `user socket ${p.slice(5).toLowerCase()} latency ms`, at((x) => x[p]), 1, ["app", "relay"]);
       }
     }
@@ -675,7 +795,7 @@ function render(results, opts) {
   if (runs.S6) {
     // The app twice: in the table's app column, a fresh group's cells, then the seeded group's.
     const n = results.s6Seed?.stored ?? 0;
-    const both = (name, f, digits, first) => {
+    const both = (name: string, f: (r: RunOf["S6"]) => Maybe, digits: number | undefined, first: boolean) => {
       const fresh = get("S6", "fresh", f);
       const history = get("S6", "history", f);
       row(first ? "S6 history" : "", `${name}, fresh group`, cell(fresh, digits), "-");
@@ -687,14 +807,15 @@ function render(results, opts) {
     both("runtime CPU ms per message", (r) => r.cpuMsPerMessage.runtimeAll, 3, false);
   }
   if (runs.S4) {
-    const n = runs.S4.app[0]?.messages ?? 0;
+    const n = runs.S4.app?.[0]?.messages ?? 0;
     row(`S4 sync ${n.toLocaleString("en-US")}`, "seconds", cell(get("S4", "app", (r) => r.seconds), 2), "-");
     row("", "messages/s", cell(get("S4", "app", (r) => r.perSec)), "-");
   }
   if (runs.S5) {
-    const n = runs.S5.app[0]?.sockets ?? runs.S5.baseline[0]?.sockets ?? 0;
+    const n = runs.S5.app?.[0]?.sockets ?? runs.S5.baseline?.[0]?.sockets ?? 0;
+    type S5Run = RunOf["S5"];
     // A reading that older saved results lack shows as n/a, not 0.
-    const kb = (t, f) =>
+    const kb = (t: Column, f: (r: S5Run) => Maybe) =>
       get("S5", t, (r) => {
         const bytes = f(r);
         return bytes === null || bytes === undefined ? null : bytes / 1024;
@@ -714,15 +835,15 @@ function render(results, opts) {
     row("", "all reconnect + resume s", cell(get("S5", "app", (r) => r.resumeSeconds), 2), cell(get("S5", "baseline", (r) => r.resumeSeconds), 2),
       ratio(get("S5", "app", (r) => r.resumeSeconds), get("S5", "baseline", (r) => r.resumeSeconds)));
     // Older results files have no resumeCpu: their cells read n/a.
-    const resumeCpu = (t, part) => get("S5", t, (r) => r.resumeCpu?.[part] ?? null);
+    const resumeCpu = (t: Column, part: "runtime" | "client") => get("S5", t, (r) => r.resumeCpu?.[part] ?? null);
     row("", "  runtime CPU s during it", cell(resumeCpu("app", "runtime"), 2), cell(resumeCpu("baseline", "runtime"), 2),
       ratio(resumeCpu("app", "runtime"), resumeCpu("baseline", "runtime")));
     row("", "  bench client CPU s during it", cell(resumeCpu("app", "client"), 2), cell(resumeCpu("baseline", "client"), 2));
     const lost = (runs.S5.app ?? []).map((r) => `${r.synced}/${r.syncedExpected} synced, ${r.liveReceived}/${r.sockets} live`);
     if (lost.length) row("", "resumed, nothing lost (per run)", lost.join("; "), "-");
-    const retried = (t) =>
-      (runs.S5[t] ?? [])
-        .map((r) => ["connect", "resume", "kept"].map((k) => r.handshakeRetries?.[k]?.retries ?? 0).join("+"))
+    const retried = (t: Column) =>
+      runsOf(runs, "S5", t)
+        .map((r) => (["connect", "resume", "kept"] as const).map((k) => r.handshakeRetries?.[k]?.retries ?? 0).join("+"))
         .join("; ") || "-";
     row("", "handshakes retried (connect+resume+kept, per run)", retried("app"), retried("baseline"));
     // Older results files have no syncRetries: their cells read n/a.
@@ -732,7 +853,7 @@ function render(results, opts) {
 
   const header = ["scenario", "metric", "app", "bare", "app/bare", "relay", "store", "alone"];
   const widths = header.map((_, c) => Math.max(...[header, ...rows].map((r) => String(r[c]).length)));
-  const line = (r) => `| ${r.map((v, c) => String(v).padEnd(widths[c])).join(" | ")} |`;
+  const line = (r: string[]) => `| ${r.map((v, c) => String(v).padEnd(widths[c] ?? 0)).join(" | ")} |`;
   lines.push("");
   lines.push(`edge-chat benchmark, ${results.startedAt}`);
   lines.push(
@@ -740,7 +861,7 @@ function render(results, opts) {
   );
   lines.push(`load average (1/5/15 min) at start / during / end: ${(results.loads ?? []).join(" | ")}`);
   // Each option's flag is its name in kebab case (gcPauses: --gc-pauses).
-  const diagnostics = ["profile", "gc", "gcPauses", "trace"].filter((key) => opts[key]).map((key) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`));
+  const diagnostics = (["profile", "gc", "gcPauses", "trace"] as const).filter((key) => opts[key]).map((key) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`));
   if (diagnostics.length) lines.push(`DIAGNOSTIC RUN (${diagnostics.map((d) => `--${d}`).join(" ")}): what it watches costs time; these are not the numbers to report`);
   lines.push(
     `wrangler dev, local observability OFF (X_LOCAL_OBSERVABILITY=false); app settings raised with ${results.vars.map((v) => `--var ${v}`).join(" ")}; ` +
@@ -755,10 +876,10 @@ function render(results, opts) {
   lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows) lines.push(line(r));
   lines.push("");
-  if (["S1", "S2"].some((k) => results.runs[k]?.alone?.length)) lines.push(`alone: the app with ${aloneWhat(opts)} (bench/alone/worker.ts)`);
+  if ((["S1", "S2"] as const).some((k) => results.runs[k]?.alone?.length)) lines.push(`alone: the app with ${aloneWhat(opts)} (bench/alone/worker.ts)`);
   // Results saved before S1-S4 bypassed the proxy have no `viaProxy` option: they went through it.
   const measuredViaProxy = opts.viaProxy !== false;
-  const others = ["S1", "S2", "S3", "S4", "S6"].filter((k) => results.runs[k]);
+  const others = (["S1", "S2", "S3", "S4", "S6"] as const).filter((k) => results.runs[k]);
   if (others.length) {
     lines.push(
       measuredViaProxy
@@ -795,44 +916,47 @@ function render(results, opts) {
   return lines.join("\n");
 }
 
-function checkTargets(results, opts) {
+function checkTargets(results: Results, opts: Options): string[] {
   const runs = results.runs;
-  const out = [];
-  const med = (key, target, f) => median((runs[key]?.[target] ?? []).map(f));
-  if (runs.S2?.app.length && runs.S2.baseline.length) {
-    const r = med("S2", "app", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
+  const out: string[] = [];
+  const med = <K extends ScenarioKey>(key: K, target: Column, f: (r: RunOf[K]) => Maybe): number | null => median(runsOf(runs, key, target).map(f));
+  // A missing median counts as 0 in a ratio or a comparison, as JavaScript's arithmetic has it.
+  const n = (x: number | null): number => x ?? 0;
+  const ofBaseline = (t: Column) => n(med("S2", t, (x) => x.ackedPerSec)) / n(med("S2", "baseline", (x) => x.ackedPerSec));
+  if (runs.S2?.app?.length && runs.S2.baseline?.length) {
+    const r = ofBaseline("app");
     out.push(`S2 app/baseline acked ${r.toFixed(2)}x (>= 0.6x; aim 0.8x): ${r >= 0.6 ? "MET" : "NOT MET"}`);
     if (runs.S2.relay?.length) {
-      const relay = med("S2", "relay", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
-      out.push(`  (the relay baseline itself, no storage, reaches ${relay.toFixed(2)}x of the bare broadcast)`);
+      out.push(`  (the relay baseline itself, no storage, reaches ${ofBaseline("relay").toFixed(2)}x of the bare broadcast)`);
     }
     if (runs.S2.store?.length) {
-      const store = med("S2", "store", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
-      out.push(`  (the store baseline, one insert per message and nothing else, reaches ${store.toFixed(2)}x of the bare broadcast)`);
+      out.push(`  (the store baseline, one insert per message and nothing else, reaches ${ofBaseline("store").toFixed(2)}x of the bare broadcast)`);
     }
     if (runs.S2.alone?.length) {
-      const alone = med("S2", "alone", (x) => x.ackedPerSec) / med("S2", "baseline", (x) => x.ackedPerSec);
-      out.push(`  (the conversation alone, ${aloneWhat(opts)}, reaches ${alone.toFixed(2)}x of the bare broadcast)`);
+      out.push(`  (the conversation alone, ${aloneWhat(opts)}, reaches ${ofBaseline("alone").toFixed(2)}x of the bare broadcast)`);
     }
   }
   const k = opts.s1.rates.indexOf(500);
-  if (runs.S1?.app.length && k >= 0) {
-    const p99 = med("S1", "app", (x) => x.rates[k].p99);
-    out.push(`S1 p99 at 500 msg/s ${fmt(p99, 1)} ms (<= 10 ms): ${p99 <= 10 ? "MET" : "NOT MET"}`);
-    for (const kind of ["relay", "store"]) {
-      if (runs.S1[kind]?.length) out.push(`  (the ${kind} baseline's p99 at 500 msg/s: ${fmt(med("S1", kind, (x) => x.rates[k].p99), 1)} ms)`);
+  const s1App = runs.S1?.app ?? [];
+  if (s1App.length && k >= 0) {
+    const p99At500 = (t: Column) => med("S1", t, (x) => x.rates[k]?.p99);
+    const p99 = p99At500("app");
+    out.push(`S1 p99 at 500 msg/s ${fmt(p99, 1)} ms (<= 10 ms): ${n(p99) <= 10 ? "MET" : "NOT MET"}`);
+    for (const kind of ["relay", "store"] as const) {
+      if (runs.S1?.[kind]?.length) out.push(`  (the ${kind} baseline's p99 at 500 msg/s: ${fmt(p99At500(kind), 1)} ms)`);
     }
-    if (runs.S1.alone?.length) {
-      out.push(`  (the conversation alone, ${aloneWhat(opts)}: p99 ${fmt(med("S1", "alone", (x) => x.rates[k].p99), 1)} ms)`);
+    if (runs.S1?.alone?.length) {
+      out.push(`  (the conversation alone, ${aloneWhat(opts)}: p99 ${fmt(p99At500("alone"), 1)} ms)`);
     }
     for (const [i, rate] of opts.s1.rates.entries()) {
-      const baseLoss = med("S1", "baseline", (x) => x.rates[i].loss);
-      const appLoss = Math.max(...runs.S1.app.map((x) => x.rates[i].loss));
+      const baseLoss = med("S1", "baseline", (x) => x.rates[i]?.loss);
+      const appLoss = Math.max(...s1App.map((x) => x.rates[i]?.loss ?? Number.NaN));
       if (baseLoss === null || baseLoss === 0) out.push(`S1 loss at ${rate} msg/s (baseline sustains it): ${appLoss === 0 ? "none, MET" : `${(appLoss * 100).toFixed(2)}%, NOT MET`}`);
     }
   }
-  if (runs.S5?.app.length) {
-    const kb = med("S5", "app", (x) => x.memoryPerSocket.runtime) / 1024;
+  const s5App = runs.S5?.app ?? [];
+  if (s5App[0]) {
+    const kb = n(med("S5", "app", (x) => x.memoryPerSocket.runtime)) / 1024;
     const heap = med("S5", "app", (x) => x.memoryPerSocket.heap ?? null);
     const again = med("S5", "app", (x) => x.memoryPerSocket.reconnected ?? null);
     // What an open idle socket keeps, where measured (results saved before it lack it): the target's measure.
@@ -841,8 +965,8 @@ function checkTargets(results, opts) {
     const memoryNote =
       (heap === null ? "" : ` (the isolate's live heap: ${fmt(heap / 1024, 2)} KB of it)`) +
       (again === null ? "" : `, ${fmt(again / 1024, 1)} KB more when all reconnected`);
-    const ok = runs.S5.app.every((x) => x.synced === x.syncedExpected && x.liveReceived === x.sockets);
-    const resumed = `all ${runs.S5.app[0].sockets} resumed with nothing lost: ${ok ? "MET" : "NOT MET"}`;
+    const ok = s5App.every((x) => x.synced === x.syncedExpected && x.liveReceived === x.sockets);
+    const resumed = `all ${s5App[0].sockets} resumed with nothing lost: ${ok ? "MET" : "NOT MET"}`;
     if (kept === null) {
       out.push(`S5 ${fmt(kb, 1)} KB of runtime RSS per idle socket${memoryNote} (< 10 KB): ${kb < 10 ? "MET" : "NOT MET"}; ${resumed}`);
     } else {
@@ -855,27 +979,31 @@ function checkTargets(results, opts) {
       out.push(`S5   (when connecting: ${fmt(kb, 1)} KB per socket${memoryNote})`);
     }
   }
-  if (runs.S6?.fresh?.length && runs.S6.history?.length) {
-    const cpu = (t) => med("S6", t, (x) => x.cpuMsPerMessage.runtimeAll);
-    const rate = (t) => med("S6", t, (x) => x.ackedPerSec);
+  const fresh = runs.S6?.fresh ?? [];
+  const history = runs.S6?.history ?? [];
+  if (fresh.length && history.length) {
+    type S6Run = RunOf["S6"];
+    const cpuOf = (x: S6Run) => x.cpuMsPerMessage.runtimeAll;
+    const rateOf = (x: S6Run) => x.ackedPerSec;
+    const historyOverFresh = (f: (x: S6Run) => Maybe) => n(med("S6", "history", f)) / n(med("S6", "fresh", f));
     // Whether the two sets of runs overlap: a per-message cost that grew with history would set
     // them apart by a multiple, not by this machine's run-to-run spread.
-    const overlap = (f) => {
-      const [a, b] = [spread(runs.S6.fresh.map(f)), spread(runs.S6.history.map(f))];
+    const overlap = (f: (x: S6Run) => Maybe) => {
+      const [a, b] = [spread(fresh.map(f)), spread(history.map(f))];
       if (!a || !b || a.n < 2 || b.n < 2) return "one run: no spread to compare with";
       return a.min <= b.max && b.min <= a.max ? "within the runs' spread" : "outside the runs' spread";
     };
-    const cpuOf = (x) => x.cpuMsPerMessage.runtimeAll;
     out.push(
       `S6 a send into a group of ${(results.s6Seed?.stored ?? 0).toLocaleString("en-US")} messages against a fresh group: ` +
-        `CPU per message ${fmt(cpu("history") / cpu("fresh"), 2)}x (${overlap(cpuOf)}), ` +
-        `acked rate ${fmt(rate("history") / rate("fresh"), 2)}x (${overlap((x) => x.ackedPerSec)})`,
+        `CPU per message ${fmt(historyOverFresh(cpuOf), 2)}x (${overlap(cpuOf)}), ` +
+        `acked rate ${fmt(historyOverFresh(rateOf), 2)}x (${overlap(rateOf)})`,
     );
   }
-  if (runs.S4?.app.length) {
+  const s4 = runs.S4?.app?.[0];
+  if (s4) {
     const s = med("S4", "app", (x) => x.seconds);
-    const n = runs.S4.app[0].messages;
-    out.push(`S4 ${n.toLocaleString("en-US")} messages synced in ${fmt(s, 2)} s (100k in < 5 s): ${n >= 100_000 ? (s < 5 ? "MET" : "NOT MET") : "not measured at 100k"}`);
+    const count = s4.messages;
+    out.push(`S4 ${count.toLocaleString("en-US")} messages synced in ${fmt(s, 2)} s (100k in < 5 s): ${count >= 100_000 ? (n(s) < 5 ? "MET" : "NOT MET") : "not measured at 100k"}`);
   }
   return out;
 }

@@ -3,24 +3,25 @@
 // Durable Objects and Queues. Extra arguments pass through to wrangler, e.g.
 //   npm run dev -- --port 8788 --var RATE_LIMIT_PER_SECOND:5
 import { spawn, spawnSync } from "node:child_process";
-import { ensureDevVars } from "./dev-vars.mjs";
+import { ensureDevVars } from "./dev-vars.ts";
 
 const args = process.argv.slice(2);
-const has = (flag) => args.some((a) => a === flag || a.startsWith(`${flag}=`));
+const has = (flag: string) => args.some((a) => a === flag || a.startsWith(`${flag}=`));
 const env = { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", ...process.env };
 
 ensureDevVars();
 
 // The Worker serves the web client from web/dist (wrangler.toml [assets]): build it first
 // (skipped when web/dist is newer than its sources).
-const build = spawnSync("node", ["web/scripts/build.mjs"], { stdio: "inherit", env });
+const build = spawnSync("node", ["web/scripts/build.ts"], { stdio: "inherit", env });
 if (build.status !== 0) process.exit(build.status ?? 1);
 
 // Local state is shared between the migration step and the server unless told otherwise.
-const persist = [];
+const persist: string[] = [];
 const persistIndex = args.findIndex((a) => a === "--persist-to" || a.startsWith("--persist-to="));
-if (persistIndex >= 0) {
-  persist.push(...(args[persistIndex].includes("=") ? [args[persistIndex]] : [args[persistIndex], args[persistIndex + 1]]));
+const persistArg = args[persistIndex];
+if (persistArg !== undefined) {
+  persist.push(...(persistArg.includes("=") ? [persistArg] : [persistArg, args[persistIndex + 1] ?? ""]));
 }
 
 const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", ...persist], {
@@ -29,9 +30,9 @@ const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--loc
 });
 if (migrate.status !== 0) process.exit(migrate.status ?? 1);
 
-const defaults = [];
+const defaults: string[] = [];
 if (!has("--ip")) defaults.push("--ip", "127.0.0.1");
 if (!has("--port")) defaults.push("--port", "8787");
 const dev = spawn("wrangler", ["dev", ...defaults, ...args], { stdio: "inherit", env });
-for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => dev.kill(signal));
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => dev.kill(signal));
 dev.on("exit", (code) => process.exit(code ?? 0));

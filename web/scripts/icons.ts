@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Draws the app icons into web/public/icons as PNG files: no image library, just signed-distance
-// shapes, 4x4 supersampling and a minimal PNG encoder. Run it after changing the design:
-//   node web/scripts/icons.mjs
+// shapes, 4x4 supersampling and a minimal PNG encoder. Run it after changing the design, with the
+// project's Node 22 (it strips the types):
+//   npx node web/scripts/icons.ts
 import { mkdirSync, writeFileSync } from "node:fs";
 import { deflateSync } from "node:zlib";
 
@@ -13,12 +14,12 @@ const CRC = new Uint32Array(256).map((_, n) => {
   for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
   return c >>> 0;
 });
-const crc32 = (buf) => {
+const crc32 = (buf: Buffer): number => {
   let c = 0xffffffff;
-  for (const b of buf) c = CRC[(c ^ b) & 0xff] ^ (c >>> 8);
+  for (const b of buf) c = (CRC[(c ^ b) & 0xff] ?? 0) ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 };
-function chunk(type, data) {
+function chunk(type: string, data: Buffer): Buffer {
   const len = Buffer.alloc(4);
   len.writeUInt32BE(data.length);
   const td = Buffer.concat([Buffer.from(type, "ascii"), data]);
@@ -26,7 +27,7 @@ function chunk(type, data) {
   crc.writeUInt32BE(crc32(td));
   return Buffer.concat([len, td, crc]);
 }
-function png(size, rgba) {
+function png(size: number, rgba: Buffer): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(size, 0);
   ihdr.writeUInt32BE(size, 4);
@@ -46,20 +47,23 @@ function png(size, rgba) {
 }
 
 // Shapes in unit coordinates (0..1). Negative distance is inside.
-const roundedRect = (x, y, cx, cy, hw, hh, r) => {
+const roundedRect = (x: number, y: number, cx: number, cy: number, hw: number, hh: number, r: number): number => {
   const qx = Math.abs(x - cx) - hw + r;
   const qy = Math.abs(y - cy) - hh + r;
   return Math.hypot(Math.max(qx, 0), Math.max(qy, 0)) + Math.min(Math.max(qx, qy), 0) - r;
 };
-const circle = (x, y, cx, cy, r) => Math.hypot(x - cx, y - cy) - r;
+const circle = (x: number, y: number, cx: number, cy: number, r: number): number => Math.hypot(x - cx, y - cy) - r;
 // The tail of the bubble: a triangle below its lower left.
-const tail = (x, y) => {
+const tail = (x: number, y: number): number => {
   const inside = y > 0.6 && y < 0.8 && x > 0.3 && x < 0.45 && x - 0.3 < (0.8 - y) * 0.75 + 0.0;
   return inside ? -1 : 1;
 };
 
-/** kind: "full" (rounded square), "maskable" (full bleed, art in the safe zone), "badge" (white shape only). */
-function draw(size, kind) {
+/** "full" (rounded square), "maskable" (full bleed, art in the safe zone), "badge" (white shape only). */
+type Kind = "full" | "maskable" | "badge";
+type Rgba = [number, number, number, number];
+
+function draw(size: number, kind: Kind): Buffer {
   const buf = Buffer.alloc(size * size * 4);
   const S = 4;
   const scale = kind === "maskable" ? 0.78 : 1;
@@ -76,7 +80,7 @@ function draw(size, kind) {
           const bg = kind === "maskable" ? -1 : roundedRect(u, v, 0.5, 0.5, 0.5, 0.5, 0.22);
           const bubble = Math.min(roundedRect(x, y, 0.5, 0.47, 0.29, 0.21, 0.13), tail(x, y));
           const dot = Math.min(circle(x, y, 0.38, 0.47, 0.042), circle(x, y, 0.5, 0.47, 0.042), circle(x, y, 0.62, 0.47, 0.042));
-          let c = null;
+          let c: Rgba | null = null;
           if (kind === "badge") {
             if (bubble < 0 && dot >= 0) c = [255, 255, 255, 255];
           } else if (bg < 0) {
@@ -106,7 +110,7 @@ function draw(size, kind) {
   return png(size, buf);
 }
 
-const files = [
+const files: [name: string, size: number, kind: Kind][] = [
   ["icon-192.png", 192, "full"],
   ["icon-512.png", 512, "full"],
   ["maskable-512.png", 512, "maskable"],

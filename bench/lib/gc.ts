@@ -6,23 +6,53 @@
 // minor GC (a scavenge): the allocations that pile up in the old generation until a major GC
 // frees them, by the function that allocated them. Polling and sampling cost the isolate time:
 // these runs explain the stalls; they are not the numbers of the table.
-import { Inspector, frameName } from "./inspector.mjs";
-import { STALL_MS } from "./scenarios.mjs";
+import { Inspector, frameName, type CallFrame } from "./inspector.ts";
+import { STALL_MS, type Stall } from "./scenarios.ts";
 
 const POLL_MS = 20;
 
-export function gcWatcher(inspectorPort) {
-  let inspector = null;
-  let timer = null;
+export interface MajorGc {
+  at: number;
+  beforeMB: number;
+  afterMB: number;
+  answerMs: number;
+}
+
+export interface GcFindings {
+  majorGcs: MajorGc[];
+  promotedBytes: number;
+  /** [function, bytes], the top 5. */
+  promotedBy: [string, number][];
+  heapMinMB: number | null;
+  heapMaxMB: number | null;
+}
+
+/** A node of a sampling heap profile (HeapProfiler.stopSampling). */
+interface HeapProfileNode {
+  callFrame: CallFrame;
+  selfSize: number;
+  children: HeapProfileNode[];
+}
+
+export interface GcWatcher {
+  findings: GcFindings;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function gcWatcher(inspectorPort: number): GcWatcher {
+  let inspector: Inspector | null = null;
+  let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  const heap = [];
-  const findings = { majorGcs: [], promotedBytes: 0, promotedBy: [], heapMinMB: null, heapMaxMB: null };
+  const heap: { at: number; used: number; answerMs: number }[] = [];
+  const findings: GcFindings = { majorGcs: [], promotedBytes: 0, promotedBy: [], heapMinMB: null, heapMaxMB: null };
   return {
     findings,
     async start() {
-      inspector = await Inspector.connect(inspectorPort);
-      await inspector.call("HeapProfiler.enable");
-      await inspector.call("HeapProfiler.startSampling", {
+      const connected = await Inspector.connect(inspectorPort);
+      inspector = connected;
+      await connected.call("HeapProfiler.enable");
+      await connected.call("HeapProfiler.startSampling", {
         samplingInterval: 16_384,
         includeObjectsCollectedByMajorGC: true,
         includeObjectsCollectedByMinorGC: false,
@@ -30,7 +60,7 @@ export function gcWatcher(inspectorPort) {
       const poll = async () => {
         const askedAt = performance.timeOrigin + performance.now();
         try {
-          const { usedSize } = await inspector.call("Runtime.getHeapUsage");
+          const { usedSize } = await connected.call<{ usedSize: number }>("Runtime.getHeapUsage");
           heap.push({ at: askedAt, used: usedSize, answerMs: performance.timeOrigin + performance.now() - askedAt });
         } catch {
           // the inspector closed
@@ -42,10 +72,12 @@ export function gcWatcher(inspectorPort) {
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      const { profile } = await inspector.call("HeapProfiler.stopSampling");
+      if (!inspector) throw new Error("gcWatcher: stop before start");
+      const { profile } = await inspector.call<{ profile: { head: HeapProfileNode } }>("HeapProfiler.stopSampling");
       inspector.close();
       for (let i = 1; i < heap.length; i++) {
         const [before, after] = [heap[i - 1], heap[i]];
+        if (!before || !after) continue;
         if (after.used < before.used / 2 && before.used - after.used > 2e6) {
           // Between two answers; the slower answer is about how long the isolate was paused.
           findings.majorGcs.push({ at: before.at, beforeMB: before.used / 1e6, afterMB: after.used / 1e6, answerMs: after.answerMs });
@@ -54,8 +86,8 @@ export function gcWatcher(inspectorPort) {
       const used = heap.map((h) => h.used / 1e6);
       findings.heapMinMB = used.length ? Math.min(...used) : null;
       findings.heapMaxMB = used.length ? Math.max(...used) : null;
-      const byFunction = new Map();
-      const walk = (node) => {
+      const byFunction = new Map<string, number>();
+      const walk = (node: HeapProfileNode) => {
         const name = frameName(node.callFrame);
         byFunction.set(name, (byFunction.get(name) ?? 0) + node.selfSize);
         findings.promotedBytes += node.selfSize;
@@ -68,12 +100,12 @@ export function gcWatcher(inspectorPort) {
 }
 
 /** Lines for one watched S1 rate: the major GCs, the stalls, and which stalls a GC was in. */
-export function gcReport(label, findings, result) {
+export function gcReport(label: string, findings: GcFindings, result: { stalls?: Stall[]; windowStart: number; p99?: number | null }): string[] {
   const { majorGcs } = findings;
-  const near = (stall) => majorGcs.some((gc) => gc.at >= stall.at - 50 && gc.at <= stall.at + stall.maxMs + 50);
+  const near = (stall: Stall) => majorGcs.some((gc) => gc.at >= stall.at - 50 && gc.at <= stall.at + stall.maxMs + 50);
   const inWindow = (result.stalls ?? []).filter((st) => st.at >= result.windowStart);
-  const rel = (t) => `${((t - result.windowStart) / 1000).toFixed(2)} s`;
-  const mb = (x) => (x === null ? "?" : x.toFixed(1));
+  const rel = (t: number) => `${((t - result.windowStart) / 1000).toFixed(2)} s`;
+  const mb = (x: number | null) => (x === null ? "?" : x.toFixed(1));
   return [
     `gc ${label}: p99 ${result.p99?.toFixed(1)} ms; heap ${mb(findings.heapMinMB)}-${mb(findings.heapMaxMB)} MB; ` +
       `${(findings.promotedBytes / 1e6).toFixed(1)} MB survived a scavenge (sampled), allocated by:`,

@@ -1,6 +1,6 @@
 // With `--trace` or `--gc-pauses`, when Linux `perf` is installed: a runtime's main thread sampled
 // with its call stacks during each S1 rate, so that its work can be named from the native side.
-// With `--trace` (the app only), beside the app's own timeline (bench/lib/trace.mjs), which says
+// With `--trace` (the app only), beside the app's own timeline (bench/lib/trace.ts), which says
 // when the thread was busy outside the conversation object; this says with what: a garbage
 // collection (major or minor), SQLite, or other work. With `--gc-pauses` (every target), only
 // the major GC pauses in the measured window (gcPausesIn), as rows of the table.
@@ -8,7 +8,7 @@
 // `perf record -k CLOCK_REALTIME` stamps samples with the wall clock, the clock the bench's own
 // times use, so samples and stalls line up. Sampling costs the runtime a little: these runs
 // explain the stalls, they are not the numbers to report.
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -19,13 +19,28 @@ const PERF_HZ = 1999;
 /** How long `perf record` is given to attach before the rate starts. */
 const ATTACH_MS = 500;
 
-export function perfInstalled() {
+export function perfInstalled(): boolean {
   return spawnSync("perf", ["--version"], { stdio: "ignore" }).status === 0;
 }
 
+/** What a sample of the thread was doing. */
+export type SampleKind = "minor GC" | "major GC" | "other GC" | "SQLite" | "idle" | "other";
+
+export interface Sample {
+  /** Wall clock, ms. */
+  at: number;
+  what: SampleKind;
+}
+
+export interface ThreadSampler {
+  samples: Sample[];
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
 /** What one sample's call stack (innermost first) was doing. */
-function classify(frames) {
-  const any = (re) => frames.some((f) => re.test(f));
+function classify(frames: string[]): SampleKind {
+  const any = (re: RegExp) => frames.some((f) => re.test(f));
   if (any(/ScavengerCollector::|MinorMarkSweepCollector::/)) return "minor GC";
   // A full collection of the JavaScript heap and workerd's C++ heap (cppgc): marking, and in the
   // same pause the C++ heap's sweep and the embedder's epilogue callbacks.
@@ -37,11 +52,11 @@ function classify(frames) {
 }
 
 /** Samples `tid` between start() and stop(): `samples` is [{ at (ms, wall clock), what }]. */
-export function threadSampler(tid) {
+export function threadSampler(tid: number | null): ThreadSampler {
   const dir = mkdtempSync(join(os.tmpdir(), "bench-perf-"));
   const file = join(dir, "perf.data");
-  let child = null;
-  const sampler = {
+  let child: ChildProcess | null = null;
+  const sampler: ThreadSampler = {
     samples: [],
     async start() {
       child = spawn("perf", ["record", "-q", "-k", "CLOCK_REALTIME", "-F", String(PERF_HZ), "-g", "-t", String(tid), "-o", file], { stdio: "ignore" });
@@ -61,10 +76,10 @@ export function threadSampler(tid) {
 }
 
 /** `perf script -F time,ip,sym` output: a "<seconds>:" line, then one "<ip> <symbol>" line per frame. */
-function parse(text) {
-  const samples = [];
-  let at = null;
-  let frames = [];
+function parse(text: string): Sample[] {
+  const samples: Sample[] = [];
+  let at: number | null = null;
+  let frames: string[] = [];
   const flush = () => {
     if (at !== null) samples.push({ at, what: classify(frames) });
     at = null;
@@ -84,8 +99,8 @@ function parse(text) {
 }
 
 /** The thread's sampled time between two times, by what it was doing: { "major GC": ms, ... }. */
-export function sampledBetween(samples, from, to) {
-  const out = {};
+export function sampledBetween(samples: Sample[], from: number, to: number): Partial<Record<SampleKind, number>> {
+  const out: Partial<Record<SampleKind, number>> = {};
   for (const s of samples) if (s.at >= from && s.at <= to) out[s.what] = (out[s.what] ?? 0) + 1000 / PERF_HZ;
   return out;
 }
@@ -96,11 +111,11 @@ export function sampledBetween(samples, from, to) {
  * time). Shorter runs are left out: a lone sample is most often the epilogue callbacks after a
  * minor GC, which the stack alone does not tell from a major one's.
  */
-export function majorGcPauses(samples) {
-  const pauses = [];
+export function majorGcPauses(samples: Sample[]): { from: number; to: number; ms: number }[] {
+  const pauses: { from: number; to: number }[] = [];
   for (const s of samples) {
     if (s.what !== "major GC") continue;
-    const last = pauses[pauses.length - 1];
+    const last = pauses.at(-1);
     if (last && s.at - last.to < 5) last.to = s.at;
     else pauses.push({ from: s.at, to: s.at });
   }
@@ -108,7 +123,7 @@ export function majorGcPauses(samples) {
 }
 
 /** The major GC pauses that began between `from` and `to` (wall-clock ms): how many, the longest and their sum in ms. */
-export function gcPausesIn(samples, from, to) {
+export function gcPausesIn(samples: Sample[], from: number, to: number): { count: number; longestMs: number; totalMs: number } {
   const lengths = majorGcPauses(samples)
     .filter((p) => p.from >= from && p.from < to)
     .map((p) => p.ms);

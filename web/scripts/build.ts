@@ -10,7 +10,7 @@ import { join } from "node:path";
 const root = new URL("../../", import.meta.url).pathname;
 const sources = ["web/src", "web/public", "web/index.html", "web/vite.config.ts", "protocol", "package-lock.json"];
 
-function newest(path) {
+function newest(path: string): number {
   if (!existsSync(path)) return 0;
   const st = statSync(path);
   if (!st.isDirectory()) return st.mtimeMs;

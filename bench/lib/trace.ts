@@ -15,18 +15,37 @@
 // running all along (busy with work the trace does not name: another object, local D1, a GC),
 // waiting for a CPU (another process had it), or neither (idle, or its virtual CPU was not
 // running). Where `perf` is installed, the thread is also sampled with its call stacks
-// (bench/lib/perf.mjs), which names the work: a major or minor GC, SQLite, or other.
+// (bench/lib/perf.ts), which names the work: a major or minor GC, SQLite, or other.
 import { readFileSync } from "node:fs";
-import { majorGcPauses, perfInstalled, sampledBetween, threadSampler } from "./perf.mjs";
-import { percentile, STALL_MS } from "./scenarios.mjs";
+import { majorGcPauses, perfInstalled, sampledBetween, threadSampler, type Sample } from "./perf.ts";
+import { percentile, STALL_MS, type Stall } from "./scenarios.ts";
+
+/** An event of bench/traced/worker.ts: [kind, at (ms), detail (a frame's send time for "took")]. */
+type TraceEvent = [kind: "d1" | "d1-done" | "fanout" | "fanout-done" | "took" | "deliver", at: number, detail: number];
+
+/** A reading of the main thread's schedstat: ran and waited in ns so far, at a wall-clock time (ms). */
+interface SchedReading {
+  at: number;
+  ran: number;
+  waited: number;
+}
+
+export interface Trace {
+  events: TraceEvent[];
+  /** The main thread's schedstat over time. */
+  sched: SchedReading[];
+  /** From perf, or null without it. */
+  perf: Sample[] | null;
+}
 
 /** How often the runtime's threads' scheduler statistics are read. */
 const SCHED_POLL_MS = 5;
 
 /** The main thread of `pid`: { ran, waited } in ns so far, or null once the process is gone. */
-function schedstat(pid) {
+function schedstat(pid: number | null): { ran: number; waited: number } | null {
+  if (pid === null) return null;
   try {
-    const [ran, waited] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ").map(Number);
+    const [ran = 0, waited = 0] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ").map(Number);
     return { ran, waited };
   } catch {
     return null;
@@ -34,19 +53,17 @@ function schedstat(pid) {
 }
 
 /** Hooks around one S1 rate: empties the trace at the start and collects it at the end. */
-export function traceHooks(base, pid) {
-  let timer = null;
+export function traceHooks(base: string, pid: number | null): Trace & { start(): Promise<void>; stop(): Promise<void> } {
+  let timer: NodeJS.Timeout | undefined;
   const sampler = perfInstalled() ? threadSampler(pid) : null;
-  const take = async () => {
+  const take = async (): Promise<TraceEvent[]> => {
     const res = await fetch(`${base}/__bench/trace`, { signal: AbortSignal.timeout(10_000) });
     if (!res.ok) throw new Error(`GET /__bench/trace: ${res.status} (is the app running bench/traced/worker.ts?)`);
-    return res.json();
+    return (await res.json()) as TraceEvent[];
   };
-  const hooks = {
+  const hooks: Trace & { start(): Promise<void>; stop(): Promise<void> } = {
     events: [],
-    /** [{ at, ran, waited }]: the main thread's schedstat over time. */
     sched: [],
-    /** [{ at, what }] from perf, or null without it. */
     perf: null,
     async start() {
       await sampler?.start();
@@ -71,9 +88,9 @@ export function traceHooks(base, pid) {
 }
 
 /** Pairs each start event with the next end event: [{ from, to }]. */
-function spans(events, start, end) {
-  const out = [];
-  let open = null;
+function spans(events: TraceEvent[], start: TraceEvent[0], end: TraceEvent[0]): { from: number; to: number }[] {
+  const out: { from: number; to: number }[] = [];
+  let open: number | null = null;
   for (const [kind, at] of events) {
     if (kind === start) open = at;
     else if (kind === end && open !== null) {
@@ -84,7 +101,7 @@ function spans(events, start, end) {
   return out;
 }
 
-const ms = (xs, p) => {
+const ms = (xs: number[], p: number): string => {
   const sorted = [...xs].sort((a, b) => a - b);
   const v = percentile(sorted, p);
   return v === null ? "?" : String(Math.round(v) + 0);
@@ -94,22 +111,22 @@ const ms = (xs, p) => {
  * What the runtime's main thread did between two times: ms run, ms waiting for a CPU, and the
  * span the readings around it cover. Null without readings on both sides.
  */
-function threadBetween(sched, from, to) {
+function threadBetween(sched: SchedReading[], from: number, to: number): { ranMs: number; waitedMs: number; spanMs: number } | null {
   const before = sched.findLast((s) => s.at <= from) ?? sched[0];
-  const after = sched.find((s) => s.at >= to) ?? sched[sched.length - 1];
+  const after = sched.find((s) => s.at >= to) ?? sched.at(-1);
   if (!before || !after || after.at <= before.at) return null;
   return { ranMs: (after.ran - before.ran) / 1e6, waitedMs: (after.waited - before.waited) / 1e6, spanMs: after.at - before.at };
 }
 
 /** Lines for one traced S1 rate. */
-export function traceReport(label, { events, sched, perf }, result) {
+export function traceReport(label: string, { events, sched, perf }: Trace, result: { stalls?: Stall[]; windowStart: number; p99?: number | null }): string[] {
   const took = events.filter(([kind]) => kind === "took").map(([, at, sentAt]) => ({ at, sentAt, wait: at - sentAt }));
   const d1 = spans(events, "d1", "d1-done");
   const fanout = spans(events, "fanout", "fanout-done");
   const delivers = events.filter(([kind]) => kind === "deliver").map(([, at]) => at);
   const stalls = (result.stalls ?? []).filter((st) => st.at >= result.windowStart);
-  const rel = (t) => `${((t - result.windowStart) / 1000).toFixed(2)} s`;
-  const running = (list, t) => list.find((s) => s.from <= t + 2 && s.to >= t);
+  const rel = (t: number) => `${((t - result.windowStart) / 1000).toFixed(2)} s`;
+  const running = (list: { from: number; to: number }[], t: number) => list.find((s) => s.from <= t + 2 && s.to >= t);
 
   let waitedBefore = 0;
   let inD1 = 0;
@@ -146,19 +163,21 @@ export function traceReport(label, { events, sched, perf }, result) {
 }
 
 /** "major GC 44 ms, other 3 ms", largest first. */
-function describeSampled(byWhat) {
-  const parts = Object.entries(byWhat).sort((a, b) => b[1] - a[1]);
+function describeSampled(byWhat: Partial<Record<string, number>>): string {
+  const parts = Object.entries(byWhat)
+    .filter((e): e is [string, number] => e[1] !== undefined)
+    .sort((a, b) => b[1] - a[1]);
   return parts.length ? parts.map(([what, ms]) => `${what} ${ms.toFixed(0)} ms`).join(", ") : "no samples";
 }
 
 /** How many major GC pauses the samples show, how long, and how many stalls held one. */
-function perfSummary(perf, stalls) {
+function perfSummary(perf: Sample[], stalls: Stall[]): string {
   const pauses = majorGcPauses(perf);
   const lengths = pauses.map((p) => p.ms).sort((a, b) => a - b);
   const held = stalls.filter((st) => pauses.some((p) => p.to >= st.at && p.from <= st.at + st.maxMs)).length;
   const overall = describeSampled(sampledBetween(perf, -Infinity, Infinity));
   return (
     `  thread sampled by perf: ${overall}; ${pauses.length} major GC pauses of 5 ms or more, ` +
-    `${lengths.length ? `${lengths[0].toFixed(0)}-${lengths[lengths.length - 1].toFixed(0)} ms` : "none"}; ${held} of the stalls held one`
+    `${lengths.length ? `${lengths[0]?.toFixed(0)}-${lengths.at(-1)?.toFixed(0)} ms` : "none"}; ${held} of the stalls held one`
   );
 }

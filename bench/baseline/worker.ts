@@ -3,25 +3,36 @@
 // Nothing is parsed, stored or checked: this is as fast as a broadcast gets on this runtime.
 import { DurableObject } from "cloudflare:workers";
 
+/** The bindings of bench/baseline/wrangler.toml. */
+interface BaselineEnv {
+  ROOM: DurableObjectNamespace<Room>;
+  STORE_ROOM: DurableObjectNamespace<StoreRoom>;
+  RELAY_ROOM: DurableObjectNamespace<RelayRoom>;
+  INBOX: DurableObjectNamespace<Inbox>;
+}
+
+/** A frame as a hibernating socket hands it over. */
+type Frame = string | ArrayBuffer;
+
 /** What every object here shares: hibernating sockets, the app's keep-alive, a plain close. */
-class SocketObject extends DurableObject {
-  constructor(ctx, env) {
+class SocketObject extends DurableObject<BaselineEnv> {
+  constructor(ctx: DurableObjectState, env: BaselineEnv) {
     super(ctx, env);
     // The same keep-alive as the app: answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
   }
 
-  async fetch(request) {
-    const [client, server] = Object.values(new WebSocketPair());
+  async fetch(request: Request): Promise<Response> {
+    const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     this.accepted(server, request);
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  accepted() {}
+  accepted(_server: WebSocket, _request: Request): void {}
 
   /** Every frame to every socket of this object. */
-  sendAll(frames) {
+  sendAll(frames: Frame[]): void {
     const sockets = this.ctx.getWebSockets();
     for (const frame of frames) {
       for (const ws of sockets) {
@@ -34,7 +45,7 @@ class SocketObject extends DurableObject {
     }
   }
 
-  async webSocketClose(ws, code) {
+  async webSocketClose(ws: WebSocket, code: number): Promise<void> {
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
     } catch {
@@ -44,7 +55,7 @@ class SocketObject extends DurableObject {
 }
 
 export class Room extends SocketObject {
-  async webSocketMessage(_ws, data) {
+  async webSocketMessage(_ws: WebSocket, data: Frame): Promise<void> {
     this.sendAll([data]);
   }
 }
@@ -53,12 +64,12 @@ export class Room extends SocketObject {
 // broadcast (no outbox, no idempotency, no receipts, no fan-out). What storing every message
 // costs on this runtime before anything else the app does.
 export class StoreRoom extends Room {
-  constructor(ctx, env) {
+  constructor(ctx: DurableObjectState, env: BaselineEnv) {
     super(ctx, env);
     ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)");
   }
 
-  async webSocketMessage(ws, data) {
+  override async webSocketMessage(ws: WebSocket, data: Frame): Promise<void> {
     this.ctx.storage.sql.exec("INSERT INTO messages (body) VALUES (?)", data);
     await super.webSocketMessage(ws, data);
   }
@@ -75,7 +86,11 @@ export class StoreRoom extends Room {
 const RELAY_DELAY_MS = 25;
 
 export class RelayRoom extends Room {
-  constructor(ctx, env) {
+  declare pending: Frame[];
+  declare pendingSince: number;
+  declare timer: number | null;
+
+  constructor(ctx: DurableObjectState, env: BaselineEnv) {
     super(ctx, env);
     this.pending = [];
     this.pendingSince = 0;
@@ -87,12 +102,12 @@ export class RelayRoom extends Room {
    * copy of the room (`?dedupe=1`, as the app's conversation sockets): then the member's Inbox
    * still gets its call but has nothing to send (the app's user object skips that device).
    */
-  accepted(server, request) {
+  override accepted(server: WebSocket, request: Request): void {
     const params = new URL(request.url).searchParams;
     server.serializeAttachment({ u: params.get("u") ?? "", dedupe: params.get("dedupe") === "1" });
   }
 
-  async webSocketMessage(ws, data) {
+  override async webSocketMessage(ws: WebSocket, data: Frame): Promise<void> {
     await super.webSocketMessage(ws, data);
     if (this.pending.length === 0) this.pendingSince = Date.now();
     this.pending.push(data);
@@ -100,14 +115,14 @@ export class RelayRoom extends Room {
     else this.timer ??= setTimeout(() => this.relay(), RELAY_DELAY_MS);
   }
 
-  async relay() {
+  async relay(): Promise<void> {
     const frames = this.pending;
     this.pending = [];
     clearTimeout(this.timer);
     this.timer = null;
-    const members = new Map();
+    const members = new Map<string, boolean>();
     for (const ws of this.ctx.getWebSockets()) {
-      const { u, dedupe } = ws.deserializeAttachment();
+      const { u, dedupe } = ws.deserializeAttachment() as { u: string; dedupe: boolean };
       members.set(u, (members.get(u) ?? true) && dedupe);
     }
     await Promise.all([...members].map(([u, dedupe]) => this.env.INBOX.get(this.env.INBOX.idFromName(u)).deliver(dedupe ? [] : frames)));
@@ -116,18 +131,26 @@ export class RelayRoom extends Room {
 
 /** A member's own object in the relay baseline: its user socket(s). */
 export class Inbox extends SocketObject {
-  deliver(frames) {
+  deliver(frames: Frame[]): void {
     this.sendAll(frames);
   }
 }
 
+/** What the entry needs of each namespace: a stub by name that takes the upgrade request. */
+interface FetchNamespace {
+  idFromName(name: string): DurableObjectId;
+  get(id: DurableObjectId): { fetch(request: Request): Promise<Response> };
+}
+
 export default {
-  async fetch(request, env) {
+  async fetch(request: Request, env: BaselineEnv): Promise<Response> {
     const { pathname } = new URL(request.url);
     const match = /^\/(ws|store|relay|inbox)\/([\w.-]{1,64})$/.exec(pathname);
     if (match && request.headers.get("upgrade")?.toLowerCase() === "websocket") {
-      const ns = { ws: env.ROOM, store: env.STORE_ROOM, relay: env.RELAY_ROOM, inbox: env.INBOX }[match[1]];
-      return ns.get(ns.idFromName(match[2])).fetch(request);
+      const [, kind, name = ""] = match;
+      const ns: FetchNamespace | undefined = { ws: env.ROOM, store: env.STORE_ROOM, relay: env.RELAY_ROOM, inbox: env.INBOX }[kind ?? ""];
+      if (!ns) throw new Error(`no namespace for ${kind}`);
+      return ns.get(ns.idFromName(name)).fetch(request);
     }
     return new Response(pathname === "/" ? "ok" : "not found", { status: pathname === "/" ? 200 : 404 });
   },

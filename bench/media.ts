@@ -11,13 +11,11 @@
 // Each row runs on a fresh server (`npm run dev -- --port P --inspector-port Q --persist-to <tmp>`
 // on free loopback ports, local observability off: it slows storage-heavy code tenfold), started
 // in its own process group, which is killed when the row is done. Bounded: DEADLINE_MS in all.
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { signalGroup } from "../scripts/lib/process-group.mjs";
+import { DevServer, freePorts, groupProcesses, rssKiB } from "../scripts/lib/dev-server.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = 50 * MiB;
@@ -25,45 +23,24 @@ const DEADLINE_MS = 5 * 60_000;
 const REQUEST_TIMEOUT_MS = 120_000;
 const SAMPLE_MS = 50;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Processes of process group `pgid`: pid, command name and resident set size in KiB. */
-function groupProcesses(pgid) {
-  const out = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after the last ")".
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) !== pgid) continue;
-      const status = readFileSync(`/proc/${entry}/status`, "utf8");
-      const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
-      const name = /^Name:\s+(.+)$/m.exec(status)?.[1] ?? "?";
-      out.push({ pid: Number(entry), name, rssKiB: rss });
-    } catch {
-      // The process ended between listing and reading.
-    }
-  }
-  return out;
+/** Processes of process group `pgid` with their resident set size in KiB. */
+function groupMemory(pgid: number): { name: string; rssKiB: number }[] {
+  return groupProcesses(pgid).map((p) => ({ name: p.name, rssKiB: rssKiB(p.pid) ?? 0 }));
 }
 
 /** Samples the group's memory every SAMPLE_MS until stopped; reports the peaks. */
-function sampleMemory(pgid) {
+interface MemoryPeaks {
+  peakWorkerdMiB: number;
+  peakAllMiB: number;
+  samples: number;
+}
+
+function sampleMemory(pgid: number): () => MemoryPeaks {
   let peakWorkerd = 0;
   let peakAll = 0;
   let samples = 0;
   const tick = () => {
-    const procs = groupProcesses(pgid);
+    const procs = groupMemory(pgid);
     const workerd = procs.filter((p) => p.name.startsWith("workerd")).reduce((n, p) => n + p.rssKiB, 0);
     const all = procs.reduce((n, p) => n + p.rssKiB, 0);
     peakWorkerd = Math.max(peakWorkerd, workerd);
@@ -79,53 +56,46 @@ function sampleMemory(pgid) {
   };
 }
 
-const workerdRssMiB = (pgid) =>
-  groupProcesses(pgid)
+const workerdRssMiB = (pgid: number): number =>
+  groupMemory(pgid)
     .filter((p) => p.name.startsWith("workerd"))
     .reduce((n, p) => n + p.rssKiB, 0) / 1024;
 
-async function request(base, path, init = {}) {
+async function request(base: string, path: string, init: RequestInit = {}): Promise<Response> {
   return fetch(`${base}${path}`, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
 }
 
-async function expectJson(res, status, what) {
+/** The JSON body of `res`, taken to be a `T`, when its status is `status`. */
+async function expectJson<T>(res: Response, status: number, what: string): Promise<T> {
   const text = await res.text();
   if (res.status !== status) throw new Error(`${what}: ${res.status} ${text.slice(0, 500)}`);
-  return JSON.parse(text);
-}
-
-async function waitUntilUp(base, server, logs, readyStatus) {
-  const deadline = Date.now() + 90_000;
-  while (Date.now() < deadline) {
-    if (server.exitCode !== null) throw new Error(`npm run dev exited with ${server.exitCode}:\n${logs.join("")}`);
-    try {
-      const res = await fetch(`${base}/me`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.status === readyStatus) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`wrangler dev did not answer within 90 s:\n${logs.join("").slice(-4000)}`);
+  return JSON.parse(text) as T;
 }
 
 /** Downloads through the signed URL and checks the SHA-256 against what was sent. */
-async function verify(base, url, digest) {
+async function verify(base: string, url: string, digest: string): Promise<void> {
   const u = new URL(url);
   const res = await request(base, `${u.pathname}${u.search}`);
   if (res.status !== 200) throw new Error(`download: ${res.status}`);
   const hash = createHash("sha256");
-  for await (const chunk of res.body) hash.update(chunk);
+  const reader = res.body?.getReader();
+  for (let read = await reader?.read(); read && !read.done; read = await reader?.read()) hash.update(read.value);
   if (hash.digest("hex") !== digest) throw new Error("downloaded bytes differ from the upload");
 }
 
-async function measure(pgid, run) {
+interface Measured<T> extends MemoryPeaks {
+  seconds: number;
+  mibPerSecond: number;
+  workerdBeforeMiB: number;
+  result: T;
+}
+
+async function measure<T>(pgid: number, run: () => Promise<T>): Promise<Measured<T>> {
   const before = workerdRssMiB(pgid);
   const stop = sampleMemory(pgid);
   const started = performance.now();
-  let result;
-  let memory;
+  let result: T;
+  let memory: MemoryPeaks;
   try {
     result = await run();
   } finally {
@@ -135,51 +105,43 @@ async function measure(pgid, run) {
   return { seconds, mibPerSecond: SIZE / MiB / seconds, workerdBeforeMiB: before, ...memory, result };
 }
 
+/** Servers still running, for the deadline's last resort. */
+const live = new Set<DevServer>();
+
 /**
- * Starts a server in its own process group on free loopback ports: the app (`npm run dev`), or
- * with `config` a bare `wrangler dev` of another Worker (the control).
+ * Starts a server in its own process group on free loopback ports (scripts/lib/dev-server.ts):
+ * the app (`npm run dev`), or with `config` a bare `wrangler dev` of another Worker (the control).
  */
-async function startServer(persist, config) {
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const ports = ["--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", persist];
-  const [command, args] = config
-    ? ["npx", ["wrangler", "dev", "--config", config, "--ip", "127.0.0.1", ...ports]]
-    : ["npm", ["run", "dev", "--", ...ports]];
-  const logs = [];
-  const child = spawn(command, args, {
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, X_LOCAL_OBSERVABILITY: "false", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+async function startServer(persistTo: string, config?: string): Promise<{ base: string; pgid: number; stop: () => Promise<void> }> {
+  const [port = 0, inspectorPort = 0] = await freePorts(2);
+  const server = new DevServer({
+    name: config ? "the control's wrangler dev" : "npm run dev",
+    port,
+    inspectorPort,
+    persistTo,
+    ...(config ? { config } : {}),
+    localObservability: false,
+    ready: async (base) => {
+      const res = await fetch(`${base}/me`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      return res.status === (config ? 200 : 401);
+    },
+    keepLines: 4000,
   });
-  live.add(child.pid);
-  child.stdout.on("data", (d) => logs.push(String(d)));
-  child.stderr.on("data", (d) => logs.push(String(d)));
-  const server = { base: `http://127.0.0.1:${port}`, pgid: child.pid, child, logs };
-  server.stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once("exit", r));
-      signalGroup(child.pid, "SIGTERM");
-      const timer = setTimeout(() => signalGroup(child.pid, "SIGKILL"), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-    // wrangler's node and workerd may outlive the npm wrapper: the whole group goes.
-    if (groupProcesses(child.pid).length > 0) signalGroup(child.pid, "SIGKILL");
-    live.delete(child.pid);
+  live.add(server);
+  const stop = async () => {
+    await server.stop();
+    live.delete(server);
   };
   try {
-    await waitUntilUp(server.base, child, logs, config ? 200 : 401);
+    await server.start(90_000);
+    if (server.pgid === undefined) throw new Error(`${server.name} has no process`);
+    return { base: server.base, pgid: server.pgid, stop };
   } catch (err) {
-    await server.stop();
+    await stop();
     throw err;
   }
-  return server;
 }
-
-/** Process groups still running, for the deadline's last resort. */
-const live = new Set();
-
 
 const CONTROL_WORKER = `export default {
   async fetch(request) {
@@ -190,8 +152,8 @@ const CONTROL_WORKER = `export default {
 };
 `;
 
-async function register(base) {
-  const user = await expectJson(
+async function register(base: string): Promise<Record<string, string>> {
+  const user = await expectJson<{ token: string }>(
     await request(base, "/auth/register", {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -203,8 +165,14 @@ async function register(base) {
   return { authorization: `Bearer ${user.token}` };
 }
 
+/** What the app answers about a stored upload (protocol/media.ts MediaInfo), as far as read here. */
+interface Uploaded {
+  url: string;
+  note?: string;
+}
+
 /** The three ways to upload, each run on a fresh server so one's garbage does not hide another's. */
-const UPLOADS = [
+const UPLOADS: { label: string; run: (base: string, auth: Record<string, string>, data: Buffer<ArrayBuffer>) => Promise<Uploaded> }[] = [
   {
     label: "raw body, content-length",
     run: async (base, auth, data) => {
@@ -213,7 +181,7 @@ const UPLOADS = [
         headers: { ...auth, "content-type": "video/mp4", "content-length": String(SIZE) },
         body: data,
       });
-      return (await expectJson(res, 201, "raw upload")).media;
+      return (await expectJson<{ media: Uploaded }>(res, 201, "raw upload")).media;
     },
   },
   {
@@ -222,13 +190,13 @@ const UPLOADS = [
       const form = new FormData();
       form.append("file", new Blob([data], { type: "video/mp4" }), "bench.mp4");
       const res = await request(base, "/upload", { method: "POST", headers: auth, body: form });
-      return (await expectJson(res, 201, "form upload")).media;
+      return (await expectJson<{ media: Uploaded }>(res, 201, "form upload")).media;
     },
   },
   {
     label: "resumable multipart (parts)",
     run: async (base, auth, data) => {
-      const init = await expectJson(
+      const init = await expectJson<{ mediaId: string; partCount: number; partSize: number }>(
         await request(base, "/upload/multipart", {
           method: "POST",
           headers: { ...auth, "content-type": "application/json" },
@@ -242,12 +210,12 @@ const UPLOADS = [
         await expectJson(await request(base, `/upload/multipart/${init.mediaId}/parts/${n}`, { method: "PUT", headers: auth, body: part }), 200, `part ${n}`);
       }
       const done = await request(base, `/upload/multipart/${init.mediaId}/complete`, { method: "POST", headers: auth });
-      return { ...(await expectJson(done, 201, "multipart complete")).media, note: `${init.partCount} parts of ${init.partSize / MiB} MiB` };
+      return { ...(await expectJson<{ media: Uploaded }>(done, 201, "multipart complete")).media, note: `${init.partCount} parts of ${init.partSize / MiB} MiB` };
     },
   },
 ];
 
-function row(label, r, note = "") {
+function row(label: string, r: Measured<unknown>, note = ""): string {
   const delta = r.peakWorkerdMiB - r.workerdBeforeMiB;
   return (
     `${label.padEnd(44)} ${r.seconds.toFixed(2).padStart(6)} s ${r.mibPerSecond.toFixed(1).padStart(6)} MiB/s   ` +
@@ -255,10 +223,10 @@ function row(label, r, note = "") {
   );
 }
 
-async function main() {
+async function main(): Promise<void> {
   const deadline = setTimeout(() => {
     console.error(`bench: gave up after ${DEADLINE_MS / 1000} s`);
-    for (const pgid of live) signalGroup(pgid, "SIGKILL");
+    for (const server of live) server.killNow();
     process.exit(1);
   }, DEADLINE_MS);
   deadline.unref();
@@ -268,7 +236,7 @@ async function main() {
   const data = randomBytes(SIZE);
   data.set([0, 0, 0, 24, ...Buffer.from("ftypisom"), 0, 0, 2, 0, ...Buffer.from("isomiso2")], 0);
   const digest = createHash("sha256").update(data).digest("hex");
-  const lines = [];
+  const lines: string[] = [];
   try {
     for (const [i, upload] of UPLOADS.entries()) {
       const server = await startServer(join(dir, `app-${i}`));

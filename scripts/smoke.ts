@@ -15,12 +15,10 @@
 //
 // SMOKE_VERBOSE=1 streams the server's output; otherwise its tail is printed on failure.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DevServer, freePorts } from "./lib/dev-server.mjs";
-import { groupAlive } from "./lib/process-group.mjs";
+import { DevServer, freePorts } from "./lib/dev-server.ts";
+import { apiRequest } from "./lib/http.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const VERBOSE = process.env.SMOKE_VERBOSE === "1";
@@ -31,14 +29,14 @@ const INDEX_TIMEOUT_MS = 10_000;
 const KILL_GRACE_MS = 5_000;
 
 const T0 = Date.now();
-const log = (msg) => console.log(`smoke: [${((Date.now() - T0) / 1000).toFixed(1).padStart(5)} s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (msg: string) => console.log(`smoke: [${((Date.now() - T0) / 1000).toFixed(1).padStart(5)} s] ${msg}`);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 class SmokeError extends Error {}
-function assert(condition, message) {
+function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new SmokeError(message);
 }
-function assertEqual(actual, expected, what) {
+function assertEqual(actual: unknown, expected: unknown, what: string): void {
   const a = JSON.stringify(actual);
   const e = JSON.stringify(expected);
   if (a !== e) throw new SmokeError(`${what}: expected ${e}, got ${a}`);
@@ -46,69 +44,84 @@ function assertEqual(actual, expected, what) {
 
 // --- The server ----------------------------------------------------------------------------------
 
-/** `npm run dev` on these ports with fresh state (scripts/lib/dev-server.mjs). */
-function startDevServer(port, inspectorPort, persistDir) {
-  const server = new DevServer({
-    name: "the dev server",
-    args: ["run", "dev", "--", "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", persistDir],
-    cwd: ROOT,
-    onOutput: (text) => {
-      if (VERBOSE) process.stdout.write(text.replace(/^/gm, "  | "));
-    },
-  });
-  server.spawn();
-  return server;
+// What the scenario reads of the API's answers (protocol/schemas.ts has the whole shapes).
+interface User {
+  id: string;
+  username: string;
 }
-
-/** The Worker itself answers: GET /me without a token is a JSON 401. */
-async function workerAnswers(base) {
-  const res = await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) });
-  const body = await res.text();
-  return res.status === 401 && body.includes('"unauthorized"');
+interface Message {
+  id: string;
+  seq: number;
+  conversationId: string;
+  senderId: string;
+  body: string;
+  clientMsgId?: string;
+}
+interface Conversation {
+  id: string;
+  type: string;
+  lastSeq: number;
+  members: { userId: string }[];
+}
+/** A frame from a conversation socket (or `__unparsable__` with what came). */
+interface Frame {
+  type: string;
+  clientMsgId?: string;
+  message?: Message;
+  lastSeq?: number;
+  data?: string;
+}
+interface Closed {
+  code: number;
+  reason: string;
 }
 
 // --- HTTP ----------------------------------------------------------------------------------------
 
-async function api(base, method, path, { token, body, expect } = {}) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  const text = await res.text();
-  let json = null;
+interface ApiOptions {
+  token?: string;
+  body?: unknown;
+  /** The status(es) expected; default 200, 201 or 204. */
+  expect?: number | number[];
+}
+
+/** A request to the API; `T` is what its JSON answer is taken to be (null when it has no body). */
+async function api<T>(base: string, method: string, path: string, { token, body, expect }: ApiOptions = {}): Promise<{ status: number; json: Partial<T> | null }> {
+  const { status, text } = await apiRequest(base, method, path, { token, body, timeoutMs: REQUEST_TIMEOUT_MS });
+  let json: Partial<T> | null = null;
   try {
-    json = text ? JSON.parse(text) : null;
+    json = text ? (JSON.parse(text) as Partial<T>) : null;
   } catch {
     // not JSON; reported below if the status is unexpected
   }
   const expected = expect === undefined ? [200, 201, 204] : [expect].flat();
-  if (!expected.includes(res.status)) {
-    throw new SmokeError(`${method} ${path}: expected ${expected.join("/")}, got ${res.status} ${text.slice(0, 500)}`);
+  if (!expected.includes(status)) {
+    throw new SmokeError(`${method} ${path}: expected ${expected.join("/")}, got ${status} ${text.slice(0, 500)}`);
   }
-  return { status: res.status, json };
+  return { status, json };
 }
 
 // --- WebSockets ----------------------------------------------------------------------------------
 
 /** A conversation socket that buffers every frame, so a test can wait for the one it expects. */
 class Socket {
-  constructor(url, name) {
+  readonly name: string;
+  frames: Frame[] = [];
+  /** Arrival order of each frame, so frames taken out of the middle keep their place. */
+  readonly arrival = new WeakMap<Frame, number>();
+  received = 0;
+  waiters: (() => void)[] = [];
+  closed: Closed | null = null;
+  readonly ws: WebSocket;
+  readonly closedPromise: Promise<Closed>;
+  readonly opened: Promise<void>;
+
+  constructor(url: string, name: string) {
     this.name = name;
-    this.frames = [];
-    /** Arrival order of each frame, so frames taken out of the middle keep their place. */
-    this.arrival = new WeakMap();
-    this.received = 0;
-    this.waiters = [];
-    this.closed = null;
     this.ws = new WebSocket(url);
-    let markClosed;
+    let markClosed: (closed: Closed) => void = () => {};
     this.closedPromise = new Promise((resolve) => {
-      markClosed = (closed) => {
+      markClosed = (closed: Closed) => {
         if (this.closed) return;
         this.closed = closed;
         this.wake();
@@ -129,9 +142,9 @@ class Socket {
     });
     this.opened.catch(() => {});
     this.ws.addEventListener("message", (event) => {
-      let frame;
+      let frame: Frame;
       try {
-        frame = JSON.parse(typeof event.data === "string" ? event.data : String(event.data));
+        frame = JSON.parse(typeof event.data === "string" ? event.data : String(event.data)) as Frame;
       } catch {
         frame = { type: "__unparsable__", data: String(event.data) };
       }
@@ -147,13 +160,13 @@ class Socket {
   }
 
   /** Removes and returns the first buffered frame matching `predicate`, waiting up to `timeoutMs`. */
-  next(predicate, what, timeoutMs = FRAME_TIMEOUT_MS) {
+  next(predicate: (frame: Frame) => boolean, what: string, timeoutMs = FRAME_TIMEOUT_MS): Promise<Frame> {
     return new Promise((resolve, reject) => {
       const check = () => {
         const i = this.frames.findIndex(predicate);
         if (i >= 0) {
           done();
-          resolve(this.frames.splice(i, 1)[0]);
+          resolve(this.frames.splice(i, 1)[0]!);
           return;
         }
         if (this.closed) {
@@ -179,15 +192,15 @@ class Socket {
   }
 
   /** Waits for `ready` and returns it with the frames the server sent before it (the replay). */
-  async untilReady() {
+  async untilReady(): Promise<{ ready: Frame; replay: Frame[] }> {
     await this.opened;
     const ready = await this.next((f) => f.type === "ready", "ready frame");
-    const before = this.frames.filter((f) => this.arrival.get(f) < this.arrival.get(ready));
+    const before = this.frames.filter((f) => (this.arrival.get(f) ?? 0) < (this.arrival.get(ready) ?? 0));
     this.frames = this.frames.filter((f) => !before.includes(f));
     return { ready, replay: before };
   }
 
-  send(frame) {
+  send(frame: unknown): void {
     this.ws.send(JSON.stringify(frame));
   }
 
@@ -196,15 +209,15 @@ class Socket {
     assert(errors.length === 0, `${this.name}: server sent error frames: ${JSON.stringify(errors)}`);
   }
 
-  async close() {
+  async close(): Promise<Closed | null> {
     if (this.closed) return this.closed;
     try {
       this.ws.close(1000, "bye");
     } catch {
       // not open
     }
-    let timer;
-    const timeout = new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<null>((resolve) => {
       timer = setTimeout(() => resolve(null), FRAME_TIMEOUT_MS);
     });
     try {
@@ -219,19 +232,27 @@ class Socket {
 
 const rand = (n = 6) => randomBytes(n).toString("hex");
 
-async function register(base, label) {
+interface SmokeUser {
+  label: string;
+  username: string;
+  id: string;
+  token: string;
+  status: number;
+}
+
+async function register(base: string, label: string): Promise<SmokeUser> {
   const username = `smoke_${label}_${rand(6)}`;
-  const { status, json } = await api(base, "POST", "/auth/register", {
+  const { status, json } = await api<{ user: User; token: string }>(base, "POST", "/auth/register", {
     body: { username, password: `pw-${rand(12)}`, deviceName: `smoke ${label}` },
     expect: 201,
   });
-  assert(json?.user?.id && json?.token, `register ${label}: missing user.id or token in ${JSON.stringify(json)}`);
+  assert(json?.user?.id && json.token, `register ${label}: missing user.id or token in ${JSON.stringify(json)}`);
   assertEqual(json.user.username, username, `register ${label}: username`);
   return { label, username, id: json.user.id, token: json.token, status };
 }
 
-async function openSocket(base, user, conversationId, after) {
-  const { json } = await api(base, "POST", "/auth/ticket", { token: user.token, expect: 200 });
+async function openSocket(base: string, user: SmokeUser, conversationId: string, after: number): Promise<{ socket: Socket; ready: Frame; replay: Message[] }> {
+  const { json } = await api<{ ticket: string }>(base, "POST", "/auth/ticket", { token: user.token, expect: 200 });
   assert(typeof json?.ticket === "string", `ticket for ${user.label}: ${JSON.stringify(json)}`);
   const url = `${base.replace(/^http/, "ws")}/conversations/${encodeURIComponent(conversationId)}/ws?ticket=${encodeURIComponent(json.ticket)}&after=${after}`;
   const socket = new Socket(url, `socket ${user.label}`);
@@ -239,24 +260,24 @@ async function openSocket(base, user, conversationId, after) {
   for (const f of replay) {
     assert(f.type === "message", `${socket.name}: unexpected frame before ready: ${JSON.stringify(f)}`);
   }
-  return { socket, ready, replay: replay.map((f) => f.message) };
+  return { socket, ready, replay: replay.map((f) => f.message).filter((m) => m !== undefined) };
 }
 
 /** Asserts that `seqs` is exactly from+1 .. to, ascending, no gaps, no duplicates. */
-function assertContiguous(seqs, from, to, what) {
-  const expected = [];
+function assertContiguous(seqs: number[], from: number, to: number, what: string): void {
+  const expected: number[] = [];
   for (let s = from + 1; s <= to; s++) expected.push(s);
   assertEqual(seqs, expected, what);
 }
 
-async function scenario(base) {
+async function scenario(base: string): Promise<void> {
   log("registering users A and B");
   const a = await register(base, "a");
   const b = await register(base, "b");
   log(`  A=${a.username} (${a.id}), B=${b.username} (${b.id})`);
 
   log("A creates a direct conversation with B");
-  const created = await api(base, "POST", "/conversations", { token: a.token, body: { type: "direct", userId: b.id }, expect: 201 });
+  const created = await api<{ conversation: Conversation }>(base, "POST", "/conversations", { token: a.token, body: { type: "direct", userId: b.id }, expect: 201 });
   const conversation = created.json?.conversation;
   assert(conversation?.id, `POST /conversations: no conversation in ${JSON.stringify(created.json)}`);
   assertEqual(conversation.type, "direct", "conversation type");
@@ -265,26 +286,27 @@ async function scenario(base) {
     [a.id, b.id].sort(),
     "conversation members",
   );
-  const again = await api(base, "POST", "/conversations", { token: b.token, body: { type: "direct", userId: a.id }, expect: 200 });
+  const again = await api<{ conversation: Conversation }>(base, "POST", "/conversations", { token: b.token, body: { type: "direct", userId: a.id }, expect: 200 });
   assertEqual(again.json?.conversation?.id, conversation.id, "the pair's existing conversation (created again by B)");
   const convId = conversation.id;
   log(`  conversation ${convId}, lastSeq ${conversation.lastSeq}`);
 
   /** Every message of the conversation by seq, as the senders' acks and responses report them. */
-  const bySeq = new Map();
-  const record = (message, what) => {
+  const bySeq = new Map<number, Message>();
+  function record(message: Message | undefined, what: string): asserts message is Message {
     assert(message && Number.isInteger(message.seq), `${what}: no message with a seq: ${JSON.stringify(message)}`);
     assertEqual(message.conversationId, convId, `${what}: conversationId`);
     const known = bySeq.get(message.seq);
     assert(!known || known.id === message.id, `${what}: seq ${message.seq} reused (${known?.id} and ${message.id})`);
     bySeq.set(message.seq, message);
-  };
+  }
 
   log("A and B open conversation sockets with single-use tickets (after=0)");
   const sa = await openSocket(base, a, convId, 0);
   const sb = await openSocket(base, b, convId, 0);
   const socketA = sa.socket;
   let socketB = sb.socket;
+  assert(typeof sa.ready.lastSeq === "number" && typeof sb.ready.lastSeq === "number", "ready frames without lastSeq");
   assertEqual(sa.ready.lastSeq, conversation.lastSeq, "A's ready.lastSeq");
   assertEqual(sb.ready.lastSeq, conversation.lastSeq, "B's ready.lastSeq");
   assertContiguous(sa.replay.map((m) => m.seq), 0, sa.ready.lastSeq, "A's replay from after=0");
@@ -294,7 +316,8 @@ async function scenario(base) {
 
   log("a used ticket is refused");
   {
-    const { json } = await api(base, "POST", "/auth/ticket", { token: a.token, expect: 200 });
+    const { json } = await api<{ ticket: string }>(base, "POST", "/auth/ticket", { token: a.token, expect: 200 });
+    assert(typeof json?.ticket === "string", `ticket for ${a.label}: ${JSON.stringify(json)}`);
     const url = `${base.replace(/^http/, "ws")}/conversations/${encodeURIComponent(convId)}/ws?ticket=${encodeURIComponent(json.ticket)}`;
     const first = new Socket(url, "ticket check (first use)");
     await first.untilReady();
@@ -309,26 +332,27 @@ async function scenario(base) {
   }
 
   /** Sends over a socket; the sender gets the ack, every other open socket the message. */
-  async function sendOverSocket(from, fromSocket, others, body) {
+  async function sendOverSocket(from: SmokeUser, fromSocket: Socket, others: Socket[], body: string): Promise<Message> {
     const clientMsgId = `smoke-${from.label}-${rand(8)}`;
     fromSocket.send({ type: "send", clientMsgId, body });
     const ack = await fromSocket.next((f) => f.type === "ack" && f.clientMsgId === clientMsgId, `ack for ${clientMsgId}`);
-    record(ack.message, `ack for ${clientMsgId}`);
-    assertEqual(ack.message.body, body, "acked body");
-    assertEqual(ack.message.senderId, from.id, "acked senderId");
+    const acked = ack.message;
+    record(acked, `ack for ${clientMsgId}`);
+    assertEqual(acked.body, body, "acked body");
+    assertEqual(acked.senderId, from.id, "acked senderId");
     for (const other of others) {
       const frame = await other.next(
         (f) => f.type === "message" && f.message?.clientMsgId === clientMsgId,
         `message ${clientMsgId}`,
       );
-      assertEqual(frame.message.id, ack.message.id, `${other.name}: message id`);
-      assertEqual(frame.message.seq, ack.message.seq, `${other.name}: message seq`);
+      assertEqual(frame.message?.id, acked.id, `${other.name}: message id`);
+      assertEqual(frame.message?.seq, acked.seq, `${other.name}: message seq`);
     }
-    return ack.message;
+    return acked;
   }
 
   log("A and B exchange messages over their sockets");
-  const exchanged = [];
+  const exchanged: Message[] = [];
   exchanged.push(await sendOverSocket(a, socketA, [socketB], "hello B"));
   exchanged.push(await sendOverSocket(b, socketB, [socketA], "hi A"));
   exchanged.push(await sendOverSocket(a, socketA, [socketB], "how are you? 🙂"));
@@ -340,47 +364,48 @@ async function scenario(base) {
     conversation.lastSeq + exchanged.length,
     "seqs of the exchanged messages",
   );
-  bLastSeen = exchanged[exchanged.length - 1].seq;
+  bLastSeen = exchanged.at(-1)?.seq ?? bLastSeen;
   socketA.assertNoErrors();
   socketB.assertNoErrors();
-  log(`  ${exchanged.length} messages, seqs ${exchanged[0].seq}..${bLastSeen}`);
+  log(`  ${exchanged.length} messages, seqs ${exchanged[0]?.seq}..${bLastSeen}`);
 
   log("B disconnects");
   const closeB = await socketB.close();
   assert(closeB, "B's socket did not close");
 
   log("A sends while B is away (socket and POST /send)");
-  const missed = [];
+  const missed: Message[] = [];
   missed.push(await sendOverSocket(a, socketA, [], "are you there?"));
   missed.push(await sendOverSocket(a, socketA, [], "message 2 while away"));
   for (let i = 1; i <= 3; i++) {
     const clientMsgId = `smoke-a-rest-${rand(8)}`;
     const body = `REST message ${i} while away`;
-    const res = await api(base, "POST", "/send", {
+    const res = await api<{ message: Message }>(base, "POST", "/send", {
       token: a.token,
       body: { conversationId: convId, clientMsgId, body },
       expect: 201,
     });
-    record(res.json?.message, `POST /send ${clientMsgId}`);
-    assertEqual(res.json.message.body, body, "POST /send body");
-    missed.push(res.json.message);
+    const sent = res.json?.message;
+    record(sent, `POST /send ${clientMsgId}`);
+    assertEqual(sent.body, body, "POST /send body");
+    missed.push(sent);
     // A's own socket sees the REST send too (it is another "device view" of the conversation).
     await socketA.next((f) => f.type === "message" && f.message?.clientMsgId === clientMsgId, `message ${clientMsgId} on A`);
     if (i === 2) {
       // An idempotent retry: same message, nothing new stored.
-      const retry = await api(base, "POST", "/send", {
+      const retry = await api<{ message: Message }>(base, "POST", "/send", {
         token: a.token,
         body: { conversationId: convId, clientMsgId, body },
         expect: 200,
       });
-      assertEqual(retry.json?.message?.id, res.json.message.id, "idempotent retry: id");
-      assertEqual(retry.json?.message?.seq, res.json.message.seq, "idempotent retry: seq");
+      assertEqual(retry.json?.message?.id, sent.id, "idempotent retry: id");
+      assertEqual(retry.json?.message?.seq, sent.seq, "idempotent retry: seq");
     }
   }
   missed.push(await sendOverSocket(a, socketA, [], "last one while away"));
   assertContiguous(missed.map((m) => m.seq), bLastSeen, bLastSeen + missed.length, "seqs sent while B was away");
-  const lastSeq = missed[missed.length - 1].seq;
-  log(`  ${missed.length} messages, seqs ${missed[0].seq}..${lastSeq}`);
+  const lastSeq = missed.at(-1)?.seq ?? bLastSeen;
+  log(`  ${missed.length} messages, seqs ${missed[0]?.seq}..${lastSeq}`);
 
   log(`B reconnects with after=${bLastSeen} and receives exactly what it missed`);
   const rb = await openSocket(base, b, convId, bLastSeen);
@@ -411,11 +436,10 @@ async function scenario(base) {
   for (const user of [a, b]) {
     log(`GET /messages?since=0 paged by cursor returns every message exactly once (${user.label})`);
     const deadline = Date.now() + INDEX_TIMEOUT_MS;
-    let synced;
-    for (let attempt = 1; ; attempt++) {
-      synced = await syncAll(base, user, 3);
-      if (synced.messages.length >= finalSeq || Date.now() > deadline) break;
+    let synced = await syncAll(base, user, 3);
+    while (synced.messages.length < finalSeq && Date.now() <= deadline) {
       await sleep(250);
+      synced = await syncAll(base, user, 3);
     }
     const seqs = synced.messages.map((m) => m.seq).sort((x, y) => x - y);
     const ids = synced.messages.map((m) => m.id);
@@ -431,14 +455,14 @@ async function scenario(base) {
 }
 
 /** Pages GET /messages from since=0 with `cursor` until hasMore is false. */
-async function syncAll(base, user, limit) {
-  const messages = [];
+async function syncAll(base: string, user: SmokeUser, limit: number): Promise<{ messages: Message[]; pages: number }> {
+  const messages: Message[] = [];
   let since = "0";
   let pages = 0;
   for (;;) {
     pages++;
     assert(pages <= 1000, "/messages paging does not end");
-    const { json } = await api(base, "GET", `/messages?since=${encodeURIComponent(since)}&limit=${limit}`, {
+    const { json } = await api<{ messages: Message[]; hasMore: boolean; cursor: string }>(base, "GET", `/messages?since=${encodeURIComponent(since)}&limit=${limit}`, {
       token: user.token,
       expect: 200,
     });
@@ -454,10 +478,10 @@ async function syncAll(base, user, limit) {
 
 // --- The web app's files ---------------------------------------------------------------------------
 
-async function getFile(base, path) {
+async function getFile(base: string, path: string): Promise<{ status: number; body: string; header: (name: string) => string }> {
   const res = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), redirect: "manual" });
   const body = await res.text();
-  const header = (name) => res.headers.get(name) ?? "";
+  const header = (name: string) => res.headers.get(name) ?? "";
   return { status: res.status, body, header };
 }
 
@@ -467,7 +491,7 @@ async function getFile(base, path) {
  * sets a Content-Security-Policy on every script, style, manifest and icon it hands out
  * (worker/lib/security.ts), so a file without one was not served through it.
  */
-async function appFiles(base) {
+async function appFiles(base: string): Promise<void> {
   log("the web app's files: documents through the Worker, the rest from assets");
   const documents = ["/", "/c/no-such-conversation", "/settings", "/sw.js"];
   let indexHtml = "";
@@ -479,7 +503,7 @@ async function appFiles(base) {
     assert(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"), `GET ${path}: no Content-Security-Policy from the Worker (got "${csp}")`);
     assertEqual(file.header("x-content-type-options"), "nosniff", `GET ${path}: x-content-type-options`);
   }
-  const bundles = [...indexHtml.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((m) => m[1]);
+  const bundles = [...indexHtml.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((m) => m[1] ?? "");
   assert(bundles.some((b) => b.endsWith(".js")) && bundles.some((b) => b.endsWith(".css")), `index.html names no script and style bundle: ${bundles.join(", ")}`);
   const statics = [...bundles, "/icons/icon-192.png", "/manifest.webmanifest"];
   for (const path of statics) {
@@ -504,30 +528,35 @@ async function appFiles(base) {
 
 // --- Main ----------------------------------------------------------------------------------------
 
-async function main() {
-  let server = null;
-  let tempDir = null;
-  const onSignal = (signal) => {
+async function main(): Promise<void> {
+  let server: DevServer | null = null;
+  const onSignal = (signal: NodeJS.Signals) => {
     server?.killNow();
-    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
     console.log(`smoke: interrupted by ${signal}`);
     process.exit(130);
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 
-  let failure = null;
+  let failure: unknown = null;
   try {
-    const [port, inspectorPort] = await freePorts(2);
-    tempDir = mkdtempSync(join(tmpdir(), "edge-chat-smoke-"));
-    log(`starting the dev server on 127.0.0.1:${port} (inspector ${inspectorPort}, state in ${tempDir})`);
-    server = startDevServer(port, inspectorPort, tempDir);
-    const base = `http://127.0.0.1:${port}`;
+    const [port = 0, inspectorPort = 0] = await freePorts(2);
+    // `npm run dev` on these ports with fresh state in a temp dir of its own.
+    server = new DevServer({
+      name: "the dev server",
+      port,
+      inspectorPort,
+      cwd: ROOT,
+      onOutput: (text) => {
+        if (VERBOSE) process.stdout.write(text.replace(/^/gm, "  | "));
+      },
+    });
+    log(`starting the dev server on 127.0.0.1:${port} (inspector ${inspectorPort}, state in ${server.persistTo})`);
     const started = Date.now();
-    await server.waitUntilReady(() => workerAnswers(base), START_TIMEOUT_MS);
+    await server.start(START_TIMEOUT_MS);
     log(`server answers after ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    await scenario(base);
-    await appFiles(base);
+    await scenario(server.base);
+    await appFiles(server.base);
   } catch (err) {
     failure = err;
   } finally {
@@ -536,18 +565,17 @@ async function main() {
       const stopping = Date.now();
       await server
         .stop({ graceMs: KILL_GRACE_MS, killWaitMs: 2_000, onKill: () => log("server still running after SIGTERM; sending SIGKILL") })
-        .catch((err) => console.error("smoke: could not stop the server:", err));
+        .catch((err: unknown) => console.error("smoke: could not stop the server:", err));
       log(`server stopped after ${((Date.now() - stopping) / 1000).toFixed(1)} s`);
-      if (groupAlive(server.child.pid)) {
-        failure ??= new SmokeError(`the server's process group ${server.child.pid} is still running`);
+      if (server.alive()) {
+        failure ??= new SmokeError(`the server's process group ${server.pgid} is still running`);
       }
     }
-    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
   }
 
   if (failure) {
     if (server && !VERBOSE) console.error(`smoke: last server output:\n${server.tail()}`);
-    console.error(`smoke: FAILED: ${failure instanceof SmokeError ? failure.message : failure?.stack ?? failure}`);
+    console.error(`smoke: FAILED: ${failure instanceof SmokeError ? failure.message : failure instanceof Error ? (failure.stack ?? failure.message) : String(failure)}`);
     console.log("smoke: 0 passed, 1 failed");
     process.exitCode = 1;
   } else {

@@ -1,19 +1,62 @@
 // The scenarios S1-S5 of issue 7. Each takes what it needs and returns plain numbers.
-import { api, closeAll, heardFrom, isReadyFrame, KEEPALIVE_MS, openSocket, openSocketRetrying, pool, retrying, ticketUrl } from "./clients.mjs";
-import { liveHeapBytes } from "./inspector.mjs";
-import { cpuSeconds } from "./proc.mjs";
-import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet } from "./rooms.mjs";
+import {
+  api,
+  closeAll,
+  heardFrom,
+  isReadyFrame,
+  KEEPALIVE_MS,
+  openSocket,
+  openSocketRetrying,
+  pool,
+  retrying,
+  ticketUrl,
+  type Conversation,
+  type RetryStats,
+  type User,
+  type WebSocket,
+} from "./clients.ts";
+import { liveHeapBytes } from "./inspector.ts";
+import { cpuSeconds, type Reachable, type Server } from "./proc.ts";
+import { now, openAppRoom, openBaselineRoom, openRelayRoom, waitQuiet, type AppRoomOptions, type Room, type RoomKind } from "./rooms.ts";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export function percentile(sorted, p) {
+/** What a scenario runs against: a kind of room on a server (the baseline server has three kinds). */
+export interface Target {
+  kind: RoomKind;
+  server: Server;
+  /** The runtime's inspector port (wrangler's --inspector-port). */
+  inspector: number;
+  /** Whether --profile profiles it (the app and alone). */
+  profiled?: boolean;
+  /** alone: whether its devices hold user sockets (its users' objects are real). */
+  userSockets?: boolean;
+  /** alone: its own users. */
+  users?: User[];
+}
+
+/** Around a measured stretch: a CPU profile, a GC watch, a thread sampler, a timeline. */
+export interface Hooks {
+  start?(): Promise<void>;
+  stop?(): Promise<void>;
+}
+
+/** The `p`th percentile of ascending `sorted`, or null when it is empty. */
+export function percentile(sorted: readonly number[], p: number): number | null {
   if (sorted.length === 0) return null;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i];
+  return sorted[i] ?? null;
+}
+
+export interface CpuUsed {
+  runtime: number;
+  runtimeSystem: number;
+  proxy: number;
+  client: number;
 }
 
 /** CPU seconds of the server's runtime and proxy workerd and of this client, between two calls. */
-function cpuMeter(server) {
+function cpuMeter(server: Server): () => CpuUsed {
   const { runtime, proxy } = server.workerdProcesses();
   const read = () => ({
     runtime: cpuSeconds(runtime),
@@ -24,16 +67,18 @@ function cpuMeter(server) {
   const start = read();
   return () => {
     const end = read();
+    // A process that is gone (or never was) counts as no CPU.
+    const delta = (a: number | null, b: number | null) => (a ?? 0) - (b ?? 0);
     return {
-      runtime: end.runtime - start.runtime,
-      runtimeSystem: end.runtimeSystem - start.runtimeSystem,
-      proxy: end.proxy - start.proxy,
+      runtime: delta(end.runtime, start.runtime),
+      runtimeSystem: delta(end.runtimeSystem, start.runtimeSystem),
+      proxy: delta(end.proxy, start.proxy),
       client: (end.client.user + end.client.system - start.client.user - start.client.system) / 1e6,
     };
   };
 }
 
-async function openRoom(target, devices, opts) {
+async function openRoom(target: Target, devices: User[], opts: AppRoomOptions): Promise<Room> {
   if (target.kind === "app") return openAppRoom(target.server, devices, opts);
   if (target.kind === "alone") return openAppRoom(target.server, devices, { ...opts, userSockets: target.userSockets ?? false, kind: "alone" });
   if (target.kind === "relay") return openRelayRoom(target.server, devices.length);
@@ -48,7 +93,24 @@ async function openRoom(target, devices, opts) {
  * then a measured window. Latency is one-way, send call to arrival at each receiver (one clock:
  * all clients live in this process).
  */
-export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs, profile }) {
+export interface S1Options {
+  rates: number[];
+  warmupMs: number;
+  windowMs: number;
+  receiptMs: number;
+  /** Hooks around each rate. */
+  profile?: (rate: number) => Hooks | undefined;
+}
+
+/** A run of messages sent close together that all arrived late somewhere. */
+export interface Stall {
+  at: number;
+  lastSentAt: number;
+  messages: number;
+  maxMs: number;
+}
+
+export async function s1(target: Target, devices: User[], { rates, warmupMs, windowMs, receiptMs, profile }: S1Options) {
   const room = await openRoom(target, devices, { receiptMs });
   const receivers = room.size - 1;
   const results = [];
@@ -59,11 +121,11 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
       let measuredTo = Infinity;
       let windowStart = Infinity;
       let windowEnd = Infinity;
-      const latencies = [];
+      const latencies: number[] = [];
       // Per measured message: when it was sent and its worst latency at any receiver (for stalls).
-      const worst = new Map();
+      const worst = new Map<number, { sentAt: number; latency: number }>();
       // One-way latency to the other devices' user sockets: the fan-out's relay (app and relay rooms).
-      const relayLatencies = [];
+      const relayLatencies: number[] = [];
       let deliveredInWindow = 0;
       let deliveredMeasured = 0;
       room.handler = {
@@ -89,7 +151,7 @@ export async function s1(target, devices, { rates, warmupMs, windowMs, receiptMs
       let sent = 0;
       const total = Math.round(((warmupMs + windowMs) / 1000) * rate);
       const warm = Math.round((warmupMs / 1000) * rate);
-      await new Promise((resolve) => {
+      await new Promise<void>((resolve) => {
         const tick = () => {
           const due = Math.min(total, Math.floor(((now() - start) / 1000) * rate) + 1);
           while (sent < due) {
@@ -158,11 +220,11 @@ const STALL_GAP_MS = 30;
  * The stalls among measured messages ({ sentAt, latency } by message): when the first and last of
  * each were sent, how many messages, its worst latency.
  */
-function stallsOf(worst) {
+function stallsOf(worst: Map<number, { sentAt: number; latency: number }>): Stall[] {
   const late = [...worst.values()].filter((m) => m.latency >= STALL_MS).sort((a, b) => a.sentAt - b.sentAt);
-  const stalls = [];
+  const stalls: Stall[] = [];
   for (const m of late) {
-    const last = stalls[stalls.length - 1];
+    const last = stalls.at(-1);
     if (last && m.sentAt - last.lastSentAt < STALL_GAP_MS) {
       last.messages++;
       last.lastSentAt = m.sentAt;
@@ -180,7 +242,19 @@ function stallsOf(worst) {
  * `rooms` rooms of `perRoom` devices; in each, the devices listed by `senders(room)` keep `window`
  * messages unacked until the time is up. Counts what arrives inside the measured window.
  */
-async function windowed(target, roomDevices, { senders, window, warmupMs, durationMs, receiptMs, hooks, conversationId = null }) {
+export interface WindowOptions {
+  window: number;
+  warmupMs: number;
+  durationMs: number;
+  receiptMs: number;
+  hooks?: Hooks | undefined;
+}
+
+async function windowed(
+  target: Target,
+  roomDevices: User[][],
+  { senders, window, warmupMs, durationMs, receiptMs, hooks, conversationId = null }: WindowOptions & { senders: (room: Room) => number[]; conversationId?: string | null },
+) {
   const rooms = await Promise.all(roomDevices.map((devices) => openRoom(target, devices, { receiptMs, conversationId })));
   let windowStart = Infinity;
   let windowEnd = Infinity;
@@ -188,15 +262,18 @@ async function windowed(target, roomDevices, { senders, window, warmupMs, durati
   let acked = 0;
   let delivered = 0;
   let receivers = 0;
-  const ackLatencies = [];
+  const ackLatencies: number[] = [];
   // Acks per 500 ms from the first send: shows a slow start, stalls, or a steady rate.
-  const timeline = [];
+  const timeline: number[] = [];
   let t0 = now();
+  // How each room starts sending.
+  const starts: (() => void)[] = [];
   try {
     for (const room of rooms) {
       const sending = senders(room);
       receivers += room.size - 1;
-      const next = new Array(room.size).fill(0);
+      const next = new Array<number>(room.size).fill(0);
+      const sendNext = (i: number) => room.send(i, (next[i] = (next[i] ?? 0) + 1) - 1);
       room.handler = {
         ack(i, _n, sentAt, at) {
           const bucket = Math.floor((at - t0) / 500);
@@ -205,22 +282,22 @@ async function windowed(target, roomDevices, { senders, window, warmupMs, durati
             acked++;
             if (ackLatencies.length < 200_000) ackLatencies.push(at - sentAt);
           }
-          if (at < sendUntil) room.send(i, next[i]++);
+          if (at < sendUntil) sendNext(i);
         },
         deliver(_i, _sender, _n, _sentAt, at) {
           if (at >= windowStart && at < windowEnd) delivered++;
         },
       };
-      room.start = () => {
-        for (const i of sending) for (let k = 0; k < window; k++) room.send(i, next[i]++);
-      };
+      starts.push(() => {
+        for (const i of sending) for (let k = 0; k < window; k++) sendNext(i);
+      });
     }
     // The inspector only answers while the isolate has a moment to spare: start profiling first.
     await hooks?.start?.();
     t0 = now();
     sendUntil = t0 + warmupMs + durationMs;
     const cpuAll = cpuMeter(target.server);
-    for (const room of rooms) room.start();
+    for (const start of starts) start();
     await sleep(warmupMs);
     const cpu = cpuMeter(target.server);
     windowStart = now();
@@ -266,11 +343,11 @@ async function windowed(target, roomDevices, { senders, window, warmupMs, durati
   }
 }
 
-export function s2(target, devices, o) {
+export function s2(target: Target, devices: User[], o: WindowOptions) {
   return windowed(target, [devices], { ...o, senders: () => [0] });
 }
 
-export function s3(target, pairs, o) {
+export function s3(target: Target, pairs: User[][], o: WindowOptions) {
   return windowed(target, pairs, { ...o, senders: (room) => room.sockets.map((_, i) => i) });
 }
 
@@ -280,16 +357,16 @@ export function s3(target, pairs, o) {
  * with the number sent, once all of them are acked; `what` names a stall. Each device numbers its
  * messages on from what it sent before in this room, so a later call never repeats a clientMsgId.
  */
-function sendAcked(room, senders, quota, window, what, forMs = Number.POSITIVE_INFINITY) {
+function sendAcked(room: Room, senders: number[], quota: number, window: number, what: string, forMs = Number.POSITIVE_INFINITY): Promise<number> {
   return new Promise((resolve, reject) => {
     if (quota === 0) return resolve(0);
     const until = now() + forMs;
     let sent = 0;
     let acked = 0;
-    const sendOne = (i) => {
+    const sendOne = (i: number) => {
       if (sent >= quota || now() > until) return;
       sent++;
-      room.send(i, room.sentBy[i]);
+      room.send(i, room.sentBy[i] ?? 0);
     };
     room.handler = {
       ack(i) {
@@ -321,11 +398,11 @@ const SEED_BOUT_MS = 20_000;
  * Sends `quotas[r]` messages in `rooms[r]` (all rooms at once; see sendAcked), in bouts of at most
  * SEED_BOUT_MS, after each of which every socket of `userSockets` is heard from.
  */
-async function seedInBouts(rooms, userSockets, quotas, senders, window, what) {
+async function seedInBouts(rooms: Room[], userSockets: WebSocket[], quotas: number[], senders: number[], window: number, what: string): Promise<void> {
   const left = [...quotas];
   while (left.some((n) => n > 0)) {
-    const sent = await Promise.all(rooms.map((room, r) => sendAcked(room, senders, left[r], window, `${what}: room ${r}`, SEED_BOUT_MS)));
-    for (const [r, n] of sent.entries()) left[r] -= n;
+    const sent = await Promise.all(rooms.map((room, r) => sendAcked(room, senders, left[r] ?? 0, window, `${what}: room ${r}`, SEED_BOUT_MS)));
+    for (const [r, n] of sent.entries()) left[r] = (left[r] ?? 0) - n;
     await heardFrom(userSockets);
   }
 }
@@ -337,7 +414,7 @@ async function seedInBouts(rooms, userSockets, quotas, senders, window, what) {
  * does, with every device connected; then waits until D1 and the fan-out have all of them.
  * Returns the conversation's id and the seconds it took.
  */
-export async function seedHistory(server, devices, total, { window = 100 } = {}) {
+export async function seedHistory(server: Reachable, devices: User[], total: number, { window = 100 } = {}) {
   const room = await openAppRoom(server, devices);
   const started = now();
   try {
@@ -355,7 +432,7 @@ export async function seedHistory(server, devices, total, { window = 100 } = {})
  * S2 in the group `conversationId` (its history seeded by seedHistory), or in a fresh group of the
  * same devices when it is null: the same load, so the two differ only in what the log holds.
  */
-export function s6(target, devices, conversationId, o) {
+export function s6(target: Target, devices: User[], conversationId: string | null, o: WindowOptions) {
   return windowed(target, [devices], { ...o, senders: () => [0], conversationId });
 }
 
@@ -366,7 +443,7 @@ export function s6(target, devices, conversationId, o) {
  * every pair being the syncing user (the same user in every pair), through parallel socket sends
  * with a window, exactly as clients send; then waits until the outbox has put all of them in D1.
  */
-export async function seedS4(server, syncUser, others, total, { window = 20 } = {}) {
+export async function seedS4(server: Reachable, syncUser: User, others: User[], total: number, { window = 20 } = {}) {
   const perRoom = Math.ceil(total / others.length);
   const started = now();
   // Every device holds one user socket, as a client does (a device without one counts as
@@ -388,15 +465,22 @@ export async function seedS4(server, syncUser, others, total, { window = 20 } = 
 }
 
 /** Pages GET /messages?since=0 to the end; checks that every message came exactly once. */
-export async function s4(server, syncUser, expectedAtLeast, { limit = 500, hooks } = {}) {
-  await hooks?.start();
-  const ids = new Set();
+/** A page of GET /messages, as far as the bench reads it. */
+interface MessagesPage {
+  messages: { id: string; body?: string }[];
+  cursor: string;
+  hasMore: boolean;
+}
+
+export async function s4(server: Reachable, syncUser: User, expectedAtLeast: number, { limit = 500, hooks }: { limit?: number; hooks?: Hooks | undefined } = {}) {
+  await hooks?.start?.();
+  const ids = new Set<string>();
   let since = "0";
   let pages = 0;
   let count = 0;
   const t0 = now();
   for (;;) {
-    const page = await api(server.base, "GET", `/messages?since=${encodeURIComponent(since)}&limit=${limit}`, { token: syncUser.token });
+    const page = await api<MessagesPage>(server.base, "GET", `/messages?since=${encodeURIComponent(since)}&limit=${limit}`, { token: syncUser.token });
     pages++;
     for (const m of page.messages) ids.add(m.id);
     count += page.messages.length;
@@ -404,7 +488,7 @@ export async function s4(server, syncUser, expectedAtLeast, { limit = 500, hooks
     if (!page.hasMore) break;
   }
   const seconds = (now() - t0) / 1000;
-  await hooks?.stop();
+  await hooks?.stop?.();
   if (ids.size !== count) throw new Error(`S4: ${count - ids.size} messages came twice`);
   if (count < expectedAtLeast) throw new Error(`S4: synced ${count}, expected at least ${expectedAtLeast}`);
   return { messages: count, pages, seconds, perSec: count / seconds };
@@ -429,14 +513,45 @@ const HIBERNATE_WAIT_MS = 20_000;
  * `after - before` is a ceiling. (`again` comes after the second set was closed, so it may reuse
  * that memory too.)
  */
-function perSocket(before, after, again, kept, total, viaProxy) {
+interface Rss {
+  runtime: number | null;
+  proxy: number | null;
+}
+
+interface Memory extends Rss {
+  heap: number | null;
+}
+
+function perSocket(before: Memory, after: Memory, again: Rss, kept: Rss & { count: number }, total: number, viaProxy: boolean) {
+  // As in JavaScript arithmetic, a reading that is missing (null) counts as 0.
+  const delta = (a: number | null, b: number | null) => (a ?? 0) - (b ?? 0);
   return {
-    runtime: (after.runtime - before.runtime) / total,
-    proxy: viaProxy ? (after.proxy - before.proxy) / total : null,
-    heap: before.heap === null ? null : (after.heap - before.heap) / total,
-    reconnected: (again.runtime - after.runtime) / total,
-    keptOpen: (kept.runtime - after.runtime) / kept.count,
+    runtime: delta(after.runtime, before.runtime) / total,
+    proxy: viaProxy ? delta(after.proxy, before.proxy) / total : null,
+    heap: before.heap === null ? null : delta(after.heap, before.heap) / total,
+    reconnected: delta(again.runtime, after.runtime) / total,
+    keptOpen: delta(kept.runtime, after.runtime) / kept.count,
   };
+}
+
+/** Opens the first `share` of a scenario's sockets, `concurrency` handshakes at a time. */
+type ConnectAll = (concurrency: number, stats: RetryStats, share?: number) => Promise<WebSocket[]>;
+
+/**
+ * S5's ConnectAll: `perOwner` sockets for each of the first `share` of `owners` (the whole set by
+ * default), each opened by `open` and kept in `sockets`.
+ */
+function connector<T>(owners: T[], perOwner: number, sockets: WebSocket[], open: (owner: T, stats: RetryStats) => Promise<WebSocket>): ConnectAll {
+  return (concurrency, stats, share = 1) =>
+    pool(
+      owners.slice(0, Math.ceil(owners.length * share)).flatMap((owner) => Array.from({ length: perOwner }, () => owner)),
+      concurrency,
+      async (owner) => {
+        const ws = await open(owner, stats);
+        sockets.push(ws);
+        return ws;
+      },
+    );
 }
 
 /**
@@ -445,7 +560,7 @@ function perSocket(before, after, again, kept, total, viaProxy) {
  * as many as the first set: the runtime holds two file descriptors per socket, and two full sets
  * of 5,000 reached this machine's limit of 20,000 (`ulimit -n`).
  */
-async function connectKeptOpen(server, connectAll, stats, sockets) {
+async function connectKeptOpen(server: Server, connectAll: ConnectAll, stats: RetryStats, sockets: WebSocket[]): Promise<Rss & { count: number }> {
   const first = sockets.length;
   const count = (await connectAll(256, stats, 0.5)).length;
   await settle();
@@ -454,7 +569,7 @@ async function connectKeptOpen(server, connectAll, stats, sockets) {
   return { ...rss, count };
 }
 
-function settle() {
+function settle(): Promise<void> {
   return sleep(HIBERNATE_WAIT_MS);
 }
 
@@ -463,8 +578,8 @@ function settle() {
  * the objects have had time to hibernate: the runtime's RSS, then (given the runtime's inspector
  * port) its isolate's live heap after a full GC. `connectAll(concurrency, stats)` opens them all.
  */
-async function connectMeasured(server, connectAll, stats, inspector) {
-  const memory = async () => {
+async function connectMeasured(server: Server, connectAll: ConnectAll, stats: RetryStats, inspector: number | undefined) {
+  const memory = async (): Promise<Memory> => {
     const rss = server.rss();
     return { ...rss, heap: inspector ? await liveHeapBytes(inspector) : null };
   };
@@ -488,40 +603,55 @@ async function connectMeasured(server, connectAll, stats, inspector) {
  * All its traffic goes to `via` ({ base, wsBase }: the runtime's entry socket, or the server itself
  * to go through wrangler's proxy). Handshakes reset or refused are retried and counted.
  */
-export async function s5App(server, { devices, groups, poster, perDevice, via = server, inspector, tickets = true, hooks }) {
+/** Handshake retries of S5's three connects. */
+function handshakeRetries(): { connect: RetryStats; resume: RetryStats; kept: RetryStats } {
+  return { connect: {}, resume: {}, kept: {} };
+}
+
+export interface S5AppOptions {
+  devices: User[];
+  groups: { conversation: Conversation; members: User[] }[];
+  poster: User;
+  perDevice: number;
+  via?: Reachable;
+  inspector?: number;
+  tickets?: boolean;
+  hooks?: Hooks | undefined;
+}
+
+export async function s5App(server: Server, { devices, groups, poster, perDevice, via = server, inspector, tickets = true, hooks }: S5AppOptions) {
   const total = devices.length * perDevice;
-  const sockets = [];
+  const sockets: WebSocket[] = [];
+  // Per socket: how many "live" messages it got.
+  const live = new WeakMap<WebSocket, { live: number }>();
   const url = `${via.wsBase}/ws`;
   // As the web client does, each socket first takes a single-use ticket (POST /auth/ticket), so a
   // resume costs a request and a handshake per socket; `tickets: false` sends the bearer token in
   // the handshake instead (--s5-bearer).
-  const connection = (d) =>
+  const connection = (d: User): { url: string | (() => Promise<string>); headers: Record<string, string> } =>
     tickets ? { url: ticketUrl(via.base, url, d.token), headers: {} } : { url, headers: { authorization: `Bearer ${d.token}` } };
-  const retries = { connect: {}, resume: {}, kept: {} };
-  // `share`: the first share of the devices, each with all its sockets (the whole set by default).
-  const connectAll = (concurrency, stats, share = 1) =>
-    pool(
-      devices.slice(0, Math.ceil(devices.length * share)).flatMap((d) => Array.from({ length: perDevice }, (_, k) => [d, k])),
-      concurrency,
-      async ([d]) => {
-        const counter = { live: 0 };
-        const { url: socketUrl, headers } = connection(d);
-        const ws = await openSocketRetrying(socketUrl, {
-          headers,
-          isReady: isReadyFrame,
-          timeoutMs: 120_000,
-          onFrame: (buf) => {
-            if (buf.indexOf('"body":"live') >= 0) counter.live++;
-          },
-        }, stats);
-        ws.counter = counter;
-        sockets.push(ws);
-        return ws;
+  const retries = handshakeRetries();
+  const connectAll = connector(devices, perDevice, sockets, async (d, stats) => {
+    const counter = { live: 0 };
+    const { url: socketUrl, headers } = connection(d);
+    const ws = await openSocketRetrying(
+      socketUrl,
+      {
+        headers,
+        isReady: isReadyFrame,
+        timeoutMs: 120_000,
+        onFrame: (buf) => {
+          if (Buffer.isBuffer(buf) && buf.indexOf('"body":"live') >= 0) counter.live++;
+        },
       },
+      stats,
     );
+    live.set(ws, counter);
+    return ws;
+  });
 
   // Cursors: where each device's sync stands before the drop.
-  const cursors = new Map();
+  const cursors = new Map<User, string>();
   await pool(devices, 32, async (d) => cursors.set(d, (await syncAll(via, d, "0")).cursor));
 
   const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect, inspector);
@@ -537,7 +667,7 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
     // While they are away, every group gets messages; they must not be lost.
     const outage = 2;
     const outageFrom = Date.now();
-    const missed = new Map();
+    const missed = new Map<User, number>();
     for (const g of groups) {
       for (let k = 0; k < outage; k++) {
         await api(via.base, "POST", "/send", {
@@ -555,11 +685,11 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
     const cpu = cpuMeter(server);
     // A sync's request can fail at its connection in the storm of reconnects: it is asked
     // again and counted, as a handshake is (connectAll).
-    const syncRetries = {};
+    const syncRetries: RetryStats = {};
     const resumed = await Promise.all([
       connectAll(total, retries.resume),
       pool(devices, 64, async (d) => {
-        const { count } = await syncAll(via, d, cursors.get(d), syncRetries);
+        const { count } = await syncAll(via, d, cursors.get(d) ?? "0", syncRetries);
         if (count !== missed.get(d)) throw new Error(`S5: device synced ${count} messages, expected ${missed.get(d)}`);
         return count;
       }),
@@ -577,24 +707,13 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
       });
     }
     const deadline = now() + 60_000;
-    const received = () => sockets.filter((ws) => ws.counter.live >= 1).length;
+    const received = () => sockets.filter((ws) => (live.get(ws)?.live ?? 0) >= 1).length;
     while (received() < total && now() < deadline) await sleep(100);
     const liveReceived = received();
     await settle();
-    const again = server.rss();
     return {
-      sockets: total,
-      objects: devices.length,
-      viaProxy: via === server,
+      ...s5Readings(server, via, devices.length, { before, after, kept, connectSeconds, resumeSeconds, resumeCpu, retries, total }),
       tickets,
-      memoryPerSocket: perSocket(before, after, again, kept, total, via === server),
-      rssBefore: before,
-      rssAfter: after,
-      rssReconnected: again,
-      connectSeconds,
-      resumeSeconds,
-      resumeCpu,
-      handshakeRetries: retries,
       syncRetries,
       synced,
       syncedExpected: [...missed.values()].reduce((a, b) => a + b, 0),
@@ -607,24 +726,50 @@ export async function s5App(server, { devices, groups, poster, perDevice, via = 
 }
 
 /**
+ * What S5 reports on either target, with the runtime's RSS read now (`again`: once every socket
+ * dropped and reconnected, and the objects had time to hibernate).
+ */
+function s5Readings(
+  server: Server,
+  via: Reachable,
+  objects: number,
+  r: {
+    before: Memory;
+    after: Memory;
+    kept: Rss & { count: number };
+    connectSeconds: number;
+    resumeSeconds: number;
+    resumeCpu: CpuUsed;
+    retries: ReturnType<typeof handshakeRetries>;
+    total: number;
+  },
+) {
+  const again = server.rss();
+  return {
+    sockets: r.total,
+    objects,
+    viaProxy: via === server,
+    memoryPerSocket: perSocket(r.before, r.after, again, r.kept, r.total, via === server),
+    rssBefore: r.before,
+    rssAfter: r.after,
+    rssReconnected: again,
+    connectSeconds: r.connectSeconds,
+    resumeSeconds: r.resumeSeconds,
+    resumeCpu: r.resumeCpu,
+    handshakeRetries: r.retries,
+  };
+}
+
+/**
  * Baseline: the same number of sockets over the same number of rooms; memory (the same readings
  * as the app's) and reconnect time.
  */
-export async function s5Baseline(server, { rooms, perRoom, via = server, inspector }) {
+export async function s5Baseline(server: Server, { rooms, perRoom, via = server, inspector }: { rooms: number; perRoom: number; via?: Reachable; inspector?: number }) {
   const total = rooms * perRoom;
-  const sockets = [];
+  const sockets: WebSocket[] = [];
   const names = Array.from({ length: rooms }, (_, r) => `s5r${r}`);
-  const retries = { connect: {}, resume: {}, kept: {} };
-  const connectAll = (concurrency, stats, share = 1) =>
-    pool(
-      names.slice(0, Math.ceil(names.length * share)).flatMap((name) => Array.from({ length: perRoom }, () => name)),
-      concurrency,
-      async (name) => {
-        const ws = await openSocketRetrying(`${via.wsBase}/ws/${name}`, { timeoutMs: 120_000 }, stats);
-        sockets.push(ws);
-        return ws;
-      },
-    );
+  const retries = handshakeRetries();
+  const connectAll = connector(names, perRoom, sockets, (name, stats) => openSocketRetrying(`${via.wsBase}/ws/${name}`, { timeoutMs: 120_000 }, stats));
   const { before, after, connectSeconds } = await connectMeasured(server, connectAll, retries.connect, inspector);
   const kept = await connectKeptOpen(server, connectAll, retries.kept, sockets);
   try {
@@ -635,20 +780,7 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
     const resumeSeconds = (now() - t0) / 1000;
     const resumeCpu = cpu();
     await settle();
-    const again = server.rss();
-    return {
-      sockets: total,
-      objects: rooms,
-      viaProxy: via === server,
-      memoryPerSocket: perSocket(before, after, again, kept, total, via === server),
-      rssBefore: before,
-      rssAfter: after,
-      rssReconnected: again,
-      connectSeconds,
-      resumeSeconds,
-      resumeCpu,
-      handshakeRetries: retries,
-    };
+    return s5Readings(server, via, rooms, { before, after, kept, connectSeconds, resumeSeconds, resumeCpu, retries, total });
   } finally {
     await closeAll(sockets.splice(0));
   }
@@ -659,10 +791,10 @@ export async function s5Baseline(server, { rooms, perRoom, via = server, inspect
  * `stats`, a page whose request fails at its connection is asked for again from the same cursor
  * (`retrying`), as the web client syncs again after a failure, and counted there.
  */
-export async function syncAll(server, device, since, stats = null) {
+export async function syncAll(server: Reachable, device: User, since: string, stats: RetryStats | null = null): Promise<{ count: number; cursor: string }> {
   let count = 0;
   let cursor = since;
-  const get = (path) => api(server.base, "GET", path, { token: device.token });
+  const get = (path: string) => api<MessagesPage>(server.base, "GET", path, { token: device.token });
   for (;;) {
     const path = `/messages?since=${encodeURIComponent(cursor)}&limit=500`;
     const page = await (stats ? retrying(() => get(path), stats) : get(path));
@@ -673,13 +805,13 @@ export async function syncAll(server, device, since, stats = null) {
 }
 
 /** Waits until the poster (a member of every group) can sync at least `n` messages with "outage" bodies. */
-async function waitIndexed(server, poster, fromMs, n) {
+async function waitIndexed(server: Reachable, poster: User, fromMs: number, n: number): Promise<void> {
   const deadline = now() + 120_000;
   while (now() < deadline) {
     let count = 0;
     let cursor = String(fromMs);
     for (;;) {
-      const page = await api(server.base, "GET", `/messages?since=${cursor}&limit=500`, { token: poster.token });
+      const page = await api<MessagesPage>(server.base, "GET", `/messages?since=${cursor}&limit=500`, { token: poster.token });
       count += page.messages.filter((m) => m.body?.startsWith("outage")).length;
       cursor = page.cursor;
       if (!page.hasMore) break;

@@ -7,7 +7,7 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
  * Every secret the app reads, with how to make a local one. A generator returns the secret, or an
  * object of secrets that only work together (a key pair): list it under each of their names.
  */
-export const LOCAL_SECRETS = {
+export const LOCAL_SECRETS: Record<string, () => string | Record<string, string>> = {
   // Web Push VAPID key pair (worker/push/). Changing it voids every browser's push subscription.
   VAPID_PUBLIC_KEY: () => vapidKeyPair(),
   VAPID_PRIVATE_KEY: () => vapidKeyPair(),
@@ -17,10 +17,10 @@ export const LOCAL_SECRETS = {
   TICKET_SECRET: () => randomSecret(),
 };
 
-export function ensureDevVars(path = ".dev.vars") {
+export function ensureDevVars(path = ".dev.vars"): void {
   const existing = existsSync(path) ? readFileSync(path, "utf8") : "";
   const have = new Set(existing.split("\n").map((l) => l.split("=")[0]?.trim()).filter(Boolean));
-  const values = {};
+  const values: Record<string, string> = {};
   for (const [name, make] of Object.entries(LOCAL_SECRETS)) {
     if (have.has(name) || Object.hasOwn(values, name)) continue;
     const made = make();
@@ -41,8 +41,10 @@ export function ensureDevVars(path = ".dev.vars") {
 export const randomSecret = () => randomBytes(32).toString("base64url");
 
 /** A P-256 VAPID key pair (RFC 8292), base64url: the public key as an uncompressed point, the private key as its scalar. */
-export function vapidKeyPair() {
+export function vapidKeyPair(): { VAPID_PUBLIC_KEY: string; VAPID_PRIVATE_KEY: string } {
   const jwk = generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey.export({ format: "jwk" });
-  const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x, "base64url"), Buffer.from(jwk.y, "base64url")]);
-  return { VAPID_PUBLIC_KEY: point.toString("base64url"), VAPID_PRIVATE_KEY: jwk.d };
+  const { x, y, d } = jwk;
+  if (!x || !y || !d) throw new Error("the P-256 key's JWK lacks x, y or d");
+  const point = Buffer.concat([Buffer.from([4]), Buffer.from(x, "base64url"), Buffer.from(y, "base64url")]);
+  return { VAPID_PUBLIC_KEY: point.toString("base64url"), VAPID_PRIVATE_KEY: d };
 }
