@@ -4,7 +4,7 @@
 // outlive a "reload", and notifications. `fakeBrowser()` puts them together.
 import type { Conversation, ConversationServerFrame, Message, User, UserServerFrame } from "../../protocol";
 import type { AddressBar, Browser, Clock, KeyValueStorage, LocalStores, Notifications, PageEvent, PushSubscriptionHandle } from "../src/app/browser";
-import type { Theme } from "../src/app/storeCore";
+import type { Theme } from "../src/app/browser";
 import type { LocalStore } from "../src/lib/idb";
 import type { LiveChannel, LiveSocketOptions } from "../src/lib/socket";
 import { MemoryOutboxStorage } from "../src/state/offlineOutbox";

@@ -9,7 +9,7 @@
 import type { Conversation, MediaRef, Presence, User } from "../../../protocol";
 import { Api } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
-import type { Browser } from "./browser";
+import type { Browser, Theme } from "./browser";
 import { Chats } from "./chats";
 import { Connection } from "./connection";
 import { LocalCache } from "./localCache";
@@ -22,12 +22,13 @@ import { parseRoute, type Route } from "./route";
 import { SendQueue } from "./sendQueue";
 import { ServerProbe } from "./serverProbe";
 import { SessionSlice, readSession } from "./session";
-import { StoreCore, initialState, type AppState, type ConvView, type Theme, type Upload } from "./storeCore";
+import { StoreCore, initialState, type AppState, type ConvView, type Upload } from "./storeCore";
 import { Threads } from "./threads";
 import { Typing } from "./typing";
 import { Uploads } from "./uploads";
 
-export type { AppState, Capabilities, ConvView, Session, Theme, ThreadView, Upload } from "./storeCore";
+export type { AppState, Capabilities, ConvView, Session, ThreadView, Upload } from "./storeCore";
+export type { Theme } from "./browser";
 
 export interface AppStoreOptions {
   /** New clientMsgIds (crypto.randomUUID by default). */

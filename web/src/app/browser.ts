@@ -4,7 +4,9 @@
 import type { Fetch } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
 import type { SocketFactory } from "../lib/socket";
-import type { Theme } from "./storeCore";
+
+/** The colour theme the settings choose; "system" follows the device. */
+export type Theme = "system" | "light" | "dark";
 
 /** localStorage's shape. */
 export interface KeyValueStorage {

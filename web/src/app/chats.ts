@@ -7,29 +7,21 @@ import { applyReceipt } from "../state/receipts";
 import { byConversation } from "../state/sync";
 import { findGaps, mergeMessages, opensGap, resumePoint } from "../state/timeline";
 import type { Browser } from "./browser";
-import type { Connection } from "./connection";
-import type { LocalCache } from "./localCache";
-import type { Navigation } from "./navigation";
-import type { People } from "./people";
-import type { PresenceWatch } from "./presenceWatch";
-import type { PushNotifications } from "./pushNotifications";
 import type { ConvView, StoreCore } from "./storeCore";
-import type { Threads } from "./threads";
+import type { ConnectionPort, LocalCachePort, NavigationPort, PeoplePort, PresenceWatchPort, PushNotificationsPort, ReceivedVia, ThreadsPort } from "./ports";
 
 const MEMBERS_LOOKED_UP = 50;
 const PAGE = 50;
 const NOT_A_MEMBER = "This conversation does not exist or you are not a member.";
 
-export type ReceivedVia = "chat" | "ack" | "user" | "sync";
-
 export interface ChatsDeps {
-  cache: Pick<LocalCache, "scheduleSave" | "messages" | "forget">;
-  connection: Pick<Connection, "connectChat" | "closeChat" | "chatFor" | "transmitLive" | "ensureCursor">;
-  people: Pick<People, "ensure" | "name">;
-  presence: Pick<PresenceWatch, "watch" | "fetch">;
-  push: Pick<PushNotifications, "incoming">;
-  navigation: Pick<Navigation, "navigate">;
-  threads: Pick<Threads, "received">;
+  cache: Pick<LocalCachePort, "scheduleSave" | "messages" | "forget">;
+  connection: Pick<ConnectionPort, "connectChat" | "closeChat" | "chatFor" | "transmitLive" | "ensureCursor">;
+  people: Pick<PeoplePort, "ensure" | "name">;
+  presence: Pick<PresenceWatchPort, "watch" | "fetch">;
+  push: Pick<PushNotificationsPort, "incoming">;
+  navigation: Pick<NavigationPort, "navigate">;
+  threads: Pick<ThreadsPort, "received">;
 }
 
 export class Chats {

@@ -15,12 +15,8 @@ import type { LiveChannel } from "../lib/socket";
 import { syncSince } from "../state/sync";
 import { resumePoint } from "../state/timeline";
 import type { Browser } from "./browser";
-import type { Chats } from "./chats";
-import type { PresenceWatch } from "./presenceWatch";
-import type { SendQueue } from "./sendQueue";
-import type { SessionSlice } from "./session";
 import type { StoreCore } from "./storeCore";
-import type { Typing } from "./typing";
+import type { ChatsPort, PresenceWatchPort, SendQueuePort, SessionPort, TypingPort } from "./ports";
 
 const CURSOR_KEY = "cursor";
 /** A new device's cursor: the list and history cover what came before. */
@@ -28,11 +24,11 @@ const NEW_CURSOR_LAG_MS = 60_000;
 const SYNC_PAGE = 200;
 
 export interface ConnectionDeps {
-  chats: Pick<Chats, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "conversationChanged" | "view">;
-  presence: Pick<PresenceWatch, "watch" | "received">;
-  sendQueue: Pick<SendQueue, "flush" | "settle" | "socketClosed" | "wentOnline">;
-  typing: Pick<Typing, "received">;
-  session: Pick<SessionSlice, "end">;
+  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "conversationChanged" | "view">;
+  presence: Pick<PresenceWatchPort, "watch" | "received">;
+  sendQueue: Pick<SendQueuePort, "flush" | "settle" | "socketClosed" | "wentOnline">;
+  typing: Pick<TypingPort, "received">;
+  session: Pick<SessionPort, "end">;
 }
 
 export class Connection {

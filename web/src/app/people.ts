@@ -1,8 +1,8 @@
 // Users: names for ids (fetched in batches the first time they are needed) and the search.
 import { USER_LOOKUP_MAX, type User } from "../../../protocol";
 import { Schemas, qs, type Api } from "../lib/api";
-import type { LocalCache } from "./localCache";
 import type { StoreCore } from "./storeCore";
+import type { LocalCachePort } from "./ports";
 
 export class People {
   private readonly fetching = new Set<string>();
@@ -10,7 +10,7 @@ export class People {
   constructor(
     private readonly core: StoreCore,
     private readonly api: Api,
-    private readonly deps: { cache: Pick<LocalCache, "scheduleSave"> },
+    private readonly deps: { cache: Pick<LocalCachePort, "scheduleSave"> },
   ) {}
 
   /** Fetches the users not known yet, up to USER_LOOKUP_MAX per request (`GET /users?ids=`). */

@@ -1,6 +1,6 @@
 // Settings kept on this device: the theme, in localStorage, applied to the document at once.
-import type { Browser, KeyValueStorage } from "./browser";
-import type { StoreCore, Theme } from "./storeCore";
+import type { Browser, KeyValueStorage, Theme } from "./browser";
+import type { StoreCore } from "./storeCore";
 
 const THEME_KEY = "edge-chat:theme";
 

@@ -3,9 +3,8 @@
 // as frames, and is fetched once when the set changes.
 import { LIMITS, type Presence } from "../../../protocol";
 import { Schemas, qs, type Api } from "../lib/api";
-import type { Chats } from "./chats";
-import type { Connection } from "./connection";
 import type { StoreCore } from "./storeCore";
+import type { ChatsPort, ConnectionPort } from "./ports";
 
 const WATCH_DIRECT_MAX = 150;
 const WATCH_MEMBERS_MAX = 50;
@@ -16,8 +15,8 @@ export class PresenceWatch {
     private readonly core: StoreCore,
     private readonly api: Api,
     private readonly deps: {
-      chats: Pick<Chats, "sorted" | "otherMember">;
-      connection: Pick<Connection, "watchPresence">;
+      chats: Pick<ChatsPort, "sorted" | "otherMember">;
+      connection: Pick<ConnectionPort, "watchPresence">;
     },
   ) {}
 

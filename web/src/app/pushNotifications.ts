@@ -3,8 +3,8 @@
 import type { Conversation, Message } from "../../../protocol";
 import { Schemas, qs, type Api } from "../lib/api";
 import type { Browser } from "./browser";
-import type { Chats } from "./chats";
 import type { StoreCore } from "./storeCore";
+import type { ChatsPort } from "./ports";
 
 const PUSH_KEY = "push";
 
@@ -20,7 +20,7 @@ export class PushNotifications {
     private readonly core: StoreCore,
     private readonly api: Api,
     private readonly browser: Pick<Browser, "notifications" | "visible">,
-    private readonly deps: { chats: Pick<Chats, "title"> },
+    private readonly deps: { chats: Pick<ChatsPort, "title"> },
   ) {}
 
   /** Whether push was on for this account on this device (from its local store). */

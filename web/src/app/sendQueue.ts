@@ -7,10 +7,8 @@ import type { MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
 import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
 import type { Browser } from "./browser";
-import type { Chats } from "./chats";
-import type { Connection } from "./connection";
 import type { StoreCore } from "./storeCore";
-import type { Typing } from "./typing";
+import type { ChatsPort, ConnectionPort, TypingPort } from "./ports";
 
 const ACK_TIMEOUT_MS = 10_000;
 const OFFLINE_RETRY_MS = 30_000;
@@ -26,9 +24,9 @@ export class SendQueue {
     private readonly api: Api,
     private readonly browser: Pick<Browser, "clock" | "online">,
     private readonly deps: {
-      connection: Pick<Connection, "liveFor" | "transmit">;
-      chats: Pick<Chats, "receive">;
-      typing: Pick<Typing, "stop">;
+      connection: Pick<ConnectionPort, "liveFor" | "transmit">;
+      chats: Pick<ChatsPort, "receive">;
+      typing: Pick<TypingPort, "stop">;
     },
     private readonly newId?: () => string,
   ) {}

@@ -1,14 +1,14 @@
 // Asks whether the presence, media and push endpoints exist (a JSON answer from the API rather
 // than the app's HTML). Only what exists gets a control (`state.caps`).
 import { qs, type Fetch } from "../lib/api";
-import type { PresenceWatch } from "./presenceWatch";
 import type { StoreCore } from "./storeCore";
+import type { PresenceWatchPort } from "./ports";
 
 export class ServerProbe {
   constructor(
     private readonly core: StoreCore,
     private readonly browser: { fetch: Fetch; notifications: { readonly pushSupported: boolean } },
-    private readonly deps: { presence: Pick<PresenceWatch, "watch"> },
+    private readonly deps: { presence: Pick<PresenceWatchPort, "watch"> },
   ) {}
 
   private async answers(path: string): Promise<boolean> {

@@ -5,8 +5,8 @@ import * as z from "zod";
 import { User as UserSchema } from "../../../protocol";
 import { Schemas, type Api } from "../lib/api";
 import type { KeyValueStorage } from "./browser";
-import type { Navigation } from "./navigation";
 import { accountState, type Session, type StoreCore } from "./storeCore";
+import type { NavigationPort } from "./ports";
 
 const SESSION_KEY = "edge-chat:session";
 const SessionSchema = z.object({ token: z.string(), user: UserSchema, deviceId: z.string() });
@@ -45,7 +45,7 @@ export class SessionSlice {
     private readonly api: Api,
     private readonly browser: { storage: KeyValueStorage; userAgent: string },
     private readonly account: AccountLifecycle,
-    private readonly deps: { navigation: Pick<Navigation, "navigate"> },
+    private readonly deps: { navigation: Pick<NavigationPort, "navigate"> },
   ) {}
 
   async register(username: string, password: string, displayName: string): Promise<void> {

@@ -4,7 +4,7 @@
 import type { Conversation, Message, Presence, Receipt, User } from "../../../protocol";
 import type { LocalStore } from "../lib/idb";
 import type { OutboxItem } from "../state/offlineOutbox";
-import type { Clock } from "./browser";
+import type { Clock, Theme } from "./browser";
 import type { Route } from "./route";
 
 export interface Session {
@@ -56,7 +56,6 @@ export interface Capabilities {
   push: boolean;
 }
 
-export type Theme = "system" | "light" | "dark";
 
 export interface AppState {
   session: Session | null;

@@ -3,14 +3,14 @@
 import type { Message } from "../../../protocol";
 import { Schemas, qs, type Api } from "../lib/api";
 import { mergeMessages } from "../state/timeline";
-import type { Chats } from "./chats";
 import type { StoreCore } from "./storeCore";
+import type { ChatsPort } from "./ports";
 
 export class Threads {
   constructor(
     private readonly core: StoreCore,
     private readonly api: Api,
-    private readonly deps: { chats: Pick<Chats, "view"> },
+    private readonly deps: { chats: Pick<ChatsPort, "view"> },
   ) {}
 
   async open(conversationId: string, rootSeq: number): Promise<void> {

@@ -1,10 +1,8 @@
 // Typing indicators: ours (`typing on` at most every 3 s while keys are pressed, `off` after 4 s
 // of quiet or on send) and others' (shown until their indicator lapses).
 import type { Clock } from "./browser";
-import type { Chats } from "./chats";
-import type { Connection } from "./connection";
-import type { People } from "./people";
 import type { StoreCore } from "./storeCore";
+import type { ChatsPort, ConnectionPort, PeoplePort } from "./ports";
 
 const TYPING_REFRESH_MS = 3000;
 const TYPING_IDLE_MS = 4000;
@@ -18,9 +16,9 @@ export class Typing {
     private readonly core: StoreCore,
     private readonly clock: Clock,
     private readonly deps: {
-      connection: Pick<Connection, "transmit">;
-      chats: Pick<Chats, "view">;
-      people: Pick<People, "name">;
+      connection: Pick<ConnectionPort, "transmit">;
+      chats: Pick<ChatsPort, "view">;
+      people: Pick<PeoplePort, "name">;
     },
   ) {}
 

@@ -1,8 +1,7 @@
 // The real Browser (browser.ts): window, document, navigator, localStorage, IndexedDB, partysocket.
 import { LocalDb } from "../lib/idb";
 import { LiveSocket } from "../lib/socket";
-import type { Browser, PageEvent } from "./browser";
-import type { Theme } from "./storeCore";
+import type { Browser, PageEvent, Theme } from "./browser";
 
 export function applyTheme(theme: Theme): void {
   if (theme === "system") delete document.documentElement.dataset.theme;

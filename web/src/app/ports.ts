@@ -1,0 +1,79 @@
+// What each slice of the store offers the others. A slice is given its neighbours as these
+// interfaces, never as each other's classes, so the slices import this module and not one another
+// (no import cycle), and a unit test hands a slice fakes of just the methods it calls.
+import type { Conversation, ConversationClientFrame, Message, Presence, Receipt } from "../../../protocol";
+import type { SendOutcome } from "../state/offlineOutbox";
+import type { Route } from "./route";
+import type { ConvView } from "./storeCore";
+
+/** How a message reached this page: its conversation's socket, an ack, the user socket, or sync. */
+export type ReceivedVia = "chat" | "ack" | "user" | "sync";
+
+export interface ChatsPort {
+  receive(messages: Message[], via: ReceivedVia): void;
+  refreshList(): Promise<void>;
+  chatReady(id: string): void;
+  chatReceipt(conversationId: string, receipt: Receipt): void;
+  userReceipt(conversationId: string, receipt: Receipt): void;
+  conversationChanged(conv: Conversation): void;
+  view(id: string): ConvView;
+  sorted(): Conversation[];
+  otherMember(conv: Conversation): string | null;
+  title(conv: Conversation): string;
+}
+
+export interface ConnectionPort {
+  connectChat(id: string): void;
+  closeChat(): void;
+  chatFor(conversationId: string): boolean;
+  liveFor(conversationId: string): boolean;
+  transmit(conversationId: string, frame: ConversationClientFrame): boolean;
+  transmitLive(conversationId: string, frame: ConversationClientFrame): boolean;
+  ensureCursor(): Promise<void>;
+  watchPresence(userIds: string[]): void;
+}
+
+export interface LocalCachePort {
+  scheduleSave(): void;
+  messages(conversationId: string): Promise<Message[]>;
+  forget(conversationId: string): void;
+}
+
+export interface NavigationPort {
+  navigate(route: Route, replace?: boolean): void;
+}
+
+export interface PeoplePort {
+  ensure(ids: string[]): void;
+  name(id: string): string;
+}
+
+export interface PresenceWatchPort {
+  watch(): void;
+  fetch(ids: string[]): void;
+  received(p: Presence): void;
+}
+
+export interface PushNotificationsPort {
+  incoming(conv: Conversation, message: Message): void;
+}
+
+export interface SendQueuePort {
+  flush(): Promise<void>;
+  settle(clientMsgId: string, outcome: SendOutcome): void;
+  socketClosed(): void;
+  wentOnline(): void;
+}
+
+export interface SessionPort {
+  end(message: string | null): Promise<void>;
+}
+
+export interface ThreadsPort {
+  received(conversationId: string, messages: Message[]): void;
+}
+
+export interface TypingPort {
+  received(conversationId: string, userId: string, on: boolean): void;
+  stop(conversationId: string): void;
+}
