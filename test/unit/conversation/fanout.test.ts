@@ -58,8 +58,9 @@ async function setup(others: string[], inlineMax = 50) {
     {
       sendBatch: async (messages) => {
         if (queue.failing) throw new Error("queue unavailable");
-        sendBatches.push(messages.length);
-        for (const m of messages) jobs.push(m.body);
+        const bodies = [...messages].map((m) => m.body);
+        sendBatches.push(bodies.length);
+        jobs.push(...bodies);
         return {} as QueueSendBatchResponse;
       },
     },
