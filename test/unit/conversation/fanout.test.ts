@@ -86,7 +86,7 @@ const callsByUser = (calls: Call[]) => {
   for (const c of calls) (out[c.userId] ??= []).push(labels(c.events));
   return out;
 };
-const users = (n: number) => Array.from({ length: n }, (_, i) => `u${i + 1}`);
+const userIds = (n: number) => Array.from({ length: n }, (_, i) => `u${i + 1}`);
 
 describe("Fanout: inline calls and queued jobs", () => {
   it.each([
@@ -102,7 +102,7 @@ describe("Fanout: inline calls and queued jobs", () => {
   });
 
   it("queues jobs of at most 100 users, their events chunked by bytes, each a valid FanoutJob", async () => {
-    const t = await setup(users(249), 10);
+    const t = await setup(userIds(249), 10);
     t.live.set("u1", { "u1-tab": { after: 1, order: 0 } });
     const seqs = t.send(5, "x".repeat(6000));
     expect(await t.fanout.run()).toBe(true);

@@ -4,8 +4,7 @@
 import { migrate } from "../../../durable-objects/lib/migrate";
 import { deviceTag, DeviceSockets, type SocketHost, type SocketState } from "../../../durable-objects/user/deviceSockets";
 import { USER_MIGRATIONS } from "../../../durable-objects/user/schema";
-import type { InboxEvent, RelayedReceipt } from "../../../durable-objects/contract";
-import { relayedMessage, type ConversationSummary } from "../../../durable-objects/contract";
+import { relayedMessage, type ConversationSummary, type InboxEvent, type RelayedReceipt } from "../../../durable-objects/contract";
 import type { Message } from "../../../protocol";
 import { MemorySocket } from "./sockets";
 import { memorySql } from "./sql";
@@ -55,7 +54,7 @@ export function deviceSockets() {
 
 export const SUMMARY: ConversationSummary = { id: "c1", type: "group", title: "g", e2ee: false };
 
-/** A stored message of conversation `conversationId`. */
+/** A stored message (of c1, from alice's phone, unless `over` says otherwise). */
 export function message(seq: number, over: Partial<Message> = {}): Message {
   return {
     id: `m${seq}`,
@@ -81,10 +80,4 @@ export function messageEvent(seq: number, over: Partial<Message> = {}): InboxEve
 
 export function receipt(userId: string, readSeq: number, conversationId = "c1"): RelayedReceipt {
   return { conversationId, userId, deliveredSeq: readSeq, readSeq, updatedAt: 5000 + readSeq };
-}
-
-/** A recorder of calls: `calls` in order, and each fake method records its name and arguments. */
-export function recorder() {
-  const calls: unknown[][] = [];
-  return { calls, record: (...call: unknown[]) => void calls.push(call) };
 }
