@@ -42,13 +42,22 @@ export class Watchers {
     state.watch = after;
     this.deps.sockets.write(ws, state);
     const watcher: Identity = { userId: state.userId, deviceId: state.deviceId };
-    await Promise.all([
+    const results = await Promise.allSettled([
       ...removed.map((id) => this.deps.users(id).unwatch(watcher)),
       ...added.map(async (id) => {
         const presence = await this.deps.users(id).watch(id, watcher);
         trySend(ws, JSON.stringify({ type: "presence", ...presence } satisfies UserServerFrame));
       }),
     ]);
+    // A user whose object could not register the watch is not counted as watched, so the device's
+    // next presence.watch (a retry, or the same viewport again) asks again.
+    const failed = added.filter((_, i) => results[removed.length + i]!.status === "rejected");
+    if (failed.length > 0) {
+      state.watch = state.watch.filter((id) => !failed.includes(id));
+      this.deps.sockets.write(ws, state);
+    }
+    const error = results.find((r) => r.status === "rejected");
+    if (error) throw error.reason;
   }
 
   /**

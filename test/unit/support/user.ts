@@ -49,7 +49,7 @@ export class FakeSocketHost implements SocketHost {
 /** A host and the DeviceSockets over it, with the timeout TIMEOUT. */
 export function deviceSockets() {
   const host = new FakeSocketHost();
-  return { host, sockets: new DeviceSockets(host, TIMEOUT) };
+  return { host, sockets: new DeviceSockets(host, { presenceTimeoutMs: TIMEOUT }) };
 }
 
 export const SUMMARY: ConversationSummary = { id: "c1", type: "group", title: "g", e2ee: false };

@@ -248,9 +248,11 @@ describe("Watchers", () => {
     const calls: unknown[][] = [];
     const sharing = { allowed: new Set<string>(), asked: [] as unknown[][] };
     const gone = new Map<string, string[] | Error>();
+    const unreachable = new Set<string>();
     const users = (id: string): PresencePeer => ({
       watch: async (userId, watcher) => {
         calls.push(["watch", id, userId, watcher]);
+        if (unreachable.has(id)) throw new Error(`${id}'s object unreachable`);
         return presenceOf(id);
       },
       unwatch: async (watcher) => void calls.push(["unwatch", id, watcher]),
@@ -277,7 +279,7 @@ describe("Watchers", () => {
     };
     const watcherRows = () =>
       sql.exec("SELECT watcher_user_id AS u, watcher_device_id AS d FROM watchers ORDER BY u, d").toArray();
-    return { sql, sockets, calls, sharing, gone, watchers, socket, watcherRows };
+    return { sql, sockets, calls, sharing, gone, unreachable, watchers, socket, watcherRows };
   }
   const me: Identity = { userId: "u", deviceId: "phone" };
   const presenceFrames = (s: MemorySocket) => framesOf(s, "presence").map((f) => f.userId);
@@ -295,6 +297,20 @@ describe("Watchers", () => {
     expect(presenceFrames(socket)).toEqual(["bob", "carol"]);
     // Stored in the attachment, so it survives hibernation.
     expect(socket.deserializeAttachment()).toMatchObject({ watch: ["bob", "carol"] });
+  });
+
+  it("registers on the retry a watch whose object could not be reached, and sends its first presence then", async () => {
+    const t = setup();
+    t.sharing.allowed = new Set(["bob", "carol"]);
+    t.unreachable.add("bob");
+    const { socket, state } = t.socket("phone");
+    await expect(t.watchers.setWatch(socket.ws, state, ["bob", "carol"])).rejects.toThrow("unreachable");
+    expect(presenceFrames(socket)).toEqual(["carol"]);
+    expect(socket.deserializeAttachment()).toMatchObject({ watch: ["carol"] });
+    t.unreachable.clear();
+    await t.watchers.setWatch(socket.ws, t.sockets.state(socket.ws)!, ["bob", "carol"]);
+    expect(t.calls.filter((c) => c[0] === "watch").map((c) => c[1])).toEqual(["bob", "carol", "bob"]);
+    expect(presenceFrames(socket)).toEqual(["carol", "bob"]);
   });
 
   it("a new watch list unregisters the users dropped or no longer shared, and registers only the new ones", async () => {
