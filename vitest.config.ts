@@ -18,6 +18,7 @@ export default defineConfig(async () => {
         miniflare: {
           bindings: {
             TEST_MIGRATIONS: migrations,
+            PUBLIC_ORIGIN: "http://chat.test",
             // Low enough to reach in a test, high enough for the concurrency tests.
             RATE_LIMIT_PER_SECOND: "100",
             RATE_LIMIT_BURST: "120",

@@ -18,7 +18,23 @@ export function requireSecret(name: string, value: string | null): string {
   return value;
 }
 
+/** `npm run dev`'s default address; scripts/dev.mjs passes the one it really listens on. */
+const DEV_ORIGIN = "http://127.0.0.1:8787";
+
+/** An http(s) origin without a path, or null. */
+function origin(value: unknown): string | null {
+  if (typeof value !== "string" || value.trim() === "") return null;
+  try {
+    const url = new URL(value.trim());
+    return url.protocol === "https:" || url.protocol === "http:" ? url.origin : null;
+  } catch {
+    return null;
+  }
+}
+
 export interface Settings {
+  /** The origin the app is reached at, for the URLs we hand out (never the request's Host). */
+  publicOrigin: string;
   allowedOrigins: string[];
   rateLimitPerSecond: number;
   rateLimitBurst: number;
@@ -69,6 +85,7 @@ export interface MediaSettings {
 export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings {
   const origins = typeof env.ALLOWED_ORIGINS === "string" ? env.ALLOWED_ORIGINS : "";
   return {
+    publicOrigin: origin(env.PUBLIC_ORIGIN) ?? DEV_ORIGIN,
     allowedOrigins: origins
       .split(",")
       .map((o) => o.trim())

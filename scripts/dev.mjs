@@ -32,6 +32,16 @@ if (migrate.status !== 0) process.exit(migrate.status ?? 1);
 const defaults = [];
 if (!has("--ip")) defaults.push("--ip", "127.0.0.1");
 if (!has("--port")) defaults.push("--port", "8787");
+// Signed media URLs name the app's origin (PUBLIC_ORIGIN), never the request's Host header.
+if (!args.some((a) => a.startsWith("PUBLIC_ORIGIN:"))) {
+  const value = (flag, fallback) => {
+    const i = [...defaults, ...args].findIndex((a) => a === flag || a.startsWith(`${flag}=`));
+    if (i < 0) return fallback;
+    const all = [...defaults, ...args];
+    return all[i].includes("=") ? all[i].slice(all[i].indexOf("=") + 1) : all[i + 1];
+  };
+  defaults.push("--var", `PUBLIC_ORIGIN:http://${value("--ip", "127.0.0.1")}:${value("--port", "8787")}`);
+}
 const dev = spawn("wrangler", ["dev", ...defaults, ...args], { stdio: "inherit", env });
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => dev.kill(signal));
 dev.on("exit", (code) => process.exit(code ?? 0));

@@ -1,6 +1,6 @@
 // The REST API through the real Worker, Durable Objects and D1: every endpoint of the spine and
 // its error paths.
-import { env } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
@@ -216,6 +216,11 @@ describe("accounts", () => {
     await refused([userId, deviceId, expiresAt, nonce, mac!.replace(/^./, (c) => (c === "A" ? "B" : "A"))].join("."));
     await refused(`${ticket}x`);
     await refused("not-a-ticket");
+    // The same fields and MAC spelled otherwise: a leading zero, a last MAC character that differs
+    // only in the two bits base64url drops.
+    await refused([userId, deviceId, `0${expiresAt}`, nonce, mac].join("."));
+    const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    await refused([userId, deviceId, expiresAt, nonce, `${mac!.slice(0, -1)}${B64[B64.indexOf(mac!.at(-1)!) ^ 1]}`].join("."));
     // Signed with another key; expired; valid for longer than tickets live (60 s at most).
     const identity = { userId: a.user.id, deviceId: a.device.id };
     await refused(await issueTicket(identity, Date.now() + 30_000, "some-other-secret"));
@@ -557,5 +562,19 @@ describe("errors", () => {
   it("refuses client-supplied identity headers", async () => {
     const a = await register();
     await expectError(await call("/me", { token: a.token, headers: { "x-chat-user-id": "someone" } }), 400, "bad_request");
+  });
+});
+
+describe("security headers", () => {
+  it("marks API JSON answers nosniff and no-store, errors included, and sets HSTS on HTML over https", async () => {
+    const a = await register();
+    for (const res of [await call("/me", { token: a.token }), await call("/me"), await call("/conversations", { token: a.token })]) {
+      expect(res.headers.get("content-type")).toContain("application/json");
+      expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+      expect(res.headers.get("cache-control")).toBe("no-store");
+    }
+    const page = await exports.default.fetch(new Request("https://chat.test/"));
+    expect(page.headers.get("strict-transport-security")).toMatch(/^max-age=\d+/);
+    expect((await call("/")).headers.get("strict-transport-security")).toBeNull();
   });
 });

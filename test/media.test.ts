@@ -120,6 +120,10 @@ function getMedia(mediaId: string, token: string | null, query = ""): Promise<Re
   return exports.default.fetch(new Request(`http://chat.test/media/${mediaId}${query}`, { headers, redirect: "manual" }));
 }
 
+const BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/** A base64url character with the same four high bits: the same bytes once decoded. */
+const otherSpelling = (last: string) => BASE64URL[BASE64URL.indexOf(last) ^ 1]!;
+
 async function download(url: string, headers: Record<string, string> = {}): Promise<Response> {
   return call(pathOf(url), { headers });
 }
@@ -328,6 +332,10 @@ describe("signed URLs", () => {
       `${url.pathname}?exp=${exp}`,
       `${url.pathname}?sig=${sig}`,
       `${url.pathname}?exp=soon&sig=${sig}`,
+      // The same expiry and MAC spelled otherwise: a leading zero, and a last character that
+      // differs only in the two bits base64url drops (43 characters carry 258 bits for 256).
+      `${url.pathname}?exp=0${exp}&sig=${sig}`,
+      `${url.pathname}?exp=${exp}&sig=${sig.slice(0, -1)}${otherSpelling(sig.at(-1)!)}`,
     ]) {
       await expectError(await call(path), 403, "forbidden");
     }
@@ -350,6 +358,12 @@ describe("signed URLs", () => {
     const res = await getMedia(media.id, a.token);
     expect(res.status).toBe(302);
     const location = res.headers.get("location")!;
+    // The URL names PUBLIC_ORIGIN (vitest.config.ts), never the Host the request came with.
+    const forged = await exports.default.fetch(
+      new Request(`http://evil.example/media/${media.id}`, { headers: { authorization: `Bearer ${a.token}`, host: "evil.example" }, redirect: "manual" }),
+    );
+    expect(new URL(forged.headers.get("location")!).origin).toBe("http://chat.test");
+    expect(new URL(location).origin).toBe("http://chat.test");
     expect(new URL(location).pathname).toBe(`/media/${media.id}/content`);
     const bytesRes = await call(pathOf(location));
     expect(bytesRes.status).toBe(200);

@@ -4,7 +4,7 @@
 // so they need no signing. Rotating MEDIA_URL_SECRET voids every URL handed out.
 import { ApiError } from "./apiError";
 import { MEDIA_LIMITS, type MediaInfo, type MediaRef } from "../../protocol";
-import { base64url, fromBase64url, hmacKey } from "./crypto";
+import { base64url, hmacKey, macMatches } from "./crypto";
 import { requireSecret, type MediaSettings } from "../../kernel/settings";
 
 const encoder = new TextEncoder();
@@ -34,13 +34,12 @@ export async function verifyMediaUrl(
   const sig = query.get("sig") ?? "";
   const names = [...query.keys()];
   const exact = names.length === 2 && names.includes("exp") && names.includes("sig");
-  if (!exact || !/^\d{1,16}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) {
+  // Only the canonical form: `exp` as we write it (no leading zero), `sig` as we encode it.
+  if (!exact || !/^[1-9]\d{0,15}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) {
     throw new ApiError("forbidden", "invalid signed URL");
   }
   const expiresAt = Number(exp);
-  // crypto.subtle.verify compares in constant time.
-  const ok = await crypto.subtle.verify("HMAC", await hmacKey(secret), fromBase64url(sig), message(mediaId, expiresAt));
-  if (!ok) throw new ApiError("forbidden", "invalid signed URL");
+  if (!(await macMatches(secret, message(mediaId, expiresAt), sig))) throw new ApiError("forbidden", "invalid signed URL");
   if (expiresAt <= now || expiresAt > now + maxLifetimeMs) throw new ApiError("forbidden", "signed URL expired");
   return { expiresAt };
 }

@@ -33,7 +33,8 @@ const FORM_FIELDS = new Set(["conversationId", "clientMsgId", "body", "threadRoo
 const unsupported = () =>
   new ApiError("unsupported_media_type", "allowed: images (jpeg, png, gif, webp, avif), video (mp4, webm, quicktime), audio (webm, ogg, mpeg, mp4, aac, wav), application/pdf, application/octet-stream");
 
-const originOf = (c: AppContext) => new URL(c.req.url).origin;
+// Never the request's Host header: a forged Host would otherwise become the link a member is sent.
+const originOf = (c: AppContext) => c.get("settings").publicOrigin;
 
 /** The declared body length: null when absent (chunked), 400 when not a number. */
 function declaredLength(request: Request): number | null {
