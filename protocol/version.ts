@@ -6,4 +6,5 @@
 //     typing, presence, media, push subscriptions. (Its fingerprint was recorded when the first
 //     release was cut; from then on every wire change gets a new version.)
 // 2 - the conversation socket's `dedupe=1` (the user socket then skips what that socket got live).
-export const PROTOCOL_VERSION = 2;
+// 3 - every string field refuses ill-formed UTF-16 (a lone surrogate): 400 or an error frame.
+export const PROTOCOL_VERSION = 3;

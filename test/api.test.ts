@@ -448,12 +448,24 @@ describe("messages", () => {
       { ...base, body: "x", mediaIds: ["nope"] },
       { ...base, body: "x", mediaIds: new Array(11).fill("m") },
       { ...base, body: "x", extra: true },
+      // Ill-formed UTF-16 (lone surrogates) in any string: stored it would change after the ack.
+      { ...base, body: "x\ud800y" },
+      { ...base, body: "\udc00".repeat(8192) },
+      { ...base, clientMsgId: "id\udbff", body: "x" },
     ]) {
       await expectError(await call("/send", { token: a.token, body }), 400, "bad_request");
     }
+    // A well-formed pair is one character, as ever.
+    expect((await json<{ message: Message }>("/send", { token: a.token, body: { ...base, clientMsgId: "pair", body: "x\ud83d\ude00y" } }, 201)).message.body).toBe("x😀y");
     await expectError(await call("/group/send", { token: a.token, body: { groupId: conv.id, clientMsgId: "g", body: "x" } }), 400, "bad_request");
+    for (const [path, body] of [
+      ["/auth/register", { username: unique("s"), password: "long enough", displayName: "a\ud800" }],
+      ["/group/create", { title: "t\udfff", memberIds: [] }],
+    ] as const) {
+      await expectError(await call(path, { token: a.token, body }), 400, "bad_request");
+    }
     const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token });
-    expect(conversation.lastSeq).toBe(3);
+    expect(conversation.lastSeq).toBe(4);
   });
 
   it("accepts exactly 8,192 characters", async () => {

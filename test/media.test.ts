@@ -442,6 +442,8 @@ describe("resumable multipart upload", () => {
       await expectError(await call("/upload/multipart", { token: a.token, body }), 415, "unsupported_media_type");
     }
     await expectError(await call("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size: 32 * MiB + 1, name: "x" } }), 413, "payload_too_large");
+    // A lone surrogate in the name was a 500 (encodeURIComponent threw in content-disposition).
+    await expectError(await call("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size: 1000, name: "x\ud800y" } }), 400, "bad_request");
     // Images keep their own limit even by multipart.
     await expectError(await call("/upload/multipart", { token: a.token, body: { contentType: "image/png", size: 64 * 1024 + 1, name: "x" } }), 413, "payload_too_large");
     for (const body of [

@@ -173,7 +173,10 @@ export function cleanName(raw: string | null | undefined, type: MediaContentType
 }
 
 /** `content-disposition` with an ASCII fallback and the exact UTF-8 name (RFC 6266, RFC 8187). */
-export function contentDisposition(type: MediaContentType, name: string): string {
+export function contentDisposition(type: MediaContentType, stored: string): string {
+  // encodeURIComponent throws on a lone surrogate; the schemas refuse them, but a name stored
+  // before they did may hold one, and a download must never fail on its name.
+  const name = stored.replace(/\p{Cs}/gu, "\ufffd");
   const ascii = name.replace(/[^\x20-\x7e]|["\\%]/g, "_");
   const utf8 = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
   return `${isInlineSafe(type) ? "inline" : "attachment"}; filename="${ascii}"; filename*=UTF-8''${utf8}`;

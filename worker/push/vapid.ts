@@ -9,7 +9,7 @@ const json64 = (value: unknown) => base64url(encoder.encode(JSON.stringify(value
 
 /** `vapid t=<ES256 JWT>, k=<public key>` with `aud` = `origin`, `exp` 12 h ahead, `sub` the subject. */
 export async function vapidAuthorization(origin: string, vapid: VapidKeys, now = Date.now()): Promise<string> {
-  const point = fromBase64url(vapid.publicKey);
+  const point = fromBase64url(vapid.publicKey ?? "");
   const key = await crypto.subtle.importKey(
     "jwk",
     { kty: "EC", crv: "P-256", x: base64url(point.slice(1, 33)), y: base64url(point.slice(33, 65)), d: vapid.privateKey },
