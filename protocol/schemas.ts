@@ -3,7 +3,7 @@
 // Objects and the web client cannot drift apart. A change here that alters the wire format
 // needs a PROTOCOL_VERSION bump (test/protocol.test.ts fails until it gets one).
 import * as z from "zod";
-import { text } from "./text";
+import { shownName, text } from "./text";
 
 // ---------------------------------------------------------------------------------------------
 // Limits that are part of the contract (API.md), not deployment settings.
@@ -133,8 +133,8 @@ export const Username = z
   .max(LIMITS.usernameMax)
   .regex(/^[A-Za-z0-9_]+$/, "letters, digits and underscore only");
 const Password = text().min(LIMITS.passwordMin).max(LIMITS.passwordMax);
-const DisplayName = text().trim().min(1).max(LIMITS.displayNameMax);
-const DeviceName = text().trim().min(1).max(LIMITS.deviceNameMax);
+const DisplayName = shownName(LIMITS.displayNameMax);
+const DeviceName = shownName(LIMITS.deviceNameMax);
 
 export const RegisterBody = z.strictObject({
   username: Username,
@@ -152,7 +152,7 @@ export const LoginBody = z.strictObject({
 export const CreateDirectBody = z.strictObject({ type: z.literal("direct"), userId: Id });
 
 export const CreateGroupBody = z.strictObject({
-  title: text().trim().min(1).max(LIMITS.titleMax),
+  title: shownName(LIMITS.titleMax),
   memberIds: z.array(Id).max(LIMITS.groupMembersMax),
   e2ee: z.boolean().optional(),
 });

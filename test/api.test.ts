@@ -66,6 +66,22 @@ describe("accounts", () => {
     expect(after?.n).toBe(before?.n);
   });
 
+  it("strips control and bidi characters from display names, device names and group titles", async () => {
+    const name = unique("bidi");
+    const s = await json<{ user: User; device: { name: string } }>(
+      "/auth/register",
+      { body: { username: name, password: "correct horse", displayName: "\u202Eevil\u0000 name\u2066", deviceName: "\u200fphone\u0007" } },
+      201,
+    );
+    expect(s.user.displayName).toBe("evil name");
+    expect(s.device.name).toBe("phone");
+    const session = await login(name);
+    const { conversation } = await json<{ conversation: Conversation }>("/group/create", { token: session.token, body: { title: "\u202Dteam\u202C", memberIds: [] } }, 201);
+    expect(conversation.title).toBe("team");
+    // Nothing visible left: 400 as for an empty name.
+    await expectError(await call("/auth/register", { body: { username: unique("bidi"), password: "correct horse", displayName: "\u202E\u0000" } }), 400, "bad_request");
+  });
+
   it("rejects invalid registrations with 400 and issues", async () => {
     for (const body of [
       { username: "ab", password: "long enough" },

@@ -13,4 +13,9 @@ describe("cleanName", () => {
   it("keeps a plain name", () => {
     expect(cleanName("holiday.jpg", "image/jpeg")).toBe("holiday.jpg");
   });
+  it("drops controls, NUL and bidi controls, so a name reads as it is", () => {
+    expect(cleanName("photo\u202Egpj.exe", "application/octet-stream")).toBe("photogpj.exe");
+    expect(cleanName("a\u0000b\u2066c\u2069\u200e\u200f\u061c.pdf", "application/pdf")).toBe("abc.pdf");
+    expect(cleanName("\u202E\u0000", "image/png")).toBe("file.png");
+  });
 });
