@@ -230,6 +230,12 @@ export const ConversationSocketQuery = z.strictObject({
   v: IntString().optional(),
 });
 
+/** `GET /ws`: the same `ticket` and `v` as the conversation socket. */
+export const UserSocketQuery = z.strictObject({
+  ticket: text().max(256).optional(),
+  v: IntString().optional(),
+});
+
 // ---------------------------------------------------------------------------------------------
 // Web Push (API.md "Push notifications")
 

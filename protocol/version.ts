@@ -7,4 +7,6 @@
 //     release was cut; from then on every wire change gets a new version.)
 // 2 - the conversation socket's `dedupe=1` (the user socket then skips what that socket got live).
 // 3 - every string field refuses ill-formed UTF-16 (a lone surrogate): 400 or an error frame.
-export const PROTOCOL_VERSION = 3;
+// 4 - the user socket's query is a schema too (`ticket`, `v`): `?v=` of another version closes it
+//     with 4010, and an unknown or repeated parameter is a 400, as on the conversation socket.
+export const PROTOCOL_VERSION = 4;

@@ -5,7 +5,7 @@
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, type Presence, type UserServerFrame } from "../../protocol";
+import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type Presence, type UserServerFrame } from "../../protocol";
 import { readIdentity, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
 import { sharedWith } from "../../kernel/d1/privacy";
@@ -187,6 +187,16 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     }
     if (this.sockets.ofDevice(identity.deviceId).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);
+    }
+    const query = UserSocketQuery.safeParse(Object.fromEntries(new URL(request.url).searchParams));
+    if (!query.success) return jsonError("bad_request", "invalid query");
+    // Another protocol version: accepted and closed with 4010, as on the conversation socket, so
+    // the app reloads. The socket is not the object's (not hibernatable, no presence, no watch).
+    if (query.data.v !== undefined && query.data.v !== PROTOCOL_VERSION) {
+      const { 0: client, 1: server } = new WebSocketPair();
+      server.accept();
+      server.close(CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
+      return new Response(null, { status: 101, webSocket: client });
     }
     try {
       return await this.answers.beforeNewSocket(identity.userId, Date.now(), () => this.acceptSocket(identity));
