@@ -296,6 +296,14 @@ export const ErrorFrame = z.object({
   ref: text().optional(),
 });
 
+/**
+ * The last frame before the server closes a socket with an application code (an extension): the
+ * code and reason of the close that follows. Under workerd the close handshake of a close the
+ * object starts outside a socket event (logout, removal, protocol version) ends ~15 s late, and a
+ * client's `close` event waits for it; this frame arrives at once, so a client acts on it.
+ */
+export const ClosingFrame = z.object({ type: z.literal("closing"), code: z.number().int(), reason: text() });
+
 export const ConversationServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ready"), lastSeq: Seq, protocolVersion: z.number().int() }),
   z.object({ type: z.literal("message"), message: Message }),
@@ -303,6 +311,7 @@ export const ConversationServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("typing"), userId: Id, on: z.boolean() }),
   z.object({ type: z.literal("receipt"), userId: Id, deliveredSeq: Seq, readSeq: Seq, updatedAt: Time }),
   ErrorFrame,
+  ClosingFrame,
 ]);
 
 export const UserServerFrame = z.discriminatedUnion("type", [
@@ -319,6 +328,7 @@ export const UserServerFrame = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("conversation"), conversation: Conversation }),
   ErrorFrame,
+  ClosingFrame,
 ]);
 
 // ---------------------------------------------------------------------------------------------

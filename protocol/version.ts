@@ -9,4 +9,5 @@
 // 3 - every string field refuses ill-formed UTF-16 (a lone surrogate): 400 or an error frame.
 // 4 - the user socket's query is a schema too (`ticket`, `v`): `?v=` of another version closes it
 //     with 4010, and an unknown or repeated parameter is a 400, as on the conversation socket.
-export const PROTOCOL_VERSION = 4;
+// 5 - `{type: "closing", code, reason}` on both sockets, the last frame before a close the server starts.
+export const PROTOCOL_VERSION = 5;

@@ -135,6 +135,8 @@ describe("accounts", () => {
     await expectError(await call("/me", { token: a.token }), 401, "unauthorized");
     expect((await convSocket.waitClosed()).code).toBe(4001);
     expect((await userSocket.waitClosed()).code).toBe(4001);
+    // Each got a `closing` frame first: under workerd the close itself can take ~15 s to end.
+    for (const s of [convSocket, userSocket]) expect(s.frames.at(-1)).toMatchObject({ type: "closing", code: 4001 });
     // The user's other device is untouched.
     await json("/me", { token: other.token });
     otherSocket.send({ type: "send", clientMsgId: "still-here", body: "hi" });
@@ -405,6 +407,7 @@ describe("conversations", () => {
     const removed = await call(`/conversations/${conv.id}/members/${m2.user.id}`, { method: "DELETE", token: admin.token });
     expect(removed.status).toBe(204);
     expect((await m2Socket.waitClosed()).code).toBe(4003);
+    expect(m2Socket.frames.at(-1)).toMatchObject({ type: "closing", code: 4003, reason: "removed from the conversation" });
     await expectError(await call(`/conversations/${conv.id}`, { token: m2.token }), 404, "not_found");
     await expectError(await call("/send", { token: m2.token, body: { conversationId: conv.id, clientMsgId: "late", body: "x" } }), 404, "not_found");
     await expectError(await call(`/conversations/${conv.id}/ws`, { token: m2.token, headers: { upgrade: "websocket" } }), 404, "not_found");

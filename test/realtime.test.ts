@@ -186,6 +186,7 @@ describe("conversation socket", () => {
     const s = await openConversation(a, conv.id);
     for (let i = 0; i < 300; i++) s.send({ type: "send", clientMsgId: `f${i}`, body: "flood" });
     expect((await s.waitClosed()).code).toBe(4008);
+    expect(s.frames.at(-1)).toMatchObject({ type: "closing", code: 4008 });
     const acks = s.frames.filter((f) => f.type === "ack").length;
     expect(acks).toBeGreaterThan(0);
     expect(acks).toBeLessThan(300);
@@ -208,6 +209,7 @@ describe("conversation socket", () => {
     const conv = await direct(a, b);
     const s = await connect(`/conversations/${conv.id}/ws?v=${PROTOCOL_VERSION + 1}`, a.token);
     expect((await s.waitClosed()).code).toBe(4010);
+    expect(s.frames).toEqual([{ type: "closing", code: 4010, reason: `protocol version ${PROTOCOL_VERSION} required` }]);
     await expectError(await call(`/conversations/${conv.id}/ws?after=x`, { token: a.token, headers: { upgrade: "websocket" } }), 400, "bad_request");
     await expectError(await call(`/conversations/${conv.id}/ws`, { token: a.token }), 400, "bad_request");
   });

@@ -20,7 +20,7 @@ import { peersOf, type ConversationPeer, type DeliveryAnswer, type FanoutJob, ty
 import { AlarmScheduler } from "../lib/alarms";
 import { Attachments, fieldsOf } from "../lib/attachments";
 import { TokenBuckets } from "../lib/rateLimit";
-import { closeReply, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
+import { closeReply, closeWithNotice, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
 import { ConversationStore } from "./conversationStore";
 import { Outbox, type D1Writer } from "./d1Outbox";
 import { Fanout } from "./fanout";
@@ -191,7 +191,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   async closeDevice(deviceId: string): Promise<number> {
     this.staging.storeStaged();
     const sockets = this.ctx.getWebSockets(`d:${deviceId}`);
-    for (const ws of sockets) safeClose(ws, CLOSE.unauthorized, "logged out");
+    for (const ws of sockets) closeWithNotice(ws, CLOSE.unauthorized, "logged out");
     return sockets.length;
   }
 
@@ -241,7 +241,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.attachments.write(server, query.data.dedupe ? { ...identity, liveAfter: this.store.requireMeta().lastSeq } : identity);
 
     if (query.data.v !== undefined && query.data.v !== PROTOCOL_VERSION) {
-      server.close(CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
+      closeWithNotice(server, CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
       return new Response(null, { status: 101, webSocket: client });
     }
     // Replay and `ready` are sent in this one synchronous step, so no live message can slip
@@ -286,7 +286,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       // Everything else follows the sends received before it, as if each had been stored on arrival.
       this.staging.storeStaged();
       if (!incoming.ok) {
-        if (incoming.close) safeClose(ws, incoming.close.code, incoming.close.reason);
+        if (incoming.close) closeWithNotice(ws, incoming.close.code, incoming.close.reason);
         else sendFrame(ws, incoming.error);
         return;
       }
@@ -429,7 +429,7 @@ function sendFrame(ws: WebSocket, frame: ConversationServerFrame): void {
 /** A refused send: the socket closes when its sender is rate limited, else gets the error. */
 function answerSend(ws: WebSocket, clientMsgId: string, result: { ok: true } | Failure): void {
   if (result.ok) return;
-  if (result.code === "rate_limited") safeClose(ws, CLOSE.rateLimited, "rate limited");
+  if (result.code === "rate_limited") closeWithNotice(ws, CLOSE.rateLimited, "rate limited");
   else sendFrame(ws, { type: "error", code: result.code, message: result.message, ref: clientMsgId });
 }
 

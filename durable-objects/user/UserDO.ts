@@ -22,7 +22,7 @@ import {
 } from "../contract";
 import { AlarmScheduler } from "../lib/alarms";
 import { migrate } from "../lib/migrate";
-import { closeReply, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
+import { closeReply, closeWithNotice, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
 import { DeliveryAnswers } from "./deliveryAnswers";
 import { DeviceSockets, deviceTag, type SocketState } from "./deviceSockets";
 import { DELIVERED_RETENTION_MS, Inbox } from "./inbox";
@@ -195,7 +195,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     if (query.data.v !== undefined && query.data.v !== PROTOCOL_VERSION) {
       const { 0: client, 1: server } = new WebSocketPair();
       server.accept();
-      server.close(CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
+      closeWithNotice(server, CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
       return new Response(null, { status: 101, webSocket: client });
     }
     try {
@@ -244,11 +244,11 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   }
 
   async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    this.closeSocket(ws, closeReply(code), "closed");
+    this.closeSocket(ws, closeReply(code), "closed", true, false);
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
-    this.closeSocket(ws, 1011, "error");
+    this.closeSocket(ws, 1011, "error", true, false);
   }
 
   // --- The alarm: keep-alive expiry, debounced presence events, pruning --------------------------
@@ -295,9 +295,11 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     for (const [task, at] of due) if (at !== null) this.ctx.waitUntil(this.alarms.wakeAt(task, Math.max(at, now)) ?? Promise.resolve());
   }
 
-  private closeSocket(ws: WebSocket, code: number, reason: string, refresh = true): void {
+  /** `notify`: a close we start (with its closing frame), not the answer to the client's. */
+  private closeSocket(ws: WebSocket, code: number, reason: string, refresh = true, notify = true): void {
     const state = this.sockets.state(ws);
-    safeClose(ws, code, reason);
+    if (notify) closeWithNotice(ws, code, reason);
+    else safeClose(ws, code, reason);
     if (state) for (const call of this.watchers.stopWatching(ws, state)) this.ctx.waitUntil(call);
     if (refresh) this.onSocketsChanged(Date.now());
   }
