@@ -14,6 +14,7 @@ import {
   group,
   holdDeferredPass,
   json,
+  login,
   openConversation,
   register,
   sendRest,
@@ -192,6 +193,24 @@ describe("conversation socket", () => {
     expect(acks).toBeLessThan(300);
     const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token });
     expect(conversation.lastSeq).toBe(1 + acks);
+  });
+
+  it("closes with 4008 a socket flooding any frame type, and leaves a bystander alone", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    const bystander = await openConversation(b, conv.id);
+    for (const flood of [{ type: "typing", on: true }, { type: "read", seq: 1 }, { type: "delivered", seq: 1 }, "{not json", { type: "nope" }]) {
+      const s = await openConversation(a, conv.id);
+      for (let i = 0; i < 600; i++) s.send(flood);
+      expect((await s.waitClosed()).code).toBe(4008);
+      expect(s.frames.at(-1)).toMatchObject({ type: "closing", code: 4008 });
+    }
+    // Typing was relayed when it started, not 600 times.
+    expect(bystander.frames.filter((f) => f.type === "typing" && f.on === true).length).toBe(1);
+    expect(bystander.closed).toBeNull();
+    bystander.send({ type: "send", clientMsgId: "still-here", body: "fine" });
+    expect((await bystander.next("ack")).message?.clientMsgId).toBe("still-here");
+    bystander.close();
   });
 
   it("limits sockets per device", async () => {
@@ -835,5 +854,23 @@ describe("user socket", () => {
     s.close();
     await expectError(await call("/ws", { headers: { upgrade: "websocket" } }), 401, "unauthorized");
     void unique;
+  });
+
+  it("closes with 4008 a user socket flooding presence.watch or invalid frames; another device is unaffected", async () => {
+    const [a, b] = [await register(), await register()];
+    await direct(a, b);
+    const other = await connect("/ws", (await login(a.user.username)).token);
+    await other.next("ready");
+    for (const flood of [{ type: "presence.watch", userIds: [b.user.id] }, "{not json", { type: "nope" }]) {
+      const s = await connect("/ws", a.token);
+      await s.next("ready");
+      for (let i = 0; i < 600; i++) s.send(flood);
+      expect((await s.waitClosed()).code).toBe(4008);
+      expect(s.frames.at(-1)).toMatchObject({ type: "closing", code: 4008 });
+    }
+    other.send({ type: "presence.watch", userIds: [b.user.id] });
+    expect((await other.next("presence")).userId).toBe(b.user.id);
+    expect(other.closed).toBeNull();
+    other.close();
   });
 });

@@ -50,6 +50,8 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   private readonly staging: SendStaging;
   private readonly alarms: AlarmScheduler<"pass" | "typing">;
   private readonly attachments = new Attachments(readAttachment);
+  /** Per user: a send takes its token in Conversation.send; every other frame here. */
+  private readonly limiter: TokenBuckets;
   /**
    * The object's sockets, for broadcasts: read once and again after a socket is accepted, closes
    * or fails, rather than on every message. A socket that closed and is still listed costs one
@@ -95,8 +97,9 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       wakeAt: (at) => this.alarms.wakeAt("pass", at),
       now: Date.now,
     });
+    this.limiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.conversation = new Conversation(this.store, {
-      limiter: new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst),
+      limiter: this.limiter,
       sockets: {
         all: () => this.allSockets(),
         ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
@@ -285,6 +288,12 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       }
       // Everything else follows the sends received before it, as if each had been stored on arrival.
       this.staging.storeStaged();
+      // Every other frame costs a token of the sender's budget too (a send takes its own, after
+      // the idempotency check): a flood of typing, receipts or junk is closed like one of sends.
+      if (!(incoming.ok && incoming.frame.type === "send") && this.limiter.take(this.attachments.read(ws)?.userId ?? "", Date.now()) > 0) {
+        closeWithNotice(ws, CLOSE.rateLimited, "rate limited");
+        return;
+      }
       if (!incoming.ok) {
         if (incoming.close) closeWithNotice(ws, incoming.close.code, incoming.close.reason);
         else sendFrame(ws, incoming.error);

@@ -21,6 +21,7 @@ import {
   type UserInbox,
 } from "../contract";
 import { AlarmScheduler } from "../lib/alarms";
+import { TokenBuckets } from "../lib/rateLimit";
 import { migrate } from "../lib/migrate";
 import { closeReply, closeWithNotice, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
 import { DeliveryAnswers } from "./deliveryAnswers";
@@ -53,6 +54,8 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly sessions: Sessions;
   private readonly watchers: Watchers;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune">;
+  /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
+  private readonly frameLimiter: TokenBuckets;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -62,6 +65,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
     this.sockets = new DeviceSockets(ctx, this.settings.presenceTimeoutMs);
+    this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
     this.sessions = new Sessions(sql, this.settings.ticketTtlMs);
     const conversations = (id: string) => this.connections.conversations(id);
@@ -221,6 +225,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     if (ws.readyState !== WebSocket.OPEN) return;
     const state = this.sockets.state(ws);
     if (!state) return this.closeSocket(ws, CLOSE.unauthorized, "no identity");
+    if (this.frameLimiter.take(state.deviceId, Date.now()) > 0) return this.closeSocket(ws, CLOSE.rateLimited, "rate limited");
     if (typeof data !== "string") return sendError(ws, "bad_request", "frames are JSON text");
     if (exceedsUtf8(data, LIMITS.frameBytesMax)) return this.closeSocket(ws, CLOSE.tooBig, "frame over 64 KiB");
     const now = Date.now();
