@@ -287,7 +287,7 @@ async function main() {
   const baseDir = mkdtempSync(join(opts.stateDir, "bench-baseline-"));
   const aloneDir = mkdtempSync(join(opts.stateDir, "bench-alone-"));
   // S5 opens a second set of user sockets for half its devices while their first set stays open.
-  const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
+  const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:1000000", "GROUPS_PER_USER_PER_HOUR:1000000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
   const app = new Server({
     name: "app",
     command: "npm",

@@ -52,6 +52,16 @@ export interface Settings {
   presenceTimeoutMs: number;
   media: MediaSettings;
   push: PushSettings;
+  abuse: AbuseSettings;
+}
+
+/** Login, registration and group-creation limits (worker/lib/throttle.ts). */
+export interface AbuseSettings {
+  loginFreeFailuresPerAccount: number;
+  loginFreeFailuresPerAddress: number;
+  loginBlockSeconds: number;
+  registrationsPerAddressPerHour: number;
+  groupsPerUserPerHour: number;
 }
 
 /** Web Push delivery (worker/push/). The VAPID keys are secrets and are read where they are used. */
@@ -125,6 +135,13 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
       ttlSeconds: Math.min(int(env.PUSH_TTL_SECONDS, 86_400, 86_400), 28 * 86_400),
       maxTries: int(env.PUSH_MAX_TRIES, 5, 3),
       retryBaseSeconds: int(env.PUSH_RETRY_BASE_SECONDS, 10, 0),
+    },
+    abuse: {
+      loginFreeFailuresPerAccount: int(env.LOGIN_FREE_FAILURES_PER_ACCOUNT, 5, 1),
+      loginFreeFailuresPerAddress: int(env.LOGIN_FREE_FAILURES_PER_ADDRESS, 20, 1),
+      loginBlockSeconds: int(env.LOGIN_BLOCK_SECONDS, 1, 1),
+      registrationsPerAddressPerHour: int(env.REGISTRATIONS_PER_ADDRESS_PER_HOUR, 10, 1),
+      groupsPerUserPerHour: int(env.GROUPS_PER_USER_PER_HOUR, 30, 1),
     },
   };
 }

@@ -4,7 +4,8 @@ import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
-import { conversationStub, userStub } from "../kernel/objects";
+import { conversationStub, throttleStub, userStub } from "../kernel/objects";
+import { throttleKeys } from "../worker/lib/throttle";
 import { TICKET_HEADERS } from "../kernel/identity";
 import { issueTicket } from "../worker/lib/tickets";
 import {
@@ -112,6 +113,59 @@ describe("accounts", () => {
     const a = await expectError(wrong, 401, "unauthorized");
     const b = await expectError(unknown, 401, "unauthorized");
     expect(a.error.message).toBe(b.error.message);
+  });
+
+  it("throttles failed logins per account with a growing Retry-After, and the right password after", async () => {
+    const s = await register();
+    const from = { "cf-connecting-ip": "192.0.2.10" };
+    const attempt = (password: string) => call("/auth/login", { body: { username: s.user.username, password }, headers: from });
+    // Five failures are free (401); the sixth blocks for 1 s, answered 429 at once.
+    for (let i = 0; i < 5; i++) await expectError(await attempt("not the password"), 401, "unauthorized");
+    const blocked = await attempt("not the password");
+    await expectError(blocked, 429, "rate_limited");
+    expect(blocked.headers.get("retry-after")).toBe("1");
+    // Blocked, even the right password is refused (nothing is hashed).
+    await expectError(await attempt("correct horse"), 429, "rate_limited");
+    await new Promise((r) => setTimeout(r, 1100));
+    const longer = await attempt("not the password");
+    await expectError(longer, 429, "rate_limited");
+    expect(longer.headers.get("retry-after")).toBe("2");
+    await new Promise((r) => setTimeout(r, 2100));
+    expect((await attempt("correct horse")).status).toBe(200);
+    // A success forgets the account's failures.
+    await expectError(await attempt("not the password"), 401, "unauthorized");
+  });
+
+  it("throttles failed logins per client address across accounts, unknown names included", async () => {
+    const from = { "cf-connecting-ip": "198.51.100.20" };
+    for (let i = 0; i < 20; i++) {
+      await expectError(await call("/auth/login", { body: { username: unique("nobody"), password: "wrong one" }, headers: from }), 401, "unauthorized");
+    }
+    await expectError(await call("/auth/login", { body: { username: unique("nobody"), password: "wrong one" }, headers: from }), 429, "rate_limited");
+    // Another address is not affected.
+    const s = await register();
+    expect((await call("/auth/login", { body: { username: s.user.username, password: "correct horse" }, headers: { "cf-connecting-ip": "198.51.100.21" } })).status).toBe(200);
+  });
+
+  it("throttles registrations per client address", async () => {
+    const address = "203.0.113.30";
+    // The test settings allow a million an hour: put this address's bucket an hour in debt instead.
+    await runInDurableObject(throttleStub(env, throttleKeys.registerAddress(address)), async (_o, state) => {
+      await state.storage.put("bucket", { tokens: -1_000_000, at: Date.now() });
+    });
+    const res = await call("/auth/register", { body: { username: unique("flood"), password: "correct horse" }, headers: { "cf-connecting-ip": address } });
+    await expectError(res, 429, "rate_limited");
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
+    await register(); // another address (here: none) registers
+  });
+
+  it("refuses common passwords, the username, and passwords of only spaces or control characters", async () => {
+    const username = unique("Weak");
+    for (const password of ["password", "12345678", "PassWord1", "        ", "\u0000".repeat(8), "\t\n\u200b\u00a0    ", username.toUpperCase(), "aaaaaaaa"]) {
+      const res = await call("/auth/register", { body: { username, password } });
+      await expectError(res, 400, "bad_request");
+    }
+    expect((await call("/auth/register", { body: { username, password: "correct horse" } })).status).toBe(201);
   });
 
   it("answers 401 for a missing, malformed or unknown token", async () => {

@@ -18,6 +18,7 @@ import { QUEUES } from "../durable-objects/contract";
 
 export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
+export { ThrottleDO } from "../durable-objects/throttle/ThrottleDO";
 
 const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media"];
 
