@@ -90,6 +90,12 @@ export interface MediaSettings {
   partBytes: number;
   urlTtlSeconds: number;
   urlSecret: string | null;
+  /** Bytes a user may keep stored, pending uploads included. */
+  quotaBytes: number;
+  /** Bytes a user's pending multipart uploads may reserve at once. */
+  pendingQuotaBytes: number;
+  /** A pending upload older than this is swept (worker/lib/mediaStore.ts). */
+  pendingMaxAgeMs: number;
 }
 
 export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings {
@@ -127,6 +133,9 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
       partBytes: Math.min(int(env.MEDIA_PART_BYTES, 8 * MiB, MEDIA_LIMITS.partMinBytes), 95 * MiB),
       urlTtlSeconds: Math.min(int(env.MEDIA_URL_TTL_SECONDS, 3600, 1), MEDIA_LIMITS.urlTtlMaxSeconds),
       urlSecret: secret(env.MEDIA_URL_SECRET),
+      quotaBytes: int(env.MEDIA_QUOTA_BYTES, 5 * 1024 * MiB, 1),
+      pendingQuotaBytes: int(env.MEDIA_PENDING_QUOTA_BYTES, 4 * 1024 * MiB, 1),
+      pendingMaxAgeMs: int(env.MEDIA_PENDING_MAX_AGE_HOURS, 24, 1) * 3_600_000,
     },
     push: {
       vapidSubject: typeof env.VAPID_SUBJECT === "string" && env.VAPID_SUBJECT !== "" ? env.VAPID_SUBJECT : "mailto:push@example.com",

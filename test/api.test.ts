@@ -67,6 +67,19 @@ describe("accounts", () => {
     expect(after?.n).toBe(before?.n);
   });
 
+  it("limits group creation per user (429 with Retry-After)", async () => {
+    const [a, b] = [await register(), await register()];
+    await group(a, [b]);
+    // The test settings allow a million an hour: put a's bucket an hour in debt instead.
+    await runInDurableObject(throttleStub(env, throttleKeys.groupCreator(a.user.id)), async (_o, state) => {
+      await state.storage.put("bucket", { tokens: -1_000_000, at: Date.now() });
+    });
+    const res = await call("/group/create", { token: a.token, body: { title: "again", memberIds: [b.user.id] } });
+    await expectError(res, 429, "rate_limited");
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
+    await group(b, [a]); // b is not limited by a's creations
+  });
+
   it("strips control and bidi characters from display names, device names and group titles", async () => {
     const name = unique("bidi");
     const s = await json<{ user: User; device: { name: string } }>(

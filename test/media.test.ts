@@ -456,6 +456,42 @@ describe("resumable multipart upload", () => {
     expect(await mediaRows(a.user.id)).toBe(0);
   });
 
+  it("keeps each user within the stored and pending quotas", async () => {
+    const a = await register();
+    const init = (size: number) => call("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size, name: "v.mp4" } });
+    // Pending reservations: 48 MiB at once (vitest.config.ts).
+    const first = (await init(32 * MiB).then((r) => r.json())) as MultipartUpload;
+    await expectError(await init(17 * MiB), 413, "payload_too_large");
+    expect((await init(16 * MiB)).status).toBe(201);
+    // Aborting one frees its reservation.
+    expect((await call(`/upload/multipart/${first.mediaId}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    expect((await init(32 * MiB)).status).toBe(201);
+    // Stored bytes: 100 MiB in all, pending reservations included (48 MiB now): a stored item of
+    // 52 MiB fills it, and every upload after is refused before a byte is stored.
+    await env.DB.prepare("INSERT INTO media (id, uploader_id, content_type, size, name, r2_key, status, created_at) VALUES (?, ?, 'video/mp4', ?, 'big.mp4', 'media/none', 'complete', ?)")
+      .bind(unique("fake"), a.user.id, 52 * MiB, Date.now())
+      .run();
+    const before = await mediaRows(a.user.id);
+    await expectError(await call("/upload?name=x.png", { token: a.token, rawBody: bytes(FIXTURES["image/png"]!.head), headers: { "content-type": "image/png" } }), 413, "payload_too_large");
+    await expectError(await init(1), 413, "payload_too_large");
+    expect(await mediaRows(a.user.id)).toBe(before);
+  });
+
+  it("sweeps uploads left pending past MEDIA_PENDING_MAX_AGE_HOURS from the cron trigger", async () => {
+    const a = await register();
+    const init = () => json<MultipartUpload>("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size: 6 * MiB, name: "v.mp4" } }, 201);
+    const [old, fresh] = [await init(), await init()];
+    expect((await call(`/upload/multipart/${old.mediaId}/parts/1`, { method: "PUT", token: a.token, rawBody: bytes(FIXTURES["video/mp4"]!.head, 5 * MiB), headers: { "content-length": String(5 * MiB) } })).status).toBe(200);
+    await env.DB.prepare("UPDATE media SET created_at = ? WHERE id = ?").bind(Date.now() - 25 * 3_600_000, old.mediaId).run();
+    // The Worker's own entrypoint, as the cron trigger calls it (its type lists fetch only).
+    await (exports.default as unknown as { scheduled(o: { scheduledTime: Date; cron: string }): Promise<unknown> }).scheduled({ scheduledTime: new Date(), cron: "17 * * * *" });
+    const ids = (await env.DB.prepare("SELECT id FROM media WHERE uploader_id = ?").bind(a.user.id).all<{ id: string }>()).results.map((r) => r.id);
+    expect(ids).toEqual([fresh.mediaId]);
+    const parts = await env.DB.prepare("SELECT count(*) AS n FROM media_parts WHERE media_id = ?").bind(old.mediaId).first<{ n: number }>();
+    expect(parts?.n).toBe(0);
+    await expectError(await call(`/upload/multipart/${old.mediaId}`, { token: a.token }), 404, "not_found");
+  });
+
   it("aborts: the upload, its parts and its row are gone", async () => {
     const a = await register();
     const data = bytes(FIXTURES["video/webm"]!.head, 6 * MiB);

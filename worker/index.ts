@@ -14,6 +14,8 @@ import { push } from "./routes/push";
 import { media, upload } from "./routes/media";
 import { handlePushBatch } from "./push/consumer";
 import { consumeFanout } from "./queues";
+import { sweepAbandonedUploads } from "./lib/mediaStore";
+import { readSettings } from "../kernel/settings";
 import { QUEUES } from "../durable-objects/contract";
 
 export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
@@ -68,6 +70,11 @@ app.onError(onError);
 
 export default {
   fetch: app.fetch,
+  /** The cron trigger of wrangler.toml: sweeps abandoned uploads. */
+  async scheduled(controller, env) {
+    const swept = await sweepAbandonedUploads(env, readSettings(env).media, controller.scheduledTime);
+    if (swept > 0) console.log(`swept ${swept} abandoned uploads`);
+  },
   async queue(batch, env) {
     switch (batch.queue) {
       case QUEUES.fanout:

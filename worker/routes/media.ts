@@ -17,7 +17,7 @@ import { db, schema } from "../../kernel/d1/db";
 import { ApiError, unwrap } from "../lib/apiError";
 import { FormStream, boundaryOf } from "../lib/formStream";
 import { findVisibleMedia, sendWithMedia, toRef, type MediaRow } from "../../kernel/d1/mediaRecords";
-import { ByteSource, checkThumbnail, discardMedia, putStream, r2Key, uploadPart } from "../lib/mediaStore";
+import { ByteSource, checkThumbnail, discardMedia, putStream, r2Key, requireQuota, uploadPart } from "../lib/mediaStore";
 import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor, storedType } from "../lib/mediaTypes";
 import { conversationStub } from "../../kernel/objects";
 import { requireSecret } from "../../kernel/settings";
@@ -121,6 +121,7 @@ async function uploadRaw(c: AppContext) {
   const body = c.req.raw.body;
   if (length === 0 || !body) throw new ApiError("bad_request", "the file is empty");
   await requireThumbnail(c, query.thumbnailId);
+  await requireQuota(c.env, c.get("auth").userId, c.get("settings").media, length ?? 1);
   const source = ByteSource.fromStream(body, limit, length !== null);
   const row = await storeNew(c, { type, name: cleanName(query.name, type), meta: query, source, length });
   return c.json({ media: await withUrl(toRef(row), originOf(c), c.get("settings").media) }, 201);
@@ -149,6 +150,7 @@ async function uploadForm(c: AppContext, contentType: string) {
         // RFC 7578: a file part without a type is application/octet-stream.
         const type = canonicalType(part.contentType ?? "application/octet-stream");
         if (!type) throw unsupported();
+        await requireQuota(c.env, c.get("auth").userId, settings, 1);
         const source = ByteSource.fromPull(() => form.read(), limitFor(type, settings, false));
         stored = await storeNew(c, { type, name: cleanName(part.filename, type), meta: {}, source, length: null });
       } else {
@@ -235,6 +237,7 @@ upload.post("/multipart", async (c) => {
   const limit = limitFor(type, settings, true);
   if (body.size > limit) throw new ApiError("payload_too_large", `${type} uploads are limited to ${limit} bytes`);
   await requireThumbnail(c, body.thumbnailId);
+  await requireQuota(c.env, c.get("auth").userId, settings, body.size, true);
   // R2 allows at most 10,000 parts, so a huge file gets larger parts.
   const partSize = Math.max(settings.partBytes, Math.ceil(body.size / MEDIA_LIMITS.partsMax));
   const id = newId();
