@@ -65,13 +65,15 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
         return;
       }
       // The server's last frame before it closes (docs/api.md): act now, since the close itself
-      // may take ~15 s to arrive. A final code ends the socket; any other reconnects at once.
+      // may take ~15 s to arrive. A final code ends the socket; a rate limit waits for the close
+      // and the usual backoff; anything else reconnects at once.
       const closing = ClosingFrame.safeParse(json);
       if (closing.success) {
-        if (FINAL_CODES.has(closing.data.code)) {
-          this.ended(closing.data.code, closing.data.reason);
+        const { code, reason } = closing.data;
+        if (FINAL_CODES.has(code)) {
+          this.ended(code, reason);
           this.ws.close(1000, "closing");
-        } else {
+        } else if (code !== CLOSE.rateLimited) {
           options.onStatus?.("closed");
           this.ws.reconnect();
         }
