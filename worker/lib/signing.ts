@@ -12,6 +12,23 @@ const VERSION = "media-url-v1";
 
 const message = (mediaId: string, expiresAt: number) => encoder.encode(`${VERSION}\n${mediaId}\n${expiresAt}`);
 
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+/**
+ * The origin media URLs are built on: PUBLIC_ORIGIN, never the request's Host. One exception
+ * for development: when PUBLIC_ORIGIN is a loopback address and the request came to another
+ * loopback name for the same scheme and port (localhost for 127.0.0.1), that name is kept, so a
+ * page opened at http://localhost:8787 gets URLs of its own origin (its CSP allows no other). A
+ * forged Host can then only name the same local server.
+ */
+export function mediaOrigin(publicOrigin: string, requestUrl: string): string {
+  const configured = new URL(publicOrigin);
+  const asked = new URL(requestUrl);
+  const sameLocalServer =
+    LOOPBACK.has(configured.hostname) && LOOPBACK.has(asked.hostname) && asked.protocol === configured.protocol && asked.port === configured.port;
+  return sameLocalServer ? asked.origin : configured.origin;
+}
+
 export const contentPath = (mediaId: string) => `/media/${encodeURIComponent(mediaId)}/content`;
 
 export async function signMediaUrl(origin: string, mediaId: string, expiresAt: number, secret: string): Promise<string> {

@@ -21,7 +21,7 @@ import { ByteSource, checkThumbnail, discardMedia, putStream, r2Key, requireQuot
 import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor, storedType } from "../lib/mediaTypes";
 import { conversationStub } from "../../kernel/objects";
 import { requireSecret } from "../../kernel/settings";
-import { verifyMediaUrl, withUrl } from "../lib/signing";
+import { mediaOrigin, verifyMediaUrl, withUrl } from "../lib/signing";
 import { parseWith, readJson, readQuery } from "../lib/validate";
 
 /** Room for a form's boundaries, part headers and text fields around its file. */
@@ -33,8 +33,9 @@ const FORM_FIELDS = new Set(["conversationId", "clientMsgId", "body", "threadRoo
 const unsupported = () =>
   new ApiError("unsupported_media_type", "allowed: images (jpeg, png, gif, webp, avif), video (mp4, webm, quicktime), audio (webm, ogg, mpeg, mp4, aac, wav), application/pdf, application/octet-stream");
 
-// Never the request's Host header: a forged Host would otherwise become the link a member is sent.
-const originOf = (c: AppContext) => c.get("settings").publicOrigin;
+// Never the request's Host header (a forged Host would otherwise become the link a member is
+// sent): PUBLIC_ORIGIN, or another loopback name of the same local server (mediaOrigin).
+const originOf = (c: AppContext) => mediaOrigin(c.get("settings").publicOrigin, c.req.url);
 
 /** The declared body length: null when absent (chunked), 400 when not a number. */
 function declaredLength(request: Request): number | null {
