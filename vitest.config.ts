@@ -18,6 +18,11 @@ export default defineConfig(async () => {
         miniflare: {
           bindings: {
             TEST_MIGRATIONS: migrations,
+            PUBLIC_ORIGIN: "http://chat.test",
+            // Every test registers from one address (no cf-connecting-ip) and many create groups;
+            // test/api.test.ts reaches the limits by draining a key's object.
+            REGISTRATIONS_PER_ADDRESS_PER_HOUR: "1000000",
+            GROUPS_PER_USER_PER_HOUR: "1000000",
             // Low enough to reach in a test, high enough for the concurrency tests.
             RATE_LIMIT_PER_SECOND: "100",
             RATE_LIMIT_BURST: "120",
@@ -40,6 +45,9 @@ export default defineConfig(async () => {
             MEDIA_MAX_BLOB_BYTES: "16777216",
             MEDIA_MAX_MULTIPART_BYTES: "33554432",
             MEDIA_PART_BYTES: "5242880",
+            // Quotas high enough for every media test's own uploads; media.test.ts fills them.
+            MEDIA_QUOTA_BYTES: "104857600",
+            MEDIA_PENDING_QUOTA_BYTES: "50331648",
             // Push (test/push.test.ts): the VAPID pair above, pushes to the local mock push
             // service of test/globals/push-service.ts, and retries 1 s, 2 s apart, 3 tries in all.
             VAPID_PUBLIC_KEY: secrets.VAPID_PUBLIC_KEY,

@@ -379,7 +379,7 @@ async function main(): Promise<void> {
 
   const [appPort = 0, appInspector = 0, basePort = 0, baseInspector = 0, alonePort = 0, aloneInspector = 0] = await freePorts(6);
   // S5 opens a second set of user sockets for half its devices while their first set stays open.
-  const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
+  const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:1000000", "GROUPS_PER_USER_PER_HOUR:1000000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
   const appAnswers = async (base: string) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401;
   // Each server keeps its state in a temp dir of its own under opts.stateDir, removed when it stops
   // (scripts/lib/dev-server.ts); a restart keeps it.

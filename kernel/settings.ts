@@ -18,7 +18,23 @@ export function requireSecret(name: string, value: string | null): string {
   return value;
 }
 
+/** `npm run dev`'s default address; scripts/dev.mjs passes the one it really listens on. */
+const DEV_ORIGIN = "http://127.0.0.1:8787";
+
+/** An http(s) origin without a path, or null. */
+function origin(value: unknown): string | null {
+  if (typeof value !== "string" || value.trim() === "") return null;
+  try {
+    const url = new URL(value.trim());
+    return url.protocol === "https:" || url.protocol === "http:" ? url.origin : null;
+  } catch {
+    return null;
+  }
+}
+
 export interface Settings {
+  /** The origin the app is reached at, for the URLs we hand out (never the request's Host). */
+  publicOrigin: string;
   allowedOrigins: string[];
   rateLimitPerSecond: number;
   rateLimitBurst: number;
@@ -36,6 +52,16 @@ export interface Settings {
   presenceTimeoutMs: number;
   media: MediaSettings;
   push: PushSettings;
+  abuse: AbuseSettings;
+}
+
+/** Login, registration and group-creation limits (worker/lib/throttle.ts). */
+export interface AbuseSettings {
+  loginFreeFailuresPerAccount: number;
+  loginFreeFailuresPerAddress: number;
+  loginBlockSeconds: number;
+  registrationsPerAddressPerHour: number;
+  groupsPerUserPerHour: number;
 }
 
 /** Web Push delivery (worker/push/). The VAPID keys are secrets and are read where they are used. */
@@ -64,11 +90,18 @@ export interface MediaSettings {
   partBytes: number;
   urlTtlSeconds: number;
   urlSecret: string | null;
+  /** Bytes a user may keep stored, pending uploads included. */
+  quotaBytes: number;
+  /** Bytes a user's pending multipart uploads may reserve at once. */
+  pendingQuotaBytes: number;
+  /** A pending upload older than this is swept (worker/lib/mediaStore.ts). */
+  pendingMaxAgeMs: number;
 }
 
 export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings {
   const origins = typeof env.ALLOWED_ORIGINS === "string" ? env.ALLOWED_ORIGINS : "";
   return {
+    publicOrigin: origin(env.PUBLIC_ORIGIN) ?? DEV_ORIGIN,
     allowedOrigins: origins
       .split(",")
       .map((o) => o.trim())
@@ -100,6 +133,9 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
       partBytes: Math.min(int(env.MEDIA_PART_BYTES, 8 * MiB, MEDIA_LIMITS.partMinBytes), 95 * MiB),
       urlTtlSeconds: Math.min(int(env.MEDIA_URL_TTL_SECONDS, 3600, 1), MEDIA_LIMITS.urlTtlMaxSeconds),
       urlSecret: secret(env.MEDIA_URL_SECRET),
+      quotaBytes: int(env.MEDIA_QUOTA_BYTES, 5 * 1024 * MiB, 1),
+      pendingQuotaBytes: int(env.MEDIA_PENDING_QUOTA_BYTES, 4 * 1024 * MiB, 1),
+      pendingMaxAgeMs: int(env.MEDIA_PENDING_MAX_AGE_HOURS, 24, 1) * 3_600_000,
     },
     push: {
       vapidSubject: typeof env.VAPID_SUBJECT === "string" && env.VAPID_SUBJECT !== "" ? env.VAPID_SUBJECT : "mailto:push@example.com",
@@ -108,6 +144,13 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
       ttlSeconds: Math.min(int(env.PUSH_TTL_SECONDS, 86_400, 86_400), 28 * 86_400),
       maxTries: int(env.PUSH_MAX_TRIES, 5, 3),
       retryBaseSeconds: int(env.PUSH_RETRY_BASE_SECONDS, 10, 0),
+    },
+    abuse: {
+      loginFreeFailuresPerAccount: int(env.LOGIN_FREE_FAILURES_PER_ACCOUNT, 5, 1),
+      loginFreeFailuresPerAddress: int(env.LOGIN_FREE_FAILURES_PER_ADDRESS, 20, 1),
+      loginBlockSeconds: int(env.LOGIN_BLOCK_SECONDS, 1, 1),
+      registrationsPerAddressPerHour: int(env.REGISTRATIONS_PER_ADDRESS_PER_HOUR, 10, 1),
+      groupsPerUserPerHour: int(env.GROUPS_PER_USER_PER_HOUR, 30, 1),
     },
   };
 }

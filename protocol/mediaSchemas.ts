@@ -2,6 +2,7 @@
 // upload endpoints, and what they answer. Upload bytes themselves are not JSON; these schemas cover
 // everything around them.
 import * as z from "zod";
+import { text } from "./text";
 import { MediaRef } from "./schemas";
 
 /** Every content type an upload may declare, as stored and served (aliases are mapped onto these). */
@@ -59,7 +60,7 @@ const metaText = {
 
 /** `POST /upload` with a raw body: `?name=` and the optional metadata. */
 export const UploadQuery = z.strictObject({
-  name: z.string().max(1024).optional(),
+  name: text().max(1024).optional(),
   ...metaText,
 });
 
@@ -67,8 +68,8 @@ export const UploadQuery = z.strictObject({
 export const UploadFormFields = z
   .strictObject({
     conversationId: MediaId.optional(),
-    clientMsgId: z.string().min(1).max(64).optional(),
-    body: z.string().min(1).max(8192).optional(),
+    clientMsgId: text().min(1).max(64).optional(),
+    body: text().min(1).max(8192).optional(),
     threadRootSeq: IntText.pipe(z.number().int().positive()).optional(),
     ...metaText,
   })
@@ -81,9 +82,9 @@ export const UploadFormFields = z
 
 /** `POST /upload/multipart`. `contentType` is checked against MEDIA_TYPES by the server (415). */
 export const MultipartInitBody = z.strictObject({
-  contentType: z.string().min(1).max(255),
+  contentType: text().min(1).max(255),
   size: z.number().int().positive(),
-  name: z.string().max(1024),
+  name: text().max(1024),
   width: Dimension.optional(),
   height: Dimension.optional(),
   durationMs: Duration.optional(),
@@ -97,7 +98,7 @@ export const MediaUrlQuery = z.strictObject({
 
 /** A media item as its uploader and the members who can see it get it: the ref plus a signed URL. */
 export const MediaInfo = MediaRef.extend({
-  url: z.string(),
+  url: text(),
   urlExpiresAt: z.number().int().nonnegative(),
 });
 export type MediaInfo = z.infer<typeof MediaInfo>;
@@ -105,12 +106,12 @@ export type MediaInfo = z.infer<typeof MediaInfo>;
 /** `POST /upload/multipart` answers this; `GET /upload/multipart/:mediaId` adds the parts received. */
 export const MultipartUpload = z.object({
   mediaId: MediaId,
-  uploadId: z.string(),
+  uploadId: text(),
   contentType: MediaContentType,
-  name: z.string(),
+  name: text(),
   size: z.number().int().positive(),
   partSize: z.number().int().positive(),
   partCount: z.number().int().positive(),
-  parts: z.array(z.object({ partNumber: z.number().int().positive(), size: z.number().int().positive(), etag: z.string() })),
+  parts: z.array(z.object({ partNumber: z.number().int().positive(), size: z.number().int().positive(), etag: text() })),
 });
 export type MultipartUpload = z.infer<typeof MultipartUpload>;

@@ -3,6 +3,7 @@
 // Objects and the web client cannot drift apart. A change here that alters the wire format
 // needs a PROTOCOL_VERSION bump (test/protocol.test.ts fails until it gets one).
 import * as z from "zod";
+import { shownName, text } from "./text";
 
 // ---------------------------------------------------------------------------------------------
 // Limits that are part of the contract (API.md), not deployment settings.
@@ -33,7 +34,7 @@ export const LIMITS = {
  */
 export const USER_LOOKUP_MAX = 100;
 
-const Id = z.string().min(1).max(128);
+const Id = text().min(1).max(128);
 const Seq = z.number().int().nonnegative();
 const Time = z.number().int().nonnegative();
 
@@ -42,21 +43,21 @@ const Time = z.number().int().nonnegative();
 
 export const User = z.object({
   id: Id,
-  username: z.string(),
-  displayName: z.string(),
+  username: text(),
+  displayName: text(),
   createdAt: Time,
 });
 
-export const Device = z.object({ id: Id, name: z.string(), createdAt: Time });
+export const Device = z.object({ id: Id, name: text(), createdAt: Time });
 
 export const Role = z.enum(["admin", "member"]);
 export const Member = z.object({ userId: Id, role: Role, joinedAt: Time });
 
 export const MediaRef = z.object({
   id: Id,
-  contentType: z.string(),
+  contentType: text(),
   size: z.number().int().nonnegative(),
-  name: z.string(),
+  name: text(),
   width: z.number().int().positive().optional(),
   height: z.number().int().positive().optional(),
   durationMs: z.number().int().nonnegative().optional(),
@@ -76,10 +77,10 @@ export const Message = z.object({
   conversationId: Id,
   seq: z.number().int().positive(),
   senderId: Id,
-  senderDeviceId: z.string(),
-  clientMsgId: z.string(),
+  senderDeviceId: text(),
+  clientMsgId: text(),
   kind: MessageKind,
-  body: z.string().nullable(),
+  body: text().nullable(),
   media: z.array(MediaRef),
   threadRootSeq: z.number().int().positive().nullable(),
   thread: ThreadSummary.optional(),
@@ -91,7 +92,7 @@ export const ConversationType = z.enum(["direct", "group"]);
 export const Conversation = z.object({
   id: Id,
   type: ConversationType,
-  title: z.string().nullable(),
+  title: text().nullable(),
   e2ee: z.boolean(),
   createdAt: Time,
   members: z.array(Member),
@@ -131,9 +132,9 @@ export const Username = z
   .min(LIMITS.usernameMin)
   .max(LIMITS.usernameMax)
   .regex(/^[A-Za-z0-9_]+$/, "letters, digits and underscore only");
-const Password = z.string().min(LIMITS.passwordMin).max(LIMITS.passwordMax);
-const DisplayName = z.string().trim().min(1).max(LIMITS.displayNameMax);
-const DeviceName = z.string().trim().min(1).max(LIMITS.deviceNameMax);
+const Password = text().min(LIMITS.passwordMin).max(LIMITS.passwordMax);
+const DisplayName = shownName(LIMITS.displayNameMax);
+const DeviceName = shownName(LIMITS.deviceNameMax);
 
 export const RegisterBody = z.strictObject({
   username: Username,
@@ -143,15 +144,15 @@ export const RegisterBody = z.strictObject({
 });
 
 export const LoginBody = z.strictObject({
-  username: z.string().min(1).max(LIMITS.usernameMax),
-  password: z.string().min(1).max(LIMITS.passwordMax),
+  username: text().min(1).max(LIMITS.usernameMax),
+  password: text().min(1).max(LIMITS.passwordMax),
   deviceName: DeviceName.optional(),
 });
 
 export const CreateDirectBody = z.strictObject({ type: z.literal("direct"), userId: Id });
 
 export const CreateGroupBody = z.strictObject({
-  title: z.string().trim().min(1).max(LIMITS.titleMax),
+  title: shownName(LIMITS.titleMax),
   memberIds: z.array(Id).max(LIMITS.groupMembersMax),
   e2ee: z.boolean().optional(),
 });
@@ -160,10 +161,10 @@ export const AddMembersBody = z.strictObject({
   userIds: z.array(Id).min(1).max(LIMITS.groupMembersMax),
 });
 
-const ClientMsgId = z.string().min(1).max(LIMITS.clientMsgIdMax);
+const ClientMsgId = text().min(1).max(LIMITS.clientMsgIdMax);
 const MessageContent = {
   clientMsgId: ClientMsgId,
-  body: z.string().min(1).max(LIMITS.bodyMax).optional(),
+  body: text().min(1).max(LIMITS.bodyMax).optional(),
   mediaIds: z.array(Id).max(LIMITS.mediaPerMessageMax).optional(),
   threadRootSeq: z.number().int().positive().optional(),
 };
@@ -194,7 +195,7 @@ const IntString = (max = Number.MAX_SAFE_INTEGER) =>
     .pipe(z.number().int().nonnegative().max(max));
 
 export const SinceQuery = z.strictObject({
-  since: z.string().min(1).max(64).default("0"),
+  since: text().min(1).max(64).default("0"),
   limit: IntString(LIMITS.pageMax)
     .pipe(z.number().min(1))
     .default(LIMITS.pageDefault),
@@ -214,7 +215,7 @@ export const HistoryQuery = z
   });
 
 export const UserSearchQuery = z.strictObject({
-  q: z.string().trim().min(1).max(LIMITS.usernameMax),
+  q: text().trim().min(1).max(LIMITS.usernameMax),
 });
 
 export const ConversationSocketQuery = z.strictObject({
@@ -225,7 +226,13 @@ export const ConversationSocketQuery = z.strictObject({
    * every message).
    */
   dedupe: z.literal("1").optional(),
-  ticket: z.string().max(256).optional(),
+  ticket: text().max(256).optional(),
+  v: IntString().optional(),
+});
+
+/** `GET /ws`: the same `ticket` and `v` as the conversation socket. */
+export const UserSocketQuery = z.strictObject({
+  ticket: text().max(256).optional(),
   v: IntString().optional(),
 });
 
@@ -233,20 +240,20 @@ export const ConversationSocketQuery = z.strictObject({
 // Web Push (API.md "Push notifications")
 
 /** An uncompressed P-256 point (65 bytes, first 0x04) and a 16-byte secret, base64url (RFC 8291). */
-const P256dhKey = z.string().regex(/^B[A-Za-z0-9_-]{86}=?$/, "a base64url uncompressed P-256 public key");
-const AuthSecret = z.string().regex(/^[A-Za-z0-9_-]{22}(==)?$/, "a base64url 16-byte secret");
+const P256dhKey = text().regex(/^B[A-Za-z0-9_-]{86}=?$/, "a base64url uncompressed P-256 public key");
+const AuthSecret = text().regex(/^[A-Za-z0-9_-]{22}(==)?$/, "a base64url 16-byte secret");
 
 /**
  * A browser's `PushSubscription.toJSON()`. Not strict: browsers may add members to it, and a
  * subscription the browser hands us should never be refused for that.
  */
 export const PushSubscriptionBody = z.object({
-  endpoint: z.string().min(1).max(2048),
+  endpoint: text().min(1).max(2048),
   expirationTime: z.number().nullable().optional(),
   keys: z.object({ p256dh: P256dhKey, auth: AuthSecret }),
 });
 
-export const PushEndpointQuery = z.strictObject({ endpoint: z.string().min(1).max(2048) });
+export const PushEndpointQuery = z.strictObject({ endpoint: text().min(1).max(2048) });
 
 /** The decrypted body of every push. `body` is a preview, absent for E2EE conversations. */
 export const PushPayload = z.object({
@@ -255,8 +262,8 @@ export const PushPayload = z.object({
   seq: z.number().int().positive(),
   messageId: Id,
   senderId: Id,
-  title: z.string(),
-  body: z.string().optional(),
+  title: text(),
+  body: text().optional(),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -284,18 +291,27 @@ export const UserClientFrame = z.discriminatedUnion("type", [PresenceWatchFrame]
 
 export const ErrorFrame = z.object({
   type: z.literal("error"),
-  code: z.string(),
-  message: z.string(),
-  ref: z.string().optional(),
+  code: text(),
+  message: text(),
+  ref: text().optional(),
 });
+
+/**
+ * The last frame before the server closes a socket with an application code (an extension): the
+ * code and reason of the close that follows. Under workerd the close handshake of a close the
+ * object starts outside a socket event (logout, removal, protocol version) ends ~15 s late, and a
+ * client's `close` event waits for it; this frame arrives at once, so a client acts on it.
+ */
+export const ClosingFrame = z.object({ type: z.literal("closing"), code: z.number().int(), reason: text() });
 
 export const ConversationServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ready"), lastSeq: Seq, protocolVersion: z.number().int() }),
   z.object({ type: z.literal("message"), message: Message }),
-  z.object({ type: z.literal("ack"), clientMsgId: z.string(), message: Message }),
+  z.object({ type: z.literal("ack"), clientMsgId: text(), message: Message }),
   z.object({ type: z.literal("typing"), userId: Id, on: z.boolean() }),
   z.object({ type: z.literal("receipt"), userId: Id, deliveredSeq: Seq, readSeq: Seq, updatedAt: Time }),
   ErrorFrame,
+  ClosingFrame,
 ]);
 
 export const UserServerFrame = z.discriminatedUnion("type", [
@@ -312,6 +328,7 @@ export const UserServerFrame = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("conversation"), conversation: Conversation }),
   ErrorFrame,
+  ClosingFrame,
 ]);
 
 // ---------------------------------------------------------------------------------------------

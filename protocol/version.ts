@@ -6,4 +6,8 @@
 //     typing, presence, media, push subscriptions. (Its fingerprint was recorded when the first
 //     release was cut; from then on every wire change gets a new version.)
 // 2 - the conversation socket's `dedupe=1` (the user socket then skips what that socket got live).
-export const PROTOCOL_VERSION = 2;
+// 3 - every string field refuses ill-formed UTF-16 (a lone surrogate): 400 or an error frame.
+// 4 - the user socket's query is a schema too (`ticket`, `v`): `?v=` of another version closes it
+//     with 4010, and an unknown or repeated parameter is a 400, as on the conversation socket.
+// 5 - `{type: "closing", code, reason}` on both sockets, the last frame before a close the server starts.
+export const PROTOCOL_VERSION = 5;

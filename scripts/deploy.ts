@@ -102,12 +102,24 @@ function checkSecrets(): void {
   console.log(`All ${REQUIRED_SECRETS.length} required secrets are set.`);
 }
 
+/** Signed media URLs are built on PUBLIC_ORIGIN; left empty they would name 127.0.0.1:8787. */
+function checkPublicOrigin(deployArgs: string[]): void {
+  const configured = /^\s*PUBLIC_ORIGIN\s*=\s*"([^"]*)"/m.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"))?.[1] ?? "";
+  if (configured === "" && !deployArgs.some((a) => a.startsWith("PUBLIC_ORIGIN:"))) {
+    console.warn(
+      "\nPUBLIC_ORIGIN is empty: media URLs would name http://127.0.0.1:8787. Set it in wrangler.toml [vars],\n" +
+        "  or deploy with `npm run deploy -- --var PUBLIC_ORIGIN:https://chat.example.com` (or set it in the dashboard).",
+    );
+  }
+}
+
 function main(): void {
   const deployArgs = process.argv.slice(2);
   const database = databaseName();
 
   checkLogin();
   checkSecrets();
+  checkPublicOrigin(deployArgs);
 
   const info = wrangler(["d1", "info", database, "--json"], { capture: true, quiet: true });
   if (info.ok) {

@@ -33,6 +33,17 @@ if (migrate.status !== 0) process.exit(migrate.status ?? 1);
 const defaults: string[] = [];
 if (!has("--ip")) defaults.push("--ip", "127.0.0.1");
 if (!has("--port")) defaults.push("--port", "8787");
+// Signed media URLs name the app's origin (PUBLIC_ORIGIN), never the request's Host header.
+if (!args.some((a) => a.startsWith("PUBLIC_ORIGIN:"))) {
+  const all = [...defaults, ...args];
+  const value = (flag: string, fallback: string): string => {
+    const i = all.findIndex((a) => a === flag || a.startsWith(`${flag}=`));
+    const found = all[i];
+    if (found === undefined) return fallback;
+    return found.includes("=") ? found.slice(found.indexOf("=") + 1) : (all[i + 1] ?? fallback);
+  };
+  defaults.push("--var", `PUBLIC_ORIGIN:http://${value("--ip", "127.0.0.1")}:${value("--port", "8787")}`);
+}
 const dev = spawn("wrangler", ["dev", ...defaults, ...args], { stdio: "inherit", env });
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => dev.kill(signal));
 dev.on("exit", (code) => process.exit(code ?? 0));

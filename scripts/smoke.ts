@@ -15,6 +15,7 @@
 //
 // SMOKE_VERBOSE=1 streams the server's output; otherwise its tail is printed on failure.
 import { randomBytes } from "node:crypto";
+import { connect as tcpConnect } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DevServer, freePorts } from "./lib/dev-server.ts";
@@ -226,6 +227,68 @@ class Socket {
       clearTimeout(timer);
     }
   }
+}
+
+// --- Invalid UTF-8 in a text frame ---------------------------------------------------------------
+
+/**
+ * RFC 6455 wants close 1007 for a text frame that is not UTF-8, but workerd decodes text frames
+ * with replacement before the object sees them, so the object cannot tell invalid bytes from a
+ * real U+FFFD (docs/api.md, WebSockets). This pins down what happens over a raw connection: the
+ * frame is taken, with each bad byte as U+FFFD in the ack as in what is stored. Should workerd
+ * start to refuse such frames itself, this fails and the docs must change.
+ */
+async function invalidUtf8(base: string): Promise<void> {
+  log("a text frame of invalid UTF-8 reaches the object with U+FFFD for each bad byte");
+  const [a, b] = [await register(base, "utf8a"), await register(base, "utf8b")];
+  const { json } = await api<{ conversation: Conversation }>(base, "POST", "/conversations", { token: a.token, body: { type: "direct", userId: b.id } });
+  const ticket = (await api<{ ticket: string }>(base, "POST", "/auth/ticket", { token: a.token, expect: 200 })).json?.ticket;
+  assert(json?.conversation && typeof ticket === "string", "invalid UTF-8: a conversation and a ticket");
+  const url = new URL(base);
+  const socket = tcpConnect(Number(url.port), url.hostname);
+  const key = randomBytes(16).toString("base64");
+  socket.write(
+    `GET /conversations/${encodeURIComponent(json.conversation.id)}/ws?ticket=${encodeURIComponent(ticket)} HTTP/1.1\r\nHost: ${url.host}\r\n` +
+      `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
+  const payload = Buffer.concat([Buffer.from('{"type":"send","clientMsgId":"utf8","body":"a'), Buffer.from([0xff, 0xc3]), Buffer.from('b"}')]);
+  const mask = randomBytes(4);
+  const frame = Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, Buffer.from(payload.map((x, i) => x ^ mask[i % 4]!))]);
+  type RawFrame = { opcode: number; text: string };
+  const texts = await new Promise<RawFrame[]>((resolve, reject) => {
+    let buffer = Buffer.alloc(0);
+    let upgraded = false;
+    const found: RawFrame[] = [];
+    const timer = setTimeout(() => reject(new Error(`invalid UTF-8: no ack; got ${JSON.stringify(found)}`)), REQUEST_TIMEOUT_MS);
+    socket.on("error", reject);
+    socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      if (!upgraded) {
+        const end = buffer.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        assert(buffer.subarray(0, end).toString().startsWith("HTTP/1.1 101"), `invalid UTF-8: handshake ${buffer.subarray(0, end).toString()}`);
+        buffer = buffer.subarray(end + 4);
+        upgraded = true;
+        socket.write(frame);
+      }
+      // Server frames are unmasked; these are short (a 16-bit length at most).
+      while (buffer.length >= 2) {
+        const short = buffer[1]! & 127;
+        const [length, offset] = short === 126 ? [buffer.length >= 4 ? buffer.readUInt16BE(2) : Infinity, 4] : [short, 2];
+        if (buffer.length < offset + length) return;
+        found.push({ opcode: buffer[0]! & 15, text: buffer.subarray(offset, offset + length).toString() });
+        buffer = buffer.subarray(offset + length);
+      }
+      if (found.some((f) => f.opcode === 1 && f.text.includes('"ack"')) || found.some((f) => f.opcode === 8)) {
+        clearTimeout(timer);
+        resolve(found);
+      }
+    });
+  });
+  socket.destroy();
+  const ack = texts.find((f) => f.opcode === 1 && f.text.includes('"ack"'));
+  assert(ack, `invalid UTF-8: expected an ack, got ${JSON.stringify(texts)}`);
+  assertEqual((JSON.parse(ack.text) as { message: Message }).message.body, "a\ufffd\ufffdb", "invalid UTF-8: acked body");
 }
 
 // --- The scenario ----------------------------------------------------------------------------------
@@ -556,6 +619,7 @@ async function main(): Promise<void> {
     await server.start(START_TIMEOUT_MS);
     log(`server answers after ${((Date.now() - started) / 1000).toFixed(1)} s`);
     await scenario(server.base);
+    await invalidUtf8(server.base);
     await appFiles(server.base);
   } catch (err) {
     failure = err;

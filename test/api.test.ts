@@ -1,10 +1,11 @@
 // The REST API through the real Worker, Durable Objects and D1: every endpoint of the spine and
 // its error paths.
-import { env } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, Receipt, User } from "../protocol";
-import { conversationStub, userStub } from "../kernel/objects";
+import { conversationStub, throttleStub, userStub } from "../kernel/objects";
+import { throttleKeys } from "../worker/lib/throttle";
 import { TICKET_HEADERS } from "../kernel/identity";
 import { issueTicket } from "../worker/lib/tickets";
 import {
@@ -66,6 +67,35 @@ describe("accounts", () => {
     expect(after?.n).toBe(before?.n);
   });
 
+  it("limits group creation per user (429 with Retry-After)", async () => {
+    const [a, b] = [await register(), await register()];
+    await group(a, [b]);
+    // The test settings allow a million an hour: put a's bucket an hour in debt instead.
+    await runInDurableObject(throttleStub(env, throttleKeys.groupCreator(a.user.id)), async (_o, state) => {
+      await state.storage.put("bucket", { tokens: -1_000_000, at: Date.now() });
+    });
+    const res = await call("/group/create", { token: a.token, body: { title: "again", memberIds: [b.user.id] } });
+    await expectError(res, 429, "rate_limited");
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
+    await group(b, [a]); // b is not limited by a's creations
+  });
+
+  it("strips control and bidi characters from display names, device names and group titles", async () => {
+    const name = unique("bidi");
+    const s = await json<{ user: User; device: { name: string } }>(
+      "/auth/register",
+      { body: { username: name, password: "correct horse", displayName: "\u202Eevil\u0000 name\u2066", deviceName: "\u200fphone\u0007" } },
+      201,
+    );
+    expect(s.user.displayName).toBe("evil name");
+    expect(s.device.name).toBe("phone");
+    const session = await login(name);
+    const { conversation } = await json<{ conversation: Conversation }>("/group/create", { token: session.token, body: { title: "\u202Dteam\u202C", memberIds: [] } }, 201);
+    expect(conversation.title).toBe("team");
+    // Nothing visible left: 400 as for an empty name.
+    await expectError(await call("/auth/register", { body: { username: unique("bidi"), password: "correct horse", displayName: "\u202E\u0000" } }), 400, "bad_request");
+  });
+
   it("rejects invalid registrations with 400 and issues", async () => {
     for (const body of [
       { username: "ab", password: "long enough" },
@@ -98,6 +128,59 @@ describe("accounts", () => {
     expect(a.error.message).toBe(b.error.message);
   });
 
+  it("throttles failed logins per account with a growing Retry-After, and the right password after", async () => {
+    const s = await register();
+    const from = { "cf-connecting-ip": "192.0.2.10" };
+    const attempt = (password: string) => call("/auth/login", { body: { username: s.user.username, password }, headers: from });
+    // Five failures are free (401); the sixth blocks for 1 s, answered 429 at once.
+    for (let i = 0; i < 5; i++) await expectError(await attempt("not the password"), 401, "unauthorized");
+    const blocked = await attempt("not the password");
+    await expectError(blocked, 429, "rate_limited");
+    expect(blocked.headers.get("retry-after")).toBe("1");
+    // Blocked, even the right password is refused (nothing is hashed).
+    await expectError(await attempt("correct horse"), 429, "rate_limited");
+    await new Promise((r) => setTimeout(r, 1100));
+    const longer = await attempt("not the password");
+    await expectError(longer, 429, "rate_limited");
+    expect(longer.headers.get("retry-after")).toBe("2");
+    await new Promise((r) => setTimeout(r, 2100));
+    expect((await attempt("correct horse")).status).toBe(200);
+    // A success forgets the account's failures.
+    await expectError(await attempt("not the password"), 401, "unauthorized");
+  });
+
+  it("throttles failed logins per client address across accounts, unknown names included", async () => {
+    const from = { "cf-connecting-ip": "198.51.100.20" };
+    for (let i = 0; i < 20; i++) {
+      await expectError(await call("/auth/login", { body: { username: unique("nobody"), password: "wrong one" }, headers: from }), 401, "unauthorized");
+    }
+    await expectError(await call("/auth/login", { body: { username: unique("nobody"), password: "wrong one" }, headers: from }), 429, "rate_limited");
+    // Another address is not affected.
+    const s = await register();
+    expect((await call("/auth/login", { body: { username: s.user.username, password: "correct horse" }, headers: { "cf-connecting-ip": "198.51.100.21" } })).status).toBe(200);
+  });
+
+  it("throttles registrations per client address", async () => {
+    const address = "203.0.113.30";
+    // The test settings allow a million an hour: put this address's bucket an hour in debt instead.
+    await runInDurableObject(throttleStub(env, throttleKeys.registerAddress(address)), async (_o, state) => {
+      await state.storage.put("bucket", { tokens: -1_000_000, at: Date.now() });
+    });
+    const res = await call("/auth/register", { body: { username: unique("flood"), password: "correct horse" }, headers: { "cf-connecting-ip": address } });
+    await expectError(res, 429, "rate_limited");
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
+    await register(); // another address (here: none) registers
+  });
+
+  it("refuses common passwords, the username, and passwords of only spaces or control characters", async () => {
+    const username = unique("Weak");
+    for (const password of ["password", "12345678", "PassWord1", "        ", "\u0000".repeat(8), "\t\n\u200b\u00a0    ", username.toUpperCase(), "aaaaaaaa"]) {
+      const res = await call("/auth/register", { body: { username, password } });
+      await expectError(res, 400, "bad_request");
+    }
+    expect((await call("/auth/register", { body: { username, password: "correct horse" } })).status).toBe(201);
+  });
+
   it("answers 401 for a missing, malformed or unknown token", async () => {
     await expectError(await call("/me"), 401, "unauthorized");
     await expectError(await call("/me", { headers: { authorization: "Basic abc" } }), 401, "unauthorized");
@@ -119,6 +202,8 @@ describe("accounts", () => {
     await expectError(await call("/me", { token: a.token }), 401, "unauthorized");
     expect((await convSocket.waitClosed()).code).toBe(4001);
     expect((await userSocket.waitClosed()).code).toBe(4001);
+    // Each got a `closing` frame first: under workerd the close itself can take ~15 s to end.
+    for (const s of [convSocket, userSocket]) expect(s.frames.at(-1)).toMatchObject({ type: "closing", code: 4001 });
     // The user's other device is untouched.
     await json("/me", { token: other.token });
     otherSocket.send({ type: "send", clientMsgId: "still-here", body: "hi" });
@@ -216,6 +301,11 @@ describe("accounts", () => {
     await refused([userId, deviceId, expiresAt, nonce, mac!.replace(/^./, (c) => (c === "A" ? "B" : "A"))].join("."));
     await refused(`${ticket}x`);
     await refused("not-a-ticket");
+    // The same fields and MAC spelled otherwise: a leading zero, a last MAC character that differs
+    // only in the two bits base64url drops.
+    await refused([userId, deviceId, `0${expiresAt}`, nonce, mac].join("."));
+    const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    await refused([userId, deviceId, expiresAt, nonce, `${mac!.slice(0, -1)}${B64[B64.indexOf(mac!.at(-1)!) ^ 1]}`].join("."));
     // Signed with another key; expired; valid for longer than tickets live (60 s at most).
     const identity = { userId: a.user.id, deviceId: a.device.id };
     await refused(await issueTicket(identity, Date.now() + 30_000, "some-other-secret"));
@@ -384,6 +474,7 @@ describe("conversations", () => {
     const removed = await call(`/conversations/${conv.id}/members/${m2.user.id}`, { method: "DELETE", token: admin.token });
     expect(removed.status).toBe(204);
     expect((await m2Socket.waitClosed()).code).toBe(4003);
+    expect(m2Socket.frames.at(-1)).toMatchObject({ type: "closing", code: 4003, reason: "removed from the conversation" });
     await expectError(await call(`/conversations/${conv.id}`, { token: m2.token }), 404, "not_found");
     await expectError(await call("/send", { token: m2.token, body: { conversationId: conv.id, clientMsgId: "late", body: "x" } }), 404, "not_found");
     await expectError(await call(`/conversations/${conv.id}/ws`, { token: m2.token, headers: { upgrade: "websocket" } }), 404, "not_found");
@@ -443,12 +534,24 @@ describe("messages", () => {
       { ...base, body: "x", mediaIds: ["nope"] },
       { ...base, body: "x", mediaIds: new Array(11).fill("m") },
       { ...base, body: "x", extra: true },
+      // Ill-formed UTF-16 (lone surrogates) in any string: stored it would change after the ack.
+      { ...base, body: "x\ud800y" },
+      { ...base, body: "\udc00".repeat(8192) },
+      { ...base, clientMsgId: "id\udbff", body: "x" },
     ]) {
       await expectError(await call("/send", { token: a.token, body }), 400, "bad_request");
     }
+    // A well-formed pair is one character, as ever.
+    expect((await json<{ message: Message }>("/send", { token: a.token, body: { ...base, clientMsgId: "pair", body: "x\ud83d\ude00y" } }, 201)).message.body).toBe("x😀y");
     await expectError(await call("/group/send", { token: a.token, body: { groupId: conv.id, clientMsgId: "g", body: "x" } }), 400, "bad_request");
+    for (const [path, body] of [
+      ["/auth/register", { username: unique("s"), password: "long enough", displayName: "a\ud800" }],
+      ["/group/create", { title: "t\udfff", memberIds: [] }],
+    ] as const) {
+      await expectError(await call(path, { token: a.token, body }), 400, "bad_request");
+    }
     const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: a.token });
-    expect(conversation.lastSeq).toBe(3);
+    expect(conversation.lastSeq).toBe(4);
   });
 
   it("accepts exactly 8,192 characters", async () => {
@@ -557,5 +660,19 @@ describe("errors", () => {
   it("refuses client-supplied identity headers", async () => {
     const a = await register();
     await expectError(await call("/me", { token: a.token, headers: { "x-chat-user-id": "someone" } }), 400, "bad_request");
+  });
+});
+
+describe("security headers", () => {
+  it("marks API JSON answers nosniff and no-store, errors included, and sets HSTS on HTML over https", async () => {
+    const a = await register();
+    for (const res of [await call("/me", { token: a.token }), await call("/me"), await call("/conversations", { token: a.token })]) {
+      expect(res.headers.get("content-type")).toContain("application/json");
+      expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+      expect(res.headers.get("cache-control")).toBe("no-store");
+    }
+    const page = await exports.default.fetch(new Request("https://chat.test/"));
+    expect(page.headers.get("strict-transport-security")).toMatch(/^max-age=\d+/);
+    expect((await call("/")).headers.get("strict-transport-security")).toBeNull();
   });
 });

@@ -120,6 +120,10 @@ function getMedia(mediaId: string, token: string | null, query = ""): Promise<Re
   return exports.default.fetch(new Request(`http://chat.test/media/${mediaId}${query}`, { headers, redirect: "manual" }));
 }
 
+const BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/** A base64url character with the same four high bits: the same bytes once decoded. */
+const otherSpelling = (last: string) => BASE64URL[BASE64URL.indexOf(last) ^ 1]!;
+
 async function download(url: string, headers: Record<string, string> = {}): Promise<Response> {
   return call(pathOf(url), { headers });
 }
@@ -328,6 +332,10 @@ describe("signed URLs", () => {
       `${url.pathname}?exp=${exp}`,
       `${url.pathname}?sig=${sig}`,
       `${url.pathname}?exp=soon&sig=${sig}`,
+      // The same expiry and MAC spelled otherwise: a leading zero, and a last character that
+      // differs only in the two bits base64url drops (43 characters carry 258 bits for 256).
+      `${url.pathname}?exp=0${exp}&sig=${sig}`,
+      `${url.pathname}?exp=${exp}&sig=${sig.slice(0, -1)}${otherSpelling(sig.at(-1)!)}`,
     ]) {
       await expectError(await call(path), 403, "forbidden");
     }
@@ -350,6 +358,12 @@ describe("signed URLs", () => {
     const res = await getMedia(media.id, a.token);
     expect(res.status).toBe(302);
     const location = res.headers.get("location")!;
+    // The URL names PUBLIC_ORIGIN (vitest.config.ts), never the Host the request came with.
+    const forged = await exports.default.fetch(
+      new Request(`http://evil.example/media/${media.id}`, { headers: { authorization: `Bearer ${a.token}`, host: "evil.example" }, redirect: "manual" }),
+    );
+    expect(new URL(forged.headers.get("location")!).origin).toBe("http://chat.test");
+    expect(new URL(location).origin).toBe("http://chat.test");
     expect(new URL(location).pathname).toBe(`/media/${media.id}/content`);
     const bytesRes = await call(pathOf(location));
     expect(bytesRes.status).toBe(200);
@@ -428,6 +442,8 @@ describe("resumable multipart upload", () => {
       await expectError(await call("/upload/multipart", { token: a.token, body }), 415, "unsupported_media_type");
     }
     await expectError(await call("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size: 32 * MiB + 1, name: "x" } }), 413, "payload_too_large");
+    // A lone surrogate in the name was a 500 (encodeURIComponent threw in content-disposition).
+    await expectError(await call("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size: 1000, name: "x\ud800y" } }), 400, "bad_request");
     // Images keep their own limit even by multipart.
     await expectError(await call("/upload/multipart", { token: a.token, body: { contentType: "image/png", size: 64 * 1024 + 1, name: "x" } }), 413, "payload_too_large");
     for (const body of [
@@ -438,6 +454,42 @@ describe("resumable multipart upload", () => {
       await expectError(await call("/upload/multipart", { token: a.token, body }), 400, "bad_request");
     }
     expect(await mediaRows(a.user.id)).toBe(0);
+  });
+
+  it("keeps each user within the stored and pending quotas", async () => {
+    const a = await register();
+    const init = (size: number) => call("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size, name: "v.mp4" } });
+    // Pending reservations: 48 MiB at once (vitest.config.ts).
+    const first = (await init(32 * MiB).then((r) => r.json())) as MultipartUpload;
+    await expectError(await init(17 * MiB), 413, "payload_too_large");
+    expect((await init(16 * MiB)).status).toBe(201);
+    // Aborting one frees its reservation.
+    expect((await call(`/upload/multipart/${first.mediaId}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    expect((await init(32 * MiB)).status).toBe(201);
+    // Stored bytes: 100 MiB in all, pending reservations included (48 MiB now): a stored item of
+    // 52 MiB fills it, and every upload after is refused before a byte is stored.
+    await env.DB.prepare("INSERT INTO media (id, uploader_id, content_type, size, name, r2_key, status, created_at) VALUES (?, ?, 'video/mp4', ?, 'big.mp4', 'media/none', 'complete', ?)")
+      .bind(unique("fake"), a.user.id, 52 * MiB, Date.now())
+      .run();
+    const before = await mediaRows(a.user.id);
+    await expectError(await call("/upload?name=x.png", { token: a.token, rawBody: bytes(FIXTURES["image/png"]!.head), headers: { "content-type": "image/png" } }), 413, "payload_too_large");
+    await expectError(await init(1), 413, "payload_too_large");
+    expect(await mediaRows(a.user.id)).toBe(before);
+  });
+
+  it("sweeps uploads left pending past MEDIA_PENDING_MAX_AGE_HOURS from the cron trigger", async () => {
+    const a = await register();
+    const init = () => json<MultipartUpload>("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size: 6 * MiB, name: "v.mp4" } }, 201);
+    const [old, fresh] = [await init(), await init()];
+    expect((await call(`/upload/multipart/${old.mediaId}/parts/1`, { method: "PUT", token: a.token, rawBody: bytes(FIXTURES["video/mp4"]!.head, 5 * MiB), headers: { "content-length": String(5 * MiB) } })).status).toBe(200);
+    await env.DB.prepare("UPDATE media SET created_at = ? WHERE id = ?").bind(Date.now() - 25 * 3_600_000, old.mediaId).run();
+    // The Worker's own entrypoint, as the cron trigger calls it (its type lists fetch only).
+    await (exports.default as unknown as { scheduled(o: { scheduledTime: Date; cron: string }): Promise<unknown> }).scheduled({ scheduledTime: new Date(), cron: "17 * * * *" });
+    const ids = (await env.DB.prepare("SELECT id FROM media WHERE uploader_id = ?").bind(a.user.id).all<{ id: string }>()).results.map((r) => r.id);
+    expect(ids).toEqual([fresh.mediaId]);
+    const parts = await env.DB.prepare("SELECT count(*) AS n FROM media_parts WHERE media_id = ?").bind(old.mediaId).first<{ n: number }>();
+    expect(parts?.n).toBe(0);
+    await expectError(await call(`/upload/multipart/${old.mediaId}`, { token: a.token }), 404, "not_found");
   });
 
   it("aborts: the upload, its parts and its row are gone", async () => {

@@ -10,6 +10,9 @@ import { parseSince } from "../worker/routes/messages";
 const FINGERPRINTS: Record<number, string> = {
   1: "6dda12eae5d476795a55e04c93739e5109b337d11ba759d48efa652ddc422851",
   2: "719a753de9d2f7975f705458a243220da2601ed080d25f0da5bb982fcc1ad9b4",
+  3: "703727933fedb3f8474e2dd07b32bab72e8802bf73903701ada891a52e1aad12",
+  4: "38566028c45267ff6ec9a06c94261a3ed9320a719f98d32a1c0ee62a218b4c5f",
+  5: "e25f44f4ba8aede487fb1a03b5b3158e37ee41f6560baf6876d8b5259f0541e2",
 };
 
 async function fingerprint(): Promise<string> {

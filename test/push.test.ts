@@ -143,7 +143,31 @@ describe("push subscriptions", () => {
     const a = await register();
     const keys = (await newSubscription()).keys;
     await subscribe(a, { endpoint: "https://push.example.test/send/abc", keys });
-    for (const endpoint of ["http://push.example.test/send/abc", "http://10.0.0.1:8080/x", "ftp://127.0.0.1/x", "not a url", "https://user:pw@push.example.test/x"]) {
+    for (const endpoint of [
+      "http://push.example.test/send/abc",
+      "http://10.0.0.1:8080/x",
+      "ftp://127.0.0.1/x",
+      "not a url",
+      "https://user:pw@push.example.test/x",
+      // Hosts the server must not be made to call: loopback, private, link-local, unique-local,
+      // local names, IP literals in any spelling, and ports other than https's.
+      "https://127.0.0.1:9999/x",
+      "https://127.1/x",
+      "https://0x7f000001/x",
+      "https://169.254.169.254/latest",
+      "https://10.0.0.1/x",
+      "https://192.168.1.1/x",
+      "https://[::1]/x",
+      "https://[fd00::1]/x",
+      "https://[fe80::1]/x",
+      "https://[::ffff:10.0.0.1]/x",
+      "https://8.8.8.8/x",
+      "https://localhost/x",
+      "https://printer.local/x",
+      "https://metadata.google.internal/x",
+      "https://intranet/x",
+      "https://push.example.test:8443/x",
+    ]) {
       await expectError(await call("/push/subscriptions", { token: a.token, body: { endpoint, keys } }), 400, "bad_request");
     }
     const endpoint = "https://push.example.test/send/def";
@@ -224,7 +248,8 @@ describe("push on send: a message sent over REST reaches offline members' push s
     expect(push!.headers.authorization).toMatch(/^vapid t=[^,]+, k=/);
     expect(push!.vapid.k).toBe(env.VAPID_PUBLIC_KEY);
     expect(push!.vapid.sub).toBe(env.VAPID_SUBJECT);
-    expect(new URL(push!.vapid.aud).host).toBe(new URL(SERVICE).host);
+    // RFC 8292: the push resource's origin, scheme included (the mock service is http:).
+    expect(push!.vapid.aud).toBe(new URL(SERVICE).origin);
     // One Topic per conversation: the marker collapses onto the same one.
     expect(received.find((r) => r.payload.messageId === marker.id)!.headers.topic).toBe(push!.headers.topic);
     // Padded to a constant size, so the ciphertext does not tell the length of the preview.

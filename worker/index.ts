@@ -14,10 +14,13 @@ import { push } from "./routes/push";
 import { media, upload } from "./routes/media";
 import { handlePushBatch } from "./push/consumer";
 import { consumeFanout } from "./queues";
+import { sweepAbandonedUploads } from "./lib/mediaStore";
+import { readSettings } from "../kernel/settings";
 import { QUEUES } from "../durable-objects/contract";
 
 export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
+export { ThrottleDO } from "../durable-objects/throttle/ThrottleDO";
 
 const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media"];
 
@@ -67,6 +70,11 @@ app.onError(onError);
 
 export default {
   fetch: app.fetch,
+  /** The cron trigger of wrangler.toml: sweeps abandoned uploads. */
+  async scheduled(controller, env) {
+    const swept = await sweepAbandonedUploads(env, readSettings(env).media, controller.scheduledTime);
+    if (swept > 0) console.log(`swept ${swept} abandoned uploads`);
+  },
   async queue(batch, env) {
     switch (batch.queue) {
       case QUEUES.fanout:

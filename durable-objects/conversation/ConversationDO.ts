@@ -20,7 +20,7 @@ import { peersOf, type ConversationPeer, type DeliveryAnswer, type FanoutJob, ty
 import { AlarmScheduler } from "../lib/alarms";
 import { Attachments, fieldsOf } from "../lib/attachments";
 import { TokenBuckets } from "../lib/rateLimit";
-import { closeReply, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
+import { closeReply, closeWithNotice, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
 import { ConversationStore } from "./conversationStore";
 import { Outbox, type D1Writer } from "./d1Outbox";
 import { Fanout } from "./fanout";
@@ -50,6 +50,8 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   private readonly staging: SendStaging;
   private readonly alarms: AlarmScheduler<"pass" | "typing">;
   private readonly attachments = new Attachments(readAttachment);
+  /** Per user: a send takes its token in Conversation.send; every other frame here. */
+  private readonly limiter: TokenBuckets;
   /**
    * The object's sockets, for broadcasts: read once and again after a socket is accepted, closes
    * or fails, rather than on every message. A socket that closed and is still listed costs one
@@ -95,8 +97,9 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       wakeAt: (at) => this.alarms.wakeAt("pass", at),
       now: Date.now,
     });
+    this.limiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.conversation = new Conversation(this.store, {
-      limiter: new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst),
+      limiter: this.limiter,
       sockets: {
         all: () => this.allSockets(),
         ofUser: (userId) => ctx.getWebSockets(`u:${userId}`),
@@ -191,7 +194,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   async closeDevice(deviceId: string): Promise<number> {
     this.staging.storeStaged();
     const sockets = this.ctx.getWebSockets(`d:${deviceId}`);
-    for (const ws of sockets) safeClose(ws, CLOSE.unauthorized, "logged out");
+    for (const ws of sockets) closeWithNotice(ws, CLOSE.unauthorized, "logged out");
     return sockets.length;
   }
 
@@ -241,7 +244,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.attachments.write(server, query.data.dedupe ? { ...identity, liveAfter: this.store.requireMeta().lastSeq } : identity);
 
     if (query.data.v !== undefined && query.data.v !== PROTOCOL_VERSION) {
-      server.close(CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
+      closeWithNotice(server, CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
       return new Response(null, { status: 101, webSocket: client });
     }
     // Replay and `ready` are sent in this one synchronous step, so no live message can slip
@@ -285,8 +288,14 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       }
       // Everything else follows the sends received before it, as if each had been stored on arrival.
       this.staging.storeStaged();
+      // Every other frame costs a token of the sender's budget too (a send takes its own, after
+      // the idempotency check): a flood of typing, receipts or junk is closed like one of sends.
+      if (!(incoming.ok && incoming.frame.type === "send") && this.limiter.take(this.attachments.read(ws)?.userId ?? "", Date.now()) > 0) {
+        closeWithNotice(ws, CLOSE.rateLimited, "rate limited");
+        return;
+      }
       if (!incoming.ok) {
-        if (incoming.close) safeClose(ws, incoming.close.code, incoming.close.reason);
+        if (incoming.close) closeWithNotice(ws, incoming.close.code, incoming.close.reason);
         else sendFrame(ws, incoming.error);
         return;
       }
@@ -429,7 +438,7 @@ function sendFrame(ws: WebSocket, frame: ConversationServerFrame): void {
 /** A refused send: the socket closes when its sender is rate limited, else gets the error. */
 function answerSend(ws: WebSocket, clientMsgId: string, result: { ok: true } | Failure): void {
   if (result.ok) return;
-  if (result.code === "rate_limited") safeClose(ws, CLOSE.rateLimited, "rate limited");
+  if (result.code === "rate_limited") closeWithNotice(ws, CLOSE.rateLimited, "rate limited");
   else sendFrame(ws, { type: "error", code: result.code, message: result.message, ref: clientMsgId });
 }
 

@@ -16,7 +16,7 @@ import {
 import { fail, type Failure, type Result } from "../../kernel/result";
 import type { Identity } from "../../kernel/identity";
 import type { TokenBuckets } from "../lib/rateLimit";
-import { safeClose, trySend } from "../lib/socketIo";
+import { closeWithNotice, trySend } from "../lib/socketIo";
 import type { ConversationStore } from "./conversationStore";
 
 export interface CreateInput {
@@ -124,7 +124,7 @@ export class Conversation {
       this.store.putMember({ ...heir, role: "admin" });
     }
     this.appendSystem(actor, { event: leaving ? "left" : "removed", actorId: actor.userId, userIds: [targetId] }, now);
-    for (const ws of this.deps.sockets.ofUser(targetId)) safeClose(ws, CLOSE.removed, "removed from the conversation");
+    for (const ws of this.deps.sockets.ofUser(targetId)) closeWithNotice(ws, CLOSE.removed, "removed from the conversation");
     return { ok: true, removed: true };
   }
 

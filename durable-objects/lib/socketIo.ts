@@ -1,7 +1,10 @@
 // What both objects do with sockets and upgrade requests, written once: send a frame or close
 // without throwing on a socket that is already closing, refuse an upgrade in the API's error
 // shape, and measure a frame against the 64 KiB limit.
-import { ERROR_STATUS, type ErrorCode } from "../../protocol";
+import * as z from "zod";
+import { ERROR_STATUS, type ClosingFrame as ClosingSchema, type ErrorCode } from "../../protocol";
+
+type ClosingFrame = z.infer<typeof ClosingSchema>;
 
 /** Sends a frame; a socket that is closing drops it (its device catches up when it reconnects). */
 export function trySend(ws: WebSocket, frame: string): void {
@@ -18,6 +21,18 @@ export function safeClose(ws: WebSocket, code: number, reason: string): void {
   } catch {
     // Already closed.
   }
+}
+
+/**
+ * Closes with an application code, first sending `{type: "closing", code, reason}`: the close
+ * handshake of a close the object starts outside a socket event (in `fetch`, an RPC call, the
+ * alarm) ends only ~15 s later under workerd, and a client's `close` event waits for it
+ * (measured under wrangler dev; a close inside webSocketMessage, or of a socket not accepted for
+ * hibernation, ends at once). The frame reaches the client at once. Not for answering a close.
+ */
+export function closeWithNotice(ws: WebSocket, code: number, reason: string): void {
+  trySend(ws, JSON.stringify({ type: "closing", code, reason } satisfies ClosingFrame));
+  safeClose(ws, code, reason);
 }
 
 /** The code to answer a close with: 1005 and 1006 are reserved and cannot be sent back. */

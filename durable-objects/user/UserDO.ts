@@ -5,7 +5,7 @@
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, type Presence, type UserServerFrame } from "../../protocol";
+import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type Presence, type UserServerFrame } from "../../protocol";
 import { readIdentity, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
 import { sharedWith } from "../../kernel/d1/privacy";
@@ -21,8 +21,9 @@ import {
   type UserInbox,
 } from "../contract";
 import { AlarmScheduler } from "../lib/alarms";
+import { TokenBuckets } from "../lib/rateLimit";
 import { migrate } from "../lib/migrate";
-import { closeReply, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
+import { closeReply, closeWithNotice, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
 import { DeliveryAnswers } from "./deliveryAnswers";
 import { DeviceSockets, deviceTag, type SocketState } from "./deviceSockets";
 import { DELIVERED_RETENTION_MS, Inbox } from "./inbox";
@@ -53,6 +54,8 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly sessions: Sessions;
   private readonly watchers: Watchers;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune">;
+  /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
+  private readonly frameLimiter: TokenBuckets;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -62,6 +65,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
     this.sockets = new DeviceSockets(ctx, this.settings);
+    this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
     this.sessions = new Sessions(sql, this.settings.ticketTtlMs);
     const conversations = (id: string) => this.connections.conversations(id);
@@ -188,6 +192,16 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     if (this.sockets.ofDevice(identity.deviceId).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);
     }
+    const query = UserSocketQuery.safeParse(Object.fromEntries(new URL(request.url).searchParams));
+    if (!query.success) return jsonError("bad_request", "invalid query");
+    // Another protocol version: accepted and closed with 4010, as on the conversation socket, so
+    // the app reloads. The socket is not the object's (not hibernatable, no presence, no watch).
+    if (query.data.v !== undefined && query.data.v !== PROTOCOL_VERSION) {
+      const { 0: client, 1: server } = new WebSocketPair();
+      server.accept();
+      closeWithNotice(server, CLOSE.protocolVersion, `protocol version ${PROTOCOL_VERSION} required`);
+      return new Response(null, { status: 101, webSocket: client });
+    }
     try {
       return await this.answers.beforeNewSocket(identity.userId, Date.now(), () => this.acceptSocket(identity));
     } catch (err) {
@@ -211,6 +225,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     if (ws.readyState !== WebSocket.OPEN) return;
     const state = this.sockets.state(ws);
     if (!state) return this.closeSocket(ws, CLOSE.unauthorized, "no identity");
+    if (this.frameLimiter.take(state.deviceId, Date.now()) > 0) return this.closeSocket(ws, CLOSE.rateLimited, "rate limited");
     if (typeof data !== "string") return sendError(ws, "bad_request", "frames are JSON text");
     if (exceedsUtf8(data, LIMITS.frameBytesMax)) return this.closeSocket(ws, CLOSE.tooBig, "frame over 64 KiB");
     const now = Date.now();
@@ -234,11 +249,11 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   }
 
   async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    this.closeSocket(ws, closeReply(code), "closed");
+    this.closeSocket(ws, closeReply(code), "closed", true, false);
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
-    this.closeSocket(ws, 1011, "error");
+    this.closeSocket(ws, 1011, "error", true, false);
   }
 
   // --- The alarm: keep-alive expiry, debounced presence events, pruning --------------------------
@@ -285,9 +300,11 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     for (const [task, at] of due) if (at !== null) this.ctx.waitUntil(this.alarms.wakeAt(task, Math.max(at, now)) ?? Promise.resolve());
   }
 
-  private closeSocket(ws: WebSocket, code: number, reason: string, refresh = true): void {
+  /** `notify`: a close we start (with its closing frame), not the answer to the client's. */
+  private closeSocket(ws: WebSocket, code: number, reason: string, refresh = true, notify = true): void {
     const state = this.sockets.state(ws);
-    safeClose(ws, code, reason);
+    if (notify) closeWithNotice(ws, code, reason);
+    else safeClose(ws, code, reason);
     if (state) for (const call of this.watchers.stopWatching(ws, state)) this.ctx.waitUntil(call);
     if (refresh) this.onSocketsChanged(Date.now());
   }

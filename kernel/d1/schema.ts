@@ -113,7 +113,8 @@ export const media = sqliteTable(
     thumbnailId: text("thumbnail_id"),
     createdAt: integer("created_at").notNull(),
   },
-  (t) => [index("media_uploader").on(t.uploaderId)],
+  // media_pending: the sweeper of abandoned uploads reads the old pending rows.
+  (t) => [index("media_uploader").on(t.uploaderId), index("media_pending").on(t.status, t.createdAt)],
 );
 
 // Where a media item was sent: members of these conversations may fetch it.

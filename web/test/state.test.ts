@@ -7,7 +7,7 @@ import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "
 import { applyReceipt, tickFor, tickLabel } from "../src/state/receipts";
 import { byConversation, syncSince, type SincePage } from "../src/state/sync";
 import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../src/state/timeline";
-import { initials, lastSeen } from "../src/state/format";
+import { initials, lastSeen, shownUserName } from "../src/state/format";
 import { message } from "./fakes";
 
 const msg = (seq: number, extra: Partial<Message> = {}): Message => message("c1", seq, "u1", extra);
@@ -317,5 +317,23 @@ describe("format", () => {
     expect(lastSeen({ userId: "u", status: "online", lastSeen: null }, now)).toBe("online");
     expect(lastSeen({ userId: "u", status: "offline", lastSeen: now - 5 * 60_000 }, now)).toBe("last seen 5 min ago");
     expect(lastSeen({ userId: "u", status: "unknown", lastSeen: null }, now)).toBe("");
+  });
+});
+
+describe("names that imitate a username", () => {
+  const alice = { id: "a", username: "alice", displayName: "Alice" };
+  const known = [alice, { id: "b", username: "bob_smith", displayName: "Bob" }];
+  it("shows @username beside a display name that reads as another user's username", () => {
+    for (const displayName of ["alice", "ALICE", "@alice", "аlice" /* Cyrillic а */, "al\u200bice", "a1ice"]) {
+      expect(shownUserName({ id: "m", username: "mallory", displayName }, known)).toBe(`${displayName} (@mallory)`);
+    }
+    // Or reads as a handle not its owner's.
+    expect(shownUserName({ id: "m", username: "mallory", displayName: "@admin" }, known)).toBe("@admin (@mallory)");
+  });
+  it("leaves ordinary and own names alone", () => {
+    expect(shownUserName(alice, known)).toBe("Alice");
+    expect(shownUserName({ id: "b", username: "bob_smith", displayName: "Bob" }, known)).toBe("Bob");
+    expect(shownUserName({ id: "m", username: "mallory", displayName: "Mallory M." }, known)).toBe("Mallory M.");
+    expect(shownUserName({ id: "m", username: "mallory", displayName: "@mallory" }, known)).toBe("@mallory");
   });
 });

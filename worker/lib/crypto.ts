@@ -62,3 +62,13 @@ export function constantTimeEqual(a: string, b: string): boolean {
   for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
   return diff === 0;
 }
+
+/**
+ * Whether `text` is exactly the base64url encoding of the HMAC-SHA256 of `data`, compared as text
+ * in constant time. Decoding `text` and verifying the bytes would accept other spellings of the
+ * same MAC (the bits a last character carries beyond the 256 are dropped by the decoder).
+ */
+export async function macMatches(secret: string, data: Uint8Array, text: string): Promise<boolean> {
+  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), data);
+  return constantTimeEqual(base64url(new Uint8Array(mac)), text);
+}

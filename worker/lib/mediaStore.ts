@@ -18,6 +18,7 @@
 import type { MediaContentType } from "../../protocol";
 import { db, schema } from "../../kernel/d1/db";
 import { eq } from "drizzle-orm";
+import type { MediaSettings } from "../../kernel/settings";
 import type { MediaRow } from "../../kernel/d1/mediaRecords";
 import { fail, type Failure } from "../../kernel/result";
 import { kindOf, storedType } from "./mediaTypes";
@@ -227,4 +228,38 @@ export async function discardMedia(env: Env, row: Pick<MediaRow, "id" | "uploadI
     d.delete(schema.mediaShares).where(eq(schema.mediaShares.mediaId, row.id)),
     d.delete(schema.media).where(eq(schema.media.id, row.id)),
   ]);
+}
+
+/**
+ * The per-user quotas (docs/api.md "Media"): what the user has stored or reserved, plus `adding`,
+ * must stay within MEDIA_QUOTA_BYTES, and a new multipart reservation (`pending`) within
+ * MEDIA_PENDING_QUOTA_BYTES with the ones still open. Checked before an upload begins, so uploads
+ * racing each other may pass it together.
+ */
+export async function requireQuota(env: Env, userId: string, settings: MediaSettings, adding: number, pending = false): Promise<void> {
+  const usage = await env.DB.prepare(
+    "SELECT COALESCE(SUM(size), 0) AS used, COALESCE(SUM(CASE WHEN status = 'pending' AND upload_id IS NOT NULL THEN size ELSE 0 END), 0) AS reserved FROM media WHERE uploader_id = ?",
+  )
+    .bind(userId)
+    .first<{ used: number; reserved: number }>();
+  const { used, reserved } = usage ?? { used: 0, reserved: 0 };
+  if (used + adding > settings.quotaBytes) {
+    throw new ApiError("payload_too_large", `storage quota of ${settings.quotaBytes} bytes reached (${used} used)`);
+  }
+  if (pending && reserved + adding > settings.pendingQuotaBytes) {
+    throw new ApiError("payload_too_large", `pending uploads may reserve at most ${settings.pendingQuotaBytes} bytes (${reserved} reserved); complete or abort some`);
+  }
+}
+
+/**
+ * The sweeper of abandoned uploads (the cron trigger, worker/index.ts): every upload still
+ * `pending` after MEDIA_PENDING_MAX_AGE_HOURS is aborted as DELETE /upload/multipart would (R2's
+ * upload, its parts, the row), at most `max` per run. Returns how many it swept.
+ */
+export async function sweepAbandonedUploads(env: Env, settings: MediaSettings, now: number, max = 500): Promise<number> {
+  const { results } = await env.DB.prepare("SELECT id, upload_id AS uploadId FROM media WHERE status = 'pending' AND created_at < ? LIMIT ?")
+    .bind(now - settings.pendingMaxAgeMs, max)
+    .all<{ id: string; uploadId: string | null }>();
+  for (const row of results) await discardMedia(env, row);
+  return results.length;
 }

@@ -1,7 +1,7 @@
 // The allow-list of media types: aliases, magic bytes, size limits and how each is served.
 // Sniffing looks at the first SNIFF_BYTES only; it proves the declared type is plausible, it does
 // not validate the whole file (the server never decodes or transcodes media).
-import { MEDIA_LIMITS, MEDIA_TYPES, type MediaContentType } from "../../protocol";
+import { INVISIBLE_IN_NAMES, MEDIA_LIMITS, MEDIA_TYPES, type MediaContentType } from "../../protocol";
 import type { MediaSettings } from "../../kernel/settings";
 
 /** Enough for every signature below (a WebM DocType sits within the first ~40 bytes). */
@@ -161,8 +161,7 @@ const EXTENSIONS: Record<MediaContentType, string> = {
 export function cleanName(raw: string | null | undefined, type: MediaContentType): string {
   let name = (raw ?? "").normalize("NFC");
   name = name.slice(Math.max(name.lastIndexOf("/"), name.lastIndexOf("\\")) + 1);
-  // eslint-disable-next-line no-control-regex
-  name = name.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").trim();
+  name = name.replace(INVISIBLE_IN_NAMES, "").trim();
   if (name.length > MEDIA_LIMITS.nameMax) {
     let cut = MEDIA_LIMITS.nameMax;
     const last = name.charCodeAt(cut - 1);
@@ -173,7 +172,10 @@ export function cleanName(raw: string | null | undefined, type: MediaContentType
 }
 
 /** `content-disposition` with an ASCII fallback and the exact UTF-8 name (RFC 6266, RFC 8187). */
-export function contentDisposition(type: MediaContentType, name: string): string {
+export function contentDisposition(type: MediaContentType, stored: string): string {
+  // encodeURIComponent throws on a lone surrogate; the schemas refuse them, but a name stored
+  // before they did may hold one, and a download must never fail on its name.
+  const name = stored.replace(/\p{Cs}/gu, "\ufffd");
   const ascii = name.replace(/[^\x20-\x7e]|["\\%]/g, "_");
   const utf8 = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
   return `${isInlineSafe(type) ? "inline" : "attachment"}; filename="${ascii}"; filename*=UTF-8''${utf8}`;

@@ -5,7 +5,9 @@
 // The Content-Security-Policy allows no inline script or style and nothing from another origin:
 // the client is built by Vite into files served from this origin, sockets go to this origin
 // (CSP3 'self' covers ws:/wss: of the same host), and media comes from this origin's signed
-// URLs or from blob: URLs of files the user just picked. API answers are left as they are.
+// URLs or from blob: URLs of files the user just picked. API answers in JSON are private to their
+// caller: `no-store` (no shared or browser cache keeps them) and `nosniff`. HSTS goes on the
+// documents served over https: (a browser ignores it over http:, so `wrangler dev` is unaffected).
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../app";
 
@@ -34,10 +36,19 @@ export const securityHeaders = createMiddleware<AppEnv>(async (c, next) => {
   if (res.status === 101 || res.webSocket) return;
   const type = res.headers.get("content-type") ?? "";
   const path = new URL(c.req.url).pathname;
+  if (/^application\/json/i.test(type)) {
+    // An object's answer (a refused upgrade) has immutable headers: copy it.
+    const out = new Response(res.body, res);
+    out.headers.set("x-content-type-options", "nosniff");
+    if (!out.headers.has("cache-control")) out.headers.set("cache-control", "no-store");
+    c.res = out;
+    return;
+  }
   const appFile = APP_FILE.test(type) || (type.startsWith("image/") && APP_IMAGE.test(path));
   if (!appFile || res.headers.has("content-security-policy")) return;
   // Responses from the assets binding have immutable headers: copy before changing.
   const out = new Response(res.body, res);
+  if (new URL(c.req.url).protocol === "https:") out.headers.set("strict-transport-security", "max-age=31536000; includeSubDomains");
   out.headers.set("content-security-policy", CONTENT_SECURITY_POLICY);
   out.headers.set("x-content-type-options", "nosniff");
   out.headers.set("referrer-policy", "no-referrer");

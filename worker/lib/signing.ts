@@ -4,13 +4,30 @@
 // so they need no signing. Rotating MEDIA_URL_SECRET voids every URL handed out.
 import { ApiError } from "./apiError";
 import { MEDIA_LIMITS, type MediaInfo, type MediaRef } from "../../protocol";
-import { base64url, fromBase64url, hmacKey } from "./crypto";
+import { base64url, hmacKey, macMatches } from "./crypto";
 import { requireSecret, type MediaSettings } from "../../kernel/settings";
 
 const encoder = new TextEncoder();
 const VERSION = "media-url-v1";
 
 const message = (mediaId: string, expiresAt: number) => encoder.encode(`${VERSION}\n${mediaId}\n${expiresAt}`);
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+/**
+ * The origin media URLs are built on: PUBLIC_ORIGIN, never the request's Host. One exception
+ * for development: when PUBLIC_ORIGIN is a loopback address and the request came to another
+ * loopback name for the same scheme and port (localhost for 127.0.0.1), that name is kept, so a
+ * page opened at http://localhost:8787 gets URLs of its own origin (its CSP allows no other). A
+ * forged Host can then only name the same local server.
+ */
+export function mediaOrigin(publicOrigin: string, requestUrl: string): string {
+  const configured = new URL(publicOrigin);
+  const asked = new URL(requestUrl);
+  const sameLocalServer =
+    LOOPBACK.has(configured.hostname) && LOOPBACK.has(asked.hostname) && asked.protocol === configured.protocol && asked.port === configured.port;
+  return sameLocalServer ? asked.origin : configured.origin;
+}
 
 export const contentPath = (mediaId: string) => `/media/${encodeURIComponent(mediaId)}/content`;
 
@@ -34,13 +51,12 @@ export async function verifyMediaUrl(
   const sig = query.get("sig") ?? "";
   const names = [...query.keys()];
   const exact = names.length === 2 && names.includes("exp") && names.includes("sig");
-  if (!exact || !/^\d{1,16}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) {
+  // Only the canonical form: `exp` as we write it (no leading zero), `sig` as we encode it.
+  if (!exact || !/^[1-9]\d{0,15}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) {
     throw new ApiError("forbidden", "invalid signed URL");
   }
   const expiresAt = Number(exp);
-  // crypto.subtle.verify compares in constant time.
-  const ok = await crypto.subtle.verify("HMAC", await hmacKey(secret), fromBase64url(sig), message(mediaId, expiresAt));
-  if (!ok) throw new ApiError("forbidden", "invalid signed URL");
+  if (!(await macMatches(secret, message(mediaId, expiresAt), sig))) throw new ApiError("forbidden", "invalid signed URL");
   if (expiresAt <= now || expiresAt > now + maxLifetimeMs) throw new ApiError("forbidden", "signed URL expired");
   return { expiresAt };
 }

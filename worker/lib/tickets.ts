@@ -6,11 +6,11 @@
 // user's devices logged out since (UserDO.consumeTicket). So neither issuing nor using a ticket
 // writes to D1, the one database every handshake of every user would otherwise share.
 import type { Identity, TicketUse } from "../../kernel/identity";
-import { base64url, fromBase64url, hmacKey, randomToken } from "./crypto";
+import { base64url, hmacKey, macMatches, randomToken } from "./crypto";
 
 const VERSION = "ws-ticket-v1";
 const encoder = new TextEncoder();
-const TICKET = /^([0-9A-Za-z_-]{1,64})\.([0-9A-Za-z_-]{1,64})\.(\d{1,16})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/;
+const TICKET = /^([0-9A-Za-z_-]{1,64})\.([0-9A-Za-z_-]{1,64})\.([1-9]\d{0,15})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/;
 
 /** Who it is for, and its use: when it expires and its nonce. */
 export interface Ticket extends Identity, TicketUse {}
@@ -32,8 +32,8 @@ export async function verifyTicket(text: string, secret: string, now: number, ma
   const m = TICKET.exec(text);
   if (!m) return null;
   const ticket: Ticket = { userId: m[1]!, deviceId: m[2]!, expiresAt: Number(m[3]), nonce: m[4]! };
-  // crypto.subtle.verify compares in constant time.
-  const ok = await crypto.subtle.verify("HMAC", await hmacKey(secret), fromBase64url(m[5]!), signed(ticket));
+  // The canonical form only: `expiresAt` without leading zeros (above), the MAC as we encode it.
+  const ok = await macMatches(secret, signed(ticket), m[5]!);
   if (!ok || ticket.expiresAt <= now || ticket.expiresAt > now + maxLifetimeMs) return null;
   return ticket;
 }

@@ -5,6 +5,7 @@ import type { PushPayload } from "../../protocol";
 import { sha256 } from "../lib/crypto";
 import type { PushSettings } from "../../kernel/settings";
 import { buildUrlFor, endpointProblem } from "./endpoint";
+import { vapidAuthorization } from "./vapid";
 
 export interface StoredSubscription {
   endpoint: string;
@@ -55,6 +56,8 @@ export async function sendPush(
       { endpoint: buildUrlFor(subscription.endpoint), expirationTime: null, keys: { p256dh: subscription.p256dh, auth: subscription.auth } },
       vapid,
     );
+    const origin = new URL(subscription.endpoint).origin;
+    if (!origin.startsWith("https:")) request.headers = { ...request.headers, authorization: await vapidAuthorization(origin, vapid) };
   } catch (err) {
     return { type: "failed", status: 0, reason: `could not build the request: ${String(err)}` };
   }

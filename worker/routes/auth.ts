@@ -9,6 +9,8 @@ import { ApiError } from "../lib/apiError";
 import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
 import { userStub } from "../../kernel/objects";
 import { toUser } from "../lib/userRecords";
+import { passwordProblem } from "../lib/passwords";
+import { LoginThrottle, clientAddress, takeHourly, throttleKeys } from "../lib/throttle";
 import { readJson } from "../lib/validate";
 
 export const auth = newApp();
@@ -27,7 +29,11 @@ async function newDevice(c: AppContext, userId: string, name: string | undefined
 }
 
 auth.post("/register", async (c) => {
-  const body = await readJson(c.req.raw, RegisterBody, c.get("settings").maxRequestBytes);
+  const settings = c.get("settings");
+  const body = await readJson(c.req.raw, RegisterBody, settings.maxRequestBytes);
+  const problem = passwordProblem(body.password, body.username);
+  if (problem) throw new ApiError("bad_request", problem, { issues: [{ path: "password", message: problem }] });
+  await takeHourly(c.env, throttleKeys.registerAddress(clientAddress(c.req.raw)), settings.abuse.registrationsPerAddressPerHour, "registrations");
   const usernameLower = body.username.toLowerCase();
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const row = {
@@ -48,7 +54,11 @@ auth.post("/register", async (c) => {
 });
 
 auth.post("/login", async (c) => {
-  const body = await readJson(c.req.raw, LoginBody, c.get("settings").maxRequestBytes);
+  const settings = c.get("settings");
+  const body = await readJson(c.req.raw, LoginBody, settings.maxRequestBytes);
+  // Unknown names are throttled as known ones are, so a 429 tells nothing about which exist.
+  const throttle = new LoginThrottle(c.env, settings.abuse, body.username, clientAddress(c.req.raw));
+  await throttle.check();
   const user = await db(c.env).query.users.findFirst({
     where: eq(schema.users.usernameLower, body.username.toLowerCase()),
   });
@@ -57,9 +67,8 @@ auth.post("/login", async (c) => {
     user ? fromBase64url(user.passwordSalt) : DECOY_SALT,
     user?.passwordIterations ?? PBKDF2_ITERATIONS,
   );
-  if (!user || !constantTimeEqual(hash, user.passwordHash)) {
-    throw new ApiError("unauthorized", "wrong username or password");
-  }
+  if (!user || !constantTimeEqual(hash, user.passwordHash)) throw await throttle.failed();
+  await throttle.succeeded();
   const { device, token } = await newDevice(c, user.id, body.deviceName);
   return c.json({ user: toUser(user), device, token }, 200);
 });

@@ -16,6 +16,7 @@ import { sha256 } from "../lib/crypto";
 import { conversationStub } from "../../kernel/objects";
 import { requireUsersExist } from "../lib/userRecords";
 import { readJson } from "../lib/validate";
+import { takeHourly, throttleKeys } from "../lib/throttle";
 
 export const conversations = newApp();
 conversations.use(requireAuth);
@@ -74,8 +75,11 @@ export const groups = newApp();
 groups.use(requireAuth);
 
 groups.post("/create", async (c) => {
-  const body = await readJson(c.req.raw, CreateGroupBody, c.get("settings").maxRequestBytes);
+  const settings = c.get("settings");
+  const body = await readJson(c.req.raw, CreateGroupBody, settings.maxRequestBytes);
   await requireUsersExist(c.env, body.memberIds);
+  // Each group adds its members without asking them: a rate per creator.
+  await takeHourly(c.env, throttleKeys.groupCreator(c.get("auth").userId), settings.abuse.groupsPerUserPerHour, "group creations");
   const id = newId();
   const result = unwrap(
     await conversationStub(c.env, id).create({

@@ -17,11 +17,11 @@ import { db, schema } from "../../kernel/d1/db";
 import { ApiError, unwrap } from "../lib/apiError";
 import { FormStream, boundaryOf } from "../lib/formStream";
 import { findVisibleMedia, sendWithMedia, toRef, type MediaRow } from "../../kernel/d1/mediaRecords";
-import { ByteSource, checkThumbnail, discardMedia, putStream, r2Key, uploadPart } from "../lib/mediaStore";
+import { ByteSource, checkThumbnail, discardMedia, putStream, r2Key, requireQuota, uploadPart } from "../lib/mediaStore";
 import { canonicalType, cleanName, contentDisposition, largestUpload, limitFor, storedType } from "../lib/mediaTypes";
 import { conversationStub } from "../../kernel/objects";
 import { requireSecret } from "../../kernel/settings";
-import { verifyMediaUrl, withUrl } from "../lib/signing";
+import { mediaOrigin, verifyMediaUrl, withUrl } from "../lib/signing";
 import { parseWith, readJson, readQuery } from "../lib/validate";
 
 /** Room for a form's boundaries, part headers and text fields around its file. */
@@ -33,7 +33,9 @@ const FORM_FIELDS = new Set(["conversationId", "clientMsgId", "body", "threadRoo
 const unsupported = () =>
   new ApiError("unsupported_media_type", "allowed: images (jpeg, png, gif, webp, avif), video (mp4, webm, quicktime), audio (webm, ogg, mpeg, mp4, aac, wav), application/pdf, application/octet-stream");
 
-const originOf = (c: AppContext) => new URL(c.req.url).origin;
+// Never the request's Host header (a forged Host would otherwise become the link a member is
+// sent): PUBLIC_ORIGIN, or another loopback name of the same local server (mediaOrigin).
+const originOf = (c: AppContext) => mediaOrigin(c.get("settings").publicOrigin, c.req.url);
 
 /** The declared body length: null when absent (chunked), 400 when not a number. */
 function declaredLength(request: Request): number | null {
@@ -120,6 +122,7 @@ async function uploadRaw(c: AppContext) {
   const body = c.req.raw.body;
   if (length === 0 || !body) throw new ApiError("bad_request", "the file is empty");
   await requireThumbnail(c, query.thumbnailId);
+  await requireQuota(c.env, c.get("auth").userId, c.get("settings").media, length ?? 1);
   const source = ByteSource.fromStream(body, limit, length !== null);
   const row = await storeNew(c, { type, name: cleanName(query.name, type), meta: query, source, length });
   return c.json({ media: await withUrl(toRef(row), originOf(c), c.get("settings").media) }, 201);
@@ -148,6 +151,7 @@ async function uploadForm(c: AppContext, contentType: string) {
         // RFC 7578: a file part without a type is application/octet-stream.
         const type = canonicalType(part.contentType ?? "application/octet-stream");
         if (!type) throw unsupported();
+        await requireQuota(c.env, c.get("auth").userId, settings, 1);
         const source = ByteSource.fromPull(() => form.read(), limitFor(type, settings, false));
         stored = await storeNew(c, { type, name: cleanName(part.filename, type), meta: {}, source, length: null });
       } else {
@@ -234,6 +238,7 @@ upload.post("/multipart", async (c) => {
   const limit = limitFor(type, settings, true);
   if (body.size > limit) throw new ApiError("payload_too_large", `${type} uploads are limited to ${limit} bytes`);
   await requireThumbnail(c, body.thumbnailId);
+  await requireQuota(c.env, c.get("auth").userId, settings, body.size, true);
   // R2 allows at most 10,000 parts, so a huge file gets larger parts.
   const partSize = Math.max(settings.partBytes, Math.ceil(body.size / MEDIA_LIMITS.partsMax));
   const id = newId();

@@ -10,6 +10,8 @@ import { ApiError } from "../lib/apiError";
 import { requireSecret } from "../../kernel/settings";
 import { issueTicket, verifyTicket } from "../lib/tickets";
 import { conversationStub, userStub } from "../../kernel/objects";
+import { ConversationSocketQuery, UserSocketQuery } from "../../protocol";
+import { readQuery } from "../lib/validate";
 
 export const realtime = newApp();
 
@@ -66,6 +68,8 @@ function forward(request: Request, identity: Identity, ticket: TicketUse | null 
 }
 
 realtime.get("/conversations/:id/ws", async (c) => {
+  // A parameter given twice, or one unknown, is a 400 here as on every route (docs/api.md).
+  readQuery(c.req.url, ConversationSocketQuery);
   const { identity, ticket } = await authenticateSocket(c);
   // A ticket is used once, and its single use is kept by the user's object, which sees every logout.
   if (ticket && !(await userStub(c.env, identity.userId).consumeTicket(identity.userId, identity.deviceId, ticket.nonce, ticket.expiresAt))) {
@@ -76,6 +80,7 @@ realtime.get("/conversations/:id/ws", async (c) => {
 
 // The user's object takes the ticket's use itself, as it accepts the socket.
 realtime.get("/ws", async (c) => {
+  readQuery(c.req.url, UserSocketQuery);
   const { identity, ticket } = await authenticateSocket(c);
   return userStub(c.env, identity.userId).fetch(forward(c.req.raw, identity, ticket));
 });

@@ -2,7 +2,7 @@
 // as issued, under its secret, before its expiry and within the lifetime allowed now.
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../../../worker/lib/apiError";
-import { contentPath, signMediaUrl, verifyMediaUrl } from "../../../worker/lib/signing";
+import { contentPath, mediaOrigin, signMediaUrl, verifyMediaUrl } from "../../../worker/lib/signing";
 import { issueTicket, verifyTicket } from "../../../worker/lib/tickets";
 
 const NOW = 1_800_000_000_000;
@@ -115,5 +115,15 @@ describe("signed media URLs", () => {
     const result = verify("m1", await sign(), NOW + elapsed, maxLifetime);
     if (valid) await expect(result).resolves.toEqual({ expiresAt: NOW + 3600_000 });
     else await expect(result).rejects.toMatchObject({ code: "forbidden", message: "signed URL expired" });
+  });
+});
+
+describe("mediaOrigin", () => {
+  it("is PUBLIC_ORIGIN whatever the Host, but for another loopback name of the same local server", () => {
+    expect(mediaOrigin("https://chat.example.com", "https://evil.example/media/x")).toBe("https://chat.example.com");
+    expect(mediaOrigin("https://chat.example.com", "http://localhost:8787/media/x")).toBe("https://chat.example.com");
+    expect(mediaOrigin("http://127.0.0.1:8787", "http://evil.example:8787/media/x")).toBe("http://127.0.0.1:8787");
+    expect(mediaOrigin("http://127.0.0.1:8787", "http://localhost:8787/media/x")).toBe("http://localhost:8787");
+    expect(mediaOrigin("http://127.0.0.1:8787", "http://localhost:9999/media/x")).toBe("http://127.0.0.1:8787");
   });
 });

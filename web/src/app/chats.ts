@@ -3,6 +3,7 @@
 // messages from every path (conversation socket, ack, user socket, sync).
 import type { Conversation, Message, Receipt } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
+import { shownUserName } from "../state/format";
 import { applyReceipt } from "../state/receipts";
 import { byConversation } from "../state/sync";
 import { findGaps, mergeMessages, opensGap, resumePoint } from "../state/timeline";
@@ -103,7 +104,8 @@ export class Chats {
     if (conv.type === "group") return conv.title ?? "Group";
     const other = this.otherMember(conv);
     if (!other) return "Saved messages";
-    return this.state.users.get(other)?.displayName ?? "…";
+    const user = this.state.users.get(other);
+    return user ? shownUserName(user, this.state.users.values()) : "…";
   }
 
   /** The other person in a direct conversation. */

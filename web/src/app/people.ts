@@ -1,6 +1,7 @@
 // Users: names for ids (fetched in batches the first time they are needed) and the search.
 import { USER_LOOKUP_MAX, type User } from "../../../protocol";
 import { Schemas, qs, type Api } from "../lib/api";
+import { shownUserName } from "../state/format";
 import type { StoreCore } from "./storeCore";
 import type { LocalCachePort } from "./ports";
 
@@ -36,7 +37,8 @@ export class People {
 
   name(id: string): string {
     if (id === this.core.me) return "You";
-    return this.core.state.users.get(id)?.displayName ?? "…";
+    const user = this.core.state.users.get(id);
+    return user ? shownUserName(user, this.core.state.users.values()) : "…";
   }
 
   async search(q: string): Promise<User[]> {

@@ -2,7 +2,7 @@
 // single-use ticket from POST /auth/ticket, parses every frame with the protocol's schema, keeps
 // itself alive with `ping`, and stops for good on the close codes that mean "do not come back".
 import ReconnectingWebSocket from "partysocket/ws";
-import { CLOSE } from "../../../protocol";
+import { CLOSE, ClosingFrame } from "../../../protocol";
 
 export type SocketStatus = "connecting" | "open" | "closed";
 
@@ -55,14 +55,7 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
       this.attempts = 0;
       options.onStatus?.("open");
     });
-    this.ws.addEventListener("close", (event) => {
-      if (this.closed) return;
-      if (FINAL_CODES.has(event.code)) {
-        this.closed = true;
-        options.onFinalClose?.(event.code, event.reason);
-      }
-      options.onStatus?.("closed");
-    });
+    this.ws.addEventListener("close", (event) => this.ended(event.code, event.reason));
     this.ws.addEventListener("message", (event) => {
       if (typeof event.data !== "string" || event.data === "pong") return;
       let json: unknown;
@@ -71,12 +64,37 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
       } catch {
         return;
       }
+      // The server's last frame before it closes (docs/api.md): act now, since the close itself
+      // may take ~15 s to arrive. A final code ends the socket; a rate limit waits for the close
+      // and the usual backoff; anything else reconnects at once.
+      const closing = ClosingFrame.safeParse(json);
+      if (closing.success) {
+        const { code, reason } = closing.data;
+        if (FINAL_CODES.has(code)) {
+          this.ended(code, reason);
+          this.ws.close(1000, "closing");
+        } else if (code !== CLOSE.rateLimited) {
+          options.onStatus?.("closed");
+          this.ws.reconnect();
+        }
+        return;
+      }
       const frame = options.parse(json);
       if (frame) options.onFrame(frame);
     });
     this.keepalive = setInterval(() => {
       if (this.ws.readyState === ReconnectingWebSocket.OPEN) this.ws.send("ping");
     }, KEEPALIVE_MS);
+  }
+
+  /** The socket closed, or said it is closing: a final code ends it for good. */
+  private ended(code: number, reason: string): void {
+    if (this.closed) return;
+    if (FINAL_CODES.has(code)) {
+      this.closed = true;
+      this.options.onFinalClose?.(code, reason);
+    }
+    this.options.onStatus?.("closed");
   }
 
   private async url(): Promise<string> {

@@ -62,3 +62,40 @@ export function duration(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));
   return `${Math.floor(s / 60)}:${pad(s % 60)}`;
 }
+
+// Look-alikes folded together when comparing a display name with usernames: digits and Latin
+// letters that pass for others, and the Cyrillic and Greek letters that look Latin.
+const LOOKALIKES: Record<string, string> = {
+  "0": "o", "1": "l", i: "l", "|": "l", "3": "e", "5": "s", $: "s",
+  а: "a", е: "e", о: "o", р: "p", с: "c", х: "x", у: "y", і: "l", ј: "j", ѕ: "s", к: "k", м: "m", т: "t", в: "b", н: "h",
+  α: "a", ο: "o", ρ: "p", ν: "v", κ: "k", τ: "t", ι: "l", υ: "u", χ: "x",
+};
+
+/** A name reduced to what a reader sees: NFKC, lower case, no invisible characters, a leading `@` dropped, look-alikes folded. */
+function skeleton(name: string): string {
+  const folded = name.normalize("NFKC").toLowerCase().replace(/\p{Cf}/gu, "").trim().replace(/^@+/u, "");
+  return [...folded].map((c) => LOOKALIKES[c] ?? c).join("");
+}
+
+/**
+ * Whether a display name could be taken for another user's username: it reads (look-alikes
+ * folded, with or without `@`) as the username of someone else the client knows, or it starts
+ * with `@` and reads as a username not its owner's. The server lets anyone pick any display
+ * name; the client then shows `@username` beside it (docs/api.md).
+ */
+export function imitatesUsername(displayName: string, ownUsername: string, otherUsernames: Iterable<string>): boolean {
+  const shown = skeleton(displayName);
+  const own = skeleton(ownUsername);
+  if (shown === own) return false;
+  if (displayName.trim().startsWith("@") && /^[a-z0-9_]{3,32}$/u.test(shown)) return true;
+  for (const other of otherUsernames) if (skeleton(other) === shown) return true;
+  return false;
+}
+
+/** A user's name as shown: the display name, and `@username` beside it when it imitates another's. */
+export function shownUserName(user: { id: string; displayName: string; username: string }, known: Iterable<{ id: string; username: string }>): string {
+  const others = function* () {
+    for (const u of known) if (u.id !== user.id) yield u.username;
+  };
+  return imitatesUsername(user.displayName, user.username, others()) ? `${user.displayName} (@${user.username})` : user.displayName;
+}

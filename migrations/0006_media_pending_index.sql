@@ -1,0 +1,1 @@
+CREATE INDEX `media_pending` ON `media` (`status`,`created_at`);
