@@ -6,4 +6,7 @@
 //     typing, presence, media, push subscriptions. (Its fingerprint was recorded when the first
 //     release was cut; from then on every wire change gets a new version.)
 // 2 - the conversation socket's `dedupe=1` (the user socket then skips what that socket got live).
-export const PROTOCOL_VERSION = 2;
+// 3 - end-to-end encryption (MLS, RFC 9420): ciphertext sends, `mls.commit` messages, `mls` on
+//     conversations, `e2ee` on direct conversations, the `mls.welcome` and `mls.keyPackagesLow` frames,
+//     and the bodies of the /mls and /devices/me/mls calls.
+export const PROTOCOL_VERSION = 3;

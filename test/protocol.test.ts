@@ -10,6 +10,7 @@ import { parseSince } from "../worker/routes/messages";
 const FINGERPRINTS: Record<number, string> = {
   1: "6dda12eae5d476795a55e04c93739e5109b337d11ba759d48efa652ddc422851",
   2: "719a753de9d2f7975f705458a243220da2601ed080d25f0da5bb982fcc1ad9b4",
+  3: "95c205dc8f2754ea9515ea583934f456ba4f9bac9120c7d43f4867b106341682",
 };
 
 async function fingerprint(): Promise<string> {

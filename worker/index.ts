@@ -6,6 +6,7 @@ import { securityHeaders } from "./lib/security";
 import { auth, me } from "./routes/auth";
 import { conversations, groups } from "./routes/conversations";
 import { messages } from "./routes/messages";
+import { mls } from "./routes/mls";
 import { realtime } from "./routes/realtime";
 import { receipts } from "./routes/receipts";
 import { users } from "./routes/users";
@@ -36,6 +37,7 @@ app.use(async (c, next) => {
 // and the apps mounted beside others authenticate each route themselves.
 app.route("/", realtime);
 app.route("/", messages);
+app.route("/", mls);
 app.route("/auth", auth);
 app.route("/me", me);
 app.route("/users", users);
