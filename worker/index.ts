@@ -20,7 +20,7 @@ import { QUEUES } from "../durable-objects/contract";
 export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
 
-const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media"];
+const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media", "/mls", "/devices"];
 
 const app = newApp();
 app.use(base);
