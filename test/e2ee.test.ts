@@ -318,8 +318,13 @@ describe("E2EE conversations", () => {
     await ws.next("ready");
     ws.send({ type: "send", clientMsgId: "sock", body: "plaintext over the socket" });
     await ws.next("error", (f) => f.ref === "sock");
-    ws.close();
     expect((await state(id, alice)).lastSeq).toBe(before);
+    // The socket's send takes a ciphertext like POST /send.
+    ws.send({ type: "send", clientMsgId: "sock-ok", ciphertext: await alice.mls.encrypt(id, "over the socket") });
+    const ack = await ws.next("ack", (f) => f.clientMsgId === "sock-ok");
+    expect(ack.message).toMatchObject({ kind: "encrypted", body: null, seq: before + 1 });
+    ws.close();
+    expect(await catchUp(bob1, id)).toEqual(["over the socket"]);
     // And a plaintext conversation takes no ciphertext.
     const plain = await json<{ conversation: Conversation }>("/group/create", { token: alice.session.token, body: { title: "plain", memberIds: [] } }, 201);
     await expectError(await call("/send", { token: alice.session.token, body: { conversationId: plain.conversation.id, clientMsgId: "c", ciphertext: ownOld } }), 400, "bad_request");
