@@ -16,8 +16,14 @@ interface Device {
   readThrough: Map<string, number>;
 }
 
-async function setUp(session: Session, oneTime = 12): Promise<Device> {
-  const mls = await MlsDevice.create(session.user.id, session.device.id);
+/**
+ * A device set up as a client does. It checks every leaf it meets against the server's device
+ * directory, as a client must; `checked: false` makes a client that does not (a hostile one).
+ */
+async function setUp(session: Session, oneTime = 12, checked = true): Promise<Device> {
+  const directory = async (userId: string) =>
+    (await json<{ devices: { id: string; signatureKey: string | null }[] }>(`/users/${userId}/devices`, { token: session.token })).devices;
+  const mls = await MlsDevice.create(session.user.id, session.device.id, checked ? directory : null);
   await json("/devices/me/mls", { method: "PUT", token: session.token, body: { signatureKey: mls.signatureKey } });
   const keyPackages = await mls.generateKeyPackages(oneTime);
   const lastResort = await mls.generateLastResort();
@@ -25,8 +31,8 @@ async function setUp(session: Session, oneTime = 12): Promise<Device> {
   return { session, mls, readThrough: new Map() };
 }
 
-const newDevice = async (name = unique("e")) => setUp(await register(name));
-const anotherDevice = async (of: Device) => setUp(await login(of.session.user.username, "second"));
+const newDevice = async (name = unique("e"), checked = true) => setUp(await register(name), 12, checked);
+const anotherDevice = async (of: Device, checked = true) => setUp(await login(of.session.user.username, "second"), 12, checked);
 
 async function createGroup(admin: Device, others: Device[]): Promise<Conversation> {
   const body = { title: "secret", memberIds: [...new Set(others.map((o) => o.session.user.id))], e2ee: true };
@@ -111,11 +117,11 @@ async function state(conversationId: string, by: Device) {
 }
 
 /** A group of alice, bob (two devices) and carol, all joined at epoch 1. */
-async function threeUsers() {
-  const alice = await newDevice();
-  const bob1 = await newDevice();
-  const bob2 = await anotherDevice(bob1);
-  const carol = await newDevice();
+async function threeUsers(checked = true) {
+  const alice = await newDevice(undefined, checked);
+  const bob1 = await newDevice(undefined, checked);
+  const bob2 = await anotherDevice(bob1, checked);
+  const carol = await newDevice(undefined, checked);
   const conversation = await createGroup(alice, [bob1, carol]);
   await addMembers(alice, conversation.id, [bob1, carol]);
   for (const d of [bob1, bob2, carol]) await acceptWelcome(d, conversation.id);
@@ -331,9 +337,10 @@ describe("E2EE conversations", () => {
   });
 
   it("gives every malformed or hostile MLS structure the error shape and changes nothing", async () => {
-    const { alice, bob1, carol, id } = await threeUsers();
-    const elsewhere = await threeUsers();
-    const dave = await newDevice();
+    // Clients that check nothing, so that they make what an honest client refuses to.
+    const { alice, bob1, carol, id } = await threeUsers(false);
+    const elsewhere = await threeUsers(false);
+    const dave = await newDevice(undefined, false);
     await json(`/conversations/${id}/members`, { token: alice.session.token, body: { userIds: [dave.session.user.id] } });
     const addDave = await alice.mls.commit(id, { add: (await claim(alice, [dave.session.user.id])).keyPackages.map((k) => k.keyPackage) });
     const before = await state(id, alice);

@@ -86,6 +86,27 @@ describe("MLS interface", () => {
     expect(alice.members("conv1").map((m) => m.deviceId)).toEqual(["da", "db", "db2"]);
   });
 
+  it("accepts a leaf only when the device directory holds its device with that key", async () => {
+    const alice = await device("ua", "da");
+    const entries = new Map<string, { id: string; signatureKey: string | null }[]>([["ua", [{ id: "da", signatureKey: alice.signatureKey }]]]);
+    const directory = async (userId: string) => entries.get(userId) ?? [];
+    const bob = await MlsDevice.create("ub", "db", directory);
+    entries.set("ub", [{ id: "db", signatureKey: bob.signatureKey }]);
+    const trusting = await MlsDevice.create("ub", "db2", async (userId) => (userId === "ua" ? [] : (entries.get(userId) ?? [])));
+    entries.get("ub")!.push({ id: "db2", signatureKey: trusting.signatureKey });
+    await alice.createGroup("conv2");
+    const add = await alice.commit("conv2", { add: [...(await bob.generateKeyPackages(1)), ...(await trusting.generateKeyPackages(1))] });
+    expect(await bob.joinFromWelcome(add.welcome!)).toBe("conv2");
+    // This device's directory does not list alice's key: her leaf (and so the group) is refused.
+    await expect(trusting.joinFromWelcome(add.welcome!)).rejects.toThrow();
+    // A commit adding a device the directory does not know is refused too.
+    alice.accept(add);
+    const stranger = await device("uc", "dc");
+    const addStranger = await alice.commit("conv2", { add: await stranger.generateKeyPackages(1) });
+    await expect(bob.processCommit("conv2", addStranger.commit)).rejects.toThrow();
+    expect(bob.epoch("conv2")).toBe(1);
+  });
+
   it("rejects what is not the structure asked for", () => {
     expect(readCommit("AAAA", now)).toBeNull();
     expect(readGroupInfo("not base64!")).toBeNull();

@@ -20,13 +20,16 @@ import {
   processMessage,
   acceptAll,
   type CiphersuiteImpl,
+  type ClientConfig,
   type ClientState,
+  type Credential,
   type KeyPackage,
   type MLSMessage,
   type PrivateKeyPackage,
   type Proposal,
 } from "ts-mls";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { defaultClientConfig } from "ts-mls/clientConfig.js";
 import {
   credentialIdentity,
   fromBase64Url,
@@ -66,6 +69,14 @@ export interface PendingCommit {
 
 export class MlsError extends Error {}
 
+/**
+ * Where a device learns which signature keys a user's devices registered (`GET /users/:id/devices`).
+ * With one, the engine accepts a leaf only if its credential `<userId>:<deviceId>` names a device
+ * of that user holding that very key; without one it accepts any credential (tests of the engine
+ * alone), so a client must pass one.
+ */
+export type DeviceDirectory = (userId: string) => Promise<{ id: string; signatureKey: string | null }[]>;
+
 function decodeText(text: string): MLSMessage {
   const bytes = fromBase64Url(text);
   const decoded = bytes ? decodeMlsMessage(bytes, 0) : undefined;
@@ -92,16 +103,37 @@ export class MlsDevice {
   /** One-time key packages handed to the server, by their reference, until a Welcome uses one. */
   private readonly keyPackages = new Map<string, { publicPackage: KeyPackage; privatePackage: PrivateKeyPackage }>();
   private lastResortPackage: { publicPackage: KeyPackage; privatePackage: PrivateKeyPackage } | null = null;
+  /** Every group's config: ts-mls asks its authentication service about each leaf it meets. */
+  private readonly config: ClientConfig;
+  /** Each user's devices as last read from the directory (read again when a leaf is not there). */
+  private readonly known = new Map<string, { id: string; signatureKey: string | null }[]>();
 
   private constructor(
     readonly identity: DeviceIdentity,
     private readonly cs: CiphersuiteImpl,
-  ) {}
+    private readonly directory: DeviceDirectory | null,
+  ) {
+    this.config = { ...defaultClientConfig, authService: { validateCredential: (c, key) => this.validCredential(c, key) } };
+  }
 
-  static async create(userId: string, deviceId: string): Promise<MlsDevice> {
+  static async create(userId: string, deviceId: string, directory: DeviceDirectory | null = null): Promise<MlsDevice> {
     const cs = await cipherSuite();
     const { signKey, publicKey } = await cs.signature.keygen();
-    return new MlsDevice({ userId, deviceId, signaturePublicKey: publicKey, signaturePrivateKey: signKey }, cs);
+    return new MlsDevice({ userId, deviceId, signaturePublicKey: publicKey, signaturePrivateKey: signKey }, cs, directory);
+  }
+
+  /** Whether a leaf's credential names a device of its user that registered this signature key. */
+  private async validCredential(credential: Credential, signatureKey: Uint8Array): Promise<boolean> {
+    if (!this.directory) return true;
+    const who = credential.credentialType === "basic" ? parseCredentialIdentity(credential.identity) : null;
+    if (!who) return false;
+    const key = toBase64Url(signatureKey);
+    const holds = (list: { id: string; signatureKey: string | null }[] | undefined) =>
+      list?.some((d) => d.id === who.deviceId && d.signatureKey === key) ?? false;
+    if (holds(this.known.get(who.userId))) return true;
+    const fresh = await this.directory(who.userId);
+    this.known.set(who.userId, fresh);
+    return holds(fresh);
   }
 
   /** The body of `PUT /devices/me/mls`. */
@@ -153,7 +185,7 @@ export class MlsDevice {
   /** Creates the conversation's group at epoch 0, with this device alone in it. */
   async createGroup(conversationId: string): Promise<void> {
     const pair = await this.newKeyPackage(Date.now());
-    this.groups.set(conversationId, await createGroup(groupIdOf(conversationId), pair.publicPackage, pair.privatePackage, [], this.cs));
+    this.groups.set(conversationId, await createGroup(groupIdOf(conversationId), pair.publicPackage, pair.privatePackage, [], this.cs, this.config));
   }
 
   /**
@@ -210,7 +242,7 @@ export class MlsDevice {
     const message = decodeText(groupInfoText);
     if (message.wireformat !== "mls_group_info") throw new MlsError("not a GroupInfo");
     const pair = await this.newKeyPackage(Date.now());
-    const { publicMessage, newState } = await joinGroupExternal(message.groupInfo, pair.publicPackage, pair.privatePackage, resync, this.cs);
+    const { publicMessage, newState } = await joinGroupExternal(message.groupInfo, pair.publicPackage, pair.privatePackage, resync, this.cs, undefined, this.config);
     const groupInfo = await createGroupInfoWithExternalPubAndRatchetTree(newState, [], this.cs);
     return {
       conversationId,
@@ -229,7 +261,7 @@ export class MlsDevice {
       const ref = toBase64Url(secret.newMember);
       const pair = this.keyPackages.get(ref) ?? (await this.isLastResort(secret.newMember));
       if (!pair) continue;
-      const state = await joinGroup(message.welcome, pair.publicPackage, pair.privatePackage, emptyPskIndex, this.cs);
+      const state = await joinGroup(message.welcome, pair.publicPackage, pair.privatePackage, emptyPskIndex, this.cs, undefined, undefined, this.config);
       this.keyPackages.delete(ref);
       const conversationId = new TextDecoder().decode(state.groupContext.groupId);
       this.groups.set(conversationId, state);
