@@ -107,6 +107,21 @@ describe("MLS interface", () => {
     expect(bob.epoch("conv2")).toBe(1);
   });
 
+  it("reports a fork: a commit from a group state that is not ours", async () => {
+    const alice = await device("ua", "da");
+    const bob = await device("ub", "db");
+    await alice.createGroup("conv3");
+    const add = await alice.commit("conv3", { add: await bob.generateKeyPackages(1) });
+    alice.accept(add);
+    await bob.joinFromWelcome(add.welcome!);
+    // Bob applies a commit of his own that the server never accepted; alice's is the real epoch 2.
+    bob.accept(await bob.commit("conv3"));
+    const real = await alice.commit("conv3");
+    alice.accept(real);
+    const next = await alice.commit("conv3");
+    await expect(bob.processCommit("conv3", next.commit)).rejects.toThrow(/forked at epoch 2/);
+  });
+
   it("rejects what is not the structure asked for", () => {
     expect(readCommit("AAAA", now)).toBeNull();
     expect(readGroupInfo("not base64!")).toBeNull();

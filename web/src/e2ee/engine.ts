@@ -211,7 +211,7 @@ export class MlsDevice {
     }
     const result = await createCommit(
       { state, cipherSuite: this.cs },
-      { extraProposals: proposals, wireAsPublicMessage: true, ratchetTreeExtension: true },
+      { extraProposals: proposals, wireAsPublicMessage: true, ratchetTreeExtension: true, authenticatedData: await forkTag(state) },
     );
     const groupInfo = await createGroupInfoWithExternalPubAndRatchetTree(result.newState, [], this.cs);
     const pending: PendingCommit = {
@@ -285,6 +285,14 @@ export class MlsDevice {
     const message = decodeText(text);
     if (message.wireformat !== "mls_public_message") throw new MlsError("a commit is a PublicMessage");
     if (message.publicMessage.content.epoch < state.groupContext.epoch) return false;
+    // A member's commit carries a digest of its epoch authenticator: one that differs from ours
+    // means the sender's group state and ours have forked (two writers of one device's state, a
+    // commit applied that the server never accepted). Say so rather than diverge.
+    const tag = message.publicMessage.content.authenticatedData;
+    if (tag.length > 0 && message.publicMessage.content.epoch === state.groupContext.epoch) {
+      const ours = await forkTag(state);
+      if (tag.length !== ours.length || !tag.every((b, i) => b === ours[i])) throw new MlsError(`group state forked at epoch ${state.groupContext.epoch}`);
+    }
     const result = await processMessage(message, state, emptyPskIndex, acceptAll, this.cs);
     this.groups.set(conversationId, result.newState);
     return true;
@@ -323,6 +331,16 @@ export class MlsDevice {
   members(conversationId: string) {
     return membersOf(this.group(conversationId));
   }
+}
+
+/**
+ * What a commit carries in its (public) authenticated data: the first 16 bytes of the SHA-256 of
+ * the epoch authenticator, so members can compare group states without the server learning the
+ * authenticator itself.
+ */
+async function forkTag(state: ClientState): Promise<Uint8Array> {
+  const digest = await crypto.subtle.digest("SHA-256", new Uint8Array(state.keySchedule.epochAuthenticator));
+  return new Uint8Array(digest).slice(0, 16);
 }
 
 // --- Files: encrypted on the device before upload ------------------------------------------------
