@@ -122,6 +122,27 @@ describe("MLS interface", () => {
     await expect(bob.processCommit("conv3", next.commit)).rejects.toThrow(/forked at epoch 2/);
   });
 
+  it("restores a device from its snapshot: its groups go on, its key packages still join", async () => {
+    const alice = await device("ua", "da");
+    const bob = await device("ub", "db");
+    await alice.createGroup("conv4");
+    const [kp] = await bob.generateKeyPackages(2);
+    await bob.generateLastResort();
+    const add = await alice.commit("conv4", { add: [kp!] });
+    alice.accept(add);
+    // Through JSON, as a store would keep it; bob's snapshot is taken before he joins.
+    const bobAgain = await MlsDevice.restore(JSON.parse(JSON.stringify(bob.snapshot())));
+    expect(await bobAgain.joinFromWelcome(add.welcome!)).toBe("conv4");
+    const aliceAgain = await MlsDevice.restore(JSON.parse(JSON.stringify(alice.snapshot())));
+    expect(aliceAgain.signatureKey).toBe(alice.signatureKey);
+    const text = await aliceAgain.encrypt("conv4", "after a reload");
+    expect(new TextDecoder().decode(await bobAgain.decrypt("conv4", text))).toBe("after a reload");
+    const next = await bobAgain.commit("conv4");
+    bobAgain.accept(next);
+    expect(await aliceAgain.processCommit("conv4", next.commit)).toBe(true);
+    expect(aliceAgain.epoch("conv4")).toBe(2);
+  });
+
   it("rejects what is not the structure asked for", () => {
     expect(readCommit("AAAA", now)).toBeNull();
     expect(readGroupInfo("not base64!")).toBeNull();

@@ -8,7 +8,9 @@ import {
   createCommit,
   createGroup,
   createGroupInfoWithExternalPubAndRatchetTree,
+  decodeGroupState,
   decodeMlsMessage,
+  encodeGroupState,
   defaultCapabilities,
   emptyPskIndex,
   encodeMlsMessage,
@@ -68,6 +70,21 @@ export interface PendingCommit {
 }
 
 export class MlsError extends Error {}
+
+/**
+ * Everything a device holds, as JSON-safe text (base64url), for its store (IndexedDB in the web
+ * client): its identity, each group's state, and the private keys of the key packages it handed
+ * out. Secret: whoever reads it reads the device's conversations.
+ */
+export interface DeviceSnapshot {
+  userId: string;
+  deviceId: string;
+  signaturePublicKey: string;
+  signaturePrivateKey: string;
+  groups: Record<string, string>;
+  keyPackages: { keyPackage: string; initPrivateKey: string; hpkePrivateKey: string; signaturePrivateKey: string }[];
+  lastResort: { keyPackage: string; initPrivateKey: string; hpkePrivateKey: string; signaturePrivateKey: string } | null;
+}
 
 /**
  * Where a device learns which signature keys a user's devices registered (`GET /users/:id/devices`).
@@ -134,6 +151,64 @@ export class MlsDevice {
     const fresh = await this.directory(who.userId);
     this.known.set(who.userId, fresh);
     return holds(fresh);
+  }
+
+  /** This device's state, to store (see DeviceSnapshot). */
+  snapshot(): DeviceSnapshot {
+    const pair = (p: { publicPackage: KeyPackage; privatePackage: PrivateKeyPackage }) => ({
+      keyPackage: encode({ version: "mls10", wireformat: "mls_key_package", keyPackage: p.publicPackage }),
+      initPrivateKey: toBase64Url(p.privatePackage.initPrivateKey),
+      hpkePrivateKey: toBase64Url(p.privatePackage.hpkePrivateKey),
+      signaturePrivateKey: toBase64Url(p.privatePackage.signaturePrivateKey),
+    });
+    return {
+      userId: this.identity.userId,
+      deviceId: this.identity.deviceId,
+      signaturePublicKey: toBase64Url(this.identity.signaturePublicKey),
+      signaturePrivateKey: toBase64Url(this.identity.signaturePrivateKey),
+      groups: Object.fromEntries([...this.groups].map(([id, state]) => [id, toBase64Url(encodeGroupState(state))])),
+      keyPackages: [...this.keyPackages.values()].map(pair),
+      lastResort: this.lastResortPackage ? pair(this.lastResortPackage) : null,
+    };
+  }
+
+  /** A device as a snapshot left it. */
+  static async restore(snapshot: DeviceSnapshot, directory: DeviceDirectory | null = null): Promise<MlsDevice> {
+    const bytes = (text: string) => {
+      const b = fromBase64Url(text);
+      if (!b) throw new MlsError("corrupt device snapshot");
+      return b;
+    };
+    const cs = await cipherSuite();
+    const device = new MlsDevice(
+      {
+        userId: snapshot.userId,
+        deviceId: snapshot.deviceId,
+        signaturePublicKey: bytes(snapshot.signaturePublicKey),
+        signaturePrivateKey: bytes(snapshot.signaturePrivateKey),
+      },
+      cs,
+      directory,
+    );
+    for (const [id, text] of Object.entries(snapshot.groups)) {
+      const decoded = decodeGroupState(bytes(text), 0);
+      if (!decoded) throw new MlsError(`corrupt group state of ${id}`);
+      device.groups.set(id, { ...decoded[0], clientConfig: device.config });
+    }
+    const pair = (p: DeviceSnapshot["keyPackages"][number]) => {
+      const message = decodeText(p.keyPackage);
+      if (message.wireformat !== "mls_key_package") throw new MlsError("corrupt key package");
+      return {
+        publicPackage: message.keyPackage,
+        privatePackage: { initPrivateKey: bytes(p.initPrivateKey), hpkePrivateKey: bytes(p.hpkePrivateKey), signaturePrivateKey: bytes(p.signaturePrivateKey) },
+      };
+    };
+    for (const p of snapshot.keyPackages) {
+      const restored = pair(p);
+      device.keyPackages.set(toBase64Url(await makeKeyPackageRef(restored.publicPackage, cs.hash)), restored);
+    }
+    device.lastResortPackage = snapshot.lastResort ? pair(snapshot.lastResort) : null;
+    return device;
   }
 
   /** The body of `PUT /devices/me/mls`. */
