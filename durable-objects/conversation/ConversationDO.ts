@@ -126,6 +126,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
         void this.alarms.wakeAt("welcomes", Date.now() + 5_000);
         this.ctx.waitUntil(this.deliverWelcomes(Date.now()).then(() => undefined));
       },
+      takeRateToken: (userId, now) => this.conversation.takeRateToken(userId, now),
     });
     // Keep-alives are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));

@@ -192,6 +192,11 @@ export class Conversation {
     return null;
   }
 
+  /** Takes one token of the user's message rate limit (./mlsDelivery.ts's commits share it). */
+  takeRateToken(userId: string, now: number): number {
+    return this.deps.limiter.take(userId, now);
+  }
+
   /**
    * Appends an accepted MLS commit (./mlsDelivery.ts decided) as an `mls.commit` message and
    * delivers it like any message; it counts in no unread and is no lastMessage (the store's).

@@ -36,6 +36,8 @@ export interface MlsDeliveryDeps {
   appendCommit(sender: Identity, clientMsgId: string, commit: string, now: number): Message;
   /** Asks for the Welcomes stored with a commit to be handed to their user objects. */
   deliverWelcomes(): void;
+  /** Takes one token of the sender's message rate limit: 0 when allowed, else the seconds to wait. */
+  takeRateToken(userId: string, now: number): number;
 }
 
 export class MlsDelivery {
@@ -68,6 +70,9 @@ export class MlsDelivery {
     const stored = this.store.findByClientMsgId(sender.userId, body.clientMsgId);
     if (stored) return { ok: true, message: stored, duplicate: true };
     if (body.epoch !== meta.mlsEpoch) return { ...fail("conflict", `the group is at epoch ${meta.mlsEpoch}`), epoch: meta.mlsEpoch };
+    // Commits share the sender's message budget: each is a message of the sequence, and its checks cost signatures.
+    const wait = this.deps.takeRateToken(sender.userId, now);
+    if (wait > 0) return fail("rate_limited", "too many messages", wait);
 
     const refused = await this.refusal(sender, body, commit, groupInfo, keys, now);
     if (refused) return refused;
@@ -168,9 +173,12 @@ export class MlsDelivery {
   /** The Welcomes waiting for their user objects, by user. Those of users no longer members are dropped. */
   pendingByUser(): Map<string, WelcomeForDevice[]> {
     const byUser = new Map<string, WelcomeForDevice[]>();
+    const rows = this.store.pendingWelcomes();
+    // Every alarm of the object asks; almost always there is nothing.
+    if (rows.length === 0) return byUser;
     const gone: string[] = [];
     const conversationId = this.store.requireMeta().id;
-    for (const row of this.store.pendingWelcomes()) {
+    for (const row of rows) {
       if (!this.store.members.has(row.userId)) {
         gone.push(row.id);
         continue;

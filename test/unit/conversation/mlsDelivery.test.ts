@@ -22,6 +22,7 @@ async function e2eeGroup() {
     new MlsDelivery(h.store, {
       appendCommit: (sender, clientMsgId, commit, now) => h.conversation.appendCommit(sender, clientMsgId, commit, now),
       deliverWelcomes: () => welcomeCalls++,
+      takeRateToken: () => 0,
     });
   const body = (p: PendingCommit, clientMsgId: string) => ({ clientMsgId, epoch: p.epoch, commit: p.commit, groupInfo: p.groupInfo, welcome: p.welcome, welcomeDeviceIds: p.welcomeDeviceIds });
   return { h, devices, keys, delivery, body, welcomeCalls: () => welcomeCalls };
