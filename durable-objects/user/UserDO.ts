@@ -31,7 +31,7 @@ import { DeviceSockets, deviceTag, type SocketState } from "./deviceSockets";
 import { DELIVERED_RETENTION_MS, Inbox } from "./inbox";
 import { PresenceStore, type PresenceState } from "./presenceState";
 import { enqueuePushes } from "./pushJobs";
-import { KEY_PACKAGES_LOW, KeyPackageDirectory } from "./keyPackages";
+import { KEY_PACKAGES_LOW, KEY_PACKAGES_MAX, KeyPackageDirectory } from "./keyPackages";
 import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
 import { Sessions } from "./sessions";
@@ -125,9 +125,10 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   // --- MLS: key packages and Welcomes (./keyPackages.ts, ./welcomes.ts) ---------------------------
 
   /** Stores a device's checked key packages, all in one step; returns its one-time count. */
-  async uploadKeyPackages(userId: string, deviceId: string, packages: StoredKeyPackage[], lastResort: StoredKeyPackage | null): Promise<{ count: number }> {
+  async uploadKeyPackages(userId: string, deviceId: string, packages: StoredKeyPackage[], lastResort: StoredKeyPackage | null): Promise<Result<{ count: number }>> {
     this.presence.rememberUser(userId);
-    return { count: this.keyPackages.upload(deviceId, packages, lastResort, Date.now()) };
+    const count = this.keyPackages.upload(deviceId, packages, lastResort, Date.now());
+    return count === null ? fail("bad_request", `a device keeps at most ${KEY_PACKAGES_MAX} key packages`) : { ok: true, count };
   }
 
   async keyPackageCount(userId: string, deviceId: string): Promise<{ count: number; lastResort: boolean }> {

@@ -11,6 +11,9 @@ import type { StoredKeyPackage } from "../contract";
 /** Below this many one-time packages a device is told to upload more (API.md). */
 export const KEY_PACKAGES_LOW = 10;
 
+/** The most one-time packages a device keeps here: enough for any burst of claims, and a bound on its storage. */
+export const KEY_PACKAGES_MAX = 1000;
+
 export interface ClaimedPackage {
   deviceId: string;
   keyPackage: string;
@@ -22,9 +25,13 @@ export interface ClaimedPackage {
 export class KeyPackageDirectory {
   constructor(private readonly sql: SqlStorage) {}
 
-  /** Stores a device's packages (all of them, in this one step) and returns its one-time count. */
-  upload(deviceId: string, packages: StoredKeyPackage[], lastResort: StoredKeyPackage | null, now: number): number {
+  /**
+   * Stores a device's packages (all of them, in this one step) and returns its one-time count, or
+   * null, storing nothing, when they would take it above KEY_PACKAGES_MAX.
+   */
+  upload(deviceId: string, packages: StoredKeyPackage[], lastResort: StoredKeyPackage | null, now: number): number | null {
     this.dropExpired(now);
+    if (this.oneTimeCount(deviceId) + packages.length > KEY_PACKAGES_MAX) return null;
     for (const p of packages) {
       this.sql.exec(
         "INSERT OR IGNORE INTO key_packages (device_id, key_package, not_after, last_resort) VALUES (?, ?, ?, 0)",

@@ -45,7 +45,7 @@ mls.post("/mls/key-packages", requireAuth, async (c) => {
   };
   const packages = await Promise.all(body.keyPackages.map((text, i) => check(text, `keyPackages.${i}`)));
   const lastResort = body.lastResort === undefined ? null : await check(body.lastResort, "lastResort");
-  const { count } = await userStub(c.env, userId).uploadKeyPackages(userId, deviceId, packages, lastResort);
+  const { count } = unwrap(await userStub(c.env, userId).uploadKeyPackages(userId, deviceId, packages, lastResort));
   return c.json({ count }, 201);
 });
 

@@ -2,7 +2,7 @@
 // handed out at most once, then the last resort (kept); expired ones are dropped; the claim rate
 // limit survives in SQLite; Welcomes are kept once and dropped with their conversation.
 import { describe, expect, it } from "vitest";
-import { KeyPackageDirectory } from "../../../durable-objects/user/keyPackages";
+import { KEY_PACKAGES_MAX, KeyPackageDirectory } from "../../../durable-objects/user/keyPackages";
 import { Welcomes } from "../../../durable-objects/user/welcomes";
 import { migrate } from "../../../durable-objects/lib/migrate";
 import { USER_MIGRATIONS } from "../../../durable-objects/user/schema";
@@ -27,6 +27,15 @@ describe("KeyPackageDirectory", () => {
     expect(directory.claim(["d1"], 0)).toEqual([{ deviceId: "d1", keyPackage: "b", lastResort: false, left: 0 }]);
     for (let i = 0; i < 2; i++) expect(directory.claim(["d1"], 0)).toEqual([{ deviceId: "d1", keyPackage: "last", lastResort: true, left: 0 }]);
     expect(directory.count("d1", 0)).toEqual({ count: 0, lastResort: true });
+  });
+
+  it("keeps at most KEY_PACKAGES_MAX one-time packages a device, refusing a whole upload beyond", () => {
+    const directory = new KeyPackageDirectory(userSql());
+    const many = (from: number, n: number) => Array.from({ length: n }, (_, i) => kp(`p${from + i}`));
+    expect(directory.upload("d1", many(0, KEY_PACKAGES_MAX - 1), null, 0)).toBe(KEY_PACKAGES_MAX - 1);
+    expect(directory.upload("d1", many(KEY_PACKAGES_MAX, 2), kp("last"), 0)).toBeNull();
+    expect(directory.count("d1", 0)).toEqual({ count: KEY_PACKAGES_MAX - 1, lastResort: false });
+    expect(directory.upload("d1", many(KEY_PACKAGES_MAX, 1), null, 0)).toBe(KEY_PACKAGES_MAX);
   });
 
   it("replaces the last resort and drops expired packages", () => {
