@@ -143,6 +143,30 @@ export type PushJobMessage = z.infer<typeof PushJobMessage>;
 export type PushDeliveryMessage = z.infer<typeof PushDeliveryMessage>;
 export type PushQueueMessage = z.infer<typeof PushQueueMessage>;
 
+// --- End-to-end encryption: what the Worker and the objects pass about MLS ----------------------
+
+/**
+ * What D1 says of the devices a commit involves (the caller's, and each one it adds), by device
+ * id: whose it is and its registered Ed25519 signature key (base64url), if any. Read by the Worker
+ * for the conversation, which has no D1 lookup on its commit path.
+ */
+export type DeviceKeys = Record<string, { userId: string; signatureKey: string | null }>;
+
+/** A Welcome on its way to one device, through its user's object (UserServerFrame `mls.welcome`). */
+export interface WelcomeForDevice {
+  id: string;
+  conversationId: string;
+  seq: number;
+  deviceId: string;
+  welcome: string;
+}
+
+/** A key package as its device's user object keeps it: the encoded package and when it expires (epoch ms). */
+export interface StoredKeyPackage {
+  keyPackage: string;
+  notAfter: number;
+}
+
 // --- The calls objects make on each other ------------------------------------------------------
 
 /** What a conversation (or the fan-out consumer, or the Worker) asks of a member's user object. */
@@ -155,6 +179,11 @@ export interface UserInbox {
   deliver(userId: string, events: InboxEvent[], inOrder?: boolean, liveOn?: LiveOn, wantsAnswer?: boolean): Promise<DeliveryAnswer | null>;
   /** Remembers where a device has conversation sockets, so logout can close them. */
   trackConversationSocket(deviceId: string, conversationId: string): Promise<void>;
+  /**
+   * Keeps Welcomes for this user's devices until each acknowledges its own (DELETE
+   * /mls/welcomes/:id) and tells the devices online. Idempotent by Welcome id.
+   */
+  mlsWelcomes(userId: string, welcomes: WelcomeForDevice[]): Promise<void>;
 }
 
 /** What one user's object asks of another's for presence. */

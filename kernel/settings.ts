@@ -50,6 +50,8 @@ export interface Settings {
   groupCommitBurstMs: number;
   presenceDebounceMs: number;
   presenceTimeoutMs: number;
+  /** Key package claims (POST /mls/key-packages/claim) per claiming user and minute, bursts of as many. */
+  mlsClaimsPerMinute: number;
   media: MediaSettings;
   push: PushSettings;
   abuse: AbuseSettings;
@@ -122,6 +124,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     presenceDebounceMs: int(env.PRESENCE_DEBOUNCE_MS, 3000, 0),
     // The keep-alive window of API.md: a socket silent this long no longer counts as online.
     presenceTimeoutMs: int(env.PRESENCE_TIMEOUT_MS, 60_000, 1000),
+    mlsClaimsPerMinute: int(env.MLS_CLAIMS_PER_MINUTE, 30, 1),
     media: {
       maxImageBytes: int(env.MEDIA_MAX_IMAGE_BYTES, 16 * MiB, 1),
       maxVideoBytes: int(env.MEDIA_MAX_VIDEO_BYTES, 100 * MiB, 1),

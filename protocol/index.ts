@@ -3,3 +3,4 @@ export * from "./errors";
 export * from "./version";
 export * from "./mediaSchemas";
 export { INVISIBLE_IN_NAMES } from "./text";
+export * from "./mls";

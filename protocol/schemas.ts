@@ -25,6 +25,8 @@ export const LIMITS = {
   pageDefault: 100,
   pageMax: 500,
   frameBytesMax: 64 * 1024,
+  /** An E2EE message's PrivateMessage, base64url: a body's 8,192 characters as UTF-8, framed and padded. */
+  ciphertextMax: 48 * 1024,
 } as const;
 
 /**
@@ -64,7 +66,7 @@ export const MediaRef = z.object({
   thumbnailId: Id.optional(),
 });
 
-export const MessageKind = z.enum(["text", "media", "system", "encrypted"]);
+export const MessageKind = z.enum(["text", "media", "system", "encrypted", "mls.commit"]);
 
 export const ThreadSummary = z.object({
   replyCount: z.number().int().nonnegative(),
@@ -82,6 +84,10 @@ export const Message = z.object({
   kind: MessageKind,
   body: text().nullable(),
   media: z.array(MediaRef),
+  /** E2EE conversations: an `encrypted` message's PrivateMessage (base64url MLSMessage). */
+  ciphertext: z.string().optional(),
+  /** E2EE conversations: an `mls.commit` message's PublicMessage (base64url MLSMessage). */
+  commit: z.string().optional(),
   threadRootSeq: z.number().int().positive().nullable(),
   thread: ThreadSummary.optional(),
   createdAt: Time,
@@ -94,6 +100,8 @@ export const Conversation = z.object({
   type: ConversationType,
   title: text().nullable(),
   e2ee: z.boolean(),
+  /** E2EE conversations only: the MLS group's current epoch. */
+  mls: z.object({ epoch: z.number().int().nonnegative() }).optional(),
   createdAt: Time,
   members: z.array(Member),
   lastSeq: Seq,
@@ -149,7 +157,7 @@ export const LoginBody = z.strictObject({
   deviceName: DeviceName.optional(),
 });
 
-export const CreateDirectBody = z.strictObject({ type: z.literal("direct"), userId: Id });
+export const CreateDirectBody = z.strictObject({ type: z.literal("direct"), userId: Id, e2ee: z.boolean().optional() });
 
 export const CreateGroupBody = z.strictObject({
   title: shownName(LIMITS.titleMax),
@@ -165,12 +173,14 @@ const ClientMsgId = text().min(1).max(LIMITS.clientMsgIdMax);
 const MessageContent = {
   clientMsgId: ClientMsgId,
   body: text().min(1).max(LIMITS.bodyMax).optional(),
+  /** E2EE conversations, instead of `body`: a PrivateMessage of the conversation's group (base64url). */
+  ciphertext: z.string().min(1).max(LIMITS.ciphertextMax).regex(/^[A-Za-z0-9_-]+$/, "base64url without padding").optional(),
   mediaIds: z.array(Id).max(LIMITS.mediaPerMessageMax).optional(),
   threadRootSeq: z.number().int().positive().optional(),
 };
-const hasContent = (m: { body?: string | undefined; mediaIds?: string[] | undefined }) =>
-  m.body !== undefined || (m.mediaIds !== undefined && m.mediaIds.length > 0);
-const contentMessage = { message: "a message needs a body or at least one media id" };
+const hasContent = (m: { body?: string | undefined; ciphertext?: string | undefined; mediaIds?: string[] | undefined }) =>
+  m.body !== undefined || m.ciphertext !== undefined || (m.mediaIds !== undefined && m.mediaIds.length > 0);
+const contentMessage = { message: "a message needs a body, a ciphertext or at least one media id" };
 
 export const SendBody = z
   .strictObject({ conversationId: Id, ...MessageContent })
@@ -327,6 +337,8 @@ export const UserServerFrame = z.discriminatedUnion("type", [
     updatedAt: Time,
   }),
   z.object({ type: z.literal("conversation"), conversation: Conversation }),
+  z.object({ type: z.literal("mls.welcome"), id: Id, conversationId: Id, seq: z.number().int().positive(), welcome: z.string() }),
+  z.object({ type: z.literal("mls.keyPackagesLow"), deviceId: Id, count: z.number().int().nonnegative() }),
   ErrorFrame,
   ClosingFrame,
 ]);

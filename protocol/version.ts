@@ -10,4 +10,7 @@
 // 4 - the user socket's query is a schema too (`ticket`, `v`): `?v=` of another version closes it
 //     with 4010, and an unknown or repeated parameter is a 400, as on the conversation socket.
 // 5 - `{type: "closing", code, reason}` on both sockets, the last frame before a close the server starts.
-export const PROTOCOL_VERSION = 5;
+// 6 - end-to-end encryption (MLS, RFC 9420): ciphertext sends, `mls.commit` messages, `mls` on
+//     conversations, `e2ee` on direct conversations, the `mls.welcome` and `mls.keyPackagesLow` frames,
+//     and the bodies of the /mls and /devices/me/mls calls.
+export const PROTOCOL_VERSION = 6;

@@ -5,6 +5,7 @@ import type { ConversationDO } from "../durable-objects/conversation/Conversatio
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Settings } from "../kernel/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
+import { MlsDevice } from "../web/src/e2ee/engine";
 
 const ORIGIN = "http://chat.test";
 
@@ -78,6 +79,16 @@ export async function group(admin: Session, others: Session[], title = "group"):
 
 export async function sendRest(s: Session, conversationId: string, body: string, clientMsgId = unique("m")) {
   return json<{ message: Message }>("/send", { token: s.token, body: { conversationId, clientMsgId, body } }, 201);
+}
+
+/**
+ * A valid `ciphertext` for an E2EE conversation still at epoch 0: a PrivateMessage of its group,
+ * as the creator's device would encrypt it (test/e2ee.test.ts runs whole groups of devices).
+ */
+export async function ciphertextFor(conversationId: string, text = "opaque"): Promise<string> {
+  const device = await MlsDevice.create("creator", "device");
+  await device.createGroup(conversationId);
+  return device.encrypt(conversationId, text);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { Message, type MediaInfo, type MultipartUpload } from "../protocol";
 import { conversationStub } from "../kernel/objects";
 import { signMediaUrl } from "../worker/lib/signing";
-import { call, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
+import { call, ciphertextFor, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
 
 const MiB = 1024 * 1024;
 const ascii = (s: string) => [...s].map((c) => c.charCodeAt(0));
@@ -644,7 +644,7 @@ describe("media messages", () => {
     await send(g.id, { mediaIds: [voice.media.id] });
     await send(g.id, { body: "first reply", threadRootSeq: root.seq });
     await send(g.id, { body: "second reply", threadRootSeq: root.seq });
-    await send(secret.id, { body: "ciphertext", mediaIds: [blob.media.id] });
+    await send(secret.id, { ciphertext: await ciphertextFor(secret.id), mediaIds: [blob.media.id] });
     for (const id of [g.id, secret.id]) {
       await waitFor(async () => (await conversationStub(env, id).pendingOutbox()) === 0, "every message in D1");
     }
@@ -676,8 +676,9 @@ describe("media messages", () => {
     const [a, b] = [await register(), await register()];
     const { conversation } = await json<{ conversation: { id: string } }>("/group/create", { token: a.token, body: { title: "secret", memberIds: [b.user.id], e2ee: true } }, 201);
     const blob = await uploadRaw(a, "application/octet-stream", filler(300, 7), `?name=${unique("blob")}`);
-    const { message } = await json<{ message: Message }>("/send", { token: a.token, body: { conversationId: conversation.id, clientMsgId: "enc", body: "ciphertext", mediaIds: [blob.media.id] } }, 201);
+    const { message } = await json<{ message: Message }>("/send", { token: a.token, body: { conversationId: conversation.id, clientMsgId: "enc", ciphertext: await ciphertextFor(conversation.id), mediaIds: [blob.media.id] } }, 201);
     expect(message.kind).toBe("encrypted");
+    expect(message.body).toBeNull();
     expect(message.media.map((m) => m.id)).toEqual([blob.media.id]);
     expect((await getMedia(blob.media.id, b.token)).status).toBe(302);
   });

@@ -13,6 +13,7 @@ const FINGERPRINTS: Record<number, string> = {
   3: "703727933fedb3f8474e2dd07b32bab72e8802bf73903701ada891a52e1aad12",
   4: "38566028c45267ff6ec9a06c94261a3ed9320a719f98d32a1c0ee62a218b4c5f",
   5: "e25f44f4ba8aede487fb1a03b5b3158e37ee41f6560baf6876d8b5259f0541e2",
+  6: "d887c7d6db073d5b6299929ad5f008b9fc720ee10b16f000e1f42a4e9d3048e2",
 };
 
 async function fingerprint(): Promise<string> {

@@ -11,7 +11,7 @@ import { QUEUES, type PushDeliveryMessage, type PushJobMessage } from "../durabl
 import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, toQueueMessage } from "../durable-objects/user/pushJobs";
 import { topicFor } from "../worker/push/send";
 import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
-import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
+import { call, ciphertextFor, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -291,7 +291,8 @@ describe("push on send: a message sent over REST reaches offline members' push s
     const sub = await newSubscription();
     await subscribe(bob, sub);
     const { message: plain } = await sendRest(alice, plainGroup.id, "see you at 6");
-    const { message: secret } = await sendRest(alice, secretGroup.id, "opaque");
+    const body = { conversationId: secretGroup.id, clientMsgId: unique("m"), ciphertext: await ciphertextFor(secretGroup.id) };
+    const { message: secret } = await json<{ message: Message }>("/send", { token: alice.token, body }, 201);
     await pushFor(sub, plain.id);
     const received = await pushFor(sub, secret.id);
     expect(received.find((r) => r.payload.messageId === plain.id)!.payload).toMatchObject({ title: "Climbing club", body: "see you at 6" });

@@ -708,7 +708,7 @@ describe("faults", () => {
         const events: Event[] = [];
         for (const st of statements) {
           const { q, args } = (st as D1PreparedStatement & { recorded: { q: string; args: unknown[] } }).recorded;
-          if (q.startsWith("INSERT OR IGNORE INTO messages")) for (let i = 2; i < args.length; i += 14) events.push({ kind: "message", seq: args[i] as number });
+          if (q.startsWith("INSERT OR IGNORE INTO messages")) for (let i = 2; i < args.length; i += 15) events.push({ kind: "message", seq: args[i] as number });
           else if (q.startsWith("INSERT INTO members")) events.push({ kind: "put", userId: args[1] as string });
           else if (q.startsWith("DELETE FROM members")) events.push({ kind: "delete", userId: args[1] as string });
         }

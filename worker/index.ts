@@ -6,6 +6,7 @@ import { securityHeaders } from "./lib/security";
 import { auth, me } from "./routes/auth";
 import { conversations, groups } from "./routes/conversations";
 import { messages } from "./routes/messages";
+import { mls } from "./routes/mls";
 import { realtime } from "./routes/realtime";
 import { receipts } from "./routes/receipts";
 import { users } from "./routes/users";
@@ -22,7 +23,7 @@ export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
 export { ThrottleDO } from "../durable-objects/throttle/ThrottleDO";
 
-const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media"];
+const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media", "/mls", "/devices"];
 
 const app = newApp();
 app.use(base);
@@ -39,6 +40,7 @@ app.use(async (c, next) => {
 // and the apps mounted beside others authenticate each route themselves.
 app.route("/", realtime);
 app.route("/", messages);
+app.route("/", mls);
 app.route("/auth", auth);
 app.route("/me", me);
 app.route("/users", users);

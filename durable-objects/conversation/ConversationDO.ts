@@ -16,7 +16,8 @@ import { readSettings, type Settings } from "../../kernel/settings";
 import { readIdentity, type Identity } from "../../kernel/identity";
 import { fail, type Failure } from "../../kernel/result";
 import { sendWithMedia } from "../../kernel/d1/mediaRecords";
-import { peersOf, type ConversationPeer, type DeliveryAnswer, type FanoutJob, type UserInbox } from "../contract";
+import { peersOf, type ConversationPeer, type DeliveryAnswer, type DeviceKeys, type FanoutJob, type UserInbox } from "../contract";
+import type { CommitBody } from "../../protocol";
 import { AlarmScheduler } from "../lib/alarms";
 import { Attachments, fieldsOf } from "../lib/attachments";
 import { TokenBuckets } from "../lib/rateLimit";
@@ -28,6 +29,7 @@ import type { LiveCopy } from "./quiet";
 import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
 import { DeferredPass } from "./deferredPass";
 import { SendStaging, type StagedSend } from "./sendStaging";
+import { MlsDelivery } from "./mlsDelivery";
 
 /**
  * What a conversation reaches outside itself. `useConnections` replaces any of them: the tests pass a D1
@@ -36,6 +38,8 @@ import { SendStaging, type StagedSend } from "./sendStaging";
 export interface ConversationConnections {
   d1: D1Writer;
   users(userId: string): Pick<UserInbox, "deliver" | "trackConversationSocket">;
+  /** Where Welcomes go: the new devices' user objects. */
+  welcomes(userId: string): Pick<UserInbox, "mlsWelcomes">;
   fanoutQueue: Pick<Queue<FanoutJob>, "sendBatch">;
 }
 
@@ -48,7 +52,10 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   readonly deferred: DeferredPass;
   private readonly conversation: Conversation;
   private readonly staging: SendStaging;
-  private readonly alarms: AlarmScheduler<"pass" | "typing">;
+  private readonly mls: MlsDelivery;
+  private readonly alarms: AlarmScheduler<"pass" | "typing" | "welcomes">;
+  /** Consecutive failed Welcome hand-overs, for the backoff (in memory: a lost value only retries sooner). */
+  private welcomeFailures = 0;
   private readonly attachments = new Attachments(readAttachment);
   /** Per user: a send takes its token in Conversation.send; every other frame here. */
   private readonly limiter: TokenBuckets;
@@ -72,7 +79,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     super(ctx, env);
     this.settings = readSettings(env);
     const peers = peersOf(env);
-    this.connections = { d1: env.DB, users: peers.user, fanoutQueue: env.FANOUT_QUEUE };
+    this.connections = { d1: env.DB, users: peers.user, welcomes: peers.user, fanoutQueue: env.FANOUT_QUEUE };
     this.store = new ConversationStore(ctx.storage.sql);
     this.outbox = new Outbox(this.store, () => this.connections.d1, this.settings.outboxBatchSize);
     this.fanout = new Fanout(
@@ -88,6 +95,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
         return this.deferred.nextRetry(now);
       },
       typing: (now) => this.conversation.lapseTyping(now),
+      welcomes: (now) => this.deliverWelcomes(now),
     });
     this.deferred = new DeferredPass({
       store: this.store,
@@ -112,6 +120,17 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
         this.fanout.noteReceipt(userIds, { conversationId: this.store.requireMeta().id, ...receipt }, this.accepted),
     });
     this.staging = new SendStaging(this.settings, (batch) => this.storeSends(batch));
+    this.mls = new MlsDelivery(this.store, {
+      appendCommit: (sender, clientMsgId, commit, now) => this.conversation.appendCommit(sender, clientMsgId, commit, now),
+      // Handed over at once, after the commit's step is stored (the output gate holds the call
+      // until then); the alarm, written with that step, is the backstop for an eviction or a
+      // failure, and retries with backoff. A Welcome handed over twice is kept once.
+      deliverWelcomes: () => {
+        void this.alarms.wakeAt("welcomes", Date.now() + 5_000);
+        this.ctx.waitUntil(this.deliverWelcomes(Date.now()).then(() => undefined));
+      },
+      takeRateToken: (userId, now) => this.conversation.takeRateToken(userId, now),
+    });
     // Keep-alives are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
   }
@@ -169,6 +188,36 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     // it to D1 with the others, and only then tells the members' objects (D1 first), so a device
     // told of the message finds it in GET /conversations. The sender has it in the answer.
     return this.conversation.send(sender, request, now, null);
+  }
+
+  /** An MLS commit (./mlsDelivery.ts); `keys` are D1's records of the devices it involves. */
+  async mlsCommit(sender: Identity, body: CommitBody, keys: DeviceKeys, now: number) {
+    this.staging.storeStaged();
+    return this.mls.commit(sender, body, keys, now);
+  }
+
+  async mlsGroupInfo(userId: string) {
+    this.staging.storeStaged();
+    return this.mls.groupInfo(userId);
+  }
+
+  /**
+   * Hands the Welcomes stored with commits to their users' objects; returns when to try again
+   * (backoff from 1 s to a minute) while any is left.
+   */
+  private async deliverWelcomes(now: number): Promise<number | null> {
+    let failed = false;
+    for (const [userId, welcomes] of this.mls.pendingByUser()) {
+      try {
+        await this.connections.welcomes(userId).mlsWelcomes(userId, welcomes);
+        this.mls.delivered(welcomes.map((w) => w.id));
+      } catch (err) {
+        console.warn(`conversation ${this.store.meta?.id}: Welcome hand-over to ${userId} failed`, String(err));
+        failed = true;
+      }
+    }
+    this.welcomeFailures = failed ? this.welcomeFailures + 1 : 0;
+    return failed ? now + Math.min(60_000, 1000 * 2 ** (this.welcomeFailures - 1)) : null;
   }
 
   async history(userId: string, query: HistoryInput) {

@@ -18,6 +18,7 @@ import type { Identity } from "../../kernel/identity";
 import type { TokenBuckets } from "../lib/rateLimit";
 import { closeWithNotice, trySend } from "../lib/socketIo";
 import type { ConversationStore } from "./conversationStore";
+import { invalidContent } from "./mlsDelivery";
 
 export interface CreateInput {
   id: string;
@@ -153,7 +154,9 @@ export class Conversation {
         senderDeviceId: sender.deviceId,
         clientMsgId: request.clientMsgId,
         kind: e2ee ? "encrypted" : media.length > 0 ? "media" : "text",
-        body: request.body ?? null,
+        // invalidSend saw to it that an E2EE message has a ciphertext and no body.
+        body: e2ee ? null : (request.body ?? null),
+        ...(request.ciphertext !== undefined ? { payload: request.ciphertext } : {}),
         media,
         threadRootSeq: request.threadRootSeq ?? null,
         createdAt: now,
@@ -182,12 +185,43 @@ export class Conversation {
   /** Why a send cannot be stored (media ids not all resolved, a bad thread root), or null. */
   private invalidSend(request: SendRequest): Failure | null {
     if ((request.mediaIds?.length ?? 0) !== (request.media?.length ?? 0)) return fail("bad_request", "unknown media id");
+    const content = invalidContent(this.store.requireMeta(), request, request.media ?? []);
+    if (content) return content;
     if (request.threadRootSeq !== undefined) {
       const root = this.store.getMessage(request.threadRootSeq);
       if (!root || root.kind === "system") return fail("bad_request", "threadRootSeq names no message");
       if (root.threadRootSeq !== null) return fail("bad_request", "a thread reply cannot start a thread");
     }
     return null;
+  }
+
+  /** Takes one token of the user's message rate limit (./mlsDelivery.ts's commits share it). */
+  takeRateToken(userId: string, now: number): number {
+    return this.deps.limiter.take(userId, now);
+  }
+
+  /**
+   * Appends an accepted MLS commit (./mlsDelivery.ts decided) as an `mls.commit` message and
+   * delivers it like any message; it counts in no unread and is no lastMessage (the store's).
+   */
+  appendCommit(sender: Identity, clientMsgId: string, commit: string, now: number): Message {
+    const message = this.store.append({
+      id: newId(now),
+      senderId: sender.userId,
+      senderDeviceId: sender.deviceId,
+      clientMsgId,
+      kind: "mls.commit",
+      body: null,
+      payload: commit,
+      media: [],
+      threadRootSeq: null,
+      createdAt: now,
+    });
+    // MlsDelivery looked the clientMsgId up in this same step.
+    if (!message) throw new Error("commit clientMsgId already stored");
+    this.deps.defer();
+    this.deliver(message, null);
+    return message;
   }
 
   history(userId: string, query: HistoryInput): Result<{ messages: Message[]; hasMore: boolean }> {
@@ -311,6 +345,7 @@ export class Conversation {
       type: meta.type,
       title: meta.title,
       e2ee: meta.e2ee,
+      ...(meta.e2ee ? { mls: { epoch: meta.mlsEpoch } } : {}),
       createdAt: meta.createdAt,
       members,
       lastSeq: meta.lastSeq,

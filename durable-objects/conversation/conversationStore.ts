@@ -34,6 +34,14 @@ const MIGRATIONS = [
   `ALTER TABLE outbox ADD COLUMN at_seq INTEGER NOT NULL DEFAULT 0`,
   `ALTER TABLE conversation ADD COLUMN d1_seq INTEGER NOT NULL DEFAULT 0`,
   `UPDATE conversation SET d1_seq = (SELECT coalesce(max(seq), 0) FROM messages)`,
+  // End-to-end encryption (./mlsDelivery.ts): an E2EE message's MLS bytes (the ciphertext, or the
+  // commit); the group's epoch and latest GroupInfo; Welcomes stored with their commit and not yet
+  // handed to their devices' user objects.
+  `ALTER TABLE messages ADD COLUMN payload TEXT`,
+  `ALTER TABLE conversation ADD COLUMN mls_epoch INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE conversation ADD COLUMN mls_group_info TEXT`,
+  `CREATE TABLE mls_welcomes (
+     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id TEXT NOT NULL, device_id TEXT NOT NULL, welcome TEXT NOT NULL)`,
 ];
 
 
@@ -44,7 +52,10 @@ export interface ConversationMeta {
   e2ee: boolean;
   createdAt: number;
   lastSeq: number;
+  /** The latest message's time, commits left out (they move no list order). */
   lastMessageAt: number | null;
+  /** E2EE conversations: the MLS group's current epoch (0 until the first commit). */
+  mlsEpoch: number;
 }
 
 export type OutboxEntry =
@@ -54,10 +65,20 @@ export type OutboxEntry =
   // Only in outboxes written before messages were fed from the log (see MIGRATIONS).
   | { kind: "message"; payload: Message }
   | { kind: "thread"; payload: { rootSeq: number; replyCount: number; lastReplySeq: number; lastReplyAt: number } }
-  | { kind: "receipt"; payload: { userId: string; deliveredSeq: number; readSeq: number } };
+  | { kind: "receipt"; payload: { userId: string; deliveredSeq: number; readSeq: number } }
+  | { kind: "mls_epoch"; payload: { epoch: number } };
 
 /** `atSeq`: the conversation's lastSeq when the row was queued (it follows those messages). */
 export type OutboxRow = { id: number; atSeq: number } & OutboxEntry;
+
+/** A Welcome stored with its commit, until its device's user object has it. */
+export interface PendingWelcomeRow {
+  id: string;
+  seq: number;
+  userId: string;
+  deviceId: string;
+  welcome: string;
+}
 
 export interface NewMessage {
   id: string;
@@ -66,6 +87,8 @@ export interface NewMessage {
   clientMsgId: string;
   kind: MessageKind;
   body: string | null;
+  /** The MLS bytes of an E2EE message: the ciphertext of `encrypted`, the commit of `mls.commit`. */
+  payload?: string;
   media: MediaRef[];
   threadRootSeq: number | null;
   createdAt: number;
@@ -131,12 +154,14 @@ export class ConversationStore {
         created_at: number;
         last_seq: number;
         last_message_at: number | null;
+        mls_epoch: number;
       }>("SELECT * FROM conversation")
       .toArray()[0];
     if (!row) return null;
     const last = this.sql
       .exec<{ seq: number; created_at: number }>("SELECT seq, created_at FROM messages ORDER BY seq DESC LIMIT 1")
       .toArray()[0];
+    const lastShown = this.lastShownSeq(last?.seq ?? 0);
     return {
       id: row.id,
       type: row.type === "group" ? "group" : "direct",
@@ -144,11 +169,26 @@ export class ConversationStore {
       e2ee: row.e2ee === 1,
       createdAt: row.created_at,
       lastSeq: last?.seq ?? 0,
-      lastMessageAt: last?.created_at ?? null,
+      lastMessageAt: lastShown === last?.seq ? last.created_at : lastShown > 0 ? (this.getCreatedAt(lastShown) ?? null) : null,
+      mlsEpoch: row.mls_epoch,
     };
   }
 
-  create(meta: Omit<ConversationMeta, "lastSeq" | "lastMessageAt">): void {
+  /** The seq of the latest message at or below `seq` that is not a commit (0 if none). */
+  private lastShownSeq(seq: number): number {
+    if (seq === 0) return 0;
+    return (
+      this.sql
+        .exec<{ seq: number }>("SELECT seq FROM messages WHERE seq <= ? AND kind != 'mls.commit' ORDER BY seq DESC LIMIT 1", seq)
+        .toArray()[0]?.seq ?? 0
+    );
+  }
+
+  private getCreatedAt(seq: number): number | undefined {
+    return this.sql.exec<{ created_at: number }>("SELECT created_at FROM messages WHERE seq = ?", seq).toArray()[0]?.created_at;
+  }
+
+  create(meta: Omit<ConversationMeta, "lastSeq" | "lastMessageAt" | "mlsEpoch">): void {
     this.sql.exec(
       "INSERT INTO conversation (id, type, title, e2ee, created_at, last_seq) VALUES (?, ?, ?, ?, ?, 0)",
       meta.id,
@@ -157,7 +197,7 @@ export class ConversationStore {
       meta.e2ee ? 1 : 0,
       meta.createdAt,
     );
-    this.meta = { ...meta, lastSeq: 0, lastMessageAt: null };
+    this.meta = { ...meta, lastSeq: 0, lastMessageAt: null, mlsEpoch: 0 };
     this.queueForD1({
       kind: "conversation",
       payload: { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee, createdAt: meta.createdAt },
@@ -209,8 +249,8 @@ export class ConversationStore {
     // The idempotency index detects a duplicate in the insert itself: a send costs one statement,
     // not a lookup and then an insert.
     const written = this.sql.exec(
-      `INSERT INTO messages (seq, id, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO messages (seq, id, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (sender_id, client_msg_id) DO NOTHING`,
       seq,
       input.id,
@@ -219,6 +259,7 @@ export class ConversationStore {
       input.clientMsgId,
       input.kind,
       input.body,
+      input.payload ?? null,
       input.media.length === 0 ? "[]" : JSON.stringify(input.media),
       input.threadRootSeq,
       input.createdAt,
@@ -227,7 +268,7 @@ export class ConversationStore {
     // `lastSeq` is not written back to the conversation row: it is max(seq), read once per
     // wake-up (loadMeta), which saves a statement on every send.
     meta.lastSeq = seq;
-    meta.lastMessageAt = input.createdAt;
+    if (input.kind !== "mls.commit") meta.lastMessageAt = input.createdAt;
     // Built field by field rather than spread: every message then has one shape, on the hottest path.
     const message: Message = {
       conversationId: meta.id,
@@ -242,6 +283,10 @@ export class ConversationStore {
       threadRootSeq: input.threadRootSeq,
       createdAt: input.createdAt,
     };
+    if (input.payload !== undefined) {
+      if (input.kind === "mls.commit") message.commit = input.payload;
+      else message.ciphertext = input.payload;
+    }
     this.remember(message);
     if (input.threadRootSeq !== null) {
       this.forget(input.threadRootSeq);
@@ -364,9 +409,14 @@ export class ConversationStore {
     return { messages: messages.reverse(), hasMore };
   }
 
+  /** The latest message, commits left out (a commit is no lastMessage). */
   lastMessage(): Message | null {
     const meta = this.meta;
-    return meta && meta.lastSeq > 0 ? this.getMessage(meta.lastSeq) : null;
+    if (!meta || meta.lastSeq === 0) return null;
+    const last = this.getMessage(meta.lastSeq);
+    if (last?.kind !== "mls.commit") return last;
+    const shown = this.lastShownSeq(meta.lastSeq);
+    return shown > 0 ? this.getMessage(shown) : null;
   }
 
   /**
@@ -376,7 +426,7 @@ export class ConversationStore {
   unreadCount(userId: string, readSeq: number): number {
     return this.sql
       .exec<{ n: number }>(
-        "SELECT count(*) AS n FROM messages WHERE seq > ? AND sender_id != ? AND kind != 'system'",
+        "SELECT count(*) AS n FROM messages WHERE seq > ? AND sender_id != ? AND kind NOT IN ('system', 'mls.commit')",
         readSeq,
         userId,
       )
@@ -501,13 +551,55 @@ export class ConversationStore {
   sendersBetween(from: number, to: number, exceptUserId: string): string[] {
     return this.sql
       .exec<{ sender_id: string }>(
-        "SELECT DISTINCT sender_id FROM messages WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind != 'system'",
+        "SELECT DISTINCT sender_id FROM messages WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind NOT IN ('system', 'mls.commit')",
         from,
         to,
         exceptUserId,
       )
       .toArray()
       .map((r) => r.sender_id);
+  }
+
+  // --- MLS: the Delivery Service's state (./mlsDelivery.ts) ---------------------------------------
+
+  mlsGroupInfo(): string | null {
+    return this.sql.exec<{ g: string | null }>("SELECT mls_group_info AS g FROM conversation").toArray()[0]?.g ?? null;
+  }
+
+  /** Moves the group to `epoch` with its GroupInfo; called in the step that appends the commit. */
+  setMlsState(epoch: number, groupInfo: string): void {
+    this.sql.exec("UPDATE conversation SET mls_epoch = ?, mls_group_info = ?", epoch, groupInfo);
+    this.requireMeta().mlsEpoch = epoch;
+    this.queueForD1({ kind: "mls_epoch", payload: { epoch } });
+  }
+
+  queueWelcome(row: PendingWelcomeRow): void {
+    this.sql.exec(
+      "INSERT INTO mls_welcomes (id, seq, user_id, device_id, welcome) VALUES (?, ?, ?, ?, ?)",
+      row.id,
+      row.seq,
+      row.userId,
+      row.deviceId,
+      row.welcome,
+    );
+  }
+
+  pendingWelcomes(): PendingWelcomeRow[] {
+    return this.sql
+      .exec<{ id: string; seq: number; user_id: string; device_id: string; welcome: string }>(
+        "SELECT id, seq, user_id, device_id, welcome FROM mls_welcomes ORDER BY seq, id",
+      )
+      .toArray()
+      .map((r) => ({ id: r.id, seq: r.seq, userId: r.user_id, deviceId: r.device_id, welcome: r.welcome }));
+  }
+
+  deleteWelcomes(ids: string[]): void {
+    for (const id of ids) this.sql.exec("DELETE FROM mls_welcomes WHERE id = ?", id);
+  }
+
+  /** The device that created the conversation (its `created` system message's). */
+  creatorDeviceId(): string | null {
+    return this.getMessage(1)?.senderDeviceId ?? null;
   }
 
   requireMeta(): ConversationMeta {

@@ -14,7 +14,7 @@ import type { ConversationStore, OutboxRow } from "./conversationStore";
 export type D1Writer = Pick<D1Database, "prepare" | "batch">;
 
 // D1 and DO SQLite refuse statements with more than 100 bound parameters.
-const MESSAGE_PARAMS = 14;
+const MESSAGE_PARAMS = 15;
 const MESSAGES_PER_INSERT = Math.floor(100 / MESSAGE_PARAMS);
 
 export const BACKOFF_BASE_MS = 500;
@@ -105,7 +105,8 @@ export class Outbox {
         const values: unknown[] = [];
         for (const m of chunk) {
           lastSeq = Math.max(lastSeq, m.seq);
-          lastMessageAt = Math.max(lastMessageAt, m.createdAt);
+          // A commit moves no lastMessageAt and no list order (API.md).
+          if (m.kind !== "mls.commit") lastMessageAt = Math.max(lastMessageAt, m.createdAt);
           values.push(
             m.id,
             conversationId,
@@ -115,6 +116,7 @@ export class Outbox {
             m.clientMsgId,
             m.kind,
             m.body,
+            m.ciphertext ?? m.commit ?? null,
             JSON.stringify(m.media),
             m.threadRootSeq,
             m.thread?.replyCount ?? 0,
@@ -127,7 +129,7 @@ export class Outbox {
         out.push(
           db
             .prepare(
-              `INSERT OR IGNORE INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at) VALUES ${placeholders}`,
+              `INSERT OR IGNORE INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at) VALUES ${placeholders}`,
             )
             .bind(...values),
         );
@@ -193,6 +195,13 @@ export class Outbox {
           );
           break;
         }
+        case "mls_epoch":
+          out.push(
+            db
+              .prepare("UPDATE conversations SET mls_epoch = max(coalesce(mls_epoch, 0), ?) WHERE id = ?")
+              .bind(row.payload.epoch, conversationId),
+          );
+          break;
         case "receipt": {
           const r = row.payload;
           out.push(
@@ -209,7 +218,7 @@ export class Outbox {
     }
     messagesThrough(Number.POSITIVE_INFINITY);
     flushMessages();
-    if (lastSeq > 0) {
+    if (lastSeq > 0 && lastMessageAt > 0) {
       out.push(
         db
           .prepare(
@@ -218,6 +227,9 @@ export class Outbox {
           )
           .bind(lastSeq, lastMessageAt, conversationId),
       );
+    } else if (lastSeq > 0) {
+      // Only commits: they move no lastMessageAt (API.md).
+      out.push(db.prepare("UPDATE conversations SET last_seq = max(last_seq, ?) WHERE id = ?").bind(lastSeq, conversationId));
     }
     return out;
   }

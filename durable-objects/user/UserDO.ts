@@ -5,7 +5,8 @@
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type Presence, type UserServerFrame } from "../../protocol";
+import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type ClaimedKeyPackage, type PendingWelcome, type Presence, type UserServerFrame } from "../../protocol";
+import { fail, type Result } from "../../kernel/result";
 import { readIdentity, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
 import { sharedWith } from "../../kernel/d1/privacy";
@@ -18,7 +19,9 @@ import {
   type LiveOn,
   type PresencePeer,
   type PushQueueMessage,
+  type StoredKeyPackage,
   type UserInbox,
+  type WelcomeForDevice,
 } from "../contract";
 import { AlarmScheduler } from "../lib/alarms";
 import { TokenBuckets } from "../lib/rateLimit";
@@ -29,6 +32,8 @@ import { DeviceSockets, deviceTag, type SocketState } from "./deviceSockets";
 import { DELIVERED_RETENTION_MS, Inbox } from "./inbox";
 import { PresenceStore, type PresenceState } from "./presenceState";
 import { enqueuePushes } from "./pushJobs";
+import { KEY_PACKAGES_LOW, KEY_PACKAGES_MAX, KeyPackageDirectory } from "./keyPackages";
+import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
 import { Sessions } from "./sessions";
 import { Watchers } from "./watchers";
@@ -53,6 +58,8 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly answers: DeliveryAnswers;
   private readonly sessions: Sessions;
   private readonly watchers: Watchers;
+  private readonly keyPackages: KeyPackageDirectory;
+  private readonly welcomes: Welcomes;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
@@ -70,11 +77,14 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.sessions = new Sessions(sql, this.settings.ticketTtlMs);
     const conversations = (id: string) => this.connections.conversations(id);
     this.answers = new DeliveryAnswers(sql, this.sockets, conversations);
+    this.keyPackages = new KeyPackageDirectory(sql);
+    this.welcomes = new Welcomes(sql, (deviceId) => this.sockets.ofDevice(deviceId));
     this.inbox = new Inbox({
       sql,
       sockets: this.sockets,
       queuePushes: (jobs) => enqueuePushes(this.connections.pushQueue, jobs),
       conversations,
+      left: (conversationId) => this.welcomes.dropConversation(conversationId),
     });
     this.watchers = new Watchers({
       sql,
@@ -114,6 +124,57 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     const answer = wantsAnswer ? this.answers.answer(conversationOf(events[0]), now) : null;
     await this.alarms.wakeAt("prune", now + DELIVERED_RETENTION_MS);
     return answer;
+  }
+
+  // --- MLS: key packages and Welcomes (./keyPackages.ts, ./welcomes.ts) ---------------------------
+
+  /** Stores a device's checked key packages, all in one step; returns its one-time count. */
+  async uploadKeyPackages(userId: string, deviceId: string, packages: StoredKeyPackage[], lastResort: StoredKeyPackage | null): Promise<Result<{ count: number }>> {
+    this.presence.rememberUser(userId);
+    const count = this.keyPackages.upload(deviceId, packages, lastResort, Date.now());
+    return count === null ? fail("bad_request", `a device keeps at most ${KEY_PACKAGES_MAX} key packages`) : { ok: true, count };
+  }
+
+  async keyPackageCount(userId: string, deviceId: string): Promise<{ count: number; lastResort: boolean }> {
+    this.presence.rememberUser(userId);
+    return this.keyPackages.count(deviceId, Date.now());
+  }
+
+  /** Takes one claim from this user's rate limit (this user is the claimer). */
+  async takeKeyPackageClaim(userId: string): Promise<Result<{ allowed: true }>> {
+    this.presence.rememberUser(userId);
+    const wait = this.keyPackages.takeClaim(Date.now(), this.settings.mlsClaimsPerMinute);
+    return wait > 0 ? fail("rate_limited", "too many key package claims", wait) : { ok: true, allowed: true };
+  }
+
+  /**
+   * Hands out one package for each of `deviceIds` (this user's live devices but the claimer's)
+   * and tells each device left below KEY_PACKAGES_LOW one-time packages.
+   */
+  async claimKeyPackages(userId: string, deviceIds: string[]): Promise<ClaimedKeyPackage[]> {
+    this.presence.rememberUser(userId);
+    const claimed = this.keyPackages.claim(deviceIds, Date.now());
+    for (const c of claimed) {
+      if (c.left >= KEY_PACKAGES_LOW) continue;
+      const frame = JSON.stringify({ type: "mls.keyPackagesLow", deviceId: c.deviceId, count: c.left } satisfies UserServerFrame);
+      for (const ws of this.sockets.ofDevice(c.deviceId)) trySend(ws, frame);
+    }
+    return claimed.map((c) => ({ userId, deviceId: c.deviceId, keyPackage: c.keyPackage, lastResort: c.lastResort }));
+  }
+
+  async mlsWelcomes(userId: string, welcomes: WelcomeForDevice[]): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.welcomes.receive(welcomes);
+  }
+
+  async listWelcomes(userId: string, deviceId: string): Promise<PendingWelcome[]> {
+    this.presence.rememberUser(userId);
+    return this.welcomes.list(deviceId);
+  }
+
+  async deleteWelcome(userId: string, deviceId: string, id: string): Promise<Result<{ deleted: true }>> {
+    this.presence.rememberUser(userId);
+    return this.welcomes.delete(deviceId, id) ? { ok: true, deleted: true } : fail("not_found", "no such welcome");
   }
 
   // --- Presence ----------------------------------------------------------------------------------

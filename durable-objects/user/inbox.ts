@@ -23,6 +23,8 @@ export interface InboxDeps {
   /** Queues pushes (./pushJobs.ts enqueuePushes); a failure fails the call, which the conversation retries. */
   queuePushes(jobs: PushJob[]): Promise<void>;
   conversations(conversationId: string): Pick<ConversationPeer, "viewForNotification">;
+  /** The user is no longer a member of the conversation (its pending Welcomes go). */
+  left(conversationId: string): void;
 }
 
 export class Inbox {
@@ -51,6 +53,7 @@ export class Inbox {
       } else if (event.type === "changed") {
         const conversation = await this.deps.conversations(event.conversationId).viewForNotification(userId);
         if (conversation) sockets.sendAll(all, JSON.stringify({ type: "conversation", conversation } satisfies UserServerFrame));
+        if (conversation && !conversation.members.some((m) => m.userId === userId)) this.deps.left(conversation.id);
       } else {
         messages.push(event);
       }
@@ -60,7 +63,8 @@ export class Inbox {
       // and the conversation's retry then finds the messages still fresh and queues them again.
       await this.deps.queuePushes(
         messages
-          .filter(({ message }) => message.senderId !== userId && message.kind !== "system")
+          // Membership records and MLS commits push nothing (API.md).
+          .filter(({ message }) => message.senderId !== userId && message.kind !== "system" && message.kind !== "mls.commit")
           .filter(({ message }) => !this.wasDelivered(message, inOrder))
           .map(({ message, conversation }) => ({ userId, conversation, message: messageOf(message) })),
       );

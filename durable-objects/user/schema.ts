@@ -2,7 +2,8 @@
 // created before a step exists runs it on its next wake-up (../lib/migrate.ts). Each table is
 // owned by one module: conversation_sockets, used_tickets and revoked_devices by ./sessions.ts;
 // delivered and delivered_through by ./inbox.ts; answered and socket_epoch by
-// ./deliveryAnswers.ts; presence and identity by ./presenceState.ts; watchers by ./watchers.ts.
+// ./deliveryAnswers.ts; presence and identity by ./presenceState.ts; watchers by ./watchers.ts;
+// key_packages and claim_bucket by ./keyPackages.ts; mls_welcomes by ./welcomes.ts.
 export const USER_MIGRATIONS = [
   // Where each device has (or had) conversation sockets. Stale rows cost one no-op call at logout.
   `CREATE TABLE conversation_sockets (
@@ -34,4 +35,15 @@ export const USER_MIGRATIONS = [
   `CREATE TABLE used_tickets (nonce TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID`,
   `CREATE INDEX used_tickets_until ON used_tickets (until)`,
   `CREATE TABLE revoked_devices (device_id TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID`,
+  // MLS key packages of this user's devices: one-time ones (taken by a claim) and at most one
+  // last-resort one per device (kept). The key package text is unique, so a re-upload adds nothing.
+  `CREATE TABLE key_packages (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, key_package TEXT NOT NULL UNIQUE,
+     not_after INTEGER NOT NULL, last_resort INTEGER NOT NULL)`,
+  `CREATE INDEX key_packages_device ON key_packages (device_id, last_resort, id)`,
+  // The claim rate limit of this user as a claimer (a token bucket).
+  `CREATE TABLE claim_bucket (id INTEGER PRIMARY KEY CHECK (id = 1), tokens REAL NOT NULL, at INTEGER NOT NULL)`,
+  // Welcomes for this user's devices, until acknowledged or the user leaves the conversation.
+  `CREATE TABLE mls_welcomes (
+     id TEXT PRIMARY KEY, device_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, welcome TEXT NOT NULL)`,
 ];

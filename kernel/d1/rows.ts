@@ -10,6 +10,8 @@ export type MessageRow = {
   client_msg_id: string;
   kind: string;
   body: string | null;
+  /** The MLS bytes of an E2EE message (base64url): the ciphertext of `encrypted`, the commit of `mls.commit`. */
+  payload: string | null;
   media: string;
   thread_root_seq: number | null;
   reply_count: number;
@@ -19,9 +21,9 @@ export type MessageRow = {
 };
 
 export const MESSAGE_COLUMNS =
-  "seq, id, sender_id, sender_device_id, client_msg_id, kind, body, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at";
+  "seq, id, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at";
 
-const KINDS: readonly string[] = ["text", "media", "system", "encrypted"] satisfies MessageKind[];
+const KINDS: readonly string[] = ["text", "media", "system", "encrypted", "mls.commit"] satisfies MessageKind[];
 
 /** `messageFromRow`'s fields, as arguments of SQLite's `json_object` (a row of D1's `messages`). */
 const MESSAGE_JSON_FIELDS = `'id', id, 'conversationId', conversation_id, 'seq', seq, 'senderId', sender_id,
@@ -36,10 +38,12 @@ const MESSAGE_JSON_FIELDS = `'id', id, 'conversationId', conversation_id, 'seq',
  * S4). A test holds the two mappings equal (test/media.test.ts, "sync serves each message as the
  * conversation's history does").
  */
-export const MESSAGE_JSON_SQL = `CASE WHEN reply_count > 0 AND last_reply_seq IS NOT NULL AND last_reply_at IS NOT NULL
+const MESSAGE_JSON_OBJECT = `CASE WHEN reply_count > 0 AND last_reply_seq IS NOT NULL AND last_reply_at IS NOT NULL
   THEN json_object(${MESSAGE_JSON_FIELDS},
     'thread', json_object('replyCount', reply_count, 'lastReplySeq', last_reply_seq, 'lastReplyAt', last_reply_at))
   ELSE json_object(${MESSAGE_JSON_FIELDS}) END`;
+export const MESSAGE_JSON_SQL = `CASE WHEN payload IS NULL THEN ${MESSAGE_JSON_OBJECT}
+  ELSE json_set(${MESSAGE_JSON_OBJECT}, CASE WHEN kind = 'mls.commit' THEN '$.commit' ELSE '$.ciphertext' END, payload) END`;
 
 export function messageFromRow(row: MessageRow, conversationId: string): Message {
   const message: Message = {
@@ -56,6 +60,10 @@ export function messageFromRow(row: MessageRow, conversationId: string): Message
     threadRootSeq: row.thread_root_seq,
     createdAt: row.created_at,
   };
+  if (row.payload !== null) {
+    if (message.kind === "mls.commit") message.commit = row.payload;
+    else message.ciphertext = row.payload;
+  }
   if (row.reply_count > 0 && row.last_reply_seq !== null && row.last_reply_at !== null) {
     message.thread = { replyCount: row.reply_count, lastReplySeq: row.last_reply_seq, lastReplyAt: row.last_reply_at };
   }

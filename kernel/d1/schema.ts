@@ -29,6 +29,8 @@ export const devices = sqliteTable(
     name: text("name").notNull(),
     // SHA-256 of the bearer token; NULL once logged out, so the token dies with one write.
     tokenHash: text("token_hash"),
+    // The device's Ed25519 MLS signature key (base64url), set once (PUT /devices/me/mls).
+    signatureKey: text("signature_key"),
     createdAt: integer("created_at").notNull(),
     revokedAt: integer("revoked_at"),
   },
@@ -42,6 +44,8 @@ export const conversations = sqliteTable(
     type: text("type", { enum: ["direct", "group"] }).notNull(),
     title: text("title"),
     e2ee: integer("e2ee", { mode: "boolean" }).notNull(),
+    // E2EE conversations: the MLS epoch, as of the last commit the outbox brought.
+    mlsEpoch: integer("mls_epoch"),
     createdAt: integer("created_at").notNull(),
     lastSeq: integer("last_seq").notNull().default(0),
     lastMessageAt: integer("last_message_at"),
@@ -74,8 +78,10 @@ export const messages = sqliteTable(
     senderId: text("sender_id").notNull(),
     senderDeviceId: text("sender_device_id").notNull(),
     clientMsgId: text("client_msg_id").notNull(),
-    kind: text("kind", { enum: ["text", "media", "system", "encrypted"] }).notNull(),
+    kind: text("kind", { enum: ["text", "media", "system", "encrypted", "mls.commit"] }).notNull(),
     body: text("body"),
+    // E2EE messages: the ciphertext (`encrypted`) or the commit (`mls.commit`), base64url; body is null.
+    payload: text("payload"),
     media: text("media").notNull().default("[]"),
     threadRootSeq: integer("thread_root_seq"),
     replyCount: integer("reply_count").notNull().default(0),

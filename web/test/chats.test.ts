@@ -83,6 +83,14 @@ describe("conversations", () => {
     expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 0, readSeq: 3 });
   });
 
+  it("an MLS commit counts in no unread, is no lastMessage and moves no list order", async () => {
+    const s = await startSignedIn();
+    s.userSocket().open();
+    s.userSocket().deliver({ type: "message", message: message("c1", 1, YOU.id, { kind: "encrypted", body: null, ciphertext: "AAAA", createdAt: 5 }) });
+    s.userSocket().deliver({ type: "message", message: message("c1", 2, YOU.id, { kind: "mls.commit", body: null, commit: "BBBB", createdAt: 9 }) });
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 1, lastSeq: 2, lastMessageAt: 5, lastMessage: { seq: 1 } });
+  });
+
   it("the list is newest first, never steps back from what this device saw, and forgets a conversation we left", async () => {
     const s = await startSignedIn({
       list: [conversation("c1", [ME.id, YOU.id], { lastMessageAt: 5 }), conversation("g1", [ME.id, YOU.id, "x"], { lastMessageAt: 9 })],

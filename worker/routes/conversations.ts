@@ -21,10 +21,13 @@ import { takeHourly, throttleKeys } from "../lib/throttle";
 export const conversations = newApp();
 conversations.use(requireAuth);
 
-/** A direct conversation's id is derived from the pair, so creating it twice is one object. */
-async function directConversationId(a: string, b: string): Promise<string> {
+/**
+ * A direct conversation's id is derived from the pair, so creating it twice is one object. The
+ * pair's E2EE conversation is another one, with an id of its own.
+ */
+async function directConversationId(a: string, b: string, e2ee: boolean): Promise<string> {
   const [x, y] = a < b ? [a, b] : [b, a];
-  return `dm_${(await sha256(`${x}\n${y}`)).slice(0, 32)}`;
+  return e2ee ? `dme_${(await sha256(`e2ee\n${x}\n${y}`)).slice(0, 32)}` : `dm_${(await sha256(`${x}\n${y}`)).slice(0, 32)}`;
 }
 
 conversations.post("/", async (c) => {
@@ -32,13 +35,14 @@ conversations.post("/", async (c) => {
   const me = c.get("auth");
   if (body.userId === me.userId) throw new ApiError("bad_request", "a direct conversation needs another user");
   await requireUsersExist(c.env, [body.userId]);
-  const id = await directConversationId(me.userId, body.userId);
+  const e2ee = body.e2ee ?? false;
+  const id = await directConversationId(me.userId, body.userId, e2ee);
   const result = unwrap(
     await conversationStub(c.env, id).create({
       id,
       type: "direct",
       title: null,
-      e2ee: false,
+      e2ee,
       creator: me,
       memberIds: [body.userId],
       now: Date.now(),
@@ -102,6 +106,7 @@ type ListRow = {
   type: "direct" | "group";
   title: string | null;
   e2ee: number;
+  mls_epoch: number | null;
   created_at: number;
   last_seq: number;
   last_message_at: number | null;
@@ -116,15 +121,17 @@ type ListRow = {
 async function listConversations(c: AppContext): Promise<Conversation[]> {
   const userId = c.get("auth").userId;
   const { results } = await c.env.DB.prepare(
-    `SELECT c.id, c.type, c.title, c.e2ee, c.created_at, c.last_seq, c.last_message_at, m.read_seq,
-       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id AND u.kind != 'system') AS unread,
+    `SELECT c.id, c.type, c.title, c.e2ee, c.mls_epoch, c.created_at, c.last_seq, c.last_message_at, m.read_seq,
+       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id AND u.kind NOT IN ('system', 'mls.commit')) AS unread,
        lm.seq AS lm_seq, lm.id AS lm_id, lm.sender_id AS lm_sender_id, lm.sender_device_id AS lm_sender_device_id,
-       lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, lm.media AS lm_media,
+       lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, lm.payload AS lm_payload, lm.media AS lm_media,
        lm.thread_root_seq AS lm_thread_root_seq, lm.reply_count AS lm_reply_count, lm.last_reply_seq AS lm_last_reply_seq,
        lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at
      FROM members m
      JOIN conversations c ON c.id = m.conversation_id
-     LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = c.last_seq
+     LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = CASE WHEN c.e2ee
+       -- A commit is no lastMessage: the latest other message, found backwards by (conversation_id, seq).
+       THEN (SELECT max(x.seq) FROM messages x WHERE x.conversation_id = c.id AND x.kind != 'mls.commit') ELSE c.last_seq END
      WHERE m.user_id = ?
      ORDER BY coalesce(c.last_message_at, c.created_at) DESC
      LIMIT 1000`,
@@ -152,6 +159,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
     type: r.type,
     title: r.title,
     e2ee: r.e2ee === 1,
+    ...(r.e2ee === 1 ? { mls: { epoch: r.mls_epoch ?? 0 } } : {}),
     createdAt: r.created_at,
     members: members.get(r.id) ?? [],
     lastSeq: r.last_seq,
@@ -170,6 +178,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
               client_msg_id: r.lm_client_msg_id ?? "",
               kind: r.lm_kind ?? "text",
               body: r.lm_body,
+              payload: r.lm_payload,
               media: r.lm_media ?? "[]",
               thread_root_seq: r.lm_thread_root_seq,
               reply_count: r.lm_reply_count ?? 0,

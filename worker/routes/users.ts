@@ -5,6 +5,7 @@ import { newApp, requireAuth } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError } from "../lib/apiError";
 import { toUser } from "../lib/userRecords";
+import { devicesOf } from "../lib/deviceKeys";
 import { readQuery } from "../lib/validate";
 
 export const users = newApp();
@@ -49,4 +50,12 @@ users.get("/:id", async (c) => {
   const user = await db(c.env).query.users.findFirst({ where: eq(schema.users.id, c.req.param("id")) });
   if (!user) throw new ApiError("not_found", "no such user");
   return c.json({ user: toUser(user) });
+});
+
+/** The user's logged-in devices with their MLS signature keys (for adding them to groups and for safety numbers). */
+users.get("/:id/devices", async (c) => {
+  const user = await db(c.env).query.users.findFirst({ where: eq(schema.users.id, c.req.param("id")) });
+  if (!user) throw new ApiError("not_found", "no such user");
+  const devices = await devicesOf(c.env, [user.id]);
+  return c.json({ devices: devices.map(({ id, name, createdAt, signatureKey }) => ({ id, name, createdAt, signatureKey })) });
 });

@@ -6,6 +6,8 @@ import { ConversationServerFrame, type MediaRef, type Message } from "../../../p
 import { ConversationHarness, expectFailure, expectOk, identity } from "../support/conversation";
 import { framesOf, onlyFrame } from "../support/sockets";
 
+import { MlsDevice } from "../../../web/src/e2ee/engine";
+
 const ref = (id: string): MediaRef => ({ id, contentType: "image/png", size: 10, name: `${id}.png` });
 const seqs = (messages: Message[]) => messages.map((m) => m.seq);
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -159,17 +161,30 @@ describe("send", () => {
     expect(h.storedMessages()).toBe(1);
   });
 
-  it.each<[Message["kind"], boolean, Partial<SendRequest>]>([
-    ["text", false, { body: "hi" }],
-    ["media", false, { mediaIds: ["m1"], media: [ref("m1")] }],
-    ["encrypted", true, { body: "ciphertext" }],
-    ["encrypted", true, { mediaIds: ["m1"], media: [ref("m1")] }],
-  ])("stores kind %s (e2ee: %s)", (kind, e2ee, content) => {
+  it.each<[Message["kind"], Partial<SendRequest>]>([
+    ["text", { body: "hi" }],
+    ["media", { mediaIds: ["m1"], media: [ref("m1")] }],
+  ])("stores kind %s", (kind, content) => {
     const h = new ConversationHarness();
-    expectOk(h.conversation.create({ id: "c1", type: "group", title: "t", e2ee, creator: identity("alice"), memberIds: [], now: 0 }));
+    expectOk(h.conversation.create({ id: "c1", type: "group", title: "t", e2ee: false, creator: identity("alice"), memberIds: [], now: 0 }));
     const { message } = expectOk(h.send("alice", { clientMsgId: "x", ...content }));
     expect(message.kind).toBe(kind);
     expect(message.media).toEqual(content.media ?? []);
+  });
+
+  it("stores an E2EE message as kind encrypted with its ciphertext, never a body, and only octet-stream media", async () => {
+    const device = await MlsDevice.create("alice", "d-alice");
+    await device.createGroup("c1");
+    const ciphertext = await device.encrypt("c1", "secret");
+    const blob: MediaRef = { ...ref("m1"), contentType: "application/octet-stream" };
+    const h = new ConversationHarness();
+    expectOk(h.conversation.create({ id: "c1", type: "group", title: "t", e2ee: true, creator: identity("alice"), memberIds: [], now: 0 }));
+    for (const refused of [{ body: "plain" }, { body: "plain", ciphertext }, { ciphertext: "AAAA" }, { ciphertext, mediaIds: ["m1"], media: [ref("m1")] }]) {
+      expectFailure(h.send("alice", { clientMsgId: "refused", ...refused }), "bad_request");
+    }
+    const { message } = expectOk(h.send("alice", { clientMsgId: "x", ciphertext, mediaIds: ["m1"], media: [blob] }));
+    expect(message).toMatchObject({ kind: "encrypted", body: null, ciphertext, media: [blob] });
+    expect(h.storedMessages()).toBe(2);
   });
 });
 

@@ -24,6 +24,7 @@ function setup(devices: string[] = ["phone", "laptop"], online = true) {
   const push = { failing: false, gate: null as Promise<void> | null };
   const views: string[] = [];
   const view = { conversation: null as Conversation | null };
+  const left: string[] = [];
   const inbox = new Inbox({
     sql,
     sockets,
@@ -38,9 +39,10 @@ function setup(devices: string[] = ["phone", "laptop"], online = true) {
         return view.conversation;
       },
     }),
+    left: (conversationId) => void left.push(conversationId),
   });
   const deliver = (events: InboxEvent[], inOrder = true, liveOn: LiveOn = {}, now = T) => inbox.deliver("u", events, inOrder, liveOn, now);
-  return { sql, inbox, socket, pushes, push, views, view, deliver };
+  return { sql, inbox, socket, pushes, push, views, view, left, deliver };
 }
 
 const messages = (...seqs: number[]) => seqs.map((seq) => messageEvent(seq));
@@ -139,12 +141,22 @@ describe("Inbox.deliver", () => {
     ["sends nothing when the conversation shows the user nothing", false],
   ])("on a change, fetches the conversation's view and %s", async (_, shown) => {
     const t = setup();
-    const conversation = { id: "c9", title: "renamed" } as unknown as Conversation;
+    const conversation = { id: "c9", title: "renamed", members: [{ userId: "u", role: "member", joinedAt: 1 }] } as unknown as Conversation;
     if (shown) t.view.conversation = conversation;
     await t.deliver([{ type: "changed", conversationId: "c9" }]);
     expect(t.views).toEqual(["c9 u"]);
     const expected = shown ? [{ type: "conversation", conversation }] : [];
     expect([framesOf(t.socket.phone!), framesOf(t.socket.laptop!)]).toEqual([expected, expected]);
+  });
+
+  it.each([
+    ["a member", ["u", "v"], []],
+    ["no longer a member", ["v"], ["c9"]],
+  ])("on a change that shows the user %s, tells the object the user left only when they did", async (_, members, expected) => {
+    const t = setup();
+    t.view.conversation = { id: "c9", members: members.map((userId) => ({ userId, role: "member", joinedAt: 1 })) } as unknown as Conversation;
+    await t.deliver([{ type: "changed", conversationId: "c9" }]);
+    expect(t.left).toEqual(expected);
   });
 
   it("keeps the in-order mark per conversation", async () => {
@@ -157,7 +169,7 @@ describe("Inbox.deliver", () => {
   it("keeps the in-order mark across a wake-up", async () => {
     const t = setup(["phone"], false);
     await t.deliver(messages(1, 2));
-    const again = new Inbox({ sql: t.sql, sockets: deviceSockets().sockets, queuePushes: async (jobs) => void t.pushes.push(...jobs), conversations: () => ({ viewForNotification: async () => null }) });
+    const again = new Inbox({ sql: t.sql, sockets: deviceSockets().sockets, queuePushes: async (jobs) => void t.pushes.push(...jobs), conversations: () => ({ viewForNotification: async () => null }), left: () => {} });
     await again.deliver("u", messages(2, 3), true, {}, T);
     expect(pushedSeqs(t.pushes)).toEqual([1, 2, 3]);
   });

@@ -287,12 +287,17 @@ export class Chats {
       this.deps.threads.received(conversationId, list);
       const last = list[list.length - 1]!;
       if (conv) {
-        // Counted like the server's `unread` (docs/api.md): others' messages, thread replies included, system messages not.
-        const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system");
+        // Counted like the server's `unread` (docs/api.md): others' messages, thread replies included,
+        // system messages and MLS commits not.
+        const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system" && m.kind !== "mls.commit");
         if (last.seq >= conv.lastSeq) {
           conv.lastSeq = last.seq;
-          conv.lastMessage = last;
-          conv.lastMessageAt = last.createdAt;
+          // A commit is no lastMessage and moves no list order, as on the server.
+          const shown = list.filter((m) => m.kind !== "mls.commit").at(-1);
+          if (shown) {
+            conv.lastMessage = shown;
+            conv.lastMessageAt = shown.createdAt;
+          }
         }
         if (fromOthers.length > 0 && !this.isViewing(conversationId)) conv.unread += fromOthers.length;
         if (fromOthers.length > 0 && via !== "ack") this.deps.push.incoming(conv, fromOthers[fromOthers.length - 1]!);

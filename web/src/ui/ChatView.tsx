@@ -27,6 +27,8 @@ export function entriesFor(store: AppStore, conversationId: string, messages: re
   const mine = new Set<string>();
   for (const m of messages) {
     if (threadRootSeq === null ? m.threadRootSeq !== null : m.threadRootSeq !== threadRootSeq && m.seq !== threadRootSeq) continue;
+    // MLS commits change the group's keys; there is nothing in them to show.
+    if (m.kind === "mls.commit") continue;
     if (m.senderId === me) mine.add(m.clientMsgId);
     entries.push({ key: `${m.senderId}:${m.clientMsgId || m.id}`, senderId: m.senderId, createdAt: m.createdAt, kind: m.kind, message: m });
   }
@@ -325,7 +327,8 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   let tick: TickInfo | null = null;
   if (mine && m) tick = tickFor(m.seq, me, memberIds, receipts);
   if (pending) tick = { tick: pending.status === "failed" ? "failed" : "pending", readBy: 0, deliveredTo: 0, others: 0 };
-  const body = m ? m.body : pending?.body;
+  // This app does not hold MLS keys yet (docs/e2ee.md): say so rather than show an empty bubble.
+  const body = m ? (m.kind === "encrypted" ? "🔒 End-to-end encrypted: this app cannot decrypt it yet" : m.body) : pending?.body;
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
   return (
     <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>

@@ -118,7 +118,7 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
         <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} />
         <span class="conv-main">
           <span class="conv-top">
-            <span class="conv-title">{title}</span>
+            <span class="conv-title">{conv.e2ee ? <span aria-label="End-to-end encrypted" title="End-to-end encrypted">🔒 </span> : null}{title}</span>
             <time class="conv-time" dateTime={new Date(time).toISOString()}>{shortTime(time, now)}</time>
           </span>
           <span class="conv-bottom">
@@ -138,6 +138,7 @@ function previewOf(store: AppStore, conv: Conversation, m: Message | null): stri
   if (!m) return conv.type === "group" ? "Group created" : "Say hello";
   if (m.kind === "system") return systemText(store, m);
   const who = m.senderId === store.me ? "You: " : conv.type === "group" ? `${store.userName(m.senderId)}: ` : "";
+  if (m.kind === "encrypted") return `${who}🔒 Encrypted message`;
   const media = m.media[0];
   const what = m.body ?? (media ? (media.contentType.startsWith("image/") ? "Photo" : media.contentType.startsWith("video/") ? "Video" : media.contentType.startsWith("audio/") ? "Voice message" : media.name) : "");
   return who + what;

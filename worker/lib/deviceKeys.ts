@@ -1,0 +1,53 @@
+// Devices' MLS signature keys in D1 (the Authentication Service's record: a device registers its
+// Ed25519 key once, and every key package and commit of that device must carry it). Only devices
+// still logged in count: a logged-out device's packages are never handed out, nor its leaf trusted.
+import type { DeviceKeys } from "../../durable-objects/contract";
+import type { DeviceWithKey } from "../../protocol";
+
+/** D1 binds at most 100 values in one query. */
+const CHUNK = 90;
+
+async function chunked<T>(ids: string[], query: (chunk: string[]) => Promise<T[]>): Promise<T[]> {
+  const unique = [...new Set(ids)];
+  const out: T[] = [];
+  for (let i = 0; i < unique.length; i += CHUNK) out.push(...(await query(unique.slice(i, i + CHUNK))));
+  return out;
+}
+
+const placeholders = (n: number) => new Array(n).fill("?").join(", ");
+
+/** Whose each device is and its registered key, for the logged-in devices among `deviceIds`. */
+export async function deviceKeys(env: Env, deviceIds: string[]): Promise<DeviceKeys> {
+  const rows = await chunked(deviceIds, async (chunk) =>
+    (
+      await env.DB.prepare(
+        `SELECT id, user_id, signature_key FROM devices WHERE id IN (${placeholders(chunk.length)}) AND token_hash IS NOT NULL`,
+      )
+        .bind(...chunk)
+        .all<{ id: string; user_id: string; signature_key: string | null }>()
+    ).results,
+  );
+  return Object.fromEntries(rows.map((r) => [r.id, { userId: r.user_id, signatureKey: r.signature_key }]));
+}
+
+/** The logged-in devices of each user, oldest first. */
+export async function devicesOf(env: Env, userIds: string[]): Promise<Array<DeviceWithKey & { userId: string }>> {
+  const rows = await chunked(userIds, async (chunk) =>
+    (
+      await env.DB.prepare(
+        `SELECT id, user_id, name, created_at, signature_key FROM devices
+         WHERE user_id IN (${placeholders(chunk.length)}) AND token_hash IS NOT NULL ORDER BY created_at, id`,
+      )
+        .bind(...chunk)
+        .all<{ id: string; user_id: string; name: string; created_at: number; signature_key: string | null }>()
+    ).results,
+  );
+  return rows.map((r) => ({ id: r.id, userId: r.user_id, name: r.name, createdAt: r.created_at, signatureKey: r.signature_key }));
+}
+
+/** Sets the device's key once: the same key again is fine, another is refused. Returns the key now registered. */
+export async function registerSignatureKey(env: Env, deviceId: string, key: string): Promise<string | null> {
+  await env.DB.prepare("UPDATE devices SET signature_key = ? WHERE id = ? AND signature_key IS NULL").bind(key, deviceId).run();
+  const row = await env.DB.prepare("SELECT signature_key FROM devices WHERE id = ?").bind(deviceId).first<{ signature_key: string | null }>();
+  return row?.signature_key ?? null;
+}
