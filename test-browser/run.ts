@@ -41,6 +41,15 @@ async function conversationIdOf(page: Page): Promise<string> {
   });
 }
 
+async function createGroup(page: Page, title: string, username: string): Promise<string> {
+  await page.getByRole("button", { name: "New group" }).click();
+  await page.getByLabel("Group name").fill(title);
+  await page.getByLabel("Add people").fill(username);
+  await page.locator(`button.person[data-username="${username}"]`).click();
+  await page.getByRole("button", { name: /Create group with 1 person/ }).click();
+  return conversationIdOf(page);
+}
+
 async function openConversation(page: Page, id: string): Promise<void> {
   await page.locator(`a.conv-item[data-conversation="${id}"]`).click({ timeout: 15_000 });
   await page.getByRole("textbox", { name: "Message" }).waitFor();
@@ -107,9 +116,9 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, animations: "disabled", caret: "hide" });
 }
 
-async function user(ctx: Ctx, name: string, viewport = DESKTOP): Promise<{ context: BrowserContext; page: Page; username: string }> {
-  const { context, page } = await newPage(ctx, viewport);
-  const username = uniq(name.toLowerCase());
+async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = false): Promise<{ context: BrowserContext; page: Page; username: string }> {
+  const { context, page } = await newPage(ctx, viewport, touch);
+  const username = uniq(name.toLowerCase().replace(/[^a-z0-9]+/g, "_"));
   await register(page, username, name);
   return { context, page, username };
 }
@@ -285,12 +294,7 @@ const tests: Test[] = [
       const ann = await user(ctx, "Ann");
       const bob = await user(ctx, "Bob");
       const cy = await user(ctx, "Cy", PHONE);
-      await ann.page.getByRole("button", { name: "New group" }).click();
-      await ann.page.getByLabel("Group name").fill("Weekend trip");
-      await ann.page.getByLabel("Add people").fill(bob.username);
-      await ann.page.locator(`button.person[data-username="${bob.username}"]`).click();
-      await ann.page.getByRole("button", { name: /Create group with 1 person/ }).click();
-      const id = await conversationIdOf(ann.page);
+      const id = await createGroup(ann.page, "Weekend trip", bob.username);
       // Ann (admin) adds Cy from the group info panel.
       await ann.page.getByRole("button", { name: "Group info" }).click();
       await ann.page.getByLabel("Add people").fill(cy.username);
