@@ -390,6 +390,83 @@ const tests: Test[] = [
     },
   },
   {
+    name: "text: right-to-left text, links, emoji-only messages, you in system messages, thread actions only in groups, no keyboard on a phone",
+    fn: async (ctx) => {
+      const ann = await user(ctx, "Alice Adams");
+      const bob = await user(ctx, "Bob", PHONE, true);
+      const id = await openDirect(ann.page, bob.username);
+      const hebrew = "שלום, מה שלומך?";
+      await send(ann.page, hebrew);
+      await send(ann.page, "read https://example.com/a?b=1. <b>bold</b> javascript:alert(1)");
+      await send(ann.page, "🎉");
+      await send(ann.page, "hi 🎉");
+
+      // Bob's phone: the chat opens without focusing the composer (which would raise the keyboard).
+      const coarse = await bob.page.evaluate(() => matchMedia("(pointer: coarse)").matches && matchMedia("(hover: none)").matches);
+      if (!coarse) throw new Error("the phone context is not a touch screen");
+      const item = bob.page.locator(`a.conv-item[data-conversation="${id}"]`);
+      await item.waitFor({ timeout: 20_000 });
+      // The list's preview of the last message and the names take their own direction.
+      await waitUntil("the preview", async () => ((await item.locator(".conv-preview").textContent()) ?? "").includes("hi 🎉"), 15_000);
+      await openConversation(bob.page, id);
+      await expectMessage(bob.page, "hi 🎉");
+      await bob.page.waitForTimeout(300);
+      const focused = await bob.page.evaluate(() => document.activeElement?.tagName);
+      if (focused === "TEXTAREA") throw new Error("the composer took focus on a phone");
+
+      // Right to left: the bubble, the composer while typing it, the list's preview.
+      const rtl = (loc: ReturnType<Page["locator"]>) => loc.evaluate((el) => el.matches(":dir(rtl)"));
+      if (!(await rtl(bubble(bob.page, hebrew).locator(".text")))) throw new Error("Hebrew bubble shown left to right");
+      if (await rtl(bubble(bob.page, "hi 🎉").locator(".text"))) throw new Error("English bubble shown right to left");
+      const box = bob.page.getByRole("textbox", { name: "Message" });
+      await box.fill(hebrew);
+      if (!(await rtl(box))) throw new Error("the composer shows Hebrew left to right");
+      await box.fill("");
+      await send(bob.page, hebrew);
+      await ann.page.getByRole("button", { name: "New chat" }).click();
+      const annItem = ann.page.locator(`a.conv-item[data-conversation="${id}"]`);
+      await waitUntil("the Hebrew preview", async () => ((await annItem.locator(".conv-preview").textContent()) ?? "").includes(hebrew), 15_000);
+      if (!(await rtl(annItem.locator(".conv-preview [dir=auto]")))) throw new Error("the preview shows Hebrew left to right");
+      if (!(await annItem.locator(".conv-title").evaluate((el) => el.getAttribute("dir") === "auto"))) throw new Error("a name without dir=auto");
+      await openConversation(ann.page, id);
+
+      // A link is a link (http and https only, opening apart); markup stays text.
+      const linkText = bubble(bob.page, "read https://example.com/a?b=1. <b>bold</b> javascript:alert(1)").locator(".text");
+      const links = await linkText.locator("a").evaluateAll((els) => els.map((a) => [a.getAttribute("href"), a.getAttribute("target"), a.getAttribute("rel"), a.textContent]));
+      if (JSON.stringify(links) !== JSON.stringify([["https://example.com/a?b=1", "_blank", "noopener noreferrer", "https://example.com/a?b=1"]])) throw new Error(`links ${JSON.stringify(links)}`);
+      if ((await linkText.locator("b").count()) !== 0) throw new Error("markup in a message was rendered");
+
+      // One to three emoji alone are shown large.
+      const size = (text: string) => bubble(bob.page, text).locator(".text").evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
+      if ((await size("🎉")) < 2 * (await size("hi 🎉"))) throw new Error("an emoji-only message is not enlarged");
+
+      // A direct chat has no thread button.
+      if ((await bob.page.getByRole("button", { name: "Reply in thread" }).count()) !== 0) throw new Error("thread button in a direct chat");
+      if ((await ann.page.getByRole("button", { name: "Reply in thread" }).count()) !== 0) throw new Error("thread button in a direct chat");
+
+      // A group: Alice reads "You created the group", Bob reads her name and "you".
+      const group = await createGroup(ann.page, "Book club", bob.username);
+      await ann.page.locator(".chat .system-msg").filter({ hasText: /^You created the group$/ }).waitFor({ timeout: 15_000 });
+      await send(ann.page, "Chapter one?");
+      await bob.page.getByRole("button", { name: "Back to chats" }).click();
+      await openConversation(bob.page, group);
+      await expectMessage(bob.page, "Chapter one?");
+      const said = await bob.page.locator(".chat .system-msg").allTextContents();
+      if (!said.some((t) => /^Alice Adams created the group/.test(t))) throw new Error(`system messages: ${said.join(" | ")}`);
+      if (said.some((t) => /\bYou\b/.test(t) && !t.startsWith("You"))) throw new Error(`"You" mid-sentence: ${said.join(" | ")}`);
+
+      // In a group on a phone the thread button is behind a tap on the bubble, not beside every bubble.
+      const reply = bubble(bob.page, "Chapter one?").getByRole("button", { name: "Reply in thread" });
+      if (await reply.isVisible()) throw new Error("thread button always visible on a phone");
+      await bubble(bob.page, "Chapter one?").locator(".bubble").tap();
+      await reply.tap();
+      await bob.page.getByRole("complementary", { name: "Thread" }).waitFor();
+      // On a desktop it shows on hover, in groups.
+      await bubble(ann.page, "Chapter one?").hover();
+      await bubble(ann.page, "Chapter one?").getByRole("button", { name: "Reply in thread" }).waitFor({ state: "visible" });
+    },
+  },
+  {
     name: "history: scrolling up loads older pages (before=), and a chat opens at the first unread",
     fn: async (ctx) => {
       const ann = await user(ctx, "Ann");

@@ -4,6 +4,7 @@ import type { AppStore, Upload } from "../app/appStore";
 import { clock, dayLabel, lastSeen } from "../state/format";
 import type { OutboxItem } from "../state/offlineOutbox";
 import { tickFor, tickLabel, type TickInfo } from "../state/receipts";
+import { emojiCount, linkify } from "../state/messageText";
 import { buildTimeline, type TimelineEntry } from "../state/timeline";
 import { Avatar } from "./Avatar";
 import { Composer } from "./Composer";
@@ -132,7 +133,7 @@ function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
       </button>
       {conv ? <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} /> : null}
       <div class="chat-title">
-        <h2>{title}</h2>
+        <h2 dir="auto">{title}</h2>
         <p class={`chat-subtitle${typing.length > 0 ? " typing" : ""}${presence?.status === "online" && typing.length === 0 ? " online" : ""}`} aria-live="polite" data-testid="chat-subtitle">
           {subtitle}
         </p>
@@ -304,6 +305,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   inThread?: boolean;
 }) {
   const { store } = useServices();
+  const [actions, setActions] = useState(false);
   const me = store.me;
   const m = entry.message;
   if (m?.kind === "system") {
@@ -327,14 +329,21 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   if (pending) tick = { tick: pending.status === "failed" ? "failed" : "pending", readBy: 0, deliveredTo: 0, others: 0 };
   const body = m ? m.body : pending?.body;
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
+  // Threads are for groups. On a touch screen the button shows once the bubble is tapped.
+  const canReply = threadRoot !== null && group;
   return (
-    <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>
+    <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}${actions ? " actions" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>
       {!mine && group ? <span class="msg-avatar">{last ? <Avatar id={entry.senderId} name={store.userName(entry.senderId)} size={28} /> : null}</span> : null}
-      <div class={`bubble${pending ? " pending" : ""}`}>
-        {!mine && group && first ? <div class="sender">{store.userName(entry.senderId)}</div> : null}
+      <div
+        class={`bubble${pending ? " pending" : ""}`}
+        onClick={canReply ? (e) => {
+          if (!(e.target instanceof Element) || !e.target.closest("a, button, audio, video")) setActions((a) => !a);
+        } : undefined}
+      >
+        {!mine && group && first ? <div class="sender" dir="auto">{store.userName(entry.senderId)}</div> : null}
         {m && m.media.length > 0 ? <MediaBlock media={m.media} /> : null}
         {pending?.media ? <MediaBlock media={pending.media} /> : pending?.mediaIds ? <p class="muted">Attachment</p> : null}
-        {body ? <p class="text">{body}</p> : null}
+        {body ? <MessageText body={body} /> : null}
         <div class="meta">
           <time dateTime={new Date(entry.createdAt).toISOString()}>{clock(entry.createdAt)}</time>
           {tick ? <Ticks info={tick} group={group} /> : null}
@@ -353,12 +362,28 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
           </button>
         ) : null}
       </div>
-      {threadRoot ? (
+      {canReply ? (
         <button class="icon-btn reply-btn" type="button" aria-label="Reply in thread" title="Reply in thread" onClick={() => store.navigate({ name: "chat", id: threadRoot.conversationId, thread: threadRoot.seq, info: false })}>
           <Icon name="thread" size={16} />
         </button>
       ) : null}
     </div>
+  );
+}
+
+/** Text with its own direction, http(s) links as links (built as nodes: no markup), 1-3 emoji large. */
+function MessageText({ body }: { body: string }) {
+  const emoji = emojiCount(body);
+  return (
+    <p class={`text${emoji > 0 && emoji <= 3 ? " emoji-only" : ""}`} dir="auto">
+      {linkify(body).map((part, i) =>
+        typeof part === "string" ? part : (
+          <a key={i} href={part.href} target="_blank" rel="noopener noreferrer">
+            {part.text}
+          </a>
+        ),
+      )}
+    </p>
   );
 }
 

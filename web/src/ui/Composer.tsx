@@ -21,8 +21,10 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
   const canRecord = caps.upload && typeof MediaRecorder !== "undefined" && !!navigator.mediaDevices;
   const label = threadRootSeq ? "Reply in thread" : "Message";
 
+  // A chat opening focuses the composer only with a mouse or trackpad: on a touch screen focus
+  // raises the keyboard over the messages. A thread is opened to reply, so it focuses anywhere.
   useEffect(() => {
-    if (threadRootSeq === null || window.matchMedia("(hover: hover)").matches) input.current?.focus();
+    if (threadRootSeq !== null || window.matchMedia("(pointer: fine)").matches) input.current?.focus();
   }, [conversationId, threadRootSeq]);
 
   useEffect(() => {
@@ -148,6 +150,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
         maxLength={LIMITS.bodyMax}
         placeholder={threadRootSeq ? "Reply…" : "Message"}
         aria-label={label}
+        dir="auto"
         enterkeyhint="send"
         onInput={(e) => {
           const v = e.currentTarget.value;
