@@ -286,6 +286,19 @@ const tests: Test[] = [
       await ann.page.getByRole("button", { name: "Send voice message" }).click();
       await bob.page.locator(".chat .voice-note audio").waitFor({ timeout: 20_000 });
       await shot(bob.page, "desktop-media");
+
+      // The picker offers only what the server takes; a refused upload's Dismiss is a whole word.
+      const accept = (await ann.page.locator('.chat .composer input[type="file"]').getAttribute("accept")) ?? "";
+      for (const t of ["image/png", "video/webm", "audio/webm", "application/pdf"]) if (!accept.split(",").includes(t)) throw new Error(`accept lacks ${t}: ${accept}`);
+      if (/\*\/\*|octet-stream/.test(accept)) throw new Error(`accept offers any file: ${accept}`);
+      await ann.page.setViewportSize(PHONE);
+      await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "not-really.png", mimeType: "image/png", buffer: Buffer.from("these bytes are not a PNG image at all") });
+      const dismiss = ann.page.locator(".chat .upload-card").getByRole("button", { name: "Dismiss" });
+      await dismiss.waitFor({ timeout: 20_000 });
+      const d = await dismiss.boundingBox();
+      if (!d || d.width < 40 || d.height > 30) throw new Error(`Dismiss squeezed: ${JSON.stringify(d)}`);
+      await dismiss.click();
+      await ann.page.setViewportSize(DESKTOP);
     },
   },
   {

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { LIMITS } from "../../../protocol";
+import { LIMITS, MEDIA_TYPES } from "../../../protocol";
 import { duration } from "../state/format";
 import { recordVoice, type Recording } from "../lib/mediaFiles";
 import { useServices } from "./context";
@@ -7,6 +7,12 @@ import { Icon } from "./icons";
 import { startUploads, uploadOne } from "./Media";
 
 const drafts = new Map<string, string>();
+
+/** What the server stores (protocol's media types): images, video, audio and PDF. */
+const SENDABLE: readonly string[] = MEDIA_TYPES.filter((t) => t !== "application/octet-stream");
+const ACCEPT = SENDABLE.join(",");
+/** Dropped and pasted files skip the picker's filter; the server maps some aliases (image/jpg), so go by kind. */
+const sendable = (f: File) => SENDABLE.includes(f.type) || /^(image|video|audio)\//.test(f.type);
 
 export function Composer({ conversationId, threadRootSeq }: { conversationId: string; threadRootSeq: number | null }) {
   const { store, media } = useServices();
@@ -54,12 +60,15 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
   };
 
   const onFiles = (files: FileList | File[] | null) => {
-    const list = files ? [...files] : [];
-    if (list.length === 0) return;
+    const picked = files ? [...files] : [];
+    if (picked.length === 0) return;
     if (!caps.upload) {
       store.notify("Attachments are not available on this server yet.");
       return;
     }
+    const list = picked.filter(sendable);
+    if (list.length < picked.length) store.notify("Only photos, videos, audio and PDF files can be sent.");
+    if (list.length === 0) return;
     void startUploads(store, media, conversationId, list, threadRootSeq);
   };
 
@@ -135,7 +144,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
             multiple
             tabIndex={-1}
             aria-hidden="true"
-            accept="image/*,video/*,audio/*,application/pdf,*/*"
+            accept={ACCEPT}
             onChange={(e) => {
               onFiles(e.currentTarget.files);
               e.currentTarget.value = "";
