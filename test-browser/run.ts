@@ -299,6 +299,25 @@ const tests: Test[] = [
       if (!d || d.width < 40 || d.height > 30) throw new Error(`Dismiss squeezed: ${JSON.stringify(d)}`);
       await dismiss.click();
       await ann.page.setViewportSize(DESKTOP);
+
+      // More photos, then Bob reopens the chat on a phone: it opens at the newest message and stays
+      // there while the media loads (its space is reserved from the sizes the message carries).
+      for (const n of [1, 2]) await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: `photo-${n}.png`, mimeType: "image/png", buffer: png });
+      await send(ann.page, "the newest message");
+      await expectMessage(bob.page, "the newest message");
+      await bob.page.setViewportSize(PHONE);
+      await bob.page.reload();
+      await expectMessage(bob.page, "the newest message");
+      const list = bob.page.locator(".chat .messages");
+      const gap = () => list.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+      await waitUntil("the media to load", async () => (await bob.page.locator(".chat .media-frame img").count()) >= 3 && (await bob.page.locator(".chat .voice-note audio").count()) >= 1, 20_000);
+      await bob.page.waitForTimeout(1000);
+      if ((await gap()) > 48) throw new Error(`opened ${await gap()} px above the newest message`);
+      // Scrolled up, a button jumps back to the latest.
+      await list.evaluate((el) => el.scrollTo({ top: 0 }));
+      const jump = bob.page.getByRole("button", { name: /Jump to latest/ });
+      await jump.click({ timeout: 5000 });
+      await waitUntil("the newest message in view", async () => (await gap()) <= 48, 5000);
     },
   },
   {

@@ -162,6 +162,8 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
   const snapshot = useRef<{ height: number; firstKey: string | null; atBottom: boolean; positioned: boolean }>({ height: 0, firstKey: null, atBottom: true, positioned: false });
   const [dividerAbove, setDividerAbove] = useState(false);
   const [newBelow, setNewBelow] = useState(0);
+  const [atBottom, setAtBottom] = useState(true);
+  const resizes = useRef<ResizeObserver | null>(null);
 
   const entries = entriesFor(store, id, view.messages, null);
   const firstUnreadKey = useMemo(() => {
@@ -194,7 +196,29 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
     snap.height = el.scrollHeight;
     snap.firstKey = firstKey;
     onScroll();
+    for (const row of el.children) resizes.current?.observe(row);
   }, [firstKey, lastKey, entries.length, view.loaded]);
+
+  // Media arrives after the view is placed (its box is reserved from the sizes the message carries,
+  // but a row may still settle: a poster, an audio player, a font). While the reader is at the
+  // bottom, every row's change of size keeps them there; so does the list itself resizing (a
+  // phone's keyboard). Rows above the reader's place move nothing: the browser's scroll anchoring.
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const ro = new ResizeObserver(() => {
+      if (!snapshot.current.atBottom) return;
+      el.scrollTop = el.scrollHeight;
+      snapshot.current.height = el.scrollHeight;
+    });
+    ro.observe(el);
+    for (const row of el.children) ro.observe(row);
+    resizes.current = ro;
+    return () => {
+      ro.disconnect();
+      resizes.current = null;
+    };
+  }, [id]);
 
   // When the history shown does not fill the screen, the sentinel never scrolls into view: ask now.
   useEffect(() => {
@@ -205,11 +229,12 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
   const onScroll = () => {
     const el = scroller.current;
     if (!el) return;
-    const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
-    snapshot.current.atBottom = atBottom;
+    const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    snapshot.current.atBottom = bottom;
     snapshot.current.height = el.scrollHeight;
-    if (atBottom) setNewBelow(0);
-    store.setAtBottom(atBottom);
+    setAtBottom(bottom);
+    if (bottom) setNewBelow(0);
+    store.setAtBottom(bottom);
     const d = divider.current;
     setDividerAbove(!!d && d.getBoundingClientRect().bottom < el.getBoundingClientRect().top);
   };
@@ -264,8 +289,8 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
           Jump to first unread
         </button>
       ) : null}
-      {!snapshot.current.atBottom && entries.length > 0 ? (
-        <button class="fab-bottom" type="button" onClick={toBottom} aria-label={newBelow > 0 ? `${newBelow} new messages, scroll to bottom` : "Scroll to bottom"}>
+      {!atBottom && entries.length > 0 ? (
+        <button class="fab-bottom" type="button" onClick={toBottom} title="Jump to latest" aria-label={newBelow > 0 ? `Jump to latest: ${newBelow} new ${newBelow === 1 ? "message" : "messages"}` : "Jump to latest message"}>
           <Icon name="down" />
           {newBelow > 0 ? <span class="badge">{newBelow}</span> : null}
         </button>
