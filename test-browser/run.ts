@@ -380,48 +380,6 @@ const tests: Test[] = [
     },
   },
   {
-    name: "offline outbox: messages written offline are pending, survive a reload, and are delivered exactly once",
-    fn: async (ctx) => {
-      const ann = await user(ctx, "Ann");
-      const bob = await user(ctx, "Bob");
-      const id = await openDirect(ann.page, bob.username);
-      await send(ann.page, "before the tunnel");
-      await openConversation(bob.page, id);
-      await expectMessage(bob.page, "before the tunnel");
-      await expectTick(ann.page, "before the tunnel", "read");
-      // The service worker must control the page before the network goes away.
-      await ann.page.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, { timeout: 15_000 });
-
-      await ann.context.setOffline(true);
-      await ann.page.getByRole("status").filter({ hasText: "You are offline" }).waitFor({ timeout: 10_000 });
-      await send(ann.page, "written in the tunnel 1");
-      await send(ann.page, "written in the tunnel 2");
-      await expectTick(ann.page, "written in the tunnel 1", "pending");
-      await expectTick(ann.page, "written in the tunnel 2", "pending");
-      await shot(ann.page, "desktop-offline");
-
-      // The app opens offline from the service worker's cache, with the cached conversation and the outbox.
-      await ann.page.reload();
-      await ann.page.locator(`a.conv-item[data-conversation="${id}"]`).waitFor({ timeout: 15_000 });
-      await expectMessage(ann.page, "before the tunnel");
-      await expectTick(ann.page, "written in the tunnel 1", "pending");
-      if ((await bubble(bob.page, "written in the tunnel 1").count()) !== 0) throw new Error("sent while offline");
-
-      await ann.context.setOffline(false);
-      await expectMessage(bob.page, "written in the tunnel 1");
-      await expectMessage(bob.page, "written in the tunnel 2");
-      await expectTick(ann.page, "written in the tunnel 2", "read");
-      const stored = await serverMessages(bob.page, id);
-      for (const text of ["written in the tunnel 1", "written in the tunnel 2"]) {
-        const n = stored.filter((m) => m.body === text).length;
-        if (n !== 1) throw new Error(`"${text}" stored ${n} times`);
-        for (const p of [ann.page, bob.page]) if ((await bubble(p, text).count()) !== 1) throw new Error(`"${text}" shown twice`);
-      }
-      const order = stored.filter((m) => m.body?.startsWith("written")).map((m) => m.body);
-      if (order.join("|") !== "written in the tunnel 1|written in the tunnel 2") throw new Error(`order ${order.join("|")}`);
-    },
-  },
-  {
     name: "text: right-to-left text, links, emoji-only messages, you in system messages, thread actions only in groups, no keyboard on a phone",
     fn: async (ctx) => {
       const ann = await user(ctx, "Alice Adams");
@@ -496,6 +454,60 @@ const tests: Test[] = [
       // On a desktop it shows on hover, in groups.
       await bubble(ann.page, "Chapter one?").hover();
       await bubble(ann.page, "Chapter one?").getByRole("button", { name: "Reply in thread" }).waitFor({ state: "visible" });
+    },
+  },
+  {
+    name: "offline outbox: messages written offline are pending, survive a reload, and are delivered exactly once",
+    fn: async (ctx) => {
+      const ann = await user(ctx, "Ann");
+      const bob = await user(ctx, "Bob");
+      const id = await openDirect(ann.page, bob.username);
+      await send(ann.page, "before the tunnel");
+      await openConversation(bob.page, id);
+      await expectMessage(bob.page, "before the tunnel");
+      await expectTick(ann.page, "before the tunnel", "read");
+      // The service worker must control the page before the network goes away.
+      await ann.page.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, { timeout: 15_000 });
+
+      const media = await hasRoute(ctx, "/media/probe");
+      if (media) await ann.page.getByRole("button", { name: "Attach files" }).waitFor();
+      await ann.context.setOffline(true);
+      await ann.page.getByRole("status").filter({ hasText: "You are offline" }).waitFor({ timeout: 10_000 });
+      await send(ann.page, "written in the tunnel 1");
+      await send(ann.page, "written in the tunnel 2");
+      await expectTick(ann.page, "written in the tunnel 1", "pending");
+      await expectTick(ann.page, "written in the tunnel 2", "pending");
+      await shot(ann.page, "desktop-offline");
+
+      // The app opens offline from the service worker's cache, with the cached conversation and the outbox.
+      await ann.page.reload();
+      await ann.page.locator(`a.conv-item[data-conversation="${id}"]`).waitFor({ timeout: 15_000 });
+      await expectMessage(ann.page, "before the tunnel");
+      await expectTick(ann.page, "written in the tunnel 1", "pending");
+      // It says offline (not "Connecting…"), read ticks stay read, and the attach and voice buttons stay.
+      await ann.page.getByRole("status").filter({ hasText: "You are offline" }).waitFor({ timeout: 5000 });
+      await ann.page.waitForTimeout(1000);
+      if ((await ann.page.getByRole("status").filter({ hasText: "Connecting" }).count()) !== 0) throw new Error("says Connecting while offline");
+      await expectTick(ann.page, "before the tunnel", "read");
+      if (media) {
+        for (const name of ["Attach files", "Record voice message"]) {
+          if ((await ann.page.getByRole("button", { name }).count()) !== 1) throw new Error(`"${name}" vanished offline`);
+        }
+      }
+      if ((await bubble(bob.page, "written in the tunnel 1").count()) !== 0) throw new Error("sent while offline");
+
+      await ann.context.setOffline(false);
+      await expectMessage(bob.page, "written in the tunnel 1");
+      await expectMessage(bob.page, "written in the tunnel 2");
+      await expectTick(ann.page, "written in the tunnel 2", "read");
+      const stored = await serverMessages(bob.page, id);
+      for (const text of ["written in the tunnel 1", "written in the tunnel 2"]) {
+        const n = stored.filter((m) => m.body === text).length;
+        if (n !== 1) throw new Error(`"${text}" stored ${n} times`);
+        for (const p of [ann.page, bob.page]) if ((await bubble(p, text).count()) !== 1) throw new Error(`"${text}" shown twice`);
+      }
+      const order = stored.filter((m) => m.body?.startsWith("written")).map((m) => m.body);
+      if (order.join("|") !== "written in the tunnel 1|written in the tunnel 2") throw new Error(`order ${order.join("|")}`);
     },
   },
   {

@@ -26,6 +26,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
   const caps = store.state.caps;
   const canRecord = caps.upload && typeof MediaRecorder !== "undefined" && !!navigator.mediaDevices;
   const label = threadRootSeq ? "Reply in thread" : "Message";
+  const offline = store.state.connection === "offline";
 
   // A chat opening focuses the composer only with a mouse or trackpad: on a touch screen focus
   // raises the keyboard over the messages. A thread is opened to reply, so it focuses anywhere.
@@ -134,7 +135,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
     >
       {caps.upload ? (
         <>
-          <button class="icon-btn" type="button" aria-label="Attach files" title="Attach files" onClick={() => fileInput.current?.click()}>
+          <button class="icon-btn" type="button" aria-label="Attach files" title={offline ? "Attach files (when back online)" : "Attach files"} disabled={offline} onClick={() => fileInput.current?.click()}>
             <Icon name="attach" />
           </button>
           <input
@@ -188,7 +189,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
           <Icon name="send" />
         </button>
       ) : (
-        <button class="icon-btn" type="button" aria-label="Record voice message" title="Record voice message" onClick={() => void startRecording()}>
+        <button class="icon-btn" type="button" aria-label="Record voice message" title={offline ? "Record voice message (when back online)" : "Record voice message"} disabled={offline} onClick={() => void startRecording()}>
           <Icon name="mic" />
         </button>
       )}
