@@ -105,6 +105,26 @@ async function serverMessages(page: Page, conversationId: string): Promise<Array
   );
 }
 
+/** A real 640x400 PNG drawn by the browser. */
+async function drawPng(page: Page): Promise<Buffer> {
+  const dataUrl = await page.evaluate(() => {
+    const c = document.createElement("canvas");
+    c.width = 640;
+    c.height = 400;
+    const g = c.getContext("2d")!;
+    const grad = g.createLinearGradient(0, 0, 640, 400);
+    grad.addColorStop(0, "#2563eb");
+    grad.addColorStop(1, "#0ea5b7");
+    g.fillStyle = grad;
+    g.fillRect(0, 0, 640, 400);
+    g.fillStyle = "#fff";
+    g.font = "bold 64px sans-serif";
+    g.fillText("Edge Chat", 140, 220);
+    return c.toDataURL("image/png");
+  });
+  return Buffer.from(dataUrl.split(",")[1]!, "base64");
+}
+
 async function hasRoute(ctx: Ctx, path: string): Promise<boolean> {
   const res = await fetch(`http://127.0.0.1:${ctx.server.port}${path}`);
   return (res.headers.get("content-type") ?? "").includes("application/json") && !(res.status === 404 && (await res.text()).includes("no such route"));
@@ -211,22 +231,7 @@ const tests: Test[] = [
       await expectMessage(bob.page, "Photos coming");
 
       // A real PNG drawn by the browser, picked through the file input.
-      const dataUrl = await ann.page.evaluate(() => {
-        const c = document.createElement("canvas");
-        c.width = 640;
-        c.height = 400;
-        const g = c.getContext("2d")!;
-        const grad = g.createLinearGradient(0, 0, 640, 400);
-        grad.addColorStop(0, "#2563eb");
-        grad.addColorStop(1, "#0ea5b7");
-        g.fillStyle = grad;
-        g.fillRect(0, 0, 640, 400);
-        g.fillStyle = "#fff";
-        g.font = "bold 64px sans-serif";
-        g.fillText("Edge Chat", 140, 220);
-        return c.toDataURL("image/png");
-      });
-      const png = Buffer.from(dataUrl.split(",")[1]!, "base64");
+      const png = await drawPng(ann.page);
       await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "banner.png", mimeType: "image/png", buffer: png });
       await ann.page.locator(".chat .upload-card progress").waitFor({ timeout: 5000 }).catch(() => undefined);
       const annImg = ann.page.locator(".chat .media-frame img").first();
@@ -470,7 +475,29 @@ const tests: Test[] = [
       await ann.page.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, { timeout: 15_000 });
 
       const media = await hasRoute(ctx, "/media/probe");
-      if (media) await ann.page.getByRole("button", { name: "Attach files" }).waitFor();
+      if (media) {
+        await ann.page.getByRole("button", { name: "Attach files" }).waitFor();
+        // A photo from Bob: its thumbnail is kept on Ann's device for the reload offline.
+        await bob.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "view.png", mimeType: "image/png", buffer: await drawPng(bob.page) });
+        await ann.page.locator(".chat .media-frame img").waitFor({ timeout: 20_000 });
+        const annId = (await session(ann.page)).userId;
+        await waitUntil("the thumbnail kept on the device", () =>
+          ann.page.evaluate(async (uid) => {
+            const db = await new Promise<IDBDatabase>((resolve, reject) => {
+              const req = indexedDB.open(`edge-chat:${uid}`);
+              req.onsuccess = () => resolve(req.result);
+              req.onerror = () => reject(req.error);
+            });
+            const keys = await new Promise<IDBValidKey[]>((resolve, reject) => {
+              const req = db.transaction("kv").objectStore("kv").getAllKeys();
+              req.onsuccess = () => resolve(req.result);
+              req.onerror = () => reject(req.error);
+            });
+            db.close();
+            return keys.some((k) => String(k).startsWith("thumb:"));
+          }, annId),
+        );
+      }
       await ann.context.setOffline(true);
       await ann.page.getByRole("status").filter({ hasText: "You are offline" }).waitFor({ timeout: 10_000 });
       await send(ann.page, "written in the tunnel 1");
@@ -493,6 +520,9 @@ const tests: Test[] = [
         for (const name of ["Attach files", "Record voice message"]) {
           if ((await ann.page.getByRole("button", { name }).count()) !== 1) throw new Error(`"${name}" vanished offline`);
         }
+        await waitUntil("the kept thumbnail shown offline", () =>
+          ann.page.locator(".chat .media-frame img").first().evaluate((el) => el instanceof HTMLImageElement && el.complete && el.naturalWidth > 0),
+        );
       }
       if ((await bubble(bob.page, "written in the tunnel 1").count()) !== 0) throw new Error("sent while offline");
 

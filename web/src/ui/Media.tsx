@@ -103,13 +103,14 @@ export function UploadCard({ upload: u }: { upload: Upload }) {
   );
 }
 
-function useMediaUrl(id: string | undefined, enabled = true): string | null {
+/** `thumbnail`: a small image also kept on the device, so it shows offline. */
+function useMediaUrl(id: string | undefined, enabled = true, thumbnail = false): string | null {
   const { media } = useServices();
   const [url, setUrl] = useState<string | null>(null);
   useEffect(() => {
     if (!id || !enabled) return;
     let live = true;
-    media.url(id).then((u) => live && setUrl(u)).catch(() => undefined);
+    (thumbnail ? media.thumbnail(id) : media.url(id)).then((u) => live && setUrl(u)).catch(() => undefined);
     return () => {
       live = false;
     };
@@ -133,7 +134,7 @@ function frameStyle(m: MediaRef) {
 }
 
 function ImageMedia({ m }: { m: MediaRef }) {
-  const thumb = useMediaUrl(m.thumbnailId ?? m.id);
+  const thumb = useMediaUrl(m.thumbnailId ?? m.id, true, m.thumbnailId !== undefined);
   const [open, setOpen] = useState(false);
   const full = useMediaUrl(m.id, open);
   return (
@@ -147,7 +148,7 @@ function ImageMedia({ m }: { m: MediaRef }) {
 }
 
 function VideoMedia({ m }: { m: MediaRef }) {
-  const poster = useMediaUrl(m.thumbnailId);
+  const poster = useMediaUrl(m.thumbnailId, true, true);
   const [play, setPlay] = useState(false);
   const src = useMediaUrl(m.id, play);
   return (
