@@ -159,7 +159,7 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
   const scroller = useRef<HTMLDivElement>(null);
   const top = useRef<HTMLDivElement>(null);
   const divider = useRef<HTMLDivElement>(null);
-  const snapshot = useRef<{ height: number; firstKey: string | null; atBottom: boolean; positioned: boolean }>({ height: 0, firstKey: null, atBottom: true, positioned: false });
+  const snapshot = useRef<{ height: number; top: number; firstKey: string | null; atBottom: boolean; positioned: boolean }>({ height: 0, top: 0, firstKey: null, atBottom: true, positioned: false });
   const [dividerAbove, setDividerAbove] = useState(false);
   const [newBelow, setNewBelow] = useState(0);
   const [atBottom, setAtBottom] = useState(true);
@@ -226,10 +226,15 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
     if (el && snapshot.current.positioned && view.hasMoreBefore && !view.loadingOlder && el.scrollTop < 400) void store.loadOlder(id);
   }, [firstKey, view.loaded, view.loadingOlder]);
 
-  const onScroll = () => {
+  /** `event`: called for a scroll event (late by a frame), rather than right after placing the view. */
+  const onScroll = (event = false) => {
     const el = scroller.current;
     if (!el) return;
-    const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    // A reader at the bottom stays there until they scroll up: a row that grew below (media
+    // loading) before a scroll event was handled does not count as leaving the bottom.
+    const snap = snapshot.current;
+    const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < 48 || (event && snap.atBottom && el.scrollTop >= snap.top);
+    snap.top = el.scrollTop;
     snapshot.current.atBottom = bottom;
     snapshot.current.height = el.scrollHeight;
     setAtBottom(bottom);
@@ -264,7 +269,7 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
 
   return (
     <div class="messages-wrap">
-      <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label="Messages" aria-live="polite" aria-relevant="additions" tabIndex={0}>
+      <div class="messages" ref={scroller} onScroll={() => onScroll(true)} role="log" aria-label="Messages" aria-live="polite" aria-relevant="additions" tabIndex={0}>
         <div ref={top} class="history-sentinel">
           {view.loadingOlder ? <span class="spinner" role="status">Loading older messages…</span> : !view.hasMoreBefore && view.loaded ? <span class="history-start">This is the beginning of the conversation.</span> : null}
         </div>
