@@ -289,7 +289,14 @@ const tests: Test[] = [
       await ann.page.getByRole("button", { name: "Record voice message" }).click();
       await ann.page.getByRole("timer").filter({ hasText: /0:01/ }).waitFor({ timeout: 10_000 });
       await ann.page.getByRole("button", { name: "Send voice message" }).click();
-      await bob.page.locator(".chat .voice-note audio").waitFor({ timeout: 20_000 });
+      await bob.page.locator(".chat .voice-note audio").waitFor({ state: "attached", timeout: 20_000 });
+      // Bob's player shows the note's length and its waveform (decoded from the note), and plays it.
+      const note = bob.page.locator(".chat .voice-note").last();
+      const play = note.getByRole("button", { name: /^Play voice message, 0:0[1-9]$/ });
+      await play.waitFor({ timeout: 15_000 });
+      await waitUntil("the waveform", async () => (await note.locator(".waveform i").evaluateAll((bars) => bars.map((b) => (b instanceof HTMLElement ? b.style.height : "")))).includes("100%"), 10_000);
+      await play.click();
+      await note.getByRole("button", { name: "Pause voice message" }).waitFor({ timeout: 5000 });
       await shot(bob.page, "desktop-media");
 
       // The picker offers only what the server takes; a refused upload's Dismiss is a whole word.
@@ -310,6 +317,9 @@ const tests: Test[] = [
       for (const n of [1, 2]) await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: `photo-${n}.png`, mimeType: "image/png", buffer: png });
       await send(ann.page, "the newest message");
       await expectMessage(bob.page, "the newest message");
+      // Read, so the chat reopens at its end rather than at an "Unread messages" divider.
+      await bob.page.locator(".chat .messages").evaluate((el) => el.scrollTo({ top: el.scrollHeight }));
+      await expectTick(ann.page, "the newest message", "read");
       await bob.page.setViewportSize(PHONE);
       await bob.page.reload();
       await expectMessage(bob.page, "the newest message");

@@ -129,7 +129,7 @@ export class MediaCache {
       const url = await this.url(id);
       if (db && !this.keeping.has(id)) {
         this.keeping.add(id);
-        this.kept = this.kept.then(() => this.keep(db, id, url)).catch(() => void this.keeping.delete(id));
+        this.kept = this.kept.then(() => this.keep(db, id)).catch(() => void this.keeping.delete(id));
       }
       return url;
     } catch (err) {
@@ -140,15 +140,18 @@ export class MediaCache {
     }
   }
 
-  private async keep(db: LocalStore, id: string, url: string): Promise<void> {
+  /** The bytes: from memory when this device uploaded them (a blob: URL is not fetched), else downloaded. */
+  async blob(id: string): Promise<Blob> {
+    const seeded = this.seeded.get(id);
+    if (seeded) return seeded;
+    const res = await fetch(await this.url(id));
+    if (!res.ok) throw new Error(`media ${res.status}`);
+    return res.blob();
+  }
+
+  private async keep(db: LocalStore, id: string): Promise<void> {
     if ((await db.get(`thumb:${id}`)) instanceof Blob) return;
-    let blob = this.seeded.get(id);
-    if (!blob) {
-      const res = await fetch(url);
-      if (!res.ok) throw new Error(`thumbnail ${res.status}`);
-      blob = await res.blob();
-    }
-    await db.set(`thumb:${id}`, blob);
+    await db.set(`thumb:${id}`, await this.blob(id));
     const kept = await db.get("thumbs");
     const ids = [...(Array.isArray(kept) ? kept.filter((k): k is string => typeof k === "string" && k !== id) : []), id];
     for (const old of ids.splice(0, Math.max(0, ids.length - THUMBS_KEPT))) await db.remove(`thumb:${old}`);
