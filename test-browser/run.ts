@@ -452,6 +452,10 @@ const tests: Test[] = [
       // A group: Alice reads "You created the group", Bob reads her name and "you".
       const group = await createGroup(ann.page, "Book club", bob.username);
       await ann.page.locator(".chat .system-msg").filter({ hasText: /^You created the group$/ }).waitFor({ timeout: 15_000 });
+      // A panel that opens takes the focus.
+      await ann.page.getByRole("button", { name: "Group info" }).click();
+      await waitUntil("focus in the panel", () => ann.page.evaluate(() => !!document.activeElement?.closest(".side-panel")), 5000);
+      await ann.page.getByRole("button", { name: "Close", exact: true }).click();
       await send(ann.page, "Chapter one?");
       await bob.page.getByRole("button", { name: "Back to chats" }).click();
       await openConversation(bob.page, group);
@@ -675,6 +679,7 @@ const tests: Test[] = [
       const { page } = await newPage(ctx, PHONE);
       await page.goto("/login");
       await page.getByRole("heading", { name: "Sign in to Edge Chat" }).waitFor();
+      if ((await page.getByRole("main").count()) !== 1) throw new Error("the sign-in page has no main landmark");
       await shot(page, "phone-login");
       const ann = await user(ctx, "Ann");
       const bob = await user(ctx, "Bob");
@@ -684,6 +689,8 @@ const tests: Test[] = [
       await expectMessage(bob.page, "Dark mode looks good");
       await send(bob.page, "It does 🌙");
       await expectMessage(ann.page, "It does 🌙");
+      // A conversation link's name says what the row shows: name, preview, time.
+      await ann.page.getByRole("link", { name: /^Bob, It does 🌙, \d\d:\d\d(, online)?$/ }).waitFor({ timeout: 10_000 });
       await ann.page.getByRole("button", { name: "Settings", exact: true }).click();
       await ann.page.setViewportSize(PHONE);
       await shot(ann.page, "phone-settings");

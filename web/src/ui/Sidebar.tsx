@@ -101,7 +101,8 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   const preview: Preview = typing.length > 0 ? { who: "", what: `${typing.join(", ")} typing…` } : pending.length > 0 ? { who: "You: ", what: pending[pending.length - 1]!.body ?? "Attachment" } : previewOf(store, conv, conv.lastMessage);
   const time = conv.lastMessageAt ?? conv.createdAt;
   const href = `/c/${encodeURIComponent(conv.id)}`;
-  const label = `${title}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${presence?.status === "online" ? ", online" : ""}`;
+  // The link's name is what it shows: the name, the preview and the time, then the unread count.
+  const label = `${title}, ${preview.who}${preview.what}, ${shortTime(time, now)}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${presence?.status === "online" ? ", online" : ""}`;
   return (
     <li>
       <a
