@@ -367,7 +367,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
       <div
         class={`bubble${pending ? " pending" : ""}`}
         onClick={canReply ? (e) => {
-          if (!(e.target instanceof Element) || !e.target.closest("a, button, audio, video")) setActions((a) => !a);
+          if (!(e.target instanceof Element) || !e.target.closest("a, button, audio, video, [role=slider]")) setActions((a) => !a);
         } : undefined}
       >
         {!mine && group && first ? <div class="sender" dir="auto">{store.userName(entry.senderId)}</div> : null}
