@@ -79,8 +79,9 @@ export interface Ctx {
   problems: string[];
 }
 
-export async function newPage(ctx: Ctx, viewport = { width: 1280, height: 800 }): Promise<{ context: BrowserContext; page: Page }> {
-  const context = await ctx.browser.newContext({ viewport, baseURL: ctx.server.origin, colorScheme: "light", timezoneId: "UTC", locale: "en-GB" });
+/** `touch`: a phone's touch screen (no hover, a coarse pointer) rather than a mouse. */
+export async function newPage(ctx: Ctx, viewport = { width: 1280, height: 800 }, touch = false): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await ctx.browser.newContext({ viewport, baseURL: ctx.server.origin, colorScheme: "light", timezoneId: "UTC", locale: "en-GB", hasTouch: touch });
   context.setDefaultTimeout(15_000);
   context.setDefaultNavigationTimeout(30_000);
   ctx.contexts.push(context);
@@ -111,9 +112,10 @@ export async function run(tests: Test[], serverArgs: string[] = []): Promise<num
   try {
     browser = await launchBrowser();
     console.log(`browser tests: ${server.origin}, Chromium ${browser.version()}`);
-    // BROWSER_TESTS=word runs only the tests whose name contains it (while iterating locally).
-    const only = process.env.BROWSER_TESTS;
-    for (const test of only ? tests.filter((t) => t.name.includes(only)) : tests) {
+    // BROWSER_TESTS=word runs only the tests whose name contains it (while iterating locally);
+    // BROWSER_TESTS="one|two", those whose name contains either.
+    const only = process.env.BROWSER_TESTS?.split("|").filter(Boolean);
+    for (const test of only?.length ? tests.filter((t) => only.some((w) => t.name.includes(w))) : tests) {
       const ctx: Ctx = { server, browser, contexts: [], problems: [] };
       const start = Date.now();
       try {

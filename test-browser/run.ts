@@ -41,6 +41,15 @@ async function conversationIdOf(page: Page): Promise<string> {
   });
 }
 
+async function createGroup(page: Page, title: string, username: string): Promise<string> {
+  await page.getByRole("button", { name: "New group" }).click();
+  await page.getByLabel("Group name").fill(title);
+  await page.getByLabel("Add people").fill(username);
+  await page.locator(`button.person[data-username="${username}"]`).click();
+  await page.getByRole("button", { name: /Create group with 1 person/ }).click();
+  return conversationIdOf(page);
+}
+
 async function openConversation(page: Page, id: string): Promise<void> {
   await page.locator(`a.conv-item[data-conversation="${id}"]`).click({ timeout: 15_000 });
   await page.getByRole("textbox", { name: "Message" }).waitFor();
@@ -96,6 +105,26 @@ async function serverMessages(page: Page, conversationId: string): Promise<Array
   );
 }
 
+/** A real 640x400 PNG drawn by the browser. */
+async function drawPng(page: Page): Promise<Buffer> {
+  const dataUrl = await page.evaluate(() => {
+    const c = document.createElement("canvas");
+    c.width = 640;
+    c.height = 400;
+    const g = c.getContext("2d")!;
+    const grad = g.createLinearGradient(0, 0, 640, 400);
+    grad.addColorStop(0, "#2563eb");
+    grad.addColorStop(1, "#0ea5b7");
+    g.fillStyle = grad;
+    g.fillRect(0, 0, 640, 400);
+    g.fillStyle = "#fff";
+    g.font = "bold 64px sans-serif";
+    g.fillText("Edge Chat", 140, 220);
+    return c.toDataURL("image/png");
+  });
+  return Buffer.from(dataUrl.split(",")[1]!, "base64");
+}
+
 async function hasRoute(ctx: Ctx, path: string): Promise<boolean> {
   const res = await fetch(`http://127.0.0.1:${ctx.server.port}${path}`);
   return (res.headers.get("content-type") ?? "").includes("application/json") && !(res.status === 404 && (await res.text()).includes("no such route"));
@@ -107,9 +136,9 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, animations: "disabled", caret: "hide" });
 }
 
-async function user(ctx: Ctx, name: string, viewport = DESKTOP): Promise<{ context: BrowserContext; page: Page; username: string }> {
-  const { context, page } = await newPage(ctx, viewport);
-  const username = uniq(name.toLowerCase());
+async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = false): Promise<{ context: BrowserContext; page: Page; username: string }> {
+  const { context, page } = await newPage(ctx, viewport, touch);
+  const username = uniq(name.toLowerCase().replace(/[^a-z0-9]+/g, "_"));
   await register(page, username, name);
   return { context, page, username };
 }
@@ -202,22 +231,7 @@ const tests: Test[] = [
       await expectMessage(bob.page, "Photos coming");
 
       // A real PNG drawn by the browser, picked through the file input.
-      const dataUrl = await ann.page.evaluate(() => {
-        const c = document.createElement("canvas");
-        c.width = 640;
-        c.height = 400;
-        const g = c.getContext("2d")!;
-        const grad = g.createLinearGradient(0, 0, 640, 400);
-        grad.addColorStop(0, "#2563eb");
-        grad.addColorStop(1, "#0ea5b7");
-        g.fillStyle = grad;
-        g.fillRect(0, 0, 640, 400);
-        g.fillStyle = "#fff";
-        g.font = "bold 64px sans-serif";
-        g.fillText("Edge Chat", 140, 220);
-        return c.toDataURL("image/png");
-      });
-      const png = Buffer.from(dataUrl.split(",")[1]!, "base64");
+      const png = await drawPng(ann.page);
       await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "banner.png", mimeType: "image/png", buffer: png });
       await ann.page.locator(".chat .upload-card progress").waitFor({ timeout: 5000 }).catch(() => undefined);
       const annImg = ann.page.locator(".chat .media-frame img").first();
@@ -275,8 +289,50 @@ const tests: Test[] = [
       await ann.page.getByRole("button", { name: "Record voice message" }).click();
       await ann.page.getByRole("timer").filter({ hasText: /0:01/ }).waitFor({ timeout: 10_000 });
       await ann.page.getByRole("button", { name: "Send voice message" }).click();
-      await bob.page.locator(".chat .voice-note audio").waitFor({ timeout: 20_000 });
+      await bob.page.locator(".chat .voice-note audio").waitFor({ state: "attached", timeout: 20_000 });
+      // Bob's player shows the note's length and its waveform (decoded from the note), and plays it.
+      const note = bob.page.locator(".chat .voice-note").last();
+      const play = note.getByRole("button", { name: /^Play voice message, 0:0[1-9]$/ });
+      await play.waitFor({ timeout: 15_000 });
+      await waitUntil("the waveform", async () => (await note.locator(".waveform i").evaluateAll((bars) => bars.map((b) => (b instanceof HTMLElement ? b.style.height : "")))).includes("100%"), 10_000);
+      await play.click();
+      await note.getByRole("button", { name: "Pause voice message" }).waitFor({ timeout: 5000 });
       await shot(bob.page, "desktop-media");
+
+      // The picker offers only what the server takes; a refused upload's Dismiss is a whole word.
+      const accept = (await ann.page.locator('.chat .composer input[type="file"]').getAttribute("accept")) ?? "";
+      for (const t of ["image/png", "video/webm", "audio/webm", "application/pdf"]) if (!accept.split(",").includes(t)) throw new Error(`accept lacks ${t}: ${accept}`);
+      if (/\*\/\*|octet-stream/.test(accept)) throw new Error(`accept offers any file: ${accept}`);
+      await ann.page.setViewportSize(PHONE);
+      await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "not-really.png", mimeType: "image/png", buffer: Buffer.from("these bytes are not a PNG image at all") });
+      const dismiss = ann.page.locator(".chat .upload-card").getByRole("button", { name: "Dismiss" });
+      await dismiss.waitFor({ timeout: 20_000 });
+      const d = await dismiss.boundingBox();
+      if (!d || d.width < 40 || d.height > 30) throw new Error(`Dismiss squeezed: ${JSON.stringify(d)}`);
+      await dismiss.click();
+      await ann.page.setViewportSize(DESKTOP);
+
+      // More photos, then Bob reopens the chat on a phone: it opens at the newest message and stays
+      // there while the media loads (its space is reserved from the sizes the message carries).
+      for (const n of [1, 2]) await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: `photo-${n}.png`, mimeType: "image/png", buffer: png });
+      await send(ann.page, "the newest message");
+      await expectMessage(bob.page, "the newest message");
+      // Read, so the chat reopens at its end rather than at an "Unread messages" divider.
+      await bob.page.locator(".chat .messages").evaluate((el) => el.scrollTo({ top: el.scrollHeight }));
+      await expectTick(ann.page, "the newest message", "read");
+      await bob.page.setViewportSize(PHONE);
+      await bob.page.reload();
+      await expectMessage(bob.page, "the newest message");
+      const list = bob.page.locator(".chat .messages");
+      const gap = () => list.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+      await waitUntil("the media to load", async () => (await bob.page.locator(".chat .media-frame img").count()) >= 3 && (await bob.page.locator(".chat .voice-note audio").count()) >= 1, 20_000);
+      await bob.page.waitForTimeout(1000);
+      if ((await gap()) > 48) throw new Error(`opened ${await gap()} px above the newest message`);
+      // Scrolled up, a button jumps back to the latest.
+      await list.evaluate((el) => el.scrollTo({ top: 0 }));
+      const jump = bob.page.getByRole("button", { name: /Jump to latest/ });
+      await jump.click({ timeout: 5000 });
+      await waitUntil("the newest message in view", async () => (await gap()) <= 48, 5000);
     },
   },
   {
@@ -285,12 +341,7 @@ const tests: Test[] = [
       const ann = await user(ctx, "Ann");
       const bob = await user(ctx, "Bob");
       const cy = await user(ctx, "Cy", PHONE);
-      await ann.page.getByRole("button", { name: "New group" }).click();
-      await ann.page.getByLabel("Group name").fill("Weekend trip");
-      await ann.page.getByLabel("Add people").fill(bob.username);
-      await ann.page.locator(`button.person[data-username="${bob.username}"]`).click();
-      await ann.page.getByRole("button", { name: /Create group with 1 person/ }).click();
-      const id = await conversationIdOf(ann.page);
+      const id = await createGroup(ann.page, "Weekend trip", bob.username);
       // Ann (admin) adds Cy from the group info panel.
       await ann.page.getByRole("button", { name: "Group info" }).click();
       await ann.page.getByLabel("Add people").fill(cy.username);
@@ -344,6 +395,87 @@ const tests: Test[] = [
     },
   },
   {
+    name: "text: right-to-left text, links, emoji-only messages, you in system messages, thread actions only in groups, no keyboard on a phone",
+    fn: async (ctx) => {
+      const ann = await user(ctx, "Alice Adams");
+      const bob = await user(ctx, "Bob", PHONE, true);
+      const id = await openDirect(ann.page, bob.username);
+      const hebrew = "שלום, מה שלומך?";
+      await send(ann.page, hebrew);
+      await send(ann.page, "read https://example.com/a?b=1. <b>bold</b> javascript:alert(1)");
+      await send(ann.page, "🎉");
+      await send(ann.page, "hi 🎉");
+
+      // Bob's phone: the chat opens without focusing the composer (which would raise the keyboard).
+      const coarse = await bob.page.evaluate(() => matchMedia("(pointer: coarse)").matches && matchMedia("(hover: none)").matches);
+      if (!coarse) throw new Error("the phone context is not a touch screen");
+      const item = bob.page.locator(`a.conv-item[data-conversation="${id}"]`);
+      await item.waitFor({ timeout: 20_000 });
+      // The list's preview of the last message and the names take their own direction.
+      await waitUntil("the preview", async () => ((await item.locator(".conv-preview").textContent()) ?? "").includes("hi 🎉"), 15_000);
+      await openConversation(bob.page, id);
+      await expectMessage(bob.page, "hi 🎉");
+      await bob.page.waitForTimeout(300);
+      const focused = await bob.page.evaluate(() => document.activeElement?.tagName);
+      if (focused === "TEXTAREA") throw new Error("the composer took focus on a phone");
+
+      // Right to left: the bubble, the composer while typing it, the list's preview.
+      const rtl = (loc: ReturnType<Page["locator"]>) => loc.evaluate((el) => el.matches(":dir(rtl)"));
+      if (!(await rtl(bubble(bob.page, hebrew).locator(".text")))) throw new Error("Hebrew bubble shown left to right");
+      if (await rtl(bubble(bob.page, "hi 🎉").locator(".text"))) throw new Error("English bubble shown right to left");
+      const box = bob.page.getByRole("textbox", { name: "Message" });
+      await box.fill(hebrew);
+      if (!(await rtl(box))) throw new Error("the composer shows Hebrew left to right");
+      await box.fill("");
+      await send(bob.page, hebrew);
+      await ann.page.getByRole("button", { name: "New chat" }).click();
+      const annItem = ann.page.locator(`a.conv-item[data-conversation="${id}"]`);
+      await waitUntil("the Hebrew preview", async () => ((await annItem.locator(".conv-preview").textContent()) ?? "").includes(hebrew), 15_000);
+      if (!(await rtl(annItem.locator(".conv-preview [dir=auto]")))) throw new Error("the preview shows Hebrew left to right");
+      if (!(await annItem.locator(".conv-title").evaluate((el) => el.getAttribute("dir") === "auto"))) throw new Error("a name without dir=auto");
+      await openConversation(ann.page, id);
+
+      // A link is a link (http and https only, opening apart); markup stays text.
+      const linkText = bubble(bob.page, "read https://example.com/a?b=1. <b>bold</b> javascript:alert(1)").locator(".text");
+      const links = await linkText.locator("a").evaluateAll((els) => els.map((a) => [a.getAttribute("href"), a.getAttribute("target"), a.getAttribute("rel"), a.textContent]));
+      if (JSON.stringify(links) !== JSON.stringify([["https://example.com/a?b=1", "_blank", "noopener noreferrer", "https://example.com/a?b=1"]])) throw new Error(`links ${JSON.stringify(links)}`);
+      if ((await linkText.locator("b").count()) !== 0) throw new Error("markup in a message was rendered");
+
+      // One to three emoji alone are shown large.
+      const size = (text: string) => bubble(bob.page, text).locator(".text").evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
+      if ((await size("🎉")) < 2 * (await size("hi 🎉"))) throw new Error("an emoji-only message is not enlarged");
+
+      // A direct chat has no thread button.
+      if ((await bob.page.getByRole("button", { name: "Reply in thread" }).count()) !== 0) throw new Error("thread button in a direct chat");
+      if ((await ann.page.getByRole("button", { name: "Reply in thread" }).count()) !== 0) throw new Error("thread button in a direct chat");
+
+      // A group: Alice reads "You created the group", Bob reads her name and "you".
+      const group = await createGroup(ann.page, "Book club", bob.username);
+      await ann.page.locator(".chat .system-msg").filter({ hasText: /^You created the group$/ }).waitFor({ timeout: 15_000 });
+      // A panel that opens takes the focus.
+      await ann.page.getByRole("button", { name: "Group info" }).click();
+      await waitUntil("focus in the panel", () => ann.page.evaluate(() => !!document.activeElement?.closest(".side-panel")), 5000);
+      await ann.page.getByRole("button", { name: "Close", exact: true }).click();
+      await send(ann.page, "Chapter one?");
+      await bob.page.getByRole("button", { name: "Back to chats" }).click();
+      await openConversation(bob.page, group);
+      await expectMessage(bob.page, "Chapter one?");
+      const said = await bob.page.locator(".chat .system-msg").allTextContents();
+      if (!said.some((t) => /^Alice Adams created the group/.test(t))) throw new Error(`system messages: ${said.join(" | ")}`);
+      if (said.some((t) => /\bYou\b/.test(t) && !t.startsWith("You"))) throw new Error(`"You" mid-sentence: ${said.join(" | ")}`);
+
+      // In a group on a phone the thread button is behind a tap on the bubble, not beside every bubble.
+      const reply = bubble(bob.page, "Chapter one?").getByRole("button", { name: "Reply in thread" });
+      if (await reply.isVisible()) throw new Error("thread button always visible on a phone");
+      await bubble(bob.page, "Chapter one?").locator(".bubble").tap();
+      await reply.tap();
+      await bob.page.getByRole("complementary", { name: "Thread" }).waitFor();
+      // On a desktop it shows on hover, in groups.
+      await bubble(ann.page, "Chapter one?").hover();
+      await bubble(ann.page, "Chapter one?").getByRole("button", { name: "Reply in thread" }).waitFor({ state: "visible" });
+    },
+  },
+  {
     name: "offline outbox: messages written offline are pending, survive a reload, and are delivered exactly once",
     fn: async (ctx) => {
       const ann = await user(ctx, "Ann");
@@ -356,6 +488,30 @@ const tests: Test[] = [
       // The service worker must control the page before the network goes away.
       await ann.page.waitForFunction(() => navigator.serviceWorker.controller !== null, undefined, { timeout: 15_000 });
 
+      const media = await hasRoute(ctx, "/media/probe");
+      if (media) {
+        await ann.page.getByRole("button", { name: "Attach files" }).waitFor();
+        // A photo from Bob: its thumbnail is kept on Ann's device for the reload offline.
+        await bob.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "view.png", mimeType: "image/png", buffer: await drawPng(bob.page) });
+        await ann.page.locator(".chat .media-frame img").waitFor({ timeout: 20_000 });
+        const annId = (await session(ann.page)).userId;
+        await waitUntil("the thumbnail kept on the device", () =>
+          ann.page.evaluate(async (uid) => {
+            const db = await new Promise<IDBDatabase>((resolve, reject) => {
+              const req = indexedDB.open(`edge-chat:${uid}`);
+              req.onsuccess = () => resolve(req.result);
+              req.onerror = () => reject(req.error);
+            });
+            const keys = await new Promise<IDBValidKey[]>((resolve, reject) => {
+              const req = db.transaction("kv").objectStore("kv").getAllKeys();
+              req.onsuccess = () => resolve(req.result);
+              req.onerror = () => reject(req.error);
+            });
+            db.close();
+            return keys.some((k) => String(k).startsWith("thumb:"));
+          }, annId),
+        );
+      }
       await ann.context.setOffline(true);
       await ann.page.getByRole("status").filter({ hasText: "You are offline" }).waitFor({ timeout: 10_000 });
       await send(ann.page, "written in the tunnel 1");
@@ -369,6 +525,19 @@ const tests: Test[] = [
       await ann.page.locator(`a.conv-item[data-conversation="${id}"]`).waitFor({ timeout: 15_000 });
       await expectMessage(ann.page, "before the tunnel");
       await expectTick(ann.page, "written in the tunnel 1", "pending");
+      // It says offline (not "Connecting…"), read ticks stay read, and the attach and voice buttons stay.
+      await ann.page.getByRole("status").filter({ hasText: "You are offline" }).waitFor({ timeout: 5000 });
+      await ann.page.waitForTimeout(1000);
+      if ((await ann.page.getByRole("status").filter({ hasText: "Connecting" }).count()) !== 0) throw new Error("says Connecting while offline");
+      await expectTick(ann.page, "before the tunnel", "read");
+      if (media) {
+        for (const name of ["Attach files", "Record voice message"]) {
+          if ((await ann.page.getByRole("button", { name }).count()) !== 1) throw new Error(`"${name}" vanished offline`);
+        }
+        await waitUntil("the kept thumbnail shown offline", () =>
+          ann.page.locator(".chat .media-frame img").first().evaluate((el) => el instanceof HTMLImageElement && el.complete && el.naturalWidth > 0),
+        );
+      }
       if ((await bubble(bob.page, "written in the tunnel 1").count()) !== 0) throw new Error("sent while offline");
 
       await ann.context.setOffline(false);
@@ -510,6 +679,7 @@ const tests: Test[] = [
       const { page } = await newPage(ctx, PHONE);
       await page.goto("/login");
       await page.getByRole("heading", { name: "Sign in to Edge Chat" }).waitFor();
+      if ((await page.getByRole("main").count()) !== 1) throw new Error("the sign-in page has no main landmark");
       await shot(page, "phone-login");
       const ann = await user(ctx, "Ann");
       const bob = await user(ctx, "Bob");
@@ -519,6 +689,8 @@ const tests: Test[] = [
       await expectMessage(bob.page, "Dark mode looks good");
       await send(bob.page, "It does 🌙");
       await expectMessage(ann.page, "It does 🌙");
+      // A conversation link's name says what the row shows: name, preview, time.
+      await ann.page.getByRole("link", { name: /^Bob, It does 🌙, \d\d:\d\d(, online)?$/ }).waitFor({ timeout: 10_000 });
       await ann.page.getByRole("button", { name: "Settings", exact: true }).click();
       await ann.page.setViewportSize(PHONE);
       await shot(ann.page, "phone-settings");

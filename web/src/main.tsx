@@ -8,7 +8,7 @@ import "./styles.css";
 
 const browser = windowBrowser();
 const store = new AppStore(browser);
-const media = new MediaCache(store.api);
+const media = new MediaCache(store.api, () => store.core.db);
 browser.applyTheme(store.state.theme);
 
 const root = document.getElementById("app")!;

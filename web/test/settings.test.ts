@@ -57,6 +57,20 @@ describe("push", () => {
     expect(reload.store.state.pushEnabled).toBe(false);
   });
 
+  it("says what went wrong when the browser cannot subscribe, or the server cannot be reached", async () => {
+    const s = await startSignedIn();
+    s.browser.server.on("GET /push/vapid-public-key", () => ({ json: { publicKey: "AQID" } })).on("POST /push/subscriptions", () => ({ status: 204 }));
+    s.browser.notifications.subscribe = async () => {
+      throw new DOMException("Registration failed - push service not available", "AbortError");
+    };
+    await s.store.enablePush();
+    expect(s.store.state.pushEnabled).toBe(false);
+    expect(s.store.state.notice?.text).toBe("This browser could not subscribe to notifications (Registration failed - push service not available).");
+    s.browser.server.on("GET /push/vapid-public-key", () => "network error");
+    await s.store.enablePush();
+    expect(s.store.state.notice?.text).toBe("Could not reach the server. Try again when online.");
+  });
+
   it("while the app is hidden, a message from someone else shows a notification; visible or mine, none", async () => {
     const s = await startSignedIn();
     s.browser.notifications.granted = "granted";

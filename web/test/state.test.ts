@@ -7,7 +7,7 @@ import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "
 import { applyReceipt, tickFor, tickLabel } from "../src/state/receipts";
 import { byConversation, syncSince, type SincePage } from "../src/state/sync";
 import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../src/state/timeline";
-import { initials, lastSeen, shownUserName } from "../src/state/format";
+import { initials, lastSeen, peaks, shownUserName } from "../src/state/format";
 import { message } from "./fakes";
 
 const msg = (seq: number, extra: Partial<Message> = {}): Message => message("c1", seq, "u1", extra);
@@ -335,5 +335,13 @@ describe("names that imitate a username", () => {
     expect(shownUserName({ id: "b", username: "bob_smith", displayName: "Bob" }, known)).toBe("Bob");
     expect(shownUserName({ id: "m", username: "mallory", displayName: "Mallory M." }, known)).toBe("Mallory M.");
     expect(shownUserName({ id: "m", username: "mallory", displayName: "@mallory" }, known)).toBe("@mallory");
+  });
+});
+
+describe("voice note waveform", () => {
+  it("takes each slice's loudest sample, scaled to the loudest slice", () => {
+    expect(peaks([0, 0.1, -0.5, 0.2, 0.25, -0.1, 0, 0], 4)).toEqual([0.2, 1, 0.5, 0]);
+    expect(peaks([0, 0, 0], 3)).toEqual([0, 0, 0]);
+    expect(peaks(new Float32Array(10).fill(0.5), 4)).toHaveLength(4);
   });
 });

@@ -16,7 +16,7 @@ const PAGE = 50;
 const NOT_A_MEMBER = "This conversation does not exist or you are not a member.";
 
 export interface ChatsDeps {
-  cache: Pick<LocalCachePort, "scheduleSave" | "messages" | "forget">;
+  cache: Pick<LocalCachePort, "scheduleSave" | "messages" | "receipts" | "forget">;
   connection: Pick<ConnectionPort, "connectChat" | "closeChat" | "chatFor" | "transmitLive" | "ensureCursor">;
   people: Pick<PeoplePort, "ensure" | "name">;
   presence: Pick<PresenceWatchPort, "watch" | "fetch">;
@@ -165,6 +165,7 @@ export class Chats {
       const cached = await this.deps.cache.messages(id);
       if (cached.length > 0 && view.messages.length === 0) view.messages = cached;
     }
+    if (view.receipts.size === 0) for (const r of await this.deps.cache.receipts(id)) view.receipts = applyReceipt(view.receipts, r);
     if (!conv) {
       try {
         conv = (await this.api.call("GET", `/conversations/${encodeURIComponent(id)}`, Schemas.conversation)).conversation;
@@ -236,6 +237,7 @@ export class Chats {
       const { receipts } = await this.api.call("GET", `/conversations/${encodeURIComponent(id)}/receipts`, Schemas.receipts);
       const view = this.view(id);
       for (const r of receipts) view.receipts = applyReceipt(view.receipts, r);
+      this.deps.cache.scheduleSave();
       this.core.emit();
     } catch {
       // Receipts come again with the socket's receipt frames.
@@ -337,6 +339,7 @@ export class Chats {
   chatReceipt(conversationId: string, receipt: Receipt): void {
     const view = this.view(conversationId);
     view.receipts = applyReceipt(view.receipts, receipt);
+    this.deps.cache.scheduleSave();
     this.core.emit();
   }
 
@@ -345,6 +348,7 @@ export class Chats {
     const view = this.state.views.get(conversationId);
     if (view) {
       view.receipts = applyReceipt(view.receipts, receipt);
+      this.deps.cache.scheduleSave();
       this.core.emit();
     }
     if (receipt.userId !== this.core.me) return;

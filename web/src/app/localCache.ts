@@ -1,8 +1,8 @@
 // The offline cache in the account's local store: the conversation list, users and each loaded
-// conversation's latest messages, so the app opens (offline too) with what it showed last.
+// conversation's latest messages and receipts, so the app opens (offline too) with what it showed last.
 // Writes are gathered for half a second; `saveNow` starts a pending write at once (page hidden or gone).
 import * as z from "zod";
-import { Conversation as ConversationSchema, Message as MessageSchema, User as UserSchema, type Message } from "../../../protocol";
+import { Conversation as ConversationSchema, Message as MessageSchema, Receipt as ReceiptSchema, User as UserSchema, type Message, type Receipt } from "../../../protocol";
 import type { Clock } from "./browser";
 import type { StoreCore } from "./storeCore";
 
@@ -12,6 +12,7 @@ const SAVE_DELAY_MS = 500;
 const CachedConversations = z.array(ConversationSchema);
 const CachedMessages = z.array(MessageSchema);
 const CachedUsers = z.array(UserSchema);
+const CachedReceipts = z.array(ReceiptSchema);
 
 export class LocalCache {
   private saveTimer: unknown = null;
@@ -38,8 +39,15 @@ export class LocalCache {
     return r.success ? r.data : [];
   }
 
+  /** The members' receipts as last seen, so ticks keep their colour offline. */
+  async receipts(conversationId: string): Promise<Receipt[]> {
+    const r = CachedReceipts.safeParse(await this.core.db?.get(`receipts:${conversationId}`));
+    return r.success ? r.data : [];
+  }
+
   forget(conversationId: string): void {
     void this.core.db?.remove(`messages:${conversationId}`);
+    void this.core.db?.remove(`receipts:${conversationId}`);
   }
 
   /** Writes the list, users and each loaded conversation's latest messages, at most twice a second. */
@@ -58,7 +66,9 @@ export class LocalCache {
     void db.set("conversations", [...this.core.state.conversations.values()]);
     void db.set("users", [...this.core.state.users.values()]);
     for (const [id, view] of this.core.state.views) {
-      if (view.loaded) void db.set(`messages:${id}`, view.messages.slice(-CACHE_MESSAGES));
+      if (!view.loaded) continue;
+      void db.set(`messages:${id}`, view.messages.slice(-CACHE_MESSAGES));
+      if (view.receipts.size > 0) void db.set(`receipts:${id}`, [...view.receipts.values()]);
     }
   }
 }

@@ -36,6 +36,7 @@ export interface ConnectionPort {
 export interface LocalCachePort {
   scheduleSave(): void;
   messages(conversationId: string): Promise<Message[]>;
+  receipts(conversationId: string): Promise<Receipt[]>;
   forget(conversationId: string): void;
 }
 

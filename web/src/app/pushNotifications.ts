@@ -1,7 +1,7 @@
 // Notifications: the push subscription (switched on and off in Settings, dropped at logout), and
 // a notification for a message that arrives while the app is open but hidden, like a push would show.
 import type { Conversation, Message } from "../../../protocol";
-import { Schemas, qs, type Api } from "../lib/api";
+import { ApiRequestError, NetworkError, Schemas, qs, type Api } from "../lib/api";
 import type { Browser } from "./browser";
 import type { StoreCore } from "./storeCore";
 import type { ChatsPort } from "./ports";
@@ -13,6 +13,13 @@ export function base64urlToBytes(s: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(new ArrayBuffer(b.length));
   for (let i = 0; i < b.length; i++) out[i] = b.charCodeAt(i);
   return out;
+}
+
+/** What to tell the person when our server could not be asked, or said no. */
+function problem(err: unknown): string {
+  if (err instanceof NetworkError) return "Could not reach the server. Try again when online.";
+  if (err instanceof ApiRequestError) return `The server did not accept the subscription: ${err.message}`;
+  return "Could not turn on notifications.";
 }
 
 export class PushNotifications {
@@ -35,9 +42,23 @@ export class PushNotifications {
       this.core.notify("Notifications are blocked for this site.");
       return;
     }
-    const { publicKey } = await this.api.call("GET", "/push/vapid-public-key", Schemas.vapid);
-    const subscription = await n.subscribe(base64urlToBytes(publicKey));
-    await this.api.call("POST", "/push/subscriptions", Schemas.none, subscription);
+    let subscription: unknown;
+    try {
+      const { publicKey } = await this.api.call("GET", "/push/vapid-public-key", Schemas.vapid);
+      try {
+        subscription = await n.subscribe(base64urlToBytes(publicKey));
+      } catch (err) {
+        // The browser's push service refused or is unreachable (no vendor push service, a
+        // private window): nothing the network or the server can fix by trying again.
+        const why = err instanceof Error ? err.message || err.name : "";
+        this.core.notify(`This browser could not subscribe to notifications${why ? ` (${why})` : ""}.`);
+        return;
+      }
+      await this.api.call("POST", "/push/subscriptions", Schemas.none, subscription);
+    } catch (err) {
+      this.core.notify(problem(err));
+      return;
+    }
     this.core.state.pushEnabled = true;
     await this.core.db?.set(PUSH_KEY, true);
     this.core.notify("Notifications are on.");

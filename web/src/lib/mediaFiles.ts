@@ -2,6 +2,7 @@
 // client-made thumbnails and dimensions, authorised media fetches, and voice notes.
 import type { MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, toApiError, type Api } from "./api";
+import type { LocalStore } from "./idb";
 
 export interface UploadResult {
   id: string;
@@ -103,11 +104,59 @@ async function thumbnailOf(source: CanvasImageSource, width: number, height: num
  * URLs to show media with. `GET /media/:id/info` (bearer token) names a signed URL that works
  * without the token and serves ranges, so an <img> or a <video> streams it directly; the URL is
  * reused until shortly before it expires. A file this device just uploaded is shown from memory.
+ * Thumbnails are also kept in the account's local store (the latest THUMBS_KEPT), so the chats
+ * the app opens offline show them.
  */
+const THUMBS_KEPT = 300;
+
 export class MediaCache {
   private readonly urls = new Map<string, { url: Promise<string>; until: number }>();
+  private readonly keeping = new Set<string>();
+  /** What this device uploaded in this page's life: kept without a download. */
+  private readonly seeded = new Map<string, Blob>();
+  /** Keeping runs one at a time: each updates the list of kept ids. */
+  private kept: Promise<void> = Promise.resolve();
 
-  constructor(private readonly api: Api) {}
+  constructor(
+    private readonly api: Api,
+    private readonly localStore: () => LocalStore | null = () => null,
+  ) {}
+
+  /** A thumbnail's URL: as `url`, and from the local store when the server cannot be reached. */
+  async thumbnail(id: string): Promise<string> {
+    const db = this.localStore();
+    try {
+      const url = await this.url(id);
+      if (db && !this.keeping.has(id)) {
+        this.keeping.add(id);
+        this.kept = this.kept.then(() => this.keep(db, id)).catch(() => void this.keeping.delete(id));
+      }
+      return url;
+    } catch (err) {
+      const blob = await db?.get(`thumb:${id}`);
+      if (!(blob instanceof Blob)) throw err;
+      this.seed(id, blob);
+      return this.url(id);
+    }
+  }
+
+  /** The bytes: from memory when this device uploaded them (a blob: URL is not fetched), else downloaded. */
+  async blob(id: string): Promise<Blob> {
+    const seeded = this.seeded.get(id);
+    if (seeded) return seeded;
+    const res = await fetch(await this.url(id));
+    if (!res.ok) throw new Error(`media ${res.status}`);
+    return res.blob();
+  }
+
+  private async keep(db: LocalStore, id: string): Promise<void> {
+    if ((await db.get(`thumb:${id}`)) instanceof Blob) return;
+    await db.set(`thumb:${id}`, await this.blob(id));
+    const kept = await db.get("thumbs");
+    const ids = [...(Array.isArray(kept) ? kept.filter((k): k is string => typeof k === "string" && k !== id) : []), id];
+    for (const old of ids.splice(0, Math.max(0, ids.length - THUMBS_KEPT))) await db.remove(`thumb:${old}`);
+    await db.set("thumbs", ids);
+  }
 
   url(id: string): Promise<string> {
     const hit = this.urls.get(id);
@@ -124,6 +173,7 @@ export class MediaCache {
   }
 
   seed(id: string, blob: Blob): void {
+    this.seeded.set(id, blob);
     if (!this.urls.has(id)) this.urls.set(id, { url: Promise.resolve(URL.createObjectURL(blob)), until: Number.MAX_SAFE_INTEGER });
   }
 }

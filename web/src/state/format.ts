@@ -99,3 +99,16 @@ export function shownUserName(user: { id: string; displayName: string; username:
   };
   return imitatesUsername(user.displayName, user.username, others()) ? `${user.displayName} (@${user.username})` : user.displayName;
 }
+
+/** A voice note's waveform: the loudest sample of each of `bars` equal slices, scaled so the loudest bar is 1. */
+export function peaks(samples: ArrayLike<number>, bars: number): number[] {
+  const out: number[] = [];
+  const step = samples.length / bars;
+  for (let i = 0; i < bars; i++) {
+    let max = 0;
+    for (let j = Math.floor(i * step); j < Math.min(samples.length, Math.floor((i + 1) * step)); j++) max = Math.max(max, Math.abs(samples[j]!));
+    out.push(max);
+  }
+  const top = Math.max(...out);
+  return top > 0 ? out.map((p) => p / top) : out;
+}

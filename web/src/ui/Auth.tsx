@@ -36,7 +36,7 @@ export function Auth({ mode }: { mode: "login" | "register" }) {
   };
 
   return (
-    <div class="auth">
+    <main class="auth">
       <form class="auth-card" onSubmit={submit} aria-labelledby="auth-title">
         <img src="/icons/icon-192.png" width={64} height={64} alt="" class="auth-logo" />
         <h1 id="auth-title">{register ? "Create your account" : "Sign in to Edge Chat"}</h1>
@@ -90,6 +90,6 @@ export function Auth({ mode }: { mode: "login" | "register" }) {
           </a>
         </p>
       </form>
-    </div>
+    </main>
   );
 }

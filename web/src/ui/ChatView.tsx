@@ -4,6 +4,7 @@ import type { AppStore, Upload } from "../app/appStore";
 import { clock, dayLabel, lastSeen } from "../state/format";
 import type { OutboxItem } from "../state/offlineOutbox";
 import { tickFor, tickLabel, type TickInfo } from "../state/receipts";
+import { emojiCount, linkify } from "../state/messageText";
 import { buildTimeline, type TimelineEntry } from "../state/timeline";
 import { Avatar } from "./Avatar";
 import { Composer } from "./Composer";
@@ -134,7 +135,7 @@ function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
       </button>
       {conv ? <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} /> : null}
       <div class="chat-title">
-        <h2>{title}</h2>
+        <h2 dir="auto">{title}</h2>
         <p class={`chat-subtitle${typing.length > 0 ? " typing" : ""}${presence?.status === "online" && typing.length === 0 ? " online" : ""}`} aria-live="polite" data-testid="chat-subtitle">
           {subtitle}
         </p>
@@ -160,9 +161,11 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
   const scroller = useRef<HTMLDivElement>(null);
   const top = useRef<HTMLDivElement>(null);
   const divider = useRef<HTMLDivElement>(null);
-  const snapshot = useRef<{ height: number; firstKey: string | null; atBottom: boolean; positioned: boolean }>({ height: 0, firstKey: null, atBottom: true, positioned: false });
+  const snapshot = useRef<{ height: number; top: number; firstKey: string | null; atBottom: boolean; positioned: boolean }>({ height: 0, top: 0, firstKey: null, atBottom: true, positioned: false });
   const [dividerAbove, setDividerAbove] = useState(false);
   const [newBelow, setNewBelow] = useState(0);
+  const [atBottom, setAtBottom] = useState(true);
+  const resizes = useRef<ResizeObserver | null>(null);
 
   const entries = entriesFor(store, id, view.messages, null);
   const firstUnreadKey = useMemo(() => {
@@ -195,7 +198,29 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
     snap.height = el.scrollHeight;
     snap.firstKey = firstKey;
     onScroll();
+    for (const row of el.children) resizes.current?.observe(row);
   }, [firstKey, lastKey, entries.length, view.loaded]);
+
+  // Media arrives after the view is placed (its box is reserved from the sizes the message carries,
+  // but a row may still settle: a poster, an audio player, a font). While the reader is at the
+  // bottom, every row's change of size keeps them there; so does the list itself resizing (a
+  // phone's keyboard). Rows above the reader's place move nothing: the browser's scroll anchoring.
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const ro = new ResizeObserver(() => {
+      if (!snapshot.current.atBottom) return;
+      el.scrollTop = el.scrollHeight;
+      snapshot.current.height = el.scrollHeight;
+    });
+    ro.observe(el);
+    for (const row of el.children) ro.observe(row);
+    resizes.current = ro;
+    return () => {
+      ro.disconnect();
+      resizes.current = null;
+    };
+  }, [id]);
 
   // When the history shown does not fill the screen, the sentinel never scrolls into view: ask now.
   useEffect(() => {
@@ -203,14 +228,20 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
     if (el && snapshot.current.positioned && view.hasMoreBefore && !view.loadingOlder && el.scrollTop < 400) void store.loadOlder(id);
   }, [firstKey, view.loaded, view.loadingOlder]);
 
-  const onScroll = () => {
+  /** `event`: called for a scroll event (late by a frame), rather than right after placing the view. */
+  const onScroll = (event = false) => {
     const el = scroller.current;
     if (!el) return;
-    const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
-    snapshot.current.atBottom = atBottom;
+    // A reader at the bottom stays there until they scroll up: a row that grew below (media
+    // loading) before a scroll event was handled does not count as leaving the bottom.
+    const snap = snapshot.current;
+    const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < 48 || (event && snap.atBottom && el.scrollTop >= snap.top);
+    snap.top = el.scrollTop;
+    snapshot.current.atBottom = bottom;
     snapshot.current.height = el.scrollHeight;
-    if (atBottom) setNewBelow(0);
-    store.setAtBottom(atBottom);
+    setAtBottom(bottom);
+    if (bottom) setNewBelow(0);
+    store.setAtBottom(bottom);
     const d = divider.current;
     setDividerAbove(!!d && d.getBoundingClientRect().bottom < el.getBoundingClientRect().top);
   };
@@ -240,7 +271,7 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
 
   return (
     <div class="messages-wrap">
-      <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label="Messages" aria-live="polite" aria-relevant="additions" tabIndex={0}>
+      <div class="messages" ref={scroller} onScroll={() => onScroll(true)} role="log" aria-label="Messages" aria-live="polite" aria-relevant="additions" tabIndex={0}>
         <div ref={top} class="history-sentinel">
           {view.loadingOlder ? <span class="spinner" role="status">Loading older messages…</span> : !view.hasMoreBefore && view.loaded ? <span class="history-start">This is the beginning of the conversation.</span> : null}
         </div>
@@ -265,8 +296,8 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
           Jump to first unread
         </button>
       ) : null}
-      {!snapshot.current.atBottom && entries.length > 0 ? (
-        <button class="fab-bottom" type="button" onClick={toBottom} aria-label={newBelow > 0 ? `${newBelow} new messages, scroll to bottom` : "Scroll to bottom"}>
+      {!atBottom && entries.length > 0 ? (
+        <button class="fab-bottom" type="button" onClick={toBottom} title="Jump to latest" aria-label={newBelow > 0 ? `Jump to latest: ${newBelow} new ${newBelow === 1 ? "message" : "messages"}` : "Jump to latest message"}>
           <Icon name="down" />
           {newBelow > 0 ? <span class="badge">{newBelow}</span> : null}
         </button>
@@ -306,6 +337,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   inThread?: boolean;
 }) {
   const { store } = useServices();
+  const [actions, setActions] = useState(false);
   const me = store.me;
   const m = entry.message;
   if (m?.kind === "system") {
@@ -330,14 +362,21 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   // This app does not hold MLS keys yet (docs/e2ee.md): say so rather than show an empty bubble.
   const body = m ? (m.kind === "encrypted" ? "🔒 End-to-end encrypted: this app cannot decrypt it yet" : m.body) : pending?.body;
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
+  // Threads are for groups. On a touch screen the button shows once the bubble is tapped.
+  const canReply = threadRoot !== null && group;
   return (
-    <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>
+    <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}${actions ? " actions" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>
       {!mine && group ? <span class="msg-avatar">{last ? <Avatar id={entry.senderId} name={store.userName(entry.senderId)} size={28} /> : null}</span> : null}
-      <div class={`bubble${pending ? " pending" : ""}`}>
-        {!mine && group && first ? <div class="sender">{store.userName(entry.senderId)}</div> : null}
+      <div
+        class={`bubble${pending ? " pending" : ""}`}
+        onClick={canReply ? (e) => {
+          if (!(e.target instanceof Element) || !e.target.closest("a, button, audio, video, [role=slider]")) setActions((a) => !a);
+        } : undefined}
+      >
+        {!mine && group && first ? <div class="sender" dir="auto">{store.userName(entry.senderId)}</div> : null}
         {m && m.media.length > 0 ? <MediaBlock media={m.media} /> : null}
         {pending?.media ? <MediaBlock media={pending.media} /> : pending?.mediaIds ? <p class="muted">Attachment</p> : null}
-        {body ? <p class="text">{body}</p> : null}
+        {body ? <MessageText body={body} /> : null}
         <div class="meta">
           <time dateTime={new Date(entry.createdAt).toISOString()}>{clock(entry.createdAt)}</time>
           {tick ? <Ticks info={tick} group={group} /> : null}
@@ -356,12 +395,28 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
           </button>
         ) : null}
       </div>
-      {threadRoot ? (
+      {canReply ? (
         <button class="icon-btn reply-btn" type="button" aria-label="Reply in thread" title="Reply in thread" onClick={() => store.navigate({ name: "chat", id: threadRoot.conversationId, thread: threadRoot.seq, info: false })}>
           <Icon name="thread" size={16} />
         </button>
       ) : null}
     </div>
+  );
+}
+
+/** Text with its own direction, http(s) links as links (built as nodes: no markup), 1-3 emoji large. */
+function MessageText({ body }: { body: string }) {
+  const emoji = emojiCount(body);
+  return (
+    <p class={`text${emoji > 0 && emoji <= 3 ? " emoji-only" : ""}`} dir="auto">
+      {linkify(body).map((part, i) =>
+        typeof part === "string" ? part : (
+          <a key={i} href={part.href} target="_blank" rel="noopener noreferrer">
+            {part.text}
+          </a>
+        ),
+      )}
+    </p>
   );
 }
 

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { LIMITS } from "../../../protocol";
+import { LIMITS, MEDIA_TYPES } from "../../../protocol";
 import { duration } from "../state/format";
 import { recordVoice, type Recording } from "../lib/mediaFiles";
 import { useServices } from "./context";
@@ -7,6 +7,12 @@ import { Icon } from "./icons";
 import { startUploads, uploadOne } from "./Media";
 
 const drafts = new Map<string, string>();
+
+/** What the server stores (protocol's media types): images, video, audio and PDF. */
+const SENDABLE: readonly string[] = MEDIA_TYPES.filter((t) => t !== "application/octet-stream");
+const ACCEPT = SENDABLE.join(",");
+/** Dropped and pasted files skip the picker's filter; the server maps some aliases (image/jpg), so go by kind. */
+const sendable = (f: File) => SENDABLE.includes(f.type) || /^(image|video|audio)\//.test(f.type);
 
 export function Composer({ conversationId, threadRootSeq }: { conversationId: string; threadRootSeq: number | null }) {
   const { store, media } = useServices();
@@ -20,9 +26,12 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
   const caps = store.state.caps;
   const canRecord = caps.upload && typeof MediaRecorder !== "undefined" && !!navigator.mediaDevices;
   const label = threadRootSeq ? "Reply in thread" : "Message";
+  const offline = store.state.connection === "offline";
 
+  // A chat opening focuses the composer only with a mouse or trackpad: on a touch screen focus
+  // raises the keyboard over the messages. A thread is opened to reply, so it focuses anywhere.
   useEffect(() => {
-    if (threadRootSeq === null || window.matchMedia("(hover: hover)").matches) input.current?.focus();
+    if (threadRootSeq !== null || window.matchMedia("(pointer: fine)").matches) input.current?.focus();
   }, [conversationId, threadRootSeq]);
 
   useEffect(() => {
@@ -52,12 +61,15 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
   };
 
   const onFiles = (files: FileList | File[] | null) => {
-    const list = files ? [...files] : [];
-    if (list.length === 0) return;
+    const picked = files ? [...files] : [];
+    if (picked.length === 0) return;
     if (!caps.upload) {
       store.notify("Attachments are not available on this server yet.");
       return;
     }
+    const list = picked.filter(sendable);
+    if (list.length < picked.length) store.notify("Only photos, videos, audio and PDF files can be sent.");
+    if (list.length === 0) return;
     void startUploads(store, media, conversationId, list, threadRootSeq);
   };
 
@@ -133,7 +145,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
     >
       {caps.upload ? (
         <>
-          <button class="icon-btn" type="button" aria-label="Attach files" title="Attach files" onClick={() => fileInput.current?.click()}>
+          <button class="icon-btn" type="button" aria-label="Attach files" title={offline ? "Attach files (when back online)" : "Attach files"} disabled={offline} onClick={() => fileInput.current?.click()}>
             <Icon name="attach" />
           </button>
           <input
@@ -143,7 +155,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
             multiple
             tabIndex={-1}
             aria-hidden="true"
-            accept="image/*,video/*,audio/*,application/pdf,*/*"
+            accept={ACCEPT}
             onChange={(e) => {
               onFiles(e.currentTarget.files);
               e.currentTarget.value = "";
@@ -158,6 +170,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
         maxLength={LIMITS.bodyMax}
         placeholder={threadRootSeq ? "Reply…" : "Message"}
         aria-label={label}
+        dir="auto"
         enterkeyhint="send"
         onInput={(e) => {
           const v = e.currentTarget.value;
@@ -186,7 +199,7 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
           <Icon name="send" />
         </button>
       ) : (
-        <button class="icon-btn" type="button" aria-label="Record voice message" title="Record voice message" onClick={() => void startRecording()}>
+        <button class="icon-btn" type="button" aria-label="Record voice message" title={offline ? "Record voice message (when back online)" : "Record voice message"} disabled={offline} onClick={() => void startRecording()}>
           <Icon name="mic" />
         </button>
       )}

@@ -1,8 +1,8 @@
 import type { ComponentChildren } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { MediaRef } from "../../../protocol";
 import type { AppStore, Upload } from "../app/appStore";
-import { bytes, duration } from "../state/format";
+import { bytes, duration, peaks } from "../state/format";
 import { describeVisual, isAudio, isImage, isVideo, upload, uploadsMissing, type MediaCache, type MediaFacts } from "../lib/mediaFiles";
 import { useServices } from "./context";
 import { Icon } from "./icons";
@@ -103,13 +103,14 @@ export function UploadCard({ upload: u }: { upload: Upload }) {
   );
 }
 
-function useMediaUrl(id: string | undefined, enabled = true): string | null {
+/** `thumbnail`: a small image also kept on the device, so it shows offline. */
+function useMediaUrl(id: string | undefined, enabled = true, thumbnail = false): string | null {
   const { media } = useServices();
   const [url, setUrl] = useState<string | null>(null);
   useEffect(() => {
     if (!id || !enabled) return;
     let live = true;
-    media.url(id).then((u) => live && setUrl(u)).catch(() => undefined);
+    (thumbnail ? media.thumbnail(id) : media.url(id)).then((u) => live && setUrl(u)).catch(() => undefined);
     return () => {
       live = false;
     };
@@ -133,7 +134,7 @@ function frameStyle(m: MediaRef) {
 }
 
 function ImageMedia({ m }: { m: MediaRef }) {
-  const thumb = useMediaUrl(m.thumbnailId ?? m.id);
+  const thumb = useMediaUrl(m.thumbnailId ?? m.id, true, m.thumbnailId !== undefined);
   const [open, setOpen] = useState(false);
   const full = useMediaUrl(m.id, open);
   return (
@@ -147,7 +148,7 @@ function ImageMedia({ m }: { m: MediaRef }) {
 }
 
 function VideoMedia({ m }: { m: MediaRef }) {
-  const poster = useMediaUrl(m.thumbnailId);
+  const poster = useMediaUrl(m.thumbnailId, true, true);
   const [play, setPlay] = useState(false);
   const src = useMediaUrl(m.id, play);
   return (
@@ -165,13 +166,93 @@ function VideoMedia({ m }: { m: MediaRef }) {
   );
 }
 
+const BARS = 32;
+const FLAT = Array.from({ length: BARS }, () => 0.3);
+
+/** A voice note's waveform and its length, from its decoded samples. */
+async function waveformOf(note: Blob): Promise<{ peaks: number[]; durationMs: number }> {
+  const bytes = await note.arrayBuffer();
+  const decoded = await new OfflineAudioContext(1, 1, 48_000).decodeAudioData(bytes);
+  return { peaks: peaks(decoded.getChannelData(0), BARS), durationMs: decoded.duration * 1000 };
+}
+
+/**
+ * A player of our own: the browser's shows no length for a recorded WebM (its `duration` is
+ * Infinity until played through). The length comes from the message (or the decoded samples),
+ * the bars from the samples; a click or the arrow keys on the bars seek.
+ */
 function AudioMedia({ m }: { m: MediaRef }) {
+  const { media } = useServices();
   const src = useMediaUrl(m.id);
+  const audio = useRef<HTMLAudioElement>(null);
+  const [playing, setPlaying] = useState(false);
+  const [at, setAt] = useState(0);
+  const [wave, setWave] = useState<{ peaks: number[]; durationMs: number } | null>(null);
+  useEffect(() => {
+    if (!src) return;
+    let live = true;
+    media.blob(m.id).then(waveformOf).then((w) => live && setWave(w)).catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, [src]);
+  const total = m.durationMs ?? wave?.durationMs ?? 0;
+  const seekTo = (ms: number) => {
+    const a = audio.current;
+    if (!a || total <= 0) return;
+    const t = Math.max(0, Math.min(total, ms));
+    a.currentTime = t / 1000;
+    setAt(t);
+  };
+  const played = total > 0 ? at / total : 0;
   return (
     <div class="voice-note">
-      <Icon name="mic" size={18} />
-      {src ? <audio src={src} controls preload="metadata" aria-label={`Voice message, ${duration(m.durationMs ?? 0)}`} /> : <span class="audio-placeholder" />}
-      <span class="muted">{duration(m.durationMs ?? 0)}</span>
+      <button class="icon-btn voice-play" type="button" disabled={!src} aria-label={playing ? "Pause voice message" : `Play voice message, ${duration(total)}`} onClick={() => {
+        const a = audio.current;
+        if (a?.paused) void a.play().catch(() => undefined);
+        else a?.pause();
+      }}>
+        <Icon name={playing ? "pause" : "play"} size={20} />
+      </button>
+      <div
+        class="waveform"
+        role="slider"
+        tabIndex={0}
+        aria-label="Voice message position"
+        aria-valuemin={0}
+        aria-valuemax={Math.round(total / 1000)}
+        aria-valuenow={Math.round(at / 1000)}
+        aria-valuetext={`${duration(at)} of ${duration(total)}`}
+        onClick={(e) => {
+          const r = e.currentTarget.getBoundingClientRect();
+          seekTo(((e.clientX - r.left) / r.width) * total);
+        }}
+        onKeyDown={(e) => {
+          if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+            e.preventDefault();
+            seekTo(at + (e.key === "ArrowRight" ? 5000 : -5000));
+          }
+        }}
+      >
+        {(wave?.peaks ?? FLAT).map((p, i) => (
+          <i key={i} class={(i + 0.5) / BARS <= played ? "played" : undefined} style={{ height: `${Math.max(12, Math.round(p * 100))}%` }} />
+        ))}
+      </div>
+      <span class="muted voice-time">{duration(playing || at > 0 ? at : total)}</span>
+      {src ? (
+        <audio
+          ref={audio}
+          src={src}
+          preload="metadata"
+          onPlay={() => setPlaying(true)}
+          onPause={() => setPlaying(false)}
+          onEnded={() => {
+            setPlaying(false);
+            setAt(0);
+          }}
+          onTimeUpdate={(e) => setAt(e.currentTarget.currentTime * 1000)}
+        />
+      ) : null}
     </div>
   );
 }

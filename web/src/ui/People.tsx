@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { Conversation, User } from "../../../protocol";
 import { ApiRequestError } from "../lib/api";
 import { lastSeen } from "../state/format";
@@ -188,11 +188,14 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
     document.addEventListener("keydown", onKey);
     return () => document.removeEventListener("keydown", onKey);
   }, [conv.id]);
+  // Focus moves into the panel as it opens, so a keyboard or screen reader user is in it.
+  const heading = useRef<HTMLHeadingElement>(null);
+  useEffect(() => heading.current?.focus(), [conv.id]);
   const now = Date.now();
   return (
     <aside class="side-panel" aria-label={conv.type === "group" ? "Group info" : "Contact info"}>
       <header class="panel-header">
-        <h2>{conv.type === "group" ? "Group info" : "Contact"}</h2>
+        <h2 ref={heading} tabIndex={-1}>{conv.type === "group" ? "Group info" : "Contact"}</h2>
         <button class="icon-btn" type="button" aria-label="Close" onClick={close}>
           <Icon name="close" />
         </button>

@@ -16,7 +16,7 @@ export function Settings() {
       if (s.pushEnabled) await store.disablePush();
       else await store.enablePush();
     } catch {
-      store.notify("Could not change notifications. Try again when online.");
+      store.notify(store.state.connection === "offline" ? "Could not change notifications. Try again when online." : "Could not change notifications.");
     } finally {
       setBusy(false);
     }

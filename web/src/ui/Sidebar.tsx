@@ -98,10 +98,11 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   const pending = store.state.outbox.filter((o) => o.conversationId === conv.id);
   const failed = pending.some((o) => o.status === "failed");
   const typing = store.typingNames(conv.id);
-  const preview = typing.length > 0 ? `${typing.join(", ")} typing…` : pending.length > 0 ? `You: ${pending[pending.length - 1]!.body ?? "Attachment"}` : previewOf(store, conv, conv.lastMessage);
+  const preview: Preview = typing.length > 0 ? { who: "", what: `${typing.join(", ")} typing…` } : pending.length > 0 ? { who: "You: ", what: pending[pending.length - 1]!.body ?? "Attachment" } : previewOf(store, conv, conv.lastMessage);
   const time = conv.lastMessageAt ?? conv.createdAt;
   const href = `/c/${encodeURIComponent(conv.id)}`;
-  const label = `${title}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${presence?.status === "online" ? ", online" : ""}`;
+  // The link's name is what it shows: the name, the preview and the time, then the unread count.
+  const label = `${title}, ${preview.who}${preview.what}, ${shortTime(time, now)}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${presence?.status === "online" ? ", online" : ""}`;
   return (
     <li>
       <a
@@ -118,13 +119,14 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
         <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} />
         <span class="conv-main">
           <span class="conv-top">
-            <span class="conv-title">{conv.e2ee ? <span aria-label="End-to-end encrypted" title="End-to-end encrypted">🔒 </span> : null}{title}</span>
+            <span class="conv-title" dir="auto">{conv.e2ee ? <span aria-label="End-to-end encrypted" title="End-to-end encrypted">🔒 </span> : null}{title}</span>
             <time class="conv-time" dateTime={new Date(time).toISOString()}>{shortTime(time, now)}</time>
           </span>
           <span class="conv-bottom">
             <span class={`conv-preview${typing.length > 0 ? " typing" : ""}`}>
               {pending.length > 0 ? <Icon name={failed ? "alert" : "clock"} size={14} label={failed ? "Not sent" : "Waiting to send"} /> : null}
-              {preview}
+              {preview.who}
+              <span dir="auto">{preview.what}</span>
             </span>
             {conv.unread > 0 ? <span class="badge" aria-hidden="true">{conv.unread > 99 ? "99+" : conv.unread}</span> : null}
           </span>
@@ -134,12 +136,18 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   );
 }
 
-function previewOf(store: AppStore, conv: Conversation, m: Message | null): string {
-  if (!m) return conv.type === "group" ? "Group created" : "Say hello";
-  if (m.kind === "system") return systemText(store, m);
+/** The list's line under a name: who wrote it, and the text in its own direction. */
+interface Preview {
+  who: string;
+  what: string;
+}
+
+function previewOf(store: AppStore, conv: Conversation, m: Message | null): Preview {
+  if (!m) return { who: "", what: conv.type === "group" ? "Group created" : "Say hello" };
+  if (m.kind === "system") return { who: "", what: systemText(store, m) };
   const who = m.senderId === store.me ? "You: " : conv.type === "group" ? `${store.userName(m.senderId)}: ` : "";
-  if (m.kind === "encrypted") return `${who}🔒 Encrypted message`;
+  if (m.kind === "encrypted") return { who, what: "🔒 Encrypted message" };
   const media = m.media[0];
   const what = m.body ?? (media ? (media.contentType.startsWith("image/") ? "Photo" : media.contentType.startsWith("video/") ? "Video" : media.contentType.startsWith("audio/") ? "Voice message" : media.name) : "");
-  return who + what;
+  return { who, what };
 }

@@ -3,7 +3,7 @@ import type { JSX } from "preact";
 
 type IconName =
   | "send" | "attach" | "mic" | "stop" | "trash" | "back" | "plus" | "group" | "settings" | "info"
-  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "thread" | "logout" | "bell";
+  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "pause" | "thread" | "logout" | "bell";
 
 const PATHS: Record<IconName, string> = {
   send: "M3 20.5 21 12 3 3.5l2.5 7L15 12l-9.5 1.5z",
@@ -25,13 +25,14 @@ const PATHS: Record<IconName, string> = {
   down: "M12 5v14M5 12l7 7 7-7",
   file: "M14 3H6v18h12V7zM14 3v4h4",
   play: "M7 4v16l13-8z",
+  pause: "M6 4h4v16H6zM14 4h4v16h-4z",
   thread: "M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z",
   logout: "M15 4h4v16h-4M10 17l5-5-5-5M15 12H3",
   bell: "M18 16V11a6 6 0 0 0-12 0v5l-2 2h16zM10 21h4",
 };
 
 export function Icon({ name, label, size = 20 }: { name: IconName; label?: string; size?: number }): JSX.Element {
-  const filled = name === "send" || name === "play" || name === "stop";
+  const filled = name === "send" || name === "play" || name === "pause" || name === "stop";
   return (
     <svg
       class={`icon icon-${name}`}
