@@ -18,6 +18,10 @@ export default defineConfig(async () => {
         miniflare: {
           bindings: {
             TEST_MIGRATIONS: migrations,
+            // test/reliability.test.ts: `npm run test:reliability` sets the long run's counts.
+            RELIABILITY_MESSAGES: process.env.RELIABILITY_MESSAGES ?? "",
+            RELIABILITY_INPUTS: process.env.RELIABILITY_INPUTS ?? "",
+            RELIABILITY_SEED: process.env.RELIABILITY_SEED ?? "",
             PUBLIC_ORIGIN: "http://chat.test",
             // Every test registers from one address (no cf-connecting-ip) and many create groups;
             // test/api.test.ts reaches the limits by draining a key's object.
