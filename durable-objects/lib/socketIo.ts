@@ -2,7 +2,8 @@
 // without throwing on a socket that is already closing, refuse an upgrade in the API's error
 // shape, and measure a frame against the 64 KiB limit.
 import * as z from "zod";
-import { ERROR_STATUS, type ClosingFrame as ClosingSchema, type ErrorCode } from "../../protocol";
+import type { ClosingFrame as ClosingSchema, ErrorCode } from "../../protocol";
+import { errorAnswer } from "../../kernel/errorAnswer";
 
 type ClosingFrame = z.infer<typeof ClosingSchema>;
 
@@ -39,9 +40,7 @@ export function closeWithNotice(ws: WebSocket, code: number, reason: string): vo
 export const closeReply = (code: number): number => (code === 1005 || code === 1006 ? 1000 : code);
 
 export function jsonError(code: ErrorCode, message: string, retryAfterSeconds?: number): Response {
-  const headers = new Headers({ "content-type": "application/json" });
-  if (retryAfterSeconds !== undefined) headers.set("retry-after", String(Math.ceil(retryAfterSeconds)));
-  return new Response(JSON.stringify({ error: { code, message } }), { status: ERROR_STATUS[code], headers });
+  return errorAnswer({ error: { code, message } }, retryAfterSeconds);
 }
 
 /** Whether `text` is longer than `limit` bytes in UTF-8, encoding only when the length cannot tell. */

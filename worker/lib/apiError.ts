@@ -1,4 +1,5 @@
 import { ERROR_STATUS, type ErrorBody, type ErrorCode } from "../../protocol";
+import { errorAnswer } from "../../kernel/errorAnswer";
 import { isFailure } from "../../kernel/result";
 
 /**
@@ -58,11 +59,7 @@ export function objectUnavailableFor(err: unknown): number | undefined {
 }
 
 export function errorResponse(err: ApiError, requestId?: string): Response {
-  const headers = new Headers({ "content-type": "application/json" });
-  if (err.extra.retryAfterSeconds !== undefined) {
-    headers.set("retry-after", String(Math.max(1, Math.ceil(err.extra.retryAfterSeconds))));
-  }
   const body = err.toBody();
   if (requestId && err.status >= 500) body.error.requestId = requestId;
-  return new Response(JSON.stringify(body), { status: err.status, headers });
+  return errorAnswer(body, err.extra.retryAfterSeconds);
 }
