@@ -10,7 +10,8 @@ import { Icon } from "./icons";
 
 /** The panel (SafetyNumberPanel.tsx), loaded when it first opens. */
 export function SafetyNumberPanel(props: { conv: Conversation; userId: string }) {
-  const [Panel, setPanel] = useState<LoadedPanel | null>(loadedPanel);
+  // A function given to useState is an initializer: wrap the component so it is kept, not called.
+  const [Panel, setPanel] = useState<LoadedPanel | null>(() => loadedPanel);
   useEffect(() => {
     if (Panel) return;
     let live = true;

@@ -44,7 +44,7 @@ export function SafetyNumberPanel({ conv, userId }: { conv: Conversation; userId
   return (
     <aside class="side-panel safety-panel" aria-labelledby="safety-heading">
       <header class="panel-header">
-        <button class="icon-btn" type="button" aria-label="Back to contact info" onClick={back}>
+        <button class="icon-btn" type="button" aria-label={conv.type === "group" ? "Back to group info" : "Back to contact info"} onClick={back}>
           <Icon name="back" />
         </button>
         <h2 id="safety-heading" ref={heading} tabIndex={-1}>Safety number</h2>
