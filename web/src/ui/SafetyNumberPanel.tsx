@@ -101,11 +101,11 @@ export function SafetyNumberPanel({ conv, userId }: { conv: Conversation; userId
               </p>
             ) : null}
             <h4 id="safety-digits-label">Your safety number with {name}</h4>
-            <p class="safety-digits" aria-labelledby="safety-digits-label" data-testid="safety-digits">
+            <div class="safety-digits" role="group" aria-labelledby="safety-digits-label" data-testid="safety-digits">
               {groupDigits(view.number).map((group, i) => (
                 <span key={i}>{group} </span>
               ))}
-            </p>
+            </div>
             <QrCode text={view.number} />
             <p class="safety-explain">
               Compare these 60 digits with the ones {name} sees, side by side or over a call you trust. If they are the same, no
