@@ -149,6 +149,10 @@ export const safetyNumberTests: Test[] = [
       await ann.page.goto(`/c/${id}/safety/${encodeURIComponent(await userIdOf(bob.page))}`);
       await shownDigits(ann.page);
       await ann.page.screenshot({ path: new URL("desktop-safety-number-dark.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      // On a phone the panel takes the whole screen.
+      await ann.page.setViewportSize({ width: 360, height: 740 });
+      await ann.page.getByRole("button", { name: "Clear verification" }).scrollIntoViewIfNeeded();
+      await ann.page.screenshot({ path: new URL("phone-safety-number-dark.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
     },
   },
   {
