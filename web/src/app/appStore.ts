@@ -5,7 +5,8 @@
 //   the outbox (sendQueue.ts), conversations, timelines and receipts (chats.ts), users
 //   (people.ts), typing (typing.ts), threads (threads.ts), presence (presenceWatch.ts), the
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
-//   the theme (preferences.ts), the offline cache (localCache.ts).
+//   the theme (preferences.ts), the offline cache (localCache.ts), safety numbers and verified
+//   contacts (safetyNumbers.ts).
 import type { Conversation, MediaRef, Presence, User } from "../../../protocol";
 import { Api } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
@@ -18,6 +19,7 @@ import { People } from "./people";
 import { Preferences, readTheme } from "./preferences";
 import { PresenceWatch } from "./presenceWatch";
 import { PushNotifications } from "./pushNotifications";
+import { SafetyNumbers } from "./safetyNumbers";
 import { parseRoute, type Route } from "./route";
 import { SendQueue } from "./sendQueue";
 import { ServerProbe } from "./serverProbe";
@@ -26,6 +28,7 @@ import { StoreCore, initialState, type AppState, type ConvView, type Upload } fr
 import { Threads } from "./threads";
 import { Typing } from "./typing";
 import { Uploads } from "./uploads";
+import type { SafetyNumberView, SafetyStatus } from "../state/safetyNumbers";
 
 export type { AppState, Capabilities, ConvView, Session, ThreadView, Upload } from "./storeCore";
 export type { Theme } from "./browser";
@@ -52,6 +55,7 @@ export class AppStore {
   readonly push: PushNotifications;
   readonly uploads: Uploads;
   readonly preferences: Preferences;
+  readonly safety: SafetyNumbers;
 
   constructor(
     private readonly browser: Browser,
@@ -90,6 +94,7 @@ export class AppStore {
     this.push = new PushNotifications(core, this.api, browser, this);
     this.uploads = new Uploads(core, browser);
     this.preferences = new Preferences(core, browser);
+    this.safety = new SafetyNumbers(core, this.api, browser.clock);
   }
 
   get state(): AppState {
@@ -118,6 +123,7 @@ export class AppStore {
     b.on("visible", () => {
       this.chats.markReadIfViewing();
       void this.connection.sync();
+      this.checkOpenChat();
     });
     // Hidden may be the last moment this page runs (a phone kills background tabs).
     b.on("hidden", () => this.cache.saveNow());
@@ -146,7 +152,7 @@ export class AppStore {
     } catch {
       this.core.db = null; // private mode without IndexedDB: everything works, nothing survives a reload
     }
-    await Promise.all([this.cache.load(), this.push.restore()]);
+    await Promise.all([this.cache.load(), this.push.restore(), this.safety.load()]);
     await this.sendQueue.attach(this.core.db ?? new MemoryOutboxStorage());
     this.connection.openUserSocket();
     void this.chats.refreshList();
@@ -264,5 +270,33 @@ export class AppStore {
 
   setTheme(theme: Theme): void {
     this.preferences.setTheme(theme);
+  }
+
+  /** The safety number with `userId` as last computed here (see showSafetyNumber). */
+  safetyNumber(userId: string): SafetyNumberView | undefined {
+    return this.safety.view(userId);
+  }
+  safetyStatus(userId: string): SafetyStatus {
+    return this.safety.status(userId);
+  }
+  showSafetyNumber(userId: string): Promise<void> {
+    return this.safety.refresh(userId);
+  }
+  /** Re-checks the verified members of a conversation (as it opens). */
+  checkSafetyNumbers(userIds: readonly string[]): Promise<void> {
+    return this.safety.check(userIds);
+  }
+  markVerified(userId: string): Promise<void> {
+    return this.safety.verify(userId);
+  }
+  clearVerified(userId: string): Promise<void> {
+    return this.safety.clear(userId);
+  }
+
+  /** The page is shown again: a verified member of the open chat may have changed devices meanwhile. */
+  private checkOpenChat(): void {
+    const route = this.state.route;
+    const conv = route.name === "chat" ? this.state.conversations.get(route.id) : undefined;
+    if (conv) void this.safety.check(conv.members.map((m) => m.userId));
   }
 }

@@ -7,7 +7,8 @@ export type Route =
   | { name: "new-chat" }
   | { name: "new-group" }
   | { name: "settings" }
-  | { name: "chat"; id: string; thread: number | null; info: boolean };
+  /** `info`: the group or contact panel; `safety`: the safety-number panel of that member. */
+  | { name: "chat"; id: string; thread: number | null; info: boolean; safety?: string };
 
 export function parseRoute(pathname: string, search: string): Route {
   const params = new URLSearchParams(search);
@@ -16,14 +17,15 @@ export function parseRoute(pathname: string, search: string): Route {
   if (pathname === "/new") return { name: "new-chat" };
   if (pathname === "/new-group") return { name: "new-group" };
   if (pathname === "/settings") return { name: "settings" };
-  const chat = /^\/c\/([^/]{1,128})(\/info)?$/.exec(pathname);
+  const chat = /^\/c\/([^/]{1,128})(\/info|\/safety\/([^/]{1,128}))?$/.exec(pathname);
   if (chat) {
     const thread = Number(params.get("thread"));
     return {
       name: "chat",
       id: decodeURIComponent(chat[1]!),
       thread: Number.isInteger(thread) && thread > 0 ? thread : null,
-      info: chat[2] !== undefined,
+      info: chat[2] === "/info",
+      ...(chat[3] !== undefined ? { safety: decodeURIComponent(chat[3]) } : {}),
     };
   }
   return { name: "list" };
@@ -44,6 +46,6 @@ export function routePath(route: Route): string {
     case "settings":
       return "/settings";
     case "chat":
-      return `/c/${encodeURIComponent(route.id)}${route.info ? "/info" : ""}${route.thread ? `?thread=${route.thread}` : ""}`;
+      return `/c/${encodeURIComponent(route.id)}${route.safety ? `/safety/${encodeURIComponent(route.safety)}` : route.info ? "/info" : ""}${route.thread ? `?thread=${route.thread}` : ""}`;
   }
 }

@@ -4,6 +4,7 @@
 import type { Conversation, Message, Presence, Receipt, User } from "../../../protocol";
 import type { LocalStore } from "../lib/idb";
 import type { OutboxItem } from "../state/offlineOutbox";
+import type { SafetyNumberView, VerifiedMark } from "../state/safetyNumbers";
 import type { Clock, Theme } from "./browser";
 import type { Route } from "./route";
 
@@ -80,11 +81,13 @@ export interface AppState {
   atBottom: boolean;
   /** Which conversation a removal (close 4003) just closed. */
   removedFrom: string | null;
+  /** Safety numbers (safetyNumbers.ts): the contacts verified on this device, and each number as last computed. */
+  safety: { marks: Map<string, VerifiedMark>; numbers: Map<string, SafetyNumberView> };
 }
 
 /** What belongs to the signed-in account: emptied at sign-out. */
-export function accountState(): Pick<AppState, "conversations" | "users" | "views" | "thread" | "presence" | "outbox" | "uploads" | "listLoaded"> {
-  return { conversations: new Map(), users: new Map(), views: new Map(), thread: null, presence: new Map(), outbox: [], uploads: [], listLoaded: false };
+export function accountState(): Pick<AppState, "conversations" | "users" | "views" | "thread" | "presence" | "outbox" | "uploads" | "listLoaded" | "safety"> {
+  return { conversations: new Map(), users: new Map(), views: new Map(), thread: null, presence: new Map(), outbox: [], uploads: [], listLoaded: false, safety: { marks: new Map(), numbers: new Map() } };
 }
 
 export function initialState(session: Session | null, route: Route, online: boolean, theme: Theme): AppState {

@@ -12,6 +12,7 @@ import { useServices } from "./context";
 import { GroupInfo } from "./People";
 import { Icon } from "./icons";
 import { MediaBlock, UploadCard, startUploads } from "./Media";
+import { SafetyNumberPanel, SafetyWarnings, VerifiedMark } from "./SafetyNumber";
 import { systemText } from "./text";
 
 export interface Entry extends TimelineEntry {
@@ -94,6 +95,7 @@ export function ChatView({ id }: { id: string }) {
         onDrop={onDrop}
       >
         <ChatHeader conv={conv ?? null} id={id} />
+        {conv ? <SafetyWarnings conv={conv} /> : null}
         <MessageList id={id} conv={conv ?? null} />
         {s.removedFrom === id ? (
           <p class="removed-note" role="status">You are no longer a member of this conversation.</p>
@@ -102,7 +104,7 @@ export function ChatView({ id }: { id: string }) {
         )}
       </section>
       {route?.thread != null && conv ? <ThreadPanel conv={conv} rootSeq={route.thread} /> : null}
-      {route?.info && conv ? <GroupInfo conv={conv} /> : null}
+      {route?.safety && conv ? <SafetyNumberPanel conv={conv} userId={route.safety} /> : route?.info && conv ? <GroupInfo conv={conv} /> : null}
     </div>
   );
 }
@@ -135,7 +137,10 @@ function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
       </button>
       {conv ? <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} /> : null}
       <div class="chat-title">
-        <h2 dir="auto">{title}</h2>
+        <div class="title-line">
+          <h2 dir="auto">{title}</h2>
+          {other ? <VerifiedMark userId={other} /> : null}
+        </div>
         <p class={`chat-subtitle${typing.length > 0 ? " typing" : ""}${presence?.status === "online" && typing.length === 0 ? " online" : ""}`} aria-live="polite" data-testid="chat-subtitle">
           {subtitle}
         </p>

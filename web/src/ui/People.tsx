@@ -5,6 +5,7 @@ import { lastSeen } from "../state/format";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
 import { Icon } from "./icons";
+import { VerifiedMark } from "./SafetyNumber";
 
 /** Username prefix search, debounced; results as buttons. */
 function useUserSearch(query: string): { users: User[]; searching: boolean } {
@@ -175,6 +176,8 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
   const [error, setError] = useState<string | null>(null);
   const [confirmLeave, setConfirmLeave] = useState(false);
   const close = () => store.navigate({ name: "chat", id: conv.id, thread: null, info: false });
+  const other = conv.type === "direct" ? store.otherMember(conv) : null;
+  const showSafety = (userId: string) => store.navigate({ name: "chat", id: conv.id, thread: null, info: false, safety: userId });
   const run = async (f: () => Promise<void>) => {
     setError(null);
     try {
@@ -206,6 +209,14 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
           <h3>{store.title(conv)}</h3>
           {conv.type === "group" ? <p class="muted">{conv.members.length} members</p> : null}
         </div>
+        {other ? (
+          <div class="safety-entry">
+            <button class="btn" type="button" onClick={() => showSafety(other)}>
+              <Icon name="shield" /> Safety number
+            </button>
+            <VerifiedMark userId={other} />
+          </div>
+        ) : null}
         {conv.type === "group" ? (
           <>
             <h4>Members</h4>
@@ -219,6 +230,12 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
                       <strong>{m.userId === me ? "You" : store.userName(m.userId)}</strong>
                       <span class="muted">{m.role === "admin" ? "Admin" : lastSeen(p, now)}</span>
                     </span>
+                    {m.userId !== me ? <VerifiedMark userId={m.userId} /> : null}
+                    {m.userId !== me ? (
+                      <button class="icon-btn" type="button" aria-label={`Safety number with ${store.userName(m.userId)}`} title="Safety number" onClick={() => showSafety(m.userId)}>
+                        <Icon name="shield" />
+                      </button>
+                    ) : null}
                     {isAdmin && m.userId !== me ? (
                       <button class="link-btn danger" type="button" aria-label={`Remove ${store.userName(m.userId)}`} onClick={() => void run(() => store.removeMember(conv.id, m.userId))}>
                         Remove

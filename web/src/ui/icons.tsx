@@ -3,7 +3,7 @@ import type { JSX } from "preact";
 
 type IconName =
   | "send" | "attach" | "mic" | "stop" | "trash" | "back" | "plus" | "group" | "settings" | "info"
-  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "pause" | "thread" | "logout" | "bell";
+  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "pause" | "thread" | "logout" | "bell" | "shield";
 
 const PATHS: Record<IconName, string> = {
   send: "M3 20.5 21 12 3 3.5l2.5 7L15 12l-9.5 1.5z",
@@ -29,6 +29,7 @@ const PATHS: Record<IconName, string> = {
   thread: "M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z",
   logout: "M15 4h4v16h-4M10 17l5-5-5-5M15 12H3",
   bell: "M18 16V11a6 6 0 0 0-12 0v5l-2 2h16zM10 21h4",
+  shield: "M12 3 5 6v6c0 4.5 3 7.7 7 9 4-1.3 7-4.5 7-9V6zM9 12l2 2 4-4",
 };
 
 export function Icon({ name, label, size = 20 }: { name: IconName; label?: string; size?: number }): JSX.Element {
