@@ -267,6 +267,7 @@ function parseArgs(argv: string[]): Options {
     if (o.s6Messages === 100_000) o.s6Messages = 5_000;
     if (o.s7Ciphertexts === 2_000) o.s7Ciphertexts = 500;
     if (o.s8Messages === 200) o.s8Messages = 50;
+    if (o.s8Sizes.join() === "10,100,1000") o.s8Sizes = [10, 100];
   }
   o.media = o.media && !onlyGiven && !o.quick;
   o.s1 = { rates: o.s1Rates ?? [200, 500, 1000], warmupMs: o.quick ? 500 : 1_000, windowMs: o.quick ? 2_000 : 5_000, receiptMs: o.receiptMs };
