@@ -5,7 +5,7 @@
 // member's user socket that the contract requires) and "store" (one SQLite insert per message),
 // and "alone": the app with D1 and users' objects answering at once (bench/alone/worker.ts).
 //
-//   npm run bench                          every scenario, 3 runs each (about 20 minutes)
+//   npm run bench                          every scenario, 3 runs each (about 25 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
 //   npm run bench -- --quick               short windows and small counts, to try the harness
 //
@@ -1026,7 +1026,7 @@ function renderS8(s8: NonNullable<Results["s8"]>): string[] {
       `encode ${(encodeMs * 1000).toFixed(2)} µs, decode ${(decodeMs * 1000).toFixed(2)} µs; ` +
       `MLS encrypt is ${per(first.encryptMs, encodeMs)} and decrypt ${per(first.decryptMs, decodeMs)} of those (group of ${first.devices}); ` +
       `a ciphertext is ${first.sizes.ciphertext} characters against the plaintext frame's ${first.sizes.plaintextFrame}`,
-    "S8: each cost measured once per size in one Node process (ts-mls, pure TypeScript), so read the small ones as rough",
+    `S8: in one Node process (ts-mls, pure TypeScript); each cost the median of ${s8.groups.map((g) => `${g.runs} group${g.runs > 1 ? "s" : ""} of ${g.devices}`).join(", ")}; encrypt and decrypt the median of the messages of each group`,
   ];
 }
 

@@ -47,6 +47,8 @@ export interface CostsTask {
 /** One group size's costs, in ms. */
 export interface GroupCosts {
   devices: number;
+  /** How many groups of this size were made: each cost is the median over them. */
+  runs: number;
   /** Making the n - 1 other devices (an Ed25519 key pair each) and one key package each. */
   keyPackagesMs: number;
   /** The creator's one commit adding all of them (with its Welcome and GroupInfo). */
@@ -56,7 +58,7 @@ export interface GroupCosts {
   /** A member making an update commit, and another member processing it. */
   updateCommitMs: number;
   processCommitMs: number;
-  /** Per application message, over `messages` of them. */
+  /** Per application message: the median of `messages` of them. */
   encryptMs: number;
   decryptMs: number;
   /** What goes over the wire, in characters of base64url. */
@@ -69,65 +71,101 @@ export interface PlaintextCosts {
   decodeMs: number;
 }
 
+/** The median of `xs` (not empty). */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** One group of `n` devices made and used once; per message, the median of `messages`. */
+async function measureGroup(n: number, messages: number): Promise<GroupCosts> {
+  const conversationId = `bench-${n}-${Date.now().toString(36)}`;
+  const creator = await MlsDevice.create("u0", "d0");
+  await creator.createGroup(conversationId);
+  let t = performance.now();
+  const others: Device[] = [];
+  const keyPackages: string[] = [];
+  for (let i = 1; i < n; i++) {
+    const device = await MlsDevice.create(`u${i}`, `d${i}`);
+    others.push(device);
+    keyPackages.push(...(await device.generateKeyPackages(1)));
+  }
+  const keyPackagesMs = ms(t);
+  t = performance.now();
+  const add = await creator.commit(conversationId, { add: keyPackages });
+  const addCommitMs = ms(t);
+  creator.accept(add);
+  const joiner = others[0];
+  if (!joiner || !add.welcome) throw new Error("a group needs at least 2 devices");
+  t = performance.now();
+  await joiner.joinFromWelcome(add.welcome);
+  const welcomeMs = ms(t);
+  t = performance.now();
+  const update = await joiner.commit(conversationId);
+  const updateCommitMs = ms(t);
+  joiner.accept(update);
+  t = performance.now();
+  await creator.processCommit(conversationId, update.commit);
+  const processCommitMs = ms(t);
+  const ciphertexts: string[] = [];
+  const encrypts: number[] = [];
+  for (let k = 0; k < messages; k++) {
+    t = performance.now();
+    ciphertexts.push(await creator.encrypt(conversationId, samplePayload(k)));
+    encrypts.push(ms(t));
+  }
+  const decrypts: number[] = [];
+  for (const c of ciphertexts) {
+    t = performance.now();
+    await joiner.decrypt(conversationId, c);
+    decrypts.push(ms(t));
+  }
+  return {
+    devices: n,
+    runs: 1,
+    keyPackagesMs,
+    addCommitMs,
+    welcomeMs,
+    updateCommitMs,
+    processCommitMs,
+    encryptMs: median(encrypts),
+    decryptMs: median(decrypts),
+    sizes: {
+      addCommit: add.commit.length,
+      welcome: add.welcome.length,
+      groupInfo: add.groupInfo.length,
+      updateCommit: update.commit.length,
+      ciphertext: ciphertexts[0]?.length ?? 0,
+      plaintextFrame: JSON.stringify({ type: "send", clientMsgId: "m.0.0", body: samplePayload(0) }).length,
+    },
+  };
+}
+
+/** Groups of up to this many devices are made `REPEATS` times (each cost the median); larger ones once. */
+const REPEATED_UP_TO = 100;
+const REPEATS = 5;
+
 async function costs({ sizes, messages }: CostsTask): Promise<{ groups: GroupCosts[]; plaintext: PlaintextCosts }> {
+  // A first group, not reported, so that the first size measured does not pay for the JIT's warm-up.
+  await measureGroup(Math.min(...sizes), messages);
   const groups: GroupCosts[] = [];
-  // A first pass, not reported, so that the first size measured does not pay for the JIT's warm-up.
-  for (const [pass, n] of [Math.min(...sizes), ...sizes].entries()) {
-    const conversationId = `bench-${n}-${Date.now().toString(36)}`;
-    const creator = await MlsDevice.create("u0", "d0");
-    await creator.createGroup(conversationId);
-    let t = performance.now();
-    const others: Device[] = [];
-    const keyPackages: string[] = [];
-    for (let i = 1; i < n; i++) {
-      const device = await MlsDevice.create(`u${i}`, `d${i}`);
-      others.push(device);
-      keyPackages.push(...(await device.generateKeyPackages(1)));
-    }
-    const keyPackagesMs = ms(t);
-    t = performance.now();
-    const add = await creator.commit(conversationId, { add: keyPackages });
-    const addCommitMs = ms(t);
-    creator.accept(add);
-    const joiner = others[0];
-    if (!joiner || !add.welcome) throw new Error("a group needs at least 2 devices");
-    t = performance.now();
-    await joiner.joinFromWelcome(add.welcome);
-    const welcomeMs = ms(t);
-    t = performance.now();
-    const update = await joiner.commit(conversationId);
-    const updateCommitMs = ms(t);
-    joiner.accept(update);
-    t = performance.now();
-    await creator.processCommit(conversationId, update.commit);
-    const processCommitMs = ms(t);
-    const ciphertexts: string[] = [];
-    t = performance.now();
-    for (let k = 0; k < messages; k++) ciphertexts.push(await creator.encrypt(conversationId, samplePayload(k)));
-    const encryptMs = ms(t) / messages;
-    t = performance.now();
-    for (const c of ciphertexts) await joiner.decrypt(conversationId, c);
-    const decryptMs = ms(t) / messages;
-    if (pass === 0) continue;
+  for (const n of sizes) {
+    const runs: GroupCosts[] = [];
+    for (let r = 0; r < (n <= REPEATED_UP_TO ? REPEATS : 1); r++) runs.push(await measureGroup(n, messages));
+    const med = (f: (g: GroupCosts) => number) => median(runs.map(f));
     groups.push({
-      devices: n,
-      keyPackagesMs,
-      addCommitMs,
-      welcomeMs,
-      updateCommitMs,
-      processCommitMs,
-      encryptMs,
-      decryptMs,
-      sizes: {
-        addCommit: add.commit.length,
-        welcome: add.welcome.length,
-        groupInfo: add.groupInfo.length,
-        updateCommit: update.commit.length,
-        ciphertext: ciphertexts[0]?.length ?? 0,
-        plaintextFrame: JSON.stringify({ type: "send", clientMsgId: "m.0.0", body: samplePayload(0) }).length,
-      },
+      ...runs[0]!,
+      runs: runs.length,
+      keyPackagesMs: med((g) => g.keyPackagesMs),
+      addCommitMs: med((g) => g.addCommitMs),
+      welcomeMs: med((g) => g.welcomeMs),
+      updateCommitMs: med((g) => g.updateCommitMs),
+      processCommitMs: med((g) => g.processCommitMs),
+      encryptMs: med((g) => g.encryptMs),
+      decryptMs: med((g) => g.decryptMs),
     });
-    process.stderr.write(`  S8: group of ${n} measured\n`);
+    process.stderr.write(`  S8: groups of ${n} measured (${runs.length}x)\n`);
   }
   // The plaintext client's work for the same payloads, many more of them (it is microseconds).
   const rounds = Math.max(10_000, messages * 50);
