@@ -98,7 +98,13 @@ auth.post("/logout", requireAuth, async (c) => {
  * listed when it opens a conversation (docs/e2ee.md, "Logout").
  */
 async function noticeLoggedOutDevice(env: Env, device: { userId: string; deviceId: string }): Promise<void> {
-  const ids = await e2eeConversationsOf(env, device.userId);
+  let ids: string[];
+  try {
+    ids = await e2eeConversationsOf(env, device.userId);
+  } catch (err) {
+    console.warn("deviceLoggedOut: the user's E2EE conversations could not be read", String(err));
+    return;
+  }
   const now = Date.now();
   const results = await Promise.allSettled(ids.map((id) => conversationStub(env, id).mlsDeviceLoggedOut(device, now)));
   for (const [i, r] of results.entries()) {
