@@ -458,6 +458,7 @@ describe("E2EE logout", () => {
     await logOut(bob2, id);
     const listed = await json<{ devices: { id: string }[] }>(`/users/${bob1.session.user.id}/devices`, { token: alice.session.token });
     expect(listed.devices.map((d) => d.id)).toEqual([bob1.session.device.id]);
+    expect((await claim(carol, [bob1.session.user.id])).keyPackages.map((k) => k.deviceId)).toEqual([bob1.session.device.id]);
     expect(await loggedOutNotices(id, alice)).toEqual([{ event: "deviceLoggedOut", actorId: bob1.session.user.id, userIds: [bob1.session.user.id], deviceIds: [bob2.session.device.id] }]);
     // The logged-out device can no longer commit (nor send, nor read): its token is dead.
     await expectError(await postCommit(bob2, id, commitBody(await bob2.mls.commit(id))), 401, "unauthorized");
