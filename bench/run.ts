@@ -5,15 +5,20 @@
 // member's user socket that the contract requires) and "store" (one SQLite insert per message),
 // and "alone": the app with D1 and users' objects answering at once (bench/alone/worker.ts).
 //
-//   npm run bench                          every scenario, 3 runs each (about 20 minutes)
+//   npm run bench                          every scenario, 3 runs each (about 25 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
 //   npm run bench -- --quick               short windows and small counts, to try the harness
 //
 // S6 (not in the issue's list) checks that a send costs no more in a conversation with a long
 // history: S2's load in a group already holding --s6-messages messages, against a fresh group.
+// S7 is S2's load in an end-to-end encrypted group against a plaintext one, alternating; S8 the
+// client's MLS engine alone (web/src/e2ee/engine.ts under Node, no server): groups of
+// --s8-sizes devices made, a commit processed, a message encrypted and decrypted, beside a
+// plaintext client's JSON encoding of the same message.
 //
-// Flags: --only S1,S2,S3,S4,S5,S6  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy  --s5-bearer
-//        --s6-messages N (S6's history)
+// Flags: --only S1,S2,S3,S4,S5,S6,S7,S8  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy  --s5-bearer
+//        --s6-messages N (S6's history)  --s7-ciphertexts N (S7's pool per group)
+//        --s8-sizes 10,100,1000  --s8-messages N (S8's messages encrypted and decrypted per size)
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
 //        --alone-answers d1: the alone server answers only D1 at once, its users' objects are real
@@ -74,6 +79,7 @@ import { Inspector, busySamples, summarize } from "./lib/inspector.ts";
 import { gcReport, gcWatcher, type GcWatcher } from "./lib/gc.ts";
 import { traceHooks, traceReport, type Trace } from "./lib/trace.ts";
 import { gcPausesIn, perfInstalled, threadSampler, type ThreadSampler } from "./lib/perf.ts";
+import { e2eeGroups, mlsCosts } from "./lib/mls.ts";
 import {
   s1,
   s2,
@@ -82,6 +88,7 @@ import {
   s5App,
   s5Baseline,
   s6,
+  s7,
   seedHistory,
   seedS4,
   STALL_MS,
@@ -106,6 +113,9 @@ interface Options {
   s4Messages: number;
   s6Messages: number;
   s5Sockets: number;
+  s7Ciphertexts: number;
+  s8Sizes: number[];
+  s8Messages: number;
   s5ViaProxy: boolean;
   s5Tickets: boolean;
   aloneAnswers: string;
@@ -130,12 +140,14 @@ interface Options {
 }
 
 /** Flags that set a number: the option and its least value. */
-type NumericOption = "runs" | "s4Messages" | "s6Messages" | "s5Sockets" | "window" | "receiptMs";
+type NumericOption = "runs" | "s4Messages" | "s6Messages" | "s5Sockets" | "s7Ciphertexts" | "s8Messages" | "window" | "receiptMs";
 const NUMERIC_FLAGS = new Map<string, [NumericOption, number]>([
   ["--runs", ["runs", 1]],
   ["--s4-messages", ["s4Messages", 100]],
   ["--s6-messages", ["s6Messages", 100]],
   ["--s5-sockets", ["s5Sockets", 10]],
+  ["--s7-ciphertexts", ["s7Ciphertexts", 1]],
+  ["--s8-messages", ["s8Messages", 1]],
   ["--window", ["window", 1]],
   ["--receipt-ms", ["receiptMs", 0]],
 ]);
@@ -157,12 +169,15 @@ const SWITCHES = new Map<string, { keys: BooleanOption[]; value: boolean }>([
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    only: ["S1", "S2", "S3", "S4", "S5", "S6"],
+    only: ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"],
     runs: 3,
     quick: false,
     s4Messages: 100_000,
     s6Messages: 100_000,
     s5Sockets: 5_000,
+    s7Ciphertexts: 2_000,
+    s8Sizes: [10, 100, 1000],
+    s8Messages: 200,
     s5ViaProxy: false,
     s5Tickets: true,
     aloneAnswers: "d1,users",
@@ -213,6 +228,9 @@ function parseArgs(argv: string[]): Options {
         o.aloneAnswers = value();
         if (!["d1", "d1,users"].includes(o.aloneAnswers)) throw new Error("--alone-answers: d1 or d1,users");
         break;
+      case "--s8-sizes":
+        o.s8Sizes = value().split(",").map(Number).filter((n) => n >= 2);
+        break;
       case "--s1-rates":
         o.s1Rates = value().split(",").map(Number).filter((r) => r > 0);
         break;
@@ -240,13 +258,16 @@ function parseArgs(argv: string[]): Options {
         throw new Error(`unknown flag ${a} (see --help)`);
     }
   }
-  for (const s of o.only) if (!/^S[1-6]$/.test(s)) throw new Error(`unknown scenario ${s}`);
+  for (const s of o.only) if (!/^S[1-8]$/.test(s)) throw new Error(`unknown scenario ${s}`);
   if (o.gcPauses && !perfInstalled()) throw new Error("--gc-pauses needs Linux perf (apt install linux-perf)");
   if (o.gcPauses && (o.trace || o.gc)) throw new Error("--gc-pauses samples every target's thread itself: leave out --trace and --gc");
   if (o.quick) {
     if (o.s4Messages === 100_000) o.s4Messages = 5_000;
     if (o.s5Sockets === 5_000) o.s5Sockets = 500;
     if (o.s6Messages === 100_000) o.s6Messages = 5_000;
+    if (o.s7Ciphertexts === 2_000) o.s7Ciphertexts = 500;
+    if (o.s8Messages === 200) o.s8Messages = 50;
+    if (o.s8Sizes.join() === "10,100,1000") o.s8Sizes = [10, 100];
   }
   o.media = o.media && !onlyGiven && !o.quick;
   o.s1 = { rates: o.s1Rates ?? [200, 500, 1000], warmupMs: o.quick ? 500 : 1_000, windowMs: o.quick ? 2_000 : 5_000, receiptMs: o.receiptMs };
@@ -343,10 +364,11 @@ interface RunOf {
   // S5's app runs have what its baseline runs have, and more.
   S5: Awaited<ReturnType<typeof s5Baseline>> & Partial<Awaited<ReturnType<typeof s5App>>>;
   S6: Awaited<ReturnType<typeof s6>>;
+  S7: Awaited<ReturnType<typeof s7>>;
 }
 type ScenarioKey = keyof RunOf;
-/** A column of the table: a target's kind, or S6's two groups (both the app). */
-type Column = "app" | "baseline" | "relay" | "store" | "alone" | "fresh" | "history";
+/** A column of the table: a target's kind, or S6's and S7's two groups (both the app). */
+type Column = "app" | "baseline" | "relay" | "store" | "alone" | "fresh" | "history" | "plaintext" | "e2ee";
 /** Every run of a scenario, by column; `reloadsDuring`: wrangler reloaded the Worker during it. */
 type Runs = { [K in ScenarioKey]?: Partial<Record<Column, (RunOf[K] & { reloadsDuring?: number })[]>> };
 
@@ -361,6 +383,10 @@ interface Results {
   reloads?: string[];
   s4Seed?: Awaited<ReturnType<typeof seedS4>>;
   s6Seed?: Awaited<ReturnType<typeof seedHistory>>;
+  /** S7's E2EE groups: how long the sender took to encrypt each pool, ms per message. */
+  s7EncryptMs?: number[];
+  /** S8: the client engine's costs (no server, one run). */
+  s8?: Awaited<ReturnType<typeof mlsCosts>>;
   loads?: string[];
   serverErrors?: { app: string[]; baseline: string[] };
 }
@@ -478,13 +504,18 @@ async function main(): Promise<void> {
     // the same directory at once and one failed. So it is built here first, once.
     const build = spawnSync(process.execPath, [join(ROOT, "web", "scripts", "build.ts")], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
     if (build.status !== 0) throw new Error("building the web client (web/scripts/build.ts) failed");
+    if (wants("S8")) {
+      // Before any server starts: the engine alone on the machine.
+      log(`S8: the client's MLS engine, groups of ${opts.s8Sizes.join(", ")} devices, ${opts.s8Messages} messages each (load ${loadavg()})`);
+      results.s8 = await mlsCosts({ sizes: opts.s8Sizes, messages: opts.s8Messages });
+    }
     log(`starting app (port ${appPort})${opts.baseline ? `, baseline (port ${basePort})` : ""}${opts.alone ? `, alone (port ${alonePort})` : ""}`);
     await Promise.all(servers.map((s) => s.start()));
     machine.workerdBinary = workerdVersion(app);
 
     // Users: registration is a deliberate 100k-iteration PBKDF2, so they are made once and reused.
     const s5Devices = wants("S5") ? Math.ceil(opts.s5Sockets / S5_SOCKETS_PER_DEVICE) : 0;
-    const poolSize = Math.max(wants("S3") ? 40 : wants("S1") || wants("S2") || wants("S6") ? 10 : 0, s5Devices);
+    const poolSize = Math.max(wants("S3") ? 40 : wants("S1") || wants("S2") || wants("S6") || wants("S7") ? 10 : 0, s5Devices);
     const tag = Date.now().toString(36);
     log(`registering ${poolSize} users${wants("S4") ? " + 21 for S4" : ""}${wants("S5") ? " + 1 poster" : ""}`);
     const users = await registerUsers(app.base, poolSize, `b${tag}_`);
@@ -592,6 +623,23 @@ async function main(): Promise<void> {
           const conversationId = group === "history" ? seed.conversationId : null;
           const hooks = opts.profile ? profiler(appInspector, `S6-${group}-run${run + 1}`) : undefined;
           await measure("S6", appTarget, run, (reached) => s6(reached, devices, conversationId, { ...opts.s2, hooks }), group);
+        }
+      }
+    }
+    if (wants("S7")) {
+      // A fresh E2EE group per run (each device registers its MLS key once, so all are made
+      // together), against a fresh plaintext group of the same devices, alternating.
+      focus(app);
+      const devices = users.slice(0, 10);
+      log(`S7: ${opts.runs} E2EE groups of ${devices.length} devices, ${opts.s7Ciphertexts} ciphertexts each (load ${loadavg()})`);
+      const e2ee = await e2eeGroups({ base: app.base, devices, groups: opts.runs, ciphertexts: opts.s7Ciphertexts, title: `s7 ${tag}` });
+      results.s7EncryptMs = e2ee.map((g) => g.encryptMs);
+      for (let run = 0; run < opts.runs; run++) {
+        for (const group of run % 2 === 0 ? (["plaintext", "e2ee"] as const) : (["e2ee", "plaintext"] as const)) {
+          log(`S7 run ${run + 1}/${opts.runs} ${group} (load ${loadavg()})`);
+          const e2eeGroup = group === "e2ee" ? (e2ee[run] ?? null) : null;
+          const hooks = opts.profile ? profiler(appInspector, `S7-${group}-run${run + 1}`) : undefined;
+          await measure("S7", appTarget, run, (reached) => s7(reached, devices, e2eeGroup, { ...opts.s2, hooks }), group);
         }
       }
     }
@@ -806,6 +854,24 @@ function render(results: Results, opts: Options): string {
     both("acked msg/s", (r) => r.ackedPerSec, undefined, true);
     both("runtime CPU ms per message", (r) => r.cpuMsPerMessage.runtimeAll, 3, false);
   }
+  if (runs.S7) {
+    // The app twice: in the table's app column, a plaintext group's cells, then an E2EE group's.
+    const both = (name: string, f: (r: RunOf["S7"]) => Maybe, digits: number | undefined, first: boolean) => {
+      const plaintext = get("S7", "plaintext", f);
+      const e2ee = get("S7", "e2ee", f);
+      row(first ? "S7 E2EE" : "", `${name}, plaintext group`, cell(plaintext, digits), "-");
+      row("", `${name}, E2EE group`, cell(e2ee, digits), "-");
+      row("", `  e2ee/plaintext`, plaintext && e2ee ? `${(e2ee.med / plaintext.med).toFixed(2)}x` : "n/a", "-");
+    };
+    both("acked msg/s", (r) => r.ackedPerSec, undefined, true);
+    both("ack p50 ms", (r) => r.ackP50, 1, false);
+    both("ack p99 ms", (r) => r.ackP99, 1, false);
+    both("runtime CPU ms per message", (r) => r.cpuMsPerMessage.runtimeAll, 3, false);
+    const pool = runsOf(runs, "S7", "e2ee").map((r) => `${r.ciphertextsSent.toLocaleString("en-US")} of ${(r.ciphertextPool ?? 0).toLocaleString("en-US")}`);
+    if (pool.length) row("", "E2EE ciphertexts sent, of a pool of (per run)", pool.join("; "), "-");
+    const encrypt = spread(results.s7EncryptMs ?? []);
+    if (encrypt) row("", "the sender's encrypt ms per message (making the pools)", cell(encrypt, 2), "-");
+  }
   if (runs.S4) {
     const n = runs.S4.app?.[0]?.messages ?? 0;
     row(`S4 sync ${n.toLocaleString("en-US")}`, "seconds", cell(get("S4", "app", (r) => r.seconds), 2), "-");
@@ -910,10 +976,58 @@ function render(results: Results, opts: Options): string {
       }
     }
   }
+  if (results.runs.S7) {
+    lines.push(
+      "S7: the E2EE sender sends ciphertexts encrypted beforehand (bench/lib/mlsClient.ts), in turn and again from the start when they run out; the server reads only their headers, so a repeat costs it the same. Receivers do not decrypt: S8 has the client's cost",
+    );
+  }
+  if (results.s8) lines.push("", ...renderS8(results.s8));
   if (results.reloads?.length) lines.push(`WARNING: wrangler reloaded the Worker (a source file changed on disk) during ${results.reloads.join(", ")}: those numbers are not valid`);
   const targets = checkTargets(results, opts);
   if (targets.length) lines.push(...targets.map((t) => `target: ${t}`));
   return lines.join("\n");
+}
+
+/** S8's table: each group size's engine costs, and each against the smallest group's. */
+function renderS8(s8: NonNullable<Results["s8"]>): string[] {
+  const [first] = s8.groups;
+  if (!first) return [];
+  const sizes = s8.groups.map((g) => g.devices);
+  const header = ["S8 client MLS engine (ms)", ...sizes.map((n) => `${n.toLocaleString("en-US")} devices`), ...sizes.slice(1).map((n) => `${n}/${first.devices}`)];
+  const rows: string[][] = [];
+  const msCell = (v: number) => (v >= 1000 ? `${(v / 1000).toFixed(2)} s` : v.toFixed(v >= 10 ? 0 : 2));
+  const costRow = (name: string, f: (g: (typeof s8.groups)[number]) => number) =>
+    rows.push([name, ...s8.groups.map((g) => msCell(f(g))), ...s8.groups.slice(1).map((g) => `${(f(g) / f(first)).toFixed(1)}x`)]);
+  costRow("n - 1 devices made, a key package each", (g) => g.keyPackagesMs);
+  costRow("  per device", (g) => g.keyPackagesMs / (g.devices - 1));
+  costRow("one commit adding them all (creator)", (g) => g.addCommitMs);
+  costRow("its Welcome processed (one joiner)", (g) => g.welcomeMs);
+  costRow("an update commit made (a member)", (g) => g.updateCommitMs);
+  costRow("that commit processed (another member)", (g) => g.processCommitMs);
+  costRow("encrypt, per message", (g) => g.encryptMs);
+  costRow("decrypt, per message", (g) => g.decryptMs);
+  const kib = (chars: number) => `${(chars / 1024).toFixed(1)} KiB`;
+  const sizeRow = (name: string, f: (g: (typeof s8.groups)[number]) => number) =>
+    rows.push([name, ...s8.groups.map((g) => kib(f(g))), ...s8.groups.slice(1).map((g) => `${(f(g) / f(first)).toFixed(1)}x`)]);
+  sizeRow("add commit, base64url", (g) => g.sizes.addCommit);
+  sizeRow("Welcome, base64url", (g) => g.sizes.welcome);
+  sizeRow("GroupInfo (with the ratchet tree), base64url", (g) => g.sizes.groupInfo);
+  sizeRow("update commit, base64url", (g) => g.sizes.updateCommit);
+  const widths = header.map((_, c) => Math.max(...[header, ...rows].map((r) => String(r[c] ?? "").length)));
+  const line = (r: string[]) => `| ${r.map((v, c) => String(v).padEnd(widths[c] ?? 0)).join(" | ")} |`;
+  const { encodeMs, decodeMs } = s8.plaintext;
+  const per = (mls: number, plain: number) => `${(mls / plain).toFixed(0)}x`;
+  return [
+    line(header),
+    `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`,
+    ...rows.map(line),
+    "",
+    `S8 baseline, a plaintext client (JSON encoding and decoding of the send frame of the same ~100-character message): ` +
+      `encode ${(encodeMs * 1000).toFixed(2)} µs, decode ${(decodeMs * 1000).toFixed(2)} µs; ` +
+      `MLS encrypt is ${per(first.encryptMs, encodeMs)} and decrypt ${per(first.decryptMs, decodeMs)} of those (group of ${first.devices}); ` +
+      `a ciphertext is ${first.sizes.ciphertext} characters against the plaintext frame's ${first.sizes.plaintextFrame}`,
+    `S8: in one Node process (ts-mls, pure TypeScript); each cost the median of ${s8.groups.map((g) => `${g.runs} group${g.runs > 1 ? "s" : ""} of ${g.devices}`).join(", ")}; encrypt and decrypt the median of the messages of each group`,
+  ];
 }
 
 function checkTargets(results: Results, opts: Options): string[] {

@@ -126,10 +126,13 @@ export const Presence = z.object({
 });
 
 // The body of a `system` message: a JSON document, so clients can render it in any language.
+// `deviceLoggedOut` (E2EE conversations only): a device of the member `actorId` logged out while
+// it held a leaf of the group; `deviceIds` names it, and a member's device is to commit its Remove.
 export const SystemEvent = z.object({
-  event: z.enum(["created", "added", "removed", "left"]),
+  event: z.enum(["created", "added", "removed", "left", "deviceLoggedOut"]),
   actorId: Id,
   userIds: z.array(Id),
+  deviceIds: z.array(Id).optional(),
 });
 
 // ---------------------------------------------------------------------------------------------

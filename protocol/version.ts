@@ -13,4 +13,5 @@
 // 6 - end-to-end encryption (MLS, RFC 9420): ciphertext sends, `mls.commit` messages, `mls` on
 //     conversations, `e2ee` on direct conversations, the `mls.welcome` and `mls.keyPackagesLow` frames,
 //     and the bodies of the /mls and /devices/me/mls calls.
-export const PROTOCOL_VERSION = 6;
+// 7 - the `deviceLoggedOut` system event (with `deviceIds`) in E2EE conversations.
+export const PROTOCOL_VERSION = 7;

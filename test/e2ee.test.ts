@@ -430,6 +430,86 @@ describe("E2EE conversations", () => {
   });
 });
 
+/** Logs a device out once D1 lists its conversations (the logout finds its E2EE conversations there). */
+async function logOut(device: Device, conversationId: string): Promise<void> {
+  const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(conversationId));
+  await waitFor(async () => (await stub.pendingOutbox()) === 0, "the conversation in D1");
+  const res = await call("/auth/logout", { method: "POST", token: device.session.token });
+  expect(res.status).toBe(204);
+}
+
+/** The `deviceLoggedOut` system messages of a conversation, as a member reads them. */
+async function loggedOutNotices(conversationId: string, by: Device): Promise<{ actorId: string; deviceIds?: string[] }[]> {
+  const { messages } = await json<{ messages: Message[] }>(`/conversations/${conversationId}/messages`, { token: by.session.token });
+  return messages
+    .filter((m) => m.kind === "system")
+    .map((m) => JSON.parse(m.body!) as { event: string; actorId: string; deviceIds?: string[] })
+    .filter((e) => e.event === "deviceLoggedOut");
+}
+
+describe("E2EE logout", () => {
+  it("a logged-out device's leaf is removed by a member's device, and it reads nothing sent after", async () => {
+    const { alice, bob1, bob2, carol, id } = await threeUsers();
+    // A device of bob's that never joined the group: its logout tells the group nothing.
+    const bob3 = await setUp(await login(bob1.session.user.username, "third"));
+    await logOut(bob3, id);
+    expect(await loggedOutNotices(id, alice)).toEqual([]);
+
+    await logOut(bob2, id);
+    const listed = await json<{ devices: { id: string }[] }>(`/users/${bob1.session.user.id}/devices`, { token: alice.session.token });
+    expect(listed.devices.map((d) => d.id)).toEqual([bob1.session.device.id]);
+    expect((await claim(carol, [bob1.session.user.id])).keyPackages.map((k) => k.deviceId)).toEqual([bob1.session.device.id]);
+    expect(await loggedOutNotices(id, alice)).toEqual([{ event: "deviceLoggedOut", actorId: bob1.session.user.id, userIds: [bob1.session.user.id], deviceIds: [bob2.session.device.id] }]);
+    // The logged-out device can no longer commit (nor send, nor read): its token is dead.
+    await expectError(await postCommit(bob2, id, commitBody(await bob2.mls.commit(id))), 401, "unauthorized");
+    await expectError(await call(`/conversations/${id}/messages`, { token: bob2.session.token }), 401, "unauthorized");
+
+    // A member's device finds the gone leaf on the notice and commits its Remove.
+    await catchUp(alice, id);
+    expect(await alice.mls.staleLeaves(id)).toEqual([expect.objectContaining({ userId: bob1.session.user.id, deviceId: bob2.session.device.id })]);
+    // Given the member list, a leaf of a user who is no longer a member is stale too.
+    expect((await alice.mls.staleLeaves(id, [alice.session.user.id, bob1.session.user.id])).map((l) => l.deviceId).sort()).toEqual(
+      [bob2.session.device.id, carol.session.device.id].sort(),
+    );
+    const removal = await alice.mls.removeStale(id);
+    expect(removal).not.toBeNull();
+    await commit(alice, id, removal!);
+    expect(await alice.mls.removeStale(id)).toBeNull();
+    for (const d of [bob1, carol]) await catchUp(d, id);
+    for (const d of [alice, bob1, carol]) {
+      expect(d.mls.members(id).map((m) => m.deviceId).sort()).toEqual([alice, bob1, carol].map((x) => x.session.device.id).sort());
+    }
+
+    const after = await sendText(carol, id, "after bob2 logged out");
+    for (const d of [alice, bob1]) expect(await catchUp(d, id)).toEqual(["after bob2 logged out"]);
+    // Even holding the ciphertext (from elsewhere), the logged-out device has no key for it.
+    await expect(bob2.mls.decrypt(id, after.ciphertext!)).rejects.toThrow();
+  });
+
+  it("two members racing to remove a logged-out device's leaf end with one group state", async () => {
+    const { alice, bob1, bob2, carol, id } = await threeUsers();
+    await logOut(bob2, id);
+    for (const d of [alice, bob1, carol]) await catchUp(d, id);
+    const [a, c] = [await alice.mls.removeStale(id), await carol.mls.removeStale(id)];
+    const answers = await Promise.all([postCommit(alice, id, commitBody(a!)), postCommit(carol, id, commitBody(c!))]);
+    expect(answers.map((r) => r.status).sort()).toEqual([201, 409]);
+    const [winner, winning, loser, answer] = answers[0]!.status === 201 ? [alice, a!, carol, answers[0]!] : [carol, c!, alice, answers[1]!];
+    winner.mls.accept(winning);
+    winner.readThrough.set(id, ((await answer.json()) as { message: Message }).message.seq);
+    // The loser processes the winner's Remove; nothing is left to remove.
+    await catchUp(loser, id);
+    expect(await loser.mls.removeStale(id)).toBeNull();
+    await catchUp(bob1, id);
+    expect(new Set([alice, bob1, carol].map((d) => d.mls.epoch(id)))).toEqual(new Set([2]));
+    expect((await state(id, alice)).mls).toEqual({ epoch: 2 });
+    for (const sender of [alice, bob1, carol]) {
+      const sent = await sendText(sender, id, `from ${sender.session.device.id}`);
+      for (const reader of [alice, bob1, carol]) if (reader !== sender) expect(await catchUp(reader, id)).toEqual([`from ${sender.session.device.id}`]);
+      await expect(bob2.mls.decrypt(id, sent.ciphertext!)).rejects.toThrow();
+    }
+  });
+});
+
 describe("no plaintext at rest", () => {
   it("keeps neither a message's text nor a file's bytes anywhere in Durable Objects, D1 or R2", async () => {
     const marker = `MARKER-${crypto.randomUUID()}`;

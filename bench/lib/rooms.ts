@@ -11,6 +11,9 @@
 //     for every member, with nothing to send for the devices that asked for dedupe, as the app).
 // Both get the very same client frames, and the client does the same work per frame on both
 // (one toString and one regex), so the two sides differ only in what the server does.
+// An app room can also be an E2EE group (S7): its sender then sends `ciphertext` from a pool
+// made beforehand (bench/lib/mlsClient.ts), and frames are matched by their clientMsgId, since
+// the server relays no body to read a send time from.
 import { api, closeAll, createGroup, isReadyFrame, openSocket, type Conversation, type User, type WebSocket } from "./clients.ts";
 import type { Reachable } from "./proc.ts";
 
@@ -19,6 +22,9 @@ const BODY_RE = /"body":"m(\d+)\.(\d+)@(\d+\.\d+)"/;
 const MARK = Buffer.from('"body":"m');
 const ACK_PREFIX = '{"type":"ack"';
 const ERROR_PREFIX = '{"type":"error"';
+/** E2EE rooms: a message's clientMsgId, "<room>.<device>.<n>", and the mark of a relayed ciphertext. */
+const CLIENT_MSG_RE = /"clientMsgId":"[^".]+\.(\d+)\.(\d+)"/;
+const CIPHER_MARK = Buffer.from('"kind":"encrypted"');
 export const now = (): number => performance.timeOrigin + performance.now();
 
 let roomCounter = 0;
@@ -56,6 +62,14 @@ export class Room {
   conversationId = "";
   creator: User | null = null;
   devices: User[] = [];
+  /**
+   * E2EE rooms: the sender's ciphertexts, each sent in turn (and again from the start when the
+   * pool runs out: the server reads only their headers, so a repeat costs it the same), and the
+   * send time of each device's message n.
+   */
+  ciphertexts: string[] | null = null;
+  ciphertextsSent = 0;
+  private readonly sentAt: number[][] = [];
 
   constructor(kind: RoomKind, name: string) {
     this.kind = kind;
@@ -68,15 +82,34 @@ export class Room {
 
   /** The frame device `i` sends for its message `n`: identical on both targets. */
   send(i: number, n: number): void {
-    const t = now().toFixed(3);
+    const t = now();
     this.sentBy[i] = (this.sentBy[i] ?? 0) + 1;
-    this.sockets[i]?.send(`{"type":"send","clientMsgId":"${this.name}.${i}.${n}","body":"m${i}.${n}@${t}"}`);
+    if (this.ciphertexts) {
+      (this.sentAt[i] ??= [])[n] = t;
+      const ciphertext = this.ciphertexts[this.ciphertextsSent++ % this.ciphertexts.length];
+      this.sockets[i]?.send(`{"type":"send","clientMsgId":"${this.name}.${i}.${n}","ciphertext":"${ciphertext}"}`);
+      return;
+    }
+    this.sockets[i]?.send(`{"type":"send","clientMsgId":"${this.name}.${i}.${n}","body":"m${i}.${n}@${t.toFixed(3)}"}`);
+  }
+
+  /** Who sent a frame's message, its number and when, or null for a frame that carries none of the bench's messages. */
+  private sentOf(text: string): { sender: number; n: number; sentAt: number } | null {
+    if (this.ciphertexts) {
+      const m = CLIENT_MSG_RE.exec(text);
+      if (!m) return null;
+      const [sender, n] = [Number(m[1]), Number(m[2])];
+      const sentAt = this.sentAt[sender]?.[n];
+      return sentAt === undefined ? null : { sender, n, sentAt };
+    }
+    const m = BODY_RE.exec(text);
+    return m ? { sender: Number(m[1]), n: Number(m[2]), sentAt: Number(m[3]) } : null;
   }
 
   onFrame(i: number, buf: Buffer): void {
     const at = now();
     const text = buf.toString();
-    const m = BODY_RE.exec(text);
+    const m = this.sentOf(text);
     if (!m) {
       if (text.startsWith(ERROR_PREFIX)) {
         this.errors++;
@@ -84,9 +117,7 @@ export class Room {
       }
       return;
     }
-    const sender = Number(m[1]);
-    const n = Number(m[2]);
-    const sentAt = Number(m[3]);
+    const { sender, n, sentAt } = m;
     const isAck = this.kind === "app" || this.kind === "alone" ? text.startsWith(ACK_PREFIX) : sender === i;
     if (isAck) {
       this.handler.ack(i, n, sentAt, at);
@@ -105,11 +136,11 @@ export class Room {
   }
 
   onUserFrame(i: number, buf: Buffer): void {
-    if (buf.indexOf(MARK) < 0) return;
+    if (buf.indexOf(this.ciphertexts ? CIPHER_MARK : MARK) < 0) return;
     this.fanoutCounts[i] = (this.fanoutCounts[i] ?? 0) + 1;
     if (!this.handler.relayed) return;
-    const m = BODY_RE.exec(buf.toString());
-    if (m) this.handler.relayed(i, Number(m[1]), Number(m[2]), Number(m[3]), now());
+    const m = this.sentOf(buf.toString());
+    if (m) this.handler.relayed(i, m.sender, m.n, m.sentAt, now());
   }
 
   /**
@@ -144,10 +175,17 @@ export interface AppRoomOptions {
   userSockets?: boolean;
   kind?: "app" | "alone";
   conversationId?: string | null;
+  /** An E2EE group (`conversationId`): the first device's ciphertexts, which it sends instead of bodies. */
+  ciphertexts?: string[] | null;
 }
 
-export async function openAppRoom(server: Reachable, devices: User[], { receiptMs = 0, userSockets = true, kind = "app", conversationId = null }: AppRoomOptions = {}): Promise<Room> {
+export async function openAppRoom(
+  server: Reachable,
+  devices: User[],
+  { receiptMs = 0, userSockets = true, kind = "app", conversationId = null, ciphertexts = null }: AppRoomOptions = {},
+): Promise<Room> {
   const room = new Room(kind, `r${Date.now().toString(36)}${roomCounter++}`);
+  room.ciphertexts = ciphertexts;
   const [creator] = devices;
   if (!creator) throw new Error("openAppRoom: no devices");
   const conversation = conversationId ? { id: conversationId } : await createGroup(server.base, creator, devices.slice(1), room.name);

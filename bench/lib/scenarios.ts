@@ -253,9 +253,18 @@ export interface WindowOptions {
 async function windowed(
   target: Target,
   roomDevices: User[][],
-  { senders, window, warmupMs, durationMs, receiptMs, hooks, conversationId = null }: WindowOptions & { senders: (room: Room) => number[]; conversationId?: string | null },
+  {
+    senders,
+    window,
+    warmupMs,
+    durationMs,
+    receiptMs,
+    hooks,
+    conversationId = null,
+    ciphertexts = null,
+  }: WindowOptions & { senders: (room: Room) => number[]; conversationId?: string | null; ciphertexts?: string[] | null },
 ) {
-  const rooms = await Promise.all(roomDevices.map((devices) => openRoom(target, devices, { receiptMs, conversationId })));
+  const rooms = await Promise.all(roomDevices.map((devices) => openRoom(target, devices, { receiptMs, conversationId, ciphertexts })));
   let windowStart = Infinity;
   let windowEnd = Infinity;
   let sendUntil = Infinity;
@@ -336,6 +345,9 @@ async function windowed(
         runtimeAllSystem: sentAll ? (usedAll.runtimeSystem * 1000) / sentAll : null,
       },
       sentAll,
+      // E2EE rooms: how many distinct ciphertexts the sender had, and how many it sent.
+      ciphertextPool: rooms[0]?.ciphertexts?.length ?? null,
+      ciphertextsSent: rooms.reduce((a, r) => a + r.ciphertextsSent, 0),
       ackTimeline: Array.from(timeline, (x) => x ?? 0),
     };
   } finally {
@@ -434,6 +446,17 @@ export async function seedHistory(server: Reachable, devices: User[], total: num
  */
 export function s6(target: Target, devices: User[], conversationId: string | null, o: WindowOptions) {
   return windowed(target, [devices], { ...o, senders: () => [0], conversationId });
+}
+
+// --- S7: a send in an E2EE conversation ----------------------------------------------------------
+
+/**
+ * S2 in the E2EE group `group` (made by bench/lib/mls.ts: every device added, at epoch 1), whose
+ * sender sends its pool of ciphertexts, or in a fresh plaintext group of the same devices when it
+ * is null: the same load, so the two differ only in what a message is.
+ */
+export function s7(target: Target, devices: User[], group: { conversationId: string; ciphertexts: string[] } | null, o: WindowOptions) {
+  return windowed(target, [devices], { ...o, senders: () => [0], conversationId: group?.conversationId ?? null, ciphertexts: group?.ciphertexts ?? null });
 }
 
 // --- S4: sync through GET /messages?since= ---------------------------------------------------------

@@ -122,6 +122,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.staging = new SendStaging(this.settings, (batch) => this.storeSends(batch));
     this.mls = new MlsDelivery(this.store, {
       appendCommit: (sender, clientMsgId, commit, now) => this.conversation.appendCommit(sender, clientMsgId, commit, now),
+      appendDeviceLoggedOut: (device, now) => this.conversation.appendDeviceLoggedOut(device, now),
       // Handed over at once, after the commit's step is stored (the output gate holds the call
       // until then); the alarm, written with that step, is the backstop for an eviction or a
       // failure, and retries with backoff. A Welcome handed over twice is kept once.
@@ -194,6 +195,12 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   async mlsCommit(sender: Identity, body: CommitBody, keys: DeviceKeys, now: number) {
     this.staging.storeStaged();
     return this.mls.commit(sender, body, keys, now);
+  }
+
+  /** Logout of a member's device: tells the members to remove its leaf, if it has one (./mlsDelivery.ts). */
+  async mlsDeviceLoggedOut(device: Identity, now: number): Promise<{ noticed: boolean }> {
+    this.staging.storeStaged();
+    return { noticed: this.mls.deviceLoggedOut(device, now) !== null };
   }
 
   async mlsGroupInfo(userId: string) {

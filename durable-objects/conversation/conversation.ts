@@ -224,6 +224,11 @@ export class Conversation {
     return message;
   }
 
+  /** The `deviceLoggedOut` system message of a member's device (./mlsDelivery.ts decided it holds a leaf). */
+  appendDeviceLoggedOut(device: Identity, now: number): Message {
+    return this.appendSystem(device, { event: "deviceLoggedOut", actorId: device.userId, userIds: [device.userId], deviceIds: [device.deviceId] }, now);
+  }
+
   history(userId: string, query: HistoryInput): Result<{ messages: Message[]; hasMore: boolean }> {
     if (!this.isMember(userId)) return fail("not_found", "no such conversation");
     const page =

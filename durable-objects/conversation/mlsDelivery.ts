@@ -12,6 +12,7 @@ import type { Identity } from "../../kernel/identity";
 import {
   isWelcome,
   leafOf,
+  leavesOf,
   readCommit,
   readGroupInfo,
   readPrivateMessage,
@@ -34,6 +35,8 @@ export type CommitResult = Result<{ message: Message; duplicate: boolean }> | (F
 export interface MlsDeliveryDeps {
   /** Stores the commit's message (under the usual seq) and tells the conversation's sockets; returns it. */
   appendCommit(sender: Identity, clientMsgId: string, commit: string, now: number): Message;
+  /** Stores and delivers the `deviceLoggedOut` system message of a member's device; returns it. */
+  appendDeviceLoggedOut(device: Identity, now: number): Message;
   /** Asks for the Welcomes stored with a commit to be handed to their user objects. */
   deliverWelcomes(): void;
   /** Takes one token of the sender's message rate limit: 0 when allowed, else the seconds to wait. */
@@ -160,6 +163,21 @@ export class MlsDelivery {
       }
     }
     return null;
+  }
+
+  /**
+   * A member's device logged out (its token is dead, D1 no longer lists it): if it holds a leaf of
+   * the group as of the latest GroupInfo, the `deviceLoggedOut` system message tells the members'
+   * devices to commit its Remove (the server holds no key to do it). Returns that message, or null
+   * when there is no such leaf (not an E2EE conversation, no commit yet, never joined, removed).
+   */
+  deviceLoggedOut(device: Identity, now: number): Message | null {
+    const meta = this.store.meta;
+    if (!meta?.e2ee || !this.store.members.has(device.userId)) return null;
+    const text = this.store.mlsGroupInfo();
+    const current = text ? readGroupInfo(text) : null;
+    if (!current || !leavesOf(current).some((leaf) => leaf.userId === device.userId && leaf.deviceId === device.deviceId)) return null;
+    return this.deps.appendDeviceLoggedOut(device, now);
   }
 
   /** The latest GroupInfo, for a member's new device to join by external commit. */

@@ -231,10 +231,15 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     return this.sessions.takeTicket(deviceId, nonce, expiresAt, Date.now());
   }
 
-  /** A logout, before its token dies: from here on no ticket of the device opens a socket. */
+  /**
+   * A logout, before its token dies: from here on no ticket of the device opens a socket, and its
+   * MLS key packages and pending Welcomes go.
+   */
   async revokeDevice(userId: string, deviceId: string): Promise<void> {
     this.presence.rememberUser(userId);
     this.sessions.revoke(deviceId, Date.now());
+    this.keyPackages.dropDevice(deviceId);
+    this.welcomes.dropDevice(deviceId);
   }
 
   // --- The user socket -----------------------------------------------------------------------------

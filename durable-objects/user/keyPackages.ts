@@ -100,6 +100,11 @@ export class KeyPackageDirectory {
     return 0;
   }
 
+  /** The device logged out: its packages, never handed out again, go. */
+  dropDevice(deviceId: string): void {
+    this.sql.exec("DELETE FROM key_packages WHERE device_id = ?", deviceId);
+  }
+
   private oneTimeCount(deviceId: string): number {
     return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM key_packages WHERE device_id = ? AND last_resort = 0", deviceId).one().n;
   }

@@ -50,6 +50,11 @@ export class Welcomes {
     return this.sql.exec("DELETE FROM mls_welcomes WHERE device_id = ? AND id = ?", deviceId, id).rowsWritten > 0;
   }
 
+  /** The device logged out: its Welcomes, which it can no longer fetch, go. */
+  dropDevice(deviceId: string): void {
+    this.sql.exec("DELETE FROM mls_welcomes WHERE device_id = ?", deviceId);
+  }
+
   /** The user left or was removed: the conversation's Welcomes go. */
   dropConversation(conversationId: string): void {
     this.sql.exec("DELETE FROM mls_welcomes WHERE conversation_id = ?", conversationId);

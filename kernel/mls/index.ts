@@ -174,6 +174,16 @@ export function leafOf(gi: ParsedGroupInfo, leafIndex: number): LeafIdentity | n
   return leaf ? leafIdentity(leaf) : null;
 }
 
+/** The devices holding the leaves of a group's tree (blank and foreign leaves left out). */
+export function leavesOf(gi: ParsedGroupInfo): LeafIdentity[] {
+  const out: LeafIdentity[] = [];
+  for (let i = 0; gi.tree && i * 2 < gi.tree.length; i++) {
+    const leaf = leafOf(gi, i);
+    if (leaf) out.push(leaf);
+  }
+  return out;
+}
+
 // --- Commits -------------------------------------------------------------------------------------
 
 export interface ParsedCommit {

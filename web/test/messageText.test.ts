@@ -18,6 +18,8 @@ describe("system sentences", () => {
     expect(systemSentence(event("removed", "ann", ["cy"]), "bob", name, true)).toBe("Alice Adams removed Cy");
     expect(systemSentence(event("left", "bob"), "bob", name, true)).toBe("You left");
     expect(systemSentence(event("left", "cy"), "bob", name, true)).toBe("Cy left");
+    expect(systemSentence(event("deviceLoggedOut", "bob", ["bob"]), "bob", name, true)).toBe("One of your devices logged out");
+    expect(systemSentence(event("deviceLoggedOut", "cy", ["cy"]), "bob", name, true)).toBe("A device of Cy logged out");
   });
 
   it("say group for a group, conversation for a direct chat", () => {

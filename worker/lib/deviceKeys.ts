@@ -45,6 +45,16 @@ export async function devicesOf(env: Env, userIds: string[]): Promise<Array<Devi
   return rows.map((r) => ({ id: r.id, userId: r.user_id, name: r.name, createdAt: r.created_at, signatureKey: r.signature_key }));
 }
 
+/** The end-to-end encrypted conversations `userId` is a member of (D1's projection of the members). */
+export async function e2eeConversationsOf(env: Env, userId: string): Promise<string[]> {
+  const rows = await env.DB.prepare(
+    "SELECT m.conversation_id AS id FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ? AND c.e2ee = 1",
+  )
+    .bind(userId)
+    .all<{ id: string }>();
+  return rows.results.map((r) => r.id);
+}
+
 /** Sets the device's key once: the same key again is fine, another is refused. Returns the key now registered. */
 export async function registerSignatureKey(env: Env, deviceId: string, key: string): Promise<string | null> {
   await env.DB.prepare("UPDATE devices SET signature_key = ? WHERE id = ? AND signature_key IS NULL").bind(key, deviceId).run();

@@ -7,7 +7,8 @@ import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError } from "../lib/apiError";
 import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
-import { userStub } from "../../kernel/objects";
+import { conversationStub, userStub } from "../../kernel/objects";
+import { e2eeConversationsOf } from "../lib/deviceKeys";
 import { toUser } from "../lib/userRecords";
 import { passwordProblem } from "../lib/passwords";
 import { LoginThrottle, clientAddress, takeHourly, throttleKeys } from "../lib/throttle";
@@ -86,8 +87,30 @@ auth.post("/logout", requireAuth, async (c) => {
   await db(c.env).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.deviceId, deviceId));
   // The token is dead from here on; now close what the device still holds open.
   await userStub(c.env, userId).closeDevice(deviceId);
+  await noticeLoggedOutDevice(c.env, { userId, deviceId });
   return c.body(null, 204);
 });
+
+/**
+ * Tells each E2EE conversation of the user that the device is gone: those where it holds a leaf
+ * append a `deviceLoggedOut` system message, on which members' devices commit its Remove. The
+ * logout stands even if some are not reached: a client also looks for leaves of devices no longer
+ * listed when it opens a conversation (docs/e2ee.md, "Logout").
+ */
+async function noticeLoggedOutDevice(env: Env, device: { userId: string; deviceId: string }): Promise<void> {
+  let ids: string[];
+  try {
+    ids = await e2eeConversationsOf(env, device.userId);
+  } catch (err) {
+    console.warn("deviceLoggedOut: the user's E2EE conversations could not be read", String(err));
+    return;
+  }
+  const now = Date.now();
+  const results = await Promise.allSettled(ids.map((id) => conversationStub(env, id).mlsDeviceLoggedOut(device, now)));
+  for (const [i, r] of results.entries()) {
+    if (r.status === "rejected") console.warn(`deviceLoggedOut in ${ids[i]} failed`, String(r.reason));
+  }
+}
 
 export const me = newApp();
 

@@ -21,6 +21,7 @@ async function e2eeGroup() {
   const delivery = () =>
     new MlsDelivery(h.store, {
       appendCommit: (sender, clientMsgId, commit, now) => h.conversation.appendCommit(sender, clientMsgId, commit, now),
+      appendDeviceLoggedOut: (device, now) => h.conversation.appendDeviceLoggedOut(device, now),
       deliverWelcomes: () => welcomeCalls++,
       takeRateToken: () => 0,
     });
@@ -59,6 +60,24 @@ describe("MlsDelivery", () => {
     const winner = results[0]!.ok ? ["alice", a, "ra"] as const : ["bob", b, "rb"] as const;
     const retry = expectOk(await again.commit(identity(winner[0]), body(winner[1], winner[2]), keys, Date.now()));
     expect(retry.duplicate).toBe(true);
+  });
+
+  it("notices a logged-out device only where it holds a leaf of the group", async () => {
+    const { h, devices, keys, delivery, body } = await e2eeGroup();
+    const { alice, bob } = devices as Record<string, MlsDevice>;
+    const ds = delivery();
+    // Before the first commit no device but the creator's holds a leaf, and the server knows none.
+    expect(ds.deviceLoggedOut(identity("bob"), 1)).toBeNull();
+    await alice!.createGroup("c1");
+    const first = await alice!.commit("c1", { add: await bob!.generateKeyPackages(1) });
+    expectOk(await ds.commit(identity("alice"), body(first, "c0"), keys, Date.now()));
+    expect(ds.deviceLoggedOut({ userId: "bob", deviceId: "another-device" }, 2)).toBeNull();
+    expect(ds.deviceLoggedOut(identity("carol"), 2)).toBeNull();
+    expect(ds.deviceLoggedOut({ userId: "stranger", deviceId: "bob-device" }, 2)).toBeNull();
+    const notice = ds.deviceLoggedOut(identity("bob"), 3);
+    expect(notice).toMatchObject({ kind: "system", senderId: "bob", senderDeviceId: "bob-device" });
+    expect(JSON.parse(notice!.body!)).toEqual({ event: "deviceLoggedOut", actorId: "bob", userIds: ["bob"], deviceIds: ["bob-device"] });
+    expect(h.store.requireMeta().mlsEpoch).toBe(1);
   });
 
   it("takes application messages of the current epoch and the 3 before, and none other", async () => {

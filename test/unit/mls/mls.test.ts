@@ -6,6 +6,7 @@ import {
   checkOwnKeyPackage,
   isWelcome,
   leafOf,
+  leavesOf,
   readCommit,
   readGroupInfo,
   readPrivateMessage,
@@ -53,6 +54,7 @@ describe("MLS interface", () => {
     expect(info).toMatchObject({ groupId: "conv1", epoch: 1, hasExternalPub: true });
     expect(info.signer).toMatchObject({ userId: "ua", deviceId: "da" });
     expect(leafOf(info, 1)).toMatchObject({ userId: "ub", deviceId: "db" });
+    expect(leavesOf(info).map((l) => l.deviceId)).toEqual(["da", "db"]);
     expect(await verifyGroupInfo(info, alice.identity.signaturePublicKey)).toBe(true);
     expect(await verifyGroupInfo(info, bob.identity.signaturePublicKey)).toBe(false);
     alice.accept(first);

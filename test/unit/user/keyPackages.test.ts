@@ -48,6 +48,15 @@ describe("KeyPackageDirectory", () => {
     expect(directory.claim(["d1"], 4 * DAY)).toEqual([]);
   });
 
+  it("drops every package of a device that logged out, and only its", () => {
+    const directory = new KeyPackageDirectory(userSql());
+    directory.upload("d1", [kp("a")], kp("r1"), 0);
+    directory.upload("d2", [kp("b")], kp("r2"), 0);
+    directory.dropDevice("d1");
+    expect(directory.count("d1", 0)).toEqual({ count: 0, lastResort: false });
+    expect(directory.claim(["d1", "d2"], 0).map((c) => c.keyPackage)).toEqual(["b"]);
+  });
+
   it("limits claims per minute, from SQLite, so a new wake-up gets no fresh bucket", () => {
     const sql = userSql();
     const first = new KeyPackageDirectory(sql);
@@ -75,5 +84,10 @@ describe("Welcomes", () => {
     expect(welcomes.list("d1").map((x) => x.id)).toEqual(["w2"]);
     expect(welcomes.delete("d1", "w2")).toBe(true);
     expect(welcomes.list("d1")).toEqual([]);
+    // A device that logs out loses its Welcomes; another device's stay.
+    welcomes.receive([{ ...w, id: "w3" }, { ...w, id: "w4", deviceId: "d2" }]);
+    welcomes.dropDevice("d1");
+    expect(welcomes.list("d1")).toEqual([]);
+    expect(welcomes.list("d2").map((x) => x.id)).toEqual(["w4"]);
   });
 });

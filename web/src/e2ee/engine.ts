@@ -406,6 +406,42 @@ export class MlsDevice {
   members(conversationId: string) {
     return membersOf(this.group(conversationId));
   }
+
+  /**
+   * The group's leaves whose device is gone: no longer listed by the directory with that key (it
+   * logged out), or, given the conversation's `memberIds`, of a user no longer a member. Reads the
+   * directory afresh, once per user of the group. This device's own leaf is never stale here.
+   */
+  async staleLeaves(conversationId: string, memberIds?: readonly string[]): Promise<{ leafIndex: number; userId: string; deviceId: string }[]> {
+    if (!this.directory) throw new MlsError("finding gone devices needs a device directory");
+    const leaves = membersOf(this.group(conversationId)).filter((m) => m.deviceId !== this.identity.deviceId);
+    const members = memberIds ? new Set(memberIds) : null;
+    const listed = new Map<string, { id: string; signatureKey: string | null }[]>();
+    for (const userId of new Set(leaves.map((m) => m.userId))) {
+      if (members && !members.has(userId)) continue;
+      const devices = await this.directory(userId);
+      this.known.set(userId, devices);
+      listed.set(userId, devices);
+    }
+    return leaves
+      .filter((m) => {
+        if (members && !members.has(m.userId)) return true;
+        const key = toBase64Url(m.signatureKey);
+        return !(listed.get(m.userId) ?? []).some((d) => d.id === m.deviceId && d.signatureKey === key);
+      })
+      .map(({ leafIndex, userId, deviceId }) => ({ leafIndex, userId, deviceId }));
+  }
+
+  /**
+   * A commit removing every stale leaf (see staleLeaves), or null when there is none. Post it like
+   * any commit; on a 409 process what was missed and call this again: another member may have
+   * removed them already, and then it returns null.
+   */
+  async removeStale(conversationId: string, memberIds?: readonly string[]): Promise<PendingCommit | null> {
+    const stale = await this.staleLeaves(conversationId, memberIds);
+    if (stale.length === 0) return null;
+    return this.commit(conversationId, { removeDevices: [...new Set(stale.map((s) => s.deviceId))] });
+  }
 }
 
 /**

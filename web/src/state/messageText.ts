@@ -27,6 +27,8 @@ export function systemSentence(body: string | null, me: string, name: (id: strin
       return `${actor} removed ${list}`;
     case "left":
       return `${actor} left`;
+    case "deviceLoggedOut":
+      return `${event.actorId === me ? "One of your devices" : `A device of ${name(event.actorId)}`} logged out`;
   }
 }
 
