@@ -6,12 +6,14 @@
 //   (people.ts), typing (typing.ts), threads (threads.ts), presence (presenceWatch.ts), the
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
 //   the theme (preferences.ts), the offline cache (localCache.ts).
-import type { Conversation, MediaRef, Presence, User } from "../../../protocol";
+import type { Conversation, MediaRef, Message, Presence, User } from "../../../protocol";
+import type { Shown } from "../e2ee/content";
 import { Api } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
 import type { Browser, Theme } from "./browser";
 import { Chats } from "./chats";
 import { Connection } from "./connection";
+import { E2ee } from "./e2ee";
 import { LocalCache } from "./localCache";
 import { Navigation } from "./navigation";
 import { People } from "./people";
@@ -52,6 +54,7 @@ export class AppStore {
   readonly push: PushNotifications;
   readonly uploads: Uploads;
   readonly preferences: Preferences;
+  readonly e2ee: E2ee;
 
   constructor(
     private readonly browser: Browser,
@@ -90,6 +93,7 @@ export class AppStore {
     this.push = new PushNotifications(core, this.api, browser, this);
     this.uploads = new Uploads(core, browser);
     this.preferences = new Preferences(core, browser);
+    this.e2ee = new E2ee(core, this.api, browser);
   }
 
   get state(): AppState {
@@ -156,6 +160,7 @@ export class AppStore {
 
   private async stopAccount(userId: string): Promise<void> {
     this.connection.closeAll();
+    this.e2ee.stop();
     this.core.db?.close();
     this.core.db = null;
     this.sendQueue.detach();
@@ -195,11 +200,15 @@ export class AppStore {
   setAtBottom(atBottom: boolean): void {
     this.chats.setAtBottom(atBottom);
   }
-  startDirect(userId: string): Promise<void> {
-    return this.chats.startDirect(userId);
+  startDirect(userId: string, e2ee = false): Promise<void> {
+    return this.chats.startDirect(userId, e2ee);
   }
-  createGroup(title: string, memberIds: string[]): Promise<void> {
-    return this.chats.createGroup(title, memberIds);
+  createGroup(title: string, memberIds: string[], e2ee = false): Promise<void> {
+    return this.chats.createGroup(title, memberIds, e2ee);
+  }
+  /** What a message of an E2EE conversation says on this device, or why it says nothing. */
+  shown(message: Message): Shown {
+    return this.e2ee.shown(message);
   }
   addMembers(conversationId: string, userIds: string[]): Promise<void> {
     return this.chats.addMembers(conversationId, userIds);
