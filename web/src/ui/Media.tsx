@@ -21,8 +21,9 @@ export async function startUploads(store: AppStore, cache: MediaCache, conversat
 
 /**
  * Uploads one file. In an E2EE conversation it is sealed first (a fresh key per file) and goes up
- * as application/octet-stream under a neutral name with no facts; its real name, type, size and
- * dimensions travel inside the MLS message with the seal. Returns the seal, if any.
+ * as application/octet-stream under a neutral name, with no facts but its thumbnail's id (which
+ * lets the members fetch the thumbnail's blob too); its real name, type, size and dimensions
+ * travel inside the MLS message with the seal. Returns the seal, if any.
  */
 async function sendUp(token: string, file: Blob, name: string, facts: MediaFacts, onProgress: (loaded: number) => void, sealed: boolean, started: (h: UploadHandle) => void) {
   if (!sealed) {
@@ -31,7 +32,7 @@ async function sendUp(token: string, file: Blob, name: string, facts: MediaFacts
     return { media: await handle.done, seal: undefined };
   }
   const { blob, seal } = await sealFile(new Uint8Array(await file.arrayBuffer()));
-  const handle = upload(token, new Blob([blob], { type: "application/octet-stream" }), "encrypted", {}, onProgress);
+  const handle = upload(token, new Blob([blob], { type: "application/octet-stream" }), "encrypted", facts.thumbnailId ? { thumbnailId: facts.thumbnailId } : {}, onProgress);
   started(handle);
   return { media: await handle.done, seal: seal as FileSeal | undefined };
 }

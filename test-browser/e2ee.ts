@@ -1,0 +1,90 @@
+// End-to-end encryption in the web client: two users in two Chromium contexts, each with its own
+// IndexedDB and MLS state, chat in an E2EE group; the server's copy holds ciphertext only.
+import type { Page } from "playwright-core";
+import { waitUntil, type Test } from "./harness.ts";
+import { bubble, conversationIdOf, drawPng, expectMessage, openConversation, send, session, user } from "./run.ts";
+
+/** This device's MLS state for the open conversation is ready (no "setting up" line, no problem). */
+async function encryptionReady(page: Page): Promise<void> {
+  await page.getByRole("textbox", { name: "Message" }).waitFor();
+  await waitUntil("end-to-end encryption set up on this device", async () => (await page.locator('[data-testid="e2ee-status"]').count()) === 0, 30_000);
+}
+
+/** The server's answer for the conversation's messages, as text, through the page's own token. */
+async function serverHistory(page: Page, conversationId: string): Promise<string> {
+  const { token } = await session(page);
+  return page.evaluate(
+    async ([id, t]) => (await fetch(`/conversations/${encodeURIComponent(id)}/messages?after=0&limit=500`, { headers: { authorization: `Bearer ${t}` } })).text(),
+    [conversationId, token] as const,
+  );
+}
+
+export const e2eeTests: Test[] = [
+  {
+    name: "E2EE: two Chromium contexts chat in an encrypted group and send an image; the server holds no plaintext",
+    fn: async (ctx) => {
+      const ann = await user(ctx, "Ann");
+      const bob = await user(ctx, "Bob");
+      const marker = `plaintext-marker-${Date.now().toString(36)}`;
+
+      // Ann creates the group with the lock on.
+      await ann.page.getByRole("button", { name: "New group" }).click();
+      await ann.page.getByLabel("Group name").fill("Secret plans");
+      await ann.page.getByLabel("Add people").fill(bob.username);
+      await ann.page.locator(`button.person[data-username="${bob.username}"]`).click();
+      await ann.page.getByRole("checkbox", { name: /End-to-end encrypted/ }).check();
+      await ann.page.getByRole("button", { name: /Create group with 1 person/ }).click();
+      const id = await conversationIdOf(ann.page);
+      await encryptionReady(ann.page);
+
+      // Bob's list shows the lock; his device (new to E2EE, so no key package was there to add)
+      // joins by an external commit when the conversation reaches it.
+      const item = bob.page.locator(`a.conv-item[data-conversation="${id}"]`);
+      await item.locator('[title="End-to-end encrypted"]').waitFor({ timeout: 20_000 });
+      await openConversation(bob.page, id);
+      await encryptionReady(bob.page);
+
+      // Both ways, in real time.
+      await send(ann.page, `Hello Bob ${marker}`);
+      await expectMessage(ann.page, `Hello Bob ${marker}`);
+      await expectMessage(bob.page, `Hello Bob ${marker}`);
+      await send(bob.page, "Hi Ann, only we can read this");
+      await expectMessage(ann.page, "Hi Ann, only we can read this");
+
+      // An image: sealed on Ann's device, opened on Bob's.
+      const png = await drawPng(ann.page);
+      await ann.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: `${marker}.png`, mimeType: "image/png", buffer: png });
+      const picture = bob.page.locator(`.chat .msg-row img[alt="${marker}.png"]`);
+      await picture.waitFor({ timeout: 20_000 });
+      await waitUntil("the image decrypted on Bob's device", () =>
+        picture.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0 && img.src.startsWith("blob:")),
+      );
+      await bob.page.getByRole("button", { name: `Open image ${marker}.png` }).click();
+      const full = bob.page.locator(".lightbox img");
+      await waitUntil("the full image decrypted", () => full.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth === 640));
+      await bob.page.keyboard.press("Escape");
+
+      // The server's copy: ciphertexts and commits, no body, no marker, blobs as octet-stream.
+      const raw = await serverHistory(bob.page, id);
+      if (raw.includes(marker) || raw.includes("only we can read")) throw new Error("the server's history holds plaintext");
+      const { messages } = JSON.parse(raw) as { messages: { kind: string; body: string | null; media: { contentType: string; name: string; thumbnailId?: string }[] }[] };
+      const encrypted = messages.filter((m) => m.kind === "encrypted");
+      if (encrypted.length !== 3) throw new Error(`expected 3 encrypted messages, got ${messages.map((m) => m.kind).join(",")}`);
+      if (encrypted.some((m) => m.body !== null)) throw new Error("an encrypted message has a body on the server");
+      if (!messages.some((m) => m.kind === "mls.commit")) throw new Error("no MLS commit in the sequence");
+      const blobs = encrypted.flatMap((m) => m.media);
+      if (blobs.length !== 1 || blobs.some((b) => b.contentType !== "application/octet-stream" || b.name.includes(marker) || !b.thumbnailId)) {
+        throw new Error(`the image and its thumbnail should be opaque blobs: ${JSON.stringify(blobs)}`);
+      }
+
+      // A reload keeps what this device decrypted (IndexedDB), and its MLS state goes on.
+      await bob.page.reload();
+      await encryptionReady(bob.page);
+      await expectMessage(bob.page, `Hello Bob ${marker}`);
+      await expectMessage(bob.page, "Hi Ann, only we can read this");
+      await send(bob.page, "after a reload");
+      await expectMessage(ann.page, "after a reload");
+      if ((await bubble(ann.page, "after a reload").count()) !== 1) throw new Error("the message shows twice");
+    },
+  },
+];
