@@ -22,6 +22,9 @@ const KEY_PACKAGES_BATCH = 20;
 /** Attempts at a commit that keeps losing the epoch race before giving up for now. */
 const COMMIT_ATTEMPTS = 6;
 const PAGE = 200;
+/** How long a device already added to a group waits for its Welcome before joining by itself. */
+const WELCOME_WAITS = 4;
+const WELCOME_WAIT_MS = 500;
 
 /** A decrypted message's content, or why this device has none. */
 export type PlainEntry = Content | { failed: string };
@@ -33,6 +36,8 @@ export interface GroupProgress {
   joinedSeq: number;
   /** Why this device stopped processing the conversation (a fork, a failed commit, removed). */
   problem?: string;
+  /** Users the member list dropped (system messages) whose leaves are still to be removed. */
+  departed?: string[];
 }
 
 export interface ConversationCrypto {
@@ -73,6 +78,7 @@ export interface E2eeClientDeps {
   exclusive: <T>(fn: () => Promise<T>) => Promise<T>;
   engine: () => Promise<EngineModule>;
   newId?: () => string;
+  sleep?: (ms: number) => Promise<void>;
 }
 
 export class E2eeClient {
@@ -81,9 +87,11 @@ export class E2eeClient {
   /** The version of the stored record `device` was restored from. */
   private version = -1;
   private readonly newId: () => string;
+  private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(private readonly deps: E2eeClientDeps) {
     this.newId = deps.newId ?? (() => crypto.randomUUID());
+    this.sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
   private get api() {
@@ -205,6 +213,16 @@ export class E2eeClient {
       const info = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}/mls/group-info`, GroupInfoAnswer);
       if (info.groupInfo === null) return false;
       const pending = await device.joinExternal(conversationId, info.groupInfo);
+      // A member's device added this one (with a key package) a moment ago: its Welcome is on the
+      // way, and joining again would give the device a second leaf.
+      const { membersOf } = await this.deps.engine();
+      if (membersOf(pending.next).filter((m) => m.deviceId === this.deps.deviceId).length > 1) {
+        for (let wait = 1; wait <= WELCOME_WAITS && !device.groups.has(conversationId); wait++) {
+          await this.sleep(WELCOME_WAIT_MS * wait);
+          await this.acceptWelcomes(device, record);
+        }
+        if (device.groups.has(conversationId)) return true;
+      }
       const message = await this.postCommit(pending);
       if (message) {
         device.accept(pending);
@@ -280,6 +298,7 @@ export class E2eeClient {
     device: MlsDevice,
     record: StoredDevice,
     change: { addUsers?: string[]; removeUsers?: string[]; always?: boolean },
+    removing = false,
   ): Promise<void> {
     const claimed = change.addUsers?.length
       ? (await this.api.call("POST", "/mls/key-packages/claim", Claimed, { userIds: change.addUsers })).keyPackages
@@ -296,7 +315,7 @@ export class E2eeClient {
         await this.save(device, record);
         return;
       }
-      await this.catchUpLocked(conversationId, device, record);
+      await this.catchUpLocked(conversationId, device, record, [], removing);
     }
     throw new Error("could not commit: the group kept changing");
   }
@@ -335,7 +354,7 @@ export class E2eeClient {
     };
   }
 
-  private async catchUpLocked(conversationId: string, device: MlsDevice, record: StoredDevice, known: Message[] = []): Promise<ConversationCrypto> {
+  private async catchUpLocked(conversationId: string, device: MlsDevice, record: StoredDevice, known: Message[] = [], removing = false): Promise<ConversationCrypto> {
     if (!device.groups.has(conversationId)) {
       await this.register(device, record);
       await this.restock(device, record);
@@ -356,6 +375,8 @@ export class E2eeClient {
             progress.problem = /forked/.test(why) ? `The encryption state of this conversation forked (${why}).` : `A change to the group could not be applied (${why}).`;
           }
           if (!progress.problem && !device.isActive(conversationId)) progress.problem = "This device was removed from the group.";
+        } else if (m.kind === "system" && m.body) {
+          noteDeparture(progress, m.body);
         } else if (m.kind === "encrypted" && m.ciphertext) {
           if (m.senderDeviceId === this.deps.deviceId) {
             // MLS does not let a sender decrypt its own message: the text was kept when it was sealed.
@@ -392,6 +413,19 @@ export class E2eeClient {
         await this.save(device, record);
       }
     }
+    if (progress.departed?.length && !progress.problem && !removing) {
+      // The member list is the access list: their leaves go from the group too. Every member's
+      // device may try; the server's epoch check lets one commit win, and the others then find
+      // nothing left to remove.
+      try {
+        await this.commitChange(conversationId, device, record, { removeUsers: progress.departed.filter((u) => u !== this.deps.userId) }, true);
+        delete progress.departed;
+        await this.save(device, record);
+      } catch (err) {
+        // Kept for the next catch-up; reading the conversation goes on meanwhile.
+        if (err instanceof E2eeUnavailable) throw err;
+      }
+    }
     return this.result(progress, plain);
   }
 
@@ -411,4 +445,21 @@ export class E2eeClient {
       return ciphertext;
     });
   }
+}
+
+/** Notes who left or was removed (a system message's event), and forgets who was added back. */
+function noteDeparture(progress: GroupProgress, body: string): void {
+  let event: { event?: unknown; userIds?: unknown };
+  try {
+    event = JSON.parse(body) as typeof event;
+  } catch {
+    return;
+  }
+  if (!Array.isArray(event.userIds)) return;
+  const users = event.userIds.filter((u): u is string => typeof u === "string");
+  const departed = new Set(progress.departed ?? []);
+  if (event.event === "removed" || event.event === "left") for (const u of users) departed.add(u);
+  else if (event.event === "added") for (const u of users) departed.delete(u);
+  if (departed.size > 0) progress.departed = [...departed];
+  else delete progress.departed;
 }
