@@ -5,7 +5,8 @@
 //   the outbox (sendQueue.ts), conversations, timelines and receipts (chats.ts), users
 //   (people.ts), typing (typing.ts), threads (threads.ts), presence (presenceWatch.ts), the
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
-//   the theme (preferences.ts), the offline cache (localCache.ts).
+//   the theme (preferences.ts), the offline cache (localCache.ts), end-to-end encrypted
+//   conversations (e2ee.ts).
 import type { Conversation, MediaRef, Message, Presence, User } from "../../../protocol";
 import type { Shown } from "../e2ee/content";
 import { Api } from "../lib/api";

@@ -2,11 +2,13 @@
 // can read and from where (`state.crypto`), what each message says (`shown`), sealing what goes
 // out (`seal`, called by the send queue at send time), and the group changes that follow the
 // member list (created, members added or removed). The MLS work itself is web/src/e2ee/client.ts,
-// which loads the engine only once a conversation here is E2EE.
+// loaded (with the engine) by dynamic import once a conversation here is E2EE: a client without
+// one never downloads either.
 import type { Conversation, Message } from "../../../protocol";
 import { NetworkError, isTransient, type Api } from "../lib/api";
 import type { OutboxItem } from "../state/offlineOutbox";
-import { E2eeClient, E2eeUnavailable, type ConversationCrypto } from "../e2ee/client";
+import type { ConversationCrypto, E2eeClient } from "../e2ee/client";
+import { E2eeUnavailable } from "../e2ee/errors";
 import { SealedMedia, type Content, type Shown } from "../e2ee/content";
 import type { Exclusive } from "../e2ee/lock";
 import type { StoreCore } from "./storeCore";
@@ -14,7 +16,7 @@ import type { StoreCore } from "./storeCore";
 const NO_STORE = "This browser keeps no local data for this site, and encrypted chats need it.";
 
 export class E2ee {
-  private client: E2eeClient | null = null;
+  private client: Promise<E2eeClient> | null = null;
   /** What this page sealed, by clientMsgId: shown at once when its message comes back. */
   private readonly sealedHere = new Map<string, Content>();
   /** One catch-up per conversation at a time; what arrives meanwhile waits for the next. */
@@ -35,14 +37,14 @@ export class E2ee {
     return this.state.conversations.get(conversationId)?.e2ee === true;
   }
 
-  /** The client, made on first need: the engine is loaded then, and the device set up. */
-  private get device(): E2eeClient | null {
+  /** The client, made on first need: its module and the engine are loaded then, and the device set up. */
+  private device(): Promise<E2eeClient> | null {
     const session = this.state.session;
     const db = this.core.db;
     if (!session || !db) return null;
-    if (!this.client) {
+    this.client ??= import("../e2ee/client").then(({ E2eeClient }) => {
       const lockName = `edge-chat-mls:${session.user.id}`;
-      this.client = new E2eeClient({
+      const client = new E2eeClient({
         userId: session.user.id,
         deviceId: session.deviceId,
         api: this.api,
@@ -50,8 +52,9 @@ export class E2ee {
         exclusive: (fn) => this.browser.exclusive(lockName, fn),
         engine: () => import("../e2ee/engine"),
       });
-      this.client.ready().catch((err: unknown) => this.report(null, err));
-    }
+      client.ready().catch((err: unknown) => this.report(null, err));
+      return client;
+    });
     return this.client;
   }
 
@@ -86,9 +89,17 @@ export class E2ee {
       return;
     }
     const run = (async () => {
-      const device = this.device;
-      if (!device) {
+      const pending = this.device();
+      if (!pending) {
         this.setCrypto(conversationId, { status: "problem", problem: NO_STORE, processedSeq: 0, joinedSeq: 0, plain: new Map() });
+        return;
+      }
+      let device: E2eeClient;
+      try {
+        device = await pending;
+      } catch (err) {
+        // The module could not be loaded (offline before the service worker cached it).
+        this.report(conversationId, err);
         return;
       }
       try {
@@ -150,8 +161,9 @@ export class E2ee {
 
   /** The ciphertext of an outbox item, made now, at the group's current epoch. */
   async seal(item: OutboxItem): Promise<string> {
-    const device = this.device;
-    if (!device) throw new E2eeUnavailable(NO_STORE);
+    const pending = this.device();
+    if (!pending) throw new E2eeUnavailable(NO_STORE);
+    const device = await pending;
     const media = (item.media ?? []).flatMap((m) => {
       const sealed = SealedMedia.safeParse(m);
       return sealed.success ? [sealed.data] : [];
@@ -164,9 +176,10 @@ export class E2ee {
 
   /** This user created an E2EE conversation: set up its group with the members' devices. */
   async created(conv: Conversation): Promise<void> {
-    const device = this.device;
-    if (!device) return;
+    const pending = this.device();
+    if (!pending) return;
     try {
+      const device = await pending;
       const others = conv.members.map((m) => m.userId).filter((id) => id !== this.core.me);
       this.setCrypto(conv.id, await device.create(conv.id, others));
     } catch (err) {
@@ -175,22 +188,30 @@ export class E2ee {
   }
 
   membersAdded(conversationId: string, userIds: string[]): void {
-    const device = this.isE2ee(conversationId) ? this.device : null;
-    device?.addUsers(conversationId, userIds).then((c) => this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
+    if (!this.isE2ee(conversationId)) return;
+    this.device()
+      ?.then((d) => d.addUsers(conversationId, userIds))
+      .then((c) => this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
   }
 
   membersRemoved(conversationId: string, userIds: string[]): void {
-    const device = this.isE2ee(conversationId) ? this.device : null;
-    device?.removeUsers(conversationId, userIds).then((c) => this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
+    if (!this.isE2ee(conversationId)) return;
+    this.device()
+      ?.then((d) => d.removeUsers(conversationId, userIds))
+      .then((c) => this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
   }
 
   /** A Welcome for this device (`mls.welcome`): join, then read the conversation. */
   welcome(conversationId: string): void {
-    this.device?.welcomed().then(() => this.refresh(conversationId), (err: unknown) => this.report(conversationId, err));
+    this.device()
+      ?.then((d) => d.welcomed())
+      .then(() => this.refresh(conversationId), (err: unknown) => this.report(conversationId, err));
   }
 
   /** The server handed out this device's key packages (`mls.keyPackagesLow`): upload more. */
   keyPackagesLow(): void {
-    this.device?.replenish().catch((err: unknown) => this.report(null, err));
+    this.device()
+      ?.then((d) => d.replenish())
+      .catch((err: unknown) => this.report(null, err));
   }
 }

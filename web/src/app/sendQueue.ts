@@ -5,7 +5,7 @@
 // cannot duplicate a message. A timer flushes again when the earliest backoff ends.
 import type { MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
-import { E2eeUnavailable } from "../e2ee/client";
+import { E2eeUnavailable } from "../e2ee/errors";
 import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
 import type { Browser } from "./browser";
 import type { StoreCore } from "./storeCore";

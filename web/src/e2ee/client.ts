@@ -13,6 +13,9 @@ import { ApiRequestError, Schemas, qs, type Api } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
 import { decodeContent, encodeContent, type Content } from "./content";
 import type { DeviceSnapshot, MlsDevice, PendingCommit } from "./engine";
+import { E2eeUnavailable } from "./errors";
+
+export { E2eeUnavailable };
 
 export type EngineModule = typeof import("./engine");
 
@@ -61,7 +64,6 @@ const DEVICE_KEY = "mls:device";
 const plainKey = (conversationId: string) => `mls:plain:${conversationId}`;
 const SENT_KEY = "mls:sent";
 
-export class E2eeUnavailable extends Error {}
 
 const GroupInfoAnswer = z.object({ epoch: z.number(), groupInfo: z.string().nullable() });
 const Welcomes = z.object({ welcomes: z.array(PendingWelcome) });
