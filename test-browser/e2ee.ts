@@ -2,7 +2,7 @@
 // IndexedDB and MLS state, chat in an E2EE group; the server's copy holds ciphertext only.
 import type { Page } from "playwright-core";
 import { waitUntil, type Test } from "./harness.ts";
-import { bubble, conversationIdOf, drawPng, expectMessage, openConversation, send, session, user } from "./run.ts";
+import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, user } from "./run.ts";
 
 /** This device's MLS state for the open conversation is ready (no "setting up" line, no problem). */
 async function encryptionReady(page: Page): Promise<void> {
@@ -50,6 +50,8 @@ export const e2eeTests: Test[] = [
       await expectMessage(bob.page, `Hello Bob ${marker}`);
       await send(bob.page, "Hi Ann, only we can read this");
       await expectMessage(ann.page, "Hi Ann, only we can read this");
+      // Receipts are metadata, and work as in any conversation.
+      await expectTick(ann.page, `Hello Bob ${marker}`, "read");
 
       // An image: sealed on Ann's device, opened on Bob's.
       const png = await drawPng(ann.page);
@@ -64,17 +66,40 @@ export const e2eeTests: Test[] = [
       await waitUntil("the full image decrypted", () => full.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth === 640));
       await bob.page.keyboard.press("Escape");
 
+      // A voice note: sealed like any file; Bob's player decodes the opened note for its waveform.
+      await ann.page.getByRole("button", { name: "Record voice message" }).click();
+      await ann.page.getByRole("timer").filter({ hasText: /0:01/ }).waitFor({ timeout: 10_000 });
+      await ann.page.getByRole("button", { name: "Send voice message" }).click();
+      const note = bob.page.locator(".chat .voice-note").last();
+      await note.getByRole("button", { name: /^Play voice message, 0:0[1-9]$/ }).waitFor({ timeout: 20_000 });
+      await waitUntil("the waveform of the decrypted note", async () => (await note.locator(".waveform i").evaluateAll((bars) => bars.map((b) => (b instanceof HTMLElement ? b.style.height : "")))).includes("100%"), 15_000);
+
+      // A thread reply: its root is in the clear (threadRootSeq), its text is not.
+      await bubble(bob.page, `Hello Bob ${marker}`).getByRole("button", { name: "Reply in thread" }).click();
+      await send(bob.page, "A reply in the thread", "Reply in thread");
+      await bubble(ann.page, `Hello Bob ${marker}`).getByRole("button", { name: "1 reply" }).click({ timeout: 15_000 });
+      await expectMessage(ann.page, "A reply in the thread", ".thread-panel");
+      await ann.page.getByRole("button", { name: "Close thread" }).click();
+      await bob.page.getByRole("button", { name: "Close thread" }).click();
+
+      // The offline outbox: written offline, kept as plaintext on the device, sealed when it goes.
+      await ann.context.setOffline(true);
+      await send(ann.page, "written offline");
+      await bubble(ann.page, "written offline").locator('[data-tick="pending"]').waitFor();
+      await ann.context.setOffline(false);
+      await expectMessage(bob.page, "written offline");
+
       // The server's copy: ciphertexts and commits, no body, no marker, blobs as octet-stream.
       const raw = await serverHistory(bob.page, id);
-      if (raw.includes(marker) || raw.includes("only we can read")) throw new Error("the server's history holds plaintext");
+      if (raw.includes(marker) || raw.includes("only we can read") || raw.includes("reply in the thread") || raw.includes("written offline")) throw new Error("the server's history holds plaintext");
       const { messages } = JSON.parse(raw) as { messages: { kind: string; body: string | null; media: { contentType: string; name: string; thumbnailId?: string }[] }[] };
       const encrypted = messages.filter((m) => m.kind === "encrypted");
-      if (encrypted.length !== 3) throw new Error(`expected 3 encrypted messages, got ${messages.map((m) => m.kind).join(",")}`);
+      if (encrypted.length !== 6) throw new Error(`expected 3 encrypted messages, got ${messages.map((m) => m.kind).join(",")}`);
       if (encrypted.some((m) => m.body !== null)) throw new Error("an encrypted message has a body on the server");
       if (!messages.some((m) => m.kind === "mls.commit")) throw new Error("no MLS commit in the sequence");
       const blobs = encrypted.flatMap((m) => m.media);
-      if (blobs.length !== 1 || blobs.some((b) => b.contentType !== "application/octet-stream" || b.name.includes(marker) || !b.thumbnailId)) {
-        throw new Error(`the image and its thumbnail should be opaque blobs: ${JSON.stringify(blobs)}`);
+      if (blobs.length !== 2 || blobs.some((b) => b.contentType !== "application/octet-stream" || b.name !== "encrypted") || !blobs[0]!.thumbnailId) {
+        throw new Error(`the image (with its thumbnail) and the voice note should be opaque blobs: ${JSON.stringify(blobs)}`);
       }
 
       // A reload keeps what this device decrypted (IndexedDB), and its MLS state goes on.

@@ -76,7 +76,7 @@ async function tickOf(page: Page, text: string): Promise<string | null> {
   return bubble(page, text).first().locator(".ticks").getAttribute("data-tick", { timeout: 5000 });
 }
 
-async function expectTick(page: Page, text: string, tick: string): Promise<void> {
+export async function expectTick(page: Page, text: string, tick: string): Promise<void> {
   await waitUntil(`tick "${tick}" on "${text}"`, async () => (await tickOf(page, text)) === tick, 15_000);
 }
 
