@@ -19,9 +19,18 @@ async function serverHistory(page: Page, conversationId: string): Promise<string
   );
 }
 
+/** New chat with the lock on: an end-to-end encrypted direct conversation. */
+async function startEncryptedDirect(page: Page, username: string): Promise<string> {
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.getByRole("checkbox", { name: /End-to-end encrypted/ }).check();
+  await page.getByLabel("Find people by username").fill(username);
+  await page.locator(`button.person[data-username="${username}"]`).click({ timeout: 10_000 });
+  return conversationIdOf(page);
+}
+
 export const e2eeTests: Test[] = [
   {
-    name: "E2EE: two Chromium contexts chat in an encrypted group and send an image; the server holds no plaintext",
+    name: "E2EE: two Chromium contexts chat in an encrypted group, send an image, a voice note, a thread reply and an offline message; the server holds no plaintext",
     fn: async (ctx) => {
       const ann = await user(ctx, "Ann");
       const bob = await user(ctx, "Bob");
@@ -110,6 +119,40 @@ export const e2eeTests: Test[] = [
       await send(bob.page, "after a reload");
       await expectMessage(ann.page, "after a reload");
       if ((await bubble(ann.page, "after a reload").count()) !== 1) throw new Error("the message shows twice");
+    },
+  },
+  {
+    name: "E2EE: a direct chat with the lock on; a device with key packages joins by its Welcome",
+    fn: async (ctx) => {
+      const ann = await user(ctx, "Ann");
+      const bob = await user(ctx, "Bob");
+      const cy = await user(ctx, "Cy");
+      // Bob's device takes part in E2EE once (a chat with Cy), so it has key packages on the server.
+      await startEncryptedDirect(bob.page, cy.username);
+      await encryptionReady(bob.page);
+
+      const id = await startEncryptedDirect(ann.page, bob.username);
+      await encryptionReady(ann.page);
+      const { token } = await session(ann.page);
+      // Ann's first commit added Bob's device with a Welcome: it is in the group without a commit of its own.
+      const commitsBefore = await ann.page.evaluate(
+        async ([c, t]) => {
+          const res = await fetch(`/conversations/${encodeURIComponent(c)}/messages?after=0&limit=500`, { headers: { authorization: `Bearer ${t}` } });
+          const { messages } = (await res.json()) as { messages: { kind: string }[] };
+          return messages.filter((m) => m.kind === "mls.commit").length;
+        },
+        [id, token] as const,
+      );
+      if (commitsBefore !== 1) throw new Error(`expected Ann's one commit, got ${commitsBefore}`);
+      await openConversation(bob.page, id);
+      await encryptionReady(bob.page);
+      await send(ann.page, "Welcome aboard");
+      await expectMessage(bob.page, "Welcome aboard");
+      await send(bob.page, "Thanks, read you");
+      await expectMessage(ann.page, "Thanks, read you");
+      const raw = await serverHistory(bob.page, id);
+      if (raw.includes("Welcome aboard") || raw.includes("read you")) throw new Error("the server's history holds plaintext");
+      if (raw.split('"kind":"mls.commit"').length - 1 !== 1) throw new Error("Bob's device joined by a commit of its own rather than its Welcome");
     },
   },
 ];
