@@ -239,4 +239,31 @@ describe("the E2EE client", () => {
     expect(seen.status).toBe("problem");
     expect(seen.problem).toMatch(/forked/);
   });
+
+  it("a commit it cannot check while offline is retried later, not taken for a broken group", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob", "cat"]);
+    const ann = sim(server, "ann");
+    let offline = false;
+    const bobFetch = server.fetchFor("bob", "bob-d1");
+    const bob = sim(server, "bob", "bob-d1", {
+      fetch: async (path, init) => {
+        if (offline && path.startsWith("/users/")) throw new TypeError("Failed to fetch");
+        return bobFetch(path, init);
+      },
+    });
+    await bob.client.ready();
+    await ann.client.create("c1", ["bob"]);
+    await bob.client.catchUp("c1");
+    // Cat joins; Bob must look her device up to accept her leaf, and cannot.
+    const cat = sim(server, "cat");
+    await cat.client.catchUp("c1");
+    offline = true;
+    await expect(bob.client.catchUp("c1")).rejects.toThrow(/Failed to fetch/);
+    offline = false;
+    await say(server, cat, "c1", "cat made it");
+    const seen = await bob.client.catchUp("c1");
+    expect(seen.status).toBe("ready");
+    expect(texts(seen.plain)).toEqual(["cat made it"]);
+  });
 });

@@ -9,7 +9,7 @@
 // decrypted: MLS deletes a message's key once used, so a message can be decrypted once, by one tab.
 import * as z from "zod";
 import { ClaimedKeyPackage, Message, PendingWelcome, type DeviceWithKey } from "../../../protocol";
-import { ApiRequestError, Schemas, qs, type Api } from "../lib/api";
+import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
 import { decodeContent, encodeContent, type Content } from "./content";
 import type { DeviceSnapshot, MlsDevice, PendingCommit } from "./engine";
@@ -199,7 +199,9 @@ export class E2eeClient {
           await device.joinFromWelcome(w.welcome);
           record.groups[w.conversationId] = { processedSeq: w.seq, joinedSeq: w.seq };
           await this.save(device, record);
-        } catch {
+        } catch (err) {
+          // The device directory could not be read: keep the Welcome for the next try.
+          if (transient(err)) throw err;
           // Not for a key package this device holds (a state restored from before it was made):
           // the device joins by an external commit instead.
         }
@@ -373,6 +375,8 @@ export class E2eeClient {
           try {
             await device.processCommit(conversationId, m.commit);
           } catch (err) {
+            // Checking a new leaf reads the device directory: offline is not a broken group.
+            if (transient(err)) throw err;
             const why = err instanceof Error ? err.message : String(err);
             progress.problem = /forked/.test(why) ? `The encryption state of this conversation forked (${why}).` : `A change to the group could not be applied (${why}).`;
           }
@@ -447,6 +451,11 @@ export class E2eeClient {
       return ciphertext;
     });
   }
+}
+
+/** A failure that says nothing about the group: the network, or the server busy. */
+function transient(err: unknown): boolean {
+  return isTransient(err) || (err instanceof Error && isTransient(err.cause));
 }
 
 /** Notes who left or was removed (a system message's event), and forgets who was added back. */
