@@ -17,6 +17,8 @@ const NO_STORE = "This browser keeps no local data for this site, and encrypted 
 
 export class E2ee {
   private client: Promise<E2eeClient> | null = null;
+  /** The device is registered and its key packages stocked (set up again after a failure, e.g. offline). */
+  private setUp: Promise<void> | null = null;
   /** What this page sealed, by clientMsgId: shown at once when its message comes back. */
   private readonly sealedHere = new Map<string, Content>();
   /** One catch-up per conversation at a time; what arrives meanwhile waits for the next. */
@@ -52,15 +54,22 @@ export class E2ee {
         exclusive: (fn) => this.browser.exclusive(lockName, fn),
         engine: () => import("../e2ee/engine"),
       });
-      client.ready().catch((err: unknown) => this.report(null, err));
       return client;
     });
+    this.setUp ??= this.client
+      .then((c) => c.ready())
+      .catch((err: unknown) => {
+        // Offline or the server busy: the next use tries again.
+        if (isTransient(err)) this.setUp = null;
+        this.report(null, err);
+      });
     return this.client;
   }
 
   /** Signed out: what belonged to the account goes. */
   stop(): void {
     this.client = null;
+    this.setUp = null;
     this.sealedHere.clear();
     this.waiting.clear();
   }

@@ -442,7 +442,9 @@ export class E2eeClient {
   seal(conversationId: string, clientMsgId: string, content: Content): Promise<string> {
     return this.locked(async (device, record) => {
       const state = await this.catchUpLocked(conversationId, device, record);
-      if (state.status !== "ready") throw new E2eeUnavailable(state.problem ?? "encryption is not set up for this conversation yet");
+      if (state.status === "problem") throw new E2eeUnavailable(state.problem ?? "encryption failed in this conversation");
+      // Waiting for the group's creator: the outbox tries again a little later.
+      if (state.status !== "ready") throw new Error("encryption is not set up for this conversation yet");
       const ciphertext = await device.encrypt(conversationId, encodeContent(content));
       const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Content> | undefined) ?? {};
       sent[clientMsgId] = content;
