@@ -4,6 +4,7 @@ import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
 import { newPage, run, waitUntil, type Ctx, type Test } from "./harness.ts";
 import { safetyNumberTests } from "./safetyNumbers.ts";
+import { e2eeTests } from "./e2ee.ts";
 
 // Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
 // UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
@@ -18,7 +19,7 @@ const uniq = (base: string) => `${base}_${Date.now().toString(36).slice(-4)}${co
 
 // --- page helpers ------------------------------------------------------------------------------
 
-async function register(page: Page, username: string, displayName: string): Promise<void> {
+export async function register(page: Page, username: string, displayName: string): Promise<void> {
   await page.goto("/register");
   await page.getByLabel("Username").fill(username);
   await page.getByLabel(/Display name/).fill(displayName);
@@ -27,7 +28,7 @@ async function register(page: Page, username: string, displayName: string): Prom
   await page.getByRole("heading", { name: "Chats" }).waitFor({ timeout: 15_000 });
 }
 
-async function openDirect(page: Page, username: string): Promise<string> {
+export async function openDirect(page: Page, username: string): Promise<string> {
   await page.getByRole("button", { name: "New chat" }).click();
   await page.getByLabel("Find people by username").fill(username);
   await page.locator(`button.person[data-username="${username}"]`).click({ timeout: 10_000 });
@@ -35,7 +36,7 @@ async function openDirect(page: Page, username: string): Promise<string> {
   return conversationIdOf(page);
 }
 
-async function conversationIdOf(page: Page): Promise<string> {
+export async function conversationIdOf(page: Page): Promise<string> {
   return waitUntil("a conversation URL", () => {
     const m = /\/c\/([^/?]+)/.exec(page.url());
     return m ? decodeURIComponent(m[1]!) : undefined;
@@ -51,12 +52,12 @@ async function createGroup(page: Page, title: string, username: string): Promise
   return conversationIdOf(page);
 }
 
-async function openConversation(page: Page, id: string): Promise<void> {
+export async function openConversation(page: Page, id: string): Promise<void> {
   await page.locator(`a.conv-item[data-conversation="${id}"]`).click({ timeout: 15_000 });
   await page.getByRole("textbox", { name: "Message" }).waitFor();
 }
 
-async function send(page: Page, text: string, box = "Message"): Promise<void> {
+export async function send(page: Page, text: string, box = "Message"): Promise<void> {
   const input = page.getByRole("textbox", { name: box });
   await input.fill(text);
   await input.press("Enter");
@@ -64,11 +65,11 @@ async function send(page: Page, text: string, box = "Message"): Promise<void> {
 
 const exactly = (text: string) => new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
 
-function bubble(page: Page, text: string, scope = ".chat") {
+export function bubble(page: Page, text: string, scope = ".chat") {
   return page.locator(`${scope} .msg-row`).filter({ has: page.locator(".text", { hasText: exactly(text) }) });
 }
 
-async function expectMessage(page: Page, text: string, scope = ".chat"): Promise<void> {
+export async function expectMessage(page: Page, text: string, scope = ".chat"): Promise<void> {
   await bubble(page, text, scope).first().waitFor({ state: "visible", timeout: 15_000 });
 }
 
@@ -76,11 +77,11 @@ async function tickOf(page: Page, text: string): Promise<string | null> {
   return bubble(page, text).first().locator(".ticks").getAttribute("data-tick", { timeout: 5000 });
 }
 
-async function expectTick(page: Page, text: string, tick: string): Promise<void> {
+export async function expectTick(page: Page, text: string, tick: string): Promise<void> {
   await waitUntil(`tick "${tick}" on "${text}"`, async () => (await tickOf(page, text)) === tick, 15_000);
 }
 
-async function session(page: Page): Promise<{ token: string; userId: string }> {
+export async function session(page: Page): Promise<{ token: string; userId: string }> {
   return page.evaluate(() => {
     const raw = localStorage.getItem("edge-chat:session");
     if (!raw) throw new Error("no session");
@@ -107,7 +108,7 @@ async function serverMessages(page: Page, conversationId: string): Promise<Array
 }
 
 /** A real 640x400 PNG drawn by the browser. */
-async function drawPng(page: Page): Promise<Buffer> {
+export async function drawPng(page: Page): Promise<Buffer> {
   const dataUrl = await page.evaluate(() => {
     const c = document.createElement("canvas");
     c.width = 640;
@@ -137,7 +138,7 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, animations: "disabled", caret: "hide" });
 }
 
-async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = false): Promise<{ context: BrowserContext; page: Page; username: string }> {
+export async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = false): Promise<{ context: BrowserContext; page: Page; username: string }> {
   const { context, page } = await newPage(ctx, viewport, touch);
   const username = uniq(name.toLowerCase().replace(/[^a-z0-9]+/g, "_"));
   await register(page, username, name);
@@ -714,6 +715,7 @@ const tests: Test[] = [
     },
   },
 ];
+tests.push(...e2eeTests);
 
 tests.push(...safetyNumberTests);
 

@@ -5,6 +5,7 @@
 import type { Conversation, ConversationServerFrame, Message, User, UserServerFrame } from "../../protocol";
 import type { AddressBar, Browser, Clock, KeyValueStorage, LocalStores, Notifications, PageEvent, PushSubscriptionHandle } from "../src/app/browser";
 import type { Theme } from "../src/app/browser";
+import { inPageLock } from "../src/e2ee/lock";
 import type { LocalStore } from "../src/lib/idb";
 import type { LiveChannel, LiveSocketOptions } from "../src/lib/socket";
 import { MemoryOutboxStorage } from "../src/state/offlineOutbox";
@@ -316,6 +317,7 @@ export function fakeBrowser(path = "/"): FakeBrowser {
     userAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Safari/537.36",
     applyTheme: (theme) => browser.themes.push(theme),
     revokeObjectURL: (url) => browser.revoked.push(url),
+    exclusive: inPageLock(),
   };
   return browser;
 }

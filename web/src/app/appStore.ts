@@ -5,14 +5,16 @@
 //   the outbox (sendQueue.ts), conversations, timelines and receipts (chats.ts), users
 //   (people.ts), typing (typing.ts), threads (threads.ts), presence (presenceWatch.ts), the
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
-//   the theme (preferences.ts), the offline cache (localCache.ts), safety numbers and verified
-//   contacts (safetyNumbers.ts).
-import type { Conversation, MediaRef, Presence, User } from "../../../protocol";
+//   the theme (preferences.ts), the offline cache (localCache.ts), end-to-end encrypted
+//   conversations (e2ee.ts), safety numbers and verified contacts (safetyNumbers.ts).
+import type { Conversation, MediaRef, Message, Presence, User } from "../../../protocol";
+import type { Shown } from "../e2ee/content";
 import { Api } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
 import type { Browser, Theme } from "./browser";
 import { Chats } from "./chats";
 import { Connection } from "./connection";
+import { E2ee } from "./e2ee";
 import { LocalCache } from "./localCache";
 import { Navigation } from "./navigation";
 import { People } from "./people";
@@ -56,6 +58,7 @@ export class AppStore {
   readonly uploads: Uploads;
   readonly preferences: Preferences;
   readonly safety: SafetyNumbers;
+  readonly e2ee: E2ee;
 
   constructor(
     private readonly browser: Browser,
@@ -95,6 +98,7 @@ export class AppStore {
     this.uploads = new Uploads(core, browser);
     this.preferences = new Preferences(core, browser);
     this.safety = new SafetyNumbers(core, this.api, browser.clock);
+    this.e2ee = new E2ee(core, this.api, browser);
   }
 
   get state(): AppState {
@@ -162,6 +166,7 @@ export class AppStore {
 
   private async stopAccount(userId: string): Promise<void> {
     this.connection.closeAll();
+    this.e2ee.stop();
     this.core.db?.close();
     this.core.db = null;
     this.sendQueue.detach();
@@ -201,11 +206,15 @@ export class AppStore {
   setAtBottom(atBottom: boolean): void {
     this.chats.setAtBottom(atBottom);
   }
-  startDirect(userId: string): Promise<void> {
-    return this.chats.startDirect(userId);
+  startDirect(userId: string, e2ee = false): Promise<void> {
+    return this.chats.startDirect(userId, e2ee);
   }
-  createGroup(title: string, memberIds: string[]): Promise<void> {
-    return this.chats.createGroup(title, memberIds);
+  createGroup(title: string, memberIds: string[], e2ee = false): Promise<void> {
+    return this.chats.createGroup(title, memberIds, e2ee);
+  }
+  /** What a message of an E2EE conversation says on this device, or why it says nothing. */
+  shown(message: Message): Shown {
+    return this.e2ee.shown(message);
   }
   addMembers(conversationId: string, userIds: string[]): Promise<void> {
     return this.chats.addMembers(conversationId, userIds);

@@ -1,6 +1,7 @@
 // What the store needs from the browser, as one object passed in: storage, the clock, the address
 // bar, network and page events, fetch, sockets, IndexedDB, notifications and push. The app gets
 // `windowBrowser()` (windowBrowser.ts); unit tests build one from in-memory fakes (web/test/fakes.ts).
+import type { Exclusive } from "../e2ee/lock";
 import type { Fetch } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
 import type { SocketFactory } from "../lib/socket";
@@ -71,4 +72,6 @@ export interface Browser {
   userAgent: string;
   applyTheme(theme: Theme): void;
   revokeObjectURL(url: string): void;
+  /** Runs `fn` holding the named lock, shared by every tab of the browser profile (Web Locks). */
+  exclusive: Exclusive;
 }

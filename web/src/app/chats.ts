@@ -9,7 +9,7 @@ import { byConversation } from "../state/sync";
 import { findGaps, mergeMessages, opensGap, resumePoint } from "../state/timeline";
 import type { Browser } from "./browser";
 import type { ConvView, StoreCore } from "./storeCore";
-import type { ConnectionPort, LocalCachePort, NavigationPort, PeoplePort, PresenceWatchPort, PushNotificationsPort, ReceivedVia, ThreadsPort } from "./ports";
+import type { ConnectionPort, E2eePort, LocalCachePort, NavigationPort, PeoplePort, PresenceWatchPort, PushNotificationsPort, ReceivedVia, ThreadsPort } from "./ports";
 
 const MEMBERS_LOOKED_UP = 50;
 const PAGE = 50;
@@ -23,6 +23,7 @@ export interface ChatsDeps {
   push: Pick<PushNotificationsPort, "incoming">;
   navigation: Pick<NavigationPort, "navigate">;
   threads: Pick<ThreadsPort, "received">;
+  e2ee: Pick<E2eePort, "conversations" | "received" | "created" | "membersAdded" | "membersRemoved">;
 }
 
 export class Chats {
@@ -61,6 +62,7 @@ export class Chats {
         if (conv.lastMessage && conv.lastMessage.senderId !== this.core.me) this.sendDelivered(conv.id, conv.lastSeq);
       }
       this.deps.presence.watch();
+      this.deps.e2ee.conversations(conversations);
       await this.deps.connection.ensureCursor();
       this.deps.cache.scheduleSave();
       this.core.emit();
@@ -82,6 +84,7 @@ export class Chats {
   private upsert(conv: Conversation): void {
     this.state.conversations.set(conv.id, this.keepLocalProgress(conv));
     this.deps.people.ensure(conv.members.slice(0, MEMBERS_LOOKED_UP).map((m) => m.userId));
+    this.deps.e2ee.conversations([conv]);
     this.deps.cache.scheduleSave();
     this.core.emit();
   }
@@ -118,17 +121,23 @@ export class Chats {
     this.deps.navigation.navigate({ name: "chat", id: conv.id, thread: null, info: false }, true);
   }
 
-  async startDirect(userId: string): Promise<void> {
-    this.opened((await this.api.call("POST", "/conversations", Schemas.conversation, { type: "direct", userId })).conversation);
+  /** `e2ee`: end-to-end encrypted, chosen at creation (a separate conversation from the plaintext one). */
+  async startDirect(userId: string, e2ee = false): Promise<void> {
+    const { conversation } = await this.api.call("POST", "/conversations", Schemas.conversation, { type: "direct", userId, ...(e2ee ? { e2ee } : {}) });
+    if (e2ee) void this.deps.e2ee.created(conversation);
+    this.opened(conversation);
   }
 
-  async createGroup(title: string, memberIds: string[]): Promise<void> {
-    this.opened((await this.api.call("POST", "/group/create", Schemas.conversation, { title, memberIds })).conversation);
+  async createGroup(title: string, memberIds: string[], e2ee = false): Promise<void> {
+    const { conversation } = await this.api.call("POST", "/group/create", Schemas.conversation, { title, memberIds, ...(e2ee ? { e2ee } : {}) });
+    if (e2ee) void this.deps.e2ee.created(conversation);
+    this.opened(conversation);
   }
 
   async addMembers(conversationId: string, userIds: string[]): Promise<void> {
     const { conversation } = await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/members`, Schemas.conversation, { userIds });
     this.upsert(conversation);
+    this.deps.e2ee.membersAdded(conversationId, userIds);
     this.deps.presence.watch();
   }
 
@@ -141,6 +150,7 @@ export class Chats {
     }
     const conv = this.state.conversations.get(conversationId);
     if (conv) this.upsert({ ...conv, members: conv.members.filter((m) => m.userId !== userId) });
+    this.deps.e2ee.membersRemoved(conversationId, [userId]);
   }
 
   // --- one conversation ---------------------------------------------------------------------------
@@ -268,6 +278,7 @@ export class Chats {
    * here: merged by seq, so a message seen twice is shown once, in order.
    */
   receive(messages: Message[], via: ReceivedVia): void {
+    this.deps.e2ee.received(messages);
     for (const [conversationId, list] of byConversation(messages)) {
       const conv = this.state.conversations.get(conversationId);
       const view = this.state.views.get(conversationId);

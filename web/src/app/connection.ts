@@ -16,7 +16,7 @@ import { syncSince } from "../state/sync";
 import { resumePoint } from "../state/timeline";
 import type { Browser } from "./browser";
 import type { StoreCore } from "./storeCore";
-import type { ChatsPort, PresenceWatchPort, SendQueuePort, SessionPort, TypingPort } from "./ports";
+import type { ChatsPort, E2eePort, PresenceWatchPort, SendQueuePort, SessionPort, TypingPort } from "./ports";
 
 const CURSOR_KEY = "cursor";
 /** A new device's cursor: the list and history cover what came before. */
@@ -29,6 +29,7 @@ export interface ConnectionDeps {
   sendQueue: Pick<SendQueuePort, "flush" | "settle" | "socketClosed" | "wentOnline">;
   typing: Pick<TypingPort, "received">;
   session: Pick<SessionPort, "end">;
+  e2ee: Pick<E2eePort, "welcome" | "keyPackagesLow">;
 }
 
 export class Connection {
@@ -95,6 +96,12 @@ export class Connection {
       }
       case "conversation":
         this.deps.chats.conversationChanged(frame.conversation);
+        return;
+      case "mls.welcome":
+        this.deps.e2ee.welcome(frame.conversationId);
+        return;
+      case "mls.keyPackagesLow":
+        this.deps.e2ee.keyPackagesLow();
         return;
       case "error":
         return;

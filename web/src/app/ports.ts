@@ -2,7 +2,7 @@
 // interfaces, never as each other's classes, so the slices import this module and not one another
 // (no import cycle), and a unit test hands a slice fakes of just the methods it calls.
 import type { Conversation, ConversationClientFrame, Message, Presence, Receipt } from "../../../protocol";
-import type { SendOutcome } from "../state/offlineOutbox";
+import type { OutboxItem, SendOutcome } from "../state/offlineOutbox";
 import type { Route } from "./route";
 import type { ConvView } from "./storeCore";
 
@@ -77,4 +77,15 @@ export interface ThreadsPort {
 export interface TypingPort {
   received(conversationId: string, userId: string, on: boolean): void;
   stop(conversationId: string): void;
+}
+
+export interface E2eePort {
+  conversations(convs: Conversation[]): void;
+  received(messages: Message[]): void;
+  created(conv: Conversation): Promise<void>;
+  membersAdded(conversationId: string, userIds: string[]): void;
+  membersRemoved(conversationId: string, userIds: string[]): void;
+  welcome(conversationId: string): void;
+  keyPackagesLow(): void;
+  seal(item: OutboxItem): Promise<string>;
 }

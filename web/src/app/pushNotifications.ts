@@ -84,7 +84,8 @@ export class PushNotifications {
     if (this.browser.visible() || this.browser.notifications.permission() !== "granted") return;
     if (message.kind === "system") return;
     this.browser.notifications.show(this.deps.chats.title(conv), {
-      body: message.body ?? (message.media.length > 0 ? "Attachment" : "New message"),
+      // An E2EE message says nothing in a notification, as its push does not.
+      body: conv.e2ee ? "New message" : message.body ?? (message.media.length > 0 ? "Attachment" : "New message"),
       tag: conv.id,
       data: { conversationId: conv.id },
       icon: "/icons/icon-192.png",

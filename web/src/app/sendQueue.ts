@@ -5,13 +5,16 @@
 // cannot duplicate a message. A timer flushes again when the earliest backoff ends.
 import type { MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
+import { E2eeUnavailable } from "../e2ee/errors";
 import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
 import type { Browser } from "./browser";
 import type { StoreCore } from "./storeCore";
-import type { ChatsPort, ConnectionPort, TypingPort } from "./ports";
+import type { ChatsPort, ConnectionPort, E2eePort, TypingPort } from "./ports";
 
 const ACK_TIMEOUT_MS = 10_000;
 const OFFLINE_RETRY_MS = 30_000;
+/** A conversation whose group this device has not joined yet (its creator has not committed). */
+const SEAL_RETRY_MS = 3_000;
 
 export class SendQueue {
   private outbox: Outbox | null = null;
@@ -27,6 +30,7 @@ export class SendQueue {
       connection: Pick<ConnectionPort, "liveFor" | "transmit">;
       chats: Pick<ChatsPort, "receive">;
       typing: Pick<TypingPort, "stop">;
+      e2ee: Pick<E2eePort, "seal">;
     },
     private readonly newId?: () => string,
   ) {}
@@ -112,9 +116,21 @@ export class SendQueue {
   /** One attempt at one outbox item. */
   private async deliver(item: OutboxItem): Promise<SendOutcome> {
     if (!this.browser.online()) return { ok: false, retry: true, error: "offline", retryAfterMs: OFFLINE_RETRY_MS };
+    // An E2EE conversation's message is sealed now, at the group's current epoch: the outbox
+    // keeps the plaintext (on this device only), so a message written offline is never sealed
+    // for an epoch the group has left by the time it goes.
+    let ciphertext: string | undefined;
+    if (this.core.state.conversations.get(item.conversationId)?.e2ee) {
+      try {
+        ciphertext = await this.deps.e2ee.seal(item);
+      } catch (err) {
+        if (err instanceof E2eeUnavailable) return { ok: false, retry: false, error: err.message };
+        return { ok: false, retry: true, error: err instanceof Error ? err.message : "not sealed", retryAfterMs: SEAL_RETRY_MS };
+      }
+    }
     const content = {
       clientMsgId: item.clientMsgId,
-      ...(item.body !== undefined ? { body: item.body } : {}),
+      ...(ciphertext !== undefined ? { ciphertext } : item.body !== undefined ? { body: item.body } : {}),
       ...(item.mediaIds !== undefined ? { mediaIds: item.mediaIds } : {}),
       ...(item.threadRootSeq !== undefined ? { threadRootSeq: item.threadRootSeq } : {}),
     };

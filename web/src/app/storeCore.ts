@@ -2,6 +2,7 @@
 // every change calls `emit()`, which re-renders once per batch. `db` is the signed-in account's
 // local store (IndexedDB in the app), null while signed out or where IndexedDB is unavailable.
 import type { Conversation, Message, Presence, Receipt, User } from "../../../protocol";
+import type { ConversationCrypto } from "../e2ee/client";
 import type { LocalStore } from "../lib/idb";
 import type { OutboxItem } from "../state/offlineOutbox";
 import type { SafetyNumberView, VerifiedMark } from "../state/safetyNumbers";
@@ -64,6 +65,8 @@ export interface AppState {
   conversations: Map<string, Conversation>;
   users: Map<string, User>;
   views: Map<string, ConvView>;
+  /** E2EE conversations: what this device holds of each (web/src/app/e2ee.ts). */
+  crypto: Map<string, ConversationCrypto>;
   thread: ThreadView | null;
   presence: Map<string, Presence>;
   outbox: OutboxItem[];
@@ -86,8 +89,8 @@ export interface AppState {
 }
 
 /** What belongs to the signed-in account: emptied at sign-out. */
-export function accountState(): Pick<AppState, "conversations" | "users" | "views" | "thread" | "presence" | "outbox" | "uploads" | "listLoaded" | "safety"> {
-  return { conversations: new Map(), users: new Map(), views: new Map(), thread: null, presence: new Map(), outbox: [], uploads: [], listLoaded: false, safety: { marks: new Map(), numbers: new Map() } };
+export function accountState(): Pick<AppState, "conversations" | "users" | "views" | "crypto" | "thread" | "presence" | "outbox" | "uploads" | "listLoaded" | "safety"> {
+  return { conversations: new Map(), users: new Map(), views: new Map(), crypto: new Map(), thread: null, presence: new Map(), outbox: [], uploads: [], listLoaded: false, safety: { marks: new Map(), numbers: new Map() } };
 }
 
 export function initialState(session: Session | null, route: Route, online: boolean, theme: Theme): AppState {

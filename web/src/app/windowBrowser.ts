@@ -1,4 +1,5 @@
 // The real Browser (browser.ts): window, document, navigator, localStorage, IndexedDB, partysocket.
+import { browserLock } from "../e2ee/lock";
 import { LocalDb } from "../lib/idb";
 import { LiveSocket } from "../lib/socket";
 import type { Browser, PageEvent, Theme } from "./browser";
@@ -59,5 +60,6 @@ export function windowBrowser(): Browser {
     userAgent: navigator.userAgent,
     applyTheme,
     revokeObjectURL: (url) => URL.revokeObjectURL(url),
+    exclusive: browserLock(navigator.locks),
   };
 }

@@ -2,6 +2,8 @@
 // client-made thumbnails and dimensions, authorised media fetches, and voice notes.
 import type { MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, toApiError, type Api } from "./api";
+import type { FileSeal } from "../e2ee/content";
+import { openFile } from "../e2ee/files";
 import type { LocalStore } from "./idb";
 
 export interface UploadResult {
@@ -172,10 +174,43 @@ export class MediaCache {
     return url;
   }
 
+  /**
+   * A sealed attachment of an E2EE conversation, opened on this device: the encrypted blob is
+   * downloaded, checked against its hash and decrypted into a blob: URL (kept for the page's life).
+   * One this device uploaded is shown from memory.
+   */
+  sealedUrl(source: SealedSource): Promise<string> {
+    let url = this.opened.get(source.id);
+    if (!url) {
+      url = this.sealedBlob(source).then((blob) => URL.createObjectURL(blob));
+      this.opened.set(source.id, url);
+      url.catch(() => this.opened.delete(source.id));
+    }
+    return url;
+  }
+
+  async sealedBlob(source: SealedSource): Promise<Blob> {
+    const seeded = this.seeded.get(source.id);
+    if (seeded) return seeded;
+    const res = await fetch(await this.url(source.id));
+    if (!res.ok) throw new Error(`media ${res.status}`);
+    const plain = await openFile(new Uint8Array(await res.arrayBuffer()), source.seal);
+    return new Blob([plain], { type: source.contentType });
+  }
+
+  private readonly opened = new Map<string, Promise<string>>();
+
   seed(id: string, blob: Blob): void {
     this.seeded.set(id, blob);
     if (!this.urls.has(id)) this.urls.set(id, { url: Promise.resolve(URL.createObjectURL(blob)), until: Number.MAX_SAFE_INTEGER });
   }
+}
+
+/** Where a sealed file is and what opens it. */
+export interface SealedSource {
+  id: string;
+  seal: FileSeal;
+  contentType: string;
 }
 
 export const isImage = (m: Pick<MediaRef, "contentType">) => m.contentType.startsWith("image/");

@@ -14,6 +14,7 @@ import { Icon } from "./icons";
 import { MediaBlock, UploadCard, startUploads } from "./Media";
 import { SafetyNumberPanel, SafetyWarnings, VerifiedMark } from "./SafetyNumber";
 import { systemText } from "./text";
+import { SHOWN_TEXT } from "../e2ee/content";
 
 export interface Entry extends TimelineEntry {
   message?: Message;
@@ -97,6 +98,7 @@ export function ChatView({ id }: { id: string }) {
         <ChatHeader conv={conv ?? null} id={id} />
         {conv ? <SafetyWarnings conv={conv} /> : null}
         <MessageList id={id} conv={conv ?? null} />
+        {conv?.e2ee ? <EncryptionStatus id={id} /> : null}
         {s.removedFrom === id ? (
           <p class="removed-note" role="status">You are no longer a member of this conversation.</p>
         ) : (
@@ -106,6 +108,29 @@ export function ChatView({ id }: { id: string }) {
       {route?.thread != null && conv ? <ThreadPanel conv={conv} rootSeq={route.thread} /> : null}
       {route?.safety && conv ? <SafetyNumberPanel conv={conv} userId={route.safety} /> : route?.info && conv ? <GroupInfo conv={conv} /> : null}
     </div>
+  );
+}
+
+/**
+ * An E2EE conversation's state on this device, above the composer while it is not simply
+ * ready: being set up (messages wait in the outbox meanwhile), or a problem (a forked group
+ * state, a removed device), shown rather than hidden.
+ */
+function EncryptionStatus({ id }: { id: string }) {
+  const { store } = useServices();
+  const c = store.state.crypto.get(id);
+  if (c?.status === "ready") return null;
+  if (c?.status === "problem") {
+    return (
+      <p class="e2ee-status problem" role="alert" data-testid="e2ee-status" data-status="problem">
+        🔒 {c.problem}
+      </p>
+    );
+  }
+  return (
+    <p class="e2ee-status" role="status" data-testid="e2ee-status" data-status="waiting">
+      🔒 Setting up end-to-end encryption on this device…
+    </p>
   );
 }
 
@@ -364,8 +389,10 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   let tick: TickInfo | null = null;
   if (mine && m) tick = tickFor(m.seq, me, memberIds, receipts);
   if (pending) tick = { tick: pending.status === "failed" ? "failed" : "pending", readBy: 0, deliveredTo: 0, others: 0 };
-  // This app does not hold MLS keys yet (docs/e2ee.md): say so rather than show an empty bubble.
-  const body = m ? (m.kind === "encrypted" ? "🔒 End-to-end encrypted: this app cannot decrypt it yet" : m.body) : pending?.body;
+  // An E2EE message shows what this device decrypted, or says why it cannot (never an empty bubble).
+  const shown = m?.kind === "encrypted" ? store.shown(m) : null;
+  const body = shown ? (shown.kind === "content" ? shown.content.body : SHOWN_TEXT[shown.kind]) : m ? m.body : pending?.body;
+  const media = shown ? (shown.kind === "content" ? shown.content.media ?? [] : []) : m?.media ?? [];
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
   // Threads are for groups. On a touch screen the button shows once the bubble is tapped.
   const canReply = threadRoot !== null && group;
@@ -379,9 +406,9 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
         } : undefined}
       >
         {!mine && group && first ? <div class="sender" dir="auto">{store.userName(entry.senderId)}</div> : null}
-        {m && m.media.length > 0 ? <MediaBlock media={m.media} /> : null}
+        {media.length > 0 ? <MediaBlock media={media} /> : null}
         {pending?.media ? <MediaBlock media={pending.media} /> : pending?.mediaIds ? <p class="muted">Attachment</p> : null}
-        {body ? <MessageText body={body} /> : null}
+        {body ? <MessageText body={body} undecrypted={shown !== null && shown.kind !== "content"} /> : null}
         <div class="meta">
           <time dateTime={new Date(entry.createdAt).toISOString()}>{clock(entry.createdAt)}</time>
           {tick ? <Ticks info={tick} group={group} /> : null}
@@ -410,10 +437,10 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
 }
 
 /** Text with its own direction, http(s) links as links (built as nodes: no markup), 1-3 emoji large. */
-function MessageText({ body }: { body: string }) {
-  const emoji = emojiCount(body);
+function MessageText({ body, undecrypted = false }: { body: string; undecrypted?: boolean }) {
+  const emoji = undecrypted ? 0 : emojiCount(body);
   return (
-    <p class={`text${emoji > 0 && emoji <= 3 ? " emoji-only" : ""}`} dir="auto">
+    <p class={`text${emoji > 0 && emoji <= 3 ? " emoji-only" : ""}${undecrypted ? " undecrypted" : ""}`} dir="auto">
       {linkify(body).map((part, i) =>
         typeof part === "string" ? part : (
           <a key={i} href={part.href} target="_blank" rel="noopener noreferrer">

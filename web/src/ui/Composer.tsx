@@ -96,16 +96,6 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
     void uploadOne(store, media, conversationId, blob, `voice-${new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-")}.${ext}`, { durationMs }, threadRootSeq, "");
   };
 
-  // Sending needs the device's MLS state, which this app does not keep yet (docs/e2ee.md); a
-  // plaintext body would be refused by the server, so nothing is offered.
-  if (store.state.conversations.get(conversationId)?.e2ee) {
-    return (
-      <div class="composer" role="note">
-        <span class="muted">🔒 End-to-end encrypted. Sending here needs an app that holds MLS keys; this one does not yet.</span>
-      </div>
-    );
-  }
-
   if (recording) {
     return (
       <div class="composer recording" role="group" aria-label="Recording a voice message">

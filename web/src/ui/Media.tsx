@@ -3,7 +3,9 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { MediaRef } from "../../../protocol";
 import type { AppStore, Upload } from "../app/appStore";
 import { bytes, duration, peaks } from "../state/format";
-import { describeVisual, isAudio, isImage, isVideo, upload, uploadsMissing, type MediaCache, type MediaFacts } from "../lib/mediaFiles";
+import { isSealed, type FileSeal, type SealedMedia } from "../e2ee/content";
+import { sealFile } from "../e2ee/files";
+import { describeVisual, isAudio, isImage, isVideo, upload, uploadsMissing, type MediaCache, type MediaFacts, type SealedSource, type UploadHandle } from "../lib/mediaFiles";
 import { useServices } from "./context";
 import { Icon } from "./icons";
 
@@ -17,9 +19,28 @@ export async function startUploads(store: AppStore, cache: MediaCache, conversat
   }
 }
 
+/**
+ * Uploads one file. In an E2EE conversation it is sealed first (a fresh key per file) and goes up
+ * as application/octet-stream under a neutral name, with no facts but its thumbnail's id (which
+ * lets the members fetch the thumbnail's blob too); its real name, type, size and dimensions
+ * travel inside the MLS message with the seal. Returns the seal, if any.
+ */
+async function sendUp(token: string, file: Blob, name: string, facts: MediaFacts, onProgress: (loaded: number) => void, sealed: boolean, started: (h: UploadHandle) => void) {
+  if (!sealed) {
+    const handle = upload(token, file, name, facts, onProgress);
+    started(handle);
+    return { media: await handle.done, seal: undefined };
+  }
+  const { blob, seal } = await sealFile(new Uint8Array(await file.arrayBuffer()));
+  const handle = upload(token, new Blob([blob], { type: "application/octet-stream" }), "encrypted", facts.thumbnailId ? { thumbnailId: facts.thumbnailId } : {}, onProgress);
+  started(handle);
+  return { media: await handle.done, seal: seal as FileSeal | undefined };
+}
+
 export async function uploadOne(store: AppStore, cache: MediaCache, conversationId: string, file: Blob, name: string, known: MediaFacts, threadRootSeq: number | null, caption: string): Promise<void> {
   const token = store.state.session?.token;
   if (!token) return;
+  const sealed = store.state.conversations.get(conversationId)?.e2ee === true;
   const visual = file.type.startsWith("image/") || file.type.startsWith("video/");
   const id = crypto.randomUUID();
   let handle: { abort: () => void } = { abort: () => undefined };
@@ -39,6 +60,7 @@ export async function uploadOne(store: AppStore, cache: MediaCache, conversation
   });
   try {
     const facts: MediaFacts = { ...known };
+    let thumbnailSeal: FileSeal | undefined;
     if (visual && file instanceof File) {
       const d = await describeVisual(file).catch(() => null);
       if (d) {
@@ -46,19 +68,19 @@ export async function uploadOne(store: AppStore, cache: MediaCache, conversation
         facts.height = d.height;
         if (d.durationMs !== undefined) facts.durationMs = d.durationMs;
         if (d.thumbnail) {
-          const thumb = upload(token, d.thumbnail, `thumb-${name}.jpg`, {}, () => undefined);
-          handle = thumb;
-          const t = await thumb.done;
-          facts.thumbnailId = t.id;
-          cache.seed(t.id, d.thumbnail);
+          const t = await sendUp(token, d.thumbnail, `thumb-${name}.jpg`, {}, () => undefined, sealed, (h) => (handle = h));
+          facts.thumbnailId = t.media.id;
+          thumbnailSeal = t.seal;
+          cache.seed(t.media.id, d.thumbnail);
         }
       }
     }
-    const main = upload(token, file, name, facts, (loaded) => store.updateUpload(id, { loaded }));
-    handle = main;
-    const media = await main.done;
+    const main = await sendUp(token, file, name, facts, (loaded) => store.updateUpload(id, { loaded }), sealed, (h) => (handle = h));
+    const media = main.media;
     cache.seed(media.id, file);
-    const ref: MediaRef = { id: media.id, contentType: media.contentType, size: media.size, name: media.name };
+    const ref: MediaRef | SealedMedia = main.seal
+      ? { id: media.id, contentType: file.type || "application/octet-stream", size: file.size, name, seal: main.seal, ...(thumbnailSeal ? { thumbnailSeal } : {}) }
+      : { id: media.id, contentType: media.contentType, size: media.size, name: media.name };
     for (const k of ["width", "height", "durationMs"] as const) if (facts[k] !== undefined) ref[k] = facts[k];
     if (facts.thumbnailId !== undefined) ref.thumbnailId = facts.thumbnailId;
     await store.sendMedia(conversationId, [ref], caption, threadRootSeq);
@@ -103,14 +125,33 @@ export function UploadCard({ upload: u }: { upload: Upload }) {
   );
 }
 
-/** `thumbnail`: a small image also kept on the device, so it shows offline. */
-function useMediaUrl(id: string | undefined, enabled = true, thumbnail = false): string | null {
+/** A file to show: its id and, for an E2EE attachment, what opens it. */
+type Source = { id: string; sealed?: SealedSource };
+
+/** The file itself. */
+function mainOf(m: MediaRef): Source {
+  return isSealed(m) ? { id: m.id, sealed: { id: m.id, seal: m.seal, contentType: m.contentType } } : { id: m.id };
+}
+
+/** Its thumbnail (a JPEG made on the sender's device), if it has one. */
+function thumbOf(m: MediaRef): Source | undefined {
+  if (m.thumbnailId === undefined) return undefined;
+  if (!isSealed(m)) return { id: m.thumbnailId };
+  return m.thumbnailSeal ? { id: m.thumbnailId, sealed: { id: m.thumbnailId, seal: m.thumbnailSeal, contentType: "image/jpeg" } } : undefined;
+}
+
+/**
+ * `thumbnail`: a small image also kept on the device, so it shows offline (not for sealed
+ * files, which are opened from the network each time the page starts).
+ */
+function useMediaUrl(source: Source | undefined, enabled = true, thumbnail = false): string | null {
   const { media } = useServices();
   const [url, setUrl] = useState<string | null>(null);
+  const id = source?.id;
   useEffect(() => {
-    if (!id || !enabled) return;
+    if (!source || !enabled) return;
     let live = true;
-    (thumbnail ? media.thumbnail(id) : media.url(id)).then((u) => live && setUrl(u)).catch(() => undefined);
+    (source.sealed ? media.sealedUrl(source.sealed) : thumbnail ? media.thumbnail(source.id) : media.url(source.id)).then((u) => live && setUrl(u)).catch(() => undefined);
     return () => {
       live = false;
     };
@@ -134,9 +175,10 @@ function frameStyle(m: MediaRef) {
 }
 
 function ImageMedia({ m }: { m: MediaRef }) {
-  const thumb = useMediaUrl(m.thumbnailId ?? m.id, true, m.thumbnailId !== undefined);
+  const thumbnail = thumbOf(m);
+  const thumb = useMediaUrl(thumbnail ?? mainOf(m), true, thumbnail !== undefined);
   const [open, setOpen] = useState(false);
-  const full = useMediaUrl(m.id, open);
+  const full = useMediaUrl(mainOf(m), open);
   return (
     <>
       <button class="media-frame" type="button" style={frameStyle(m)} onClick={() => setOpen(true)} aria-label={`Open image ${m.name}`}>
@@ -148,9 +190,9 @@ function ImageMedia({ m }: { m: MediaRef }) {
 }
 
 function VideoMedia({ m }: { m: MediaRef }) {
-  const poster = useMediaUrl(m.thumbnailId, true, true);
+  const poster = useMediaUrl(thumbOf(m), true, true);
   const [play, setPlay] = useState(false);
-  const src = useMediaUrl(m.id, play);
+  const src = useMediaUrl(mainOf(m), play);
   return (
     <div class="media-frame" style={frameStyle(m)}>
       {play && src ? (
@@ -183,7 +225,8 @@ async function waveformOf(note: Blob): Promise<{ peaks: number[]; durationMs: nu
  */
 function AudioMedia({ m }: { m: MediaRef }) {
   const { media } = useServices();
-  const src = useMediaUrl(m.id);
+  const source = mainOf(m);
+  const src = useMediaUrl(source);
   const audio = useRef<HTMLAudioElement>(null);
   const [playing, setPlaying] = useState(false);
   const [at, setAt] = useState(0);
@@ -191,7 +234,7 @@ function AudioMedia({ m }: { m: MediaRef }) {
   useEffect(() => {
     if (!src) return;
     let live = true;
-    media.blob(m.id).then(waveformOf).then((w) => live && setWave(w)).catch(() => undefined);
+    (source.sealed ? media.sealedBlob(source.sealed) : media.blob(m.id)).then(waveformOf).then((w) => live && setWave(w)).catch(() => undefined);
     return () => {
       live = false;
     };
@@ -260,7 +303,8 @@ function AudioMedia({ m }: { m: MediaRef }) {
 function FileCard({ m }: { m: MediaRef }) {
   const { media } = useServices();
   const download = async () => {
-    const url = await media.url(m.id);
+    const source = mainOf(m);
+    const url = await (source.sealed ? media.sealedUrl(source.sealed) : media.url(m.id));
     const a = document.createElement("a");
     a.href = url;
     a.download = m.name;

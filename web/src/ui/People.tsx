@@ -4,6 +4,7 @@ import { ApiRequestError } from "../lib/api";
 import { lastSeen } from "../state/format";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
+import { EncryptionInfo } from "./Encryption";
 import { Icon } from "./icons";
 import { VerifiedMark } from "./SafetyNumber";
 
@@ -48,8 +49,19 @@ function PanelHeader({ title, onBack }: { title: string; onBack: () => void }) {
   );
 }
 
+/** E2EE is chosen when a conversation is created and never changes after. */
+function LockToggle({ on, set }: { on: boolean; set: (on: boolean) => void }) {
+  return (
+    <label class="lock-toggle">
+      <input type="checkbox" checked={on} onChange={(e) => set(e.currentTarget.checked)} />
+      <span>🔒 End-to-end encrypted</span>
+    </label>
+  );
+}
+
 export function NewChat() {
   const { store } = useServices();
+  const [e2ee, setE2ee] = useState(false);
   const [q, setQ] = useState("");
   const { users, searching } = useUserSearch(q);
   const [error, setError] = useState<string | null>(null);
@@ -61,6 +73,7 @@ export function NewChat() {
           Find people by username
           <input type="search" value={q} autoFocus autocomplete="off" spellcheck={false} placeholder="username" onInput={(e) => setQ(e.currentTarget.value)} />
         </label>
+        <LockToggle on={e2ee} set={setE2ee} />
         <p class="form-error" role="alert">{error ?? ""}</p>
         <ul class="people" role="list" aria-busy={searching}>
           {users.map((u) => (
@@ -69,7 +82,7 @@ export function NewChat() {
                 class="person"
                 type="button"
                 data-username={u.username}
-                onClick={() => store.startDirect(u.id).catch((err: unknown) => setError(err instanceof ApiRequestError ? err.message : "Could not start the chat."))}
+                onClick={() => store.startDirect(u.id, e2ee).catch((err: unknown) => setError(err instanceof ApiRequestError ? err.message : "Could not start the chat."))}
               >
                 <Avatar id={u.id} name={u.displayName} />
                 <span class="person-name">
@@ -136,6 +149,7 @@ export function NewGroup() {
   const { store } = useServices();
   const [title, setTitle] = useState("");
   const [chosen, setChosen] = useState<User[]>([]);
+  const [e2ee, setE2ee] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const submit = async (e: Event) => {
@@ -143,7 +157,7 @@ export function NewGroup() {
     setBusy(true);
     setError(null);
     try {
-      await store.createGroup(title.trim(), chosen.map((u) => u.id));
+      await store.createGroup(title.trim(), chosen.map((u) => u.id), e2ee);
     } catch (err) {
       setError(err instanceof ApiRequestError ? err.message : "Could not create the group.");
     } finally {
@@ -159,6 +173,7 @@ export function NewGroup() {
           <input required maxLength={100} value={title} autoFocus onInput={(e) => setTitle(e.currentTarget.value)} />
         </label>
         <PeoplePicker chosen={chosen} setChosen={setChosen} exclude={new Set([store.me])} />
+        <LockToggle on={e2ee} set={setE2ee} />
         <p class="form-error" role="alert">{error ?? ""}</p>
         <button class="btn btn-primary" type="submit" disabled={busy || !title.trim()}>
           {busy ? "Creating…" : `Create group${chosen.length > 0 ? ` with ${chosen.length} ${chosen.length === 1 ? "person" : "people"}` : ""}`}
@@ -217,6 +232,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
             <VerifiedMark userId={other} />
           </div>
         ) : null}
+        {conv.e2ee ? <EncryptionInfo conv={conv} /> : null}
         {conv.type === "group" ? (
           <>
             <h4>Members</h4>

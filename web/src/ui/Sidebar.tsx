@@ -146,8 +146,10 @@ function previewOf(store: AppStore, conv: Conversation, m: Message | null): Prev
   if (!m) return { who: "", what: conv.type === "group" ? "Group created" : "Say hello" };
   if (m.kind === "system") return { who: "", what: systemText(store, m) };
   const who = m.senderId === store.me ? "You: " : conv.type === "group" ? `${store.userName(m.senderId)}: ` : "";
-  if (m.kind === "encrypted") return { who, what: "🔒 Encrypted message" };
-  const media = m.media[0];
-  const what = m.body ?? (media ? (media.contentType.startsWith("image/") ? "Photo" : media.contentType.startsWith("video/") ? "Video" : media.contentType.startsWith("audio/") ? "Voice message" : media.name) : "");
+  const shown = m.kind === "encrypted" ? store.shown(m) : null;
+  if (shown && shown.kind !== "content") return { who, what: "🔒 Encrypted message" };
+  const body = shown?.kind === "content" ? shown.content.body : m.body;
+  const media = shown?.kind === "content" ? shown.content.media?.[0] : m.media[0];
+  const what = body ?? (media ? (media.contentType.startsWith("image/") ? "Photo" : media.contentType.startsWith("video/") ? "Video" : media.contentType.startsWith("audio/") ? "Voice message" : media.name) : "");
   return { who, what };
 }

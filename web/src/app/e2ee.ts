@@ -1,0 +1,226 @@
+// End-to-end encrypted conversations, for the rest of the store: which conversations this device
+// can read and from where (`state.crypto`), what each message says (`shown`), sealing what goes
+// out (`seal`, called by the send queue at send time), and the group changes that follow the
+// member list (created, members added or removed). The MLS work itself is web/src/e2ee/client.ts,
+// loaded (with the engine) by dynamic import once a conversation here is E2EE: a client without
+// one never downloads either.
+import type { Conversation, Message } from "../../../protocol";
+import { NetworkError, isTransient, type Api } from "../lib/api";
+import type { OutboxItem } from "../state/offlineOutbox";
+import type { ConversationCrypto, E2eeClient } from "../e2ee/client";
+import { E2eeUnavailable } from "../e2ee/errors";
+import { SealedMedia, type Content, type Shown } from "../e2ee/content";
+import type { Exclusive } from "../e2ee/lock";
+import type { StoreCore } from "./storeCore";
+
+const NO_STORE = "This browser keeps no local data for this site, and encrypted chats need it.";
+
+export class E2ee {
+  private client: Promise<E2eeClient> | null = null;
+  /** The device is registered and its key packages stocked (set up again after a failure, e.g. offline). */
+  private setUp: Promise<void> | null = null;
+  /** What this page sealed, by clientMsgId: shown at once when its message comes back. */
+  private readonly sealedHere = new Map<string, Content>();
+  /** One catch-up per conversation at a time; what arrives meanwhile waits for the next. */
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly waiting = new Map<string, Message[]>();
+
+  constructor(
+    private readonly core: StoreCore,
+    private readonly api: Api,
+    private readonly browser: { exclusive: Exclusive },
+  ) {}
+
+  private get state() {
+    return this.core.state;
+  }
+
+  private isE2ee(conversationId: string): boolean {
+    return this.state.conversations.get(conversationId)?.e2ee === true;
+  }
+
+  /** The client, made on first need: its module and the engine are loaded then, and the device set up. */
+  private device(): Promise<E2eeClient> | null {
+    const session = this.state.session;
+    const db = this.core.db;
+    if (!session || !db) return null;
+    this.client ??= import("../e2ee/client").then(({ E2eeClient }) => {
+      const lockName = `edge-chat-mls:${session.user.id}`;
+      const client = new E2eeClient({
+        userId: session.user.id,
+        deviceId: session.deviceId,
+        api: this.api,
+        store: db,
+        exclusive: (fn) => this.browser.exclusive(lockName, fn),
+        engine: () => import("../e2ee/engine"),
+      });
+      return client;
+    });
+    this.setUp ??= this.client
+      .then((c) => c.ready())
+      .catch((err: unknown) => {
+        // Offline or the server busy: the next use tries again.
+        if (isTransient(err)) this.setUp = null;
+        this.report(null, err);
+      });
+    return this.client;
+  }
+
+  /** Signed out: what belonged to the account goes. */
+  stop(): void {
+    this.client = null;
+    this.setUp = null;
+    this.sealedHere.clear();
+    this.waiting.clear();
+  }
+
+  /** Conversations in the list: each E2EE one this page has not looked at is brought up to date. */
+  conversations(convs: Conversation[]): void {
+    for (const conv of convs) if (conv.e2ee && !this.state.crypto.has(conv.id)) this.refresh(conv.id);
+  }
+
+  /** Messages from any path: commits and ciphertexts of E2EE conversations get processed. */
+  received(messages: Message[]): void {
+    const byConv = new Map<string, Message[]>();
+    for (const m of messages) {
+      if ((m.kind !== "encrypted" && m.kind !== "mls.commit") || !this.isE2ee(m.conversationId)) continue;
+      const c = this.state.crypto.get(m.conversationId);
+      if (c && m.seq <= c.processedSeq) continue;
+      byConv.set(m.conversationId, [...(byConv.get(m.conversationId) ?? []), m]);
+    }
+    for (const [id, list] of byConv) this.refresh(id, list);
+  }
+
+  /** Catches the conversation up (joining it first if this device is new to it). */
+  refresh(conversationId: string, known: Message[] = []): void {
+    if (this.running.has(conversationId)) {
+      this.waiting.set(conversationId, [...(this.waiting.get(conversationId) ?? []), ...known]);
+      return;
+    }
+    const run = (async () => {
+      const pending = this.device();
+      if (!pending) {
+        this.setCrypto(conversationId, { status: "problem", problem: NO_STORE, processedSeq: 0, joinedSeq: 0, plain: new Map() });
+        return;
+      }
+      let device: E2eeClient;
+      try {
+        device = await pending;
+      } catch (err) {
+        // The module could not be loaded (offline before the service worker cached it).
+        this.report(conversationId, err);
+        return;
+      }
+      try {
+        this.setCrypto(conversationId, await device.catchUp(conversationId, known));
+      } catch (err) {
+        // Offline: show what this device decrypted before.
+        if (!this.state.crypto.has(conversationId)) this.setCrypto(conversationId, await device.stored(conversationId).catch(() => this.blank()));
+        this.report(conversationId, err);
+      }
+    })().finally(() => {
+      this.running.delete(conversationId);
+      const next = this.waiting.get(conversationId);
+      if (next) {
+        this.waiting.delete(conversationId);
+        this.refresh(conversationId, next);
+      }
+    });
+    this.running.set(conversationId, run);
+  }
+
+  /** Resolves once the conversation's current catch-up (if any) is done. */
+  async settled(conversationId: string): Promise<void> {
+    while (this.running.has(conversationId)) await this.running.get(conversationId);
+  }
+
+  private blank(): ConversationCrypto {
+    return { status: "waiting", problem: null, processedSeq: 0, joinedSeq: 0, plain: new Map() };
+  }
+
+  private setCrypto(conversationId: string, c: ConversationCrypto): void {
+    this.state.crypto.set(conversationId, c);
+    this.core.emit();
+  }
+
+  private report(conversationId: string | null, err: unknown): void {
+    if (err instanceof NetworkError || isTransient(err)) return;
+    const text = err instanceof Error ? err.message : String(err);
+    if (conversationId) {
+      const c = this.state.crypto.get(conversationId) ?? this.blank();
+      this.setCrypto(conversationId, { ...c, status: "problem", problem: text });
+    } else if (err instanceof E2eeUnavailable) {
+      this.core.notify(text);
+    }
+  }
+
+  /** What a message of an E2EE conversation says on this device, or why it says nothing. */
+  shown(m: Message): Shown {
+    if (m.senderDeviceId === this.state.session?.deviceId) {
+      const mine = this.sealedHere.get(m.clientMsgId);
+      if (mine) return { kind: "content", content: mine };
+    }
+    const c = this.state.crypto.get(m.conversationId);
+    const entry = c?.plain.get(m.seq);
+    if (entry) return "failed" in entry ? { kind: "failed", reason: entry.failed } : { kind: "content", content: entry };
+    if (!c || m.seq > c.processedSeq) return { kind: "pending" };
+    if (m.seq <= c.joinedSeq) return { kind: "before-join" };
+    return { kind: "failed", reason: "cannot decrypt" };
+  }
+
+  /** The ciphertext of an outbox item, made now, at the group's current epoch. */
+  async seal(item: OutboxItem): Promise<string> {
+    const pending = this.device();
+    if (!pending) throw new E2eeUnavailable(NO_STORE);
+    const device = await pending;
+    const media = (item.media ?? []).flatMap((m) => {
+      const sealed = SealedMedia.safeParse(m);
+      return sealed.success ? [sealed.data] : [];
+    });
+    const content: Content = { v: 1, ...(item.body !== undefined ? { body: item.body } : {}), ...(media.length > 0 ? { media } : {}) };
+    const ciphertext = await device.seal(item.conversationId, item.clientMsgId, content);
+    this.sealedHere.set(item.clientMsgId, content);
+    return ciphertext;
+  }
+
+  /** This user created an E2EE conversation: set up its group with the members' devices. */
+  async created(conv: Conversation): Promise<void> {
+    const pending = this.device();
+    if (!pending) return;
+    try {
+      const device = await pending;
+      const others = conv.members.map((m) => m.userId).filter((id) => id !== this.core.me);
+      this.setCrypto(conv.id, await device.create(conv.id, others));
+    } catch (err) {
+      this.report(conv.id, err);
+    }
+  }
+
+  membersAdded(conversationId: string, userIds: string[]): void {
+    if (!this.isE2ee(conversationId)) return;
+    this.device()
+      ?.then((d) => d.addUsers(conversationId, userIds))
+      .then((c) => this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
+  }
+
+  membersRemoved(conversationId: string, userIds: string[]): void {
+    if (!this.isE2ee(conversationId)) return;
+    this.device()
+      ?.then((d) => d.removeUsers(conversationId, userIds))
+      .then((c) => this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
+  }
+
+  /** A Welcome for this device (`mls.welcome`): join, then read the conversation. */
+  welcome(conversationId: string): void {
+    this.device()
+      ?.then((d) => d.welcomed())
+      .then(() => this.refresh(conversationId), (err: unknown) => this.report(conversationId, err));
+  }
+
+  /** The server handed out this device's key packages (`mls.keyPackagesLow`): upload more. */
+  keyPackagesLow(): void {
+    this.device()
+      ?.then((d) => d.replenish())
+      .catch((err: unknown) => this.report(null, err));
+  }
+}

@@ -1,0 +1,478 @@
+// This device's end-to-end encryption, as one object the store calls: it owns the MLS engine
+// (loaded by dynamic import, only once an E2EE conversation needs it), the device's MLS state in
+// the account's local store (IndexedDB), and the lock that makes it the only writer of that state
+// in this browser profile. Every change (restore, apply, save) runs inside `exclusive`, a Web Lock
+// in the app: two tabs never apply a commit to the same state, which would fork the group.
+//
+// Per conversation it keeps how far it has processed the conversation's sequence (commits applied
+// and application messages decrypted strictly in `seq` order) and the plaintext of what it
+// decrypted: MLS deletes a message's key once used, so a message can be decrypted once, by one tab.
+import * as z from "zod";
+import { ClaimedKeyPackage, Message, PendingWelcome, type DeviceWithKey } from "../../../protocol";
+import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
+import type { LocalStore } from "../lib/idb";
+import { decodeContent, encodeContent, type Content } from "./content";
+import type { DeviceSnapshot, MlsDevice, PendingCommit } from "./engine";
+import { E2eeUnavailable } from "./errors";
+
+export { E2eeUnavailable };
+
+export type EngineModule = typeof import("./engine");
+
+/** Fewer one-time key packages than this on the server and the device uploads more. */
+export const KEY_PACKAGES_LOW = 10;
+const KEY_PACKAGES_BATCH = 20;
+/** Attempts at a commit that keeps losing the epoch race before giving up for now. */
+const COMMIT_ATTEMPTS = 6;
+const PAGE = 200;
+/** How long a device already added to a group waits for its Welcome before joining by itself. */
+const WELCOME_WAITS = 4;
+const WELCOME_WAIT_MS = 500;
+
+/** A decrypted message's content, or why this device has none. */
+export type PlainEntry = Content | { failed: string };
+
+export interface GroupProgress {
+  /** Every message up to this seq has been applied or decrypted (or was before the join). */
+  processedSeq: number;
+  /** The seq of the commit or Welcome that brought this device in: nothing before it is readable. */
+  joinedSeq: number;
+  /** Why this device stopped processing the conversation (a fork, a failed commit, removed). */
+  problem?: string;
+  /** Users the member list dropped (system messages) whose leaves are still to be removed. */
+  departed?: string[];
+}
+
+export interface ConversationCrypto {
+  /** `waiting`: the group has no GroupInfo yet (its creator's device has not committed). */
+  status: "ready" | "waiting" | "problem";
+  problem: string | null;
+  processedSeq: number;
+  joinedSeq: number;
+  plain: Map<number, PlainEntry>;
+}
+
+/** The device's record in its local store. `version` moves with every save. */
+interface StoredDevice {
+  version: number;
+  snapshot: DeviceSnapshot;
+  registered: boolean;
+  groups: Record<string, GroupProgress>;
+}
+
+const DEVICE_KEY = "mls:device";
+const plainKey = (conversationId: string) => `mls:plain:${conversationId}`;
+const SENT_KEY = "mls:sent";
+
+
+const GroupInfoAnswer = z.object({ epoch: z.number(), groupInfo: z.string().nullable() });
+const Welcomes = z.object({ welcomes: z.array(PendingWelcome) });
+const Claimed = z.object({ keyPackages: z.array(ClaimedKeyPackage) });
+const Count = z.object({ count: z.number(), lastResort: z.boolean() });
+const Devices = z.object({ devices: z.array(z.object({ id: z.string(), signatureKey: z.string().nullable() }).loose()) });
+
+export interface E2eeClientDeps {
+  userId: string;
+  deviceId: string;
+  api: Pick<Api, "call">;
+  store: Pick<LocalStore, "get" | "set">;
+  /** Runs `fn` as the only MLS writer of this browser profile (navigator.locks in the app). */
+  exclusive: <T>(fn: () => Promise<T>) => Promise<T>;
+  engine: () => Promise<EngineModule>;
+  newId?: () => string;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export class E2eeClient {
+  private device: MlsDevice | null = null;
+  private record: StoredDevice | null = null;
+  /** The version of the stored record `device` was restored from. */
+  private version = -1;
+  private readonly newId: () => string;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(private readonly deps: E2eeClientDeps) {
+    this.newId = deps.newId ?? (() => crypto.randomUUID());
+    this.sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
+
+  private get api() {
+    return this.deps.api;
+  }
+
+  /** Runs `fn` with the current device state, under the lock; on failure the in-memory copy is dropped. */
+  private locked<T>(fn: (device: MlsDevice, record: StoredDevice) => Promise<T>): Promise<T> {
+    return this.deps.exclusive(async () => {
+      const { device, record } = await this.load();
+      try {
+        return await fn(device, record);
+      } catch (err) {
+        // What is in memory may be ahead of what was saved: read the store again next time.
+        this.device = null;
+        this.version = -1;
+        throw err;
+      }
+    });
+  }
+
+  /** The stored state, restored only when another tab (or an earlier failure) changed it. */
+  private async load(): Promise<{ device: MlsDevice; record: StoredDevice }> {
+    const stored = (await this.deps.store.get(DEVICE_KEY)) as StoredDevice | undefined;
+    const engine = await this.deps.engine();
+    const directory = (userId: string) => this.devicesOf(userId);
+    if (stored && this.device && this.record && stored.version === this.version) return { device: this.device, record: this.record };
+    if (stored && stored.snapshot.deviceId === this.deps.deviceId) {
+      this.device = await engine.MlsDevice.restore(stored.snapshot, directory);
+      this.record = stored;
+    } else {
+      this.device = await engine.MlsDevice.create(this.deps.userId, this.deps.deviceId, directory);
+      this.record = { version: 0, snapshot: this.device.snapshot(), registered: false, groups: {} };
+      await this.deps.store.set(DEVICE_KEY, this.record);
+    }
+    this.version = this.record.version;
+    return { device: this.device, record: this.record };
+  }
+
+  private async save(device: MlsDevice, record: StoredDevice): Promise<void> {
+    record.version += 1;
+    record.snapshot = device.snapshot();
+    await this.deps.store.set(DEVICE_KEY, record);
+    this.version = record.version;
+  }
+
+  private async devicesOf(userId: string): Promise<Pick<DeviceWithKey, "id" | "signatureKey">[]> {
+    return (await this.api.call("GET", `/users/${encodeURIComponent(userId)}/devices`, Devices)).devices;
+  }
+
+  // --- the device: its key and key packages ------------------------------------------------------
+
+  /** Registers the device's signature key (once) and keeps its key packages stocked. */
+  ready(): Promise<void> {
+    return this.locked(async (device, record) => {
+      await this.register(device, record);
+      await this.restock(device, record);
+      await this.acceptWelcomes(device, record);
+    });
+  }
+
+  /** The server said this device runs low on key packages (`mls.keyPackagesLow`). */
+  replenish(): Promise<void> {
+    return this.locked(async (device, record) => {
+      await this.register(device, record);
+      await this.restock(device, record);
+    });
+  }
+
+  private async register(device: MlsDevice, record: StoredDevice): Promise<void> {
+    if (record.registered) return;
+    try {
+      await this.api.call("PUT", "/devices/me/mls", Schemas.none, { signatureKey: device.signatureKey });
+    } catch (err) {
+      if (err instanceof ApiRequestError && err.status === 409) {
+        throw new E2eeUnavailable("This device lost its encryption keys. Sign out and sign in again to use encrypted chats.");
+      }
+      throw err;
+    }
+    record.registered = true;
+    await this.save(device, record);
+  }
+
+  private async restock(device: MlsDevice, record: StoredDevice): Promise<void> {
+    const { count, lastResort } = await this.api.call("GET", "/mls/key-packages/count", Count);
+    if (count >= KEY_PACKAGES_LOW && lastResort) return;
+    // An upload needs at least one one-time package, so a missing last resort brings one along.
+    const keyPackages = await device.generateKeyPackages(count >= KEY_PACKAGES_LOW ? 1 : KEY_PACKAGES_BATCH);
+    const last = lastResort ? undefined : await device.generateLastResort();
+    // Their private keys are stored before the packages can be handed to anyone.
+    await this.save(device, record);
+    await this.api.call("POST", "/mls/key-packages", Schemas.none, { keyPackages, ...(last ? { lastResort: last } : {}) });
+  }
+
+  // --- joining -----------------------------------------------------------------------------------
+
+  /** The Welcomes waiting for this device: each joins its group (or is dropped if already in). */
+  private async acceptWelcomes(device: MlsDevice, record: StoredDevice): Promise<void> {
+    const { welcomes } = await this.api.call("GET", "/mls/welcomes", Welcomes);
+    for (const w of welcomes) {
+      if (!device.groups.has(w.conversationId)) {
+        try {
+          await device.joinFromWelcome(w.welcome);
+          record.groups[w.conversationId] = { processedSeq: w.seq, joinedSeq: w.seq };
+          await this.save(device, record);
+        } catch (err) {
+          // The device directory could not be read: keep the Welcome for the next try.
+          if (transient(err)) throw err;
+          // Not for a key package this device holds (a state restored from before it was made):
+          // the device joins by an external commit instead.
+        }
+      }
+      await this.api.call("DELETE", `/mls/welcomes/${encodeURIComponent(w.id)}`, Schemas.none);
+    }
+  }
+
+  /** Joins a conversation this device has no group state for: by Welcome, else by external commit. */
+  private async join(conversationId: string, device: MlsDevice, record: StoredDevice): Promise<boolean> {
+    await this.acceptWelcomes(device, record);
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS && !device.groups.has(conversationId); attempt++) {
+      const info = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}/mls/group-info`, GroupInfoAnswer);
+      if (info.groupInfo === null) return false;
+      const pending = await device.joinExternal(conversationId, info.groupInfo);
+      // A member's device added this one (with a key package) a moment ago: its Welcome is on the
+      // way, and joining again would give the device a second leaf.
+      const { membersOf } = await this.deps.engine();
+      if (membersOf(pending.next).filter((m) => m.deviceId === this.deps.deviceId).length > 1) {
+        for (let wait = 1; wait <= WELCOME_WAITS && !device.groups.has(conversationId); wait++) {
+          await this.sleep(WELCOME_WAIT_MS * wait);
+          await this.acceptWelcomes(device, record);
+        }
+        if (device.groups.has(conversationId)) return true;
+      }
+      const message = await this.postCommit(pending);
+      if (message) {
+        device.accept(pending);
+        record.groups[conversationId] = { processedSeq: message.seq, joinedSeq: message.seq };
+        await this.save(device, record);
+        return true;
+      }
+      // Someone committed first; that may have been the Add of this very device, whose Welcome
+      // is then on its way.
+      await this.acceptWelcomes(device, record);
+    }
+    return device.groups.has(conversationId);
+  }
+
+  /** POST the commit: its stored message, or null when another commit took the epoch (409). */
+  private async postCommit(pending: PendingCommit): Promise<Message | null> {
+    const { conversationId, epoch, commit, groupInfo, welcome, welcomeDeviceIds } = pending;
+    const body = { clientMsgId: this.newId(), epoch, commit, groupInfo, ...(welcome ? { welcome, welcomeDeviceIds } : {}) };
+    try {
+      return (await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/mls/commits`, Schemas.message, body)).message;
+    } catch (err) {
+      if (err instanceof ApiRequestError && err.status === 409) return null;
+      throw err;
+    }
+  }
+
+  // --- groups ------------------------------------------------------------------------------------
+
+  /**
+   * Sets up the group of a conversation this user just created: the group at epoch 0 and a first
+   * commit adding every device of the members (this user's other devices too) that has a key
+   * package. Devices without one join later by external commit. If the group exists already
+   * (a direct chat the other side created first), this device joins it instead.
+   */
+  create(conversationId: string, memberIds: string[]): Promise<ConversationCrypto> {
+    return this.locked(async (device, record) => {
+      await this.register(device, record);
+      await this.restock(device, record);
+      const info = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}/mls/group-info`, GroupInfoAnswer);
+      if (info.groupInfo === null && !device.groups.has(conversationId)) {
+        await device.createGroup(conversationId);
+        record.groups[conversationId] = { processedSeq: 0, joinedSeq: 0 };
+        await this.commitChange(conversationId, device, record, { addUsers: [...new Set([...memberIds, this.deps.userId])], always: true });
+      }
+      return this.catchUpLocked(conversationId, device, record);
+    });
+  }
+
+  /** Adds the devices of users just added to the member list. */
+  addUsers(conversationId: string, userIds: string[]): Promise<ConversationCrypto> {
+    return this.locked(async (device, record) => {
+      await this.catchUpLocked(conversationId, device, record);
+      if (device.groups.has(conversationId)) await this.commitChange(conversationId, device, record, { addUsers: userIds });
+      return this.catchUpLocked(conversationId, device, record);
+    });
+  }
+
+  /** Removes the leaves of users just removed from the member list. */
+  removeUsers(conversationId: string, userIds: string[]): Promise<ConversationCrypto> {
+    return this.locked(async (device, record) => {
+      await this.catchUpLocked(conversationId, device, record);
+      if (device.groups.has(conversationId)) await this.commitChange(conversationId, device, record, { removeUsers: userIds });
+      return this.catchUpLocked(conversationId, device, record);
+    });
+  }
+
+  /**
+   * Commits a change, and on a lost epoch race (409) processes what it missed and tries again.
+   * The key packages are claimed once: a retry reuses them, minus devices already in the group.
+   */
+  private async commitChange(
+    conversationId: string,
+    device: MlsDevice,
+    record: StoredDevice,
+    change: { addUsers?: string[]; removeUsers?: string[]; always?: boolean },
+    removing = false,
+  ): Promise<void> {
+    const claimed = change.addUsers?.length
+      ? (await this.api.call("POST", "/mls/key-packages/claim", Claimed, { userIds: change.addUsers })).keyPackages
+      : [];
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+      const members = device.members(conversationId);
+      const present = new Set(members.map((m) => m.deviceId));
+      const add = claimed.filter((k) => !present.has(k.deviceId)).map((k) => k.keyPackage);
+      const removeDevices = members.filter((m) => change.removeUsers?.includes(m.userId)).map((m) => m.deviceId);
+      if (add.length === 0 && removeDevices.length === 0 && !change.always) return;
+      const pending = await device.commit(conversationId, { add, removeDevices });
+      if (await this.postCommit(pending)) {
+        device.accept(pending);
+        await this.save(device, record);
+        return;
+      }
+      await this.catchUpLocked(conversationId, device, record, [], removing);
+    }
+    throw new Error("could not commit: the group kept changing");
+  }
+
+  /** A Welcome frame arrived: join its group. */
+  welcomed(): Promise<void> {
+    return this.locked((device, record) => this.acceptWelcomes(device, record));
+  }
+
+  /**
+   * Brings the conversation up to date: joins if this device is new to it, then applies commits
+   * and decrypts messages in seq order. `known`: messages just received, used instead of a fetch
+   * when they continue from where processing stands.
+   */
+  catchUp(conversationId: string, known: Message[] = []): Promise<ConversationCrypto> {
+    return this.locked((device, record) => this.catchUpLocked(conversationId, device, record, known));
+  }
+
+  /** What this device holds for a conversation, without the network (offline start). */
+  async stored(conversationId: string): Promise<ConversationCrypto> {
+    const record = (await this.deps.store.get(DEVICE_KEY)) as StoredDevice | undefined;
+    return this.result(record?.groups[conversationId], await this.plainOf(conversationId));
+  }
+
+  private async plainOf(conversationId: string): Promise<Record<number, PlainEntry>> {
+    return ((await this.deps.store.get(plainKey(conversationId))) as Record<number, PlainEntry> | undefined) ?? {};
+  }
+
+  private result(progress: GroupProgress | undefined, plain: Record<number, PlainEntry>): ConversationCrypto {
+    return {
+      status: progress?.problem ? "problem" : progress ? "ready" : "waiting",
+      problem: progress?.problem ?? null,
+      processedSeq: progress?.processedSeq ?? 0,
+      joinedSeq: progress?.joinedSeq ?? 0,
+      plain: new Map(Object.entries(plain).map(([seq, entry]) => [Number(seq), entry])),
+    };
+  }
+
+  private async catchUpLocked(conversationId: string, device: MlsDevice, record: StoredDevice, known: Message[] = [], removing = false): Promise<ConversationCrypto> {
+    if (!device.groups.has(conversationId)) {
+      await this.register(device, record);
+      await this.restock(device, record);
+      if (!(await this.join(conversationId, device, record))) return this.result(undefined, {});
+    }
+    const progress = record.groups[conversationId] ?? (record.groups[conversationId] = { processedSeq: 0, joinedSeq: 0 });
+    const plain = await this.plainOf(conversationId);
+    if (progress.problem) return this.result(progress, plain);
+    const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Content> | undefined) ?? {};
+    let changed = false;
+    try {
+      const apply = async (m: Message) => {
+        if (m.kind === "mls.commit" && m.commit) {
+          try {
+            await device.processCommit(conversationId, m.commit);
+          } catch (err) {
+            // Checking a new leaf reads the device directory: offline is not a broken group.
+            if (transient(err)) throw err;
+            const why = err instanceof Error ? err.message : String(err);
+            progress.problem = /forked/.test(why) ? `The encryption state of this conversation forked (${why}).` : `A change to the group could not be applied (${why}).`;
+          }
+          if (!progress.problem && !device.isActive(conversationId)) progress.problem = "This device was removed from the group.";
+        } else if (m.kind === "system" && m.body) {
+          noteDeparture(progress, m.body);
+        } else if (m.kind === "encrypted" && m.ciphertext) {
+          if (m.senderDeviceId === this.deps.deviceId) {
+            // MLS does not let a sender decrypt its own message: the text was kept when it was sealed.
+            plain[m.seq] = sent[m.clientMsgId] ?? { failed: "sent from this device; its text was not kept" };
+            delete sent[m.clientMsgId];
+          } else {
+            try {
+              plain[m.seq] = decodeContent(await device.decrypt(conversationId, m.ciphertext)) ?? { failed: "not a message this app can show" };
+            } catch {
+              plain[m.seq] = { failed: "cannot decrypt" };
+            }
+          }
+        }
+        progress.processedSeq = m.seq;
+        changed = true;
+      };
+      const queue = known.filter((m) => m.conversationId === conversationId && m.seq > progress.processedSeq).sort((a, b) => a.seq - b.seq);
+      while (queue[0] && queue[0].seq === progress.processedSeq + 1 && !progress.problem) await apply(queue.shift()!);
+      // A hole between what is processed and what arrived, or no hint at all: read the sequence.
+      if (!progress.problem && (queue.length > 0 || known.length === 0)) {
+        for (;;) {
+          const page = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}/messages${qs({ after: progress.processedSeq, limit: PAGE })}`, Schemas.history);
+          for (const m of page.messages) {
+            if (progress.problem) break;
+            if (m.seq > progress.processedSeq) await apply(m);
+          }
+          if (!page.hasMore || page.messages.length === 0 || progress.problem) break;
+        }
+      }
+    } finally {
+      if (changed) {
+        await this.deps.store.set(plainKey(conversationId), plain);
+        await this.deps.store.set(SENT_KEY, sent);
+        await this.save(device, record);
+      }
+    }
+    if (progress.departed?.length && !progress.problem && !removing) {
+      // The member list is the access list: their leaves go from the group too. Every member's
+      // device may try; the server's epoch check lets one commit win, and the others then find
+      // nothing left to remove.
+      try {
+        await this.commitChange(conversationId, device, record, { removeUsers: progress.departed.filter((u) => u !== this.deps.userId) }, true);
+        delete progress.departed;
+        await this.save(device, record);
+      } catch (err) {
+        // Kept for the next catch-up; reading the conversation goes on meanwhile.
+        if (err instanceof E2eeUnavailable) throw err;
+      }
+    }
+    return this.result(progress, plain);
+  }
+
+  /**
+   * Encrypts a message for the conversation, at its current epoch (after processing what the
+   * server holds), and keeps its content: the sender cannot decrypt its own message later.
+   */
+  seal(conversationId: string, clientMsgId: string, content: Content): Promise<string> {
+    return this.locked(async (device, record) => {
+      const state = await this.catchUpLocked(conversationId, device, record);
+      if (state.status === "problem") throw new E2eeUnavailable(state.problem ?? "encryption failed in this conversation");
+      // Waiting for the group's creator: the outbox tries again a little later.
+      if (state.status !== "ready") throw new Error("encryption is not set up for this conversation yet");
+      const ciphertext = await device.encrypt(conversationId, encodeContent(content));
+      const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Content> | undefined) ?? {};
+      sent[clientMsgId] = content;
+      await this.deps.store.set(SENT_KEY, sent);
+      await this.save(device, record);
+      return ciphertext;
+    });
+  }
+}
+
+/** A failure that says nothing about the group: the network, or the server busy. */
+function transient(err: unknown): boolean {
+  return isTransient(err) || (err instanceof Error && isTransient(err.cause));
+}
+
+/** Notes who left or was removed (a system message's event), and forgets who was added back. */
+function noteDeparture(progress: GroupProgress, body: string): void {
+  let event: { event?: unknown; userIds?: unknown };
+  try {
+    event = JSON.parse(body) as typeof event;
+  } catch {
+    return;
+  }
+  if (!Array.isArray(event.userIds)) return;
+  const users = event.userIds.filter((u): u is string => typeof u === "string");
+  const departed = new Set(progress.departed ?? []);
+  if (event.event === "removed" || event.event === "left") for (const u of users) departed.add(u);
+  else if (event.event === "added") for (const u of users) departed.delete(u);
+  if (departed.size > 0) progress.departed = [...departed];
+  else delete progress.departed;
+}

@@ -1,0 +1,269 @@
+// The client's end-to-end encryption module (web/src/e2ee/client.ts) with the real MLS engine,
+// several simulated devices and an in-memory Delivery Service (e2eeServer.ts): joining by Welcome
+// and by external commit, messages both ways, what a late joiner cannot read, a lost epoch race
+// retried, two tabs of one device sharing one state, and a forked group state reported.
+import { describe, expect, it } from "vitest";
+import { Api } from "../src/lib/api";
+import { E2eeClient, type PlainEntry } from "../src/e2ee/client";
+import { decodeContent, encodeContent, isSealed, type Content } from "../src/e2ee/content";
+import { MlsDevice, type DeviceSnapshot } from "../src/e2ee/engine";
+import { inPageLock, type Exclusive } from "../src/e2ee/lock";
+import type { Fetch } from "../src/lib/api";
+import { FakeE2eeServer } from "./e2eeServer";
+
+/** IndexedDB's part: values stored as copies, as structured clone does. */
+function memoryStore() {
+  const map = new Map<string, unknown>();
+  return {
+    map,
+    get: async (key: string) => structuredClone(map.get(key)),
+    set: async (key: string, value: unknown) => void map.set(key, structuredClone(value)),
+  };
+}
+
+interface Sim {
+  client: E2eeClient;
+  store: ReturnType<typeof memoryStore>;
+  userId: string;
+  deviceId: string;
+}
+
+function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, options: { store?: ReturnType<typeof memoryStore>; lock?: Exclusive; fetch?: Fetch } = {}): Sim {
+  const store = options.store ?? memoryStore();
+  const lock = options.lock ?? inPageLock();
+  const api = new Api(() => "token", () => undefined, options.fetch ?? server.fetchFor(userId, deviceId));
+  let n = 0;
+  const client = new E2eeClient({
+    userId,
+    deviceId,
+    api,
+    store,
+    exclusive: (fn) => lock("mls", fn),
+    engine: () => import("../src/e2ee/engine"),
+    newId: () => `${deviceId}-${++n}`,
+    sleep: async () => undefined,
+  });
+  return { client, store, userId, deviceId };
+}
+
+/** Seals a text and sends it as the send queue would. */
+async function say(server: FakeE2eeServer, from: Sim, conversationId: string, body: string) {
+  const clientMsgId = `${from.deviceId}-msg-${body}`;
+  const ciphertext = await from.client.seal(conversationId, clientMsgId, { v: 1, body });
+  return server.sendCiphertext(conversationId, from.userId, from.deviceId, clientMsgId, ciphertext);
+}
+
+const texts = (plain: Map<number, PlainEntry>) => [...plain.values()].map((e) => ("failed" in e ? `failed: ${e.failed}` : e.body));
+
+describe("e2ee content", () => {
+  it("round-trips text and sealed media, and refuses what is not content", () => {
+    const media = [{ id: "b1", contentType: "image/png", size: 10, name: "a.png", width: 4, height: 3, thumbnailId: "b2", seal: { key: "k", nonce: "n", sha256: "h" }, thumbnailSeal: { key: "k2", nonce: "n2", sha256: "h2" } }];
+    const content: Content = { v: 1, body: "hi", media };
+    expect(decodeContent(encodeContent(content))).toEqual(content);
+    expect(decodeContent(encodeContent({ body: "only text", media: [] }))).toEqual({ v: 1, body: "only text" });
+    expect(decodeContent(new TextEncoder().encode('{"v":2,"body":"x"}'))).toBeNull();
+    expect(decodeContent(new Uint8Array([0xff, 0xfe]))).toBeNull();
+    expect(isSealed(media[0]!)).toBe(true);
+    expect(isSealed({ id: "x", contentType: "image/png", size: 1, name: "x" })).toBe(false);
+  });
+});
+
+describe("the in-page lock", () => {
+  it("runs calls of one name one at a time, in order, and a failure does not block the next", async () => {
+    const lock = inPageLock();
+    const log: string[] = [];
+    const step = (name: string, fail = false) => async () => {
+      log.push(`${name} in`);
+      await new Promise((r) => setTimeout(r, 5));
+      log.push(`${name} out`);
+      if (fail) throw new Error(name);
+      return name;
+    };
+    const results = await Promise.allSettled([lock("a", step("1")), lock("a", step("2", true)), lock("a", step("3"))]);
+    expect(log).toEqual(["1 in", "1 out", "2 in", "2 out", "3 in", "3 out"]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+  });
+});
+
+describe("the E2EE client", () => {
+  it("registers once, stocks key packages and a last resort, and restocks when they run low", async () => {
+    const server = new FakeE2eeServer();
+    const ann = sim(server, "ann");
+    await ann.client.ready();
+    expect(server.deviceKeys.get("ann-d1")?.userId).toBe("ann");
+    expect(server.keyPackages.get("ann-d1")?.oneTime).toHaveLength(20);
+    expect(server.keyPackages.get("ann-d1")?.lastResort).toBeTruthy();
+    await ann.client.ready();
+    expect(server.keyPackages.get("ann-d1")?.oneTime).toHaveLength(20);
+    server.keyPackages.get("ann-d1")!.oneTime.splice(0, 15);
+    await ann.client.replenish();
+    expect(server.keyPackages.get("ann-d1")?.oneTime).toHaveLength(25);
+  });
+
+  it("creates a group: a device with key packages joins by Welcome, one without by external commit; both ways; the sender keeps its own text", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob", "cat"]);
+    const ann = sim(server, "ann");
+    const bob = sim(server, "bob");
+    const cat = sim(server, "cat");
+    await bob.client.ready();
+    const created = await ann.client.create("c1", ["bob", "cat"]);
+    expect(created.status).toBe("ready");
+    const bobJoined = await bob.client.catchUp("c1");
+    const addCommit = server.messages("c1").find((m) => m.kind === "mls.commit")!;
+    // Bob's key package was in Ann's commit: he came in by its Welcome.
+    expect(bobJoined).toMatchObject({ status: "ready", joinedSeq: addCommit.seq });
+    expect(server.welcomes.get("bob-d1")).toEqual([]);
+    // Cat had none: her device joins by an external commit.
+    const catJoined = await cat.client.catchUp("c1");
+    expect(catJoined.status).toBe("ready");
+    expect(server.messages("c1").at(-1)).toMatchObject({ kind: "mls.commit", senderDeviceId: "cat-d1", seq: catJoined.joinedSeq });
+
+    await say(server, ann, "c1", "hello from ann");
+    await say(server, cat, "c1", "cat here");
+    expect(texts((await bob.client.catchUp("c1")).plain)).toEqual(["hello from ann", "cat here"]);
+    expect(texts((await cat.client.catchUp("c1")).plain)).toEqual(["hello from ann", "cat here"]);
+    // MLS does not let Ann decrypt her own message: she shows the text she kept when sealing it.
+    expect(texts((await ann.client.catchUp("c1")).plain)).toEqual(["hello from ann", "cat here"]);
+  });
+
+  it("a device that joins later reads nothing sent before it joined, and everything after", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    const ann = sim(server, "ann");
+    await ann.client.create("c1", ["bob"]);
+    const early = await say(server, ann, "c1", "before bob");
+    const bob = sim(server, "bob");
+    const joined = await bob.client.catchUp("c1");
+    expect(joined.joinedSeq).toBeGreaterThan(early.seq);
+    expect(joined.plain.has(early.seq)).toBe(false);
+    const late = await say(server, ann, "c1", "after bob");
+    expect((await bob.client.catchUp("c1", [late])).plain.get(late.seq)).toEqual({ v: 1, body: "after bob" });
+  });
+
+  it("a commit that lost the epoch race (409) is retried after processing the winner", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    const bob = sim(server, "bob");
+    const dan = sim(server, "dan");
+    const eve = sim(server, "eve");
+    await Promise.all([bob.client.ready(), dan.client.ready(), eve.client.ready()]);
+    // Ann's first commit attempt meets Bob's, stored just before it at the same epoch.
+    let raced = false;
+    const annFetch = server.fetchFor("ann", "ann-d1");
+    const ann = sim(server, "ann", "ann-d1", {
+      fetch: async (path, init) => {
+        if (!raced && init.method === "POST" && path.endsWith("/mls/commits") && server.conversations.get("c1")!.epoch === 1) {
+          raced = true;
+          server.system("c1", "added", "bob", ["eve"]);
+          await bob.client.addUsers("c1", ["eve"]);
+        }
+        return annFetch(path, init);
+      },
+    });
+    await ann.client.create("c1", ["bob"]);
+    await bob.client.catchUp("c1");
+    server.system("c1", "added", "ann", ["dan"]);
+    await ann.client.addUsers("c1", ["dan"]);
+    expect(raced).toBe(true);
+    expect(server.conflicts).toBe(1);
+    // One history: every device ends at the same epoch and reads the same message.
+    await say(server, ann, "c1", "all of us");
+    for (const d of [bob, dan, eve]) expect(texts((await d.client.catchUp("c1")).plain)).toContain("all of us");
+    const commits = server.messages("c1").filter((m) => m.kind === "mls.commit");
+    expect(commits.map((m) => m.senderDeviceId)).toEqual(["ann-d1", "bob-d1", "ann-d1"]);
+  });
+
+  it("two tabs of one device share one state under the lock: interleaved sends and reads never fork it", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    const store = memoryStore();
+    const lock = inPageLock();
+    const tab1 = sim(server, "ann", "ann-d1", { store, lock });
+    const tab2 = sim(server, "ann", "ann-d1", { store, lock });
+    const bob = sim(server, "bob");
+    await bob.client.ready();
+    await tab1.client.create("c1", ["bob"]);
+    await bob.client.catchUp("c1");
+    // Both tabs seal at once, and Bob commits meanwhile: each tab restores what the other saved.
+    await Promise.all([say(server, tab1, "c1", "one"), say(server, tab2, "c1", "two"), bob.client.addUsers("c1", []), tab2.client.catchUp("c1")]);
+    await say(server, tab2, "c1", "three");
+    await say(server, bob, "c1", "from bob");
+    expect(texts((await bob.client.catchUp("c1")).plain)).toEqual(["one", "two", "three", "from bob"]);
+    const seen = await tab1.client.catchUp("c1");
+    expect(seen.status).toBe("ready");
+    expect(texts(seen.plain)).toEqual(["one", "two", "three", "from bob"]);
+  });
+
+  it("removes the leaves of a user the member list dropped, and that user reads nothing after", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob", "cat"]);
+    const ann = sim(server, "ann");
+    const bob = sim(server, "bob");
+    const cat = sim(server, "cat");
+    await Promise.all([bob.client.ready(), cat.client.ready()]);
+    await ann.client.create("c1", ["bob", "cat"]);
+    await Promise.all([bob.client.catchUp("c1"), cat.client.catchUp("c1")]);
+    const snapshotOfCat = ((await cat.store.get("mls:device")) as { snapshot: DeviceSnapshot }).snapshot;
+    server.system("c1", "removed", "ann", ["cat"]);
+    // Bob's device sees the system message and commits the Remove.
+    await bob.client.catchUp("c1");
+    const remove = server.messages("c1").at(-1)!;
+    expect(remove).toMatchObject({ kind: "mls.commit", senderDeviceId: "bob-d1" });
+    await ann.client.catchUp("c1");
+    const after = await say(server, ann, "c1", "cat cannot read this");
+    // Cat's device, holding the state it had, cannot decrypt what comes after its removal.
+    const catDevice = await MlsDevice.restore(snapshotOfCat);
+    await expect(catDevice.decrypt("c1", after.ciphertext!)).rejects.toThrow(/cannot decrypt/);
+    expect(texts((await bob.client.catchUp("c1")).plain)).toEqual(["cat cannot read this"]);
+  });
+
+  it("reports a forked group state instead of diverging", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob", "dan"]);
+    const ann = sim(server, "ann");
+    const bob = sim(server, "bob");
+    const dan = sim(server, "dan");
+    await Promise.all([bob.client.ready(), dan.client.ready()]);
+    await ann.client.create("c1", ["bob"]);
+    await bob.client.catchUp("c1");
+    // A second writer of Bob's state (no shared lock) applies a commit the server never took...
+    const stray = await MlsDevice.restore(((await bob.store.get("mls:device")) as { snapshot: DeviceSnapshot }).snapshot);
+    stray.accept(await stray.commit("c1"));
+    // ...while the group moves on to the same epoch without it.
+    await ann.client.addUsers("c1", ["dan"]);
+    expect(stray.epoch("c1")).toBe(server.conversations.get("c1")!.epoch);
+    const forked = await stray.commit("c1");
+    server.injectCommit("c1", "bob", "bob-d1", forked.commit);
+    const seen = await ann.client.catchUp("c1");
+    expect(seen.status).toBe("problem");
+    expect(seen.problem).toMatch(/forked/);
+  });
+
+  it("a commit it cannot check while offline is retried later, not taken for a broken group", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob", "cat"]);
+    const ann = sim(server, "ann");
+    let offline = false;
+    const bobFetch = server.fetchFor("bob", "bob-d1");
+    const bob = sim(server, "bob", "bob-d1", {
+      fetch: async (path, init) => {
+        if (offline && path.startsWith("/users/")) throw new TypeError("Failed to fetch");
+        return bobFetch(path, init);
+      },
+    });
+    await bob.client.ready();
+    await ann.client.create("c1", ["bob"]);
+    await bob.client.catchUp("c1");
+    // Cat joins; Bob must look her device up to accept her leaf, and cannot.
+    const cat = sim(server, "cat");
+    await cat.client.catchUp("c1");
+    offline = true;
+    await expect(bob.client.catchUp("c1")).rejects.toThrow(/Failed to fetch/);
+    offline = false;
+    await say(server, cat, "c1", "cat made it");
+    const seen = await bob.client.catchUp("c1");
+    expect(seen.status).toBe("ready");
+    expect(texts(seen.plain)).toEqual(["cat made it"]);
+  });
+});

@@ -1,0 +1,147 @@
+// A stand-in for the server's E2EE routes, in memory, for the client module's unit tests: device
+// keys, key packages (each handed out once), Welcomes, the GroupInfo and, above all, the Delivery
+// Service's rule that a commit is accepted only at the current epoch (409 otherwise), appended to
+// the conversation's sequence with its messages. It checks no MLS structure (the workerd suite,
+// test/e2ee.test.ts, runs the real server); it orders, stores and hands out, as the real one does.
+import type { Message } from "../../protocol";
+import type { Fetch } from "../src/lib/api";
+
+interface Conv {
+  members: string[];
+  epoch: number;
+  groupInfo: string | null;
+  messages: Message[];
+}
+
+export class FakeE2eeServer {
+  readonly conversations = new Map<string, Conv>();
+  readonly deviceKeys = new Map<string, { userId: string; key: string }>();
+  readonly keyPackages = new Map<string, { userId: string; oneTime: string[]; lastResort: string | null }>();
+  readonly welcomes = new Map<string, { id: string; conversationId: string; seq: number; welcome: string }[]>();
+  /** Commits refused for a stale epoch, for the tests to count. */
+  conflicts = 0;
+  private nextId = 1;
+
+  /** A conversation with its member list (the server's access list), like POST /group/create. */
+  conversation(id: string, members: string[]): void {
+    this.conversations.set(id, { members, epoch: 0, groupInfo: null, messages: [] });
+    this.append(id, { senderId: members[0]!, senderDeviceId: "", kind: "system", body: JSON.stringify({ event: "created", actorId: members[0], userIds: members.slice(1) }) });
+  }
+
+  /** A system message, as the server writes when the member list changes. */
+  system(id: string, event: "added" | "removed" | "left", actorId: string, userIds: string[]): void {
+    const conv = this.conversations.get(id)!;
+    if (event === "added") conv.members.push(...userIds);
+    else conv.members = conv.members.filter((m) => !userIds.includes(m));
+    this.append(id, { senderId: actorId, senderDeviceId: "", kind: "system", body: JSON.stringify({ event, actorId, userIds }) });
+  }
+
+  messages(id: string): Message[] {
+    return this.conversations.get(id)!.messages;
+  }
+
+  private append(id: string, m: Partial<Message> & Pick<Message, "senderId" | "senderDeviceId" | "kind">): Message {
+    const conv = this.conversations.get(id)!;
+    const seq = conv.messages.length + 1;
+    const message: Message = {
+      id: `m${this.nextId++}`,
+      conversationId: id,
+      seq,
+      clientMsgId: `s${seq}`,
+      body: null,
+      media: [],
+      threadRootSeq: null,
+      createdAt: 1_700_000_000_000 + seq,
+      ...m,
+    };
+    conv.messages.push(message);
+    return message;
+  }
+
+  /** A device's fetch: `Bearer <userId>:<deviceId>` stands for its token. */
+  fetchFor(userId: string, deviceId: string): Fetch {
+    return async (path, init) => {
+      const body: unknown = typeof init.body === "string" ? JSON.parse(init.body) : undefined;
+      const answer = this.route(userId, deviceId, init.method ?? "GET", path, body);
+      return new Response(answer.status === 204 ? null : JSON.stringify(answer.json ?? null), { status: answer.status, headers: { "content-type": "application/json" } });
+    };
+  }
+
+  private route(userId: string, deviceId: string, method: string, path: string, body: unknown): { status: number; json?: unknown } {
+    const url = new URL(path, "http://server");
+    const p = url.pathname;
+    const b = body as Record<string, unknown>;
+    const error = (status: number, code: string, extra: Record<string, unknown> = {}) => ({ status, json: { error: { code, message: code }, ...extra } });
+    let m: RegExpExecArray | null;
+    if (method === "PUT" && p === "/devices/me/mls") {
+      const existing = this.deviceKeys.get(deviceId);
+      if (existing && existing.key !== b.signatureKey) return error(409, "conflict");
+      this.deviceKeys.set(deviceId, { userId, key: String(b.signatureKey) });
+      return { status: 200, json: { signatureKey: b.signatureKey } };
+    }
+    if (method === "GET" && (m = /^\/users\/([^/]+)\/devices$/.exec(p))) {
+      const devices = [...this.deviceKeys].filter(([, d]) => d.userId === m![1]).map(([id, d]) => ({ id, name: id, createdAt: 1, signatureKey: d.key }));
+      return { status: 200, json: { devices } };
+    }
+    if (p === "/mls/key-packages/count") {
+      const k = this.keyPackages.get(deviceId);
+      return { status: 200, json: { count: k?.oneTime.length ?? 0, lastResort: !!k?.lastResort } };
+    }
+    if (method === "POST" && p === "/mls/key-packages") {
+      const k = this.keyPackages.get(deviceId) ?? { userId, oneTime: [], lastResort: null };
+      k.oneTime.push(...(b.keyPackages as string[]));
+      if (typeof b.lastResort === "string") k.lastResort = b.lastResort;
+      this.keyPackages.set(deviceId, k);
+      return { status: 201, json: { count: (b.keyPackages as string[]).length } };
+    }
+    if (method === "POST" && p === "/mls/key-packages/claim") {
+      const out: unknown[] = [];
+      for (const [device, k] of this.keyPackages) {
+        if (device === deviceId || !(b.userIds as string[]).includes(k.userId)) continue;
+        const one = k.oneTime.shift();
+        if (one) out.push({ userId: k.userId, deviceId: device, keyPackage: one, lastResort: false });
+        else if (k.lastResort) out.push({ userId: k.userId, deviceId: device, keyPackage: k.lastResort, lastResort: true });
+      }
+      return { status: 200, json: { keyPackages: out } };
+    }
+    if (method === "GET" && p === "/mls/welcomes") return { status: 200, json: { welcomes: this.welcomes.get(deviceId) ?? [] } };
+    if (method === "DELETE" && (m = /^\/mls\/welcomes\/([^/]+)$/.exec(p))) {
+      this.welcomes.set(deviceId, (this.welcomes.get(deviceId) ?? []).filter((w) => w.id !== m![1]));
+      return { status: 204 };
+    }
+    const convMatch = /^\/conversations\/([^/]+)\/(.+)$/.exec(p);
+    const conv = convMatch ? this.conversations.get(convMatch[1]!) : undefined;
+    if (convMatch && (!conv || !conv.members.includes(userId))) return error(404, "not_found");
+    if (conv && convMatch![2] === "mls/group-info") return { status: 200, json: { epoch: conv.epoch, groupInfo: conv.groupInfo } };
+    if (conv && convMatch![2] === "mls/commits" && method === "POST") {
+      if (b.epoch !== conv.epoch) {
+        this.conflicts++;
+        return error(409, "conflict", { epoch: conv.epoch });
+      }
+      conv.epoch += 1;
+      conv.groupInfo = String(b.groupInfo);
+      const message = this.append(convMatch![1]!, { senderId: userId, senderDeviceId: deviceId, clientMsgId: String(b.clientMsgId), kind: "mls.commit", commit: String(b.commit) });
+      for (const d of (b.welcomeDeviceIds as string[] | undefined) ?? []) {
+        this.welcomes.set(d, [...(this.welcomes.get(d) ?? []), { id: `w${this.nextId++}`, conversationId: convMatch![1]!, seq: message.seq, welcome: String(b.welcome) }]);
+      }
+      return { status: 201, json: { message } };
+    }
+    if (conv && convMatch![2] === "messages" && method === "GET") {
+      const after = Number(url.searchParams.get("after") ?? 0);
+      const limit = Number(url.searchParams.get("limit") ?? 50);
+      const rest = conv.messages.filter((x) => x.seq > after);
+      return { status: 200, json: { messages: rest.slice(0, limit), hasMore: rest.length > limit } };
+    }
+    return error(404, "not_found");
+  }
+
+  /** A commit put straight into the sequence, past every check (a forged or diverged writer's). */
+  injectCommit(conversationId: string, userId: string, deviceId: string, commit: string): Message {
+    return this.append(conversationId, { senderId: userId, senderDeviceId: deviceId, kind: "mls.commit", commit });
+  }
+
+  /** POST /send with a ciphertext (the send queue's part, outside the module under test). */
+  sendCiphertext(conversationId: string, userId: string, deviceId: string, clientMsgId: string, ciphertext: string): Message {
+    return this.append(conversationId, { senderId: userId, senderDeviceId: deviceId, clientMsgId, kind: "encrypted", ciphertext });
+  }
+}
