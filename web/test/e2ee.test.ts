@@ -4,7 +4,7 @@
 // retried, two tabs of one device sharing one state, and a forked group state reported.
 import { describe, expect, it } from "vitest";
 import { Api } from "../src/lib/api";
-import { E2eeClient, type PlainEntry } from "../src/e2ee/client";
+import { E2eeClient, GONE_DEVICES_CHECK_MS, type PlainEntry } from "../src/e2ee/client";
 import { decodeContent, encodeContent, isSealed, type Content } from "../src/e2ee/content";
 import { MlsDevice, type DeviceSnapshot } from "../src/e2ee/engine";
 import { inPageLock, type Exclusive } from "../src/e2ee/lock";
@@ -28,7 +28,7 @@ interface Sim {
   deviceId: string;
 }
 
-function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, options: { store?: ReturnType<typeof memoryStore>; lock?: Exclusive; fetch?: Fetch } = {}): Sim {
+function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, options: { store?: ReturnType<typeof memoryStore>; lock?: Exclusive; fetch?: Fetch; now?: () => number } = {}): Sim {
   const store = options.store ?? memoryStore();
   const lock = options.lock ?? inPageLock();
   const api = new Api(() => "token", () => undefined, options.fetch ?? server.fetchFor(userId, deviceId));
@@ -42,6 +42,7 @@ function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, 
     engine: () => import("../src/e2ee/engine"),
     newId: () => `${deviceId}-${++n}`,
     sleep: async () => undefined,
+    ...(options.now ? { now: options.now } : {}),
   });
   return { client, store, userId, deviceId };
 }
@@ -216,6 +217,50 @@ describe("the E2EE client", () => {
     const catDevice = await MlsDevice.restore(snapshotOfCat);
     await expect(catDevice.decrypt("c1", after.ciphertext!)).rejects.toThrow(/cannot decrypt/);
     expect(texts((await bob.client.catchUp("c1")).plain)).toEqual(["cat cannot read this"]);
+  });
+
+  it("removes a logged-out device's leaf on the server's notice, once, and that device reads nothing after", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    const ann = sim(server, "ann");
+    const bob1 = sim(server, "bob", "bob-d1");
+    const bob2 = sim(server, "bob", "bob-d2");
+    await Promise.all([bob1.client.ready(), bob2.client.ready()]);
+    await ann.client.create("c1", ["bob"]);
+    await Promise.all([bob1.client.catchUp("c1"), bob2.client.catchUp("c1")]);
+    const snapshotOfBob2 = ((await bob2.store.get("mls:device")) as { snapshot: DeviceSnapshot }).snapshot;
+    server.logout("bob", "bob-d2", ["c1"]);
+    const before = server.messages("c1").length;
+    // Both remaining devices see the notice; one Remove is committed, the other finds nothing left.
+    await Promise.all([ann.client.catchUp("c1"), bob1.client.catchUp("c1")]);
+    await Promise.all([ann.client.catchUp("c1"), bob1.client.catchUp("c1")]);
+    const commits = server.messages("c1").slice(before).filter((m) => m.kind === "mls.commit");
+    expect(commits).toHaveLength(1);
+    const after = await say(server, ann, "c1", "bob-d2 cannot read this");
+    const gone = await MlsDevice.restore(snapshotOfBob2);
+    await expect(gone.decrypt("c1", after.ciphertext!)).rejects.toThrow(/cannot decrypt/);
+    expect(texts((await bob1.client.catchUp("c1")).plain)).toEqual(["bob-d2 cannot read this"]);
+  });
+
+  it("finds a logged-out device's leaf without a notice once a day has passed, and not before", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    let now = 1_000_000;
+    const ann = sim(server, "ann", "ann-d1", { now: () => now });
+    const bob1 = sim(server, "bob", "bob-d1");
+    const bob2 = sim(server, "bob", "bob-d2");
+    await Promise.all([bob1.client.ready(), bob2.client.ready()]);
+    await ann.client.create("c1", ["bob"]);
+    await Promise.all([ann.client.catchUp("c1"), bob1.client.catchUp("c1"), bob2.client.catchUp("c1")]);
+    // The notice was missed: the device is only gone from the directory.
+    server.logout("bob", "bob-d2", []);
+    const before = server.messages("c1").length;
+    now += GONE_DEVICES_CHECK_MS - 1;
+    await ann.client.catchUp("c1");
+    expect(server.messages("c1")).toHaveLength(before);
+    now += 1;
+    await ann.client.catchUp("c1");
+    expect(server.messages("c1").slice(before)).toMatchObject([{ kind: "mls.commit", senderDeviceId: "ann-d1" }]);
   });
 
   it("reports a forked group state instead of diverging", async () => {

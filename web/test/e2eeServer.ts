@@ -36,6 +36,17 @@ export class FakeE2eeServer {
     this.append(id, { senderId: actorId, senderDeviceId: "", kind: "system", body: JSON.stringify({ event, actorId, userIds }) });
   }
 
+  /**
+   * A device logs out: it leaves the directory, and the conversations where it holds a leaf get the
+   * server's `deviceLoggedOut` notice (the real server reads the GroupInfo's tree to find them).
+   */
+  logout(userId: string, deviceId: string, conversationIds: string[]): void {
+    this.deviceKeys.delete(deviceId);
+    for (const id of conversationIds) {
+      this.append(id, { senderId: userId, senderDeviceId: "", kind: "system", body: JSON.stringify({ event: "deviceLoggedOut", actorId: userId, userIds: [userId], deviceIds: [deviceId] }) });
+    }
+  }
+
   messages(id: string): Message[] {
     return this.conversations.get(id)!.messages;
   }

@@ -41,6 +41,10 @@ export interface GroupProgress {
   problem?: string;
   /** Users the member list dropped (system messages) whose leaves are still to be removed. */
   departed?: string[];
+  /** A device logged out (a `deviceLoggedOut` system message): its leaves are to be removed. */
+  goneDevicesDue?: boolean;
+  /** When this device last compared the group's leaves with the device directory. */
+  goneDevicesCheckedAt?: number;
 }
 
 export interface ConversationCrypto {
@@ -63,6 +67,11 @@ interface StoredDevice {
 const DEVICE_KEY = "mls:device";
 const plainKey = (conversationId: string) => `mls:plain:${conversationId}`;
 const SENT_KEY = "mls:sent";
+/**
+ * How often the group's leaves are compared with the device directory without a notice: the
+ * server's `deviceLoggedOut` notice can be missed (docs/e2ee.md, "When a device logs out").
+ */
+export const GONE_DEVICES_CHECK_MS = 24 * 3600 * 1000;
 
 
 const GroupInfoAnswer = z.object({ epoch: z.number(), groupInfo: z.string().nullable() });
@@ -81,6 +90,7 @@ export interface E2eeClientDeps {
   engine: () => Promise<EngineModule>;
   newId?: () => string;
   sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
 }
 
 export class E2eeClient {
@@ -90,9 +100,11 @@ export class E2eeClient {
   private version = -1;
   private readonly newId: () => string;
   private readonly sleep: (ms: number) => Promise<void>;
+  private readonly now: () => number;
 
   constructor(private readonly deps: E2eeClientDeps) {
     this.newId = deps.newId ?? (() => crypto.randomUUID());
+    this.now = deps.now ?? (() => Date.now());
     this.sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
@@ -432,7 +444,38 @@ export class E2eeClient {
         if (err instanceof E2eeUnavailable) throw err;
       }
     }
+    if (!progress.problem && !removing) await this.removeGoneDevicesIfDue(conversationId, device, record, progress);
     return this.result(progress, plain);
+  }
+
+  /**
+   * Removes the leaves of logged-out devices, when a notice said one logged out or a day has passed
+   * since the last look. Like removals of departed users, every member's device may try; the epoch
+   * check lets one commit win and the others find nothing left.
+   */
+  private async removeGoneDevicesIfDue(conversationId: string, device: MlsDevice, record: StoredDevice, progress: GroupProgress): Promise<void> {
+    const now = this.now();
+    // A group just joined was compared with the directory when its leaves were checked.
+    progress.goneDevicesCheckedAt ??= now;
+    if (!progress.goneDevicesDue && now - progress.goneDevicesCheckedAt < GONE_DEVICES_CHECK_MS) return;
+    try {
+      for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+        const pending = await device.removeStale(conversationId);
+        if (!pending) break;
+        if (await this.postCommit(pending)) {
+          device.accept(pending);
+          break;
+        }
+        await this.catchUpLocked(conversationId, device, record, [], true);
+        if (progress.problem) return;
+      }
+      delete progress.goneDevicesDue;
+      progress.goneDevicesCheckedAt = now;
+    } catch (err) {
+      // Kept for the next catch-up; reading the conversation goes on meanwhile.
+      if (err instanceof E2eeUnavailable) throw err;
+    }
+    await this.save(device, record);
   }
 
   /**
@@ -460,7 +503,10 @@ function transient(err: unknown): boolean {
   return isTransient(err) || (err instanceof Error && isTransient(err.cause));
 }
 
-/** Notes who left or was removed (a system message's event), and forgets who was added back. */
+/**
+ * Notes who left or was removed (a system message's event), forgets who was added back, and that a
+ * device logged out.
+ */
 function noteDeparture(progress: GroupProgress, body: string): void {
   let event: { event?: unknown; userIds?: unknown };
   try {
@@ -468,6 +514,7 @@ function noteDeparture(progress: GroupProgress, body: string): void {
   } catch {
     return;
   }
+  if (event.event === "deviceLoggedOut") progress.goneDevicesDue = true;
   if (!Array.isArray(event.userIds)) return;
   const users = event.userIds.filter((u): u is string => typeof u === "string");
   const departed = new Set(progress.departed ?? []);
