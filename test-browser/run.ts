@@ -3,14 +3,15 @@
 import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
 import { newPage, run, waitUntil, type Ctx, type Test } from "./harness.ts";
+import { accessibilityTests } from "./accessibility.ts";
 
 // Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
 // UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
 const SHOTS = new URL(process.env.UPDATE_SCREENSHOTS === "1" ? "../docs/screenshots/" : "../test-results/screenshots/", import.meta.url);
 mkdirSync(SHOTS, { recursive: true });
 
-const PHONE = { width: 360, height: 740 };
-const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 360, height: 740 };
+export const DESKTOP = { width: 1280, height: 800 };
 const PASSWORD = "correct horse battery";
 let counter = 0;
 const uniq = (base: string) => `${base}_${Date.now().toString(36).slice(-4)}${counter++}`;
@@ -26,7 +27,7 @@ async function register(page: Page, username: string, displayName: string): Prom
   await page.getByRole("heading", { name: "Chats" }).waitFor({ timeout: 15_000 });
 }
 
-async function openDirect(page: Page, username: string): Promise<string> {
+export async function openDirect(page: Page, username: string): Promise<string> {
   await page.getByRole("button", { name: "New chat" }).click();
   await page.getByLabel("Find people by username").fill(username);
   await page.locator(`button.person[data-username="${username}"]`).click({ timeout: 10_000 });
@@ -41,7 +42,7 @@ async function conversationIdOf(page: Page): Promise<string> {
   });
 }
 
-async function createGroup(page: Page, title: string, username: string): Promise<string> {
+export async function createGroup(page: Page, title: string, username: string): Promise<string> {
   await page.getByRole("button", { name: "New group" }).click();
   await page.getByLabel("Group name").fill(title);
   await page.getByLabel("Add people").fill(username);
@@ -50,12 +51,12 @@ async function createGroup(page: Page, title: string, username: string): Promise
   return conversationIdOf(page);
 }
 
-async function openConversation(page: Page, id: string): Promise<void> {
+export async function openConversation(page: Page, id: string): Promise<void> {
   await page.locator(`a.conv-item[data-conversation="${id}"]`).click({ timeout: 15_000 });
   await page.getByRole("textbox", { name: "Message" }).waitFor();
 }
 
-async function send(page: Page, text: string, box = "Message"): Promise<void> {
+export async function send(page: Page, text: string, box = "Message"): Promise<void> {
   const input = page.getByRole("textbox", { name: box });
   await input.fill(text);
   await input.press("Enter");
@@ -63,11 +64,11 @@ async function send(page: Page, text: string, box = "Message"): Promise<void> {
 
 const exactly = (text: string) => new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
 
-function bubble(page: Page, text: string, scope = ".chat") {
+export function bubble(page: Page, text: string, scope = ".chat") {
   return page.locator(`${scope} .msg-row`).filter({ has: page.locator(".text", { hasText: exactly(text) }) });
 }
 
-async function expectMessage(page: Page, text: string, scope = ".chat"): Promise<void> {
+export async function expectMessage(page: Page, text: string, scope = ".chat"): Promise<void> {
   await bubble(page, text, scope).first().waitFor({ state: "visible", timeout: 15_000 });
 }
 
@@ -106,7 +107,7 @@ async function serverMessages(page: Page, conversationId: string): Promise<Array
 }
 
 /** A real 640x400 PNG drawn by the browser. */
-async function drawPng(page: Page): Promise<Buffer> {
+export async function drawPng(page: Page): Promise<Buffer> {
   const dataUrl = await page.evaluate(() => {
     const c = document.createElement("canvas");
     c.width = 640;
@@ -125,7 +126,7 @@ async function drawPng(page: Page): Promise<Buffer> {
   return Buffer.from(dataUrl.split(",")[1]!, "base64");
 }
 
-async function hasRoute(ctx: Ctx, path: string): Promise<boolean> {
+export async function hasRoute(ctx: Ctx, path: string): Promise<boolean> {
   const res = await fetch(`http://127.0.0.1:${ctx.server.port}${path}`);
   return (res.headers.get("content-type") ?? "").includes("application/json") && !(res.status === 404 && (await res.text()).includes("no such route"));
 }
@@ -136,7 +137,7 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, animations: "disabled", caret: "hide" });
 }
 
-async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = false): Promise<{ context: BrowserContext; page: Page; username: string }> {
+export async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = false): Promise<{ context: BrowserContext; page: Page; username: string }> {
   const { context, page } = await newPage(ctx, viewport, touch);
   const username = uniq(name.toLowerCase().replace(/[^a-z0-9]+/g, "_"));
   await register(page, username, name);
@@ -713,6 +714,7 @@ const tests: Test[] = [
     },
   },
 ];
+tests.push(...accessibilityTests);
 
 // Presence flaps settle in 1 s instead of 3; the history test sends 130 messages quickly.
 const failed = await run(tests, ["--var", "PRESENCE_DEBOUNCE_MS:1000", "--var", "RATE_LIMIT_PER_SECOND:200", "--var", "RATE_LIMIT_BURST:400", "--var", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:100000", "--var", "GROUPS_PER_USER_PER_HOUR:100000"]);

@@ -4,6 +4,7 @@ import { ApiRequestError } from "../lib/api";
 import { lastSeen } from "../state/format";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
+import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 
 /** Username prefix search, debounced; results as buttons. */
@@ -188,12 +189,12 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
     document.addEventListener("keydown", onKey);
     return () => document.removeEventListener("keydown", onKey);
   }, [conv.id]);
-  // Focus moves into the panel as it opens, so a keyboard or screen reader user is in it.
+  const panel = useRef<HTMLElement>(null);
   const heading = useRef<HTMLHeadingElement>(null);
-  useEffect(() => heading.current?.focus(), [conv.id]);
+  useFocusHandoff(panel, heading);
   const now = Date.now();
   return (
-    <aside class="side-panel" aria-label={conv.type === "group" ? "Group info" : "Contact info"}>
+    <aside class="side-panel" ref={panel} aria-label={conv.type === "group" ? "Group info" : "Contact info"}>
       <header class="panel-header">
         <h2 ref={heading} tabIndex={-1}>{conv.type === "group" ? "Group info" : "Contact"}</h2>
         <button class="icon-btn" type="button" aria-label="Close" onClick={close}>
