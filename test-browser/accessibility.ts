@@ -90,6 +90,41 @@ async function expectFocusOn(page: Page, name: string, role: "button" = "button"
   await waitUntil(`focus back on "${name}"`, () => target.evaluate((el) => el === document.activeElement), 5000);
 }
 
+/**
+ * Avatars are decoration (aria-hidden), which axe skips, but their initials are still read by eye:
+ * white on every hue the app gives (0-359) meets 4.5:1. The colour is read back through a canvas,
+ * so it is the sRGB the screen shows.
+ */
+async function expectAvatarsReadable(page: Page): Promise<void> {
+  const worst = await page.evaluate(() => {
+    const avatar = document.createElement("span");
+    avatar.className = "avatar";
+    document.body.append(avatar);
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 1;
+    const g = canvas.getContext("2d", { willReadFrequently: true })!;
+    const luminance = (css: string) => {
+      g.clearRect(0, 0, 1, 1);
+      g.fillStyle = css;
+      g.fillRect(0, 0, 1, 1);
+      const [r = 0, gr = 0, b = 0] = g.getImageData(0, 0, 1, 1).data;
+      const lin = (c: number) => (c / 255 <= 0.04045 ? c / 255 / 12.92 : ((c / 255 + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * lin(r) + 0.7152 * lin(gr) + 0.0722 * lin(b);
+    };
+    let lowest = { hue: -1, ratio: Infinity };
+    for (let hue = 0; hue < 360; hue++) {
+      avatar.style.setProperty("--hue", String(hue));
+      const style = getComputedStyle(avatar);
+      const [a, b] = [luminance(style.color), luminance(style.backgroundColor)];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      if (ratio < lowest.ratio) lowest = { hue, ratio };
+    }
+    avatar.remove();
+    return lowest;
+  });
+  if (worst.ratio < 4.5) throw new Error(`avatar initials at hue ${worst.hue} have a contrast of ${worst.ratio.toFixed(2)}:1`);
+}
+
 export const accessibilityTests: Test[] = [
   {
     name: "accessibility: sign-in and registration have no axe violations",
@@ -125,12 +160,16 @@ export const accessibilityTests: Test[] = [
         await page.getByText("No conversations yet.").waitFor();
         await audit.check(page, "empty chat list");
 
-        // People search and a new group with one person chosen.
+        await expectAvatarsReadable(page);
+
+        // People search and a new group with one person chosen; each page takes the focus.
         await page.getByRole("button", { name: "New chat" }).click();
+        await waitUntil("focus in the search", () => page.getByLabel("Find people by username").evaluate((el) => el === document.activeElement), 5000);
         await page.getByLabel("Find people by username").fill(bob.username);
         await page.locator(`button.person[data-username="${bob.username}"]`).waitFor();
         await audit.check(page, "new chat with search results");
         await page.getByRole("button", { name: "New group" }).first().click();
+        await waitUntil("focus in the group name", () => page.getByLabel("Group name").evaluate((el) => el === document.activeElement), 5000);
         await page.getByLabel("Group name").fill("Trip");
         await page.getByLabel("Add people").fill(cy.username);
         await page.locator(`button.person[data-username="${cy.username}"]`).click();
@@ -209,8 +248,10 @@ export const accessibilityTests: Test[] = [
         await audit.check(page, "group info");
         await page.getByRole("button", { name: "Leave group" }).click();
         await page.getByRole("group", { name: "Confirm leaving" }).waitFor();
+        await expectFocusOn(page, "Cancel");
         await audit.check(page, "confirm leaving a group");
         await page.getByRole("button", { name: "Cancel" }).click();
+        await expectFocusOn(page, "Leave group");
         await page.keyboard.press("Escape");
         await page.locator(".side-panel").waitFor({ state: "detached" });
         await expectFocusOn(page, "Group info");
@@ -224,7 +265,11 @@ export const accessibilityTests: Test[] = [
 
         await page.getByRole("button", { name: "Settings", exact: true }).click();
         await page.getByRole("heading", { name: "Settings" }).waitFor();
+        await expectFocusIn(page, "section.page", "the settings page");
         await audit.check(page, "settings");
+        // Back returns the focus to the button that opened the page.
+        await page.getByRole("button", { name: "Back", exact: true }).click();
+        await expectFocusOn(page, "Settings");
 
         // Offline: the banner, and a message waiting to be sent.
         await openConversation(page, direct);

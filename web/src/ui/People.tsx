@@ -53,13 +53,16 @@ export function NewChat() {
   const [q, setQ] = useState("");
   const { users, searching } = useUserSearch(q);
   const [error, setError] = useState<string | null>(null);
+  const page = useRef<HTMLElement>(null);
+  const search = useRef<HTMLInputElement>(null);
+  useFocusHandoff(page, search);
   return (
-    <section class="page" aria-label="New chat">
+    <section class="page" ref={page} aria-label="New chat">
       <PanelHeader title="New chat" onBack={() => store.navigate({ name: "list" })} />
       <div class="page-body">
         <label class="field">
           Find people by username
-          <input type="search" value={q} autoFocus autocomplete="off" spellcheck={false} placeholder="username" onInput={(e) => setQ(e.currentTarget.value)} />
+          <input ref={search} type="search" value={q} autocomplete="off" spellcheck={false} placeholder="username" onInput={(e) => setQ(e.currentTarget.value)} />
         </label>
         <p class="form-error" role="alert">{error ?? ""}</p>
         <ul class="people" role="list" aria-busy={searching}>
@@ -138,6 +141,9 @@ export function NewGroup() {
   const [chosen, setChosen] = useState<User[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const page = useRef<HTMLElement>(null);
+  const name = useRef<HTMLInputElement>(null);
+  useFocusHandoff(page, name);
   const submit = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -151,12 +157,12 @@ export function NewGroup() {
     }
   };
   return (
-    <section class="page" aria-label="New group">
+    <section class="page" ref={page} aria-label="New group">
       <PanelHeader title="New group" onBack={() => store.navigate({ name: "list" })} />
       <form class="page-body" onSubmit={submit}>
         <label class="field">
           Group name
-          <input required maxLength={100} value={title} autoFocus onInput={(e) => setTitle(e.currentTarget.value)} />
+          <input ref={name} required maxLength={100} value={title} onInput={(e) => setTitle(e.currentTarget.value)} />
         </label>
         <PeoplePicker chosen={chosen} setChosen={setChosen} exclude={new Set([store.me])} />
         <p class="form-error" role="alert">{error ?? ""}</p>
@@ -175,6 +181,15 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
   const [adding, setAdding] = useState<User[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [confirmLeave, setConfirmLeave] = useState(false);
+  // Asking to leave moves the focus to Cancel (the safe answer); answering Cancel returns it.
+  const leaveButton = useRef<HTMLButtonElement>(null);
+  const cancelButton = useRef<HTMLButtonElement>(null);
+  const asked = useRef(false);
+  useEffect(() => {
+    if (confirmLeave) cancelButton.current?.focus();
+    else if (asked.current) leaveButton.current?.focus();
+    asked.current ||= confirmLeave;
+  }, [confirmLeave]);
   const close = () => store.navigate({ name: "chat", id: conv.id, thread: null, info: false });
   const run = async (f: () => Promise<void>) => {
     setError(null);
@@ -253,12 +268,12 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
                 <button class="btn btn-danger" type="button" onClick={() => void run(() => store.removeMember(conv.id, me))}>
                   Leave
                 </button>
-                <button class="btn" type="button" onClick={() => setConfirmLeave(false)}>
+                <button class="btn" type="button" ref={cancelButton} onClick={() => setConfirmLeave(false)}>
                   Cancel
                 </button>
               </div>
             ) : (
-              <button class="btn btn-danger" type="button" onClick={() => setConfirmLeave(true)}>
+              <button class="btn btn-danger" type="button" ref={leaveButton} onClick={() => setConfirmLeave(true)}>
                 <Icon name="logout" /> Leave group
               </button>
             )}
