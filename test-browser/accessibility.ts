@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import type { AxeResults } from "axe-core";
 import type { Page } from "playwright-core";
 import { newPage, waitUntil, type Test } from "./harness.ts";
-import { DESKTOP, PHONE, bubble, createGroup, drawPng, expectMessage, hasRoute, openConversation, openDirect, send, user } from "./run.ts";
+import { DESKTOP, PASSWORD, PHONE, bubble, createGroup, drawPng, expectMessage, hasRoute, openConversation, openDirect, send, user } from "./run.ts";
 
 declare global {
   interface Window {
@@ -88,6 +88,38 @@ async function expectFocusIn(page: Page, selector: string, what: string): Promis
 async function expectFocusOn(page: Page, name: string, role: "button" = "button"): Promise<void> {
   const target = page.getByRole(role, { name, exact: true });
   await waitUntil(`focus back on "${name}"`, () => target.evaluate((el) => el === document.activeElement), 5000);
+}
+
+async function tokenOf(page: Page): Promise<string> {
+  return page.evaluate(() => {
+    const s: unknown = JSON.parse(localStorage.getItem("edge-chat:session") ?? "null");
+    if (typeof s !== "object" || s === null || !("token" in s)) throw new Error("no session");
+    return String(s.token);
+  });
+}
+
+/** A fresh Ed25519 key made by WebCrypto, registered as the signature key of the token's device. */
+async function registerSignatureKey(origin: string, token: string): Promise<void> {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const signatureKey = Buffer.from(await crypto.subtle.exportKey("raw", pair.publicKey)).toString("base64url");
+  const res = await fetch(`${origin}/devices/me/mls`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ signatureKey }),
+  });
+  if (res.status !== 200) throw new Error(`PUT /devices/me/mls: ${res.status} ${await res.text()}`);
+}
+
+/** A sign-in on another device (every login is a new device), through the API; its token. */
+async function signInElsewhere(origin: string, username: string): Promise<string> {
+  const res = await fetch(`${origin}/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username, password: PASSWORD, deviceName: "Second laptop" }),
+  });
+  const json: unknown = await res.json();
+  if (res.status !== 200 || typeof json !== "object" || json === null || !("token" in json)) throw new Error(`login: ${res.status}`);
+  return String(json.token);
 }
 
 /**
@@ -262,6 +294,35 @@ export const accessibilityTests: Test[] = [
         await audit.check(page, "contact info");
         await page.getByRole("button", { name: "Close", exact: true }).click();
         await expectFocusOn(page, "Contact info");
+        // Where the app shows safety numbers, their panel in each state: no keys yet, the digits,
+        // verified, and changed by a new device (with the chat's warning).
+        await page.getByRole("button", { name: "Contact info" }).click();
+        const safety = page.getByRole("button", { name: "Safety number" });
+        if ((await safety.count()) > 0) {
+          await safety.click();
+          await page.getByRole("heading", { name: "Safety number", level: 2 }).waitFor();
+          await expectFocusIn(page, ".side-panel", "the safety-number panel");
+          await audit.check(page, "safety number without keys");
+          for (const p of [page, bob.page]) await registerSignatureKey(ctx.server.origin, await tokenOf(p));
+          await page.reload();
+          await page.getByTestId("safety-digits").waitFor({ timeout: 20_000 });
+          await audit.check(page, "safety number");
+          await page.getByRole("button", { name: "Mark as verified" }).click();
+          await page.getByRole("button", { name: "Clear verification" }).waitFor();
+          await audit.check(page, "safety number verified");
+          await registerSignatureKey(ctx.server.origin, await signInElsewhere(ctx.server.origin, bob.username));
+          await page.getByRole("button", { name: "Close", exact: true }).click();
+          await page.getByRole("button", { name: "New chat" }).click();
+          await openConversation(page, direct);
+          const warning = page.getByTestId("safety-warning");
+          await warning.waitFor({ timeout: 20_000 });
+          await audit.check(page, "a chat warning of a changed safety number");
+          await warning.getByRole("button", { name: "Verify again" }).click();
+          await page.getByRole("heading", { name: "Safety number", level: 2 }).waitFor();
+          await page.getByTestId("safety-digits").waitFor({ timeout: 20_000 });
+          await audit.check(page, "a changed safety number");
+        }
+        await page.getByRole("button", { name: "Close", exact: true }).click();
 
         await page.getByRole("button", { name: "Settings", exact: true }).click();
         await page.getByRole("heading", { name: "Settings" }).waitFor();

@@ -12,7 +12,7 @@ mkdirSync(SHOTS, { recursive: true });
 
 export const PHONE = { width: 360, height: 740 };
 export const DESKTOP = { width: 1280, height: 800 };
-const PASSWORD = "correct horse battery";
+export const PASSWORD = "correct horse battery";
 let counter = 0;
 const uniq = (base: string) => `${base}_${Date.now().toString(36).slice(-4)}${counter++}`;
 
