@@ -250,6 +250,9 @@ export const accessibilityTests: Test[] = [
           await cy.page.getByRole("dialog", { name: "Image" }).waitFor();
           await expectFocusIn(cy.page, ".lightbox", "the image dialog");
           await audit.check(cy.page, "an image opened");
+          // Tab stays in the dialog.
+          await cy.page.keyboard.press("Tab");
+          await expectFocusIn(cy.page, ".lightbox", "the image dialog after Tab");
           await cy.page.keyboard.press("Escape");
           await cy.page.getByRole("dialog").waitFor({ state: "detached" });
           await waitUntil("focus back on the image", () => opener.evaluate((el) => el === document.activeElement), 5000);

@@ -284,7 +284,14 @@ function Lightbox({ children, onClose }: { children: ComponentChildren; onClose:
   const closeButton = useRef<HTMLButtonElement>(null);
   useFocusHandoff(dialog, closeButton);
   useEffect(() => {
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && onClose();
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") onClose();
+      // A modal dialog keeps the focus: Close is the one thing in it to focus.
+      if (e.key === "Tab") {
+        e.preventDefault();
+        closeButton.current?.focus();
+      }
+    };
     document.addEventListener("keydown", onKey);
     return () => document.removeEventListener("keydown", onKey);
   }, []);
