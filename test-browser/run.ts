@@ -5,15 +5,16 @@ import type { BrowserContext, Page } from "playwright-core";
 import { newPage, run, waitUntil, type Ctx, type Test } from "./harness.ts";
 import { safetyNumberTests } from "./safetyNumbers.ts";
 import { e2eeTests } from "./e2ee.ts";
+import { accessibilityTests } from "./accessibility.ts";
 
 // Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
 // UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
 const SHOTS = new URL(process.env.UPDATE_SCREENSHOTS === "1" ? "../docs/screenshots/" : "../test-results/screenshots/", import.meta.url);
 mkdirSync(SHOTS, { recursive: true });
 
-const PHONE = { width: 360, height: 740 };
-const DESKTOP = { width: 1280, height: 800 };
-const PASSWORD = "correct horse battery";
+export const PHONE = { width: 360, height: 740 };
+export const DESKTOP = { width: 1280, height: 800 };
+export const PASSWORD = "correct horse battery";
 let counter = 0;
 const uniq = (base: string) => `${base}_${Date.now().toString(36).slice(-4)}${counter++}`;
 
@@ -43,7 +44,7 @@ export async function conversationIdOf(page: Page): Promise<string> {
   });
 }
 
-async function createGroup(page: Page, title: string, username: string): Promise<string> {
+export async function createGroup(page: Page, title: string, username: string): Promise<string> {
   await page.getByRole("button", { name: "New group" }).click();
   await page.getByLabel("Group name").fill(title);
   await page.getByLabel("Add people").fill(username);
@@ -127,7 +128,7 @@ export async function drawPng(page: Page): Promise<Buffer> {
   return Buffer.from(dataUrl.split(",")[1]!, "base64");
 }
 
-async function hasRoute(ctx: Ctx, path: string): Promise<boolean> {
+export async function hasRoute(ctx: Ctx, path: string): Promise<boolean> {
   const res = await fetch(`http://127.0.0.1:${ctx.server.port}${path}`);
   return (res.headers.get("content-type") ?? "").includes("application/json") && !(res.status === 404 && (await res.text()).includes("no such route"));
 }
@@ -718,6 +719,7 @@ const tests: Test[] = [
 tests.push(...e2eeTests);
 
 tests.push(...safetyNumberTests);
+tests.push(...accessibilityTests);
 
 // Presence flaps settle in 1 s instead of 3; the history test sends 130 messages quickly.
 const failed = await run(tests, ["--var", "PRESENCE_DEBOUNCE_MS:1000", "--var", "RATE_LIMIT_PER_SECOND:200", "--var", "RATE_LIMIT_BURST:400", "--var", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:100000", "--var", "GROUPS_PER_USER_PER_HOUR:100000"]);

@@ -43,12 +43,14 @@ export function App() {
     );
   }
 
-  // On a phone one pane shows at a time; the list is the home pane.
+  // On a phone one pane shows at a time; the list is the home pane. The whole app is the main
+  // landmark (the list among it), so a phone showing only the list still has one.
   const pane = route.name === "list" ? "list" : "main";
   return (
-    <div class="app" data-pane={pane} data-thread={route.name === "chat" && route.thread !== null ? "open" : "closed"}>
+    <main class="app" data-pane={pane} data-thread={route.name === "chat" && route.thread !== null ? "open" : "closed"}>
+      <h1 class="visually-hidden">Edge Chat</h1>
       <Sidebar />
-      <main class="main" id="main">
+      <div class="main" id="main">
         <ConnectionBanner />
         {route.name === "chat" ? (
           <ChatView key={route.id} id={route.id} />
@@ -64,9 +66,9 @@ export function App() {
             <p>Pick a conversation, or start a new one.</p>
           </div>
         )}
-      </main>
+      </div>
       <Notice />
-    </div>
+    </main>
   );
 }
 

@@ -10,6 +10,7 @@ import { Avatar } from "./Avatar";
 import { Composer } from "./Composer";
 import { useServices } from "./context";
 import { GroupInfo } from "./People";
+import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 import { MediaBlock, UploadCard, startUploads } from "./Media";
 import { SafetyNumberPanel, SafetyWarnings, VerifiedMark } from "./SafetyNumber";
@@ -472,6 +473,8 @@ function ThreadPanel({ conv, rootSeq }: { conv: Conversation; rootSeq: number })
   const items = buildTimeline(entries, {});
   const close = () => store.navigate({ name: "chat", id: conv.id, thread: null, info: false });
   const listRef = useRef<HTMLDivElement>(null);
+  const panel = useRef<HTMLElement>(null);
+  useFocusHandoff(panel);
   useLayoutEffect(() => {
     const el = listRef.current;
     if (el) el.scrollTop = el.scrollHeight;
@@ -485,7 +488,7 @@ function ThreadPanel({ conv, rootSeq }: { conv: Conversation; rootSeq: number })
   }, [conv.id]);
   const replies = entries.length > 0 ? entries.length - 1 : 0;
   return (
-    <aside class="side-panel thread-panel" aria-label="Thread">
+    <aside class="side-panel thread-panel" ref={panel} aria-label="Thread">
       <header class="panel-header">
         <h2>Thread</h2>
         <span class="muted">{replies === 1 ? "1 reply" : `${replies} replies`}</span>

@@ -7,6 +7,7 @@ import { isSealed, type FileSeal, type SealedMedia } from "../e2ee/content";
 import { sealFile } from "../e2ee/files";
 import { describeVisual, isAudio, isImage, isVideo, upload, uploadsMissing, type MediaCache, type MediaFacts, type SealedSource, type UploadHandle } from "../lib/mediaFiles";
 import { useServices } from "./context";
+import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 
 /**
@@ -311,9 +312,10 @@ function FileCard({ m }: { m: MediaRef }) {
     a.click();
   };
   return (
-    <button class="file-card" type="button" onClick={() => void download()} aria-label={`Download ${m.name}, ${bytes(m.size)}`}>
+    <button class="file-card" type="button" onClick={() => void download()}>
       <Icon name="file" size={28} />
       <span class="file-info">
+        <span class="visually-hidden">Download </span>
         <span class="file-name">{m.name}</span>
         <span class="muted">{bytes(m.size)} · {m.contentType.split("/")[1] ?? m.contentType}</span>
       </span>
@@ -322,14 +324,24 @@ function FileCard({ m }: { m: MediaRef }) {
 }
 
 function Lightbox({ children, onClose }: { children: ComponentChildren; onClose: () => void }) {
+  const dialog = useRef<HTMLDivElement>(null);
+  const closeButton = useRef<HTMLButtonElement>(null);
+  useFocusHandoff(dialog, closeButton);
   useEffect(() => {
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && onClose();
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") onClose();
+      // A modal dialog keeps the focus: Close is the one thing in it to focus.
+      if (e.key === "Tab") {
+        e.preventDefault();
+        closeButton.current?.focus();
+      }
+    };
     document.addEventListener("keydown", onKey);
     return () => document.removeEventListener("keydown", onKey);
   }, []);
   return (
-    <div class="lightbox" role="dialog" aria-modal="true" aria-label="Image" onClick={onClose}>
-      <button class="icon-btn lightbox-close" type="button" aria-label="Close" autoFocus onClick={onClose}>
+    <div class="lightbox" ref={dialog} role="dialog" aria-modal="true" aria-label="Image" onClick={onClose}>
+      <button class="icon-btn lightbox-close" ref={closeButton} type="button" aria-label="Close" onClick={onClose}>
         <Icon name="close" />
       </button>
       {children}

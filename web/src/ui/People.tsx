@@ -5,6 +5,7 @@ import { lastSeen } from "../state/format";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
 import { EncryptionInfo } from "./Encryption";
+import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 import { VerifiedMark } from "./SafetyNumber";
 
@@ -65,13 +66,16 @@ export function NewChat() {
   const [q, setQ] = useState("");
   const { users, searching } = useUserSearch(q);
   const [error, setError] = useState<string | null>(null);
+  const page = useRef<HTMLElement>(null);
+  const search = useRef<HTMLInputElement>(null);
+  useFocusHandoff(page, search);
   return (
-    <section class="page" aria-label="New chat">
+    <section class="page" ref={page} aria-label="New chat">
       <PanelHeader title="New chat" onBack={() => store.navigate({ name: "list" })} />
       <div class="page-body">
         <label class="field">
           Find people by username
-          <input type="search" value={q} autoFocus autocomplete="off" spellcheck={false} placeholder="username" onInput={(e) => setQ(e.currentTarget.value)} />
+          <input ref={search} type="search" value={q} autocomplete="off" spellcheck={false} placeholder="username" onInput={(e) => setQ(e.currentTarget.value)} />
         </label>
         <LockToggle on={e2ee} set={setE2ee} />
         <p class="form-error" role="alert">{error ?? ""}</p>
@@ -152,6 +156,9 @@ export function NewGroup() {
   const [e2ee, setE2ee] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const page = useRef<HTMLElement>(null);
+  const name = useRef<HTMLInputElement>(null);
+  useFocusHandoff(page, name);
   const submit = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -165,12 +172,12 @@ export function NewGroup() {
     }
   };
   return (
-    <section class="page" aria-label="New group">
+    <section class="page" ref={page} aria-label="New group">
       <PanelHeader title="New group" onBack={() => store.navigate({ name: "list" })} />
       <form class="page-body" onSubmit={submit}>
         <label class="field">
           Group name
-          <input required maxLength={100} value={title} autoFocus onInput={(e) => setTitle(e.currentTarget.value)} />
+          <input ref={name} required maxLength={100} value={title} onInput={(e) => setTitle(e.currentTarget.value)} />
         </label>
         <PeoplePicker chosen={chosen} setChosen={setChosen} exclude={new Set([store.me])} />
         <LockToggle on={e2ee} set={setE2ee} />
@@ -190,6 +197,15 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
   const [adding, setAdding] = useState<User[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [confirmLeave, setConfirmLeave] = useState(false);
+  // Asking to leave moves the focus to Cancel (the safe answer); answering Cancel returns it.
+  const leaveButton = useRef<HTMLButtonElement>(null);
+  const cancelButton = useRef<HTMLButtonElement>(null);
+  const asked = useRef(false);
+  useEffect(() => {
+    if (confirmLeave) cancelButton.current?.focus();
+    else if (asked.current) leaveButton.current?.focus();
+    asked.current ||= confirmLeave;
+  }, [confirmLeave]);
   const close = () => store.navigate({ name: "chat", id: conv.id, thread: null, info: false });
   const other = conv.type === "direct" ? store.otherMember(conv) : null;
   const showSafety = (userId: string) => store.navigate({ name: "chat", id: conv.id, thread: null, info: false, safety: userId });
@@ -206,12 +222,12 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
     document.addEventListener("keydown", onKey);
     return () => document.removeEventListener("keydown", onKey);
   }, [conv.id]);
-  // Focus moves into the panel as it opens, so a keyboard or screen reader user is in it.
+  const panel = useRef<HTMLElement>(null);
   const heading = useRef<HTMLHeadingElement>(null);
-  useEffect(() => heading.current?.focus(), [conv.id]);
+  useFocusHandoff(panel, heading);
   const now = Date.now();
   return (
-    <aside class="side-panel" aria-label={conv.type === "group" ? "Group info" : "Contact info"}>
+    <aside class="side-panel" ref={panel} aria-label={conv.type === "group" ? "Group info" : "Contact info"}>
       <header class="panel-header">
         <h2 ref={heading} tabIndex={-1}>{conv.type === "group" ? "Group info" : "Contact"}</h2>
         <button class="icon-btn" type="button" aria-label="Close" onClick={close}>
@@ -285,12 +301,12 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
                 <button class="btn btn-danger" type="button" onClick={() => void run(() => store.removeMember(conv.id, me))}>
                   Leave
                 </button>
-                <button class="btn" type="button" onClick={() => setConfirmLeave(false)}>
+                <button class="btn" type="button" ref={cancelButton} onClick={() => setConfirmLeave(false)}>
                   Cancel
                 </button>
               </div>
             ) : (
-              <button class="btn btn-danger" type="button" onClick={() => setConfirmLeave(true)}>
+              <button class="btn btn-danger" type="button" ref={leaveButton} onClick={() => setConfirmLeave(true)}>
                 <Icon name="logout" /> Leave group
               </button>
             )}

@@ -1,7 +1,8 @@
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import type { Theme } from "../app/appStore";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
+import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 
 export function Settings() {
@@ -9,6 +10,9 @@ export function Settings() {
   const s = store.state;
   const me = s.session!.user;
   const [busy, setBusy] = useState(false);
+  const page = useRef<HTMLElement>(null);
+  const heading = useRef<HTMLHeadingElement>(null);
+  useFocusHandoff(page, heading);
   const permission = "Notification" in window ? Notification.permission : "denied";
   const togglePush = async () => {
     setBusy(true);
@@ -22,13 +26,13 @@ export function Settings() {
     }
   };
   return (
-    <section class="page" aria-label="Settings">
+    <section class="page" ref={page} aria-label="Settings">
       <header class="chat-header">
         <button class="icon-btn" type="button" aria-label="Back" onClick={() => store.navigate({ name: "list" })}>
           <Icon name="back" />
         </button>
         <div class="chat-title">
-          <h2>Settings</h2>
+          <h2 ref={heading} tabIndex={-1}>Settings</h2>
         </div>
       </header>
       <div class="page-body">

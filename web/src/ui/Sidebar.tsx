@@ -23,7 +23,7 @@ export function Sidebar() {
         <button class="me" type="button" onClick={() => store.navigate({ name: "settings" })} aria-label={`Settings for ${me.displayName}`}>
           <Avatar id={me.id} name={me.displayName} size={36} />
         </button>
-        <h1 class="app-title">Chats</h1>
+        <h2 class="app-title">Chats</h2>
         <button class="icon-btn" type="button" onClick={() => store.navigate({ name: "new-chat" })} aria-label="New chat" title="New chat">
           <Icon name="plus" />
         </button>
@@ -101,8 +101,19 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   const preview: Preview = typing.length > 0 ? { who: "", what: `${typing.join(", ")} typing…` } : pending.length > 0 ? { who: "You: ", what: pending[pending.length - 1]!.body ?? "Attachment" } : previewOf(store, conv, conv.lastMessage);
   const time = conv.lastMessageAt ?? conv.createdAt;
   const href = `/c/${encodeURIComponent(conv.id)}`;
-  // The link's name is what it shows: the name, the preview and the time, then the unread count.
-  const label = `${title}, ${preview.who}${preview.what}, ${shortTime(time, now)}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${presence?.status === "online" ? ", online" : ""}`;
+  // The link's name is what it shows, in the same order (name, preview, time), then what the
+  // row shows without words: the unread count, being online, the lock, a message waiting.
+  const waiting = pending.length > 0 ? (failed ? "not sent" : "waiting to send") : null;
+  const unread = conv.unread > 99 ? "99+" : String(conv.unread);
+  const label = [
+    title,
+    `${preview.who}${preview.what}`,
+    shortTime(time, now),
+    conv.unread > 0 ? `${unread} unread` : null,
+    presence?.status === "online" ? "online" : null,
+    conv.e2ee ? "end-to-end encrypted" : null,
+    waiting,
+  ].filter((part) => part !== null).join(", ");
   return (
     <li>
       <a
@@ -117,19 +128,17 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
         }}
       >
         <Avatar id={conv.type === "group" ? conv.id : other ?? conv.id} name={title} presence={presence} group={conv.type === "group"} />
+        {/* In the order the link's name reads them, spaces between (the grid places them, and
+            ignores the spaces): its visible words are then the start of its name. */}
         <span class="conv-main">
-          <span class="conv-top">
-            <span class="conv-title" dir="auto">{conv.e2ee ? <span aria-label="End-to-end encrypted" title="End-to-end encrypted">🔒 </span> : null}{title}</span>
-            <time class="conv-time" dateTime={new Date(time).toISOString()}>{shortTime(time, now)}</time>
-          </span>
-          <span class="conv-bottom">
-            <span class={`conv-preview${typing.length > 0 ? " typing" : ""}`}>
-              {pending.length > 0 ? <Icon name={failed ? "alert" : "clock"} size={14} label={failed ? "Not sent" : "Waiting to send"} /> : null}
-              {preview.who}
-              <span dir="auto">{preview.what}</span>
-            </span>
-            {conv.unread > 0 ? <span class="badge" aria-hidden="true">{conv.unread > 99 ? "99+" : conv.unread}</span> : null}
-          </span>
+          <span class="conv-title" dir="auto">{conv.e2ee ? <span aria-hidden="true" title="End-to-end encrypted">🔒 </span> : null}{title}</span>{" "}
+          <span class={`conv-preview${typing.length > 0 ? " typing" : ""}`}>
+            {pending.length > 0 ? <Icon name={failed ? "alert" : "clock"} size={14} /> : null}
+            {preview.who}
+            <span dir="auto">{preview.what}</span>
+          </span>{" "}
+          <time class="conv-time" dateTime={new Date(time).toISOString()}>{shortTime(time, now)}</time>{" "}
+          {conv.unread > 0 ? <span class="badge" aria-hidden="true">{unread}</span> : null}
         </span>
       </a>
     </li>

@@ -1,0 +1,24 @@
+import { useEffect, useState } from "preact/hooks";
+
+type ElementRef = { readonly current: HTMLElement | null };
+
+/**
+ * A panel or dialog takes the focus as it opens (`first`, when given: the thread panel's composer
+ * focuses itself) and gives it back to what opened it as it closes, so a keyboard or screen reader
+ * user is neither left behind nor dropped at the top of the page. The opener is read while the
+ * panel first renders, before any effect (a child's included) has moved the focus.
+ */
+export function useFocusHandoff(panel: ElementRef, first?: ElementRef): void {
+  const [opener] = useState(() => document.activeElement);
+  useEffect(() => {
+    first?.current?.focus();
+    const el = panel.current;
+    return () => {
+      // Only when the focus was still in the panel (or fell to the body as it went): a click
+      // elsewhere that closed it keeps its own focus.
+      const active = document.activeElement;
+      const inPanel = !active || active === document.body || !!el?.contains(active);
+      if (inPanel && opener instanceof HTMLElement && opener.isConnected) opener.focus();
+    };
+  }, []);
+}
