@@ -13,4 +13,6 @@
 // 6 - end-to-end encryption (MLS, RFC 9420): ciphertext sends, `mls.commit` messages, `mls` on
 //     conversations, `e2ee` on direct conversations, the `mls.welcome` and `mls.keyPackagesLow` frames,
 //     and the bodies of the /mls and /devices/me/mls calls.
-export const PROTOCOL_VERSION = 6;
+// 7 - membership spans and threads counted apart: `joinedSeq`, `leftSeq` (former members) and
+//     `threadUnread` on conversations; `unread` and `lastMessage` leave thread replies out.
+export const PROTOCOL_VERSION = 7;
