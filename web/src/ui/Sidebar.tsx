@@ -102,7 +102,9 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   const time = conv.lastMessageAt ?? conv.createdAt;
   const href = `/c/${encodeURIComponent(conv.id)}`;
   // The link's name is what it shows: the name, the preview and the time, then the unread count.
-  const label = `${title}, ${preview.who}${preview.what}, ${shortTime(time, now)}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${presence?.status === "online" ? ", online" : ""}`;
+  // Thread replies are counted apart from the conversation's own messages (docs/api.md).
+  const replies = conv.threadUnread > 0 ? `, ${conv.threadUnread} new ${conv.threadUnread === 1 ? "thread reply" : "thread replies"}` : "";
+  const label = `${title}, ${preview.who}${preview.what}, ${shortTime(time, now)}${conv.unread > 0 ? `, ${conv.unread} unread` : ""}${replies}${presence?.status === "online" ? ", online" : ""}`;
   return (
     <li>
       <a
@@ -128,6 +130,12 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
               {preview.who}
               <span dir="auto">{preview.what}</span>
             </span>
+            {conv.threadUnread > 0 ? (
+              <span class="thread-badge" aria-hidden="true" title="New thread replies">
+                <Icon name="thread" size={12} />
+                {conv.threadUnread > 99 ? "99+" : conv.threadUnread}
+              </span>
+            ) : null}
             {conv.unread > 0 ? <span class="badge" aria-hidden="true">{conv.unread > 99 ? "99+" : conv.unread}</span> : null}
           </span>
         </span>
