@@ -3,6 +3,7 @@
 import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
 import { newPage, run, waitUntil, type Ctx, type Test } from "./harness.ts";
+import { membershipTests } from "./membership.ts";
 
 // Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
 // UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
@@ -142,6 +143,8 @@ async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = false): 
   await register(page, username, name);
   return { context, page, username };
 }
+
+export { bubble, createGroup, expectMessage, openConversation, send, session, user };
 
 // --- tests ---------------------------------------------------------------------------------------
 
@@ -390,7 +393,9 @@ const tests: Test[] = [
       await bob.page.getByRole("button", { name: "Group info" }).click();
       await bob.page.getByRole("button", { name: "Leave group" }).click();
       await bob.page.getByRole("button", { name: "Leave", exact: true }).click();
-      await bob.page.locator(`a.conv-item[data-conversation="${id}"]`).waitFor({ state: "detached", timeout: 15_000 });
+      // The group stays in Bob's list, readable up to his leaving (test-browser/membership.ts).
+      await bob.page.locator(`a.conv-item[data-conversation="${id}"]`).click({ timeout: 15_000 });
+      await bob.page.locator(".removed-note", { hasText: "You left this group." }).waitFor({ timeout: 15_000 });
       await ann.page.locator(".chat .system-msg", { hasText: "Bob left" }).waitFor({ timeout: 15_000 });
     },
   },
@@ -712,6 +717,7 @@ const tests: Test[] = [
       await expectMessage(bob.page, "typed with the keyboard");
     },
   },
+  ...membershipTests,
 ];
 
 // Presence flaps settle in 1 s instead of 3; the history test sends 130 messages quickly.
