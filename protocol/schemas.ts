@@ -107,8 +107,19 @@ export const Conversation = z.object({
   lastSeq: Seq,
   lastMessageAt: Time.nullable(),
   readSeq: Seq,
+  /** The caller's top-level messages from others above readSeq (thread replies are threadUnread). */
   unread: z.number().int().nonnegative(),
+  /** The caller's thread replies from others above readSeq. */
+  threadUnread: z.number().int().nonnegative(),
+  /** The latest top-level message the caller may read (thread replies and commits left out). */
   lastMessage: Message.nullable(),
+  /** The first seq the caller may read: the system message that added them (1 for the founders). */
+  joinedSeq: Seq,
+  /**
+   * Only for a former member: the seq of the system message that removed them or recorded their
+   * leaving. They read history through it, and nothing after it; `members` is then empty.
+   */
+  leftSeq: z.number().int().positive().optional(),
 });
 
 export const Receipt = z.object({

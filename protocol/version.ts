@@ -14,4 +14,6 @@
 //     conversations, `e2ee` on direct conversations, the `mls.welcome` and `mls.keyPackagesLow` frames,
 //     and the bodies of the /mls and /devices/me/mls calls.
 // 7 - the `deviceLoggedOut` system event (with `deviceIds`) in E2EE conversations.
-export const PROTOCOL_VERSION = 7;
+// 8 - membership spans and threads counted apart: `joinedSeq`, `leftSeq` (former members) and
+//     `threadUnread` on conversations; `unread` and `lastMessage` leave thread replies out.
+export const PROTOCOL_VERSION = 8;

@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import type { AxeResults } from "axe-core";
 import type { Page } from "playwright-core";
 import { newPage, waitUntil, type Test } from "./harness.ts";
-import { DESKTOP, PASSWORD, PHONE, bubble, createGroup, drawPng, expectMessage, hasRoute, openConversation, openDirect, send, user } from "./run.ts";
+import { DESKTOP, PASSWORD, PHONE, bubble, createGroup, drawPng, expectMessage, hasRoute, openConversation, openDirect, send, user } from "./pages.ts";
 
 declare global {
   interface Window {

@@ -2,7 +2,7 @@
 // IndexedDB and MLS state, chat in an E2EE group; the server's copy holds ciphertext only.
 import type { Page } from "playwright-core";
 import { waitUntil, type Test } from "./harness.ts";
-import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, user } from "./run.ts";
+import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, user } from "./pages.ts";
 
 /** This device's MLS state for the open conversation is ready (no "setting up" line, no problem). */
 async function encryptionReady(page: Page): Promise<void> {

@@ -475,7 +475,9 @@ describe("conversations", () => {
     expect(removed.status).toBe(204);
     expect((await m2Socket.waitClosed()).code).toBe(4003);
     expect(m2Socket.frames.at(-1)).toMatchObject({ type: "closing", code: 4003, reason: "removed from the conversation" });
-    await expectError(await call(`/conversations/${conv.id}`, { token: m2.token }), 404, "not_found");
+    // Reading what came before stays (membership spans, below); everything else is gone.
+    expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: m2.token })).conversation.leftSeq).toBe(3);
+    await expectError(await call(`/conversations/${conv.id}/receipts`, { token: m2.token }), 404, "not_found");
     await expectError(await call("/send", { token: m2.token, body: { conversationId: conv.id, clientMsgId: "late", body: "x" } }), 404, "not_found");
     await expectError(await call(`/conversations/${conv.id}/ws`, { token: m2.token, headers: { upgrade: "websocket" } }), 404, "not_found");
 
@@ -488,6 +490,90 @@ describe("conversations", () => {
     expect((await call(`/conversations/${conv.id}/members/${admin.user.id}`, { method: "DELETE", token: admin.token })).status).toBe(204);
     const after = await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: m1.token });
     expect(after.conversation.members).toEqual([expect.objectContaining({ userId: m1.user.id, role: "admin" })]);
+  });
+
+  it("membership spans: a member added later reads from their joining, a former member up to their removal, over every path", async () => {
+    const [admin, bob, cy] = [await register(), await register(), await register()];
+    const conv = await group(admin, [bob], "spans");
+    await sendRest(admin, conv.id, "before cy");
+    const { conversation: added } = await json<{ conversation: Conversation }>(`/conversations/${conv.id}/members`, {
+      token: admin.token,
+      body: { userIds: [cy.user.id] },
+    });
+    const joinedSeq = added.lastSeq;
+    await sendRest(bob, conv.id, "with cy");
+    const bodies = (messages: Message[]) => messages.map((m) => m.body);
+    const history = async (s: Session, query = "after=0") =>
+      (await json<{ messages: Message[]; hasMore: boolean }>(`/conversations/${conv.id}/messages?${query}`, { token: s.token })).messages;
+    /** Every message of this conversation in `s`'s sync from 0, once D1 holds `through`. */
+    const synced = async (s: Session, through: number) => {
+      await waitFor(
+        async () => (await json<{ conversations: Conversation[] }>("/conversations", { token: admin.token })).conversations.find((c) => c.id === conv.id)!.lastSeq >= through,
+        "D1 to hold the messages",
+      );
+      const page = await json<{ messages: Message[] }>("/messages?since=0&limit=500", { token: s.token });
+      return page.messages.filter((m) => m.conversationId === conv.id).map((m) => m.seq);
+    };
+
+    // cy, added later: nothing from before the message that added her, over REST, the socket and sync.
+    const cyView = (await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: cy.token })).conversation;
+    expect(cyView).toMatchObject({ joinedSeq, readSeq: joinedSeq - 1, unread: 1, threadUnread: 0 });
+    expect((await history(cy)).map((m) => m.seq)).toEqual([joinedSeq, joinedSeq + 1]);
+    expect((await history(cy, "limit=100")).map((m) => m.seq)).toEqual([joinedSeq, joinedSeq + 1]);
+    expect(await history(cy, `before=${joinedSeq}`)).toEqual([]);
+    const cySocket = await openConversation(cy, conv.id, 0);
+    expect(cySocket.messages().map((m) => m.seq)).toEqual([joinedSeq, joinedSeq + 1]);
+    cySocket.close();
+    expect(await synced(cy, joinedSeq + 1)).toEqual([joinedSeq, joinedSeq + 1]);
+    expect(bodies(await history(bob)).filter((b) => b === "before cy")).toHaveLength(1);
+    const cyListed = (await json<{ conversations: Conversation[] }>("/conversations", { token: cy.token })).conversations[0]!;
+    expect(cyListed).toMatchObject({ id: conv.id, joinedSeq, unread: 1, lastMessage: expect.objectContaining({ body: "with cy" }) });
+    expect(cyListed.leftSeq).toBeUndefined();
+
+    // cy removed: she reads through the message that removed her, and nothing said after it.
+    expect((await call(`/conversations/${conv.id}/members/${cy.user.id}`, { method: "DELETE", token: admin.token })).status).toBe(204);
+    const leftSeq = joinedSeq + 2;
+    await sendRest(admin, conv.id, "after cy");
+    const former = (await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: cy.token })).conversation;
+    expect(former).toMatchObject({ leftSeq, lastSeq: leftSeq, members: [], unread: 0, lastMessage: expect.objectContaining({ seq: leftSeq, kind: "system" }) });
+    expect((await history(cy)).map((m) => m.seq)).toEqual([joinedSeq, joinedSeq + 1, leftSeq]);
+    expect((await history(cy, `after=${leftSeq}`))).toEqual([]);
+    expect(await synced(cy, leftSeq + 1)).toEqual([joinedSeq, joinedSeq + 1, leftSeq]);
+    const listed = (await json<{ conversations: Conversation[] }>("/conversations", { token: cy.token })).conversations;
+    expect(listed).toEqual([expect.objectContaining({ id: conv.id, leftSeq, lastSeq: leftSeq, members: [], unread: 0, lastMessage: expect.objectContaining({ seq: leftSeq }) })]);
+    await expectError(await call(`/conversations/${conv.id}/ws`, { token: cy.token, headers: { upgrade: "websocket" } }), 404, "not_found");
+    await expectError(await call("/send", { token: cy.token, body: { conversationId: conv.id, clientMsgId: "late", body: "x" } }), 404, "not_found");
+    await expectError(await call(`/conversations/${conv.id}/receipts`, { token: cy.token, body: { type: "read", seq: 1 } }), 404, "not_found");
+
+    // cy added back: she reads from her new joining; what was said while she was out stays hidden.
+    await json(`/conversations/${conv.id}/members`, { token: admin.token, body: { userIds: [cy.user.id] } });
+    const back = leftSeq + 2;
+    await sendRest(admin, conv.id, "welcome back");
+    expect(bodies(await history(cy)).includes("after cy")).toBe(false);
+    expect((await history(cy)).map((m) => m.seq)).toEqual([back, back + 1]);
+    expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: cy.token })).conversation).toMatchObject({ joinedSeq: back, unread: 1 });
+    expect(await synced(cy, back + 1)).toEqual([back, back + 1]);
+    // Never a member: nothing at all.
+    const stranger = await register();
+    await expectError(await call(`/conversations/${conv.id}/messages?after=0`, { token: stranger.token }), 404, "not_found");
+    await expectError(await call(`/conversations/${conv.id}`, { token: stranger.token }), 404, "not_found");
+  });
+
+  it("counts thread replies apart: unread and lastMessage are top-level, threadUnread the replies", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await group(a, [b], "threads");
+    const root = await sendRest(a, conv.id, "root");
+    await json("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("r"), body: "reply 1", threadRootSeq: root.message.seq } }, 201);
+    await json("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("r"), body: "reply 2", threadRootSeq: root.message.seq } }, 201);
+    const expected = { unread: 1, threadUnread: 2, lastSeq: root.message.seq + 2, lastMessage: expect.objectContaining({ body: "root" }) };
+    expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: b.token })).conversation).toMatchObject(expected);
+    const listed = await waitFor(async () => {
+      const c = (await json<{ conversations: Conversation[] }>("/conversations", { token: b.token })).conversations[0];
+      return c && c.lastSeq === expected.lastSeq ? c : undefined;
+    }, "the list to have the replies");
+    expect(listed).toMatchObject(expected);
+    await json(`/conversations/${conv.id}/receipts`, { token: b.token, body: { type: "read", seq: expected.lastSeq } });
+    expect((await json<{ conversations: Conversation[] }>("/conversations", { token: b.token })).conversations[0]).toMatchObject({ unread: 0, threadUnread: 0 });
   });
 
   it("keeps direct conversations at two members", async () => {

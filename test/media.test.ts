@@ -567,6 +567,32 @@ describe("media messages", () => {
     bSocket.close();
   });
 
+  it("shows a member added later only what was sent since they joined, and a former member what was sent while they were in", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const g = await group(a, [b], "spans");
+    const png = () => uploadRaw(a, "image/png", bytes(FIXTURES["image/png"]!.head));
+    const sendPhoto = async (id: string) =>
+      json("/send", { token: a.token, body: { conversationId: g.id, clientMsgId: unique("p"), mediaIds: [id] } }, 201);
+    // Shares and joinings are compared by time: a tick apart, so that none falls in the same millisecond.
+    const tick = () => new Promise((r) => setTimeout(r, 5));
+    const before = await png();
+    await sendPhoto(before.media.id);
+    await tick();
+    await json(`/conversations/${g.id}/members`, { token: a.token, body: { userIds: [c.user.id] } });
+    await tick();
+    const during = await png();
+    await sendPhoto(during.media.id);
+    await tick();
+    expect((await call(`/conversations/${g.id}/members/${c.user.id}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    await tick();
+    const after = await png();
+    await sendPhoto(after.media.id);
+    await expectError(await getMedia(before.media.id, c.token), 404, "not_found");
+    expect((await getMedia(during.media.id, c.token)).status).toBe(302);
+    await expectError(await getMedia(after.media.id, c.token), 404, "not_found");
+    for (const item of [before, during, after]) expect((await getMedia(item.media.id, b.token)).status).toBe(302);
+  });
+
   it("uploads and sends in one call, idempotently, sharing the thumbnail too", async () => {
     const [a, b, c] = [await register(), await register(), await register()];
     const g = await group(a, [b], "photos");

@@ -306,7 +306,8 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     // Replay and `ready` are sent in this one synchronous step, so no live message can slip
     // between the replayed ones or arrive before them.
     if (query.data.after !== undefined) {
-      let after = query.data.after;
+      // Nothing from before the member joined (docs/api.md).
+      let after = Math.max(query.data.after, this.conversation.replayFloor(identity.userId));
       for (;;) {
         const page = this.store.messagesAfter(after, LIMITS.pageMax);
         for (const message of page.messages) sendFrame(server, { type: "message", message });

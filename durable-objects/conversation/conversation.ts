@@ -80,18 +80,21 @@ export class Conversation {
     const others = [...new Set(input.memberIds)].filter((id) => id !== input.creator.userId);
     if (others.length + 1 > MAX_MEMBERS) return fail("bad_request", `at most ${MAX_MEMBERS} members`);
     this.store.create({ id: input.id, type: input.type, title: input.title, e2ee: input.e2ee, createdAt: input.now });
+    // Everyone reads from the `created` system message, seq 1.
     this.store.putMember({
       userId: input.creator.userId,
       role: input.type === "group" ? "admin" : "member",
       joinedAt: input.now,
+      joinedSeq: 1,
     });
-    for (const userId of others) this.store.putMember({ userId, role: "member", joinedAt: input.now });
+    for (const userId of others) this.store.putMember({ userId, role: "member", joinedAt: input.now, joinedSeq: 1 });
     this.appendSystem(input.creator, { event: "created", actorId: input.creator.userId, userIds: others }, input.now);
     return { ok: true, created: true, conversation: this.viewFor(input.creator.userId) };
   }
 
+  /** A member's view, or a former member's (as it was when they left); 404 for anyone else. */
   view(userId: string): Result<{ conversation: ConversationView }> {
-    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
+    if (!this.span(userId)) return fail("not_found", "no such conversation");
     return { ok: true, conversation: this.viewFor(userId) };
   }
 
@@ -103,7 +106,12 @@ export class Conversation {
       return fail("bad_request", `at most ${MAX_MEMBERS} members`);
     }
     if (added.length > 0) {
-      for (const userId of added) this.store.putMember({ userId, role: "member", joinedAt: now });
+      // They read from the `added` system message on, nothing said before it (docs/api.md).
+      const joinedSeq = this.store.requireMeta().lastSeq + 1;
+      for (const userId of added) {
+        this.store.putMember({ userId, role: "member", joinedAt: now, joinedSeq });
+        this.startReceiptsAt(userId, joinedSeq - 1, now);
+      }
       this.appendSystem(actor, { event: "added", actorId: actor.userId, userIds: added }, now);
     }
     return { ok: true, conversation: this.viewFor(actor.userId) };
@@ -117,7 +125,8 @@ export class Conversation {
     if (!leaving && this.store.members.get(actor.userId)?.role !== "admin") {
       return fail("forbidden", "only admins remove other members");
     }
-    this.store.deleteMember(targetId);
+    // They keep reading through the system message appended below, and nothing after it.
+    this.store.deleteMember(targetId, this.store.requireMeta().lastSeq + 1, now);
     // A group never loses its last admin while it has members: the longest-standing member takes over.
     const remaining = [...this.store.members.values()];
     if (remaining.length > 0 && !remaining.some((m) => m.role === "admin")) {
@@ -141,7 +150,7 @@ export class Conversation {
     origin: WebSocket | null,
   ): Result<{ message: Message; duplicate: boolean }> {
     if (!this.isMember(sender.userId)) return fail("not_found", "no such conversation");
-    const invalid = this.invalidSend(request);
+    const invalid = this.invalidSend(sender, request);
     // The common case is one statement: the insert itself finds a duplicate. Only a send that was
     // not stored looks for the stored message, and a retry of a stored send is answered with it
     // even when the sender is rate limited or the retry would no longer validate.
@@ -183,13 +192,15 @@ export class Conversation {
   }
 
   /** Why a send cannot be stored (media ids not all resolved, a bad thread root), or null. */
-  private invalidSend(request: SendRequest): Failure | null {
+  private invalidSend(sender: Identity, request: SendRequest): Failure | null {
     if ((request.mediaIds?.length ?? 0) !== (request.media?.length ?? 0)) return fail("bad_request", "unknown media id");
     const content = invalidContent(this.store.requireMeta(), request, request.media ?? []);
     if (content) return content;
     if (request.threadRootSeq !== undefined) {
       const root = this.store.getMessage(request.threadRootSeq);
-      if (!root || root.kind === "system") return fail("bad_request", "threadRootSeq names no message");
+      // A root from before the sender joined is one they cannot read: as good as none.
+      const visible = root !== null && root.seq >= (this.span(sender.userId)?.from ?? Number.POSITIVE_INFINITY);
+      if (!root || !visible || root.kind === "system") return fail("bad_request", "threadRootSeq names no message");
       if (root.threadRootSeq !== null) return fail("bad_request", "a thread reply cannot start a thread");
     }
     return null;
@@ -229,13 +240,23 @@ export class Conversation {
     return this.appendSystem(device, { event: "deviceLoggedOut", actorId: device.userId, userIds: [device.userId], deviceIds: [device.deviceId] }, now);
   }
 
+  /** A page of what the caller may read: their span (from joining, through leaving if they left). */
   history(userId: string, query: HistoryInput): Result<{ messages: Message[]; hasMore: boolean }> {
-    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
-    const page =
-      query.after !== undefined
-        ? this.store.messagesAfter(query.after, query.limit, query.thread)
-        : this.store.messagesBefore(query.before ?? Number.MAX_SAFE_INTEGER, query.limit, query.thread);
-    return { ok: true, ...page };
+    const span = this.span(userId);
+    if (!span) return fail("not_found", "no such conversation");
+    const forward = query.after !== undefined;
+    const page = forward
+      ? this.store.messagesAfter(Math.max(query.after ?? 0, span.from - 1), query.limit, query.thread)
+      : this.store.messagesBefore(Math.min(query.before ?? Number.MAX_SAFE_INTEGER, span.through + 1), query.limit, query.thread);
+    const messages = page.messages.filter((m) => m.seq >= span.from && m.seq <= span.through);
+    // Past either end of the span there is nothing more to page to.
+    const edge = forward ? messages.at(-1)?.seq !== span.through : messages[0]?.seq !== span.from;
+    return { ok: true, messages, hasMore: page.hasMore && messages.length === page.messages.length && edge };
+  }
+
+  /** Where a member's socket replay starts at the earliest: the seq before their joining. */
+  replayFloor(userId: string): number {
+    return (this.span(userId)?.from ?? 1) - 1;
   }
 
   /** Receipts are watermarks: they only move forward, and `read` implies `delivered`. */
@@ -299,6 +320,31 @@ export class Conversation {
     return this.store.meta !== null && this.store.members.has(userId);
   }
 
+  /**
+   * The seqs `userId` may read: from the system message that added them (everything for those
+   * who joined before spans were kept) through the one that removed them, if it did; null for
+   * someone who never was a member.
+   */
+  private span(userId: string): { from: number; through: number; former: boolean } | null {
+    if (this.store.meta === null) return null;
+    const member = this.store.members.get(userId);
+    if (member) return { from: Math.max(1, member.joinedSeq), through: Number.MAX_SAFE_INTEGER, former: false };
+    const former = this.store.formerMember(userId);
+    return former ? { from: Math.max(1, former.joinedSeq), through: former.leftSeq, former: true } : null;
+  }
+
+  /**
+   * A member who joins later counts as having read everything before their joining: their unread
+   * count starts at zero and others' read ticks stay as they were. Told to the open sockets.
+   */
+  private startReceiptsAt(userId: string, seq: number, now: number): void {
+    const current = this.store.receipt(userId);
+    if (seq <= current.readSeq) return;
+    const receipt: Receipt = { userId, deliveredSeq: Math.max(current.deliveredSeq, seq), readSeq: seq, updatedAt: now };
+    this.store.putReceipt(receipt);
+    this.broadcast(JSON.stringify({ type: "receipt", ...receipt } satisfies ConversationServerFrame), null);
+  }
+
   private requireAdminOfGroup(userId: string) {
     if (!this.isMember(userId)) return fail("not_found", "no such conversation");
     if (this.store.requireMeta().type !== "group") return fail("bad_request", "a direct conversation keeps its two members");
@@ -340,11 +386,19 @@ export class Conversation {
     for (const ws of this.deps.sockets.all()) if (ws !== except) trySend(ws, frame);
   }
 
-  /** The conversation as `userId` sees it, member or not: for notifying someone just removed. */
+  /**
+   * The conversation as `userId` sees it: a member's view; a former member's, as it was when they
+   * left (no members, nothing after `leftSeq`); for anyone else (a notification to someone the
+   * object does not know) the conversation as it is, without members.
+   */
   viewFor(userId: string): ConversationView {
     const meta = this.store.requireMeta();
     const readSeq = this.store.receipt(userId).readSeq;
-    const members: Member[] = [...this.store.members.values()];
+    const span = this.span(userId);
+    const former = span?.former ? span : null;
+    const members: Member[] =
+      span && !former ? [...this.store.members.values()].map((m) => ({ userId: m.userId, role: m.role, joinedAt: m.joinedAt })) : [];
+    const through = former ? former.through : Number.MAX_SAFE_INTEGER;
     return {
       id: meta.id,
       type: meta.type,
@@ -353,11 +407,14 @@ export class Conversation {
       ...(meta.e2ee ? { mls: { epoch: meta.mlsEpoch } } : {}),
       createdAt: meta.createdAt,
       members,
-      lastSeq: meta.lastSeq,
-      lastMessageAt: meta.lastMessageAt,
-      readSeq,
-      unread: this.store.unreadCount(userId, readSeq),
-      lastMessage: this.store.lastMessage(),
+      lastSeq: former ? former.through : meta.lastSeq,
+      lastMessageAt: former ? (this.store.getMessage(former.through)?.createdAt ?? meta.lastMessageAt) : meta.lastMessageAt,
+      // A former member sends no receipts: everything they may read counts as read.
+      readSeq: former ? former.through : readSeq,
+      ...(former ? { unread: 0, threadUnread: 0 } : this.store.unreadCounts(userId, readSeq)),
+      lastMessage: this.store.lastMessage(through),
+      joinedSeq: span?.from ?? 1,
+      ...(former ? { leftSeq: former.through } : {}),
     };
   }
 }

@@ -42,6 +42,13 @@ const MIGRATIONS = [
   `ALTER TABLE conversation ADD COLUMN mls_group_info TEXT`,
   `CREATE TABLE mls_welcomes (
      id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id TEXT NOT NULL, device_id TEXT NOT NULL, welcome TEXT NOT NULL)`,
+  // Membership spans (docs/api.md, Conversations): a member reads from the system message that
+  // added them (`joined_seq`; 0 for those who joined before spans were kept: everything); a former
+  // member keeps reading up to the one that removed them (`left_seq`), one row per user.
+  `ALTER TABLE members ADD COLUMN joined_seq INTEGER NOT NULL DEFAULT 0`,
+  `CREATE TABLE former_members (
+     user_id TEXT PRIMARY KEY, joined_seq INTEGER NOT NULL, left_seq INTEGER NOT NULL,
+     joined_at INTEGER NOT NULL, left_at INTEGER NOT NULL)`,
 ];
 
 
@@ -58,10 +65,24 @@ export interface ConversationMeta {
   mlsEpoch: number;
 }
 
+/** A member as stored: `joinedSeq` is the first seq they may read (the system message that added them). */
+export type StoredMember = Member & { joinedSeq: number };
+
+/** Someone removed or gone: they read `joinedSeq..leftSeq` (through the system message that recorded it). */
+export interface FormerMember {
+  userId: string;
+  joinedSeq: number;
+  leftSeq: number;
+  joinedAt: number;
+  leftAt: number;
+}
+
 export type OutboxEntry =
   | { kind: "conversation"; payload: { id: string; type: ConversationType; title: string | null; e2ee: boolean; createdAt: number } }
-  | { kind: "member_put"; payload: Member }
-  | { kind: "member_delete"; payload: { userId: string } }
+  // `joinedSeq` is absent from rows queued before membership spans were kept.
+  | { kind: "member_put"; payload: Member & { joinedSeq?: number } }
+  // Only `userId` in rows queued before membership spans were kept.
+  | { kind: "member_delete"; payload: { userId: string } & Partial<Omit<FormerMember, "userId">> }
   // Only in outboxes written before messages were fed from the log (see MIGRATIONS).
   | { kind: "message"; payload: Message }
   | { kind: "thread"; payload: { rootSeq: number; replyCount: number; lastReplySeq: number; lastReplyAt: number } }
@@ -113,7 +134,7 @@ function approxBytes(message: Message): number {
 export class ConversationStore {
   /** Loaded once per wake-up; every write below keeps them current. */
   meta: ConversationMeta | null;
-  readonly members = new Map<string, Member>();
+  readonly members = new Map<string, StoredMember>();
   /**
    * Messages appended during this wake-up that the deferred pass has not yet taken past both its
    * cursors (D1 and the fan-out; only one of them while the other step is failing, see
@@ -137,10 +158,10 @@ export class ConversationStore {
   constructor(private readonly sql: SqlStorage) {
     migrate(sql, MIGRATIONS);
     this.meta = this.loadMeta();
-    for (const m of sql.exec<{ user_id: string; role: string; joined_at: number }>(
-      "SELECT user_id, role, joined_at FROM members",
+    for (const m of sql.exec<{ user_id: string; role: string; joined_at: number; joined_seq: number }>(
+      "SELECT user_id, role, joined_at, joined_seq FROM members",
     )) {
-      this.members.set(m.user_id, { userId: m.user_id, role: m.role as Role, joinedAt: m.joined_at });
+      this.members.set(m.user_id, { userId: m.user_id, role: m.role as Role, joinedAt: m.joined_at, joinedSeq: m.joined_seq });
     }
   }
 
@@ -204,21 +225,52 @@ export class ConversationStore {
     });
   }
 
-  putMember(member: Member): void {
+  /** Adds a member (ending any former membership of theirs) or changes a member's role. */
+  putMember(member: StoredMember): void {
     this.sql.exec(
-      "INSERT INTO members (user_id, role, joined_at) VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET role = excluded.role",
+      `INSERT INTO members (user_id, role, joined_at, joined_seq) VALUES (?, ?, ?, ?)
+       ON CONFLICT (user_id) DO UPDATE SET role = excluded.role`,
       member.userId,
       member.role,
       member.joinedAt,
+      member.joinedSeq,
     );
-    this.members.set(member.userId, member);
-    this.queueForD1({ kind: "member_put", payload: member });
+    this.sql.exec("DELETE FROM former_members WHERE user_id = ?", member.userId);
+    const stored = this.members.get(member.userId);
+    const kept = stored ? { ...stored, role: member.role } : member;
+    this.members.set(member.userId, kept);
+    this.queueForD1({ kind: "member_put", payload: kept });
   }
 
-  deleteMember(userId: string): void {
+  /** Ends a membership; the user keeps reading through `leftSeq` (the system message that records it). */
+  deleteMember(userId: string, leftSeq: number, leftAt: number): void {
+    const member = this.members.get(userId);
+    if (!member) return;
     this.sql.exec("DELETE FROM members WHERE user_id = ?", userId);
     this.members.delete(userId);
-    this.queueForD1({ kind: "member_delete", payload: { userId } });
+    const former: FormerMember = { userId, joinedSeq: member.joinedSeq, leftSeq, joinedAt: member.joinedAt, leftAt };
+    this.sql.exec(
+      `INSERT INTO former_members (user_id, joined_seq, left_seq, joined_at, left_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (user_id) DO UPDATE SET joined_seq = excluded.joined_seq, left_seq = excluded.left_seq,
+         joined_at = excluded.joined_at, left_at = excluded.left_at`,
+      userId,
+      former.joinedSeq,
+      former.leftSeq,
+      former.joinedAt,
+      former.leftAt,
+    );
+    this.queueForD1({ kind: "member_delete", payload: former });
+  }
+
+  /** The user's former membership, or null (never a member, or a member again). */
+  formerMember(userId: string): FormerMember | null {
+    const row = this.sql
+      .exec<{ joined_seq: number; left_seq: number; joined_at: number; left_at: number }>(
+        "SELECT joined_seq, left_seq, joined_at, left_at FROM former_members WHERE user_id = ?",
+        userId,
+      )
+      .toArray()[0];
+    return row ? { userId, joinedSeq: row.joined_seq, leftSeq: row.left_seq, joinedAt: row.joined_at, leftAt: row.left_at } : null;
   }
 
   findByClientMsgId(senderId: string, clientMsgId: string): Message | null {
@@ -409,28 +461,40 @@ export class ConversationStore {
     return { messages: messages.reverse(), hasMore };
   }
 
-  /** The latest message, commits left out (a commit is no lastMessage). */
-  lastMessage(): Message | null {
+  /**
+   * The latest top-level message at or below `through`: commits and thread replies left out (a
+   * commit shows nothing; a reply belongs to its thread, not to the conversation's preview).
+   */
+  lastMessage(through = Number.MAX_SAFE_INTEGER): Message | null {
     const meta = this.meta;
     if (!meta || meta.lastSeq === 0) return null;
-    const last = this.getMessage(meta.lastSeq);
-    if (last?.kind !== "mls.commit") return last;
-    const shown = this.lastShownSeq(meta.lastSeq);
-    return shown > 0 ? this.getMessage(shown) : null;
+    const last = this.getMessage(Math.min(meta.lastSeq, through));
+    if (last && last.kind !== "mls.commit" && last.threadRootSeq === null) return last;
+    const row = this.sql
+      .exec<MessageRow>(
+        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq <= ? AND kind != 'mls.commit' AND thread_root_seq IS NULL ORDER BY seq DESC LIMIT 1`,
+        through,
+      )
+      .toArray()[0];
+    return row ? this.toMessage(row) : null;
   }
 
   /**
-   * Messages from others above `readSeq`, thread replies included, system messages not (they
-   * record membership, nobody wrote them to be read). Costs O(unread) through the primary key.
+   * Messages from others in (readSeq, through], system messages and commits not counted (nobody
+   * wrote them to be read): top-level ones as `unread`, thread replies as `threadUnread`. Costs
+   * O(unread) through the primary key.
    */
-  unreadCount(userId: string, readSeq: number): number {
-    return this.sql
-      .exec<{ n: number }>(
-        "SELECT count(*) AS n FROM messages WHERE seq > ? AND sender_id != ? AND kind NOT IN ('system', 'mls.commit')",
+  unreadCounts(userId: string, readSeq: number, through = Number.MAX_SAFE_INTEGER): { unread: number; threadUnread: number } {
+    const row = this.sql
+      .exec<{ unread: number | null; thread_unread: number | null }>(
+        `SELECT sum(thread_root_seq IS NULL) AS unread, sum(thread_root_seq IS NOT NULL) AS thread_unread FROM messages
+         WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind NOT IN ('system', 'mls.commit')`,
         readSeq,
+        through,
         userId,
       )
-      .one().n;
+      .one();
+    return { unread: row.unread ?? 0, threadUnread: row.thread_unread ?? 0 };
   }
 
   receipt(userId: string): Receipt {

@@ -169,20 +169,31 @@ export class Outbox {
           out.push(
             db
               .prepare(
-                `INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
+                `INSERT INTO members (conversation_id, user_id, role, joined_at, joined_seq) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role`,
               )
-              .bind(conversationId, m.userId, m.role, m.joinedAt),
+              .bind(conversationId, m.userId, m.role, m.joinedAt, m.joinedSeq ?? 0),
+            // A member again: their former span ends here (they read from their new joining on).
+            db.prepare("DELETE FROM former_members WHERE conversation_id = ? AND user_id = ?").bind(conversationId, m.userId),
           );
           break;
         }
-        case "member_delete":
-          out.push(
-            db
-              .prepare("DELETE FROM members WHERE conversation_id = ? AND user_id = ?")
-              .bind(conversationId, row.payload.userId),
-          );
+        case "member_delete": {
+          const f = row.payload;
+          if (f.leftSeq !== undefined) {
+            out.push(
+              db
+                .prepare(
+                  `INSERT INTO former_members (conversation_id, user_id, joined_seq, left_seq, joined_at, left_at) VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (conversation_id, user_id) DO UPDATE SET joined_seq = excluded.joined_seq,
+                     left_seq = excluded.left_seq, joined_at = excluded.joined_at, left_at = excluded.left_at`,
+                )
+                .bind(conversationId, f.userId, f.joinedSeq ?? 0, f.leftSeq, f.joinedAt ?? 0, f.leftAt ?? 0),
+            );
+          }
+          out.push(db.prepare("DELETE FROM members WHERE conversation_id = ? AND user_id = ?").bind(conversationId, f.userId));
           break;
+        }
         case "thread": {
           const t = row.payload;
           out.push(

@@ -18,7 +18,11 @@ export function toRef(row: MediaRow): MediaRef {
 }
 
 
-/** A complete item the caller uploaded, or one shared in a conversation the caller is a member of. */
+/**
+ * A complete item the caller uploaded, or one shared in a conversation while the caller was a
+ * member of it: since they joined (members from before membership spans were kept: ever), or
+ * between joining and leaving for a former member (docs/api.md).
+ */
 export async function findVisibleMedia(env: Env, userId: string, mediaId: string): Promise<MediaRow | null> {
   const m = schema.media;
   const [row] = await db(env)
@@ -31,7 +35,11 @@ export async function findVisibleMedia(env: Env, userId: string, mediaId: string
         or(
           eq(m.uploaderId, userId),
           sql`EXISTS (SELECT 1 FROM media_shares s JOIN members mb ON mb.conversation_id = s.conversation_id
-                      WHERE s.media_id = ${m.id} AND mb.user_id = ${userId})`,
+                      WHERE s.media_id = ${m.id} AND mb.user_id = ${userId}
+                        AND (mb.joined_seq = 0 OR s.created_at >= mb.joined_at))`,
+          sql`EXISTS (SELECT 1 FROM media_shares s JOIN former_members f ON f.conversation_id = s.conversation_id
+                      WHERE s.media_id = ${m.id} AND f.user_id = ${userId}
+                        AND (f.joined_seq = 0 OR s.created_at >= f.joined_at) AND s.created_at <= f.left_at)`,
         ),
       ),
     )

@@ -62,8 +62,25 @@ export const members = sqliteTable(
     joinedAt: integer("joined_at").notNull(),
     deliveredSeq: integer("delivered_seq").notNull().default(0),
     readSeq: integer("read_seq").notNull().default(0),
+    // The first seq the member may read (the system message that added them); 0: everything.
+    joinedSeq: integer("joined_seq").notNull().default(0),
   },
   (t) => [primaryKey({ columns: [t.conversationId, t.userId] }), index("members_user").on(t.userId)],
+);
+
+// Members removed or gone: they read their conversation's messages joined_seq..left_seq (through
+// the system message that recorded it), and media shared there between joined_at and left_at.
+export const formerMembers = sqliteTable(
+  "former_members",
+  {
+    conversationId: text("conversation_id").notNull(),
+    userId: text("user_id").notNull(),
+    joinedSeq: integer("joined_seq").notNull(),
+    leftSeq: integer("left_seq").notNull(),
+    joinedAt: integer("joined_at").notNull(),
+    leftAt: integer("left_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.conversationId, t.userId] }), index("former_members_user").on(t.userId)],
 );
 
 export const messages = sqliteTable(
@@ -95,7 +112,8 @@ export const messages = sqliteTable(
     uniqueIndex("messages_conversation_seq").on(t.conversationId, t.seq),
     // GET /messages?since=: the caller's conversations in ingest order, covering the time filter,
     // so paging reads index entries rather than sorting full rows.
-    index("messages_conversation_ingest").on(t.conversationId, t.ingestId, t.createdAt),
+    // seq too, so that a member's span (joined_seq, left_seq) is checked from the index alone.
+    index("messages_conversation_ingest_seq").on(t.conversationId, t.ingestId, t.createdAt, t.seq),
   ],
 );
 

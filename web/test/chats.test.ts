@@ -105,6 +105,50 @@ describe("conversations", () => {
     expect(s.store.state.conversations.has("g1")).toBe(false);
   });
 
+  it("thread replies count apart from the conversation's own messages and are not its preview", async () => {
+    const s = await startSignedIn();
+    s.userSocket().open();
+    s.userSocket().deliver({ type: "message", message: message("c1", 1, YOU.id, { createdAt: 5 }) });
+    s.userSocket().deliver({ type: "message", message: message("c1", 2, YOU.id, { threadRootSeq: 1, createdAt: 7 }) });
+    s.userSocket().deliver({ type: "message", message: message("c1", 3, YOU.id, { threadRootSeq: 1, createdAt: 9 }) });
+    // The reply is activity (the list order) but not the preview.
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 1, threadUnread: 2, lastSeq: 3, lastMessageAt: 9, lastMessage: { seq: 1 } });
+    s.userSocket().deliver({ type: "receipt", conversationId: "c1", userId: ME.id, deliveredSeq: 3, readSeq: 3, updatedAt: 1 });
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 0, threadUnread: 0 });
+  });
+
+  it("a group we were removed from stays, readable and with no socket; added back while it is open, it reopens live", async () => {
+    const group = conversation("g1", [ME.id, YOU.id, "x"], { lastSeq: 2 });
+    const stored = new Map([["g1", [message("g1", 1, YOU.id, { kind: "system", body: '{"event":"created"}' }), message("g1", 2, YOU.id)]]]);
+    const s = await startSignedIn({ path: "/c/g1", list: [group], stored });
+    s.userSocket().open();
+    const chat = s.chatSocket("g1");
+    chat.open();
+    chat.deliver({ type: "ready", lastSeq: 2, protocolVersion: 1 });
+    await settle();
+    const removal = message("g1", 3, YOU.id, { kind: "system", body: `{"event":"removed","actorId":"you","userIds":["${ME.id}"]}` });
+    const former = conversation("g1", [], { lastSeq: 3, readSeq: 3, leftSeq: 3, lastMessage: removal });
+    s.browser.server.on("GET /conversations", () => ({ json: { conversations: [former] } }));
+    chat.deliver({ type: "message", message: removal });
+    chat.finalClose(4003);
+    s.userSocket().deliver({ type: "conversation", conversation: former });
+    await settle();
+    expect(s.store.state.conversations.get("g1")).toMatchObject({ leftSeq: 3 });
+    expect(s.store.view("g1").messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+    // Added back: the chat loads again from the server and opens a new socket.
+    const sockets = s.browser.sockets.all.filter((x) => x.path.startsWith("/conversations/g1/ws")).length;
+    s.browser.server.on("GET /conversations/g1/messages", () => ({ json: { messages: [message("g1", 5, YOU.id, { kind: "system", body: "{}" })], hasMore: false } }));
+    const back = conversation("g1", [ME.id, YOU.id, "x"], { lastSeq: 5, readSeq: 4, joinedSeq: 5 });
+    s.browser.server.on("GET /conversations", () => ({ json: { conversations: [back] } }));
+    s.userSocket().deliver({ type: "conversation", conversation: back });
+    await settle();
+    expect(s.store.state.removedFrom).toBeNull();
+    expect(s.store.state.conversations.get("g1")?.leftSeq).toBeUndefined();
+    expect(s.browser.sockets.all.filter((x) => x.path.startsWith("/conversations/g1/ws")).length).toBe(sockets + 1);
+    expect(s.store.view("g1")).toMatchObject({ loaded: true, hasMoreBefore: false });
+    expect(s.store.view("g1").messages.map((m) => m.seq)).toEqual([5]);
+  });
+
   it("scrolling up loads the page before the first message, once at a time, until the start", async () => {
     const stored = new Map([["c1", [51, 52].map((seq) => message("c1", seq, YOU.id))]]);
     const s = await startSignedIn({ path: "/c/c1", stored });

@@ -355,7 +355,9 @@ export function conversation(id: string, memberIds: string[], extra: Partial<Con
     lastMessageAt: null,
     readSeq: 0,
     unread: 0,
+    threadUnread: 0,
     lastMessage: null,
+    joinedSeq: 1,
     ...extra,
   };
 }

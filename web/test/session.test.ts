@@ -59,6 +59,38 @@ describe("session", () => {
     expect(s.browser.address.current).toBe("/login");
   });
 
+  it("logout offline signs out here at once and revokes the token when the network returns, until the server has it", async () => {
+    const s = await startSignedIn();
+    let online = false;
+    s.browser.server.on("POST /auth/logout", () => (online ? { status: 204 } : "network error"));
+    s.browser.fire("offline");
+    await s.store.logout();
+    expect(s.store.state.session).toBeNull();
+    expect(s.store.pendingRevocations()).toBe(1);
+    // Still offline: kept.
+    s.browser.fire("online");
+    await settle();
+    expect(s.store.pendingRevocations()).toBe(1);
+    // Back: the old token's logout goes out with that token, and is forgotten once answered.
+    online = true;
+    s.browser.fire("online");
+    await settle();
+    expect(s.browser.server.calls("POST /auth/logout").map((r) => r.authorization)).toEqual(["Bearer t-me", "Bearer t-me", "Bearer t-me"]);
+    expect(s.store.pendingRevocations()).toBe(0);
+    // A new start (a reload) sends nothing more.
+    const again = new AppStore(s.browser);
+    await again.start();
+    await settle();
+    expect(s.browser.server.calls("POST /auth/logout")).toHaveLength(3);
+  });
+
+  it("a token the server already refused (401) is not kept to revoke", async () => {
+    const s = await startSignedIn();
+    s.browser.server.on("POST /auth/logout", () => ({ status: 401, json: { error: { code: "unauthorized", message: "gone" } } }));
+    await s.store.logout();
+    expect(s.store.pendingRevocations()).toBe(0);
+  });
+
   it("a 401 on any call ends the session with a notice", async () => {
     const s = await startSignedIn();
     s.browser.server.on("GET /users", () => ({ status: 401, json: { error: { code: "unauthorized", message: "token revoked" } } }));

@@ -111,37 +111,55 @@ type ListRow = {
   last_seq: number;
   last_message_at: number | null;
   read_seq: number;
+  joined_seq: number;
+  left_seq: number | null;
   unread: number;
+  thread_unread: number;
 } & { [K in keyof MessageRow as `lm_${K}`]: MessageRow[K] | null };
 
 /**
- * The caller's conversations, newest activity first, from the D1 projection. One query for the
- * conversations with their last message and unread count, one for the members.
+ * The caller's conversations, newest activity first, from the D1 projection: those they are a
+ * member of, and those they were removed from or left, as they were then (docs/api.md). One query
+ * for the conversations with their last message and unread counts, one for the members.
  */
 async function listConversations(c: AppContext): Promise<Conversation[]> {
   const userId = c.get("auth").userId;
   const { results } = await c.env.DB.prepare(
-    `SELECT c.id, c.type, c.title, c.e2ee, c.mls_epoch, c.created_at, c.last_seq, c.last_message_at, m.read_seq,
-       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id AND u.kind NOT IN ('system', 'mls.commit')) AS unread,
+    `WITH mine AS (
+       SELECT conversation_id, read_seq, joined_seq, NULL AS left_seq, NULL AS left_at FROM members WHERE user_id = ?1
+       UNION ALL
+       SELECT conversation_id, left_seq, joined_seq, left_seq, left_at FROM former_members WHERE user_id = ?1
+     )
+     SELECT c.id, c.type, c.title, c.e2ee, c.mls_epoch, c.created_at,
+       coalesce(m.left_seq, c.last_seq) AS last_seq, coalesce(m.left_at, c.last_message_at) AS last_message_at,
+       coalesce(m.left_seq, m.read_seq) AS read_seq, m.joined_seq, m.left_seq,
+       -- Top-level messages and thread replies apart; a former member has nothing waiting.
+       CASE WHEN m.left_seq IS NULL THEN (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
+         AND u.sender_id != ?1 AND u.kind NOT IN ('system', 'mls.commit') AND u.thread_root_seq IS NULL) ELSE 0 END AS unread,
+       CASE WHEN m.left_seq IS NULL THEN (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
+         AND u.sender_id != ?1 AND u.kind NOT IN ('system', 'mls.commit') AND u.thread_root_seq IS NOT NULL) ELSE 0 END AS thread_unread,
        lm.seq AS lm_seq, lm.id AS lm_id, lm.sender_id AS lm_sender_id, lm.sender_device_id AS lm_sender_device_id,
        lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, lm.payload AS lm_payload, lm.media AS lm_media,
        lm.thread_root_seq AS lm_thread_root_seq, lm.reply_count AS lm_reply_count, lm.last_reply_seq AS lm_last_reply_seq,
        lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at
-     FROM members m
+     FROM mine m
      JOIN conversations c ON c.id = m.conversation_id
-     LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = CASE WHEN c.e2ee
-       -- A commit is no lastMessage: the latest other message, found backwards by (conversation_id, seq).
-       THEN (SELECT max(x.seq) FROM messages x WHERE x.conversation_id = c.id AND x.kind != 'mls.commit') ELSE c.last_seq END
-     WHERE m.user_id = ?
-     ORDER BY coalesce(c.last_message_at, c.created_at) DESC
+     -- A commit or a thread reply is no lastMessage: the latest other message up to the caller's
+     -- last seq, found backwards by (conversation_id, seq).
+     LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = (SELECT x.seq FROM messages x
+       WHERE x.conversation_id = c.id AND x.seq <= coalesce(m.left_seq, c.last_seq) AND x.kind != 'mls.commit'
+         AND x.thread_root_seq IS NULL ORDER BY x.seq DESC LIMIT 1)
+     ORDER BY coalesce(m.left_at, c.last_message_at, c.created_at) DESC
      LIMIT 1000`,
   )
     .bind(userId)
     .all<ListRow>();
 
+  // A former member is shown no members: who is in the group now is no longer theirs to know.
+  const current = results.filter((r) => r.left_seq === null);
   const members = new Map<string, Member[]>();
-  for (let i = 0; i < results.length; i += 90) {
-    const ids = results.slice(i, i + 90).map((r) => r.id);
+  for (let i = 0; i < current.length; i += 90) {
+    const ids = current.slice(i, i + 90).map((r) => r.id);
     const rows = await c.env.DB.prepare(
       `SELECT conversation_id, user_id, role, joined_at FROM members WHERE conversation_id IN (${ids.map(() => "?").join(",")})`,
     )
@@ -166,6 +184,9 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
     lastMessageAt: r.last_message_at,
     readSeq: r.read_seq,
     unread: r.unread,
+    threadUnread: r.thread_unread,
+    joinedSeq: Math.max(1, r.joined_seq),
+    ...(r.left_seq !== null ? { leftSeq: r.left_seq } : {}),
     lastMessage:
       r.lm_id === null
         ? null

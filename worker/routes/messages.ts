@@ -64,13 +64,18 @@ messages.get("/messages", requireAuth, async (c) => {
   // SQLite reads each conversation's entries in ingest order and stops once they can no longer
   // enter the page, so a page reads at most `limit + 1` entries per conversation whatever the
   // backlog (measured flat: docs/performance.md, S4); docs/scale.md has the per-user index that
-  // bounds it by the page alone.
+  // bounds it by the page alone. The index holds seq too, so each conversation's span (what a
+  // member added later, or a former member, may read: docs/api.md) is checked from it as well.
   const { results } = await c.env.DB.prepare(
     `SELECT ingest_id, ${MESSAGE_JSON_SQL} AS json FROM messages WHERE ingest_id IN (
-       SELECT ingest_id FROM messages
-       WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?3)
-         AND ingest_id > ?1 AND created_at >= ?2
-       ORDER BY ingest_id LIMIT ?4)
+       SELECT x.ingest_id FROM (
+         SELECT conversation_id, joined_seq, ${Number.MAX_SAFE_INTEGER} AS left_seq FROM members WHERE user_id = ?3
+         UNION ALL
+         SELECT conversation_id, joined_seq, left_seq FROM former_members WHERE user_id = ?3
+       ) AS span
+       JOIN messages x ON x.conversation_id = span.conversation_id
+       WHERE x.ingest_id > ?1 AND x.created_at >= ?2 AND x.seq >= span.joined_seq AND x.seq <= span.left_seq
+       ORDER BY x.ingest_id LIMIT ?4)
      ORDER BY ingest_id`,
   )
     .bind(after, minTime, c.get("auth").userId, query.limit + 1)

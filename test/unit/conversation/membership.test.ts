@@ -190,20 +190,124 @@ describe("a refused membership change", () => {
   });
 });
 
+const seqs = (messages: Message[]) => messages.map((m) => m.seq);
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+describe("membership spans: what a member added later, a former member and a member added back read", () => {
+  /** alice's group with bob; alice says 3 things (seq 2-4) and adds carol (the `added` message is seq 5). */
+  function carolAddedLater() {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob"]);
+    h.sendMany("alice", 3, "before");
+    expectOk(h.conversation.addMembers(identity("alice"), ["carol"], h.clock.now()));
+    return h;
+  }
+
+  it("a member added later reads from the message that added them, in every direction, and nothing before", () => {
+    const h = carolAddedLater();
+    h.sendMany("bob", 2, "after");
+    for (const query of [{ limit: 100 }, { after: 0, limit: 100 }, { before: 100, limit: 100 }, { after: 2, limit: 100 }]) {
+      const page = expectOk(h.conversation.history("carol", query));
+      expect(seqs(page.messages)).toEqual([5, 6, 7]);
+      expect(page.hasMore).toBe(false);
+    }
+    // Paging back stops at the joining: hasMore says so at the edge, and below it there is nothing.
+    expect(expectOk(h.conversation.history("carol", { before: 7, limit: 2 }))).toMatchObject({ hasMore: false });
+    expect(expectOk(h.conversation.history("carol", { before: 5, limit: 10 })).messages).toEqual([]);
+    expect(expectOk(h.conversation.history("carol", { after: 0, limit: 1 })).hasMore).toBe(true);
+    // The others still read everything.
+    expect(seqs(expectOk(h.conversation.history("bob", { after: 0, limit: 100 })).messages)).toEqual(range(1, 7));
+    expect(h.conversation.replayFloor("carol")).toBe(4);
+    expect(h.conversation.replayFloor("bob")).toBe(0);
+  });
+
+  it("a member added later has nothing unread from before and does not turn others' read ticks back", () => {
+    const h = carolAddedLater();
+    const alice = h.room.connect("alice");
+    expectOk(h.conversation.addMembers(identity("alice"), ["dave"], h.clock.now()));
+    const carol = expectOk(h.conversation.view("carol")).conversation;
+    expect(carol).toMatchObject({ joinedSeq: 5, readSeq: 4, unread: 0, threadUnread: 0 });
+    expect(expectOk(h.conversation.receipts("alice")).receipts).toContainEqual(expect.objectContaining({ userId: "dave", readSeq: 5, deliveredSeq: 5 }));
+    // Told to the open sockets, so their read ticks stay.
+    expect(framesOf(alice, "receipt")).toContainEqual(expect.objectContaining({ userId: "dave", readSeq: 5 }));
+    h.sendMany("bob", 2, "after");
+    expect(expectOk(h.conversation.view("carol")).conversation.unread).toBe(2);
+  });
+
+  it("a member added later cannot reply in a thread they cannot see", () => {
+    const h = carolAddedLater();
+    expectFailure(h.send("carol", { clientMsgId: "r1", threadRootSeq: 2 }), "bad_request");
+    expectOk(h.send("bob", { clientMsgId: "r2", threadRootSeq: 2 }));
+  });
+
+  it.each([
+    ["removed", "alice"],
+    ["who left", "bob"],
+  ] as const)("a member %s reads through the message that recorded it, and nothing after it", (_, actor) => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob", "carol"]);
+    h.sendMany("carol", 2, "before");
+    expectOk(h.conversation.removeMember(identity(actor), "bob", h.clock.advance(1000)));
+    h.sendMany("carol", 2, "after");
+    for (const hh of [h, (h.reopen(), h)]) {
+      for (const query of [{ limit: 100 }, { after: 0, limit: 100 }, { before: 100, limit: 100 }, { after: 1, limit: 100 }]) {
+        const page = expectOk(hh.conversation.history("bob", query));
+        expect(seqs(page.messages)).toEqual(range(query.after === 1 ? 2 : 1, 4));
+        expect(page.hasMore).toBe(false);
+      }
+      expect(expectOk(hh.conversation.history("bob", { after: 4, limit: 10 })).messages).toEqual([]);
+      expect(expectOk(hh.conversation.history("bob", { after: 0, limit: 3 })).hasMore).toBe(true);
+      const { conversation } = expectOk(hh.conversation.view("bob"));
+      expect(conversation).toMatchObject({ leftSeq: 4, lastSeq: 4, readSeq: 4, unread: 0, threadUnread: 0, members: [], joinedSeq: 1 });
+      expect(conversation.lastMessage).toMatchObject({ seq: 4, kind: "system" });
+      expect(conversation.lastMessageAt).toBe(conversation.lastMessage!.createdAt);
+      // What a member may see is unchanged.
+      expect(expectOk(hh.conversation.view("carol")).conversation).toMatchObject({ lastSeq: 6, joinedSeq: 1 });
+      expect(expectOk(hh.conversation.view("carol")).conversation.leftSeq).toBeUndefined();
+    }
+  });
+
+  it("a member removed and added back reads from their new joining: what was said while they were out stays hidden", () => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob"]);
+    h.sendMany("alice", 1, "first");
+    expectOk(h.read("bob", 2));
+    expectOk(h.conversation.removeMember(identity("alice"), "bob", h.clock.now()));
+    h.sendMany("alice", 2, "while-out");
+    expectOk(h.conversation.addMembers(identity("alice"), ["bob"], h.clock.now()));
+    h.sendMany("alice", 1, "back");
+    h.reopen();
+    expect(seqs(expectOk(h.conversation.history("bob", { limit: 100 })).messages)).toEqual([6, 7]);
+    const { conversation } = expectOk(h.conversation.view("bob"));
+    expect(conversation).toMatchObject({ joinedSeq: 6, readSeq: 5, unread: 1 });
+    expect(conversation.leftSeq).toBeUndefined();
+    expect(h.store.formerMember("bob")).toBeNull();
+    // Removed again: the span is the second one.
+    expectOk(h.conversation.removeMember(identity("alice"), "bob", h.clock.now()));
+    expect(seqs(expectOk(h.conversation.history("bob", { limit: 100 })).messages)).toEqual([6, 7, 8]);
+  });
+});
+
 describe("a non-member", () => {
   const calls = {
-    view: (h: ConversationHarness, u: string) => h.conversation.view(u),
     send: (h: ConversationHarness, u: string) => h.send(u, { clientMsgId: "x" }),
-    history: (h: ConversationHarness, u: string) => h.conversation.history(u, { after: 0, limit: 10 }),
     receipts: (h: ConversationHarness, u: string) => h.conversation.receipts(u),
     "a receipt": (h: ConversationHarness, u: string) => h.read(u, 1),
     "adding members": (h: ConversationHarness, u: string) => h.conversation.addMembers(identity(u), [u], h.clock.now()),
   };
-  const cases = Object.entries(calls).flatMap(([call, run]) => [
-    ["never a member", call, run] as const,
-    ["removed", call, run] as const,
-    ["who left", call, run] as const,
-  ]);
+  // A former member still reads their span (above); someone who never was a member reads nothing.
+  const reads = {
+    view: (h: ConversationHarness, u: string) => h.conversation.view(u),
+    history: (h: ConversationHarness, u: string) => h.conversation.history(u, { after: 0, limit: 10 }),
+  };
+  const cases = [
+    ...Object.entries(calls).flatMap(([call, run]) => [
+      ["never a member", call, run] as const,
+      ["removed", call, run] as const,
+      ["who left", call, run] as const,
+    ]),
+    ...Object.entries(reads).map(([call, run]) => ["never a member", call, run] as const),
+  ];
 
   it.each(cases)("(%s) gets not_found for %s, and changes nothing", (who, _, run) => {
     const h = new ConversationHarness();
@@ -218,7 +322,7 @@ describe("a non-member", () => {
     expect(h.store.members.size).toBe(members);
   });
 
-  it.each(Object.entries(calls))("gets not_found for %s before the conversation exists", (_, run) => {
+  it.each(Object.entries({ ...calls, ...reads }))("gets not_found for %s before the conversation exists", (_, run) => {
     const h = new ConversationHarness();
     expectFailure(run(h, "alice"), "not_found");
     expect(h.store.meta).toBeNull();

@@ -10,6 +10,8 @@ const MESSAGE_PARAMS = 15;
 /** What each statement D1 received writes, in words: `m3`, `member_put:bob`, `receipt:bob`... */
 function labels(statement: Executed): string[] {
   const { sql, params } = statement;
+  // A member's former span goes with their member_put and member_delete (checked on its own below).
+  if (sql.startsWith("INSERT INTO former_members") || sql.startsWith("DELETE FROM former_members")) return [];
   if (sql.startsWith("INSERT OR IGNORE INTO messages")) {
     return Array.from({ length: params.length / MESSAGE_PARAMS }, (_, i) => `m${String(params[i * MESSAGE_PARAMS + 2])}`);
   }
@@ -78,6 +80,8 @@ const HISTORY_ORDER = [
   "m2",
   "m3",
   "member_put:carol",
+  // carol, added at 4, counts as having read what came before.
+  "receipt:carol",
   "m4",
   "m5",
   "member_delete:carol",
@@ -160,7 +164,7 @@ describe("Outbox", () => {
     // carol's row follows message 6: the first batch (messages 2 to 4) leaves it for the next.
     expect(batches(d1).slice(1)).toEqual([
       ["m2", "m3", "m4"],
-      ["m5", "m6", "member_put:carol", "m7"],
+      ["m5", "m6", "member_put:carol", "receipt:carol", "m7"],
     ]);
   });
 
@@ -170,9 +174,27 @@ describe("Outbox", () => {
     expectOk(h.conversation.removeMember(identity("alice"), "alice", h.clock.now()));
     await outbox.flush();
     expect(lastBatchAndMembers(d1)).toEqual({
-      batch: ["member_put:carol", "m2", "member_delete:alice", "member_put:bob", "m3"],
-      members: [member("bob", "admin"), member("carol", "member")],
+      batch: ["member_put:carol", "receipt:carol", "m2", "member_delete:alice", "member_put:bob", "m3"],
+      members: [member("bob", "admin"), member("carol", "member", 1, 1)],
     });
+  });
+
+  it("writes a former member's span, and ends it when they are added back", async () => {
+    const { h, d1, outbox } = await flushedGroup(200);
+    h.sendMany("alice", 2);
+    expectOk(h.conversation.removeMember(identity("alice"), "bob", h.clock.advance(1000)));
+    await outbox.flush();
+    const spans = () => d1.query("SELECT user_id, joined_seq, left_seq, left_at FROM former_members");
+    const joined = () => d1.query("SELECT user_id, joined_seq FROM members ORDER BY user_id");
+    expect(spans()).toEqual([{ user_id: "bob", joined_seq: 1, left_seq: 4, left_at: h.clock.now() }]);
+    expect(joined()).toEqual([{ user_id: "alice", joined_seq: 1 }]);
+    expectOk(h.conversation.addMembers(identity("alice"), ["bob"], h.clock.advance(1000)));
+    await outbox.flush();
+    expect(spans()).toEqual([]);
+    expect(joined()).toEqual([
+      { user_id: "alice", joined_seq: 1 },
+      { user_id: "bob", joined_seq: 5 },
+    ]);
   });
 
   it("collapses a member's receipts in one batch to the last, which says all", async () => {

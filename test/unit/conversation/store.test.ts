@@ -12,7 +12,7 @@ function newStore() {
   const sql = memorySql();
   const store = new ConversationStore(sql);
   store.create({ id: "c1", type: "group", title: "t", e2ee: false, createdAt: 0 });
-  for (const userId of ["alice", "bob", "carol"]) store.putMember({ userId, role: "member", joinedAt: 0 });
+  for (const userId of ["alice", "bob", "carol"]) store.putMember({ userId, role: "member", joinedAt: 0, joinedSeq: 1 });
   const append = (senderId: string, extra: Partial<NewMessage> = {}): Message =>
     store.append({
       id: `id${++ids}`,
@@ -45,17 +45,26 @@ function sixMessages() {
 
 describe("ConversationStore", () => {
   it.each([
-    ["alice", 0, 3],
-    ["bob", 0, 2],
-    ["carol", 0, 3],
-    ["alice", 3, 2],
-    ["carol", 4, 1],
-    ["bob", 5, 0],
-    ["bob", 6, 0],
-  ])("counts %s's unread above readSeq %i: %i (others' messages, replies included, system messages not)", (userId, readSeq, unread) => {
+    ["alice", 0, 2, 1],
+    ["bob", 0, 2, 0],
+    ["carol", 0, 2, 1],
+    ["alice", 3, 1, 1],
+    ["carol", 4, 0, 1],
+    ["bob", 5, 0, 0],
+    ["bob", 6, 0, 0],
+  ])("counts %s's unread above readSeq %i: %i top-level, %i thread replies (others' messages, system messages not)", (userId, readSeq, unread, threadUnread) => {
     const { store, reloaded } = sixMessages();
-    expect(store.unreadCount(userId, readSeq)).toBe(unread);
-    expect(reloaded().unreadCount(userId, readSeq)).toBe(unread);
+    expect(store.unreadCounts(userId, readSeq)).toEqual({ unread, threadUnread });
+    expect(reloaded().unreadCounts(userId, readSeq)).toEqual({ unread, threadUnread });
+  });
+
+  it("counts only up to `through`, and its lastMessage is the latest top-level message up to it", () => {
+    const { store } = sixMessages();
+    expect(store.unreadCounts("alice", 0, 4)).toEqual({ unread: 2, threadUnread: 0 });
+    // 6 is a system message (shown), 5 a reply (not the preview).
+    expect(store.lastMessage()?.seq).toBe(6);
+    expect(store.lastMessage(5)?.seq).toBe(4);
+    expect(store.lastMessage(2)?.seq).toBe(2);
   });
 
   it.each([
@@ -74,11 +83,13 @@ describe("ConversationStore", () => {
   it("loads what a wake-up needs from SQLite: meta, lastSeq, members, receipts", () => {
     const { store, reloaded } = sixMessages();
     store.putReceipt({ userId: "bob", deliveredSeq: 5, readSeq: 4, updatedAt: 9 });
-    store.deleteMember("carol");
+    store.deleteMember("carol", 2, 5);
     const again = reloaded();
     expect(again.meta).toEqual(store.meta);
     expect(again.meta).toMatchObject({ lastSeq: 6, lastMessageAt: ids });
     expect([...again.members.keys()].sort()).toEqual(["alice", "bob"]);
+    expect(again.formerMember("carol")).toEqual({ userId: "carol", joinedSeq: 1, leftSeq: 2, joinedAt: 0, leftAt: 5 });
+    expect(again.members.get("bob")).toEqual({ userId: "bob", role: "member", joinedAt: 0, joinedSeq: 1 });
     expect(again.receipt("bob")).toEqual(store.receipt("bob"));
     expect(again.receipt("carol")).toEqual({ userId: "carol", deliveredSeq: 0, readSeq: 0, updatedAt: 0 });
   });
@@ -96,7 +107,7 @@ describe("ConversationStore", () => {
     const { store, append } = newStore();
     append("bob");
     append("bob");
-    store.putMember({ userId: "dave", role: "member", joinedAt: 1 });
+    store.putMember({ userId: "dave", role: "member", joinedAt: 1, joinedSeq: 1 });
     append("dave");
     store.putReceipt({ userId: "dave", deliveredSeq: 3, readSeq: 3, updatedAt: 1 });
     append("alice", { threadRootSeq: 1 });

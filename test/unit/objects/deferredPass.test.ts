@@ -30,7 +30,7 @@ function setup() {
   closers.push(() => sql.close());
   const store = new ConversationStore(sql);
   store.create({ id: "c1", type: "direct", title: null, e2ee: false, createdAt: 1 });
-  for (const userId of ["a", "b"]) store.putMember({ userId, role: "member", joinedAt: 1 });
+  for (const userId of ["a", "b"]) store.putMember({ userId, role: "member", joinedAt: 1, joinedSeq: 1 });
   const { d1, writer } = recordingD1();
   const delivered: Array<{ userId: string; events: InboxEvent[] }> = [];
   const users = { reachable: true };

@@ -122,7 +122,10 @@ export class AppStore {
   async start(): Promise<void> {
     const b = this.browser;
     b.on("popstate", () => this.navigation.apply(this.navigation.current()));
-    b.on("online", () => this.connection.wentOnline());
+    b.on("online", () => {
+      void this.session.revokePending();
+      this.connection.wentOnline();
+    });
     b.on("offline", () => this.connection.wentOffline());
     b.on("visible", () => {
       this.chats.markReadIfViewing();
@@ -136,6 +139,7 @@ export class AppStore {
     // as the page unloads, and then the next start's sync fetches what the cache missed.
     b.on("pagehide", () => this.cache.saveNow());
     b.notifications.onOpen((id) => this.navigate({ name: "chat", id, thread: null, info: false }));
+    void this.session.revokePending();
     if (this.state.session) {
       await this.startAccount();
     } else if (this.state.route.name !== "register") {
@@ -183,6 +187,10 @@ export class AppStore {
   }
   logout(): Promise<void> {
     return this.session.logout();
+  }
+  /** Sign-outs made offline that the server has not heard of yet. */
+  pendingRevocations(): number {
+    return this.session.pendingRevocations();
   }
   navigate(route: Route, replace = false): void {
     this.navigation.navigate(route, replace);

@@ -26,6 +26,11 @@ export interface ChatsDeps {
   e2ee: Pick<E2eePort, "conversations" | "received" | "created" | "membersAdded" | "membersRemoved">;
 }
 
+/** A member now: not a former one, and listed among the members. */
+function isMember(conv: Conversation, me: string): boolean {
+  return conv.leftSeq === undefined && conv.members.some((m) => m.userId === me);
+}
+
 export class Chats {
   /** The receipts this page sent, per conversation: never the same watermark twice. */
   private readonly deliveredSent = new Map<string, number>();
@@ -77,7 +82,10 @@ export class Chats {
     if (!local) return conv;
     let out = conv;
     if (local.lastSeq > out.lastSeq) out = { ...out, lastSeq: local.lastSeq, lastMessage: local.lastMessage, lastMessageAt: local.lastMessageAt };
-    if (local.readSeq > out.readSeq) out = { ...out, readSeq: local.readSeq, unread: local.readSeq >= out.lastSeq ? 0 : out.unread };
+    if (local.readSeq > out.readSeq) {
+      const caughtUp = local.readSeq >= out.lastSeq;
+      out = { ...out, readSeq: local.readSeq, unread: caughtUp ? 0 : out.unread, threadUnread: caughtUp ? 0 : out.threadUnread };
+    }
     return out;
   }
 
@@ -97,10 +105,26 @@ export class Chats {
     this.core.emit();
   }
 
-  /** A conversation frame on the user socket: changed, or we are no longer a member. */
+  /**
+   * A conversation frame on the user socket: changed, joined, or left. A conversation we were
+   * removed from (or left) stays, readable up to then (`leftSeq`). Added back while it is open,
+   * the chat reopens: its socket closed for good at the removal.
+   */
   conversationChanged(conv: Conversation): void {
-    if (conv.members.some((m) => m.userId === this.core.me)) this.upsert(conv);
-    else this.forget(conv.id);
+    const before = this.state.conversations.get(conv.id);
+    const member = isMember(conv, this.core.me);
+    if (!member && conv.leftSeq === undefined) {
+      this.forget(conv.id);
+      return;
+    }
+    const rejoined = member && (before?.leftSeq !== undefined || this.state.removedFrom === conv.id);
+    // A membership ending or starting again is no progress to keep: the server's view is the truth.
+    if (rejoined || !member) this.state.conversations.delete(conv.id);
+    this.upsert(conv);
+    if (!rejoined) return;
+    this.view(conv.id).loaded = false;
+    const r = this.state.route;
+    if (r.name === "chat" && r.id === conv.id) void this.open(conv.id);
   }
 
   title(conv: Conversation): string {
@@ -144,8 +168,14 @@ export class Chats {
   async removeMember(conversationId: string, userId: string): Promise<void> {
     await this.api.call("DELETE", `/conversations/${encodeURIComponent(conversationId)}/members/${encodeURIComponent(userId)}`, Schemas.none);
     if (userId === this.core.me) {
-      this.forget(conversationId);
+      // The group stays in the list, readable up to our leaving (docs/api.md, former members).
       this.deps.navigation.navigate({ name: "list" }, true);
+      try {
+        const { conversation } = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}`, Schemas.conversation);
+        this.conversationChanged(conversation);
+      } catch {
+        this.forget(conversationId);
+      }
       return;
     }
     const conv = this.state.conversations.get(conversationId);
@@ -192,6 +222,8 @@ export class Chats {
     this.core.emit();
     if (!view.loaded) await this.loadHistory(id, conv ?? null);
     if (this.state.route.name !== "chat" || this.state.route.id !== id) return;
+    // A former member reads what the history holds; nothing live comes any more.
+    if (conv && !isMember(conv, this.core.me)) return;
     void this.loadReceipts(id);
     this.deps.connection.connectChat(id);
     if (conv) this.deps.presence.fetch(conv.members.map((m) => m.userId));
@@ -213,7 +245,7 @@ export class Chats {
         messages = messages.filter((m) => m.seq > lastGapEnd);
       }
       view.messages = messages;
-      view.hasMoreBefore = (messages[0]?.seq ?? 1) > 1;
+      view.hasMoreBefore = (messages[0]?.seq ?? 1) > this.firstReadable(id);
       view.loaded = true;
       view.error = null;
       this.deps.cache.scheduleSave();
@@ -260,7 +292,7 @@ export class Chats {
     // The view is current even if the history fetch failed (opened offline, from the cache).
     if (!view.loaded) {
       view.loaded = true;
-      view.hasMoreBefore = (view.messages[0]?.seq ?? 1) > 1;
+      view.hasMoreBefore = (view.messages[0]?.seq ?? 1) > this.firstReadable(id);
       view.error = null;
     }
     // A read or delivered frame may have died with the last socket; watermarks are idempotent.
@@ -300,19 +332,23 @@ export class Chats {
       this.deps.threads.received(conversationId, list);
       const last = list[list.length - 1]!;
       if (conv) {
-        // Counted like the server's `unread` (docs/api.md): others' messages, thread replies included,
-        // system messages and MLS commits not.
+        // Counted like the server's `unread` and `threadUnread` (docs/api.md): others' messages,
+        // top-level and thread replies apart, system messages and MLS commits in neither.
         const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system" && m.kind !== "mls.commit");
+        const replies = fromOthers.filter((m) => m.threadRootSeq !== null).length;
         if (last.seq >= conv.lastSeq) {
           conv.lastSeq = last.seq;
-          // A commit is no lastMessage and moves no list order, as on the server.
-          const shown = list.filter((m) => m.kind !== "mls.commit").at(-1);
-          if (shown) {
-            conv.lastMessage = shown;
-            conv.lastMessageAt = shown.createdAt;
-          }
+          // A commit moves no list order, as on the server; a thread reply does (it is activity),
+          // but only a top-level message is the preview.
+          const active = list.filter((m) => m.kind !== "mls.commit").at(-1);
+          if (active) conv.lastMessageAt = active.createdAt;
+          const shown = list.filter((m) => m.kind !== "mls.commit" && m.threadRootSeq === null).at(-1);
+          if (shown) conv.lastMessage = shown;
         }
-        if (fromOthers.length > 0 && !this.isViewing(conversationId)) conv.unread += fromOthers.length;
+        if (fromOthers.length > 0 && !this.isViewing(conversationId)) {
+          conv.unread += fromOthers.length - replies;
+          conv.threadUnread += replies;
+        }
         if (fromOthers.length > 0 && via !== "ack") this.deps.push.incoming(conv, fromOthers[fromOthers.length - 1]!);
       } else if (via === "user" || via === "sync") {
         // A conversation we have not seen yet (someone started it with us).
@@ -366,7 +402,10 @@ export class Chats {
     const conv = this.state.conversations.get(conversationId);
     if (conv && receipt.readSeq > conv.readSeq) {
       conv.readSeq = receipt.readSeq;
-      conv.unread = receipt.readSeq >= conv.lastSeq ? 0 : conv.unread;
+      if (receipt.readSeq >= conv.lastSeq) {
+        conv.unread = 0;
+        conv.threadUnread = 0;
+      }
       this.core.emit();
     }
   }
@@ -392,8 +431,9 @@ export class Chats {
     const conv = this.state.conversations.get(r.id);
     const last = view?.messages[view.messages.length - 1];
     if (!view || !conv || !last) return;
-    if (conv.unread > 0 || conv.readSeq < last.seq) {
+    if (conv.unread > 0 || conv.threadUnread > 0 || conv.readSeq < last.seq) {
       conv.unread = 0;
+      conv.threadUnread = 0;
       conv.readSeq = Math.max(conv.readSeq, last.seq);
       this.core.emit();
     }
@@ -404,9 +444,16 @@ export class Chats {
     this.sendReceipt(id, "delivered", seq, this.deliveredSent);
   }
 
+  /** The first seq the server lets us read there: what came before our joining is not ours. */
+  private firstReadable(id: string): number {
+    return this.state.conversations.get(id)?.joinedSeq ?? 1;
+  }
+
   /** Over the live conversation socket, else by POST; a failed POST is sent again next time. */
   private sendReceipt(id: string, type: "read" | "delivered", seq: number, sent: Map<string, number>): void {
     if ((sent.get(id) ?? 0) >= seq) return;
+    // A former member sends no receipts (the server would refuse them).
+    if (this.state.conversations.get(id)?.leftSeq !== undefined) return;
     sent.set(id, seq);
     if (this.deps.connection.transmitLive(id, { type, seq })) return;
     void this.api.call("POST", `/conversations/${encodeURIComponent(id)}/receipts`, Schemas.receipt, { type, seq }).catch(() => sent.delete(id));

@@ -3,13 +3,34 @@
 // (local store, sockets, outbox) is the `AccountLifecycle` the store passes in.
 import * as z from "zod";
 import { User as UserSchema } from "../../../protocol";
-import { Schemas, type Api } from "../lib/api";
+import { Api, ApiRequestError, Schemas, type Fetch } from "../lib/api";
 import type { KeyValueStorage } from "./browser";
 import { accountState, type Session, type StoreCore } from "./storeCore";
 import type { NavigationPort } from "./ports";
 
 const SESSION_KEY = "edge-chat:session";
 const SessionSchema = z.object({ token: z.string(), user: UserSchema, deviceId: z.string() });
+/**
+ * Tokens of sessions signed out on this device whose logout has not reached the server (signed
+ * out offline): each is sent again until the server has it, so the token does not outlive the
+ * sign-out. Kept apart from the account's store, which sign-out deletes.
+ */
+const REVOKE_KEY = "edge-chat:revoke";
+const RevokeSchema = z.array(z.string());
+
+function readRevocations(storage: KeyValueStorage): string[] {
+  try {
+    const parsed = RevokeSchema.safeParse(JSON.parse(storage.getItem(REVOKE_KEY) ?? "[]"));
+    return parsed.success ? parsed.data : [];
+  } catch {
+    return [];
+  }
+}
+
+function writeRevocations(storage: KeyValueStorage, tokens: string[]): void {
+  if (tokens.length === 0) storage.removeItem(REVOKE_KEY);
+  else storage.setItem(REVOKE_KEY, JSON.stringify(tokens));
+}
 
 export function readSession(storage: KeyValueStorage): Session | null {
   try {
@@ -43,7 +64,7 @@ export class SessionSlice {
   constructor(
     private readonly core: StoreCore,
     private readonly api: Api,
-    private readonly browser: { storage: KeyValueStorage; userAgent: string },
+    private readonly browser: { storage: KeyValueStorage; userAgent: string; fetch: Fetch },
     private readonly account: AccountLifecycle,
     private readonly deps: { navigation: Pick<NavigationPort, "navigate"> },
   ) {}
@@ -71,10 +92,42 @@ export class SessionSlice {
     this.deps.navigation.navigate({ name: "list" }, true);
   }
 
+  /**
+   * Signs out here at once; if the server cannot be told now (offline), the token is kept to be
+   * revoked when the network returns (`revokePending`). What waits in the outbox is lost: the
+   * settings screen warns before calling this.
+   */
   async logout(): Promise<void> {
     await this.account.beforeLogout().catch(() => undefined);
-    await this.api.call("POST", "/auth/logout", Schemas.none).catch(() => undefined);
+    const token = this.core.state.session?.token;
+    const told = await this.api.call("POST", "/auth/logout", Schemas.none).then(
+      () => true,
+      // A 401: the token was dead already.
+      (err: unknown) => err instanceof ApiRequestError && err.status === 401,
+    );
+    if (!told && token) writeRevocations(this.browser.storage, [...new Set([...readRevocations(this.browser.storage), token])]);
     await this.end(null);
+  }
+
+  /** Logouts still owed to the server (signed out offline), counted for tests and the UI. */
+  pendingRevocations(): number {
+    return readRevocations(this.browser.storage).length;
+  }
+
+  /**
+   * Tells the server of sign-outs made offline, each with its own token; a token is forgotten once
+   * the server answers 204, or 401 (dead already). Called at start and when the network returns.
+   */
+  async revokePending(): Promise<void> {
+    for (const token of readRevocations(this.browser.storage)) {
+      const api = new Api(() => token, () => undefined, this.browser.fetch);
+      const done = await api.call("POST", "/auth/logout", Schemas.none).then(
+        () => true,
+        (err: unknown) => err instanceof ApiRequestError && err.status === 401,
+      );
+      if (!done) return;
+      writeRevocations(this.browser.storage, readRevocations(this.browser.storage).filter((t) => t !== token));
+    }
   }
 
   /** Forgets the session and everything of the account on this device, then shows the login. */

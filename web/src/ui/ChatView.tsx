@@ -100,14 +100,14 @@ export function ChatView({ id }: { id: string }) {
         {conv ? <SafetyWarnings conv={conv} /> : null}
         <MessageList id={id} conv={conv ?? null} />
         {conv?.e2ee ? <EncryptionStatus id={id} /> : null}
-        {s.removedFrom === id ? (
-          <p class="removed-note" role="status">You are no longer a member of this conversation.</p>
+        {conv?.leftSeq !== undefined || s.removedFrom === id ? (
+          <p class="removed-note" role="status">{notMemberText(conv ?? null)}</p>
         ) : (
           <Composer conversationId={id} threadRootSeq={null} />
         )}
       </section>
       {route?.thread != null && conv ? <ThreadPanel conv={conv} rootSeq={route.thread} /> : null}
-      {route?.safety && conv ? <SafetyNumberPanel conv={conv} userId={route.safety} /> : route?.info && conv ? <GroupInfo conv={conv} /> : null}
+      {route?.safety && conv ? <SafetyNumberPanel conv={conv} userId={route.safety} /> : route?.info && conv && conv.leftSeq === undefined ? <GroupInfo conv={conv} /> : null}
     </div>
   );
 }
@@ -135,6 +135,19 @@ function EncryptionStatus({ id }: { id: string }) {
   );
 }
 
+/** Why the composer is gone: the system message at `leftSeq` says whether we left or were removed. */
+function notMemberText(conv: Conversation | null): string {
+  if (conv?.leftSeq === undefined) return "You are no longer a member of this conversation.";
+  const last = conv.lastMessage;
+  let event: unknown = null;
+  try {
+    event = last?.seq === conv.leftSeq && last.kind === "system" && last.body ? (JSON.parse(last.body) as { event?: unknown }).event : null;
+  } catch {
+    event = null;
+  }
+  return event === "left" ? "You left this group." : "You were removed from this group.";
+}
+
 function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
   const { store } = useServices();
   const s = store.state;
@@ -147,7 +160,9 @@ function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
       ? typing.length === 1 && conv?.type === "direct"
         ? "typing…"
         : `${typing.join(", ")} ${typing.length === 1 ? "is" : "are"} typing…`
-      : conv?.type === "group"
+      : conv?.leftSeq !== undefined
+        ? "Not a member"
+        : conv?.type === "group"
         ? `${conv.members.length} members`
         : lastSeen(presence, Date.now());
   // Presence text changes by the minute ("last seen 3 min ago").
@@ -171,7 +186,7 @@ function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
           {subtitle}
         </p>
       </div>
-      {conv ? (
+      {conv && conv.leftSeq === undefined ? (
         <button
           class="icon-btn"
           type="button"
@@ -508,7 +523,7 @@ function ThreadPanel({ conv, rootSeq }: { conv: Conversation; rootSeq: number })
           ) : null,
         )}
       </div>
-      <Composer conversationId={conv.id} threadRootSeq={rootSeq} />
+      {conv.leftSeq === undefined ? <Composer conversationId={conv.id} threadRootSeq={rootSeq} /> : null}
     </aside>
   );
 }

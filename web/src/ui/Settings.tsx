@@ -13,6 +13,14 @@ export function Settings() {
   const page = useRef<HTMLElement>(null);
   const heading = useRef<HTMLHeadingElement>(null);
   useFocusHandoff(page, heading);
+  const [confirmSignOut, setConfirmSignOut] = useState(false);
+  // Signing out deletes this device's copy of the account, the outbox with it: say so first.
+  const waiting = s.outbox.length;
+  const offline = s.connection === "offline";
+  const signOut = () => {
+    if ((waiting > 0 || offline) && !confirmSignOut) setConfirmSignOut(true);
+    else void store.logout();
+  };
   const permission = "Notification" in window ? Notification.permission : "denied";
   const togglePush = async () => {
     setBusy(true);
@@ -60,9 +68,24 @@ export function Settings() {
             {permission === "denied" ? <p class="muted">Notifications are blocked in the browser's site settings.</p> : null}
           </fieldset>
         ) : null}
-        <button class="btn btn-danger" type="button" onClick={() => void store.logout()}>
-          <Icon name="logout" /> Sign out
-        </button>
+        {confirmSignOut ? (
+          <div class="confirm sign-out-confirm" role="alertdialog" aria-label="Confirm signing out" aria-describedby="sign-out-warning">
+            <p id="sign-out-warning">
+              {waiting > 0 ? `${waiting} ${waiting === 1 ? "message is" : "messages are"} still waiting to be sent and will be lost. ` : ""}
+              {offline ? "You are offline: this device will be signed out of the server when it is back online." : ""}
+            </p>
+            <button class="btn btn-danger" type="button" onClick={signOut}>
+              Sign out anyway
+            </button>
+            <button class="btn" type="button" onClick={() => setConfirmSignOut(false)}>
+              Cancel
+            </button>
+          </div>
+        ) : (
+          <button class="btn btn-danger" type="button" onClick={signOut}>
+            <Icon name="logout" /> Sign out
+          </button>
+        )}
       </div>
     </section>
   );

@@ -110,6 +110,8 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
     `${preview.who}${preview.what}`,
     shortTime(time, now),
     conv.unread > 0 ? `${unread} unread` : null,
+    // Thread replies are counted apart from the conversation's own messages (docs/api.md).
+    conv.threadUnread > 0 ? `${conv.threadUnread} new ${conv.threadUnread === 1 ? "thread reply" : "thread replies"}` : null,
     presence?.status === "online" ? "online" : null,
     conv.e2ee ? "end-to-end encrypted" : null,
     waiting,
@@ -138,7 +140,17 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
             <span dir="auto">{preview.what}</span>
           </span>{" "}
           <time class="conv-time" dateTime={new Date(time).toISOString()}>{shortTime(time, now)}</time>{" "}
-          {conv.unread > 0 ? <span class="badge" aria-hidden="true">{unread}</span> : null}
+          {conv.unread > 0 || conv.threadUnread > 0 ? (
+            <span class="conv-badges">
+              {conv.threadUnread > 0 ? (
+                <span class="thread-badge" aria-hidden="true" title="New thread replies">
+                  <Icon name="thread" size={12} />
+                  {conv.threadUnread > 99 ? "99+" : conv.threadUnread}
+                </span>
+              ) : null}
+              {conv.unread > 0 ? <span class="badge" aria-hidden="true">{unread}</span> : null}
+            </span>
+          ) : null}
         </span>
       </a>
     </li>
