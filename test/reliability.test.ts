@@ -3,13 +3,14 @@
 // from RELIABILITY_* (npm run test:reliability sets the long run's); the report is printed at the end.
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { peersOf } from "../durable-objects/contract";
 import { conversationStub } from "../kernel/objects";
 import type { Conversation, Message } from "../protocol";
-import { call, connect, expectError, group, json, openConversation, register, unique, waitFor, type Session, type TestSocket } from "./helpers";
+import { call, connect, expectError, group, json, openConversation, register, sendRest, unique, waitFor, type Session, type TestSocket } from "./helpers";
 
 const count = (value: string, fallback: number) => (/^\d+$/.test(value) ? Number(value) : fallback);
 const MESSAGES = count(env.RELIABILITY_MESSAGES, 300);
@@ -47,6 +48,8 @@ const report = {
   bystander: new Map<string, string>(),
   /** Bad inputs tried, by endpoint, query or frame. */
   inputs: new Map<string, number>(),
+  /** The model-based test: runs, and commands by kind. */
+  model: new Map<string, string>(),
 };
 const bump = (map: Map<string, number>, key: string, by = 1) => map.set(key, (map.get(key) ?? 0) + by);
 
@@ -57,6 +60,7 @@ afterAll(() => {
   for (const [target, n] of report.inputs) rows.push([`bad inputs: ${target}`, n]);
   for (const [flood, what] of report.floods) rows.push([`flood: ${flood}`, what]);
   for (const [when, ms] of report.bystander) rows.push([`bystander latency ${when}`, ms]);
+  for (const [what, n] of report.model) rows.push([`model: ${what}`, n]);
   rows.push(["5xx answers (other than 503 during a fault)", report.fiveHundreds]);
   const width = Math.max(...rows.map(([k]) => k.length));
   console.log(["", "reliability report", ...rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`)].join("\n"));
@@ -699,5 +703,320 @@ describe("abuse", () => {
     // The bystander was never cut off.
     expect(bystander.closed).toBeNull();
     bystander.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Model-based
+
+const MODEL_RUNS = count(env.RELIABILITY_MODEL_RUNS, 8);
+const MODEL_COMMANDS = 40;
+
+/**
+ * The reference model: what ../shared/spec/DESIGN.md's invariants say a group holds. User 0 is
+ * the admin and stays; users 1 and 2 come and go.
+ */
+interface Model {
+  members: Set<number>;
+  /** Every message in seq order (seq = index + 1); `sender` null for a system message. */
+  messages: Array<{ sender: number | null; clientMsgId: string | null }>;
+  /** Per user: clientMsgId -> the seq of the message it stored. */
+  sent: Array<Map<string, number>>;
+  /** Per user: the receipt watermarks. */
+  receipts: Array<{ deliveredSeq: number; readSeq: number }>;
+}
+
+/** The real thing: a fresh group per run, and each user's one device with at most one socket. */
+interface Real {
+  conversationId: string;
+  users: Session[];
+  sockets: Array<TestSocket | null>;
+  /** Per user: every seq its device got, in order, over all its sockets (message frames and acks of new sends). */
+  streams: number[][];
+  /** Per user: how many frames of its open socket are already in `streams`. */
+  counted: number[];
+  /** Acks answering a retry (the stored message again): not a second delivery. */
+  retryAcks: WeakSet<Frame>;
+}
+
+type Frame = TestSocket["frames"][number];
+type ModelCommand = fc.AsyncCommand<Model, Real>;
+
+const isMember = (m: Model, u: number) => m.members.has(u);
+
+/** Moves the open socket's new frames into the user's stream. */
+function absorb(r: Real, u: number): void {
+  const s = r.sockets[u];
+  if (!s) return;
+  for (const f of s.frames.slice(r.counted[u])) {
+    if ((f.type === "message" || (f.type === "ack" && !r.retryAcks.has(f))) && f.message) r.streams[u]!.push(f.message.seq);
+  }
+  r.counted[u] = s.frames.length;
+}
+
+/** Waits until a member's open socket has everything stored; its stream must be 1..lastSeq, each once. */
+async function caughtUp(m: Model, r: Real, u: number): Promise<void> {
+  const s = r.sockets[u];
+  if (!s || !isMember(m, u)) return;
+  await s.until(() => {
+    absorb(r, u);
+    return (r.streams[u]!.at(-1) ?? 0) >= m.messages.length;
+  }, `user ${u}'s socket to reach seq ${m.messages.length}`);
+  expect(r.streams[u], `user ${u}'s deliveries, in order, each once`).toEqual(r.streams[u]!.map((_, i) => i + 1));
+}
+
+async function expectHistory(m: Model, r: Real, u: number): Promise<void> {
+  const stored = await history(r.users[u]!, r.conversationId);
+  expect(stored.map((x) => x.seq)).toEqual(m.messages.map((_, i) => i + 1));
+  stored.forEach((x, i) => {
+    const want = m.messages[i]!;
+    if (want.sender === null) expect(x.kind).toBe("system");
+    else expect({ senderId: x.senderId, clientMsgId: x.clientMsgId }).toEqual({ senderId: r.users[want.sender]!.user.id, clientMsgId: want.clientMsgId });
+  });
+}
+
+const modelCounts = new Map<string, number>();
+
+class SendCommand implements ModelCommand {
+  readonly user: number;
+  readonly viaSocket: boolean;
+  constructor(user: number, viaSocket: boolean) {
+    this.user = user;
+    this.viaSocket = viaSocket;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "send");
+    const u = this.user;
+    const clientMsgId = unique(`model${u}`);
+    if (!isMember(m, u)) {
+      await expectError(await call("/send", { token: r.users[u]!.token, body: { conversationId: r.conversationId, clientMsgId, body: "not mine" } }), 404, "not_found");
+      return;
+    }
+    let message: Message;
+    const s = r.sockets[u];
+    if (this.viaSocket && s && !s.closed) {
+      const seen = s.frames.length;
+      s.send({ type: "send", clientMsgId, body: `model ${clientMsgId}` });
+      await s.until((fs) => fs.slice(seen).some((f) => f.type === "ack" && f.clientMsgId === clientMsgId), "an ack");
+      message = s.frames.slice(seen).find((f) => f.type === "ack" && f.clientMsgId === clientMsgId)!.message!;
+    } else {
+      message = (await sendRest(r.users[u]!, r.conversationId, `model ${clientMsgId}`, clientMsgId)).message;
+    }
+    expect(message.seq, "the next seq").toBe(m.messages.length + 1);
+    m.messages.push({ sender: u, clientMsgId });
+    m.sent[u]!.set(clientMsgId, message.seq);
+  }
+  toString = () => `send(${this.user}, ${this.viaSocket ? "socket" : "REST"})`;
+}
+
+class RetryCommand implements ModelCommand {
+  readonly user: number;
+  readonly pick: number;
+  readonly viaSocket: boolean;
+  constructor(user: number, pick: number, viaSocket: boolean) {
+    this.user = user;
+    this.pick = pick;
+    this.viaSocket = viaSocket;
+  }
+  check = (m: Readonly<Model>) => m.sent[this.user]!.size > 0;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "retry");
+    const u = this.user;
+    const ids = [...m.sent[u]!.keys()];
+    const clientMsgId = ids[this.pick % ids.length]!;
+    const body = { conversationId: r.conversationId, clientMsgId, body: "a retry may say anything" };
+    if (!isMember(m, u)) {
+      await expectError(await call("/send", { token: r.users[u]!.token, body }), 404, "not_found");
+      return;
+    }
+    let message: Message;
+    const s = r.sockets[u];
+    if (this.viaSocket && s && !s.closed) {
+      const seen = s.frames.length;
+      s.send({ type: "send", clientMsgId, body: body.body });
+      await s.until((fs) => fs.slice(seen).some((f) => f.type === "ack" && f.clientMsgId === clientMsgId), "an ack");
+      const ack = s.frames.slice(seen).find((f) => f.type === "ack" && f.clientMsgId === clientMsgId)!;
+      r.retryAcks.add(ack);
+      message = ack.message!;
+    } else {
+      message = (await json<{ message: Message }>("/send", { token: r.users[u]!.token, body }, 200)).message;
+    }
+    expect(message.seq, "a retry answers the stored message").toBe(m.sent[u]!.get(clientMsgId));
+    const conv = await json<{ conversation: Conversation }>(`/conversations/${r.conversationId}`, { token: r.users[u]!.token });
+    expect(conv.conversation.lastSeq, "a retry stores nothing").toBe(m.messages.length);
+  }
+  toString = () => `retry(${this.user}, #${this.pick}, ${this.viaSocket ? "socket" : "REST"})`;
+}
+
+class ReconnectCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "reconnect");
+    const u = this.user;
+    if (!isMember(m, u)) {
+      const res = await call(`/conversations/${r.conversationId}/ws?after=0`, { token: r.users[u]!.token, headers: { upgrade: "websocket" } });
+      await expectError(res, 404, "not_found");
+      return;
+    }
+    await caughtUp(m, r, u);
+    r.sockets[u]?.close();
+    const after = r.streams[u]!.at(-1) ?? 0;
+    const s = await openConversation(r.users[u]!, r.conversationId, after);
+    r.sockets[u] = s;
+    r.counted[u] = 0;
+    expect(s.frames.find((f) => f.type === "ready")?.lastSeq).toBe(m.messages.length);
+    await caughtUp(m, r, u);
+  }
+  toString = () => `reconnect(${this.user})`;
+}
+
+class EvictCommand implements ModelCommand {
+  check = () => true;
+  async run(): Promise<void> {
+    bump(modelCounts, "evict");
+    await evictDurableObject(conversationStub(env, this.conversationId())).catch((e: unknown) => {
+      if (!/not currently running|still has active references/.test(String(e))) throw e;
+    });
+  }
+  // Set by the run's setup: the command objects are made before the conversation exists.
+  conversationId = () => currentConversation;
+  toString = () => "evict";
+}
+let currentConversation = "";
+
+class AddMemberCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = (m: Readonly<Model>) => !m.members.has(this.user);
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "add member");
+    await json(`/conversations/${r.conversationId}/members`, { token: r.users[0]!.token, body: { userIds: [r.users[this.user]!.user.id] } });
+    m.members.add(this.user);
+    m.messages.push({ sender: null, clientMsgId: null });
+  }
+  toString = () => `add(${this.user})`;
+}
+
+class RemoveMemberCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = (m: Readonly<Model>) => m.members.has(this.user);
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "remove member");
+    const u = this.user;
+    await caughtUp(m, r, u);
+    const res = await call(`/conversations/${r.conversationId}/members/${r.users[u]!.user.id}`, { method: "DELETE", token: r.users[0]!.token });
+    expect(res.status).toBe(204);
+    m.members.delete(u);
+    m.messages.push({ sender: null, clientMsgId: null });
+    const s = r.sockets[u];
+    if (s) {
+      // Removed: the socket closes with 4003, and what it got stays within what the user could see.
+      expect((await s.waitClosed()).code).toBe(4003);
+      absorb(r, u);
+      expect(r.streams[u]!.every((seq) => seq <= m.messages.length)).toBe(true);
+      r.sockets[u] = null;
+    }
+    await expectError(await call(`/conversations/${r.conversationId}/messages`, { token: r.users[u]!.token }), 404, "not_found");
+  }
+  toString = () => `remove(${this.user})`;
+}
+
+class ReceiptCommand implements ModelCommand {
+  readonly user: number;
+  readonly read: boolean;
+  readonly pick: number;
+  constructor(user: number, read: boolean, pick: number) {
+    this.user = user;
+    this.read = read;
+    this.pick = pick;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "receipt");
+    const u = this.user;
+    // 0 .. lastSeq + 1: the last is one past what is stored.
+    const seq = this.pick % (m.messages.length + 2);
+    const res = await call(`/conversations/${r.conversationId}/receipts`, { token: r.users[u]!.token, body: { type: this.read ? "read" : "delivered", seq } });
+    if (!isMember(m, u)) return void (await expectError(res, 404, "not_found"));
+    if (seq > m.messages.length) return void (await expectError(res, 400, "bad_request"));
+    const want = m.receipts[u]!;
+    want.deliveredSeq = Math.max(want.deliveredSeq, seq);
+    if (this.read) want.readSeq = Math.max(want.readSeq, seq);
+    expect(res.status).toBe(200);
+    const { receipt } = (await res.json()) as { receipt: { deliveredSeq: number; readSeq: number } };
+    expect({ deliveredSeq: receipt.deliveredSeq, readSeq: receipt.readSeq }, "receipts only move forward").toEqual(want);
+  }
+  toString = () => `receipt(${this.user}, ${this.read ? "read" : "delivered"}, #${this.pick})`;
+}
+
+class SyncCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "sync");
+    const u = this.user;
+    await waitFor(async () => (await conversationStub(env, r.conversationId).pendingOutbox()) === 0, "the outbox to drain");
+    const got = await synced(r.users[u]!, r.conversationId);
+    if (!isMember(m, u)) {
+      expect(got, "a non-member's sync holds nothing of the conversation").toEqual([]);
+      return;
+    }
+    expect(got.map((x) => x.seq).sort((a, b) => a - b), "sync returns every message once").toEqual(m.messages.map((_, i) => i + 1));
+    await expectHistory(m, r, u);
+  }
+  toString = () => `sync(${this.user})`;
+}
+
+describe("model-based", () => {
+  it(`matches a reference model over random sends, retries, reconnects, evictions, membership changes, receipts and syncs (seed ${SEED})`, { timeout: 120_000 + MODEL_RUNS * MODEL_COMMANDS * 2_000 }, async () => {
+    const users = [await register(), await register(), await register()];
+    const user = fc.integer({ min: 0, max: 2 });
+    const other = fc.integer({ min: 1, max: 2 });
+    const kinds: Array<fc.Arbitrary<ModelCommand>> = [
+        fc.tuple(user, fc.boolean()).map(([u, s]) => new SendCommand(u, s)),
+        fc.tuple(user, fc.nat(), fc.boolean()).map(([u, p, s]) => new RetryCommand(u, p, s)),
+        user.map((u) => new ReconnectCommand(u)),
+        fc.constant(new EvictCommand()),
+        other.map((u) => new AddMemberCommand(u)),
+        other.map((u) => new RemoveMemberCommand(u)),
+        fc.tuple(user, fc.boolean(), fc.nat()).map(([u, read, p]) => new ReceiptCommand(u, read, p)),
+        user.map((u) => new SyncCommand(u)),
+    ];
+    const commands = fc.commands(kinds, { maxCommands: MODEL_COMMANDS, size: "max" });
+    let runs = 0;
+    await fc.assert(
+      fc.asyncProperty(commands, async (cmds) => {
+        runs++;
+        const conv = await group(users[0]!, [users[1]!], "model");
+        currentConversation = conv.id;
+        const model: Model = { members: new Set([0, 1]), messages: [{ sender: null, clientMsgId: null }], sent: [new Map(), new Map(), new Map()], receipts: users.map(() => ({ deliveredSeq: 0, readSeq: 0 })) };
+        const real: Real = { conversationId: conv.id, users, sockets: [null, null, null], streams: [[], [], []], counted: [0, 0, 0], retryAcks: new WeakSet() };
+        try {
+          for (const u of [0, 1]) real.sockets[u] = await openConversation(users[u]!, conv.id, 0);
+          await fc.asyncModelRun(() => ({ model, real }), cmds);
+          // At the end: every open socket got everything once, in order; the history is the model's.
+          for (const u of [0, 1, 2]) await caughtUp(model, real, u);
+          await expectHistory(model, real, 0);
+        } finally {
+          for (const s of real.sockets) s?.close();
+        }
+      }),
+      { numRuns: MODEL_RUNS, seed: SEED, endOnFailure: true },
+    );
+    report.model.set("runs", String(runs));
+    report.model.set("commands", [...modelCounts].map(([k, n]) => `${k} ${n}`).join(", "));
   });
 });
