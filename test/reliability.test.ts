@@ -48,6 +48,8 @@ const report = {
   bystander: new Map<string, string>(),
   /** Bad inputs tried, by endpoint, query or frame. */
   inputs: new Map<string, number>(),
+  /** Of the bad inputs, bodies holding ill-formed UTF-8 bytes. */
+  illFormedUtf8: 0,
   /** The model-based test: runs, and commands by kind. */
   model: new Map<string, string>(),
 };
@@ -58,6 +60,7 @@ afterAll(() => {
   for (const [kind, n] of report.faults) rows.push([`fault: ${kind}`, n]);
   for (const [key, n] of Object.entries(report.messages)) rows.push([`messages ${key}`, n]);
   for (const [target, n] of report.inputs) rows.push([`bad inputs: ${target}`, n]);
+  if (report.inputs.size > 0) rows.push(["bad inputs holding ill-formed UTF-8 (of the above)", report.illFormedUtf8]);
   for (const [flood, what] of report.floods) rows.push([`flood: ${flood}`, what]);
   for (const [when, ms] of report.bystander) rows.push([`bystander latency ${when}`, ms]);
   for (const [what, n] of report.model) rows.push([`model: ${what}`, n]);
@@ -427,15 +430,40 @@ const encodeLoosely = (s: string) => s.split(/([\ud800-\udfff])/).map((part, i) 
 
 const nested = (depth: number): string => "[".repeat(depth) + "]".repeat(depth);
 
+/** Ill-formed UTF-8: bytes a UTF-8 decoder must refuse (or replace). */
+const BAD_UTF8: ReadonlyArray<readonly number[]> = [[0xff], [0xfe, 0xff], [0xc0, 0xaf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xc3], [0xe2, 0x82], [0x80], [0xf8, 0x88, 0x80, 0x80, 0x80]];
+
+/** `text` as UTF-8 with `bad` in place of the first `marker`. */
+function withRawBytes(rng: Rng, text: string, marker: string): Uint8Array {
+  const at = text.indexOf(marker);
+  const encode = (t: string) => new TextEncoder().encode(t);
+  return new Uint8Array([...encode(text.slice(0, at)), ...rng.pick(BAD_UTF8), ...encode(text.slice(at + marker.length))]);
+}
+
 /**
- * A bad variant of a valid body, as raw text: never valid for a strict schema whose every field in
- * `valid` is of the type it has there, and every string of it checked.
+ * A bad variant of a valid body, as raw text (or `bytes`: ill-formed UTF-8 inside a string of an
+ * otherwise valid body, when `bytes` are allowed): never valid for a strict schema whose every
+ * field in `valid` is of the type it has there, and every string of it checked.
  */
-function badVariant(rng: Rng, valid: { [key: string]: Json }): { kind: string; text: string } {
+function badVariant(rng: Rng, valid: { [key: string]: Json }, allowBytes = true): { kind: string; text: string; bytes?: Uint8Array } {
   const keys = Object.keys(valid);
   const field = rng.pick(keys);
   const stringFields = keys.filter((k) => typeof valid[k] === "string" && k !== "type");
   const withField = (v: Json) => JSON.stringify({ ...valid, [field]: v });
+  if (allowBytes && rng.chance(1 / 12)) {
+    // In a string field, else in a string inside the field (an array's first element), else
+    // in a key: the rest of the body is as valid as it was.
+    const marker = "@@BAD@@";
+    const f = stringFields.length > 0 ? rng.pick(stringFields) : field;
+    const v = valid[f];
+    const text =
+      typeof v === "string"
+        ? JSON.stringify({ ...valid, [f]: v.slice(0, 1) + marker + v.slice(1) })
+        : Array.isArray(v) && typeof v[0] === "string"
+          ? JSON.stringify({ ...valid, [f]: [marker + v[0], ...v.slice(1)] })
+          : JSON.stringify(valid).replace(`"${f}"`, `"${f}${marker}"`);
+    return { kind: "ill-formed UTF-8", text, bytes: withRawBytes(rng, text, marker) };
+  }
   switch (rng.int(11)) {
     case 0: {
       const v = randomJson(rng);
@@ -565,13 +593,34 @@ describe("hostile input", () => {
 
     for (const e of endpoints) {
       for (let i = 0; i < n; i++) {
-        const { kind, text } = badVariant(rng, e.valid);
+        const { kind, text, bytes } = badVariant(rng, e.valid);
         const headers: Record<string, string> = { "content-type": rng.chance(0.05) ? "text/plain" : "application/json" };
-        const res = await call(e.path, { method: e.method, rawBody: text, headers, ...(e.auth ? { token: a.token } : {}) });
+        const res = await call(e.path, { method: e.method, rawBody: bytes ?? text, headers, ...(e.auth ? { token: a.token } : {}) });
+        if (bytes) report.illFormedUtf8++;
         // Login and registration are limited per address: a 429 in the error shape is a refusal too.
         await expectRefused(res, `${e.name} (${kind}) ${text.slice(0, 80)}`, failures);
         bump(report.inputs, e.name);
       }
+    }
+
+    // POST /upload as a form that sends a media message: ill-formed UTF-8 in a text field or the
+    // file name. The file is stored as it streams; a bad field must leave nothing behind.
+    const png = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, ...new TextEncoder().encode("IHDR")];
+    for (let i = 0; i < n; i++) {
+      const where = rng.pick(["body", "clientMsgId", "conversationId", "filename"]);
+      const mark = (field: string, value: string) => (field === where ? value.slice(0, 1) + "@@BAD@@" + value.slice(1) : value);
+      const boundary = "fuzzboundary";
+      const field = (name: string, value: string) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${mark(name, value)}\r\n`;
+      const head = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${mark("filename", "photo.png")}"\r\nContent-Type: image/png\r\n\r\n`;
+      const fields = field("conversationId", conv.id) + field("clientMsgId", `fuzzform${i}`) + field("body", "a caption") + `--${boundary}--\r\n`;
+      const encode = (t: string) => new TextEncoder().encode(t);
+      const fieldBytes = fields.includes("@@BAD@@") ? withRawBytes(rng, fields, "@@BAD@@") : encode(fields);
+      const headBytes = head.includes("@@BAD@@") ? withRawBytes(rng, head, "@@BAD@@") : encode(head);
+      const rawBody = new Uint8Array([...headBytes, ...png, ...encode("\r\n"), ...fieldBytes]);
+      const res = await call("/upload", { token: a.token, rawBody, headers: { "content-type": `multipart/form-data; boundary=${boundary}` } });
+      await expectRefused(res, `POST /upload form, ill-formed UTF-8 in ${where}`, failures);
+      bump(report.inputs, "POST /upload (form)");
+      report.illFormedUtf8++;
     }
 
     for (const q of queries) {
@@ -600,7 +649,7 @@ describe("hostile input", () => {
           socket = f.socket === "conversation" ? await openConversation(a, conv.id) : await connect("/ws", a.token);
           if (f.socket === "user") await socket.next("ready");
         }
-        const { kind, text } = rng.chance(0.03) ? { kind: "binary", text: "" } : badVariant(rng, f.valid);
+        const { kind, text } = rng.chance(0.03) ? { kind: "binary", text: "" } : badVariant(rng, f.valid, false);
         const seen = socket.frames.length;
         if (kind === "binary") socket.ws.send(new Uint8Array([0xff, 0xfe, rng.int(256)]));
         else socket.send(text === "ping" ? "ping " : text);
