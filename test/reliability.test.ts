@@ -10,7 +10,7 @@ import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { peersOf } from "../durable-objects/contract";
 import { conversationStub } from "../kernel/objects";
 import type { Conversation, Message } from "../protocol";
-import { call, connect, expectError, group, json, openConversation, register, sendRest, unique, waitFor, type Session, type TestSocket } from "./helpers";
+import { call, connect, expectError, group, json, login, openConversation, register, sendRest, TestSocket, unique, waitFor, type Session } from "./helpers";
 
 const count = (value: string, fallback: number) => (/^\d+$/.test(value) ? Number(value) : fallback);
 const MESSAGES = count(env.RELIABILITY_MESSAGES, 300);
@@ -752,6 +752,91 @@ describe("abuse", () => {
     // The bystander was never cut off.
     expect(bystander.closed).toBeNull();
     bystander.close();
+  });
+});
+
+describe("abuse: connections and registrations", () => {
+  it("limits a flood of sockets from one device and from one user's many devices, and a registration flood from one address, while a bystander keeps working", { timeout: 180_000 }, async () => {
+    const [a, b, x, y] = [await register(), await register(), await register(), await register()];
+    const conv = await group(a, [b], "connections");
+    const quiet = await group(x, [y], "bystander");
+    const bystander = await openConversation(x, quiet.id);
+    report.bystander.set("quiet (before the connection floods)", percentiles(await bystanderLatencies(bystander, 30, "quiet2")));
+    const during: number[] = [];
+    const held: TestSocket[] = [];
+
+    /** Opens sockets with `open` until one is refused; the refusal must be a 429 in the error shape. */
+    const flood = async (name: string, open: () => Promise<Response>, max: number) => {
+      const measuring = bystanderLatencies(bystander, 5, "conn");
+      let opened = 0;
+      let refusal: Response | null = null;
+      for (let i = 0; i < max && refusal === null; i++) {
+        const res = await open();
+        if (res.status === 101 && res.webSocket) {
+          res.webSocket.accept();
+          held.push(new TestSocket(res.webSocket));
+          opened++;
+        } else refusal = res;
+      }
+      during.push(...(await measuring));
+      if (refusal === null) throw new Error(`${name}: ${max} sockets opened, none refused`);
+      const { error } = await expectError(refusal, 429, "rate_limited");
+      expect(Number(refusal.headers.get("retry-after"))).toBeGreaterThan(0);
+      report.floods.set(name, `${opened} opened, then 429 (${error.message})`);
+      return { opened, message: error.message };
+    };
+    const socketOf = (s: Session, path: string) => () => call(path, { token: s.token, headers: { upgrade: "websocket" } });
+
+    try {
+      // One device: MAX_SOCKETS_PER_DEVICE (10, the default) on each kind of socket.
+      expect((await flood("connections: one device, conversation sockets", socketOf(a, `/conversations/${conv.id}/ws`), 100)).opened).toBe(10);
+      expect((await flood("connections: one device, user sockets", socketOf(a, "/ws"), 100)).opened).toBe(10);
+
+      // One user, a new device per login: MAX_SOCKETS_PER_USER (50) in the conversation's object.
+      let total = 10;
+      let refused = "";
+      for (let d = 0; d < 10 && refused === ""; d++) {
+        const device = await login(a.user.username);
+        const { opened, message } = await flood(`connections: one user, device ${d + 2}`, socketOf(device, `/conversations/${conv.id}/ws`), 100);
+        report.floods.delete(`connections: one user, device ${d + 2}`);
+        total += opened;
+        if (/user/.test(message)) refused = message;
+      }
+      report.floods.set("connections: one user, a new device per login", `${total} opened, then 429 (${refused})`);
+      expect(total).toBe(50);
+
+      // Registrations from one address: REGISTRATIONS_PER_ADDRESS_PER_HOUR at its default (10).
+      // The Worker reads its settings from this env on each request; the test config's is a million.
+      const settings = env as unknown as Record<string, string>;
+      const configured = settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR!;
+      settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR = "10";
+      try {
+        const measuring = bystanderLatencies(bystander, 5, "reg");
+        const address = { "cf-connecting-ip": "203.0.113.90" };
+        let created = 0;
+        let res: Response | null = null;
+        for (let i = 0; i < 100; i++) {
+          res = await call("/auth/register", { body: { username: unique("regflood"), password: "correct horse" }, headers: address });
+          if (res.status !== 201) break;
+          await res.body?.cancel();
+          created++;
+        }
+        during.push(...(await measuring));
+        await expectError(res!, 429, "rate_limited");
+        expect(Number(res!.headers.get("retry-after"))).toBeGreaterThan(0);
+        report.floods.set("registrations from one address", `${created} created, then 429`);
+        expect(created).toBe(10);
+        // Another address still registers.
+        expect((await call("/auth/register", { body: { username: unique("regother"), password: "correct horse" }, headers: { "cf-connecting-ip": "203.0.113.91" } })).status).toBe(201);
+      } finally {
+        settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR = configured;
+      }
+      report.bystander.set("during connection and registration floods", percentiles(during));
+      expect(bystander.closed).toBeNull();
+    } finally {
+      for (const s of held) s.close();
+      bystander.close();
+    }
   });
 });
 
