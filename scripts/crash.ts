@@ -499,7 +499,9 @@ async function main(): Promise<number> {
       const startSent = report.sent;
       const sentThisRound = () => report.sent - startSent;
       if (point === null) {
-        await storm(clients, rng, () => sentThisRound() >= perRound);
+        // The last round sends what the others left of MESSAGES (a kill cuts its round short).
+        const rest = Math.max(perRound, MESSAGES - startSent);
+        await storm(clients, rng, () => sentThisRound() >= rest);
         log(`last round: ${sentThisRound()} sent`);
         break;
       }
