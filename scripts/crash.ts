@@ -505,10 +505,12 @@ async function main(): Promise<number> {
         log(`last round: ${sentThisRound()} sent`);
         break;
       }
+      // A round's sends: about perRound up to a burst or a mid-storm kill; a kill during recovery
+      // comes early, and the last round sends the rest.
       let trigger: number;
-      if (point === "mid-storm") trigger = Math.floor(perRound * (0.2 + 0.7 * rng.next()));
+      if (point === "mid-storm") trigger = Math.floor(perRound * (0.5 + 0.5 * rng.next()));
       else if (point === "during recovery") trigger = 1 + rng.int(Math.min(40, perRound));
-      else trigger = Math.floor(perRound * 0.5);
+      else trigger = Math.max(0, perRound - clients.length * (BURST_FRAMES + BURST_REQUESTS));
       // Mid-storm and during recovery, the SIGKILL goes out from inside the storm, at the send
       // that reaches the trigger, while every client is sending; after a burst, within 20 ms of
       // its last frame and request.
