@@ -22,6 +22,7 @@ export default defineConfig(async () => {
             RELIABILITY_MESSAGES: process.env.RELIABILITY_MESSAGES ?? "",
             RELIABILITY_INPUTS: process.env.RELIABILITY_INPUTS ?? "",
             RELIABILITY_SEED: process.env.RELIABILITY_SEED ?? "",
+            RELIABILITY_MODEL_RUNS: process.env.RELIABILITY_MODEL_RUNS ?? "",
             PUBLIC_ORIGIN: "http://chat.test",
             // Every test registers from one address (no cf-connecting-ip) and many create groups;
             // test/api.test.ts reaches the limits by draining a key's object.

@@ -39,6 +39,8 @@ export interface Settings {
   rateLimitPerSecond: number;
   rateLimitBurst: number;
   maxSocketsPerDevice: number;
+  /** Sockets of one user (all devices) per object: a user with many logins cannot hold an object's sockets. */
+  maxSocketsPerUser: number;
   maxRequestBytes: number;
   tokenTtlMs: number;
   ticketTtlMs: number;
@@ -111,6 +113,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     rateLimitPerSecond: int(env.RATE_LIMIT_PER_SECOND, 20, 1),
     rateLimitBurst: int(env.RATE_LIMIT_BURST, 40, 1),
     maxSocketsPerDevice: int(env.MAX_SOCKETS_PER_DEVICE, 10, 1),
+    maxSocketsPerUser: int(env.MAX_SOCKETS_PER_USER, 50, 1),
     maxRequestBytes: int(env.MAX_REQUEST_BYTES, 64 * 1024, 1024),
     tokenTtlMs: int(env.TOKEN_TTL_DAYS, 365, 1) * 86_400_000,
     // A ticket lives at most 60 s (API.md), whatever the setting says.

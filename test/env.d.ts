@@ -5,5 +5,6 @@ declare namespace Cloudflare {
     RELIABILITY_MESSAGES: string;
     RELIABILITY_INPUTS: string;
     RELIABILITY_SEED: string;
+    RELIABILITY_MODEL_RUNS: string;
   }
 }

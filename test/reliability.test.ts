@@ -3,13 +3,14 @@
 // from RELIABILITY_* (npm run test:reliability sets the long run's); the report is printed at the end.
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { peersOf } from "../durable-objects/contract";
 import { conversationStub } from "../kernel/objects";
 import type { Conversation, Message } from "../protocol";
-import { call, connect, expectError, group, json, openConversation, register, unique, waitFor, type Session, type TestSocket } from "./helpers";
+import { call, connect, expectError, group, json, login, openConversation, register, sendRest, TestSocket, unique, waitFor, type Session } from "./helpers";
 
 const count = (value: string, fallback: number) => (/^\d+$/.test(value) ? Number(value) : fallback);
 const MESSAGES = count(env.RELIABILITY_MESSAGES, 300);
@@ -47,6 +48,10 @@ const report = {
   bystander: new Map<string, string>(),
   /** Bad inputs tried, by endpoint, query or frame. */
   inputs: new Map<string, number>(),
+  /** Of the bad inputs, bodies holding ill-formed UTF-8 bytes. */
+  illFormedUtf8: 0,
+  /** The model-based test: runs, and commands by kind. */
+  model: new Map<string, string>(),
 };
 const bump = (map: Map<string, number>, key: string, by = 1) => map.set(key, (map.get(key) ?? 0) + by);
 
@@ -55,8 +60,10 @@ afterAll(() => {
   for (const [kind, n] of report.faults) rows.push([`fault: ${kind}`, n]);
   for (const [key, n] of Object.entries(report.messages)) rows.push([`messages ${key}`, n]);
   for (const [target, n] of report.inputs) rows.push([`bad inputs: ${target}`, n]);
+  if (report.inputs.size > 0) rows.push(["bad inputs holding ill-formed UTF-8 (of the above)", report.illFormedUtf8]);
   for (const [flood, what] of report.floods) rows.push([`flood: ${flood}`, what]);
   for (const [when, ms] of report.bystander) rows.push([`bystander latency ${when}`, ms]);
+  for (const [what, n] of report.model) rows.push([`model: ${what}`, n]);
   rows.push(["5xx answers (other than 503 during a fault)", report.fiveHundreds]);
   const width = Math.max(...rows.map(([k]) => k.length));
   console.log(["", "reliability report", ...rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`)].join("\n"));
@@ -423,15 +430,40 @@ const encodeLoosely = (s: string) => s.split(/([\ud800-\udfff])/).map((part, i) 
 
 const nested = (depth: number): string => "[".repeat(depth) + "]".repeat(depth);
 
+/** Ill-formed UTF-8: bytes a UTF-8 decoder must refuse (or replace). */
+const BAD_UTF8: ReadonlyArray<readonly number[]> = [[0xff], [0xfe, 0xff], [0xc0, 0xaf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xc3], [0xe2, 0x82], [0x80], [0xf8, 0x88, 0x80, 0x80, 0x80]];
+
+/** `text` as UTF-8 with `bad` in place of the first `marker`. */
+function withRawBytes(rng: Rng, text: string, marker: string): Uint8Array {
+  const at = text.indexOf(marker);
+  const encode = (t: string) => new TextEncoder().encode(t);
+  return new Uint8Array([...encode(text.slice(0, at)), ...rng.pick(BAD_UTF8), ...encode(text.slice(at + marker.length))]);
+}
+
 /**
- * A bad variant of a valid body, as raw text: never valid for a strict schema whose every field in
- * `valid` is of the type it has there, and every string of it checked.
+ * A bad variant of a valid body, as raw text (or `bytes`: ill-formed UTF-8 inside a string of an
+ * otherwise valid body, when `bytes` are allowed): never valid for a strict schema whose every
+ * field in `valid` is of the type it has there, and every string of it checked.
  */
-function badVariant(rng: Rng, valid: { [key: string]: Json }): { kind: string; text: string } {
+function badVariant(rng: Rng, valid: { [key: string]: Json }, allowBytes = true): { kind: string; text: string; bytes?: Uint8Array } {
   const keys = Object.keys(valid);
   const field = rng.pick(keys);
   const stringFields = keys.filter((k) => typeof valid[k] === "string" && k !== "type");
   const withField = (v: Json) => JSON.stringify({ ...valid, [field]: v });
+  if (allowBytes && rng.chance(1 / 12)) {
+    // In a string field, else in a string inside the field (an array's first element), else
+    // in a key: the rest of the body is as valid as it was.
+    const marker = "@@BAD@@";
+    const f = stringFields.length > 0 ? rng.pick(stringFields) : field;
+    const v = valid[f];
+    const text =
+      typeof v === "string"
+        ? JSON.stringify({ ...valid, [f]: v.slice(0, 1) + marker + v.slice(1) })
+        : Array.isArray(v) && typeof v[0] === "string"
+          ? JSON.stringify({ ...valid, [f]: [marker + v[0], ...v.slice(1)] })
+          : JSON.stringify(valid).replace(`"${f}"`, `"${f}${marker}"`);
+    return { kind: "ill-formed UTF-8", text, bytes: withRawBytes(rng, text, marker) };
+  }
   switch (rng.int(11)) {
     case 0: {
       const v = randomJson(rng);
@@ -561,13 +593,34 @@ describe("hostile input", () => {
 
     for (const e of endpoints) {
       for (let i = 0; i < n; i++) {
-        const { kind, text } = badVariant(rng, e.valid);
+        const { kind, text, bytes } = badVariant(rng, e.valid);
         const headers: Record<string, string> = { "content-type": rng.chance(0.05) ? "text/plain" : "application/json" };
-        const res = await call(e.path, { method: e.method, rawBody: text, headers, ...(e.auth ? { token: a.token } : {}) });
+        const res = await call(e.path, { method: e.method, rawBody: bytes ?? text, headers, ...(e.auth ? { token: a.token } : {}) });
+        if (bytes) report.illFormedUtf8++;
         // Login and registration are limited per address: a 429 in the error shape is a refusal too.
         await expectRefused(res, `${e.name} (${kind}) ${text.slice(0, 80)}`, failures);
         bump(report.inputs, e.name);
       }
+    }
+
+    // POST /upload as a form that sends a media message: ill-formed UTF-8 in a text field or the
+    // file name. The file is stored as it streams; a bad field must leave nothing behind.
+    const png = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, ...new TextEncoder().encode("IHDR")];
+    for (let i = 0; i < n; i++) {
+      const where = rng.pick(["body", "clientMsgId", "conversationId", "filename"]);
+      const mark = (field: string, value: string) => (field === where ? value.slice(0, 1) + "@@BAD@@" + value.slice(1) : value);
+      const boundary = "fuzzboundary";
+      const field = (name: string, value: string) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${mark(name, value)}\r\n`;
+      const head = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${mark("filename", "photo.png")}"\r\nContent-Type: image/png\r\n\r\n`;
+      const fields = field("conversationId", conv.id) + field("clientMsgId", `fuzzform${i}`) + field("body", "a caption") + `--${boundary}--\r\n`;
+      const encode = (t: string) => new TextEncoder().encode(t);
+      const fieldBytes = fields.includes("@@BAD@@") ? withRawBytes(rng, fields, "@@BAD@@") : encode(fields);
+      const headBytes = head.includes("@@BAD@@") ? withRawBytes(rng, head, "@@BAD@@") : encode(head);
+      const rawBody = new Uint8Array([...headBytes, ...png, ...encode("\r\n"), ...fieldBytes]);
+      const res = await call("/upload", { token: a.token, rawBody, headers: { "content-type": `multipart/form-data; boundary=${boundary}` } });
+      await expectRefused(res, `POST /upload form, ill-formed UTF-8 in ${where}`, failures);
+      bump(report.inputs, "POST /upload (form)");
+      report.illFormedUtf8++;
     }
 
     for (const q of queries) {
@@ -596,7 +649,7 @@ describe("hostile input", () => {
           socket = f.socket === "conversation" ? await openConversation(a, conv.id) : await connect("/ws", a.token);
           if (f.socket === "user") await socket.next("ready");
         }
-        const { kind, text } = rng.chance(0.03) ? { kind: "binary", text: "" } : badVariant(rng, f.valid);
+        const { kind, text } = rng.chance(0.03) ? { kind: "binary", text: "" } : badVariant(rng, f.valid, false);
         const seen = socket.frames.length;
         if (kind === "binary") socket.ws.send(new Uint8Array([0xff, 0xfe, rng.int(256)]));
         else socket.send(text === "ping" ? "ping " : text);
@@ -699,5 +752,404 @@ describe("abuse", () => {
     // The bystander was never cut off.
     expect(bystander.closed).toBeNull();
     bystander.close();
+  });
+});
+
+describe("abuse: connections and registrations", () => {
+  it("limits a flood of sockets from one device and from one user's many devices, and a registration flood from one address, while a bystander keeps working", { timeout: 180_000 }, async () => {
+    const [a, b, x, y] = [await register(), await register(), await register(), await register()];
+    const conv = await group(a, [b], "connections");
+    const quiet = await group(x, [y], "bystander");
+    const bystander = await openConversation(x, quiet.id);
+    report.bystander.set("quiet (before the connection floods)", percentiles(await bystanderLatencies(bystander, 30, "quiet2")));
+    const during: number[] = [];
+    const held: TestSocket[] = [];
+
+    /** Opens sockets with `open` until one is refused; the refusal must be a 429 in the error shape. */
+    const flood = async (name: string, open: () => Promise<Response>, max: number) => {
+      const measuring = bystanderLatencies(bystander, 5, "conn");
+      let opened = 0;
+      let refusal: Response | null = null;
+      for (let i = 0; i < max && refusal === null; i++) {
+        const res = await open();
+        if (res.status === 101 && res.webSocket) {
+          res.webSocket.accept();
+          held.push(new TestSocket(res.webSocket));
+          opened++;
+        } else refusal = res;
+      }
+      during.push(...(await measuring));
+      if (refusal === null) throw new Error(`${name}: ${max} sockets opened, none refused`);
+      const { error } = await expectError(refusal, 429, "rate_limited");
+      expect(Number(refusal.headers.get("retry-after"))).toBeGreaterThan(0);
+      report.floods.set(name, `${opened} opened, then 429 (${error.message})`);
+      return { opened, message: error.message };
+    };
+    const socketOf = (s: Session, path: string) => () => call(path, { token: s.token, headers: { upgrade: "websocket" } });
+
+    try {
+      // One device: MAX_SOCKETS_PER_DEVICE (10, the default) on each kind of socket.
+      expect((await flood("connections: one device, conversation sockets", socketOf(a, `/conversations/${conv.id}/ws`), 100)).opened).toBe(10);
+      expect((await flood("connections: one device, user sockets", socketOf(a, "/ws"), 100)).opened).toBe(10);
+
+      // One user, a new device per login: MAX_SOCKETS_PER_USER (50) in the conversation's object.
+      let total = 10;
+      let refused = "";
+      for (let d = 0; d < 10 && refused === ""; d++) {
+        const device = await login(a.user.username);
+        const { opened, message } = await flood(`connections: one user, device ${d + 2}`, socketOf(device, `/conversations/${conv.id}/ws`), 100);
+        report.floods.delete(`connections: one user, device ${d + 2}`);
+        total += opened;
+        if (/user/.test(message)) refused = message;
+      }
+      report.floods.set("connections: one user, a new device per login", `${total} opened, then 429 (${refused})`);
+      expect(total).toBe(50);
+
+      // Registrations from one address: REGISTRATIONS_PER_ADDRESS_PER_HOUR at its default (10).
+      // The Worker reads its settings from this env on each request; the test config's is a million.
+      const settings = env as unknown as Record<string, string>;
+      const configured = settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR!;
+      settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR = "10";
+      try {
+        const measuring = bystanderLatencies(bystander, 5, "reg");
+        const address = { "cf-connecting-ip": "203.0.113.90" };
+        let created = 0;
+        let res: Response | null = null;
+        for (let i = 0; i < 100; i++) {
+          res = await call("/auth/register", { body: { username: unique("regflood"), password: "correct horse" }, headers: address });
+          if (res.status !== 201) break;
+          await res.body?.cancel();
+          created++;
+        }
+        during.push(...(await measuring));
+        await expectError(res!, 429, "rate_limited");
+        expect(Number(res!.headers.get("retry-after"))).toBeGreaterThan(0);
+        report.floods.set("registrations from one address", `${created} created, then 429`);
+        expect(created).toBe(10);
+        // Another address still registers.
+        expect((await call("/auth/register", { body: { username: unique("regother"), password: "correct horse" }, headers: { "cf-connecting-ip": "203.0.113.91" } })).status).toBe(201);
+      } finally {
+        settings.REGISTRATIONS_PER_ADDRESS_PER_HOUR = configured;
+      }
+      report.bystander.set("during connection and registration floods", percentiles(during));
+      expect(bystander.closed).toBeNull();
+    } finally {
+      for (const s of held) s.close();
+      bystander.close();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Model-based
+
+const MODEL_RUNS = count(env.RELIABILITY_MODEL_RUNS, 8);
+const MODEL_COMMANDS = 40;
+
+/**
+ * The reference model: what ../shared/spec/DESIGN.md's invariants say a group holds. User 0 is
+ * the admin and stays; users 1 and 2 come and go.
+ */
+interface Model {
+  members: Set<number>;
+  /** Every message in seq order (seq = index + 1); `sender` null for a system message. */
+  messages: Array<{ sender: number | null; clientMsgId: string | null }>;
+  /** Per user: clientMsgId -> the seq of the message it stored. */
+  sent: Array<Map<string, number>>;
+  /** Per user: the receipt watermarks. */
+  receipts: Array<{ deliveredSeq: number; readSeq: number }>;
+}
+
+/** The real thing: a fresh group per run, and each user's one device with at most one socket. */
+interface Real {
+  conversationId: string;
+  users: Session[];
+  sockets: Array<TestSocket | null>;
+  /** Per user: every seq its device got, in order, over all its sockets (message frames and acks of new sends). */
+  streams: number[][];
+  /** Per user: how many frames of its open socket are already in `streams`. */
+  counted: number[];
+  /** Acks answering a retry (the stored message again): not a second delivery. */
+  retryAcks: WeakSet<Frame>;
+}
+
+type Frame = TestSocket["frames"][number];
+type ModelCommand = fc.AsyncCommand<Model, Real>;
+
+const isMember = (m: Model, u: number) => m.members.has(u);
+
+/** Moves the open socket's new frames into the user's stream. */
+function absorb(r: Real, u: number): void {
+  const s = r.sockets[u];
+  if (!s) return;
+  for (const f of s.frames.slice(r.counted[u])) {
+    if ((f.type === "message" || (f.type === "ack" && !r.retryAcks.has(f))) && f.message) r.streams[u]!.push(f.message.seq);
+  }
+  r.counted[u] = s.frames.length;
+}
+
+/** Waits until a member's open socket has everything stored; its stream must be 1..lastSeq, each once. */
+async function caughtUp(m: Model, r: Real, u: number): Promise<void> {
+  const s = r.sockets[u];
+  if (!s || !isMember(m, u)) return;
+  await s.until(() => {
+    absorb(r, u);
+    return (r.streams[u]!.at(-1) ?? 0) >= m.messages.length;
+  }, `user ${u}'s socket to reach seq ${m.messages.length}`);
+  expect(r.streams[u], `user ${u}'s deliveries, in order, each once`).toEqual(r.streams[u]!.map((_, i) => i + 1));
+}
+
+async function expectHistory(m: Model, r: Real, u: number): Promise<void> {
+  const stored = await history(r.users[u]!, r.conversationId);
+  expect(stored.map((x) => x.seq)).toEqual(m.messages.map((_, i) => i + 1));
+  stored.forEach((x, i) => {
+    const want = m.messages[i]!;
+    if (want.sender === null) expect(x.kind).toBe("system");
+    else expect({ senderId: x.senderId, clientMsgId: x.clientMsgId }).toEqual({ senderId: r.users[want.sender]!.user.id, clientMsgId: want.clientMsgId });
+  });
+}
+
+const modelCounts = new Map<string, number>();
+
+class SendCommand implements ModelCommand {
+  readonly user: number;
+  readonly viaSocket: boolean;
+  constructor(user: number, viaSocket: boolean) {
+    this.user = user;
+    this.viaSocket = viaSocket;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "send");
+    const u = this.user;
+    const clientMsgId = unique(`model${u}`);
+    if (!isMember(m, u)) {
+      await expectError(await call("/send", { token: r.users[u]!.token, body: { conversationId: r.conversationId, clientMsgId, body: "not mine" } }), 404, "not_found");
+      return;
+    }
+    let message: Message;
+    const s = r.sockets[u];
+    if (this.viaSocket && s && !s.closed) {
+      const seen = s.frames.length;
+      s.send({ type: "send", clientMsgId, body: `model ${clientMsgId}` });
+      await s.until((fs) => fs.slice(seen).some((f) => f.type === "ack" && f.clientMsgId === clientMsgId), "an ack");
+      message = s.frames.slice(seen).find((f) => f.type === "ack" && f.clientMsgId === clientMsgId)!.message!;
+    } else {
+      message = (await sendRest(r.users[u]!, r.conversationId, `model ${clientMsgId}`, clientMsgId)).message;
+    }
+    expect(message.seq, "the next seq").toBe(m.messages.length + 1);
+    m.messages.push({ sender: u, clientMsgId });
+    m.sent[u]!.set(clientMsgId, message.seq);
+  }
+  toString = () => `send(${this.user}, ${this.viaSocket ? "socket" : "REST"})`;
+}
+
+class RetryCommand implements ModelCommand {
+  readonly user: number;
+  readonly pick: number;
+  readonly viaSocket: boolean;
+  constructor(user: number, pick: number, viaSocket: boolean) {
+    this.user = user;
+    this.pick = pick;
+    this.viaSocket = viaSocket;
+  }
+  check = (m: Readonly<Model>) => m.sent[this.user]!.size > 0;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "retry");
+    const u = this.user;
+    const ids = [...m.sent[u]!.keys()];
+    const clientMsgId = ids[this.pick % ids.length]!;
+    const body = { conversationId: r.conversationId, clientMsgId, body: "a retry may say anything" };
+    if (!isMember(m, u)) {
+      await expectError(await call("/send", { token: r.users[u]!.token, body }), 404, "not_found");
+      return;
+    }
+    let message: Message;
+    const s = r.sockets[u];
+    if (this.viaSocket && s && !s.closed) {
+      const seen = s.frames.length;
+      s.send({ type: "send", clientMsgId, body: body.body });
+      await s.until((fs) => fs.slice(seen).some((f) => f.type === "ack" && f.clientMsgId === clientMsgId), "an ack");
+      const ack = s.frames.slice(seen).find((f) => f.type === "ack" && f.clientMsgId === clientMsgId)!;
+      r.retryAcks.add(ack);
+      message = ack.message!;
+    } else {
+      message = (await json<{ message: Message }>("/send", { token: r.users[u]!.token, body }, 200)).message;
+    }
+    expect(message.seq, "a retry answers the stored message").toBe(m.sent[u]!.get(clientMsgId));
+    const conv = await json<{ conversation: Conversation }>(`/conversations/${r.conversationId}`, { token: r.users[u]!.token });
+    expect(conv.conversation.lastSeq, "a retry stores nothing").toBe(m.messages.length);
+  }
+  toString = () => `retry(${this.user}, #${this.pick}, ${this.viaSocket ? "socket" : "REST"})`;
+}
+
+class ReconnectCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "reconnect");
+    const u = this.user;
+    if (!isMember(m, u)) {
+      const res = await call(`/conversations/${r.conversationId}/ws?after=0`, { token: r.users[u]!.token, headers: { upgrade: "websocket" } });
+      await expectError(res, 404, "not_found");
+      return;
+    }
+    await caughtUp(m, r, u);
+    r.sockets[u]?.close();
+    const after = r.streams[u]!.at(-1) ?? 0;
+    const s = await openConversation(r.users[u]!, r.conversationId, after);
+    r.sockets[u] = s;
+    r.counted[u] = 0;
+    expect(s.frames.find((f) => f.type === "ready")?.lastSeq).toBe(m.messages.length);
+    await caughtUp(m, r, u);
+  }
+  toString = () => `reconnect(${this.user})`;
+}
+
+class EvictCommand implements ModelCommand {
+  check = () => true;
+  async run(_: Model, r: Real): Promise<void> {
+    bump(modelCounts, "evict");
+    await evictDurableObject(conversationStub(env, r.conversationId)).catch((e: unknown) => {
+      if (!/not currently running|still has active references/.test(String(e))) throw e;
+    });
+  }
+  toString = () => "evict";
+}
+
+class AddMemberCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = (m: Readonly<Model>) => !m.members.has(this.user);
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "add member");
+    await json(`/conversations/${r.conversationId}/members`, { token: r.users[0]!.token, body: { userIds: [r.users[this.user]!.user.id] } });
+    m.members.add(this.user);
+    m.messages.push({ sender: null, clientMsgId: null });
+  }
+  toString = () => `add(${this.user})`;
+}
+
+class RemoveMemberCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = (m: Readonly<Model>) => m.members.has(this.user);
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "remove member");
+    const u = this.user;
+    await caughtUp(m, r, u);
+    const res = await call(`/conversations/${r.conversationId}/members/${r.users[u]!.user.id}`, { method: "DELETE", token: r.users[0]!.token });
+    expect(res.status).toBe(204);
+    m.members.delete(u);
+    m.messages.push({ sender: null, clientMsgId: null });
+    const s = r.sockets[u];
+    if (s) {
+      // Removed: the socket closes with 4003, and what it got stays within what the user could see.
+      expect((await s.waitClosed()).code).toBe(4003);
+      absorb(r, u);
+      expect(r.streams[u]!.every((seq) => seq <= m.messages.length)).toBe(true);
+      r.sockets[u] = null;
+    }
+    await expectError(await call(`/conversations/${r.conversationId}/messages`, { token: r.users[u]!.token }), 404, "not_found");
+  }
+  toString = () => `remove(${this.user})`;
+}
+
+class ReceiptCommand implements ModelCommand {
+  readonly user: number;
+  readonly read: boolean;
+  readonly pick: number;
+  constructor(user: number, read: boolean, pick: number) {
+    this.user = user;
+    this.read = read;
+    this.pick = pick;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "receipt");
+    const u = this.user;
+    // 0 .. lastSeq + 1: the last is one past what is stored.
+    const seq = this.pick % (m.messages.length + 2);
+    const res = await call(`/conversations/${r.conversationId}/receipts`, { token: r.users[u]!.token, body: { type: this.read ? "read" : "delivered", seq } });
+    if (!isMember(m, u)) return void (await expectError(res, 404, "not_found"));
+    if (seq > m.messages.length) return void (await expectError(res, 400, "bad_request"));
+    const want = m.receipts[u]!;
+    want.deliveredSeq = Math.max(want.deliveredSeq, seq);
+    if (this.read) want.readSeq = Math.max(want.readSeq, seq);
+    expect(res.status).toBe(200);
+    const { receipt } = (await res.json()) as { receipt: { deliveredSeq: number; readSeq: number } };
+    expect({ deliveredSeq: receipt.deliveredSeq, readSeq: receipt.readSeq }, "receipts only move forward").toEqual(want);
+  }
+  toString = () => `receipt(${this.user}, ${this.read ? "read" : "delivered"}, #${this.pick})`;
+}
+
+class SyncCommand implements ModelCommand {
+  readonly user: number;
+  constructor(user: number) {
+    this.user = user;
+  }
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "sync");
+    const u = this.user;
+    await waitFor(async () => (await conversationStub(env, r.conversationId).pendingOutbox()) === 0, "the outbox to drain");
+    const got = await synced(r.users[u]!, r.conversationId);
+    if (!isMember(m, u)) {
+      expect(got, "a non-member's sync holds nothing of the conversation").toEqual([]);
+      return;
+    }
+    expect(got.map((x) => x.seq).sort((a, b) => a - b), "sync returns every message once").toEqual(m.messages.map((_, i) => i + 1));
+    await expectHistory(m, r, u);
+  }
+  toString = () => `sync(${this.user})`;
+}
+
+describe("model-based", () => {
+  it(`matches a reference model over random sends, retries, reconnects, evictions, membership changes, receipts and syncs (seed ${SEED})`, { timeout: 120_000 + MODEL_RUNS * MODEL_COMMANDS * 2_000 }, async () => {
+    const users = [await register(), await register(), await register()];
+    const user = fc.integer({ min: 0, max: 2 });
+    const other = fc.integer({ min: 1, max: 2 });
+    const send = fc.tuple(user, fc.boolean()).map(([u, s]) => new SendCommand(u, s));
+    // Commands are drawn evenly from this list: sends are in it twice, so there is more to retry and deliver.
+    const kinds: Array<fc.Arbitrary<ModelCommand>> = [
+        send,
+        send,
+        fc.tuple(user, fc.nat(), fc.boolean()).map(([u, p, s]) => new RetryCommand(u, p, s)),
+        user.map((u) => new ReconnectCommand(u)),
+        fc.constant(new EvictCommand()),
+        other.map((u) => new AddMemberCommand(u)),
+        other.map((u) => new RemoveMemberCommand(u)),
+        fc.tuple(user, fc.boolean(), fc.nat()).map(([u, read, p]) => new ReceiptCommand(u, read, p)),
+        user.map((u) => new SyncCommand(u)),
+    ];
+    const commands = fc.commands(kinds, { maxCommands: MODEL_COMMANDS, size: "max" });
+    let runs = 0;
+    await fc.assert(
+      fc.asyncProperty(commands, async (cmds) => {
+        runs++;
+        const conv = await group(users[0]!, [users[1]!], "model");
+        const model: Model = { members: new Set([0, 1]), messages: [{ sender: null, clientMsgId: null }], sent: [new Map(), new Map(), new Map()], receipts: users.map(() => ({ deliveredSeq: 0, readSeq: 0 })) };
+        const real: Real = { conversationId: conv.id, users, sockets: [null, null, null], streams: [[], [], []], counted: [0, 0, 0], retryAcks: new WeakSet() };
+        try {
+          for (const u of [0, 1]) real.sockets[u] = await openConversation(users[u]!, conv.id, 0);
+          await fc.asyncModelRun(() => ({ model, real }), cmds);
+          // At the end: every open socket got everything once, in order; the history is the model's.
+          for (const u of [0, 1, 2]) await caughtUp(model, real, u);
+          await expectHistory(model, real, 0);
+        } finally {
+          for (const s of real.sockets) s?.close();
+        }
+      }),
+      { numRuns: MODEL_RUNS, seed: SEED, endOnFailure: true },
+    );
+    report.model.set("runs", String(runs));
+    report.model.set("commands", [...modelCounts].map(([k, n]) => `${k} ${n}`).join(", "));
   });
 });

@@ -291,6 +291,9 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     if (this.ctx.getWebSockets(`d:${identity.deviceId}`).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);
     }
+    if (this.ctx.getWebSockets(`u:${identity.userId}`).length >= this.settings.maxSocketsPerUser) {
+      return jsonError("rate_limited", "too many sockets for this user", 10);
+    }
 
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [`u:${identity.userId}`, `d:${identity.deviceId}`]);

@@ -258,6 +258,10 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     if (this.sockets.ofDevice(identity.deviceId).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);
     }
+    // Every socket this object holds is its user's.
+    if (this.sockets.all().length >= this.settings.maxSocketsPerUser) {
+      return jsonError("rate_limited", "too many sockets for this user", 10);
+    }
     const query = UserSocketQuery.safeParse(Object.fromEntries(new URL(request.url).searchParams));
     if (!query.success) return jsonError("bad_request", "invalid query");
     // Another protocol version: accepted and closed with 4010, as on the conversation socket, so

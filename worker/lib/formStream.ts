@@ -2,6 +2,7 @@
 // body, file included, in memory; this hands out each part's bytes as they arrive, keeping at most
 // one network chunk plus a boundary's length buffered.
 import { ApiError } from "./apiError";
+import { decodeUtf8 } from "./validate";
 
 export interface FormPart {
   name: string;
@@ -10,7 +11,6 @@ export interface FormPart {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 const CRLF = encoder.encode("\r\n");
 const HEADERS_END = encoder.encode("\r\n\r\n");
 /** Part headers are a few lines; anything longer is not a form a client made. */
@@ -92,7 +92,7 @@ export class FormStream {
       if (!(await this.fill())) throw malformed();
     }
     // Transport padding (spaces, tabs) may follow the boundary before its CRLF.
-    const lines = decoder.decode(this.buf.subarray(after, headerEnd)).split("\r\n");
+    const lines = decodeUtf8(this.buf.subarray(after, headerEnd), "a form part's headers").split("\r\n");
     if (lines[0]!.trim() !== "") throw malformed();
     this.buf = this.buf.subarray(headerEnd + HEADERS_END.length);
     this.inPart = true;
@@ -143,7 +143,7 @@ export class FormStream {
       if (out.length + chunk.length > maxBytes) throw new ApiError("bad_request", `form field over ${maxBytes} bytes`);
       out = concat(out, chunk);
     }
-    return decoder.decode(out);
+    return decodeUtf8(out, "a form field");
   }
 
   async cancel(): Promise<void> {

@@ -35,11 +35,24 @@ export async function readJson<S extends z.ZodType>(
   const bytes = await readLimited(request, maxBytes);
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
+    value = JSON.parse(decodeUtf8(bytes, "body"));
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
     throw new ApiError("bad_request", "body is not valid JSON");
   }
   return parseWith(schema, value, "body");
+}
+
+/**
+ * Bytes as UTF-8 text, refusing ill-formed UTF-8 with 400. Decoding with replacement would turn
+ * each bad sequence into U+FFFD: the request would be answered for text the client never sent.
+ */
+export function decodeUtf8(bytes: Uint8Array, what: string): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new ApiError("bad_request", `${what} is not valid UTF-8`);
+  }
 }
 
 async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {

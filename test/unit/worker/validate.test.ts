@@ -8,9 +8,9 @@ import { parseWith, readJson, readQuery } from "../../../worker/lib/validate";
 const Body = z.strictObject({ name: z.string().min(1), count: z.number().int().optional() });
 const MAX = 64;
 
-/** A POST with `body`; `chunked` sends it as a stream with no content-length. */
-function post(body: string, { type = "application/json", chunked = false } = {}): Request {
-  const bytes = new TextEncoder().encode(body);
+/** A POST with `body` (text, or bytes as they are); `chunked` sends it as a stream with no content-length. */
+function post(body: string | Uint8Array, { type = "application/json", chunked = false } = {}): Request {
+  const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
   const stream = new ReadableStream<Uint8Array>({
     start(controller) {
       for (let i = 0; i < bytes.length; i += 16) controller.enqueue(bytes.slice(i, i + 16));
@@ -47,6 +47,27 @@ describe("readJson", () => {
     ["a field the schema does not know", post('{"name":"a","admin":true}'), "bad_request"],
   ])("refuses %s", async (_, request, code) => {
     await expect(readJson(request, Body, MAX)).rejects.toMatchObject({ code });
+  });
+
+  /** `{"name":"a<bad>b"}` with `bad` raw in the string. */
+  const withBytes = (bad: number[]) => new Uint8Array([...new TextEncoder().encode('{"name":"a'), ...bad, ...new TextEncoder().encode('b"}')]);
+
+  it.each([
+    ["FF", [0xff]],
+    ["an overlong slash C0 AF", [0xc0, 0xaf]],
+    ["an encoded surrogate ED A0 80", [0xed, 0xa0, 0x80]],
+    ["a truncated sequence E2 82", [0xe2, 0x82]],
+    ["a stray continuation byte 80", [0x80]],
+    ["past U+10FFFF F4 90 80 80", [0xf4, 0x90, 0x80, 0x80]],
+  ])("refuses ill-formed UTF-8 inside a string (%s) with 400, whole or chunked", async (_, bad) => {
+    for (const chunked of [false, true]) {
+      await expect(readJson(post(withBytes(bad), { chunked }), Body, MAX)).rejects.toMatchObject({ code: "bad_request", message: "body is not valid UTF-8" });
+    }
+  });
+
+  it("reads well-formed UTF-8 split across chunks, U+FFFD itself included", async () => {
+    const name = "é😀\ufffd".repeat(3);
+    expect(await readJson(post(`{"name":"${name}"}`, { chunked: true }), Body, MAX)).toEqual({ name });
   });
 
   it("names each issue by its path", async () => {
