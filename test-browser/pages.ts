@@ -128,3 +128,10 @@ export async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = f
   await register(page, username, name);
   return { context, page, username };
 }
+
+/** The digits the panel shows, once it shows them: 12 groups of 5. */
+export async function shownDigits(page: Page): Promise<string[]> {
+  const digits = page.getByTestId("safety-digits");
+  await digits.waitFor({ timeout: 20_000 });
+  return digits.locator("span").allTextContents().then((groups) => groups.map((g) => g.trim()));
+}
