@@ -8,6 +8,8 @@ import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
 import { TICKET_HEADERS } from "../kernel/identity";
 import { issueTicket } from "../worker/lib/tickets";
+import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
+import type { UserDO } from "../durable-objects/user/UserDO";
 import {
   call,
   connect,
@@ -20,7 +22,10 @@ import {
   openConversation,
   register,
   sendRest,
+  setConversationRateLimit,
+  signInDevice,
   unique,
+  unreachableD1,
   waitFor,
   type Session,
 } from "./helpers";
@@ -32,8 +37,8 @@ describe("accounts", () => {
     expect(first.user.username).toBe(name);
     expect(first.user.displayName).toBe(name);
     expect(first.device.name).toBe("laptop");
-    // At least 128 random bits, URL-safe.
-    expect(first.token).toMatch(/^[A-Za-z0-9_-]{43,}$/);
+    // Opaque and URL-safe: a session id of 128 random bits and its MAC.
+    expect(first.token).toMatch(/^[A-Za-z0-9._-]{43,}$/);
 
     const second = await login(name.toUpperCase(), "phone");
     expect(second.user.id).toBe(first.user.id);
@@ -338,6 +343,159 @@ describe("accounts", () => {
   });
 });
 
+describe("sessions: signed tokens, checked by the user's object, never by D1", () => {
+  /** `text` with its first character changed (a base64url one changes the first byte it encodes). */
+  const flip = (text: string) => (text[0] === "A" ? "B" : "A") + text.slice(1);
+  const withPart = (token: string, index: number, change: (p: string) => string) =>
+    token
+      .split(".")
+      .map((p, i) => (i === index ? change(p) : p))
+      .join(".");
+  const signedInInD1 = async (deviceId: string) =>
+    (await env.DB.prepare("SELECT token_hash FROM devices WHERE id = ?").bind(deviceId).first<{ token_hash: string | null }>())?.token_hash != null;
+  const useUserD1 = (userId: string, d1: D1Database) =>
+    runInDurableObject(userStub(env, userId), (instance: UserDO) => instance.useConnections({ d1 }));
+
+  it("authenticates REST calls, tickets and both sockets with D1 unreachable, reading D1 not once", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const { db, calls } = unreachableD1();
+    const noD1 = { DB: db };
+    const sent = await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("m"), body: "no D1" }, env: noD1 });
+    expect(sent.status).toBe(201);
+    const history = await call(`/conversations/${conv.id}/messages?after=0`, { token: b.token, env: noD1 });
+    expect(((await history.json()) as { messages: Message[] }).messages.map((m) => m.body)).toContain("no D1");
+    const ticketRes = await call("/auth/ticket", { method: "POST", token: a.token, env: noD1 });
+    expect(ticketRes.status).toBe(200);
+    const { ticket } = (await ticketRes.json()) as { ticket: string };
+    const byTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null, {}, 1000, noD1);
+    await byTicket.next("ready");
+    const byBearer = await connect(`/conversations/${conv.id}/ws`, a.token, {}, 1000, noD1);
+    await byBearer.next("ready");
+    const userSocket = await connect("/ws", a.token, {}, 1000, noD1);
+    expect((await userSocket.next("ready")).deviceId).toBe(a.device.id);
+    expect(calls).toEqual([]);
+    // The injected outage is real: a route that reads D1 fails under it.
+    expect((await call("/me", { token: a.token, env: noD1 })).status).toBe(500);
+    expect(calls.length).toBeGreaterThan(0);
+    for (const s of [byTicket, byBearer, userSocket]) s.close();
+  });
+
+  it("kills a logged-out token at once for REST and every open socket, D1 down, and tells D1 once it is back", async () => {
+    const a = await register();
+    const b = await register();
+    const other = await login(a.user.username, "other device");
+    const conv = await direct(a, b);
+    await env.DB.prepare("INSERT INTO push_subscriptions (endpoint, user_id, device_id, p256dh, auth, created_at) VALUES (?, ?, ?, 'k', 'a', ?)")
+      .bind(`https://push.example/${unique("e")}`, a.user.id, a.device.id, Date.now())
+      .run();
+    const { db, calls } = unreachableD1();
+    const noD1 = { DB: db };
+    const convByBearer = await connect(`/conversations/${conv.id}/ws`, a.token, {}, 1000, noD1);
+    await convByBearer.next("ready");
+    const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+    const convByTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
+    await convByTicket.next("ready");
+    const userSocket = await connect("/ws", a.token, {}, 1000, noD1);
+    await userSocket.next("ready");
+    const unused = (await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token })).ticket;
+
+    await useUserD1(a.user.id, unreachableD1().db);
+    expect((await call("/auth/logout", { method: "POST", token: a.token, env: noD1 })).status).toBe(204);
+    await expectError(await call("/auth/ticket", { method: "POST", token: a.token, env: noD1 }), 401, "unauthorized");
+    await expectError(await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("m"), body: "x" }, env: noD1 }), 401, "unauthorized");
+    await expectError(await call(`/conversations/${conv.id}/ws`, { token: a.token, headers: { upgrade: "websocket" }, env: noD1 }), 401, "unauthorized");
+    await expectError(await call("/ws", { token: a.token, headers: { upgrade: "websocket" }, env: noD1 }), 401, "unauthorized");
+    await expectError(await call(`/ws?ticket=${unused}`, { headers: { upgrade: "websocket" }, env: noD1 }), 401, "unauthorized");
+    for (const s of [convByBearer, convByTicket, userSocket]) expect((await s.waitClosed()).code).toBe(4001);
+    expect(calls).toEqual([]);
+    // The other device is untouched.
+    await json("/auth/ticket", { method: "POST", token: other.token, env: noD1 });
+
+    // D1 still lists the device as signed in, with its push subscription, until the user's object
+    // reaches it again: its alarm retries.
+    expect(await signedInInD1(a.device.id)).toBe(true);
+    await useUserD1(a.user.id, env.DB);
+    expect(await runDurableObjectAlarm(userStub(env, a.user.id))).toBe(true);
+    expect(await signedInInD1(a.device.id)).toBe(false);
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM push_subscriptions WHERE device_id = ?").bind(a.device.id).first<{ n: number }>();
+    expect(left?.n).toBe(0);
+    expect(await signedInInD1(other.device.id)).toBe(true);
+  });
+
+  it("refuses the token of a device signed out from elsewhere at once, and nothing of its user's other devices", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const phone = await signInDevice(a.user.id, "phone");
+    await json("/auth/ticket", { method: "POST", token: phone.token });
+    // What a remote sign-out does: the user's object ends the device's sessions.
+    await userStub(env, a.user.id).revokeDevice(a.user.id, phone.deviceId);
+    await expectError(await call("/auth/ticket", { method: "POST", token: phone.token }), 401, "unauthorized");
+    await expectError(await call(`/conversations/${conv.id}/ws`, { token: phone.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    await expectError(await call("/ws", { token: phone.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    expect(await signedInInD1(phone.deviceId)).toBe(false);
+    await json("/auth/ticket", { method: "POST", token: a.token });
+  });
+
+  it("answers 401 in the error shape to tokens tampered, expired, under another key, of no session, or of the old format", async () => {
+    const a = await register();
+    const b = await register();
+    const { db, calls } = unreachableD1();
+    const refused = async (token: string, workerEnv: Partial<Env> = { DB: db }) => {
+      await expectError(await call("/auth/ticket", { method: "POST", token, env: workerEnv }), 401, "unauthorized");
+      await expectError(await call("/ws", { token, headers: { upgrade: "websocket" }, env: workerEnv }), 401, "unauthorized");
+    };
+    for (const index of [1, 2, 3, 4, 6]) await refused(withPart(a.token, index, flip));
+    await refused(withPart(a.token, 5, (p) => String(Number(p) + 1)));
+    // Made out to another user: the MAC no longer matches.
+    await refused(withPart(a.token, 2, () => b.user.id));
+    await refused(`${a.token}.x`);
+    await refused(a.token.slice(0, -1));
+    // A token of a previous version (256 random bits, looked up in D1 by its hash) signs in no more.
+    await refused("A".repeat(43));
+    const keys = sessionKeys(env.SESSION_SECRET);
+    const identity = { userId: a.user.id, deviceId: a.device.id };
+    // Expired; under a key the Worker does not have; a real MAC for a session never started.
+    const expired = await mintSessionToken(identity, Date.now() - 1, keys);
+    await userStub(env, a.user.id).startSession(a.user.id, a.device.id, expired.claims.sessionId, Date.now() + 60_000);
+    await refused(expired.token);
+    await refused((await mintSessionToken(identity, Date.now() + 60_000, ["not one of the keys"])).token);
+    await refused((await mintSessionToken(identity, Date.now() + 60_000, keys)).token);
+    // Valid only for longer than TOKEN_TTL_DAYS allows now: lowering the setting ends older tokens.
+    await refused(a.token, { DB: db, TOKEN_TTL_DAYS: "1" });
+    expect(calls).toEqual([]);
+    // None of that touched the real token.
+    await json("/auth/ticket", { method: "POST", token: a.token, env: { DB: db } });
+  });
+
+  it("accepts a token signed under the previous key while its session lives (a key rotation)", async () => {
+    const a = await register();
+    const previous = sessionKeys(env.SESSION_SECRET).slice(1);
+    expect(previous).toHaveLength(1);
+    const phoneId = unique("dev");
+    const { token, claims } = await mintSessionToken({ userId: a.user.id, deviceId: phoneId }, Date.now() + 60_000, previous);
+    await expectError(await call("/auth/ticket", { method: "POST", token }), 401, "unauthorized");
+    await userStub(env, a.user.id).startSession(a.user.id, phoneId, claims.sessionId, claims.expiresAt);
+    await json("/auth/ticket", { method: "POST", token });
+  });
+
+  it("marks the devices of tokens of a previous version logged out in D1 (migration 0008), and no device signed in since", async () => {
+    const a = await register();
+    const oldDevice = unique("old");
+    await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'old', ?, ?)")
+      .bind(oldDevice, a.user.id, "A".repeat(43), Date.now())
+      .run();
+    const migration = env.TEST_MIGRATIONS.find((m) => m.name.startsWith("0008_"));
+    expect(migration).toBeDefined();
+    for (const query of migration!.queries) await env.DB.prepare(query).run();
+    expect(await signedInInD1(oldDevice)).toBe(false);
+    expect(await signedInInD1(a.device.id)).toBe(true);
+    await json("/me", { token: a.token });
+  });
+});
+
 describe("users", () => {
   it("finds users by username prefix, at most 20", async () => {
     const prefix = unique("pfx").toLowerCase();
@@ -600,7 +758,7 @@ describe("messages", () => {
   it("rate-limits sends per user with 429 and Retry-After", async () => {
     const [x, y] = [await register(), await register()];
     const c = await direct(x, y);
-    // The test configuration allows a burst of 120 at 100/s.
+    await setConversationRateLimit(conversationStub(env, c.id), 1, 20);
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) => call("/send", { token: x.token, body: { conversationId: c.id, clientMsgId: `r${i}`, body: "x" } })),
     );

@@ -1,11 +1,16 @@
 // Test helpers: HTTP calls and WebSockets through the real Worker, with a timeout on every wait.
-import { exports } from "cloudflare:workers";
-import { runInDurableObject } from "cloudflare:test";
+import { env, exports } from "cloudflare:workers";
+import { createExecutionContext, runInDurableObject } from "cloudflare:test";
+import worker from "../worker/index";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Settings } from "../kernel/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
 import { MlsDevice } from "../web/src/e2ee/engine";
+import { SIGNED_IN_MARK } from "../kernel/d1/devices";
+import { userStub } from "../kernel/objects";
+import { sha256 } from "../worker/lib/crypto";
+import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 
 const ORIGIN = "http://chat.test";
 
@@ -21,6 +26,8 @@ export interface CallOptions {
   body?: unknown;
   rawBody?: BodyInit;
   headers?: Record<string, string>;
+  /** Bindings and settings replaced for this call (a D1 that cannot be reached): the Worker's module is called with them. */
+  env?: Partial<Env>;
 }
 
 export async function call(path: string, options: CallOptions = {}): Promise<Response> {
@@ -31,9 +38,23 @@ export async function call(path: string, options: CallOptions = {}): Promise<Res
     headers.set("content-type", "application/json");
     body = JSON.stringify(options.body);
   }
-  return exports.default.fetch(
-    new Request(`${ORIGIN}${path}`, { method: options.method ?? (body === undefined ? "GET" : "POST"), headers, body }),
-  );
+  const request = new Request(`${ORIGIN}${path}`, { method: options.method ?? (body === undefined ? "GET" : "POST"), headers, body });
+  if (options.env) return worker.fetch(request, { ...env, ...options.env }, createExecutionContext());
+  return exports.default.fetch(request);
+}
+
+/**
+ * A D1 the Worker cannot reach: every statement it prepares fails when run, and `calls` names each
+ * method used, so a test shows both that a request needed no D1 and that one that does fails.
+ */
+export function unreachableD1(): { db: D1Database; calls: string[] } {
+  const calls: string[] = [];
+  const fail = (what: string) => () => {
+    calls.push(what);
+    throw new Error("D1_ERROR: unreachable (injected by the test)");
+  };
+  const db = new Proxy({} as D1Database, { get: (_, name) => fail(String(name)) });
+  return { db, calls };
 }
 
 /** Calls and parses JSON, failing the test with the body when the status is not `expected`. */
@@ -64,6 +85,21 @@ export async function register(name = unique("u"), deviceName?: string): Promise
 
 export async function login(username: string, deviceName?: string): Promise<Session> {
   return json<Session>("/auth/login", { body: { username, password: "correct horse", deviceName } });
+}
+
+/**
+ * A new device of an existing user signed in as a login would sign it in, without the password
+ * hash: its session in the user's object, its row in D1. Returns the device id and its token.
+ */
+export async function signInDevice(userId: string, name = "device"): Promise<{ deviceId: string; token: string }> {
+  const deviceId = unique("dev");
+  const now = Date.now();
+  const { token, claims } = await mintSessionToken({ userId, deviceId }, now + 86_400_000, sessionKeys(env.SESSION_SECRET));
+  await userStub(env, userId).startSession(userId, deviceId, claims.sessionId, claims.expiresAt);
+  await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+    .bind(deviceId, userId, name, SIGNED_IN_MARK + (await sha256(token)), now)
+    .run();
+  return { deviceId, token };
 }
 
 export async function direct(a: Session, b: Session): Promise<Conversation> {
@@ -208,8 +244,9 @@ export async function connect(
   token: string | null,
   headers: Record<string, string> = {},
   keepAliveMs: number | null = 1000,
+  workerEnv?: Partial<Env>,
 ): Promise<TestSocket> {
-  const res = await call(path, { headers: { upgrade: "websocket", ...headers }, ...(token ? { token } : {}) });
+  const res = await call(path, { headers: { upgrade: "websocket", ...headers }, ...(token ? { token } : {}), ...(workerEnv ? { env: workerEnv } : {}) });
   if (res.status !== 101 || !res.webSocket) throw new Error(`socket ${path}: ${res.status} ${await res.text()}`);
   res.webSocket.accept();
   return new TestSocket(res.webSocket, keepAliveMs);
@@ -238,6 +275,17 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
 export async function setObjectSettings(stub: DurableObjectStub<ConversationDO> | DurableObjectStub<UserDO>, settings: Partial<Settings>): Promise<void> {
   await runInDurableObject(stub as DurableObjectStub<ConversationDO>, (instance: object) => {
     Object.assign((instance as { settings: Settings }).settings, settings);
+  });
+}
+
+/**
+ * Slows a conversation's message rate limit (its TokenBuckets) for the rest of its wake-up. A test
+ * that must outrun the refill cannot count on REST calls reaching the object faster than the test
+ * configuration's 100/s under a loaded runtime.
+ */
+export async function setConversationRateLimit(stub: DurableObjectStub<ConversationDO>, perSecond: number, burst: number): Promise<void> {
+  await runInDurableObject(stub, (instance: ConversationDO) => {
+    Object.assign((instance as unknown as { limiter: object }).limiter, { perSecond, burst });
   });
 }
 

@@ -1,15 +1,18 @@
 // One Durable Object per user: the user's device sockets (`GET /ws`), presence and its debounce,
 // who watches this user, the inbox stream to every device, push for a user with no live device,
-// and the registry of conversation sockets each device holds (so logout can close them). The class
+// the live sessions of its devices (every authenticated request asks here whether its token's
+// session is live), and the registry of conversation sockets each device holds (so logout can
+// close them). The class
 // routes events; the work is in the modules beside it.
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
 import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type ClaimedKeyPackage, type PendingWelcome, type Presence, type UserServerFrame } from "../../protocol";
 import { fail, type Result } from "../../kernel/result";
-import { readIdentity, readTicketUse, type Identity } from "../../kernel/identity";
+import { readIdentity, readSessionId, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
 import { sharedWith } from "../../kernel/d1/privacy";
+import { retireDevice } from "../../kernel/d1/devices";
 import {
   conversationOf,
   peersOf,
@@ -36,6 +39,9 @@ import { KEY_PACKAGES_LOW, KEY_PACKAGES_MAX, KeyPackageDirectory } from "./keyPa
 import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
 import { Sessions } from "./sessions";
+
+/** How long a logout waits before trying again to mark its device logged out in D1. */
+const RETIRE_RETRY_MS = 30_000;
 import { Watchers } from "./watchers";
 
 /**
@@ -60,7 +66,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly watchers: Watchers;
   private readonly keyPackages: KeyPackageDirectory;
   private readonly welcomes: Welcomes;
-  private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune">;
+  private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
 
@@ -99,6 +105,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
         const oldest = this.inbox.prune(now);
         return oldest === null ? null : oldest + DELIVERED_RETENTION_MS;
       },
+      retire: (now) => this.retireDevices(now),
     });
     // Keep-alives are answered without waking the object; their time is still readable.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
@@ -231,10 +238,43 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     return this.sessions.takeTicket(deviceId, nonce, expiresAt, Date.now());
   }
 
-  /** A logout, before its token dies: from here on no ticket of the device opens a socket. */
+  /** A login: the device's session, whose signed token the Worker hands out once this returns. */
+  async startSession(userId: string, deviceId: string, sessionId: string, expiresAt: number): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.sessions.start(deviceId, sessionId, expiresAt, Date.now());
+  }
+
+  /** Whether a token the Worker verified (its MAC and expiry) names a live session: every authenticated request asks. */
+  async checkSession(userId: string, deviceId: string, sessionId: string): Promise<boolean> {
+    this.presence.rememberUser(userId);
+    return this.sessions.isLive(deviceId, sessionId, Date.now(), this.settings.tokenTtlMs);
+  }
+
+  /**
+   * A logout: from the moment this returns the device's tokens are refused and no ticket of it
+   * opens a socket (closeDevice then closes what it holds open). D1 is told after, here and, while
+   * it fails, from the alarm: authentication does not read D1, so the logout does not wait for it.
+   */
   async revokeDevice(userId: string, deviceId: string): Promise<void> {
     this.presence.rememberUser(userId);
-    this.sessions.revoke(deviceId, Date.now());
+    const now = Date.now();
+    this.sessions.revoke(deviceId, now);
+    const retry = await this.retireDevices(now);
+    if (retry !== null) await this.alarms.wakeAt("retire", retry);
+  }
+
+  /** Marks logged-out devices as such in D1, oldest first; when D1 fails, says when to try again. */
+  private async retireDevices(now: number): Promise<number | null> {
+    for (const { deviceId, revokedAt } of this.sessions.devicesToRetire()) {
+      try {
+        await retireDevice(this.connections.d1, deviceId, revokedAt);
+      } catch (err) {
+        console.warn(`marking device ${deviceId} logged out in D1 failed; retrying`, String(err));
+        return now + RETIRE_RETRY_MS;
+      }
+      this.sessions.retired(deviceId);
+    }
+    return null;
   }
 
   // --- The user socket -----------------------------------------------------------------------------
@@ -246,9 +286,14 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.presence.rememberUser(identity.userId);
     // A ticket's single use is taken here, in the call that opens the socket (the Worker checked
     // its MAC and expiry), as consumeTicket takes it for a conversation socket.
+    // A bearer token's session is checked here too, for the same reason.
     const ticket = readTicketUse(request.headers);
+    const sessionId = readSessionId(request.headers);
     if (ticket && !this.sessions.takeTicket(identity.deviceId, ticket.nonce, ticket.expiresAt, Date.now())) {
       return jsonError("unauthorized", "invalid or expired ticket");
+    }
+    if (!ticket && !(sessionId && this.sessions.isLive(identity.deviceId, sessionId, Date.now(), this.settings.tokenTtlMs))) {
+      return jsonError("unauthorized", "unknown, expired or revoked token");
     }
     if (this.sockets.ofDevice(identity.deviceId).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);
