@@ -10,6 +10,8 @@ import { TICKET_HEADERS } from "../kernel/identity";
 import { issueTicket } from "../worker/lib/tickets";
 import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 import type { UserDO } from "../durable-objects/user/UserDO";
+import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import { peersOf } from "../durable-objects/contract";
 import {
   call,
   connect,
@@ -422,6 +424,30 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
     const left = await env.DB.prepare("SELECT count(*) AS n FROM push_subscriptions WHERE device_id = ?").bind(a.device.id).first<{ n: number }>();
     expect(left?.n).toBe(0);
     expect(await signedInInD1(other.device.id)).toBe(true);
+  });
+
+  it("closes a conversation socket whose tracking reached the user's object only after the logout", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    // The conversation accepts the socket, but its word to a's object is held back (here: lost), as
+    // when the logout's closeDevice runs between the two.
+    const held: Array<[string, string]> = [];
+    await runInDurableObject(conversationStub(env, conv.id), (instance: ConversationDO) =>
+      instance.useConnections({
+        users: (userId) => ({
+          deliver: (...args) => peersOf(env).user(userId).deliver(...args),
+          trackConversationSocket: async (deviceId, conversationId) => void held.push([deviceId, conversationId]),
+        }),
+      }),
+    );
+    const socket = await openConversation(a, conv.id);
+    await waitFor(async () => held.length > 0, "the held tracking call");
+    expect((await call("/auth/logout", { method: "POST", token: a.token })).status).toBe(204);
+    expect(socket.closed).toBeNull();
+    const [deviceId, conversationId] = held[0]!;
+    await userStub(env, a.user.id).trackConversationSocket(deviceId, conversationId);
+    expect((await socket.waitClosed()).code).toBe(4001);
   });
 
   it("refuses the token of a device signed out from elsewhere at once, and nothing of its user's other devices", async () => {

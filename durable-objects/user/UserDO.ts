@@ -210,8 +210,18 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   // --- Sessions: logout and tickets ---------------------------------------------------------------
 
+  /**
+   * A conversation accepted a socket of this device. One accepted while the device was logging
+   * out (its session checked just before the logout, its tracking arriving after closeDevice ran)
+   * is closed here, so a logout reaches every socket, however the two raced.
+   */
   async trackConversationSocket(deviceId: string, conversationId: string): Promise<void> {
-    this.sessions.trackConversationSocket(deviceId, conversationId, Date.now());
+    const now = Date.now();
+    if (this.sessions.loggedOut(deviceId, now)) {
+      await this.connections.conversations(conversationId).closeDevice(deviceId);
+      return;
+    }
+    this.sessions.trackConversationSocket(deviceId, conversationId, now);
   }
 
   /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */

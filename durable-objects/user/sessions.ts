@@ -74,6 +74,14 @@ export class Sessions {
     this.sql.exec("INSERT INTO devices_to_retire (device_id, revoked_at) VALUES (?, ?) ON CONFLICT (device_id) DO NOTHING", deviceId, now);
   }
 
+  /**
+   * Whether the device logged out within the last ticket lifetime (a device never signs in again:
+   * each login is a new one). Long enough for a socket accepted while its logout ran to be told.
+   */
+  loggedOut(deviceId: string, now: number): boolean {
+    return this.sql.exec("SELECT 1 FROM revoked_devices WHERE device_id = ? AND until >= ?", deviceId, now).toArray().length > 0;
+  }
+
   /** Logged-out devices whose D1 rows still say they are signed in, oldest first. */
   devicesToRetire(): Array<{ deviceId: string; revokedAt: number }> {
     return this.sql

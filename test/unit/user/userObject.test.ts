@@ -137,6 +137,9 @@ describe("Sessions", () => {
     expect(s.isLive("phone", "s2", T + 1, YEAR)).toBe(false);
     expect(s.isLive("laptop", "s3", T + 1, YEAR)).toBe(true);
     expect(s.takeTicket("phone", "n1", T + TTL, T + 1)).toBe(false);
+    expect(s.loggedOut("phone", T + 1)).toBe(true);
+    expect(s.loggedOut("laptop", T + 1)).toBe(false);
+    expect(s.loggedOut("phone", T + 1 + TTL + TICKET_CLOCK_SLACK_MS + 1)).toBe(false);
   });
 
   it("keeps each logged-out device until D1 has been told, once however often it logs out", () => {
