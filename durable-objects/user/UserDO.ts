@@ -2,8 +2,7 @@
 // who watches this user, the inbox stream to every device, push for a user with no live device,
 // the live sessions of its devices (every authenticated request asks here whether its token's
 // session is live), and the registry of conversation sockets each device holds (so logout can
-// close them). The class
-// routes events; the work is in the modules beside it.
+// close them). The class routes events; the work is in the modules beside it.
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
@@ -39,10 +38,10 @@ import { KEY_PACKAGES_LOW, KEY_PACKAGES_MAX, KeyPackageDirectory } from "./keyPa
 import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
 import { Sessions } from "./sessions";
+import { Watchers } from "./watchers";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
 const RETIRE_RETRY_MS = 30_000;
-import { Watchers } from "./watchers";
 
 /**
  * What a user object reaches outside itself. `useConnections` replaces any of them: the tests
@@ -295,8 +294,8 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     if (!isUpgrade(request)) return jsonError("bad_request", "expected a WebSocket upgrade");
     this.presence.rememberUser(identity.userId);
     // A ticket's single use is taken here, in the call that opens the socket (the Worker checked
-    // its MAC and expiry), as consumeTicket takes it for a conversation socket.
-    // A bearer token's session is checked here too, for the same reason.
+    // its MAC and expiry), as consumeTicket takes it for a conversation socket; without a ticket,
+    // the bearer token's session is checked here the same way (checkSession).
     const ticket = readTicketUse(request.headers);
     const sessionId = readSessionId(request.headers);
     if (ticket && !this.sessions.takeTicket(identity.deviceId, ticket.nonce, ticket.expiresAt, Date.now())) {
