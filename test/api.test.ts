@@ -9,7 +9,6 @@ import { throttleKeys } from "../worker/lib/throttle";
 import { TICKET_HEADERS } from "../kernel/identity";
 import { issueTicket } from "../worker/lib/tickets";
 import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
-import type { UserDO } from "../durable-objects/user/UserDO";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import { peersOf } from "../durable-objects/contract";
 import {
@@ -24,11 +23,11 @@ import {
   openConversation,
   register,
   sendRest,
-  setConversationRateLimit,
+  setObjectSettings,
   signInDevice,
   unique,
-  unreachableD1,
   waitFor,
+  withoutDevicesTable,
   type Session,
 } from "./helpers";
 
@@ -355,36 +354,28 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
       .join(".");
   const signedInInD1 = async (deviceId: string) =>
     (await env.DB.prepare("SELECT token_hash FROM devices WHERE id = ?").bind(deviceId).first<{ token_hash: string | null }>())?.token_hash != null;
-  const useUserD1 = (userId: string, d1: D1Database) =>
-    runInDurableObject(userStub(env, userId), (instance: UserDO) => instance.useConnections({ d1 }));
 
-  it("authenticates REST calls, tickets and both sockets with D1 unreachable, reading D1 not once", async () => {
+  it("authenticates REST calls, tickets and both sockets with D1's devices table out of reach", async () => {
     const a = await register();
     const b = await register();
     const conv = await direct(a, b);
-    const { db, calls } = unreachableD1();
-    const noD1 = { DB: db };
-    const sent = await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("m"), body: "no D1" }, env: noD1 });
-    expect(sent.status).toBe(201);
-    const history = await call(`/conversations/${conv.id}/messages?after=0`, { token: b.token, env: noD1 });
-    expect(((await history.json()) as { messages: Message[] }).messages.map((m) => m.body)).toContain("no D1");
-    const ticketRes = await call("/auth/ticket", { method: "POST", token: a.token, env: noD1 });
-    expect(ticketRes.status).toBe(200);
-    const { ticket } = (await ticketRes.json()) as { ticket: string };
-    const byTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null, {}, 1000, noD1);
-    await byTicket.next("ready");
-    const byBearer = await connect(`/conversations/${conv.id}/ws`, a.token, {}, 1000, noD1);
-    await byBearer.next("ready");
-    const userSocket = await connect("/ws", a.token, {}, 1000, noD1);
-    expect((await userSocket.next("ready")).deviceId).toBe(a.device.id);
-    expect(calls).toEqual([]);
-    // The injected outage is real: a route that reads D1 fails under it.
-    expect((await call("/me", { token: a.token, env: noD1 })).status).toBe(500);
-    expect(calls.length).toBeGreaterThan(0);
-    for (const s of [byTicket, byBearer, userSocket]) s.close();
+    await withoutDevicesTable(async () => {
+      await sendRest(a, conv.id, "no devices table");
+      const { messages } = await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages?after=0`, { token: b.token });
+      expect(messages.map((m) => m.body)).toContain("no devices table");
+      const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+      const byTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
+      await byTicket.next("ready");
+      const byBearer = await openConversation(a, conv.id);
+      const userSocket = await connect("/ws", a.token);
+      expect((await userSocket.next("ready")).deviceId).toBe(a.device.id);
+      // The outage is real: a route that reads the table fails under it.
+      await expectError(await call("/me", { token: a.token }), 500, "internal");
+      for (const s of [byTicket, byBearer, userSocket]) s.close();
+    });
   });
 
-  it("kills a logged-out token at once for REST and every open socket, D1 down, and tells D1 once it is back", async () => {
+  it("kills a logged-out token at once for REST and every open socket, D1's devices table out of reach, and tells D1 once it is back", async () => {
     const a = await register();
     const b = await register();
     const other = await login(a.user.username, "other device");
@@ -392,33 +383,29 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
     await env.DB.prepare("INSERT INTO push_subscriptions (endpoint, user_id, device_id, p256dh, auth, created_at) VALUES (?, ?, ?, 'k', 'a', ?)")
       .bind(`https://push.example/${unique("e")}`, a.user.id, a.device.id, Date.now())
       .run();
-    const { db, calls } = unreachableD1();
-    const noD1 = { DB: db };
-    const convByBearer = await connect(`/conversations/${conv.id}/ws`, a.token, {}, 1000, noD1);
-    await convByBearer.next("ready");
+    const convByBearer = await openConversation(a, conv.id);
     const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
     const convByTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
     await convByTicket.next("ready");
-    const userSocket = await connect("/ws", a.token, {}, 1000, noD1);
+    const userSocket = await connect("/ws", a.token);
     await userSocket.next("ready");
     const unused = (await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token })).ticket;
 
-    await useUserD1(a.user.id, unreachableD1().db);
-    expect((await call("/auth/logout", { method: "POST", token: a.token, env: noD1 })).status).toBe(204);
-    await expectError(await call("/auth/ticket", { method: "POST", token: a.token, env: noD1 }), 401, "unauthorized");
-    await expectError(await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("m"), body: "x" }, env: noD1 }), 401, "unauthorized");
-    await expectError(await call(`/conversations/${conv.id}/ws`, { token: a.token, headers: { upgrade: "websocket" }, env: noD1 }), 401, "unauthorized");
-    await expectError(await call("/ws", { token: a.token, headers: { upgrade: "websocket" }, env: noD1 }), 401, "unauthorized");
-    await expectError(await call(`/ws?ticket=${unused}`, { headers: { upgrade: "websocket" }, env: noD1 }), 401, "unauthorized");
-    for (const s of [convByBearer, convByTicket, userSocket]) expect((await s.waitClosed()).code).toBe(4001);
-    expect(calls).toEqual([]);
-    // The other device is untouched.
-    await json("/auth/ticket", { method: "POST", token: other.token, env: noD1 });
+    await withoutDevicesTable(async () => {
+      expect((await call("/auth/logout", { method: "POST", token: a.token })).status).toBe(204);
+      await expectError(await call("/auth/ticket", { method: "POST", token: a.token }), 401, "unauthorized");
+      await expectError(await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("m"), body: "x" } }), 401, "unauthorized");
+      await expectError(await call(`/conversations/${conv.id}/ws`, { token: a.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+      await expectError(await call("/ws", { token: a.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+      await expectError(await call(`/ws?ticket=${unused}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+      for (const s of [convByBearer, convByTicket, userSocket]) expect((await s.waitClosed()).code).toBe(4001);
+      // The other device is untouched.
+      await json("/auth/ticket", { method: "POST", token: other.token });
+    });
 
     // D1 still lists the device as signed in, with its push subscription, until the user's object
     // reaches it again: its alarm retries.
     expect(await signedInInD1(a.device.id)).toBe(true);
-    await useUserD1(a.user.id, env.DB);
     expect(await runDurableObjectAlarm(userStub(env, a.user.id))).toBe(true);
     expect(await signedInInD1(a.device.id)).toBe(false);
     const left = await env.DB.prepare("SELECT count(*) AS n FROM push_subscriptions WHERE device_id = ?").bind(a.device.id).first<{ n: number }>();
@@ -468,32 +455,40 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
   it("answers 401 in the error shape to tokens tampered, expired, under another key, of no session, or of the old format", async () => {
     const a = await register();
     const b = await register();
-    const { db, calls } = unreachableD1();
-    const refused = async (token: string, workerEnv: Partial<Env> = { DB: db }) => {
-      await expectError(await call("/auth/ticket", { method: "POST", token, env: workerEnv }), 401, "unauthorized");
-      await expectError(await call("/ws", { token, headers: { upgrade: "websocket" }, env: workerEnv }), 401, "unauthorized");
+    const refused = async (token: string) => {
+      await expectError(await call("/auth/ticket", { method: "POST", token }), 401, "unauthorized");
+      await expectError(await call("/ws", { token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
     };
-    for (const index of [1, 2, 3, 4, 6]) await refused(withPart(a.token, index, flip));
-    await refused(withPart(a.token, 5, (p) => String(Number(p) + 1)));
-    // Made out to another user: the MAC no longer matches.
-    await refused(withPart(a.token, 2, () => b.user.id));
-    await refused(`${a.token}.x`);
-    await refused(a.token.slice(0, -1));
-    // A token of a previous version (256 random bits, looked up in D1 by its hash) signs in no more.
-    await refused("A".repeat(43));
-    const keys = sessionKeys(env.SESSION_SECRET);
-    const identity = { userId: a.user.id, deviceId: a.device.id };
-    // Expired; under a key the Worker does not have; a real MAC for a session never started.
-    const expired = await mintSessionToken(identity, Date.now() - 1, keys);
-    await userStub(env, a.user.id).startSession(a.user.id, a.device.id, expired.claims.sessionId, Date.now() + 60_000);
-    await refused(expired.token);
-    await refused((await mintSessionToken(identity, Date.now() + 60_000, ["not one of the keys"])).token);
-    await refused((await mintSessionToken(identity, Date.now() + 60_000, keys)).token);
-    // Valid only for longer than TOKEN_TTL_DAYS allows now: lowering the setting ends older tokens.
-    await refused(a.token, { DB: db, TOKEN_TTL_DAYS: "1" });
-    expect(calls).toEqual([]);
-    // None of that touched the real token.
-    await json("/auth/ticket", { method: "POST", token: a.token, env: { DB: db } });
+    await withoutDevicesTable(async () => {
+      for (const index of [1, 2, 3, 4, 6]) await refused(withPart(a.token, index, flip));
+      await refused(withPart(a.token, 5, (p) => String(Number(p) + 1)));
+      // Made out to another user: the MAC no longer matches.
+      await refused(withPart(a.token, 2, () => b.user.id));
+      await refused(`${a.token}.x`);
+      await refused(a.token.slice(0, -1));
+      // A token of a previous version (256 random bits, looked up in D1 by its hash) signs in no more.
+      await refused("A".repeat(43));
+      const keys = sessionKeys(env.SESSION_SECRET);
+      const identity = { userId: a.user.id, deviceId: a.device.id };
+      // Expired; under a key the Worker does not have; a real MAC for a session never started.
+      const expired = await mintSessionToken(identity, Date.now() - 1, keys);
+      await userStub(env, a.user.id).startSession(a.user.id, a.device.id, expired.claims.sessionId, Date.now() + 60_000);
+      await refused(expired.token);
+      await refused((await mintSessionToken(identity, Date.now() + 60_000, ["not one of the keys"])).token);
+      await refused((await mintSessionToken(identity, Date.now() + 60_000, keys)).token);
+      // None of that touched the real token.
+      await json("/auth/ticket", { method: "POST", token: a.token });
+    });
+  });
+
+  it("ends the sessions older than a lowered TOKEN_TTL_DAYS", async () => {
+    const a = await register();
+    // The user's object holds the lifetime it checks against; a token signed for a year is older
+    // than a lifetime lowered to a moment ago.
+    await setObjectSettings(userStub(env, a.user.id), { tokenTtlMs: 1 });
+    await expectError(await call("/auth/ticket", { method: "POST", token: a.token }), 401, "unauthorized");
+    await setObjectSettings(userStub(env, a.user.id), { tokenTtlMs: 365 * 86_400_000 });
+    await json("/auth/ticket", { method: "POST", token: a.token });
   });
 
   it("accepts a token signed under the previous key while its session lives (a key rotation)", async () => {
@@ -784,7 +779,7 @@ describe("messages", () => {
   it("rate-limits sends per user with 429 and Retry-After", async () => {
     const [x, y] = [await register(), await register()];
     const c = await direct(x, y);
-    await setConversationRateLimit(conversationStub(env, c.id), 1, 20);
+    // The test configuration allows a burst of 120 at 100/s.
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) => call("/send", { token: x.token, body: { conversationId: c.id, clientMsgId: `r${i}`, body: "x" } })),
     );

@@ -1,7 +1,6 @@
 // Test helpers: HTTP calls and WebSockets through the real Worker, with a timeout on every wait.
 import { env, exports } from "cloudflare:workers";
-import { createExecutionContext, runInDurableObject } from "cloudflare:test";
-import worker from "../worker/index";
+import { runInDurableObject } from "cloudflare:test";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Settings } from "../kernel/settings";
@@ -26,8 +25,6 @@ export interface CallOptions {
   body?: unknown;
   rawBody?: BodyInit;
   headers?: Record<string, string>;
-  /** Bindings and settings replaced for this call (a D1 that cannot be reached): the Worker's module is called with them. */
-  env?: Partial<Env>;
 }
 
 export async function call(path: string, options: CallOptions = {}): Promise<Response> {
@@ -39,22 +36,21 @@ export async function call(path: string, options: CallOptions = {}): Promise<Res
     body = JSON.stringify(options.body);
   }
   const request = new Request(`${ORIGIN}${path}`, { method: options.method ?? (body === undefined ? "GET" : "POST"), headers, body });
-  if (options.env) return worker.fetch(request, { ...env, ...options.env }, createExecutionContext());
   return exports.default.fetch(request);
 }
 
 /**
- * A D1 the Worker cannot reach: every statement it prepares fails when run, and `calls` names each
- * method used, so a test shows both that a request needed no D1 and that one that does fails.
+ * Runs `fn` with D1's `devices` table out of reach (renamed away, and back after): the table
+ * bearer tokens used to be looked up in, and the one a logout updates. Whatever reads or writes it
+ * meanwhile fails, the Worker's routes and the objects alike.
  */
-export function unreachableD1(): { db: D1Database; calls: string[] } {
-  const calls: string[] = [];
-  const fail = (what: string) => () => {
-    calls.push(what);
-    throw new Error("D1_ERROR: unreachable (injected by the test)");
-  };
-  const db = new Proxy({} as D1Database, { get: (_, name) => fail(String(name)) });
-  return { db, calls };
+export async function withoutDevicesTable<T>(fn: () => Promise<T>): Promise<T> {
+  await env.DB.prepare("ALTER TABLE devices RENAME TO devices_out_of_reach").run();
+  try {
+    return await fn();
+  } finally {
+    await env.DB.prepare("ALTER TABLE devices_out_of_reach RENAME TO devices").run();
+  }
 }
 
 /** Calls and parses JSON, failing the test with the body when the status is not `expected`. */
@@ -244,9 +240,8 @@ export async function connect(
   token: string | null,
   headers: Record<string, string> = {},
   keepAliveMs: number | null = 1000,
-  workerEnv?: Partial<Env>,
 ): Promise<TestSocket> {
-  const res = await call(path, { headers: { upgrade: "websocket", ...headers }, ...(token ? { token } : {}), ...(workerEnv ? { env: workerEnv } : {}) });
+  const res = await call(path, { headers: { upgrade: "websocket", ...headers }, ...(token ? { token } : {}) });
   if (res.status !== 101 || !res.webSocket) throw new Error(`socket ${path}: ${res.status} ${await res.text()}`);
   res.webSocket.accept();
   return new TestSocket(res.webSocket, keepAliveMs);
@@ -275,17 +270,6 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
 export async function setObjectSettings(stub: DurableObjectStub<ConversationDO> | DurableObjectStub<UserDO>, settings: Partial<Settings>): Promise<void> {
   await runInDurableObject(stub as DurableObjectStub<ConversationDO>, (instance: object) => {
     Object.assign((instance as { settings: Settings }).settings, settings);
-  });
-}
-
-/**
- * Slows a conversation's message rate limit (its TokenBuckets) for the rest of its wake-up. A test
- * that must outrun the refill cannot count on REST calls reaching the object faster than the test
- * configuration's 100/s under a loaded runtime.
- */
-export async function setConversationRateLimit(stub: DurableObjectStub<ConversationDO>, perSecond: number, burst: number): Promise<void> {
-  await runInDurableObject(stub, (instance: ConversationDO) => {
-    Object.assign((instance as unknown as { limiter: object }).limiter, { perSecond, burst });
   });
 }
 
