@@ -2,7 +2,7 @@
 // IndexedDB and MLS state, chat in an E2EE group; the server's copy holds ciphertext only.
 import type { Page } from "playwright-core";
 import { waitUntil, type Test } from "./harness.ts";
-import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, shownDigits, user } from "./pages.ts";
+import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, shot, shownDigits, user } from "./pages.ts";
 
 /** This device's MLS state for the open conversation is ready (no "setting up" line, no problem). */
 async function encryptionReady(page: Page): Promise<void> {
@@ -70,6 +70,7 @@ export const e2eeTests: Test[] = [
       await waitUntil("the image decrypted on Bob's device", () =>
         picture.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0 && img.src.startsWith("blob:")),
       );
+      await shot(bob.page, "desktop-e2ee");
       await bob.page.getByRole("button", { name: `Open image ${marker}.png` }).click();
       const full = bob.page.locator(".lightbox img");
       await waitUntil("the full image decrypted", () => full.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth === 640));

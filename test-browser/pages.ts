@@ -1,7 +1,19 @@
 // Page helpers shared by the browser tests: users, sign-up, opening and creating conversations,
 // sending and waiting for messages.
+import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
 import { newPage, waitUntil, type Ctx } from "./harness.ts";
+
+// Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
+// UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
+const SHOTS = new URL(process.env.UPDATE_SCREENSHOTS === "1" ? "../docs/screenshots/" : "../test-results/screenshots/", import.meta.url);
+mkdirSync(SHOTS, { recursive: true });
+
+export async function shot(page: Page, name: string): Promise<void> {
+  // Let fonts and images settle, and hide the caret so screenshots do not flicker between runs.
+  await page.evaluate(() => document.fonts.ready);
+  await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, animations: "disabled", caret: "hide" });
+}
 
 export const PHONE = { width: 360, height: 740 };
 export const DESKTOP = { width: 1280, height: 800 };

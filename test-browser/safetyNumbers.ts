@@ -1,13 +1,9 @@
 // Browser tests of safety numbers: two users in two Chromium contexts compare the 60 digits, one
 // marks the other verified, and a new device of the other (a login that registers a signature
 // key through the API) turns the mark into a warning in the chat.
-import { mkdirSync } from "node:fs";
 import type { Page } from "playwright-core";
 import { waitUntil, type Ctx, type Test } from "./harness.ts";
-import { PASSWORD, openConversation, session, shownDigits, user } from "./pages.ts";
-
-const SHOTS = new URL("../test-results/screenshots/", import.meta.url);
-mkdirSync(SHOTS, { recursive: true });
+import { PASSWORD, openConversation, shot, session, shownDigits, user } from "./pages.ts";
 
 /** A fresh Ed25519 key made by WebCrypto, registered as the signature key of the token's device. */
 async function registerSignatureKey(ctx: Ctx, token: string): Promise<void> {
@@ -75,7 +71,7 @@ export const safetyNumberTests: Test[] = [
       if (annSees.length !== 12 || !annSees.every((g) => /^\d{5}$/.test(g))) throw new Error(`not 12 groups of 5: ${annSees.join(" ")}`);
       if (annSees.join("") !== bobSees.join("")) throw new Error(`Ann sees ${annSees.join(" ")}, Bob sees ${bobSees.join(" ")}`);
       await ann.page.getByRole("img", { name: "QR code of the safety number" }).waitFor();
-      await ann.page.screenshot({ path: new URL("desktop-safety-number.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "desktop-safety-number");
 
       // Ann marks Bob verified: the panel and the chat's header say so.
       await ann.page.getByRole("button", { name: "Mark as verified" }).click();
@@ -92,7 +88,7 @@ export const safetyNumberTests: Test[] = [
       const warning = ann.page.getByTestId("safety-warning");
       await warning.filter({ hasText: "Your safety number with Bob has changed: Bob added or removed a device" }).waitFor({ timeout: 20_000 });
       if ((await ann.page.locator(".chat-header").getByTestId("verified-mark").count()) !== 0) throw new Error("still marked verified in the header");
-      await ann.page.screenshot({ path: new URL("desktop-safety-warning.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "desktop-safety-warning");
       await warning.getByRole("button", { name: "Verify again" }).click();
       await ann.page.getByTestId("safety-status").filter({ hasText: "Changed since you verified it" }).waitFor();
       const annNow = await shownDigits(ann.page);
@@ -113,11 +109,11 @@ export const safetyNumberTests: Test[] = [
       await ann.page.emulateMedia({ colorScheme: "dark" });
       await ann.page.goto(`/c/${id}/safety/${encodeURIComponent((await session(bob.page)).userId)}`);
       await shownDigits(ann.page);
-      await ann.page.screenshot({ path: new URL("desktop-safety-number-dark.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "desktop-safety-number-dark");
       // On a phone the panel takes the whole screen.
       await ann.page.setViewportSize({ width: 360, height: 740 });
       await ann.page.getByRole("button", { name: "Clear verification" }).scrollIntoViewIfNeeded();
-      await ann.page.screenshot({ path: new URL("phone-safety-number-dark.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "phone-safety-number-dark");
     },
   },
   {
