@@ -10,6 +10,7 @@ import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { peersOf } from "../durable-objects/contract";
 import { conversationStub } from "../kernel/objects";
 import type { Conversation, Message } from "../protocol";
+import { prng, type Rng } from "../scripts/lib/prng";
 import { call, connect, expectError, group, json, login, openConversation, register, sendRest, TestSocket, unique, waitFor, type Session } from "./helpers";
 
 const count = (value: string, fallback: number) => (/^\d+$/.test(value) ? Number(value) : fallback);
@@ -17,25 +18,6 @@ const MESSAGES = count(env.RELIABILITY_MESSAGES, 300);
 const SEED = count(env.RELIABILITY_SEED, Date.now() % 2 ** 31);
 /** Hostile inputs in all, shared among the endpoints, queries and frames (about 200 each by default). */
 const INPUTS = count(env.RELIABILITY_INPUTS, 0);
-
-/** mulberry32: small, seeded, good enough to choose fault points and inputs. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (n: number) => Math.floor(next() * n),
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!,
-    chance: (p: number) => next() < p,
-  };
-}
-type Rng = ReturnType<typeof prng>;
 
 /** What the report prints, filled by each part of the suite. */
 const report = {
