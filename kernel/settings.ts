@@ -56,6 +56,13 @@ export interface Settings {
   presenceTimeoutMs: number;
   /** Key package claims (POST /mls/key-packages/claim) per claiming user and minute, bursts of as many. */
   mlsClaimsPerMinute: number;
+  /**
+   * Body limit of `POST /conversations/:id/mls/commits`, whose GroupInfo and Welcome carry the
+   * group's whole ratchet tree (~0.3 KiB per device each). Kept under 1.9 MB: the GroupInfo is
+   * one value of the conversation object's SQLite, and each Welcome one of the user object's
+   * (2 MB at most per value on Durable Objects).
+   */
+  mlsCommitMaxBytes: number;
   media: MediaSettings;
   push: PushSettings;
   abuse: AbuseSettings;
@@ -131,6 +138,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     // The keep-alive window of API.md: a socket silent this long no longer counts as online.
     presenceTimeoutMs: int(env.PRESENCE_TIMEOUT_MS, 60_000, 1000),
     mlsClaimsPerMinute: int(env.MLS_CLAIMS_PER_MINUTE, 30, 1),
+    mlsCommitMaxBytes: Math.min(int(env.MLS_COMMIT_MAX_BYTES, MiB, 64 * 1024), 1_900_000),
     media: {
       maxImageBytes: int(env.MEDIA_MAX_IMAGE_BYTES, 16 * MiB, 1),
       maxVideoBytes: int(env.MEDIA_MAX_VIDEO_BYTES, 100 * MiB, 1),

@@ -4,11 +4,29 @@
 // server and by the client's engine, never by these schemas.
 import * as z from "zod";
 
-/** Upper bound of one encoded MLS structure: a request body is at most 64 KiB anyway. */
+/** Upper bound of one encoded MLS structure in an ordinary request body (at most 64 KiB anyway). */
 const MLS_TEXT_MAX = 64 * 1024;
 
+/**
+ * Upper bound of a commit's `commit` field, in characters. The commit is the part of a commit
+ * request that is stored as a message and relayed to every member, in a fan-out queue job too
+ * (128 KB at most, with the recipients' ids beside it); its GroupInfo and Welcome are never
+ * relayed and are bounded by the commit route's own body limit (`MLS_COMMIT_MAX_BYTES`). An Add
+ * takes ~0.45 KiB of it, and an update or remove commit up to ~0.11 KiB per device of the group
+ * while its tree still has blank nodes (docs/performance.md, S8): ~108 KiB at 1,000 devices.
+ */
+export const MLS_COMMIT_TEXT_MAX = 112 * 1024;
+
+/** Upper bound of a commit request's GroupInfo or Welcome: the route's body limit is the real one. */
+const MLS_GROUP_TEXT_MAX = 2 * 1024 * 1024;
+
+/** At most this many Adds in one commit by our clients: ~22 KiB of commit, far under MLS_COMMIT_TEXT_MAX. */
+export const MLS_ADDS_PER_COMMIT = 50;
+
+const base64UrlOf = (max: number) => z.string().min(1).max(max).regex(/^[A-Za-z0-9_-]+$/, "base64url without padding");
+
 /** base64url without padding (RFC 4648 section 5), the encoding of every MLS structure on the wire. */
-export const Base64Url = z.string().min(1).max(MLS_TEXT_MAX).regex(/^[A-Za-z0-9_-]+$/, "base64url without padding");
+export const Base64Url = base64UrlOf(MLS_TEXT_MAX);
 
 const Id = z.string().min(1).max(128);
 const ClientMsgId = z.string().min(1).max(64);
@@ -28,9 +46,9 @@ export const ClaimKeyPackagesBody = z.strictObject({ userIds: z.array(Id).min(1)
 export const CommitBody = z.strictObject({
   clientMsgId: ClientMsgId,
   epoch: z.number().int().nonnegative(),
-  commit: Base64Url,
-  groupInfo: Base64Url,
-  welcome: Base64Url.optional(),
+  commit: base64UrlOf(MLS_COMMIT_TEXT_MAX),
+  groupInfo: base64UrlOf(MLS_GROUP_TEXT_MAX),
+  welcome: base64UrlOf(MLS_GROUP_TEXT_MAX).optional(),
   welcomeDeviceIds: z.array(Id).max(1000).optional(),
 });
 

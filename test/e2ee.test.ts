@@ -5,9 +5,9 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject, listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
-import type { Conversation, Message } from "../protocol";
+import { MLS_ADDS_PER_COMMIT, MLS_COMMIT_TEXT_MAX, type Conversation, type Message } from "../protocol";
 import { MlsDevice, encryptFile, decryptFile, type PendingCommit } from "../web/src/e2ee/engine";
-import { call, connect, expectError, json, login, register, unique, waitFor, type Session, type TestSocket } from "./helpers";
+import { call, connect, expectError, json, login, register, signInDevice, unique, waitFor, type Session, type TestSocket } from "./helpers";
 
 /** One simulated device: a session, its MLS engine, and how far it has read each conversation. */
 interface Device {
@@ -434,6 +434,71 @@ describe("E2EE conversations", () => {
 });
 
 /** Logs a device out once D1 lists its conversations (the logout finds its E2EE conversations there). */
+/** `count` more devices of `of`'s user, signed in without the password hash, a one-time key package each. */
+async function moreDevices(of: Device, count: number): Promise<Device[]> {
+  const devices: Device[] = [];
+  for (let i = 0; i < count; i++) {
+    const { deviceId, token } = await signInDevice(of.session.user.id);
+    devices.push(await setUp({ ...of.session, token, device: { ...of.session.device, id: deviceId } }, 1));
+  }
+  return devices;
+}
+
+describe("E2EE groups beyond the ordinary body limit", () => {
+  it("grows to 231 devices in commits of 50 (GroupInfo over 64 KiB); a member's commit is accepted and a member decrypts after it", async () => {
+    const alice = await newDevice();
+    const bob = await newDevice();
+    const carol = await newDevice();
+    const devices = [bob, carol, ...(await moreDevices(bob, 114)), ...(await moreDevices(carol, 114))];
+    const byId = new Map(devices.map((d) => [d.session.device.id, d]));
+    const { id } = await createGroup(alice, [bob, carol]);
+    const { keyPackages } = await claim(alice, [bob.session.user.id, carol.session.user.id]);
+    expect(keyPackages).toHaveLength(230);
+    const adds: PendingCommit[] = [];
+    for (let i = 0; i < keyPackages.length; i += MLS_ADDS_PER_COMMIT) {
+      const pending = await alice.mls.commit(id, { add: keyPackages.slice(i, i + MLS_ADDS_PER_COMMIT).map((k) => k.keyPackage) });
+      await commit(alice, id, pending);
+      adds.push(pending);
+    }
+    expect(adds).toHaveLength(5);
+    const last = adds.at(-1)!;
+    expect(last.groupInfo.length).toBeGreaterThan(64 * 1024);
+    expect(await json(`/conversations/${id}/mls/group-info`, { token: bob.session.token })).toEqual({ epoch: 5, groupInfo: last.groupInfo });
+
+    // A device of the first Add catches up through the later ones; one of the last joins by its Welcome.
+    const early = byId.get(adds[0]!.welcomeDeviceIds![0]!)!;
+    const late = byId.get(last.welcomeDeviceIds!.at(-1)!)!;
+    await acceptWelcome(early, id);
+    await catchUp(early, id);
+    await acceptWelcome(late, id);
+    expect([early, late].map((d) => d.mls.epoch(id))).toEqual([5, 5]);
+
+    // A member's update commit in the 231-device group, then a message every member can read.
+    await commit(late, id, await late.mls.commit(id));
+    await catchUp(alice, id);
+    await sendText(alice, id, "after the big commit");
+    expect(await catchUp(early, id)).toEqual(["after the big commit"]);
+    expect(await catchUp(late, id)).toEqual(["after the big commit"]);
+    expect((await state(id, alice)).mls).toEqual({ epoch: 6 });
+  }, 120_000);
+
+  it("refuses a body over MLS_COMMIT_MAX_BYTES (413) and a commit over its cap (400), storing nothing", async () => {
+    const { alice, bob1, id } = await threeUsers();
+    const before = await state(id, alice);
+    const base = commitBody(await bob1.mls.commit(id));
+    await expectError(await postCommit(bob1, id, { ...base, groupInfo: "A".repeat(1024 * 1024) }), 413, "payload_too_large");
+    // The same without a content-length: refused while reading.
+    const stream = new Blob([JSON.stringify({ ...base, groupInfo: "A".repeat(1024 * 1024) })]).stream();
+    const chunked = await call(`/conversations/${id}/mls/commits`, { token: bob1.session.token, rawBody: stream, headers: { "content-type": "application/json" } });
+    await expectError(chunked, 413, "payload_too_large");
+    await expectError(await postCommit(bob1, id, { ...base, commit: "A".repeat(MLS_COMMIT_TEXT_MAX + 1) }), 400, "bad_request");
+    const after = await state(id, alice);
+    expect(after.lastSeq).toBe(before.lastSeq);
+    expect(after.mls).toEqual(before.mls);
+    expect((await postCommit(bob1, id, base)).status).toBe(201);
+  });
+});
+
 async function logOut(device: Device, conversationId: string): Promise<void> {
   const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(conversationId));
   await waitFor(async () => (await stub.pendingOutbox()) === 0, "the conversation in D1");

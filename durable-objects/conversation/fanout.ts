@@ -23,6 +23,11 @@ const BATCH = 100;
 export const USERS_PER_JOB = 100;
 // Queue messages are capped at 128 KB; stay well under with room for the user ids.
 const EVENT_BYTES_PER_JOB = 64 * 1024;
+// A single event larger than that (an MLS commit of a large group: up to MLS_COMMIT_TEXT_MAX,
+// 112 KiB) rides alone in its jobs, with fewer recipients each, and each such job in its own batch.
+const USERS_PER_LARGE_JOB = 20;
+// sendBatch takes at most 100 messages and 256 KB.
+const BATCH_BYTES = 200 * 1024;
 
 export class Fanout {
   failures = 0;
@@ -176,15 +181,19 @@ export class Fanout {
     const called = pass.mayskip ? userIds.filter((userId) => !this.quiet.covers(userId, live.get(userId), firstSeq, [], now)) : userIds;
     const jobs: FanoutJob[] = [];
     for (const eventChunk of chunkByBytes(events, EVENT_BYTES_PER_JOB)) {
-      for (let i = 0; i < called.length; i += USERS_PER_JOB) {
-        const chunk = called.slice(i, i + USERS_PER_JOB);
+      const perJob = utf8Length(eventChunk) > EVENT_BYTES_PER_JOB ? USERS_PER_LARGE_JOB : USERS_PER_JOB;
+      for (let i = 0; i < called.length; i += perJob) {
+        const chunk = called.slice(i, i + perJob);
         const liveOnOf = Object.fromEntries(chunk.flatMap((id) => (live.has(id) ? [[id, liveOn(live.get(id))]] : [])));
         jobs.push({ userIds: chunk, events: eventChunk, liveOn: liveOnOf, askedAt: now });
       }
     }
-    // sendBatch takes at most 100 messages and 256 KB.
-    for (let i = 0; i < jobs.length; i += 2) {
-      await this.queue.sendBatch(jobs.slice(i, i + 2).map((body) => ({ body })));
+    // Two jobs a batch, or one when two would pass BATCH_BYTES.
+    const sizes = jobs.map(utf8Length);
+    for (let i = 0; i < jobs.length; ) {
+      const count = i + 1 < jobs.length && sizes[i]! + sizes[i + 1]! <= BATCH_BYTES ? 2 : 1;
+      await this.queue.sendBatch(jobs.slice(i, i + count).map((body) => ({ body })));
+      i += count;
     }
   }
 }
@@ -223,6 +232,10 @@ function systemUserIds(message: Message): string[] {
 function dedupeChanged(events: InboxEvent[]): InboxEvent[] {
   let seen = false;
   return events.filter((e) => e.type !== "changed" || (!seen && (seen = true)));
+}
+
+function utf8Length(value: unknown): number {
+  return new TextEncoder().encode(JSON.stringify(value)).byteLength;
 }
 
 function chunkByBytes(events: InboxEvent[], maxBytes: number): InboxEvent[][] {

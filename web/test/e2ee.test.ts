@@ -7,6 +7,7 @@ import { Api } from "../src/lib/api";
 import { E2eeClient, GONE_DEVICES_CHECK_MS, type PlainEntry } from "../src/e2ee/client";
 import { decodeContent, encodeContent, isSealed, type Content } from "../src/e2ee/content";
 import { MlsDevice, type DeviceSnapshot } from "../src/e2ee/engine";
+import { MLS_ADDS_PER_COMMIT } from "../../protocol";
 import { inPageLock, type Exclusive } from "../src/e2ee/lock";
 import type { Fetch } from "../src/lib/api";
 import { FakeE2eeServer } from "./e2eeServer";
@@ -174,6 +175,45 @@ describe("the E2EE client", () => {
     const commits = server.messages("c1").filter((m) => m.kind === "mls.commit");
     expect(commits.map((m) => m.senderDeviceId)).toEqual(["ann-d1", "bob-d1", "ann-d1"]);
   });
+
+  it("adds many devices in commits of at most MLS_ADDS_PER_COMMIT, claiming 100 users at a time, and retries a chunk that lost the race", async () => {
+    const server = new FakeE2eeServer();
+    const others = Array.from({ length: 109 }, (_, i) => `u${String(i + 1).padStart(3, "0")}`);
+    server.conversation("c1", ["ann", "bob", ...others]);
+    const bob = sim(server, "bob");
+    const sims = others.map((u) => sim(server, u));
+    await bob.client.ready();
+    for (const s of sims) await s.client.ready();
+    const zed = sim(server, "zed");
+    await zed.client.ready();
+    // Ann's second commit meets Bob's (added by her first), stored just before it at the same epoch.
+    let raced = false;
+    const annFetch = server.fetchFor("ann", "ann-d1");
+    const ann = sim(server, "ann", "ann-d1", {
+      fetch: async (path, init) => {
+        if (!raced && init.method === "POST" && path.endsWith("/mls/commits") && server.conversations.get("c1")!.epoch === 1) {
+          raced = true;
+          await bob.client.catchUp("c1");
+          server.system("c1", "added", "bob", ["zed"]);
+          await bob.client.addUsers("c1", ["zed"]);
+        }
+        return annFetch(path, init);
+      },
+    });
+    await ann.client.create("c1", ["bob", ...others]);
+    expect(raced).toBe(true);
+    expect(server.conflicts).toBe(1);
+    // Ann's 111 users (her own too) in two claims, then Bob's one.
+    expect(server.claims).toEqual([100, 11, 1]);
+    // 110 devices: 50, then Bob's commit (Zed), then the lost 50 again, then 10.
+    const commits = server.messages("c1").filter((m) => m.kind === "mls.commit");
+    expect(commits.map((m) => m.senderDeviceId)).toEqual(["ann-d1", "bob-d1", "ann-d1", "ann-d1"]);
+    expect(commits.map((m) => server.added.get(m.seq)!.length)).toEqual([MLS_ADDS_PER_COMMIT, 1, MLS_ADDS_PER_COMMIT, 10]);
+    expect(new Set(commits.flatMap((m) => server.added.get(m.seq)!)).size).toBe(111);
+    // The devices read what Ann says next.
+    await say(server, ann, "c1", "all 112 of us");
+    for (const d of [bob, zed, sims[0]!, sims[60]!, sims.at(-1)!]) expect(texts((await d.client.catchUp("c1")).plain)).toEqual(["all 112 of us"]);
+  }, 120_000);
 
   it("two tabs of one device share one state under the lock: interleaved sends and reads never fork it", async () => {
     const server = new FakeE2eeServer();

@@ -20,6 +20,10 @@ export class FakeE2eeServer {
   readonly welcomes = new Map<string, { id: string; conversationId: string; seq: number; welcome: string }[]>();
   /** Commits refused for a stale epoch, for the tests to count. */
   conflicts = 0;
+  /** The number of users of each key package claim, in order. */
+  readonly claims: number[] = [];
+  /** Per accepted commit's seq, the devices it added. */
+  readonly added = new Map<number, string[]>();
   private nextId = 1;
 
   /** A conversation with its member list (the server's access list), like POST /group/create. */
@@ -106,6 +110,9 @@ export class FakeE2eeServer {
       return { status: 201, json: { count: (b.keyPackages as string[]).length } };
     }
     if (method === "POST" && p === "/mls/key-packages/claim") {
+      const userIds = b.userIds as string[];
+      if (userIds.length < 1 || userIds.length > 100) return error(400, "bad_request");
+      this.claims.push(userIds.length);
       const out: unknown[] = [];
       for (const [device, k] of this.keyPackages) {
         if (device === deviceId || !(b.userIds as string[]).includes(k.userId)) continue;
@@ -132,6 +139,7 @@ export class FakeE2eeServer {
       conv.epoch += 1;
       conv.groupInfo = String(b.groupInfo);
       const message = this.append(convMatch![1]!, { senderId: userId, senderDeviceId: deviceId, clientMsgId: String(b.clientMsgId), kind: "mls.commit", commit: String(b.commit) });
+      this.added.set(message.seq, (b.welcomeDeviceIds as string[] | undefined) ?? []);
       for (const d of (b.welcomeDeviceIds as string[] | undefined) ?? []) {
         this.welcomes.set(d, [...(this.welcomes.get(d) ?? []), { id: `w${this.nextId++}`, conversationId: convMatch![1]!, seq: message.seq, welcome: String(b.welcome) }]);
       }

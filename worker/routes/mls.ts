@@ -80,7 +80,9 @@ mls.delete("/mls/welcomes/:id", requireAuth, async (c) => {
 });
 
 mls.post("/conversations/:id/mls/commits", requireAuth, async (c) => {
-  const body = await readJson(c.req.raw, CommitBody, c.get("settings").maxRequestBytes);
+  // Its own body limit: the GroupInfo and the Welcome carry the whole ratchet tree. Only the
+  // commit is relayed to the members, and CommitBody bounds it far lower.
+  const body = await readJson(c.req.raw, CommitBody, c.get("settings").mlsCommitMaxBytes);
   const me = c.get("auth");
   const now = Date.now();
   // The devices the commit involves, for the conversation's checks (it reads no D1 itself). A

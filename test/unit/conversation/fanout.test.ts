@@ -125,6 +125,24 @@ describe("Fanout: inline calls and queued jobs", () => {
     expect(t.sendBatches).toEqual([2, 2, 2]);
     expect(t.h.store.fanoutSeq()).toBe(6);
   });
+
+  it("puts an event over 64 KiB (a large group's MLS commit) alone in jobs of 20 users that stay under 128 KB, batched under 256 KB", async () => {
+    const t = await setup(userIds(49), 10);
+    for (let i = 1; i <= 49; i++) t.live.set(`u${i}`, { [`u${i}-phone`]: { after: 1, order: 0 }, [`u${i}-laptop`]: { after: 1, order: 1 } });
+    const [small] = t.send(1);
+    const [large] = t.send(1, "x".repeat(112 * 1024));
+    expect(await t.fanout.run()).toBe(true);
+    const jobs = t.jobs.map((body) => FanoutJob.parse(body));
+    expect(jobs.map((j) => [j.userIds.length, labels(j.events).join(" ")])).toEqual([
+      [50, `m${small}`],
+      [20, `m${large}`],
+      [20, `m${large}`],
+      [10, `m${large}`],
+    ]);
+    for (const job of t.jobs) expect(new TextEncoder().encode(JSON.stringify(job)).byteLength).toBeLessThan(128_000);
+    // The small job and the first large one fit one batch; two large ones would not.
+    expect(t.sendBatches).toEqual([2, 1, 1]);
+  });
 });
 
 describe("Fanout: system messages", () => {

@@ -8,7 +8,7 @@
 // and application messages decrypted strictly in `seq` order) and the plaintext of what it
 // decrypted: MLS deletes a message's key once used, so a message can be decrypted once, by one tab.
 import * as z from "zod";
-import { ClaimedKeyPackage, Message, PendingWelcome, type DeviceWithKey } from "../../../protocol";
+import { ClaimedKeyPackage, MLS_ADDS_PER_COMMIT, Message, PendingWelcome, type DeviceWithKey } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
 import { decodeContent, encodeContent, type Content } from "./content";
@@ -24,6 +24,8 @@ export const KEY_PACKAGES_LOW = 10;
 const KEY_PACKAGES_BATCH = 20;
 /** Attempts at a commit that keeps losing the epoch race before giving up for now. */
 const COMMIT_ATTEMPTS = 6;
+/** Users in one key package claim (API.md: 1-100). */
+const CLAIM_USERS_MAX = 100;
 const PAGE = 200;
 /** How long a device already added to a group waits for its Welcome before joining by itself. */
 const WELCOME_WAITS = 4;
@@ -307,7 +309,10 @@ export class E2eeClient {
 
   /**
    * Commits a change, and on a lost epoch race (409) processes what it missed and tries again.
-   * The key packages are claimed once: a retry reuses them, minus devices already in the group.
+   * The key packages are claimed once (at most 100 users a claim): a retry reuses them, minus
+   * devices already in the group. Adds go at most MLS_ADDS_PER_COMMIT a commit (the Removes with
+   * the first), so that a commit of a large group stays under the server's limits: its GroupInfo
+   * and Welcome carry the whole ratchet tree, and its commit is relayed to every member.
    */
   private async commitChange(
     conversationId: string,
@@ -316,24 +321,33 @@ export class E2eeClient {
     change: { addUsers?: string[]; removeUsers?: string[]; always?: boolean },
     removing = false,
   ): Promise<void> {
-    const claimed = change.addUsers?.length
-      ? (await this.api.call("POST", "/mls/key-packages/claim", Claimed, { userIds: change.addUsers })).keyPackages
-      : [];
-    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
-      const members = device.members(conversationId);
-      const present = new Set(members.map((m) => m.deviceId));
-      const add = claimed.filter((k) => !present.has(k.deviceId)).map((k) => k.keyPackage);
-      const removeDevices = members.filter((m) => change.removeUsers?.includes(m.userId)).map((m) => m.deviceId);
-      if (add.length === 0 && removeDevices.length === 0 && !change.always) return;
-      const pending = await device.commit(conversationId, { add, removeDevices });
-      if (await this.postCommit(pending)) {
-        device.accept(pending);
-        await this.save(device, record);
-        return;
-      }
-      await this.catchUpLocked(conversationId, device, record, [], removing);
+    const claimed: ClaimedKeyPackage[] = [];
+    const addUsers = change.addUsers ?? [];
+    for (let i = 0; i < addUsers.length; i += CLAIM_USERS_MAX) {
+      const userIds = addUsers.slice(i, i + CLAIM_USERS_MAX);
+      claimed.push(...(await this.api.call("POST", "/mls/key-packages/claim", Claimed, { userIds })).keyPackages);
     }
-    throw new Error("could not commit: the group kept changing");
+    let first = true;
+    for (;;) {
+      let committed = false;
+      for (let attempt = 0; attempt < COMMIT_ATTEMPTS && !committed; attempt++) {
+        const members = device.members(conversationId);
+        const present = new Set(members.map((m) => m.deviceId));
+        const add = claimed.filter((k) => !present.has(k.deviceId)).slice(0, MLS_ADDS_PER_COMMIT).map((k) => k.keyPackage);
+        const removeDevices = members.filter((m) => change.removeUsers?.includes(m.userId)).map((m) => m.deviceId);
+        if (add.length === 0 && removeDevices.length === 0 && !(change.always && first)) return;
+        const pending = await device.commit(conversationId, { add, removeDevices });
+        if (await this.postCommit(pending)) {
+          device.accept(pending);
+          await this.save(device, record);
+          committed = true;
+        } else {
+          await this.catchUpLocked(conversationId, device, record, [], removing);
+        }
+      }
+      if (!committed) throw new Error("could not commit: the group kept changing");
+      first = false;
+    }
   }
 
   /** A Welcome frame arrived: join its group. */
