@@ -13,4 +13,7 @@
 // 6 - end-to-end encryption (MLS, RFC 9420): ciphertext sends, `mls.commit` messages, `mls` on
 //     conversations, `e2ee` on direct conversations, the `mls.welcome` and `mls.keyPackagesLow` frames,
 //     and the bodies of the /mls and /devices/me/mls calls.
-export const PROTOCOL_VERSION = 6;
+// 7 - message actions (protocol/actions.ts): `action` messages (edit, delete, react, pin) by
+//     POST /conversations/:id/actions and the socket's `action` frame; replyToSeq, mentions and
+//     forwarded on sends; a message's annotations; delete for me and the `hidden` frame; search.
+export const PROTOCOL_VERSION = 7;

@@ -14,6 +14,7 @@ const FINGERPRINTS: Record<number, string> = {
   4: "38566028c45267ff6ec9a06c94261a3ed9320a719f98d32a1c0ee62a218b4c5f",
   5: "e25f44f4ba8aede487fb1a03b5b3158e37ee41f6560baf6876d8b5259f0541e2",
   6: "d887c7d6db073d5b6299929ad5f008b9fc720ee10b16f000e1f42a4e9d3048e2",
+  7: "bb0ea7def0f408b57436e3b94922ad08e300f1006901c7f2c19f31c9f9c92c5f",
 };
 
 async function fingerprint(): Promise<string> {

@@ -19,6 +19,8 @@ import type { TokenBuckets } from "../lib/rateLimit";
 import { closeWithNotice, trySend } from "../lib/socketIo";
 import type { ConversationStore } from "./conversationStore";
 import { invalidContent } from "./mlsDelivery";
+import { MessageActions } from "./actions";
+import type { Annotations } from "./actionsStore";
 
 export interface CreateInput {
   id: string;
@@ -55,6 +57,8 @@ export interface ConversationDeps {
   wakeAt(at: number): void;
   /** Tells users' own objects (their other devices, the senders) of a receipt change. */
   notifyReceipt(userIds: string[], receipt: Receipt): void;
+  /** Tells a user's own object (their devices' user sockets) of messages they deleted for themself. */
+  notifyHidden?(userId: string, seqs: number[]): void;
 }
 
 /** A typing indicator lapses this long after its last refresh. */
@@ -63,10 +67,38 @@ export const TYPING_LAPSE_MS = 6_000;
 export const MAX_MEMBERS = 1000;
 
 export class Conversation {
+  /** Reply, edit, delete, react, pin, delete for me (./actions.ts). */
+  readonly actions: MessageActions;
+
   constructor(
     private readonly store: ConversationStore,
     private readonly deps: ConversationDeps,
-  ) {}
+  ) {
+    this.actions = new MessageActions(store, {
+      appendAction: (actor, clientMsgId, event, now, origin) => {
+        const message = this.store.append({
+          id: newId(now),
+          senderId: actor.userId,
+          senderDeviceId: actor.deviceId,
+          clientMsgId,
+          kind: "action",
+          body: JSON.stringify(event),
+          media: [],
+          threadRootSeq: null,
+          createdAt: now,
+        });
+        if (!message) return null;
+        this.deps.defer();
+        this.deliver(message, origin);
+        return message;
+      },
+      takeRateToken: (userId, now) => this.deps.limiter.take(userId, now),
+      sendToUser: (userId, frame) => {
+        for (const ws of this.deps.sockets.ofUser(userId)) trySend(ws, frame);
+      },
+      notifyHidden: (userId, seqs) => this.deps.notifyHidden?.(userId, seqs),
+    });
+  }
 
   create(input: CreateInput): Result<{ created: boolean; conversation: ConversationView }> {
     const existing = this.store.meta;
@@ -160,6 +192,7 @@ export class Conversation {
         media,
         threadRootSeq: request.threadRootSeq ?? null,
         createdAt: now,
+        ...sendAnnotations(request),
       });
       if (message) {
         this.deps.limiter.take(sender.userId, now);
@@ -187,6 +220,8 @@ export class Conversation {
     if ((request.mediaIds?.length ?? 0) !== (request.media?.length ?? 0)) return fail("bad_request", "unknown media id");
     const content = invalidContent(this.store.requireMeta(), request, request.media ?? []);
     if (content) return content;
+    const annotations = this.actions.invalidAnnotations(request);
+    if (annotations) return annotations;
     if (request.threadRootSeq !== undefined) {
       const root = this.store.getMessage(request.threadRootSeq);
       if (!root || root.kind === "system") return fail("bad_request", "threadRootSeq names no message");
@@ -230,7 +265,7 @@ export class Conversation {
       query.after !== undefined
         ? this.store.messagesAfter(query.after, query.limit, query.thread)
         : this.store.messagesBefore(query.before ?? Number.MAX_SAFE_INTEGER, query.limit, query.thread);
-    return { ok: true, ...page };
+    return { ok: true, messages: this.actions.viewFor(userId, page.messages), hasMore: page.hasMore };
   }
 
   /** Receipts are watermarks: they only move forward, and `read` implies `delivered`. */
@@ -355,6 +390,16 @@ export class Conversation {
       lastMessage: this.store.lastMessage(),
     };
   }
+}
+
+/** A send's reply, mentions and forward mark, as the store keeps them (none: nothing stored). */
+function sendAnnotations(request: SendRequest): { annotations?: Annotations } {
+  if (request.replyToSeq === undefined && request.mentions === undefined && request.forwarded === undefined) return {};
+  const annotations: Annotations = {};
+  if (request.replyToSeq !== undefined) annotations.replyToSeq = request.replyToSeq;
+  if (request.mentions !== undefined) annotations.mentions = request.mentions;
+  if (request.forwarded !== undefined) annotations.forwarded = request.forwarded;
+  return { annotations };
 }
 
 function sendFrame(ws: WebSocket, frame: ConversationServerFrame): void {

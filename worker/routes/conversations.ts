@@ -10,7 +10,7 @@ import {
   type Member,
 } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
-import { messageFromRow, type MessageRow } from "../../kernel/d1/rows";
+import { messageFromRow, UNSHOWN_KINDS_SQL, type MessageRow } from "../../kernel/d1/rows";
 import { ApiError, unwrap } from "../lib/apiError";
 import { sha256 } from "../lib/crypto";
 import { conversationStub } from "../../kernel/objects";
@@ -122,16 +122,17 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
   const userId = c.get("auth").userId;
   const { results } = await c.env.DB.prepare(
     `SELECT c.id, c.type, c.title, c.e2ee, c.mls_epoch, c.created_at, c.last_seq, c.last_message_at, m.read_seq,
-       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id AND u.kind NOT IN ('system', 'mls.commit')) AS unread,
+       (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq AND u.sender_id != m.user_id AND u.kind NOT IN ${UNSHOWN_KINDS_SQL}) AS unread,
        lm.seq AS lm_seq, lm.id AS lm_id, lm.sender_id AS lm_sender_id, lm.sender_device_id AS lm_sender_device_id,
        lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, lm.payload AS lm_payload, lm.media AS lm_media,
        lm.thread_root_seq AS lm_thread_root_seq, lm.reply_count AS lm_reply_count, lm.last_reply_seq AS lm_last_reply_seq,
-       lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at
+       lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at, lm.extra AS lm_extra
      FROM members m
      JOIN conversations c ON c.id = m.conversation_id
-     LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = CASE WHEN c.e2ee
-       -- A commit is no lastMessage: the latest other message, found backwards by (conversation_id, seq).
-       THEN (SELECT max(x.seq) FROM messages x WHERE x.conversation_id = c.id AND x.kind != 'mls.commit') ELSE c.last_seq END
+     LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = CASE
+       WHEN c.e2ee OR EXISTS (SELECT 1 FROM messages y WHERE y.conversation_id = c.id AND y.seq = c.last_seq AND y.kind = 'action')
+       -- A commit or an action is no lastMessage: the latest other message, found backwards by (conversation_id, seq).
+       THEN (SELECT max(x.seq) FROM messages x WHERE x.conversation_id = c.id AND x.kind NOT IN ('mls.commit', 'action')) ELSE c.last_seq END
      WHERE m.user_id = ?
      ORDER BY coalesce(c.last_message_at, c.created_at) DESC
      LIMIT 1000`,
@@ -185,6 +186,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
               last_reply_seq: r.lm_last_reply_seq,
               last_reply_at: r.lm_last_reply_at,
               created_at: r.lm_created_at ?? 0,
+              extra: r.lm_extra,
             },
             r.id,
           ),

@@ -29,6 +29,7 @@ async function sendMessage(c: AppContext, conversationId: string, content: SendI
     await sendWithMedia(c.env, auth.userId, conversationId, content.mediaIds ?? [], async (media) =>
       // Awaited here: the stub's answer is a union of promises, which would not infer as one type.
       await stub.send(auth, { ...content, media }, Date.now(), requiredType),
+    content.forwarded === true,
     ),
   );
   return c.json({ message: result.message }, result.duplicate ? 200 : 201);
@@ -66,7 +67,11 @@ messages.get("/messages", requireAuth, async (c) => {
   // backlog (measured flat: docs/performance.md, S4); docs/scale.md has the per-user index that
   // bounds it by the page alone.
   const { results } = await c.env.DB.prepare(
-    `SELECT ingest_id, ${MESSAGE_JSON_SQL} AS json FROM messages WHERE ingest_id IN (
+    // A message the caller deleted for themself keeps its place, without its content (as the
+    // conversation's history shows it to them).
+    `SELECT ingest_id, CASE WHEN EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?3 AND h.conversation_id = messages.conversation_id AND h.seq = messages.seq)
+       THEN json_set(json_remove(${MESSAGE_JSON_SQL}, '$.ciphertext', '$.commit'), '$.body', NULL, '$.media', json('[]'), '$.hidden', json('true'))
+       ELSE ${MESSAGE_JSON_SQL} END AS json FROM messages WHERE ingest_id IN (
        SELECT ingest_id FROM messages
        WHERE conversation_id IN (SELECT conversation_id FROM members WHERE user_id = ?3)
          AND ingest_id > ?1 AND created_at >= ?2
