@@ -82,7 +82,8 @@ export class MessageActions {
     switch (action.type) {
       case "edit":
         if (target.senderId !== actor.userId) return fail("forbidden", "only its sender edits a message");
-        if (target.kind !== "text") return fail("bad_request", "only text messages are edited");
+        // A text message, or the caption of a media message (a caption cannot be added later).
+        if (target.body === null) return fail("bad_request", "only a message's text is edited");
         if (now - target.createdAt > ACTION_LIMITS.editWindowMs) return fail("forbidden", "the time to edit this message has passed");
         return null;
       case "delete": {
