@@ -5,7 +5,7 @@ import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, Outbox, backoffDelay } from "../../../
 import { ConversationHarness, expectOk, identity } from "../support/conversation";
 import { memoryD1, type Executed, type MemoryD1 } from "../support/d1";
 
-const MESSAGE_PARAMS = 15;
+const MESSAGE_PARAMS = 16;
 
 /** What each statement D1 received writes, in words: `m3`, `member_put:bob`, `receipt:bob`... */
 function labels(statement: Executed): string[] {
