@@ -173,6 +173,9 @@ export function messageActionTests(): void {
       const [a, b, c] = [await register(), await register(), await register()];
       const g = await group(a, [b, c]);
       const m = (await sendRest(a, g.id, "party")).message;
+      // a watches on a user socket only: the events come through the fan-out.
+      const userSocket = await connect("/ws", a.token);
+      await userSocket.next("ready");
       await acted(b, g.id, { type: "react", targetSeq: m.seq, emoji: "🎉", on: true });
       await acted(c, g.id, { type: "react", targetSeq: m.seq, emoji: "🎉", on: true });
       await acted(b, g.id, { type: "react", targetSeq: m.seq, emoji: "👨‍👩‍👧", on: true });
@@ -182,6 +185,15 @@ export function messageActionTests(): void {
         { emoji: "👨‍👩‍👧", userIds: [b.user.id] },
         { emoji: "🇫🇷", userIds: [c.user.id] },
       ]);
+      await userSocket.until((frames) => frames.filter((f) => f.type === "message" && f.message?.kind === "action").length === 4, "four reactions live");
+      const live = userSocket.messages().filter((x) => x.kind === "action");
+      expect(live.map((x) => [x.senderId, eventOf(x)])).toEqual([
+        [b.user.id, { type: "react", targetSeq: m.seq, emoji: "🎉", on: true }],
+        [c.user.id, { type: "react", targetSeq: m.seq, emoji: "🎉", on: true }],
+        [b.user.id, { type: "react", targetSeq: m.seq, emoji: "👨‍👩‍👧", on: true }],
+        [c.user.id, { type: "react", targetSeq: m.seq, emoji: "🇫🇷", on: true }],
+      ]);
+      userSocket.close();
       await acted(b, g.id, { type: "react", targetSeq: m.seq, emoji: "🎉", on: false });
       await acted(c, g.id, { type: "react", targetSeq: m.seq, emoji: "🇫🇷", on: false });
       expect((await messageAt(a, g.id, m.seq))!.reactions).toEqual([

@@ -290,12 +290,12 @@ export class Chats {
       const last = list[list.length - 1]!;
       if (conv) {
         // Counted like the server's `unread` (docs/api.md): others' messages, thread replies included,
-        // system messages and MLS commits not.
-        const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system" && m.kind !== "mls.commit");
+        // system messages, MLS commits and action events not.
+        const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system" && m.kind !== "mls.commit" && m.kind !== "action");
         if (last.seq >= conv.lastSeq) {
           conv.lastSeq = last.seq;
-          // A commit is no lastMessage and moves no list order, as on the server.
-          const shown = list.filter((m) => m.kind !== "mls.commit").at(-1);
+          // A commit or an action is no lastMessage and moves no list order, as on the server.
+          const shown = list.filter((m) => m.kind !== "mls.commit" && m.kind !== "action").at(-1);
           if (shown) {
             conv.lastMessage = shown;
             conv.lastMessageAt = shown.createdAt;

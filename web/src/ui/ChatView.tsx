@@ -28,8 +28,9 @@ export function entriesFor(store: AppStore, conversationId: string, messages: re
   const mine = new Set<string>();
   for (const m of messages) {
     if (threadRootSeq === null ? m.threadRootSeq !== null : m.threadRootSeq !== threadRootSeq && m.seq !== threadRootSeq) continue;
-    // MLS commits change the group's keys; there is nothing in them to show.
-    if (m.kind === "mls.commit") continue;
+    // MLS commits change the group's keys; there is nothing in them to show. Action events
+    // (edits, deletes, reactions, pins) show on the messages they change.
+    if (m.kind === "mls.commit" || m.kind === "action") continue;
     if (m.senderId === me) mine.add(m.clientMsgId);
     entries.push({ key: `${m.senderId}:${m.clientMsgId || m.id}`, senderId: m.senderId, createdAt: m.createdAt, kind: m.kind, message: m });
   }
@@ -360,7 +361,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   if (mine && m) tick = tickFor(m.seq, me, memberIds, receipts);
   if (pending) tick = { tick: pending.status === "failed" ? "failed" : "pending", readBy: 0, deliveredTo: 0, others: 0 };
   // This app does not hold MLS keys yet (docs/e2ee.md): say so rather than show an empty bubble.
-  const body = m ? (m.kind === "encrypted" ? "🔒 End-to-end encrypted: this app cannot decrypt it yet" : m.body) : pending?.body;
+  const body = m ? (m.deletedAt !== undefined ? null : m.kind === "encrypted" ? "🔒 End-to-end encrypted: this app cannot decrypt it yet" : m.body) : pending?.body;
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
   // Threads are for groups. On a touch screen the button shows once the bubble is tapped.
   const canReply = threadRoot !== null && group;
@@ -376,8 +377,20 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
         {!mine && group && first ? <div class="sender" dir="auto">{store.userName(entry.senderId)}</div> : null}
         {m && m.media.length > 0 ? <MediaBlock media={m.media} /> : null}
         {pending?.media ? <MediaBlock media={pending.media} /> : pending?.mediaIds ? <p class="muted">Attachment</p> : null}
+        {m?.replyToSeq !== undefined ? <ReplyQuote store={store} conversationId={m.conversationId} seq={m.replyToSeq} /> : null}
+        {m?.deletedAt !== undefined ? <p class="text muted deleted">This message was deleted</p> : null}
         {body ? <MessageText body={body} /> : null}
+        {m?.reactions ? (
+          <div class="reactions">
+            {m.reactions.map((r) => (
+              <span key={r.emoji} class="reaction" title={r.userIds.map((id) => store.userName(id)).join(", ")}>
+                {r.emoji} {r.userIds.length}
+              </span>
+            ))}
+          </div>
+        ) : null}
         <div class="meta">
+          {m?.editedAt !== undefined && m.deletedAt === undefined ? <span class="edited">edited</span> : null}
           <time dateTime={new Date(entry.createdAt).toISOString()}>{clock(entry.createdAt)}</time>
           {tick ? <Ticks info={tick} group={group} /> : null}
         </div>
@@ -400,6 +413,18 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
           <Icon name="thread" size={16} />
         </button>
       ) : null}
+    </div>
+  );
+}
+
+/** The message a reply quotes, as this device holds it (a reference, not a copy). */
+function ReplyQuote({ store, conversationId, seq }: { store: AppStore; conversationId: string; seq: number }) {
+  const quoted = store.view(conversationId).messages.find((x) => x.seq === seq);
+  const text = !quoted ? "Earlier message" : quoted.deletedAt !== undefined ? "This message was deleted" : quoted.body ?? (quoted.media.length > 0 ? "📎 Attachment" : "");
+  return (
+    <div class="reply-quote" data-reply-to={seq}>
+      {quoted ? <div class="sender" dir="auto">{store.userName(quoted.senderId)}</div> : null}
+      <p class="text muted" dir="auto">{text.length > 120 ? `${text.slice(0, 119)}…` : text}</p>
     </div>
   );
 }
