@@ -336,6 +336,19 @@ export class Chats {
   // --- receipts -----------------------------------------------------------------------------------
 
   /** A receipt frame on the conversation socket. */
+  hidden(conversationId: string, seqs: number[]): void {
+    const view = this.state.views.get(conversationId);
+    if (!view) return;
+    const hide = new Set(seqs);
+    view.messages = view.messages.map((m) => {
+      if (!hide.has(m.seq) || m.hidden) return m;
+      const { ciphertext: _c, commit: _m, ...rest } = m;
+      return { ...rest, body: null, media: [], hidden: true as const };
+    });
+    this.deps.cache.scheduleSave();
+    this.core.emit();
+  }
+
   chatReceipt(conversationId: string, receipt: Receipt): void {
     const view = this.view(conversationId);
     view.receipts = applyReceipt(view.receipts, receipt);

@@ -24,7 +24,7 @@ const NEW_CURSOR_LAG_MS = 60_000;
 const SYNC_PAGE = 200;
 
 export interface ConnectionDeps {
-  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "conversationChanged" | "view">;
+  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "hidden" | "conversationChanged" | "view">;
   presence: Pick<PresenceWatchPort, "watch" | "received">;
   sendQueue: Pick<SendQueuePort, "flush" | "settle" | "socketClosed" | "wentOnline">;
   typing: Pick<TypingPort, "received">;
@@ -95,6 +95,9 @@ export class Connection {
       }
       case "conversation":
         this.deps.chats.conversationChanged(frame.conversation);
+        return;
+      case "hidden":
+        this.deps.chats.hidden(frame.conversationId, frame.seqs);
         return;
       case "error":
         return;
@@ -217,6 +220,9 @@ export class Connection {
         return;
       case "receipt":
         this.deps.chats.chatReceipt(id, frame);
+        return;
+      case "hidden":
+        this.deps.chats.hidden(frame.conversationId, frame.seqs);
         return;
       case "error":
         if (frame.ref) {

@@ -30,7 +30,7 @@ export function entriesFor(store: AppStore, conversationId: string, messages: re
     if (threadRootSeq === null ? m.threadRootSeq !== null : m.threadRootSeq !== threadRootSeq && m.seq !== threadRootSeq) continue;
     // MLS commits change the group's keys; there is nothing in them to show. Action events
     // (edits, deletes, reactions, pins) show on the messages they change.
-    if (m.kind === "mls.commit" || m.kind === "action") continue;
+    if (m.kind === "mls.commit" || m.kind === "action" || m.hidden) continue;
     if (m.senderId === me) mine.add(m.clientMsgId);
     entries.push({ key: `${m.senderId}:${m.clientMsgId || m.id}`, senderId: m.senderId, createdAt: m.createdAt, kind: m.kind, message: m });
   }
