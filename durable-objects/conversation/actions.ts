@@ -121,7 +121,9 @@ export class MessageActions {
         this.erase(target, now);
         return;
       case "react": {
-        const reactions = react(target.reactions ?? [], action.emoji, userId, action.on);
+        const before = target.reactions ?? [];
+        const reactions = react(before, action.emoji, userId, action.on);
+        if (reactions === before) return;
         const next: Annotations = { ...extra };
         if (reactions.length > 0) next.reactions = reactions;
         else delete next.reactions;

@@ -21,7 +21,8 @@ export type D1Writer = Pick<D1Database, "prepare" | "batch">;
 export type MediaEraser = (mediaIds: string[]) => Promise<unknown>;
 
 // D1 and DO SQLite refuse statements with more than 100 bound parameters.
-const MESSAGE_PARAMS = 16;
+/** Bound parameters of one message in the D1 insert (tests read the inserts back by it). */
+export const MESSAGE_PARAMS = 16;
 const MESSAGES_PER_INSERT = Math.floor(100 / MESSAGE_PARAMS);
 
 export const BACKOFF_BASE_MS = 500;

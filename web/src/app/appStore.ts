@@ -6,7 +6,7 @@
 //   (people.ts), typing (typing.ts), threads (threads.ts), presence (presenceWatch.ts), the
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
 //   the theme (preferences.ts), the offline cache (localCache.ts).
-import type { Conversation, MediaRef, Presence, User } from "../../../protocol";
+import type { Action, Conversation, MediaRef, Presence, User } from "../../../protocol";
 import { Api } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
 import type { Browser, Theme } from "./browser";
@@ -223,6 +223,12 @@ export class AppStore {
   }
   sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
     return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq);
+  }
+  act(conversationId: string, action: Action): Promise<void> {
+    return this.chats.act(conversationId, action);
+  }
+  hideForMe(conversationId: string, seq: number): Promise<void> {
+    return this.chats.hideForMe(conversationId, seq);
   }
   retry(clientMsgId: string): Promise<void> {
     return this.sendQueue.retry(clientMsgId);

@@ -1,7 +1,7 @@
 // Conversations: the list, each conversation's timeline (history, older pages, gaps), receipts
 // (ours sent as delivered/read, others' applied forward only), and `receive`, the one entry for
 // messages from every path (conversation socket, ack, user socket, sync).
-import type { Conversation, Message, Receipt } from "../../../protocol";
+import type { Action, Conversation, Message, Receipt } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import { shownUserName } from "../state/format";
 import { applyReceipt } from "../state/receipts";
@@ -141,6 +141,23 @@ export class Chats {
     }
     const conv = this.state.conversations.get(conversationId);
     if (conv) this.upsert({ ...conv, members: conv.members.filter((m) => m.userId !== userId) });
+  }
+
+  // --- message actions (docs/api.md, Message actions) -----------------------------------------------
+
+  /** An edit, delete for everyone, reaction or pin; the event comes back like a sent message. */
+  async act(conversationId: string, action: Action): Promise<void> {
+    const { message } = await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/actions`, Schemas.message, {
+      clientMsgId: crypto.randomUUID(),
+      action,
+    });
+    this.receive([message], "ack");
+  }
+
+  /** Delete for me: this user's devices stop showing the message. */
+  async hideForMe(conversationId: string, seq: number): Promise<void> {
+    await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/hidden`, Schemas.none, { seqs: [seq] });
+    this.hidden(conversationId, [seq]);
   }
 
   // --- one conversation ---------------------------------------------------------------------------

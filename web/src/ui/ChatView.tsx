@@ -1,5 +1,5 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
-import type { Conversation, Message } from "../../../protocol";
+import type { Action, Conversation, Message } from "../../../protocol";
 import type { AppStore, Upload } from "../app/appStore";
 import { clock, dayLabel, lastSeen } from "../state/format";
 import type { OutboxItem } from "../state/offlineOutbox";
@@ -408,10 +408,68 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
           </button>
         ) : null}
       </div>
+      {m && conv && m.deletedAt === undefined && m.kind !== "action" ? <MessageMenu message={m} conv={conv} /> : null}
       {canReply ? (
         <button class="icon-btn reply-btn" type="button" aria-label="Reply in thread" title="Reply in thread" onClick={() => store.navigate({ name: "chat", id: threadRoot.conversationId, thread: threadRoot.seq, info: false })}>
           <Icon name="thread" size={16} />
         </button>
+      ) : null}
+    </div>
+  );
+}
+
+/** What a member can do to a message (docs/api.md, Message actions); in an E2EE conversation only deleting. */
+function MessageMenu({ message: m, conv }: { message: Message; conv: Conversation }) {
+  const { store } = useServices();
+  const [open, setOpen] = useState(false);
+  const me = store.me;
+  const mine = m.senderId === me;
+  const admin = conv.type === "group" && conv.members.some((x) => x.userId === me && x.role === "admin");
+  const run = (work: () => Promise<void>) => {
+    setOpen(false);
+    void work().catch((err: unknown) => store.notify(err instanceof Error ? err.message : "That did not work."));
+  };
+  const act = (action: Action) => run(() => store.act(conv.id, action));
+  const liked = m.reactions?.some((r) => r.emoji === "👍" && r.userIds.includes(me)) ?? false;
+  return (
+    <div class="msg-menu">
+      <button class="icon-btn" type="button" aria-label="Message actions" aria-expanded={open} onClick={() => setOpen((o) => !o)}>
+        ⋯
+      </button>
+      {open ? (
+        <div class="menu" role="menu">
+          {!conv.e2ee ? (
+            <>
+              <button type="button" role="menuitem" onClick={() => act({ type: "react", targetSeq: m.seq, emoji: "👍", on: !liked })}>
+                {liked ? "Remove 👍" : "React 👍"}
+              </button>
+              <button type="button" role="menuitem" onClick={() => act({ type: "pin", targetSeq: m.seq, on: m.pinned === undefined })}>
+                {m.pinned ? "Unpin" : "Pin"}
+              </button>
+              {mine && m.body !== null ? (
+                <button
+                  type="button"
+                  role="menuitem"
+                  onClick={() => {
+                    const body = window.prompt("Edit message", m.body ?? "");
+                    if (body && body !== m.body) act({ type: "edit", targetSeq: m.seq, body });
+                    else setOpen(false);
+                  }}
+                >
+                  Edit
+                </button>
+              ) : null}
+            </>
+          ) : null}
+          {mine || admin ? (
+            <button type="button" role="menuitem" class="danger" onClick={() => (window.confirm("Delete this message for everyone?") ? act({ type: "delete", targetSeq: m.seq }) : setOpen(false))}>
+              Delete for everyone
+            </button>
+          ) : null}
+          <button type="button" role="menuitem" class="danger" onClick={() => run(() => store.hideForMe(conv.id, m.seq))}>
+            Delete for me
+          </button>
+        </div>
       ) : null}
     </div>
   );
