@@ -3,6 +3,7 @@
 import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
 import { newPage, run, waitUntil, type Ctx, type Test } from "./harness.ts";
+import { actionTests } from "./actions.ts";
 
 // Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
 // UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
@@ -713,6 +714,8 @@ const tests: Test[] = [
     },
   },
 ];
+
+tests.push(...actionTests({ user, openDirect, openConversation, send, expectMessage, bubble }));
 
 // Presence flaps settle in 1 s instead of 3; the history test sends 130 messages quickly.
 const failed = await run(tests, ["--var", "PRESENCE_DEBOUNCE_MS:1000", "--var", "RATE_LIMIT_PER_SECOND:200", "--var", "RATE_LIMIT_BURST:400", "--var", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:100000", "--var", "GROUPS_PER_USER_PER_HOUR:100000"]);
