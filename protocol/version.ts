@@ -16,4 +16,7 @@
 // 7 - the `deviceLoggedOut` system event (with `deviceIds`) in E2EE conversations.
 // 8 - membership spans and threads counted apart: `joinedSeq`, `leftSeq` (former members) and
 //     `threadUnread` on conversations; `unread` and `lastMessage` leave thread replies out.
-export const PROTOCOL_VERSION = 8;
+// 9 - message actions (protocol/actions.ts): `action` messages (edit, delete, react, pin) by
+//     POST /conversations/:id/actions and the socket's `action` frame; replyToSeq, mentions and
+//     forwarded on sends; a message's annotations; delete for me and the `hidden` frame; search.
+export const PROTOCOL_VERSION = 9;

@@ -78,7 +78,7 @@ async function setup(others: string[], inlineMax = 50) {
 /** Each event as a short label: `m<seq>`, `m<seq>!` for a system message, `changed`, `r:<reader>@<readSeq>`. */
 const labels = (events: InboxEvent[]) =>
   events.map((e) =>
-    e.type === "message" ? `m${e.message.seq}${e.message.kind === "system" ? "!" : ""}` : e.type === "changed" ? "changed" : `r:${e.receipt.userId}@${e.receipt.readSeq}`,
+    e.type === "message" ? `m${e.message.seq}${e.message.kind === "system" ? "!" : ""}` : e.type === "changed" ? "changed" : e.type === "hidden" ? `h:${e.seqs.join(",")}` : `r:${e.receipt.userId}@${e.receipt.readSeq}`,
   );
 /** Per user called, the labels of each call's events. */
 const callsByUser = (calls: Call[]) => {
