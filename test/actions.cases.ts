@@ -395,6 +395,41 @@ export function messageActionTests(): void {
       await expectError(await call(`/search?q=a`), 401, "unauthorized");
     });
 
+    it("membership spans: a later member finds, syncs and acts on nothing from before joining, an edit of an earlier message reaches them without its text, a former member's search stops at the removal", async () => {
+      const [a, b, d] = [await register(), await register(), await register()];
+      const g = await group(a, [b]);
+      const word = unique("wombat").replace(/_/g, "");
+      const early = (await sendRest(a, g.id, `early ${word}`)).message;
+      await acted(a, g.id, { type: "pin", targetSeq: early.seq, on: true });
+      await json(`/conversations/${g.id}/members`, { token: a.token, body: { userIds: [d.user.id] } });
+      const joinedSeq = await lastSeqOf(a, g.id);
+      const dSocket = await openConversation(d, g.id);
+      const edit = await acted(a, g.id, { type: "edit", targetSeq: early.seq, body: `edited ${word}` });
+      const late = (await sendRest(b, g.id, `late ${word}`)).message;
+      await inD1(g.id);
+
+      const live = await dSocket.next("message", (f) => f.message!.seq === edit.seq);
+      expect(eventOf(live.message!)).toEqual({ type: "edit", targetSeq: early.seq });
+      dSocket.close();
+      const synced = (await syncAll(d)).filter((m) => m.conversationId === g.id);
+      expect(synced[0]!.seq).toBe(joinedSeq);
+      expect(eventOf(synced.find((m) => m.seq === edit.seq)!)).toEqual({ type: "edit", targetSeq: early.seq });
+      expect(JSON.stringify(synced)).not.toContain(`edited ${word}`);
+      expect(JSON.stringify(await history(d, g.id))).not.toContain(`edited ${word}`);
+      expect((await search(d, word)).results.map((r) => r.message.seq)).toEqual([late.seq]);
+      expect((await search(b, word)).results.map((r) => r.message.seq)).toEqual([late.seq, early.seq]);
+      expect((await json<{ messages: Message[] }>(`/conversations/${g.id}/pins`, { token: d.token })).messages).toEqual([]);
+      await expectError(await act(d, g.id, { type: "react", targetSeq: early.seq, emoji: "👍", on: true }), 400, "bad_request");
+      await expectError(await call("/send", { token: d.token, body: { conversationId: g.id, clientMsgId: unique("m"), body: "re", replyToSeq: early.seq } }), 400, "bad_request");
+
+      // b leaves: b's search keeps what was said up to the removal, not after.
+      expect((await call(`/conversations/${g.id}/members/${b.user.id}`, { method: "DELETE", token: a.token })).status).toBe(204);
+      const after = (await sendRest(a, g.id, `after ${word}`)).message;
+      await inD1(g.id);
+      expect((await search(b, word)).results.map((r) => r.message.seq)).toEqual([late.seq, early.seq]);
+      expect((await search(d, word)).results.map((r) => r.message.seq)).toEqual([after.seq, late.seq]);
+    });
+
     it("in an E2EE conversation actions travel encrypted; a delete for everyone erases the ciphertext", async () => {
       const [a, b, c] = [await register(), await register(), await register()];
       const secret = (await json<{ conversation: { id: string } }>("/group/create", { token: a.token, body: { title: "e2ee", memberIds: [b.user.id, c.user.id], e2ee: true } }, 201)).conversation;
