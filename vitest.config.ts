@@ -9,7 +9,13 @@ export default defineConfig(async () => {
   // The secrets wrangler.toml requires, for tests: a fresh VAPID pair per run. Wrangler looks
   // for required secrets in .dev.vars or else in the environment, and warns when they are
   // missing (a fresh clone has no .dev.vars); the bindings below are what the tests get.
-  const secrets = { MEDIA_URL_SECRET: "test-only-media-url-secret", TICKET_SECRET: "test-only-ticket-secret", ...vapidKeyPair() };
+  const secrets = {
+    MEDIA_URL_SECRET: "test-only-media-url-secret",
+    TICKET_SECRET: "test-only-ticket-secret",
+    // Two keys, as after a rotation: tokens are signed with the first, the second still verifies.
+    SESSION_SECRET: "test-only-session-key,test-only-previous-session-key",
+    ...vapidKeyPair(),
+  };
   for (const [name, value] of Object.entries(secrets)) process.env[name] ??= String(value);
   return {
     plugins: [
@@ -40,6 +46,7 @@ export default defineConfig(async () => {
             PRESENCE_TIMEOUT_MS: "30000",
             FANOUT_INLINE_MAX: "50",
             TICKET_SECRET: secrets.TICKET_SECRET,
+            SESSION_SECRET: secrets.SESSION_SECRET,
             // Media (test/media.test.ts): low limits to reach 413 with tiny files; video, blobs and
             // multipart stay high enough for the 12 MiB multipart and 6 MiB streamed uploads.
             MEDIA_URL_SECRET: secrets.MEDIA_URL_SECRET,

@@ -31,6 +31,16 @@ export function readTicketUse(headers: Headers): TicketUse | null {
   return nonce && Number.isFinite(expiresAt) ? { nonce, expiresAt } : null;
 }
 
+/**
+ * The session of the bearer token the Worker verified on a user socket's upgrade: the user's object
+ * checks it is live as it accepts the socket, as it takes a ticket's use.
+ */
+export const SESSION_HEADER = "x-chat-session-id";
+
+export function readSessionId(headers: Headers): string | null {
+  return headers.get(SESSION_HEADER) || null;
+}
+
 export function readIdentity(headers: Headers): Identity | null {
   const userId = headers.get(IDENTITY_HEADERS.user);
   const deviceId = headers.get(IDENTITY_HEADERS.device);

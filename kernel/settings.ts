@@ -43,6 +43,8 @@ export interface Settings {
   maxSocketsPerUser: number;
   maxRequestBytes: number;
   tokenTtlMs: number;
+  /** SESSION_SECRET: the keys of bearer tokens, comma-separated, the signing one first (worker/lib/sessionTokens.ts). */
+  sessionSecret: string | null;
   ticketTtlMs: number;
   ticketSecret: string | null;
   outboxBatchSize: number;
@@ -116,6 +118,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     maxSocketsPerUser: int(env.MAX_SOCKETS_PER_USER, 50, 1),
     maxRequestBytes: int(env.MAX_REQUEST_BYTES, 64 * 1024, 1024),
     tokenTtlMs: int(env.TOKEN_TTL_DAYS, 365, 1) * 86_400_000,
+    sessionSecret: secret(env.SESSION_SECRET),
     // A ticket lives at most 60 s (API.md), whatever the setting says.
     ticketTtlMs: Math.min(int(env.TICKET_TTL_SECONDS, 60, 1), 60) * 1000,
     ticketSecret: secret(env.TICKET_SECRET),

@@ -15,6 +15,9 @@ export const LOCAL_SECRETS: Record<string, () => string | Record<string, string>
   MEDIA_URL_SECRET: () => randomSecret(),
   // HMAC-SHA256 key of WebSocket tickets (worker/lib/tickets.ts). Changing it voids the tickets handed out (they live 60 s at most).
   TICKET_SECRET: () => randomSecret(),
+  // HMAC-SHA256 keys of bearer tokens (worker/lib/sessionTokens.ts), comma-separated, the signing one
+  // first. Changing it without keeping the old key after the new one signs every device out.
+  SESSION_SECRET: () => randomSecret(),
 };
 
 export function ensureDevVars(path = ".dev.vars"): void {

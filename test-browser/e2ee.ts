@@ -2,7 +2,7 @@
 // IndexedDB and MLS state, chat in an E2EE group; the server's copy holds ciphertext only.
 import type { Page } from "playwright-core";
 import { waitUntil, type Test } from "./harness.ts";
-import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, user } from "./pages.ts";
+import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, shot, shownDigits, user } from "./pages.ts";
 
 /** This device's MLS state for the open conversation is ready (no "setting up" line, no problem). */
 async function encryptionReady(page: Page): Promise<void> {
@@ -70,6 +70,7 @@ export const e2eeTests: Test[] = [
       await waitUntil("the image decrypted on Bob's device", () =>
         picture.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0 && img.src.startsWith("blob:")),
       );
+      await shot(bob.page, "desktop-e2ee");
       await bob.page.getByRole("button", { name: `Open image ${marker}.png` }).click();
       const full = bob.page.locator(".lightbox img");
       await waitUntil("the full image decrypted", () => full.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth === 640));
@@ -119,6 +120,15 @@ export const e2eeTests: Test[] = [
       await send(bob.page, "after a reload");
       await expectMessage(ann.page, "after a reload");
       if ((await bubble(ann.page, "after a reload").count()) !== 1) throw new Error("the message shows twice");
+
+      // Both compare safety numbers from the group's member list: the same 60 digits.
+      await ann.page.getByRole("button", { name: "Group info" }).click();
+      await ann.page.getByRole("button", { name: "Safety number with Bob" }).click();
+      const annSees = await shownDigits(ann.page);
+      await bob.page.getByRole("button", { name: "Group info" }).click();
+      await bob.page.getByRole("button", { name: "Safety number with Ann" }).click();
+      const bobSees = await shownDigits(bob.page);
+      if (annSees.length !== 12 || annSees.join("") !== bobSees.join("")) throw new Error(`Ann sees ${annSees.join(" ")}, Bob sees ${bobSees.join(" ")}`);
     },
   },
   {

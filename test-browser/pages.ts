@@ -1,7 +1,19 @@
 // Page helpers shared by the browser tests: users, sign-up, opening and creating conversations,
 // sending and waiting for messages.
+import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
 import { newPage, waitUntil, type Ctx } from "./harness.ts";
+
+// Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
+// UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
+const SHOTS = new URL(process.env.UPDATE_SCREENSHOTS === "1" ? "../docs/screenshots/" : "../test-results/screenshots/", import.meta.url);
+mkdirSync(SHOTS, { recursive: true });
+
+export async function shot(page: Page, name: string): Promise<void> {
+  // Let fonts and images settle, and hide the caret so screenshots do not flicker between runs.
+  await page.evaluate(() => document.fonts.ready);
+  await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, animations: "disabled", caret: "hide" });
+}
 
 export const PHONE = { width: 360, height: 740 };
 export const DESKTOP = { width: 1280, height: 800 };
@@ -127,4 +139,11 @@ export async function user(ctx: Ctx, name: string, viewport = DESKTOP, touch = f
   const username = uniq(name.toLowerCase().replace(/[^a-z0-9]+/g, "_"));
   await register(page, username, name);
   return { context, page, username };
+}
+
+/** The digits the panel shows, once it shows them: 12 groups of 5. */
+export async function shownDigits(page: Page): Promise<string[]> {
+  const digits = page.getByTestId("safety-digits");
+  await digits.waitFor({ timeout: 20_000 });
+  return digits.locator("span").allTextContents().then((groups) => groups.map((g) => g.trim()));
 }

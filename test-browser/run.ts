@@ -1,25 +1,13 @@
 // Browser tests: the web client in Debian's Chromium against our own `wrangler dev`.
 // Run with `npm run test:browser` (Node 22 from the `node` devDependency strips the types).
-import { mkdirSync } from "node:fs";
 import type { Page } from "playwright-core";
 import { newPage, run, waitUntil, type Test } from "./harness.ts";
 import { safetyNumberTests } from "./safetyNumbers.ts";
 import { e2eeTests } from "./e2ee.ts";
 import { accessibilityTests } from "./accessibility.ts";
 import { membershipTests } from "./membership.ts";
-import { DESKTOP, PHONE, bubble, createGroup, drawPng, expectMessage, expectTick, hasRoute, openConversation, openDirect, send, serverMessages, session, tickOf, user } from "./pages.ts";
+import { DESKTOP, PHONE, shot, bubble, createGroup, drawPng, expectMessage, expectTick, hasRoute, openConversation, openDirect, send, serverMessages, session, tickOf, user } from "./pages.ts";
 import { actionTests } from "./actions.ts";
-
-// Screenshots go to test-results/ (ignored by git): their pixels differ slightly between runs.
-// UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/ instead, for the README.
-const SHOTS = new URL(process.env.UPDATE_SCREENSHOTS === "1" ? "../docs/screenshots/" : "../test-results/screenshots/", import.meta.url);
-mkdirSync(SHOTS, { recursive: true });
-
-async function shot(page: Page, name: string): Promise<void> {
-  // Let fonts and images settle, and hide the caret so screenshots do not flicker between runs.
-  await page.evaluate(() => document.fonts.ready);
-  await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, animations: "disabled", caret: "hide" });
-}
 
 // --- tests ---------------------------------------------------------------------------------------
 

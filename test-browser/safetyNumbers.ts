@@ -1,36 +1,9 @@
 // Browser tests of safety numbers: two users in two Chromium contexts compare the 60 digits, one
 // marks the other verified, and a new device of the other (a login that registers a signature
 // key through the API) turns the mark into a warning in the chat.
-import { mkdirSync } from "node:fs";
 import type { Page } from "playwright-core";
-import { newPage, waitUntil, type Ctx, type Test } from "./harness.ts";
-
-const SHOTS = new URL("../test-results/screenshots/", import.meta.url);
-mkdirSync(SHOTS, { recursive: true });
-
-const PASSWORD = "correct horse battery";
-let counter = 0;
-const uniq = (base: string) => `${base}_${Date.now().toString(36).slice(-4)}s${counter++}`;
-
-async function signUp(ctx: Ctx, name: string): Promise<{ page: Page; username: string }> {
-  const { page } = await newPage(ctx);
-  const username = uniq(name.toLowerCase());
-  await page.goto("/register");
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel(/Display name/).fill(name);
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Create account" }).click();
-  await page.getByRole("heading", { name: "Chats" }).waitFor({ timeout: 15_000 });
-  return { page, username };
-}
-
-async function tokenOf(page: Page): Promise<string> {
-  return page.evaluate(() => {
-    const s: unknown = JSON.parse(localStorage.getItem("edge-chat:session") ?? "null");
-    if (typeof s !== "object" || s === null || !("token" in s)) throw new Error("no session");
-    return String(s.token);
-  });
-}
+import { waitUntil, type Ctx, type Test } from "./harness.ts";
+import { PASSWORD, openConversation, shot, session, shownDigits, user } from "./pages.ts";
 
 /** A fresh Ed25519 key made by WebCrypto, registered as the signature key of the token's device. */
 async function registerSignatureKey(ctx: Ctx, token: string): Promise<void> {
@@ -57,11 +30,6 @@ async function loginElsewhere(ctx: Ctx, username: string): Promise<string> {
   return json.token;
 }
 
-async function openConversation(page: Page, id: string): Promise<void> {
-  await page.locator(`a.conv-item[data-conversation="${id}"]`).click({ timeout: 20_000 });
-  await page.getByRole("textbox", { name: "Message" }).waitFor();
-}
-
 /** Opens the contact's info, then the safety number from there. */
 async function openSafetyNumber(page: Page): Promise<void> {
   await page.getByRole("button", { name: "Contact info" }).click();
@@ -69,19 +37,12 @@ async function openSafetyNumber(page: Page): Promise<void> {
   await page.getByRole("heading", { name: "Safety number", level: 2 }).waitFor();
 }
 
-/** The digits the panel shows, once it shows them: 12 groups of 5. */
-async function shownDigits(page: Page): Promise<string[]> {
-  const digits = page.getByTestId("safety-digits");
-  await digits.waitFor({ timeout: 20_000 });
-  return digits.locator("span").allTextContents().then((groups) => groups.map((g) => g.trim()));
-}
-
 export const safetyNumberTests: Test[] = [
   {
     name: "safety numbers: two users see the same 60 digits; a verified contact's new device shows a warning in the chat",
     fn: async (ctx) => {
-      const ann = await signUp(ctx, "Ann");
-      const bob = await signUp(ctx, "Bob");
+      const ann = await user(ctx, "Ann");
+      const bob = await user(ctx, "Bob");
 
       // A direct chat between them.
       await ann.page.getByRole("button", { name: "New chat" }).click();
@@ -97,8 +58,8 @@ export const safetyNumberTests: Test[] = [
       // The panel took the focus as it opened.
       await waitUntil("focus in the panel", () => ann.page.evaluate(() => document.activeElement?.id === "safety-heading"));
 
-      await registerSignatureKey(ctx, await tokenOf(ann.page));
-      await registerSignatureKey(ctx, await tokenOf(bob.page));
+      await registerSignatureKey(ctx, (await session(ann.page)).token);
+      await registerSignatureKey(ctx, (await session(bob.page)).token);
 
       // Each opens the other's safety number: the same 60 digits, in 12 groups of 5, and a QR code.
       await ann.page.reload();
@@ -110,7 +71,7 @@ export const safetyNumberTests: Test[] = [
       if (annSees.length !== 12 || !annSees.every((g) => /^\d{5}$/.test(g))) throw new Error(`not 12 groups of 5: ${annSees.join(" ")}`);
       if (annSees.join("") !== bobSees.join("")) throw new Error(`Ann sees ${annSees.join(" ")}, Bob sees ${bobSees.join(" ")}`);
       await ann.page.getByRole("img", { name: "QR code of the safety number" }).waitFor();
-      await ann.page.screenshot({ path: new URL("desktop-safety-number.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "desktop-safety-number");
 
       // Ann marks Bob verified: the panel and the chat's header say so.
       await ann.page.getByRole("button", { name: "Mark as verified" }).click();
@@ -127,7 +88,7 @@ export const safetyNumberTests: Test[] = [
       const warning = ann.page.getByTestId("safety-warning");
       await warning.filter({ hasText: "Your safety number with Bob has changed: Bob added or removed a device" }).waitFor({ timeout: 20_000 });
       if ((await ann.page.locator(".chat-header").getByTestId("verified-mark").count()) !== 0) throw new Error("still marked verified in the header");
-      await ann.page.screenshot({ path: new URL("desktop-safety-warning.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "desktop-safety-warning");
       await warning.getByRole("button", { name: "Verify again" }).click();
       await ann.page.getByTestId("safety-status").filter({ hasText: "Changed since you verified it" }).waitFor();
       const annNow = await shownDigits(ann.page);
@@ -146,22 +107,22 @@ export const safetyNumberTests: Test[] = [
 
       // In the dark theme too (a screenshot to look at; contrast is set by the theme's tokens).
       await ann.page.emulateMedia({ colorScheme: "dark" });
-      await ann.page.goto(`/c/${id}/safety/${encodeURIComponent(await userIdOf(bob.page))}`);
+      await ann.page.goto(`/c/${id}/safety/${encodeURIComponent((await session(bob.page)).userId)}`);
       await shownDigits(ann.page);
-      await ann.page.screenshot({ path: new URL("desktop-safety-number-dark.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "desktop-safety-number-dark");
       // On a phone the panel takes the whole screen.
       await ann.page.setViewportSize({ width: 360, height: 740 });
       await ann.page.getByRole("button", { name: "Clear verification" }).scrollIntoViewIfNeeded();
-      await ann.page.screenshot({ path: new URL("phone-safety-number-dark.png", SHOTS).pathname, animations: "disabled", caret: "hide" });
+      await shot(ann.page, "phone-safety-number-dark");
     },
   },
   {
     name: "safety numbers: reachable from a group member's entry",
     fn: async (ctx) => {
-      const ann = await signUp(ctx, "Ann");
-      const bob = await signUp(ctx, "Bob");
-      await registerSignatureKey(ctx, await tokenOf(ann.page));
-      await registerSignatureKey(ctx, await tokenOf(bob.page));
+      const ann = await user(ctx, "Ann");
+      const bob = await user(ctx, "Bob");
+      await registerSignatureKey(ctx, (await session(ann.page)).token);
+      await registerSignatureKey(ctx, (await session(bob.page)).token);
       await ann.page.getByRole("button", { name: "New group" }).click();
       await ann.page.getByLabel("Group name").fill("Numbers");
       await ann.page.getByLabel("Add people").fill(bob.username);
@@ -184,11 +145,3 @@ export const safetyNumberTests: Test[] = [
     },
   },
 ];
-
-async function userIdOf(page: Page): Promise<string> {
-  return page.evaluate(() => {
-    const s: unknown = JSON.parse(localStorage.getItem("edge-chat:session") ?? "null");
-    if (typeof s !== "object" || s === null || !("user" in s) || typeof s.user !== "object" || s.user === null || !("id" in s.user)) throw new Error("no session");
-    return String(s.user.id);
-  });
-}

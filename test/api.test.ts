@@ -9,6 +9,9 @@ import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
 import { TICKET_HEADERS } from "../kernel/identity";
 import { issueTicket } from "../worker/lib/tickets";
+import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
+import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import { peersOf } from "../durable-objects/contract";
 import {
   call,
   connect,
@@ -21,8 +24,11 @@ import {
   openConversation,
   register,
   sendRest,
+  setObjectSettings,
+  signInDevice,
   unique,
   waitFor,
+  withoutDevicesTable,
   type Session,
 } from "./helpers";
 
@@ -33,8 +39,8 @@ describe("accounts", () => {
     expect(first.user.username).toBe(name);
     expect(first.user.displayName).toBe(name);
     expect(first.device.name).toBe("laptop");
-    // At least 128 random bits, URL-safe.
-    expect(first.token).toMatch(/^[A-Za-z0-9_-]{43,}$/);
+    // Opaque and URL-safe: a session id of 128 random bits and its MAC.
+    expect(first.token).toMatch(/^[A-Za-z0-9._-]{43,}$/);
 
     const second = await login(name.toUpperCase(), "phone");
     expect(second.user.id).toBe(first.user.id);
@@ -336,6 +342,179 @@ describe("accounts", () => {
     const same = await connect(`/conversations/${conv.id}/ws`, a.token, { origin: "http://chat.test" });
     await same.next("ready");
     same.close();
+  });
+});
+
+describe("sessions: signed tokens, checked by the user's object, never by D1", () => {
+  /** `text` with its first character changed (a base64url one changes the first byte it encodes). */
+  const flip = (text: string) => (text[0] === "A" ? "B" : "A") + text.slice(1);
+  const withPart = (token: string, index: number, change: (p: string) => string) =>
+    token
+      .split(".")
+      .map((p, i) => (i === index ? change(p) : p))
+      .join(".");
+  const signedInInD1 = async (deviceId: string) =>
+    (await env.DB.prepare("SELECT token_hash FROM devices WHERE id = ?").bind(deviceId).first<{ token_hash: string | null }>())?.token_hash != null;
+
+  it("authenticates REST calls, tickets and both sockets with D1's devices table out of reach", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    await withoutDevicesTable(async () => {
+      await sendRest(a, conv.id, "no devices table");
+      const { messages } = await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages?after=0`, { token: b.token });
+      expect(messages.map((m) => m.body)).toContain("no devices table");
+      const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+      const byTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
+      await byTicket.next("ready");
+      const byBearer = await openConversation(a, conv.id);
+      const userSocket = await connect("/ws", a.token);
+      expect((await userSocket.next("ready")).deviceId).toBe(a.device.id);
+      // The outage is real: a route that reads the table fails under it.
+      await expectError(await call("/me", { token: a.token }), 500, "internal");
+      for (const s of [byTicket, byBearer, userSocket]) s.close();
+    });
+  });
+
+  it("kills a logged-out token at once for REST and every open socket, D1's devices table out of reach, and tells D1 once it is back", async () => {
+    const a = await register();
+    const b = await register();
+    const other = await login(a.user.username, "other device");
+    const conv = await direct(a, b);
+    await env.DB.prepare("INSERT INTO push_subscriptions (endpoint, user_id, device_id, p256dh, auth, created_at) VALUES (?, ?, ?, 'k', 'a', ?)")
+      .bind(`https://push.example/${unique("e")}`, a.user.id, a.device.id, Date.now())
+      .run();
+    const convByBearer = await openConversation(a, conv.id);
+    const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
+    const convByTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
+    await convByTicket.next("ready");
+    const userSocket = await connect("/ws", a.token);
+    await userSocket.next("ready");
+    const unused = (await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token })).ticket;
+
+    await withoutDevicesTable(async () => {
+      expect((await call("/auth/logout", { method: "POST", token: a.token })).status).toBe(204);
+      await expectError(await call("/auth/ticket", { method: "POST", token: a.token }), 401, "unauthorized");
+      await expectError(await call("/send", { token: a.token, body: { conversationId: conv.id, clientMsgId: unique("m"), body: "x" } }), 401, "unauthorized");
+      await expectError(await call(`/conversations/${conv.id}/ws`, { token: a.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+      await expectError(await call("/ws", { token: a.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+      await expectError(await call(`/ws?ticket=${unused}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
+      for (const s of [convByBearer, convByTicket, userSocket]) expect((await s.waitClosed()).code).toBe(4001);
+      // The other device is untouched.
+      await json("/auth/ticket", { method: "POST", token: other.token });
+    });
+
+    // D1 still lists the device as signed in, with its push subscription, until the user's object
+    // reaches it again: its alarm retries.
+    expect(await signedInInD1(a.device.id)).toBe(true);
+    expect(await runDurableObjectAlarm(userStub(env, a.user.id))).toBe(true);
+    expect(await signedInInD1(a.device.id)).toBe(false);
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM push_subscriptions WHERE device_id = ?").bind(a.device.id).first<{ n: number }>();
+    expect(left?.n).toBe(0);
+    expect(await signedInInD1(other.device.id)).toBe(true);
+  });
+
+  it("closes a conversation socket whose tracking reached the user's object only after the logout", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    // The conversation accepts the socket, but its word to a's object is held back (here: lost), as
+    // when the logout's closeDevice runs between the two.
+    const held: Array<[string, string]> = [];
+    await runInDurableObject(conversationStub(env, conv.id), (instance: ConversationDO) =>
+      instance.useConnections({
+        users: (userId) => ({
+          deliver: (...args) => peersOf(env).user(userId).deliver(...args),
+          trackConversationSocket: async (deviceId, conversationId) => void held.push([deviceId, conversationId]),
+        }),
+      }),
+    );
+    const socket = await openConversation(a, conv.id);
+    await waitFor(async () => held.length > 0, "the held tracking call");
+    expect((await call("/auth/logout", { method: "POST", token: a.token })).status).toBe(204);
+    expect(socket.closed).toBeNull();
+    const [deviceId, conversationId] = held[0]!;
+    await userStub(env, a.user.id).trackConversationSocket(deviceId, conversationId);
+    expect((await socket.waitClosed()).code).toBe(4001);
+  });
+
+  it("refuses the token of a device signed out from elsewhere at once, and nothing of its user's other devices", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const phone = await signInDevice(a.user.id, "phone");
+    await json("/auth/ticket", { method: "POST", token: phone.token });
+    // What a remote sign-out does: the user's object ends the device's sessions.
+    await userStub(env, a.user.id).revokeDevice(a.user.id, phone.deviceId);
+    await expectError(await call("/auth/ticket", { method: "POST", token: phone.token }), 401, "unauthorized");
+    await expectError(await call(`/conversations/${conv.id}/ws`, { token: phone.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    await expectError(await call("/ws", { token: phone.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    expect(await signedInInD1(phone.deviceId)).toBe(false);
+    await json("/auth/ticket", { method: "POST", token: a.token });
+  });
+
+  it("answers 401 in the error shape to tokens tampered, expired, under another key, of no session, or of the old format", async () => {
+    const a = await register();
+    const b = await register();
+    const refused = async (token: string) => {
+      await expectError(await call("/auth/ticket", { method: "POST", token }), 401, "unauthorized");
+      await expectError(await call("/ws", { token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
+    };
+    await withoutDevicesTable(async () => {
+      for (const index of [1, 2, 3, 4, 6]) await refused(withPart(a.token, index, flip));
+      await refused(withPart(a.token, 5, (p) => String(Number(p) + 1)));
+      // Made out to another user: the MAC no longer matches.
+      await refused(withPart(a.token, 2, () => b.user.id));
+      await refused(`${a.token}.x`);
+      await refused(a.token.slice(0, -1));
+      // A token of a previous version (256 random bits, looked up in D1 by its hash) signs in no more.
+      await refused("A".repeat(43));
+      const keys = sessionKeys(env.SESSION_SECRET);
+      const identity = { userId: a.user.id, deviceId: a.device.id };
+      // Expired; under a key the Worker does not have; a real MAC for a session never started.
+      const expired = await mintSessionToken(identity, Date.now() - 1, keys);
+      await userStub(env, a.user.id).startSession(a.user.id, a.device.id, expired.claims.sessionId, Date.now() + 60_000);
+      await refused(expired.token);
+      await refused((await mintSessionToken(identity, Date.now() + 60_000, ["not one of the keys"])).token);
+      await refused((await mintSessionToken(identity, Date.now() + 60_000, keys)).token);
+      // None of that touched the real token.
+      await json("/auth/ticket", { method: "POST", token: a.token });
+    });
+  });
+
+  it("ends the sessions older than a lowered TOKEN_TTL_DAYS", async () => {
+    const a = await register();
+    // The user's object holds the lifetime it checks against; a token signed for a year is older
+    // than a lifetime lowered to a moment ago.
+    await setObjectSettings(userStub(env, a.user.id), { tokenTtlMs: 1 });
+    await expectError(await call("/auth/ticket", { method: "POST", token: a.token }), 401, "unauthorized");
+    await setObjectSettings(userStub(env, a.user.id), { tokenTtlMs: 365 * 86_400_000 });
+    await json("/auth/ticket", { method: "POST", token: a.token });
+  });
+
+  it("accepts a token signed under the previous key while its session lives (a key rotation)", async () => {
+    const a = await register();
+    const previous = sessionKeys(env.SESSION_SECRET).slice(1);
+    expect(previous).toHaveLength(1);
+    const phoneId = unique("dev");
+    const { token, claims } = await mintSessionToken({ userId: a.user.id, deviceId: phoneId }, Date.now() + 60_000, previous);
+    await expectError(await call("/auth/ticket", { method: "POST", token }), 401, "unauthorized");
+    await userStub(env, a.user.id).startSession(a.user.id, phoneId, claims.sessionId, claims.expiresAt);
+    await json("/auth/ticket", { method: "POST", token });
+  });
+
+  it("marks the devices of tokens of a previous version logged out in D1 (migration 0009), and no device signed in since", async () => {
+    const a = await register();
+    const oldDevice = unique("old");
+    await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'old', ?, ?)")
+      .bind(oldDevice, a.user.id, "A".repeat(43), Date.now())
+      .run();
+    const migration = env.TEST_MIGRATIONS.find((m) => m.name.startsWith("0009_"));
+    expect(migration).toBeDefined();
+    for (const query of migration!.queries) await env.DB.prepare(query).run();
+    expect(await signedInInD1(oldDevice)).toBe(false);
+    expect(await signedInInD1(a.device.id)).toBe(true);
+    await json("/me", { token: a.token });
   });
 });
 

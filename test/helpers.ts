@@ -1,11 +1,15 @@
 // Test helpers: HTTP calls and WebSockets through the real Worker, with a timeout on every wait.
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Settings } from "../kernel/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
 import { MlsDevice } from "../web/src/e2ee/engine";
+import { SIGNED_IN_MARK } from "../kernel/d1/devices";
+import { userStub } from "../kernel/objects";
+import { sha256 } from "../worker/lib/crypto";
+import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 
 const ORIGIN = "http://chat.test";
 
@@ -31,9 +35,22 @@ export async function call(path: string, options: CallOptions = {}): Promise<Res
     headers.set("content-type", "application/json");
     body = JSON.stringify(options.body);
   }
-  return exports.default.fetch(
-    new Request(`${ORIGIN}${path}`, { method: options.method ?? (body === undefined ? "GET" : "POST"), headers, body }),
-  );
+  const request = new Request(`${ORIGIN}${path}`, { method: options.method ?? (body === undefined ? "GET" : "POST"), headers, body });
+  return exports.default.fetch(request);
+}
+
+/**
+ * Runs `fn` with D1's `devices` table out of reach (renamed away, and back after): the table
+ * bearer tokens used to be looked up in, and the one a logout updates. Whatever reads or writes it
+ * meanwhile fails, the Worker's routes and the objects alike.
+ */
+export async function withoutDevicesTable<T>(fn: () => Promise<T>): Promise<T> {
+  await env.DB.prepare("ALTER TABLE devices RENAME TO devices_out_of_reach").run();
+  try {
+    return await fn();
+  } finally {
+    await env.DB.prepare("ALTER TABLE devices_out_of_reach RENAME TO devices").run();
+  }
 }
 
 /** Calls and parses JSON, failing the test with the body when the status is not `expected`. */
@@ -64,6 +81,21 @@ export async function register(name = unique("u"), deviceName?: string): Promise
 
 export async function login(username: string, deviceName?: string): Promise<Session> {
   return json<Session>("/auth/login", { body: { username, password: "correct horse", deviceName } });
+}
+
+/**
+ * A new device of an existing user signed in as a login would sign it in, without the password
+ * hash: its session in the user's object, its row in D1. Returns the device id and its token.
+ */
+export async function signInDevice(userId: string, name = "device"): Promise<{ deviceId: string; token: string }> {
+  const deviceId = unique("dev");
+  const now = Date.now();
+  const { token, claims } = await mintSessionToken({ userId, deviceId }, now + 86_400_000, sessionKeys(env.SESSION_SECRET));
+  await userStub(env, userId).startSession(userId, deviceId, claims.sessionId, claims.expiresAt);
+  await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+    .bind(deviceId, userId, name, SIGNED_IN_MARK + (await sha256(token)), now)
+    .run();
+  return { deviceId, token };
 }
 
 export async function direct(a: Session, b: Session): Promise<Conversation> {

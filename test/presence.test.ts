@@ -11,7 +11,6 @@ import { QUIET_HINT_MS } from "../durable-objects/contract";
 import { QuietMembers } from "../durable-objects/conversation/quiet";
 import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
-import { sha256 } from "../worker/lib/crypto";
 import { conversationStub, userStub } from "../kernel/objects";
 import {
   call,
@@ -26,6 +25,7 @@ import {
   register,
   sendRest,
   setObjectSettings,
+  signInDevice,
   unique,
   waitFor,
   type Session,
@@ -63,13 +63,9 @@ async function bulkUsers(n: number): Promise<string[]> {
   return ids;
 }
 
-/** A device of a bulk user, straight into the directory too; returns its token. */
+/** A device of a bulk user, signed in without a password hash; returns its token. */
 async function addDevice(userId: string, name: string): Promise<string> {
-  const token = `live_${unique("t")}_${"x".repeat(30)}`;
-  await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
-    .bind(unique("dev"), userId, name, await sha256(token), Date.now())
-    .run();
-  return token;
+  return (await signInDevice(userId, name)).token;
 }
 
 /** How many times a user's object recorded this message as delivered (0 or 1: it dedupes). */

@@ -3,8 +3,9 @@ import { Hono, type Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { Identity } from "../kernel/identity";
 import { ApiError, errorResponse, objectUnavailableFor } from "./lib/apiError";
-import { readSettings, type Settings } from "../kernel/settings";
-import { sha256 } from "./lib/crypto";
+import { readSettings, requireSecret, type Settings } from "../kernel/settings";
+import { userStub } from "../kernel/objects";
+import { bearerToken, sessionKeys, verifySessionToken, type SessionClaims } from "./lib/sessionTokens";
 
 export type AppEnv = {
   Bindings: Env;
@@ -39,22 +40,28 @@ export function onError(err: Error, c: AppContext): Response {
   return errorResponse(new ApiError("internal", "internal error"), requestId);
 }
 
-/** Resolves `Authorization: Bearer <token>` to a live device, or answers 401. */
+/**
+ * Resolves `Authorization: Bearer <token>` to a live session, or answers 401: the token's MAC and
+ * expiry here, then one call to the caller's own user object, which says whether the session is
+ * still live (a logout there ends it at once for every isolate). No database is read. A user
+ * object that cannot be reached is a 503 (onError), never a 401 that would sign the device out.
+ */
 export const requireAuth = createMiddleware<AppEnv>(async (c, next) => {
-  const header = c.req.header("authorization") ?? "";
-  const match = /^Bearer\s+([A-Za-z0-9_-]{16,256})$/.exec(header);
-  if (!match) throw new ApiError("unauthorized", "missing or malformed bearer token");
-  const identity = await identityForToken(c.env.DB, match[1]!, c.get("settings"));
-  if (!identity) throw new ApiError("unauthorized", "unknown, expired or revoked token");
-  c.set("auth", identity);
+  const token = bearerToken(c.req.header("authorization"));
+  if (!token) throw new ApiError("unauthorized", "missing or malformed bearer token");
+  const session = await verifiedSession(c, token);
+  if (!session || !(await userStub(c.env, session.userId).checkSession(session.userId, session.deviceId, session.sessionId))) {
+    throw new ApiError("unauthorized", "unknown, expired or revoked token");
+  }
+  c.set("auth", { userId: session.userId, deviceId: session.deviceId });
   await next();
 });
 
-export async function identityForToken(db: D1Database, token: string, settings: Settings): Promise<Identity | null> {
-  const row = await db
-    .prepare("SELECT id, user_id, created_at FROM devices WHERE token_hash = ?")
-    .bind(await sha256(token))
-    .first<{ id: string; user_id: string; created_at: number }>();
-  if (!row || row.created_at + settings.tokenTtlMs < Date.now()) return null;
-  return { userId: row.user_id, deviceId: row.id };
+/**
+ * A bearer token's claims when it is ours (its MAC under a key of SESSION_SECRET) and unexpired,
+ * else null. Costs no call: a forged or stale token is refused before any object hears of it.
+ */
+export function verifiedSession(c: AppContext, token: string): Promise<SessionClaims | null> {
+  const settings = c.get("settings");
+  return verifySessionToken(token, sessionKeys(requireSecret("SESSION_SECRET", settings.sessionSecret)), Date.now(), settings.tokenTtlMs);
 }

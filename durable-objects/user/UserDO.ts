@@ -1,15 +1,17 @@
 // One Durable Object per user: the user's device sockets (`GET /ws`), presence and its debounce,
 // who watches this user, the inbox stream to every device, push for a user with no live device,
-// and the registry of conversation sockets each device holds (so logout can close them). The class
-// routes events; the work is in the modules beside it.
+// the live sessions of its devices (every authenticated request asks here whether its token's
+// session is live), and the registry of conversation sockets each device holds (so logout can
+// close them). The class routes events; the work is in the modules beside it.
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
 import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type ClaimedKeyPackage, type PendingWelcome, type Presence, type UserServerFrame } from "../../protocol";
 import { fail, type Result } from "../../kernel/result";
-import { readIdentity, readTicketUse, type Identity } from "../../kernel/identity";
+import { readIdentity, readSessionId, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
 import { sharedWith } from "../../kernel/d1/privacy";
+import { retireDevice } from "../../kernel/d1/devices";
 import {
   conversationOf,
   peersOf,
@@ -38,6 +40,9 @@ import { USER_MIGRATIONS } from "./schema";
 import { Sessions } from "./sessions";
 import { Watchers } from "./watchers";
 
+/** How long a logout waits before trying again to mark its device logged out in D1. */
+const RETIRE_RETRY_MS = 30_000;
+
 /**
  * What a user object reaches outside itself. `useConnections` replaces any of them: the tests
  * pass a conversation that cannot be reached.
@@ -60,7 +65,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly watchers: Watchers;
   private readonly keyPackages: KeyPackageDirectory;
   private readonly welcomes: Welcomes;
-  private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune">;
+  private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
 
@@ -99,6 +104,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
         const oldest = this.inbox.prune(now);
         return oldest === null ? null : oldest + DELIVERED_RETENTION_MS;
       },
+      retire: (now) => this.retireDevices(now),
     });
     // Keep-alives are answered without waking the object; their time is still readable.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
@@ -203,8 +209,18 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   // --- Sessions: logout and tickets ---------------------------------------------------------------
 
+  /**
+   * A conversation accepted a socket of this device. One accepted while the device was logging
+   * out (its session checked just before the logout, its tracking arriving after closeDevice ran)
+   * is closed here, so a logout reaches every socket, however the two raced.
+   */
   async trackConversationSocket(deviceId: string, conversationId: string): Promise<void> {
-    this.sessions.trackConversationSocket(deviceId, conversationId, Date.now());
+    const now = Date.now();
+    if (this.sessions.loggedOut(deviceId, now)) {
+      await this.connections.conversations(conversationId).closeDevice(deviceId);
+      return;
+    }
+    this.sessions.trackConversationSocket(deviceId, conversationId, now);
   }
 
   /** Logout: closes the device's user sockets and its sockets in every conversation with 4001. */
@@ -231,15 +247,46 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     return this.sessions.takeTicket(deviceId, nonce, expiresAt, Date.now());
   }
 
+  /** A login: the device's session, whose signed token the Worker hands out once this returns. */
+  async startSession(userId: string, deviceId: string, sessionId: string, expiresAt: number): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.sessions.start(deviceId, sessionId, expiresAt, Date.now());
+  }
+
+  /** Whether a token the Worker verified (its MAC and expiry) names a live session: every authenticated request asks. */
+  async checkSession(userId: string, deviceId: string, sessionId: string): Promise<boolean> {
+    this.presence.rememberUser(userId);
+    return this.sessions.isLive(deviceId, sessionId, Date.now(), this.settings.tokenTtlMs);
+  }
+
   /**
-   * A logout, before its token dies: from here on no ticket of the device opens a socket, and its
-   * MLS key packages and pending Welcomes go.
+   * A logout: from the moment this returns the device's tokens are refused, no ticket of it opens
+   * a socket (closeDevice then closes what it holds open), and its MLS key packages and pending
+   * Welcomes are gone. D1 is told after, here and, while
+   * it fails, from the alarm: authentication does not read D1, so the logout does not wait for it.
    */
   async revokeDevice(userId: string, deviceId: string): Promise<void> {
     this.presence.rememberUser(userId);
-    this.sessions.revoke(deviceId, Date.now());
+    const now = Date.now();
+    this.sessions.revoke(deviceId, now);
     this.keyPackages.dropDevice(deviceId);
     this.welcomes.dropDevice(deviceId);
+    const retry = await this.retireDevices(now);
+    if (retry !== null) await this.alarms.wakeAt("retire", retry);
+  }
+
+  /** Marks logged-out devices as such in D1, oldest first; when D1 fails, says when to try again. */
+  private async retireDevices(now: number): Promise<number | null> {
+    for (const { deviceId, revokedAt } of this.sessions.devicesToRetire()) {
+      try {
+        await retireDevice(this.connections.d1, deviceId, revokedAt);
+      } catch (err) {
+        console.warn(`marking device ${deviceId} logged out in D1 failed; retrying`, String(err));
+        return now + RETIRE_RETRY_MS;
+      }
+      this.sessions.retired(deviceId);
+    }
+    return null;
   }
 
   // --- The user socket -----------------------------------------------------------------------------
@@ -250,10 +297,15 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     if (!isUpgrade(request)) return jsonError("bad_request", "expected a WebSocket upgrade");
     this.presence.rememberUser(identity.userId);
     // A ticket's single use is taken here, in the call that opens the socket (the Worker checked
-    // its MAC and expiry), as consumeTicket takes it for a conversation socket.
+    // its MAC and expiry), as consumeTicket takes it for a conversation socket; without a ticket,
+    // the bearer token's session is checked here the same way (checkSession).
     const ticket = readTicketUse(request.headers);
+    const sessionId = readSessionId(request.headers);
     if (ticket && !this.sessions.takeTicket(identity.deviceId, ticket.nonce, ticket.expiresAt, Date.now())) {
       return jsonError("unauthorized", "invalid or expired ticket");
+    }
+    if (!ticket && !(sessionId && this.sessions.isLive(identity.deviceId, sessionId, Date.now(), this.settings.tokenTtlMs))) {
+      return jsonError("unauthorized", "unknown, expired or revoked token");
     }
     if (this.sockets.ofDevice(identity.deviceId).length >= this.settings.maxSocketsPerDevice) {
       return jsonError("rate_limited", "too many sockets for this device", 10);

@@ -1,6 +1,7 @@
 // The user object's own SQLite tables. Append-only: index i is schema version i + 1, and an object
 // created before a step exists runs it on its next wake-up (../lib/migrate.ts). Each table is
-// owned by one module: conversation_sockets, used_tickets and revoked_devices by ./sessions.ts;
+// owned by one module: conversation_sockets, used_tickets, revoked_devices, sessions and
+// devices_to_retire by ./sessions.ts;
 // delivered and delivered_through by ./inbox.ts; answered and socket_epoch by
 // ./deliveryAnswers.ts; presence and identity by ./presenceState.ts; watchers by ./watchers.ts;
 // key_packages and claim_bucket by ./keyPackages.ts; mls_welcomes by ./welcomes.ts.
@@ -46,4 +47,12 @@ export const USER_MIGRATIONS = [
   // Welcomes for this user's devices, until acknowledged or the user leaves the conversation.
   `CREATE TABLE mls_welcomes (
      id TEXT PRIMARY KEY, device_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, welcome TEXT NOT NULL)`,
+  // The live sessions of this user's devices (a login starts one; its token is signed, not stored:
+  // worker/lib/sessionTokens.ts), until a logout deletes them or they expire.
+  `CREATE TABLE sessions (
+     session_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID`,
+  `CREATE INDEX sessions_device ON sessions (device_id)`,
+  `CREATE INDEX sessions_expiry ON sessions (expires_at)`,
+  // Devices logged out whose D1 rows (the signed-in mark, push subscriptions) are not yet updated.
+  `CREATE TABLE devices_to_retire (device_id TEXT PRIMARY KEY, revoked_at INTEGER NOT NULL) WITHOUT ROWID`,
 ];

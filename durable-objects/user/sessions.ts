@@ -1,6 +1,8 @@
-// What the user object knows of its devices' sessions: the WebSocket tickets already used (a
-// ticket opens one socket), the devices logged out lately (their tickets open none), and where
-// each device has conversation sockets, so logout can close them.
+// What the user object knows of its devices' sessions: the sessions that are live (a bearer token
+// is signed, not stored, and is good while its session is here: worker/lib/sessionTokens.ts), the
+// WebSocket tickets already used (a ticket opens one socket), the devices logged out lately (their
+// tickets open none) and those whose D1 rows still say they are signed in, and where each device
+// has conversation sockets, so logout can close them.
 
 /**
  * How much longer than a ticket's own expiry the object remembers it (and a logout), in case this
@@ -32,17 +34,65 @@ export class Sessions {
     return inserted.toArray().length === 1;
   }
 
+  /** A login: the device's new session, live until `expiresAt` unless its device logs out first. */
+  start(deviceId: string, sessionId: string, expiresAt: number, now: number): void {
+    this.sql.exec("DELETE FROM sessions WHERE expires_at <= ?", now);
+    this.sql.exec(
+      "INSERT INTO sessions (session_id, device_id, created_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+      sessionId,
+      deviceId,
+      now,
+      expiresAt,
+    );
+  }
+
   /**
-   * A logout, before its token dies: from here on no ticket of the device opens a socket. Kept as
-   * long as a ticket issued before it can live.
+   * Whether a verified token's session is live: started for this device, not logged out, not
+   * expired, and younger than `maxLifetimeMs` (TOKEN_TTL_DAYS now, which may have been lowered
+   * since the token was signed). One primary-key read: this runs on every authenticated request.
+   */
+  isLive(deviceId: string, sessionId: string, now: number, maxLifetimeMs: number): boolean {
+    const row = this.sql
+      .exec<{ created_at: number; expires_at: number }>("SELECT created_at, expires_at FROM sessions WHERE session_id = ? AND device_id = ?", sessionId, deviceId)
+      .toArray()[0];
+    return row !== undefined && row.expires_at > now && row.created_at + maxLifetimeMs > now;
+  }
+
+  /**
+   * A logout, or a device signed out from elsewhere: its sessions end, so its tokens are refused
+   * from here on, and no ticket of it opens a socket (kept as long as a ticket issued before can
+   * live). Its D1 rows are left for `devicesToRetire`.
    */
   revoke(deviceId: string, now: number): void {
+    this.sql.exec("DELETE FROM sessions WHERE device_id = ?", deviceId);
     this.sql.exec(
       `INSERT INTO revoked_devices (device_id, until) VALUES (?, ?)
        ON CONFLICT (device_id) DO UPDATE SET until = excluded.until`,
       deviceId,
       now + this.ticketTtlMs + TICKET_CLOCK_SLACK_MS,
     );
+    this.sql.exec("INSERT INTO devices_to_retire (device_id, revoked_at) VALUES (?, ?) ON CONFLICT (device_id) DO NOTHING", deviceId, now);
+  }
+
+  /**
+   * Whether the device logged out within the last ticket lifetime (a device never signs in again:
+   * each login is a new one). Long enough for a socket accepted while its logout ran to be told.
+   */
+  loggedOut(deviceId: string, now: number): boolean {
+    return this.sql.exec("SELECT 1 FROM revoked_devices WHERE device_id = ? AND until >= ?", deviceId, now).toArray().length > 0;
+  }
+
+  /** Logged-out devices whose D1 rows still say they are signed in, oldest first. */
+  devicesToRetire(): Array<{ deviceId: string; revokedAt: number }> {
+    return this.sql
+      .exec<{ device_id: string; revoked_at: number }>("SELECT device_id, revoked_at FROM devices_to_retire ORDER BY revoked_at, device_id")
+      .toArray()
+      .map((r) => ({ deviceId: r.device_id, revokedAt: r.revoked_at }));
+  }
+
+  /** D1 now says the device is logged out. */
+  retired(deviceId: string): void {
+    this.sql.exec("DELETE FROM devices_to_retire WHERE device_id = ?", deviceId);
   }
 
   /** A device opened a socket in a conversation. Stale rows cost one no-op call at logout. */

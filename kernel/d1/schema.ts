@@ -27,7 +27,9 @@ export const devices = sqliteTable(
     id: text("id").primaryKey(),
     userId: text("user_id").notNull(),
     name: text("name").notNull(),
-    // SHA-256 of the bearer token; NULL once logged out, so the token dies with one write.
+    // While the device is signed in, "s1:" and the SHA-256 of its bearer token; NULL once logged
+    // out. Authentication does not read it (the token is signed; its session is the user object's):
+    // it marks the devices signed in for what lists them (kernel/d1/devices.ts).
     tokenHash: text("token_hash"),
     // The device's Ed25519 MLS signature key (base64url), set once (PUT /devices/me/mls).
     signatureKey: text("signature_key"),
@@ -196,4 +198,4 @@ export const hiddenMessages = sqliteTable(
 );
 
 // Full-text search over plaintext messages is the FTS5 table `message_search` with its triggers
-// (migrations/0010_message_search.sql): drizzle has no virtual tables, so it is written by hand.
+// (migrations/0011_message_search.sql): drizzle has no virtual tables, so it is written by hand.

@@ -1,12 +1,15 @@
 // Accounts and devices: register, login (one device per login), logout, /me. WebSocket tickets
 // are routes/realtime.ts.
-import { and, eq, isNotNull } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import { newId } from "../../kernel/ids";
 import { LoginBody, RegisterBody, type Device } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError } from "../lib/apiError";
-import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, randomToken, sha256 } from "../lib/crypto";
+import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPassword, sha256 } from "../lib/crypto";
+import { SIGNED_IN_MARK } from "../../kernel/d1/devices";
+import { requireSecret } from "../../kernel/settings";
+import { mintSessionToken, sessionKeys } from "../lib/sessionTokens";
 import { conversationStub, userStub } from "../../kernel/objects";
 import { e2eeConversationsOf } from "../lib/deviceKeys";
 import { toUser } from "../lib/userRecords";
@@ -20,12 +23,19 @@ export const auth = newApp();
 // "wrong password" take the same time and give the same answer.
 const DECOY_SALT = new Uint8Array(16);
 
+/**
+ * A login's device and its signed token. The session goes to the user's object first: should the
+ * D1 write then fail, what is left is a session whose token nobody was given.
+ */
 async function newDevice(c: AppContext, userId: string, name: string | undefined) {
-  const token = randomToken(32); // 256 bits
+  const settings = c.get("settings");
   const device = { id: newId(), name: name ?? "device", createdAt: Date.now() };
+  const keys = sessionKeys(requireSecret("SESSION_SECRET", settings.sessionSecret));
+  const { token, claims } = await mintSessionToken({ userId, deviceId: device.id }, device.createdAt + settings.tokenTtlMs, keys);
+  await userStub(c.env, userId).startSession(userId, device.id, claims.sessionId, claims.expiresAt);
   await db(c.env)
     .insert(schema.devices)
-    .values({ id: device.id, userId, name: device.name, tokenHash: await sha256(token), createdAt: device.createdAt });
+    .values({ id: device.id, userId, name: device.name, tokenHash: SIGNED_IN_MARK + (await sha256(token)), createdAt: device.createdAt });
   return { device: device satisfies Device, token };
 }
 
@@ -76,16 +86,12 @@ auth.post("/login", async (c) => {
 
 auth.post("/logout", requireAuth, async (c) => {
   const { userId, deviceId } = c.get("auth");
-  // First the tickets the device took (they are not stored: worker/lib/tickets.ts). Should this
-  // fail, nothing has changed and the logout can be retried with the same token.
+  // The user's object ends the device's sessions and its tickets: from here on its token is
+  // refused everywhere. It then marks the device logged out in D1 and drops its push subscriptions,
+  // from its alarm while D1 fails. Should the call fail, nothing has changed and the logout can be
+  // retried with the same token.
   await userStub(c.env, userId).revokeDevice(userId, deviceId);
-  await db(c.env)
-    .update(schema.devices)
-    .set({ tokenHash: null, revokedAt: Date.now() })
-    .where(and(eq(schema.devices.id, deviceId), isNotNull(schema.devices.tokenHash)));
-  // The device no longer signs in, so it must no longer be notified either.
-  await db(c.env).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.deviceId, deviceId));
-  // The token is dead from here on; now close what the device still holds open.
+  // Now close what the device still holds open.
   await userStub(c.env, userId).closeDevice(deviceId);
   await noticeLoggedOutDevice(c.env, { userId, deviceId });
   return c.body(null, 204);

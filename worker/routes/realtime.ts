@@ -2,10 +2,11 @@
 // object) and GET /conversations/:id/ws (the conversation socket, the conversation's object). They
 // share a handshake unlike the REST routes': authenticate (single-use ticket or bearer header), check the origin,
 // then hand the upgrade to the object with the verified identity attached. A ticket's single
-// use is taken by the user's object: on a user socket's upgrade, by that object as it accepts
-// the socket; on a conversation socket's, by a call to it first.
-import { IDENTITY_HEADERS, TICKET_HEADERS, type Identity, type TicketUse } from "../../kernel/identity";
-import { identityForToken, newApp, requireAuth, type AppContext } from "../app";
+// use, or a bearer token's live session, is checked by the user's object: on a user socket's
+// upgrade, by that object as it accepts the socket; on a conversation socket's, by a call to it first.
+import { IDENTITY_HEADERS, SESSION_HEADER, TICKET_HEADERS, type Identity, type TicketUse } from "../../kernel/identity";
+import { newApp, requireAuth, verifiedSession, type AppContext } from "../app";
+import { bearerToken } from "../lib/sessionTokens";
 import { ApiError } from "../lib/apiError";
 import { requireSecret } from "../../kernel/settings";
 import { issueTicket, verifyTicket } from "../lib/tickets";
@@ -22,13 +23,13 @@ realtime.post("/auth/ticket", requireAuth, async (c) => {
   return c.json({ ticket, expiresAt });
 });
 
-/** Who opens the socket, and the ticket whose single use is still to be taken, if it came with one. */
-interface SocketCaller {
-  identity: Identity;
-  ticket: TicketUse | null;
-}
+/**
+ * Who opens the socket, and what the user's object is still to check: the single use of the ticket
+ * it came with, or else whether its bearer token's session is live.
+ */
+type SocketCaller = { identity: Identity; ticket: TicketUse; sessionId: null } | { identity: Identity; ticket: null; sessionId: string };
 
-/** Checks the upgrade, its origin, and a ticket's MAC and expiry or a bearer token. */
+/** Checks the upgrade, its origin, and a ticket's or a bearer token's MAC and expiry. */
 async function authenticateSocket(c: AppContext): Promise<SocketCaller> {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new ApiError("bad_request", "expected a WebSocket upgrade");
@@ -42,27 +43,29 @@ async function authenticateSocket(c: AppContext): Promise<SocketCaller> {
     const settings = c.get("settings");
     const ticket = await verifyTicket(text, requireSecret("TICKET_SECRET", settings.ticketSecret), Date.now(), settings.ticketTtlMs);
     if (!ticket) throw new ApiError("unauthorized", "invalid or expired ticket");
-    return { identity: { userId: ticket.userId, deviceId: ticket.deviceId }, ticket };
+    return { identity: { userId: ticket.userId, deviceId: ticket.deviceId }, ticket, sessionId: null };
   }
-  const bearer = /^Bearer\s+([A-Za-z0-9_-]{16,256})$/.exec(c.req.header("authorization") ?? "");
-  const identity = bearer ? await identityForToken(c.env.DB, bearer[1]!, c.get("settings")) : null;
-  if (!identity) throw new ApiError("unauthorized", "a ticket or bearer token is required");
-  return { identity, ticket: null };
+  const token = bearerToken(c.req.header("authorization"));
+  const session = token ? await verifiedSession(c, token) : null;
+  if (!session) throw new ApiError("unauthorized", "a ticket or bearer token is required");
+  return { identity: { userId: session.userId, deviceId: session.deviceId }, ticket: null, sessionId: session.sessionId };
 }
 
 /**
- * The upgrade as the object gets it: the verified identity and, for a ticket the object itself
- * takes, its use; whatever a client sent in those headers is replaced or dropped.
+ * The upgrade as the object gets it: the verified identity and, for the user's object, what it
+ * checks itself (`check`: a ticket's use, or a token's session); whatever a client sent in those
+ * headers is replaced or dropped.
  */
-function forward(request: Request, identity: Identity, ticket: TicketUse | null = null): Request {
+function forward(request: Request, identity: Identity, check: SocketCaller | null = null): Request {
   const headers = new Headers(request.headers);
   headers.set(IDENTITY_HEADERS.user, identity.userId);
   headers.set(IDENTITY_HEADERS.device, identity.deviceId);
-  headers.delete(TICKET_HEADERS.nonce);
-  headers.delete(TICKET_HEADERS.expiresAt);
-  if (ticket) {
-    headers.set(TICKET_HEADERS.nonce, ticket.nonce);
-    headers.set(TICKET_HEADERS.expiresAt, String(ticket.expiresAt));
+  for (const name of [TICKET_HEADERS.nonce, TICKET_HEADERS.expiresAt, SESSION_HEADER]) headers.delete(name);
+  if (check?.ticket) {
+    headers.set(TICKET_HEADERS.nonce, check.ticket.nonce);
+    headers.set(TICKET_HEADERS.expiresAt, String(check.ticket.expiresAt));
+  } else if (check) {
+    headers.set(SESSION_HEADER, check.sessionId);
   }
   return new Request(request.url, { method: "GET", headers });
 }
@@ -70,17 +73,22 @@ function forward(request: Request, identity: Identity, ticket: TicketUse | null 
 realtime.get("/conversations/:id/ws", async (c) => {
   // A parameter given twice, or one unknown, is a 400 here as on every route (docs/api.md).
   readQuery(c.req.url, ConversationSocketQuery);
-  const { identity, ticket } = await authenticateSocket(c);
-  // A ticket is used once, and its single use is kept by the user's object, which sees every logout.
-  if (ticket && !(await userStub(c.env, identity.userId).consumeTicket(identity.userId, identity.deviceId, ticket.nonce, ticket.expiresAt))) {
+  const { identity, ticket, sessionId } = await authenticateSocket(c);
+  // A ticket is used once, and a token's session may have ended: the user's object, which sees
+  // every logout, says which (one call either way).
+  const user = userStub(c.env, identity.userId);
+  if (ticket && !(await user.consumeTicket(identity.userId, identity.deviceId, ticket.nonce, ticket.expiresAt))) {
     throw new ApiError("unauthorized", "invalid or expired ticket");
+  }
+  if (sessionId !== null && !(await user.checkSession(identity.userId, identity.deviceId, sessionId))) {
+    throw new ApiError("unauthorized", "unknown, expired or revoked token");
   }
   return conversationStub(c.env, c.req.param("id")).fetch(forward(c.req.raw, identity));
 });
 
-// The user's object takes the ticket's use itself, as it accepts the socket.
+// The user's object checks the ticket's use or the token's session itself, as it accepts the socket.
 realtime.get("/ws", async (c) => {
   readQuery(c.req.url, UserSocketQuery);
-  const { identity, ticket } = await authenticateSocket(c);
-  return userStub(c.env, identity.userId).fetch(forward(c.req.raw, identity, ticket));
+  const caller = await authenticateSocket(c);
+  return userStub(c.env, caller.identity.userId).fetch(forward(c.req.raw, caller.identity, caller));
 });

@@ -1,5 +1,5 @@
 // The user object's modules beside its inbox, on its migrated SQLite and in-memory sockets: device
-// liveness, tickets and logouts, its side of quiet members, and presence between users.
+// liveness, sessions, tickets and logouts, its side of quiet members, and presence between users.
 import { afterEach, describe, expect, it } from "vitest";
 import type { Identity } from "../../../kernel/identity";
 import type { Presence } from "../../../protocol";
@@ -104,6 +104,65 @@ describe("Sessions", () => {
     expect(rows(sql, "revoked_devices")).toBe(0);
     // A refused ticket was not used up.
     expect(s.takeTicket("phone", "n1", until + TTL, until + 1)).toBe(true);
+  });
+
+  const DAY = 86_400_000;
+  const YEAR = 365 * DAY;
+
+  it("a session is live from its login until its expiry, for its own device only", () => {
+    const { sessions: s } = sessions();
+    s.start("phone", "s1", T + 30 * DAY, T);
+    expect(s.isLive("phone", "s1", T, YEAR)).toBe(true);
+    expect(s.isLive("phone", "s1", T + 30 * DAY - 1, YEAR)).toBe(true);
+    expect(s.isLive("phone", "s1", T + 30 * DAY, YEAR)).toBe(false);
+    expect(s.isLive("laptop", "s1", T, YEAR)).toBe(false);
+    expect(s.isLive("phone", "s2", T, YEAR)).toBe(false);
+  });
+
+  it("a lifetime lowered since the login ends the sessions older than it", () => {
+    const { sessions: s } = sessions();
+    s.start("phone", "s1", T + YEAR, T);
+    expect(s.isLive("phone", "s1", T + 10 * DAY, YEAR)).toBe(true);
+    expect(s.isLive("phone", "s1", T + 10 * DAY, 7 * DAY)).toBe(false);
+    expect(s.isLive("phone", "s1", T + 6 * DAY, 7 * DAY)).toBe(true);
+  });
+
+  it("a logout ends every session of its device at once, not the others', and refuses its tickets", () => {
+    const { sessions: s } = sessions();
+    s.start("phone", "s1", T + YEAR, T);
+    s.start("phone", "s2", T + YEAR, T);
+    s.start("laptop", "s3", T + YEAR, T);
+    s.revoke("phone", T + 1);
+    expect(s.isLive("phone", "s1", T + 1, YEAR)).toBe(false);
+    expect(s.isLive("phone", "s2", T + 1, YEAR)).toBe(false);
+    expect(s.isLive("laptop", "s3", T + 1, YEAR)).toBe(true);
+    expect(s.takeTicket("phone", "n1", T + TTL, T + 1)).toBe(false);
+    expect(s.loggedOut("phone", T + 1)).toBe(true);
+    expect(s.loggedOut("laptop", T + 1)).toBe(false);
+    expect(s.loggedOut("phone", T + 1 + TTL + TICKET_CLOCK_SLACK_MS + 1)).toBe(false);
+  });
+
+  it("keeps each logged-out device until D1 has been told, once however often it logs out", () => {
+    const { sessions: s } = sessions();
+    s.revoke("phone", T);
+    s.revoke("laptop", T + 1);
+    s.revoke("phone", T + 2);
+    expect(s.devicesToRetire()).toEqual([
+      { deviceId: "phone", revokedAt: T },
+      { deviceId: "laptop", revokedAt: T + 1 },
+    ]);
+    s.retired("phone");
+    expect(s.devicesToRetire()).toEqual([{ deviceId: "laptop", revokedAt: T + 1 }]);
+  });
+
+  it("drops expired sessions as new ones start, and a repeated start changes nothing", () => {
+    const { sql, sessions: s } = sessions();
+    s.start("phone", "s1", T + DAY, T);
+    s.start("phone", "s1", T + YEAR, T + 5);
+    expect(sql.exec("SELECT created_at, expires_at FROM sessions").one()).toEqual({ created_at: T, expires_at: T + DAY });
+    s.start("laptop", "s2", T + 2 * DAY + YEAR, T + 2 * DAY);
+    expect(sql.exec<{ session_id: string }>("SELECT session_id FROM sessions").toArray().map((r) => r.session_id)).toEqual(["s2"]);
+    expect(rows(sql, "sessions")).toBe(1);
   });
 
   it("keeps where each device has conversation sockets, once per conversation, until forgotten", () => {
