@@ -10,6 +10,7 @@ import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { peersOf } from "../durable-objects/contract";
 import { conversationStub } from "../kernel/objects";
 import type { Conversation, Message } from "../protocol";
+import { prng, type Rng } from "../scripts/lib/prng";
 import { call, connect, expectError, group, json, login, openConversation, register, sendRest, TestSocket, unique, waitFor, type Session } from "./helpers";
 
 const count = (value: string, fallback: number) => (/^\d+$/.test(value) ? Number(value) : fallback);
@@ -17,25 +18,6 @@ const MESSAGES = count(env.RELIABILITY_MESSAGES, 300);
 const SEED = count(env.RELIABILITY_SEED, Date.now() % 2 ** 31);
 /** Hostile inputs in all, shared among the endpoints, queries and frames (about 200 each by default). */
 const INPUTS = count(env.RELIABILITY_INPUTS, 0);
-
-/** mulberry32: small, seeded, good enough to choose fault points and inputs. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (n: number) => Math.floor(next() * n),
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!,
-    chance: (p: number) => next() < p,
-  };
-}
-type Rng = ReturnType<typeof prng>;
 
 /** What the report prints, filled by each part of the suite. */
 const report = {
@@ -857,6 +839,12 @@ const MODEL_COMMANDS = 40;
  */
 interface Model {
   members: Set<number>;
+  /**
+   * Per user: the seqs they may read (docs/api.md, membership spans): from the message that added
+   * them (1 for the group's first members) through the one that removed them (`through` null while
+   * a member); null for a user never in the group. Added back, only the new span counts.
+   */
+  spans: Array<{ from: number; through: number | null } | null>;
   /** Every message in seq order (seq = index + 1); `sender` null for a system message. */
   messages: Array<{ sender: number | null; clientMsgId: string | null }>;
   /** Per user: clientMsgId -> the seq of the message it stored. */
@@ -883,6 +871,14 @@ type ModelCommand = fc.AsyncCommand<Model, Real>;
 
 const isMember = (m: Model, u: number) => m.members.has(u);
 
+/** The seqs a user may read now, in order; empty for one never in the group. */
+function readable(m: Model, u: number): number[] {
+  const span = m.spans[u];
+  if (!span) return [];
+  const through = span.through ?? m.messages.length;
+  return Array.from({ length: through - span.from + 1 }, (_, i) => span.from + i);
+}
+
 /** Moves the open socket's new frames into the user's stream. */
 function absorb(r: Real, u: number): void {
   const s = r.sockets[u];
@@ -893,7 +889,7 @@ function absorb(r: Real, u: number): void {
   r.counted[u] = s.frames.length;
 }
 
-/** Waits until a member's open socket has everything stored; its stream must be 1..lastSeq, each once. */
+/** Waits until a member's open socket has everything stored; its stream must be its span, each once. */
 async function caughtUp(m: Model, r: Real, u: number): Promise<void> {
   const s = r.sockets[u];
   if (!s || !isMember(m, u)) return;
@@ -901,14 +897,14 @@ async function caughtUp(m: Model, r: Real, u: number): Promise<void> {
     absorb(r, u);
     return (r.streams[u]!.at(-1) ?? 0) >= m.messages.length;
   }, `user ${u}'s socket to reach seq ${m.messages.length}`);
-  expect(r.streams[u], `user ${u}'s deliveries, in order, each once`).toEqual(r.streams[u]!.map((_, i) => i + 1));
+  expect(r.streams[u], `user ${u}'s deliveries, in order, each once`).toEqual(readable(m, u));
 }
 
 async function expectHistory(m: Model, r: Real, u: number): Promise<void> {
   const stored = await history(r.users[u]!, r.conversationId);
-  expect(stored.map((x) => x.seq)).toEqual(m.messages.map((_, i) => i + 1));
-  stored.forEach((x, i) => {
-    const want = m.messages[i]!;
+  expect(stored.map((x) => x.seq), `user ${u}'s history is their span`).toEqual(readable(m, u));
+  stored.forEach((x) => {
+    const want = m.messages[x.seq - 1]!;
     if (want.sender === null) expect(x.kind).toBe("system");
     else expect({ senderId: x.senderId, clientMsgId: x.clientMsgId }).toEqual({ senderId: r.users[want.sender]!.user.id, clientMsgId: want.clientMsgId });
   });
@@ -1033,9 +1029,17 @@ class AddMemberCommand implements ModelCommand {
   check = (m: Readonly<Model>) => !m.members.has(this.user);
   async run(m: Model, r: Real): Promise<void> {
     bump(modelCounts, "add member");
-    await json(`/conversations/${r.conversationId}/members`, { token: r.users[0]!.token, body: { userIds: [r.users[this.user]!.user.id] } });
-    m.members.add(this.user);
+    const u = this.user;
+    await json(`/conversations/${r.conversationId}/members`, { token: r.users[0]!.token, body: { userIds: [r.users[u]!.user.id] } });
+    m.members.add(u);
     m.messages.push({ sender: null, clientMsgId: null });
+    // They read from the message that added them; their receipts start just below it.
+    const joinedSeq = m.messages.length;
+    m.spans[u] = { from: joinedSeq, through: null };
+    const receipts = m.receipts[u]!;
+    if (joinedSeq - 1 > receipts.readSeq) m.receipts[u] = { deliveredSeq: Math.max(receipts.deliveredSeq, joinedSeq - 1), readSeq: joinedSeq - 1 };
+    // A new span: what their device gets from here on starts again.
+    r.streams[u] = [];
   }
   toString = () => `add(${this.user})`;
 }
@@ -1054,6 +1058,7 @@ class RemoveMemberCommand implements ModelCommand {
     expect(res.status).toBe(204);
     m.members.delete(u);
     m.messages.push({ sender: null, clientMsgId: null });
+    m.spans[u] = { from: m.spans[u]!.from, through: m.messages.length };
     const s = r.sockets[u];
     if (s) {
       // Removed: the socket closes with 4003, and what it got stays within what the user could see.
@@ -1062,7 +1067,8 @@ class RemoveMemberCommand implements ModelCommand {
       expect(r.streams[u]!.every((seq) => seq <= m.messages.length)).toBe(true);
       r.sockets[u] = null;
     }
-    await expectError(await call(`/conversations/${r.conversationId}/messages`, { token: r.users[u]!.token }), 404, "not_found");
+    // A former member still reads their span, through the message that removed them.
+    await expectHistory(m, r, u);
   }
   toString = () => `remove(${this.user})`;
 }
@@ -1106,12 +1112,8 @@ class SyncCommand implements ModelCommand {
     const u = this.user;
     await waitFor(async () => (await conversationStub(env, r.conversationId).pendingOutbox()) === 0, "the outbox to drain");
     const got = await synced(r.users[u]!, r.conversationId);
-    if (!isMember(m, u)) {
-      expect(got, "a non-member's sync holds nothing of the conversation").toEqual([]);
-      return;
-    }
-    expect(got.map((x) => x.seq).sort((a, b) => a - b), "sync returns every message once").toEqual(m.messages.map((_, i) => i + 1));
-    await expectHistory(m, r, u);
+    expect(got.map((x) => x.seq).sort((a, b) => a - b), "sync returns every message of the user's span once").toEqual(readable(m, u));
+    if (m.spans[u]) await expectHistory(m, r, u);
   }
   toString = () => `sync(${this.user})`;
 }
@@ -1140,7 +1142,7 @@ describe("model-based", () => {
       fc.asyncProperty(commands, async (cmds) => {
         runs++;
         const conv = await group(users[0]!, [users[1]!], "model");
-        const model: Model = { members: new Set([0, 1]), messages: [{ sender: null, clientMsgId: null }], sent: [new Map(), new Map(), new Map()], receipts: users.map(() => ({ deliveredSeq: 0, readSeq: 0 })) };
+        const model: Model = { members: new Set([0, 1]), spans: [{ from: 1, through: null }, { from: 1, through: null }, null], messages: [{ sender: null, clientMsgId: null }], sent: [new Map(), new Map(), new Map()], receipts: users.map(() => ({ deliveredSeq: 0, readSeq: 0 })) };
         const real: Real = { conversationId: conv.id, users, sockets: [null, null, null], streams: [[], [], []], counted: [0, 0, 0], retryAcks: new WeakSet() };
         try {
           for (const u of [0, 1]) real.sockets[u] = await openConversation(users[u]!, conv.id, 0);

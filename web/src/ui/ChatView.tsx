@@ -10,7 +10,7 @@ import { Avatar } from "./Avatar";
 import { Composer } from "./Composer";
 import { useServices } from "./context";
 import { GroupInfo } from "./People";
-import { useFocusHandoff } from "./focus";
+import { useEscape, useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 import { MediaBlock, UploadCard, startUploads } from "./Media";
 import { SafetyNumberPanel, SafetyWarnings, VerifiedMark } from "./SafetyNumber";
@@ -579,13 +579,7 @@ function ThreadPanel({ conv, rootSeq }: { conv: Conversation; rootSeq: number })
     const el = listRef.current;
     if (el) el.scrollTop = el.scrollHeight;
   }, [entries.length]);
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => {
-      if (e.key === "Escape") close();
-    };
-    document.addEventListener("keydown", onKey);
-    return () => document.removeEventListener("keydown", onKey);
-  }, [conv.id]);
+  useEscape(close, conv.id);
   const replies = entries.length > 0 ? entries.length - 1 : 0;
   return (
     <aside class="side-panel thread-panel" ref={panel} aria-label="Thread">

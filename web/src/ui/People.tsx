@@ -5,7 +5,7 @@ import { lastSeen } from "../state/format";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
 import { EncryptionInfo } from "./Encryption";
-import { useFocusHandoff } from "./focus";
+import { useEscape, useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 import { VerifiedMark } from "./SafetyNumber";
 
@@ -217,11 +217,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
       setError(err instanceof ApiRequestError ? err.message : "That did not work. Try again.");
     }
   };
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && close();
-    document.addEventListener("keydown", onKey);
-    return () => document.removeEventListener("keydown", onKey);
-  }, [conv.id]);
+  useEscape(close, conv.id);
   const panel = useRef<HTMLElement>(null);
   const heading = useRef<HTMLHeadingElement>(null);
   useFocusHandoff(panel, heading);

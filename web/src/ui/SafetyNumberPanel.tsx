@@ -7,6 +7,7 @@ import { qrMatrix, qrPath } from "../lib/qrCode";
 import { changeReason, groupDigits } from "../state/safetyNumbers";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
+import { useEscape } from "./focus";
 import { Icon } from "./icons";
 
 export function SafetyNumberPanel({ conv, userId }: { conv: Conversation; userId: string }) {
@@ -22,11 +23,7 @@ export function SafetyNumberPanel({ conv, userId }: { conv: Conversation; userId
     store.ensureUsers([userId]);
     void store.showSafetyNumber(userId);
   }, [userId]);
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && back();
-    document.addEventListener("keydown", onKey);
-    return () => document.removeEventListener("keydown", onKey);
-  }, [conv.id]);
+  useEscape(back, conv.id);
   // Focus moves into the panel as it opens, so a keyboard or screen reader user is in it.
   const heading = useRef<HTMLHeadingElement>(null);
   useEffect(() => heading.current?.focus(), [userId]);

@@ -22,3 +22,14 @@ export function useFocusHandoff(panel: ElementRef, first?: ElementRef): void {
     };
   }, []);
 }
+
+/** Escape closes the panel: `onEscape` runs on the key anywhere in the page while `key` stands. */
+export function useEscape(onEscape: () => void, key: unknown): void {
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") onEscape();
+    };
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, [key]);
+}
