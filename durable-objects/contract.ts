@@ -69,6 +69,8 @@ export const InboxEvent = z.discriminatedUnion("type", [
   z.object({ type: z.literal("message"), message: CarriedMessage, conversation: ConversationSummary }),
   z.object({ type: z.literal("changed"), conversationId: Id }),
   z.object({ type: z.literal("receipt"), receipt: RelayedReceipt }),
+  /** Messages the user deleted for themself, for all their devices (UserServerFrame `hidden`). */
+  z.object({ type: z.literal("hidden"), conversationId: Id, seqs: z.array(z.number().int().positive()) }),
 ]);
 export type InboxEvent = z.infer<typeof InboxEvent>;
 

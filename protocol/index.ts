@@ -4,3 +4,4 @@ export * from "./version";
 export * from "./mediaSchemas";
 export { INVISIBLE_IN_NAMES } from "./text";
 export * from "./mls";
+export * from "./actions";

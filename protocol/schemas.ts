@@ -4,6 +4,7 @@
 // needs a PROTOCOL_VERSION bump (test/protocol.test.ts fails until it gets one).
 import * as z from "zod";
 import { shownName, text } from "./text";
+import { ActionFrame, HiddenFrame, MessageAnnotations, SendAnnotations } from "./actions";
 
 // ---------------------------------------------------------------------------------------------
 // Limits that are part of the contract (API.md), not deployment settings.
@@ -66,7 +67,8 @@ export const MediaRef = z.object({
   thumbnailId: Id.optional(),
 });
 
-export const MessageKind = z.enum(["text", "media", "system", "encrypted", "mls.commit"]);
+/** `action`: an edit, delete, reaction or pin of an earlier message (./actions.ts). */
+export const MessageKind = z.enum(["text", "media", "system", "encrypted", "mls.commit", "action"]);
 
 export const ThreadSummary = z.object({
   replyCount: z.number().int().nonnegative(),
@@ -91,6 +93,7 @@ export const Message = z.object({
   threadRootSeq: z.number().int().positive().nullable(),
   thread: ThreadSummary.optional(),
   createdAt: Time,
+  ...MessageAnnotations,
 });
 
 export const ConversationType = z.enum(["direct", "group"]);
@@ -191,6 +194,7 @@ const MessageContent = {
   ciphertext: z.string().min(1).max(LIMITS.ciphertextMax).regex(/^[A-Za-z0-9_-]+$/, "base64url without padding").optional(),
   mediaIds: z.array(Id).max(LIMITS.mediaPerMessageMax).optional(),
   threadRootSeq: z.number().int().positive().optional(),
+  ...SendAnnotations,
 };
 const hasContent = (m: { body?: string | undefined; ciphertext?: string | undefined; mediaIds?: string[] | undefined }) =>
   m.body !== undefined || m.ciphertext !== undefined || (m.mediaIds !== undefined && m.mediaIds.length > 0);
@@ -305,6 +309,7 @@ export const ConversationClientFrame = z.discriminatedUnion("type", [
   TypingFrame,
   ReadFrame,
   DeliveredFrame,
+  ActionFrame,
 ]);
 
 export const PresenceWatchFrame = z.strictObject({
@@ -334,6 +339,7 @@ export const ConversationServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ack"), clientMsgId: text(), message: Message }),
   z.object({ type: z.literal("typing"), userId: Id, on: z.boolean() }),
   z.object({ type: z.literal("receipt"), userId: Id, deliveredSeq: Seq, readSeq: Seq, updatedAt: Time }),
+  HiddenFrame,
   ErrorFrame,
   ClosingFrame,
 ]);
@@ -353,6 +359,7 @@ export const UserServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("conversation"), conversation: Conversation }),
   z.object({ type: z.literal("mls.welcome"), id: Id, conversationId: Id, seq: z.number().int().positive(), welcome: z.string() }),
   z.object({ type: z.literal("mls.keyPackagesLow"), deviceId: Id, count: z.number().int().nonnegative() }),
+  HiddenFrame,
   ErrorFrame,
   ClosingFrame,
 ]);

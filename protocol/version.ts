@@ -17,4 +17,7 @@
 // 8 - membership spans and threads counted apart: `joinedSeq`, `leftSeq` (former members) and
 //     `threadUnread` on conversations; `unread` and `lastMessage` leave thread replies out.
 // 9 - a commit's `commit` up to 112 KiB, its `groupInfo` and `welcome` up to the commit route's own body limit.
-export const PROTOCOL_VERSION = 9;
+// 10 - message actions (protocol/actions.ts): `action` messages (edit, delete, react, pin) by
+//      POST /conversations/:id/actions and the socket's `action` frame; replyToSeq, mentions and
+//      forwarded on sends; a message's annotations; delete for me and the `hidden` frame; search.
+export const PROTOCOL_VERSION = 10;

@@ -275,6 +275,14 @@ export const accessibilityTests: Test[] = [
         await bubble(page, "Who brings the tent?").getByRole("button", { name: "1 reply" }).waitFor({ timeout: 15_000 });
         await audit.check(page, "a group chat with a thread reply");
 
+        // A message's menu, open (message actions).
+        const menuButton = bubble(page, "Who brings the tent?").first().getByRole("button", { name: "Message actions" });
+        await menuButton.click();
+        await page.getByRole("menuitem", { name: "Delete for me" }).waitFor();
+        await audit.check(page, "a message's menu");
+        await menuButton.click();
+        await page.getByRole("menu").waitFor({ state: "detached" });
+
         // Group info (members, the add form), then the confirmation to leave; Escape closes the panel
         // and focus returns to the info button.
         await page.getByRole("button", { name: "Group info" }).click();

@@ -3,6 +3,7 @@
 import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { messageActionTests } from "./actions.cases";
 import type { Conversation, Message, Receipt, User } from "../protocol";
 import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
@@ -941,3 +942,5 @@ describe("security headers", () => {
     expect((await call("/")).headers.get("strict-transport-security")).toBeNull();
   });
 });
+
+messageActionTests();

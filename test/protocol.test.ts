@@ -17,6 +17,7 @@ const FINGERPRINTS: Record<number, string> = {
   7: "6095177c2e26a9c42d78f0850414da09ebd355845d2a776ebe30ec1c246a4ea6",
   8: "cb6585ee0d66595e2de336e64723168349d6db22e0fe598340247f180034075d",
   9: "8023790f05e1b8447a4e2ade4a360b8586d8ea520b3c4d0bc3d8f603b84c93a3",
+  10: "84e343d3e5e0c1ded5a7b0487b05d2c0adf44dec0631105343674abe5988f763",
 };
 
 async function fingerprint(): Promise<string> {

@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
-import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
+import { MESSAGE_PARAMS, type D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { LIMITS, PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
 import { conversationStub } from "../kernel/objects";
 import {
@@ -708,7 +708,7 @@ describe("faults", () => {
         const events: Event[] = [];
         for (const st of statements) {
           const { q, args } = (st as D1PreparedStatement & { recorded: { q: string; args: unknown[] } }).recorded;
-          if (q.startsWith("INSERT OR IGNORE INTO messages")) for (let i = 2; i < args.length; i += 15) events.push({ kind: "message", seq: args[i] as number });
+          if (q.startsWith("INSERT OR IGNORE INTO messages")) for (let i = 2; i < args.length; i += MESSAGE_PARAMS) events.push({ kind: "message", seq: args[i] as number });
           else if (q.startsWith("INSERT INTO members")) events.push({ kind: "put", userId: args[1] as string });
           else if (q.startsWith("DELETE FROM members")) events.push({ kind: "delete", userId: args[1] as string });
         }

@@ -554,11 +554,15 @@ describe("hostile input", () => {
       { name: "POST /mls/key-packages", method: "POST", path: "/mls/key-packages", auth: true, valid: { keyPackages: ["AAAA"] } },
       { name: "POST /mls/key-packages/claim", method: "POST", path: "/mls/key-packages/claim", auth: true, valid: { userIds: [b.user.id] } },
       { name: "POST /conversations/:id/mls/commits", method: "POST", path: `/conversations/${conv.id}/mls/commits`, auth: true, valid: { clientMsgId: "fuzz", epoch: 0, commit: "AAAA", groupInfo: "AAAA" } },
+      // Seq 1 is the group's `created` message, which no action takes: every variant is refused.
+      { name: "POST /conversations/:id/actions", method: "POST", path: `/conversations/${conv.id}/actions`, auth: true, valid: { clientMsgId: "fuzz", action: { type: "react", targetSeq: 1, emoji: "👍", on: true } } },
+      { name: "POST /conversations/:id/hidden", method: "POST", path: `/conversations/${conv.id}/hidden`, auth: true, valid: { seqs: [1] } },
     ];
     const queries: Array<{ name: string; path: (q: string) => string; params: string[] }> = [
       { name: "GET /messages?", path: (q) => `/messages?${q}`, params: ["since", "limit"] },
       { name: "GET /conversations/:id/messages?", path: (q) => `/conversations/${conv.id}/messages?${q}`, params: ["after", "before", "limit", "thread"] },
       { name: "GET /users?", path: (q) => `/users?${q}`, params: ["q", "ids"] },
+      { name: "GET /search?", path: (q) => `/search?${q}`, params: ["q", "conversationId", "limit", "before"] },
       { name: "GET /conversations/:id/ws?", path: (q) => `/conversations/${conv.id}/ws?${q}`, params: ["after", "dedupe", "ticket", "v"] },
       { name: "GET /ws?", path: (q) => `/ws?${q}`, params: ["ticket", "v"] },
     ];
@@ -567,6 +571,7 @@ describe("hostile input", () => {
       { name: "frame typing", socket: "conversation", valid: { type: "typing", on: true } },
       { name: "frame read", socket: "conversation", valid: { type: "read", seq: 1 } },
       { name: "frame delivered", socket: "conversation", valid: { type: "delivered", seq: 1 } },
+      { name: "frame action", socket: "conversation", valid: { type: "action", clientMsgId: "fuzz", action: { type: "pin", targetSeq: 1, on: true } } },
       { name: "frame presence.watch", socket: "user", valid: { type: "presence.watch", userIds: [b.user.id] } },
     ];
     const n = perTarget(endpoints.length + queries.length + frames.length);

@@ -6,6 +6,7 @@ import { securityHeaders } from "./lib/security";
 import { auth, me } from "./routes/auth";
 import { conversations, groups } from "./routes/conversations";
 import { messages } from "./routes/messages";
+import { actions } from "./routes/actions";
 import { mls } from "./routes/mls";
 import { realtime } from "./routes/realtime";
 import { receipts } from "./routes/receipts";
@@ -23,7 +24,7 @@ export { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 export { UserDO } from "../durable-objects/user/UserDO";
 export { ThrottleDO } from "../durable-objects/throttle/ThrottleDO";
 
-const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media", "/mls", "/devices"];
+const API_PREFIXES = ["/auth", "/me", "/users", "/conversations", "/group", "/send", "/messages", "/ws", "/presence", "/push", "/upload", "/media", "/mls", "/devices", "/search"];
 
 const app = newApp();
 app.use(base);
@@ -40,6 +41,7 @@ app.use(async (c, next) => {
 // and the apps mounted beside others authenticate each route themselves.
 app.route("/", realtime);
 app.route("/", messages);
+app.route("/", actions);
 app.route("/", mls);
 app.route("/auth", auth);
 app.route("/me", me);

@@ -15,9 +15,9 @@ import type * as z from "zod";
 import { readSettings, type Settings } from "../../kernel/settings";
 import { readIdentity, type Identity } from "../../kernel/identity";
 import { fail, type Failure } from "../../kernel/result";
-import { sendWithMedia } from "../../kernel/d1/mediaRecords";
+import { eraseUnsharedMedia, sendWithMedia } from "../../kernel/d1/mediaRecords";
 import { peersOf, type ConversationPeer, type DeliveryAnswer, type DeviceKeys, type FanoutJob, type UserInbox } from "../contract";
-import type { CommitBody } from "../../protocol";
+import type { Action, CommitBody } from "../../protocol";
 import { AlarmScheduler } from "../lib/alarms";
 import { Attachments, fieldsOf } from "../lib/attachments";
 import { TokenBuckets } from "../lib/rateLimit";
@@ -41,6 +41,8 @@ export interface ConversationConnections {
   /** Where Welcomes go: the new devices' user objects. */
   welcomes(userId: string): Pick<UserInbox, "mlsWelcomes">;
   fanoutQueue: Pick<Queue<FanoutJob>, "sendBatch">;
+  /** Where media bytes live: a message deleted for everyone erases its media there. */
+  media: Pick<R2Bucket, "delete">;
 }
 
 export class ConversationDO extends DurableObject<Env> implements ConversationPeer {
@@ -79,9 +81,11 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     super(ctx, env);
     this.settings = readSettings(env);
     const peers = peersOf(env);
-    this.connections = { d1: env.DB, users: peers.user, welcomes: peers.user, fanoutQueue: env.FANOUT_QUEUE };
+    this.connections = { d1: env.DB, users: peers.user, welcomes: peers.user, fanoutQueue: env.FANOUT_QUEUE, media: env.MEDIA };
     this.store = new ConversationStore(ctx.storage.sql);
-    this.outbox = new Outbox(this.store, () => this.connections.d1, this.settings.outboxBatchSize);
+    this.outbox = new Outbox(this.store, () => this.connections.d1, this.settings.outboxBatchSize, (mediaIds) =>
+      eraseUnsharedMedia(this.connections.d1, this.connections.media, mediaIds),
+    );
     this.fanout = new Fanout(
       this.store,
       (userId) => this.connections.users(userId),
@@ -118,6 +122,16 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       // The deferred pass relays them (updateReceipt asks for it), with its calls to members' objects.
       notifyReceipt: (userIds, receipt) =>
         this.fanout.noteReceipt(userIds, { conversationId: this.store.requireMeta().id, ...receipt }, this.accepted),
+      // Best effort, like a frame: a device that misses it sees the messages hidden in its next
+      // history or sync (both apply what the user hid).
+      notifyHidden: (userId, seqs) =>
+        this.ctx.waitUntil(
+          this.connections
+            .users(userId)
+            .deliver(userId, [{ type: "hidden", conversationId: this.store.requireMeta().id, seqs }], false)
+            .then(() => undefined)
+            .catch((err: unknown) => console.warn(`conversation ${this.store.meta?.id}: hidden relay to ${userId} failed`, String(err))),
+        ),
     });
     this.staging = new SendStaging(this.settings, (batch) => this.storeSends(batch));
     this.mls = new MlsDelivery(this.store, {
@@ -246,6 +260,25 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     return this.conversation.receipts(userId);
   }
 
+  // --- Message actions (./actions.ts) -----------------------------------------------------------
+
+  /** An edit, delete for everyone, reaction or pin: appended as an `action` message, answered like a send. */
+  async act(actor: Identity, clientMsgId: string, action: Action, now: number) {
+    this.staging.storeStaged();
+    return this.conversation.actions.act(actor, clientMsgId, action, now, null);
+  }
+
+  /** Delete for me. */
+  async hide(userId: string, seqs: number[]) {
+    this.staging.storeStaged();
+    return this.conversation.actions.hide(userId, seqs);
+  }
+
+  async pins(userId: string) {
+    this.staging.storeStaged();
+    return this.conversation.actions.pins(userId);
+  }
+
   /** Logout: the device's sockets here close with 4001. */
   async closeDevice(deviceId: string): Promise<number> {
     this.staging.storeStaged();
@@ -313,7 +346,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       let after = Math.max(query.data.after, this.conversation.replayFloor(identity.userId));
       for (;;) {
         const page = this.store.messagesAfter(after, LIMITS.pageMax);
-        for (const message of page.messages) sendFrame(server, { type: "message", message });
+        for (const message of this.conversation.actions.viewFor(identity.userId, page.messages)) sendFrame(server, { type: "message", message });
         if (!page.hasMore) break;
         after = page.messages[page.messages.length - 1]!.seq;
       }
@@ -348,9 +381,9 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       }
       // Everything else follows the sends received before it, as if each had been stored on arrival.
       this.staging.storeStaged();
-      // Every other frame costs a token of the sender's budget too (a send takes its own, after
-      // the idempotency check): a flood of typing, receipts or junk is closed like one of sends.
-      if (!(incoming.ok && incoming.frame.type === "send") && this.limiter.take(this.attachments.read(ws)?.userId ?? "", Date.now()) > 0) {
+      // Every other frame costs a token of the sender's budget too (a send or an action takes its
+      // own, after the idempotency check): a flood of typing, receipts or junk is closed like one of sends.
+      if (!(incoming.ok && (incoming.frame.type === "send" || incoming.frame.type === "action")) && this.limiter.take(this.attachments.read(ws)?.userId ?? "", Date.now()) > 0) {
         closeWithNotice(ws, CLOSE.rateLimited, "rate limited");
         return;
       }
@@ -367,6 +400,12 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
         case "typing":
           this.conversation.typing(identity.userId, frame.on, now);
           return;
+        case "action": {
+          const result = this.conversation.actions.act(identity, frame.clientMsgId, frame.action, now, ws);
+          if (result.ok && result.duplicate) sendFrame(ws, { type: "ack", clientMsgId: frame.clientMsgId, message: result.message });
+          else answerSend(ws, frame.clientMsgId, result);
+          return;
+        }
         case "read":
         case "delivered": {
           const result = this.conversation.updateReceipt(identity.userId, frame.type, frame.seq, now);
@@ -424,10 +463,17 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
    */
   private async sendWithMediaInOrder(ws: WebSocket, identity: Identity, request: SendRequest, previous: Promise<void> | undefined): Promise<void> {
     const run = async () => {
-      const result = await sendWithMedia(this.env, identity.userId, this.store.requireMeta().id, request.mediaIds ?? [], (media) => {
-        this.staging.storeStaged();
-        return this.conversation.send(identity, { ...request, media }, Date.now(), ws);
-      });
+      const result = await sendWithMedia(
+        this.env,
+        identity.userId,
+        this.store.requireMeta().id,
+        request.mediaIds ?? [],
+        (media) => {
+          this.staging.storeStaged();
+          return this.conversation.send(identity, { ...request, media }, Date.now(), ws);
+        },
+        request.forwarded === true,
+      );
       answerSend(ws, request.clientMsgId, result);
     };
     const sending = previous ? previous.then(run) : run();

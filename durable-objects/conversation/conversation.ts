@@ -19,6 +19,8 @@ import type { TokenBuckets } from "../lib/rateLimit";
 import { closeWithNotice, trySend } from "../lib/socketIo";
 import type { ConversationStore } from "./conversationStore";
 import { invalidContent } from "./mlsDelivery";
+import { editTargetOf, MessageActions, withoutEditText } from "./actions";
+import type { Annotations } from "./actionsStore";
 
 export interface CreateInput {
   id: string;
@@ -55,6 +57,8 @@ export interface ConversationDeps {
   wakeAt(at: number): void;
   /** Tells users' own objects (their other devices, the senders) of a receipt change. */
   notifyReceipt(userIds: string[], receipt: Receipt): void;
+  /** Tells a user's own object (their devices' user sockets) of messages they deleted for themself. */
+  notifyHidden?(userId: string, seqs: number[]): void;
 }
 
 /** A typing indicator lapses this long after its last refresh. */
@@ -63,10 +67,39 @@ export const TYPING_LAPSE_MS = 6_000;
 export const MAX_MEMBERS = 1000;
 
 export class Conversation {
+  /** Reply, edit, delete, react, pin, delete for me (./actions.ts). */
+  readonly actions: MessageActions;
+
   constructor(
     private readonly store: ConversationStore,
     private readonly deps: ConversationDeps,
-  ) {}
+  ) {
+    this.actions = new MessageActions(store, {
+      appendAction: (actor, clientMsgId, event, now, origin) => {
+        const message = this.store.append({
+          id: newId(now),
+          senderId: actor.userId,
+          senderDeviceId: actor.deviceId,
+          clientMsgId,
+          kind: "action",
+          body: JSON.stringify(event),
+          media: [],
+          threadRootSeq: null,
+          createdAt: now,
+        });
+        if (!message) return null;
+        this.deps.defer();
+        this.deliver(message, origin);
+        return message;
+      },
+      takeRateToken: (userId, now) => this.deps.limiter.take(userId, now),
+      sendToUser: (userId, frame) => {
+        for (const ws of this.deps.sockets.ofUser(userId)) trySend(ws, frame);
+      },
+      notifyHidden: (userId, seqs) => this.deps.notifyHidden?.(userId, seqs),
+      spanOf: (userId) => this.span(userId),
+    });
+  }
 
   create(input: CreateInput): Result<{ created: boolean; conversation: ConversationView }> {
     const existing = this.store.meta;
@@ -169,6 +202,7 @@ export class Conversation {
         media,
         threadRootSeq: request.threadRootSeq ?? null,
         createdAt: now,
+        ...sendAnnotations(request),
       });
       if (message) {
         this.deps.limiter.take(sender.userId, now);
@@ -196,11 +230,13 @@ export class Conversation {
     if ((request.mediaIds?.length ?? 0) !== (request.media?.length ?? 0)) return fail("bad_request", "unknown media id");
     const content = invalidContent(this.store.requireMeta(), request, request.media ?? []);
     if (content) return content;
+    const annotations = this.actions.invalidAnnotations(sender.userId, request);
+    if (annotations) return annotations;
     if (request.threadRootSeq !== undefined) {
       const root = this.store.getMessage(request.threadRootSeq);
       // A root from before the sender joined is one they cannot read: as good as none.
       const visible = root !== null && root.seq >= (this.span(sender.userId)?.from ?? Number.POSITIVE_INFINITY);
-      if (!root || !visible || root.kind === "system") return fail("bad_request", "threadRootSeq names no message");
+      if (!root || !visible || root.kind === "system" || root.kind === "action") return fail("bad_request", "threadRootSeq names no message");
       if (root.threadRootSeq !== null) return fail("bad_request", "a thread reply cannot start a thread");
     }
     return null;
@@ -248,10 +284,11 @@ export class Conversation {
     const page = forward
       ? this.store.messagesAfter(Math.max(query.after ?? 0, span.from - 1), query.limit, query.thread)
       : this.store.messagesBefore(Math.min(query.before ?? Number.MAX_SAFE_INTEGER, span.through + 1), query.limit, query.thread);
-    const messages = page.messages.filter((m) => m.seq >= span.from && m.seq <= span.through);
+    const inSpan = page.messages.filter((m) => m.seq >= span.from && m.seq <= span.through);
+    const messages = this.actions.viewFor(userId, inSpan);
     // Past either end of the span there is nothing more to page to.
     const edge = forward ? messages.at(-1)?.seq !== span.through : messages[0]?.seq !== span.from;
-    return { ok: true, messages, hasMore: page.hasMore && messages.length === page.messages.length && edge };
+    return { ok: true, messages, hasMore: page.hasMore && inSpan.length === page.messages.length && edge };
   }
 
   /** Where a member's socket replay starts at the earliest: the seq before their joining. */
@@ -379,7 +416,21 @@ export class Conversation {
   private deliver(message: Message, origin: WebSocket | null): void {
     const encoded = JSON.stringify(message);
     if (origin) trySend(origin, `{"type":"ack","clientMsgId":${JSON.stringify(message.clientMsgId)},"message":${encoded}}`);
-    this.broadcast(`{"type":"message","message":${encoded}}`, origin);
+    const frame = `{"type":"message","message":${encoded}}`;
+    // An edit of a message from before some member's joining reaches that member without its
+    // text (./actions.ts viewFor); every other message is the same for everyone.
+    const target = editTargetOf(message);
+    if (target === null || ![...this.store.members.values()].some((m) => m.joinedSeq > target)) {
+      this.broadcast(frame, origin);
+      return;
+    }
+    const redacted = JSON.stringify({ type: "message", message: withoutEditText(message) } satisfies ConversationServerFrame);
+    for (const ws of this.deps.sockets.all()) {
+      if (ws === origin) continue;
+      const userId = this.deps.sockets.userOf(ws);
+      const from = userId === null ? Number.MAX_SAFE_INTEGER : (this.store.members.get(userId)?.joinedSeq ?? Number.MAX_SAFE_INTEGER);
+      trySend(ws, from > target ? redacted : frame);
+    }
   }
 
   private broadcast(frame: string, except: WebSocket | null): void {
@@ -417,6 +468,16 @@ export class Conversation {
       ...(former ? { leftSeq: former.through } : {}),
     };
   }
+}
+
+/** A send's reply, mentions and forward mark, as the store keeps them (none: nothing stored). */
+function sendAnnotations(request: SendRequest): { annotations?: Annotations } {
+  if (request.replyToSeq === undefined && request.mentions === undefined && request.forwarded === undefined) return {};
+  const annotations: Annotations = {};
+  if (request.replyToSeq !== undefined) annotations.replyToSeq = request.replyToSeq;
+  if (request.mentions !== undefined) annotations.mentions = request.mentions;
+  if (request.forwarded !== undefined) annotations.forwarded = request.forwarded;
+  return { annotations };
 }
 
 function sendFrame(ws: WebSocket, frame: ConversationServerFrame): void {

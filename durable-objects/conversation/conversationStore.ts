@@ -3,7 +3,8 @@
 // Object runs in-process, and a burst of writes inside one event commits atomically.
 import type { ConversationType, MediaRef, Member, Message, MessageKind, Receipt, Role } from "../../protocol";
 import { migrate } from "../lib/migrate";
-import { MESSAGE_COLUMNS, messageFromRow, type MessageRow } from "../../kernel/d1/rows";
+import { MESSAGE_COLUMNS, messageFromRow, UNSHOWN_KINDS_SQL, type MessageRow } from "../../kernel/d1/rows";
+import { ACTION_MIGRATIONS, ACTION_MIGRATIONS_TRACK, type Annotations } from "./actionsStore";
 
 // Append-only. Index i is schema version i + 1.
 const MIGRATIONS = [
@@ -87,7 +88,20 @@ export type OutboxEntry =
   | { kind: "message"; payload: Message }
   | { kind: "thread"; payload: { rootSeq: number; replyCount: number; lastReplySeq: number; lastReplyAt: number } }
   | { kind: "receipt"; payload: { userId: string; deliveredSeq: number; readSeq: number } }
-  | { kind: "mls_epoch"; payload: { epoch: number } };
+  | { kind: "mls_epoch"; payload: { epoch: number } }
+  // Message actions (./actions.ts): a message's row rewritten (an edit, a reaction, a pin, an
+  // erasure), messages a user deleted for themself, media to erase from D1 and R2.
+  | { kind: "message_update"; payload: MessageRewrite & { seq: number } }
+  | { kind: "hidden"; payload: { userId: string; seqs: number[] } }
+  | { kind: "media_erase"; payload: { mediaIds: string[] } };
+
+/** A message's new content and annotations (all of them, as now stored). */
+export interface MessageRewrite {
+  body: string | null;
+  payload: string | null;
+  media: MediaRef[];
+  extra: Annotations | null;
+}
 
 /** `atSeq`: the conversation's lastSeq when the row was queued (it follows those messages). */
 export type OutboxRow = { id: number; atSeq: number } & OutboxEntry;
@@ -113,6 +127,8 @@ export interface NewMessage {
   media: MediaRef[];
   threadRootSeq: number | null;
   createdAt: number;
+  /** Set at sending: replyToSeq, mentions, forwarded (./actions.ts). */
+  annotations?: Annotations;
 }
 
 
@@ -157,6 +173,7 @@ export class ConversationStore {
 
   constructor(private readonly sql: SqlStorage) {
     migrate(sql, MIGRATIONS);
+    migrate(sql, ACTION_MIGRATIONS, ACTION_MIGRATIONS_TRACK);
     this.meta = this.loadMeta();
     for (const m of sql.exec<{ user_id: string; role: string; joined_at: number; joined_seq: number }>(
       "SELECT user_id, role, joined_at, joined_seq FROM members",
@@ -200,7 +217,7 @@ export class ConversationStore {
     if (seq === 0) return 0;
     return (
       this.sql
-        .exec<{ seq: number }>("SELECT seq FROM messages WHERE seq <= ? AND kind != 'mls.commit' ORDER BY seq DESC LIMIT 1", seq)
+        .exec<{ seq: number }>(`SELECT seq FROM messages WHERE seq <= ? AND kind NOT IN ('mls.commit', 'action') ORDER BY seq DESC LIMIT 1`, seq)
         .toArray()[0]?.seq ?? 0
     );
   }
@@ -301,8 +318,8 @@ export class ConversationStore {
     // The idempotency index detects a duplicate in the insert itself: a send costs one statement,
     // not a lookup and then an insert.
     const written = this.sql.exec(
-      `INSERT INTO messages (seq, id, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO messages (seq, id, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, created_at, extra)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (sender_id, client_msg_id) DO NOTHING`,
       seq,
       input.id,
@@ -315,12 +332,13 @@ export class ConversationStore {
       input.media.length === 0 ? "[]" : JSON.stringify(input.media),
       input.threadRootSeq,
       input.createdAt,
+      input.annotations ? JSON.stringify(input.annotations) : null,
     ).rowsWritten;
     if (written === 0) return null;
     // `lastSeq` is not written back to the conversation row: it is max(seq), read once per
     // wake-up (loadMeta), which saves a statement on every send.
     meta.lastSeq = seq;
-    if (input.kind !== "mls.commit") meta.lastMessageAt = input.createdAt;
+    if (input.kind !== "mls.commit" && input.kind !== "action") meta.lastMessageAt = input.createdAt;
     // Built field by field rather than spread: every message then has one shape, on the hottest path.
     const message: Message = {
       conversationId: meta.id,
@@ -339,6 +357,7 @@ export class ConversationStore {
       if (input.kind === "mls.commit") message.commit = input.payload;
       else message.ciphertext = input.payload;
     }
+    if (input.annotations) Object.assign(message, input.annotations);
     this.remember(message);
     if (input.threadRootSeq !== null) {
       this.forget(input.threadRootSeq);
@@ -462,17 +481,18 @@ export class ConversationStore {
   }
 
   /**
-   * The latest top-level message at or below `through`: commits and thread replies left out (a
-   * commit shows nothing; a reply belongs to its thread, not to the conversation's preview).
+   * The latest top-level message at or below `through`: commits, actions and thread replies left
+   * out (a commit shows nothing, an action changes an earlier message, a reply belongs to its
+   * thread, not to the conversation's preview).
    */
   lastMessage(through = Number.MAX_SAFE_INTEGER): Message | null {
     const meta = this.meta;
     if (!meta || meta.lastSeq === 0) return null;
     const last = this.getMessage(Math.min(meta.lastSeq, through));
-    if (last && last.kind !== "mls.commit" && last.threadRootSeq === null) return last;
+    if (last && last.kind !== "mls.commit" && last.kind !== "action" && last.threadRootSeq === null) return last;
     const row = this.sql
       .exec<MessageRow>(
-        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq <= ? AND kind != 'mls.commit' AND thread_root_seq IS NULL ORDER BY seq DESC LIMIT 1`,
+        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE seq <= ? AND kind NOT IN ('mls.commit', 'action') AND thread_root_seq IS NULL ORDER BY seq DESC LIMIT 1`,
         through,
       )
       .toArray()[0];
@@ -480,15 +500,15 @@ export class ConversationStore {
   }
 
   /**
-   * Messages from others in (readSeq, through], system messages and commits not counted (nobody
-   * wrote them to be read): top-level ones as `unread`, thread replies as `threadUnread`. Costs
+   * Messages from others in (readSeq, through], system messages, commits and actions not counted
+   * (nobody wrote them to be read): top-level ones as `unread`, thread replies as `threadUnread`. Costs
    * O(unread) through the primary key.
    */
   unreadCounts(userId: string, readSeq: number, through = Number.MAX_SAFE_INTEGER): { unread: number; threadUnread: number } {
     const row = this.sql
       .exec<{ unread: number | null; thread_unread: number | null }>(
         `SELECT sum(thread_root_seq IS NULL) AS unread, sum(thread_root_seq IS NOT NULL) AS thread_unread FROM messages
-         WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind NOT IN ('system', 'mls.commit')`,
+         WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind NOT IN ${UNSHOWN_KINDS_SQL}`,
         readSeq,
         through,
         userId,
@@ -615,7 +635,7 @@ export class ConversationStore {
   sendersBetween(from: number, to: number, exceptUserId: string): string[] {
     return this.sql
       .exec<{ sender_id: string }>(
-        "SELECT DISTINCT sender_id FROM messages WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind NOT IN ('system', 'mls.commit')",
+        `SELECT DISTINCT sender_id FROM messages WHERE seq > ? AND seq <= ? AND sender_id != ? AND kind NOT IN ${UNSHOWN_KINDS_SQL}`,
         from,
         to,
         exceptUserId,
@@ -664,6 +684,30 @@ export class ConversationStore {
   /** The device that created the conversation (its `created` system message's). */
   creatorDeviceId(): string | null {
     return this.getMessage(1)?.senderDeviceId ?? null;
+  }
+
+  /**
+   * Rewrites a stored message's content and annotations (./actions.ts: an edit, a reaction, a
+   * pin, an erasure) and queues the same for D1. Returns the message as now stored.
+   */
+  rewriteMessage(seq: number, rewrite: MessageRewrite): Message | null {
+    this.forget(seq);
+    const written = this.sql.exec(
+      "UPDATE messages SET body = ?, payload = ?, media = ?, extra = ? WHERE seq = ?",
+      rewrite.body,
+      rewrite.payload,
+      rewrite.media.length === 0 ? "[]" : JSON.stringify(rewrite.media),
+      rewrite.extra && Object.keys(rewrite.extra).length > 0 ? JSON.stringify(rewrite.extra) : null,
+      seq,
+    ).rowsWritten;
+    if (written === 0) return null;
+    this.queueForD1({ kind: "message_update", payload: { seq, ...rewrite } });
+    return this.getMessage(seq);
+  }
+
+  /** The object's SQLite, for the modules that keep tables of their own beside the log (./actionsStore.ts). */
+  get database(): SqlStorage {
+    return this.sql;
   }
 
   requireMeta(): ConversationMeta {

@@ -9,12 +9,20 @@
 // that precedes it.
 import type { Message } from "../../protocol";
 import type { ConversationStore, OutboxRow } from "./conversationStore";
+import { annotationsOf } from "./actionsStore";
 
 /** The part of D1 the outbox uses (a test passes one that fails, to simulate an outage). */
 export type D1Writer = Pick<D1Database, "prepare" | "batch">;
 
+/**
+ * Erases media items that a deleted message shared here, once D1 no longer shares them anywhere
+ * (R2 and their rows; kernel/d1/mediaRecords.ts eraseUnsharedMedia). Throws to be retried.
+ */
+export type MediaEraser = (mediaIds: string[]) => Promise<unknown>;
+
 // D1 and DO SQLite refuse statements with more than 100 bound parameters.
-const MESSAGE_PARAMS = 15;
+/** Bound parameters of one message in the D1 insert (tests read the inserts back by it). */
+export const MESSAGE_PARAMS = 16;
 const MESSAGES_PER_INSERT = Math.floor(100 / MESSAGE_PARAMS);
 
 export const BACKOFF_BASE_MS = 500;
@@ -36,6 +44,7 @@ export class Outbox {
     /** How D1 is reached, asked at each write. */
     private readonly d1: () => D1Writer,
     private readonly batchSize: number,
+    private readonly eraseMedia: MediaEraser = async () => {},
   ) {}
 
   /**
@@ -72,6 +81,10 @@ export class Outbox {
       try {
         const db = this.d1();
         await db.batch(this.statements(db, rows, messages));
+        // After the batch took this conversation's shares away: whatever no other conversation
+        // shares is erased. A failure leaves the rows queued, and the retry does both again.
+        const erased = rows.flatMap((r) => (r.kind === "media_erase" ? r.payload.mediaIds : []));
+        if (erased.length > 0) await this.eraseMedia(erased);
       } catch (err) {
         this.failures++;
         console.warn(
@@ -106,7 +119,7 @@ export class Outbox {
         for (const m of chunk) {
           lastSeq = Math.max(lastSeq, m.seq);
           // A commit moves no lastMessageAt and no list order (API.md).
-          if (m.kind !== "mls.commit") lastMessageAt = Math.max(lastMessageAt, m.createdAt);
+          if (m.kind !== "mls.commit" && m.kind !== "action") lastMessageAt = Math.max(lastMessageAt, m.createdAt);
           values.push(
             m.id,
             conversationId,
@@ -123,13 +136,14 @@ export class Outbox {
             m.thread?.lastReplySeq ?? null,
             m.thread?.lastReplyAt ?? null,
             m.createdAt,
+            extraJson(m),
           );
         }
         const placeholders = chunk.map(() => `(${new Array(MESSAGE_PARAMS).fill("?").join(", ")})`).join(", ");
         out.push(
           db
             .prepare(
-              `INSERT OR IGNORE INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at) VALUES ${placeholders}`,
+              `INSERT OR IGNORE INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at, extra) VALUES ${placeholders}`,
             )
             .bind(...values),
         );
@@ -213,6 +227,37 @@ export class Outbox {
               .bind(row.payload.epoch, conversationId),
           );
           break;
+        case "message_update": {
+          const u = row.payload;
+          const extra = u.extra && Object.keys(u.extra).length > 0 ? JSON.stringify(u.extra) : null;
+          out.push(
+            db
+              .prepare("UPDATE messages SET body = ?, payload = ?, media = ?, extra = ? WHERE conversation_id = ? AND seq = ?")
+              .bind(u.body, u.payload, JSON.stringify(u.media), extra, conversationId, u.seq),
+          );
+          break;
+        }
+        case "hidden": {
+          const { userId, seqs } = row.payload;
+          for (let i = 0; i < seqs.length; i += 30) {
+            const chunk = seqs.slice(i, i + 30);
+            out.push(
+              db
+                .prepare(`INSERT OR IGNORE INTO hidden_messages (user_id, conversation_id, seq) VALUES ${chunk.map(() => "(?, ?, ?)").join(", ")}`)
+                .bind(...chunk.flatMap((seq) => [userId, conversationId, seq])),
+            );
+          }
+          break;
+        }
+        case "media_erase": {
+          const ids = row.payload.mediaIds;
+          out.push(
+            db
+              .prepare(`DELETE FROM media_shares WHERE conversation_id = ? AND media_id IN (${ids.map(() => "?").join(", ")})`)
+              .bind(conversationId, ...ids),
+          );
+          break;
+        }
         case "receipt": {
           const r = row.payload;
           out.push(
@@ -244,4 +289,10 @@ export class Outbox {
     }
     return out;
   }
+}
+
+/** A message's annotations as D1's `extra` column holds them (as the object's own column does). */
+function extraJson(message: Message): string | null {
+  const extra = annotationsOf(message);
+  return Object.keys(extra).length > 0 ? JSON.stringify(extra) : null;
 }

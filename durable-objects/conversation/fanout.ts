@@ -12,6 +12,7 @@ import type { Message } from "../../protocol";
 import { relayedMessage, type ConversationSummary, type FanoutJob, type InboxEvent, type RelayedReceipt, type UserInbox } from "../contract";
 import type { ConversationStore } from "./conversationStore";
 import { QuietMembers, type LiveCopy } from "./quiet";
+import { editTargetOf, withoutEditText } from "./actions";
 
 /** A receipt waiting for the pass, with the accept order of the last socket open when it was broadcast. */
 interface PendingReceipt {
@@ -125,22 +126,18 @@ export class Fanout {
       // Read in the same step as the page: a socket open now got every message of it live.
       pass.live = this.liveCopies();
       const summary: ConversationSummary = { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee };
-      const events: InboxEvent[] = [];
       const recipients = new Set(this.store.members.keys());
-      for (const message of messages) {
-        events.push({ type: "message", message: relayedMessage(message), conversation: summary });
-        if (message.kind === "system") {
-          // Removed members hear about their removal, too.
-          for (const id of systemUserIds(message)) recipients.add(id);
-          events.push({ type: "changed", conversationId: meta.id });
-        }
-      }
-      const deduped = dedupeChanged(events);
+      // Removed members hear about their removal, too.
+      for (const message of messages) if (message.kind === "system") for (const id of systemUserIds(message)) recipients.add(id);
       // A membership change refreshes every member's conversation list: nobody is skipped.
-      const batch = deduped.every((e) => e.type === "message" && e.message.kind !== "system") ? pass : { ...pass, mayskip: false };
+      const batch = messages.every((m) => m.kind !== "system") ? pass : { ...pass, mayskip: false };
+      const inline = recipients.size <= this.inlineMax;
       try {
-        if (recipients.size <= this.inlineMax) await this.deliverInline([...recipients], deduped, messages[0]!.seq, batch);
-        else await this.queueJobs([...recipients], deduped, messages[0]!.seq, batch);
+        for (const reader of this.readers([...recipients], messages)) {
+          const events = eventsOf(reader.messages, summary);
+          if (inline) await this.deliverInline(reader.userIds, events, messages[0]!.seq, batch);
+          else await this.queueJobs(reader.userIds, events, messages[0]!.seq, batch);
+        }
       } catch (err) {
         this.fail(err);
         return false;
@@ -149,6 +146,25 @@ export class Fanout {
       this.store.setFanoutSeq(messages[messages.length - 1]!.seq);
       if (page.length < BATCH || messages.length < page.length) return true;
     }
+  }
+
+  /**
+   * The recipients grouped by what they may read of `messages`: an edit of a message from before a
+   * member's joining reaches them without its text (./actions.ts); most batches have one group.
+   */
+  private readers(userIds: string[], messages: Message[]): { userIds: string[]; messages: Message[] }[] {
+    const targets = messages.map(editTargetOf);
+    if (targets.every((t) => t === null)) return [{ userIds, messages }];
+    const groups = new Map<string, { userIds: string[]; messages: Message[] }>();
+    for (const userId of userIds) {
+      const from = this.store.members.get(userId)?.joinedSeq ?? this.store.formerMember(userId)?.joinedSeq ?? 0;
+      const unreadable = targets.map((t) => t !== null && t < from);
+      const key = unreadable.map((u) => (u ? 1 : 0)).join("");
+      let group = groups.get(key);
+      if (!group) groups.set(key, (group = { userIds: [], messages: messages.map((m, i) => (unreadable[i] ? withoutEditText(m) : m)) }));
+      group.userIds.push(userId);
+    }
+    return [...groups.values()];
   }
 
   private fail(err: unknown): void {
@@ -226,6 +242,16 @@ function systemUserIds(message: Message): string[] {
     // Not ours to fail on: a system body is always written by us.
   }
   return [];
+}
+
+/** The events that relay `messages`, with one refresh of the conversation for any membership change in them. */
+function eventsOf(messages: Message[], summary: ConversationSummary): InboxEvent[] {
+  const events: InboxEvent[] = [];
+  for (const message of messages) {
+    events.push({ type: "message", message: relayedMessage(message), conversation: summary });
+    if (message.kind === "system") events.push({ type: "changed", conversationId: summary.id });
+  }
+  return dedupeChanged(events);
 }
 
 /** Several membership changes in one batch need one refresh of the conversation, not several. */

@@ -50,6 +50,8 @@ export class Inbox {
     for (const event of events) {
       if (event.type === "receipt") {
         receipts.push(event.receipt);
+      } else if (event.type === "hidden") {
+        sockets.sendAll(all, JSON.stringify({ type: "hidden", conversationId: event.conversationId, seqs: event.seqs } satisfies UserServerFrame));
       } else if (event.type === "changed") {
         const conversation = await this.deps.conversations(event.conversationId).viewForNotification(userId);
         if (conversation) sockets.sendAll(all, JSON.stringify({ type: "conversation", conversation } satisfies UserServerFrame));
@@ -63,8 +65,8 @@ export class Inbox {
       // and the conversation's retry then finds the messages still fresh and queues them again.
       await this.deps.queuePushes(
         messages
-          // Membership records and MLS commits push nothing (API.md).
-          .filter(({ message }) => message.senderId !== userId && message.kind !== "system" && message.kind !== "mls.commit")
+          // Membership records, MLS commits and message actions push nothing (API.md, docs/api.md).
+          .filter(({ message }) => message.senderId !== userId && message.kind !== "system" && message.kind !== "mls.commit" && message.kind !== "action")
           .filter(({ message }) => !this.wasDelivered(message, inOrder))
           .map(({ message, conversation }) => ({ userId, conversation, message: messageOf(message) })),
       );

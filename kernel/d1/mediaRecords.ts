@@ -19,10 +19,24 @@ export function toRef(row: MediaRow): MediaRef {
 
 
 /**
- * A complete item the caller uploaded, or one shared in a conversation while the caller was a
- * member of it: since they joined (members from before membership spans were kept: ever), or
- * between joining and leaving for a former member (docs/api.md).
+ * Who may see a media item: its uploader, and whoever was a member of a conversation it was shared
+ * in when it was shared there: since they joined (members from before membership spans were kept:
+ * ever), or between joining and leaving for a former member (docs/api.md).
  */
+function visibleTo(userId: string) {
+  const m = schema.media;
+  return or(
+    eq(m.uploaderId, userId),
+    sql`EXISTS (SELECT 1 FROM media_shares s JOIN members mb ON mb.conversation_id = s.conversation_id
+                WHERE s.media_id = ${m.id} AND mb.user_id = ${userId}
+                  AND (mb.joined_seq = 0 OR s.created_at >= mb.joined_at))`,
+    sql`EXISTS (SELECT 1 FROM media_shares s JOIN former_members f ON f.conversation_id = s.conversation_id
+                WHERE s.media_id = ${m.id} AND f.user_id = ${userId}
+                  AND (f.joined_seq = 0 OR s.created_at >= f.joined_at) AND s.created_at <= f.left_at)`,
+  );
+}
+
+/** A complete item the caller may see (visibleTo). */
 export async function findVisibleMedia(env: Env, userId: string, mediaId: string): Promise<MediaRow | null> {
   const m = schema.media;
   const [row] = await db(env)
@@ -32,15 +46,7 @@ export async function findVisibleMedia(env: Env, userId: string, mediaId: string
       and(
         eq(m.id, mediaId),
         eq(m.status, "complete"),
-        or(
-          eq(m.uploaderId, userId),
-          sql`EXISTS (SELECT 1 FROM media_shares s JOIN members mb ON mb.conversation_id = s.conversation_id
-                      WHERE s.media_id = ${m.id} AND mb.user_id = ${userId}
-                        AND (mb.joined_seq = 0 OR s.created_at >= mb.joined_at))`,
-          sql`EXISTS (SELECT 1 FROM media_shares s JOIN former_members f ON f.conversation_id = s.conversation_id
-                      WHERE s.media_id = ${m.id} AND f.user_id = ${userId}
-                        AND (f.joined_seq = 0 OR s.created_at >= f.joined_at) AND s.created_at <= f.left_at)`,
-        ),
+        visibleTo(userId),
       ),
     )
     .limit(1);
@@ -57,13 +63,32 @@ export async function ownMedia(env: Env, userId: string, ids: string[]): Promise
 }
 
 
+/** The complete items among `ids` that the caller may see (visibleTo). */
+export async function visibleMedia(env: Env, userId: string, ids: string[]): Promise<Map<string, MediaRow>> {
+  const m = schema.media;
+  const rows = ids.length === 0
+    ? []
+    : await db(env)
+        .select()
+        .from(m)
+        .where(
+          and(
+            inArray(m.id, ids),
+            eq(m.status, "complete"),
+            visibleTo(userId),
+          ),
+        );
+  return new Map(rows.map((r) => [r.id, r]));
+}
+
 /**
- * The refs a send carries. Only the uploader may send an item (anyone else forwards by uploading
- * again); an unknown id and someone else's id answer alike, so ids reveal nothing.
+ * The refs a send carries. Only the uploader may send an item, except in a forward (`forwarded`),
+ * which may send any item the caller can see, without uploading it again; an unknown id and one
+ * the caller may not send answer alike, so ids reveal nothing.
  */
-export async function resolveMedia(env: Env, userId: string, mediaIds: string[]): Promise<({ ok: true; media: MediaRef[] }) | Failure> {
+export async function resolveMedia(env: Env, userId: string, mediaIds: string[], forwarded = false): Promise<({ ok: true; media: MediaRef[] }) | Failure> {
   if (new Set(mediaIds).size !== mediaIds.length) return fail("bad_request", "a media id is listed twice");
-  const rows = await ownMedia(env, userId, mediaIds);
+  const rows = forwarded ? await visibleMedia(env, userId, mediaIds) : await ownMedia(env, userId, mediaIds);
   const media: MediaRef[] = [];
   for (const id of mediaIds) {
     const row = rows.get(id);
@@ -87,9 +112,10 @@ export async function sendWithMedia<R extends { ok: boolean }>(
   conversationId: string,
   mediaIds: string[],
   send: (media: MediaRef[]) => Promise<R> | R,
+  forwarded = false,
 ): Promise<R | Failure> {
   if (mediaIds.length === 0) return send([]);
-  const resolved = await resolveMedia(env, userId, mediaIds);
+  const resolved = await resolveMedia(env, userId, mediaIds, forwarded);
   if (!resolved.ok) return resolved;
   const shared = [...new Set(resolved.media.flatMap((m) => (m.thumbnailId ? [m.id, m.thumbnailId] : [m.id])))];
   const added = await share(env, conversationId, shared, Date.now());
@@ -120,3 +146,34 @@ async function unshare(env: Env, conversationId: string, mediaIds: string[]): Pr
   await db(env).delete(s).where(and(eq(s.conversationId, conversationId), inArray(s.mediaId, mediaIds)));
 }
 
+
+/**
+ * Erases media items no conversation shares any more (a message deleted for everyone took their
+ * last share, docs/api.md "Message actions"): their bytes from R2, then their rows. Idempotent:
+ * an item already gone, or shared elsewhere (forwarded), is left alone, so a retry is safe.
+ */
+export async function eraseUnsharedMedia(
+  d1: Pick<D1Database, "prepare" | "batch">,
+  bucket: Pick<R2Bucket, "delete">,
+  mediaIds: string[],
+): Promise<string[]> {
+  if (mediaIds.length === 0) return [];
+  const marks = mediaIds.map(() => "?").join(", ");
+  const { results } = await d1
+    .prepare(
+      `SELECT id, r2_key FROM media WHERE id IN (${marks})
+       AND NOT EXISTS (SELECT 1 FROM media_shares s WHERE s.media_id = media.id)`,
+    )
+    .bind(...mediaIds)
+    .all<{ id: string; r2_key: string }>();
+  if (results.length === 0) return [];
+  // Bytes first: a row without bytes is harmless, bytes without a row would never be found again.
+  await bucket.delete(results.map((r) => r.r2_key));
+  const ids = results.map((r) => r.id);
+  const idMarks = ids.map(() => "?").join(", ");
+  await d1.batch([
+    d1.prepare(`DELETE FROM media_parts WHERE media_id IN (${idMarks})`).bind(...ids),
+    d1.prepare(`DELETE FROM media WHERE id IN (${idMarks})`).bind(...ids),
+  ]);
+  return ids;
+}

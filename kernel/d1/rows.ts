@@ -18,12 +18,17 @@ export type MessageRow = {
   last_reply_seq: number | null;
   last_reply_at: number | null;
   created_at: number;
+  /** JSON of the message's annotations (protocol/actions.ts MessageAnnotations), or null for none. */
+  extra: string | null;
 };
 
 export const MESSAGE_COLUMNS =
-  "seq, id, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at";
+  "seq, id, sender_id, sender_device_id, client_msg_id, kind, body, payload, media, thread_root_seq, reply_count, last_reply_seq, last_reply_at, created_at, extra";
 
-const KINDS: readonly string[] = ["text", "media", "system", "encrypted", "mls.commit"] satisfies MessageKind[];
+const KINDS: readonly string[] = ["text", "media", "system", "encrypted", "mls.commit", "action"] satisfies MessageKind[];
+
+/** Kinds a reader sees as messages of their own: no unread, lastMessage or list order for the others. */
+export const UNSHOWN_KINDS_SQL = "('system', 'mls.commit', 'action')";
 
 /** `messageFromRow`'s fields, as arguments of SQLite's `json_object` (a row of D1's `messages`). */
 const MESSAGE_JSON_FIELDS = `'id', id, 'conversationId', conversation_id, 'seq', seq, 'senderId', sender_id,
@@ -42,8 +47,9 @@ const MESSAGE_JSON_OBJECT = `CASE WHEN reply_count > 0 AND last_reply_seq IS NOT
   THEN json_object(${MESSAGE_JSON_FIELDS},
     'thread', json_object('replyCount', reply_count, 'lastReplySeq', last_reply_seq, 'lastReplyAt', last_reply_at))
   ELSE json_object(${MESSAGE_JSON_FIELDS}) END`;
-export const MESSAGE_JSON_SQL = `CASE WHEN payload IS NULL THEN ${MESSAGE_JSON_OBJECT}
+const MESSAGE_JSON_BASE = `CASE WHEN payload IS NULL THEN ${MESSAGE_JSON_OBJECT}
   ELSE json_set(${MESSAGE_JSON_OBJECT}, CASE WHEN kind = 'mls.commit' THEN '$.commit' ELSE '$.ciphertext' END, payload) END`;
+export const MESSAGE_JSON_SQL = `CASE WHEN extra IS NULL THEN ${MESSAGE_JSON_BASE} ELSE json_patch(${MESSAGE_JSON_BASE}, extra) END`;
 
 export function messageFromRow(row: MessageRow, conversationId: string): Message {
   const message: Message = {
@@ -67,5 +73,7 @@ export function messageFromRow(row: MessageRow, conversationId: string): Message
   if (row.reply_count > 0 && row.last_reply_seq !== null && row.last_reply_at !== null) {
     message.thread = { replyCount: row.reply_count, lastReplySeq: row.last_reply_seq, lastReplyAt: row.last_reply_at };
   }
+  // Written by us from validated annotations; as json_patch does in MESSAGE_JSON_SQL.
+  if (row.extra !== null) Object.assign(message, JSON.parse(row.extra) as Partial<Message>);
   return message;
 }

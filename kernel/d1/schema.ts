@@ -97,7 +97,7 @@ export const messages = sqliteTable(
     senderId: text("sender_id").notNull(),
     senderDeviceId: text("sender_device_id").notNull(),
     clientMsgId: text("client_msg_id").notNull(),
-    kind: text("kind", { enum: ["text", "media", "system", "encrypted", "mls.commit"] }).notNull(),
+    kind: text("kind", { enum: ["text", "media", "system", "encrypted", "mls.commit", "action"] }).notNull(),
     body: text("body"),
     // E2EE messages: the ciphertext (`encrypted`) or the commit (`mls.commit`), base64url; body is null.
     payload: text("payload"),
@@ -107,6 +107,9 @@ export const messages = sqliteTable(
     lastReplySeq: integer("last_reply_seq"),
     lastReplyAt: integer("last_reply_at"),
     createdAt: integer("created_at").notNull(),
+    // JSON of the message's annotations (reply, mentions, forward, edit, delete, reactions, pin:
+    // protocol/actions.ts), or null for none; merged into the wire message.
+    extra: text("extra"),
   },
   (t) => [
     // A message is (conversation_id, seq): the outbox's idempotent inserts conflict on it. No
@@ -181,3 +184,18 @@ export const pushSubscriptions = sqliteTable(
   },
   (t) => [index("push_subscriptions_user").on(t.userId), index("push_subscriptions_device").on(t.deviceId)],
 );
+
+// Messages a member deleted for themself (docs/api.md "Message actions"), fed by the
+// conversation's outbox: GET /messages?since= shows them to that member without their content.
+export const hiddenMessages = sqliteTable(
+  "hidden_messages",
+  {
+    userId: text("user_id").notNull(),
+    conversationId: text("conversation_id").notNull(),
+    seq: integer("seq").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.conversationId, t.seq] })],
+);
+
+// Full-text search over plaintext messages is the FTS5 table `message_search` with its triggers
+// (migrations/0011_message_search.sql): drizzle has no virtual tables, so it is written by hand.

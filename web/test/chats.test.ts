@@ -163,4 +163,16 @@ describe("conversations", () => {
     expect(s.store.view("c1").messages.map((m) => m.seq)).toEqual([49, 50, 51, 52]);
     expect(s.store.view("c1").hasMoreBefore).toBe(false);
   });
+
+  it("an action event changes its target live and counts as no unread; a hidden frame empties what this user hid", async () => {
+    const s = await live();
+    s.store.setAtBottom(false);
+    s.chat.deliver({ type: "message", message: message("c1", 1, YOU.id, { body: "helo" }) });
+    s.chat.deliver({ type: "message", message: message("c1", 2, YOU.id, { kind: "action", body: JSON.stringify({ type: "edit", targetSeq: 1, body: "hello" }) }) });
+    expect(s.store.view("c1").messages[0]).toMatchObject({ body: "hello" });
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 1, lastMessage: { seq: 1 } });
+    s.userSocket().open();
+    s.userSocket().deliver({ type: "hidden", conversationId: "c1", seqs: [1] });
+    expect(s.store.view("c1").messages[0]).toMatchObject({ seq: 1, body: null, hidden: true });
+  });
 });

@@ -143,6 +143,25 @@ describe("the E2EE client", () => {
     expect((await bob.client.catchUp("c1", [late])).plain.get(late.seq)).toEqual({ v: 1, body: "after bob" });
   });
 
+  it("a message deleted for everyone leaves the text this device decrypted, stored and in memory", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    const ann = sim(server, "ann");
+    const bob = sim(server, "bob");
+    await bob.client.ready();
+    await ann.client.create("c1", ["bob"]);
+    const gone = await say(server, ann, "c1", "regrettable");
+    const kept = await say(server, ann, "c1", "still here");
+    expect(texts((await bob.client.catchUp("c1")).plain)).toEqual(["regrettable", "still here"]);
+    const event = server.deleteForEveryone("c1", "ann", "ann-d1", gone.seq);
+    const after = await bob.client.catchUp("c1", [event]);
+    expect(after.plain.has(gone.seq)).toBe(false);
+    expect(after.plain.get(kept.seq)).toEqual({ v: 1, body: "still here" });
+    expect(JSON.stringify([...bob.store.map.values()])).not.toContain("regrettable");
+    // The sender's own copy goes too.
+    expect((await ann.client.catchUp("c1")).plain.has(gone.seq)).toBe(false);
+  });
+
   it("a commit that lost the epoch race (409) is retried after processing the winner", async () => {
     const server = new FakeE2eeServer();
     server.conversation("c1", ["ann", "bob"]);

@@ -159,6 +159,14 @@ export class FakeE2eeServer {
     return this.append(conversationId, { senderId: userId, senderDeviceId: deviceId, kind: "mls.commit", commit });
   }
 
+  /** POST /conversations/:id/actions with a delete for everyone: the target's ciphertext erased, the event appended. */
+  deleteForEveryone(conversationId: string, userId: string, deviceId: string, targetSeq: number): Message {
+    const target = this.conversations.get(conversationId)!.messages.find((m) => m.seq === targetSeq)!;
+    delete target.ciphertext;
+    target.deletedAt = Date.now();
+    return this.append(conversationId, { senderId: userId, senderDeviceId: deviceId, kind: "action", body: JSON.stringify({ type: "delete", targetSeq }) });
+  }
+
   /** POST /send with a ciphertext (the send queue's part, outside the module under test). */
   sendCiphertext(conversationId: string, userId: string, deviceId: string, clientMsgId: string, ciphertext: string): Message {
     return this.append(conversationId, { senderId: userId, senderDeviceId: deviceId, clientMsgId, kind: "encrypted", ciphertext });

@@ -345,3 +345,35 @@ describe("voice note waveform", () => {
     expect(peaks(new Float32Array(10).fill(0.5), 4)).toHaveLength(4);
   });
 });
+
+describe("message actions", () => {
+  const event = (seq: number, senderId: string, action: object, createdAt = 5000 + seq) =>
+    message("c1", seq, senderId, { kind: "action", body: JSON.stringify(action), createdAt });
+
+  it("applies live action events to their targets, in order", () => {
+    let list = mergeMessages([], [msg(1, { body: "helo" }), msg(2, { body: "two" })]);
+    list = mergeMessages(list, [event(3, "u1", { type: "edit", targetSeq: 1, body: "hello" })]);
+    expect(list[0]).toMatchObject({ body: "hello", editedAt: 5003 });
+    list = mergeMessages(list, [
+      event(4, "u2", { type: "react", targetSeq: 1, emoji: "👍", on: true }),
+      event(5, "u3", { type: "react", targetSeq: 1, emoji: "👍", on: true }),
+      event(6, "u2", { type: "pin", targetSeq: 2, on: true }),
+    ]);
+    expect(list[0]!.reactions).toEqual([{ emoji: "👍", userIds: ["u2", "u3"] }]);
+    expect(list[1]!.pinned).toEqual({ by: "u2", at: 5006 });
+    list = mergeMessages(list, [event(7, "u2", { type: "react", targetSeq: 1, emoji: "👍", on: false }), event(8, "u1", { type: "delete", targetSeq: 1 })]);
+    expect(list[0]).toMatchObject({ body: null, media: [], deletedAt: 5008 });
+    expect(list[0]!.reactions).toBeUndefined();
+    // The events keep their place in the sequence (the view skips them when it draws).
+    expect(list.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  });
+
+  it("leaves targets the server answered as they are when older events arrive with them", () => {
+    // A history page: the target is already current, its events come along; applying the
+    // reaction again would add it back after it was taken away.
+    const current = msg(1, { body: "hi" });
+    const page = [current, event(2, "u2", { type: "react", targetSeq: 1, emoji: "👍", on: true }), event(3, "u2", { type: "react", targetSeq: 1, emoji: "👍", on: false })];
+    const list = mergeMessages([msg(4)], page);
+    expect(list[0]).toEqual(current);
+  });
+});

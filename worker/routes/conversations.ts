@@ -10,7 +10,7 @@ import {
   type Member,
 } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
-import { messageFromRow, type MessageRow } from "../../kernel/d1/rows";
+import { messageFromRow, UNSHOWN_KINDS_SQL, type MessageRow } from "../../kernel/d1/rows";
 import { ApiError, unwrap } from "../lib/apiError";
 import { sha256 } from "../lib/crypto";
 import { conversationStub } from "../../kernel/objects";
@@ -135,19 +135,19 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
        coalesce(m.left_seq, m.read_seq) AS read_seq, m.joined_seq, m.left_seq,
        -- Top-level messages and thread replies apart; a former member has nothing waiting.
        CASE WHEN m.left_seq IS NULL THEN (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
-         AND u.sender_id != ?1 AND u.kind NOT IN ('system', 'mls.commit') AND u.thread_root_seq IS NULL) ELSE 0 END AS unread,
+         AND u.sender_id != ?1 AND u.kind NOT IN ${UNSHOWN_KINDS_SQL} AND u.thread_root_seq IS NULL) ELSE 0 END AS unread,
        CASE WHEN m.left_seq IS NULL THEN (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
-         AND u.sender_id != ?1 AND u.kind NOT IN ('system', 'mls.commit') AND u.thread_root_seq IS NOT NULL) ELSE 0 END AS thread_unread,
+         AND u.sender_id != ?1 AND u.kind NOT IN ${UNSHOWN_KINDS_SQL} AND u.thread_root_seq IS NOT NULL) ELSE 0 END AS thread_unread,
        lm.seq AS lm_seq, lm.id AS lm_id, lm.sender_id AS lm_sender_id, lm.sender_device_id AS lm_sender_device_id,
        lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, lm.payload AS lm_payload, lm.media AS lm_media,
        lm.thread_root_seq AS lm_thread_root_seq, lm.reply_count AS lm_reply_count, lm.last_reply_seq AS lm_last_reply_seq,
-       lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at
+       lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at, lm.extra AS lm_extra
      FROM mine m
      JOIN conversations c ON c.id = m.conversation_id
-     -- A commit or a thread reply is no lastMessage: the latest other message up to the caller's
-     -- last seq, found backwards by (conversation_id, seq).
+     -- A commit, an action or a thread reply is no lastMessage: the latest other message up to the
+     -- caller's last seq, found backwards by (conversation_id, seq).
      LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = (SELECT x.seq FROM messages x
-       WHERE x.conversation_id = c.id AND x.seq <= coalesce(m.left_seq, c.last_seq) AND x.kind != 'mls.commit'
+       WHERE x.conversation_id = c.id AND x.seq <= coalesce(m.left_seq, c.last_seq) AND x.kind NOT IN ('mls.commit', 'action')
          AND x.thread_root_seq IS NULL ORDER BY x.seq DESC LIMIT 1)
      ORDER BY coalesce(m.left_at, c.last_message_at, c.created_at) DESC
      LIMIT 1000`,
@@ -206,6 +206,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
               last_reply_seq: r.lm_last_reply_seq,
               last_reply_at: r.lm_last_reply_at,
               created_at: r.lm_created_at ?? 0,
+              extra: r.lm_extra,
             },
             r.id,
           ),

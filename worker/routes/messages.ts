@@ -29,6 +29,7 @@ async function sendMessage(c: AppContext, conversationId: string, content: SendI
     await sendWithMedia(c.env, auth.userId, conversationId, content.mediaIds ?? [], async (media) =>
       // Awaited here: the stub's answer is a union of promises, which would not infer as one type.
       await stub.send(auth, { ...content, media }, Date.now(), requiredType),
+    content.forwarded === true,
     ),
   );
   return c.json({ message: result.message }, result.duplicate ? 200 : 201);
@@ -67,7 +68,18 @@ messages.get("/messages", requireAuth, async (c) => {
   // bounds it by the page alone. The index holds seq too, so each conversation's span (what a
   // member added later, or a former member, may read: docs/api.md) is checked from it as well.
   const { results } = await c.env.DB.prepare(
-    `SELECT ingest_id, ${MESSAGE_JSON_SQL} AS json FROM messages WHERE ingest_id IN (
+    // A message the caller deleted for themself keeps its place, without its content (as the
+    // conversation's history shows it to them); so does an edit of a message from before their
+    // joining, without its text (durable-objects/conversation/actions.ts viewFor).
+    `SELECT ingest_id, CASE
+       WHEN EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?3 AND h.conversation_id = messages.conversation_id AND h.seq = messages.seq)
+       THEN json_set(json_remove(${MESSAGE_JSON_SQL}, '$.ciphertext', '$.commit'), '$.body', NULL, '$.media', json('[]'), '$.hidden', json('true'))
+       WHEN kind = 'action' AND json_extract(body, '$.type') = 'edit' AND json_extract(body, '$.targetSeq') < coalesce(
+         (SELECT joined_seq FROM members mb WHERE mb.conversation_id = messages.conversation_id AND mb.user_id = ?3),
+         (SELECT joined_seq FROM former_members f WHERE f.conversation_id = messages.conversation_id AND f.user_id = ?3), 0)
+       -- Concatenated: a plain string, not JSON that json_set would nest as an object.
+       THEN json_set(${MESSAGE_JSON_SQL}, '$.body', '' || json_remove(body, '$.body'))
+       ELSE ${MESSAGE_JSON_SQL} END AS json FROM messages WHERE ingest_id IN (
        SELECT x.ingest_id FROM (
          SELECT conversation_id, joined_seq, ${Number.MAX_SAFE_INTEGER} AS left_seq FROM members WHERE user_id = ?3
          UNION ALL

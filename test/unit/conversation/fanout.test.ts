@@ -2,7 +2,7 @@
 // jobs for large ones, the cursor moved only past what every recipient got, receipts riding on the
 // calls, and quiet members skipped only when that cannot lose a message.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { FanoutJob, QUIET_HINT_MS, type DeliveryAnswer, type InboxEvent, type LiveOn } from "../../../durable-objects/contract";
+import { FanoutJob, QUIET_HINT_MS, frameOf, type DeliveryAnswer, type InboxEvent, type LiveOn } from "../../../durable-objects/contract";
 import { Fanout, USERS_PER_JOB } from "../../../durable-objects/conversation/fanout";
 import type { LiveCopy } from "../../../durable-objects/conversation/quiet";
 import { ConversationHarness, expectOk, identity } from "../support/conversation";
@@ -78,7 +78,7 @@ async function setup(others: string[], inlineMax = 50) {
 /** Each event as a short label: `m<seq>`, `m<seq>!` for a system message, `changed`, `r:<reader>@<readSeq>`. */
 const labels = (events: InboxEvent[]) =>
   events.map((e) =>
-    e.type === "message" ? `m${e.message.seq}${e.message.kind === "system" ? "!" : ""}` : e.type === "changed" ? "changed" : `r:${e.receipt.userId}@${e.receipt.readSeq}`,
+    e.type === "message" ? `m${e.message.seq}${e.message.kind === "system" ? "!" : ""}` : e.type === "changed" ? "changed" : e.type === "hidden" ? `h:${e.seqs.join(",")}` : `r:${e.receipt.userId}@${e.receipt.readSeq}`,
   );
 /** Per user called, the labels of each call's events. */
 const callsByUser = (calls: Call[]) => {
@@ -99,6 +99,26 @@ describe("Fanout: inline calls and queued jobs", () => {
     expect(t.calls.map((c) => [c.userId, c.inOrder]).sort()).toEqual(inline ? [["alice", true], ["bob", true], ["carol", true]] : []);
     expect((t.jobs as FanoutJob[]).flatMap((j) => j.userIds).sort()).toEqual(inline ? [] : ["alice", "bob", "carol"]);
     expect(t.h.store.fanoutSeq()).toBe(3);
+  });
+
+  it.each([
+    ["inline", 50],
+    ["queued", 1],
+  ])("relays an edit of a message from before a member's joining to that member without its text (%s)", async (_, inlineMax) => {
+    const t = await setup(["bob"], inlineMax);
+    const [early] = t.send(1, "before dave");
+    expectOk(t.h.conversation.addMembers(identity("alice"), ["dave"], T));
+    expectOk(t.h.conversation.actions.act(identity("alice"), "e1", { type: "edit", targetSeq: early!, body: "secret text" }, T, null));
+    expect(await t.fanout.run()).toBe(true);
+    const delivered = inlineMax > 1 ? t.calls.map((c) => ({ userIds: [c.userId], events: c.events })) : (t.jobs as FanoutJob[]);
+    const editFor = (userId: string) => {
+      const events = delivered.filter((d) => d.userIds.includes(userId)).flatMap((d) => d.events);
+      const e = events.find((x) => x.type === "message" && x.message.kind === "action");
+      return e?.type === "message" ? JSON.parse(frameOf(e.message)) as { message: { body: string } } : null;
+    };
+    expect(JSON.parse(editFor("bob")!.message.body)).toEqual({ type: "edit", targetSeq: early, body: "secret text" });
+    expect(JSON.parse(editFor("alice")!.message.body)).toEqual({ type: "edit", targetSeq: early, body: "secret text" });
+    expect(JSON.parse(editFor("dave")!.message.body)).toEqual({ type: "edit", targetSeq: early });
   });
 
   it("queues jobs of at most 100 users, their events chunked by bytes, each a valid FanoutJob", async () => {

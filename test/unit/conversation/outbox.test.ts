@@ -1,11 +1,9 @@
 // The outbox to D1: what the conversation stored reaches the directory in the order it happened,
 // in batches that end only where that order allows, exactly once however D1 fails.
 import { describe, expect, it } from "vitest";
-import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, Outbox, backoffDelay } from "../../../durable-objects/conversation/d1Outbox";
+import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, MESSAGE_PARAMS, Outbox, backoffDelay } from "../../../durable-objects/conversation/d1Outbox";
 import { ConversationHarness, expectOk, identity } from "../support/conversation";
 import { memoryD1, type Executed, type MemoryD1 } from "../support/d1";
-
-const MESSAGE_PARAMS = 15;
 
 /** What each statement D1 received writes, in words: `m3`, `member_put:bob`, `receipt:bob`... */
 function labels(statement: Executed): string[] {

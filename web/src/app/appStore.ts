@@ -7,7 +7,7 @@
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
 //   the theme (preferences.ts), the offline cache (localCache.ts), end-to-end encrypted
 //   conversations (e2ee.ts), safety numbers and verified contacts (safetyNumbers.ts).
-import type { Conversation, MediaRef, Message, Presence, User } from "../../../protocol";
+import type { Action, Conversation, MediaRef, Message, Presence, User } from "../../../protocol";
 import type { Shown } from "../e2ee/content";
 import { Api } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
@@ -246,6 +246,12 @@ export class AppStore {
   }
   sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
     return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq);
+  }
+  act(conversationId: string, action: Action): Promise<void> {
+    return this.chats.act(conversationId, action);
+  }
+  hideForMe(conversationId: string, seq: number): Promise<void> {
+    return this.chats.hideForMe(conversationId, seq);
   }
   retry(clientMsgId: string): Promise<void> {
     return this.sendQueue.retry(clientMsgId);

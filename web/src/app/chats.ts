@@ -1,7 +1,7 @@
 // Conversations: the list, each conversation's timeline (history, older pages, gaps), receipts
 // (ours sent as delivered/read, others' applied forward only), and `receive`, the one entry for
 // messages from every path (conversation socket, ack, user socket, sync).
-import type { Conversation, Message, Receipt } from "../../../protocol";
+import type { Action, Conversation, Message, Receipt } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import { shownUserName } from "../state/format";
 import { applyReceipt } from "../state/receipts";
@@ -183,6 +183,23 @@ export class Chats {
     this.deps.e2ee.membersRemoved(conversationId, [userId]);
   }
 
+  // --- message actions (docs/api.md, Message actions) -----------------------------------------------
+
+  /** An edit, delete for everyone, reaction or pin; the event comes back like a sent message. */
+  async act(conversationId: string, action: Action): Promise<void> {
+    const { message } = await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/actions`, Schemas.message, {
+      clientMsgId: crypto.randomUUID(),
+      action,
+    });
+    this.receive([message], "ack");
+  }
+
+  /** Delete for me: this user's devices stop showing the message. */
+  async hideForMe(conversationId: string, seq: number): Promise<void> {
+    await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/hidden`, Schemas.none, { seqs: [seq] });
+    this.hidden(conversationId, [seq]);
+  }
+
   // --- one conversation ---------------------------------------------------------------------------
 
   view(id: string): ConvView {
@@ -333,16 +350,16 @@ export class Chats {
       const last = list[list.length - 1]!;
       if (conv) {
         // Counted like the server's `unread` and `threadUnread` (docs/api.md): others' messages,
-        // top-level and thread replies apart, system messages and MLS commits in neither.
-        const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system" && m.kind !== "mls.commit");
+        // top-level and thread replies apart, system messages, MLS commits and actions in neither.
+        const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system" && m.kind !== "mls.commit" && m.kind !== "action");
         const replies = fromOthers.filter((m) => m.threadRootSeq !== null).length;
         if (last.seq >= conv.lastSeq) {
           conv.lastSeq = last.seq;
-          // A commit moves no list order, as on the server; a thread reply does (it is activity),
-          // but only a top-level message is the preview.
-          const active = list.filter((m) => m.kind !== "mls.commit").at(-1);
+          // A commit or an action moves no list order, as on the server; a thread reply does (it
+          // is activity), but only a top-level message is the preview.
+          const active = list.filter((m) => m.kind !== "mls.commit" && m.kind !== "action").at(-1);
           if (active) conv.lastMessageAt = active.createdAt;
-          const shown = list.filter((m) => m.kind !== "mls.commit" && m.threadRootSeq === null).at(-1);
+          const shown = list.filter((m) => m.kind !== "mls.commit" && m.kind !== "action" && m.threadRootSeq === null).at(-1);
           if (shown) conv.lastMessage = shown;
         }
         if (fromOthers.length > 0 && !this.isViewing(conversationId)) {
@@ -383,6 +400,19 @@ export class Chats {
   // --- receipts -----------------------------------------------------------------------------------
 
   /** A receipt frame on the conversation socket. */
+  hidden(conversationId: string, seqs: number[]): void {
+    const view = this.state.views.get(conversationId);
+    if (!view) return;
+    const hide = new Set(seqs);
+    view.messages = view.messages.map((m) => {
+      if (!hide.has(m.seq) || m.hidden) return m;
+      const { ciphertext: _c, commit: _m, ...rest } = m;
+      return { ...rest, body: null, media: [], hidden: true as const };
+    });
+    this.deps.cache.scheduleSave();
+    this.core.emit();
+  }
+
   chatReceipt(conversationId: string, receipt: Receipt): void {
     const view = this.view(conversationId);
     view.receipts = applyReceipt(view.receipts, receipt);

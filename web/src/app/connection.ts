@@ -24,7 +24,7 @@ const NEW_CURSOR_LAG_MS = 60_000;
 const SYNC_PAGE = 200;
 
 export interface ConnectionDeps {
-  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "conversationChanged" | "view">;
+  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "hidden" | "conversationChanged" | "view">;
   presence: Pick<PresenceWatchPort, "watch" | "received">;
   sendQueue: Pick<SendQueuePort, "flush" | "settle" | "socketClosed" | "wentOnline">;
   typing: Pick<TypingPort, "received">;
@@ -102,6 +102,9 @@ export class Connection {
         return;
       case "mls.keyPackagesLow":
         this.deps.e2ee.keyPackagesLow();
+        return;
+      case "hidden":
+        this.deps.chats.hidden(frame.conversationId, frame.seqs);
         return;
       case "error":
         return;
@@ -224,6 +227,9 @@ export class Connection {
         return;
       case "receipt":
         this.deps.chats.chatReceipt(id, frame);
+        return;
+      case "hidden":
+        this.deps.chats.hidden(frame.conversationId, frame.seqs);
         return;
       case "error":
         if (frame.ref) {

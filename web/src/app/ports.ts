@@ -15,6 +15,8 @@ export interface ChatsPort {
   chatReady(id: string): void;
   chatReceipt(conversationId: string, receipt: Receipt): void;
   userReceipt(conversationId: string, receipt: Receipt): void;
+  /** Messages this user deleted for themself (on any of their devices). */
+  hidden(conversationId: string, seqs: number[]): void;
   conversationChanged(conv: Conversation): void;
   view(id: string): ConvView;
   sorted(): Conversation[];

@@ -8,7 +8,7 @@
 // and application messages decrypted strictly in `seq` order) and the plaintext of what it
 // decrypted: MLS deletes a message's key once used, so a message can be decrypted once, by one tab.
 import * as z from "zod";
-import { ClaimedKeyPackage, MLS_ADDS_PER_COMMIT, Message, PendingWelcome, type DeviceWithKey } from "../../../protocol";
+import { ActionEvent, ClaimedKeyPackage, MLS_ADDS_PER_COMMIT, Message, PendingWelcome, type DeviceWithKey } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
 import { decodeContent, encodeContent, type Content } from "./content";
@@ -409,6 +409,10 @@ export class E2eeClient {
           if (!progress.problem && !device.isActive(conversationId)) progress.problem = "This device was removed from the group.";
         } else if (m.kind === "system" && m.body) {
           noteDeparture(progress, m.body);
+        } else if (m.kind === "action" && m.body) {
+          // Deleted for everyone: the text this device decrypted goes too, not only the server's ciphertext.
+          const deleted = deletedTarget(m.body);
+          if (deleted !== null) delete plain[deleted];
         } else if (m.kind === "encrypted" && m.ciphertext) {
           if (m.senderDeviceId === this.deps.deviceId) {
             // MLS does not let a sender decrypt its own message: the text was kept when it was sealed.
@@ -536,4 +540,14 @@ function noteDeparture(progress: GroupProgress, body: string): void {
   else if (event.event === "added") for (const u of users) departed.delete(u);
   if (departed.size > 0) progress.departed = [...departed];
   else delete progress.departed;
+}
+
+/** The seq an `action` message's body deletes for everyone, or null. */
+function deletedTarget(body: string): number | null {
+  try {
+    const event = ActionEvent.safeParse(JSON.parse(body));
+    return event.success && event.data.type === "delete" ? event.data.targetSeq : null;
+  } catch {
+    return null;
+  }
 }

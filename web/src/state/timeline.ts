@@ -1,6 +1,6 @@
 // Ordering, merging and gap detection for one conversation's messages. Plain functions over
 // arrays, no DOM: the client's views and web/test/state.test.ts both use them.
-import type { Message } from "../../../protocol";
+import { ActionEvent, type Message, type Reaction } from "../../../protocol";
 
 /**
  * Merges messages into a list sorted by `seq`. The server is the truth: a second copy of a seq
@@ -23,7 +23,61 @@ export function mergeMessages(existing: readonly Message[], incoming: readonly M
   }
   const known = new Set(existing.map((m) => m.seq));
   const newReplies = fresh.filter((m) => m.threadRootSeq !== null && !known.has(m.seq));
-  return newReplies.length === 0 ? merged : newReplies.reduce(bumpThread, merged);
+  const threaded = newReplies.length === 0 ? merged : newReplies.reduce(bumpThread, merged);
+  // Action events newer than everything held change their targets here. An older one is already
+  // reflected in the targets the server answered (it rewrites a target with each action).
+  const live = fresh.filter((m) => m.kind === "action" && m.seq > last && !known.has(m.seq)).sort((a, b) => a.seq - b.seq);
+  return live.length === 0 ? threaded : live.reduce(applyAction, threaded);
+}
+
+/** One action event applied to its target in a sorted list (docs/api.md, Message actions). */
+export function applyAction(messages: Message[], event: Message): Message[] {
+  let action: ActionEvent;
+  try {
+    const parsed = ActionEvent.safeParse(JSON.parse(event.body ?? "null"));
+    if (!parsed.success) return messages;
+    action = parsed.data;
+  } catch {
+    return messages;
+  }
+  const i = binarySearch(messages, action.targetSeq);
+  if (i < 0) return messages;
+  const target = messages[i]!;
+  let next: Message;
+  switch (action.type) {
+    case "edit":
+      if (action.body === undefined) return messages;
+      next = { ...target, body: action.body, editedAt: event.createdAt };
+      break;
+    case "delete": {
+      const { mentions: _m, reactions: _r, pinned: _p, ciphertext: _c, ...kept } = target;
+      next = { ...kept, body: null, media: [], deletedAt: event.createdAt };
+      break;
+    }
+    case "react":
+      next = { ...target, reactions: reacted(target.reactions ?? [], action.emoji, event.senderId, action.on) };
+      if (next.reactions!.length === 0) delete next.reactions;
+      break;
+    case "pin":
+      if (action.on) next = target.pinned ? target : { ...target, pinned: { by: event.senderId, at: event.createdAt } };
+      else {
+        const { pinned: _p, ...rest } = target;
+        next = rest;
+      }
+      break;
+  }
+  const out = messages.slice();
+  out[i] = next;
+  return out;
+}
+
+function reacted(reactions: Reaction[], emoji: string, userId: string, on: boolean): Reaction[] {
+  const held = reactions.some((r) => r.emoji === emoji && r.userIds.includes(userId));
+  if (on === held) return reactions;
+  if (!on) return reactions.map((r) => (r.emoji === emoji ? { emoji, userIds: r.userIds.filter((id) => id !== userId) } : r)).filter((r) => r.userIds.length > 0);
+  return reactions.some((r) => r.emoji === emoji)
+    ? reactions.map((r) => (r.emoji === emoji ? { emoji, userIds: [...r.userIds, userId] } : r))
+    : [...reactions, { emoji, userIds: [userId] }];
 }
 
 function bumpThread(messages: Message[], reply: Message): Message[] {

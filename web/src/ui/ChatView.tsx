@@ -1,5 +1,5 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
-import type { Conversation, Message } from "../../../protocol";
+import type { Action, Conversation, Message } from "../../../protocol";
 import type { AppStore, Upload } from "../app/appStore";
 import { clock, dayLabel, lastSeen } from "../state/format";
 import type { OutboxItem } from "../state/offlineOutbox";
@@ -31,8 +31,9 @@ export function entriesFor(store: AppStore, conversationId: string, messages: re
   const mine = new Set<string>();
   for (const m of messages) {
     if (threadRootSeq === null ? m.threadRootSeq !== null : m.threadRootSeq !== threadRootSeq && m.seq !== threadRootSeq) continue;
-    // MLS commits change the group's keys; there is nothing in them to show.
-    if (m.kind === "mls.commit") continue;
+    // MLS commits change the group's keys; there is nothing in them to show. Action events
+    // (edits, deletes, reactions, pins) show on the messages they change.
+    if (m.kind === "mls.commit" || m.kind === "action" || m.hidden) continue;
     if (m.senderId === me) mine.add(m.clientMsgId);
     entries.push({ key: `${m.senderId}:${m.clientMsgId || m.id}`, senderId: m.senderId, createdAt: m.createdAt, kind: m.kind, message: m });
   }
@@ -405,10 +406,12 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   let tick: TickInfo | null = null;
   if (mine && m) tick = tickFor(m.seq, me, memberIds, receipts);
   if (pending) tick = { tick: pending.status === "failed" ? "failed" : "pending", readBy: 0, deliveredTo: 0, others: 0 };
-  // An E2EE message shows what this device decrypted, or says why it cannot (never an empty bubble).
-  const shown = m?.kind === "encrypted" ? store.shown(m) : null;
-  const body = shown ? (shown.kind === "content" ? shown.content.body : SHOWN_TEXT[shown.kind]) : m ? m.body : pending?.body;
-  const media = shown ? (shown.kind === "content" ? shown.content.media ?? [] : []) : m?.media ?? [];
+  // A message deleted for everyone shows that it was; an E2EE message shows what this device
+  // decrypted, or says why it cannot (never an empty bubble).
+  const deleted = m?.deletedAt !== undefined;
+  const shown = m?.kind === "encrypted" && !deleted ? store.shown(m) : null;
+  const body = deleted ? null : shown ? (shown.kind === "content" ? shown.content.body : SHOWN_TEXT[shown.kind]) : m ? m.body : pending?.body;
+  const media = deleted ? [] : shown ? (shown.kind === "content" ? shown.content.media ?? [] : []) : m?.media ?? [];
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
   // Threads are for groups. On a touch screen the button shows once the bubble is tapped.
   const canReply = threadRoot !== null && group;
@@ -424,8 +427,20 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
         {!mine && group && first ? <div class="sender" dir="auto">{store.userName(entry.senderId)}</div> : null}
         {media.length > 0 ? <MediaBlock media={media} /> : null}
         {pending?.media ? <MediaBlock media={pending.media} /> : pending?.mediaIds ? <p class="muted">Attachment</p> : null}
+        {m?.replyToSeq !== undefined ? <ReplyQuote store={store} conversationId={m.conversationId} seq={m.replyToSeq} /> : null}
+        {deleted ? <p class="text muted deleted">This message was deleted</p> : null}
         {body ? <MessageText body={body} undecrypted={shown !== null && shown.kind !== "content"} /> : null}
+        {m?.reactions ? (
+          <div class="reactions">
+            {m.reactions.map((r) => (
+              <span key={r.emoji} class="reaction" title={r.userIds.map((id) => store.userName(id)).join(", ")}>
+                {r.emoji} {r.userIds.length}
+              </span>
+            ))}
+          </div>
+        ) : null}
         <div class="meta">
+          {m?.editedAt !== undefined && m.deletedAt === undefined ? <span class="edited">edited</span> : null}
           <time dateTime={new Date(entry.createdAt).toISOString()}>{clock(entry.createdAt)}</time>
           {tick ? <Ticks info={tick} group={group} /> : null}
         </div>
@@ -443,11 +458,81 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
           </button>
         ) : null}
       </div>
+      {m && conv && m.deletedAt === undefined && m.kind !== "action" ? <MessageMenu message={m} conv={conv} /> : null}
       {canReply ? (
         <button class="icon-btn reply-btn" type="button" aria-label="Reply in thread" title="Reply in thread" onClick={() => store.navigate({ name: "chat", id: threadRoot.conversationId, thread: threadRoot.seq, info: false })}>
           <Icon name="thread" size={16} />
         </button>
       ) : null}
+    </div>
+  );
+}
+
+/** What a member can do to a message (docs/api.md, Message actions); in an E2EE conversation only deleting. */
+function MessageMenu({ message: m, conv }: { message: Message; conv: Conversation }) {
+  const { store } = useServices();
+  const [open, setOpen] = useState(false);
+  const me = store.me;
+  const mine = m.senderId === me;
+  const admin = conv.type === "group" && conv.members.some((x) => x.userId === me && x.role === "admin");
+  const run = (work: () => Promise<void>) => {
+    setOpen(false);
+    void work().catch((err: unknown) => store.notify(err instanceof Error ? err.message : "That did not work."));
+  };
+  const act = (action: Action) => run(() => store.act(conv.id, action));
+  const liked = m.reactions?.some((r) => r.emoji === "👍" && r.userIds.includes(me)) ?? false;
+  return (
+    <div class="msg-menu">
+      <button class="icon-btn" type="button" aria-label="Message actions" aria-expanded={open} onClick={() => setOpen((o) => !o)}>
+        ⋯
+      </button>
+      {open ? (
+        <div class="menu" role="menu">
+          {!conv.e2ee ? (
+            <>
+              <button type="button" role="menuitem" onClick={() => act({ type: "react", targetSeq: m.seq, emoji: "👍", on: !liked })}>
+                {liked ? "Remove 👍" : "React 👍"}
+              </button>
+              <button type="button" role="menuitem" onClick={() => act({ type: "pin", targetSeq: m.seq, on: m.pinned === undefined })}>
+                {m.pinned ? "Unpin" : "Pin"}
+              </button>
+              {mine && m.body !== null ? (
+                <button
+                  type="button"
+                  role="menuitem"
+                  onClick={() => {
+                    const body = window.prompt("Edit message", m.body ?? "");
+                    if (body && body !== m.body) act({ type: "edit", targetSeq: m.seq, body });
+                    else setOpen(false);
+                  }}
+                >
+                  Edit
+                </button>
+              ) : null}
+            </>
+          ) : null}
+          {mine || admin ? (
+            <button type="button" role="menuitem" class="danger" onClick={() => (window.confirm("Delete this message for everyone?") ? act({ type: "delete", targetSeq: m.seq }) : setOpen(false))}>
+              Delete for everyone
+            </button>
+          ) : null}
+          <button type="button" role="menuitem" class="danger" onClick={() => run(() => store.hideForMe(conv.id, m.seq))}>
+            Delete for me
+          </button>
+        </div>
+      ) : null}
+    </div>
+  );
+}
+
+/** The message a reply quotes, as this device holds it (a reference, not a copy). */
+function ReplyQuote({ store, conversationId, seq }: { store: AppStore; conversationId: string; seq: number }) {
+  const quoted = store.view(conversationId).messages.find((x) => x.seq === seq);
+  const text = !quoted ? "Earlier message" : quoted.deletedAt !== undefined ? "This message was deleted" : quoted.body ?? (quoted.media.length > 0 ? "📎 Attachment" : "");
+  return (
+    <div class="reply-quote" data-reply-to={seq}>
+      {quoted ? <div class="sender" dir="auto">{store.userName(quoted.senderId)}</div> : null}
+      <p class="text muted" dir="auto">{text.length > 120 ? `${text.slice(0, 119)}…` : text}</p>
     </div>
   );
 }
