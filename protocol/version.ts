@@ -16,4 +16,5 @@
 // 7 - the `deviceLoggedOut` system event (with `deviceIds`) in E2EE conversations.
 // 8 - membership spans and threads counted apart: `joinedSeq`, `leftSeq` (former members) and
 //     `threadUnread` on conversations; `unread` and `lastMessage` leave thread replies out.
-export const PROTOCOL_VERSION = 8;
+// 9 - `GET /devices` answers `OwnDevice`s (`lastActiveAt`, `current`) for remote sign-out.
+export const PROTOCOL_VERSION = 9;

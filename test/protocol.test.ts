@@ -16,6 +16,7 @@ const FINGERPRINTS: Record<number, string> = {
   6: "d887c7d6db073d5b6299929ad5f008b9fc720ee10b16f000e1f42a4e9d3048e2",
   7: "6095177c2e26a9c42d78f0850414da09ebd355845d2a776ebe30ec1c246a4ea6",
   8: "cb6585ee0d66595e2de336e64723168349d6db22e0fe598340247f180034075d",
+  9: "aea5cc86bad4ca642ed7899566f6bb7bedc23b4b704cfeb992cca5fd44716adc",
 };
 
 async function fingerprint(): Promise<string> {
