@@ -14,7 +14,19 @@ export function Devices() {
   const [confirming, setConfirming] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const heading = useRef<HTMLHeadingElement>(null);
+  const section = useRef<HTMLElement>(null);
   const alive = useRef(true);
+  // A cancelled confirmation gives the focus back to its device's button, rendered again in its place.
+  const [refocus, setRefocus] = useState<string | null>(null);
+  useEffect(() => {
+    if (refocus === null) return;
+    section.current?.querySelector<HTMLButtonElement>(`button[data-device="${CSS.escape(refocus)}"]`)?.focus();
+    setRefocus(null);
+  }, [refocus]);
+  const cancel = (id: string) => {
+    setConfirming(null);
+    setRefocus(id);
+  };
 
   const refresh = async () => {
     try {
@@ -49,7 +61,7 @@ export function Devices() {
 
   const now = Date.now();
   return (
-    <section class="field-group devices" aria-labelledby="devices-heading">
+    <section class="field-group devices" ref={section} aria-labelledby="devices-heading">
       <h3 id="devices-heading" ref={heading} tabIndex={-1}>
         Devices
       </h3>
@@ -77,9 +89,9 @@ export function Devices() {
                 </span>
               </div>
               {d.current ? null : confirming === d.id ? (
-                <ConfirmSignOut device={d} busy={busy} onConfirm={() => void signOut(d)} onCancel={() => setConfirming(null)} />
+                <ConfirmSignOut device={d} busy={busy} onConfirm={() => void signOut(d)} onCancel={() => cancel(d.id)} />
               ) : (
-                <button class="btn btn-danger" type="button" aria-label={`Sign out ${d.name}`} onClick={() => setConfirming(d.id)}>
+                <button class="btn btn-danger" type="button" data-device={d.id} aria-label={`Sign out ${d.name}`} onClick={() => setConfirming(d.id)}>
                   Sign out
                 </button>
               )}
