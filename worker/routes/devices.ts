@@ -26,15 +26,17 @@ devices.get("/", requireAuth, async (c) => {
 /**
  * Signs one of the caller's devices out, exactly as that device's own POST /auth/logout would.
  * Another user's device is as unknown as a device that never existed (404). One already signed
- * out is a 204 that does nothing more, so a retried request does not notify its conversations twice.
+ * out (not in GET /devices) is a 204 that does nothing more, so a repeated request does not
+ * notify its conversations twice.
  */
 devices.delete("/:id", requireAuth, async (c) => {
   const { userId } = c.get("auth");
   const id = c.req.param("id");
-  const row = await c.env.DB.prepare("SELECT token_hash IS NOT NULL AS signed_in FROM devices WHERE id = ? AND user_id = ?")
-    .bind(id, userId)
-    .first<{ signed_in: number }>();
-  if (!row) throw new ApiError("not_found", "no such device");
-  if (row.signed_in) await signOutDevice(c.env, { userId, deviceId: id });
+  const [owned, signedIn] = await Promise.all([
+    c.env.DB.prepare("SELECT 1 AS owned FROM devices WHERE id = ? AND user_id = ?").bind(id, userId).first<{ owned: number }>(),
+    userStub(c.env, userId).signedInDevices(userId),
+  ]);
+  if (!owned) throw new ApiError("not_found", "no such device");
+  if (signedIn.some((d) => d.deviceId === id)) await signOutDevice(c.env, { userId, deviceId: id });
   return c.body(null, 204);
 });
