@@ -52,6 +52,8 @@ export const User = z.object({
 });
 
 export const Device = z.object({ id: Id, name: text(), createdAt: Time });
+/** One of the caller's own signed-in devices (`GET /devices`): `current` is the one asking. */
+export const OwnDevice = Device.extend({ lastActiveAt: Time.nullable(), current: z.boolean() });
 
 export const Role = z.enum(["admin", "member"]);
 export const Member = z.object({ userId: Id, role: Role, joinedAt: Time });
@@ -369,6 +371,7 @@ export const UserServerFrame = z.discriminatedUnion("type", [
 
 export type User = z.infer<typeof User>;
 export type Device = z.infer<typeof Device>;
+export type OwnDevice = z.infer<typeof OwnDevice>;
 export type Role = z.infer<typeof Role>;
 export type Member = z.infer<typeof Member>;
 export type MediaRef = z.infer<typeof MediaRef>;

@@ -20,4 +20,5 @@
 // 10 - message actions (protocol/actions.ts): `action` messages (edit, delete, react, pin) by
 //      POST /conversations/:id/actions and the socket's `action` frame; replyToSeq, mentions and
 //      forwarded on sends; a message's annotations; delete for me and the `hidden` frame; search.
-export const PROTOCOL_VERSION = 10;
+// 11 - `GET /devices` answers `OwnDevice`s (`lastActiveAt`, `current`) for remote sign-out.
+export const PROTOCOL_VERSION = 11;

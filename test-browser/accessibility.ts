@@ -54,7 +54,7 @@ async function axeViolations(page: Page, screen: string): Promise<string[]> {
 }
 
 /** Checks screens as a test goes, and fails at its end with every violation of every screen. */
-function auditor() {
+export function auditor() {
   const found: string[] = [];
   const screens: string[] = [];
   return {

@@ -6,6 +6,7 @@ import { safetyNumberTests } from "./safetyNumbers.ts";
 import { e2eeTests } from "./e2ee.ts";
 import { accessibilityTests } from "./accessibility.ts";
 import { membershipTests } from "./membership.ts";
+import { devicesTests } from "./devices.ts";
 import { DESKTOP, PHONE, shot, bubble, createGroup, drawPng, expectMessage, expectTick, hasRoute, openConversation, openDirect, send, serverMessages, session, tickOf, user } from "./pages.ts";
 import { actionTests } from "./actions.ts";
 
@@ -586,6 +587,7 @@ tests.push(...e2eeTests);
 
 tests.push(...safetyNumberTests);
 tests.push(...accessibilityTests);
+tests.push(...devicesTests);
 
 tests.push(...actionTests);
 

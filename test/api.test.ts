@@ -4,7 +4,7 @@ import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { messageActionTests } from "./actions.cases";
-import type { Conversation, Message, Receipt, User } from "../protocol";
+import type { Conversation, Message, OwnDevice, Receipt, User } from "../protocol";
 import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
 import { TICKET_HEADERS } from "../kernel/identity";
@@ -515,6 +515,77 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
     expect(await signedInInD1(oldDevice)).toBe(false);
     expect(await signedInInD1(a.device.id)).toBe(true);
     await json("/me", { token: a.token });
+  });
+});
+
+describe("devices: the caller's list and remote sign-out", () => {
+  const listOf = async (token: string) => (await json<{ devices: OwnDevice[] }>("/devices", { token })).devices;
+
+  it("lists the caller's signed-in devices, oldest first, marking the one asking", async () => {
+    const a = await register(undefined, "laptop");
+    const phone = await login(a.user.username, "phone");
+    const stranger = await register(undefined, "elsewhere");
+    const list = await listOf(phone.token);
+    expect(list.map((d) => [d.id, d.name, d.current])).toEqual([
+      [a.device.id, "laptop", false],
+      [phone.device.id, "phone", true],
+    ]);
+    expect(list[0]!.createdAt).toBe(a.device.createdAt);
+    // A login counts as activity.
+    for (const d of list) expect(d.lastActiveAt).toBeGreaterThanOrEqual(d.createdAt);
+    expect(list[1]!.lastActiveAt).toBeLessThanOrEqual(Date.now());
+    expect((await listOf(a.token)).map((d) => d.current)).toEqual([true, false]);
+    expect((await listOf(stranger.token)).map((d) => d.id)).toEqual([stranger.device.id]);
+    await expectError(await call("/devices"), 401, "unauthorized");
+  });
+
+  it("signs another device out at once: its token 401, its sockets closed with 4001, gone from the lists", async () => {
+    const a = await register(undefined, "laptop");
+    const b = await register();
+    const phone = await login(a.user.username, "phone");
+    const conv = await direct(a, b);
+    const convSocket = await openConversation(phone, conv.id);
+    const userSocket = await connect("/ws", phone.token);
+    await userSocket.next("ready");
+    const laptopSocket = await openConversation(a, conv.id);
+
+    expect((await call(`/devices/${phone.device.id}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    await expectError(await call("/me", { token: phone.token }), 401, "unauthorized");
+    await expectError(await call("/auth/ticket", { method: "POST", token: phone.token }), 401, "unauthorized");
+    expect((await convSocket.waitClosed()).code).toBe(4001);
+    expect((await userSocket.waitClosed()).code).toBe(4001);
+    expect((await listOf(a.token)).map((d) => d.id)).toEqual([a.device.id]);
+    const directory = await json<{ devices: { id: string }[] }>(`/users/${a.user.id}/devices`, { token: b.token });
+    expect(directory.devices.map((d) => d.id)).toEqual([a.device.id]);
+    // The device asking is untouched.
+    laptopSocket.send({ type: "send", clientMsgId: unique("still-here"), body: "hi" });
+    await laptopSocket.next("ack");
+    expect(laptopSocket.closed).toBeNull();
+    laptopSocket.close();
+
+    // Again: nothing more to do, the same answer.
+    expect((await call(`/devices/${phone.device.id}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    expect((await listOf(a.token)).map((d) => d.id)).toEqual([a.device.id]);
+  });
+
+  it("the current device may sign itself out: that is a logout", async () => {
+    const a = await register();
+    const other = await login(a.user.username, "other");
+    expect((await call(`/devices/${a.device.id}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    await expectError(await call("/me", { token: a.token }), 401, "unauthorized");
+    expect((await listOf(other.token)).map((d) => [d.id, d.current])).toEqual([[other.device.id, true]]);
+  });
+
+  it("answers 404 for another user's device or an unknown id, and changes nothing", async () => {
+    const a = await register();
+    const b = await register();
+    for (const id of [b.device.id, "no-such-device", "me", "%F0%9F%92%A5"]) {
+      await expectError(await call(`/devices/${id}`, { method: "DELETE", token: a.token }), 404, "not_found");
+    }
+    await json("/me", { token: b.token });
+    expect((await listOf(b.token)).map((d) => d.id)).toEqual([b.device.id]);
+    await expectError(await call(`/devices/${b.device.id}`, { method: "DELETE" }), 401, "unauthorized");
+    await json("/me", { token: b.token });
   });
 });
 

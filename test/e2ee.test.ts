@@ -554,6 +554,21 @@ describe("E2EE logout", () => {
     await expect(bob2.mls.decrypt(id, after.ciphertext!)).rejects.toThrow();
   });
 
+  it("a device signed out by another of its user's devices leaves the same notice as its own logout", async () => {
+    const { alice, bob1, bob2, id } = await threeUsers();
+    const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(id));
+    await waitFor(async () => (await stub.pendingOutbox()) === 0, "the conversation in D1");
+    const res = await call(`/devices/${bob2.session.device.id}`, { method: "DELETE", token: bob1.session.token });
+    expect(res.status).toBe(204);
+    await expectError(await call(`/conversations/${id}/messages`, { token: bob2.session.token }), 401, "unauthorized");
+    expect(await loggedOutNotices(id, alice)).toEqual([{ event: "deviceLoggedOut", actorId: bob1.session.user.id, userIds: [bob1.session.user.id], deviceIds: [bob2.session.device.id] }]);
+    // A second sign-out of the same device tells the group nothing more.
+    expect((await call(`/devices/${bob2.session.device.id}`, { method: "DELETE", token: bob1.session.token })).status).toBe(204);
+    expect(await loggedOutNotices(id, alice)).toHaveLength(1);
+    await catchUp(alice, id);
+    expect((await alice.mls.staleLeaves(id)).map((l) => l.deviceId)).toEqual([bob2.session.device.id]);
+  });
+
   it("two members racing to remove a logged-out device's leaf end with one group state", async () => {
     const { alice, bob1, bob2, carol, id } = await threeUsers();
     await logOut(bob2, id);

@@ -37,7 +37,7 @@ import { enqueuePushes } from "./pushJobs";
 import { KEY_PACKAGES_LOW, KEY_PACKAGES_MAX, KeyPackageDirectory } from "./keyPackages";
 import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
-import { Sessions } from "./sessions";
+import { Sessions, type DeviceActivity } from "./sessions";
 import { Watchers } from "./watchers";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
@@ -257,6 +257,12 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   async checkSession(userId: string, deviceId: string, sessionId: string): Promise<boolean> {
     this.presence.rememberUser(userId);
     return this.sessions.isLive(deviceId, sessionId, Date.now(), this.settings.tokenTtlMs);
+  }
+
+  /** The user's devices with a live session and when each last made an authenticated request (GET /devices). */
+  async signedInDevices(userId: string): Promise<DeviceActivity[]> {
+    this.presence.rememberUser(userId);
+    return this.sessions.signedInDevices(Date.now(), this.settings.tokenTtlMs);
   }
 
   /**

@@ -55,4 +55,6 @@ export const USER_MIGRATIONS = [
   `CREATE INDEX sessions_expiry ON sessions (expires_at)`,
   // Devices logged out whose D1 rows (the signed-in mark, push subscriptions) are not yet updated.
   `CREATE TABLE devices_to_retire (device_id TEXT PRIMARY KEY, revoked_at INTEGER NOT NULL) WITHOUT ROWID`,
+  // When the session last authenticated a request, to within ACTIVITY_RESOLUTION_MS (GET /devices).
+  `ALTER TABLE sessions ADD COLUMN last_active_at INTEGER`,
 ];

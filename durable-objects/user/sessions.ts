@@ -10,6 +10,18 @@
  */
 export const TICKET_CLOCK_SLACK_MS = 5 * 60_000;
 
+/**
+ * How finely a session's last activity is kept: an authenticated request writes it only when the
+ * stored time is older than this, so most requests stay one read.
+ */
+export const ACTIVITY_RESOLUTION_MS = 60_000;
+
+/** A signed-in device as its sessions tell: when it last made an authenticated request, if known. */
+export interface DeviceActivity {
+  deviceId: string;
+  lastActiveAt: number | null;
+}
+
 export class Sessions {
   /** `ticketTtlMs`: how long a ticket lives (TICKET_TTL_MS); a logout is kept that long. */
   constructor(
@@ -38,11 +50,12 @@ export class Sessions {
   start(deviceId: string, sessionId: string, expiresAt: number, now: number): void {
     this.sql.exec("DELETE FROM sessions WHERE expires_at <= ?", now);
     this.sql.exec(
-      "INSERT INTO sessions (session_id, device_id, created_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+      "INSERT INTO sessions (session_id, device_id, created_at, expires_at, last_active_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
       sessionId,
       deviceId,
       now,
       expiresAt,
+      now,
     );
   }
 
@@ -50,12 +63,34 @@ export class Sessions {
    * Whether a verified token's session is live: started for this device, not logged out, not
    * expired, and younger than `maxLifetimeMs` (TOKEN_TTL_DAYS now, which may have been lowered
    * since the token was signed). One primary-key read: this runs on every authenticated request.
+   * A live session's last activity moves forward at most once per ACTIVITY_RESOLUTION_MS.
    */
   isLive(deviceId: string, sessionId: string, now: number, maxLifetimeMs: number): boolean {
     const row = this.sql
-      .exec<{ created_at: number; expires_at: number }>("SELECT created_at, expires_at FROM sessions WHERE session_id = ? AND device_id = ?", sessionId, deviceId)
+      .exec<{ created_at: number; expires_at: number; last_active_at: number | null }>(
+        "SELECT created_at, expires_at, last_active_at FROM sessions WHERE session_id = ? AND device_id = ?",
+        sessionId,
+        deviceId,
+      )
       .toArray()[0];
-    return row !== undefined && row.expires_at > now && row.created_at + maxLifetimeMs > now;
+    const live = row !== undefined && row.expires_at > now && row.created_at + maxLifetimeMs > now;
+    if (live && (row.last_active_at === null || row.last_active_at + ACTIVITY_RESOLUTION_MS <= now)) {
+      this.sql.exec("UPDATE sessions SET last_active_at = ? WHERE session_id = ?", now, sessionId);
+    }
+    return live;
+  }
+
+  /** The devices with a live session (as isLive judges), each with its latest activity. */
+  signedInDevices(now: number, maxLifetimeMs: number): DeviceActivity[] {
+    return this.sql
+      .exec<{ device_id: string; last_active_at: number | null }>(
+        `SELECT device_id, MAX(last_active_at) AS last_active_at FROM sessions
+         WHERE expires_at > ? AND created_at > ? GROUP BY device_id ORDER BY device_id`,
+        now,
+        now - maxLifetimeMs,
+      )
+      .toArray()
+      .map((r) => ({ deviceId: r.device_id, lastActiveAt: r.last_active_at }));
   }
 
   /**

@@ -34,6 +34,23 @@ describe("settings", () => {
   });
 });
 
+describe("devices", () => {
+  it("lists the account's devices as the server answers, and signs one out by its id", async () => {
+    const s = await startSignedIn();
+    const listed = [
+      { id: "laptop-1", name: "Chrome on Linux", createdAt: 1, lastActiveAt: 5, current: true },
+      { id: "phone/2", name: "Phone", createdAt: 2, lastActiveAt: null, current: false },
+    ];
+    s.browser.server.on("GET /devices", () => ({ json: { devices: listed } })).on("DELETE /devices/phone%2F2", () => ({ status: 204 }));
+    expect(await s.store.devices()).toEqual(listed);
+    await s.store.signOutDevice("phone/2");
+    expect(s.browser.server.calls("DELETE /devices/phone%2F2")).toHaveLength(1);
+    // An answer of another shape is refused, not shown.
+    s.browser.server.on("GET /devices", () => ({ json: { devices: [{ id: "x" }] } }));
+    await expect(s.store.devices()).rejects.toThrow(/unexpected answer/);
+  });
+});
+
 describe("push", () => {
   it("enabling subscribes with the server's key and remembers it for the account; disabling drops it", async () => {
     const s = await startSignedIn();

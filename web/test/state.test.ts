@@ -7,7 +7,7 @@ import { MemoryOutboxStorage, Outbox, type OutboxItem, type SendOutcome } from "
 import { applyReceipt, tickFor, tickLabel } from "../src/state/receipts";
 import { byConversation, syncSince, type SincePage } from "../src/state/sync";
 import { buildTimeline, findGaps, mergeMessages, opensGap, resumePoint } from "../src/state/timeline";
-import { initials, lastSeen, peaks, shownUserName } from "../src/state/format";
+import { initials, lastActive, lastSeen, peaks, shownUserName } from "../src/state/format";
 import { message } from "./fakes";
 
 const msg = (seq: number, extra: Partial<Message> = {}): Message => message("c1", seq, "u1", extra);
@@ -316,6 +316,9 @@ describe("format", () => {
     const now = 10 * 3_600_000;
     expect(lastSeen({ userId: "u", status: "online", lastSeen: null }, now)).toBe("online");
     expect(lastSeen({ userId: "u", status: "offline", lastSeen: now - 5 * 60_000 }, now)).toBe("last seen 5 min ago");
+    expect(lastActive(null, now)).toBe("");
+    expect(lastActive(now - 30_000, now)).toBe("active just now");
+    expect(lastActive(now - 5 * 60_000, now)).toBe("active 5 min ago");
     expect(lastSeen({ userId: "u", status: "unknown", lastSeen: null }, now)).toBe("");
   });
 });

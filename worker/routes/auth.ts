@@ -1,5 +1,5 @@
 // Accounts and devices: register, login (one device per login), logout, /me. WebSocket tickets
-// are routes/realtime.ts.
+// are routes/realtime.ts; the caller's device list and remote sign-out are routes/devices.ts.
 import { eq } from "drizzle-orm";
 import { newId } from "../../kernel/ids";
 import { LoginBody, RegisterBody, type Device } from "../../protocol";
@@ -10,8 +10,8 @@ import { PBKDF2_ITERATIONS, base64url, constantTimeEqual, fromBase64url, hashPas
 import { SIGNED_IN_MARK } from "../../kernel/d1/devices";
 import { requireSecret } from "../../kernel/settings";
 import { mintSessionToken, sessionKeys } from "../lib/sessionTokens";
-import { conversationStub, userStub } from "../../kernel/objects";
-import { e2eeConversationsOf } from "../lib/deviceKeys";
+import { userStub } from "../../kernel/objects";
+import { signOutDevice } from "../lib/signOut";
 import { toUser } from "../lib/userRecords";
 import { passwordProblem } from "../lib/passwords";
 import { LoginThrottle, clientAddress, takeHourly, throttleKeys } from "../lib/throttle";
@@ -85,38 +85,10 @@ auth.post("/login", async (c) => {
 });
 
 auth.post("/logout", requireAuth, async (c) => {
-  const { userId, deviceId } = c.get("auth");
-  // The user's object ends the device's sessions and its tickets: from here on its token is
-  // refused everywhere. It then marks the device logged out in D1 and drops its push subscriptions,
-  // from its alarm while D1 fails. Should the call fail, nothing has changed and the logout can be
-  // retried with the same token.
-  await userStub(c.env, userId).revokeDevice(userId, deviceId);
-  // Now close what the device still holds open.
-  await userStub(c.env, userId).closeDevice(deviceId);
-  await noticeLoggedOutDevice(c.env, { userId, deviceId });
+  // Should it fail, the logout can be retried with the same token (worker/lib/signOut.ts).
+  await signOutDevice(c.env, c.get("auth"));
   return c.body(null, 204);
 });
-
-/**
- * Tells each E2EE conversation of the user that the device is gone: those where it holds a leaf
- * append a `deviceLoggedOut` system message, on which members' devices commit its Remove. The
- * logout stands even if some are not reached: a client also looks for leaves of devices no longer
- * listed when it opens a conversation (docs/e2ee.md, "Logout").
- */
-async function noticeLoggedOutDevice(env: Env, device: { userId: string; deviceId: string }): Promise<void> {
-  let ids: string[];
-  try {
-    ids = await e2eeConversationsOf(env, device.userId);
-  } catch (err) {
-    console.warn("deviceLoggedOut: the user's E2EE conversations could not be read", String(err));
-    return;
-  }
-  const now = Date.now();
-  const results = await Promise.allSettled(ids.map((id) => conversationStub(env, id).mlsDeviceLoggedOut(device, now)));
-  for (const [i, r] of results.entries()) {
-    if (r.status === "rejected") console.warn(`deviceLoggedOut in ${ids[i]} failed`, String(r.reason));
-  }
-}
 
 export const me = newApp();
 

@@ -6,7 +6,7 @@ import type { Presence } from "../../../protocol";
 import type { PresencePeer } from "../../../durable-objects/contract";
 import { QUIET_HINT_MS } from "../../../durable-objects/contract";
 import { DeliveryAnswers } from "../../../durable-objects/user/deliveryAnswers";
-import { Sessions, TICKET_CLOCK_SLACK_MS } from "../../../durable-objects/user/sessions";
+import { ACTIVITY_RESOLUTION_MS, Sessions, TICKET_CLOCK_SLACK_MS } from "../../../durable-objects/user/sessions";
 import { Watchers } from "../../../durable-objects/user/watchers";
 import type { SocketState } from "../../../durable-objects/user/deviceSockets";
 import { framesOf, type MemorySocket } from "../support/sockets";
@@ -125,6 +125,19 @@ describe("Sessions", () => {
     expect(s.isLive("phone", "s1", T + 10 * DAY, YEAR)).toBe(true);
     expect(s.isLive("phone", "s1", T + 10 * DAY, 7 * DAY)).toBe(false);
     expect(s.isLive("phone", "s1", T + 6 * DAY, 7 * DAY)).toBe(true);
+  });
+
+  it("lists the signed-in devices with their last activity, kept to within ACTIVITY_RESOLUTION_MS", () => {
+    const { sessions: s } = sessions();
+    s.start("phone", "s1", T + YEAR, T);
+    s.start("laptop", "s2", T + YEAR, T);
+    s.start("tablet", "s3", T + DAY, T);
+    expect(s.isLive("phone", "s1", T + ACTIVITY_RESOLUTION_MS - 1, YEAR)).toBe(true);
+    expect(s.signedInDevices(T + ACTIVITY_RESOLUTION_MS - 1, YEAR).find((d) => d.deviceId === "phone")?.lastActiveAt).toBe(T);
+    expect(s.isLive("phone", "s1", T + 5 * ACTIVITY_RESOLUTION_MS, YEAR)).toBe(true);
+    s.revoke("laptop", T + 6 * ACTIVITY_RESOLUTION_MS);
+    // The tablet's session has expired by then, the laptop logged out.
+    expect(s.signedInDevices(T + 2 * DAY, YEAR)).toEqual([{ deviceId: "phone", lastActiveAt: T + 5 * ACTIVITY_RESOLUTION_MS }]);
   });
 
   it("a logout ends every session of its device at once, not the others', and refuses its tickets", () => {

@@ -7,9 +7,9 @@
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
 //   the theme (preferences.ts), the offline cache (localCache.ts), end-to-end encrypted
 //   conversations (e2ee.ts), safety numbers and verified contacts (safetyNumbers.ts).
-import type { Action, Conversation, MediaRef, Message, Presence, User } from "../../../protocol";
+import type { Action, Conversation, MediaRef, Message, OwnDevice, Presence, User } from "../../../protocol";
 import type { Shown } from "../e2ee/content";
-import { Api } from "../lib/api";
+import { Api, Schemas } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
 import type { Browser, Theme } from "./browser";
 import { Chats } from "./chats";
@@ -187,6 +187,14 @@ export class AppStore {
   }
   logout(): Promise<void> {
     return this.session.logout();
+  }
+  /** This account's signed-in devices, this one marked `current` (Settings, Devices). */
+  async devices(): Promise<OwnDevice[]> {
+    return (await this.api.call("GET", "/devices", Schemas.devices)).devices;
+  }
+  /** Signs another device of this account out: its token stops working and its sockets close. */
+  async signOutDevice(deviceId: string): Promise<void> {
+    await this.api.call("DELETE", `/devices/${encodeURIComponent(deviceId)}`, Schemas.none);
   }
   /** Sign-outs made offline that the server has not heard of yet. */
   pendingRevocations(): number {

@@ -1,7 +1,7 @@
 // The REST client: bearer auth, the API's error shape, and zod parsing of every answer, so the
 // rest of the app only sees typed values (parse once at the edge, never cast).
 import * as z from "zod";
-import { Conversation, Device, Message, Presence, Receipt, User } from "../../../protocol";
+import { Conversation, Device, Message, OwnDevice, Presence, Receipt, User } from "../../../protocol";
 
 /** A non-2xx answer in the API's error shape. */
 export class ApiRequestError extends Error {
@@ -23,6 +23,7 @@ const ErrorShape = z.object({ error: z.object({ code: z.string(), message: z.str
 export const Schemas = {
   session: z.object({ user: User, device: Device, token: z.string() }),
   me: z.object({ user: User, device: Device }),
+  devices: z.object({ devices: z.array(OwnDevice) }),
   ticket: z.object({ ticket: z.string(), expiresAt: z.number() }),
   users: z.object({ users: z.array(User) }),
   user: z.object({ user: User }),

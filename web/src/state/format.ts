@@ -51,6 +51,16 @@ export function lastSeen(p: Presence | undefined, now: number): string {
   return s === clock(p.lastSeen) ? `last seen today at ${s}` : `last seen ${s}`;
 }
 
+/** When a device was last active, for the device list: `null` (unknown) says nothing. */
+export function lastActive(t: number | null, now: number): string {
+  if (t === null) return "";
+  const ago = Math.max(0, now - t);
+  if (ago < 60_000) return "active just now";
+  if (ago < 3_600_000) return `active ${Math.floor(ago / 60_000)} min ago`;
+  const s = shortTime(t, now);
+  return s === clock(t) ? `active today at ${s}` : `active ${s}`;
+}
+
 export function bytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10 * 1024 ? 1 : 0)} KB`;

@@ -1,6 +1,7 @@
 import { useRef, useState } from "preact/hooks";
 import type { Theme } from "../app/appStore";
 import { Avatar } from "./Avatar";
+import { Devices } from "./Devices";
 import { useServices } from "./context";
 import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
@@ -68,6 +69,7 @@ export function Settings() {
             {permission === "denied" ? <p class="muted">Notifications are blocked in the browser's site settings.</p> : null}
           </fieldset>
         ) : null}
+        <Devices />
         {confirmSignOut ? (
           <div class="confirm sign-out-confirm" role="alertdialog" aria-label="Confirm signing out" aria-describedby="sign-out-warning">
             <p id="sign-out-warning">

@@ -1,0 +1,42 @@
+// The caller's own devices: the list (which one is asking, when each was last active) and remote
+// sign-out. Another user's devices, with their MLS keys, are GET /users/:id/devices.
+import type { OwnDevice } from "../../protocol";
+import { newApp, requireAuth } from "../app";
+import { userStub } from "../../kernel/objects";
+import { ApiError } from "../lib/apiError";
+import { devicesOf } from "../lib/deviceKeys";
+import { signOutDevice } from "../lib/signOut";
+
+export const devices = newApp();
+
+/**
+ * The caller's signed-in devices, oldest first: D1's names, for the devices whose sessions the
+ * user's object still holds (it ends them at a sign-out before D1 hears of it).
+ */
+devices.get("/", requireAuth, async (c) => {
+  const { userId, deviceId } = c.get("auth");
+  const [rows, signedIn] = await Promise.all([devicesOf(c.env, [userId]), userStub(c.env, userId).signedInDevices(userId)]);
+  const lastActive = new Map(signedIn.map((d) => [d.deviceId, d.lastActiveAt]));
+  const list: OwnDevice[] = rows
+    .filter((d) => lastActive.has(d.id))
+    .map((d) => ({ id: d.id, name: d.name, createdAt: d.createdAt, lastActiveAt: lastActive.get(d.id) ?? null, current: d.id === deviceId }));
+  return c.json({ devices: list });
+});
+
+/**
+ * Signs one of the caller's devices out, exactly as that device's own POST /auth/logout would.
+ * Another user's device is as unknown as a device that never existed (404). One already signed
+ * out (not in GET /devices) is a 204 that does nothing more, so a repeated request does not
+ * notify its conversations twice.
+ */
+devices.delete("/:id", requireAuth, async (c) => {
+  const { userId } = c.get("auth");
+  const id = c.req.param("id");
+  const [owned, signedIn] = await Promise.all([
+    c.env.DB.prepare("SELECT 1 AS owned FROM devices WHERE id = ? AND user_id = ?").bind(id, userId).first<{ owned: number }>(),
+    userStub(c.env, userId).signedInDevices(userId),
+  ]);
+  if (!owned) throw new ApiError("not_found", "no such device");
+  if (signedIn.some((d) => d.deviceId === id)) await signOutDevice(c.env, { userId, deviceId: id });
+  return c.body(null, 204);
+});
