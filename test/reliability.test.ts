@@ -845,8 +845,11 @@ interface Model {
    * a member); null for a user never in the group. Added back, only the new span counts.
    */
   spans: Array<{ from: number; through: number | null } | null>;
-  /** Every message in seq order (seq = index + 1); `sender` null for a system message. */
-  messages: Array<{ sender: number | null; clientMsgId: string | null }>;
+  /**
+   * Every message in seq order (seq = index + 1); `sender` null for a system message. `body` is
+   * a sent message's text as it stands after edits; an edit is itself a message (`edit`).
+   */
+  messages: Array<{ sender: number | null; clientMsgId: string | null; body?: string; edit?: true }>;
   /** Per user: clientMsgId -> the seq of the message it stored. */
   sent: Array<Map<string, number>>;
   /** Per user: the receipt watermarks. */
@@ -907,6 +910,8 @@ async function expectHistory(m: Model, r: Real, u: number): Promise<void> {
     const want = m.messages[x.seq - 1]!;
     if (want.sender === null) expect(x.kind).toBe("system");
     else expect({ senderId: x.senderId, clientMsgId: x.clientMsgId }).toEqual({ senderId: r.users[want.sender]!.user.id, clientMsgId: want.clientMsgId });
+    if (want.edit) expect(x.kind, "an edit is an action in the sequence").toBe("action");
+    else if (want.body !== undefined) expect(x.body, `seq ${x.seq} as last edited`).toBe(want.body);
   });
 }
 
@@ -939,10 +944,48 @@ class SendCommand implements ModelCommand {
       message = (await sendRest(r.users[u]!, r.conversationId, `model ${clientMsgId}`, clientMsgId)).message;
     }
     expect(message.seq, "the next seq").toBe(m.messages.length + 1);
-    m.messages.push({ sender: u, clientMsgId });
+    m.messages.push({ sender: u, clientMsgId, body: `model ${clientMsgId}` });
     m.sent[u]!.set(clientMsgId, message.seq);
   }
   toString = () => `send(${this.user}, ${this.viaSocket ? "socket" : "REST"})`;
+}
+
+/** A member edits one of its messages (an action, idempotent by its own clientMsgId), and retries it. */
+class EditCommand implements ModelCommand {
+  readonly user: number;
+  readonly pick: number;
+  constructor(user: number, pick: number) {
+    this.user = user;
+    this.pick = pick;
+  }
+  check = (m: Readonly<Model>) => m.sent[this.user]!.size > 0;
+  async run(m: Model, r: Real): Promise<void> {
+    bump(modelCounts, "edit");
+    const u = this.user;
+    const targets = [...m.sent[u]!.values()];
+    const targetSeq = targets[this.pick % targets.length]!;
+    const clientMsgId = unique(`edit${u}`);
+    const body = `edited ${clientMsgId}`;
+    const request = { token: r.users[u]!.token, body: { clientMsgId, action: { type: "edit", targetSeq, body } } };
+    const path = `/conversations/${r.conversationId}/actions`;
+    if (!isMember(m, u)) {
+      await expectError(await call(path, request), 404, "not_found");
+      return;
+    }
+    if (targetSeq < m.spans[u]!.from) {
+      // Sent in an earlier span: a member added back acts only on what it may read now.
+      await expectError(await call(path, request), 400, "bad_request");
+      return;
+    }
+    const first = await json<{ message: Message }>(path, request, 201);
+    expect(first.message.seq, "an edit takes the next seq").toBe(m.messages.length + 1);
+    m.messages.push({ sender: u, clientMsgId, edit: true });
+    m.messages[targetSeq - 1]!.body = body;
+    // The same action again (a retry after a lost answer): the stored event, nothing new.
+    const again = await json<{ message: Message }>(path, request, 200);
+    expect(again.message.seq, "a retried edit answers the stored event").toBe(first.message.seq);
+  }
+  toString = () => `edit(${this.user}, #${this.pick})`;
 }
 
 class RetryCommand implements ModelCommand {
@@ -1129,6 +1172,7 @@ describe("model-based", () => {
         send,
         send,
         fc.tuple(user, fc.nat(), fc.boolean()).map(([u, p, s]) => new RetryCommand(u, p, s)),
+        fc.tuple(user, fc.nat()).map(([u, p]) => new EditCommand(u, p)),
         user.map((u) => new ReconnectCommand(u)),
         fc.constant(new EvictCommand()),
         other.map((u) => new AddMemberCommand(u)),
