@@ -364,21 +364,25 @@ const tests: Test[] = [
         await bob.page.locator('.chat .composer input[type="file"]').setInputFiles({ name: "view.png", mimeType: "image/png", buffer: await drawPng(bob.page) });
         await ann.page.locator(".chat .media-frame img").waitFor({ timeout: 20_000 });
         const annId = (await session(ann.page)).userId;
-        await waitUntil("the thumbnail kept on the device", () =>
-          ann.page.evaluate(async (uid) => {
+        await waitUntil("the thumbnail and the photo's message kept on the device", () =>
+          ann.page.evaluate(async ({ uid, conversationId }) => {
             const db = await new Promise<IDBDatabase>((resolve, reject) => {
               const req = indexedDB.open(`edge-chat:${uid}`);
               req.onsuccess = () => resolve(req.result);
               req.onerror = () => reject(req.error);
             });
-            const keys = await new Promise<IDBValidKey[]>((resolve, reject) => {
-              const req = db.transaction("kv").objectStore("kv").getAllKeys();
-              req.onsuccess = () => resolve(req.result);
-              req.onerror = () => reject(req.error);
-            });
+            const get = <T,>(run: (store: IDBObjectStore) => IDBRequest<T>) =>
+              new Promise<T>((resolve, reject) => {
+                const req = run(db.transaction("kv").objectStore("kv"));
+                req.onsuccess = () => resolve(req.result);
+                req.onerror = () => reject(req.error);
+              });
+            const keys = await get((store) => store.getAllKeys());
+            // The offline cache of the chat's latest messages is written at most twice a second.
+            const cached = (await get((store) => store.get(`messages:${conversationId}`))) as { media?: unknown[] }[] | undefined;
             db.close();
-            return keys.some((k) => String(k).startsWith("thumb:"));
-          }, annId),
+            return keys.some((k) => String(k).startsWith("thumb:")) && !!cached?.some((m) => (m.media?.length ?? 0) > 0);
+          }, { uid: annId, conversationId: id }),
         );
       }
       await ann.context.setOffline(true);
