@@ -270,8 +270,7 @@ export function messageActionTests(): void {
 
       await acted(a, d.id, { type: "delete", targetSeq: seq });
       // The object's own SQLite, at once.
-      const stub = conversationStub(env, d.id) as unknown as DurableObjectStub<ConversationDO>;
-      await runInDurableObject(stub, (_instance, state) => {
+      await runInDurableObject(conversationStub(env, d.id), (_instance: ConversationDO, state: DurableObjectState) => {
         const rows = state.storage.sql.exec<{ seq: number; body: string | null; media: string; payload: string | null }>("SELECT seq, body, media, payload FROM messages").toArray();
         const dump = JSON.stringify(rows);
         expect(dump).not.toContain(word);

@@ -16,7 +16,7 @@ const PAGE = 50;
 const NOT_A_MEMBER = "This conversation does not exist or you are not a member.";
 
 export interface ChatsDeps {
-  cache: Pick<LocalCachePort, "scheduleSave" | "messages" | "receipts" | "forget">;
+  cache: Pick<LocalCachePort, "scheduleSave" | "saveNow" | "messages" | "receipts" | "forget">;
   connection: Pick<ConnectionPort, "connectChat" | "closeChat" | "chatFor" | "transmitLive" | "ensureCursor">;
   people: Pick<PeoplePort, "ensure" | "name">;
   presence: Pick<PresenceWatchPort, "watch" | "fetch">;
@@ -399,7 +399,10 @@ export class Chats {
 
   // --- receipts -----------------------------------------------------------------------------------
 
-  /** A receipt frame on the conversation socket. */
+  /**
+   * Messages this user deleted for themself (here or on another device): shown without content,
+   * and written to the offline cache at once, so a reload right after cannot show their text again.
+   */
   hidden(conversationId: string, seqs: number[]): void {
     const view = this.state.views.get(conversationId);
     if (!view) return;
@@ -410,9 +413,11 @@ export class Chats {
       return { ...rest, body: null, media: [], hidden: true as const };
     });
     this.deps.cache.scheduleSave();
+    this.deps.cache.saveNow();
     this.core.emit();
   }
 
+  /** A receipt frame on the conversation socket. */
   chatReceipt(conversationId: string, receipt: Receipt): void {
     const view = this.view(conversationId);
     view.receipts = applyReceipt(view.receipts, receipt);

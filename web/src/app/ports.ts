@@ -37,6 +37,7 @@ export interface ConnectionPort {
 
 export interface LocalCachePort {
   scheduleSave(): void;
+  saveNow(): void;
   messages(conversationId: string): Promise<Message[]>;
   receipts(conversationId: string): Promise<Receipt[]>;
   forget(conversationId: string): void;
