@@ -55,6 +55,18 @@ async function say(server: FakeE2eeServer, from: Sim, conversationId: string, bo
   return server.sendCiphertext(conversationId, from.userId, from.deviceId, clientMsgId, ciphertext);
 }
 
+/** Ann creates group c1 with Bob, whose two devices join it. */
+async function annAndTwoDevicesOfBob(server: FakeE2eeServer, now?: () => number) {
+  server.conversation("c1", ["ann", "bob"]);
+  const ann = sim(server, "ann", "ann-d1", now ? { now } : {});
+  const bob1 = sim(server, "bob", "bob-d1");
+  const bob2 = sim(server, "bob", "bob-d2");
+  await Promise.all([bob1.client.ready(), bob2.client.ready()]);
+  await ann.client.create("c1", ["bob"]);
+  await Promise.all([bob1.client.catchUp("c1"), bob2.client.catchUp("c1")]);
+  return { ann, bob1, bob2 };
+}
+
 const texts = (plain: Map<number, PlainEntry>) => [...plain.values()].map((e) => ("failed" in e ? `failed: ${e.failed}` : e.body));
 
 describe("e2ee content", () => {
@@ -280,13 +292,7 @@ describe("the E2EE client", () => {
 
   it("removes a logged-out device's leaf on the server's notice, once, and that device reads nothing after", async () => {
     const server = new FakeE2eeServer();
-    server.conversation("c1", ["ann", "bob"]);
-    const ann = sim(server, "ann");
-    const bob1 = sim(server, "bob", "bob-d1");
-    const bob2 = sim(server, "bob", "bob-d2");
-    await Promise.all([bob1.client.ready(), bob2.client.ready()]);
-    await ann.client.create("c1", ["bob"]);
-    await Promise.all([bob1.client.catchUp("c1"), bob2.client.catchUp("c1")]);
+    const { ann, bob1, bob2 } = await annAndTwoDevicesOfBob(server);
     const snapshotOfBob2 = ((await bob2.store.get("mls:device")) as { snapshot: DeviceSnapshot }).snapshot;
     server.logout("bob", "bob-d2", ["c1"]);
     const before = server.messages("c1").length;
@@ -303,14 +309,9 @@ describe("the E2EE client", () => {
 
   it("finds a logged-out device's leaf without a notice once a day has passed, and not before", async () => {
     const server = new FakeE2eeServer();
-    server.conversation("c1", ["ann", "bob"]);
     let now = 1_000_000;
-    const ann = sim(server, "ann", "ann-d1", { now: () => now });
-    const bob1 = sim(server, "bob", "bob-d1");
-    const bob2 = sim(server, "bob", "bob-d2");
-    await Promise.all([bob1.client.ready(), bob2.client.ready()]);
-    await ann.client.create("c1", ["bob"]);
-    await Promise.all([ann.client.catchUp("c1"), bob1.client.catchUp("c1"), bob2.client.catchUp("c1")]);
+    const { ann } = await annAndTwoDevicesOfBob(server, () => now);
+    await ann.client.catchUp("c1");
     // The notice was missed: the device is only gone from the directory.
     server.logout("bob", "bob-d2", []);
     const before = server.messages("c1").length;

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { AppStore } from "../src/app/appStore";
 import type { Upload } from "../src/app/storeCore";
-import { fakeBrowser, message, settle } from "./fakes";
+import { fakeBrowser, message } from "./fakes";
 import { ME, YOU, startSignedIn } from "./storeSetup";
 
 describe("settings", () => {
