@@ -81,7 +81,8 @@ export type Reaction = z.infer<typeof Reaction>;
  * A message's fields beyond the contract's, each present only when it applies. Set at sending:
  * `replyToSeq`, `mentions`, `forwarded`. Kept current by action events (plaintext conversations;
  * an E2EE conversation's clients fold the encrypted actions themselves): `editedAt`,
- * `deletedAt`, `reactions`, `pinned`. `hidden`: the caller deleted it for themself.
+ * `deletedAt`, `reactions`, `pinned`, with `revisedSeq` naming the last event that changed them.
+ * `hidden`: the caller deleted it for themself.
  */
 export const MessageAnnotations = {
   replyToSeq: Seq.optional(),
@@ -91,6 +92,8 @@ export const MessageAnnotations = {
   deletedAt: Time.optional(),
   reactions: z.array(Reaction).optional(),
   pinned: z.object({ by: Id, at: Time }).optional(),
+  /** The seq of the last action event that changed this message: of two copies, the higher is current. */
+  revisedSeq: Seq.optional(),
   hidden: z.literal(true).optional(),
 };
 

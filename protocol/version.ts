@@ -21,4 +21,5 @@
 //      POST /conversations/:id/actions and the socket's `action` frame; replyToSeq, mentions and
 //      forwarded on sends; a message's annotations; delete for me and the `hidden` frame; search.
 // 11 - `GET /devices` answers `OwnDevice`s (`lastActiveAt`, `current`) for remote sign-out.
-export const PROTOCOL_VERSION = 11;
+// 12 - `revisedSeq` on a message an action event changed (the event's seq).
+export const PROTOCOL_VERSION = 12;

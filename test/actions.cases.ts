@@ -107,6 +107,7 @@ export function messageActionTests(): void {
       const target = await messageAt(b, d.id, original.seq);
       expect(target).toMatchObject({ body: "hello world", kind: "text" });
       expect(target!.editedAt).toBe(edit.createdAt);
+      expect(target!.revisedSeq).toBe(edit.seq);
 
       const lastSeq = await lastSeqOf(a, d.id);
       await expectError(await act(b, d.id, { type: "edit", targetSeq: original.seq, body: "mine now" }), 403, "forbidden");
@@ -160,6 +161,7 @@ export function messageActionTests(): void {
       const fromSync = synced.find((m) => m.seq === target.seq)!;
       expect(fromSync.reactions).toEqual([{ emoji: "👍", userIds: [a.user.id] }]);
       expect(fromSync.pinned).toEqual({ by: a.user.id, at: pin.message!.createdAt });
+      expect(fromSync.revisedSeq).toBe(pin.message!.seq);
       expect(await messageAt(laptop, d.id, target.seq)).toEqual(fromSync);
       // An action is no unread message, no lastMessage and no list order.
       const listed = (await json<{ conversations: { id: string; unread: number; lastMessage: Message | null }[] }>("/conversations", { token: b.token })).conversations.find((x) => x.id === d.id)!;
@@ -248,6 +250,7 @@ export function messageActionTests(): void {
       const synced = (await syncAll(b)).filter((m) => m.conversationId === g.id);
       expect(synced.find((m) => m.seq === bs.seq)).toMatchObject({ body: null, media: [] });
       expect(synced.find((m) => m.seq === bs.seq)!.deletedAt).toBeGreaterThan(0);
+      expect(synced.find((m) => m.seq === bs.seq)!.revisedSeq).toBe(byAdmin.seq);
       // Direct conversations have no admins: only the sender deletes.
       const [x, y] = [await register(), await register()];
       const d = await direct(x, y);

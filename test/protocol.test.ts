@@ -19,6 +19,7 @@ const FINGERPRINTS: Record<number, string> = {
   9: "8023790f05e1b8447a4e2ade4a360b8586d8ea520b3c4d0bc3d8f603b84c93a3",
   10: "84e343d3e5e0c1ded5a7b0487b05d2c0adf44dec0631105343674abe5988f763",
   11: "2c1d5912c4df2ddd13101d16f77bdc67d578456e5a7b012febab08f47dcb4296",
+  12: "15e3e1edeac27a6482738877d756770551273ef2cc4b4bce961a8896fc711db1",
 };
 
 async function fingerprint(): Promise<string> {

@@ -71,7 +71,7 @@ export class MessageActions {
     const message = this.deps.appendAction(actor, clientMsgId, event, now, origin);
     // findByClientMsgId just found none, in this same synchronous step.
     if (!message) return fail("internal", "action clientMsgId already stored");
-    this.apply(target, action, actor.userId, now);
+    this.apply(target, action, actor.userId, now, message.seq);
     return { ok: true, message, duplicate: false };
   }
 
@@ -115,16 +115,19 @@ export class MessageActions {
     }
   }
 
-  /** Rewrites the target as the action leaves it (a repeated reaction or pin changes nothing). */
-  private apply(target: Message, action: Action, userId: string, now: number): void {
-    const extra = annotationsOf(target);
+  /**
+   * Rewrites the target as the action leaves it (a repeated reaction or pin changes nothing),
+   * marked with the event's seq.
+   */
+  private apply(target: Message, action: Action, userId: string, now: number, eventSeq: number): void {
+    const extra: Annotations = { ...annotationsOf(target), revisedSeq: eventSeq };
     const content = { body: target.body, payload: target.ciphertext ?? null, media: target.media };
     switch (action.type) {
       case "edit":
         this.store.rewriteMessage(target.seq, { ...content, body: action.body, extra: { ...extra, editedAt: now } });
         return;
       case "delete":
-        this.erase(target, now);
+        this.erase(target, now, eventSeq);
         return;
       case "react": {
         const before = target.reactions ?? [];
@@ -157,13 +160,13 @@ export class MessageActions {
    * body, ciphertext, media, mentions, reactions and pin; its edit events lose their text; its
    * media (and their thumbnails) are queued for erasure from D1 and R2.
    */
-  private erase(target: Message, now: number): void {
+  private erase(target: Message, now: number, eventSeq: number): void {
     const { replyToSeq } = target;
     this.store.rewriteMessage(target.seq, {
       body: null,
       payload: null,
       media: [],
-      extra: { ...(replyToSeq !== undefined ? { replyToSeq } : {}), deletedAt: now },
+      extra: { ...(replyToSeq !== undefined ? { replyToSeq } : {}), deletedAt: now, revisedSeq: eventSeq },
     });
     this.tables.unpin(target.seq);
     for (const edit of this.editsOf(target.seq)) {

@@ -19,12 +19,12 @@ export const ACTION_MIGRATIONS = [
 /** What `messages.extra` holds: a message's annotations, each only when it applies. */
 export type Annotations = Pick<
   Message,
-  "replyToSeq" | "mentions" | "forwarded" | "editedAt" | "deletedAt" | "reactions" | "pinned"
+  "replyToSeq" | "mentions" | "forwarded" | "editedAt" | "deletedAt" | "reactions" | "pinned" | "revisedSeq"
 >;
 
 /** A message's annotations as stored (the wire message carries them as fields of its own). */
 export function annotationsOf(message: Message): Annotations {
-  const { replyToSeq, mentions, forwarded, editedAt, deletedAt, reactions, pinned } = message;
+  const { replyToSeq, mentions, forwarded, editedAt, deletedAt, reactions, pinned, revisedSeq } = message;
   const out: Annotations = {};
   if (replyToSeq !== undefined) out.replyToSeq = replyToSeq;
   if (mentions !== undefined) out.mentions = mentions;
@@ -33,6 +33,7 @@ export function annotationsOf(message: Message): Annotations {
   if (deletedAt !== undefined) out.deletedAt = deletedAt;
   if (reactions !== undefined && reactions.length > 0) out.reactions = reactions;
   if (pinned !== undefined) out.pinned = pinned;
+  if (revisedSeq !== undefined) out.revisedSeq = revisedSeq;
   return out;
 }
 

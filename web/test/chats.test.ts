@@ -173,6 +173,30 @@ describe("conversations", () => {
     expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 1, lastMessage: { seq: 1 } });
     s.userSocket().open();
     s.userSocket().deliver({ type: "hidden", conversationId: "c1", seqs: [1] });
+    await settle();
     expect(s.store.view("c1").messages[0]).toMatchObject({ seq: 1, body: null, hidden: true });
+  });
+
+  it("a hide is in the offline cache by the time it is drawn, and reaches the cache of a chat not on screen", async () => {
+    const stored = new Map([
+      ["c1", [message("c1", 1, YOU.id, { body: "keep" }), message("c1", 2, YOU.id, { body: "forget me" })]],
+      ["c2", [message("c2", 1, YOU.id, { body: "elsewhere" })]],
+    ]);
+    const s = await startSignedIn({ path: "/c/c1", stored, list: [conversation("c1", [ME.id, YOU.id]), conversation("c2", [ME.id, YOU.id])] });
+    const local = await s.browser.localStores.open(ME.id);
+    await local.set("messages:c2", stored.get("c2"));
+    let drawn = false;
+    let cachedWhenDrawn: unknown;
+    s.store.subscribe(() => {
+      if (drawn || !s.store.view("c1").messages[1]?.hidden) return;
+      drawn = true;
+      cachedWhenDrawn = local.kv.get("messages:c1");
+    });
+    s.userSocket().open();
+    s.userSocket().deliver({ type: "hidden", conversationId: "c1", seqs: [2] });
+    s.userSocket().deliver({ type: "hidden", conversationId: "c2", seqs: [1] });
+    await settle();
+    expect(cachedWhenDrawn).toMatchObject([{ seq: 1, body: "keep" }, { seq: 2, body: null, hidden: true }]);
+    expect(local.kv.get("messages:c2")).toMatchObject([{ seq: 1, body: null, hidden: true }]);
   });
 });

@@ -209,7 +209,10 @@ export class MemoryLocalStore extends MemoryOutboxStorage implements LocalStore 
     return structuredClone(this.kv.get(key));
   }
   async set(key: string, value: unknown): Promise<void> {
-    this.kv.set(key, structuredClone(value));
+    const copy = structuredClone(value);
+    // Stored a moment later, as IndexedDB commits after the call returns.
+    await Promise.resolve();
+    this.kv.set(key, copy);
   }
   async remove(key: string): Promise<void> {
     this.kv.delete(key);

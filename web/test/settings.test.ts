@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { AppStore } from "../src/app/appStore";
 import type { Upload } from "../src/app/storeCore";
-import { fakeBrowser, message } from "./fakes";
+import { fakeBrowser, message, settle } from "./fakes";
 import { ME, YOU, startSignedIn } from "./storeSetup";
 
 describe("settings", () => {
@@ -123,6 +123,7 @@ describe("offline cache", () => {
     expect((local.kv.get("messages:c1") as unknown[]).length).toBe(3);
     s.store.chats.receive([message("c1", 4, YOU.id)], "chat");
     s.browser.fire("pagehide");
+    await settle();
     expect((local.kv.get("messages:c1") as unknown[]).length).toBe(4);
 
     // A reload while the server is unreachable opens from the cache.

@@ -379,4 +379,21 @@ describe("message actions", () => {
     const list = mergeMessages([msg(4)], page);
     expect(list[0]).toEqual(current);
   });
+
+  it("keeps the later revision when an older copy of a message arrives late, and never shows a hidden one again", () => {
+    let list = mergeMessages([], [msg(1, { body: "helo" }), msg(2, { body: "forget me" })]);
+    list = mergeMessages(list, [event(3, "u1", { type: "edit", targetSeq: 1, body: "hello" })]);
+    expect(list[0]).toMatchObject({ body: "hello", revisedSeq: 3 });
+    // A sync page from the lagging index, or the other socket's relay, with the copies as they were.
+    list = mergeMessages(list, [msg(1, { body: "helo" }), msg(2, { body: "forget me" })]);
+    expect(list[0]).toMatchObject({ body: "hello", revisedSeq: 3 });
+    list = mergeMessages(list, [msg(2, { hidden: true, body: null })]);
+    list = mergeMessages(list, [msg(2, { body: "forget me" }), msg(1, { body: "hello again", editedAt: 9000, revisedSeq: 9 })]);
+    expect(list[1]).toMatchObject({ seq: 2, body: null, media: [], hidden: true });
+    // A newer copy wins, and an event it already holds is not applied on top of it.
+    expect(list[0]).toMatchObject({ body: "hello again", revisedSeq: 9 });
+    // The page's copy already holds a reaction taken back at 11: the event at 10 is not applied again.
+    list = mergeMessages(list, [msg(1, { body: "hello again", revisedSeq: 11 }), event(10, "u2", { type: "react", targetSeq: 1, emoji: "👍", on: true })]);
+    expect(list[0]!.reactions).toBeUndefined();
+  });
 });

@@ -6,7 +6,7 @@ import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api"
 import { shownUserName } from "../state/format";
 import { applyReceipt } from "../state/receipts";
 import { byConversation } from "../state/sync";
-import { findGaps, mergeMessages, opensGap, resumePoint } from "../state/timeline";
+import { findGaps, mergeMessages, opensGap, resumePoint, withoutContent } from "../state/timeline";
 import type { Browser } from "./browser";
 import type { ConvView, StoreCore } from "./storeCore";
 import type { ConnectionPort, E2eePort, LocalCachePort, NavigationPort, PeoplePort, PresenceWatchPort, PushNotificationsPort, ReceivedVia, ThreadsPort } from "./ports";
@@ -16,7 +16,7 @@ const PAGE = 50;
 const NOT_A_MEMBER = "This conversation does not exist or you are not a member.";
 
 export interface ChatsDeps {
-  cache: Pick<LocalCachePort, "scheduleSave" | "saveNow" | "messages" | "receipts" | "forget">;
+  cache: Pick<LocalCachePort, "scheduleSave" | "messages" | "writeMessages" | "receipts" | "forget">;
   connection: Pick<ConnectionPort, "connectChat" | "closeChat" | "chatFor" | "transmitLive" | "ensureCursor">;
   people: Pick<PeoplePort, "ensure" | "name">;
   presence: Pick<PresenceWatchPort, "watch" | "fetch">;
@@ -197,7 +197,7 @@ export class Chats {
   /** Delete for me: this user's devices stop showing the message. */
   async hideForMe(conversationId: string, seq: number): Promise<void> {
     await this.api.call("POST", `/conversations/${encodeURIComponent(conversationId)}/hidden`, Schemas.none, { seqs: [seq] });
-    this.hidden(conversationId, [seq]);
+    await this.hidden(conversationId, [seq]);
   }
 
   // --- one conversation ---------------------------------------------------------------------------
@@ -400,20 +400,22 @@ export class Chats {
   // --- receipts -----------------------------------------------------------------------------------
 
   /**
-   * Messages this user deleted for themself (here or on another device): shown without content,
-   * and written to the offline cache at once, so a reload right after cannot show their text again.
+   * Messages this user deleted for themself (here or on another device): shown without content.
+   * The change is drawn once the offline cache's write is stored, so a reload right after cannot
+   * show their text again.
    */
-  hidden(conversationId: string, seqs: number[]): void {
-    const view = this.state.views.get(conversationId);
-    if (!view) return;
+  async hidden(conversationId: string, seqs: number[]): Promise<void> {
     const hide = new Set(seqs);
-    view.messages = view.messages.map((m) => {
-      if (!hide.has(m.seq) || m.hidden) return m;
-      const { ciphertext: _c, commit: _m, ...rest } = m;
-      return { ...rest, body: null, media: [], hidden: true as const };
-    });
+    const hideIn = (messages: readonly Message[]): Message[] => messages.map((m) => (hide.has(m.seq) && !m.hidden ? withoutContent(m) : m));
+    const view = this.state.views.get(conversationId);
+    const held = view?.loaded ? view.messages : await this.deps.cache.messages(conversationId);
+    if (!held.some((m) => hide.has(m.seq) && !m.hidden)) return;
+    await this.deps.cache.writeMessages(conversationId, hideIn(held)).catch(() => undefined);
+    if (!view) return;
+    // Messages may have arrived during the write, and a cache save may have written the view as
+    // it was: hide in what the view holds now, and save again.
+    view.messages = hideIn(view.messages);
     this.deps.cache.scheduleSave();
-    this.deps.cache.saveNow();
     this.core.emit();
   }
 

@@ -34,6 +34,11 @@ export class LocalCache {
     this.core.emit();
   }
 
+  /** Writes one conversation's latest messages now and resolves once the write is stored. */
+  async writeMessages(conversationId: string, messages: readonly Message[]): Promise<void> {
+    await this.core.db?.set(`messages:${conversationId}`, messages.slice(-CACHE_MESSAGES));
+  }
+
   async messages(conversationId: string): Promise<Message[]> {
     const r = CachedMessages.safeParse(await this.core.db?.get(`messages:${conversationId}`));
     return r.success ? r.data : [];

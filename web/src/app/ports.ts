@@ -16,7 +16,7 @@ export interface ChatsPort {
   chatReceipt(conversationId: string, receipt: Receipt): void;
   userReceipt(conversationId: string, receipt: Receipt): void;
   /** Messages this user deleted for themself (on any of their devices). */
-  hidden(conversationId: string, seqs: number[]): void;
+  hidden(conversationId: string, seqs: number[]): Promise<void>;
   conversationChanged(conv: Conversation): void;
   view(id: string): ConvView;
   sorted(): Conversation[];
@@ -39,6 +39,7 @@ export interface LocalCachePort {
   scheduleSave(): void;
   saveNow(): void;
   messages(conversationId: string): Promise<Message[]>;
+  writeMessages(conversationId: string, messages: readonly Message[]): Promise<void>;
   receipts(conversationId: string): Promise<Receipt[]>;
   forget(conversationId: string): void;
 }

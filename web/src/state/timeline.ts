@@ -18,7 +18,10 @@ export function mergeMessages(existing: readonly Message[], incoming: readonly M
   } else {
     const bySeq = new Map<number, Message>();
     for (const m of existing) bySeq.set(m.seq, m);
-    for (const m of fresh) bySeq.set(m.seq, m);
+    for (const m of fresh) {
+      const held = bySeq.get(m.seq);
+      bySeq.set(m.seq, held ? current(held, m) : m);
+    }
     merged = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
   }
   const known = new Set(existing.map((m) => m.seq));
@@ -28,6 +31,22 @@ export function mergeMessages(existing: readonly Message[], incoming: readonly M
   // reflected in the targets the server answered (it rewrites a target with each action).
   const live = fresh.filter((m) => m.kind === "action" && m.seq > last && !known.has(m.seq)).sort((a, b) => a.seq - b.seq);
   return live.length === 0 ? threaded : live.reduce(applyAction, threaded);
+}
+
+/**
+ * Of two copies of one message, the current one. A copy can arrive late (a sync page from the
+ * lagging index, the other socket's relay), so the later revision wins and a delete for me is
+ * never undone.
+ */
+function current(held: Message, incoming: Message): Message {
+  const latest = (incoming.revisedSeq ?? 0) >= (held.revisedSeq ?? 0) ? incoming : held;
+  return held.hidden && !latest.hidden ? withoutContent(latest) : latest;
+}
+
+/** The message as its reader sees it after deleting it for themself: its place kept, its content gone. */
+export function withoutContent(message: Message): Message {
+  const { ciphertext: _c, commit: _m, ...rest } = message;
+  return { ...rest, body: null, media: [], hidden: true };
 }
 
 /** One action event applied to its target in a sorted list (docs/api.md, Message actions). */
@@ -43,6 +62,8 @@ export function applyAction(messages: Message[], event: Message): Message[] {
   const i = binarySearch(messages, action.targetSeq);
   if (i < 0) return messages;
   const target = messages[i]!;
+  // Already in the copy held (the server folded it in before sending that copy).
+  if ((target.revisedSeq ?? 0) >= event.seq) return messages;
   let next: Message;
   switch (action.type) {
     case "edit":
@@ -67,7 +88,7 @@ export function applyAction(messages: Message[], event: Message): Message[] {
       break;
   }
   const out = messages.slice();
-  out[i] = next;
+  out[i] = next === target ? target : { ...next, revisedSeq: event.seq };
   return out;
 }
 
