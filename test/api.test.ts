@@ -74,6 +74,23 @@ describe("accounts", () => {
     expect(after?.n).toBe(before?.n);
   });
 
+  it("completes a registration sent again after it created the account but not its device; otherwise the name is taken", async () => {
+    const name = unique("retry");
+    const first = await register(name);
+    // Same name and password while the account has a device: taken.
+    await expectError(await call("/auth/register", { body: { username: name, password: "correct horse" } }), 409, "conflict");
+    // What a failure between the account and its first device leaves: the account, no device.
+    await env.DB.prepare("DELETE FROM devices WHERE user_id = ?").bind(first.user.id).run();
+    await expectError(await call("/auth/register", { body: { username: name, password: "another one" } }), 409, "conflict");
+    const again = await json<{ user: User; token: string }>("/auth/register", { body: { username: name, password: "correct horse", deviceName: "phone" } }, 201);
+    expect(again.user.id).toBe(first.user.id);
+    expect((await json<{ user: User }>("/me", { token: again.token })).user.id).toBe(first.user.id);
+    // An account older than the retry window is someone's: taken, even with no device.
+    await env.DB.prepare("DELETE FROM devices WHERE user_id = ?").bind(first.user.id).run();
+    await env.DB.prepare("UPDATE users SET created_at = created_at - 7200000 WHERE id = ?").bind(first.user.id).run();
+    await expectError(await call("/auth/register", { body: { username: name, password: "correct horse" } }), 409, "conflict");
+  });
+
   it("limits group creation per user (429 with Retry-After)", async () => {
     const [a, b] = [await register(), await register()];
     await group(a, [b]);

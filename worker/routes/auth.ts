@@ -19,6 +19,12 @@ import { readJson } from "../lib/validate";
 
 export const auth = newApp();
 
+/**
+ * How long a registration that created its account but not its device (the user object or D1
+ * failed in between) can be completed by sending it again.
+ */
+const UNFINISHED_REGISTRATION_MS = 60 * 60 * 1000;
+
 // A fixed salt for the decoy hash computed for unknown usernames, so that "no such user" and
 // "wrong password" take the same time and give the same answer.
 const DECOY_SALT = new Uint8Array(16);
@@ -59,10 +65,25 @@ auth.post("/register", async (c) => {
   };
   // The unique index decides a race between two registrations of one name.
   const inserted = await db(c.env).insert(schema.users).values(row).onConflictDoNothing().returning({ id: schema.users.id });
-  if (inserted.length === 0) throw new ApiError("conflict", "username is taken");
-  const { device, token } = await newDevice(c, row.id, body.deviceName);
-  return c.json({ user: toUser(row), device, token }, 201);
+  const account = inserted.length > 0 ? row : await unfinishedRegistration(c, usernameLower, body.password);
+  if (!account) throw new ApiError("conflict", "username is taken");
+  const { device, token } = await newDevice(c, account.id, body.deviceName);
+  return c.json({ user: toUser(account), device, token }, 201);
 });
+
+/**
+ * The account a retried registration names, if an earlier attempt created it and failed before
+ * its first device: recent, with no device ever, and the same password. Anything else is a
+ * taken name.
+ */
+async function unfinishedRegistration(c: AppContext, usernameLower: string, password: string) {
+  const user = await db(c.env).query.users.findFirst({ where: eq(schema.users.usernameLower, usernameLower) });
+  if (!user || Date.now() - user.createdAt > UNFINISHED_REGISTRATION_MS) return null;
+  const device = await db(c.env).query.devices.findFirst({ where: eq(schema.devices.userId, user.id), columns: { id: true } });
+  if (device) return null;
+  const hash = await hashPassword(password, fromBase64url(user.passwordSalt), user.passwordIterations);
+  return constantTimeEqual(hash, user.passwordHash) ? user : null;
+}
 
 auth.post("/login", async (c) => {
   const settings = c.get("settings");
