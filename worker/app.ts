@@ -50,12 +50,23 @@ export const requireAuth = createMiddleware<AppEnv>(async (c, next) => {
   const token = bearerToken(c.req.header("authorization"));
   if (!token) throw new ApiError("unauthorized", "missing or malformed bearer token");
   const session = await verifiedSession(c, token);
-  if (!session || !(await userStub(c.env, session.userId).checkSession(session.userId, session.deviceId, session.sessionId))) {
-    throw new ApiError("unauthorized", "unknown, expired or revoked token");
-  }
+  if (!session || !(await liveSession(c, session))) throw new ApiError("unauthorized", "unknown, expired or revoked token");
   c.set("auth", { userId: session.userId, deviceId: session.deviceId });
   await next();
 });
+
+const liveSession = (c: AppContext, session: SessionClaims) =>
+  userStub(c.env, session.userId).checkSession(session.userId, session.deviceId, session.sessionId);
+
+/**
+ * Whether the request's session is still live, asked again after a write that a logout running
+ * meanwhile would have missed (it removes what the device had before it; this write came after).
+ */
+export async function stillSignedIn(c: AppContext): Promise<boolean> {
+  const token = bearerToken(c.req.header("authorization"));
+  const session = token ? await verifiedSession(c, token) : null;
+  return session !== null && (await liveSession(c, session));
+}
 
 /**
  * A bearer token's claims when it is ours (its MAC under a key of SESSION_SECRET) and unexpired,

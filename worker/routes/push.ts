@@ -1,7 +1,7 @@
 // Web Push subscriptions (API.md "Push notifications"). Delivery is in worker/push/.
 import { and, eq } from "drizzle-orm";
 import { PushEndpointQuery, PushSubscriptionBody } from "../../protocol";
-import { newApp, requireAuth } from "../app";
+import { newApp, requireAuth, stillSignedIn } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { fromBase64url } from "../lib/crypto";
 import { ApiError } from "../lib/apiError";
@@ -61,6 +61,14 @@ push.post("/subscriptions", requireAuth, async (c) => {
   )
     .bind(userId, PUSH_SUBSCRIPTIONS_PER_USER)
     .run();
+  // A logout of this device that ran since the check above dropped its subscriptions before this
+  // one was written: drop it too.
+  if (!(await stillSignedIn(c))) {
+    await db(c.env)
+      .delete(schema.pushSubscriptions)
+      .where(and(eq(schema.pushSubscriptions.endpoint, row.endpoint), eq(schema.pushSubscriptions.deviceId, deviceId)));
+    throw new ApiError("unauthorized", "the device was signed out");
+  }
   return c.json({ subscription: { endpoint: row.endpoint, deviceId } }, 201);
 });
 
