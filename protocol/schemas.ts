@@ -176,6 +176,9 @@ export const LoginBody = z.strictObject({
   deviceName: DeviceName.optional(),
 });
 
+/** `PATCH /devices/:id`: the name the account's device lists show. */
+export const RenameDeviceBody = z.strictObject({ name: DeviceName });
+
 export const CreateDirectBody = z.strictObject({ type: z.literal("direct"), userId: Id, e2ee: z.boolean().optional() });
 
 export const CreateGroupBody = z.strictObject({
@@ -361,6 +364,8 @@ export const UserServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("conversation"), conversation: Conversation }),
   z.object({ type: z.literal("mls.welcome"), id: Id, conversationId: Id, seq: z.number().int().positive(), welcome: z.string() }),
   z.object({ type: z.literal("mls.keyPackagesLow"), deviceId: Id, count: z.number().int().nonnegative() }),
+  /** The user's device list changed (a sign-in, a sign-out, a rename): GET /devices tells how. */
+  z.object({ type: z.literal("devices") }),
   HiddenFrame,
   ErrorFrame,
   ClosingFrame,

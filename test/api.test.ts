@@ -604,6 +604,32 @@ describe("devices: the caller's list and remote sign-out", () => {
     await expectError(await call(`/devices/${b.device.id}`, { method: "DELETE" }), 401, "unauthorized");
     await json("/me", { token: b.token });
   });
+
+  it("renames a device; the user's sockets hear that the list changed, at a sign-in and a sign-out too", async () => {
+    const a = await register(undefined, "laptop");
+    const b = await register();
+    const socket = await connect("/ws", a.token);
+    await socket.next("ready");
+    const phone = await login(a.user.username, "phone");
+    await socket.next("devices");
+    const renamed = await json<{ device: OwnDevice }>(`/devices/${phone.device.id}`, { method: "PATCH", token: a.token, body: { name: "\u202Eold phone" } });
+    expect(renamed.device).toMatchObject({ id: phone.device.id, name: "old phone", current: false });
+    await socket.until((frames) => frames.filter((f) => f.type === "devices").length === 2, "a second devices frame");
+    expect((await listOf(phone.token)).map((d) => [d.name, d.current])).toEqual([["laptop", false], ["old phone", true]]);
+    // Bad names, another user's device, an unknown one: refused, nothing changed.
+    for (const body of [{ name: "" }, { name: "x".repeat(65) }, { name: 5 }, { name: "ok", extra: true }, {}]) {
+      await expectError(await call(`/devices/${phone.device.id}`, { method: "PATCH", token: a.token, body }), 400, "bad_request");
+    }
+    for (const id of [b.device.id, "no-such-device"]) {
+      await expectError(await call(`/devices/${id}`, { method: "PATCH", token: a.token, body: { name: "mine" } }), 404, "not_found");
+    }
+    expect((await listOf(b.token)).map((d) => d.name)).toEqual(["device"]);
+    expect((await call(`/devices/${phone.device.id}`, { method: "DELETE", token: a.token })).status).toBe(204);
+    await socket.until((frames) => frames.filter((f) => f.type === "devices").length === 3, "a third devices frame");
+    // Signed out: no longer one of the caller's devices to rename.
+    await expectError(await call(`/devices/${phone.device.id}`, { method: "PATCH", token: a.token, body: { name: "gone" } }), 404, "not_found");
+    socket.close();
+  });
 });
 
 describe("users", () => {

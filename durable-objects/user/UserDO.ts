@@ -251,6 +251,17 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   async startSession(userId: string, deviceId: string, sessionId: string, expiresAt: number): Promise<void> {
     this.presence.rememberUser(userId);
     this.sessions.start(deviceId, sessionId, expiresAt, Date.now());
+    this.devicesChanged();
+  }
+
+  /** A device was renamed (in D1): the user's devices showing the list fetch it again. */
+  async deviceRenamed(userId: string): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.devicesChanged();
+  }
+
+  private devicesChanged(): void {
+    this.sockets.sendAll(this.sockets.all(), JSON.stringify({ type: "devices" } satisfies UserServerFrame));
   }
 
   /** Whether a token the Worker verified (its MAC and expiry) names a live session: every authenticated request asks. */
@@ -277,6 +288,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.sessions.revoke(deviceId, now);
     this.keyPackages.dropDevice(deviceId);
     this.welcomes.dropDevice(deviceId);
+    this.devicesChanged();
     const retry = await this.retireDevices(now);
     if (retry !== null) await this.alarms.wakeAt("retire", retry);
   }

@@ -57,6 +57,23 @@ describe("connection and sync", () => {
     expect(await store.get("cursor")).toBe("k9");
   });
 
+  it("counts the user socket's devices frames, so a device list on screen fetches again; a rename goes by PATCH", async () => {
+    const s = await startSignedIn();
+    s.userSocket().open();
+    expect(s.store.state.devicesChanged).toBe(0);
+    let drawn = 0;
+    s.store.subscribe(() => drawn++);
+    s.userSocket().deliver({ type: "devices" });
+    s.userSocket().deliver({ type: "devices" });
+    expect(s.store.state.devicesChanged).toBe(2);
+    await settle();
+    expect(drawn).toBeGreaterThan(0);
+    const device = { id: "d2", name: "Kitchen tablet", createdAt: 1, lastActiveAt: null, current: false };
+    s.browser.server.on("PATCH /devices/d2", () => ({ json: { device } }));
+    expect(await s.store.renameDevice("d2", "Kitchen tablet")).toEqual(device);
+    expect(s.browser.server.calls("PATCH /devices/d2").map((r) => r.body)).toEqual([{ name: "Kitchen tablet" }]);
+  });
+
   it("follows the user socket and the browser: connecting, online, offline, and back with a reconnect", async () => {
     const s = await startSignedIn({ path: "/c/c1" });
     expect(s.store.state.connection).toBe("connecting");

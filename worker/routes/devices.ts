@@ -1,11 +1,12 @@
 // The caller's own devices: the list (which one is asking, when each was last active) and remote
 // sign-out. Another user's devices, with their MLS keys, are GET /users/:id/devices.
-import type { OwnDevice } from "../../protocol";
+import { RenameDeviceBody, type OwnDevice } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { userStub } from "../../kernel/objects";
 import { ApiError } from "../lib/apiError";
 import { devicesOf } from "../lib/deviceKeys";
 import { signOutDevice } from "../lib/signOut";
+import { readJson } from "../lib/validate";
 
 export const devices = newApp();
 
@@ -39,4 +40,25 @@ devices.delete("/:id", requireAuth, async (c) => {
   if (!owned) throw new ApiError("not_found", "no such device");
   if (signedIn.some((d) => d.deviceId === id)) await signOutDevice(c.env, { userId, deviceId: id });
   return c.body(null, 204);
+});
+
+/**
+ * Renames one of the caller's signed-in devices (any of them: a user tidies the list from one
+ * place). Another user's device, or one signed out, is as unknown as one that never existed (404).
+ */
+devices.patch("/:id", requireAuth, async (c) => {
+  const { userId } = c.get("auth");
+  const id = c.req.param("id");
+  const { name } = await readJson(c.req.raw, RenameDeviceBody, c.get("settings").maxRequestBytes);
+  const signedIn = await userStub(c.env, userId).signedInDevices(userId);
+  const current = signedIn.find((d) => d.deviceId === id);
+  const renamed = current
+    ? await c.env.DB.prepare("UPDATE devices SET name = ? WHERE id = ? AND user_id = ? RETURNING id, name, created_at")
+        .bind(name, id, userId)
+        .first<{ id: string; name: string; created_at: number }>()
+    : null;
+  if (!current || !renamed) throw new ApiError("not_found", "no such device");
+  await userStub(c.env, userId).deviceRenamed(userId);
+  const device: OwnDevice = { id, name: renamed.name, createdAt: renamed.created_at, lastActiveAt: current.lastActiveAt, current: id === c.get("auth").deviceId };
+  return c.json({ device });
 });

@@ -193,6 +193,10 @@ export class AppStore {
     return (await this.api.call("GET", "/devices", Schemas.devices)).devices;
   }
   /** Signs another device of this account out: its token stops working and its sockets close. */
+  async renameDevice(deviceId: string, name: string): Promise<OwnDevice> {
+    return (await this.api.call("PATCH", `/devices/${encodeURIComponent(deviceId)}`, Schemas.device, { name })).device;
+  }
+
   async signOutDevice(deviceId: string): Promise<void> {
     await this.api.call("DELETE", `/devices/${encodeURIComponent(deviceId)}`, Schemas.none);
   }

@@ -104,7 +104,11 @@ export class Connection {
         this.deps.e2ee.keyPackagesLow();
         return;
       case "hidden":
-        this.deps.chats.hidden(frame.conversationId, frame.seqs);
+        void this.deps.chats.hidden(frame.conversationId, frame.seqs);
+        return;
+      case "devices":
+        this.core.state.devicesChanged += 1;
+        this.core.emit();
         return;
       case "error":
         return;
@@ -229,7 +233,7 @@ export class Connection {
         this.deps.chats.chatReceipt(id, frame);
         return;
       case "hidden":
-        this.deps.chats.hidden(frame.conversationId, frame.seqs);
+        void this.deps.chats.hidden(frame.conversationId, frame.seqs);
         return;
       case "error":
         if (frame.ref) {

@@ -86,6 +86,8 @@ export interface AppState {
   removedFrom: string | null;
   /** Safety numbers (safetyNumbers.ts): the contacts verified on this device, and each number as last computed. */
   safety: { marks: Map<string, VerifiedMark>; numbers: Map<string, SafetyNumberView> };
+  /** How many times the server said this account's device list changed: a list on screen fetches it again. */
+  devicesChanged: number;
 }
 
 /** What belongs to the signed-in account: emptied at sign-out. */
@@ -106,6 +108,7 @@ export function initialState(session: Session | null, route: Route, online: bool
     chatLive: false,
     atBottom: true,
     removedFrom: null,
+    devicesChanged: 0,
   };
 }
 

@@ -24,6 +24,7 @@ export const Schemas = {
   session: z.object({ user: User, device: Device, token: z.string() }),
   me: z.object({ user: User, device: Device }),
   devices: z.object({ devices: z.array(OwnDevice) }),
+  device: z.object({ device: OwnDevice }),
   ticket: z.object({ ticket: z.string(), expiresAt: z.number() }),
   users: z.object({ users: z.array(User) }),
   user: z.object({ user: User }),
@@ -43,7 +44,7 @@ export const Schemas = {
   none: z.unknown(),
 } as const;
 
-export type Method = "GET" | "POST" | "DELETE" | "PUT";
+export type Method = "GET" | "POST" | "DELETE" | "PUT" | "PATCH";
 
 export type Fetch = (path: string, init: RequestInit) => Promise<Response>;
 
