@@ -7,7 +7,7 @@
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { ActionEvent, Message } from "../protocol";
+import type { ActionEvent, Conversation, Message } from "../protocol";
 import { conversationStub } from "../kernel/objects";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import {
@@ -345,6 +345,14 @@ export function messageActionTests(): void {
       await inD1(d.id);
       expect((await syncAll(phone)).find((x) => x.conversationId === d.id && x.seq === m.seq)).toMatchObject({ body: null, hidden: true });
       expect((await syncAll(b)).find((x) => x.conversationId === d.id && x.seq === m.seq)).toMatchObject({ body: "forget this" });
+      // The preview is the latest message the caller did not delete for themself: here, the
+      // conversation's creation; the other member's is the message.
+      const preview = async (s: Session) => ({
+        one: (await json<{ conversation: Conversation }>(`/conversations/${d.id}`, { token: s.token })).conversation.lastMessage?.seq,
+        listed: (await json<{ conversations: Conversation[] }>("/conversations", { token: s.token })).conversations.find((x) => x.id === d.id)?.lastMessage?.seq,
+      });
+      expect(await preview(a)).toEqual({ one: m.seq - 1, listed: m.seq - 1 });
+      expect(await preview(b)).toEqual({ one: m.seq, listed: m.seq });
 
       await expectError(await call(`/conversations/${d.id}/hidden`, { token: stranger.token, body: { seqs: [m.seq] } }), 404, "not_found");
       await expectError(await call(`/conversations/${d.id}/hidden`, { token: a.token, body: { seqs: [999] } }), 400, "bad_request");

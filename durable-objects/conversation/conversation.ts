@@ -442,6 +442,13 @@ export class Conversation {
    * left (no members, nothing after `leftSeq`); for anyone else (a notification to someone the
    * object does not know) the conversation as it is, without members.
    */
+  /** The preview: the latest top-level message `userId` may read and did not delete for themself. */
+  private lastMessageFor(userId: string, through: number): Message | null {
+    let last = this.store.lastMessage(through);
+    while (last && this.actions.tables.hiddenBetween(userId, last.seq, last.seq).size > 0) last = this.store.lastMessage(last.seq - 1);
+    return last;
+  }
+
   viewFor(userId: string): ConversationView {
     const meta = this.store.requireMeta();
     const readSeq = this.store.receipt(userId).readSeq;
@@ -463,7 +470,7 @@ export class Conversation {
       // A former member sends no receipts: everything they may read counts as read.
       readSeq: former ? former.through : readSeq,
       ...(former ? { unread: 0, threadUnread: 0 } : this.store.unreadCounts(userId, readSeq)),
-      lastMessage: this.store.lastMessage(through),
+      lastMessage: this.lastMessageFor(userId, through),
       joinedSeq: span?.from ?? 1,
       ...(former ? { leftSeq: former.through } : {}),
     };

@@ -177,7 +177,7 @@ describe("conversations", () => {
     expect(s.store.view("c1").messages[0]).toMatchObject({ seq: 1, body: null, hidden: true });
   });
 
-  it("a hide is in the offline cache by the time it is drawn, and reaches the cache of a chat not on screen", async () => {
+  it("a hide is in the offline cache by the time it is drawn, reaches the cache of a chat not on screen, and leaves the previews", async () => {
     const stored = new Map([
       ["c1", [message("c1", 1, YOU.id, { body: "keep" }), message("c1", 2, YOU.id, { body: "forget me" })]],
       ["c2", [message("c2", 1, YOU.id, { body: "elsewhere" })]],
@@ -192,11 +192,16 @@ describe("conversations", () => {
       drawn = true;
       cachedWhenDrawn = local.kv.get("messages:c1");
     });
+    s.store.state.conversations.get("c1")!.lastMessage = stored.get("c1")![1]!;
+    s.store.state.conversations.get("c2")!.lastMessage = stored.get("c2")![0]!;
     s.userSocket().open();
     s.userSocket().deliver({ type: "hidden", conversationId: "c1", seqs: [2] });
     s.userSocket().deliver({ type: "hidden", conversationId: "c2", seqs: [1] });
     await settle();
     expect(cachedWhenDrawn).toMatchObject([{ seq: 1, body: "keep" }, { seq: 2, body: null, hidden: true }]);
     expect(local.kv.get("messages:c2")).toMatchObject([{ seq: 1, body: null, hidden: true }]);
+    // The list's preview: the message before, where the chat is loaded; else one without content.
+    expect(s.store.state.conversations.get("c1")!.lastMessage).toMatchObject({ seq: 1, body: "keep" });
+    expect(s.store.state.conversations.get("c2")!.lastMessage).toMatchObject({ seq: 1, body: null, hidden: true });
   });
 });

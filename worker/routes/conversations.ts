@@ -144,11 +144,14 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
        lm.last_reply_at AS lm_last_reply_at, lm.created_at AS lm_created_at, lm.extra AS lm_extra
      FROM mine m
      JOIN conversations c ON c.id = m.conversation_id
-     -- A commit, an action or a thread reply is no lastMessage: the latest other message up to the
-     -- caller's last seq, found backwards by (conversation_id, seq).
+     -- A commit, an action, a thread reply or a message the caller deleted for themself is no
+     -- lastMessage: the latest other message up to the caller's last seq, found backwards by
+     -- (conversation_id, seq).
      LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = (SELECT x.seq FROM messages x
        WHERE x.conversation_id = c.id AND x.seq <= coalesce(m.left_seq, c.last_seq) AND x.kind NOT IN ('mls.commit', 'action')
-         AND x.thread_root_seq IS NULL ORDER BY x.seq DESC LIMIT 1)
+         AND x.thread_root_seq IS NULL
+         AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.conversation_id = c.id AND h.seq = x.seq)
+       ORDER BY x.seq DESC LIMIT 1)
      ORDER BY coalesce(m.left_at, c.last_message_at, c.created_at) DESC
      LIMIT 1000`,
   )

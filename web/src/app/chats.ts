@@ -408,8 +408,12 @@ export class Chats {
     const hide = new Set(seqs);
     const hideIn = (messages: readonly Message[]): Message[] => messages.map((m) => (hide.has(m.seq) && !m.hidden ? withoutContent(m) : m));
     const view = this.state.views.get(conversationId);
+    this.previewWithout(conversationId, hide, view);
     const held = view?.loaded ? view.messages : await this.deps.cache.messages(conversationId);
-    if (!held.some((m) => hide.has(m.seq) && !m.hidden)) return;
+    if (!held.some((m) => hide.has(m.seq) && !m.hidden)) {
+      this.core.emit();
+      return;
+    }
     await this.deps.cache.writeMessages(conversationId, hideIn(held)).catch(() => undefined);
     if (!view) return;
     // Messages may have arrived during the write, and a cache save may have written the view as
@@ -417,6 +421,21 @@ export class Chats {
     view.messages = hideIn(view.messages);
     this.deps.cache.scheduleSave();
     this.core.emit();
+  }
+
+  /**
+   * A hidden preview gives way to the latest message before it that the view holds, as the
+   * server's list does; with no view to look in, the preview just loses its content.
+   */
+  private previewWithout(conversationId: string, hide: Set<number>, view: ConvView | undefined): void {
+    const conv = this.state.conversations.get(conversationId);
+    const last = conv?.lastMessage;
+    if (!conv || !last || !hide.has(last.seq)) return;
+    const earlier = view?.loaded
+      ? view.messages.findLast((m) => m.seq < last.seq && !m.hidden && !hide.has(m.seq) && m.kind !== "mls.commit" && m.kind !== "action" && m.threadRootSeq === null)
+      : undefined;
+    conv.lastMessage = earlier ?? withoutContent(last);
+    this.deps.cache.scheduleSave();
   }
 
   /** A receipt frame on the conversation socket. */
