@@ -22,4 +22,7 @@
 //      forwarded on sends; a message's annotations; delete for me and the `hidden` frame; search.
 // 11 - `GET /devices` answers `OwnDevice`s (`lastActiveAt`, `current`) for remote sign-out.
 // 12 - `revisedSeq` on a message an action event changed (the event's seq).
-export const PROTOCOL_VERSION = 12;
+// 13 - group settings and profiles: PATCH /conversations/:id (title, `description` on conversations),
+//      PUT /conversations/:id/members/:userId (roles), the `renamed`, `descriptionChanged`,
+//      `promoted` and `demoted` system events; PATCH /me and `photoId` on users.
+export const PROTOCOL_VERSION = 13;
