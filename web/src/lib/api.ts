@@ -43,7 +43,7 @@ export const Schemas = {
   none: z.unknown(),
 } as const;
 
-export type Method = "GET" | "POST" | "DELETE" | "PUT";
+export type Method = "GET" | "POST" | "DELETE" | "PUT" | "PATCH";
 
 export type Fetch = (path: string, init: RequestInit) => Promise<Response>;
 
