@@ -363,7 +363,8 @@ function RoleButton({ conv, member, run }: { conv: Conversation; member: Member;
     <button
       class="link-btn role-btn"
       type="button"
-      aria-label={admin ? `Dismiss ${name} as admin` : `Make ${name} an admin`}
+      // The visible words first, as the name's start (a speech user says what they see).
+      aria-label={admin ? `Dismiss as admin: ${name}` : `Make admin: ${name}`}
       onClick={() => void run(() => store.setRole(conv.id, member.userId, admin ? "member" : "admin"))}
     >
       {admin ? "Dismiss as admin" : "Make admin"}
@@ -396,7 +397,7 @@ function GroupSettingsForm({ conv, run, done }: { conv: Conversation; run: (f: (
     }).finally(() => setBusy(false));
   };
   return (
-    <form class="group-settings" ref={form} aria-label="Group name and description" onSubmit={submit} onKeyDown={(e) => {
+    <form class="group-settings" ref={form} aria-label="Edit group" onSubmit={submit} onKeyDown={(e) => {
       // Escape leaves the form, not the panel.
       if (e.key === "Escape") {
         e.stopPropagation();
