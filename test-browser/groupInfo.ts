@@ -5,7 +5,7 @@
 import type { Page } from "playwright-core";
 import { auditor } from "./accessibility.ts";
 import { waitUntil, type Test } from "./harness.ts";
-import { createGroup, drawPng, openConversation, openDirect, user } from "./pages.ts";
+import { createGroup, drawPng, openConversation, openDirect, shot, user } from "./pages.ts";
 
 const systemLine = (page: Page, text: string) => page.locator(".chat .system-msg", { hasText: text }).last();
 
@@ -64,6 +64,7 @@ export const groupInfoTests: Test[] = [
         await bob.page.getByRole("button", { name: "Edit name and description" }).waitFor({ timeout: 15_000 });
         await bob.page.getByRole("button", { name: "Make admin: Cy" }).waitFor({ timeout: 15_000 });
         await audit.check(ann.page, "group info of an admin with another admin");
+        await shot(ann.page, "desktop-group-settings");
 
         // Removing Cy asks first: the dialog takes the focus, Escape cancels it (the panel stays)
         // and the focus returns to the button that opened it; nothing is removed.
@@ -114,6 +115,7 @@ export const groupInfoTests: Test[] = [
         await waitUntil("Ann's photo in Settings", () => photoShown(ann.page, ".profile-settings"), 15_000);
         await ann.page.getByRole("button", { name: "Remove photo" }).waitFor();
         await audit.check(ann.page, "settings with a profile photo");
+        await shot(ann.page, "desktop-settings-profile");
 
         // Bob's list shows the new name and photo once it is fetched again (a reload here).
         await bob.page.reload();

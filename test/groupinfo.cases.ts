@@ -165,6 +165,21 @@ export function groupInfoTests(): void {
       cyUser.close();
     });
 
+    it("in an E2EE group the title and description are server metadata: changed by an admin, in plain text in the system messages", async () => {
+      const [ann, bob] = [await register(unique("ann")), await register(unique("bob"))];
+      const g = (await json<{ conversation: Conversation }>("/group/create", { token: ann.token, body: { title: "Secret", memberIds: [bob.user.id], e2ee: true } }, 201)).conversation;
+      const { conversation } = await json<{ conversation: Conversation }>(`/conversations/${g.id}`, { method: "PATCH", token: ann.token, body: { title: "Still secret", description: "Not encrypted" } });
+      expect(conversation).toMatchObject({ e2ee: true, title: "Still secret", description: "Not encrypted" });
+      expect((await putRole(ann, g.id, bob.user.id, { role: "admin" })).status).toBe(200);
+      const events = systemEventsIn((await syncAll(bob)).filter((m) => m.conversationId === g.id));
+      expect(events.map((e) => [e.event, e.title ?? e.description ?? null])).toEqual([
+        ["created", null],
+        ["renamed", "Still secret"],
+        ["descriptionChanged", "Not encrypted"],
+        ["promoted", null],
+      ]);
+    });
+
     it("the last admin cannot be demoted (409); a member cannot change roles (403); nothing changed", async () => {
       const [ann, bob, eve] = [await register(unique("ann")), await register(unique("bob")), await register(unique("eve"))];
       const g = await group(ann, [bob], "Solo admin");

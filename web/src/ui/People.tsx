@@ -412,6 +412,7 @@ function GroupSettingsForm({ conv, run, done }: { conv: Conversation; run: (f: (
         Description <span class="optional">(optional)</span>
         <textarea rows={3} maxLength={LIMITS.descriptionMax} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
       </label>
+      {conv.e2ee ? <p class="muted">The name and description are not end-to-end encrypted: the server stores them as they are.</p> : null}
       <div class="form-actions">
         <button class="btn btn-primary" type="submit" disabled={busy || !title.trim()}>
           {busy ? "Saving…" : "Save"}
