@@ -16,6 +16,7 @@ export const LIMITS = {
   displayNameMax: 64,
   deviceNameMax: 64,
   titleMax: 100,
+  descriptionMax: 500,
   groupMembersMax: 1000,
   clientMsgIdMax: 64,
   bodyMax: 8192,
@@ -48,6 +49,8 @@ export const User = z.object({
   id: Id,
   username: text(),
   displayName: text(),
+  /** The user's profile photo: a media id any signed-in user may load (`GET /media/:id/info`). */
+  photoId: Id.optional(),
   createdAt: Time,
 });
 
@@ -104,6 +107,8 @@ export const Conversation = z.object({
   id: Id,
   type: ConversationType,
   title: text().nullable(),
+  /** Groups: what the group is about, as its admins wrote it (null: none). */
+  description: text().nullable().optional(),
   e2ee: z.boolean(),
   /** E2EE conversations only: the MLS group's current epoch. */
   mls: z.object({ epoch: z.number().int().nonnegative() }).optional(),
@@ -144,11 +149,15 @@ export const Presence = z.object({
 // The body of a `system` message: a JSON document, so clients can render it in any language.
 // `deviceLoggedOut` (E2EE conversations only): a device of the member `actorId` logged out while
 // it held a leaf of the group; `deviceIds` names it, and a member's device is to commit its Remove.
+// `renamed` carries the group's new `title`, `descriptionChanged` its new `description` (null:
+// removed); `promoted` and `demoted` name in `userIds` the member made an admin or a member again.
 export const SystemEvent = z.object({
-  event: z.enum(["created", "added", "removed", "left", "deviceLoggedOut"]),
+  event: z.enum(["created", "added", "removed", "left", "deviceLoggedOut", "renamed", "descriptionChanged", "promoted", "demoted"]),
   actorId: Id,
   userIds: z.array(Id),
   deviceIds: z.array(Id).optional(),
+  title: text().optional(),
+  description: text().nullable().optional(),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -186,6 +195,29 @@ export const CreateGroupBody = z.strictObject({
   memberIds: z.array(Id).max(LIMITS.groupMembersMax),
   e2ee: z.boolean().optional(),
 });
+
+/** `PATCH /conversations/:id`: a group's title, description (null or "" removes it), or both. */
+export const GroupInfoBody = z
+  .strictObject({
+    title: shownName(LIMITS.titleMax).optional(),
+    description: text()
+      .overwrite((s) => s.trim())
+      .max(LIMITS.descriptionMax)
+      .nullable()
+      .optional(),
+  })
+  .refine((b) => b.title !== undefined || b.description !== undefined, { message: "give a title, a description or both" });
+
+/** `PUT /conversations/:id/members/:userId`: a member's role in a group. */
+export const MemberRoleBody = z.strictObject({ role: Role });
+
+/** `PATCH /me`: the caller's profile; `photo` is a media id of an image they uploaded, null removes it. */
+export const ProfileBody = z
+  .strictObject({
+    displayName: shownName(LIMITS.displayNameMax).optional(),
+    photo: Id.nullable().optional(),
+  })
+  .refine((b) => b.displayName !== undefined || b.photo !== undefined, { message: "give a displayName, a photo or both" });
 
 export const AddMembersBody = z.strictObject({
   userIds: z.array(Id).min(1).max(LIMITS.groupMembersMax),

@@ -23,4 +23,7 @@
 // 11 - `GET /devices` answers `OwnDevice`s (`lastActiveAt`, `current`) for remote sign-out.
 // 12 - `revisedSeq` on a message an action event changed (the event's seq).
 // 13 - `PATCH /devices/:id` renames a device; the user socket's `devices` frame says the list changed.
-export const PROTOCOL_VERSION = 13;
+// 14 - group settings and profiles: PATCH /conversations/:id (title, `description` on conversations),
+//      PUT /conversations/:id/members/:userId (roles), the `renamed`, `descriptionChanged`,
+//      `promoted` and `demoted` system events; PATCH /me and `photoId` on users.
+export const PROTOCOL_VERSION = 14;

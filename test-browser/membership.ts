@@ -18,6 +18,7 @@ async function addMember(page: Page, username: string, name: string): Promise<vo
 async function removeMember(page: Page, name: string): Promise<void> {
   await page.getByRole("button", { name: "Group info" }).click();
   await page.getByRole("button", { name: `Remove ${name}` }).click();
+  await page.getByRole("alertdialog").getByRole("button", { name: "Remove", exact: true }).click();
   await page.getByRole("button", { name: "Close", exact: true }).click();
   await page.locator(".chat .system-msg", { hasText: `removed ${name}` }).last().waitFor({ timeout: 15_000 });
 }

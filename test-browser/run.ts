@@ -9,6 +9,7 @@ import { membershipTests } from "./membership.ts";
 import { devicesTests } from "./devices.ts";
 import { DESKTOP, PHONE, shot, bubble, createGroup, drawPng, expectMessage, expectTick, hasRoute, openConversation, openDirect, send, serverMessages, session, tickOf, user } from "./pages.ts";
 import { actionTests } from "./actions.ts";
+import { groupInfoTests } from "./groupInfo.ts";
 
 // --- tests ---------------------------------------------------------------------------------------
 
@@ -251,6 +252,7 @@ const tests: Test[] = [
       // Ann (admin) removes Cy; Cy is told and can no longer write there.
       await ann.page.getByRole("button", { name: "Group info" }).click();
       await ann.page.getByRole("button", { name: "Remove Cy" }).click();
+      await ann.page.getByRole("alertdialog").getByRole("button", { name: "Remove", exact: true }).click();
       await ann.page.locator(".chat .system-msg", { hasText: "removed Cy" }).waitFor({ timeout: 15_000 });
       await cy.page.getByRole("status").filter({ hasText: "no longer a member" }).first().waitFor({ timeout: 15_000 });
       // Bob leaves.
@@ -594,6 +596,7 @@ tests.push(...accessibilityTests);
 tests.push(...devicesTests);
 
 tests.push(...actionTests);
+tests.push(...groupInfoTests);
 
 // Presence flaps settle in 1 s instead of 3; the history test sends 130 messages quickly.
 const failed = await run(tests, ["--var", "PRESENCE_DEBOUNCE_MS:1000", "--var", "RATE_LIMIT_PER_SECOND:200", "--var", "RATE_LIMIT_BURST:400", "--var", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:100000", "--var", "GROUPS_PER_USER_PER_HOUR:100000"]);

@@ -10,6 +10,7 @@ import {
   PROTOCOL_VERSION,
   type ConversationServerFrame,
   type ReceiptBody,
+  type Role,
 } from "../../protocol";
 import type * as z from "zod";
 import { readSettings, type Settings } from "../../kernel/settings";
@@ -190,6 +191,21 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   async removeMember(actor: Identity, targetId: string, now: number) {
     this.staging.storeStaged();
     const result = this.conversation.removeMember(actor, targetId, now);
+    if (result.ok) await this.deferred.flushNow();
+    return result;
+  }
+
+  async updateGroupInfo(actor: Identity, change: { title?: string | undefined; description?: string | null | undefined }, now: number) {
+    this.staging.storeStaged();
+    const result = this.conversation.updateGroupInfo(actor, change, now);
+    // As with membership: the caller's next GET /conversations lists the new title.
+    if (result.ok) await this.deferred.flushNow();
+    return result;
+  }
+
+  async setRole(actor: Identity, targetId: string, role: Role, now: number) {
+    this.staging.storeStaged();
+    const result = this.conversation.setRole(actor, targetId, role, now);
     if (result.ok) await this.deferred.flushNow();
     return result;
   }

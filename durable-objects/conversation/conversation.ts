@@ -10,6 +10,7 @@ import {
   type Member,
   type Message,
   type Receipt,
+  type Role,
   type SendInput,
   type SystemEvent,
 } from "../../protocol";
@@ -169,6 +170,48 @@ export class Conversation {
     this.appendSystem(actor, { event: leaving ? "left" : "removed", actorId: actor.userId, userIds: [targetId] }, now);
     for (const ws of this.deps.sockets.ofUser(targetId)) closeWithNotice(ws, CLOSE.removed, "removed from the conversation");
     return { ok: true, removed: true };
+  }
+
+  /**
+   * A group's title and description, changed by an admin (docs/api.md): each field that changes
+   * is one system message, so every member's devices see it in order. A value as it already is
+   * changes nothing and stores nothing.
+   */
+  updateGroupInfo(actor: Identity, change: { title?: string | undefined; description?: string | null | undefined }, now: number): Result<{ conversation: ConversationView }> {
+    const denied = this.requireGroupAdmin(actor.userId, "only admins change the group's title and description");
+    if (denied) return denied;
+    const meta = this.store.requireMeta();
+    const title = change.title !== undefined && change.title !== meta.title ? change.title : undefined;
+    // An empty description is none.
+    const wanted = change.description === undefined ? undefined : change.description || null;
+    const description = wanted !== undefined && wanted !== meta.description ? wanted : undefined;
+    if (title === undefined && description === undefined) return { ok: true, conversation: this.viewFor(actor.userId) };
+    const wait = this.deps.limiter.take(actor.userId, now);
+    if (wait > 0) return fail("rate_limited", "too many changes", wait);
+    this.store.setGroupInfo({ ...(title !== undefined ? { title } : {}), ...(description !== undefined ? { description } : {}) });
+    if (title !== undefined) this.appendSystem(actor, { event: "renamed", actorId: actor.userId, userIds: [], title }, now);
+    if (description !== undefined) this.appendSystem(actor, { event: "descriptionChanged", actorId: actor.userId, userIds: [], description }, now);
+    return { ok: true, conversation: this.viewFor(actor.userId) };
+  }
+
+  /**
+   * Makes a member an admin or a member again (an admin's call). A group keeps at least one admin:
+   * the last one cannot be demoted (409), though they may leave (removeMember names an heir).
+   */
+  setRole(actor: Identity, targetId: string, role: Role, now: number): Result<{ conversation: ConversationView }> {
+    const denied = this.requireGroupAdmin(actor.userId, "only admins change members' roles");
+    if (denied) return denied;
+    const target = this.store.members.get(targetId);
+    if (!target) return fail("not_found", "no such member");
+    if (target.role === role) return { ok: true, conversation: this.viewFor(actor.userId) };
+    if (role === "member" && ![...this.store.members.values()].some((m) => m.role === "admin" && m.userId !== targetId)) {
+      return fail("conflict", "a group keeps at least one admin: make another member an admin first");
+    }
+    const wait = this.deps.limiter.take(actor.userId, now);
+    if (wait > 0) return fail("rate_limited", "too many changes", wait);
+    this.store.putMember({ ...target, role });
+    this.appendSystem(actor, { event: role === "admin" ? "promoted" : "demoted", actorId: actor.userId, userIds: [targetId] }, now);
+    return { ok: true, conversation: this.viewFor(actor.userId) };
   }
 
   /**
@@ -382,6 +425,13 @@ export class Conversation {
     this.broadcast(JSON.stringify({ type: "receipt", ...receipt } satisfies ConversationServerFrame), null);
   }
 
+  private requireGroupAdmin(userId: string, why: string): Failure | null {
+    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
+    if (this.store.requireMeta().type !== "group") return fail("bad_request", "a direct conversation has no title, description or admins");
+    if (this.store.members.get(userId)?.role !== "admin") return fail("forbidden", why);
+    return null;
+  }
+
   private requireAdminOfGroup(userId: string) {
     if (!this.isMember(userId)) return fail("not_found", "no such conversation");
     if (this.store.requireMeta().type !== "group") return fail("bad_request", "a direct conversation keeps its two members");
@@ -461,6 +511,7 @@ export class Conversation {
       id: meta.id,
       type: meta.type,
       title: meta.title,
+      ...(meta.type === "group" ? { description: meta.description } : {}),
       e2ee: meta.e2ee,
       ...(meta.e2ee ? { mls: { epoch: meta.mlsEpoch } } : {}),
       createdAt: meta.createdAt,

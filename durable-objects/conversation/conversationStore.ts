@@ -5,6 +5,7 @@ import type { ConversationType, MediaRef, Member, Message, MessageKind, Receipt,
 import { migrate } from "../lib/migrate";
 import { MESSAGE_COLUMNS, messageFromRow, UNSHOWN_KINDS_SQL, type MessageRow } from "../../kernel/d1/rows";
 import { ACTION_MIGRATIONS, ACTION_MIGRATIONS_TRACK, type Annotations } from "./actionsStore";
+import { GROUP_INFO_MIGRATIONS, GROUP_INFO_MIGRATIONS_TRACK } from "./groupInfoStore";
 
 // Append-only. Index i is schema version i + 1.
 const MIGRATIONS = [
@@ -57,6 +58,8 @@ export interface ConversationMeta {
   id: string;
   type: ConversationType;
   title: string | null;
+  /** Groups: the description its admins wrote (null: none). */
+  description: string | null;
   e2ee: boolean;
   createdAt: number;
   lastSeq: number;
@@ -79,7 +82,8 @@ export interface FormerMember {
 }
 
 export type OutboxEntry =
-  | { kind: "conversation"; payload: { id: string; type: ConversationType; title: string | null; e2ee: boolean; createdAt: number } }
+  // `description` is absent from rows queued before groups had one.
+  | { kind: "conversation"; payload: { id: string; type: ConversationType; title: string | null; description?: string | null; e2ee: boolean; createdAt: number } }
   // `joinedSeq` is absent from rows queued before membership spans were kept.
   | { kind: "member_put"; payload: Member & { joinedSeq?: number } }
   // Only `userId` in rows queued before membership spans were kept.
@@ -174,6 +178,7 @@ export class ConversationStore {
   constructor(private readonly sql: SqlStorage) {
     migrate(sql, MIGRATIONS);
     migrate(sql, ACTION_MIGRATIONS, ACTION_MIGRATIONS_TRACK);
+    migrate(sql, GROUP_INFO_MIGRATIONS, GROUP_INFO_MIGRATIONS_TRACK);
     this.meta = this.loadMeta();
     for (const m of sql.exec<{ user_id: string; role: string; joined_at: number; joined_seq: number }>(
       "SELECT user_id, role, joined_at, joined_seq FROM members",
@@ -188,6 +193,7 @@ export class ConversationStore {
         id: string;
         type: string;
         title: string | null;
+        description: string | null;
         e2ee: number;
         created_at: number;
         last_seq: number;
@@ -204,6 +210,7 @@ export class ConversationStore {
       id: row.id,
       type: row.type === "group" ? "group" : "direct",
       title: row.title,
+      description: row.description,
       e2ee: row.e2ee === 1,
       createdAt: row.created_at,
       lastSeq: last?.seq ?? 0,
@@ -226,7 +233,7 @@ export class ConversationStore {
     return this.sql.exec<{ created_at: number }>("SELECT created_at FROM messages WHERE seq = ?", seq).toArray()[0]?.created_at;
   }
 
-  create(meta: Omit<ConversationMeta, "lastSeq" | "lastMessageAt" | "mlsEpoch">): void {
+  create(meta: Omit<ConversationMeta, "lastSeq" | "lastMessageAt" | "mlsEpoch" | "description">): void {
     this.sql.exec(
       "INSERT INTO conversation (id, type, title, e2ee, created_at, last_seq) VALUES (?, ?, ?, ?, ?, 0)",
       meta.id,
@@ -235,10 +242,24 @@ export class ConversationStore {
       meta.e2ee ? 1 : 0,
       meta.createdAt,
     );
-    this.meta = { ...meta, lastSeq: 0, lastMessageAt: null, mlsEpoch: 0 };
+    this.meta = { ...meta, description: null, lastSeq: 0, lastMessageAt: null, mlsEpoch: 0 };
     this.queueForD1({
       kind: "conversation",
       payload: { id: meta.id, type: meta.type, title: meta.title, e2ee: meta.e2ee, createdAt: meta.createdAt },
+    });
+  }
+
+  /** A group's new title and description (each as given, or kept), written through to D1. */
+  setGroupInfo(change: { title?: string; description?: string | null }): void {
+    const meta = this.requireMeta();
+    const title = change.title ?? meta.title;
+    const description = change.description === undefined ? meta.description : change.description;
+    this.sql.exec("UPDATE conversation SET title = ?, description = ?", title, description);
+    meta.title = title;
+    meta.description = description;
+    this.queueForD1({
+      kind: "conversation",
+      payload: { id: meta.id, type: meta.type, title, description, e2ee: meta.e2ee, createdAt: meta.createdAt },
     });
   }
 

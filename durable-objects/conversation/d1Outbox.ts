@@ -171,10 +171,10 @@ export class Outbox {
           out.push(
             db
               .prepare(
-                `INSERT INTO conversations (id, type, title, e2ee, created_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET title = excluded.title, e2ee = excluded.e2ee`,
+                `INSERT INTO conversations (id, type, title, description, e2ee, created_at) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET title = excluded.title, description = excluded.description, e2ee = excluded.e2ee`,
               )
-              .bind(c.id, c.type, c.title, c.e2ee ? 1 : 0, c.createdAt),
+              .bind(c.id, c.type, c.title, c.description ?? null, c.e2ee ? 1 : 0, c.createdAt),
           );
           break;
         }

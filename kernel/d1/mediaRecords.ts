@@ -21,12 +21,14 @@ export function toRef(row: MediaRow): MediaRef {
 /**
  * Who may see a media item: its uploader, and whoever was a member of a conversation it was shared
  * in when it was shared there: since they joined (members from before membership spans were kept:
- * ever), or between joining and leaving for a former member (docs/api.md).
+ * ever), or between joining and leaving for a former member (docs/api.md). A user's current
+ * profile photo is seen by everyone who can see the user: every signed-in user.
  */
 function visibleTo(userId: string) {
   const m = schema.media;
   return or(
     eq(m.uploaderId, userId),
+    sql`EXISTS (SELECT 1 FROM users u WHERE u.photo_id = ${m.id})`,
     sql`EXISTS (SELECT 1 FROM media_shares s JOIN members mb ON mb.conversation_id = s.conversation_id
                 WHERE s.media_id = ${m.id} AND mb.user_id = ${userId}
                   AND (mb.joined_seq = 0 OR s.created_at >= mb.joined_at))`,
@@ -150,7 +152,8 @@ async function unshare(env: Env, conversationId: string, mediaIds: string[]): Pr
 /**
  * Erases media items no conversation shares any more (a message deleted for everyone took their
  * last share, docs/api.md "Message actions"): their bytes from R2, then their rows. Idempotent:
- * an item already gone, or shared elsewhere (forwarded), is left alone, so a retry is safe.
+ * an item already gone, shared elsewhere (forwarded) or someone's profile photo is left alone,
+ * so a retry is safe.
  */
 export async function eraseUnsharedMedia(
   d1: Pick<D1Database, "prepare" | "batch">,
@@ -162,7 +165,8 @@ export async function eraseUnsharedMedia(
   const { results } = await d1
     .prepare(
       `SELECT id, r2_key FROM media WHERE id IN (${marks})
-       AND NOT EXISTS (SELECT 1 FROM media_shares s WHERE s.media_id = media.id)`,
+       AND NOT EXISTS (SELECT 1 FROM media_shares s WHERE s.media_id = media.id)
+       AND NOT EXISTS (SELECT 1 FROM users u WHERE u.photo_id = media.id)`,
     )
     .bind(...mediaIds)
     .all<{ id: string; r2_key: string }>();

@@ -13,12 +13,14 @@ export const users = sqliteTable(
     username: text("username").notNull(),
     usernameLower: text("username_lower").notNull(),
     displayName: text("display_name").notNull(),
+    // The profile photo: a media item of the user's own (an image), visible to every signed-in user.
+    photoId: text("photo_id"),
     passwordHash: text("password_hash").notNull(),
     passwordSalt: text("password_salt").notNull(),
     passwordIterations: integer("password_iterations").notNull(),
     createdAt: integer("created_at").notNull(),
   },
-  (t) => [uniqueIndex("users_username_lower").on(t.usernameLower)],
+  (t) => [uniqueIndex("users_username_lower").on(t.usernameLower), index("users_photo").on(t.photoId)],
 );
 
 export const devices = sqliteTable(
@@ -45,6 +47,7 @@ export const conversations = sqliteTable(
     id: text("id").primaryKey(),
     type: text("type", { enum: ["direct", "group"] }).notNull(),
     title: text("title"),
+    description: text("description"),
     e2ee: integer("e2ee", { mode: "boolean" }).notNull(),
     // E2EE conversations: the MLS epoch, as of the last commit the outbox brought.
     mlsEpoch: integer("mls_epoch"),

@@ -3,10 +3,14 @@ import type { User } from "../../protocol";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError } from "./apiError";
 
-export const toUser = (row: typeof schema.users.$inferSelect): User => ({
+type UserRow = typeof schema.users.$inferSelect;
+
+/** A new user's row (as inserted) has no photo yet. */
+export const toUser = (row: Omit<UserRow, "photoId"> & { photoId?: string | null }): User => ({
   id: row.id,
   username: row.username,
   displayName: row.displayName,
+  ...(row.photoId != null ? { photoId: row.photoId } : {}),
   createdAt: row.createdAt,
 });
 

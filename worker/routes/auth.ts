@@ -2,7 +2,7 @@
 // are routes/realtime.ts; the caller's device list and remote sign-out are routes/devices.ts.
 import { eq } from "drizzle-orm";
 import { newId } from "../../kernel/ids";
-import { LoginBody, RegisterBody, type Device } from "../../protocol";
+import { LoginBody, ProfileBody, RegisterBody, type Device } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError } from "../lib/apiError";
@@ -13,6 +13,7 @@ import { mintSessionToken, sessionKeys } from "../lib/sessionTokens";
 import { userStub } from "../../kernel/objects";
 import { signOutDevice } from "../lib/signOut";
 import { toUser } from "../lib/userRecords";
+import { ownMedia } from "../../kernel/d1/mediaRecords";
 import { passwordProblem } from "../lib/passwords";
 import { LoginThrottle, clientAddress, takeHourly, throttleKeys } from "../lib/throttle";
 import { readJson } from "../lib/validate";
@@ -121,4 +122,24 @@ me.get("/", requireAuth, async (c) => {
   ]);
   if (!user || !device) throw new ApiError("unauthorized", "account no longer exists");
   return c.json({ user: toUser(user), device: { id: device.id, name: device.name, createdAt: device.createdAt } });
+});
+
+/**
+ * The caller's profile: a display name, and a photo that is an image they uploaded (media ids
+ * that are not theirs, not complete or not an image answer alike: 400). The photo is then visible
+ * to every signed-in user, as the user is (kernel/d1/mediaRecords.ts visibleTo).
+ */
+me.patch("/", requireAuth, async (c) => {
+  const body = await readJson(c.req.raw, ProfileBody, c.get("settings").maxRequestBytes);
+  const { userId } = c.get("auth");
+  if (typeof body.photo === "string") {
+    const row = (await ownMedia(c.env, userId, [body.photo])).get(body.photo);
+    if (!row || !row.contentType.startsWith("image/")) throw new ApiError("bad_request", "photo must be the id of an image you uploaded");
+  }
+  const set: { displayName?: string; photoId?: string | null } = {};
+  if (body.displayName !== undefined) set.displayName = body.displayName;
+  if (body.photo !== undefined) set.photoId = body.photo;
+  const [user] = await db(c.env).update(schema.users).set(set).where(eq(schema.users.id, userId)).returning();
+  if (!user) throw new ApiError("unauthorized", "account no longer exists");
+  return c.json({ user: toUser(user) });
 });

@@ -6,6 +6,8 @@ import {
   AddMembersBody,
   CreateDirectBody,
   CreateGroupBody,
+  GroupInfoBody,
+  MemberRoleBody,
   type Conversation,
   type Member,
 } from "../../protocol";
@@ -60,6 +62,20 @@ conversations.get("/:id", async (c) => {
   return c.json({ conversation: result.conversation });
 });
 
+/** A group's title and description (admins; docs/api.md). */
+conversations.patch("/:id", async (c) => {
+  const body = await readJson(c.req.raw, GroupInfoBody, c.get("settings").maxRequestBytes);
+  const result = unwrap(await conversationStub(c.env, c.req.param("id")).updateGroupInfo(c.get("auth"), body, Date.now()));
+  return c.json({ conversation: result.conversation });
+});
+
+/** A member's role: an admin makes them an admin or a member again (docs/api.md). */
+conversations.put("/:id/members/:userId", async (c) => {
+  const body = await readJson(c.req.raw, MemberRoleBody, c.get("settings").maxRequestBytes);
+  const result = unwrap(await conversationStub(c.env, c.req.param("id")).setRole(c.get("auth"), c.req.param("userId"), body.role, Date.now()));
+  return c.json({ conversation: result.conversation });
+});
+
 conversations.post("/:id/members", async (c) => {
   const body = await readJson(c.req.raw, AddMembersBody, c.get("settings").maxRequestBytes);
   const stub = conversationStub(c.env, c.req.param("id"));
@@ -105,6 +121,7 @@ type ListRow = {
   id: string;
   type: "direct" | "group";
   title: string | null;
+  description: string | null;
   e2ee: number;
   mls_epoch: number | null;
   created_at: number;
@@ -130,7 +147,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
        UNION ALL
        SELECT conversation_id, left_seq, joined_seq, left_seq, left_at FROM former_members WHERE user_id = ?1
      )
-     SELECT c.id, c.type, c.title, c.e2ee, c.mls_epoch, c.created_at,
+     SELECT c.id, c.type, c.title, c.description, c.e2ee, c.mls_epoch, c.created_at,
        coalesce(m.left_seq, c.last_seq) AS last_seq, coalesce(m.left_at, c.last_message_at) AS last_message_at,
        coalesce(m.left_seq, m.read_seq) AS read_seq, m.joined_seq, m.left_seq,
        -- Top-level messages and thread replies apart; a former member has nothing waiting.
@@ -179,6 +196,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
     id: r.id,
     type: r.type,
     title: r.title,
+    ...(r.type === "group" ? { description: r.description } : {}),
     e2ee: r.e2ee === 1,
     ...(r.e2ee === 1 ? { mls: { epoch: r.mls_epoch ?? 0 } } : {}),
     createdAt: r.created_at,

@@ -19,6 +19,7 @@ import { LocalCache } from "./localCache";
 import { Navigation } from "./navigation";
 import { People } from "./people";
 import { Preferences, readTheme } from "./preferences";
+import { Profile, type ProfileChange } from "./profile";
 import { PresenceWatch } from "./presenceWatch";
 import { PushNotifications } from "./pushNotifications";
 import { SafetyNumbers } from "./safetyNumbers";
@@ -59,6 +60,7 @@ export class AppStore {
   readonly preferences: Preferences;
   readonly safety: SafetyNumbers;
   readonly e2ee: E2ee;
+  readonly profile: Profile;
 
   constructor(
     private readonly browser: Browser,
@@ -99,6 +101,7 @@ export class AppStore {
     this.preferences = new Preferences(core, browser);
     this.safety = new SafetyNumbers(core, this.api, browser.clock);
     this.e2ee = new E2ee(core, this.api, browser);
+    this.profile = new Profile(this.api, this);
   }
 
   get state(): AppState {
@@ -241,6 +244,21 @@ export class AppStore {
   }
   removeMember(conversationId: string, userId: string): Promise<void> {
     return this.chats.removeMember(conversationId, userId);
+  }
+  /** A group's title and description (admins; docs/api.md, Group settings). */
+  updateGroupInfo(conversationId: string, change: { title?: string; description?: string | null }): Promise<void> {
+    return this.chats.updateGroupInfo(conversationId, change);
+  }
+  setRole(conversationId: string, userId: string, role: "admin" | "member"): Promise<void> {
+    return this.chats.setRole(conversationId, userId, role);
+  }
+  /** The signed-in user's display name and photo (a media id they uploaded, or null). */
+  async updateProfile(change: ProfileChange): Promise<void> {
+    await this.profile.update(change);
+  }
+  /** A user's photo (a media id), if they set one. */
+  photoOf(userId: string): string | undefined {
+    return this.state.users.get(userId)?.photoId;
   }
 
   userName(id: string): string {

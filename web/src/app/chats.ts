@@ -5,6 +5,7 @@ import type { Action, Conversation, Message, Receipt } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import { shownUserName } from "../state/format";
 import { applyReceipt } from "../state/receipts";
+import { groupChanges } from "../state/groupEvents";
 import { byConversation } from "../state/sync";
 import { findGaps, mergeMessages, opensGap, resumePoint, withoutContent } from "../state/timeline";
 import type { Browser } from "./browser";
@@ -62,7 +63,8 @@ export class Chats {
       for (const conv of conversations) next.set(conv.id, this.keepLocalProgress(conv));
       this.state.conversations = next;
       this.state.listLoaded = true;
-      this.deps.people.ensure(conversations.flatMap((c) => c.members.slice(0, MEMBERS_LOOKED_UP).map((m) => m.userId)));
+      // Again each time: someone's name or photo may have changed since (nothing pushes that).
+      this.deps.people.ensure(conversations.flatMap((c) => c.members.slice(0, MEMBERS_LOOKED_UP).map((m) => m.userId)), true);
       for (const conv of conversations) {
         if (conv.lastMessage && conv.lastMessage.senderId !== this.core.me) this.sendDelivered(conv.id, conv.lastSeq);
       }
@@ -181,6 +183,25 @@ export class Chats {
     const conv = this.state.conversations.get(conversationId);
     if (conv) this.upsert({ ...conv, members: conv.members.filter((m) => m.userId !== userId) });
     this.deps.e2ee.membersRemoved(conversationId, [userId]);
+  }
+
+  // --- group settings (docs/api.md, Group settings) -----------------------------------------------
+
+  /** A group's title and description (admins); the answer is the conversation as it now is. */
+  async updateGroupInfo(conversationId: string, change: { title?: string; description?: string | null }): Promise<void> {
+    const { conversation } = await this.api.call("PATCH", `/conversations/${encodeURIComponent(conversationId)}`, Schemas.conversation, change);
+    this.upsert(conversation);
+  }
+
+  /** Makes a member an admin, or a member again (admins). */
+  async setRole(conversationId: string, userId: string, role: "admin" | "member"): Promise<void> {
+    const { conversation } = await this.api.call(
+      "PUT",
+      `/conversations/${encodeURIComponent(conversationId)}/members/${encodeURIComponent(userId)}`,
+      Schemas.conversation,
+      { role },
+    );
+    this.upsert(conversation);
   }
 
   // --- message actions (docs/api.md, Message actions) -----------------------------------------------
@@ -353,6 +374,9 @@ export class Chats {
         // top-level and thread replies apart, system messages, MLS commits and actions in neither.
         const fromOthers = list.filter((m) => m.senderId !== this.core.me && m.seq > conv.lastSeq && m.kind !== "system" && m.kind !== "mls.commit" && m.kind !== "action");
         const replies = fromOthers.filter((m) => m.threadRootSeq !== null).length;
+        // A rename or a role change shows with its message (before lastSeq moves past it).
+        const changes = groupChanges(conv, list);
+        if (changes) Object.assign(conv, changes);
         if (last.seq >= conv.lastSeq) {
           conv.lastSeq = last.seq;
           // A commit or an action moves no list order, as on the server; a thread reply does (it

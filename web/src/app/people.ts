@@ -14,10 +14,13 @@ export class People {
     private readonly deps: { cache: Pick<LocalCachePort, "scheduleSave"> },
   ) {}
 
-  /** Fetches the users not known yet, up to USER_LOOKUP_MAX per request (`GET /users?ids=`). */
-  ensure(ids: string[]): void {
+  /**
+   * Fetches the users not known yet (`again`: all of them, as names and photos change), up to
+   * USER_LOOKUP_MAX per request (`GET /users?ids=`).
+   */
+  ensure(ids: string[], again = false): void {
     const users = this.core.state.users;
-    const missing = [...new Set(ids)].filter((id) => !users.has(id) && !this.fetching.has(id));
+    const missing = [...new Set(ids)].filter((id) => (again || !users.has(id)) && !this.fetching.has(id));
     for (let i = 0; i < missing.length; i += USER_LOOKUP_MAX) {
       const chunk = missing.slice(i, i + USER_LOOKUP_MAX);
       for (const id of chunk) this.fetching.add(id);

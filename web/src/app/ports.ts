@@ -1,7 +1,7 @@
 // What each slice of the store offers the others. A slice is given its neighbours as these
 // interfaces, never as each other's classes, so the slices import this module and not one another
 // (no import cycle), and a unit test hands a slice fakes of just the methods it calls.
-import type { Conversation, ConversationClientFrame, Message, Presence, Receipt } from "../../../protocol";
+import type { Conversation, ConversationClientFrame, Message, Presence, Receipt, User } from "../../../protocol";
 import type { OutboxItem, SendOutcome } from "../state/offlineOutbox";
 import type { Route } from "./route";
 import type { ConvView } from "./storeCore";
@@ -49,7 +49,8 @@ export interface NavigationPort {
 }
 
 export interface PeoplePort {
-  ensure(ids: string[]): void;
+  /** `again`: fetch them even if known (a name or photo may have changed). */
+  ensure(ids: string[], again?: boolean): void;
   name(id: string): string;
 }
 
@@ -72,6 +73,8 @@ export interface SendQueuePort {
 
 export interface SessionPort {
   end(message: string | null): Promise<void>;
+  /** The signed-in user's profile changed (here or as the server answered). */
+  userChanged(user: User): void;
 }
 
 export interface ThreadsPort {

@@ -2,7 +2,7 @@
 // session the server announced (a 401, close 4001). What starts and stops with an account
 // (local store, sockets, outbox) is the `AccountLifecycle` the store passes in.
 import * as z from "zod";
-import { User as UserSchema } from "../../../protocol";
+import { User as UserSchema, type User } from "../../../protocol";
 import { Api, ApiRequestError, Schemas, type Fetch } from "../lib/api";
 import type { KeyValueStorage } from "./browser";
 import { accountState, type Session, type StoreCore } from "./storeCore";
@@ -107,6 +107,17 @@ export class SessionSlice {
     );
     if (!told && token) writeRevocations(this.browser.storage, [...new Set([...readRevocations(this.browser.storage), token])]);
     await this.end(null);
+  }
+
+  /** The signed-in user as the server now has them (their profile changed): kept for the next start. */
+  userChanged(user: User): void {
+    const session = this.core.state.session;
+    if (!session || session.user.id !== user.id) return;
+    const next = { ...session, user };
+    this.browser.storage.setItem(SESSION_KEY, JSON.stringify(next));
+    this.core.state.session = next;
+    this.core.state.users.set(user.id, user);
+    this.core.emit();
   }
 
   /** Logouts still owed to the server (signed out offline), counted for tests and the UI. */

@@ -29,6 +29,14 @@ export function systemSentence(body: string | null, me: string, name: (id: strin
       return `${actor} left`;
     case "deviceLoggedOut":
       return `${event.actorId === me ? "One of your devices" : `A device of ${name(event.actorId)}`} logged out`;
+    case "renamed":
+      return `${actor} renamed the group to “${event.title ?? ""}”`;
+    case "descriptionChanged":
+      return event.description ? `${actor} changed the group description` : `${actor} removed the group description`;
+    case "promoted":
+      return `${actor} made ${list} ${names.length === 1 ? "an admin" : "admins"}`;
+    case "demoted":
+      return event.userIds.length === 1 && event.userIds[0] === event.actorId ? `${actor} stepped down as admin` : `${actor} dismissed ${list} as admin`;
   }
 }
 

@@ -1,8 +1,9 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import type { Conversation, User } from "../../../protocol";
+import { LIMITS, type Conversation, type Member, type User } from "../../../protocol";
 import { ApiRequestError } from "../lib/api";
 import { lastSeen } from "../state/format";
 import { Avatar } from "./Avatar";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { useServices } from "./context";
 import { EncryptionInfo } from "./Encryption";
 import { useEscape, useFocusHandoff } from "./focus";
@@ -197,6 +198,8 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
   const [adding, setAdding] = useState<User[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [confirmLeave, setConfirmLeave] = useState(false);
+  const [removing, setRemoving] = useState<string | null>(null);
+  const [editing, setEditing] = useState(false);
   // Asking to leave moves the focus to Cancel (the safe answer); answering Cancel returns it.
   const leaveButton = useRef<HTMLButtonElement>(null);
   const cancelButton = useRef<HTMLButtonElement>(null);
@@ -219,6 +222,13 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
   };
   useEscape(close, conv.id);
   const panel = useRef<HTMLElement>(null);
+  // Another device or admin may dismiss this one meanwhile: what they could do goes with it.
+  useEffect(() => {
+    if (!isAdmin) {
+      setEditing(false);
+      setRemoving(null);
+    }
+  }, [isAdmin]);
   const heading = useRef<HTMLHeadingElement>(null);
   useFocusHandoff(panel, heading);
   const now = Date.now();
@@ -233,9 +243,23 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
       <div class="page-body">
         <div class="profile">
           <Avatar id={conv.type === "group" ? conv.id : store.otherMember(conv) ?? conv.id} name={store.title(conv)} size={72} group={conv.type === "group"} />
-          <h3>{store.title(conv)}</h3>
+          <h3 dir="auto">{store.title(conv)}</h3>
           {conv.type === "group" ? <p class="muted">{conv.members.length} members</p> : null}
+          {conv.type === "group" && conv.description ? (
+            <p class="group-description" dir="auto" data-testid="group-description">
+              {conv.description}
+            </p>
+          ) : null}
         </div>
+        {conv.type === "group" && isAdmin ? (
+          editing ? (
+            <GroupSettingsForm conv={conv} run={run} done={() => setEditing(false)} />
+          ) : (
+            <button class="btn" type="button" onClick={() => setEditing(true)}>
+              Edit name and description
+            </button>
+          )
+        ) : null}
         {other ? (
           <div class="safety-entry">
             <button class="btn" type="button" onClick={() => showSafety(other)}>
@@ -257,6 +281,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
                     <span class="person-name">
                       <strong>{m.userId === me ? "You" : store.userName(m.userId)}</strong>
                       <span class="muted">{m.role === "admin" ? "Admin" : lastSeen(p, now)}</span>
+                      {isAdmin && m.userId !== me ? <RoleButton conv={conv} member={m} run={run} /> : null}
                     </span>
                     {m.userId !== me ? <VerifiedMark userId={m.userId} /> : null}
                     {m.userId !== me ? (
@@ -265,7 +290,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
                       </button>
                     ) : null}
                     {isAdmin && m.userId !== me ? (
-                      <button class="link-btn danger" type="button" aria-label={`Remove ${store.userName(m.userId)}`} onClick={() => void run(() => store.removeMember(conv.id, m.userId))}>
+                      <button class="link-btn danger" type="button" aria-label={`Remove ${store.userName(m.userId)}`} onClick={() => setRemoving(m.userId)}>
                         Remove
                       </button>
                     ) : null}
@@ -291,6 +316,22 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
               </form>
             ) : null}
             <p class="form-error" role="alert">{error ?? ""}</p>
+            {removing !== null ? (
+              <ConfirmDialog
+                title="Remove member?"
+                confirmLabel="Remove"
+                onCancel={() => setRemoving(null)}
+                onConfirm={() => {
+                  const userId = removing;
+                  setRemoving(null);
+                  // The member's row (and the button that opened the dialog) goes with them.
+                  heading.current?.focus();
+                  void run(() => store.removeMember(conv.id, userId));
+                }}
+              >
+                Remove {store.userName(removing)} from “{store.title(conv)}”? They keep what they could read until now, and see nothing new.
+              </ConfirmDialog>
+            ) : null}
             {confirmLeave ? (
               <div class="confirm" role="group" aria-label="Confirm leaving">
                 <span>Leave “{store.title(conv)}”?</span>
@@ -310,5 +351,76 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
         ) : null}
       </div>
     </aside>
+  );
+}
+
+/** Make a member an admin, or dismiss them as one (an admin's choice; docs/api.md, Group settings). */
+function RoleButton({ conv, member, run }: { conv: Conversation; member: Member; run: (f: () => Promise<void>) => Promise<void> }) {
+  const { store } = useServices();
+  const name = store.userName(member.userId);
+  const admin = member.role === "admin";
+  return (
+    <button
+      class="link-btn role-btn"
+      type="button"
+      // The visible words first, as the name's start (a speech user says what they see).
+      aria-label={admin ? `Dismiss as admin: ${name}` : `Make admin: ${name}`}
+      onClick={() => void run(() => store.setRole(conv.id, member.userId, admin ? "member" : "admin"))}
+    >
+      {admin ? "Dismiss as admin" : "Make admin"}
+    </button>
+  );
+}
+
+/** The group's name and description, as an admin edits them; only what changed is sent. */
+function GroupSettingsForm({ conv, run, done }: { conv: Conversation; run: (f: () => Promise<void>) => Promise<void>; done: () => void }) {
+  const { store } = useServices();
+  const [title, setTitle] = useState(conv.title ?? "");
+  const [description, setDescription] = useState(conv.description ?? "");
+  const [busy, setBusy] = useState(false);
+  const form = useRef<HTMLFormElement>(null);
+  const first = useRef<HTMLInputElement>(null);
+  useFocusHandoff(form, first);
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const change: { title?: string; description?: string | null } = {};
+    if (title.trim() !== (conv.title ?? "")) change.title = title.trim();
+    if (description.trim() !== (conv.description ?? "")) change.description = description.trim() || null;
+    if (Object.keys(change).length === 0) {
+      done();
+      return;
+    }
+    setBusy(true);
+    void run(async () => {
+      await store.updateGroupInfo(conv.id, change);
+      done();
+    }).finally(() => setBusy(false));
+  };
+  return (
+    <form class="group-settings" ref={form} aria-label="Edit group" onSubmit={submit} onKeyDown={(e) => {
+      // Escape leaves the form, not the panel.
+      if (e.key === "Escape") {
+        e.stopPropagation();
+        done();
+      }
+    }}>
+      <label class="field">
+        Group name
+        <input ref={first} required maxLength={LIMITS.titleMax} value={title} onInput={(e) => setTitle(e.currentTarget.value)} />
+      </label>
+      <label class="field">
+        Description <span class="optional">(optional)</span>
+        <textarea rows={3} maxLength={LIMITS.descriptionMax} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+      </label>
+      {conv.e2ee ? <p class="muted">The name and description are not end-to-end encrypted: the server stores them as they are.</p> : null}
+      <div class="form-actions">
+        <button class="btn btn-primary" type="submit" disabled={busy || !title.trim()}>
+          {busy ? "Saving…" : "Save"}
+        </button>
+        <button class="btn" type="button" onClick={done}>
+          Cancel
+        </button>
+      </div>
+    </form>
   );
 }

@@ -1,15 +1,14 @@
 import { useRef, useState } from "preact/hooks";
 import type { Theme } from "../app/appStore";
-import { Avatar } from "./Avatar";
 import { Devices } from "./Devices";
 import { useServices } from "./context";
 import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
+import { ProfileSettings } from "./Profile";
 
 export function Settings() {
   const { store } = useServices();
   const s = store.state;
-  const me = s.session!.user;
   const [busy, setBusy] = useState(false);
   const page = useRef<HTMLElement>(null);
   const heading = useRef<HTMLHeadingElement>(null);
@@ -45,11 +44,7 @@ export function Settings() {
         </div>
       </header>
       <div class="page-body">
-        <div class="profile">
-          <Avatar id={me.id} name={me.displayName} size={72} />
-          <h3>{me.displayName}</h3>
-          <p class="muted">@{me.username}</p>
-        </div>
+        <ProfileSettings />
         <fieldset class="field-group">
           <legend>Theme</legend>
           {(["system", "light", "dark"] as Theme[]).map((t) => (
