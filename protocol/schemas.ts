@@ -5,6 +5,7 @@
 import * as z from "zod";
 import { shownName, text } from "./text";
 import { ActionFrame, HiddenFrame, MessageAnnotations, SendAnnotations } from "./actions";
+import { ConversationSettings, ConversationSettingsFrame } from "./conversationSettings";
 
 // ---------------------------------------------------------------------------------------------
 // Limits that are part of the contract (API.md), not deployment settings.
@@ -125,6 +126,8 @@ export const Conversation = z.object({
    * leaving. They read history through it, and nothing after it; `members` is then empty.
    */
   leftSeq: z.number().int().positive().optional(),
+  /** The caller's own settings of it (./conversationSettings.ts), on GET /conversations and /conversations/:id. */
+  settings: ConversationSettings.optional(),
 });
 
 export const Receipt = z.object({
@@ -362,6 +365,7 @@ export const UserServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("mls.welcome"), id: Id, conversationId: Id, seq: z.number().int().positive(), welcome: z.string() }),
   z.object({ type: z.literal("mls.keyPackagesLow"), deviceId: Id, count: z.number().int().nonnegative() }),
   HiddenFrame,
+  ConversationSettingsFrame,
   ErrorFrame,
   ClosingFrame,
 ]);

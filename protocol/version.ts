@@ -22,4 +22,6 @@
 //      forwarded on sends; a message's annotations; delete for me and the `hidden` frame; search.
 // 11 - `GET /devices` answers `OwnDevice`s (`lastActiveAt`, `current`) for remote sign-out.
 // 12 - `revisedSeq` on a message an action event changed (the event's seq).
-export const PROTOCOL_VERSION = 12;
+// 13 - conversation settings (protocol/conversationSettings.ts): `settings` on conversations,
+//      PUT /conversations/:id/settings and the user socket's `conversationSettings` frame.
+export const PROTOCOL_VERSION = 13;

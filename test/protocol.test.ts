@@ -20,6 +20,7 @@ const FINGERPRINTS: Record<number, string> = {
   10: "84e343d3e5e0c1ded5a7b0487b05d2c0adf44dec0631105343674abe5988f763",
   11: "2c1d5912c4df2ddd13101d16f77bdc67d578456e5a7b012febab08f47dcb4296",
   12: "15e3e1edeac27a6482738877d756770551273ef2cc4b4bce961a8896fc711db1",
+  13: "dd67dafafa61a93c4979f955b2496a6bab0bdc936fc1a6f746927aaa4b31d8ba",
 };
 
 async function fingerprint(): Promise<string> {
