@@ -4,6 +4,7 @@ import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { messageActionTests } from "./actions.cases";
+import { conversationSettingsTests } from "./prefs.cases";
 import type { Conversation, Message, OwnDevice, Receipt, User } from "../protocol";
 import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
@@ -1015,3 +1016,4 @@ describe("security headers", () => {
 });
 
 messageActionTests();
+conversationSettingsTests();
