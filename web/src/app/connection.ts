@@ -24,7 +24,7 @@ const NEW_CURSOR_LAG_MS = 60_000;
 const SYNC_PAGE = 200;
 
 export interface ConnectionDeps {
-  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "hidden" | "conversationChanged" | "view">;
+  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "hidden" | "conversationChanged" | "settingsChanged" | "view">;
   presence: Pick<PresenceWatchPort, "watch" | "received">;
   sendQueue: Pick<SendQueuePort, "flush" | "settle" | "socketClosed" | "wentOnline">;
   typing: Pick<TypingPort, "received">;
@@ -105,6 +105,9 @@ export class Connection {
         return;
       case "hidden":
         this.deps.chats.hidden(frame.conversationId, frame.seqs);
+        return;
+      case "conversationSettings":
+        this.deps.chats.settingsChanged(frame.conversationId, frame.settings);
         return;
       case "error":
         return;
