@@ -34,11 +34,13 @@ export function ConversationSettingsSection({ conv }: { conv: Conversation }) {
   const unmuteButton = useRef<HTMLButtonElement>(null);
   const firstMuteButton = useRef<HTMLButtonElement>(null);
   const focusAfter = useRef<"muted" | "unmuted" | null>(null);
+  // Once the buttons are enabled again (a disabled button takes no focus).
   useEffect(() => {
+    if (busy) return;
     if (focusAfter.current === "muted" && muted) unmuteButton.current?.focus();
     if (focusAfter.current === "unmuted" && !muted) firstMuteButton.current?.focus();
     focusAfter.current = null;
-  }, [muted]);
+  }, [muted, busy]);
 
   const change = async (body: ConversationSettingsBody, then: "muted" | "unmuted" | null = null) => {
     setError(null);

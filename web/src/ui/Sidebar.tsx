@@ -74,17 +74,18 @@ export function Sidebar() {
       <ul class="conv-list" role="list" onKeyDown={moveFocus}>
         {!archivedOpen && !f && archived.length > 0 ? (
           <li>
-            <button
-              class="conv-item archived-row"
-              type="button"
-              aria-label={`Archived, ${archived.length} ${archived.length === 1 ? "chat" : "chats"}${archivedUnread > 0 ? `, ${archivedUnread} unread` : ""}`}
-              onClick={() => openArchived(true)}
-            >
+            {/* Named by what it shows ("Archived", the count), the words a sighted user infers added unseen. */}
+            <button class="conv-item archived-row" type="button" onClick={() => openArchived(true)}>
               <span class="archived-icon" aria-hidden="true">
                 <Icon name="archive" />
               </span>
-              <span class="archived-title">Archived</span>
-              <span class="archived-count" aria-hidden="true">{archived.length}</span>
+              <span class="archived-title">Archived</span>{" "}
+              <span class="archived-count">
+                {archived.length}
+                <span class="visually-hidden">
+                  {` ${archived.length === 1 ? "chat" : "chats"}${archivedUnread > 0 ? `, ${archivedUnread} unread` : ""}`}
+                </span>
+              </span>
             </button>
           </li>
         ) : null}
