@@ -183,6 +183,16 @@ export function conversationSettingsTests(): void {
       await expectError(await call(`/conversations/${dm.id}/settings`, { method: "PUT", body: { archived: true } }), 401, "unauthorized");
     });
 
+    it("lets a former member archive the group they left, which they still see in their list", async () => {
+      const [alice, bob] = [await register(), await register()];
+      const g = await group(alice, [bob], "left behind");
+      await call(`/conversations/${g.id}/members/${bob.user.id}`, { method: "DELETE", token: bob.token });
+      expect(await change(bob, g.id, { archived: true })).toEqual({ ...NONE, archived: true });
+      const row = (await list(bob)).find((c) => c.id === g.id);
+      expect(row?.leftSeq).toEqual(expect.any(Number));
+      expect(row?.settings).toEqual({ ...NONE, archived: true });
+    });
+
     it("pushes nothing for a muted conversation but a message that mentions the user, and pushes again once unmuted", async () => {
       const [alice, bob, carol] = [await register(), await register(), await register()];
       const g = await group(alice, [bob, carol], "muted group");
