@@ -43,6 +43,13 @@ describe("conversation settings", () => {
     await settle();
     expect(s.store.state.conversations.get("c1")?.members).toHaveLength(3);
     expect(s.store.state.conversations.get("c1")?.settings).toEqual(muted);
+    // Removed, and added back: a membership change is no reason to forget them either.
+    s.userSocket().deliver({ type: "conversation", conversation: conversation("c1", [], { leftSeq: 3 }) });
+    await settle();
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ leftSeq: 3, settings: muted });
+    s.userSocket().deliver({ type: "conversation", conversation: conversation("c1", [ME.id, YOU.id]) });
+    await settle();
+    expect(s.store.state.conversations.get("c1")?.settings).toEqual(muted);
   });
 
   it("shows no notification for a muted conversation while hidden, but one for a message that mentions us", async () => {

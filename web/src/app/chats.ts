@@ -125,8 +125,9 @@ export class Chats {
     }
     const rejoined = member && (before?.leftSeq !== undefined || this.state.removedFrom === conv.id);
     // A membership ending or starting again is no progress to keep: the server's view is the truth.
+    // This user's settings are not the conversation's, and the frame does not carry them.
     if (rejoined || !member) this.state.conversations.delete(conv.id);
-    this.upsert(conv);
+    this.upsert(conv.settings === undefined && before?.settings !== undefined ? { ...conv, settings: before.settings } : conv);
     if (!rejoined) return;
     this.view(conv.id).loaded = false;
     const r = this.state.route;
