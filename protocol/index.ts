@@ -5,3 +5,4 @@ export * from "./mediaSchemas";
 export { INVISIBLE_IN_NAMES } from "./text";
 export * from "./mls";
 export * from "./actions";
+export * from "./conversationSettings";

@@ -5,6 +5,7 @@
 import * as z from "zod";
 import { shownName, text } from "./text";
 import { ActionFrame, HiddenFrame, MessageAnnotations, SendAnnotations } from "./actions";
+import { ConversationSettings, ConversationSettingsFrame } from "./conversationSettings";
 
 // ---------------------------------------------------------------------------------------------
 // Limits that are part of the contract (API.md), not deployment settings.
@@ -130,6 +131,8 @@ export const Conversation = z.object({
    * leaving. They read history through it, and nothing after it; `members` is then empty.
    */
   leftSeq: z.number().int().positive().optional(),
+  /** The caller's own settings of it (./conversationSettings.ts), on GET /conversations and /conversations/:id. */
+  settings: ConversationSettings.optional(),
 });
 
 export const Receipt = z.object({
@@ -399,6 +402,7 @@ export const UserServerFrame = z.discriminatedUnion("type", [
   /** The user's device list changed (a sign-in, a sign-out, a rename): GET /devices tells how. */
   z.object({ type: z.literal("devices") }),
   HiddenFrame,
+  ConversationSettingsFrame,
   ErrorFrame,
   ClosingFrame,
 ]);

@@ -26,4 +26,6 @@
 // 14 - group settings and profiles: PATCH /conversations/:id (title, `description` on conversations),
 //      PUT /conversations/:id/members/:userId (roles), the `renamed`, `descriptionChanged`,
 //      `promoted` and `demoted` system events; PATCH /me and `photoId` on users.
-export const PROTOCOL_VERSION = 14;
+// 15 - conversation settings (protocol/conversationSettings.ts): `settings` on conversations,
+//      PUT /conversations/:id/settings and the user socket's `conversationSettings` frame.
+export const PROTOCOL_VERSION = 15;

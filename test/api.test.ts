@@ -5,6 +5,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { messageActionTests } from "./actions.cases";
 import { groupInfoTests } from "./groupinfo.cases";
+import { conversationSettingsTests } from "./prefs.cases";
 import type { Conversation, Message, OwnDevice, Receipt, User } from "../protocol";
 import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
@@ -1060,3 +1061,4 @@ describe("security headers", () => {
 
 messageActionTests();
 groupInfoTests();
+conversationSettingsTests();

@@ -1,12 +1,12 @@
 // One Durable Object per user: the user's device sockets (`GET /ws`), presence and its debounce,
 // who watches this user, the inbox stream to every device, push for a user with no live device,
 // the live sessions of its devices (every authenticated request asks here whether its token's
-// session is live), and the registry of conversation sockets each device holds (so logout can
-// close them). The class routes events; the work is in the modules beside it.
+// session is live), the user's settings of their conversations (mute, archive, pin), and the
+// registry of conversation sockets each device holds (so logout can close them). The class routes events; the work is in the modules beside it.
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type ClaimedKeyPackage, type PendingWelcome, type Presence, type UserServerFrame } from "../../protocol";
+import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type ClaimedKeyPackage, type ConversationSettings, type ConversationSettingsBody, type PendingWelcome, type Presence, type UserServerFrame } from "../../protocol";
 import { fail, type Result } from "../../kernel/result";
 import { readIdentity, readSessionId, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
@@ -39,6 +39,7 @@ import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
 import { Sessions, type DeviceActivity } from "./sessions";
 import { Watchers } from "./watchers";
+import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./conversationPrefs";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
 const RETIRE_RETRY_MS = 30_000;
@@ -65,6 +66,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly watchers: Watchers;
   private readonly keyPackages: KeyPackageDirectory;
   private readonly welcomes: Welcomes;
+  private readonly prefs: ConversationPrefs;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
@@ -76,6 +78,8 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.connections = { conversations: peers.conversation, users: peers.user, pushQueue: env.PUSH_QUEUE, d1: env.DB };
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
+    migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
+    this.prefs = new ConversationPrefs(sql);
     this.sockets = new DeviceSockets(ctx, this.settings);
     this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
@@ -90,6 +94,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
       queuePushes: (jobs) => enqueuePushes(this.connections.pushQueue, jobs),
       conversations,
       left: (conversationId) => this.welcomes.dropConversation(conversationId),
+      muted: (conversationId, now) => this.prefs.muted(conversationId, now),
     });
     this.watchers = new Watchers({
       sql,
@@ -130,6 +135,35 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     const answer = wantsAnswer ? this.answers.answer(conversationOf(events[0]), now) : null;
     await this.alarms.wakeAt("prune", now + DELIVERED_RETENTION_MS);
     return answer;
+  }
+
+  // --- Conversation settings: mute, archive, pin (./conversationPrefs.ts) ----------------------------
+
+  /** The user's settings of every conversation that has any (GET /conversations reads them once per list). */
+  async conversationSettings(userId: string): Promise<Record<string, ConversationSettings>> {
+    this.presence.rememberUser(userId);
+    return this.prefs.all(Date.now());
+  }
+
+  /** One conversation's settings (GET /conversations/:id). */
+  async conversationSettingsOf(userId: string, conversationId: string): Promise<ConversationSettings> {
+    this.presence.rememberUser(userId);
+    return this.prefs.get(conversationId, Date.now());
+  }
+
+  /**
+   * Changes one conversation's settings (the Worker checked membership and the body) and tells
+   * every user socket of the user, the changing device's too, so each device holds what is stored.
+   */
+  async changeConversationSettings(userId: string, conversationId: string, change: ConversationSettingsBody): Promise<Result<{ settings: ConversationSettings }>> {
+    this.presence.rememberUser(userId);
+    const result = this.prefs.change(conversationId, change, Date.now());
+    if (!result.ok) return result;
+    if (result.changed) {
+      const frame = { type: "conversationSettings", conversationId, settings: result.settings } satisfies UserServerFrame;
+      this.sockets.sendAll(this.sockets.all(), JSON.stringify(frame));
+    }
+    return { ok: true, settings: result.settings };
   }
 
   // --- MLS: key packages and Welcomes (./keyPackages.ts, ./welcomes.ts) ---------------------------

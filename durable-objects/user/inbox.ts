@@ -1,6 +1,7 @@
 // The user's inbox: every new message of the user's conversations relayed to each of the user's
 // devices once, receipts relayed to all of them, membership changes as the conversation's new
-// state, and a push queued when no device is online.
+// state, and a push queued when no device is online (none for a conversation the user muted,
+// but for a message that mentions them).
 //
 // Fan-out is at least once, so the inbox deduplicates. A conversation's own fan-out calls
 // (`inOrder`) come one at a time, in seq order, each from the conversation's cursor on, so a
@@ -25,6 +26,8 @@ export interface InboxDeps {
   conversations(conversationId: string): Pick<ConversationPeer, "viewForNotification">;
   /** The user is no longer a member of the conversation (its pending Welcomes go). */
   left(conversationId: string): void;
+  /** Whether the user muted the conversation (./conversationPrefs.ts): its messages push nothing, but mentions. */
+  muted(conversationId: string, now: number): boolean;
 }
 
 export class Inbox {
@@ -68,7 +71,9 @@ export class Inbox {
           // Membership records, MLS commits and message actions push nothing (API.md, docs/api.md).
           .filter(({ message }) => message.senderId !== userId && message.kind !== "system" && message.kind !== "mls.commit" && message.kind !== "action")
           .filter(({ message }) => !this.wasDelivered(message, inOrder))
-          .map(({ message, conversation }) => ({ userId, conversation, message: messageOf(message) })),
+          .map(({ message, conversation }) => ({ userId, conversation, message: messageOf(message) }))
+          // A muted conversation still notifies a message that mentions the user.
+          .filter(({ message }) => !this.deps.muted(message.conversationId, now) || (message.mentions?.includes(userId) ?? false)),
       );
     }
     // What is fresh is decided and recorded in one synchronous step, so an overlapping retry still

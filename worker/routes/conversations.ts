@@ -5,9 +5,11 @@ import { newId } from "../../kernel/ids";
 import {
   AddMembersBody,
   CreateDirectBody,
+  ConversationSettingsBody,
   CreateGroupBody,
   GroupInfoBody,
   MemberRoleBody,
+  DEFAULT_CONVERSATION_SETTINGS,
   type Conversation,
   type Member,
 } from "../../protocol";
@@ -15,7 +17,7 @@ import { newApp, requireAuth, type AppContext } from "../app";
 import { messageFromRow, UNSHOWN_KINDS_SQL, type MessageRow } from "../../kernel/d1/rows";
 import { ApiError, unwrap } from "../lib/apiError";
 import { sha256 } from "../lib/crypto";
-import { conversationStub } from "../../kernel/objects";
+import { conversationStub, userStub } from "../../kernel/objects";
 import { requireUsersExist } from "../lib/userRecords";
 import { readJson } from "../lib/validate";
 import { takeHourly, throttleKeys } from "../lib/throttle";
@@ -58,8 +60,21 @@ conversations.get("/", async (c) => {
 });
 
 conversations.get("/:id", async (c) => {
-  const result = unwrap(await conversationStub(c.env, c.req.param("id")).view(c.get("auth").userId));
-  return c.json({ conversation: result.conversation });
+  const userId = c.get("auth").userId;
+  const id = c.req.param("id");
+  const [result, settings] = await Promise.all([conversationStub(c.env, id).view(userId), userStub(c.env, userId).conversationSettingsOf(userId, id)]);
+  return c.json({ conversation: { ...unwrap(result).conversation, settings } });
+});
+
+// The caller's own settings of a conversation (mute, archive, pin), kept by their user object.
+// Membership first, as elsewhere: a stranger gets 404 and nothing is stored.
+conversations.put("/:id/settings", async (c) => {
+  const body = await readJson(c.req.raw, ConversationSettingsBody, c.get("settings").maxRequestBytes);
+  const userId = c.get("auth").userId;
+  const id = c.req.param("id");
+  unwrap(await conversationStub(c.env, id).view(userId));
+  const { settings } = unwrap(await userStub(c.env, userId).changeConversationSettings(userId, id, body));
+  return c.json({ conversationId: id, settings });
 });
 
 /** A group's title and description (admins; docs/api.md). */
@@ -141,7 +156,9 @@ type ListRow = {
  */
 async function listConversations(c: AppContext): Promise<Conversation[]> {
   const userId = c.get("auth").userId;
-  const { results } = await c.env.DB.prepare(
+  // One call to the caller's user object for the whole list, beside the D1 query.
+  const [{ results }, settings] = await Promise.all([
+    c.env.DB.prepare(
     `WITH mine AS (
        SELECT conversation_id, read_seq, joined_seq, NULL AS left_seq, NULL AS left_at FROM members WHERE user_id = ?1
        UNION ALL
@@ -173,7 +190,9 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
      LIMIT 1000`,
   )
     .bind(userId)
-    .all<ListRow>();
+    .all<ListRow>(),
+    userStub(c.env, userId).conversationSettings(userId),
+  ]);
 
   // A former member is shown no members: who is in the group now is no longer theirs to know.
   const current = results.filter((r) => r.left_seq === null);
@@ -208,6 +227,7 @@ async function listConversations(c: AppContext): Promise<Conversation[]> {
     threadUnread: r.thread_unread,
     joinedSeq: Math.max(1, r.joined_seq),
     ...(r.left_seq !== null ? { leftSeq: r.left_seq } : {}),
+    settings: settings[r.id] ?? DEFAULT_CONVERSATION_SETTINGS,
     lastMessage:
       r.lm_id === null
         ? null

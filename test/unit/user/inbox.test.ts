@@ -4,6 +4,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { InboxEvent, LiveOn } from "../../../durable-objects/contract";
 import { DELIVERED_RETENTION_MS, Inbox } from "../../../durable-objects/user/inbox";
+import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "../../../durable-objects/user/conversationPrefs";
+import { migrate } from "../../../durable-objects/lib/migrate";
 import type { PushJob } from "../../../durable-objects/user/pushJobs";
 import type { Conversation } from "../../../protocol";
 import { framesOf, type MemorySocket } from "../support/sockets";
@@ -25,6 +27,8 @@ function setup(devices: string[] = ["phone", "laptop"], online = true) {
   const views: string[] = [];
   const view = { conversation: null as Conversation | null };
   const left: string[] = [];
+  migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
+  const prefs = new ConversationPrefs(sql);
   const inbox = new Inbox({
     sql,
     sockets,
@@ -40,9 +44,10 @@ function setup(devices: string[] = ["phone", "laptop"], online = true) {
       },
     }),
     left: (conversationId) => void left.push(conversationId),
+    muted: (conversationId, now) => prefs.muted(conversationId, now),
   });
   const deliver = (events: InboxEvent[], inOrder = true, liveOn: LiveOn = {}, now = T) => inbox.deliver("u", events, inOrder, liveOn, now);
-  return { sql, inbox, socket, pushes, push, views, view, left, deliver };
+  return { sql, inbox, socket, pushes, push, views, view, left, prefs, deliver };
 }
 
 const messages = (...seqs: number[]) => seqs.map((seq) => messageEvent(seq));
@@ -102,6 +107,17 @@ describe.each(modes)("Inbox.deliver, %s", (_, inOrder) => {
     expect(t.pushes[0]).toEqual({ userId: "u", conversation: SUMMARY, message: message(1) });
     // The stale socket still gets the frames: it may yet be alive.
     expect(seqsOf(t.socket.phone!)).toEqual([1, 2, 3, 4]);
+  });
+
+  it("queues no push for a muted conversation but for a message that mentions the user, and pushes again once the mute ends", async () => {
+    const t = setup(["phone"], false);
+    t.prefs.change("c1", { mutedUntil: T + 60_000 }, T);
+    await t.deliver([messageEvent(1), messageEvent(2, { mentions: ["u"] }), messageEvent(3, { mentions: ["bob"] }), messageEvent(4, { conversationId: "c2" })], inOrder);
+    expect(pushedSeqs(t.pushes)).toEqual([2, 4]);
+    // Every message still reaches the sockets: a mute changes notifications, not delivery.
+    expect(seqsOf(t.socket.phone!)).toEqual([1, 2, 3, 4]);
+    await t.deliver(messages(5), inOrder, {}, T + 60_000);
+    expect(pushedSeqs(t.pushes)).toEqual([2, 4, 5]);
   });
 
   it("queues no push while a device is live", async () => {
@@ -169,7 +185,7 @@ describe("Inbox.deliver", () => {
   it("keeps the in-order mark across a wake-up", async () => {
     const t = setup(["phone"], false);
     await t.deliver(messages(1, 2));
-    const again = new Inbox({ sql: t.sql, sockets: deviceSockets().sockets, queuePushes: async (jobs) => void t.pushes.push(...jobs), conversations: () => ({ viewForNotification: async () => null }), left: () => {} });
+    const again = new Inbox({ sql: t.sql, sockets: deviceSockets().sockets, queuePushes: async (jobs) => void t.pushes.push(...jobs), conversations: () => ({ viewForNotification: async () => null }), left: () => {}, muted: () => false });
     await again.deliver("u", messages(2, 3), true, {}, T);
     expect(pushedSeqs(t.pushes)).toEqual([1, 2, 3]);
   });

@@ -7,7 +7,7 @@
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
 //   the theme (preferences.ts), the offline cache (localCache.ts), end-to-end encrypted
 //   conversations (e2ee.ts), safety numbers and verified contacts (safetyNumbers.ts).
-import type { Action, Conversation, MediaRef, Message, OwnDevice, Presence, User } from "../../../protocol";
+import type { Action, Conversation, ConversationSettingsBody, MediaRef, Message, OwnDevice, Presence, User } from "../../../protocol";
 import type { Shown } from "../e2ee/content";
 import { Api, Schemas } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
@@ -280,6 +280,11 @@ export class AppStore {
   act(conversationId: string, action: Action): Promise<void> {
     return this.chats.act(conversationId, action);
   }
+  /** Mute, archive or pin a conversation for this user, on all their devices. */
+  changeConversationSettings(conversationId: string, change: ConversationSettingsBody): Promise<void> {
+    return this.chats.changeSettings(conversationId, change);
+  }
+
   hideForMe(conversationId: string, seq: number): Promise<void> {
     return this.chats.hideForMe(conversationId, seq);
   }

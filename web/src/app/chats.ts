@@ -1,7 +1,7 @@
 // Conversations: the list, each conversation's timeline (history, older pages, gaps), receipts
 // (ours sent as delivered/read, others' applied forward only), and `receive`, the one entry for
 // messages from every path (conversation socket, ack, user socket, sync).
-import type { Action, Conversation, Message, Receipt } from "../../../protocol";
+import type { Action, Conversation, ConversationSettings, ConversationSettingsBody, Message, Receipt } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import { shownUserName } from "../state/format";
 import { applyReceipt } from "../state/receipts";
@@ -50,9 +50,14 @@ export class Chats {
 
   // --- the list -----------------------------------------------------------------------------------
 
-  /** The list, newest activity first. */
+  /** The list: the pinned first, in the order pinned, then the rest by newest activity. */
   sorted(): Conversation[] {
-    return [...this.state.conversations.values()].sort((a, b) => (b.lastMessageAt ?? b.createdAt) - (a.lastMessageAt ?? a.createdAt));
+    const pinned = (c: Conversation) => c.settings?.pinnedAt ?? null;
+    return [...this.state.conversations.values()].sort((a, b) => {
+      const [pa, pb] = [pinned(a), pinned(b)];
+      if (pa !== null || pb !== null) return pa === null ? 1 : pb === null ? -1 : pa - pb;
+      return (b.lastMessageAt ?? b.createdAt) - (a.lastMessageAt ?? a.createdAt);
+    });
   }
 
   async refreshList(): Promise<void> {
@@ -82,7 +87,8 @@ export class Chats {
   private keepLocalProgress(conv: Conversation): Conversation {
     const local = this.state.conversations.get(conv.id);
     if (!local) return conv;
-    let out = conv;
+    // A `conversation` frame carries no settings (they are this user's, not the conversation's).
+    let out = conv.settings === undefined && local.settings !== undefined ? { ...conv, settings: local.settings } : conv;
     if (local.lastSeq > out.lastSeq) out = { ...out, lastSeq: local.lastSeq, lastMessage: local.lastMessage, lastMessageAt: local.lastMessageAt };
     if (local.readSeq > out.readSeq) {
       const caughtUp = local.readSeq >= out.lastSeq;
@@ -121,8 +127,9 @@ export class Chats {
     }
     const rejoined = member && (before?.leftSeq !== undefined || this.state.removedFrom === conv.id);
     // A membership ending or starting again is no progress to keep: the server's view is the truth.
+    // This user's settings are not the conversation's, and the frame does not carry them.
     if (rejoined || !member) this.state.conversations.delete(conv.id);
-    this.upsert(conv);
+    this.upsert(conv.settings === undefined && before?.settings !== undefined ? { ...conv, settings: before.settings } : conv);
     if (!rejoined) return;
     this.view(conv.id).loaded = false;
     const r = this.state.route;
@@ -202,6 +209,23 @@ export class Chats {
       { role },
     );
     this.upsert(conversation);
+  }
+
+  // --- this user's settings of a conversation: mute, archive, pin (docs/api.md) --------------------
+
+  /** Changes them on the server; every device of this user then hears `conversationSettings`. */
+  async changeSettings(conversationId: string, change: ConversationSettingsBody): Promise<void> {
+    const { settings } = await this.api.call("PUT", `/conversations/${encodeURIComponent(conversationId)}/settings`, Schemas.conversationSettings, change);
+    this.settingsChanged(conversationId, settings);
+  }
+
+  /** The settings as stored now (the answer to our change, or a frame from another device). */
+  settingsChanged(conversationId: string, settings: ConversationSettings): void {
+    const conv = this.state.conversations.get(conversationId);
+    if (!conv) return;
+    this.state.conversations.set(conversationId, { ...conv, settings });
+    this.deps.cache.scheduleSave();
+    this.core.emit();
   }
 
   // --- message actions (docs/api.md, Message actions) -----------------------------------------------
@@ -390,7 +414,9 @@ export class Chats {
           conv.unread += fromOthers.length - replies;
           conv.threadUnread += replies;
         }
-        if (fromOthers.length > 0 && via !== "ack") this.deps.push.incoming(conv, fromOthers[fromOthers.length - 1]!);
+        // A message that mentions us is the one to notify: a muted conversation still shows it.
+        const notified = fromOthers.findLast((m) => m.mentions?.includes(this.core.me)) ?? fromOthers.at(-1);
+        if (notified && via !== "ack") this.deps.push.incoming(conv, notified);
       } else if (via === "user" || via === "sync") {
         // A conversation we have not seen yet (someone started it with us).
         void this.refreshList();

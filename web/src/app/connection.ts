@@ -24,7 +24,7 @@ const NEW_CURSOR_LAG_MS = 60_000;
 const SYNC_PAGE = 200;
 
 export interface ConnectionDeps {
-  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "hidden" | "conversationChanged" | "view">;
+  chats: Pick<ChatsPort, "receive" | "refreshList" | "chatReady" | "chatReceipt" | "userReceipt" | "hidden" | "conversationChanged" | "settingsChanged" | "view">;
   presence: Pick<PresenceWatchPort, "watch" | "received">;
   sendQueue: Pick<SendQueuePort, "flush" | "settle" | "socketClosed" | "wentOnline">;
   typing: Pick<TypingPort, "received">;
@@ -109,6 +109,9 @@ export class Connection {
       case "devices":
         this.core.state.devicesChanged += 1;
         this.core.emit();
+        return;
+      case "conversationSettings":
+        this.deps.chats.settingsChanged(frame.conversationId, frame.settings);
         return;
       case "error":
         return;

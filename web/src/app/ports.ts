@@ -1,7 +1,7 @@
 // What each slice of the store offers the others. A slice is given its neighbours as these
 // interfaces, never as each other's classes, so the slices import this module and not one another
 // (no import cycle), and a unit test hands a slice fakes of just the methods it calls.
-import type { Conversation, ConversationClientFrame, Message, Presence, Receipt, User } from "../../../protocol";
+import type { Conversation, ConversationClientFrame, ConversationSettings, Message, Presence, Receipt, User } from "../../../protocol";
 import type { OutboxItem, SendOutcome } from "../state/offlineOutbox";
 import type { Route } from "./route";
 import type { ConvView } from "./storeCore";
@@ -18,6 +18,8 @@ export interface ChatsPort {
   /** Messages this user deleted for themself (on any of their devices). */
   hidden(conversationId: string, seqs: number[]): Promise<void>;
   conversationChanged(conv: Conversation): void;
+  /** This user's settings of a conversation, changed on one of their devices. */
+  settingsChanged(conversationId: string, settings: ConversationSettings): void;
   view(id: string): ConvView;
   sorted(): Conversation[];
   otherMember(conv: Conversation): string | null;

@@ -1,6 +1,6 @@
 // Notifications: the push subscription (switched on and off in Settings, dropped at logout), and
 // a notification for a message that arrives while the app is open but hidden, like a push would show.
-import type { Conversation, Message } from "../../../protocol";
+import { isMuted, type Conversation, type Message } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, qs, type Api } from "../lib/api";
 import type { Browser } from "./browser";
 import type { StoreCore } from "./storeCore";
@@ -79,10 +79,14 @@ export class PushNotifications {
     await subscription.unsubscribe();
   }
 
-  /** While the app is open but hidden, a new message shows a notification like a push would. */
-  incoming(conv: Conversation, message: Message): void {
+  /**
+   * While the app is open but hidden, a new message shows a notification like a push would: none
+   * in a conversation this user muted, but for a message that mentions them (as the server pushes).
+   */
+  incoming(conv: Conversation, message: Message, now = Date.now()): void {
     if (this.browser.visible() || this.browser.notifications.permission() !== "granted") return;
     if (message.kind === "system") return;
+    if (isMuted(conv.settings, now) && !message.mentions?.includes(this.core.me)) return;
     this.browser.notifications.show(this.deps.chats.title(conv), {
       // An E2EE message says nothing in a notification, as its push does not.
       body: conv.e2ee ? "New message" : message.body ?? (message.media.length > 0 ? "Attachment" : "New message"),

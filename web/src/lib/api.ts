@@ -1,7 +1,7 @@
 // The REST client: bearer auth, the API's error shape, and zod parsing of every answer, so the
 // rest of the app only sees typed values (parse once at the edge, never cast).
 import * as z from "zod";
-import { Conversation, Device, Message, OwnDevice, Presence, Receipt, User } from "../../../protocol";
+import { Conversation, ConversationSettings, Device, Message, OwnDevice, Presence, Receipt, User } from "../../../protocol";
 
 /** A non-2xx answer in the API's error shape. */
 export class ApiRequestError extends Error {
@@ -30,6 +30,7 @@ export const Schemas = {
   user: z.object({ user: User }),
   conversations: z.object({ conversations: z.array(Conversation) }),
   conversation: z.object({ conversation: Conversation }),
+  conversationSettings: z.object({ conversationId: z.string(), settings: ConversationSettings }),
   message: z.object({ message: Message }),
   history: z.object({ messages: z.array(Message), hasMore: z.boolean() }),
   since: z.object({ messages: z.array(Message), cursor: z.string(), hasMore: z.boolean() }),

@@ -9,6 +9,7 @@ import { EncryptionInfo } from "./Encryption";
 import { useEscape, useFocusHandoff } from "./focus";
 import { Icon } from "./icons";
 import { VerifiedMark } from "./SafetyNumber";
+import { ConversationSettingsSection } from "./ConversationSettings";
 
 /** Username prefix search, debounced; results as buttons. */
 function useUserSearch(query: string): { users: User[]; searching: boolean } {
@@ -269,6 +270,7 @@ export function GroupInfo({ conv }: { conv: Conversation }) {
           </div>
         ) : null}
         {conv.e2ee ? <EncryptionInfo conv={conv} /> : null}
+        <ConversationSettingsSection conv={conv} />
         {conv.type === "group" ? (
           <>
             <h4>Members</h4>

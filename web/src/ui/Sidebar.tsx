@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import type { Conversation, Message } from "../../../protocol";
+import { isMuted, type Conversation, type Message } from "../../../protocol";
 import type { AppStore } from "../app/appStore";
 import { shortTime } from "../state/format";
 import { Avatar } from "./Avatar";
@@ -11,11 +11,22 @@ export function Sidebar() {
   const { store } = useServices();
   const s = store.state;
   const [filter, setFilter] = useState("");
+  // The "Archived" list instead of the main one (archived conversations are kept apart).
+  const [archivedOpen, setArchivedOpen] = useState(false);
   const me = s.session!.user;
   const activeId = s.route.name === "chat" ? s.route.id : null;
   const f = filter.trim().toLowerCase();
-  const list = store.sortedConversations().filter((c) => !f || store.title(c).toLowerCase().includes(f));
+  const all = store.sortedConversations();
+  const archived = all.filter((c) => c.settings?.archived === true);
+  // A search looks through the archived ones too.
+  const list = all.filter((c) => (f ? store.title(c).toLowerCase().includes(f) : (c.settings?.archived === true) === archivedOpen));
+  const archivedUnread = archived.filter((c) => c.unread > 0).length;
   const now = Date.now();
+  const openArchived = (open: boolean) => {
+    setArchivedOpen(open);
+    // The row or the button pressed goes away: the focus goes to the first row of what opened.
+    requestAnimationFrame(() => document.querySelector<HTMLElement>(open ? ".archived-back" : ".archived-row")?.focus());
+  };
 
   return (
     <nav class="sidebar" aria-label="Conversations">
@@ -52,7 +63,32 @@ export function Sidebar() {
           }}
         />
       </div>
+      {archivedOpen && !f ? (
+        <div class="archived-header">
+          <button class="icon-btn archived-back" type="button" aria-label="Back to chats" title="Back to chats" onClick={() => openArchived(false)}>
+            <Icon name="back" />
+          </button>
+          <h3>Archived</h3>
+        </div>
+      ) : null}
       <ul class="conv-list" role="list" onKeyDown={moveFocus}>
+        {!archivedOpen && !f && archived.length > 0 ? (
+          <li>
+            {/* Named by what it shows ("Archived", the count), the words a sighted user infers added unseen. */}
+            <button class="conv-item archived-row" type="button" onClick={() => openArchived(true)}>
+              <span class="archived-icon" aria-hidden="true">
+                <Icon name="archive" />
+              </span>
+              <span class="archived-title">Archived</span>{" "}
+              <span class="archived-count">
+                {archived.length}
+                <span class="visually-hidden">
+                  {` ${archived.length === 1 ? "chat" : "chats"}${archivedUnread > 0 ? `, ${archivedUnread} unread` : ""}`}
+                </span>
+              </span>
+            </button>
+          </li>
+        ) : null}
         {list.map((c) => (
           <ConversationItem key={c.id} conv={c} active={c.id === activeId} now={now} />
         ))}
@@ -63,7 +99,9 @@ export function Sidebar() {
             <p>Loading…</p>
           ) : f ? (
             <p>No chats match “{filter}”.</p>
-          ) : (
+          ) : archivedOpen ? (
+            <p>No archived chats.</p>
+          ) : archived.length > 0 ? null : (
             <>
               <p>No conversations yet.</p>
               <button class="btn btn-primary" type="button" onClick={() => store.navigate({ name: "new-chat" })}>
@@ -105,6 +143,8 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   // row shows without words: the unread count, being online, the lock, a message waiting.
   const waiting = pending.length > 0 ? (failed ? "not sent" : "waiting to send") : null;
   const unread = conv.unread > 99 ? "99+" : String(conv.unread);
+  const muted = isMuted(conv.settings, now);
+  const pinned = (conv.settings?.pinnedAt ?? null) !== null;
   const label = [
     title,
     `${preview.who}${preview.what}`,
@@ -114,6 +154,8 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
     conv.threadUnread > 0 ? `${conv.threadUnread} new ${conv.threadUnread === 1 ? "thread reply" : "thread replies"}` : null,
     presence?.status === "online" ? "online" : null,
     conv.e2ee ? "end-to-end encrypted" : null,
+    pinned ? "pinned" : null,
+    muted ? "muted" : null,
     waiting,
   ].filter((part) => part !== null).join(", ");
   return (
@@ -140,15 +182,25 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
             <span dir="auto">{preview.what}</span>
           </span>{" "}
           <time class="conv-time" dateTime={new Date(time).toISOString()}>{shortTime(time, now)}</time>{" "}
-          {conv.unread > 0 || conv.threadUnread > 0 ? (
+          {conv.unread > 0 || conv.threadUnread > 0 || muted || pinned ? (
             <span class="conv-badges">
+              {muted ? (
+                <span class="conv-flag" aria-hidden="true" title="Muted" data-flag="muted">
+                  <Icon name="muted" size={16} />
+                </span>
+              ) : null}
+              {pinned ? (
+                <span class="conv-flag" aria-hidden="true" title="Pinned" data-flag="pinned">
+                  <Icon name="pin" size={16} />
+                </span>
+              ) : null}
               {conv.threadUnread > 0 ? (
                 <span class="thread-badge" aria-hidden="true" title="New thread replies">
                   <Icon name="thread" size={12} />
                   {conv.threadUnread > 99 ? "99+" : conv.threadUnread}
                 </span>
               ) : null}
-              {conv.unread > 0 ? <span class="badge" aria-hidden="true">{unread}</span> : null}
+              {conv.unread > 0 ? <span class={`badge${muted ? " badge-muted" : ""}`} aria-hidden="true">{unread}</span> : null}
             </span>
           ) : null}
         </span>

@@ -3,7 +3,7 @@ import type { JSX } from "preact";
 
 type IconName =
   | "send" | "attach" | "mic" | "stop" | "trash" | "back" | "plus" | "group" | "settings" | "info"
-  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "pause" | "thread" | "logout" | "bell" | "shield";
+  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "pause" | "thread" | "logout" | "bell" | "shield" | "pin" | "muted" | "archive";
 
 const PATHS: Record<IconName, string> = {
   send: "M3 20.5 21 12 3 3.5l2.5 7L15 12l-9.5 1.5z",
@@ -30,6 +30,9 @@ const PATHS: Record<IconName, string> = {
   logout: "M15 4h4v16h-4M10 17l5-5-5-5M15 12H3",
   bell: "M18 16V11a6 6 0 0 0-12 0v5l-2 2h16zM10 21h4",
   shield: "M12 3 5 6v6c0 4.5 3 7.7 7 9 4-1.3 7-4.5 7-9V6zM9 12l2 2 4-4",
+  pin: "M9 4h6l-1 6 3 3v2H7v-2l3-3zM12 15v6",
+  muted: "M18 16V11a6 6 0 0 0-9.2-5.1M6 11v5l-2 2h12M10 21h4M3 3l18 18",
+  archive: "M3 4h18v4H3zM5 8v12h14V8M10 12h4",
 };
 
 export function Icon({ name, label, size = 20 }: { name: IconName; label?: string; size?: number }): JSX.Element {
