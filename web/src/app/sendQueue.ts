@@ -3,7 +3,7 @@
 // open conversation's socket when it is live (`transmit`; its ack or error `settle`s the attempt)
 // or by POST /send. Both paths are idempotent by clientMsgId, so switching path between attempts
 // cannot duplicate a message. A timer flushes again when the earliest backoff ends.
-import type { MediaRef } from "../../../protocol";
+import type { Action, MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
 import { E2eeUnavailable } from "../e2ee/errors";
 import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
@@ -77,6 +77,17 @@ export class SendQueue {
     void this.flush();
   }
 
+  /**
+   * An edit, reaction or pin in an E2EE conversation: an encrypted message like any other, so it
+   * goes through the outbox (stored first, sent in order after the messages written before it,
+   * idempotent by its clientMsgId) and is sealed at send time.
+   */
+  async sendAction(conversationId: string, action: Action): Promise<void> {
+    if (!this.outbox) return;
+    await this.outbox.add({ conversationId, action });
+    void this.flush();
+  }
+
   async retry(clientMsgId: string): Promise<void> {
     await this.outbox?.retry(clientMsgId);
     void this.flush();
@@ -133,6 +144,11 @@ export class SendQueue {
       ...(ciphertext !== undefined ? { ciphertext } : item.body !== undefined ? { body: item.body } : {}),
       ...(item.mediaIds !== undefined ? { mediaIds: item.mediaIds } : {}),
       ...(item.threadRootSeq !== undefined ? { threadRootSeq: item.threadRootSeq } : {}),
+      // Beside a ciphertext too, so that a mentioned member can be notified (the sealed copy is
+      // what members show); a reply's reference and a forward's mark travel sealed there.
+      ...(item.mentions !== undefined && item.mentions.length > 0 ? { mentions: item.mentions } : {}),
+      ...(ciphertext === undefined && item.replyToSeq !== undefined ? { replyToSeq: item.replyToSeq } : {}),
+      ...(ciphertext === undefined && item.forwarded ? { forwarded: item.forwarded } : {}),
     };
     if (this.deps.connection.liveFor(item.conversationId)) {
       return new Promise<SendOutcome>((resolve) => {
