@@ -15,6 +15,7 @@ import type { Browser, Theme } from "./browser";
 import { Chats } from "./chats";
 import { Connection } from "./connection";
 import { E2ee } from "./e2ee";
+import type { OutboxItem } from "../state/offlineOutbox";
 import { LocalCache } from "./localCache";
 import { Navigation } from "./navigation";
 import { People } from "./people";
@@ -257,8 +258,8 @@ export class AppStore {
     return this.people.search(q);
   }
 
-  sendText(conversationId: string, body: string, threadRootSeq: number | null): Promise<void> {
-    return this.sendQueue.sendText(conversationId, body, threadRootSeq);
+  sendText(conversationId: string, body: string, threadRootSeq: number | null, annotations: Pick<OutboxItem, "replyToSeq" | "mentions" | "forwarded"> = {}): Promise<void> {
+    return this.sendQueue.sendText(conversationId, body, threadRootSeq, annotations);
   }
   sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
     return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq);

@@ -57,11 +57,12 @@ export class SendQueue {
     this.timer = null;
   }
 
-  async sendText(conversationId: string, body: string, threadRootSeq: number | null): Promise<void> {
+  /** `annotations`: a reply's reference, mentions, a forward's mark (docs/api.md, Message actions). */
+  async sendText(conversationId: string, body: string, threadRootSeq: number | null, annotations: Pick<OutboxItem, "replyToSeq" | "mentions" | "forwarded"> = {}): Promise<void> {
     const text = body.trim();
     if (!text || !this.outbox) return;
     this.deps.typing.stop(conversationId);
-    await this.outbox.add({ conversationId, body: text, ...(threadRootSeq ? { threadRootSeq } : {}) });
+    await this.outbox.add({ conversationId, body: text, ...(threadRootSeq ? { threadRootSeq } : {}), ...annotations });
     void this.flush();
   }
 
