@@ -158,7 +158,9 @@ describe("E2EE message actions", () => {
     for (const device of [ann, bob, cat]) {
       const state = await device.client.catchUp("c1");
       expect(content(state, hello.seq)).toEqual({ v: 1, from: "ann", at: hello.createdAt, deletedAt: expect.any(Number) });
+      // Neither the text nor any edit of it (refused ones included) stays on a device.
       expect(JSON.stringify([...device.store.map.values()])).not.toContain("original");
+      expect(JSON.stringify([...device.store.map.values()])).not.toContain("forged by bob");
     }
     // Actions on a deleted message change nothing.
     await act(server, ann, { type: "react", targetSeq: hello.seq, emoji: "👍", on: true });
@@ -246,6 +248,13 @@ describe("E2EE message actions", () => {
     await bob.client.catchUp("c1", [event]);
     expect(searchIndexes([await index(bob)], "bakery").results).toEqual([]);
     expect(JSON.stringify([...bob.store.map.values()])).not.toContain("bakery");
+
+    // Deleted for Bob only: gone from his device's text and index, still found on Ann's.
+    expect((await bob.client.forget("c1", [a.seq]))?.plain.get(a.seq)).toEqual({ failed: "deleted for me" });
+    expect(searchIndexes([await index(bob)], "station").results).toEqual([]);
+    expect(JSON.stringify([...bob.store.map.values()])).not.toContain("station");
+    await ann.client.catchUp("c1");
+    expect(searchIndexes([await index(ann)], "station").results.map((r) => r.message.seq)).toEqual([a.seq]);
   });
 });
 

@@ -292,6 +292,14 @@ export class E2ee {
       .then((c) => this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
   }
 
+  /** Deleted for me (here or on another device): the decrypted text goes from this device too. */
+  hidden(conversationId: string, seqs: number[]): void {
+    if (!this.isE2ee(conversationId)) return;
+    this.device()
+      ?.then((d) => d.forget(conversationId, seqs))
+      .then((c) => c && this.setCrypto(conversationId, c), (err: unknown) => this.report(conversationId, err));
+  }
+
   /** A Welcome for this device (`mls.welcome`): join, then read the conversation. */
   welcome(conversationId: string): void {
     this.device()

@@ -103,6 +103,12 @@ export class SendQueue {
     const outbox = this.outbox;
     if (!outbox || !this.browser.online()) return;
     await outbox.flush();
+    // A refused action has no bubble to offer Retry on: say so, and drop it.
+    for (const item of outbox.list()) {
+      if (!item.action || item.status !== "failed") continue;
+      await outbox.discard(item.clientMsgId);
+      this.core.notify(`That did not work${item.error ? `: ${item.error}` : "."}`);
+    }
     if (this.timer !== null) this.browser.clock.clearTimeout(this.timer);
     this.timer = null;
     const next = outbox.nextAttemptAt();

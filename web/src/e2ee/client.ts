@@ -413,7 +413,7 @@ export class E2eeClient {
       if ("action" in sealed) {
         const admin = this.deps.adminsOf?.(conversationId).includes(from) ?? false;
         const applied = foldAction(plain, sealed.action, { userId: from, at: m.createdAt, admin });
-        plain[m.seq] = { action: sealed.action, from, applied };
+        plain[m.seq] = { action: { type: sealed.action.type, targetSeq: sealed.action.targetSeq }, from, applied };
         const targetSeq = sealed.action.targetSeq;
         const target = touched.get(targetSeq);
         if (applied && (sealed.action.type === "edit" || sealed.action.type === "delete")) touched.set(targetSeq, target ?? { ...m, seq: targetSeq });
@@ -536,6 +536,27 @@ export class E2eeClient {
       if (err instanceof E2eeUnavailable) throw err;
     }
     await this.save(device, record);
+  }
+
+  /**
+   * Messages deleted for this user only: their decrypted text leaves this device's store and
+   * search index. Null when there was nothing of them here.
+   */
+  forget(conversationId: string, seqs: number[]): Promise<ConversationCrypto | null> {
+    return this.deps.exclusive(async () => {
+      const plain = await this.plainOf(conversationId);
+      const gone = seqs.filter((seq) => isContent(plain[seq]));
+      if (gone.length === 0) return null;
+      for (const seq of gone) plain[seq] = { failed: "deleted for me" };
+      await this.deps.store.set(plainKey(conversationId), plain);
+      const index = (await this.deps.store.get(searchKey(conversationId))) as SearchIndex | undefined;
+      if (index) {
+        for (const seq of gone) indexMessage(index, seq, null);
+        await this.deps.store.set(searchKey(conversationId), index);
+      }
+      const record = (await this.deps.store.get(DEVICE_KEY)) as StoredDevice | undefined;
+      return this.result(record?.groups[conversationId], plain);
+    });
   }
 
   /** Puts the current text of the touched messages in the conversation's search index. */

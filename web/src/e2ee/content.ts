@@ -117,7 +117,7 @@ export function isSealed(m: MediaRef): m is SealedMedia {
  */
 export type Shown =
   | { kind: "content"; content: Content }
-  | { kind: "action"; action: Action }
+  | { kind: "action"; action: Pick<Action, "type" | "targetSeq"> }
   | { kind: "pending" }
   | { kind: "before-join" }
   | { kind: "failed"; reason: string };

@@ -7,9 +7,15 @@
 import { ACTION_LIMITS, type Action, type Reaction } from "../../../protocol";
 import type { Content } from "./content";
 
-/** A decrypted action: it is shown on its target, never as a message. `applied`: it passed the rules. */
+/** Which action, on which message: what a device keeps of an action once applied (an edit's text lives in its target). */
+export type ActionRef = Pick<Action, "type" | "targetSeq">;
+
+/**
+ * A decrypted action: it is shown on its target, never as a message. `applied`: it passed the
+ * rules. An edit's text is not kept here, so that a delete of the target erases every version.
+ */
 export interface ActionEntry {
-  action: Action;
+  action: ActionRef;
   from: string;
   applied: boolean;
 }
