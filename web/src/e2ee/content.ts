@@ -1,6 +1,8 @@
-// What an application message of an E2EE conversation carries inside MLS: the text and the
-// attachments, each with the key, nonce and SHA-256 that open its encrypted blob (docs/e2ee.md).
-// The server sees only the blobs' ids (`mediaIds`) and, in the clear, the thread a reply belongs to.
+// What an application message of an E2EE conversation carries inside MLS: the contract's
+// `E2eePlaintext` (a message's text, reply, mentions, forward mark and attachments, each attachment
+// with the key, nonce and SHA-256 that open its encrypted blob; or an action on an earlier message),
+// and the older Content v1 this client still opens (docs/e2ee.md). The server sees only the blobs'
+// ids (`mediaIds`) and, in the clear, the thread a reply belongs to.
 // Plain data and its codec; no cryptography here.
 import * as z from "zod";
 import { E2eePlaintext, MediaRef, type Action, type Reaction } from "../../../protocol";
