@@ -11,7 +11,7 @@ import type { ConversationCrypto, E2eeClient, Sealed } from "../e2ee/client";
 import { E2eeUnavailable } from "../e2ee/errors";
 import { SealedMedia, type Content, type Shown } from "../e2ee/content";
 import { isAction } from "../e2ee/fold";
-import { searchIndexes, searchKey, type SearchIndex, type SearchResults } from "../state/localSearch";
+import type { SearchIndex, SearchResults } from "../state/localSearch";
 import type { Exclusive } from "../e2ee/lock";
 import type { StoreCore } from "./storeCore";
 
@@ -233,6 +233,8 @@ export class E2ee {
   async localSearch(query: string, conversationId?: string, options: { limit?: number; before?: string } = {}): Promise<SearchResults> {
     const db = this.core.db;
     if (!db) return { results: [], cursor: null, hasMore: false };
+    // Loaded when first searched: only accounts with E2EE conversations search this way.
+    const { searchIndexes, searchKey } = await import("../state/localSearch");
     const ids = conversationId !== undefined ? [conversationId] : [...this.state.conversations.values()].filter((c) => c.e2ee).map((c) => c.id);
     const indexes: SearchIndex[] = [];
     for (const id of ids) {
