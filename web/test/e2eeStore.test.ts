@@ -155,5 +155,13 @@ describe("E2EE conversations in the store", () => {
     expect(found.results.map((r) => ({ seq: r.message.seq, body: r.message.body }))).toEqual([{ seq: hello.seq, body: "hello there" }]);
     expect(found.results[0]!.snippet).toEqual([{ text: "hello ", match: false }, { text: "there", match: true }]);
     expect((await s.store.e2ee.localSearch("there", "other")).results).toEqual([]);
+
+    // Deleted for everyone (the server's event, live): the text leaves this device's store and index.
+    const deleted = e2ee.deleteForEveryone("c1", YOU.id, "you-d", hello.seq);
+    s.userSocket().deliver({ type: "message", message: deleted });
+    const db = await browser.localStores.open(ME.id);
+    await until("the text gone from the device", () => !JSON.stringify([...db.kv.values()]).includes("hello there"));
+    expect((await s.store.e2ee.localSearch("there")).results).toEqual([]);
+    expect(s.store.decrypted(deleted)).toEqual(deleted);
   });
 });

@@ -107,11 +107,14 @@ export class E2ee {
     }
   }
 
-  /** Messages from any path: commits and ciphertexts of E2EE conversations get processed. */
+  /**
+   * Messages from any path: commits, ciphertexts and delete events of E2EE conversations get
+   * processed (a delete takes the decrypted text and its index entry off this device at once).
+   */
   received(messages: Message[]): void {
     const byConv = new Map<string, Message[]>();
     for (const m of messages) {
-      if ((m.kind !== "encrypted" && m.kind !== "mls.commit") || !this.isE2ee(m.conversationId)) continue;
+      if ((m.kind !== "encrypted" && m.kind !== "mls.commit" && m.kind !== "action") || !this.isE2ee(m.conversationId)) continue;
       const c = this.state.crypto.get(m.conversationId);
       if (c && m.seq <= c.processedSeq) continue;
       byConv.set(m.conversationId, [...(byConv.get(m.conversationId) ?? []), m]);
