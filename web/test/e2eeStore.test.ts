@@ -132,6 +132,11 @@ describe("E2EE conversations in the store", () => {
     const c = s.store.state.conversations.get("c1")!;
     expect(c.unread).toBe(1);
     expect(c.lastMessage?.seq).toBe(hello.seq);
+    // The server's copy of the conversation counts and previews the actions (it cannot tell): the
+    // copy the list keeps does not.
+    s.userSocket().deliver({ type: "conversation", conversation: { ...conv, lastSeq: pin.seq, lastMessage: pin, lastMessageAt: pin.createdAt, unread: 3 } });
+    await settle();
+    expect(s.store.state.conversations.get("c1")).toMatchObject({ unread: 1, lastMessage: { seq: hello.seq } });
 
     // A reply with a mention from here: sealed, the mention beside the ciphertext as well.
     await s.store.sendText("c1", "hi, you", null, { replyToSeq: hello.seq, mentions: [YOU.id] });

@@ -84,7 +84,8 @@ export class E2ee {
     for (const conv of convs) {
       if (!conv.e2ee) continue;
       if (!this.state.crypto.has(conv.id)) this.refresh(conv.id);
-      else this.adjust(conv);
+      // The list keeps its own copy (with local progress): that is the one shown.
+      else this.adjust(this.state.conversations.get(conv.id) ?? conv);
     }
   }
 

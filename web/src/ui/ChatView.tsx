@@ -217,7 +217,8 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
   const entries = entriesFor(store, id, view.messages, null);
   const firstUnreadKey = useMemo(() => {
     if (view.firstUnreadSeq === null) return null;
-    const m = view.messages.find((x) => x.seq >= view.firstUnreadSeq! && x.senderId !== store.me && x.threadRootSeq === null && x.kind !== "system");
+    // The first one drawn: actions (plaintext or encrypted) and commits draw nothing.
+    const m = view.messages.find((x) => x.seq >= view.firstUnreadSeq! && x.senderId !== store.me && x.threadRootSeq === null && x.kind !== "system" && x.kind !== "action" && x.kind !== "mls.commit" && !store.isEncryptedAction(x));
     return m ? `${m.senderId}:${m.clientMsgId || m.id}` : null;
   }, [view.firstUnreadSeq, view.messages.length > 0]);
   const items = buildTimeline(entries, { firstUnreadKey });
