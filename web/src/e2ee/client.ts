@@ -407,16 +407,16 @@ export class E2eeClient {
     if (progress.problem) return this.result(progress, plain);
     const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Sealed> | undefined) ?? {};
     let changed = false;
-    // Seqs whose text changed (decrypted, edited, deleted): the search index follows.
-    const touched = new Map<number, Message>();
+    // Seqs whose text changed (decrypted, edited, deleted), with the message itself when it is
+    // the one processed: the search index follows.
+    const touched = new Map<number, Message | null>();
     const take = (m: Message, from: string, sealed: Sealed) => {
       if ("action" in sealed) {
         const admin = this.deps.adminsOf?.(conversationId).includes(from) ?? false;
         const applied = foldAction(plain, sealed.action, { userId: from, at: m.createdAt, admin });
         plain[m.seq] = { action: { type: sealed.action.type, targetSeq: sealed.action.targetSeq }, from, applied };
         const targetSeq = sealed.action.targetSeq;
-        const target = touched.get(targetSeq);
-        if (applied && (sealed.action.type === "edit" || sealed.action.type === "delete")) touched.set(targetSeq, target ?? { ...m, seq: targetSeq });
+        if (applied && (sealed.action.type === "edit" || sealed.action.type === "delete")) touched.set(targetSeq, touched.get(targetSeq) ?? null);
       } else {
         plain[m.seq] = { v: 1, ...sealed, from, at: m.createdAt };
         touched.set(m.seq, m);
@@ -441,7 +441,7 @@ export class E2eeClient {
           const deleted = deletedTarget(m.body);
           if (deleted !== null) {
             delete plain[deleted];
-            touched.set(deleted, m);
+            touched.set(deleted, null);
           }
         } else if (m.kind === "encrypted" && m.ciphertext) {
           if (m.senderDeviceId === this.deps.deviceId) {
@@ -560,7 +560,7 @@ export class E2eeClient {
   }
 
   /** Puts the current text of the touched messages in the conversation's search index. */
-  private async reindex(conversationId: string, plain: Record<number, PlainEntry>, touched: Map<number, Message>): Promise<void> {
+  private async reindex(conversationId: string, plain: Record<number, PlainEntry>, touched: Map<number, Message | null>): Promise<void> {
     const index = ((await this.deps.store.get(searchKey(conversationId))) as SearchIndex | undefined) ?? emptyIndex();
     for (const [seq, m] of touched) {
       const entry = plain[seq];
@@ -569,8 +569,10 @@ export class E2eeClient {
         indexMessage(index, seq, null);
         continue;
       }
-      const base: Message = held ?? { ...withoutCiphertext(m), seq };
-      indexMessage(index, seq, { ...base, body: entry.body, ...(entry.editedAt !== undefined ? { editedAt: entry.editedAt } : {}) });
+      // An edited target is in the index already: a message decrypted before the index existed
+      // has no recorded sender, so no edit of it applies.
+      const base = held ?? (m ? withoutCiphertext(m) : null);
+      if (base) indexMessage(index, seq, { ...base, body: entry.body, ...(entry.editedAt !== undefined ? { editedAt: entry.editedAt } : {}) });
     }
     await this.deps.store.set(searchKey(conversationId), index);
   }
