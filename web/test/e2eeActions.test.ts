@@ -179,6 +179,21 @@ describe("E2EE message actions", () => {
     expect(content(state, hello.seq)).toMatchObject({ body: "mine" });
   });
 
+  it("reads the MLS sender of a message sealed at an epoch the group has since left", async () => {
+    const { server, ann, bob, cat } = await group();
+    const target = await say(server, cat, "target");
+    // Ann seals her edit, then a commit moves the group on before the edit reaches the server.
+    const ciphertext = await ann.client.seal("c1", "late-edit", { action: { type: "edit", targetSeq: target.seq, body: "nope" } });
+    const bob2 = sim(server, "bob", "bob-d2");
+    await bob2.client.catchUp("c1");
+    expect(server.messages("c1").at(-1)!.kind).toBe("mls.commit");
+    const late = server.sendCiphertext("c1", "ann", "ann-d1", "late-edit", ciphertext);
+    const state = await bob.client.catchUp("c1");
+    // Decrypted with the earlier epoch's keys, from Ann's leaf of that epoch: not Cat's message to edit.
+    expect(state.plain.get(late.seq)).toEqual({ action: { type: "edit", targetSeq: target.seq }, from: "ann", applied: false });
+    expect(content(state, target.seq)).toMatchObject({ body: "target", from: "cat" });
+  });
+
   it("folds in seq order whatever path and order the messages come by, and a later device gets the same", async () => {
     const { server, ann, bob, cat } = await group();
     const msgs: Message[] = [];
