@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { Api } from "../src/lib/api";
 import { E2eeClient, GONE_DEVICES_CHECK_MS, type PlainEntry } from "../src/e2ee/client";
-import { decodeContent, encodeContent, isSealed, type Content } from "../src/e2ee/content";
+import { decodePlaintext, encodeAction, encodeMessage, isSealed } from "../src/e2ee/content";
 import { MlsDevice, type DeviceSnapshot } from "../src/e2ee/engine";
 import { MLS_ADDS_PER_COMMIT } from "../../protocol";
 import { inPageLock, type Exclusive } from "../src/e2ee/lock";
@@ -51,7 +51,7 @@ function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, 
 /** Seals a text and sends it as the send queue would. */
 async function say(server: FakeE2eeServer, from: Sim, conversationId: string, body: string) {
   const clientMsgId = `${from.deviceId}-msg-${body}`;
-  const ciphertext = await from.client.seal(conversationId, clientMsgId, { v: 1, body });
+  const ciphertext = await from.client.seal(conversationId, clientMsgId, { body });
   return server.sendCiphertext(conversationId, from.userId, from.deviceId, clientMsgId, ciphertext);
 }
 
@@ -67,16 +67,24 @@ async function annAndTwoDevicesOfBob(server: FakeE2eeServer, now?: () => number)
   return { ann, bob1, bob2 };
 }
 
-const texts = (plain: Map<number, PlainEntry>) => [...plain.values()].map((e) => ("failed" in e ? `failed: ${e.failed}` : e.body));
+const texts = (plain: Map<number, PlainEntry>) => [...plain.values()].map((e) => ("failed" in e ? `failed: ${e.failed}` : "action" in e ? `action: ${e.action.type}` : e.body));
 
 describe("e2ee content", () => {
-  it("round-trips text and sealed media, and refuses what is not content", () => {
+  it("seals the contract's E2eePlaintext, still opens Content v1, and refuses what is neither", () => {
     const media = [{ id: "b1", contentType: "image/png", size: 10, name: "a.png", width: 4, height: 3, thumbnailId: "b2", seal: { key: "k", nonce: "n", sha256: "h" }, thumbnailSeal: { key: "k2", nonce: "n2", sha256: "h2" } }];
-    const content: Content = { v: 1, body: "hi", media };
-    expect(decodeContent(encodeContent(content))).toEqual(content);
-    expect(decodeContent(encodeContent({ body: "only text", media: [] }))).toEqual({ v: 1, body: "only text" });
-    expect(decodeContent(new TextEncoder().encode('{"v":2,"body":"x"}'))).toBeNull();
-    expect(decodeContent(new Uint8Array([0xff, 0xfe]))).toBeNull();
+    const sealed = { body: "hi", media, replyToSeq: 3, mentions: ["bob"], forwarded: true as const };
+    const bytes = encodeMessage(sealed);
+    expect(JSON.parse(new TextDecoder().decode(bytes))).toEqual({ type: "message", ...sealed });
+    expect(decodePlaintext(bytes)).toEqual({ type: "message", content: { v: 1, ...sealed } });
+    expect(decodePlaintext(encodeMessage({ body: "only text", media: [] }))).toEqual({ type: "message", content: { v: 1, body: "only text" } });
+    const edit = { type: "edit" as const, targetSeq: 4, body: "fixed" };
+    expect(decodePlaintext(encodeAction(edit))).toEqual({ type: "action", action: edit });
+    // What this client sealed before actions existed still opens.
+    const v1 = new TextEncoder().encode(JSON.stringify({ v: 1, body: "old", media }));
+    expect(decodePlaintext(v1)).toEqual({ type: "message", content: { v: 1, body: "old", media } });
+    expect(decodePlaintext(new TextEncoder().encode('{"v":2,"body":"x"}'))).toBeNull();
+    expect(decodePlaintext(new TextEncoder().encode('{"type":"action","action":{"type":"react","targetSeq":1,"emoji":"abc","on":true}}'))).toBeNull();
+    expect(decodePlaintext(new Uint8Array([0xff, 0xfe]))).toBeNull();
     expect(isSealed(media[0]!)).toBe(true);
     expect(isSealed({ id: "x", contentType: "image/png", size: 1, name: "x" })).toBe(false);
   });
@@ -152,7 +160,7 @@ describe("the E2EE client", () => {
     expect(joined.joinedSeq).toBeGreaterThan(early.seq);
     expect(joined.plain.has(early.seq)).toBe(false);
     const late = await say(server, ann, "c1", "after bob");
-    expect((await bob.client.catchUp("c1", [late])).plain.get(late.seq)).toEqual({ v: 1, body: "after bob" });
+    expect((await bob.client.catchUp("c1", [late])).plain.get(late.seq)).toMatchObject({ v: 1, body: "after bob", from: "ann", at: late.createdAt });
   });
 
   it("a message deleted for everyone leaves the text this device decrypted, stored and in memory", async () => {
@@ -168,7 +176,7 @@ describe("the E2EE client", () => {
     const event = server.deleteForEveryone("c1", "ann", "ann-d1", gone.seq);
     const after = await bob.client.catchUp("c1", [event]);
     expect(after.plain.has(gone.seq)).toBe(false);
-    expect(after.plain.get(kept.seq)).toEqual({ v: 1, body: "still here" });
+    expect(after.plain.get(kept.seq)).toMatchObject({ v: 1, body: "still here" });
     expect(JSON.stringify([...bob.store.map.values()])).not.toContain("regrettable");
     // The sender's own copy goes too.
     expect((await ann.client.catchUp("c1")).plain.has(gone.seq)).toBe(false);

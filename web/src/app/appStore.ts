@@ -15,6 +15,7 @@ import type { Browser, Theme } from "./browser";
 import { Chats } from "./chats";
 import { Connection } from "./connection";
 import { E2ee } from "./e2ee";
+import type { OutboxItem } from "../state/offlineOutbox";
 import { LocalCache } from "./localCache";
 import { Navigation } from "./navigation";
 import { People } from "./people";
@@ -239,6 +240,14 @@ export class AppStore {
   shown(message: Message): Shown {
     return this.e2ee.shown(message);
   }
+  /** A message as the views show it: in an E2EE conversation, what this device decrypted and folded in. */
+  decrypted(message: Message): Message {
+    return this.e2ee.decrypted(message);
+  }
+  /** Whether a message of an E2EE conversation is an encrypted action (shown on its target). */
+  isEncryptedAction(message: Message): boolean {
+    return this.e2ee.isAction(message);
+  }
   addMembers(conversationId: string, userIds: string[]): Promise<void> {
     return this.chats.addMembers(conversationId, userIds);
   }
@@ -271,13 +280,19 @@ export class AppStore {
     return this.people.search(q);
   }
 
-  sendText(conversationId: string, body: string, threadRootSeq: number | null): Promise<void> {
-    return this.sendQueue.sendText(conversationId, body, threadRootSeq);
+  sendText(conversationId: string, body: string, threadRootSeq: number | null, annotations: Pick<OutboxItem, "replyToSeq" | "mentions" | "forwarded"> = {}): Promise<void> {
+    return this.sendQueue.sendText(conversationId, body, threadRootSeq, annotations);
   }
   sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
     return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq);
   }
+  /**
+   * An action on a message. In an E2EE conversation an edit, reaction or pin is an encrypted
+   * message (through the outbox, sealed at send time); a delete for everyone goes to the server
+   * there too, which must erase the ciphertext (docs/api.md, Message actions).
+   */
   act(conversationId: string, action: Action): Promise<void> {
+    if (this.state.conversations.get(conversationId)?.e2ee && action.type !== "delete") return this.sendQueue.sendAction(conversationId, action);
     return this.chats.act(conversationId, action);
   }
   /** Mute, archive or pin a conversation for this user, on all their devices. */

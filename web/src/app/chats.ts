@@ -24,7 +24,7 @@ export interface ChatsDeps {
   push: Pick<PushNotificationsPort, "incoming">;
   navigation: Pick<NavigationPort, "navigate">;
   threads: Pick<ThreadsPort, "received">;
-  e2ee: Pick<E2eePort, "conversations" | "received" | "created" | "membersAdded" | "membersRemoved">;
+  e2ee: Pick<E2eePort, "conversations" | "received" | "created" | "membersAdded" | "membersRemoved" | "hidden">;
 }
 
 /** A member now: not a former one, and listed among the members. */
@@ -456,6 +456,7 @@ export class Chats {
    */
   async hidden(conversationId: string, seqs: number[]): Promise<void> {
     const hide = new Set(seqs);
+    this.deps.e2ee.hidden(conversationId, seqs);
     const hideIn = (messages: readonly Message[]): Message[] => messages.map((m) => (hide.has(m.seq) && !m.hidden ? withoutContent(m) : m));
     const view = this.state.views.get(conversationId);
     this.previewWithout(conversationId, hide, view);

@@ -97,4 +97,5 @@ export interface E2eePort {
   welcome(conversationId: string): void;
   keyPackagesLow(): void;
   seal(item: OutboxItem): Promise<string>;
+  hidden(conversationId: string, seqs: number[]): void;
 }

@@ -3,7 +3,7 @@
 // open conversation's socket when it is live (`transmit`; its ack or error `settle`s the attempt)
 // or by POST /send. Both paths are idempotent by clientMsgId, so switching path between attempts
 // cannot duplicate a message. A timer flushes again when the earliest backoff ends.
-import type { MediaRef } from "../../../protocol";
+import type { Action, MediaRef } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
 import { E2eeUnavailable } from "../e2ee/errors";
 import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
@@ -57,11 +57,12 @@ export class SendQueue {
     this.timer = null;
   }
 
-  async sendText(conversationId: string, body: string, threadRootSeq: number | null): Promise<void> {
+  /** `annotations`: a reply's reference, mentions, a forward's mark (docs/api.md, Message actions). */
+  async sendText(conversationId: string, body: string, threadRootSeq: number | null, annotations: Pick<OutboxItem, "replyToSeq" | "mentions" | "forwarded"> = {}): Promise<void> {
     const text = body.trim();
     if (!text || !this.outbox) return;
     this.deps.typing.stop(conversationId);
-    await this.outbox.add({ conversationId, body: text, ...(threadRootSeq ? { threadRootSeq } : {}) });
+    await this.outbox.add({ conversationId, body: text, ...(threadRootSeq ? { threadRootSeq } : {}), ...annotations });
     void this.flush();
   }
 
@@ -74,6 +75,17 @@ export class SendQueue {
       ...(caption.trim() ? { body: caption.trim() } : {}),
       ...(threadRootSeq ? { threadRootSeq } : {}),
     });
+    void this.flush();
+  }
+
+  /**
+   * An edit, reaction or pin in an E2EE conversation: an encrypted message like any other, so it
+   * goes through the outbox (stored first, sent in order after the messages written before it,
+   * idempotent by its clientMsgId) and is sealed at send time.
+   */
+  async sendAction(conversationId: string, action: Action): Promise<void> {
+    if (!this.outbox) return;
+    await this.outbox.add({ conversationId, action });
     void this.flush();
   }
 
@@ -91,6 +103,12 @@ export class SendQueue {
     const outbox = this.outbox;
     if (!outbox || !this.browser.online()) return;
     await outbox.flush();
+    // A refused action has no bubble to offer Retry on: say so, and drop it.
+    for (const item of outbox.list()) {
+      if (!item.action || item.status !== "failed") continue;
+      await outbox.discard(item.clientMsgId);
+      this.core.notify(`That did not work${item.error ? `: ${item.error}` : "."}`);
+    }
     if (this.timer !== null) this.browser.clock.clearTimeout(this.timer);
     this.timer = null;
     const next = outbox.nextAttemptAt();
@@ -133,6 +151,11 @@ export class SendQueue {
       ...(ciphertext !== undefined ? { ciphertext } : item.body !== undefined ? { body: item.body } : {}),
       ...(item.mediaIds !== undefined ? { mediaIds: item.mediaIds } : {}),
       ...(item.threadRootSeq !== undefined ? { threadRootSeq: item.threadRootSeq } : {}),
+      // Beside a ciphertext too, so that a mentioned member can be notified (the sealed copy is
+      // what members show); a reply's reference and a forward's mark travel sealed there.
+      ...(item.mentions !== undefined && item.mentions.length > 0 ? { mentions: item.mentions } : {}),
+      ...(ciphertext === undefined && item.replyToSeq !== undefined ? { replyToSeq: item.replyToSeq } : {}),
+      ...(ciphertext === undefined && item.forwarded ? { forwarded: item.forwarded } : {}),
     };
     if (this.deps.connection.liveFor(item.conversationId)) {
       return new Promise<SendOutcome>((resolve) => {

@@ -8,10 +8,12 @@
 // and application messages decrypted strictly in `seq` order) and the plaintext of what it
 // decrypted: MLS deletes a message's key once used, so a message can be decrypted once, by one tab.
 import * as z from "zod";
-import { ActionEvent, ClaimedKeyPackage, MLS_ADDS_PER_COMMIT, Message, PendingWelcome, type DeviceWithKey } from "../../../protocol";
+import { ActionEvent, ClaimedKeyPackage, MLS_ADDS_PER_COMMIT, Message, PendingWelcome, type Action, type DeviceWithKey } from "../../../protocol";
 import { ApiRequestError, Schemas, isTransient, qs, type Api } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
-import { decodeContent, encodeContent, type Content } from "./content";
+import { decodePlaintext, encodeAction, encodeMessage, type Content, type Outgoing } from "./content";
+import { foldAction, isAction, isContent, type PlainEntry } from "./fold";
+import { emptyIndex, indexMessage, searchKey, type SearchIndex } from "../state/localSearch";
 import type { DeviceSnapshot, MlsDevice, PendingCommit } from "./engine";
 import { E2eeUnavailable } from "./errors";
 
@@ -31,8 +33,10 @@ const PAGE = 200;
 const WELCOME_WAITS = 4;
 const WELCOME_WAIT_MS = 500;
 
-/** A decrypted message's content, or why this device has none. */
-export type PlainEntry = Content | { failed: string };
+export type { PlainEntry };
+
+/** What this device seals: a message's fields or an action (docs/api.md, Message actions). */
+export type Sealed = Outgoing | { action: Action };
 
 export interface GroupProgress {
   /** Every message up to this seq has been applied or decrypted (or was before the join). */
@@ -47,6 +51,8 @@ export interface GroupProgress {
   goneDevicesDue?: boolean;
   /** When this device last compared the group's leaves with the device directory. */
   goneDevicesCheckedAt?: number;
+  /** The latest processed message a conversation list may show as its preview (not an encrypted action). */
+  lastShown?: Message;
 }
 
 export interface ConversationCrypto {
@@ -56,6 +62,8 @@ export interface ConversationCrypto {
   processedSeq: number;
   joinedSeq: number;
   plain: Map<number, PlainEntry>;
+  /** The latest message to preview in the list: the server's `lastMessage` may be an encrypted action. */
+  lastShown?: Message;
 }
 
 /** The device's record in its local store. `version` moves with every save. */
@@ -69,6 +77,7 @@ interface StoredDevice {
 const DEVICE_KEY = "mls:device";
 const plainKey = (conversationId: string) => `mls:plain:${conversationId}`;
 const SENT_KEY = "mls:sent";
+
 /**
  * How often the group's leaves are compared with the device directory without a notice: the
  * server's `deviceLoggedOut` notice can be missed (docs/e2ee.md, "When a device logs out").
@@ -90,6 +99,8 @@ export interface E2eeClientDeps {
   /** Runs `fn` as the only MLS writer of this browser profile (navigator.locks in the app). */
   exclusive: <T>(fn: () => Promise<T>) => Promise<T>;
   engine: () => Promise<EngineModule>;
+  /** The conversation's admins as this device knows them: they may delete others' messages. */
+  adminsOf?: (conversationId: string) => readonly string[];
   newId?: () => string;
   sleep?: (ms: number) => Promise<void>;
   now?: () => number;
@@ -381,6 +392,7 @@ export class E2eeClient {
       processedSeq: progress?.processedSeq ?? 0,
       joinedSeq: progress?.joinedSeq ?? 0,
       plain: new Map(Object.entries(plain).map(([seq, entry]) => [Number(seq), entry])),
+      ...(progress?.lastShown ? { lastShown: progress.lastShown } : {}),
     };
   }
 
@@ -393,8 +405,23 @@ export class E2eeClient {
     const progress = record.groups[conversationId] ?? (record.groups[conversationId] = { processedSeq: 0, joinedSeq: 0 });
     const plain = await this.plainOf(conversationId);
     if (progress.problem) return this.result(progress, plain);
-    const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Content> | undefined) ?? {};
+    const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Sealed> | undefined) ?? {};
     let changed = false;
+    // Seqs whose text changed (decrypted, edited, deleted), with the message itself when it is
+    // the one processed: the search index follows.
+    const touched = new Map<number, Message | null>();
+    const take = (m: Message, from: string, sealed: Sealed) => {
+      if ("action" in sealed) {
+        const admin = this.deps.adminsOf?.(conversationId).includes(from) ?? false;
+        const applied = foldAction(plain, sealed.action, { userId: from, at: m.createdAt, admin });
+        plain[m.seq] = { action: { type: sealed.action.type, targetSeq: sealed.action.targetSeq }, from, applied };
+        const targetSeq = sealed.action.targetSeq;
+        if (applied && (sealed.action.type === "edit" || sealed.action.type === "delete")) touched.set(targetSeq, touched.get(targetSeq) ?? null);
+      } else {
+        plain[m.seq] = { v: 1, ...sealed, from, at: m.createdAt };
+        touched.set(m.seq, m);
+      }
+    };
     try {
       const apply = async (m: Message) => {
         if (m.kind === "mls.commit" && m.commit) {
@@ -412,20 +439,34 @@ export class E2eeClient {
         } else if (m.kind === "action" && m.body) {
           // Deleted for everyone: the text this device decrypted goes too, not only the server's ciphertext.
           const deleted = deletedTarget(m.body);
-          if (deleted !== null) delete plain[deleted];
+          if (deleted !== null) {
+            delete plain[deleted];
+            touched.set(deleted, null);
+          }
         } else if (m.kind === "encrypted" && m.ciphertext) {
           if (m.senderDeviceId === this.deps.deviceId) {
             // MLS does not let a sender decrypt its own message: the text was kept when it was sealed.
-            plain[m.seq] = sent[m.clientMsgId] ?? { failed: "sent from this device; its text was not kept" };
+            const mine = sent[m.clientMsgId];
+            if (mine) take(m, this.deps.userId, mine);
+            else plain[m.seq] = { failed: "sent from this device; its text was not kept" };
             delete sent[m.clientMsgId];
           } else {
+            let opened: { plaintext: Uint8Array; userId: string } | null = null;
             try {
-              plain[m.seq] = decodeContent(await device.decrypt(conversationId, m.ciphertext)) ?? { failed: "not a message this app can show" };
+              opened = await device.decryptFrom(conversationId, m.ciphertext);
             } catch {
               plain[m.seq] = { failed: "cannot decrypt" };
             }
+            if (opened) {
+              const p = decodePlaintext(opened.plaintext);
+              // The server names the sender; MLS proves it. A message whose two disagree is not shown.
+              if (opened.userId !== m.senderId) plain[m.seq] = { failed: "its sender is not who the server says" };
+              else if (!p) plain[m.seq] = { failed: "not a message this app can show" };
+              else take(m, opened.userId, p.type === "action" ? { action: p.action } : p.content);
+            }
           }
         }
+        if (m.threadRootSeq === null && m.kind !== "mls.commit" && m.kind !== "action" && !isAction(plain[m.seq])) progress.lastShown = withoutCiphertext(m);
         progress.processedSeq = m.seq;
         changed = true;
       };
@@ -445,6 +486,7 @@ export class E2eeClient {
     } finally {
       if (changed) {
         await this.deps.store.set(plainKey(conversationId), plain);
+        if (touched.size > 0) await this.reindex(conversationId, plain, touched);
         await this.deps.store.set(SENT_KEY, sent);
         await this.save(device, record);
       }
@@ -497,17 +539,56 @@ export class E2eeClient {
   }
 
   /**
-   * Encrypts a message for the conversation, at its current epoch (after processing what the
-   * server holds), and keeps its content: the sender cannot decrypt its own message later.
+   * Messages deleted for this user only: their decrypted text leaves this device's store and
+   * search index. Null when there was nothing of them here.
    */
-  seal(conversationId: string, clientMsgId: string, content: Content): Promise<string> {
+  forget(conversationId: string, seqs: number[]): Promise<ConversationCrypto | null> {
+    return this.deps.exclusive(async () => {
+      const plain = await this.plainOf(conversationId);
+      const gone = seqs.filter((seq) => isContent(plain[seq]));
+      if (gone.length === 0) return null;
+      for (const seq of gone) plain[seq] = { failed: "deleted for me" };
+      await this.deps.store.set(plainKey(conversationId), plain);
+      const index = (await this.deps.store.get(searchKey(conversationId))) as SearchIndex | undefined;
+      if (index) {
+        for (const seq of gone) indexMessage(index, seq, null);
+        await this.deps.store.set(searchKey(conversationId), index);
+      }
+      const record = (await this.deps.store.get(DEVICE_KEY)) as StoredDevice | undefined;
+      return this.result(record?.groups[conversationId], plain);
+    });
+  }
+
+  /** Puts the current text of the touched messages in the conversation's search index. */
+  private async reindex(conversationId: string, plain: Record<number, PlainEntry>, touched: Map<number, Message | null>): Promise<void> {
+    const index = ((await this.deps.store.get(searchKey(conversationId))) as SearchIndex | undefined) ?? emptyIndex();
+    for (const [seq, m] of touched) {
+      const entry = plain[seq];
+      const held = index.docs[seq];
+      if (!isContent(entry) || entry.deletedAt !== undefined || entry.body === undefined) {
+        indexMessage(index, seq, null);
+        continue;
+      }
+      // An edited target is in the index already: a message decrypted before the index existed
+      // has no recorded sender, so no edit of it applies.
+      const base = held ?? (m ? withoutCiphertext(m) : null);
+      if (base) indexMessage(index, seq, { ...base, body: entry.body, ...(entry.editedAt !== undefined ? { editedAt: entry.editedAt } : {}) });
+    }
+    await this.deps.store.set(searchKey(conversationId), index);
+  }
+
+  /**
+   * Encrypts a message or an action for the conversation, at its current epoch (after processing
+   * what the server holds), and keeps it: the sender cannot decrypt its own message later.
+   */
+  seal(conversationId: string, clientMsgId: string, content: Sealed): Promise<string> {
     return this.locked(async (device, record) => {
       const state = await this.catchUpLocked(conversationId, device, record);
       if (state.status === "problem") throw new E2eeUnavailable(state.problem ?? "encryption failed in this conversation");
       // Waiting for the group's creator: the outbox tries again a little later.
       if (state.status !== "ready") throw new Error("encryption is not set up for this conversation yet");
-      const ciphertext = await device.encrypt(conversationId, encodeContent(content));
-      const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Content> | undefined) ?? {};
+      const ciphertext = await device.encrypt(conversationId, "action" in content ? encodeAction(content.action) : encodeMessage(content));
+      const sent = ((await this.deps.store.get(SENT_KEY)) as Record<string, Sealed> | undefined) ?? {};
       sent[clientMsgId] = content;
       await this.deps.store.set(SENT_KEY, sent);
       await this.save(device, record);
@@ -550,4 +631,10 @@ function deletedTarget(body: string): number | null {
   } catch {
     return null;
   }
+}
+
+/** A message as the search index keeps it: no ciphertext (the text is the decrypted one). */
+function withoutCiphertext(m: Message): Message {
+  const { ciphertext: _c, ...rest } = m;
+  return rest;
 }

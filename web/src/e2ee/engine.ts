@@ -31,6 +31,9 @@ import {
   type Proposal,
 } from "ts-mls";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { decryptSenderData } from "ts-mls/privateMessage.js";
+import { getCredentialFromLeafIndex } from "ts-mls/ratchetTree.js";
+import { toLeafIndex } from "ts-mls/treemath.js";
 import { defaultClientConfig } from "ts-mls/clientConfig.js";
 import {
   credentialIdentity,
@@ -401,6 +404,33 @@ export class MlsDevice {
     if (result.kind !== "applicationMessage") throw new MlsError("not an application message");
     this.groups.set(conversationId, result.newState);
     return result.message;
+  }
+
+  /**
+   * The plaintext of an application message with the device that sent it, as MLS authenticates it:
+   * the sender's leaf comes from the message's sender data, and `decrypt` then verifies the content's
+   * signature with that very leaf's key (a member forging another's leaf index fails there).
+   */
+  async decryptFrom(conversationId: string, text: string): Promise<{ plaintext: Uint8Array; userId: string; deviceId: string }> {
+    const state = this.group(conversationId);
+    const message = decodeText(text);
+    if (message.wireformat !== "mls_private_message") throw new MlsError("not a PrivateMessage");
+    const pm = message.privateMessage;
+    // A message of an earlier epoch (kept for late messages) names a leaf of that epoch's tree.
+    const epoch = pm.epoch < state.groupContext.epoch ? state.historicalReceiverData.get(pm.epoch) : { senderDataSecret: state.keySchedule.senderDataSecret, ratchetTree: state.ratchetTree };
+    if (!epoch) throw new MlsError("cannot decrypt: epoch too old");
+    const senderData = await decryptSenderData(pm, epoch.senderDataSecret, this.cs).catch(() => undefined);
+    if (!senderData) throw new MlsError("cannot decrypt: sender data");
+    let who: { userId: string; deviceId: string } | null = null;
+    try {
+      const credential = getCredentialFromLeafIndex(epoch.ratchetTree, toLeafIndex(senderData.leafIndex));
+      who = credential.credentialType === "basic" ? parseCredentialIdentity(credential.identity) : null;
+    } catch {
+      who = null;
+    }
+    if (!who) throw new MlsError("cannot decrypt: unknown sender");
+    const plaintext = await this.decrypt(conversationId, text);
+    return { plaintext, ...who };
   }
 
   members(conversationId: string) {

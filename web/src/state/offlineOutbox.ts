@@ -3,7 +3,7 @@
 // Because the server deduplicates by (sender, clientMsgId), sending an item again after a crash,
 // a timeout or a reload can never create a second message: "sent once" holds end to end.
 // Storage and transport are interfaces: IndexedDB and the network in the app, memory in tests.
-import type { MediaRef, Message } from "../../../protocol";
+import type { Action, MediaRef, Message } from "../../../protocol";
 
 export type OutboxStatus = "pending" | "sending" | "failed";
 
@@ -15,6 +15,14 @@ export interface OutboxItem {
   mediaIds?: string[];
   /** What the attachments look like, to show while pending; never sent (the server has them). */
   media?: MediaRef[];
+  /** A message of the conversation this one replies to (docs/api.md, Message actions). */
+  replyToSeq?: number;
+  /** Members mentioned. */
+  mentions?: string[];
+  /** The body and media are another message's. */
+  forwarded?: true;
+  /** An edit, reaction or pin sent as an encrypted message of an E2EE conversation (not shown as one). */
+  action?: Action;
   createdAt: number;
   status: OutboxStatus;
   attempts: number;
@@ -55,6 +63,10 @@ export interface NewOutboxItem {
   threadRootSeq?: number;
   mediaIds?: string[];
   media?: MediaRef[];
+  replyToSeq?: number;
+  mentions?: string[];
+  forwarded?: true;
+  action?: Action;
 }
 
 /** 1 s, 2 s, 4 s ... capped at 60 s, with jitter so many clients do not retry in step. */
@@ -112,6 +124,10 @@ export class Outbox {
       ...(input.threadRootSeq !== undefined ? { threadRootSeq: input.threadRootSeq } : {}),
       ...(input.mediaIds !== undefined ? { mediaIds: input.mediaIds } : {}),
       ...(input.media !== undefined ? { media: input.media } : {}),
+      ...(input.replyToSeq !== undefined ? { replyToSeq: input.replyToSeq } : {}),
+      ...(input.mentions !== undefined ? { mentions: input.mentions } : {}),
+      ...(input.forwarded ? { forwarded: input.forwarded } : {}),
+      ...(input.action !== undefined ? { action: input.action } : {}),
       createdAt: this.now(),
       status: "pending",
       attempts: 0,

@@ -33,12 +33,12 @@ export function entriesFor(store: AppStore, conversationId: string, messages: re
     if (threadRootSeq === null ? m.threadRootSeq !== null : m.threadRootSeq !== threadRootSeq && m.seq !== threadRootSeq) continue;
     // MLS commits change the group's keys; there is nothing in them to show. Action events
     // (edits, deletes, reactions, pins) show on the messages they change.
-    if (m.kind === "mls.commit" || m.kind === "action" || m.hidden) continue;
+    if (m.kind === "mls.commit" || m.kind === "action" || m.hidden || store.isEncryptedAction(m)) continue;
     if (m.senderId === me) mine.add(m.clientMsgId);
     entries.push({ key: `${m.senderId}:${m.clientMsgId || m.id}`, senderId: m.senderId, createdAt: m.createdAt, kind: m.kind, message: m });
   }
   for (const p of store.state.outbox) {
-    if (p.conversationId !== conversationId || mine.has(p.clientMsgId) || !inScope(p.threadRootSeq)) continue;
+    if (p.conversationId !== conversationId || mine.has(p.clientMsgId) || !inScope(p.threadRootSeq) || p.action) continue;
     entries.push({ key: `${me}:${p.clientMsgId}`, senderId: me, createdAt: p.createdAt, kind: "text", pending: p });
   }
   for (const u of store.state.uploads) {
@@ -217,7 +217,8 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
   const entries = entriesFor(store, id, view.messages, null);
   const firstUnreadKey = useMemo(() => {
     if (view.firstUnreadSeq === null) return null;
-    const m = view.messages.find((x) => x.seq >= view.firstUnreadSeq! && x.senderId !== store.me && x.threadRootSeq === null && x.kind !== "system");
+    // The first one drawn: actions (plaintext or encrypted) and commits draw nothing.
+    const m = view.messages.find((x) => x.seq >= view.firstUnreadSeq! && x.senderId !== store.me && x.threadRootSeq === null && x.kind !== "system" && x.kind !== "action" && x.kind !== "mls.commit" && !store.isEncryptedAction(x));
     return m ? `${m.senderId}:${m.clientMsgId || m.id}` : null;
   }, [view.firstUnreadSeq, view.messages.length > 0]);
   const items = buildTimeline(entries, { firstUnreadKey });
@@ -386,7 +387,8 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   const { store } = useServices();
   const [actions, setActions] = useState(false);
   const me = store.me;
-  const m = entry.message;
+  // An E2EE message as decrypted here, with the encrypted actions on it folded in.
+  const m = entry.message ? store.decrypted(entry.message) : undefined;
   if (m?.kind === "system") {
     return (
       <div class="system-msg" data-seq={m.seq}>
@@ -410,7 +412,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   // decrypted, or says why it cannot (never an empty bubble).
   const deleted = m?.deletedAt !== undefined;
   const shown = m?.kind === "encrypted" && !deleted ? store.shown(m) : null;
-  const body = deleted ? null : shown ? (shown.kind === "content" ? shown.content.body : SHOWN_TEXT[shown.kind]) : m ? m.body : pending?.body;
+  const body = deleted ? null : shown ? (shown.kind === "content" ? shown.content.body : shown.kind === "action" ? null : SHOWN_TEXT[shown.kind]) : m ? m.body : pending?.body;
   const media = deleted ? [] : shown ? (shown.kind === "content" ? shown.content.media ?? [] : []) : m?.media ?? [];
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
   // Threads are for groups. On a touch screen the button shows once the bubble is tapped.
@@ -468,7 +470,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   );
 }
 
-/** What a member can do to a message (docs/api.md, Message actions); in an E2EE conversation only deleting. */
+/** What a member can do to a message (docs/api.md, Message actions); one this device cannot decrypt, only delete. */
 function MessageMenu({ message: m, conv }: { message: Message; conv: Conversation }) {
   const { store } = useServices();
   const [open, setOpen] = useState(false);
@@ -481,6 +483,8 @@ function MessageMenu({ message: m, conv }: { message: Message; conv: Conversatio
   };
   const act = (action: Action) => run(() => store.act(conv.id, action));
   const liked = m.reactions?.some((r) => r.emoji === "👍" && r.userIds.includes(me)) ?? false;
+  // In an E2EE conversation the members apply these themselves, to what they decrypted.
+  const readable = m.kind !== "encrypted" || store.shown(m).kind === "content";
   return (
     <div class="msg-menu">
       <button class="icon-btn" type="button" aria-label="Message actions" aria-expanded={open} onClick={() => setOpen((o) => !o)}>
@@ -488,7 +492,7 @@ function MessageMenu({ message: m, conv }: { message: Message; conv: Conversatio
       </button>
       {open ? (
         <div class="menu" role="menu">
-          {!conv.e2ee ? (
+          {readable ? (
             <>
               <button type="button" role="menuitem" onClick={() => act({ type: "react", targetSeq: m.seq, emoji: "👍", on: !liked })}>
                 {liked ? "Remove 👍" : "React 👍"}
@@ -527,7 +531,8 @@ function MessageMenu({ message: m, conv }: { message: Message; conv: Conversatio
 
 /** The message a reply quotes, as this device holds it (a reference, not a copy). */
 function ReplyQuote({ store, conversationId, seq }: { store: AppStore; conversationId: string; seq: number }) {
-  const quoted = store.view(conversationId).messages.find((x) => x.seq === seq);
+  const held = store.view(conversationId).messages.find((x) => x.seq === seq);
+  const quoted = held ? store.decrypted(held) : undefined;
   const text = !quoted ? "Earlier message" : quoted.deletedAt !== undefined ? "This message was deleted" : quoted.body ?? (quoted.media.length > 0 ? "📎 Attachment" : "");
   return (
     <div class="reply-quote" data-reply-to={seq}>

@@ -133,7 +133,7 @@ function ConversationItem({ conv, active, now }: { conv: Conversation; active: b
   const title = store.title(conv);
   const other = conv.type === "direct" ? store.otherMember(conv) : null;
   const presence = other ? store.presenceOf(other) : undefined;
-  const pending = store.state.outbox.filter((o) => o.conversationId === conv.id);
+  const pending = store.state.outbox.filter((o) => o.conversationId === conv.id && !o.action);
   const failed = pending.some((o) => o.status === "failed");
   const typing = store.typingNames(conv.id);
   const preview: Preview = typing.length > 0 ? { who: "", what: `${typing.join(", ")} typing…` } : pending.length > 0 ? { who: "You: ", what: pending[pending.length - 1]!.body ?? "Attachment" } : previewOf(store, conv, conv.lastMessage);
