@@ -15,6 +15,12 @@ export interface OutboxItem {
   mediaIds?: string[];
   /** What the attachments look like, to show while pending; never sent (the server has them). */
   media?: MediaRef[];
+  /** The message this one quotes (docs/api.md, Message actions: a reference, not a thread). */
+  replyToSeq?: number;
+  /** Members named with `@`, by user id. */
+  mentions?: string[];
+  /** The body and media are another message's. */
+  forwarded?: true;
   createdAt: number;
   status: OutboxStatus;
   attempts: number;
@@ -55,6 +61,9 @@ export interface NewOutboxItem {
   threadRootSeq?: number;
   mediaIds?: string[];
   media?: MediaRef[];
+  replyToSeq?: number;
+  mentions?: string[];
+  forwarded?: true;
 }
 
 /** 1 s, 2 s, 4 s ... capped at 60 s, with jitter so many clients do not retry in step. */
@@ -112,6 +121,9 @@ export class Outbox {
       ...(input.threadRootSeq !== undefined ? { threadRootSeq: input.threadRootSeq } : {}),
       ...(input.mediaIds !== undefined ? { mediaIds: input.mediaIds } : {}),
       ...(input.media !== undefined ? { media: input.media } : {}),
+      ...(input.replyToSeq !== undefined ? { replyToSeq: input.replyToSeq } : {}),
+      ...(input.mentions !== undefined && input.mentions.length > 0 ? { mentions: input.mentions } : {}),
+      ...(input.forwarded ? { forwarded: input.forwarded } : {}),
       createdAt: this.now(),
       status: "pending",
       attempts: 0,

@@ -3,7 +3,7 @@ import type { JSX } from "preact";
 
 type IconName =
   | "send" | "attach" | "mic" | "stop" | "trash" | "back" | "plus" | "group" | "settings" | "info"
-  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "pause" | "thread" | "logout" | "bell" | "shield";
+  | "close" | "check" | "checks" | "clock" | "alert" | "search" | "down" | "file" | "play" | "pause" | "thread" | "logout" | "bell" | "shield" | "pin";
 
 const PATHS: Record<IconName, string> = {
   send: "M3 20.5 21 12 3 3.5l2.5 7L15 12l-9.5 1.5z",
@@ -17,6 +17,7 @@ const PATHS: Record<IconName, string> = {
   settings: "M12 15a3 3 0 1 0 0-6 3 3 0 0 0 0 6zM19.4 15a1.7 1.7 0 0 0 .3 1.8l.1.1a2 2 0 1 1-2.8 2.8l-.1-.1a1.7 1.7 0 0 0-2.9 1.2V21a2 2 0 1 1-4 0v-.1A1.7 1.7 0 0 0 7 19.4l-.1.1a2 2 0 1 1-2.8-2.8l.1-.1A1.7 1.7 0 0 0 3 13.7H3a2 2 0 1 1 0-4h.1A1.7 1.7 0 0 0 4.6 7l-.1-.1a2 2 0 1 1 2.8-2.8l.1.1A1.7 1.7 0 0 0 10.3 3V3a2 2 0 1 1 4 0v.1a1.7 1.7 0 0 0 2.9 1.2l.1-.1a2 2 0 1 1 2.8 2.8l-.1.1a1.7 1.7 0 0 0 1.2 2.9h.1a2 2 0 1 1 0 4h-.1a1.7 1.7 0 0 0-1.5 1z",
   info: "M12 22a10 10 0 1 0 0-20 10 10 0 0 0 0 20zM12 16v-4M12 8h0",
   close: "M6 6l12 12M18 6 6 18",
+  pin: "M9 4h6M10 4v6l-3 4h10l-3-4V4M12 14v7",
   check: "M4 12.5l5 5L20 7",
   checks: "M1.5 12.5l5 5L17 7M10 16.5l1 1L22 7",
   clock: "M12 22a10 10 0 1 0 0-20 10 10 0 0 0 0 20zM12 6v6l4 2",
