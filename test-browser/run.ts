@@ -9,6 +9,7 @@ import { membershipTests } from "./membership.ts";
 import { devicesTests } from "./devices.ts";
 import { DESKTOP, PHONE, shot, bubble, createGroup, drawPng, expectMessage, expectTick, hasRoute, openConversation, openDirect, send, serverMessages, session, tickOf, user } from "./pages.ts";
 import { actionTests } from "./actions.ts";
+import { composeTests } from "./compose.ts";
 
 // --- tests ---------------------------------------------------------------------------------------
 
@@ -594,6 +595,7 @@ tests.push(...accessibilityTests);
 tests.push(...devicesTests);
 
 tests.push(...actionTests);
+tests.push(...composeTests);
 
 // Presence flaps settle in 1 s instead of 3; the history test sends 130 messages quickly.
 const failed = await run(tests, ["--var", "PRESENCE_DEBOUNCE_MS:1000", "--var", "RATE_LIMIT_PER_SECOND:200", "--var", "RATE_LIMIT_BURST:400", "--var", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:100000", "--var", "GROUPS_PER_USER_PER_HOUR:100000"]);

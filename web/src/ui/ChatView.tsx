@@ -594,8 +594,13 @@ function MessageMenu({ message: m, conv, inThread }: { message: Message; conv: C
   const mine = m.senderId === me;
   const admin = conv.type === "group" && conv.members.some((x) => x.userId === me && x.role === "admin");
   const member = conv.leftSeq === undefined;
-  useEffect(() => {
-    if (open) menu.current?.querySelector<HTMLElement>("[role=menuitem]")?.focus();
+  useLayoutEffect(() => {
+    const el = menu.current;
+    if (!open || !el) return;
+    // It opens above its button; near the top of the list it would be cut off: below, then.
+    const list = el.closest(".messages, .thread-messages")?.getBoundingClientRect();
+    if (list && el.getBoundingClientRect().top < list.top) el.classList.add("below");
+    el.querySelector<HTMLElement>("[role=menuitem]")?.focus();
   }, [open]);
   const close = () => {
     setOpen(false);
@@ -698,7 +703,8 @@ function ReplyQuote({ store, conversationId, seq }: { store: AppStore; conversat
   const quoted = store.view(conversationId).messages.find((x) => x.seq === seq);
   const text = quoteLine(quoted);
   return (
-    <button class="reply-quote" type="button" data-reply-to={seq} aria-label={`Reply to ${quoted ? store.userName(quoted.senderId) : "an earlier message"}: ${text}. Show the message`} onClick={() => void store.jumpTo(conversationId, seq)}>
+    <button class="reply-quote" type="button" data-reply-to={seq} title="Show the message" onClick={() => void store.jumpTo(conversationId, seq)}>
+      <span class="visually-hidden">Quoted message: </span>
       {quoted ? <span class="sender" dir="auto">{store.userName(quoted.senderId)}</span> : null}
       <span class={`quote-text${quoted?.deletedAt !== undefined ? " deleted" : ""}`} dir="auto">{text}</span>
     </button>
