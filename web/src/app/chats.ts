@@ -173,7 +173,9 @@ export class Chats {
     await this.api.call("DELETE", `/conversations/${encodeURIComponent(conversationId)}/members/${encodeURIComponent(userId)}`, Schemas.none);
     if (userId === this.core.me) {
       // The group stays in the list, readable up to our leaving (docs/api.md, former members).
-      this.deps.navigation.navigate({ name: "list" }, true);
+      // Back to the list from the panel we left by, unless the user went elsewhere meanwhile.
+      const r = this.state.route;
+      if (r.name === "chat" && r.id === conversationId && r.info) this.deps.navigation.navigate({ name: "list" }, true);
       try {
         const { conversation } = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}`, Schemas.conversation);
         this.conversationChanged(conversation);

@@ -1,6 +1,7 @@
 // A component loaded on first use, in a chunk of its own, with a placeholder until it arrives:
 // what only some screens need stays out of the initial bundle (docs/web.md).
 import type { JSX } from "preact";
+import type { Message } from "../../../protocol";
 import { useEffect, useState } from "preact/hooks";
 
 type Component<P> = (props: P) => JSX.Element | null;
@@ -35,5 +36,5 @@ export const SearchScreen = lazy(
 /** Picking the conversations a message is forwarded to (ForwardDialog.tsx). */
 export const ForwardDialog = lazy(
   () => import("./ForwardDialog").then((m) => m.ForwardDialog),
-  (_: { message: import("../../../protocol").Message; onClose: () => void }) => null,
+  (_: { message: Message; onClose: () => void }) => null,
 );
