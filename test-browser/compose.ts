@@ -167,9 +167,17 @@ export const composeTests: Test[] = [
         await bob.page.getByRole("searchbox", { name: "Search in this conversation" }).fill("filler 3");
         const inOne = bob.page.locator(".search-panel .search-result", { hasText: "filler 3" }).first();
         await inOne.waitFor({ timeout: 15_000 });
+        await audit.check(bob.page, "search in a conversation");
         const seq = Number(await inOne.getAttribute("data-seq"));
         await inOne.click();
         await expectHighlighted(bob.page, seq);
+        await bob.page.getByRole("button", { name: "Close search" }).click();
+
+        // The original deleted for everyone: the quote says so (a reference, not a copy).
+        ann.page.once("dialog", (d) => void d.accept());
+        await bubble(ann.page, "the very first message").first().getByRole("button", { name: "Message actions" }).click();
+        await ann.page.getByRole("menuitem", { name: "Delete for everyone" }).click();
+        await bubble(bob.page, "a reply to it").locator(".reply-quote .quote-text", { hasText: "This message was deleted" }).waitFor({ timeout: 15_000 });
       });
     },
   },
