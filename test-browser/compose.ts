@@ -115,10 +115,19 @@ export const composeTests: Test[] = [
         await bubble(bob.page, "hey @Bob look at this").locator(".mention", { hasText: "@Bob" }).waitFor({ timeout: 15_000 });
         if (!(await bubble(bob.page, "hey @Bob look at this").first().evaluate((el) => el.classList.contains("mentions-me")))) throw new Error("the mention of Bob is not marked for him");
 
-        // Forward into the direct chat: the dialog finds it by name.
-        await bubble(ann.page, "the very first message").first().getByRole("button", { name: "Message actions" }).click();
+        // Forward into the direct chat: the dialog takes the focus, finds the chat by name, and
+        // gives the focus back to the menu's button as it closes.
+        const menuButton = bubble(ann.page, "the very first message").first().getByRole("button", { name: "Message actions" });
+        await menuButton.click();
         await ann.page.getByRole("menuitem", { name: "Forward" }).click();
         const dialog = ann.page.getByRole("dialog", { name: "Forward message" });
+        await dialog.waitFor({ timeout: 10_000 });
+        await waitUntil("focus in the dialog's search", () => dialog.getByLabel("Search conversations").evaluate((el) => el === document.activeElement), 5000);
+        await ann.page.keyboard.press("Escape");
+        await dialog.waitFor({ state: "detached", timeout: 5000 });
+        await waitUntil("focus back on the menu button", () => menuButton.evaluate((el) => el === document.activeElement), 5000);
+        await menuButton.click();
+        await ann.page.getByRole("menuitem", { name: "Forward" }).click();
         await dialog.waitFor({ timeout: 10_000 });
         await dialog.getByLabel("Search conversations").fill("Bob");
         await dialog.locator(`[data-conversation="${group}"]`).waitFor({ state: "detached", timeout: 5000 });

@@ -47,6 +47,18 @@ export function ForwardDialog({ message, onClose }: { message: Message; onClose:
           if (e.key === "Escape") {
             e.stopPropagation();
             onClose();
+          } else if (e.key === "Tab") {
+            // A modal dialog keeps the focus: Tab from its last control goes to its first.
+            const controls = [...e.currentTarget.querySelectorAll<HTMLElement>("input, button:not(:disabled)")];
+            const first = controls[0];
+            const last = controls[controls.length - 1];
+            if (!e.shiftKey && document.activeElement === last) {
+              e.preventDefault();
+              first?.focus();
+            } else if (e.shiftKey && document.activeElement === first) {
+              e.preventDefault();
+              last?.focus();
+            }
           }
         }}
       >
