@@ -12,6 +12,7 @@ import { actionTests } from "./actions.ts";
 import { groupInfoTests } from "./groupInfo.ts";
 import { prefsTests } from "./prefs.ts";
 import { e2eeActionsTests } from "./e2eeActions.ts";
+import { composeTests } from "./compose.ts";
 
 // --- tests ---------------------------------------------------------------------------------------
 
@@ -601,6 +602,7 @@ tests.push(...actionTests);
 tests.push(...groupInfoTests);
 tests.push(...prefsTests);
 tests.push(...e2eeActionsTests);
+tests.push(...composeTests);
 
 // Presence flaps settle in 1 s instead of 3; the history test sends 130 messages quickly.
 const failed = await run(tests, ["--var", "PRESENCE_DEBOUNCE_MS:1000", "--var", "RATE_LIMIT_PER_SECOND:200", "--var", "RATE_LIMIT_BURST:400", "--var", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:100000", "--var", "GROUPS_PER_USER_PER_HOUR:100000"]);

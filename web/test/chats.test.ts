@@ -204,4 +204,23 @@ describe("conversations", () => {
     expect(s.store.state.conversations.get("c1")!.lastMessage).toMatchObject({ seq: 1, body: "keep" });
     expect(s.store.state.conversations.get("c2")!.lastMessage).toMatchObject({ seq: 1, body: null, hidden: true });
   });
+
+  it("leaving a group goes back to the list from its info panel, but not when the user opened the chat meanwhile", async () => {
+    for (const [clickedChat, expected] of [[false, { name: "list" }], [true, { name: "chat", id: "g1", thread: null, info: false }]] as const) {
+      const group = conversation("g1", [ME.id, YOU.id, "cy"]);
+      const s = await startSignedIn({ path: "/c/g1/info", list: [group] });
+      let answer: (() => void) | null = null;
+      s.browser.server
+        .on(`DELETE /conversations/g1/members/${ME.id}`, () => new Promise((resolve) => (answer = () => resolve({ status: 204 }))))
+        .on("GET /conversations/g1", () => ({ json: { conversation: { ...group, members: group.members.filter((m) => m.userId !== ME.id), leftSeq: 5 } } }));
+      const leaving = s.store.removeMember("g1", ME.id);
+      await settle();
+      if (clickedChat) s.store.navigate({ name: "chat", id: "g1", thread: null, info: false });
+      answer!();
+      await leaving;
+      await settle();
+      expect(s.store.state.route).toEqual(expected);
+      expect(s.store.state.conversations.get("g1")?.leftSeq).toBe(5);
+    }
+  });
 });

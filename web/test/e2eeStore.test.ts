@@ -160,6 +160,13 @@ describe("E2EE conversations in the store", () => {
     expect(found.results.map((r) => ({ seq: r.message.seq, body: r.message.body }))).toEqual([{ seq: hello.seq, body: "hello there" }]);
     expect(found.results[0]!.snippet).toEqual([{ text: "hello ", match: false }, { text: "there", match: true }]);
     expect((await s.store.e2ee.localSearch("there", "other")).results).toEqual([]);
+    // The search screen asks the device's index beside the server.
+    browser.server.on("GET /search", () => ({ json: { results: [], cursor: null, hasMore: false } }));
+    s.store.openSearch(null);
+    s.store.typeSearch("there");
+    await s.store.runSearch();
+    expect(s.store.state.search?.results.map((r) => r.message.seq)).toEqual([hello.seq]);
+    s.store.closeSearch();
 
     // Deleted for everyone (the server's event, live): the text leaves this device's store and index.
     const deleted = e2ee.deleteForEveryone("c1", YOU.id, "you-d", hello.seq);

@@ -6,13 +6,17 @@
 //   (people.ts), typing (typing.ts), threads (threads.ts), presence (presenceWatch.ts), the
 //   server's optional parts (serverProbe.ts), push (pushNotifications.ts), uploads (uploads.ts),
 //   the theme (preferences.ts), the offline cache (localCache.ts), end-to-end encrypted
-//   conversations (e2ee.ts), safety numbers and verified contacts (safetyNumbers.ts).
+//   conversations (e2ee.ts), safety numbers and verified contacts (safetyNumbers.ts), replies,
+//   mentions, forwards and pins (compose.ts), search (search.ts).
 import type { Action, Conversation, ConversationSettingsBody, MediaRef, Message, OwnDevice, Presence, User } from "../../../protocol";
 import type { Shown } from "../e2ee/content";
 import { Api, Schemas } from "../lib/api";
 import { MemoryOutboxStorage } from "../state/offlineOutbox";
 import type { Browser, Theme } from "./browser";
+import type { LocalSearchPort } from "./ports";
+import type { Candidate } from "../state/compose";
 import { Chats } from "./chats";
+import { Compose } from "./compose";
 import { Connection } from "./connection";
 import { E2ee } from "./e2ee";
 import type { OutboxItem } from "../state/offlineOutbox";
@@ -25,7 +29,8 @@ import { PresenceWatch } from "./presenceWatch";
 import { PushNotifications } from "./pushNotifications";
 import { SafetyNumbers } from "./safetyNumbers";
 import { parseRoute, type Route } from "./route";
-import { SendQueue } from "./sendQueue";
+import { Search } from "./search";
+import { SendQueue, type SendExtras } from "./sendQueue";
 import { ServerProbe } from "./serverProbe";
 import { SessionSlice, readSession } from "./session";
 import { StoreCore, initialState, type AppState, type ConvView, type Upload } from "./storeCore";
@@ -34,12 +39,14 @@ import { Typing } from "./typing";
 import { Uploads } from "./uploads";
 import type { SafetyNumberView, SafetyStatus } from "../state/safetyNumbers";
 
-export type { AppState, Capabilities, ConvView, Session, ThreadView, Upload } from "./storeCore";
+export type { AppState, Capabilities, ConvView, SearchView, Session, ThreadView, Upload } from "./storeCore";
 export type { Theme } from "./browser";
 
 export interface AppStoreOptions {
   /** New clientMsgIds (crypto.randomUUID by default). */
   newId?: () => string;
+  /** Results for E2EE conversations from this device's own index (none by default). */
+  localSearch?: LocalSearchPort;
 }
 
 export class AppStore {
@@ -62,6 +69,8 @@ export class AppStore {
   readonly safety: SafetyNumbers;
   readonly e2ee: E2ee;
   readonly profile: Profile;
+  readonly compose: Compose;
+  readonly search: Search;
 
   constructor(
     private readonly browser: Browser,
@@ -103,6 +112,10 @@ export class AppStore {
     this.safety = new SafetyNumbers(core, this.api, browser.clock);
     this.e2ee = new E2ee(core, this.api, browser);
     this.profile = new Profile(this.api, this);
+    this.compose = new Compose(core, this.api);
+    // E2EE conversations are searched on the device (their text never reaches the server).
+    const onDevice: LocalSearchPort = { localSearch: async (query, conversationId) => (await this.e2ee.localSearch(query, conversationId)).results };
+    this.search = new Search(core, this.api, browser.clock, options.localSearch ?? onDevice);
   }
 
   get state(): AppState {
@@ -280,8 +293,58 @@ export class AppStore {
     return this.people.search(q);
   }
 
-  sendText(conversationId: string, body: string, threadRootSeq: number | null, annotations: Pick<OutboxItem, "replyToSeq" | "mentions" | "forwarded"> = {}): Promise<void> {
-    return this.sendQueue.sendText(conversationId, body, threadRootSeq, annotations);
+  sendText(conversationId: string, body: string, threadRootSeq: number | null, extras: SendExtras = {}): Promise<void> {
+    return this.sendQueue.sendText(conversationId, body, threadRootSeq, extras);
+  }
+  /** Sends the message into each conversation, marked forwarded, its media by id. */
+  forward(message: Message, conversationIds: readonly string[]): Promise<void> {
+    return this.sendQueue.forward(message, conversationIds);
+  }
+  startReply(conversationId: string, seq: number): void {
+    this.compose.startReply(conversationId, seq);
+  }
+  cancelReply(conversationId: string): void {
+    this.compose.cancelReply(conversationId);
+  }
+  replyTo(conversationId: string): number | undefined {
+    return this.compose.replyTo(conversationId);
+  }
+  mentionCandidates(conv: Conversation, query: string): Candidate[] {
+    return this.compose.mentionCandidates(conv, query);
+  }
+  loadPins(conversationId: string): Promise<void> {
+    return this.compose.loadPins(conversationId);
+  }
+  pins(conversationId: string): Message[] {
+    return this.compose.pins(conversationId);
+  }
+  /** Scrolls the conversation to the message and highlights it, loading older history down to it. */
+  jumpTo(conversationId: string, seq: number): Promise<void> {
+    return this.chats.jumpTo(conversationId, seq);
+  }
+  jumped(): void {
+    this.chats.jumped();
+  }
+  /** Opens a message's conversation at that message (a thread reply: at its root, the thread open). */
+  openMessage(message: Message): Promise<void> {
+    const root = message.threadRootSeq;
+    this.navigate({ name: "chat", id: message.conversationId, thread: root, info: false });
+    return this.chats.jumpTo(message.conversationId, root ?? message.seq);
+  }
+  openSearch(conversationId: string | null): void {
+    this.search.open(conversationId);
+  }
+  closeSearch(): void {
+    this.search.close();
+  }
+  typeSearch(query: string): void {
+    this.search.type(query);
+  }
+  runSearch(): Promise<void> {
+    return this.search.run();
+  }
+  moreResults(): Promise<void> {
+    return this.search.more();
   }
   sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
     return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq);

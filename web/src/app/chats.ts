@@ -10,7 +10,7 @@ import { byConversation } from "../state/sync";
 import { findGaps, mergeMessages, opensGap, resumePoint, withoutContent } from "../state/timeline";
 import type { Browser } from "./browser";
 import type { ConvView, StoreCore } from "./storeCore";
-import type { ConnectionPort, E2eePort, LocalCachePort, NavigationPort, PeoplePort, PresenceWatchPort, PushNotificationsPort, ReceivedVia, ThreadsPort } from "./ports";
+import type { ComposePort, ConnectionPort, E2eePort, LocalCachePort, NavigationPort, PeoplePort, PresenceWatchPort, PushNotificationsPort, ReceivedVia, ThreadsPort } from "./ports";
 
 const MEMBERS_LOOKED_UP = 50;
 const PAGE = 50;
@@ -25,7 +25,11 @@ export interface ChatsDeps {
   navigation: Pick<NavigationPort, "navigate">;
   threads: Pick<ThreadsPort, "received">;
   e2ee: Pick<E2eePort, "conversations" | "received" | "created" | "membersAdded" | "membersRemoved" | "hidden">;
+  compose: Pick<ComposePort, "received">;
 }
+
+/** Older pages a jump loads at most (of up to 500 messages each) before it gives up. */
+const JUMP_PAGES = 20;
 
 /** A member now: not a former one, and listed among the members. */
 function isMember(conv: Conversation, me: string): boolean {
@@ -178,7 +182,9 @@ export class Chats {
     await this.api.call("DELETE", `/conversations/${encodeURIComponent(conversationId)}/members/${encodeURIComponent(userId)}`, Schemas.none);
     if (userId === this.core.me) {
       // The group stays in the list, readable up to our leaving (docs/api.md, former members).
-      this.deps.navigation.navigate({ name: "list" }, true);
+      // Back to the list from the panel we left by, unless the user went elsewhere meanwhile.
+      const r = this.state.route;
+      if (r.name === "chat" && r.id === conversationId && r.info) this.deps.navigation.navigate({ name: "list" }, true);
       try {
         const { conversation } = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}`, Schemas.conversation);
         this.conversationChanged(conversation);
@@ -283,6 +289,8 @@ export class Chats {
     view.firstUnreadSeq = conv && conv.unread > 0 ? conv.readSeq + 1 : null;
     this.core.emit();
     if (!view.loaded) await this.loadHistory(id, conv ?? null);
+    const jump = this.state.jump;
+    if (jump?.conversationId === id && view.loaded) await this.reach(id, jump.seq);
     if (this.state.route.name !== "chat" || this.state.route.id !== id) return;
     // A former member reads what the history holds; nothing live comes any more.
     if (conv && !isMember(conv, this.core.me)) return;
@@ -334,6 +342,55 @@ export class Chats {
       view.loadingOlder = false;
       this.core.emit();
     }
+  }
+
+  /**
+   * Shows a message in context: the view scrolls to it and highlights it (ChatView) once it holds
+   * it, loading older pages down to it first. A view not loaded yet is reached by `open`.
+   */
+  async jumpTo(id: string, seq: number): Promise<void> {
+    this.state.jump = { conversationId: id, seq };
+    this.core.emit();
+    if (this.view(id).loaded) await this.reach(id, seq);
+  }
+
+  /** The view shows the jump (or it was given up): nothing left to do. */
+  jumped(): void {
+    this.state.jump = null;
+    this.core.emit();
+  }
+
+  /**
+   * Loads older pages (`before=`) until the view holds `seq`, keeping it contiguous, so the
+   * message is shown with what came after it. Whether it is held.
+   */
+  async reach(id: string, seq: number): Promise<boolean> {
+    const view = this.view(id);
+    const found = () => view.messages.some((m) => m.seq === seq);
+    for (let i = 0; i < JUMP_PAGES && !found(); i++) {
+      const first = view.messages[0];
+      if (!first || first.seq < seq || !view.hasMoreBefore) break;
+      view.loadingOlder = true;
+      this.core.emit();
+      try {
+        // Down to the target and a little before it, for context.
+        const limit = Math.min(500, first.seq - seq + 10);
+        const page = await this.api.call("GET", `/conversations/${encodeURIComponent(id)}/messages${qs({ before: first.seq, limit })}`, Schemas.history);
+        view.messages = mergeMessages(view.messages, page.messages);
+        view.hasMoreBefore = page.hasMore && (view.messages[0]?.seq ?? 1) > 1;
+      } catch {
+        break;
+      } finally {
+        view.loadingOlder = false;
+        this.core.emit();
+      }
+    }
+    if (found()) return true;
+    if (this.state.jump?.conversationId === id && this.state.jump.seq === seq) {
+      this.state.jump = null;
+      this.core.notify("That message is no longer available.");
+    }
+    return false;
   }
 
   private async loadReceipts(id: string): Promise<void> {
@@ -392,6 +449,7 @@ export class Chats {
         }
       }
       this.deps.threads.received(conversationId, list);
+      this.deps.compose.received(conversationId, list);
       const last = list[list.length - 1]!;
       if (conv) {
         // Counted like the server's `unread` and `threadUnread` (docs/api.md): others' messages,

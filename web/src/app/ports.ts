@@ -2,6 +2,7 @@
 // interfaces, never as each other's classes, so the slices import this module and not one another
 // (no import cycle), and a unit test hands a slice fakes of just the methods it calls.
 import type { Conversation, ConversationClientFrame, ConversationSettings, Message, Presence, Receipt, User } from "../../../protocol";
+import type { SearchResult } from "../lib/api";
 import type { OutboxItem, SendOutcome } from "../state/offlineOutbox";
 import type { Route } from "./route";
 import type { ConvView } from "./storeCore";
@@ -98,4 +99,17 @@ export interface E2eePort {
   keyPackagesLow(): void;
   seal(item: OutboxItem): Promise<string>;
   hidden(conversationId: string, seqs: number[]): void;
+}
+
+export interface ComposePort {
+  /** Messages of a conversation arrived (any path): a pin or delete changes its pins list. */
+  received(conversationId: string, messages: Message[]): void;
+}
+
+/**
+ * Search in E2EE conversations, whose text only the devices hold: the results this device finds,
+ * in the server's result shape (`GET /search`), newest first; every conversation, or one.
+ */
+export interface LocalSearchPort {
+  localSearch(query: string, conversationId?: string): Promise<SearchResult[]>;
 }

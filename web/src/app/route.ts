@@ -7,6 +7,8 @@ export type Route =
   | { name: "new-chat" }
   | { name: "new-group" }
   | { name: "settings" }
+  /** Searching the messages of every conversation. */
+  | { name: "search" }
   /** `info`: the group or contact panel; `safety`: the safety-number panel of that member. */
   | { name: "chat"; id: string; thread: number | null; info: boolean; safety?: string };
 
@@ -17,6 +19,7 @@ export function parseRoute(pathname: string, search: string): Route {
   if (pathname === "/new") return { name: "new-chat" };
   if (pathname === "/new-group") return { name: "new-group" };
   if (pathname === "/settings") return { name: "settings" };
+  if (pathname === "/search") return { name: "search" };
   const chat = /^\/c\/([^/]{1,128})(\/info|\/safety\/([^/]{1,128}))?$/.exec(pathname);
   if (chat) {
     const thread = Number(params.get("thread"));
@@ -45,6 +48,8 @@ export function routePath(route: Route): string {
       return "/new-group";
     case "settings":
       return "/settings";
+    case "search":
+      return "/search";
     case "chat":
       return `/c/${encodeURIComponent(route.id)}${route.safety ? `/safety/${encodeURIComponent(route.safety)}` : route.info ? "/info" : ""}${route.thread ? `?thread=${route.thread}` : ""}`;
   }

@@ -3,13 +3,19 @@
 // open conversation's socket when it is live (`transmit`; its ack or error `settle`s the attempt)
 // or by POST /send. Both paths are idempotent by clientMsgId, so switching path between attempts
 // cannot duplicate a message. A timer flushes again when the earliest backoff ends.
-import type { Action, MediaRef } from "../../../protocol";
+import type { Action, MediaRef, Message } from "../../../protocol";
 import { ApiRequestError, NetworkError, Schemas, type Api } from "../lib/api";
 import { E2eeUnavailable } from "../e2ee/errors";
 import { Outbox, type OutboxItem, type OutboxStorage, type SendOutcome } from "../state/offlineOutbox";
 import type { Browser } from "./browser";
 import type { StoreCore } from "./storeCore";
 import type { ChatsPort, ConnectionPort, E2eePort, TypingPort } from "./ports";
+
+/** What a send may add to its text (docs/api.md, Message actions). */
+export interface SendExtras {
+  replyToSeq?: number;
+  mentions?: string[];
+}
 
 const ACK_TIMEOUT_MS = 10_000;
 const OFFLINE_RETRY_MS = 30_000;
@@ -57,12 +63,28 @@ export class SendQueue {
     this.timer = null;
   }
 
-  /** `annotations`: a reply's reference, mentions, a forward's mark (docs/api.md, Message actions). */
-  async sendText(conversationId: string, body: string, threadRootSeq: number | null, annotations: Pick<OutboxItem, "replyToSeq" | "mentions" | "forwarded"> = {}): Promise<void> {
+  async sendText(conversationId: string, body: string, threadRootSeq: number | null, extras: SendExtras = {}): Promise<void> {
     const text = body.trim();
     if (!text || !this.outbox) return;
     this.deps.typing.stop(conversationId);
-    await this.outbox.add({ conversationId, body: text, ...(threadRootSeq ? { threadRootSeq } : {}), ...annotations });
+    await this.outbox.add({ conversationId, body: text, ...(threadRootSeq ? { threadRootSeq } : {}), ...extras });
+    void this.flush();
+  }
+
+  /**
+   * Another message's body and media into each conversation, marked forwarded: the media go by
+   * id, and the server shares them into the conversation without an upload (docs/api.md).
+   */
+  async forward(message: Message, conversationIds: readonly string[]): Promise<void> {
+    if (!this.outbox) return;
+    for (const conversationId of conversationIds) {
+      await this.outbox.add({
+        conversationId,
+        ...(message.body ? { body: message.body } : {}),
+        ...(message.media.length > 0 ? { mediaIds: message.media.map((m) => m.id), media: message.media } : {}),
+        forwarded: true,
+      });
+    }
     void this.flush();
   }
 

@@ -3,6 +3,7 @@
 // local store (IndexedDB in the app), null while signed out or where IndexedDB is unavailable.
 import type { Conversation, Message, Presence, Receipt, User } from "../../../protocol";
 import type { ConversationCrypto } from "../e2ee/client";
+import type { SearchResult } from "../lib/api";
 import type { LocalStore } from "../lib/idb";
 import type { OutboxItem } from "../state/offlineOutbox";
 import type { SafetyNumberView, VerifiedMark } from "../state/safetyNumbers";
@@ -51,6 +52,20 @@ export interface Upload {
   abort: () => void;
 }
 
+/** A search's state (search.ts): the query as typed, the results of the last one run, its paging. */
+export interface SearchView {
+  query: string;
+  /** Null: every conversation. */
+  conversationId: string | null;
+  /** The query the results are for. */
+  ran: string;
+  results: SearchResult[];
+  cursor: string | null;
+  hasMore: boolean;
+  loading: boolean;
+  error: string | null;
+}
+
 /** Server parts that land separately (issues 3, 4, 5); their controls stay hidden until seen. */
 export interface Capabilities {
   presence: boolean;
@@ -84,6 +99,14 @@ export interface AppState {
   atBottom: boolean;
   /** Which conversation a removal (close 4003) just closed. */
   removedFrom: string | null;
+  /** The message each conversation's composer replies to, by seq (compose.ts). */
+  replyTo: Map<string, number>;
+  /** A message to scroll to and highlight once its conversation shows it (chats.ts, jumpTo). */
+  jump: { conversationId: string; seq: number } | null;
+  /** Each conversation's pinned messages, once fetched, the latest pin first (compose.ts). */
+  pins: Map<string, Message[]>;
+  /** The search screen or a conversation's search panel (search.ts); null while neither is open. */
+  search: SearchView | null;
   /** Safety numbers (safetyNumbers.ts): the contacts verified on this device, and each number as last computed. */
   safety: { marks: Map<string, VerifiedMark>; numbers: Map<string, SafetyNumberView> };
   /** How many times the server said this account's device list changed: a list on screen fetches it again. */
@@ -91,8 +114,11 @@ export interface AppState {
 }
 
 /** What belongs to the signed-in account: emptied at sign-out. */
-export function accountState(): Pick<AppState, "conversations" | "users" | "views" | "crypto" | "thread" | "presence" | "outbox" | "uploads" | "listLoaded" | "safety"> {
-  return { conversations: new Map(), users: new Map(), views: new Map(), crypto: new Map(), thread: null, presence: new Map(), outbox: [], uploads: [], listLoaded: false, safety: { marks: new Map(), numbers: new Map() } };
+export function accountState(): Pick<AppState, "conversations" | "users" | "views" | "crypto" | "thread" | "presence" | "outbox" | "uploads" | "listLoaded" | "safety" | "replyTo" | "jump" | "pins" | "search"> {
+  return {
+    conversations: new Map(), users: new Map(), views: new Map(), crypto: new Map(), thread: null, presence: new Map(), outbox: [], uploads: [], listLoaded: false, safety: { marks: new Map(), numbers: new Map() },
+    replyTo: new Map(), jump: null, pins: new Map(), search: null,
+  };
 }
 
 export function initialState(session: Session | null, route: Route, online: boolean, theme: Theme): AppState {

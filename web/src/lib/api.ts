@@ -18,6 +18,10 @@ export class ApiRequestError extends Error {
 /** No answer at all: offline, DNS, a dropped connection. Always worth retrying. */
 export class NetworkError extends Error {}
 
+/** One hit of `GET /search`: the message as sync has it, and the words around the match, matched ones marked. */
+const SearchResultSchema = z.object({ message: Message, snippet: z.array(z.object({ text: z.string(), match: z.boolean() })) });
+export type SearchResult = z.infer<typeof SearchResultSchema>;
+
 const ErrorShape = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
 export const Schemas = {
@@ -42,6 +46,8 @@ export const Schemas = {
   upload: z.object({
     media: z.object({ id: z.string(), contentType: z.string(), size: z.number(), name: z.string() }).loose(),
   }),
+  pins: z.object({ messages: z.array(Message) }),
+  search: z.object({ results: z.array(SearchResultSchema), cursor: z.string().nullable(), hasMore: z.boolean() }),
   none: z.unknown(),
 } as const;
 

@@ -125,7 +125,7 @@ export class Outbox {
       ...(input.mediaIds !== undefined ? { mediaIds: input.mediaIds } : {}),
       ...(input.media !== undefined ? { media: input.media } : {}),
       ...(input.replyToSeq !== undefined ? { replyToSeq: input.replyToSeq } : {}),
-      ...(input.mentions !== undefined ? { mentions: input.mentions } : {}),
+      ...(input.mentions !== undefined && input.mentions.length > 0 ? { mentions: input.mentions } : {}),
       ...(input.forwarded ? { forwarded: input.forwarded } : {}),
       ...(input.action !== undefined ? { action: input.action } : {}),
       createdAt: this.now(),

@@ -5,6 +5,7 @@ import { Sidebar } from "./Sidebar";
 import { ChatView } from "./ChatView";
 import { NewChat, NewGroup } from "./People";
 import { Settings } from "./Settings";
+import { SearchScreen } from "./lazy";
 import { Icon } from "./icons";
 
 export function App() {
@@ -60,6 +61,8 @@ export function App() {
           <NewGroup />
         ) : route.name === "settings" ? (
           <Settings />
+        ) : route.name === "search" ? (
+          <SearchScreen conversationId={null} onClose={() => store.navigate({ name: "list" })} />
         ) : (
           <div class="empty-main">
             <Icon name="thread" size={48} />

@@ -1,10 +1,13 @@
-import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import { createContext } from "preact";
+import { useContext, useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { Action, Conversation, Message } from "../../../protocol";
 import type { AppStore, Upload } from "../app/appStore";
 import { clock, dayLabel, lastSeen } from "../state/format";
 import type { OutboxItem } from "../state/offlineOutbox";
 import { tickFor, tickLabel, type TickInfo } from "../state/receipts";
 import { emojiCount, linkify } from "../state/messageText";
+import { mentionParts, quoteLine } from "../state/compose";
+import { ForwardDialog, SearchScreen } from "./lazy";
 import { buildTimeline, type TimelineEntry } from "../state/timeline";
 import { Avatar } from "./Avatar";
 import { Composer } from "./Composer";
@@ -48,13 +51,33 @@ export function entriesFor(store: AppStore, conversationId: string, messages: re
   return entries;
 }
 
+/** What a message's menu opens beyond the store: the forward dialog, held by the chat. */
+const ChatUi = createContext<{ forward: (message: Message) => void }>({ forward: () => undefined });
+
+/** A panel beside the chat that is not a route: the pinned messages, or search in the conversation. */
+type Panel = "pins" | "search" | null;
+
 export function ChatView({ id }: { id: string }) {
   const { store, media } = useServices();
   const [dragging, setDragging] = useState(false);
+  const [panel, setPanel] = useState<Panel>(null);
+  const [forwarding, setForwarding] = useState<Message | null>(null);
+  const ui = useMemo(() => ({ forward: (m: Message) => setForwarding(m) }), []);
   const s = store.state;
   const conv = s.conversations.get(id);
   const view = store.view(id);
   const route = s.route.name === "chat" ? s.route : null;
+  const plaintextMember = !!conv && !conv.e2ee && conv.leftSeq === undefined;
+
+  // The pins list: fetched as the chat opens, fetched again as pins change (compose.ts).
+  useEffect(() => {
+    if (plaintextMember) void store.loadPins(id);
+  }, [id, plaintextMember]);
+  // A route's panel (thread, info, safety number) takes the place of these.
+  const routePanel = !!route && (route.thread !== null || route.info || route.safety !== undefined);
+  useEffect(() => {
+    if (routePanel) setPanel(null);
+  }, [routePanel]);
 
   useEffect(() => {
     const ids = new Set<string>();
@@ -66,7 +89,7 @@ export function ChatView({ id }: { id: string }) {
   if (view.error && !conv) {
     return (
       <section class="chat" aria-label="Conversation">
-        <ChatHeader conv={null} id={id} />
+        <ChatHeader conv={null} id={id} panel={null} setPanel={setPanel} />
         <div class="empty-main">
           <p>{view.error}</p>
         </div>
@@ -82,6 +105,7 @@ export function ChatView({ id }: { id: string }) {
   };
 
   return (
+    <ChatUi.Provider value={ui}>
     <div class="chat-layout">
       <section
         class={`chat${dragging ? " dragging" : ""}`}
@@ -97,7 +121,7 @@ export function ChatView({ id }: { id: string }) {
         }}
         onDrop={onDrop}
       >
-        <ChatHeader conv={conv ?? null} id={id} />
+        <ChatHeader conv={conv ?? null} id={id} panel={panel} setPanel={setPanel} />
         {conv ? <SafetyWarnings conv={conv} /> : null}
         <MessageList id={id} conv={conv ?? null} />
         {conv?.e2ee ? <EncryptionStatus id={id} /> : null}
@@ -109,7 +133,50 @@ export function ChatView({ id }: { id: string }) {
       </section>
       {route?.thread != null && conv ? <ThreadPanel conv={conv} rootSeq={route.thread} /> : null}
       {route?.safety && conv ? <SafetyNumberPanel conv={conv} userId={route.safety} /> : route?.info && conv && conv.leftSeq === undefined ? <GroupInfo conv={conv} /> : null}
+      {panel === "pins" && conv && !routePanel ? <PinsPanel conv={conv} onClose={() => setPanel(null)} /> : null}
+      {panel === "search" && conv && !routePanel ? <SearchScreen conversationId={id} onClose={() => setPanel(null)} /> : null}
+      {forwarding ? <ForwardDialog message={forwarding} onClose={() => setForwarding(null)} /> : null}
     </div>
+    </ChatUi.Provider>
+  );
+}
+
+/** The conversation's pinned messages, the latest pin first; a click shows one in context. */
+function PinsPanel({ conv, onClose }: { conv: Conversation; onClose: () => void }) {
+  const { store } = useServices();
+  const panel = useRef<HTMLElement>(null);
+  const heading = useRef<HTMLHeadingElement>(null);
+  useFocusHandoff(panel, heading);
+  useEscape(onClose, conv.id);
+  const pins = store.pins(conv.id);
+  return (
+    <aside class="side-panel pins-panel" ref={panel} aria-labelledby="pins-title">
+      <header class="panel-header">
+        <h2 id="pins-title" ref={heading} tabIndex={-1}>Pinned messages</h2>
+        <button class="icon-btn" type="button" aria-label="Close pinned messages" onClick={onClose}>
+          <Icon name="close" />
+        </button>
+      </header>
+      {pins.length === 0 ? <p class="muted pins-empty">No pinned messages.</p> : null}
+      <ul class="pins-list">
+        {pins.map((m) => (
+          <li key={m.seq}>
+            <button
+              class="pin-item"
+              type="button"
+              data-seq={m.seq}
+              onClick={() => {
+                void store.jumpTo(conv.id, m.seq);
+                if (window.matchMedia("(max-width: 760px)").matches) onClose();
+              }}
+            >
+              <span class="sender" dir="auto">{store.userName(m.senderId)}</span>
+              <span class="quote-text" dir="auto">{quoteLine(m)}</span>
+            </button>
+          </li>
+        ))}
+      </ul>
+    </aside>
   );
 }
 
@@ -149,7 +216,7 @@ function notMemberText(conv: Conversation | null): string {
   return event === "left" ? "You left this group." : "You were removed from this group.";
 }
 
-function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
+function ChatHeader({ conv, id, panel, setPanel }: { conv: Conversation | null; id: string; panel: Panel; setPanel: (p: Panel) => void }) {
   const { store } = useServices();
   const s = store.state;
   const title = conv ? store.title(conv) : "Conversation";
@@ -187,6 +254,23 @@ function ChatHeader({ conv, id }: { conv: Conversation | null; id: string }) {
           {subtitle}
         </p>
       </div>
+      {conv && !conv.e2ee && store.pins(id).length > 0 ? (
+        <button class="icon-btn pins-btn" type="button" aria-label={`Pinned messages: ${store.pins(id).length}`} title="Pinned messages" aria-expanded={panel === "pins"} onClick={() => {
+          if (panel !== "pins" && s.route.name === "chat" && (s.route.info || s.route.thread !== null || s.route.safety)) store.navigate({ name: "chat", id, thread: null, info: false });
+          setPanel(panel === "pins" ? null : "pins");
+        }}>
+          <Icon name="pin" />
+          <span class="pins-count" aria-hidden="true">{store.pins(id).length}</span>
+        </button>
+      ) : null}
+      {conv ? (
+        <button class="icon-btn" type="button" aria-label="Search in this conversation" title="Search in this conversation" aria-expanded={panel === "search"} onClick={() => {
+          if (panel !== "search" && s.route.name === "chat" && (s.route.info || s.route.thread !== null || s.route.safety)) store.navigate({ name: "chat", id, thread: null, info: false });
+          setPanel(panel === "search" ? null : "search");
+        }}>
+          <Icon name="search" />
+        </button>
+      ) : null}
       {conv && conv.leftSeq === undefined ? (
         <button
           class="icon-btn"
@@ -307,6 +391,28 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
     return () => io.disconnect();
   }, [id]);
 
+  // A jump (a quote, a pin, a search result): once the row is drawn, it is scrolled to the middle
+  // and highlighted for a moment. A message held but not drawn (deleted for me) ends the jump.
+  const jump = store.state.jump;
+  const [highlight, setHighlight] = useState<number | null>(null);
+  useEffect(() => {
+    if (!jump || jump.conversationId !== id) return;
+    const row = scroller.current?.querySelector<HTMLElement>(`[data-seq="${jump.seq}"]`);
+    if (!row) {
+      if (view.loaded && !view.loadingOlder && view.messages.some((m) => m.seq === jump.seq)) store.jumped();
+      return;
+    }
+    snapshot.current.atBottom = false;
+    row.scrollIntoView({ block: "center" });
+    setHighlight(jump.seq);
+    store.jumped();
+  }, [jump, entries.length, view.loaded, view.loadingOlder]);
+  useEffect(() => {
+    if (highlight === null) return;
+    const t = setTimeout(() => setHighlight(null), 2500);
+    return () => clearTimeout(t);
+  }, [highlight]);
+
   const toBottom = () => {
     const el = scroller.current;
     if (el) el.scrollTop = el.scrollHeight;
@@ -334,7 +440,7 @@ function MessageList({ id, conv }: { id: string; conv: Conversation | null }) {
               <span>Unread messages</span>
             </div>
           ) : (
-            <MessageRow key={item.key} entry={item.entry} first={item.first} last={item.last} conv={conv} memberIds={memberIds} group={group} receipts={view.receipts} />
+            <MessageRow key={item.key} entry={item.entry} first={item.first} last={item.last} conv={conv} memberIds={memberIds} group={group} receipts={view.receipts} highlighted={item.entry.message !== undefined && item.entry.message.seq === highlight} />
           ),
         )}
       </div>
@@ -374,7 +480,7 @@ function TypingLine({ id }: { id: string }) {
   );
 }
 
-export function MessageRow({ entry, first, last, conv, memberIds, group, receipts, inThread = false }: {
+export function MessageRow({ entry, first, last, conv, memberIds, group, receipts, inThread = false, highlighted = false }: {
   entry: Entry;
   first: boolean;
   last: boolean;
@@ -383,6 +489,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   group: boolean;
   receipts: ReturnType<AppStore["view"]>["receipts"];
   inThread?: boolean;
+  highlighted?: boolean;
 }) {
   const { store } = useServices();
   const [actions, setActions] = useState(false);
@@ -391,7 +498,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   const m = entry.message ? store.decrypted(entry.message) : undefined;
   if (m?.kind === "system") {
     return (
-      <div class="system-msg" data-seq={m.seq}>
+      <div class={`system-msg${highlighted ? " highlight" : ""}`} data-seq={m.seq}>
         {systemText(store, m)}
       </div>
     );
@@ -417,8 +524,11 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   const threadRoot = !inThread && m && m.threadRootSeq === null && conv ? m : null;
   // Threads are for groups. On a touch screen the button shows once the bubble is tapped.
   const canReply = threadRoot !== null && group;
+  const mentionsMe = !!m && !mine && (m.mentions?.includes(me) ?? false);
+  const forwarded = m?.forwarded ?? pending?.forwarded ?? false;
+  const replyToSeq = m?.replyToSeq ?? pending?.replyToSeq;
   return (
-    <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}${actions ? " actions" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>
+    <div class={`msg-row${mine ? " mine" : ""}${first ? " first" : ""}${last ? " last" : ""}${actions ? " actions" : ""}${highlighted ? " highlight" : ""}${mentionsMe ? " mentions-me" : ""}`} data-seq={m?.seq} data-client-msg-id={m?.clientMsgId ?? pending?.clientMsgId}>
       {!mine && group ? <span class="msg-avatar">{last ? <Avatar id={entry.senderId} name={store.userName(entry.senderId)} size={28} /> : null}</span> : null}
       <div
         class={`bubble${pending ? " pending" : ""}`}
@@ -427,11 +537,12 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
         } : undefined}
       >
         {!mine && group && first ? <div class="sender" dir="auto">{store.userName(entry.senderId)}</div> : null}
+        {forwarded && !deleted ? <div class="forwarded muted">Forwarded</div> : null}
         {media.length > 0 ? <MediaBlock media={media} /> : null}
         {pending?.media ? <MediaBlock media={pending.media} /> : pending?.mediaIds ? <p class="muted">Attachment</p> : null}
-        {m?.replyToSeq !== undefined ? <ReplyQuote store={store} conversationId={m.conversationId} seq={m.replyToSeq} /> : null}
+        {replyToSeq !== undefined ? <ReplyQuote store={store} conversationId={m?.conversationId ?? pending?.conversationId ?? ""} seq={replyToSeq} /> : null}
         {deleted ? <p class="text muted deleted">This message was deleted</p> : null}
-        {body ? <MessageText body={body} undecrypted={shown !== null && shown.kind !== "content"} /> : null}
+        {body ? <MessageText body={body} undecrypted={shown !== null && shown.kind !== "content"} mention={mentionsMe ? store.state.session?.user.displayName ?? null : null} /> : null}
         {m?.reactions ? (
           <div class="reactions">
             {m.reactions.map((r) => (
@@ -460,7 +571,7 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
           </button>
         ) : null}
       </div>
-      {m && conv && m.deletedAt === undefined && m.kind !== "action" ? <MessageMenu message={m} conv={conv} /> : null}
+      {m && conv && m.deletedAt === undefined && m.kind !== "action" ? <MessageMenu message={m} conv={conv} inThread={inThread} /> : null}
       {canReply ? (
         <button class="icon-btn reply-btn" type="button" aria-label="Reply in thread" title="Reply in thread" onClick={() => store.navigate({ name: "chat", id: threadRoot.conversationId, thread: threadRoot.seq, info: false })}>
           <Icon name="thread" size={16} />
@@ -470,44 +581,103 @@ export function MessageRow({ entry, first, last, conv, memberIds, group, receipt
   );
 }
 
-/** What a member can do to a message (docs/api.md, Message actions); one this device cannot decrypt, only delete. */
-function MessageMenu({ message: m, conv }: { message: Message; conv: Conversation }) {
+/**
+ * What a member can do to a message (docs/api.md, Message actions); one this device cannot
+ * decrypt, only delete. A menu button: the menu takes the focus as it opens, the arrow keys (and
+ * Home, End) move between its items, Escape closes it and gives the focus back to the button.
+ */
+function MessageMenu({ message: m, conv, inThread }: { message: Message; conv: Conversation; inThread: boolean }) {
   const { store } = useServices();
+  const ui = useContext(ChatUi);
   const [open, setOpen] = useState(false);
+  const button = useRef<HTMLButtonElement>(null);
+  const menu = useRef<HTMLDivElement>(null);
   const me = store.me;
   const mine = m.senderId === me;
   const admin = conv.type === "group" && conv.members.some((x) => x.userId === me && x.role === "admin");
-  const run = (work: () => Promise<void>) => {
+  const member = conv.leftSeq === undefined;
+  useLayoutEffect(() => {
+    const el = menu.current;
+    if (!open || !el) return;
+    // It opens above its button; near the top of the list it would be cut off: below, then.
+    const list = el.closest(".messages, .thread-messages")?.getBoundingClientRect();
+    if (list && el.getBoundingClientRect().top < list.top) el.classList.add("below");
+    el.querySelector<HTMLElement>("[role=menuitem]")?.focus();
+  }, [open]);
+  const close = () => {
     setOpen(false);
+    button.current?.focus();
+  };
+  const run = (work: () => Promise<void>) => {
+    close();
     void work().catch((err: unknown) => store.notify(err instanceof Error ? err.message : "That did not work."));
   };
   const act = (action: Action) => run(() => store.act(conv.id, action));
+  const onKeyDown = (e: KeyboardEvent) => {
+    const items = [...(menu.current?.querySelectorAll<HTMLElement>("[role=menuitem]") ?? [])];
+    const i = items.findIndex((el) => el === document.activeElement);
+    const to = (n: number) => {
+      e.preventDefault();
+      items[(n + items.length) % items.length]?.focus();
+    };
+    if (e.key === "ArrowDown") to(i + 1);
+    else if (e.key === "ArrowUp") to(i < 0 ? items.length - 1 : i - 1);
+    else if (e.key === "Home") to(0);
+    else if (e.key === "End") to(items.length - 1);
+    else if (e.key === "Escape") {
+      e.preventDefault();
+      e.stopPropagation();
+      close();
+    } else if (e.key === "Tab") setOpen(false);
+  };
   const liked = m.reactions?.some((r) => r.emoji === "👍" && r.userIds.includes(me)) ?? false;
   // In an E2EE conversation the members apply these themselves, to what they decrypted.
   const readable = m.kind !== "encrypted" || store.shown(m).kind === "content";
+  // Replies quote from the main list (a thread has its own replies); forwarding takes what the
+  // message shows, so not a message deleted for me, and not an E2EE message's sealed media.
+  const canReply = !inThread && member && m.threadRootSeq === null;
+  const canForward = !conv.e2ee && !m.hidden && (m.body !== null || m.media.length > 0);
   return (
     <div class="msg-menu">
-      <button class="icon-btn" type="button" aria-label="Message actions" aria-expanded={open} onClick={() => setOpen((o) => !o)}>
+      <button ref={button} class="icon-btn" type="button" aria-label="Message actions" aria-haspopup="menu" aria-expanded={open} onClick={() => setOpen((o) => !o)}>
         ⋯
       </button>
       {open ? (
-        <div class="menu" role="menu">
+        <div class="menu" role="menu" aria-label="Message actions" ref={menu} onKeyDown={onKeyDown}>
           {readable ? (
             <>
-              <button type="button" role="menuitem" onClick={() => act({ type: "react", targetSeq: m.seq, emoji: "👍", on: !liked })}>
+              {canReply ? (
+                <button type="button" role="menuitem" tabIndex={-1} onClick={() => {
+                  setOpen(false);
+                  store.startReply(conv.id, m.seq);
+                }}>
+                  Reply
+                </button>
+              ) : null}
+              {canForward ? (
+                <button type="button" role="menuitem" tabIndex={-1} onClick={() => {
+                  // The dialog gives the focus back to what had it as it opened: the menu's button.
+                  close();
+                  ui.forward(m);
+                }}>
+                  Forward
+                </button>
+              ) : null}
+              <button type="button" role="menuitem" tabIndex={-1} onClick={() => act({ type: "react", targetSeq: m.seq, emoji: "👍", on: !liked })}>
                 {liked ? "Remove 👍" : "React 👍"}
               </button>
-              <button type="button" role="menuitem" onClick={() => act({ type: "pin", targetSeq: m.seq, on: m.pinned === undefined })}>
+              <button type="button" role="menuitem" tabIndex={-1} onClick={() => act({ type: "pin", targetSeq: m.seq, on: m.pinned === undefined })}>
                 {m.pinned ? "Unpin" : "Pin"}
               </button>
               {mine && m.body !== null ? (
                 <button
                   type="button"
                   role="menuitem"
+                  tabIndex={-1}
                   onClick={() => {
                     const body = window.prompt("Edit message", m.body ?? "");
                     if (body && body !== m.body) act({ type: "edit", targetSeq: m.seq, body });
-                    else setOpen(false);
+                    else close();
                   }}
                 >
                   Edit
@@ -516,11 +686,11 @@ function MessageMenu({ message: m, conv }: { message: Message; conv: Conversatio
             </>
           ) : null}
           {mine || admin ? (
-            <button type="button" role="menuitem" class="danger" onClick={() => (window.confirm("Delete this message for everyone?") ? act({ type: "delete", targetSeq: m.seq }) : setOpen(false))}>
+            <button type="button" role="menuitem" tabIndex={-1} class="danger" onClick={() => (window.confirm("Delete this message for everyone?") ? act({ type: "delete", targetSeq: m.seq }) : close())}>
               Delete for everyone
             </button>
           ) : null}
-          <button type="button" role="menuitem" class="danger" onClick={() => run(() => store.hideForMe(conv.id, m.seq))}>
+          <button type="button" role="menuitem" tabIndex={-1} class="danger" onClick={() => run(() => store.hideForMe(conv.id, m.seq))}>
             Delete for me
           </button>
         </div>
@@ -529,26 +699,36 @@ function MessageMenu({ message: m, conv }: { message: Message; conv: Conversatio
   );
 }
 
-/** The message a reply quotes, as this device holds it (a reference, not a copy). */
+/**
+ * The message a reply quotes, as this device holds it (a reference, not a copy): its sender and a
+ * line of it, or that it was deleted. A click shows the original in context.
+ */
 function ReplyQuote({ store, conversationId, seq }: { store: AppStore; conversationId: string; seq: number }) {
   const held = store.view(conversationId).messages.find((x) => x.seq === seq);
   const quoted = held ? store.decrypted(held) : undefined;
-  const text = !quoted ? "Earlier message" : quoted.deletedAt !== undefined ? "This message was deleted" : quoted.body ?? (quoted.media.length > 0 ? "📎 Attachment" : "");
+  const text = quoteLine(quoted);
   return (
-    <div class="reply-quote" data-reply-to={seq}>
-      {quoted ? <div class="sender" dir="auto">{store.userName(quoted.senderId)}</div> : null}
-      <p class="text muted" dir="auto">{text.length > 120 ? `${text.slice(0, 119)}…` : text}</p>
-    </div>
+    <button class="reply-quote" type="button" data-reply-to={seq} title="Show the message" onClick={() => void store.jumpTo(conversationId, seq)}>
+      <span class="visually-hidden">Quoted message: </span>
+      {quoted ? <span class="sender" dir="auto">{store.userName(quoted.senderId)}</span> : null}
+      <span class={`quote-text${quoted?.deletedAt !== undefined ? " deleted" : ""}`} dir="auto">{text}</span>
+    </button>
   );
 }
 
 /** Text with its own direction, http(s) links as links (built as nodes: no markup), 1-3 emoji large. */
-function MessageText({ body, undecrypted = false }: { body: string; undecrypted?: boolean }) {
+function MessageText({ body, undecrypted = false, mention = null }: { body: string; undecrypted?: boolean; mention?: string | null }) {
   const emoji = undecrypted ? 0 : emojiCount(body);
   return (
     <p class={`text${emoji > 0 && emoji <= 3 ? " emoji-only" : ""}${undecrypted ? " undecrypted" : ""}`} dir="auto">
       {linkify(body).map((part, i) =>
-        typeof part === "string" ? part : (
+        typeof part === "string" ? (
+          mention ? (
+            mentionParts(part, mention).map((p, j) => (p.mention ? <strong key={`${i}.${j}`} class="mention">{p.text}</strong> : p.text))
+          ) : (
+            part
+          )
+        ) : (
           <a key={i} href={part.href} target="_blank" rel="noopener noreferrer">
             {part.text}
           </a>

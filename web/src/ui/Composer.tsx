@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { LIMITS, MEDIA_TYPES } from "../../../protocol";
 import { duration } from "../state/format";
+import { insertMention, mentionAt, mentionsIn, quoteLine, type Candidate } from "../state/compose";
 import { recordVoice, type Recording } from "../lib/mediaFiles";
 import { useServices } from "./context";
 import { Icon } from "./icons";
@@ -27,6 +28,46 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
   const canRecord = caps.upload && typeof MediaRecorder !== "undefined" && !!navigator.mediaDevices;
   const label = threadRootSeq ? "Reply in thread" : "Message";
   const offline = store.state.connection === "offline";
+  const conv = store.state.conversations.get(conversationId);
+  // In an E2EE conversation a reply's reference travels inside the ciphertext, and mentions
+  // inside and beside it (sendQueue.ts); the quote shows what this device decrypted.
+  const replySeq = conv && threadRootSeq === null ? store.replyTo(conversationId) : undefined;
+  const replyHeld = replySeq !== undefined ? store.view(conversationId).messages.find((m) => m.seq === replySeq) : undefined;
+  const replyMessage = replyHeld ? store.decrypted(replyHeld) : undefined;
+  const canMention = !!conv && conv.type === "group";
+  // The `@` being typed, and the members picked so far (sent if the text still names them).
+  const [mention, setMention] = useState<{ start: number; query: string } | null>(null);
+  const [active, setActive] = useState(0);
+  const [picked, setPicked] = useState<Candidate[]>([]);
+  const candidates = canMention && mention ? store.mentionCandidates(conv, mention.query) : [];
+  const listOpen = candidates.length > 0;
+  const listId = `mentions-${threadRootSeq ?? "main"}`;
+  const caretAfter = useRef<number | null>(null);
+
+  // Choosing Reply puts the focus in the composer.
+  useEffect(() => {
+    if (replySeq !== undefined) input.current?.focus();
+  }, [replySeq]);
+
+  useEffect(() => {
+    const el = input.current;
+    if (el && caretAfter.current !== null) {
+      el.setSelectionRange(caretAfter.current, caretAfter.current);
+      caretAfter.current = null;
+    }
+  }, [text]);
+
+  const pick = (c: Candidate) => {
+    const el = input.current;
+    if (!mention || !el) return;
+    const next = insertMention(text, mention.start, el.selectionStart ?? text.length, c.name);
+    caretAfter.current = next.caret;
+    setText(next.text);
+    drafts.set(draftKey, next.text);
+    setPicked((p) => (p.some((x) => x.userId === c.userId) ? p : [...p, c]));
+    setMention(null);
+    el.focus();
+  };
 
   // A chat opening focuses the composer only with a mouse or trackpad: on a touch screen focus
   // raises the keyboard over the messages. A thread is opened to reply, so it focuses anywhere.
@@ -54,8 +95,15 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
   const send = () => {
     const body = text.trim();
     if (!body) return;
-    void store.sendText(conversationId, body, threadRootSeq);
+    const mentions = canMention ? mentionsIn(body, picked) : [];
+    void store.sendText(conversationId, body, threadRootSeq, {
+      ...(replySeq !== undefined ? { replyToSeq: replySeq } : {}),
+      ...(mentions.length > 0 ? { mentions } : {}),
+    });
+    if (replySeq !== undefined) store.cancelReply(conversationId);
     setText("");
+    setPicked([]);
+    setMention(null);
     drafts.delete(draftKey);
     input.current?.focus();
   };
@@ -112,7 +160,105 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
     );
   }
 
+  const textarea = (
+    <textarea
+      ref={input}
+      rows={1}
+      value={text}
+      maxLength={LIMITS.bodyMax}
+      placeholder={threadRootSeq ? "Reply…" : "Message"}
+      aria-label={label}
+      dir="auto"
+      enterkeyhint="send"
+      {...(canMention ? { "aria-autocomplete": "list" as const, "aria-controls": listOpen ? listId : undefined, "aria-activedescendant": listOpen ? `${listId}-${Math.min(active, candidates.length - 1)}` : undefined } : {})}
+      onInput={(e) => {
+        const v = e.currentTarget.value;
+        setText(v);
+        drafts.set(draftKey, v);
+        if (canMention) {
+          setMention(mentionAt(v, e.currentTarget.selectionStart ?? v.length));
+          setActive(0);
+        }
+        if (v.trim()) store.typing.keystroke(conversationId);
+        else store.stopTyping(conversationId);
+      }}
+      onKeyDown={(e) => {
+        if (listOpen) {
+          const n = candidates.length;
+          if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+            e.preventDefault();
+            setActive((a) => (Math.min(a, n - 1) + (e.key === "ArrowDown" ? 1 : n - 1)) % n);
+            return;
+          }
+          if ((e.key === "Enter" && !e.shiftKey && !e.isComposing) || e.key === "Tab") {
+            e.preventDefault();
+            pick(candidates[Math.min(active, n - 1)]!);
+            return;
+          }
+          if (e.key === "Escape") {
+            e.preventDefault();
+            e.stopPropagation();
+            setMention(null);
+            return;
+          }
+        }
+        if (e.key === "Escape" && replySeq !== undefined) {
+          e.stopPropagation();
+          store.cancelReply(conversationId);
+          return;
+        }
+        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+          e.preventDefault();
+          send();
+        }
+      }}
+      onPaste={(e) => {
+        const files = e.clipboardData?.files;
+        if (files && files.length > 0 && caps.upload) {
+          e.preventDefault();
+          onFiles(files);
+        }
+      }}
+      onBlur={() => {
+        store.stopTyping(conversationId);
+        setMention(null);
+      }}
+    />
+  );
+
   return (
+    <div class="composer-area">
+    {replySeq !== undefined ? (
+      <div class="composer-reply" role="group" aria-label="Replying to">
+        <div class="reply-quote" data-reply-to={replySeq}>
+          <span class="sender" dir="auto">{replyMessage ? store.userName(replyMessage.senderId) : "Earlier message"}</span>
+          <span class="quote-text" dir="auto">{quoteLine(replyMessage)}</span>
+        </div>
+        <button class="icon-btn" type="button" aria-label="Cancel reply" onClick={() => {
+          store.cancelReply(conversationId);
+          input.current?.focus();
+        }}>
+          <Icon name="close" />
+        </button>
+      </div>
+    ) : null}
+    {listOpen ? (
+      <ul class="mention-list" id={listId} role="listbox" aria-label="Members to mention">
+        {candidates.map((c, i) => (
+          <li
+            key={c.userId}
+            id={`${listId}-${i}`}
+            role="option"
+            aria-selected={i === Math.min(active, candidates.length - 1)}
+            // Keep the focus in the text while the pointer picks.
+            onMouseDown={(e) => e.preventDefault()}
+            onClick={() => pick(c)}
+          >
+            {c.name}
+          </li>
+        ))}
+      </ul>
+    ) : null}
     <form
       class={`composer${dragging ? " dragging" : ""}`}
       onSubmit={(e) => {
@@ -153,37 +299,13 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
           />
         </>
       ) : null}
-      <textarea
-        ref={input}
-        rows={1}
-        value={text}
-        maxLength={LIMITS.bodyMax}
-        placeholder={threadRootSeq ? "Reply…" : "Message"}
-        aria-label={label}
-        dir="auto"
-        enterkeyhint="send"
-        onInput={(e) => {
-          const v = e.currentTarget.value;
-          setText(v);
-          drafts.set(draftKey, v);
-          if (v.trim()) store.typing.keystroke(conversationId);
-          else store.stopTyping(conversationId);
-        }}
-        onKeyDown={(e) => {
-          if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-            e.preventDefault();
-            send();
-          }
-        }}
-        onPaste={(e) => {
-          const files = e.clipboardData?.files;
-          if (files && files.length > 0 && caps.upload) {
-            e.preventDefault();
-            onFiles(files);
-          }
-        }}
-        onBlur={() => store.stopTyping(conversationId)}
-      />
+      {canMention ? (
+        <div class="mention-box" role="combobox" aria-label="Mention a member" aria-haspopup="listbox" aria-expanded={listOpen} aria-controls={listOpen ? listId : undefined}>
+          {textarea}
+        </div>
+      ) : (
+        textarea
+      )}
       {text.trim() || !canRecord ? (
         <button class="icon-btn send" type="submit" aria-label="Send" disabled={!text.trim()}>
           <Icon name="send" />
@@ -194,5 +316,6 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
         </button>
       )}
     </form>
+    </div>
   );
 }

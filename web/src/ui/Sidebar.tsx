@@ -35,6 +35,9 @@ export function Sidebar() {
           <Avatar id={me.id} name={me.displayName} size={36} />
         </button>
         <h2 class="app-title">Chats</h2>
+        <button class="icon-btn" type="button" onClick={() => store.navigate({ name: "search" })} aria-label="Search messages" title="Search messages" aria-current={s.route.name === "search" ? "page" : undefined}>
+          <Icon name="search" />
+        </button>
         <button class="icon-btn" type="button" onClick={() => store.navigate({ name: "new-chat" })} aria-label="New chat" title="New chat">
           <Icon name="plus" />
         </button>
