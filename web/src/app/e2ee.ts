@@ -10,7 +10,7 @@ import type { OutboxItem } from "../state/offlineOutbox";
 import type { ConversationCrypto, E2eeClient, Sealed } from "../e2ee/client";
 import { E2eeUnavailable } from "../e2ee/errors";
 import { SealedMedia, type Content, type Shown } from "../e2ee/content";
-import { isAction } from "../e2ee/fold";
+import { isAction } from "../e2ee/entries";
 import type { SearchIndex, SearchResults } from "../state/localSearch";
 import type { Exclusive } from "../e2ee/lock";
 import type { StoreCore } from "./storeCore";

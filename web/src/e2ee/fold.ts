@@ -6,30 +6,9 @@
 // Plain data; no cryptography here.
 import { ACTION_LIMITS, type Action, type Reaction } from "../../../protocol";
 import type { Content } from "./content";
+import { isContent, type ActionEntry, type PlainEntry } from "./entries";
 
-/** Which action, on which message: what a device keeps of an action once applied (an edit's text lives in its target). */
-export type ActionRef = Pick<Action, "type" | "targetSeq">;
-
-/**
- * A decrypted action: it is shown on its target, never as a message. `applied`: it passed the
- * rules. An edit's text is not kept here, so that a delete of the target erases every version.
- */
-export interface ActionEntry {
-  action: ActionRef;
-  from: string;
-  applied: boolean;
-}
-
-/** A decrypted message's content, a decrypted action, or why this device has none. */
-export type PlainEntry = Content | ActionEntry | { failed: string };
-
-export function isContent(entry: PlainEntry | undefined): entry is Content {
-  return entry !== undefined && !("failed" in entry) && !("action" in entry);
-}
-
-export function isAction(entry: PlainEntry | undefined): entry is ActionEntry {
-  return entry !== undefined && "action" in entry;
-}
+export { isAction, isContent, type ActionEntry, type ActionRef, type PlainEntry } from "./entries";
 
 export interface Actor {
   /** The user who sent the action, as MLS authenticated it. */

@@ -1,6 +1,6 @@
 import { useRef, useState } from "preact/hooks";
 import type { Theme } from "../app/appStore";
-import { Devices } from "./Devices";
+import { Devices } from "./lazy";
 import { useServices } from "./context";
 import { useFocusHandoff } from "./focus";
 import { Icon } from "./icons";

@@ -38,3 +38,9 @@ export const ForwardDialog = lazy(
   () => import("./ForwardDialog").then((m) => m.ForwardDialog),
   (_: { message: Message; onClose: () => void }) => null,
 );
+
+/** Settings' device list (Devices.tsx). */
+export const Devices = lazy(
+  () => import("./Devices").then((m) => m.Devices),
+  () => <section class="field-group devices" aria-label="Devices" aria-busy="true" />,
+);
