@@ -5,7 +5,7 @@
 import type { Page } from "playwright-core";
 import { auditor } from "./accessibility.ts";
 import { newPage, sleep, waitUntil, type Test } from "./harness.ts";
-import { PASSWORD, bubble, createGroup, expectMessage, openConversation, openDirect, send, session, user } from "./pages.ts";
+import { PASSWORD, bubble, createGroup, expectMessage, openConversation, openDirect, send, session, shot, user } from "./pages.ts";
 
 /** Messages sent over REST with the page's own token, paced under the send rate limit. */
 async function sendMany(page: Page, conversationId: string, bodies: string[]): Promise<void> {
@@ -74,6 +74,7 @@ export const composeTests: Test[] = [
         await bob.page.locator(".composer-reply").waitFor({ state: "detached", timeout: 5000 });
         await expectMessage(ann.page, "a reply to it");
         await bubble(ann.page, "a reply to it").locator(".reply-quote .quote-text", { hasText: "the very first message" }).waitFor({ timeout: 15_000 });
+        await shot(ann.page, "desktop-reply");
 
         // On a device that holds only the latest page, the quote loads older history down to
         // the original, scrolls to it and highlights it.
@@ -167,6 +168,7 @@ export const composeTests: Test[] = [
         const marked = await bob.page.locator(".search-result mark").allTextContents();
         if (!marked.includes("very") || !marked.includes("first")) throw new Error(`marked: ${marked.join(", ")}`);
         await audit.check(bob.page, "search results");
+        await shot(bob.page, "desktop-search");
         await bob.page.locator(`.search-result`, { hasText: "Crew" }).first().click();
         await waitUntil("the group open", () => bob.page.url().includes(`/c/${encodeURIComponent(group)}`), 10_000);
         await expectHighlighted(bob.page, firstSeq);

@@ -5,7 +5,7 @@
 import type { Page } from "playwright-core";
 import { newPage, waitUntil, type Test } from "./harness.ts";
 import { auditor } from "./accessibility.ts";
-import { DESKTOP, PASSWORD, createGroup, openConversation, openDirect, send, session, user } from "./pages.ts";
+import { DESKTOP, PASSWORD, createGroup, openConversation, openDirect, send, session, shot, user } from "./pages.ts";
 
 async function signIn(page: Page, username: string): Promise<void> {
   await page.goto("/login");
@@ -67,6 +67,7 @@ export const prefsTests: Test[] = [
         await expectFlag(phone.page, dm, "pinned", true);
         await waitUntil("the pinned chat first on the phone", async () => (await firstRowId(phone.page)) === dm, 10_000);
         await waitUntil("the pinned chat first here", async () => (await firstRowId(page)) === dm, 10_000);
+        await shot(page, "desktop-chat-settings");
 
         // Archive: it leaves the phone's main list for the Archived row, which opens a list of its own.
         await panel.getByRole("button", { name: "Archive", exact: true }).click();
