@@ -5,7 +5,7 @@
 import type { Page } from "playwright-core";
 import { auditor } from "./accessibility.ts";
 import { newPage, sleep, waitUntil, type Test } from "./harness.ts";
-import { PASSWORD, bubble, createGroup, expectMessage, openConversation, openDirect, send, session, shot, user } from "./pages.ts";
+import { bubble, createGroup, expectMessage, focusedName, openConversation, openDirect, send, session, shot, signIn, user } from "./pages.ts";
 
 /** Messages sent over REST with the page's own token, paced under the send rate limit. */
 async function sendMany(page: Page, conversationId: string, bodies: string[]): Promise<void> {
@@ -27,10 +27,6 @@ const seqOf = async (page: Page, text: string) => Number(await bubble(page, text
 
 async function expectHighlighted(page: Page, seq: number): Promise<void> {
   await page.locator(`.chat .msg-row.highlight[data-seq="${seq}"]`).waitFor({ timeout: 15_000 });
-}
-
-async function focusedName(page: Page): Promise<string> {
-  return page.evaluate(() => document.activeElement?.getAttribute("aria-label") ?? document.activeElement?.textContent?.trim() ?? "");
 }
 
 export const composeTests: Test[] = [
@@ -79,10 +75,7 @@ export const composeTests: Test[] = [
         // On a device that holds only the latest page, the quote loads older history down to
         // the original, scrolls to it and highlights it.
         const { page: ann2 } = await newPage(ctx);
-        await ann2.goto("/login");
-        await ann2.getByLabel("Username").fill(ann.username);
-        await ann2.getByLabel("Password").fill(PASSWORD);
-        await ann2.getByRole("button", { name: "Sign in" }).click();
+        await signIn(ann2, ann.username);
         await openConversation(ann2, group);
         await expectMessage(ann2, "a reply to it");
         if ((await ann2.locator(`.chat .msg-row[data-seq="${firstSeq}"]`).count()) !== 0) throw new Error("the original was already loaded: the jump would load nothing");

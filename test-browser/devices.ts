@@ -4,17 +4,7 @@
 import type { Page } from "playwright-core";
 import { newPage, waitUntil, type Test } from "./harness.ts";
 import { auditor } from "./accessibility.ts";
-import { DESKTOP, PASSWORD, session, user } from "./pages.ts";
-
-async function signIn(page: Page, username: string): Promise<void> {
-  await page.goto("/login");
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Sign in", exact: true }).click();
-  await page.getByRole("heading", { name: "Chats" }).waitFor({ timeout: 15_000 });
-}
-
-const focusedName = (page: Page) => page.evaluate(() => document.activeElement?.getAttribute("aria-label") ?? document.activeElement?.textContent ?? "");
+import { DESKTOP, session, user, focusedName, signIn } from "./pages.ts";
 
 export const devicesTests: Test[] = [
   {

@@ -5,19 +5,11 @@
 // the later one; the server's copy holds no plaintext of any of it.
 import type { Locator, Page } from "playwright-core";
 import { newPage, waitUntil, type Test } from "./harness.ts";
-import { DESKTOP, PASSWORD, bubble, conversationIdOf, expectMessage, openConversation, send, session, user } from "./pages.ts";
+import { DESKTOP, bubble, conversationIdOf, expectMessage, openConversation, send, session, user, signIn } from "./pages.ts";
 
 async function encryptionReady(page: Page): Promise<void> {
   await page.getByRole("textbox", { name: "Message" }).waitFor();
   await waitUntil("end-to-end encryption set up on this device", async () => (await page.locator('[data-testid="e2ee-status"]').count()) === 0, 30_000);
-}
-
-async function signIn(page: Page, username: string): Promise<void> {
-  await page.goto("/login");
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Sign in", exact: true }).click();
-  await page.getByRole("heading", { name: "Chats" }).waitFor({ timeout: 15_000 });
 }
 
 async function choose(page: Page, row: Locator, item: string, dialog?: string): Promise<void> {

@@ -147,3 +147,15 @@ export async function shownDigits(page: Page): Promise<string[]> {
   await digits.waitFor({ timeout: 20_000 });
   return digits.locator("span").allTextContents().then((groups) => groups.map((g) => g.trim()));
 }
+
+/** Signs an existing account in on this page (another device of that user). */
+export async function signIn(page: Page, username: string): Promise<void> {
+  await page.goto("/login");
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByRole("heading", { name: "Chats" }).waitFor({ timeout: 15_000 });
+}
+
+/** What the focused element is called: its aria-label, else its text. */
+export const focusedName = (page: Page) => page.evaluate(() => document.activeElement?.getAttribute("aria-label") ?? document.activeElement?.textContent?.trim() ?? "");

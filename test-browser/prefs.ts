@@ -5,20 +5,10 @@
 import type { Page } from "playwright-core";
 import { newPage, waitUntil, type Test } from "./harness.ts";
 import { auditor } from "./accessibility.ts";
-import { DESKTOP, PASSWORD, createGroup, openConversation, openDirect, send, session, shot, user } from "./pages.ts";
-
-async function signIn(page: Page, username: string): Promise<void> {
-  await page.goto("/login");
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Sign in", exact: true }).click();
-  await page.getByRole("heading", { name: "Chats" }).waitFor({ timeout: 15_000 });
-}
+import { DESKTOP, createGroup, openConversation, openDirect, send, session, shot, user, focusedName, signIn } from "./pages.ts";
 
 const row = (page: Page, id: string) => page.locator(`.conv-item[data-conversation="${id}"]`);
 const firstRowId = (page: Page) => page.locator(".conv-item[data-conversation]").first().getAttribute("data-conversation", { timeout: 5000 });
-const focusedName = (page: Page) => page.evaluate(() => document.activeElement?.getAttribute("aria-label") ?? document.activeElement?.textContent?.trim() ?? "");
-
 async function expectFlag(page: Page, id: string, flag: "muted" | "pinned", on: boolean): Promise<void> {
   await waitUntil(`${flag} ${on ? "shown" : "gone"} on ${id}`, async () => ((await row(page, id).locator(`[data-flag="${flag}"]`).count()) === 1) === on, 15_000);
 }

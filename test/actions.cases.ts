@@ -17,13 +17,16 @@ import {
   direct,
   expectError,
   group,
+  inD1,
   json,
   login,
   openConversation,
+  PNG,
   register,
   sendRest,
+  syncAll,
   unique,
-  waitFor,
+  upload,
   type Session,
 } from "./helpers";
 
@@ -42,29 +45,7 @@ const messageAt = async (s: Session, conversationId: string, seq: number) => (aw
 const lastSeqOf = async (s: Session, conversationId: string) =>
   (await json<{ conversation: { lastSeq: number } }>(`/conversations/${conversationId}`, { token: s.token })).conversation.lastSeq;
 
-async function inD1(conversationId: string): Promise<void> {
-  await waitFor(async () => (await conversationStub(env, conversationId).pendingOutbox()) === 0, "the outbox written to D1");
-}
-
-async function syncAll(s: Session): Promise<Message[]> {
-  const out: Message[] = [];
-  let cursor = "0";
-  for (let more = true; more; ) {
-    const page = await json<{ messages: Message[]; cursor: string; hasMore: boolean }>(`/messages?since=${cursor}&limit=100`, { token: s.token });
-    out.push(...page.messages);
-    cursor = page.cursor;
-    more = page.hasMore;
-  }
-  return out;
-}
-
-const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, ...new Array(200).fill(7)]);
-
-async function uploadPng(s: Session): Promise<string> {
-  const res = await call(`/upload?name=${unique("p")}.png`, { token: s.token, rawBody: PNG, headers: { "content-type": "image/png" } });
-  if (res.status !== 201) throw new Error(`upload: ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { media: { id: string } }).media.id;
-}
+const uploadPng = (s: Session) => upload(s, PNG, "image/png", `${unique("p")}.png`);
 
 const eventOf = (m: Message) => JSON.parse(m.body!) as ActionEvent;
 

@@ -7,8 +7,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, SystemEvent, User } from "../protocol";
-import { conversationStub } from "../kernel/objects";
-import { call, connect, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
+import { call, connect, direct, expectError, group, inD1, json, openConversation, PNG, register, syncAll, unique, upload, waitFor, type Session } from "./helpers";
 
 const patchGroup = (s: Session, id: string, body: unknown) => call(`/conversations/${id}`, { method: "PATCH", token: s.token, body });
 const putRole = (s: Session, id: string, userId: string, body: unknown) =>
@@ -22,30 +21,6 @@ const roleOf = (c: Conversation | undefined, userId: string) => c?.members.find(
 
 const systemEvent = (m: Message) => JSON.parse(m.body!) as SystemEvent;
 const systemEventsIn = (messages: Message[]) => messages.filter((m) => m.kind === "system").map((m) => ({ seq: m.seq, ...systemEvent(m) }));
-
-async function inD1(conversationId: string): Promise<void> {
-  await waitFor(async () => (await conversationStub(env, conversationId).pendingOutbox()) === 0, "the outbox written to D1");
-}
-
-async function syncAll(s: Session): Promise<Message[]> {
-  const out: Message[] = [];
-  let cursor = "0";
-  for (let more = true; more; ) {
-    const page = await json<{ messages: Message[]; cursor: string; hasMore: boolean }>(`/messages?since=${cursor}&limit=100`, { token: s.token });
-    out.push(...page.messages);
-    cursor = page.cursor;
-    more = page.hasMore;
-  }
-  return out;
-}
-
-const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, ...new Array(200).fill(7)]);
-
-async function upload(s: Session, bytes: Uint8Array, type: string, name: string): Promise<string> {
-  const res = await call(`/upload?name=${name}`, { token: s.token, rawBody: bytes, headers: { "content-type": type } });
-  if (res.status !== 201) throw new Error(`upload: ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { media: { id: string } }).media.id;
-}
 
 export function groupInfoTests(): void {
   describe("group settings", () => {

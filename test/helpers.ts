@@ -7,7 +7,7 @@ import type { Settings } from "../kernel/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
 import { MlsDevice } from "../web/src/e2ee/engine";
 import { SIGNED_IN_MARK } from "../kernel/d1/devices";
-import { userStub } from "../kernel/objects";
+import { conversationStub, userStub } from "../kernel/objects";
 import { sha256 } from "../worker/lib/crypto";
 import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 
@@ -279,4 +279,32 @@ export async function setObjectSettings(stub: DurableObjectStub<ConversationDO> 
  */
 export function holdDeferredPass(stub: DurableObjectStub<ConversationDO>): Promise<void> {
   return setObjectSettings(stub, { batchDelayMs: 60_000 });
+}
+
+/** Waits until the conversation's outbox has written everything to D1. */
+export async function inD1(conversationId: string): Promise<void> {
+  await waitFor(async () => (await conversationStub(env, conversationId).pendingOutbox()) === 0, "the outbox written to D1");
+}
+
+/** Every page of `GET /messages?since=` from the start. */
+export async function syncAll(s: Session): Promise<Message[]> {
+  const out: Message[] = [];
+  let cursor = "0";
+  for (let more = true; more; ) {
+    const page = await json<{ messages: Message[]; cursor: string; hasMore: boolean }>(`/messages?since=${cursor}&limit=100`, { token: s.token });
+    out.push(...page.messages);
+    cursor = page.cursor;
+    more = page.hasMore;
+  }
+  return out;
+}
+
+/** The bytes of a small PNG: its signature and header, enough for the upload's sniffing. */
+export const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, ...new Array(200).fill(7)]);
+
+/** Uploads bytes as one media item of the caller's; its id. */
+export async function upload(s: Session, bytes: Uint8Array, type: string, name: string): Promise<string> {
+  const res = await call(`/upload?name=${encodeURIComponent(name)}`, { token: s.token, rawBody: bytes, headers: { "content-type": type } });
+  if (res.status !== 201) throw new Error(`upload: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { media: { id: string } }).media.id;
 }

@@ -10,24 +10,8 @@ import { MlsDevice, type DeviceSnapshot } from "../src/e2ee/engine";
 import { MLS_ADDS_PER_COMMIT } from "../../protocol";
 import { inPageLock, type Exclusive } from "../src/e2ee/lock";
 import type { Fetch } from "../src/lib/api";
-import { FakeE2eeServer } from "./e2eeServer";
+import { FakeE2eeServer, memoryStore, type Sim } from "./e2eeServer";
 
-/** IndexedDB's part: values stored as copies, as structured clone does. */
-function memoryStore() {
-  const map = new Map<string, unknown>();
-  return {
-    map,
-    get: async (key: string) => structuredClone(map.get(key)),
-    set: async (key: string, value: unknown) => void map.set(key, structuredClone(value)),
-  };
-}
-
-interface Sim {
-  client: E2eeClient;
-  store: ReturnType<typeof memoryStore>;
-  userId: string;
-  deviceId: string;
-}
 
 function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, options: { store?: ReturnType<typeof memoryStore>; lock?: Exclusive; fetch?: Fetch; now?: () => number } = {}): Sim {
   const store = options.store ?? memoryStore();

@@ -10,23 +10,8 @@ import { E2eeClient, type ConversationCrypto, type Sealed } from "../src/e2ee/cl
 import { foldAction, isAction, isContent, type PlainEntry } from "../src/e2ee/fold";
 import { inPageLock } from "../src/e2ee/lock";
 import { emptyIndex, indexMessage, matches, searchIndexes, searchKey, snippet, terms, type SearchIndex } from "../src/state/localSearch";
-import { FakeE2eeServer } from "./e2eeServer";
+import { FakeE2eeServer, memoryStore, type Sim } from "./e2eeServer";
 
-function memoryStore() {
-  const map = new Map<string, unknown>();
-  return {
-    map,
-    get: async (key: string) => structuredClone(map.get(key)),
-    set: async (key: string, value: unknown) => void map.set(key, structuredClone(value)),
-  };
-}
-
-interface Sim {
-  client: E2eeClient;
-  store: ReturnType<typeof memoryStore>;
-  userId: string;
-  deviceId: string;
-}
 
 function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, options: { store?: ReturnType<typeof memoryStore>; admins?: string[] } = {}): Sim {
   const store = options.store ?? memoryStore();

@@ -4,6 +4,7 @@
 // the conversation's sequence with its messages. It checks no MLS structure (the workerd suite,
 // test/e2ee.test.ts, runs the real server); it orders, stores and hands out, as the real one does.
 import type { Message } from "../../protocol";
+import type { E2eeClient } from "../src/e2ee/client";
 import type { Fetch } from "../src/lib/api";
 
 interface Conv {
@@ -171,4 +172,22 @@ export class FakeE2eeServer {
   sendCiphertext(conversationId: string, userId: string, deviceId: string, clientMsgId: string, ciphertext: string): Message {
     return this.append(conversationId, { senderId: userId, senderDeviceId: deviceId, clientMsgId, kind: "encrypted", ciphertext });
   }
+}
+
+/** IndexedDB's part: values stored as copies, as structured clone does. */
+export function memoryStore() {
+  const map = new Map<string, unknown>();
+  return {
+    map,
+    get: async (key: string) => structuredClone(map.get(key)),
+    set: async (key: string, value: unknown) => void map.set(key, structuredClone(value)),
+  };
+}
+
+/** A simulated device: its client and what it stores. */
+export interface Sim {
+  client: E2eeClient;
+  store: ReturnType<typeof memoryStore>;
+  userId: string;
+  deviceId: string;
 }
