@@ -89,29 +89,17 @@ export const e2eeActionsTests: Test[] = [
         await waitUntil("the preview of the edited message", async () => (await item.textContent())?.includes("hello world"), 15_000);
       }
 
-      // A reply: the composer's reply control comes separately, so Ann's outbox row is written
-      // as it will write it (with replyToSeq) and goes when her page loads; sealed like any send.
-      const target = Number(await bubble(ann.page, "hello world").first().getAttribute("data-seq"));
-      const { userId } = await session(ann.page);
-      await ann.page.evaluate(
-        async ([uid, conversationId, replyToSeq]) => {
-          const db = await new Promise<IDBDatabase>((resolve, reject) => {
-            const req = indexedDB.open(`edge-chat:${uid}`);
-            req.onsuccess = () => resolve(req.result);
-            req.onerror = () => reject(req.error);
-          });
-          await new Promise<void>((resolve, reject) => {
-            const tx = db.transaction("outbox", "readwrite");
-            tx.objectStore("outbox").put({ clientMsgId: crypto.randomUUID(), conversationId, body: "a reply to it", replyToSeq, createdAt: Date.now(), status: "pending", attempts: 0, notBefore: 0 });
-            tx.oncomplete = () => resolve();
-            tx.onerror = () => reject(tx.error);
-          });
-          db.close();
-        },
-        [userId, id, target] as const,
-      );
-      await ann.page.reload();
-      await encryptionReady(ann.page);
+      // The pins list comes from what each device decrypted.
+      const pinsButton = bob.page.getByRole("button", { name: "Pinned messages: 1" });
+      await pinsButton.waitFor({ timeout: 15_000 });
+      await pinsButton.click();
+      await bob.page.locator(".pins-panel", { hasText: "hello world" }).waitFor({ timeout: 10_000 });
+      await bob.page.getByRole("button", { name: "Close pinned messages" }).click();
+
+      // A reply from the message's menu: its reference travels sealed.
+      await choose(ann.page, bubble(ann.page, "hello world").first(), "Reply");
+      await ann.page.locator(".composer-reply .quote-text", { hasText: "hello world" }).waitFor({ timeout: 5000 });
+      await send(ann.page, "a reply to it");
       for (const page of [ann.page, bob.page]) await bubble(page, "a reply to it").first().locator(".reply-quote", { hasText: "hello world" }).waitFor({ timeout: 20_000 });
 
       // Delete for everyone: through the server, which erases the ciphertext.

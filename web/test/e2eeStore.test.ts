@@ -127,6 +127,10 @@ describe("E2EE conversations in the store", () => {
     s.userSocket().deliver({ type: "message", message: pin });
     await until("the actions folded", () => s.store.decrypted(hello).pinned !== undefined);
     expect(s.store.decrypted(hello)).toMatchObject({ body: "hello there", reactions: [{ emoji: "👍", userIds: [YOU.id] }], pinned: { by: YOU.id } });
+    // The pins list of the open chat: from what this device decrypted, the server cannot list them.
+    s.store.navigate({ name: "chat", id: "c1", thread: null, info: false });
+    await until("the chat open with the message", () => s.store.view("c1").messages.some((m) => m.seq === hello.seq));
+    expect(s.store.pins("c1").map((m) => [m.seq, m.body])).toEqual([[hello.seq, "hello there"]]);
     expect(s.store.isEncryptedAction(react)).toBe(true);
     expect(s.store.isEncryptedAction(hello)).toBe(false);
     const c = s.store.state.conversations.get("c1")!;

@@ -315,8 +315,17 @@ export class AppStore {
   loadPins(conversationId: string): Promise<void> {
     return this.compose.loadPins(conversationId);
   }
+  /**
+   * A conversation's pinned messages, the latest pin first. An E2EE conversation's pins are
+   * encrypted actions the server cannot list: there, the pinned ones among the messages this
+   * device holds.
+   */
   pins(conversationId: string): Message[] {
-    return this.compose.pins(conversationId);
+    if (!this.state.conversations.get(conversationId)?.e2ee) return this.compose.pins(conversationId);
+    return this.view(conversationId)
+      .messages.map((m) => this.e2ee.decrypted(m))
+      .filter((m) => m.pinned !== undefined)
+      .sort((a, b) => (b.pinned?.at ?? 0) - (a.pinned?.at ?? 0));
   }
   /** Scrolls the conversation to the message and highlights it, loading older history down to it. */
   jumpTo(conversationId: string, seq: number): Promise<void> {

@@ -254,7 +254,7 @@ function ChatHeader({ conv, id, panel, setPanel }: { conv: Conversation | null; 
           {subtitle}
         </p>
       </div>
-      {conv && !conv.e2ee && store.pins(id).length > 0 ? (
+      {conv && store.pins(id).length > 0 ? (
         <button class="icon-btn pins-btn" type="button" aria-label={`Pinned messages: ${store.pins(id).length}`} title="Pinned messages" aria-expanded={panel === "pins"} onClick={() => {
           if (panel !== "pins" && s.route.name === "chat" && (s.route.info || s.route.thread !== null || s.route.safety)) store.navigate({ name: "chat", id, thread: null, info: false });
           setPanel(panel === "pins" ? null : "pins");
