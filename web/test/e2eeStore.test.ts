@@ -179,5 +179,20 @@ describe("E2EE conversations in the store", () => {
     await until("the text gone from the device", () => !JSON.stringify([...db.kv.values()]).includes("hello there"));
     expect((await s.store.e2ee.localSearch("there")).results).toEqual([]);
     expect(s.store.decrypted(deleted)).toEqual(deleted);
+
+    // A forward from an E2EE chat: its text as decrypted, the mark sealed with it, to E2EE chats only.
+    const news = await theirs({ body: "pass this on" });
+    s.userSocket().deliver({ type: "message", message: news });
+    await until("the news decrypted", () => s.store.decrypted(news).body === "pass this on");
+    expect(s.store.forwardable(news)).toEqual({ e2ee: true });
+    expect(s.store.forwardable(deleted)).toBeNull();
+    const before = sent.length;
+    await s.store.forward(news, ["c1"]);
+    const forwarded = await until("the forward sent", () => sent[before]);
+    expect(forwarded.ciphertext).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(forwarded).not.toHaveProperty("body");
+    expect(forwarded).not.toHaveProperty("forwarded");
+    const forwardSeq = e2ee.messages("c1").at(-1)!.seq;
+    expect((await other.catchUp("c1")).plain.get(forwardSeq)).toMatchObject({ body: "pass this on", forwarded: true, from: ME.id });
   });
 });

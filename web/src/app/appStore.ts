@@ -298,7 +298,28 @@ export class AppStore {
   }
   /** Sends the message into each conversation, marked forwarded, its media by id. */
   forward(message: Message, conversationIds: readonly string[]): Promise<void> {
-    return this.sendQueue.forward(message, conversationIds);
+    if (!this.state.conversations.get(message.conversationId)?.e2ee) return this.sendQueue.forward(message, conversationIds);
+    // From an E2EE conversation, as this device decrypted it: the text, and the sealed media with
+    // the keys that open them (the same blobs), sealed again for each E2EE conversation it goes to.
+    const shown = this.e2ee.shown(message);
+    if (shown.kind !== "content") return Promise.reject(new Error("This message cannot be forwarded."));
+    return this.sendQueue.forward({ ...message, body: shown.content.body ?? null, media: shown.content.media ?? [] }, conversationIds);
+  }
+  /**
+   * Whether a message can be forwarded, and where: what it shows, from a plaintext conversation to
+   * plaintext ones, from an E2EE one to E2EE ones (its text and keys never reach the server). The
+   * server shares another member's upload only with a forward's mark, which an E2EE send keeps
+   * inside its ciphertext: from an E2EE conversation, only text or this user's own uploads.
+   */
+  forwardable(message: Message): { e2ee: boolean } | null {
+    const conv = this.state.conversations.get(message.conversationId);
+    if (!conv || message.hidden || message.deletedAt !== undefined) return null;
+    if (!conv.e2ee) return message.body !== null || message.media.length > 0 ? { e2ee: false } : null;
+    const shown = this.e2ee.shown(message);
+    if (shown.kind !== "content") return null;
+    const media = shown.content.media ?? [];
+    if (media.length > 0 && message.senderId !== this.me) return null;
+    return shown.content.body !== undefined || media.length > 0 ? { e2ee: true } : null;
   }
   startReply(conversationId: string, seq: number): void {
     this.compose.startReply(conversationId, seq);

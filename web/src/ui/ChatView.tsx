@@ -633,10 +633,9 @@ function MessageMenu({ message: m, conv, inThread }: { message: Message; conv: C
   const liked = m.reactions?.some((r) => r.emoji === "👍" && r.userIds.includes(me)) ?? false;
   // In an E2EE conversation the members apply these themselves, to what they decrypted.
   const readable = m.kind !== "encrypted" || store.shown(m).kind === "content";
-  // Replies quote from the main list (a thread has its own replies); forwarding takes what the
-  // message shows, so not a message deleted for me, and not an E2EE message's sealed media.
+  // Replies quote from the main list (a thread has its own replies).
   const canReply = !inThread && member && m.threadRootSeq === null;
-  const canForward = !conv.e2ee && !m.hidden && (m.body !== null || m.media.length > 0);
+  const canForward = store.forwardable(m) !== null;
   return (
     <div class="msg-menu">
       <button ref={button} class="icon-btn" type="button" aria-label="Message actions" aria-haspopup="menu" aria-expanded={open} onClick={() => setOpen((o) => !o)}>

@@ -1,7 +1,7 @@
 // Forwarding a message: pick one or more conversations (found by name) and the message is sent
-// to each, marked forwarded, its media by id (the server shares them: no upload). Only plaintext
-// conversations are offered: an E2EE one carries a forward inside its ciphertext, which this
-// client does not send yet. Loaded on first use.
+// to each, marked forwarded, its media by id (the server shares them: no upload). From a plaintext
+// conversation to plaintext ones, from an E2EE one to E2EE ones (store.forwardable). Loaded on
+// first use.
 import { useRef, useState } from "preact/hooks";
 import type { Message } from "../../../protocol";
 import { Avatar } from "./Avatar";
@@ -20,7 +20,7 @@ export function ForwardDialog({ message, onClose }: { message: Message; onClose:
   const me = store.me;
   const targets = store
     .sortedConversations()
-    .filter((c) => !c.e2ee && c.leftSeq === undefined && c.members.some((m) => m.userId === me))
+    .filter((c) => c.e2ee === (store.forwardable(message)?.e2ee ?? false) && c.leftSeq === undefined && c.members.some((m) => m.userId === me))
     .filter((c) => !f || store.title(c).toLocaleLowerCase().includes(f));
   const toggle = (id: string) => setPicked((p) => (p.includes(id) ? p.filter((x) => x !== id) : [...p, id]));
   const send = async () => {
