@@ -87,6 +87,18 @@ describe("composing: the store", () => {
     await s.store.sendText("g1", "plain", null);
     await settle();
     expect(sent(s)[1]).toEqual({ conversationId: "g1", clientMsgId: "cm2", body: "plain" });
+
+    // A photo or a voice note takes the reply as its upload starts; a thread's composer has none.
+    s.store.startReply("g1", 7);
+    expect(s.store.takeReply("g1", 3)).toEqual({});
+    expect(s.store.replyTo("g1")).toBe(7);
+    const reply = s.store.takeReply("g1", null);
+    expect(reply).toEqual({ replyToSeq: 7 });
+    expect(s.store.replyTo("g1")).toBeUndefined();
+    const photo = { id: "m1", contentType: "image/png", size: 10, name: "p.png" };
+    await s.store.sendMedia("g1", [photo], "look", null, reply);
+    await settle();
+    expect(sent(s)[2]).toEqual({ conversationId: "g1", clientMsgId: "cm3", body: "look", mediaIds: ["m1"], replyToSeq: 7 });
   });
 
   it("the outbox keeps replyToSeq, mentions and forwarded through a reload before sending", async () => {

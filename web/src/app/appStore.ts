@@ -327,6 +327,13 @@ export class AppStore {
   cancelReply(conversationId: string): void {
     this.compose.cancelReply(conversationId);
   }
+  /** The reply the composer holds for this send, taken off it (a thread's composer has none). */
+  takeReply(conversationId: string, threadRootSeq: number | null): SendExtras {
+    const replyToSeq = threadRootSeq === null ? this.compose.replyTo(conversationId) : undefined;
+    if (replyToSeq === undefined) return {};
+    this.compose.cancelReply(conversationId);
+    return { replyToSeq };
+  }
   replyTo(conversationId: string): number | undefined {
     return this.compose.replyTo(conversationId);
   }
@@ -376,8 +383,8 @@ export class AppStore {
   moreResults(): Promise<void> {
     return this.search.more();
   }
-  sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
-    return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq);
+  sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null, extras: SendExtras = {}): Promise<void> {
+    return this.sendQueue.sendMedia(conversationId, media, caption, threadRootSeq, extras);
   }
   /**
    * An action on a message. In an E2EE conversation an edit, reaction or pin is an encrypted

@@ -88,7 +88,7 @@ export class SendQueue {
     void this.flush();
   }
 
-  async sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null): Promise<void> {
+  async sendMedia(conversationId: string, media: MediaRef[], caption: string, threadRootSeq: number | null, extras: SendExtras = {}): Promise<void> {
     if (!this.outbox) return;
     await this.outbox.add({
       conversationId,
@@ -96,6 +96,7 @@ export class SendQueue {
       media,
       ...(caption.trim() ? { body: caption.trim() } : {}),
       ...(threadRootSeq ? { threadRootSeq } : {}),
+      ...extras,
     });
     void this.flush();
   }

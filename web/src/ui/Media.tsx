@@ -41,6 +41,8 @@ async function sendUp(token: string, file: Blob, name: string, facts: MediaFacts
 export async function uploadOne(store: AppStore, cache: MediaCache, conversationId: string, file: Blob, name: string, known: MediaFacts, threadRootSeq: number | null, caption: string): Promise<void> {
   const token = store.state.session?.token;
   if (!token) return;
+  // A reply chosen before the file goes with it, taken now: the composer may quote another meanwhile.
+  const reply = store.takeReply(conversationId, threadRootSeq);
   const sealed = store.state.conversations.get(conversationId)?.e2ee === true;
   const visual = file.type.startsWith("image/") || file.type.startsWith("video/");
   const id = crypto.randomUUID();
@@ -84,7 +86,7 @@ export async function uploadOne(store: AppStore, cache: MediaCache, conversation
       : { id: media.id, contentType: media.contentType, size: media.size, name: media.name };
     for (const k of ["width", "height", "durationMs"] as const) if (facts[k] !== undefined) ref[k] = facts[k];
     if (facts.thumbnailId !== undefined) ref.thumbnailId = facts.thumbnailId;
-    await store.sendMedia(conversationId, [ref], caption, threadRootSeq);
+    await store.sendMedia(conversationId, [ref], caption, threadRootSeq, reply);
     store.removeUpload(id);
   } catch (err) {
     if (uploadsMissing(err)) {
