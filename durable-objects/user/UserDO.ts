@@ -139,7 +139,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   // --- Conversation settings: mute, archive, pin (./conversationPrefs.ts) ----------------------------
 
-  /** The user's settings of every conversation that has any (GET /conversations reads them once per list). */
+  /** The user's settings of each conversation where they differ from the defaults (GET /conversations reads them once per list). */
   async conversationSettings(userId: string): Promise<Record<string, ConversationSettings>> {
     this.presence.rememberUser(userId);
     return this.prefs.all(Date.now());

@@ -26,7 +26,7 @@ devices.get("/", requireAuth, async (c) => {
 
 /**
  * Signs one of the caller's devices out, exactly as that device's own POST /auth/logout would.
- * Another user's device is as unknown as a device that never existed (404). One already signed
+ * Another user's device gets the answer of a device that never existed (404). One already signed
  * out (not in GET /devices) is a 204 that does nothing more, so a repeated request does not
  * notify its conversations twice.
  */
@@ -44,7 +44,7 @@ devices.delete("/:id", requireAuth, async (c) => {
 
 /**
  * Renames one of the caller's signed-in devices (any of them: a user tidies the list from one
- * place). Another user's device, or one signed out, is as unknown as one that never existed (404).
+ * place). Another user's device, or one signed out, gets the answer of one that never existed (404).
  */
 devices.patch("/:id", requireAuth, async (c) => {
   const { userId } = c.get("auth");

@@ -90,7 +90,7 @@ export class E2ee {
   }
 
   /**
-   * The server counts and previews an encrypted action as any message (it cannot tell): once this
+   * The server counts and previews an encrypted action like every other message (it cannot tell): once this
    * device knows it is one, it takes it out of `unread` (others' actions after the read mark,
    * each once per copy of the conversation) and out of the preview.
    */
