@@ -9,7 +9,7 @@ import { bearerToken, sessionKeys, verifySessionToken, type SessionClaims } from
 
 export type AppEnv = {
   Bindings: Env;
-  Variables: { settings: Settings; requestId: string; auth: Identity };
+  Variables: { settings: Settings; requestId: string; auth: Identity; session: SessionClaims };
 };
 
 export type AppContext = Context<AppEnv>;
@@ -52,6 +52,7 @@ export const requireAuth = createMiddleware<AppEnv>(async (c, next) => {
   const session = await verifiedSession(c, token);
   if (!session || !(await liveSession(c, session))) throw new ApiError("unauthorized", "unknown, expired or revoked token");
   c.set("auth", { userId: session.userId, deviceId: session.deviceId });
+  c.set("session", session);
   await next();
 });
 
@@ -62,10 +63,8 @@ const liveSession = (c: AppContext, session: SessionClaims) =>
  * Whether the request's session is still live, asked again after a write that a logout running
  * meanwhile would have missed (it removes what the device had before it; this write came after).
  */
-export async function stillSignedIn(c: AppContext): Promise<boolean> {
-  const token = bearerToken(c.req.header("authorization"));
-  const session = token ? await verifiedSession(c, token) : null;
-  return session !== null && (await liveSession(c, session));
+export function stillSignedIn(c: AppContext): Promise<boolean> {
+  return liveSession(c, c.get("session"));
 }
 
 /**

@@ -58,6 +58,22 @@ export class ActionTables {
     return new Set(rows.map((r) => r.seq));
   }
 
+  /**
+   * The latest top-level message at or below `through` that `userId` did not delete for
+   * themself (commits, actions and thread replies left out, as in the preview), or null.
+   */
+  latestShownSeq(userId: string, through: number): number | null {
+    const row = this.sql
+      .exec<{ seq: number }>(
+        `SELECT seq FROM messages WHERE seq <= ? AND kind NOT IN ('mls.commit', 'action') AND thread_root_seq IS NULL
+           AND seq NOT IN (SELECT seq FROM hidden WHERE user_id = ?) ORDER BY seq DESC LIMIT 1`,
+        through,
+        userId,
+      )
+      .toArray()[0];
+    return row?.seq ?? null;
+  }
+
   pin(seq: number, by: string, at: number): void {
     this.sql.exec(
       "INSERT INTO pins (seq, pinned_by, pinned_at) VALUES (?, ?, ?) ON CONFLICT (seq) DO NOTHING",

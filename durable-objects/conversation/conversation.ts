@@ -67,6 +67,8 @@ export const TYPING_LAPSE_MS = 6_000;
 
 export const MAX_MEMBERS = 1000;
 
+const NO_GROUP_SETTINGS = "a direct conversation has no title, description or admins";
+
 export class Conversation {
   /** Reply, edit, delete, react, pin, delete for me (./actions.ts). */
   readonly actions: MessageActions;
@@ -178,7 +180,7 @@ export class Conversation {
    * changes nothing and stores nothing.
    */
   updateGroupInfo(actor: Identity, change: { title?: string | undefined; description?: string | null | undefined }, now: number): Result<{ conversation: ConversationView }> {
-    const denied = this.requireGroupAdmin(actor.userId, "only admins change the group's title and description");
+    const denied = this.requireAdminOfGroup(actor.userId, "only admins change the group's title and description", NO_GROUP_SETTINGS);
     if (denied) return denied;
     const meta = this.store.requireMeta();
     const title = change.title !== undefined && change.title !== meta.title ? change.title : undefined;
@@ -199,7 +201,7 @@ export class Conversation {
    * the last one cannot be demoted (409), though they may leave (removeMember names an heir).
    */
   setRole(actor: Identity, targetId: string, role: Role, now: number): Result<{ conversation: ConversationView }> {
-    const denied = this.requireGroupAdmin(actor.userId, "only admins change members' roles");
+    const denied = this.requireAdminOfGroup(actor.userId, "only admins change members' roles", NO_GROUP_SETTINGS);
     if (denied) return denied;
     const target = this.store.members.get(targetId);
     if (!target) return fail("not_found", "no such member");
@@ -425,17 +427,11 @@ export class Conversation {
     this.broadcast(JSON.stringify({ type: "receipt", ...receipt } satisfies ConversationServerFrame), null);
   }
 
-  private requireGroupAdmin(userId: string, why: string): Failure | null {
+  /** Why `userId` may not act as an admin of this group, or null: a stranger, a direct conversation, a non-admin. */
+  private requireAdminOfGroup(userId: string, why = "only admins add members", directWhy = "a direct conversation keeps its two members"): Failure | null {
     if (!this.isMember(userId)) return fail("not_found", "no such conversation");
-    if (this.store.requireMeta().type !== "group") return fail("bad_request", "a direct conversation has no title, description or admins");
+    if (this.store.requireMeta().type !== "group") return fail("bad_request", directWhy);
     if (this.store.members.get(userId)?.role !== "admin") return fail("forbidden", why);
-    return null;
-  }
-
-  private requireAdminOfGroup(userId: string) {
-    if (!this.isMember(userId)) return fail("not_found", "no such conversation");
-    if (this.store.requireMeta().type !== "group") return fail("bad_request", "a direct conversation keeps its two members");
-    if (this.store.members.get(userId)?.role !== "admin") return fail("forbidden", "only admins add members");
     return null;
   }
 
@@ -487,18 +483,19 @@ export class Conversation {
     for (const ws of this.deps.sockets.all()) if (ws !== except) trySend(ws, frame);
   }
 
+  /** The preview: the latest top-level message `userId` may read and did not delete for themself. */
+  private lastMessageFor(userId: string, through: number): Message | null {
+    const last = this.store.lastMessage(through);
+    if (!last || this.actions.tables.hiddenBetween(userId, last.seq, last.seq).size === 0) return last;
+    const earlier = this.actions.tables.latestShownSeq(userId, last.seq - 1);
+    return earlier === null ? null : (this.store.getMessage(earlier) ?? null);
+  }
+
   /**
    * The conversation as `userId` sees it: a member's view; a former member's, as it was when they
    * left (no members, nothing after `leftSeq`); for anyone else (a notification to someone the
    * object does not know) the conversation as it is, without members.
    */
-  /** The preview: the latest top-level message `userId` may read and did not delete for themself. */
-  private lastMessageFor(userId: string, through: number): Message | null {
-    let last = this.store.lastMessage(through);
-    while (last && this.actions.tables.hiddenBetween(userId, last.seq, last.seq).size > 0) last = this.store.lastMessage(last.seq - 1);
-    return last;
-  }
-
   viewFor(userId: string): ConversationView {
     const meta = this.store.requireMeta();
     const readSeq = this.store.receipt(userId).readSeq;

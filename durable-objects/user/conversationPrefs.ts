@@ -38,8 +38,7 @@ export class ConversationPrefs {
 
   /** Whether the conversation's messages raise no notification at `now` (but those that mention the user). */
   muted(conversationId: string, now: number): boolean {
-    const row = this.sql.exec<{ muted_until: number | null }>("SELECT muted_until FROM conversation_prefs WHERE conversation_id = ?", conversationId).toArray()[0];
-    return isMuted({ mutedUntil: row?.muted_until ?? null }, now);
+    return isMuted(this.get(conversationId, now), now);
   }
 
   /**
@@ -53,13 +52,12 @@ export class ConversationPrefs {
     if (change.archived !== undefined) next.archived = change.archived;
     if (change.pinned === false) next.pinnedAt = null;
     if (change.pinned === true && before.pinnedAt === null) {
-      const pins = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM conversation_prefs WHERE pinned_at IS NOT NULL").one().n;
-      if (pins >= CONVERSATION_SETTINGS_LIMITS.pinsMax) {
+      const pins = this.sql.exec<{ n: number; latest: number | null }>("SELECT count(pinned_at) AS n, max(pinned_at) AS latest FROM conversation_prefs").one();
+      if (pins.n >= CONVERSATION_SETTINGS_LIMITS.pinsMax) {
         return fail("bad_request", `at most ${CONVERSATION_SETTINGS_LIMITS.pinsMax} conversations are pinned; unpin one first`);
       }
       // Strictly after the latest pin, so that two pins in one millisecond keep their order.
-      const latest = this.sql.exec<{ at: number | null }>("SELECT max(pinned_at) AS at FROM conversation_prefs").one().at;
-      next.pinnedAt = Math.max(now, (latest ?? -1) + 1);
+      next.pinnedAt = Math.max(now, (pins.latest ?? -1) + 1);
     }
     const changed = next.mutedUntil !== before.mutedUntil || next.archived !== before.archived || next.pinnedAt !== before.pinnedAt;
     if (next.mutedUntil === null && !next.archived && next.pinnedAt === null) {

@@ -73,7 +73,7 @@ export class Inbox {
           .filter(({ message }) => !this.wasDelivered(message, inOrder))
           .map(({ message, conversation }) => ({ userId, conversation, message: messageOf(message) }))
           // A muted conversation still notifies a message that mentions the user.
-          .filter(({ message }) => !this.deps.muted(message.conversationId, now) || (message.mentions?.includes(userId) ?? false)),
+          .filter(({ message }) => (message.mentions?.includes(userId) ?? false) || !this.deps.muted(message.conversationId, now)),
       );
     }
     // What is fresh is decided and recorded in one synchronous step, so an overlapping retry still

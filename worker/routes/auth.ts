@@ -14,6 +14,7 @@ import { userStub } from "../../kernel/objects";
 import { signOutDevice } from "../lib/signOut";
 import { toUser } from "../lib/userRecords";
 import { ownMedia } from "../../kernel/d1/mediaRecords";
+import { kindOf, storedType } from "../lib/mediaTypes";
 import { passwordProblem } from "../lib/passwords";
 import { LoginThrottle, clientAddress, takeHourly, throttleKeys } from "../lib/throttle";
 import { readJson } from "../lib/validate";
@@ -134,7 +135,7 @@ me.patch("/", requireAuth, async (c) => {
   const { userId } = c.get("auth");
   if (typeof body.photo === "string") {
     const row = (await ownMedia(c.env, userId, [body.photo])).get(body.photo);
-    if (!row || !row.contentType.startsWith("image/")) throw new ApiError("bad_request", "photo must be the id of an image you uploaded");
+    if (!row || kindOf(storedType(row.contentType)) !== "image") throw new ApiError("bad_request", "photo must be the id of an image you uploaded");
   }
   const set: { displayName?: string; photoId?: string | null } = {};
   if (body.displayName !== undefined) set.displayName = body.displayName;

@@ -52,12 +52,11 @@ devices.patch("/:id", requireAuth, async (c) => {
   const { name } = await readJson(c.req.raw, RenameDeviceBody, c.get("settings").maxRequestBytes);
   const signedIn = await userStub(c.env, userId).signedInDevices(userId);
   const current = signedIn.find((d) => d.deviceId === id);
-  const renamed = current
-    ? await c.env.DB.prepare("UPDATE devices SET name = ? WHERE id = ? AND user_id = ? RETURNING id, name, created_at")
-        .bind(name, id, userId)
-        .first<{ id: string; name: string; created_at: number }>()
-    : null;
-  if (!current || !renamed) throw new ApiError("not_found", "no such device");
+  if (!current) throw new ApiError("not_found", "no such device");
+  const renamed = await c.env.DB.prepare("UPDATE devices SET name = ? WHERE id = ? AND user_id = ? RETURNING id, name, created_at")
+    .bind(name, id, userId)
+    .first<{ id: string; name: string; created_at: number }>();
+  if (!renamed) throw new ApiError("not_found", "no such device");
   await userStub(c.env, userId).deviceRenamed(userId);
   const device: OwnDevice = { id, name: renamed.name, createdAt: renamed.created_at, lastActiveAt: current.lastActiveAt, current: id === c.get("auth").deviceId };
   return c.json({ device });
