@@ -7,7 +7,7 @@ import { shownUserName } from "../state/format";
 import { applyReceipt } from "../state/receipts";
 import { groupChanges } from "../state/groupEvents";
 import { byConversation } from "../state/sync";
-import { findGaps, mergeMessages, opensGap, resumePoint, withoutContent } from "../state/timeline";
+import { findGaps, isPreviewable, mergeMessages, opensGap, resumePoint, withoutContent } from "../state/timeline";
 import type { Browser } from "./browser";
 import type { ConvView, StoreCore } from "./storeCore";
 import type { ComposePort, ConnectionPort, E2eePort, LocalCachePort, NavigationPort, PeoplePort, PresenceWatchPort, PushNotificationsPort, ReceivedVia, ThreadsPort } from "./ports";
@@ -465,7 +465,7 @@ export class Chats {
           // is activity), but only a top-level message is the preview.
           const active = list.filter((m) => m.kind !== "mls.commit" && m.kind !== "action").at(-1);
           if (active) conv.lastMessageAt = active.createdAt;
-          const shown = list.filter((m) => m.kind !== "mls.commit" && m.kind !== "action" && m.threadRootSeq === null).at(-1);
+          const shown = list.filter(isPreviewable).at(-1);
           if (shown) conv.lastMessage = shown;
         }
         if (fromOthers.length > 0 && !this.isViewing(conversationId)) {
@@ -541,7 +541,7 @@ export class Chats {
     const last = conv?.lastMessage;
     if (!conv || !last || !hide.has(last.seq)) return;
     const earlier = view?.loaded
-      ? view.messages.findLast((m) => m.seq < last.seq && !m.hidden && !hide.has(m.seq) && m.kind !== "mls.commit" && m.kind !== "action" && m.threadRootSeq === null)
+      ? view.messages.findLast((m) => m.seq < last.seq && !m.hidden && !hide.has(m.seq) && isPreviewable(m))
       : undefined;
     conv.lastMessage = earlier ?? withoutContent(last);
     this.deps.cache.scheduleSave();

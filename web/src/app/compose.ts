@@ -1,8 +1,9 @@
 // Composing beyond text: the message the composer replies to, the members a mention can name,
 // forwarding, and each conversation's pinned messages, kept current as pins and deletes arrive.
-import { ActionEvent, type Conversation, type Message } from "../../../protocol";
+import type { Conversation, Message } from "../../../protocol";
 import { Schemas, type Api } from "../lib/api";
 import { filterCandidates, type Candidate } from "../state/compose";
+import { parseActionEvent } from "../state/timeline";
 import type { StoreCore } from "./storeCore";
 
 export class Compose {
@@ -82,7 +83,7 @@ export class Compose {
     const pins = this.state.pins.get(conversationId) ?? [];
     const changes = messages.some((m) => {
       if (m.kind !== "action") return false;
-      const event = parseEvent(m.body);
+      const event = parseActionEvent(m.body);
       return event !== null && (event.type === "pin" || (event.type === "delete" && pins.some((p) => p.seq === event.targetSeq)));
     });
     if (changes) void this.loadPins(conversationId);
@@ -90,14 +91,5 @@ export class Compose {
 
   pins(conversationId: string): Message[] {
     return this.state.pins.get(conversationId) ?? [];
-  }
-}
-
-function parseEvent(body: string | null): ActionEvent | null {
-  try {
-    const parsed = ActionEvent.safeParse(JSON.parse(body ?? "null"));
-    return parsed.success ? parsed.data : null;
-  } catch {
-    return null;
   }
 }

@@ -72,7 +72,7 @@ export class LocalCache {
     void db.set("users", [...this.core.state.users.values()]);
     for (const [id, view] of this.core.state.views) {
       if (!view.loaded) continue;
-      void db.set(`messages:${id}`, view.messages.slice(-CACHE_MESSAGES));
+      void this.writeMessages(id, view.messages);
       if (view.receipts.size > 0) void db.set(`receipts:${id}`, [...view.receipts.values()]);
     }
   }

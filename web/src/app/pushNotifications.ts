@@ -26,7 +26,7 @@ export class PushNotifications {
   constructor(
     private readonly core: StoreCore,
     private readonly api: Api,
-    private readonly browser: Pick<Browser, "notifications" | "visible">,
+    private readonly browser: Pick<Browser, "notifications" | "visible" | "clock">,
     private readonly deps: { chats: Pick<ChatsPort, "title"> },
   ) {}
 
@@ -83,10 +83,10 @@ export class PushNotifications {
    * While the app is open but hidden, a new message shows a notification like a push would: none
    * in a conversation this user muted, but for a message that mentions them (as the server pushes).
    */
-  incoming(conv: Conversation, message: Message, now = Date.now()): void {
+  incoming(conv: Conversation, message: Message): void {
     if (this.browser.visible() || this.browser.notifications.permission() !== "granted") return;
     if (message.kind === "system") return;
-    if (isMuted(conv.settings, now) && !message.mentions?.includes(this.core.me)) return;
+    if (isMuted(conv.settings, this.browser.clock.now()) && !message.mentions?.includes(this.core.me)) return;
     this.browser.notifications.show(this.deps.chats.title(conv), {
       // An E2EE message says nothing in a notification, as its push does not.
       body: conv.e2ee ? "New message" : message.body ?? (message.media.length > 0 ? "Attachment" : "New message"),

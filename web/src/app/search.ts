@@ -10,9 +10,6 @@ import type { SearchView, StoreCore } from "./storeCore";
 export const SEARCH_DEBOUNCE_MS = 300;
 const PAGE = 20;
 
-/** Until the on-device index of E2EE conversations is wired in: it finds nothing. */
-export const noLocalSearch: LocalSearchPort = { localSearch: async () => [] };
-
 export class Search {
   private timer: unknown = null;
   /** Bumped by every query and close: answers to an older one are dropped. */
@@ -22,7 +19,7 @@ export class Search {
     private readonly core: StoreCore,
     private readonly api: Api,
     private readonly clock: Clock,
-    private readonly local: LocalSearchPort = noLocalSearch,
+    private readonly local: LocalSearchPort,
   ) {}
 
   private get view(): SearchView | null {

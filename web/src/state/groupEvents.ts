@@ -2,19 +2,12 @@
 // roles (docs/api.md, Group settings). A device applies the events it receives, so the header and
 // the info panel change with the message that says so, before the user socket's `conversation`
 // frame (which carries the same state) arrives.
-import { SystemEvent, type Conversation, type Member, type Message } from "../../../protocol";
+import type { Conversation, Member, Message, SystemEvent } from "../../../protocol";
+import { parseSystemEvent } from "./messageText";
 
 export type GroupFields = Pick<Conversation, "title" | "description" | "members">;
 
-function eventOf(m: Message): SystemEvent | null {
-  if (m.kind !== "system" || m.body === null) return null;
-  try {
-    const parsed = SystemEvent.safeParse(JSON.parse(m.body));
-    return parsed.success ? parsed.data : null;
-  } catch {
-    return null;
-  }
-}
+const eventOf = (m: Message): SystemEvent | null => (m.kind === "system" ? parseSystemEvent(m.body) : null);
 
 /**
  * The fields that `messages` change, applied in order to what `conv` holds; only messages past

@@ -6,14 +6,18 @@ import { SystemEvent } from "../../../protocol";
  * "Ann created the group", "You added Bob", "Ann added you and Cy": a system message's body is a
  * JSON event. The signed-in user is "You" as the actor and "you" as the subject.
  */
-export function systemSentence(body: string | null, me: string, name: (id: string) => string, group: boolean): string {
-  let event: SystemEvent | null = null;
+/** A `system` message's body, or null if it is not one. */
+export function parseSystemEvent(body: string | null): SystemEvent | null {
   try {
     const parsed = SystemEvent.safeParse(JSON.parse(body ?? "null"));
-    event = parsed.success ? parsed.data : null;
+    return parsed.success ? parsed.data : null;
   } catch {
-    event = null;
+    return null;
   }
+}
+
+export function systemSentence(body: string | null, me: string, name: (id: string) => string, group: boolean): string {
+  const event = parseSystemEvent(body);
   if (!event) return "Conversation updated";
   const actor = event.actorId === me ? "You" : name(event.actorId);
   const names = event.userIds.map((id) => (id === me ? (event.actorId === me ? "yourself" : "you") : name(id)));

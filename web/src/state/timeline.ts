@@ -49,16 +49,23 @@ export function withoutContent(message: Message): Message {
   return { ...rest, body: null, media: [], hidden: true };
 }
 
+/** An `action` message's body, or null if it is not one. */
+export function parseActionEvent(body: string | null): ActionEvent | null {
+  try {
+    const parsed = ActionEvent.safeParse(JSON.parse(body ?? "null"));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a message can be a conversation's preview: commits, actions and thread replies cannot. */
+export const isPreviewable = (m: Message): boolean => m.kind !== "mls.commit" && m.kind !== "action" && m.threadRootSeq === null;
+
 /** One action event applied to its target in a sorted list (docs/api.md, Message actions). */
 export function applyAction(messages: Message[], event: Message): Message[] {
-  let action: ActionEvent;
-  try {
-    const parsed = ActionEvent.safeParse(JSON.parse(event.body ?? "null"));
-    if (!parsed.success) return messages;
-    action = parsed.data;
-  } catch {
-    return messages;
-  }
+  const action = parseActionEvent(event.body);
+  if (!action) return messages;
   const i = binarySearch(messages, action.targetSeq);
   if (i < 0) return messages;
   const target = messages[i]!;

@@ -28,7 +28,7 @@ export function Avatar({ id, name, size = 40, presence, group = false }: { id: s
   return (
     // The initials are drawn from an attribute (styles.css), not written as text: they are
     // decoration, and a link holding an avatar is named by the words beside it.
-    <span class={`avatar${group ? " avatar-group" : ""}${url ? " has-photo" : ""}`} style={{ "--hue": hueOf(id), "--size": `${size}px` }} data-initials={initials(name)} data-photo={photoId} aria-hidden="true">
+    <span class={`avatar${group ? " avatar-group" : ""}${url ? " has-photo" : ""}`} style={{ "--hue": hueOf(id), "--size": `${size}px` }} data-initials={initials(name)} aria-hidden="true">
       {url ? <img class="avatar-photo" src={url} alt="" width={size} height={size} decoding="async" onError={() => setShown(null)} /> : null}
       {presence && presence.status !== "unknown" ? <span class={`presence-dot ${online ? "online" : "offline"}`} /> : null}
     </span>

@@ -223,6 +223,8 @@ function ChatHeader({ conv, id, panel, setPanel }: { conv: Conversation | null; 
   const other = conv?.type === "direct" ? store.otherMember(conv) : null;
   const presence = other ? store.presenceOf(other) : undefined;
   const typing = store.typingNames(id);
+  // Once per render: in an E2EE chat it reads every message this device decrypted.
+  const pinCount = conv ? store.pins(id).length : 0;
   const subtitle =
     typing.length > 0
       ? typing.length === 1 && conv?.type === "direct"
@@ -254,13 +256,13 @@ function ChatHeader({ conv, id, panel, setPanel }: { conv: Conversation | null; 
           {subtitle}
         </p>
       </div>
-      {conv && store.pins(id).length > 0 ? (
-        <button class="icon-btn pins-btn" type="button" aria-label={`Pinned messages: ${store.pins(id).length}`} title="Pinned messages" aria-expanded={panel === "pins"} onClick={() => {
+      {pinCount > 0 ? (
+        <button class="icon-btn pins-btn" type="button" aria-label={`Pinned messages: ${pinCount}`} title="Pinned messages" aria-expanded={panel === "pins"} onClick={() => {
           if (panel !== "pins" && s.route.name === "chat" && (s.route.info || s.route.thread !== null || s.route.safety)) store.navigate({ name: "chat", id, thread: null, info: false });
           setPanel(panel === "pins" ? null : "pins");
         }}>
           <Icon name="pin" />
-          <span class="pins-count" aria-hidden="true">{store.pins(id).length}</span>
+          <span class="pins-count" aria-hidden="true">{pinCount}</span>
         </button>
       ) : null}
       {conv ? (

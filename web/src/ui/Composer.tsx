@@ -97,10 +97,9 @@ export function Composer({ conversationId, threadRootSeq }: { conversationId: st
     if (!body) return;
     const mentions = canMention ? mentionsIn(body, picked) : [];
     void store.sendText(conversationId, body, threadRootSeq, {
-      ...(replySeq !== undefined ? { replyToSeq: replySeq } : {}),
+      ...store.takeReply(conversationId, threadRootSeq),
       ...(mentions.length > 0 ? { mentions } : {}),
     });
-    if (replySeq !== undefined) store.cancelReply(conversationId);
     setText("");
     setPicked([]);
     setMention(null);

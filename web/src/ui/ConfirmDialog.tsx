@@ -1,6 +1,6 @@
 import type { ComponentChildren } from "preact";
 import { useRef, useState } from "preact/hooks";
-import { useFocusHandoff } from "./focus";
+import { keepFocusIn, useFocusHandoff } from "./focus";
 
 let dialogs = 0;
 
@@ -30,18 +30,7 @@ export function ConfirmDialog({ title, children, confirmLabel, onConfirm, onCanc
       onCancel();
       return;
     }
-    if (e.key !== "Tab" || !box.current) return;
-    const buttons = [...box.current.querySelectorAll<HTMLElement>("button:not(:disabled)")];
-    const first = buttons[0];
-    const last = buttons[buttons.length - 1];
-    if (!first || !last) return;
-    if (e.shiftKey && document.activeElement === first) {
-      e.preventDefault();
-      last.focus();
-    } else if (!e.shiftKey && document.activeElement === last) {
-      e.preventDefault();
-      first.focus();
-    }
+    if (box.current) keepFocusIn(e, box.current);
   };
   return (
     <div class="dialog-backdrop" onClick={(e) => e.target === e.currentTarget && onCancel()}>

@@ -15,7 +15,7 @@ const MUTES = [
 ] as const;
 
 /** "Muted until 18:30", "Muted until 14 Dec, 09:00", "Muted". */
-export function mutedText(mutedUntil: number, now: number): string {
+function mutedText(mutedUntil: number, now: number): string {
   if (mutedUntil >= MUTED_ALWAYS) return "Muted";
   const day = shortTime(mutedUntil, now);
   return `Muted until ${day === clock(mutedUntil) ? day : `${day}, ${clock(mutedUntil)}`}`;

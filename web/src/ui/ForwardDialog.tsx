@@ -6,7 +6,7 @@ import { useRef, useState } from "preact/hooks";
 import type { Message } from "../../../protocol";
 import { Avatar } from "./Avatar";
 import { useServices } from "./context";
-import { useFocusHandoff } from "./focus";
+import { keepFocusIn, useFocusHandoff } from "./focus";
 
 export function ForwardDialog({ message, onClose }: { message: Message; onClose: () => void }) {
   const { store } = useServices();
@@ -18,9 +18,10 @@ export function ForwardDialog({ message, onClose }: { message: Message; onClose:
   useFocusHandoff(dialog, search);
   const f = filter.trim().toLocaleLowerCase();
   const me = store.me;
+  const fromE2ee = store.forwardable(message)?.e2ee ?? false;
   const targets = store
     .sortedConversations()
-    .filter((c) => c.e2ee === (store.forwardable(message)?.e2ee ?? false) && c.leftSeq === undefined && c.members.some((m) => m.userId === me))
+    .filter((c) => c.e2ee === fromE2ee && c.leftSeq === undefined && c.members.some((m) => m.userId === me))
     .filter((c) => !f || store.title(c).toLocaleLowerCase().includes(f));
   const toggle = (id: string) => setPicked((p) => (p.includes(id) ? p.filter((x) => x !== id) : [...p, id]));
   const send = async () => {
@@ -47,19 +48,7 @@ export function ForwardDialog({ message, onClose }: { message: Message; onClose:
           if (e.key === "Escape") {
             e.stopPropagation();
             onClose();
-          } else if (e.key === "Tab") {
-            // A modal dialog keeps the focus: Tab from its last control goes to its first.
-            const controls = [...e.currentTarget.querySelectorAll<HTMLElement>("input, button:not(:disabled)")];
-            const first = controls[0];
-            const last = controls[controls.length - 1];
-            if (!e.shiftKey && document.activeElement === last) {
-              e.preventDefault();
-              first?.focus();
-            } else if (e.shiftKey && document.activeElement === first) {
-              e.preventDefault();
-              last?.focus();
-            }
-          }
+          } else keepFocusIn(e, e.currentTarget);
         }}
       >
         <h2 id="forward-title">Forward message</h2>

@@ -33,3 +33,19 @@ export function useEscape(onEscape: () => void, key: unknown): void {
     return () => document.removeEventListener("keydown", onKey);
   }, [key]);
 }
+
+/** A modal dialog keeps the focus: Tab from its last control goes to its first, Shift+Tab back. */
+export function keepFocusIn(e: KeyboardEvent, box: HTMLElement): void {
+  if (e.key !== "Tab") return;
+  const controls = [...box.querySelectorAll<HTMLElement>("input, button:not(:disabled)")];
+  const first = controls[0];
+  const last = controls[controls.length - 1];
+  if (!first || !last) return;
+  if (e.shiftKey && document.activeElement === first) {
+    e.preventDefault();
+    last.focus();
+  } else if (!e.shiftKey && document.activeElement === last) {
+    e.preventDefault();
+    first.focus();
+  }
+}
