@@ -414,6 +414,39 @@ async function loggedOutNotices(conversationId: string, by: Device): Promise<{ a
 }
 
 describe("E2EE logout", () => {
+  it("once the creator's device signs out, or its user leaves, before the first commit, any member's device makes it", async () => {
+    const alice = await newDevice();
+    const bob = await newDevice();
+    const carol = await newDevice();
+    const { id } = await createGroup(alice, [bob, carol]);
+    const groupInfo = (by: Device, conversationId = id) =>
+      json<{ epoch: number; groupInfo: string | null; creatorGone?: boolean }>(`/conversations/${conversationId}/mls/group-info`, { token: by.session.token });
+    expect(await groupInfo(bob)).toEqual({ epoch: 0, groupInfo: null });
+    // While the creator's device may still make it, another member's first commit is refused.
+    await bob.mls.createGroup(id);
+    await carol.mls.createGroup(id);
+    const early = await bob.mls.commit(id);
+    await expectError(await postCommit(bob, id, commitBody(early)), 400, "bad_request");
+
+    await logOut(alice, id);
+    expect(await groupInfo(bob)).toEqual({ epoch: 0, groupInfo: null, creatorGone: true });
+    await addMembers(bob, id, [carol]);
+    // The other member's device lost the race: its own group is dropped for the winner's.
+    await expectError(await postCommit(carol, id, commitBody(await carol.mls.commit(id))), 409, "conflict");
+    carol.mls.groups.delete(id);
+    await acceptWelcome(carol, id);
+    expect((await groupInfo(carol)).creatorGone).toBeUndefined();
+    await sendText(bob, id, "the group exists after all");
+    expect(await catchUp(carol, id)).toEqual(["the group exists after all"]);
+
+    // The creator leaving before its first commit opens it the same way.
+    const dave = await newDevice();
+    const other = await createGroup(dave, [bob]);
+    expect((await groupInfo(bob, other.id)).creatorGone).toBeUndefined();
+    expect((await call(`/conversations/${other.id}/members/${dave.session.user.id}`, { method: "DELETE", token: dave.session.token })).status).toBe(204);
+    expect(await groupInfo(bob, other.id)).toEqual({ epoch: 0, groupInfo: null, creatorGone: true });
+  });
+
   it("a logged-out device's leaf is removed by a member's device, and it reads nothing sent after", async () => {
     const { alice, bob1, bob2, carol, id } = await threeUsers();
     // A device of bob's that never joined the group: its logout tells the group nothing.

@@ -51,6 +51,9 @@ const MIGRATIONS = [
   `CREATE TABLE former_members (
      user_id TEXT PRIMARY KEY, joined_seq INTEGER NOT NULL, left_seq INTEGER NOT NULL,
      joined_at INTEGER NOT NULL, left_at INTEGER NOT NULL)`,
+  // E2EE: the creator's device signed out before making the group's first commit, which any
+  // member's device may then make (./mlsDelivery.ts).
+  `ALTER TABLE conversation ADD COLUMN mls_creator_gone INTEGER NOT NULL DEFAULT 0`,
 ];
 
 
@@ -671,6 +674,15 @@ export class ConversationStore {
     return this.sql.exec<{ g: string | null }>("SELECT mls_group_info AS g FROM conversation").toArray()[0]?.g ?? null;
   }
 
+  /** Whether the creator's device signed out before the group's first commit. */
+  mlsCreatorDeviceGone(): boolean {
+    return this.sql.exec<{ gone: number }>("SELECT mls_creator_gone AS gone FROM conversation").toArray()[0]?.gone === 1;
+  }
+
+  markMlsCreatorDeviceGone(): void {
+    this.sql.exec("UPDATE conversation SET mls_creator_gone = 1");
+  }
+
   /** Moves the group to `epoch` with its GroupInfo; called in the step that appends the commit. */
   setMlsState(epoch: number, groupInfo: string): void {
     this.sql.exec("UPDATE conversation SET mls_epoch = ?, mls_group_info = ?", epoch, groupInfo);
@@ -702,9 +714,10 @@ export class ConversationStore {
     for (const id of ids) this.sql.exec("DELETE FROM mls_welcomes WHERE id = ?", id);
   }
 
-  /** The device that created the conversation (its `created` system message's). */
-  creatorDeviceId(): string | null {
-    return this.getMessage(1)?.senderDeviceId ?? null;
+  /** The device that created the conversation, and its user (its `created` system message's). */
+  creator(): { userId: string; deviceId: string } | null {
+    const created = this.getMessage(1);
+    return created ? { userId: created.senderId, deviceId: created.senderDeviceId } : null;
   }
 
   /**
