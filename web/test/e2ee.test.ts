@@ -107,6 +107,32 @@ describe("the E2EE client", () => {
     expect(server.keyPackages.get("ann-d1")?.oneTime).toHaveLength(25);
   });
 
+  it("replaces its last-resort package once a Welcome used it, and the new one opens the next Welcome", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    server.conversation("c2", ["ann", "bob"]);
+    const ann = sim(server, "ann");
+    const bob = sim(server, "bob");
+    await bob.client.ready();
+    const stock = server.keyPackages.get("bob-d1")!;
+    const first = stock.lastResort;
+    // Only the last resort is left for Ann's claims to hand out.
+    stock.oneTime.splice(0);
+    await ann.client.create("c1", ["bob"]);
+    expect((await bob.client.catchUp("c1")).status).toBe("ready");
+    // By the Welcome (no external commit of his).
+    expect(server.messages("c1").filter((m) => m.kind === "mls.commit")).toHaveLength(1);
+    expect(stock.lastResort).not.toBe(first);
+    expect(stock.oneTime.length).toBeGreaterThan(0);
+    // The replacement is what the next claim hands out when the one-time packages are gone again.
+    stock.oneTime.splice(0);
+    const second = stock.lastResort;
+    await ann.client.create("c2", ["bob"]);
+    expect((await bob.client.catchUp("c2")).status).toBe("ready");
+    expect(server.messages("c2").filter((m) => m.kind === "mls.commit")).toHaveLength(1);
+    expect(stock.lastResort).not.toBe(second);
+  });
+
   it("creates a group: a device with key packages joins by Welcome, one without by external commit; both ways; the sender keeps its own text", async () => {
     const server = new FakeE2eeServer();
     server.conversation("c1", ["ann", "bob", "cat"]);

@@ -206,10 +206,11 @@ export class E2eeClient {
 
   private async restock(device: MlsDevice, record: StoredDevice): Promise<void> {
     const { count, lastResort } = await this.api.call("GET", "/mls/key-packages/count", Count);
-    if (count >= KEY_PACKAGES_LOW && lastResort) return;
-    // An upload needs at least one one-time package, so a missing last resort brings one along.
+    const replaceLastResort = !lastResort || device.lastResortUsed;
+    if (count >= KEY_PACKAGES_LOW && !replaceLastResort) return;
+    // An upload needs at least one one-time package, so a missing or used last resort brings one along.
     const keyPackages = await device.generateKeyPackages(count >= KEY_PACKAGES_LOW ? 1 : KEY_PACKAGES_BATCH);
-    const last = lastResort ? undefined : await device.generateLastResort();
+    const last = replaceLastResort ? await device.generateLastResort() : undefined;
     // Their private keys are stored before the packages can be handed to anyone.
     await this.save(device, record);
     await this.api.call("POST", "/mls/key-packages", Schemas.none, { keyPackages, ...(last ? { lastResort: last } : {}) });
@@ -235,6 +236,7 @@ export class E2eeClient {
       }
       await this.api.call("DELETE", `/mls/welcomes/${encodeURIComponent(w.id)}`, Schemas.none);
     }
+    if (device.lastResortUsed) await this.restock(device, record);
   }
 
   /** Joins a conversation this device has no group state for: by Welcome, else by external commit. */
