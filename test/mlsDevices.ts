@@ -91,19 +91,22 @@ export async function sendText(device: Device, conversationId: string, text: str
   return message;
 }
 
-/** Reads what the device has not seen: applies commits, decrypts messages; returns the texts. */
+/** Reads what the device has not seen, page by page: applies commits, decrypts messages; returns the texts. */
 export async function catchUp(device: Device, conversationId: string): Promise<string[]> {
-  const after = device.readThrough.get(conversationId) ?? 0;
-  const { messages } = await json<{ messages: Message[] }>(`/conversations/${conversationId}/messages?after=${after}`, {
-    token: device.session.token,
-  });
   const texts: string[] = [];
-  for (const m of messages) {
-    if (m.kind === "mls.commit") await device.mls.processCommit(conversationId, m.commit!);
-    else if (m.kind === "encrypted" && m.senderDeviceId !== device.session.device.id) {
-      texts.push(new TextDecoder().decode(await device.mls.decrypt(conversationId, m.ciphertext!)));
+  for (let more = true; more; ) {
+    const after = device.readThrough.get(conversationId) ?? 0;
+    const page = await json<{ messages: Message[]; hasMore: boolean }>(`/conversations/${conversationId}/messages?after=${after}&limit=500`, {
+      token: device.session.token,
+    });
+    for (const m of page.messages) {
+      if (m.kind === "mls.commit") await device.mls.processCommit(conversationId, m.commit!);
+      else if (m.kind === "encrypted" && m.senderDeviceId !== device.session.device.id) {
+        texts.push(new TextDecoder().decode(await device.mls.decrypt(conversationId, m.ciphertext!)));
+      }
+      device.readThrough.set(conversationId, m.seq);
     }
-    device.readThrough.set(conversationId, m.seq);
+    more = page.hasMore && page.messages.length > 0;
   }
   return texts;
 }
