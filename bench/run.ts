@@ -1160,6 +1160,7 @@ function renderS9(s9runs: RunOf["S9"][]): string[] {
       calls(awaited),
       // `raw` calls (drizzle's selects) return no meta: their rows read are not known.
       `${range(awaited.map((t) => t.rowsRead), 0)}${awaited.some((t) => t.unreported > 0) ? ` (+${range(awaited.map((t) => t.unreported), 0)} raw call(s), not reported)` : ""}`,
+      range(awaited.map((t) => t.ms), 0),
       calls(notAwaited),
       `${calls(after)} / ${range(after.map((t) => t.writes), 0)} / ${range(after.map((t) => t.rowsWritten), 0)}`,
       range(all(ops, (x) => x.ms), 2),
@@ -1167,7 +1168,7 @@ function renderS9(s9runs: RunOf["S9"][]): string[] {
   });
   out.push(
     `S9 D1 queries per operation, counted (bench/counted/worker.ts), ${first.operations[0]?.awaited.length ?? 0} repeats x ${s9runs.length} run(s): median [min-max]`,
-    ...table(["operation", "D1 calls awaited", "rows read awaited", "D1 calls begun, not awaited", "after the answer: calls / writes / rows written", "answer ms"], opRows),
+    ...table(["operation", "D1 calls awaited", "rows read awaited", "D1 ms awaited", "D1 calls begun, not awaited", "after the answer: calls / writes / rows written", "answer ms"], opRows),
     "",
     "S9 what each operation's D1 calls were (first repeat; awaited, then after the answer):",
   );
@@ -1253,10 +1254,12 @@ function renderS10(s10runs: RunOf["S10"][], seeds: NonNullable<Results["s10Seeds
     ["sync: ms per page", (n) => range(syncPages(n).map((p) => p.ms), 1), stat(syncPages, (p) => p.ms)],
     ["sync: D1 calls awaited per page", (n) => range(syncPages(n).map((p) => p.d1.calls), 0), stat(syncPages, (p) => p.d1.calls)],
     ["sync: D1 rows read per page", (n) => range(syncPages(n).map((p) => p.d1.rowsRead), 0), stat(syncPages, (p) => p.d1.rowsRead)],
+    ["sync: D1 ms awaited per page", (n) => range(syncPages(n).map((p) => p.d1.ms), 0), stat(syncPages, (p) => p.d1.ms)],
     ["list: pages (conversations each)", (n) => `${of(n)[0]?.list[0]?.length ?? 0} (${range(listPages(n).map((p) => p.items), 0)})`, null],
     ["list: ms per page", (n) => range(listPages(n).map((p) => p.ms), 1), stat(listPages, (p) => p.ms)],
     ["list: D1 calls awaited per page", (n) => range(listPages(n).map((p) => p.d1.calls), 0), stat(listPages, (p) => p.d1.calls)],
     ["list: D1 rows read per page", (n) => range(listPages(n).map((p) => p.d1.rowsRead), 0), stat(listPages, (p) => p.d1.rowsRead)],
+    ["list: D1 ms awaited per page", (n) => range(listPages(n).map((p) => p.d1.ms), 0), stat(listPages, (p) => p.d1.ms)],
     ["list: ms per conversation listed", (n) => range(listPages(n).map((p) => p.ms / Math.max(1, p.items)), 3), stat(listPages, (p) => p.ms / Math.max(1, p.items))],
   ];
   const [smallest] = sizes;
@@ -1272,7 +1275,7 @@ function renderS10(s10runs: RunOf["S10"][], seeds: NonNullable<Results["s10Seeds
   ]);
   const seeded = seeds.map((s) => `${s.conversations.toLocaleString("en-US")} in ${s.seconds.toFixed(1)} s (+${s.drainSeconds.toFixed(1)} s until D1 was quiet)`).join(", ");
   return [
-    `S10 a user in many conversations, ${seeds[0]?.messagesPerConversation ?? "?"} messages each, syncing after a day away (GET /messages?since=<epoch ms a day back>&limit=${s10runs[0]?.limit ?? "?"}, ${s10runs[0]?.syncSeconds.length ?? 0} times) and listing them (GET /conversations, ${s10runs[0]?.list.length ?? 0} times); ${smallest === undefined ? 0 : of(smallest).length} run(s) each; median [min-max] over every page`,
+    `S10 a user in many conversations, ${seeds[0]?.messagesPerConversation ?? "?"} messages each, syncing after a day away (GET /messages?since=<epoch ms a day back>&limit=${s10runs[0]?.limit ?? "?"}, to the end, ${sizes.map((n) => `${of(n)[0]?.syncSeconds.length ?? 0} times at ${n}`).join(", ")}) and listing them (GET /conversations, ${s10runs[0]?.list.length ?? 0} times); ${smallest === undefined ? 0 : of(smallest).length} run(s) each; median [min-max] over every page`,
     ...table(["metric", ...sizes.map((n) => `${n.toLocaleString("en-US")} conversations`), ...growth], rows),
     `S10 seeded: ${seeded}. "Per page" counts what each page's answer waited for; the target is a cost per page that does not grow with the conversations beyond the page itself`,
   ];

@@ -105,10 +105,12 @@ export interface D1Totals {
   rowsWritten: number;
   /** Calls whose rows read D1 did not report (`raw`). */
   unreported: number;
+  /** Milliseconds from each call's start to its settling, summed (the server's clock). */
+  ms: number;
 }
 
 export function totals(entries: readonly D1Entry[]): D1Totals {
-  const t: D1Totals = { calls: 0, statements: 0, writes: 0, rowsRead: 0, rowsWritten: 0, unreported: 0 };
+  const t: D1Totals = { calls: 0, statements: 0, writes: 0, rowsRead: 0, rowsWritten: 0, unreported: 0, ms: 0 };
   for (const e of entries) {
     t.calls++;
     t.statements += e.statements;
@@ -116,6 +118,7 @@ export function totals(entries: readonly D1Entry[]): D1Totals {
     t.rowsRead += e.rowsRead ?? 0;
     t.rowsWritten += e.rowsWritten ?? 0;
     if (e.rowsRead === null) t.unreported++;
+    if (e.settledAt !== null) t.ms += e.settledAt - e.startedAt;
   }
   return t;
 }

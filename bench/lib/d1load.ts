@@ -163,6 +163,7 @@ const perMessage = (t: D1Totals, n: number): D1Totals => ({
   rowsRead: t.rowsRead / n,
   rowsWritten: t.rowsWritten / n,
   unreported: t.unreported / n,
+  ms: t.ms / n,
 });
 
 async function outboxBurst(server: Server, room: Room, messages: number): Promise<OutboxCounts> {
@@ -337,10 +338,12 @@ async function syncAway(server: Server, seed: S10Seed, limit: number) {
  * S10 on a seeded user: the sync after a day away, `syncRepeats` times (it reads and changes
  * nothing), and the conversation list, `listRepeats` times.
  */
-export async function s10(server: Server, seed: S10Seed, { limit = 100, syncRepeats = 3, listRepeats = 5 } = {}) {
+export async function s10(server: Server, seed: S10Seed, { limit = 100, syncRepeats = 3, minPages = 60, listRepeats = 5 } = {}) {
   const { user } = seed;
-  const syncs = [];
-  for (let r = 0; r < syncRepeats; r++) syncs.push(await syncAway(server, seed, limit));
+  // At least `syncRepeats` syncs and `minPages` pages in all, so that a small backlog's few pages
+  // give as many times per page as a large one's.
+  const syncs = [await syncAway(server, seed, limit)];
+  while (syncs.length < syncRepeats || syncs.reduce((a, s) => a + s.pages.length, 0) < minPages) syncs.push(await syncAway(server, seed, limit));
   // The conversation list, page by page where the answer has pages (a `cursor` and `hasMore`),
   // else its one answer, `listRepeats` times.
   const list: PageCost[][] = [];
