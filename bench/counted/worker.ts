@@ -12,7 +12,7 @@
 // and settled. The runtime's own metrics were the other choice; local D1 reports none per
 // invocation, and they would not say which part of the app waited. Under `wrangler dev` the Worker
 // and every object share one isolate, so one module-level list holds it all;
-// GET /__bench/d1 hands it over and empties it. Times are Date.now(), which the runtime advances
+// GET /__bench/d1 hands over what has settled and forgets it. Times are Date.now(), which the runtime advances
 // at I/O, so a query's start is no earlier than the event that caused it.
 //
 // It also serves the auth comparison of S9: the app's own authentication (the signed token, its
@@ -259,7 +259,13 @@ bench.get("/__bench/auth/d1", async (c) => {
   if (!row || row.created_at + c.get("settings").tokenTtlMs < Date.now()) throw new ApiError("unauthorized", "unknown, expired or revoked token");
   return c.body(null, 204);
 });
-bench.get("/__bench/d1", (c) => c.json({ now: Date.now(), entries: log.splice(0) }));
+// A query still running stays in the log until it settles, so that it is handed over whole.
+bench.get("/__bench/d1", (c) => {
+  const pending = log.filter((e) => e.settledAt === null);
+  const entries = log.filter((e) => e.settledAt !== null);
+  log.splice(0, log.length, ...pending);
+  return c.json({ now: Date.now(), entries, pending: pending.length });
+});
 bench.onError(onError);
 
 export default {

@@ -27,12 +27,15 @@ export interface D1Entry {
   sql: string;
 }
 
-/** What the counted worker recorded since the last call (and forgets it). */
-export async function takeD1Log(server: Reachable): Promise<D1Entry[]> {
+/**
+ * The queries the counted worker saw settle since the last call (it forgets them), and how many
+ * are still running (handed over once they settle).
+ */
+export async function takeD1Log(server: Reachable): Promise<{ entries: D1Entry[]; pending: number }> {
   const res = await fetch(`${server.base}/__bench/d1`, { signal: AbortSignal.timeout(30_000) });
   if (!res.ok) throw new Error(`GET /__bench/d1: ${res.status} (is the server bench/counted/worker.ts?)`);
-  const { entries } = (await res.json()) as { entries: D1Entry[] };
-  return entries;
+  const { entries, pending } = (await res.json()) as { entries: D1Entry[]; pending: number };
+  return { entries, pending };
 }
 
 /**
@@ -44,10 +47,10 @@ export async function untilD1Quiet(server: Reachable, { quietMs = 500, minMs = 0
   const seen: D1Entry[] = [];
   let lastActivity = start;
   for (;;) {
-    const entries = await takeD1Log(server);
+    const { entries, pending } = await takeD1Log(server);
     seen.push(...entries);
     // A query still running counts as activity until it settles.
-    if (entries.length > 0 || seen.some((e) => e.settledAt === null)) lastActivity = Date.now();
+    if (entries.length > 0 || pending > 0) lastActivity = Date.now();
     const now = Date.now();
     if (now - lastActivity >= quietMs && now - start >= minMs) return seen;
     if (now - start > timeoutMs) throw new Error(`D1 not quiet after ${timeoutMs} ms (${seen.length} queries meanwhile)`);

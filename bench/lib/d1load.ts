@@ -8,7 +8,7 @@
 // S10: a user in many conversations syncs after a day away and reads the conversation list: time,
 // D1 queries and rows read per page, for each number of conversations.
 import { api, closeAll, createGroup, heardFrom, isReadyFrame, openSocket, pool, registerUsers, type User, type WebSocket } from "./clients.ts";
-import { byBinding, describe, measureOperation, splitByAnswer, takeD1Log, totals, untilD1Quiet, type D1Entry, type D1Totals, type OperationD1 } from "./d1count.ts";
+import { byBinding, describe, measureOperation, splitByAnswer, totals, untilD1Quiet, type D1Entry, type D1Totals, type OperationD1 } from "./d1count.ts";
 import type { Server } from "./proc.ts";
 import { now, openAppRoom, type Room } from "./rooms.ts";
 import { cpuMeter, percentile, sendAcked, syncAll } from "./scenarios.ts";
