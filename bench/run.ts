@@ -5,7 +5,7 @@
 // member's user socket that the contract requires) and "store" (one SQLite insert per message),
 // and "alone": the app with D1 and users' objects answering at once (bench/alone/worker.ts).
 //
-//   npm run bench                          every scenario, 3 runs each (about 25 minutes)
+//   npm run bench                          every scenario, 3 runs each (about 30 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
 //   npm run bench -- --quick               short windows and small counts, to try the harness
 //
