@@ -1203,7 +1203,7 @@ function renderS9(s9runs: RunOf["S9"][]): string[] {
   const kinds: [AuthKind, string][] = [
     ["none", "no auth (the floor: base middleware, 204)"],
     ["signed", "signed token + session in the user's object (the app's requireAuth)"],
-    ["d1", "D1 token lookup (devices.token_hash, as before signed tokens)"],
+    ["d1", "D1 token lookup (its hash by a unique key, as before signed tokens)"],
     ["me", "GET /me (the app: auth + its handler)"],
   ];
   const authOf = (mode: "sequential" | "concurrent", kind: AuthKind, f: (c: AuthCost) => number | null) => s9runs.map((r) => f(r.auth[mode][kind]));
@@ -1227,14 +1227,16 @@ function renderS9(s9runs: RunOf["S9"][]): string[] {
   const ratioOf = (mode: "sequential" | "concurrent", f: (c: AuthCost) => number) => `${(med(authOf(mode, "d1", f)) / med(authOf(mode, "signed", f))).toFixed(2)}x`;
   // What each way of authenticating adds to the floor, in ms: a difference, since a ratio of two
   // small differences swings with the machine's noise.
-  const over = (mode: "sequential" | "concurrent", kind: AuthKind, f: (c: AuthCost) => number) =>
-    (med(authOf(mode, kind, f)) - med(authOf(mode, "none", f))).toFixed(3);
+  const over = (mode: "sequential" | "concurrent", kind: AuthKind, f: (c: AuthCost) => number) => {
+    const d = med(authOf(mode, kind, f)) - med(authOf(mode, "none", f));
+    return `${d >= 0 ? "+" : ""}${d.toFixed(3)}`;
+  };
   out.push(
     `S9 auth by D1 lookup / auth by signed token: mean latency ${ratioOf("sequential", (c) => c.meanMs)}, CPU per request ${ratioOf("sequential", (c) => c.cpuMsPerRequest)}; ` +
       `with ${first.concurrency} in flight: requests/s ${ratioOf("concurrent", (c) => c.perSec)}, CPU per request ${ratioOf("concurrent", (c) => c.cpuMsPerRequest)}`,
-    `S9 over the floor (no auth), ms: D1 lookup +${over("sequential", "d1", (c) => c.meanMs)} latency, +${over("sequential", "d1", (c) => c.cpuMsPerRequest)} CPU; ` +
-      `signed token +${over("sequential", "signed", (c) => c.meanMs)} latency, +${over("sequential", "signed", (c) => c.cpuMsPerRequest)} CPU (one at a time); ` +
-      `with ${first.concurrency} in flight, CPU: D1 lookup +${over("concurrent", "d1", (c) => c.cpuMsPerRequest)}, signed token +${over("concurrent", "signed", (c) => c.cpuMsPerRequest)}`,
+    `S9 over the floor (no auth), ms: D1 lookup ${over("sequential", "d1", (c) => c.meanMs)} latency, ${over("sequential", "d1", (c) => c.cpuMsPerRequest)} CPU; ` +
+      `signed token ${over("sequential", "signed", (c) => c.meanMs)} latency, ${over("sequential", "signed", (c) => c.cpuMsPerRequest)} CPU (one at a time); ` +
+      `with ${first.concurrency} in flight, CPU: D1 lookup ${over("concurrent", "d1", (c) => c.cpuMsPerRequest)}, signed token ${over("concurrent", "signed", (c) => c.cpuMsPerRequest)}`,
     "S9: locally D1 is SQLite in the same process and the user's object on the same thread, both a call away; in a deployment D1 is one remote database for every request (one query at a time), the user's object the caller's own",
   );
   return out;

@@ -17,8 +17,10 @@
 //
 // It also serves the auth comparison of S9: the app's own authentication (the signed token, its
 // session checked in the user's object: `requireAuth`) alone, against the lookup it replaced (the
-// SHA-256 of the token in D1's `devices.token_hash`, which the app still writes at login), and a
-// request that authenticates nothing, all three behind the app's own `base` middleware.
+// SHA-256 of the token looked up in D1 by a unique key, as `devices.token_hash` was), and a request
+// that authenticates nothing, all three behind the app's own `base` middleware. The lookup reads a
+// table of the bench's own, `bench_sessions`, in the app's first D1 database, so that it does not
+// depend on the app's schema: POST /__bench/auth/d1 (with a token the app accepts) enrols a token.
 //
 // Started by the bench as `npm run dev -- bench/counted/worker.ts` in place of the app's entry.
 import app, { ConversationDO as AppConversationDO, ThrottleDO as AppThrottleDO, UserDO as AppUserDO } from "../../worker/index";
@@ -26,7 +28,6 @@ import { base, newApp, onError, requireAuth } from "../../worker/app";
 import { ApiError } from "../../worker/lib/apiError";
 import { sha256 } from "../../worker/lib/crypto";
 import { bearerToken } from "../../worker/lib/sessionTokens";
-import { SIGNED_IN_MARK } from "../../kernel/d1/devices";
 
 /** Which part of the app made a query. */
 type Origin = "worker" | "queue" | "scheduled" | "conversation" | "user" | "throttle" | "bench";
@@ -247,15 +248,41 @@ const bench = newApp();
 bench.use(base);
 bench.get("/__bench/auth/none", (c) => c.body(null, 204));
 bench.get("/__bench/auth/signed", requireAuth, (c) => c.body(null, 204));
-bench.get("/__bench/auth/d1", async (c) => {
-  // How a request was authenticated before tokens were signed: one D1 read of the token's hash
-  // (the unique index devices_token_hash), and the token's age against TOKEN_TTL_DAYS.
+/** The D1 database the token lookup reads: `DB`, or the first D1 binding when there is none of that name. */
+function tokenDb(env: Env): D1Database {
+  const dbs = Object.entries(counted(env, "bench")).filter((entry): entry is [string, D1Database] => isD1(entry[1]));
+  const db = (dbs.find(([name]) => name === "DB") ?? dbs[0])?.[1];
+  if (!db) throw new Error("no D1 binding");
+  return db;
+}
+
+let tokenTable: Promise<unknown> | null = null;
+const tokenTableReady = (db: D1Database) =>
+  (tokenTable ??= db
+    .prepare("CREATE TABLE IF NOT EXISTS bench_sessions (token_hash TEXT PRIMARY KEY, device_id TEXT NOT NULL, user_id TEXT NOT NULL, created_at INTEGER NOT NULL)")
+    .run());
+
+bench.post("/__bench/auth/d1", requireAuth, async (c) => {
   const token = bearerToken(c.req.header("authorization"));
   if (!token) throw new ApiError("unauthorized", "missing or malformed bearer token");
-  const row = await counted(c.env, "bench")
-    .DB.prepare("SELECT id, user_id, created_at FROM devices WHERE token_hash = ?")
-    .bind(SIGNED_IN_MARK + (await sha256(token)))
-    .first<{ id: string; user_id: string; created_at: number }>();
+  const db = tokenDb(c.env);
+  await tokenTableReady(db);
+  const { userId, deviceId } = c.get("auth");
+  await db
+    .prepare("INSERT OR REPLACE INTO bench_sessions (token_hash, device_id, user_id, created_at) VALUES (?, ?, ?, ?)")
+    .bind(await sha256(token), deviceId, userId, Date.now())
+    .run();
+  return c.body(null, 204);
+});
+bench.get("/__bench/auth/d1", async (c) => {
+  // How a request was authenticated before tokens were signed: one D1 read of the token's hash
+  // by its unique key, and the token's age against TOKEN_TTL_DAYS.
+  const token = bearerToken(c.req.header("authorization"));
+  if (!token) throw new ApiError("unauthorized", "missing or malformed bearer token");
+  const row = await tokenDb(c.env)
+    .prepare("SELECT device_id, user_id, created_at FROM bench_sessions WHERE token_hash = ?")
+    .bind(await sha256(token))
+    .first<{ device_id: string; user_id: string; created_at: number }>();
   if (!row || row.created_at + c.get("settings").tokenTtlMs < Date.now()) throw new ApiError("unauthorized", "unknown, expired or revoked token");
   return c.body(null, 204);
 });

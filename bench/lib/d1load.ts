@@ -199,6 +199,8 @@ export async function s9(server: Server, tag: string, o: S9Options) {
   const group = await openAppRoom(server, users);
   try {
     const { cursor } = await syncAll(server, a, "0");
+    // The D1 token lookup's row for this device (bench/counted/worker.ts).
+    await api(server.base, "POST", "/__bench/auth/d1", { token: a.token, expect: [204] });
     const ops: Operation[] = [
       ["socket send, 2 members", () => sendOne(pair)],
       ["socket send, 10 members", () => sendOne(group)],
