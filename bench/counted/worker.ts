@@ -12,7 +12,8 @@
 // and settled. The runtime's own metrics were the other choice; local D1 reports none per
 // invocation, and they would not say which part of the app waited. Under `wrangler dev` the Worker
 // and every object share one isolate, so one module-level list holds it all;
-// GET /__bench/d1 hands over what has settled and forgets it. Times are Date.now(), which the runtime advances
+// GET /__bench/d1 hands over what has settled and forgets it, with when the app answered each
+// request and conversation frame. Times are Date.now(), which the runtime advances
 // at I/O, so a query's start is no earlier than the event that caused it.
 //
 // It also serves the auth comparison of S9: the app's own authentication (the signed token, its
@@ -53,9 +54,36 @@ interface D1Entry {
   sql: string;
 }
 
+/**
+ * When the app answered: each request the Worker handled (until its handler returned the
+ * response) and each frame a conversation object took (until its handler was done: a send's ack
+ * is sent by then). A query that settled inside an answer's span is one that answer may have
+ * waited for; one that settled after it was not waited for.
+ */
+interface Answer {
+  what: string;
+  startedAt: number;
+  settledAt: number | null;
+}
+
 /** Bounded, so that a long seeding left counting cannot grow without limit. */
 const LOG_MAX = 500_000;
 const log: D1Entry[] = [];
+const answers: Answer[] = [];
+
+function answering(what: string): Answer {
+  const answer: Answer = { what, startedAt: Date.now(), settledAt: null };
+  if (answers.length < LOG_MAX) answers.push(answer);
+  return answer;
+}
+
+/** Hands over what has settled of `list` and keeps the rest, which is handed over once settled. */
+function settled<T extends { settledAt: number | null }>(list: T[]): { done: T[]; pending: number } {
+  const pending = list.filter((e) => e.settledAt === null);
+  const done = list.filter((e) => e.settledAt !== null);
+  list.splice(0, list.length, ...pending);
+  return { done, pending: pending.length };
+}
 
 const WRITE = /^\s*(?:--[^\n]*\n\s*)*(insert|update|delete|replace)\b/i;
 const isWrite = (sql: string) => WRITE.test(sql);
@@ -165,6 +193,14 @@ class CountedStatement implements D1PreparedStatement {
 const realOf = (s: D1PreparedStatement): D1PreparedStatement => (s instanceof CountedStatement ? s.real : s);
 const sqlOf = (s: D1PreparedStatement): string => (s instanceof CountedStatement ? s.sql : "?");
 
+/** A batch through `real` (a database or a session), recorded as one entry of all its statements. */
+async function countedBatch<T>(real: Pick<D1Database, "batch">, statements: D1PreparedStatement[], origin: Origin, binding: string): Promise<D1Result<T>[]> {
+  const entry = begin(origin, binding, "batch", statements.map(sqlOf));
+  const results = await timed(entry, () => real.batch<T>(statements.map(realOf)), (rs) => rs.map((r) => r.meta));
+  entry.rowsReturned = results.reduce((a, r) => a + (r.results?.length ?? 0), 0);
+  return results;
+}
+
 class CountedD1 implements D1Database {
   constructor(
     private readonly real: D1Database,
@@ -176,11 +212,8 @@ class CountedD1 implements D1Database {
     return new CountedStatement(this.real.prepare(query), query, this.origin, this.binding);
   }
 
-  async batch<T = unknown>(statements: D1PreparedStatement[]): Promise<D1Result<T>[]> {
-    const entry = begin(this.origin, this.binding, "batch", statements.map(sqlOf));
-    const results = await timed(entry, () => this.real.batch<T>(statements.map(realOf)), (rs) => rs.map((r) => r.meta));
-    entry.rowsReturned = results.reduce((a, r) => a + (r.results?.length ?? 0), 0);
-    return results;
+  batch<T = unknown>(statements: D1PreparedStatement[]): Promise<D1Result<T>[]> {
+    return countedBatch(this.real, statements, this.origin, this.binding);
   }
 
   exec(query: string): Promise<D1ExecResult> {
@@ -188,11 +221,32 @@ class CountedD1 implements D1Database {
   }
 
   withSession(constraintOrBookmark?: D1SessionBookmark | D1SessionConstraint): D1DatabaseSession {
-    return this.real.withSession(constraintOrBookmark);
+    return new CountedSession(this.real.withSession(constraintOrBookmark), this.origin, this.binding);
   }
 
   dump(): Promise<ArrayBuffer> {
     return this.real.dump();
+  }
+}
+
+/** A session (read replicas) whose queries are recorded as the database's are. */
+class CountedSession implements D1DatabaseSession {
+  constructor(
+    private readonly real: D1DatabaseSession,
+    private readonly origin: Origin,
+    private readonly binding: string,
+  ) {}
+
+  prepare(query: string): D1PreparedStatement {
+    return new CountedStatement(this.real.prepare(query), query, this.origin, this.binding);
+  }
+
+  batch<T = unknown>(statements: D1PreparedStatement[]): Promise<D1Result<T>[]> {
+    return countedBatch(this.real, statements, this.origin, this.binding);
+  }
+
+  getBookmark(): D1SessionBookmark | null {
+    return this.real.getBookmark();
   }
 }
 
@@ -227,6 +281,19 @@ function counted(env: Env, origin: Origin): Env {
 export class ConversationDO extends AppConversationDO {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, counted(env, "conversation"));
+  }
+
+  // A frame answered in the same step stays so (no promise added to the runtime's event).
+  override webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): void | Promise<void> {
+    const answer = answering("frame");
+    const done = super.webSocketMessage(ws, data);
+    if (done instanceof Promise) {
+      return done.finally(() => {
+        answer.settledAt = Date.now();
+      });
+    }
+    answer.settledAt = Date.now();
+    return done;
   }
 }
 
@@ -286,19 +353,25 @@ bench.get("/__bench/auth/d1", async (c) => {
   if (!row || row.created_at + c.get("settings").tokenTtlMs < Date.now()) throw new ApiError("unauthorized", "unknown, expired or revoked token");
   return c.body(null, 204);
 });
-// A query still running stays in the log until it settles, so that it is handed over whole.
+// A query or an answer still running stays in its list until it settles, so it is handed over whole.
 bench.get("/__bench/d1", (c) => {
-  const pending = log.filter((e) => e.settledAt === null);
-  const entries = log.filter((e) => e.settledAt !== null);
-  log.splice(0, log.length, ...pending);
-  return c.json({ now: Date.now(), entries, pending: pending.length });
+  const queries = settled(log);
+  const spans = settled(answers);
+  return c.json({ now: Date.now(), entries: queries.done, answers: spans.done, pending: queries.pending + spans.pending });
 });
 bench.onError(onError);
 
 export default {
-  fetch(request, env, ctx) {
-    if (new URL(request.url).pathname.startsWith("/__bench/")) return bench.fetch(request, env, ctx);
-    return app.fetch(request, counted(env, "worker"), ctx);
+  async fetch(request, env, ctx) {
+    const { pathname } = new URL(request.url);
+    if (pathname === "/__bench/d1") return bench.fetch(request, env, ctx);
+    const answer = answering(`${request.method} ${pathname}`);
+    try {
+      if (pathname.startsWith("/__bench/")) return await bench.fetch(request, env, ctx);
+      return await app.fetch(request, counted(env, "worker"), ctx);
+    } finally {
+      answer.settledAt = Date.now();
+    }
   },
   queue(batch, env) {
     return app.queue(batch, counted(env, "queue"));

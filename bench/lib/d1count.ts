@@ -2,11 +2,14 @@
 // operation waited for.
 //
 // An operation (a request, or a socket send until its ack) runs on a quiet server, between two
-// readings of the client's clock; the server stamps each query with its own clock, the same
-// machine's. A query that began after the operation began and settled before its answer arrived
-// is one the answer waited for ("awaited"; on a quiet server nothing else was running). One that
-// began during the operation but settled after its answer was not waited for; one that began
+// readings of the client's clock. The server stamps each query, and the span of each answer (the
+// Worker's handler of a request, a conversation object's handler of a frame), with its own clock,
+// the same machine's. A query that began after the operation's answer began and settled before the
+// answer was given is one the answer may have waited for ("awaited"; on a quiet server nothing
+// else was running); one that began during it but settled after was not waited for; one that began
 // after the answer is the work the operation left behind (the outbox, the fan-out, the queues).
+// The answer's span is the server's, not the client's: on a loaded host a response can reach the
+// client after the deferred pass, due 25 ms after a send, has come and gone.
 import type { Reachable } from "./proc.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -27,33 +30,46 @@ export interface D1Entry {
   sql: string;
 }
 
+/** When the app answered a request or a conversation frame (bench/counted/worker.ts Answer). */
+export interface Answer {
+  what: string;
+  startedAt: number;
+  settledAt: number;
+}
+
+/** What the counted worker recorded, settled, since the last reading. */
+export interface D1Log {
+  entries: D1Entry[];
+  answers: Answer[];
+}
+
 /**
- * The queries the counted worker saw settle since the last call (it forgets them), and how many
- * are still running (handed over once they settle).
+ * The queries and answers the counted worker saw settle since the last call (it forgets them),
+ * and how many are still running (handed over once they settle).
  */
-export async function takeD1Log(server: Reachable): Promise<{ entries: D1Entry[]; pending: number }> {
+export async function takeD1Log(server: Reachable): Promise<D1Log & { pending: number }> {
   const res = await fetch(`${server.base}/__bench/d1`, { signal: AbortSignal.timeout(30_000) });
   if (!res.ok) throw new Error(`GET /__bench/d1: ${res.status} (is the server bench/counted/worker.ts?)`);
-  const { entries, pending } = (await res.json()) as { entries: D1Entry[]; pending: number };
-  return { entries, pending };
+  return (await res.json()) as D1Log & { pending: number };
 }
 
 /**
  * Waits until no D1 query has begun for `quietMs` (at least `minMs` in all, at most `timeoutMs`)
  * and returns every entry recorded meanwhile. Throws when the server never went quiet.
  */
-export async function untilD1Quiet(server: Reachable, { quietMs = 500, minMs = 0, timeoutMs = 60_000, pollMs = 100 } = {}): Promise<D1Entry[]> {
+export async function untilD1Quiet(server: Reachable, { quietMs = 500, minMs = 0, timeoutMs = 60_000, pollMs = 100 } = {}): Promise<D1Log> {
   const start = Date.now();
-  const seen: D1Entry[] = [];
+  const seen: D1Log = { entries: [], answers: [] };
   let lastActivity = start;
   for (;;) {
-    const { entries, pending } = await takeD1Log(server);
-    seen.push(...entries);
+    const { entries, answers, pending } = await takeD1Log(server);
+    seen.entries.push(...entries);
+    seen.answers.push(...answers);
     // A query still running counts as activity until it settles.
     if (entries.length > 0 || pending > 0) lastActivity = Date.now();
     const now = Date.now();
     if (now - lastActivity >= quietMs && now - start >= minMs) return seen;
-    if (now - start > timeoutMs) throw new Error(`D1 not quiet after ${timeoutMs} ms (${seen.length} queries meanwhile)`);
+    if (now - start > timeoutMs) throw new Error(`D1 not quiet after ${timeoutMs} ms (${seen.entries.length} queries meanwhile)`);
     await sleep(pollMs);
   }
 }
@@ -71,7 +87,17 @@ export interface OperationD1 {
   ms: number;
 }
 
-/** Splits `entries` by the operation that ran from `t0` to `t1` (the client's Date.now()). */
+/**
+ * The span of the server's answer to an operation the client ran from `t0` to `t1`: from the first
+ * answer that began in that time to the last one's end; the client's own span when none did.
+ */
+export function answerSpan(answers: readonly Answer[], t0: number, t1: number): [number, number] {
+  const mine = answers.filter((a) => a.startedAt >= t0 && a.startedAt <= t1);
+  if (mine.length === 0) return [t0, t1];
+  return [Math.min(...mine.map((a) => a.startedAt)), Math.max(...mine.map((a) => a.settledAt))];
+}
+
+/** Splits `entries` by an answer given from `t0` to `t1` (the server's clock). */
 export function splitByAnswer(entries: D1Entry[], t0: number, t1: number): Omit<OperationD1, "ms"> {
   const out: Omit<OperationD1, "ms"> = { awaited: [], notAwaited: [], after: [], before: [] };
   for (const e of entries) {
@@ -95,8 +121,8 @@ export async function measureOperation(server: Reachable, op: () => Promise<unkn
   await op();
   const ms = performance.now() - p0;
   const t1 = Date.now();
-  const entries = await untilD1Quiet(server, { quietMs: 400, minMs: settleMs });
-  return { ...splitByAnswer(entries, t0, t1), ms };
+  const { entries, answers } = await untilD1Quiet(server, { quietMs: 400, minMs: settleMs });
+  return { ...splitByAnswer(entries, ...answerSpan(answers, t0, t1)), ms };
 }
 
 /** Queries (statements: a batch counts its statements), writes, rows read and written, of `entries`. */

@@ -8,7 +8,7 @@
 // S10: a user in many conversations syncs after a day away and reads the conversation list: time,
 // D1 queries and rows read per page, for each number of conversations.
 import { api, closeAll, createGroup, heardFrom, isReadyFrame, openSocket, pool, registerUsers, type User, type WebSocket } from "./clients.ts";
-import { byBinding, describe, measureOperation, splitByAnswer, totals, untilD1Quiet, type D1Entry, type D1Totals, type OperationD1 } from "./d1count.ts";
+import { answerSpan, byBinding, describe, measureOperation, splitByAnswer, totals, untilD1Quiet, type D1Totals, type OperationD1 } from "./d1count.ts";
 import type { Server } from "./proc.ts";
 import { now, openAppRoom, type Room } from "./rooms.ts";
 import { cpuMeter, percentile, sendAcked, syncAll } from "./scenarios.ts";
@@ -171,7 +171,7 @@ async function outboxBurst(server: Server, room: Room, messages: number): Promis
   const t0 = Date.now();
   await sendAcked(room, [0], messages, 20, `S9 burst in a group of ${room.size}`);
   const t1 = Date.now();
-  const entries = await untilD1Quiet(server, { quietMs: 1_000, minMs: 1_000, timeoutMs: 120_000 });
+  const { entries } = await untilD1Quiet(server, { quietMs: 1_000, minMs: 1_000, timeoutMs: 120_000 });
   room.handler = { ack() {}, deliver() {} };
   const split = splitByAnswer(entries, t0, t1);
   const mine = [...split.awaited, ...split.notAwaited, ...split.after];
@@ -301,8 +301,8 @@ async function pagesCounted(server: Server, page: (k: number) => Promise<{ items
     windows.push({ t0, t1: Date.now(), ms: performance.now() - p0, items });
     if (!more || k > 10_000) break;
   }
-  const entries: D1Entry[] = await untilD1Quiet(server, { quietMs: 300 });
-  return windows.map((w) => ({ ms: w.ms, items: w.items, d1: totals(splitByAnswer(entries, w.t0, w.t1).awaited) }));
+  const { entries, answers } = await untilD1Quiet(server, { quietMs: 300 });
+  return windows.map((w) => ({ ms: w.ms, items: w.items, d1: totals(splitByAnswer(entries, ...answerSpan(answers, w.t0, w.t1)).awaited) }));
 }
 
 /**
