@@ -11,10 +11,10 @@
 // D1 reported reading and writing (local D1 returns SQLite's counters in `meta`), and when it began
 // and settled. The runtime's own metrics were the other choice; local D1 reports none per
 // invocation, and they would not say which part of the app waited. Under `wrangler dev` the Worker
-// and every object share one isolate, so one module-level list holds it all;
-// GET /__bench/d1 hands over what has settled and forgets it, with when the app answered each
-// request and conversation frame. Times are Date.now(), which the runtime advances
-// at I/O, so a query's start is no earlier than the event that caused it.
+// and every object share one isolate, so one module-level list holds it all; GET /__bench/d1 hands
+// over what has settled and forgets it, with when the app answered each request and conversation
+// frame. Times are Date.now(), which the runtime advances at I/O, so a query's start is no earlier
+// than the event that caused it.
 //
 // It also serves the auth comparison of S9: the app's own authentication (the signed token, its
 // session checked in the user's object: `requireAuth`) alone, against the lookup it replaced (the
