@@ -5,7 +5,7 @@
 // member's user socket that the contract requires) and "store" (one SQLite insert per message),
 // and "alone": the app with D1 and users' objects answering at once (bench/alone/worker.ts).
 //
-//   npm run bench                          every scenario, 3 runs each (about 25 minutes)
+//   npm run bench                          every scenario, 3 runs each (about 30 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
 //   npm run bench -- --quick               short windows and small counts, to try the harness
 //
@@ -16,9 +16,19 @@
 // --s8-sizes devices made, a commit processed, a message encrypted and decrypted, beside a
 // plaintext client's JSON encoding of the same message.
 //
-// Flags: --only S1,S2,S3,S4,S5,S6,S7,S8  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy  --s5-bearer
+// S9 and S10 (issue 31) run against the "counted" server, the app as bench/counted/worker.ts, which
+// writes down every D1 query it makes: S9 counts the D1 queries a message sent and an authenticated
+// request wait for and leave behind, D1 writes per message through the outbox, and compares an
+// authenticated request with the app's signed token against the D1 token lookup it replaced; S10 is
+// a user in --s10-conversations conversations (100 and 1,000) syncing after a day away and reading
+// the conversation list: time, D1 queries and rows per page (bench/lib/d1load.ts).
+//
+// Flags: --only S1,S2,S3,S4,S5,S6,S7,S8,S9,S10  --runs N  --quick  --s4-messages N  --s5-sockets N  --s5-via-proxy  --s5-bearer
 //        --s6-messages N (S6's history)  --s7-ciphertexts N (S7's pool per group)
 //        --s8-sizes 10,100,1000  --s8-messages N (S8's messages encrypted and decrypted per size)
+//        --s9-requests N (S9's auth comparison: requests of each kind at each concurrency)
+//        --s9-burst N (S9's messages per group for the outbox's D1 writes)
+//        --s10-conversations 100,1000  --s10-messages N (per conversation)  --s10-limit N (sync page)
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
 //        --alone-answers d1: the alone server answers only D1 at once, its users' objects are real
@@ -80,6 +90,8 @@ import { gcReport, gcWatcher, type GcWatcher } from "./lib/gc.ts";
 import { traceHooks, traceReport, type Trace } from "./lib/trace.ts";
 import { gcPausesIn, perfInstalled, threadSampler, type ThreadSampler } from "./lib/perf.ts";
 import { e2eeGroups, mlsCosts } from "./lib/mls.ts";
+import { s9, s10, seedMany, type AuthCost, type AuthKind, type S10Seed } from "./lib/d1load.ts";
+import type { D1Totals } from "./lib/d1count.ts";
 import {
   s1,
   s2,
@@ -116,6 +128,11 @@ interface Options {
   s7Ciphertexts: number;
   s8Sizes: number[];
   s8Messages: number;
+  s9Requests: number;
+  s9Burst: number;
+  s10Conversations: number[];
+  s10Messages: number;
+  s10Limit: number;
   s5ViaProxy: boolean;
   s5Tickets: boolean;
   aloneAnswers: string;
@@ -140,7 +157,19 @@ interface Options {
 }
 
 /** Flags that set a number: the option and its least value. */
-type NumericOption = "runs" | "s4Messages" | "s6Messages" | "s5Sockets" | "s7Ciphertexts" | "s8Messages" | "window" | "receiptMs";
+type NumericOption =
+  | "runs"
+  | "s4Messages"
+  | "s6Messages"
+  | "s5Sockets"
+  | "s7Ciphertexts"
+  | "s8Messages"
+  | "s9Requests"
+  | "s9Burst"
+  | "s10Messages"
+  | "s10Limit"
+  | "window"
+  | "receiptMs";
 const NUMERIC_FLAGS = new Map<string, [NumericOption, number]>([
   ["--runs", ["runs", 1]],
   ["--s4-messages", ["s4Messages", 100]],
@@ -148,6 +177,10 @@ const NUMERIC_FLAGS = new Map<string, [NumericOption, number]>([
   ["--s5-sockets", ["s5Sockets", 10]],
   ["--s7-ciphertexts", ["s7Ciphertexts", 1]],
   ["--s8-messages", ["s8Messages", 1]],
+  ["--s9-requests", ["s9Requests", 10]],
+  ["--s9-burst", ["s9Burst", 10]],
+  ["--s10-messages", ["s10Messages", 1]],
+  ["--s10-limit", ["s10Limit", 1]],
   ["--window", ["window", 1]],
   ["--receipt-ms", ["receiptMs", 0]],
 ]);
@@ -169,7 +202,7 @@ const SWITCHES = new Map<string, { keys: BooleanOption[]; value: boolean }>([
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    only: ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"],
+    only: ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10"],
     runs: 3,
     quick: false,
     s4Messages: 100_000,
@@ -178,6 +211,11 @@ function parseArgs(argv: string[]): Options {
     s7Ciphertexts: 2_000,
     s8Sizes: [10, 100, 1000],
     s8Messages: 200,
+    s9Requests: 1_000,
+    s9Burst: 200,
+    s10Conversations: [100, 1000],
+    s10Messages: 3,
+    s10Limit: 100,
     s5ViaProxy: false,
     s5Tickets: true,
     aloneAnswers: "d1,users",
@@ -231,6 +269,9 @@ function parseArgs(argv: string[]): Options {
       case "--s8-sizes":
         o.s8Sizes = value().split(",").map(Number).filter((n) => n >= 2);
         break;
+      case "--s10-conversations":
+        o.s10Conversations = value().split(",").map(Number).filter((n) => n >= 1);
+        break;
       case "--s1-rates":
         o.s1Rates = value().split(",").map(Number).filter((r) => r > 0);
         break;
@@ -258,7 +299,7 @@ function parseArgs(argv: string[]): Options {
         throw new Error(`unknown flag ${a} (see --help)`);
     }
   }
-  for (const s of o.only) if (!/^S[1-8]$/.test(s)) throw new Error(`unknown scenario ${s}`);
+  for (const s of o.only) if (!/^S([1-9]|10)$/.test(s)) throw new Error(`unknown scenario ${s}`);
   if (o.gcPauses && !perfInstalled()) throw new Error("--gc-pauses needs Linux perf (apt install linux-perf)");
   if (o.gcPauses && (o.trace || o.gc)) throw new Error("--gc-pauses samples every target's thread itself: leave out --trace and --gc");
   if (o.quick) {
@@ -268,6 +309,9 @@ function parseArgs(argv: string[]): Options {
     if (o.s7Ciphertexts === 2_000) o.s7Ciphertexts = 500;
     if (o.s8Messages === 200) o.s8Messages = 50;
     if (o.s8Sizes.join() === "10,100,1000") o.s8Sizes = [10, 100];
+    if (o.s9Requests === 1_000) o.s9Requests = 200;
+    if (o.s9Burst === 200) o.s9Burst = 50;
+    if (o.s10Conversations.join() === "100,1000") o.s10Conversations = [20, 100];
   }
   o.media = o.media && !onlyGiven && !o.quick;
   o.s1 = { rates: o.s1Rates ?? [200, 500, 1000], warmupMs: o.quick ? 500 : 1_000, windowMs: o.quick ? 2_000 : 5_000, receiptMs: o.receiptMs };
@@ -365,6 +409,8 @@ interface RunOf {
   S5: Awaited<ReturnType<typeof s5Baseline>> & Partial<Awaited<ReturnType<typeof s5App>>>;
   S6: Awaited<ReturnType<typeof s6>>;
   S7: Awaited<ReturnType<typeof s7>>;
+  S9: Awaited<ReturnType<typeof s9>>;
+  S10: Awaited<ReturnType<typeof s10>>;
 }
 type ScenarioKey = keyof RunOf;
 /** A column of the table: a target's kind, or S6's and S7's two groups (both the app). */
@@ -383,6 +429,8 @@ interface Results {
   reloads?: string[];
   s4Seed?: Awaited<ReturnType<typeof seedS4>>;
   s6Seed?: Awaited<ReturnType<typeof seedHistory>>;
+  /** S10's users, one per number of conversations (without their tokens). */
+  s10Seeds?: Omit<S10Seed, "user">[];
   /** S7's E2EE groups: how long the sender took to encrypt each pool, ms per message. */
   s7EncryptMs?: number[];
   /** S8: the client engine's costs (no server, one run). */
@@ -403,7 +451,7 @@ async function main(): Promise<void> {
   const loads = [loadavg()];
   log(`machine: ${machine.cpu}, ${machine.cores} cores; load ${loads[0]}`);
 
-  const [appPort = 0, appInspector = 0, basePort = 0, baseInspector = 0, alonePort = 0, aloneInspector = 0] = await freePorts(6);
+  const [appPort = 0, appInspector = 0, basePort = 0, baseInspector = 0, alonePort = 0, aloneInspector = 0, countedPort = 0, countedInspector = 0] = await freePorts(8);
   // S5 opens a second set of user sockets for half its devices while their first set stays open.
   const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:1000000", "GROUPS_PER_USER_PER_HOUR:1000000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
   const appAnswers = async (base: string) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401;
@@ -440,15 +488,28 @@ async function main(): Promise<void> {
     cwd: ROOT,
     ready: async (base) => (await fetch(base, { signal: AbortSignal.timeout(2_000) })).status === 200,
   });
+  // The app once more, each D1 query it makes written down (bench/counted/worker.ts): S9 and S10
+  // only, so that the scenarios timed against the app run on its own entry point.
+  const counted = new Server({
+    name: "counted",
+    script: "bench/counted/worker.ts",
+    port: countedPort,
+    inspectorPort: countedInspector,
+    stateDir: opts.stateDir,
+    vars: VARS,
+    cwd: ROOT,
+    ready: appAnswers,
+  });
+  const withCounted = wants("S9") || wants("S10");
   opts.alone = opts.alone && opts.baseline && (wants("S1") || wants("S2"));
-  const servers = [app, ...(opts.baseline ? [baseline] : []), ...(opts.alone ? [alone] : [])];
+  const servers = [app, ...(opts.baseline ? [baseline] : []), ...(opts.alone ? [alone] : []), ...(withCounted ? [counted] : [])];
 
   let stopping = false;
   const cleanup = async () => {
     if (stopping) return;
     stopping = true;
     // Every server, started or not: each removes its state dir.
-    await Promise.all([app, baseline, alone].map((s) => s.stop()));
+    await Promise.all([app, baseline, alone, counted].map((s) => s.stop()));
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.on(signal, () => {
@@ -656,6 +717,37 @@ async function main(): Promise<void> {
         log(`S4 run ${run + 1}/${opts.runs} (load ${loadavg()})`);
         const hooks = opts.profile ? profiler(appInspector, `S4-app-run${run + 1}`) : undefined;
         await measure("S4", appTarget, run, (reached) => s4(reached.server, s4User, seed.stored, { hooks }));
+      }
+    }
+    loads.push(loadavg());
+    if (withCounted) {
+      const countedTarget: Target = { kind: "app", server: counted, inspector: countedInspector };
+      if (wants("S9")) {
+        for (let run = 0; run < opts.runs; run++) {
+          log(`S9 run ${run + 1}/${opts.runs}: D1 per operation, then auth with and without D1 (load ${loadavg()})`);
+          await measure("S9", countedTarget, run, (reached) => s9(reached.server, `${tag}${run}`, { requests: opts.s9Requests, repeats: 5, burst: opts.s9Burst }));
+        }
+      }
+      if (wants("S10")) {
+        results.s10Seeds = [];
+        for (const n of opts.s10Conversations) {
+          focus(counted);
+          const direct = await counted.direct();
+          log(`S10: a user in ${n.toLocaleString("en-US")} conversations, ${opts.s10Messages} messages each (load ${loadavg()})`);
+          const seed = await seedMany(direct, n, opts.s10Messages, tag);
+          results.s10Seeds.push({
+            conversations: seed.conversations,
+            messagesPerConversation: seed.messagesPerConversation,
+            since: seed.since,
+            seconds: seed.seconds,
+            drainSeconds: seed.drainSeconds,
+          });
+          log(`S10: seeded in ${seed.seconds.toFixed(1)} s, D1 quiet ${seed.drainSeconds.toFixed(1)} s later`);
+          for (let run = 0; run < opts.runs; run++) {
+            log(`S10 run ${run + 1}/${opts.runs}, ${n} conversations (load ${loadavg()})`);
+            await measure("S10", countedTarget, run, (reached) => s10(reached.server, seed, { limit: opts.s10Limit }));
+          }
+        }
       }
     }
     loads.push(loadavg());
@@ -876,6 +968,7 @@ function render(results: Results, opts: Options): string {
     const n = runs.S4.app?.[0]?.messages ?? 0;
     row(`S4 sync ${n.toLocaleString("en-US")}`, "seconds", cell(get("S4", "app", (r) => r.seconds), 2), "-");
     row("", "messages/s", cell(get("S4", "app", (r) => r.perSec)), "-");
+    row("", "ms per page (of 500)", cell(get("S4", "app", (r) => (r.seconds * 1000) / r.pages), 1), "-");
   }
   if (runs.S5) {
     const n = runs.S5.app?.[0]?.sockets ?? runs.S5.baseline?.[0]?.sockets ?? 0;
@@ -938,10 +1031,13 @@ function render(results: Results, opts: Options): string {
       `S1-S3: 10 (S3: 2) devices per conversation, app devices also hold their user socket${opts.receiptMs ? ` and send a delivered receipt at most every ${opts.receiptMs} ms` : ""}`,
   );
   lines.push("");
-  lines.push(line(header));
-  lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-  for (const r of rows) lines.push(line(r));
-  lines.push("");
+  // S8, S9 and S10 have tables of their own (below): without another scenario this one is empty.
+  if (rows.length > 0) {
+    lines.push(line(header));
+    lines.push(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+    for (const r of rows) lines.push(line(r));
+    lines.push("");
+  }
   if ((["S1", "S2"] as const).some((k) => results.runs[k]?.alone?.length)) lines.push(`alone: the app with ${aloneWhat(opts)} (bench/alone/worker.ts)`);
   // Results saved before S1-S4 bypassed the proxy have no `viaProxy` option: they went through it.
   const measuredViaProxy = opts.viaProxy !== false;
@@ -982,6 +1078,8 @@ function render(results: Results, opts: Options): string {
     );
   }
   if (results.s8) lines.push("", ...renderS8(results.s8));
+  if (runs.S9?.app?.length) lines.push("", ...renderS9(runs.S9.app));
+  if (runs.S10?.app?.length) lines.push("", ...renderS10(runs.S10.app, results.s10Seeds ?? []));
   if (results.reloads?.length) lines.push(`WARNING: wrangler reloaded the Worker (a source file changed on disk) during ${results.reloads.join(", ")}: those numbers are not valid`);
   const targets = checkTargets(results, opts);
   if (targets.length) lines.push(...targets.map((t) => `target: ${t}`));
@@ -1027,6 +1125,161 @@ function renderS8(s8: NonNullable<Results["s8"]>): string[] {
       `MLS encrypt is ${per(first.encryptMs, encodeMs)} and decrypt ${per(first.decryptMs, decodeMs)} of those (group of ${first.devices}); ` +
       `a ciphertext is ${first.sizes.ciphertext} characters against the plaintext frame's ${first.sizes.plaintextFrame}`,
     `S8: in one Node process (ts-mls, pure TypeScript); each cost the median of ${s8.groups.map((g) => `${g.runs} group${g.runs > 1 ? "s" : ""} of ${g.devices}`).join(", ")}; encrypt and decrypt the median of the messages of each group`,
+  ];
+}
+
+/** A markdown table of `rows` under `header`, its columns padded. */
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((_, c) => Math.max(...[header, ...rows].map((r) => String(r[c] ?? "").length)));
+  const line = (r: string[]) => `| ${header.map((_, c) => String(r[c] ?? "").padEnd(widths[c] ?? 0)).join(" | ")} |`;
+  return [line(header), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...rows.map(line)];
+}
+
+/** "median [min-max]" of `xs`, or the value alone when they are all one. */
+function range(xs: readonly Maybe[], digits?: number): string {
+  const s = spread(xs);
+  if (!s) return "n/a";
+  return s.min === s.max ? fmt(s.med, digits) : `${fmt(s.med, digits)} [${fmt(s.min, digits)}-${fmt(s.max, digits)}]`;
+}
+
+/** S9's tables: D1 per operation, D1 writes per message through the outbox, auth with and without D1. */
+function renderS9(s9runs: RunOf["S9"][]): string[] {
+  const out: string[] = [];
+  const [first] = s9runs;
+  if (!first) return out;
+  const byName = (name: string) => s9runs.flatMap((r) => r.operations.filter((o) => o.name === name));
+  const all = <T>(ops: RunOf["S9"]["operations"], f: (o: RunOf["S9"]["operations"][number]) => T[]) => ops.flatMap(f);
+  const opRows = first.operations.map((o) => {
+    const ops = byName(o.name);
+    const awaited = all(ops, (x) => x.awaited);
+    const notAwaited = all(ops, (x) => x.notAwaited);
+    const after = all(ops, (x) => x.after);
+    const calls = (ts: D1Totals[]) => range(ts.map((t) => t.calls), 0);
+    return [
+      o.name,
+      calls(awaited),
+      // `raw` calls (drizzle's selects) return no meta: their rows read are not known.
+      `${range(awaited.map((t) => t.rowsRead), 0)}${awaited.some((t) => t.unreported > 0) ? ` (+${range(awaited.map((t) => t.unreported), 0)} raw call(s), not reported)` : ""}`,
+      range(awaited.map((t) => t.ms), 0),
+      calls(notAwaited),
+      `${calls(after)} / ${range(after.map((t) => t.writes), 0)} / ${range(after.map((t) => t.rowsWritten), 0)}`,
+      range(all(ops, (x) => x.ms), 2),
+    ];
+  });
+  out.push(
+    `S9 D1 queries per operation, counted (bench/counted/worker.ts), ${first.operations[0]?.awaited.length ?? 0} repeats x ${s9runs.length} run(s): median [min-max]`,
+    ...table(["operation", "D1 calls awaited", "rows read awaited", "D1 ms awaited", "D1 calls begun, not awaited", "after the answer: calls / writes / rows written", "answer ms"], opRows),
+    "",
+    "S9 what each operation's D1 calls were (first repeat; awaited, then after the answer):",
+  );
+  for (const o of first.operations) {
+    if (o.awaitedSql.length) out.push(`  ${o.name}, awaited: ${o.awaitedSql.join("; ")}`);
+    if (o.afterSql.length) out.push(`  ${o.name}, after: ${o.afterSql.join("; ")}`);
+  }
+  const bursts = s9runs.flatMap((r) => r.outbox);
+  const per = (f: (b: (typeof bursts)[number]) => number, members: number, digits = 3) => range(bursts.filter((b) => b.members === members).map(f), digits);
+  const memberCounts = [...new Set(bursts.map((b) => b.members))];
+  out.push(
+    "",
+    `S9 D1 work per message of a burst of ${first.outbox[0]?.messages ?? 0} socket sends (20 unacked, no receipts), until D1 was quiet`,
+    ...table(
+      ["group", "D1 calls", "statements", "writes", "rows written", "of which the outbox: writes / rows written", "per binding: statements", "calls settled before the last ack"],
+      memberCounts.map((m) => {
+        const bindings = [...new Set(bursts.filter((b) => b.members === m).flatMap((b) => Object.keys(b.perBinding)))];
+        return [
+          `${m} members`,
+          per((b) => b.all.calls, m),
+          per((b) => b.all.statements, m),
+          per((b) => b.all.writes, m),
+          per((b) => b.all.rowsWritten, m),
+          `${per((b) => b.outbox.writes, m)} / ${per((b) => b.outbox.rowsWritten, m)}`,
+          bindings.map((name) => `${name} ${per((b) => b.perBinding[name]?.statements ?? 0, m)}`).join(", "),
+          per((b) => b.awaitedByAcks, m, 0),
+        ];
+      }),
+    ),
+  );
+  for (const b of first.outbox) out.push(`  ${b.members} members: ${b.sql.join("; ")}`);
+  const kinds: [AuthKind, string][] = [
+    ["none", "no auth (the floor: base middleware, 204)"],
+    ["signed", "signed token + session in the user's object (the app's requireAuth)"],
+    ["d1", "D1 token lookup (its hash by a unique key, as before signed tokens)"],
+    ["me", "GET /me (the app: auth + its handler)"],
+  ];
+  const authOf = (mode: "sequential" | "concurrent", kind: AuthKind, f: (c: AuthCost) => number | null) => s9runs.map((r) => f(r.auth[mode][kind]));
+  out.push(
+    "",
+    `S9 an authenticated request, with and without D1 (each kind ${first.auth.sequential.none.requests} requests one at a time, then ${first.auth.concurrent.none.requests} with ${first.concurrency} in flight, in rotating rounds)`,
+    ...table(
+      ["request", "1 in flight: p50 / p99 ms", "mean ms", "runtime CPU ms per request", `${first.concurrency} in flight: requests/s`, "p50 / p99 ms", "CPU ms per request"],
+      kinds.map(([kind, label]) => [
+        label,
+        `${range(authOf("sequential", kind, (c) => c.p50), 2)} / ${range(authOf("sequential", kind, (c) => c.p99), 2)}`,
+        range(authOf("sequential", kind, (c) => c.meanMs), 3),
+        range(authOf("sequential", kind, (c) => c.cpuMsPerRequest), 3),
+        range(authOf("concurrent", kind, (c) => c.perSec), 0),
+        `${range(authOf("concurrent", kind, (c) => c.p50), 2)} / ${range(authOf("concurrent", kind, (c) => c.p99), 2)}`,
+        range(authOf("concurrent", kind, (c) => c.cpuMsPerRequest), 3),
+      ]),
+    ),
+  );
+  const med = (xs: (number | null)[]) => median(xs) ?? Number.NaN;
+  const ratioOf = (mode: "sequential" | "concurrent", f: (c: AuthCost) => number) => `${(med(authOf(mode, "d1", f)) / med(authOf(mode, "signed", f))).toFixed(2)}x`;
+  // What each way of authenticating adds to the floor, in ms: a difference, since a ratio of two
+  // small differences swings with the machine's noise.
+  const over = (mode: "sequential" | "concurrent", kind: AuthKind, f: (c: AuthCost) => number) => {
+    const d = med(authOf(mode, kind, f)) - med(authOf(mode, "none", f));
+    return `${d >= 0 ? "+" : ""}${d.toFixed(3)}`;
+  };
+  out.push(
+    `S9 auth by D1 lookup / auth by signed token: mean latency ${ratioOf("sequential", (c) => c.meanMs)}, CPU per request ${ratioOf("sequential", (c) => c.cpuMsPerRequest)}; ` +
+      `with ${first.concurrency} in flight: requests/s ${ratioOf("concurrent", (c) => c.perSec)}, CPU per request ${ratioOf("concurrent", (c) => c.cpuMsPerRequest)}`,
+    `S9 over the floor (no auth), ms: D1 lookup ${over("sequential", "d1", (c) => c.meanMs)} latency, ${over("sequential", "d1", (c) => c.cpuMsPerRequest)} CPU; ` +
+      `signed token ${over("sequential", "signed", (c) => c.meanMs)} latency, ${over("sequential", "signed", (c) => c.cpuMsPerRequest)} CPU (one at a time); ` +
+      `with ${first.concurrency} in flight, CPU: D1 lookup ${over("concurrent", "d1", (c) => c.cpuMsPerRequest)}, signed token ${over("concurrent", "signed", (c) => c.cpuMsPerRequest)}`,
+    "S9: locally D1 is SQLite in the same process and the user's object on the same thread, both a call away; in a deployment D1 is one remote database for every request (one query at a time), the user's object the caller's own",
+  );
+  return out;
+}
+
+/** S10's table: per number of conversations, the sync's and the list's cost per page, and their growth. */
+function renderS10(s10runs: RunOf["S10"][], seeds: NonNullable<Results["s10Seeds"]>): string[] {
+  const sizes = [...new Set(s10runs.map((r) => r.conversations))].sort((a, b) => a - b);
+  const of = (n: number) => s10runs.filter((r) => r.conversations === n);
+  const syncPages = (n: number) => of(n).flatMap((r) => r.sync);
+  const listPages = (n: number) => of(n).flatMap((r) => r.list.flat());
+  type Page = ReturnType<typeof syncPages>[number];
+  const stat = (pages: (n: number) => Page[], f: (p: Page) => number) => (n: number) => median(pages(n).map(f));
+  const metrics: [string, (n: number) => string, ((n: number) => number | null) | null][] = [
+    ["messages synced (pages)", (n) => `${of(n)[0]?.messages ?? 0} (${of(n)[0]?.syncPages ?? 0} of ${of(n)[0]?.limit ?? 0})`, null],
+    ["sync: whole backlog s", (n) => range(of(n).flatMap((r) => r.syncSeconds), 2), (n) => median(of(n).flatMap((r) => r.syncSeconds))],
+    ["sync: ms per page", (n) => range(syncPages(n).map((p) => p.ms), 1), stat(syncPages, (p) => p.ms)],
+    ["sync: D1 calls awaited per page", (n) => range(syncPages(n).map((p) => p.d1.calls), 0), stat(syncPages, (p) => p.d1.calls)],
+    ["sync: D1 rows read per page", (n) => range(syncPages(n).map((p) => p.d1.rowsRead), 0), stat(syncPages, (p) => p.d1.rowsRead)],
+    ["sync: D1 ms awaited per page", (n) => range(syncPages(n).map((p) => p.d1.ms), 0), stat(syncPages, (p) => p.d1.ms)],
+    ["list: pages (conversations each)", (n) => `${of(n)[0]?.list[0]?.length ?? 0} (${range(listPages(n).map((p) => p.items), 0)})`, null],
+    ["list: ms per page", (n) => range(listPages(n).map((p) => p.ms), 1), stat(listPages, (p) => p.ms)],
+    ["list: D1 calls awaited per page", (n) => range(listPages(n).map((p) => p.d1.calls), 0), stat(listPages, (p) => p.d1.calls)],
+    ["list: D1 rows read per page", (n) => range(listPages(n).map((p) => p.d1.rowsRead), 0), stat(listPages, (p) => p.d1.rowsRead)],
+    ["list: D1 ms awaited per page", (n) => range(listPages(n).map((p) => p.d1.ms), 0), stat(listPages, (p) => p.d1.ms)],
+    ["list: ms per conversation listed", (n) => range(listPages(n).map((p) => p.ms / Math.max(1, p.items)), 3), stat(listPages, (p) => p.ms / Math.max(1, p.items))],
+  ];
+  const [smallest] = sizes;
+  const growth = sizes.slice(1).map((n) => `${n}/${smallest}`);
+  const rows = metrics.map(([name, show, value]) => [
+    name,
+    ...sizes.map(show),
+    ...sizes.slice(1).map((n) => {
+      const a = value?.(n);
+      const b = smallest === undefined ? null : value?.(smallest);
+      return a !== null && a !== undefined && b ? `${(a / b).toFixed(2)}x` : "";
+    }),
+  ]);
+  const seeded = seeds.map((s) => `${s.conversations.toLocaleString("en-US")} in ${s.seconds.toFixed(1)} s (+${s.drainSeconds.toFixed(1)} s until D1 was quiet)`).join(", ");
+  return [
+    `S10 a user in many conversations, ${seeds[0]?.messagesPerConversation ?? "?"} messages each, syncing after a day away (GET /messages?since=<epoch ms a day back>&limit=${s10runs[0]?.limit ?? "?"}, to the end, ${sizes.map((n) => `${of(n)[0]?.syncSeconds.length ?? 0} times at ${n}`).join(", ")}) and listing them (GET /conversations, ${s10runs[0]?.list.length ?? 0} times); ${smallest === undefined ? 0 : of(smallest).length} run(s) each; median [min-max] over every page`,
+    ...table(["metric", ...sizes.map((n) => `${n.toLocaleString("en-US")} conversations`), ...growth], rows),
+    `S10 seeded: ${seeded}. "Per page" counts what each page's answer waited for; the target is a cost per page that does not grow with the conversations beyond the page itself`,
   ];
 }
 
@@ -1118,6 +1371,41 @@ function checkTargets(results: Results, opts: Options): string[] {
     const s = med("S4", "app", (x) => x.seconds);
     const count = s4.messages;
     out.push(`S4 ${count.toLocaleString("en-US")} messages synced in ${fmt(s, 2)} s (100k in < 5 s): ${count >= 100_000 ? (n(s) < 5 ? "MET" : "NOT MET") : "not measured at 100k"}`);
+  }
+  const s9runs = runs.S9?.app ?? [];
+  if (s9runs[0]) {
+    // The app's own operations: the bench's auth baselines are not the app's.
+    const ops = s9runs[0].operations.filter((o) => !o.name.startsWith("bench:"));
+    const awaited = ops.map((o) => {
+      const most = Math.max(...s9runs.flatMap((r) => r.operations.filter((x) => x.name === o.name).flatMap((x) => x.awaited.map((t) => t.calls))));
+      return { name: o.name, most };
+    });
+    const waiting = awaited.filter((a) => a.most > 0);
+    out.push(
+      `S9 D1 queries awaited per message sent and per authenticated request (0): ${waiting.length === 0 ? "MET" : `NOT MET: ${waiting.map((a) => `${a.name} ${a.most}`).join(", ")}`}`,
+    );
+  }
+  const s10runs = runs.S10?.app ?? [];
+  const sizes = [...new Set(s10runs.map((r) => r.conversations))].sort((a, b) => a - b);
+  const [fewest] = sizes;
+  const most = sizes.at(-1);
+  if (fewest !== undefined && most !== undefined && most > fewest) {
+    const perPage = (c: number, f: (r: RunOf["S10"]) => number[]) => n(median(s10runs.filter((r) => r.conversations === c).flatMap(f)));
+    const growth = (f: (r: RunOf["S10"]) => number[]) => perPage(most, f) / perPage(fewest, f);
+    // Time per page and D1 rows read per page; rows only where pages read D1 at all (0/0 is flat).
+    const cost = (pages: (r: RunOf["S10"]) => { ms: number; d1: D1Totals }[]) => {
+      const ms = growth((r) => pages(r).map((p) => p.ms));
+      const rowsMost = perPage(most, (r) => pages(r).map((p) => p.d1.rowsRead));
+      const rowsFewest = perPage(fewest, (r) => pages(r).map((p) => p.d1.rowsRead));
+      const rows = rowsMost === 0 ? 1 : rowsMost / rowsFewest;
+      // Within 1.5x: the machine's noise; a cost that grows with the conversations shows as a multiple.
+      const ok = ms <= 1.5 && rows <= 1.5;
+      return `time ${ms.toFixed(2)}x, D1 rows read ${Number.isFinite(rows) ? rows.toFixed(2) : "n/a"}x (${ok ? "flat, MET" : "grows, NOT MET"})`;
+    };
+    out.push(
+      `S10 cost per page, ${most.toLocaleString("en-US")} conversations against ${fewest.toLocaleString("en-US")} (must not grow beyond the page): ` +
+        `sync ${cost((r) => r.sync)}; conversation list ${cost((r) => r.list.flat())}`,
+    );
   }
   return out;
 }

@@ -44,6 +44,8 @@ if (!args.some((a) => a.startsWith("PUBLIC_ORIGIN:"))) {
   };
   defaults.push("--var", `PUBLIC_ORIGIN:http://${value("--ip", "127.0.0.1")}:${value("--port", "8787")}`);
 }
-const dev = spawn("wrangler", ["dev", ...defaults, ...args], { stdio: "inherit", env });
+// The caller's arguments first: a script given in place of wrangler.toml's `main` (the bench's
+// targets) is positional, and after a default `--var` it would be taken as one more var.
+const dev = spawn("wrangler", ["dev", ...args, ...defaults], { stdio: "inherit", env });
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => dev.kill(signal));
 dev.on("exit", (code) => process.exit(code ?? 0));

@@ -56,7 +56,7 @@ export interface CpuUsed {
 }
 
 /** CPU seconds of the server's runtime and proxy workerd and of this client, between two calls. */
-function cpuMeter(server: Server): () => CpuUsed {
+export function cpuMeter(server: Server): () => CpuUsed {
   const { runtime, proxy } = server.workerdProcesses();
   const read = () => ({
     runtime: cpuSeconds(runtime),
@@ -369,7 +369,7 @@ export function s3(target: Target, pairs: User[][], o: WindowOptions) {
  * with the number sent, once all of them are acked; `what` names a stall. Each device numbers its
  * messages on from what it sent before in this room, so a later call never repeats a clientMsgId.
  */
-function sendAcked(room: Room, senders: number[], quota: number, window: number, what: string, forMs = Number.POSITIVE_INFINITY): Promise<number> {
+export function sendAcked(room: Room, senders: number[], quota: number, window: number, what: string, forMs = Number.POSITIVE_INFINITY): Promise<number> {
   return new Promise((resolve, reject) => {
     if (quota === 0) return resolve(0);
     const until = now() + forMs;
