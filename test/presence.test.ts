@@ -564,6 +564,8 @@ describe("fan-out", () => {
           viewForNotification: (...args) => reach(conversationId).viewForNotification(...args),
           closeDevice: (...args) => reach(conversationId).closeDevice(...args),
           membersAnswered: (...args) => reach(conversationId).membersAnswered(...args),
+          syncHead: (...args) => reach(conversationId).syncHead(...args),
+          syncSlice: (...args) => reach(conversationId).syncSlice(...args),
           memberOnline: async (...args) => {
             told.push(conversationId);
             if (told.length === 1) throw new Error("conversation unreachable");

@@ -17,7 +17,7 @@ import { readSettings, type Settings } from "../../kernel/settings";
 import { readIdentity, type Identity } from "../../kernel/identity";
 import { fail, type Failure } from "../../kernel/result";
 import { eraseUnsharedMedia, sendWithMedia } from "../../kernel/d1/mediaRecords";
-import { peersOf, type ConversationPeer, type DeliveryAnswer, type DeviceKeys, type FanoutJob, type UserInbox } from "../contract";
+import { peersOf, type ConversationPeer, type DeliveryAnswer, type DeviceKeys, type FanoutJob, type SeqRange, type SyncSlice, type UserInbox } from "../contract";
 import type { Action, CommitBody } from "../../protocol";
 import { AlarmScheduler } from "../lib/alarms";
 import { Attachments, fieldsOf } from "../lib/attachments";
@@ -317,6 +317,25 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
    */
   async membersAnswered(answers: Record<string, DeliveryAnswer | null>, askedAt: number): Promise<void> {
     this.fanout.quiet.reported(answers, askedAt);
+  }
+
+  /** For a member's object closing what the fan-out skipped while the member was quiet (sync). */
+  async syncHead(userId: string): Promise<number> {
+    this.staging.storeStaged();
+    return this.store.meta ? this.conversation.syncHead(userId) : 0;
+  }
+
+  /** A sync page's messages of this conversation, as `userId` may read them (../contract.ts SyncSlice). */
+  async syncSlice(userId: string, ranges: SeqRange[], minTime: number, limit: number): Promise<SyncSlice> {
+    this.staging.storeStaged();
+    if (!this.store.meta) return { messages: [], through: ranges.reduce((max, r) => Math.max(max, r.through), 0) };
+    return this.conversation.syncSlice(userId, ranges, minTime, limit);
+  }
+
+  /** The messages stored but not yet relayed to the members' objects (for operators and tests). */
+  async pendingFanout(): Promise<number> {
+    this.staging.storeStaged();
+    return (this.store.meta?.lastSeq ?? 0) - this.store.fanoutSeq();
   }
 
   /** The number of outbox rows not yet in D1 (for operators and tests). */
