@@ -165,8 +165,9 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.staging.storeStaged();
     const result = this.conversation.create(input);
     // Directory writes (create, membership) reach D1 before the call returns when D1 is up, so
-    // the caller's next GET /conversations lists them; if D1 is down, the alarm retries.
-    if (result.ok && result.created) await this.deferred.flushNow();
+    // the caller's next GET /conversations lists them, and the members' objects, so their next
+    // sync has the system message; if either is down, the alarm retries.
+    if (result.ok && result.created) await this.deferred.settleNow();
     return result;
   }
 
@@ -184,14 +185,14 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   async addMembers(actor: Identity, userIds: string[], now: number) {
     this.staging.storeStaged();
     const result = this.conversation.addMembers(actor, userIds, now);
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
   async removeMember(actor: Identity, targetId: string, now: number) {
     this.staging.storeStaged();
     const result = this.conversation.removeMember(actor, targetId, now);
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
@@ -199,14 +200,14 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.staging.storeStaged();
     const result = this.conversation.updateGroupInfo(actor, change, now);
     // As with membership: the caller's next GET /conversations lists the new title.
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
   async setRole(actor: Identity, targetId: string, role: Role, now: number) {
     this.staging.storeStaged();
     const result = this.conversation.setRole(actor, targetId, role, now);
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
