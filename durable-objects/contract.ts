@@ -180,6 +180,8 @@ export interface SyncCursor {
   ingestId: number;
   seq: number;
   minTime: number;
+  /** A cursor a page handed out (not `0` or a time): refused once the index dropped what it had not reached. */
+  resume: boolean;
 }
 
 /** Seqs `from + 1` through `through` of one conversation. */

@@ -112,7 +112,9 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
       presence: (now) => this.publishIfDue(now),
       prune: (now) => {
         const oldest = this.inbox.prune(now);
-        return oldest === null ? null : oldest + DELIVERED_RETENTION_MS;
+        const due = [oldest === null ? null : oldest + DELIVERED_RETENTION_MS, this.index.prune(now, this.settings.inboxRetentionMs)];
+        const next = due.filter((at): at is number => at !== null);
+        return next.length > 0 ? Math.min(...next) : null;
       },
       retire: (now) => this.retireDevices(now),
     });

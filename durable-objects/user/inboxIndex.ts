@@ -19,6 +19,10 @@
 // asks each watched one for its last seq (`syncHead`). A watch ends once asked after the answer
 // has lapsed; the set is the conversations open on the user's devices lately.
 //
+// Entries are kept for a retention window (INBOX_RETENTION_DAYS), pruned by the object's alarm:
+// a cursor that had not passed an entry since pruned, or a time from before the window, is refused
+// (`conflict`), and the device resyncs each conversation from its history instead.
+//
 // Its tables are a migration track of their own, beside the object's shared list (./schema.ts).
 import { fail, type Result } from "../../kernel/result";
 import { QUIET_HINT_MS, type ConversationPeer, type SeqRange, type SyncCursor, type SyncSlice } from "../contract";
@@ -34,6 +38,9 @@ export const INDEX_MIGRATIONS = [
   `CREATE TABLE indexed_through (conversation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID`,
   // Conversations told this user's devices were online, and until when they may skip calling.
   `CREATE TABLE index_watch (conversation_id TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID`,
+  // The newest entry pruned (past the retention window): a cursor that had not passed it is refused.
+  `CREATE TABLE index_pruned (
+     id INTEGER PRIMARY KEY CHECK (id = 1), ingest_id INTEGER NOT NULL, through_seq INTEGER NOT NULL, at INTEGER NOT NULL)`,
 ];
 
 /**
@@ -50,7 +57,7 @@ export const PAGE_BYTES = 8 * 1024 * 1024;
 export interface SyncPage {
   /** The page's messages, each already its JSON, comma-separated (the Worker splices them into an array). */
   messages: string;
-  cursor: SyncCursor;
+  cursor: Omit<SyncCursor, "resume">;
   hasMore: boolean;
 }
 
@@ -152,6 +159,7 @@ export class InboxIndex {
    * page (`unavailable`: the client retries) rather than skip its entries.
    */
   async page(userId: string, cursor: SyncCursor, limit: number, peers: (conversationId: string) => Peer, now: () => number): Promise<Result<SyncPage>> {
+    if (this.expired(cursor)) return fail("conflict", "the cursor is older than the sync window: resync each conversation from its history, then sync from a time");
     try {
       await this.catchUp(userId, peers, now);
     } catch (err) {
@@ -237,6 +245,39 @@ export class InboxIndex {
     const ids = [...ranges.keys()];
     const slices = await Promise.all(ids.map((id) => peers(id).syncSlice(userId, ranges.get(id)!, minTime, limit)));
     return new Map(ids.map((id, i) => [id, slices[i]!]));
+  }
+
+  /**
+   * Forgets the entries that reached the user more than `retentionMs` ago, remembering the newest
+   * of them; returns when the oldest entry left falls out of the window, if any is left.
+   */
+  prune(now: number, retentionMs: number): number | null {
+    const cutoff = now - retentionMs;
+    const newest = this.sql
+      .exec<Row>("SELECT ingest_id, through_seq, at FROM inbox_index WHERE at < ? ORDER BY ingest_id DESC LIMIT 1", cutoff)
+      .toArray()[0];
+    if (newest) {
+      this.sql.exec("DELETE FROM inbox_index WHERE at < ?", cutoff);
+      this.sql.exec(
+        `INSERT INTO index_pruned (id, ingest_id, through_seq, at) VALUES (1, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET ingest_id = max(ingest_id, excluded.ingest_id),
+           through_seq = CASE WHEN excluded.ingest_id >= ingest_id THEN excluded.through_seq ELSE through_seq END, at = max(at, excluded.at)`,
+        newest.ingest_id,
+        newest.through_seq,
+        newest.at,
+      );
+    }
+    const oldest = this.sql.exec<{ at: number | null }>("SELECT min(at) AS at FROM inbox_index").one().at;
+    return oldest === null ? null : oldest + retentionMs;
+  }
+
+  /** Whether entries the cursor had not reached (or, from a time, that may hold messages after it) were pruned. */
+  private expired(cursor: SyncCursor): boolean {
+    const pruned = this.sql.exec<{ ingest_id: number; through_seq: number; at: number }>("SELECT ingest_id, through_seq, at FROM index_pruned").toArray()[0];
+    if (!pruned) return false;
+    if (cursor.resume) return cursor.ingestId < pruned.ingest_id || (cursor.ingestId === pruned.ingest_id && cursor.seq < pruned.through_seq);
+    // `0` asks for everything still kept.
+    return cursor.minTime > 0 && pruned.at >= cursor.minTime - CLOCK_SKEW_MS;
   }
 
   private newest(): { ingestId: number; through: number } | null {

@@ -51,11 +51,11 @@ messages.get("/conversations/:id/messages", requireAuth, async (c) => {
  * messages again (clients keep messages by id).
  */
 export function parseSince(since: string): SyncCursor {
-  if (/^\d{1,16}$/.test(since)) return { ingestId: 0, seq: 0, minTime: safe(Number(since)) };
+  if (/^\d{1,16}$/.test(since)) return { ingestId: 0, seq: 0, minTime: safe(Number(since)), resume: false };
   const cursor = /^u([0-9a-z]{1,11})\.([0-9a-z]{1,11})\.([0-9a-z]{1,11})$/.exec(since);
-  if (cursor) return { ingestId: safe(parseInt(cursor[1]!, 36)), seq: safe(parseInt(cursor[2]!, 36)), minTime: safe(parseInt(cursor[3]!, 36)) };
+  if (cursor) return { ingestId: safe(parseInt(cursor[1]!, 36)), seq: safe(parseInt(cursor[2]!, 36)), minTime: safe(parseInt(cursor[3]!, 36)), resume: true };
   const d1Cursor = /^c([0-9a-z]{1,11})\.([0-9a-z]{1,11})$/.exec(since);
-  if (d1Cursor) return { ingestId: 0, seq: 0, minTime: safe(parseInt(d1Cursor[2]!, 36)) };
+  if (d1Cursor) return { ingestId: 0, seq: 0, minTime: safe(parseInt(d1Cursor[2]!, 36)), resume: false };
   throw new ApiError("bad_request", "since must be 0, an epoch-ms time or a cursor");
 }
 
@@ -64,7 +64,7 @@ function safe(n: number): number {
   return n;
 }
 
-export const cursorOf = (c: SyncCursor) => `u${c.ingestId.toString(36)}.${c.seq.toString(36)}.${c.minTime.toString(36)}`;
+export const cursorOf = (c: Omit<SyncCursor, "resume">) => `u${c.ingestId.toString(36)}.${c.seq.toString(36)}.${c.minTime.toString(36)}`;
 
 // Served by the caller's user object, which reads no D1: its index of references, resolved by
 // the conversations on the page. Each message comes already encoded as its JSON, so the page is

@@ -66,7 +66,8 @@ function setup(...ids: string[]) {
     const result = await index.page("u", cursor, limit, peers, clock.now);
     if (!result.ok) throw new Error(`${result.code}: ${result.message}`);
     const messages = result.messages === "" ? [] : (JSON.parse(`[${result.messages}]`) as Array<{ c: string; seq: number }>);
-    return { messages: messages.map((m) => `${m.c}:${m.seq}`), cursor: result.cursor, hasMore: result.hasMore };
+    const next: SyncCursor = { ...result.cursor, resume: true };
+    return { messages: messages.map((m) => `${m.c}:${m.seq}`), cursor: next, hasMore: result.hasMore };
   };
   const pageAll = async (cursor: SyncCursor, limit: number) => {
     const seen: string[] = [];
@@ -81,7 +82,7 @@ function setup(...ids: string[]) {
   return { sql, index, conversations, clock, deliver, page, pageAll };
 }
 
-const START: SyncCursor = { ingestId: 0, seq: 0, minTime: 0 };
+const START: SyncCursor = { ingestId: 0, seq: 0, minTime: 0, resume: false };
 const all = (id: string, from: number, through: number) => Array.from({ length: through - from + 1 }, (_, i) => `${id}:${from + i}`);
 
 describe("inbox index", () => {
@@ -146,7 +147,7 @@ describe("inbox index", () => {
     deliver("b", 3);
     const p1 = await page(START, 4);
     expect(p1).toMatchObject({ messages: all("a", 1, 4), hasMore: true });
-    expect(p1.cursor).toEqual({ ingestId: 1, seq: 4, minTime: 0 });
+    expect(p1.cursor).toEqual({ ingestId: 1, seq: 4, minTime: 0, resume: true });
     // A conversation that answers fewer than asked (its size or scan bound) ends the page there.
     conversations.get("a")!.cap = 2;
     const p2 = await page(p1.cursor, 50);
@@ -220,15 +221,48 @@ describe("inbox index", () => {
     deliver("a", 1);
     const a = conversations.get("a")!;
     a.slices = 0;
-    const p = await page({ ingestId: 0, seq: 0, minTime: since }, 10);
+    const p = await page({ ingestId: 0, seq: 0, minTime: since, resume: false }, 10);
     expect(p.messages).toEqual(["b:2", "b:3", "a:4"]);
     expect(p.cursor.minTime).toBe(since);
     // "a"'s first entry, indexed long before, was not even asked about.
     expect(a.slices).toBe(1);
     // Nothing indexed since a time: an empty page that resumes after the newest entry.
-    const later = await page({ ingestId: 0, seq: 0, minTime: clock.now() + CLOCK_SKEW_MS + 1 }, 10);
+    const later = await page({ ingestId: 0, seq: 0, minTime: clock.now() + CLOCK_SKEW_MS + 1, resume: false }, 10);
     expect(later).toMatchObject({ messages: [], hasMore: false });
     deliver("a", 1);
     expect((await page({ ...later.cursor, minTime: 0 }, 10)).messages).toEqual(["a:5"]);
+  });
+
+  it("prunes entries past the retention window, and refuses a cursor or a time that had not passed what it pruned", async () => {
+    const DAY = 86_400_000;
+    const { sql, index, clock, deliver, page } = setup("a", "b");
+    deliver("a", 2);
+    const before = await page(START, 10);
+    deliver("b", 1);
+    const sinceThen = clock.now() - CLOCK_SKEW_MS - 1;
+    const middle = await page(before.cursor, 10);
+    clock.advance(10 * DAY);
+    deliver("a", 1);
+    const late = await page(middle.cursor, 10);
+    expect(late.messages).toEqual(["a:3"]);
+    // Nothing is past 30 days yet: the next prune is due when the first entries are.
+    expect(index.prune(clock.now(), 30 * DAY)).toBe(T + 30 * DAY);
+    clock.advance(25 * DAY);
+    expect(index.prune(clock.now(), 30 * DAY)).toBe(T + 40 * DAY);
+    expect(sql.exec<{ n: number }>("SELECT count(*) AS n FROM inbox_index").one().n).toBe(1);
+    const refused = (cursor: SyncCursor) => index.page("u", cursor, 10, () => {
+      throw new Error("no conversation is asked");
+    }, clock.now);
+    // A cursor that had not passed the pruned entries, and a time they may hold messages after.
+    await expect(refused(before.cursor)).resolves.toMatchObject({ ok: false, code: "conflict" });
+    await expect(refused({ ingestId: 0, seq: 0, minTime: sinceThen, resume: false })).resolves.toMatchObject({ ok: false, code: "conflict" });
+    // A cursor at the end of the newest pruned entry lost nothing; nor did `0` (everything kept) or a time inside the window.
+    expect((await page(middle.cursor, 10)).messages).toEqual(["a:3"]);
+    expect((await page(late.cursor, 10)).messages).toEqual([]);
+    expect((await page(START, 10)).messages).toEqual(["a:3"]);
+    expect((await page({ ingestId: 0, seq: 0, minTime: T + DAY, resume: false }, 10)).messages).toEqual(["a:3"]);
+    // The conversation pruned whole starts a new entry from where the index stood.
+    deliver("b", 1);
+    expect((await page(late.cursor, 10)).messages).toEqual(["b:2"]);
   });
 });
