@@ -954,6 +954,32 @@ describe("sync: GET /messages?since=", () => {
     }
   });
 
+  it("prunes the index past its retention window by the alarm, and answers 409 for a cursor older than it", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    await sendRest(a, conv.id, "kept a while");
+    await inD1(conv.id);
+    const first = await json<{ messages: Message[]; cursor: string }>("/messages?since=0&limit=1", { token: b.token });
+    expect(first.messages).toHaveLength(1);
+    const bObject = userStub(env, b.user.id);
+    await setObjectSettings(bObject, { inboxRetentionMs: 1 });
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await runDurableObjectAlarm(bObject)).toBe(true);
+    // The cursor had not passed "kept a while", now pruned: 409, and the device resyncs each
+    // conversation from its history (which still has everything).
+    await expectError(await call(`/messages?since=${first.cursor}`, { token: b.token }), 409, "conflict");
+    const start = await json<{ messages: Message[]; cursor: string; hasMore: boolean }>("/messages?since=0", { token: b.token });
+    expect(start).toMatchObject({ messages: [], hasMore: false });
+    expect((await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages`, { token: b.token })).messages.map((m) => m.body)).toEqual([
+      expect.stringContaining("created"),
+      "kept a while",
+    ]);
+    // From the cursor of a page after the pruning, sync goes on.
+    await sendRest(a, conv.id, "after");
+    await inD1(conv.id);
+    expect((await json<{ messages: Message[] }>(`/messages?since=${start.cursor}`, { token: b.token })).messages.map((m) => m.body)).toEqual(["after"]);
+  });
+
   it("accepts an epoch-ms since and rejects malformed ones", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);

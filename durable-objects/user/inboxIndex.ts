@@ -71,6 +71,8 @@ interface Entry {
   through: number;
 }
 
+type Pruned = { ingest_id: number; through_seq: number; at: number };
+
 type Row = { ingest_id: number; conversation_id: string; from_seq: number; through_seq: number; at: number };
 
 export class InboxIndex {
@@ -159,7 +161,8 @@ export class InboxIndex {
    * page (`unavailable`: the client retries) rather than skip its entries.
    */
   async page(userId: string, cursor: SyncCursor, limit: number, peers: (conversationId: string) => Peer, now: () => number): Promise<Result<SyncPage>> {
-    if (this.expired(cursor)) return fail("conflict", "the cursor is older than the sync window: resync each conversation from its history, then sync from a time");
+    const pruned = this.pruned();
+    if (this.expired(cursor, pruned)) return fail("conflict", "the cursor is older than the sync window: resync each conversation from its history, then sync from a time");
     try {
       await this.catchUp(userId, peers, now);
     } catch (err) {
@@ -168,6 +171,10 @@ export class InboxIndex {
     }
     const { minTime } = cursor;
     let at = { ingestId: cursor.ingestId, seq: cursor.seq };
+    // `0` or a time starts after what was pruned, so the cursor it hands out is not refused.
+    if (pruned && (at.ingestId < pruned.ingest_id || (at.ingestId === pruned.ingest_id && at.seq < pruned.through_seq))) {
+      at = { ingestId: pruned.ingest_id, seq: pruned.through_seq };
+    }
     if (minTime > 0) {
       const first = this.sql.exec<{ id: number | null }>("SELECT min(ingest_id) AS id FROM inbox_index WHERE at >= ?", minTime - CLOCK_SKEW_MS).one().id;
       if (first === null) {
@@ -272,12 +279,15 @@ export class InboxIndex {
   }
 
   /** Whether entries the cursor had not reached (or, from a time, that may hold messages after it) were pruned. */
-  private expired(cursor: SyncCursor): boolean {
-    const pruned = this.sql.exec<{ ingest_id: number; through_seq: number; at: number }>("SELECT ingest_id, through_seq, at FROM index_pruned").toArray()[0];
+  private expired(cursor: SyncCursor, pruned: Pruned | undefined): boolean {
     if (!pruned) return false;
     if (cursor.resume) return cursor.ingestId < pruned.ingest_id || (cursor.ingestId === pruned.ingest_id && cursor.seq < pruned.through_seq);
     // `0` asks for everything still kept.
     return cursor.minTime > 0 && pruned.at >= cursor.minTime - CLOCK_SKEW_MS;
+  }
+
+  private pruned(): Pruned | undefined {
+    return this.sql.exec<Pruned>("SELECT ingest_id, through_seq, at FROM index_pruned").toArray()[0];
   }
 
   private newest(): { ingestId: number; through: number } | null {
