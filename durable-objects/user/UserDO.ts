@@ -1,9 +1,10 @@
 // One Durable Object per user: the user's device sockets (`GET /ws`), presence and its debounce,
 // who watches this user, the inbox stream to every device, push for a user with no live device,
 // the live sessions of its devices (every authenticated request asks here whether its token's
-// session is live), the user's settings of their conversations (mute, archive, pin), and the
+// session is live), the user's settings of their conversations (mute, archive, pin), the
 // registry of conversation sockets each device holds (so logout can close them), and the inbox
-// index that GET /messages?since= pages through (./inboxIndex.ts). The class routes events; the work is in the modules beside it.
+// index that GET /messages?since= pages through (./inboxIndex.ts). The class routes events; the
+// work is in the modules beside it.
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
