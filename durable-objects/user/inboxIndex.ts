@@ -78,32 +78,37 @@ type Row = { ingest_id: number; conversation_id: string; from_seq: number; throu
 export class InboxIndex {
   /** `indexed_through` rows read or written during this wake-up; only record() writes the table. */
   private readonly throughCache = new Map<string, number>();
+  /**
+   * The newest entry, once read in this wake-up (undefined: not read yet). Only record() and
+   * prune() change it, in the same synchronous step, so it cannot go stale.
+   */
+  private newestEntry: { ingestId: number; conversationId: string; through: number } | null | undefined = undefined;
   /** `index_watch` rows written during this wake-up, so a busy conversation's answers write once per hint. */
   private readonly watchedUntil = new Map<string, number>();
 
   constructor(private readonly sql: SqlStorage) {}
 
-  /** Indexes conversation `conversationId` up to `seq` at `now`, if it is not already. Synchronous. */
-  record(conversationId: string, seq: number, now: number): void {
+  /** Indexes conversation `conversationId` up to `seq` at `now`, if it is not already (then true). Synchronous. */
+  record(conversationId: string, seq: number, now: number): boolean {
     const from = this.indexedThrough(conversationId);
-    if (seq <= from) return;
-    const newest = this.sql
-      .exec<Pick<Row, "ingest_id" | "conversation_id" | "through_seq">>(
-        "SELECT ingest_id, conversation_id, through_seq FROM inbox_index ORDER BY ingest_id DESC LIMIT 1",
-      )
-      .toArray()[0];
-    if (newest && newest.conversation_id === conversationId && newest.through_seq === from) {
+    if (seq <= from) return false;
+    const newest = this.newest();
+    if (newest && newest.conversationId === conversationId && newest.through === from) {
       // `at` becomes the time of the latest seqs: an entry is left out of a page from a time only
       // when everything in it reached the user before that time.
-      this.sql.exec("UPDATE inbox_index SET through_seq = ?, at = ? WHERE ingest_id = ?", seq, now, newest.ingest_id);
+      this.sql.exec("UPDATE inbox_index SET through_seq = ?, at = ? WHERE ingest_id = ?", seq, now, newest.ingestId);
+      this.newestEntry = { ...newest, through: seq };
     } else {
-      this.sql.exec(
-        "INSERT INTO inbox_index (conversation_id, from_seq, through_seq, at) VALUES (?, ?, ?, ?)",
-        conversationId,
-        from,
-        seq,
-        now,
-      );
+      const { ingest_id } = this.sql
+        .exec<{ ingest_id: number }>(
+          "INSERT INTO inbox_index (conversation_id, from_seq, through_seq, at) VALUES (?, ?, ?, ?) RETURNING ingest_id",
+          conversationId,
+          from,
+          seq,
+          now,
+        )
+        .one();
+      this.newestEntry = { ingestId: ingest_id, conversationId, through: seq };
     }
     this.sql.exec(
       `INSERT INTO indexed_through (conversation_id, seq) VALUES (?, ?)
@@ -112,6 +117,7 @@ export class InboxIndex {
       seq,
     );
     this.throughCache.set(conversationId, seq);
+    return true;
   }
 
   /** The conversation was answered with this user's live devices at `now`: it may skip calling for QUIET_HINT_MS. */
@@ -135,40 +141,37 @@ export class InboxIndex {
 
   /**
    * Indexes what each watched conversation may have skipped telling this user: asks each (in
-   * parallel) for its last seq readable by the user. A watch whose answer had lapsed before it was
+   * parallel) for its last seq readable by the user; true when that added anything. A watch whose answer had lapsed before it was
    * asked ends: every skip it allowed was of a message stored before the ask. Throws if a
    * conversation cannot be asked (the page fails rather than leave a hole behind its cursor).
    */
-  async catchUp(userId: string, peers: (conversationId: string) => Pick<Peer, "syncHead">, now: () => number): Promise<void> {
+  async catchUp(userId: string, peers: (conversationId: string) => Pick<Peer, "syncHead">, now: () => number): Promise<boolean> {
     const rows = this.sql.exec<{ conversation_id: string; until: number }>("SELECT conversation_id, until FROM index_watch").toArray();
-    if (rows.length === 0) return;
+    if (rows.length === 0) return false;
     const askedAt = now();
     const heads = await Promise.all(rows.map((r) => peers(r.conversation_id).syncHead(userId)));
     const at = now();
+    let added = false;
     rows.forEach((r, i) => {
-      this.record(r.conversation_id, heads[i]!, at);
+      if (this.record(r.conversation_id, heads[i]!, at)) added = true;
       if (r.until < askedAt) {
         // Unless a new answer renewed it meanwhile.
         this.sql.exec("DELETE FROM index_watch WHERE conversation_id = ? AND until < ?", r.conversation_id, askedAt);
         if ((this.watchedUntil.get(r.conversation_id) ?? 0) < askedAt) this.watchedUntil.delete(r.conversation_id);
       }
     });
+    return added;
   }
 
   /**
-   * A page of at most `limit` messages after `cursor`, once the watched conversations are caught
-   * up, resolved by the conversations on it: one call per conversation per round, in parallel. A conversation that cannot be reached fails the
+   * A page of at most `limit` messages after `cursor`, resolved by the conversations on it: one
+   * call per conversation per round, in parallel; the page that reaches the end of the index
+   * first catches up the watched conversations. A conversation that cannot be reached fails the
    * page (`unavailable`: the client retries) rather than skip its entries.
    */
   async page(userId: string, cursor: SyncCursor, limit: number, peers: (conversationId: string) => Peer, now: () => number): Promise<Result<SyncPage>> {
     const pruned = this.pruned();
     if (this.expired(cursor, pruned)) return fail("conflict", "the cursor is older than the sync window: resync each conversation from its history, then sync from a time");
-    try {
-      await this.catchUp(userId, peers, now);
-    } catch (err) {
-      console.warn("sync: a watched conversation could not be asked", String(err));
-      return fail("unavailable", "a conversation could not be read; try again", 1);
-    }
     const { minTime } = cursor;
     let at = { ingestId: cursor.ingestId, seq: cursor.seq };
     // `0` or a time starts after what was pruned, so the cursor it hands out is not refused.
@@ -178,17 +181,19 @@ export class InboxIndex {
     if (minTime > 0) {
       const first = this.sql.exec<{ id: number | null }>("SELECT min(ingest_id) AS id FROM inbox_index WHERE at >= ?", minTime - CLOCK_SKEW_MS).one().id;
       if (first === null) {
-        // Nothing indexed since then: the page is empty and resumes after the newest entry.
+        // Nothing indexed since then: the page starts after the newest entry.
         const newest = this.newest();
         if (newest && newest.ingestId > at.ingestId) at = { ingestId: newest.ingestId, seq: newest.through };
-        return { ok: true, messages: "", cursor: { ...at, minTime }, hasMore: false };
+      } else if (first > at.ingestId) {
+        at = { ingestId: first, seq: 0 };
       }
-      if (first > at.ingestId) at = { ingestId: first, seq: 0 };
     }
     const out: string[] = [];
     let bytes = 0;
     const rowsPerRound = limit + 1;
-    for (let round = 0; round < ROUNDS; round++) {
+    let caughtUp = false;
+    // One round more for what catching up adds.
+    for (let round = 0; round <= ROUNDS; round++) {
       const rows = this.sql
         .exec<Row>("SELECT * FROM inbox_index WHERE ingest_id >= ? ORDER BY ingest_id LIMIT ?", at.ingestId, rowsPerRound)
         .toArray();
@@ -229,7 +234,23 @@ export class InboxIndex {
         }
         at = { ingestId: entry.ingestId, seq: entry.through };
       }
-      if (rows.length < rowsPerRound) return { ok: true, messages: out.join(","), cursor: { ...at, minTime }, hasMore: false };
+      if (rows.length < rowsPerRound) {
+        // The end of the index: only now are the watched conversations asked what they skipped,
+        // so a long sync asks them once, on its last page, not on every page.
+        if (!caughtUp) {
+          caughtUp = true;
+          let added: boolean;
+          try {
+            added = await this.catchUp(userId, peers, now);
+          } catch (err) {
+            console.warn("sync: a watched conversation could not be asked", String(err));
+            return fail("unavailable", "a conversation could not be read; try again", 1);
+          }
+          if (added && !full) continue;
+          if (added) return { ok: true, messages: out.join(","), cursor: { ...at, minTime }, hasMore: true };
+        }
+        return { ok: true, messages: out.join(","), cursor: { ...at, minTime }, hasMore: false };
+      }
       if (full) break;
     }
     return { ok: true, messages: out.join(","), cursor: { ...at, minTime }, hasMore: true };
@@ -265,6 +286,7 @@ export class InboxIndex {
       .toArray()[0];
     if (newest) {
       this.sql.exec("DELETE FROM inbox_index WHERE at < ?", cutoff);
+      this.newestEntry = undefined;
       this.sql.exec(
         `INSERT INTO index_pruned (id, ingest_id, through_seq, at) VALUES (1, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET ingest_id = max(ingest_id, excluded.ingest_id),
@@ -290,9 +312,12 @@ export class InboxIndex {
     return this.sql.exec<Pruned>("SELECT ingest_id, through_seq, at FROM index_pruned").toArray()[0];
   }
 
-  private newest(): { ingestId: number; through: number } | null {
-    const row = this.sql.exec<Row>("SELECT ingest_id, through_seq FROM inbox_index ORDER BY ingest_id DESC LIMIT 1").toArray()[0];
-    return row ? { ingestId: row.ingest_id, through: row.through_seq } : null;
+  private newest(): { ingestId: number; conversationId: string; through: number } | null {
+    if (this.newestEntry === undefined) {
+      const row = this.sql.exec<Row>("SELECT ingest_id, conversation_id, through_seq FROM inbox_index ORDER BY ingest_id DESC LIMIT 1").toArray()[0];
+      this.newestEntry = row ? { ingestId: row.ingest_id, conversationId: row.conversation_id, through: row.through_seq } : null;
+    }
+    return this.newestEntry;
   }
 
   private indexedThrough(conversationId: string): number {

@@ -23,6 +23,7 @@ class FakeConversation {
   cap = Number.MAX_SAFE_INTEGER;
   down = false;
   slices = 0;
+  heads = 0;
   constructor(readonly id: string) {}
   add(n: number, at = T): number {
     for (let i = 0; i < n; i++) this.createdAt.push(at);
@@ -32,6 +33,7 @@ class FakeConversation {
     return this.createdAt.length;
   }
   async syncHead(): Promise<number> {
+    this.heads++;
     if (this.down) throw new Error("unreachable");
     return Math.min(this.span.through, this.last);
   }
@@ -195,6 +197,25 @@ describe("inbox index", () => {
     // A renewed answer is watched again.
     index.watch("a", clock.now());
     expect(index.watched()).toEqual(["a"]);
+  });
+
+  it("asks the watched conversations only on the page that reaches the end of the index, and fails that page while one cannot be asked", async () => {
+    const { index, conversations, deliver, page } = setup("a", "b");
+    const b = conversations.get("b")!;
+    deliver("a", 7);
+    index.watch("b", T);
+    b.add(2);
+    const p1 = await page(START, 3);
+    const p2 = await page(p1.cursor, 3);
+    expect([...p1.messages, ...p2.messages]).toEqual(all("a", 1, 6));
+    expect(b.heads).toBe(0);
+    b.down = true;
+    await expect(index.page("u", p2.cursor, 3, (id) => conversations.get(id)!, () => T)).resolves.toMatchObject({ ok: false, code: "unavailable" });
+    b.down = false;
+    // The last page: a's last message, then what b skipped, in the same page.
+    const p3 = await page(p2.cursor, 3);
+    expect(p3).toMatchObject({ messages: ["a:7", "b:1", "b:2"], hasMore: false });
+    expect(b.heads).toBe(2);
   });
 
   it("fails the page, moving nothing, while a conversation on it or watched cannot be reached", async () => {
