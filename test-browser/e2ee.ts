@@ -1,5 +1,7 @@
 // End-to-end encryption in the web client: two users in two Chromium contexts, each with its own
 // IndexedDB and MLS state, chat in an E2EE group; the server's copy holds ciphertext only.
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { waitUntil, type Test } from "./harness.ts";
 import { bubble, conversationIdOf, drawPng, expectMessage, expectTick, openConversation, send, session, shot, shownDigits, user } from "./pages.ts";
@@ -17,6 +19,16 @@ async function serverHistory(page: Page, conversationId: string): Promise<string
     async ([id, t]) => (await fetch(`/conversations/${encodeURIComponent(id)}/messages?after=0&limit=500`, { headers: { authorization: `Bearer ${t}` } })).text(),
     [conversationId, token] as const,
   );
+}
+
+/** The files under `dir` whose bytes contain any of `needles`. */
+function filesHolding(dir: string, needles: Buffer[]): string[] {
+  const files = readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+  if (files.length === 0) throw new Error(`no state files under ${dir}`);
+  return files.map((e) => join(e.parentPath, e.name)).filter((file) => {
+    const bytes = readFileSync(file);
+    return needles.some((n) => bytes.includes(n));
+  });
 }
 
 /** New chat with the lock on: an end-to-end encrypted direct conversation. */
@@ -104,9 +116,13 @@ export const e2eeTests: Test[] = [
       if (raw.includes(marker) || raw.includes("only we can read") || raw.includes("reply in the thread") || raw.includes("written offline")) throw new Error("the server's history holds plaintext");
       const { messages } = JSON.parse(raw) as { messages: { kind: string; body: string | null; media: { contentType: string; name: string; thumbnailId?: string }[] }[] };
       const encrypted = messages.filter((m) => m.kind === "encrypted");
-      if (encrypted.length !== 6) throw new Error(`expected 3 encrypted messages, got ${messages.map((m) => m.kind).join(",")}`);
+      if (encrypted.length !== 6) throw new Error(`expected 6 encrypted messages, got ${messages.map((m) => m.kind).join(",")}`);
       if (encrypted.some((m) => m.body !== null)) throw new Error("an encrypted message has a body on the server");
       if (!messages.some((m) => m.kind === "mls.commit")) throw new Error("no MLS commit in the sequence");
+      // Nor anywhere at rest: no file of the server's local state (every object's SQLite with its
+      // WAL, D1, R2's blobs) holds the marker, in UTF-8 or UTF-16.
+      const holding = filesHolding(ctx.server.stateDir, [Buffer.from(marker, "utf8"), Buffer.from(marker, "utf16le")]);
+      if (holding.length > 0) throw new Error(`the server's local state holds plaintext: ${holding.join(", ")}`);
       const blobs = encrypted.flatMap((m) => m.media);
       if (blobs.length !== 2 || blobs.some((b) => b.contentType !== "application/octet-stream" || b.name !== "encrypted") || !blobs[0]!.thumbnailId) {
         throw new Error(`the image (with its thumbnail) and the voice note should be opaque blobs: ${JSON.stringify(blobs)}`);

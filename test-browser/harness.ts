@@ -42,6 +42,8 @@ export async function waitUntil<T>(what: string, check: () => Promise<T | undefi
 export interface Server {
   origin: string;
   port: number;
+  /** The folder of the server's local state: Durable Objects' SQLite, D1, R2. */
+  stateDir: string;
   stop: () => Promise<void>;
   log: () => string;
 }
@@ -63,7 +65,7 @@ export async function startServer(extraArgs: string[] = []): Promise<Server> {
   });
   await server.start(180_000);
   // localhost, not 127.0.0.1: a secure context for the service worker, push and IndexedDB.
-  return { origin: `http://localhost:${port}`, port, stop: () => server.stop(), log: () => server.output.join("\n") };
+  return { origin: `http://localhost:${port}`, port, stateDir: server.persistTo, stop: () => server.stop(), log: () => server.output.join("\n") };
 }
 
 export async function launchBrowser(): Promise<Browser> {

@@ -7,110 +7,8 @@ import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import { MLS_ADDS_PER_COMMIT, MLS_COMMIT_TEXT_MAX, type Conversation, type Message } from "../protocol";
 import { MlsDevice, encryptFile, decryptFile, type PendingCommit } from "../web/src/e2ee/engine";
-import { call, connect, expectError, json, login, register, signInDevice, unique, waitFor, type Session, type TestSocket } from "./helpers";
-
-/** One simulated device: a session, its MLS engine, and how far it has read each conversation. */
-interface Device {
-  session: Session;
-  mls: MlsDevice;
-  readThrough: Map<string, number>;
-}
-
-/**
- * A device set up as a client does. It checks every leaf it meets against the server's device
- * directory, as a client must; `checked: false` makes a client that does not (a hostile one).
- */
-async function setUp(session: Session, oneTime = 12, checked = true): Promise<Device> {
-  const directory = async (userId: string) =>
-    (await json<{ devices: { id: string; signatureKey: string | null }[] }>(`/users/${userId}/devices`, { token: session.token })).devices;
-  const mls = await MlsDevice.create(session.user.id, session.device.id, checked ? directory : null);
-  await json("/devices/me/mls", { method: "PUT", token: session.token, body: { signatureKey: mls.signatureKey } });
-  const keyPackages = await mls.generateKeyPackages(oneTime);
-  const lastResort = await mls.generateLastResort();
-  await json("/mls/key-packages", { token: session.token, body: { keyPackages, lastResort } }, 201);
-  return { session, mls, readThrough: new Map() };
-}
-
-const newDevice = async (name = unique("e"), checked = true) => setUp(await register(name), 12, checked);
-const anotherDevice = async (of: Device, checked = true) => setUp(await login(of.session.user.username, "second"), 12, checked);
-
-async function createGroup(admin: Device, others: Device[]): Promise<Conversation> {
-  const body = { title: "secret", memberIds: [...new Set(others.map((o) => o.session.user.id))], e2ee: true };
-  const { conversation } = await json<{ conversation: Conversation }>("/group/create", { token: admin.session.token, body }, 201);
-  await admin.mls.createGroup(conversation.id);
-  return conversation;
-}
-
-async function claim(by: Device, userIds: string[]) {
-  return json<{ keyPackages: { userId: string; deviceId: string; keyPackage: string; lastResort: boolean }[] }>("/mls/key-packages/claim", {
-    token: by.session.token,
-    body: { userIds },
-  });
-}
-
-function commitBody(pending: PendingCommit, clientMsgId = unique("c")) {
-  const { epoch, commit, groupInfo, welcome, welcomeDeviceIds } = pending;
-  return { clientMsgId, epoch, commit, groupInfo, ...(welcome ? { welcome, welcomeDeviceIds } : {}) };
-}
-
-async function postCommit(by: Device, conversationId: string, body: unknown): Promise<Response> {
-  return call(`/conversations/${conversationId}/mls/commits`, { token: by.session.token, body });
-}
-
-/** Commits and, once the server stored it, moves the device to the new epoch. */
-async function commit(by: Device, conversationId: string, pending: PendingCommit): Promise<Message> {
-  const res = await postCommit(by, conversationId, commitBody(pending));
-  if (res.status !== 201) throw new Error(`commit: ${res.status} ${await res.text()}`);
-  by.mls.accept(pending);
-  const { message } = (await res.json()) as { message: Message };
-  by.readThrough.set(conversationId, message.seq);
-  return message;
-}
-
-/** Adds every device of `users` that has a key package. */
-async function addMembers(admin: Device, conversationId: string, users: Device[]): Promise<Message> {
-  const { keyPackages } = await claim(admin, [...new Set(users.map((u) => u.session.user.id))]);
-  return commit(admin, conversationId, await admin.mls.commit(conversationId, { add: keyPackages.map((k) => k.keyPackage) }));
-}
-
-/** Joins from the Welcome the server kept for this device, and acknowledges it. */
-async function acceptWelcome(device: Device, conversationId: string): Promise<void> {
-  // Handed to the device's user object once the commit is stored, a moment after the commit's answer.
-  const welcome = await waitFor(async () => {
-    const { welcomes } = await json<{ welcomes: { id: string; conversationId: string; seq: number; welcome: string }[] }>("/mls/welcomes", {
-      token: device.session.token,
-    });
-    return welcomes.find((w) => w.conversationId === conversationId);
-  }, `a welcome for ${device.session.device.id}`);
-  expect(await device.mls.joinFromWelcome(welcome.welcome)).toBe(conversationId);
-  device.readThrough.set(conversationId, welcome.seq);
-  await json(`/mls/welcomes/${welcome.id}`, { method: "DELETE", token: device.session.token }, 204);
-}
-
-async function sendText(device: Device, conversationId: string, text: string, extra: Record<string, unknown> = {}) {
-  const ciphertext = await device.mls.encrypt(conversationId, text);
-  const body = { conversationId, clientMsgId: unique("m"), ciphertext, ...extra };
-  const { message } = await json<{ message: Message }>("/send", { token: device.session.token, body }, 201);
-  device.readThrough.set(conversationId, message.seq);
-  return message;
-}
-
-/** Reads what the device has not seen: applies commits, decrypts messages; returns the texts. */
-async function catchUp(device: Device, conversationId: string): Promise<string[]> {
-  const after = device.readThrough.get(conversationId) ?? 0;
-  const { messages } = await json<{ messages: Message[] }>(`/conversations/${conversationId}/messages?after=${after}`, {
-    token: device.session.token,
-  });
-  const texts: string[] = [];
-  for (const m of messages) {
-    if (m.kind === "mls.commit") await device.mls.processCommit(conversationId, m.commit!);
-    else if (m.kind === "encrypted" && m.senderDeviceId !== device.session.device.id) {
-      texts.push(new TextDecoder().decode(await device.mls.decrypt(conversationId, m.ciphertext!)));
-    }
-    device.readThrough.set(conversationId, m.seq);
-  }
-  return texts;
-}
+import { call, connect, expectError, json, login, register, signInDevice, unique, waitFor, type TestSocket } from "./helpers";
+import { acceptWelcome, addMembers, anotherDevice, catchUp, claim, commit, commitBody, createGroup, newDevice, postCommit, sendText, setUp, type Device } from "./mlsDevices";
 
 async function state(conversationId: string, by: Device) {
   return (await json<{ conversation: Conversation }>(`/conversations/${conversationId}`, { token: by.session.token })).conversation;
@@ -516,6 +414,39 @@ async function loggedOutNotices(conversationId: string, by: Device): Promise<{ a
 }
 
 describe("E2EE logout", () => {
+  it("once the creator's device signs out, or its user leaves, before the first commit, any member's device makes it", async () => {
+    const alice = await newDevice();
+    const bob = await newDevice();
+    const carol = await newDevice();
+    const { id } = await createGroup(alice, [bob, carol]);
+    const groupInfo = (by: Device, conversationId = id) =>
+      json<{ epoch: number; groupInfo: string | null; creatorGone?: boolean }>(`/conversations/${conversationId}/mls/group-info`, { token: by.session.token });
+    expect(await groupInfo(bob)).toEqual({ epoch: 0, groupInfo: null });
+    // While the creator's device may still make it, another member's first commit is refused.
+    await bob.mls.createGroup(id);
+    await carol.mls.createGroup(id);
+    const early = await bob.mls.commit(id);
+    await expectError(await postCommit(bob, id, commitBody(early)), 400, "bad_request");
+
+    await logOut(alice, id);
+    expect(await groupInfo(bob)).toEqual({ epoch: 0, groupInfo: null, creatorGone: true });
+    await addMembers(bob, id, [carol]);
+    // The other member's device lost the race: its own group is dropped for the winner's.
+    await expectError(await postCommit(carol, id, commitBody(await carol.mls.commit(id))), 409, "conflict");
+    carol.mls.groups.delete(id);
+    await acceptWelcome(carol, id);
+    expect((await groupInfo(carol)).creatorGone).toBeUndefined();
+    await sendText(bob, id, "the group exists after all");
+    expect(await catchUp(carol, id)).toEqual(["the group exists after all"]);
+
+    // The creator leaving before its first commit opens it the same way.
+    const dave = await newDevice();
+    const other = await createGroup(dave, [bob]);
+    expect((await groupInfo(bob, other.id)).creatorGone).toBeUndefined();
+    expect((await call(`/conversations/${other.id}/members/${dave.session.user.id}`, { method: "DELETE", token: dave.session.token })).status).toBe(204);
+    expect(await groupInfo(bob, other.id)).toEqual({ epoch: 0, groupInfo: null, creatorGone: true });
+  });
+
   it("a logged-out device's leaf is removed by a member's device, and it reads nothing sent after", async () => {
     const { alice, bob1, bob2, carol, id } = await threeUsers();
     // A device of bob's that never joined the group: its logout tells the group nothing.

@@ -12,6 +12,7 @@ import { conversationStub } from "../kernel/objects";
 import type { Conversation, Message } from "../protocol";
 import { prng, type Rng } from "../scripts/lib/prng";
 import { call, connect, expectError, group, json, login, openConversation, register, sendRest, TestSocket, unique, waitFor, type Session } from "./helpers";
+import { acceptWelcome, addMembers, catchUp, createGroup, newDevice, type Device } from "./mlsDevices";
 
 const count = (value: string, fallback: number) => (/^\d+$/.test(value) ? Number(value) : fallback);
 const MESSAGES = count(env.RELIABILITY_MESSAGES, 300);
@@ -72,8 +73,17 @@ const unreachableUsers = () => ({
   },
 });
 
+const HARD_ABORT = "reliability: hard abort";
+
+/**
+ * Runs `fn` inside the conversation's object. A hard abort of that object by another client's
+ * fault meanwhile fails the call with the abort's reason; the reset object starts afresh on its
+ * real connections, so whatever `fn` was to set or undo no longer matters.
+ */
 function withInstance(conversationId: string, fn: (instance: ConversationDO) => void): Promise<void> {
-  return runInDurableObject(conversationStub(env, conversationId), fn);
+  return runInDurableObject(conversationStub(env, conversationId), fn).catch((e: unknown) => {
+    if (!String(e).includes(HARD_ABORT)) throw e;
+  });
 }
 
 /** Puts every conversation object back on its real connections and lets its deferred pass catch up. */
@@ -90,19 +100,31 @@ async function heal(conversationId: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Clients
 
+/** What a send carries for a text: the text itself, or in an E2EE conversation its MLS ciphertext. */
+type Content = (text: string) => Promise<{ body: string } | { ciphertext: string }>;
+const plainText: Content = async (body) => ({ body });
+
 /** One member's device in the storm: its sockets (one at a time), what it sent and what it got. */
 class Client {
   socket: TestSocket | null = null;
   readonly sockets: TestSocket[] = [];
-  /** clientMsgId -> body, sent and not yet acked: resent with the same id. */
+  /** clientMsgId -> text, sent and not yet acked: resent with the same id. */
   readonly pending = new Map<string, string>();
+  /** clientMsgId -> text, of everything this device sent. */
+  readonly texts = new Map<string, string>();
   /** clientMsgId -> the stored message its ack carried. */
   readonly acked = new Map<string, Message>();
   private reconnecting: Promise<void> | null = null;
 
+  /**
+   * `content`: sealed again for each attempt, as the web client does, so that a ciphertext the
+   * server stores is never far behind the sender's ratchet; the server answers a retry of a
+   * stored clientMsgId with the first one.
+   */
   constructor(
     readonly session: Session,
     readonly conversationId: string,
+    private readonly content: Content = plainText,
   ) {}
 
   /** Every message this device got on a socket (messages and its own acks). */
@@ -133,21 +155,27 @@ class Client {
       this.socket = null;
       this.collectAcks();
       for (let attempt = 0; ; attempt++) {
+        let s: TestSocket | null = null;
         try {
-          const s = await openConversation(this.session, this.conversationId, this.lastSeq());
+          s = await connect(`/conversations/${this.conversationId}/ws?after=${this.lastSeq()}`, this.session.token);
+          await s.next("ready");
+          // Only now: the frames of a socket that never said ready may have a hole before them.
           this.sockets.push(s);
           this.socket = s;
           break;
         } catch (e) {
-          // An object reset mid-handshake answers 503; anything else fails the run.
-          if (!String(e).includes(": 503") || attempt > 20) throw e;
+          // An object reset mid-handshake answers 503, or (a hard abort) accepts the socket and
+          // loses its replay and `ready`: the client gives up on it and resumes again, as the web
+          // client does (web/src/lib/socket.ts). Anything else fails the run.
+          s?.close();
+          if (!(String(e).includes(": 503") || String(e).includes("waiting for a ready frame")) || attempt > 20) throw e;
           report.messages.unavailable++;
           await new Promise((r) => setTimeout(r, 50));
         }
       }
-      for (const [clientMsgId, body] of this.pending) {
+      for (const [clientMsgId, text] of this.pending) {
         report.messages.retried++;
-        this.socket!.send({ type: "send", clientMsgId, body });
+        this.socket!.send({ type: "send", clientMsgId, ...(await this.content(text)) });
       }
     })().finally(() => (this.reconnecting = null));
     return this.reconnecting;
@@ -160,11 +188,13 @@ class Client {
   }
 
   /** Sends on the socket and waits a little for the ack; an unacked send stays pending. */
-  async sendOnSocket(clientMsgId: string, body: string): Promise<void> {
-    this.pending.set(clientMsgId, body);
+  async sendOnSocket(clientMsgId: string, text: string): Promise<void> {
+    this.pending.set(clientMsgId, text);
+    this.texts.set(clientMsgId, text);
     const s = await this.ensureOpen();
+    const content = await this.content(text);
     try {
-      s.send({ type: "send", clientMsgId, body });
+      s.send({ type: "send", clientMsgId, ...content });
     } catch {
       return; // closed under us: resent on reconnect
     }
@@ -173,12 +203,14 @@ class Client {
   }
 
   /** Sends over REST; a 503 (an object reset by a fault) or a 429 leaves it pending. */
-  async sendOverRest(clientMsgId: string, body: string): Promise<void> {
-    this.pending.set(clientMsgId, body);
-    const res = await call("/send", { token: this.session.token, body: { conversationId: this.conversationId, clientMsgId, body } });
-    const text = await res.text();
+  async sendOverRest(clientMsgId: string, text: string): Promise<void> {
+    this.pending.set(clientMsgId, text);
+    this.texts.set(clientMsgId, text);
+    const content = await this.content(text);
+    const res = await call("/send", { token: this.session.token, body: { conversationId: this.conversationId, clientMsgId, ...content } });
+    const answer = await res.text();
     if (res.status === 201 || res.status === 200) {
-      this.acked.set(clientMsgId, (JSON.parse(text) as { message: Message }).message);
+      this.acked.set(clientMsgId, (JSON.parse(answer) as { message: Message }).message);
       this.pending.delete(clientMsgId);
       return;
     }
@@ -187,7 +219,7 @@ class Client {
       return;
     }
     if (res.status >= 500) report.fiveHundreds++;
-    throw new Error(`REST send: ${res.status} ${text}`);
+    throw new Error(`REST send: ${res.status} ${answer}`);
   }
 
   /** Resends everything unacked until it is acked (after the faults stopped). */
@@ -196,7 +228,7 @@ class Client {
       async () => {
         this.collectAcks();
         if (this.pending.size === 0) return true;
-        for (const [clientMsgId, body] of [...this.pending]) await this.sendOverRest(clientMsgId, body);
+        for (const [clientMsgId, text] of [...this.pending]) await this.sendOverRest(clientMsgId, text);
         return this.pending.size === 0;
       },
       "every send acked",
@@ -232,7 +264,7 @@ async function history(s: Session, conversationId: string): Promise<Message[]> {
 // ---------------------------------------------------------------------------------------------
 // The storm
 
-const FAULT_KINDS = ["evict", "d1 outage", "user objects unreachable", "dropped socket", "deploy"] as const;
+const FAULT_KINDS = ["evict", "hard abort", "d1 outage", "user objects unreachable", "dropped socket", "deploy"] as const;
 
 /**
  * Injects faults at random points of the storm: before a send, with probability `rate` (the storm is
@@ -266,7 +298,14 @@ class FaultInjector {
         // An object that is not running (evicted a moment ago, idle) has nothing to evict.
         await evictDurableObject(conversationStub(env, conv.id)).catch((e: unknown) => {
           // One still busy with a call (a fault's runInDurableObject, a send) cannot be evicted at once.
-          if (!/not currently running|still has active references/.test(String(e))) throw e;
+          if (!/not currently running|still has active references/.test(String(e)) && !String(e).includes(HARD_ABORT)) throw e;
+        });
+        break;
+      case "hard abort":
+        // ctx.abort(): the object is reset at once, whatever it is doing (the other clients' sends
+        // in flight, its deferred pass), and its memory is lost; the next call starts it afresh.
+        await runInDurableObject(conversationStub(env, conv.id), (_instance, state) => state.abort(HARD_ABORT)).catch((e: unknown) => {
+          if (!String(e).includes(HARD_ABORT)) throw e;
         });
         break;
       case "d1 outage":
@@ -290,7 +329,8 @@ describe("fault suite", () => {
   it(`keeps every acked message exactly once, contiguous and delivered, through faults (seed ${SEED})`, { timeout: 120_000 + MESSAGES * 100 }, async () => {
     const rng = prng(SEED);
     console.log(`reliability: seed ${SEED}, ${MESSAGES} messages`);
-    // Three groups of three members; each member one device, one socket to its conversation.
+    // Three groups of three members, and an E2EE group of three whose members send MLS
+    // ciphertexts; each member one device, one socket to its conversation.
     const conversations: Conversation[] = [];
     const clients: Client[] = [];
     const members = new Map<string, Session[]>();
@@ -300,6 +340,15 @@ describe("fault suite", () => {
       conversations.push(conv);
       members.set(conv.id, users);
       for (const u of users) clients.push(new Client(u, conv.id));
+    }
+    const devices: Device[] = [await newDevice(), await newDevice(), await newDevice()];
+    const encrypted = await createGroup(devices[0]!, devices.slice(1));
+    await addMembers(devices[0]!, encrypted.id, devices.slice(1));
+    for (const d of devices.slice(1)) await acceptWelcome(d, encrypted.id);
+    conversations.push(encrypted);
+    members.set(encrypted.id, devices.map((d) => d.session));
+    for (const d of devices) {
+      clients.push(new Client(d.session, encrypted.id, async (text) => ({ ciphertext: await d.mls.encrypt(encrypted.id, text) })));
     }
     for (const c of clients) await c.reconnect();
 
@@ -362,6 +411,16 @@ describe("fault suite", () => {
         expect(missing.map((m) => m.seq), `messages ${c.session.user.id} never got`).toEqual([]);
       }
       expect(await conversationStub(env, conv.id).pendingOutbox()).toBe(0);
+    }
+    // Every member of the E2EE group decrypts, in seq order, exactly the texts the others sent.
+    const sentTexts = new Map(clients.flatMap((c) => [...c.texts]));
+    const stored = await history(devices[0]!.session, encrypted.id);
+    for (const d of devices) {
+      const expected = stored
+        .filter((m) => m.kind === "encrypted" && m.senderId !== d.session.user.id)
+        .map((m) => sentTexts.get(m.clientMsgId));
+      expect(expected.length).toBeGreaterThan(0);
+      expect(await catchUp(d, encrypted.id)).toEqual(expected);
     }
     for (const c of clients) c.socket?.close();
     expect(report.messages.acked).toBe(report.messages.sent);

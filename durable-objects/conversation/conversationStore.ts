@@ -51,6 +51,13 @@ const MIGRATIONS = [
   `CREATE TABLE former_members (
      user_id TEXT PRIMARY KEY, joined_seq INTEGER NOT NULL, left_seq INTEGER NOT NULL,
      joined_at INTEGER NOT NULL, left_at INTEGER NOT NULL)`,
+  // E2EE: the creator's device signed out before making the group's first commit, which any
+  // member's device may then make (./mlsDelivery.ts).
+  `ALTER TABLE conversation ADD COLUMN mls_creator_gone INTEGER NOT NULL DEFAULT 0`,
+  // A commit's Welcome once, however many devices it adds (a commit adding 50 devices of a large
+  // group kept 50 copies of a Welcome carrying the whole tree); the per-device rows refer to it by
+  // the commit's seq and keep an empty text (rows from before this step keep their own copy).
+  `CREATE TABLE mls_welcome_texts (seq INTEGER PRIMARY KEY, welcome TEXT NOT NULL)`,
 ];
 
 
@@ -671,6 +678,15 @@ export class ConversationStore {
     return this.sql.exec<{ g: string | null }>("SELECT mls_group_info AS g FROM conversation").toArray()[0]?.g ?? null;
   }
 
+  /** Whether the creator's device signed out before the group's first commit. */
+  mlsCreatorDeviceGone(): boolean {
+    return this.sql.exec<{ gone: number }>("SELECT mls_creator_gone AS gone FROM conversation").toArray()[0]?.gone === 1;
+  }
+
+  markMlsCreatorDeviceGone(): void {
+    this.sql.exec("UPDATE conversation SET mls_creator_gone = 1");
+  }
+
   /** Moves the group to `epoch` with its GroupInfo; called in the step that appends the commit. */
   setMlsState(epoch: number, groupInfo: string): void {
     this.sql.exec("UPDATE conversation SET mls_epoch = ?, mls_group_info = ?", epoch, groupInfo);
@@ -679,32 +695,30 @@ export class ConversationStore {
   }
 
   queueWelcome(row: PendingWelcomeRow): void {
-    this.sql.exec(
-      "INSERT INTO mls_welcomes (id, seq, user_id, device_id, welcome) VALUES (?, ?, ?, ?, ?)",
-      row.id,
-      row.seq,
-      row.userId,
-      row.deviceId,
-      row.welcome,
-    );
+    this.sql.exec("INSERT OR IGNORE INTO mls_welcome_texts (seq, welcome) VALUES (?, ?)", row.seq, row.welcome);
+    this.sql.exec("INSERT INTO mls_welcomes (id, seq, user_id, device_id, welcome) VALUES (?, ?, ?, ?, '')", row.id, row.seq, row.userId, row.deviceId);
   }
 
   pendingWelcomes(): PendingWelcomeRow[] {
     return this.sql
       .exec<{ id: string; seq: number; user_id: string; device_id: string; welcome: string }>(
-        "SELECT id, seq, user_id, device_id, welcome FROM mls_welcomes ORDER BY seq, id",
+        `SELECT w.id, w.seq, w.user_id, w.device_id, coalesce(t.welcome, w.welcome) AS welcome
+         FROM mls_welcomes w LEFT JOIN mls_welcome_texts t ON t.seq = w.seq ORDER BY w.seq, w.id`,
       )
       .toArray()
       .map((r) => ({ id: r.id, seq: r.seq, userId: r.user_id, deviceId: r.device_id, welcome: r.welcome }));
   }
 
   deleteWelcomes(ids: string[]): void {
+    if (ids.length === 0) return;
     for (const id of ids) this.sql.exec("DELETE FROM mls_welcomes WHERE id = ?", id);
+    this.sql.exec("DELETE FROM mls_welcome_texts WHERE seq NOT IN (SELECT seq FROM mls_welcomes)");
   }
 
-  /** The device that created the conversation (its `created` system message's). */
-  creatorDeviceId(): string | null {
-    return this.getMessage(1)?.senderDeviceId ?? null;
+  /** The device that created the conversation, and its user (its `created` system message's). */
+  creator(): { userId: string; deviceId: string } | null {
+    const created = this.getMessage(1);
+    return created ? { userId: created.senderId, deviceId: created.senderDeviceId } : null;
   }
 
   /**

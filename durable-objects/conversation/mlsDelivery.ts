@@ -124,7 +124,7 @@ export class MlsDelivery {
       if (current) {
         if (!isDevice(leafOf(current, commit.sender.leafIndex))) return fail("bad_request", "the sender leaf is not the calling device");
       } else if (commit.sender.leafIndex !== 0) {
-        return fail("bad_request", "the first commit comes from the creator's leaf");
+        return fail("bad_request", "the first commit comes from the group's first leaf");
       }
       if (commit.pathLeaf && !isDevice(commit.pathLeaf)) return fail("bad_request", "the committer's new leaf is not the calling device");
     }
@@ -153,7 +153,7 @@ export class MlsDelivery {
       return fail("bad_request", "welcomeDeviceIds must list exactly the devices the commit adds");
     }
     if ((body.welcome !== undefined) !== addedDevices.length > 0) return fail("bad_request", "a welcome comes exactly with a commit that adds devices");
-    if (body.epoch === 0 && this.store.creatorDeviceId() !== sender.deviceId) return fail("bad_request", "the first commit comes from the creator's device");
+    if (body.epoch === 0 && !this.mayMakeFirstCommit(sender)) return fail("bad_request", "the first commit comes from the creator's device");
     if (external) {
       for (const leafIndex of commit.removes) {
         const leaf = current ? leafOf(current, leafIndex) : null;
@@ -175,17 +175,34 @@ export class MlsDelivery {
     const meta = this.store.meta;
     if (!meta?.e2ee || !this.store.members.has(device.userId)) return null;
     const text = this.store.mlsGroupInfo();
+    if (!text && this.store.creator()?.deviceId === device.deviceId) this.store.markMlsCreatorDeviceGone();
     const current = text ? readGroupInfo(text) : null;
     if (!current || !leavesOf(current).some((leaf) => leaf.userId === device.userId && leaf.deviceId === device.deviceId)) return null;
     return this.deps.appendDeviceLoggedOut(device, now);
   }
 
+  /**
+   * Whether `sender` may make the group's first commit: the creator's device, or, once that can no
+   * longer make it (it signed out, or its user left or was removed), any member's device. Two that
+   * race are ordered by the epoch check like any other commits.
+   */
+  private mayMakeFirstCommit(sender: Identity): boolean {
+    return this.creatorGone() || this.store.creator()?.deviceId === sender.deviceId;
+  }
+
+  /** Whether the creator's device can no longer make the first commit. */
+  private creatorGone(): boolean {
+    const creator = this.store.creator();
+    return !creator || this.store.mlsCreatorDeviceGone() || !this.store.members.has(creator.userId);
+  }
+
   /** The latest GroupInfo, for a member's new device to join by external commit. */
-  groupInfo(userId: string): Result<{ epoch: number; groupInfo: string | null }> {
+  groupInfo(userId: string): Result<{ epoch: number; groupInfo: string | null; creatorGone?: true }> {
     const meta = this.store.meta;
     if (!meta || !this.store.members.has(userId)) return fail("not_found", "no such conversation");
     if (!meta.e2ee) return fail("bad_request", "not an end-to-end encrypted conversation");
-    return { ok: true, epoch: meta.mlsEpoch, groupInfo: this.store.mlsGroupInfo() };
+    const groupInfo = this.store.mlsGroupInfo();
+    return { ok: true, epoch: meta.mlsEpoch, groupInfo, ...(groupInfo === null && this.creatorGone() ? { creatorGone: true as const } : {}) };
   }
 
   /** The Welcomes waiting for their user objects, by user. Those of users no longer members are dropped. */

@@ -26,6 +26,7 @@ function sim(server: FakeE2eeServer, userId: string, deviceId = `${userId}-d1`, 
     exclusive: (fn) => lock("mls", fn),
     engine: () => import("../src/e2ee/engine"),
     newId: () => `${deviceId}-${++n}`,
+    membersOf: (id) => server.conversations.get(id)?.members ?? [],
     sleep: async () => undefined,
     ...(options.now ? { now: options.now } : {}),
   });
@@ -106,6 +107,32 @@ describe("the E2EE client", () => {
     expect(server.keyPackages.get("ann-d1")?.oneTime).toHaveLength(25);
   });
 
+  it("replaces its last-resort package once a Welcome used it, and the new one opens the next Welcome", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob"]);
+    server.conversation("c2", ["ann", "bob"]);
+    const ann = sim(server, "ann");
+    const bob = sim(server, "bob");
+    await bob.client.ready();
+    const stock = server.keyPackages.get("bob-d1")!;
+    const first = stock.lastResort;
+    // Only the last resort is left for Ann's claims to hand out.
+    stock.oneTime.splice(0);
+    await ann.client.create("c1", ["bob"]);
+    expect((await bob.client.catchUp("c1")).status).toBe("ready");
+    // By the Welcome (no external commit of his).
+    expect(server.messages("c1").filter((m) => m.kind === "mls.commit")).toHaveLength(1);
+    expect(stock.lastResort).not.toBe(first);
+    expect(stock.oneTime.length).toBeGreaterThan(0);
+    // The replacement is what the next claim hands out when the one-time packages are gone again.
+    stock.oneTime.splice(0);
+    const second = stock.lastResort;
+    await ann.client.create("c2", ["bob"]);
+    expect((await bob.client.catchUp("c2")).status).toBe("ready");
+    expect(server.messages("c2").filter((m) => m.kind === "mls.commit")).toHaveLength(1);
+    expect(stock.lastResort).not.toBe(second);
+  });
+
   it("creates a group: a device with key packages joins by Welcome, one without by external commit; both ways; the sender keeps its own text", async () => {
     const server = new FakeE2eeServer();
     server.conversation("c1", ["ann", "bob", "cat"]);
@@ -131,6 +158,27 @@ describe("the E2EE client", () => {
     expect(texts((await cat.client.catchUp("c1")).plain)).toEqual(["hello from ann", "cat here"]);
     // MLS does not let Ann decrypt her own message: she shows the text she kept when sealing it.
     expect(texts((await ann.client.catchUp("c1")).plain)).toEqual(["hello from ann", "cat here"]);
+  });
+
+  it("a member's device makes the first commit when the creator's device signed out before it; two racing end in one group", async () => {
+    const server = new FakeE2eeServer();
+    server.conversation("c1", ["ann", "bob", "cat"], "ann-d1");
+    const bob = sim(server, "bob");
+    const cat = sim(server, "cat");
+    await Promise.all([bob.client.ready(), cat.client.ready()]);
+    // The creator's device still may: the others wait for it.
+    expect((await bob.client.catchUp("c1")).status).toBe("waiting");
+    server.logout("ann", "ann-d1", []);
+    const [bobState, catState] = await Promise.all([bob.client.catchUp("c1"), cat.client.catchUp("c1")]);
+    expect([bobState.status, catState.status]).toEqual(["ready", "ready"]);
+    // One first commit was taken; the other device lost the race, dropped its own group and came
+    // in by the winner's Welcome.
+    expect(server.conflicts).toBe(1);
+    expect(server.messages("c1").filter((m) => m.kind === "mls.commit")).toHaveLength(1);
+    await say(server, bob, "c1", "from bob");
+    await say(server, cat, "c1", "from cat");
+    expect(texts((await bob.client.catchUp("c1")).plain)).toEqual(["from bob", "from cat"]);
+    expect(texts((await cat.client.catchUp("c1")).plain)).toEqual(["from bob", "from cat"]);
   });
 
   it("a device that joins later reads nothing sent before it joined, and everything after", async () => {

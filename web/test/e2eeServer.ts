@@ -12,6 +12,9 @@ interface Conv {
   epoch: number;
   groupInfo: string | null;
   messages: Message[];
+  /** The device that alone may make the first commit, unless it is gone (null: any member's). */
+  creatorDeviceId: string | null;
+  creatorGone: boolean;
 }
 
 export class FakeE2eeServer {
@@ -28,8 +31,8 @@ export class FakeE2eeServer {
   private nextId = 1;
 
   /** A conversation with its member list (the server's access list), like POST /group/create. */
-  conversation(id: string, members: string[]): void {
-    this.conversations.set(id, { members, epoch: 0, groupInfo: null, messages: [] });
+  conversation(id: string, members: string[], creatorDeviceId: string | null = null): void {
+    this.conversations.set(id, { members, epoch: 0, groupInfo: null, messages: [], creatorDeviceId, creatorGone: false });
     this.append(id, { senderId: members[0]!, senderDeviceId: "", kind: "system", body: JSON.stringify({ event: "created", actorId: members[0], userIds: members.slice(1) }) });
   }
 
@@ -47,6 +50,7 @@ export class FakeE2eeServer {
    */
   logout(userId: string, deviceId: string, conversationIds: string[]): void {
     this.deviceKeys.delete(deviceId);
+    for (const conv of this.conversations.values()) if (conv.creatorDeviceId === deviceId && conv.groupInfo === null) conv.creatorGone = true;
     for (const id of conversationIds) {
       this.append(id, { senderId: userId, senderDeviceId: "", kind: "system", body: JSON.stringify({ event: "deviceLoggedOut", actorId: userId, userIds: [userId], deviceIds: [deviceId] }) });
     }
@@ -131,12 +135,15 @@ export class FakeE2eeServer {
     const convMatch = /^\/conversations\/([^/]+)\/(.+)$/.exec(p);
     const conv = convMatch ? this.conversations.get(convMatch[1]!) : undefined;
     if (convMatch && (!conv || !conv.members.includes(userId))) return error(404, "not_found");
-    if (conv && convMatch![2] === "mls/group-info") return { status: 200, json: { epoch: conv.epoch, groupInfo: conv.groupInfo } };
+    if (conv && convMatch![2] === "mls/group-info") {
+      return { status: 200, json: { epoch: conv.epoch, groupInfo: conv.groupInfo, ...(conv.groupInfo === null && conv.creatorGone ? { creatorGone: true } : {}) } };
+    }
     if (conv && convMatch![2] === "mls/commits" && method === "POST") {
       if (b.epoch !== conv.epoch) {
         this.conflicts++;
         return error(409, "conflict", { epoch: conv.epoch });
       }
+      if (conv.epoch === 0 && conv.creatorDeviceId !== null && !conv.creatorGone && deviceId !== conv.creatorDeviceId) return error(400, "bad_request");
       conv.epoch += 1;
       conv.groupInfo = String(b.groupInfo);
       const message = this.append(convMatch![1]!, { senderId: userId, senderDeviceId: deviceId, clientMsgId: String(b.clientMsgId), kind: "mls.commit", commit: String(b.commit) });

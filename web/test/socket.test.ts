@@ -77,4 +77,31 @@ describe("LiveSocket", () => {
     await until(() => FakeWebSocket.all.length === 2);
     socket.close();
   });
+
+  it("reconnects when an open socket stays silent before its ready, and keeps one that said ready", async () => {
+    vi.stubGlobal("WebSocket", FakeWebSocket);
+    vi.stubGlobal("location", { protocol: "http:", host: "chat.test" });
+    const frames: unknown[] = [];
+    const socket = new LiveSocket({ path: () => "/ws", ticket: async () => "t", parse: (json) => json, onFrame: (f) => frames.push(f), readySilenceMs: 40 });
+    await until(() => FakeWebSocket.all.length === 1);
+    const first = FakeWebSocket.all[0]!;
+    first.open();
+    // Frames before ready (a replay) push the deadline back; then silence: the handshake was lost.
+    first.frame({ type: "message", seq: 1 });
+    await new Promise((r) => setTimeout(r, 25));
+    first.frame({ type: "message", seq: 2 });
+    await new Promise((r) => setTimeout(r, 25));
+    expect(FakeWebSocket.all.length).toBe(1);
+    await until(() => FakeWebSocket.all.length === 2);
+    expect(first.closedWith).not.toBeNull();
+    expect(frames).toEqual([{ type: "message", seq: 1 }, { type: "message", seq: 2 }]);
+
+    const second = FakeWebSocket.all[1]!;
+    second.open();
+    second.frame({ type: "ready", lastSeq: 2 });
+    await new Promise((r) => setTimeout(r, 120));
+    expect(FakeWebSocket.all.length).toBe(2);
+    expect(second.closedWith).toBeNull();
+    socket.close();
+  });
 });

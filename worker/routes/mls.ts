@@ -99,5 +99,5 @@ mls.post("/conversations/:id/mls/commits", requireAuth, async (c) => {
 
 mls.get("/conversations/:id/mls/group-info", requireAuth, async (c) => {
   const result = unwrap(await conversationStub(c.env, c.req.param("id")).mlsGroupInfo(c.get("auth").userId));
-  return c.json({ epoch: result.epoch, groupInfo: result.groupInfo });
+  return c.json({ epoch: result.epoch, groupInfo: result.groupInfo, ...(result.creatorGone ? { creatorGone: true } : {}) });
 });

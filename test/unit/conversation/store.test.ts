@@ -44,6 +44,28 @@ function sixMessages() {
 }
 
 describe("ConversationStore", () => {
+  it("keeps a commit's Welcome once for all the devices it adds, until the last is handed over", () => {
+    const { sql, store, reloaded } = newStore();
+    const welcome = "W".repeat(1000);
+    for (const [i, deviceId] of ["b1", "b2", "c1"].entries()) store.queueWelcome({ id: `w${i}`, seq: 7, userId: deviceId.startsWith("b") ? "bob" : "carol", deviceId, welcome });
+    store.queueWelcome({ id: "w3", seq: 9, userId: "bob", deviceId: "b1", welcome: "other" });
+    const stored = () => sql.exec<{ n: number }>("SELECT coalesce(sum(length(welcome)), 0) AS n FROM mls_welcome_texts").one().n + sql.exec<{ n: number }>("SELECT coalesce(sum(length(welcome)), 0) AS n FROM mls_welcomes").one().n;
+    expect(stored()).toBe(1000 + "other".length);
+    expect(reloaded().pendingWelcomes().map((w) => [w.id, w.deviceId, w.welcome])).toEqual([
+      ["w0", "b1", welcome],
+      ["w1", "b2", welcome],
+      ["w2", "c1", welcome],
+      ["w3", "b1", "other"],
+    ]);
+    store.deleteWelcomes(["w0", "w2"]);
+    expect(store.pendingWelcomes().map((w) => [w.id, w.welcome])).toEqual([["w1", welcome], ["w3", "other"]]);
+    store.deleteWelcomes(["w1"]);
+    expect(stored()).toBe("other".length);
+    // A row from before the texts were shared still carries its own copy.
+    sql.exec("INSERT INTO mls_welcomes (id, seq, user_id, device_id, welcome) VALUES ('old', 3, 'bob', 'b2', 'legacy')");
+    expect(store.pendingWelcomes().map((w) => [w.id, w.welcome])).toEqual([["old", "legacy"], ["w3", "other"]]);
+  });
+
   it.each([
     ["alice", 0, 2, 1],
     ["bob", 0, 2, 0],

@@ -58,6 +58,7 @@ export class E2ee {
         exclusive: (fn) => this.browser.exclusive(lockName, fn),
         engine: () => import("../e2ee/engine"),
         adminsOf: (id) => (this.state.conversations.get(id)?.members ?? []).filter((m) => m.role === "admin").map((m) => m.userId),
+        membersOf: (id) => (this.state.conversations.get(id)?.members ?? []).map((m) => m.userId),
       });
       return client;
     });

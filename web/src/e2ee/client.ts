@@ -85,7 +85,7 @@ const SENT_KEY = "mls:sent";
 export const GONE_DEVICES_CHECK_MS = 24 * 3600 * 1000;
 
 
-const GroupInfoAnswer = z.object({ epoch: z.number(), groupInfo: z.string().nullable() });
+const GroupInfoAnswer = z.object({ epoch: z.number(), groupInfo: z.string().nullable(), creatorGone: z.boolean().optional() });
 const Welcomes = z.object({ welcomes: z.array(PendingWelcome) });
 const Claimed = z.object({ keyPackages: z.array(ClaimedKeyPackage) });
 const Count = z.object({ count: z.number(), lastResort: z.boolean() });
@@ -101,6 +101,8 @@ export interface E2eeClientDeps {
   engine: () => Promise<EngineModule>;
   /** The conversation's admins as this device knows them: they may delete others' messages. */
   adminsOf?: (conversationId: string) => readonly string[];
+  /** Its members as this device knows them: whom a first commit made in the creator's place adds. */
+  membersOf?: (conversationId: string) => readonly string[];
   newId?: () => string;
   sleep?: (ms: number) => Promise<void>;
   now?: () => number;
@@ -204,10 +206,11 @@ export class E2eeClient {
 
   private async restock(device: MlsDevice, record: StoredDevice): Promise<void> {
     const { count, lastResort } = await this.api.call("GET", "/mls/key-packages/count", Count);
-    if (count >= KEY_PACKAGES_LOW && lastResort) return;
-    // An upload needs at least one one-time package, so a missing last resort brings one along.
+    const replaceLastResort = !lastResort || device.lastResortUsed;
+    if (count >= KEY_PACKAGES_LOW && !replaceLastResort) return;
+    // An upload needs at least one one-time package, so a missing or used last resort brings one along.
     const keyPackages = await device.generateKeyPackages(count >= KEY_PACKAGES_LOW ? 1 : KEY_PACKAGES_BATCH);
-    const last = lastResort ? undefined : await device.generateLastResort();
+    const last = replaceLastResort ? await device.generateLastResort() : undefined;
     // Their private keys are stored before the packages can be handed to anyone.
     await this.save(device, record);
     await this.api.call("POST", "/mls/key-packages", Schemas.none, { keyPackages, ...(last ? { lastResort: last } : {}) });
@@ -233,6 +236,7 @@ export class E2eeClient {
       }
       await this.api.call("DELETE", `/mls/welcomes/${encodeURIComponent(w.id)}`, Schemas.none);
     }
+    if (device.lastResortUsed) await this.restock(device, record);
   }
 
   /** Joins a conversation this device has no group state for: by Welcome, else by external commit. */
@@ -240,7 +244,14 @@ export class E2eeClient {
     await this.acceptWelcomes(device, record);
     for (let attempt = 0; attempt < COMMIT_ATTEMPTS && !device.groups.has(conversationId); attempt++) {
       const info = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}/mls/group-info`, GroupInfoAnswer);
-      if (info.groupInfo === null) return false;
+      if (info.groupInfo === null) {
+        // No group yet, and its creator can no longer make it (its device signed out, or it
+        // left): any member's device may. One that loses that race joins the winner's group.
+        if (!info.creatorGone) return false;
+        if (await this.found(conversationId, device, record)) return true;
+        await this.acceptWelcomes(device, record);
+        continue;
+      }
       const pending = await device.joinExternal(conversationId, info.groupInfo);
       // A member's device added this one (with a key package) a moment ago: its Welcome is on the
       // way, and joining again would give the device a second leaf.
@@ -264,6 +275,31 @@ export class E2eeClient {
       await this.acceptWelcomes(device, record);
     }
     return device.groups.has(conversationId);
+  }
+
+  /**
+   * The group's first commit, made in place of a creator that can no longer make it: the group at
+   * epoch 0 adding the members' devices that have a key package (at most MLS_ADDS_PER_COMMIT; the
+   * others join by external commit). Returns false if another device's first commit was taken
+   * (409), having dropped the group this device made.
+   */
+  private async found(conversationId: string, device: MlsDevice, record: StoredDevice): Promise<boolean> {
+    const userIds = [...new Set([...(this.deps.membersOf?.(conversationId) ?? []), this.deps.userId])].slice(0, CLAIM_USERS_MAX);
+    const { keyPackages } = await this.api.call("POST", "/mls/key-packages/claim", Claimed, { userIds });
+    await device.createGroup(conversationId);
+    let message: Message | null = null;
+    try {
+      const add = keyPackages.filter((k) => k.deviceId !== this.deps.deviceId).slice(0, MLS_ADDS_PER_COMMIT);
+      const pending = await device.commit(conversationId, { add: add.map((k) => k.keyPackage) });
+      message = await this.postCommit(pending);
+      if (message) device.accept(pending);
+    } finally {
+      if (!message) device.groups.delete(conversationId);
+    }
+    if (!message) return false;
+    record.groups[conversationId] = { processedSeq: 0, joinedSeq: 0 };
+    await this.save(device, record);
+    return true;
   }
 
   /** POST the commit: its stored message, or null when another commit took the epoch (409). */

@@ -87,6 +87,8 @@ export interface DeviceSnapshot {
   groups: Record<string, string>;
   keyPackages: { keyPackage: string; initPrivateKey: string; hpkePrivateKey: string; signaturePrivateKey: string }[];
   lastResort: { keyPackage: string; initPrivateKey: string; hpkePrivateKey: string; signaturePrivateKey: string } | null;
+  /** A Welcome used the last-resort package since it was made (absent in older snapshots: no). */
+  lastResortUsed?: boolean;
 }
 
 /**
@@ -123,6 +125,11 @@ export class MlsDevice {
   /** One-time key packages handed to the server, by their reference, until a Welcome uses one. */
   private readonly keyPackages = new Map<string, { publicPackage: KeyPackage; privatePackage: PrivateKeyPackage }>();
   private lastResortPackage: { publicPackage: KeyPackage; privatePackage: PrivateKeyPackage } | null = null;
+  /**
+   * A Welcome used the last-resort package: every group that used it shares its init key, so the
+   * client replaces it (RFC 9420 §16.8 asks for replacing a last resort as soon as possible).
+   */
+  lastResortUsed = false;
   /** Every group's config: ts-mls asks its authentication service about each leaf it meets. */
   private readonly config: ClientConfig;
   /** Each user's devices as last read from the directory (read again when a leaf is not there). */
@@ -172,6 +179,7 @@ export class MlsDevice {
       groups: Object.fromEntries([...this.groups].map(([id, state]) => [id, toBase64Url(encodeGroupState(state))])),
       keyPackages: [...this.keyPackages.values()].map(pair),
       lastResort: this.lastResortPackage ? pair(this.lastResortPackage) : null,
+      lastResortUsed: this.lastResortUsed,
     };
   }
 
@@ -211,6 +219,7 @@ export class MlsDevice {
       device.keyPackages.set(toBase64Url(await makeKeyPackageRef(restored.publicPackage, cs.hash)), restored);
     }
     device.lastResortPackage = snapshot.lastResort ? pair(snapshot.lastResort) : null;
+    device.lastResortUsed = snapshot.lastResortUsed === true;
     return device;
   }
 
@@ -243,9 +252,10 @@ export class MlsDevice {
     return out;
   }
 
-  /** A last-resort key package (reused until replaced). */
+  /** A last-resort key package (reused until replaced; a Welcome for the one it replaces no longer opens). */
   async generateLastResort(now = Date.now()): Promise<string> {
     this.lastResortPackage = await this.newKeyPackage(now);
+    this.lastResortUsed = false;
     return encode({ version: "mls10", wireformat: "mls_key_package", keyPackage: this.lastResortPackage.publicPackage });
   }
 
@@ -340,6 +350,7 @@ export class MlsDevice {
       const pair = this.keyPackages.get(ref) ?? (await this.isLastResort(secret.newMember));
       if (!pair) continue;
       const state = await joinGroup(message.welcome, pair.publicPackage, pair.privatePackage, emptyPskIndex, this.cs, undefined, undefined, this.config);
+      if (pair === this.lastResortPackage) this.lastResortUsed = true;
       this.keyPackages.delete(ref);
       const conversationId = new TextDecoder().decode(state.groupContext.groupId);
       this.groups.set(conversationId, state);

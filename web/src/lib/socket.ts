@@ -15,6 +15,8 @@ export interface LiveSocketOptions<In> {
   onStatus?: (status: SocketStatus) => void;
   /** 4001 (logged out), 4003 (removed), 4010 (protocol version): no reconnect after these. */
   onFinalClose?: (code: number, reason: string) => void;
+  /** How long an open socket may stay silent before its `ready` (default READY_SILENCE_MS). */
+  readySilenceMs?: number;
 }
 
 /** What the store holds of a socket: a fake in unit tests, LiveSocket in the app. */
@@ -31,6 +33,13 @@ export type SocketFactory = <In, Out>(options: LiveSocketOptions<In>) => LiveCha
 const FINAL_CODES = new Set<number>([CLOSE.unauthorized, CLOSE.removed, CLOSE.protocolVersion]);
 /** The server counts a user socket alive for 60 s after its last frame. */
 const KEEPALIVE_MS = 25_000;
+/**
+ * Every socket says `ready` after its replay. An object reset while it answered the handshake can
+ * lose the replay and `ready` (the frames waited behind a write that never completed) and leave the
+ * socket open: silence this long before `ready` means that, and the socket reconnects, resuming
+ * from what it holds. Counted from the last frame, so a long replay is not cut.
+ */
+const READY_SILENCE_MS = 15_000;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -39,6 +48,7 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
   private readonly keepalive: ReturnType<typeof setInterval>;
   private attempts = 0;
   private closed = false;
+  private readyDeadline: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly options: LiveSocketOptions<In>) {
     this.ws = new ReconnectingWebSocket(() => this.url(), undefined, {
@@ -53,9 +63,13 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
     });
     this.ws.addEventListener("open", () => {
       this.attempts = 0;
+      this.awaitReady();
       options.onStatus?.("open");
     });
-    this.ws.addEventListener("close", (event) => this.ended(event.code, event.reason));
+    this.ws.addEventListener("close", (event) => {
+      this.stopAwaitingReady();
+      this.ended(event.code, event.reason);
+    });
     this.ws.addEventListener("message", (event) => {
       if (typeof event.data !== "string" || event.data === "pong") return;
       let json: unknown;
@@ -63,6 +77,10 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
         json = JSON.parse(event.data);
       } catch {
         return;
+      }
+      if (this.readyDeadline !== null) {
+        if (typeof json === "object" && json !== null && "type" in json && json.type === "ready") this.stopAwaitingReady();
+        else this.awaitReady();
       }
       // The server's last frame before it closes (docs/api.md): act now, since the close itself
       // may take ~15 s to arrive. A final code ends the socket; a rate limit waits for the close
@@ -85,6 +103,22 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
     this.keepalive = setInterval(() => {
       if (this.ws.readyState === ReconnectingWebSocket.OPEN) this.ws.send("ping");
     }, KEEPALIVE_MS);
+  }
+
+  /** (Re)starts the wait for `ready`: past it, the handshake's frames were lost. */
+  private awaitReady(): void {
+    this.stopAwaitingReady();
+    this.readyDeadline = setTimeout(() => {
+      this.readyDeadline = null;
+      if (this.closed) return;
+      this.options.onStatus?.("closed");
+      this.ws.reconnect();
+    }, this.options.readySilenceMs ?? READY_SILENCE_MS);
+  }
+
+  private stopAwaitingReady(): void {
+    if (this.readyDeadline !== null) clearTimeout(this.readyDeadline);
+    this.readyDeadline = null;
   }
 
   /** The socket closed, or said it is closing: a final code ends it for good. */
@@ -126,6 +160,7 @@ export class LiveSocket<In, Out> implements LiveChannel<Out> {
 
   close(): void {
     this.closed = true;
+    this.stopAwaitingReady();
     clearInterval(this.keepalive);
     this.ws.close(1000, "bye");
   }
