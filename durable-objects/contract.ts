@@ -169,6 +169,38 @@ export interface StoredKeyPackage {
   notAfter: number;
 }
 
+// --- Sync: the user object's inbox index, resolved by the conversations -------------------------
+
+/**
+ * Where a `GET /messages?since=` page resumes in the caller's inbox index: every index entry
+ * below `ingestId` is done, and entry `ingestId` through `seq`. `minTime` (epoch ms, 0 for none):
+ * only messages created at or after it.
+ */
+export interface SyncCursor {
+  ingestId: number;
+  seq: number;
+  minTime: number;
+  /** A cursor a page handed out (not `0` or a time): refused once the index dropped what it had not reached. */
+  resume: boolean;
+}
+
+/** Seqs `from + 1` through `through` of one conversation. */
+export interface SeqRange {
+  from: number;
+  through: number;
+}
+
+/**
+ * A conversation's answer for a sync page: the messages of the asked ranges that the user may
+ * read, as they read them (encoded once, spliced into the page by the Worker), in seq order; and
+ * `through`, the highest seq it examined: every readable message up to it is in `messages`, and
+ * nothing above it was looked at (a slice cut by its limit stops at its last message).
+ */
+export interface SyncSlice {
+  messages: Array<{ seq: number; json: string }>;
+  through: number;
+}
+
 // --- The calls objects make on each other ------------------------------------------------------
 
 /** What a conversation (or the fan-out consumer, or the Worker) asks of a member's user object. */
@@ -206,6 +238,16 @@ export interface ConversationPeer {
   memberOnline(userId: string, epoch: number): Promise<void>;
   /** The answers to a queued fan-out job's calls, asked at `askedAt`. */
   membersAnswered(answers: Record<string, DeliveryAnswer | null>, askedAt: number): Promise<void>;
+  /**
+   * The last seq stored that `userId` may read (a former member's: where they left; 0 for
+   * someone who never was a member): what the fan-out may have skipped telling a quiet member.
+   */
+  syncHead(userId: string): Promise<number>;
+  /**
+   * For a sync page: the messages of `ranges` (ascending, disjoint) that `userId` may read,
+   * created at or after `minTime`, at most `limit` of them (see SyncSlice).
+   */
+  syncSlice(userId: string, ranges: SeqRange[], minTime: number, limit: number): Promise<SyncSlice>;
 }
 
 /** How an object reaches the others: by id, through the runtime's stubs or, in a test, fakes. */

@@ -43,6 +43,8 @@ export interface Settings {
   maxSocketsPerUser: number;
   maxRequestBytes: number;
   tokenTtlMs: number;
+  /** How long the user object's inbox index keeps what reached the user (GET /messages?since=). */
+  inboxRetentionMs: number;
   /** SESSION_SECRET: the keys of bearer tokens, comma-separated, the signing one first (worker/lib/sessionTokens.ts). */
   sessionSecret: string | null;
   ticketTtlMs: number;
@@ -125,6 +127,7 @@ export function readSettings(env: Partial<Record<keyof Env, unknown>>): Settings
     maxSocketsPerUser: int(env.MAX_SOCKETS_PER_USER, 50, 1),
     maxRequestBytes: int(env.MAX_REQUEST_BYTES, 64 * 1024, 1024),
     tokenTtlMs: int(env.TOKEN_TTL_DAYS, 365, 1) * 86_400_000,
+    inboxRetentionMs: int(env.INBOX_RETENTION_DAYS, 30, 1) * 86_400_000,
     sessionSecret: secret(env.SESSION_SECRET),
     // A ticket lives at most 60 s (API.md), whatever the setting says.
     ticketTtlMs: Math.min(int(env.TICKET_TTL_SECONDS, 60, 1), 60) * 1000,

@@ -21,6 +21,7 @@ import {
   expectError,
   group,
   holdDeferredPass,
+  inD1,
   json,
   login,
   openConversation,
@@ -801,12 +802,10 @@ describe("conversations", () => {
     const bodies = (messages: Message[]) => messages.map((m) => m.body);
     const history = async (s: Session, query = "after=0") =>
       (await json<{ messages: Message[]; hasMore: boolean }>(`/conversations/${conv.id}/messages?${query}`, { token: s.token })).messages;
-    /** Every message of this conversation in `s`'s sync from 0, once D1 holds `through`. */
+    /** Every message of this conversation in `s`'s sync from 0, once its members' objects were told of `through`. */
     const synced = async (s: Session, through: number) => {
-      await waitFor(
-        async () => (await json<{ conversations: Conversation[] }>("/conversations", { token: admin.token })).conversations.find((c) => c.id === conv.id)!.lastSeq >= through,
-        "D1 to hold the messages",
-      );
+      await inD1(conv.id);
+      expect((await json<{ conversation: Conversation }>(`/conversations/${conv.id}`, { token: admin.token })).conversation.lastSeq).toBeGreaterThanOrEqual(through);
       const page = await json<{ messages: Message[] }>("/messages?since=0&limit=500", { token: s.token });
       return page.messages.filter((m) => m.conversationId === conv.id).map((m) => m.seq);
     };

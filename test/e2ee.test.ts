@@ -112,9 +112,9 @@ describe("E2EE conversations", () => {
       lastMessage: { kind: "encrypted", body: null },
     });
     expect(conversations).toBeDefined();
-    // Sync (GET /messages?since=, encoded by D1) serves commits and ciphertexts as the history does.
+    // Sync (GET /messages?since=, from the user's object) serves commits and ciphertexts as the history does.
     const stub = env.CONVERSATION.get(env.CONVERSATION.idFromName(id));
-    await waitFor(async () => (await stub.pendingOutbox()) === 0, "every message in D1");
+    await waitFor(async () => (await stub.pendingFanout()) === 0, "every message told to the members' objects");
     const history = (await json<{ messages: Message[] }>(`/conversations/${id}/messages`, { token: carol.session.token })).messages;
     const synced = (await json<{ messages: Message[] }>("/messages?since=0&limit=500", { token: carol.session.token })).messages;
     expect(synced.filter((m) => m.conversationId === id)).toStrictEqual(history);

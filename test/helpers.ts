@@ -281,9 +281,13 @@ export function holdDeferredPass(stub: DurableObjectStub<ConversationDO>): Promi
   return setObjectSettings(stub, { batchDelayMs: 60_000 });
 }
 
-/** Waits until the conversation's outbox has written everything to D1. */
+/**
+ * Waits until the conversation's outbox has written everything to D1 and its fan-out has told
+ * every member's object (whose inbox index `GET /messages?since=` pages through).
+ */
 export async function inD1(conversationId: string): Promise<void> {
-  await waitFor(async () => (await conversationStub(env, conversationId).pendingOutbox()) === 0, "the outbox written to D1");
+  const stub = conversationStub(env, conversationId);
+  await waitFor(async () => (await stub.pendingOutbox()) === 0 && (await stub.pendingFanout()) === 0, "the outbox written to D1 and the fan-out done");
 }
 
 /** Every page of `GET /messages?since=` from the start. */

@@ -6,6 +6,7 @@ import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { Message, type MediaInfo, type MultipartUpload } from "../protocol";
 import { conversationStub } from "../kernel/objects";
+import { MESSAGE_JSON_SQL } from "../kernel/d1/rows";
 import { signMediaUrl } from "../worker/lib/signing";
 import { call, ciphertextFor, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
 
@@ -654,9 +655,9 @@ describe("media messages", () => {
   });
 
   it("sync serves each message as the conversation's history does", async () => {
-    // GET /messages?since= has SQLite encode each message (MESSAGE_JSON_SQL in worker/db/rows.ts);
-    // a conversation's history is encoded from the object's rows by messageFromRow. Every field
-    // of every kind must come out the same from both.
+    // GET /messages?since= pages through the user object's index and has each conversation encode
+    // the messages of a page (syncSlice); a conversation's history is encoded by the Worker from the
+    // same rows. Every field of every kind must come out the same from both.
     const [a, b] = [await register(), await register()];
     const g = await group(a, [b], "both ways");
     const { conversation: secret } = await json<{ conversation: { id: string } }>("/group/create", { token: a.token, body: { title: "secret", memberIds: [b.user.id], e2ee: true } }, 201);
@@ -672,7 +673,10 @@ describe("media messages", () => {
     await send(g.id, { body: "second reply", threadRootSeq: root.seq });
     await send(secret.id, { ciphertext: await ciphertextFor(secret.id), mediaIds: [blob.media.id] });
     for (const id of [g.id, secret.id]) {
-      await waitFor(async () => (await conversationStub(env, id).pendingOutbox()) === 0, "every message in D1");
+      await waitFor(
+        async () => (await conversationStub(env, id).pendingFanout()) === 0 && (await conversationStub(env, id).pendingOutbox()) === 0,
+        "every message told to the members' objects and in D1",
+      );
     }
 
     const synced: Message[] = [];
@@ -696,6 +700,11 @@ describe("media messages", () => {
     const byId = (list: Message[]) => Object.fromEntries(list.map((m) => [m.id, m]));
     expect(byId(synced)).toStrictEqual(byId(history));
     for (const m of synced) expect(Message.strict().safeParse(m).error).toBeUndefined();
+    // D1's archive, which search answers from, has SQLite encode them (MESSAGE_JSON_SQL): the same again.
+    const archived = await env.DB.prepare(`SELECT ${MESSAGE_JSON_SQL} AS json FROM messages WHERE conversation_id IN (?, ?)`)
+      .bind(g.id, secret.id)
+      .all<{ json: string }>();
+    expect(byId(archived.results.map((r) => JSON.parse(r.json) as Message))).toStrictEqual(byId(history));
   });
 
   it("keeps kind encrypted in an E2EE conversation", async () => {

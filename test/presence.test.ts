@@ -26,6 +26,7 @@ import {
   sendRest,
   setObjectSettings,
   signInDevice,
+  syncAll,
   unique,
   waitFor,
   type Session,
@@ -542,6 +543,17 @@ describe("fan-out", () => {
     expect(callsOf(phone.user.id)).toBe(called);
     const chatFrames = (inbox: TestSocket) => inbox.frames.filter((f) => (f.type === "message" && f.message!.kind !== "system") || f.type === "receipt");
     expect(chatFrames(phoneInbox)).toEqual([]);
+    // Sync still has every message, "three" too though nothing came after it: the phone's object
+    // asks the conversation it answered what it may have skipped, without a call being made to it.
+    const phoneObject = userStub(env, phone.user.id);
+    expect(await phoneObject.syncWatched()).toEqual([conv.id]);
+    const synced = async () => (await syncAll(phone)).filter((m) => m.conversationId === conv.id && m.kind !== "system").map((m) => m.body);
+    expect(await synced()).toEqual(["one", "two", "three"]);
+    expect(callsOf(phone.user.id)).toBe(called);
+    // Once more, skipped again, and exactly once.
+    await sendAndPass("three and a half");
+    expect(callsOf(phone.user.id)).toBe(called);
+    expect(await synced()).toEqual(["one", "two", "three", "three and a half"]);
 
     // A second device opens a user socket: the conversation is told before it is let in, so the
     // next message reaches it, though the phone's object had answered for the phone alone.
@@ -564,6 +576,8 @@ describe("fan-out", () => {
           viewForNotification: (...args) => reach(conversationId).viewForNotification(...args),
           closeDevice: (...args) => reach(conversationId).closeDevice(...args),
           membersAnswered: (...args) => reach(conversationId).membersAnswered(...args),
+          syncHead: (...args) => reach(conversationId).syncHead(...args),
+          syncSlice: (...args) => reach(conversationId).syncSlice(...args),
           memberOnline: async (...args) => {
             told.push(conversationId);
             if (told.length === 1) throw new Error("conversation unreachable");

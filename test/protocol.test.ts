@@ -4,7 +4,7 @@ import * as z from "zod";
 import { describe, expect, it } from "vitest";
 import * as protocol from "../protocol";
 import { newId } from "../kernel/ids";
-import { parseSince } from "../worker/routes/messages";
+import { cursorOf, parseSince } from "../worker/routes/messages";
 
 /** The fingerprint of every exported schema at each protocol version. Append; never edit. */
 const FINGERPRINTS: Record<number, string> = {
@@ -53,11 +53,13 @@ describe("protocol", () => {
     expect(protocol.UserClientFrame.safeParse({ type: "presence.watch", userIds: new Array(201).fill("u") }).success).toBe(false);
   });
 
-  it("reads since as 0, a time or a cursor", () => {
-    expect(parseSince("0")).toEqual({ after: 0, minTime: 0 });
-    expect(parseSince("1700000000000")).toEqual({ after: 0, minTime: 1700000000000 });
-    expect(parseSince("cz.1")).toEqual({ after: 35, minTime: 1 });
-    expect(() => parseSince("c")).toThrow();
+  it("reads since as 0, a time or a cursor (and a cursor of the D1 index as a start over from its time)", () => {
+    expect(parseSince("0")).toEqual({ ingestId: 0, seq: 0, minTime: 0, resume: false });
+    expect(parseSince("1700000000000")).toEqual({ ingestId: 0, seq: 0, minTime: 1700000000000, resume: false });
+    expect(parseSince("uz.a.1")).toEqual({ ingestId: 35, seq: 10, minTime: 1, resume: true });
+    expect(cursorOf({ ingestId: 35, seq: 10, minTime: 1 })).toBe("uz.a.1");
+    expect(parseSince("cz.1")).toEqual({ ingestId: 0, seq: 0, minTime: 1, resume: false });
+    for (const bad of ["c", "uz.a", "uz.a.1.2", "u.a.1", "uzzzzzzzzzzz.0.0", "-1"]) expect(() => parseSince(bad), bad).toThrow();
   });
 
   it("makes ids as ULIDs: time first, distinct across many draws of the random pool", () => {

@@ -1,11 +1,14 @@
 // Conversation sockets, ordering under concurrency, eviction, the outbox to D1 and sync.
 import { env } from "cloudflare:workers";
-import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { createExecutionContext, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import type { UserDO } from "../durable-objects/user/UserDO";
+import { peersOf } from "../durable-objects/contract";
+import worker from "../worker/index";
 import { MESSAGE_PARAMS, type D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { LIMITS, PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
-import { conversationStub } from "../kernel/objects";
+import { conversationStub, userStub } from "../kernel/objects";
 import {
   call,
   connect,
@@ -13,6 +16,7 @@ import {
   expectError,
   group,
   holdDeferredPass,
+  inD1,
   json,
   login,
   openConversation,
@@ -807,10 +811,10 @@ describe("sync: GET /messages?since=", () => {
     const groups: Conversation[] = [];
     for (let i = 0; i < 30; i++) groups.push(await group(writer, [reader], `g${i}`));
     const sent: string[] = [];
-    // Each send is in D1 before the next one is made, so D1 takes them in this order.
+    // Each send reaches the reader's object before the next one is made, so its index takes them in this order.
     for (const i of [29, 0, 28, 1, 27]) {
       sent.push((await sendRest(writer, groups[i]!.id, `to g${i}`)).message.id);
-      await waitFor(async () => (await conversationStub(env, groups[i]!.id).pendingOutbox()) === 0, "the send in D1");
+      await inD1(groups[i]!.id);
     }
     const seen: Message[] = [];
     let cursor = "0";
@@ -821,22 +825,170 @@ describe("sync: GET /messages?since=", () => {
       cursor = res.cursor;
       more = res.hasMore;
     }
-    // Every "created" message and every text exactly once, in the order D1 took them.
+    // Every "created" message and every text exactly once, in the order the reader's object took them.
     expect(seen).toHaveLength(35);
     expect(new Set(seen.map((m) => m.id)).size).toBe(35);
     expect(new Set(seen.filter((m) => m.kind === "system").map((m) => m.conversationId))).toEqual(new Set(groups.map((g) => g.id)));
     expect(seen.filter((m) => m.kind === "text").map((m) => m.id)).toEqual(sent);
   });
 
+  it("is served by the caller's object: no D1 read while paging across conversations as others send, its object evicted between pages", async () => {
+    const [reader, writer, other, late] = [await register(), await register(), await register(), await register()];
+    const c1 = await direct(reader, writer);
+    const c2 = await group(writer, [reader, other], "sync from the object");
+    // The reader is added to c3 after it has messages: they are not the reader's to sync.
+    const c3 = await group(writer, [late], "joined later");
+    await sendRest(writer, c3.id, "before the reader");
+    await json(`/conversations/${c3.id}/members`, { token: writer.token, body: { userIds: [reader.user.id] } });
+    const notMine = await direct(writer, other);
+    const expected = new Set<string>();
+    const sendRound = async (tag: string, i: number) => {
+      expected.add((await sendRest(writer, c1.id, `${tag}c1-${i}`)).message.id);
+      expected.add((await sendRest(other, c2.id, `${tag}c2-${i}`)).message.id);
+      expected.add((await sendRest(late, c3.id, `${tag}c3-${i}`)).message.id);
+      await sendRest(writer, notMine.id, "private");
+    };
+    for (let i = 0; i < 10; i++) await sendRound("", i);
+
+    // Neither the Worker nor the reader's object may touch D1 while paging.
+    const touched: string[] = [];
+    const noD1 = new Proxy(env.DB, {
+      get(_, property) {
+        touched.push(String(property));
+        throw new Error("D1 is out of reach in this test");
+      },
+    });
+    const readerObject = userStub(env, reader.user.id);
+    const cutD1 = () => runInDurableObject(readerObject, (instance: UserDO) => instance.useConnections({ d1: noD1 }));
+    await cutD1();
+    const seen: Message[] = [];
+    let cursor = "0";
+    let pages = 0;
+    const page = async () => {
+      const request = new Request(`http://chat.test/messages?since=${cursor}&limit=5`, { headers: { authorization: `Bearer ${reader.token}` } });
+      const res = await worker.fetch(request, { ...env, DB: noD1 }, createExecutionContext());
+      const body = await res.text();
+      expect(res.status, body).toBe(200);
+      const parsed = JSON.parse(body) as { messages: Message[]; cursor: string; hasMore: boolean };
+      seen.push(...parsed.messages);
+      cursor = parsed.cursor;
+      // Evicted between pages now and then: the cursor is all a page leaves behind.
+      if (++pages % 3 === 0) {
+        await evictDurableObject(readerObject);
+        await cutD1();
+      }
+      return parsed.hasMore;
+    };
+    const sending = (async () => {
+      for (let i = 0; i < 10; i++) await sendRound("late-", i);
+    })();
+    let done = false;
+    void sending.then(() => (done = true));
+    while (!done) await page();
+    await sending;
+    for (const c of [c1, c2, c3]) await inD1(c.id);
+    while (await page());
+
+    expect(touched).toEqual([]);
+    expect(pages).toBeGreaterThan(6);
+    expect(new Set(seen.map((m) => m.id)).size).toBe(seen.length);
+    const system = seen.filter((m) => m.kind === "system");
+    // c1's and c2's "created", and the message that added the reader to c3; nothing of c3 before it.
+    expect(system.map((m) => m.conversationId).sort()).toEqual([c1.id, c2.id, c3.id].sort());
+    expect(seen.some((m) => m.body === "before the reader" || m.conversationId === notMine.id)).toBe(false);
+    expect(new Set(seen.filter((m) => m.kind !== "system").map((m) => m.id))).toEqual(expected);
+    // Each conversation's messages in seq order.
+    for (const c of [c1, c2, c3]) {
+      const seqs = seen.filter((m) => m.conversationId === c.id).map((m) => m.seq);
+      expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+    }
+    const tail = await json<{ messages: Message[]; hasMore: boolean }>(`/messages?since=${cursor}`, { token: reader.token });
+    expect(tail).toMatchObject({ messages: [], hasMore: false });
+  });
+
+  it("fails a page with 503 while a conversation on it cannot be reached, and the retry from the same cursor loses nothing", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    for (let i = 0; i < 3; i++) await sendRest(a, conv.id, `m${i}`);
+    await inD1(conv.id);
+    const bObject = userStub(env, b.user.id);
+    await runInDurableObject(bObject, (instance: UserDO) => {
+      const reach = peersOf(env).conversation;
+      instance.useConnections({
+        conversations: (conversationId) => ({
+          viewForNotification: (...args) => reach(conversationId).viewForNotification(...args),
+          closeDevice: (...args) => reach(conversationId).closeDevice(...args),
+          membersAnswered: (...args) => reach(conversationId).membersAnswered(...args),
+          memberOnline: (...args) => reach(conversationId).memberOnline(...args),
+          syncHead: (...args) => reach(conversationId).syncHead(...args),
+          syncSlice: async () => {
+            throw new Error("conversation unreachable");
+          },
+        }),
+      });
+    });
+    const refused = await call("/messages?since=0", { token: b.token });
+    await expectError(refused, 503, "unavailable");
+    expect(refused.headers.get("retry-after")).toBe("1");
+    await runInDurableObject(bObject, (instance: UserDO) => instance.useConnections({ conversations: peersOf(env).conversation }));
+    const page = await json<{ messages: Message[]; hasMore: boolean }>("/messages?since=0", { token: b.token });
+    expect(page.messages.map((m) => m.body)).toEqual([expect.stringContaining("created"), "m0", "m1", "m2"]);
+    expect(page.hasMore).toBe(false);
+  });
+
+  it("reads a cursor of the D1 index this replaced as a start over (nothing missed, maybe repeated), and refuses a malformed one", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    await sendRest(a, conv.id, "one");
+    await inD1(conv.id);
+    const fromStart = await json<{ messages: Message[]; cursor: string }>("/messages?since=0", { token: b.token });
+    expect(fromStart.messages.map((m) => m.seq)).toEqual([1, 2]);
+    expect(fromStart.cursor).toMatch(/^u[0-9a-z]+\.[0-9a-z]+\.0$/);
+    const old = await json<{ messages: Message[]; cursor: string }>("/messages?since=c2s.0", { token: b.token });
+    expect(old).toEqual(fromStart);
+    // Its time still bounds what it returns.
+    const future = (Date.now() + 3_600_000).toString(36);
+    expect((await json<{ messages: Message[] }>(`/messages?since=c2s.${future}`, { token: b.token })).messages).toEqual([]);
+    for (const q of ["u1.2", "u1.2.3.4", "uzzzzzzzzzzz.0.0", "c1", "x1.2"]) {
+      await expectError(await call(`/messages?since=${q}`, { token: b.token }), 400, "bad_request");
+    }
+  });
+
+  it("prunes the index past its retention window by the alarm, and answers 409 for a cursor older than it", async () => {
+    const [a, b] = [await register(), await register()];
+    const conv = await direct(a, b);
+    await sendRest(a, conv.id, "kept a while");
+    await inD1(conv.id);
+    const first = await json<{ messages: Message[]; cursor: string }>("/messages?since=0&limit=1", { token: b.token });
+    expect(first.messages).toHaveLength(1);
+    const bObject = userStub(env, b.user.id);
+    await setObjectSettings(bObject, { inboxRetentionMs: 1 });
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await runDurableObjectAlarm(bObject)).toBe(true);
+    // The cursor had not passed "kept a while", now pruned: 409, and the device resyncs each
+    // conversation from its history (which still has everything).
+    await expectError(await call(`/messages?since=${first.cursor}`, { token: b.token }), 409, "conflict");
+    const start = await json<{ messages: Message[]; cursor: string; hasMore: boolean }>("/messages?since=0", { token: b.token });
+    expect(start).toMatchObject({ messages: [], hasMore: false });
+    expect((await json<{ messages: Message[] }>(`/conversations/${conv.id}/messages`, { token: b.token })).messages.map((m) => m.body)).toEqual([
+      expect.stringContaining("created"),
+      "kept a while",
+    ]);
+    // From the cursor of a page after the pruning, sync goes on.
+    await sendRest(a, conv.id, "after");
+    await inD1(conv.id);
+    expect((await json<{ messages: Message[] }>(`/messages?since=${start.cursor}`, { token: b.token })).messages.map((m) => m.body)).toEqual(["after"]);
+  });
+
   it("accepts an epoch-ms since and rejects malformed ones", async () => {
     const [a, b] = [await register(), await register()];
     const conv = await direct(a, b);
     await sendRest(a, conv.id, "old");
-    await waitFor(async () => (await conversationStub(env, conv.id).pendingOutbox()) === 0, "flush");
+    await inD1(conv.id);
     const t = Date.now() + 1;
     await new Promise((r) => setTimeout(r, 5));
     const fresh = await sendRest(a, conv.id, "new");
-    await waitFor(async () => (await conversationStub(env, conv.id).pendingOutbox()) === 0, "flush");
+    await inD1(conv.id);
     const res = await json<{ messages: Message[] }>(`/messages?since=${t}`, { token: b.token });
     expect(res.messages.map((m) => m.id)).toEqual([fresh.message.id]);
     for (const q of ["since=abc", "since=c.", "limit=0", "limit=501", "since=-5"]) {

@@ -94,7 +94,8 @@ async function heal(conversationId: string): Promise<void> {
     instance.deferred.retryNow();
   });
   await runDurableObjectAlarm(stub);
-  await waitFor(async () => (await stub.pendingOutbox()) === 0, `the outbox of ${conversationId} to drain`, 30_000);
+  // Sync reads the members' objects: the fan-out must have reached them, as the outbox D1.
+  await waitFor(async () => (await stub.pendingOutbox()) === 0 && (await stub.pendingFanout()) === 0, `the outbox and fan-out of ${conversationId} to drain`, 30_000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1211,7 +1212,8 @@ class SyncCommand implements ModelCommand {
   async run(m: Model, r: Real): Promise<void> {
     bump(modelCounts, "sync");
     const u = this.user;
-    await waitFor(async () => (await conversationStub(env, r.conversationId).pendingOutbox()) === 0, "the outbox to drain");
+    const stub = conversationStub(env, r.conversationId);
+    await waitFor(async () => (await stub.pendingOutbox()) === 0 && (await stub.pendingFanout()) === 0, "the outbox and fan-out to drain");
     const got = await synced(r.users[u]!, r.conversationId);
     expect(got.map((x) => x.seq).sort((a, b) => a - b), "sync returns every message of the user's span once").toEqual(readable(m, u));
     if (m.spans[u]) await expectHistory(m, r, u);

@@ -17,7 +17,7 @@ import { readSettings, type Settings } from "../../kernel/settings";
 import { readIdentity, type Identity } from "../../kernel/identity";
 import { fail, type Failure } from "../../kernel/result";
 import { eraseUnsharedMedia, sendWithMedia } from "../../kernel/d1/mediaRecords";
-import { peersOf, type ConversationPeer, type DeliveryAnswer, type DeviceKeys, type FanoutJob, type UserInbox } from "../contract";
+import { peersOf, type ConversationPeer, type DeliveryAnswer, type DeviceKeys, type FanoutJob, type SeqRange, type SyncSlice, type UserInbox } from "../contract";
 import type { Action, CommitBody } from "../../protocol";
 import { AlarmScheduler } from "../lib/alarms";
 import { Attachments, fieldsOf } from "../lib/attachments";
@@ -165,8 +165,9 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.staging.storeStaged();
     const result = this.conversation.create(input);
     // Directory writes (create, membership) reach D1 before the call returns when D1 is up, so
-    // the caller's next GET /conversations lists them; if D1 is down, the alarm retries.
-    if (result.ok && result.created) await this.deferred.flushNow();
+    // the caller's next GET /conversations lists them, and the members' objects, so their next
+    // sync has the system message; if either is down, the alarm retries.
+    if (result.ok && result.created) await this.deferred.settleNow();
     return result;
   }
 
@@ -184,14 +185,14 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   async addMembers(actor: Identity, userIds: string[], now: number) {
     this.staging.storeStaged();
     const result = this.conversation.addMembers(actor, userIds, now);
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
   async removeMember(actor: Identity, targetId: string, now: number) {
     this.staging.storeStaged();
     const result = this.conversation.removeMember(actor, targetId, now);
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
@@ -199,14 +200,14 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.staging.storeStaged();
     const result = this.conversation.updateGroupInfo(actor, change, now);
     // As with membership: the caller's next GET /conversations lists the new title.
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
   async setRole(actor: Identity, targetId: string, role: Role, now: number) {
     this.staging.storeStaged();
     const result = this.conversation.setRole(actor, targetId, role, now);
-    if (result.ok) await this.deferred.flushNow();
+    if (result.ok) await this.deferred.settleNow();
     return result;
   }
 
@@ -317,6 +318,25 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
    */
   async membersAnswered(answers: Record<string, DeliveryAnswer | null>, askedAt: number): Promise<void> {
     this.fanout.quiet.reported(answers, askedAt);
+  }
+
+  /** For a member's object closing what the fan-out skipped while the member was quiet (sync). */
+  async syncHead(userId: string): Promise<number> {
+    this.staging.storeStaged();
+    return this.store.meta ? this.conversation.syncHead(userId) : 0;
+  }
+
+  /** A sync page's messages of this conversation, as `userId` may read them (../contract.ts SyncSlice). */
+  async syncSlice(userId: string, ranges: SeqRange[], minTime: number, limit: number): Promise<SyncSlice> {
+    this.staging.storeStaged();
+    if (!this.store.meta) return { messages: [], through: ranges.reduce((max, r) => Math.max(max, r.through), 0) };
+    return this.conversation.syncSlice(userId, ranges, minTime, limit);
+  }
+
+  /** The messages stored but not yet relayed to the members' objects (for operators and tests). */
+  async pendingFanout(): Promise<number> {
+    this.staging.storeStaged();
+    return (this.store.meta?.lastSeq ?? 0) - this.store.fanoutSeq();
   }
 
   /** The number of outbox rows not yet in D1 (for operators and tests). */

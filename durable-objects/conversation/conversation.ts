@@ -22,6 +22,7 @@ import type { ConversationStore } from "./conversationStore";
 import { invalidContent } from "./mlsDelivery";
 import { editTargetOf, MessageActions, withoutEditText } from "./actions";
 import type { Annotations } from "./actionsStore";
+import type { SeqRange, SyncSlice } from "../contract";
 
 export interface CreateInput {
   id: string;
@@ -66,6 +67,11 @@ export interface ConversationDeps {
 export const TYPING_LAPSE_MS = 6_000;
 
 export const MAX_MEMBERS = 1000;
+
+/** A sync slice stops once its messages' text passes this (an RPC answer is capped at 32 MiB; a page gathers several). */
+export const SYNC_SLICE_BYTES = 4 * 1024 * 1024;
+/** ...or once it has looked at this many messages (those before `minTime` are looked at and left). */
+export const SYNC_SLICE_SCAN = 2000;
 
 const NO_GROUP_SETTINGS = "a direct conversation has no title, description or admins";
 
@@ -334,6 +340,56 @@ export class Conversation {
     // Past either end of the span there is nothing more to page to.
     const edge = forward ? messages.at(-1)?.seq !== span.through : messages[0]?.seq !== span.from;
     return { ok: true, messages, hasMore: page.hasMore && inSpan.length === page.messages.length && edge };
+  }
+
+  /** The last seq `userId` may read: the conversation's last for a member, where they left for a former one, 0 for anyone else. */
+  syncHead(userId: string): number {
+    const span = this.span(userId);
+    return span ? Math.min(span.through, this.store.requireMeta().lastSeq) : 0;
+  }
+
+  /**
+   * A sync page's messages of this conversation (SyncSlice): those of `ranges` in the caller's
+   * span, created at or after `minTime`, as history shows them to the caller (`viewFor`: deleted
+   * for them, edits of messages before their joining), each encoded once. Stops at `limit`
+   * messages, at SYNC_SLICE_BYTES of them (one at least), or after SYNC_SLICE_SCAN messages looked
+   * at, so one call costs the same whatever the ranges span.
+   */
+  syncSlice(userId: string, ranges: SeqRange[], minTime: number, limit: number): SyncSlice {
+    const end = ranges.reduce((max, r) => Math.max(max, r.through), 0);
+    const span = this.span(userId);
+    if (!span || limit < 1) return { messages: [], through: limit < 1 ? 0 : end };
+    const last = this.store.requireMeta().lastSeq;
+    const picked: Message[] = [];
+    let scanned = 0;
+    let bytes = 0;
+    const cut = (through: number): SyncSlice => ({ messages: this.encodeFor(userId, picked), through });
+    for (const range of ranges) {
+      let after = Math.max(range.from, span.from - 1);
+      const through = Math.min(range.through, span.through, last);
+      while (after < through) {
+        const chunk = this.store.messagesAfter(after, Math.min(through - after, limit - picked.length + 1, SYNC_SLICE_SCAN)).messages;
+        if (chunk.length === 0) break;
+        for (const m of chunk) {
+          if (m.seq > through) break;
+          after = m.seq;
+          scanned++;
+          if (m.createdAt >= minTime) {
+            picked.push(m);
+            bytes += m.body?.length ?? 0;
+            bytes += m.ciphertext?.length ?? 0;
+            bytes += m.commit?.length ?? 0;
+            if (picked.length >= limit || bytes >= SYNC_SLICE_BYTES) return cut(m.seq);
+          }
+          if (scanned >= SYNC_SLICE_SCAN) return cut(m.seq);
+        }
+      }
+    }
+    return cut(end);
+  }
+
+  private encodeFor(userId: string, messages: Message[]): SyncSlice["messages"] {
+    return this.actions.viewFor(userId, messages).map((m) => ({ seq: m.seq, json: JSON.stringify(m) }));
   }
 
   /** Where a member's socket replay starts at the earliest: the seq before their joining. */

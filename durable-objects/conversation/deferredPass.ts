@@ -92,6 +92,18 @@ export class DeferredPass {
     await this.wakeForRetries();
   }
 
+  /**
+   * flushNow, then the fan-out of what the call appended (a membership change, a group setting),
+   * so that the members' objects, whose inbox index `GET /messages?since=` reads, have it when the
+   * call returns. While the fan-out is failing its retries keep their backoff.
+   */
+  async settleNow(): Promise<void> {
+    const target = this.deps.store.meta?.lastSeq ?? 0;
+    await this.flushNow();
+    // A pass already running may have started before this call's write: the next one takes it.
+    for (let i = 0; i < 2 && this.deps.store.fanoutSeq() < target && this.deps.now() >= this.fanoutRetryAt; i++) await this.run();
+  }
+
   /** For operators and tests: a failed step is retried by the next pass, not after its backoff. */
   retryNow(): void {
     this.d1RetryAt = 0;

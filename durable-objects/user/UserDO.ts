@@ -1,8 +1,10 @@
 // One Durable Object per user: the user's device sockets (`GET /ws`), presence and its debounce,
 // who watches this user, the inbox stream to every device, push for a user with no live device,
 // the live sessions of its devices (every authenticated request asks here whether its token's
-// session is live), the user's settings of their conversations (mute, archive, pin), and the
-// registry of conversation sockets each device holds (so logout can close them). The class routes events; the work is in the modules beside it.
+// session is live), the user's settings of their conversations (mute, archive, pin), the
+// registry of conversation sockets each device holds (so logout can close them), and the inbox
+// index that GET /messages?since= pages through (./inboxIndex.ts). The class routes events; the
+// work is in the modules beside it.
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
@@ -22,6 +24,7 @@ import {
   type PresencePeer,
   type PushQueueMessage,
   type StoredKeyPackage,
+  type SyncCursor,
   type UserInbox,
   type WelcomeForDevice,
 } from "../contract";
@@ -40,6 +43,7 @@ import { USER_MIGRATIONS } from "./schema";
 import { Sessions, type DeviceActivity } from "./sessions";
 import { Watchers } from "./watchers";
 import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./conversationPrefs";
+import { INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK, InboxIndex, type SyncPage } from "./inboxIndex";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
 const RETIRE_RETRY_MS = 30_000;
@@ -67,6 +71,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly keyPackages: KeyPackageDirectory;
   private readonly welcomes: Welcomes;
   private readonly prefs: ConversationPrefs;
+  private readonly index: InboxIndex;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
@@ -79,7 +84,9 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
     migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
+    migrate(sql, INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK);
     this.prefs = new ConversationPrefs(sql);
+    this.index = new InboxIndex(sql);
     this.sockets = new DeviceSockets(ctx, this.settings);
     this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
@@ -107,7 +114,9 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
       presence: (now) => this.publishIfDue(now),
       prune: (now) => {
         const oldest = this.inbox.prune(now);
-        return oldest === null ? null : oldest + DELIVERED_RETENTION_MS;
+        const due = [oldest === null ? null : oldest + DELIVERED_RETENTION_MS, this.index.prune(now, this.settings.inboxRetentionMs)];
+        const next = due.filter((at): at is number => at !== null);
+        return next.length > 0 ? Math.min(...next) : null;
       },
       retire: (now) => this.retireDevices(now),
     });
@@ -131,10 +140,33 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   async deliver(userId: string, events: InboxEvent[], inOrder = false, liveOn: LiveOn = {}, wantsAnswer = inOrder): Promise<DeliveryAnswer | null> {
     this.presence.rememberUser(userId);
     const now = Date.now();
+    // Indexed for sync before anything is awaited, so a page asked for meanwhile finds it.
+    const through = new Map<string, number>();
+    for (const e of events) if (e.type === "message") through.set(e.message.conversationId, Math.max(e.message.seq, through.get(e.message.conversationId) ?? 0));
+    for (const [conversationId, seq] of through) this.index.record(conversationId, seq, now);
     await this.inbox.deliver(userId, events, inOrder, liveOn, now);
-    const answer = wantsAnswer ? this.answers.answer(conversationOf(events[0]), now) : null;
+    const conversationId = conversationOf(events[0]);
+    const answer = wantsAnswer ? this.answers.answer(conversationId, now) : null;
+    // A conversation told of live devices may skip calling here (QuietMembers): sync asks it before a page.
+    if (answer && answer.devices.length > 0 && conversationId !== null) this.index.watch(conversationId, now);
     await this.alarms.wakeAt("prune", now + DELIVERED_RETENTION_MS);
     return answer;
+  }
+
+  // --- Sync: GET /messages?since= from the inbox index (./inboxIndex.ts) ----------------------------
+
+  /**
+   * A page of this user's messages after `cursor`, from the index, each message read from its
+   * conversation as the user may see it now; `unavailable` when a conversation cannot be reached.
+   */
+  async syncPage(userId: string, cursor: SyncCursor, limit: number): Promise<Result<SyncPage>> {
+    this.presence.rememberUser(userId);
+    return this.index.page(userId, cursor, limit, (id) => this.connections.conversations(id), () => Date.now());
+  }
+
+  /** The conversations that may have skipped calling here, which a page asks first (for tests and operators). */
+  async syncWatched(): Promise<string[]> {
+    return this.index.watched();
   }
 
   // --- Conversation settings: mute, archive, pin (./conversationPrefs.ts) ----------------------------

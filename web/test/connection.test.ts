@@ -57,6 +57,21 @@ describe("connection and sync", () => {
     expect(await store.get("cursor")).toBe("k9");
   });
 
+  it("away longer than the sync window (409), starts its cursor again and reloads the list", async () => {
+    const s = await startSignedIn();
+    const store = await s.browser.localStores.open(ME.id);
+    await store.set("cursor", "u1.2.0");
+    s.browser.server.on("GET /messages", () => ({ status: 409, json: { error: { code: "conflict", message: "the cursor is older than the sync window" } } }));
+    s.list.push(conversation("c9", [ME.id, YOU.id], { lastSeq: 4 }));
+    const before = s.browser.server.calls("GET /conversations").length;
+    await s.browser.clock.advance(5_000);
+    await s.store.connection.sync();
+    await settle();
+    expect(await store.get("cursor")).toBe(String(s.browser.clock.now() - 60_000));
+    expect(s.browser.server.calls("GET /conversations").length).toBeGreaterThan(before);
+    expect(s.store.state.conversations.get("c9")?.lastSeq).toBe(4);
+  });
+
   it("counts the user socket's devices frames, so a device list on screen fetches again; a rename goes by PATCH", async () => {
     const s = await startSignedIn();
     s.userSocket().open();

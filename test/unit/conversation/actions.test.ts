@@ -1,6 +1,6 @@
 // The rules of message actions (durable-objects/conversation/actions.ts): who may take which
 // action, what each does to its target, that a refused one changes nothing, the events in the
-// sequence, delete for me, and the emoji rule (protocol/actions.ts).
+// sequence, delete for me, the emoji rule (protocol/actions.ts), and the sync slices that read them per reader.
 import { describe, expect, it } from "vitest";
 import { react } from "../../../durable-objects/conversation/actions";
 import { ACTION_LIMITS, ConversationServerFrame, isOneEmoji, type Action, type ActionEvent, type Message } from "../../../protocol";
@@ -223,5 +223,52 @@ describe("message actions", () => {
     // Their own messages are theirs to act on.
     const mine = expectOk(h.send("dave", { clientMsgId: "d1", body: "hi all" })).message;
     expectOk(act(h, "carol", { type: "react", targetSeq: mine.seq, emoji: "👍", on: true }));
+  });
+});
+
+describe("sync slices", () => {
+  const decode = (slice: { messages: Array<{ seq: number; json: string }> }) => slice.messages.map((m) => JSON.parse(m.json) as Message);
+
+  it("give each reader what their history gives them: their span, what they hid, edits of messages from before their joining", () => {
+    const { h, hello } = setUp();
+    expectOk(h.conversation.actions.hide("bob", [hello.seq]));
+    expectOk(h.conversation.addMembers(identity("alice"), ["dave"], h.clock.now()));
+    expectOk(act(h, "bob", { type: "edit", targetSeq: hello.seq, body: "a secret" }));
+    expectOk(h.conversation.removeMember(identity("alice"), "carol", h.clock.now()));
+    h.sendMany("alice", 2);
+    const last = h.store.requireMeta().lastSeq;
+    const everything = [{ from: 0, through: last }];
+    for (const reader of ["alice", "bob", "carol", "dave"]) {
+      const slice = h.conversation.syncSlice(reader, everything, 0, 100);
+      expect(decode(slice), reader).toStrictEqual(expectOk(h.conversation.history(reader, { after: 0, limit: 100 })).messages);
+      expect(slice.through).toBe(last);
+      expect(h.conversation.syncHead(reader), reader).toBe(reader === "carol" ? last - 2 : last);
+    }
+    expect(decode(h.conversation.syncSlice("bob", everything, 0, 100))[1]).toMatchObject({ body: null, media: [], hidden: true });
+    expect(JSON.stringify(h.conversation.syncSlice("dave", everything, 0, 100))).not.toContain("a secret");
+    // Never a member: nothing, and nothing left to ask about.
+    expect(h.conversation.syncSlice("mallory", everything, 0, 100)).toEqual({ messages: [], through: last });
+    expect(h.conversation.syncHead("mallory")).toBe(0);
+  });
+
+  it("read only the ranges asked, stop at the limit on the last message given, and leave out what was created before minTime", () => {
+    const h = new ConversationHarness();
+    h.group("alice", ["bob"]);
+    h.sendMany("alice", 9);
+    const ranges = [
+      { from: 0, through: 3 },
+      { from: 5, through: 10 },
+    ];
+    const all = h.conversation.syncSlice("bob", ranges, 0, 100);
+    expect(all.messages.map((m) => m.seq)).toEqual([1, 2, 3, 6, 7, 8, 9, 10]);
+    expect(all.through).toBe(10);
+    const cut = h.conversation.syncSlice("bob", ranges, 0, 4);
+    expect(cut.messages.map((m) => m.seq)).toEqual([1, 2, 3, 6]);
+    expect(cut.through).toBe(6);
+    const since = h.clock.advance(1000);
+    h.sendMany("alice", 2, "later");
+    const recent = h.conversation.syncSlice("bob", [{ from: 0, through: 12 }], since, 100);
+    expect(recent.messages.map((m) => m.seq)).toEqual([11, 12]);
+    expect(recent.through).toBe(12);
   });
 });

@@ -144,4 +144,24 @@ describe("DeferredPass", () => {
     expect(t.d1.batches.length).toBe(failedBatches + 1);
     expect(t.store.outboxSize()).toBe(0);
   });
+
+  it("settleNow also tells the members' objects before it returns, and keeps the fan-out's backoff", async () => {
+    const t = setup();
+    t.append(1);
+    await t.pass.settleNow();
+    expect(t.store.fanoutSeq()).toBe(1);
+    expect(seqsTo(t.delivered, "b")).toEqual([1]);
+    // While the members' objects fail, one attempt, then none until its backoff ran out.
+    t.users.reachable = false;
+    t.append(2);
+    await t.pass.settleNow();
+    await t.pass.settleNow();
+    expect(t.store.fanoutSeq()).toBe(1);
+    t.users.reachable = true;
+    await t.pass.settleNow();
+    expect(t.store.fanoutSeq()).toBe(1);
+    t.advance(60_000);
+    await t.pass.settleNow();
+    expect(seqsTo(t.delivered, "b")).toEqual([1, 2]);
+  });
 });

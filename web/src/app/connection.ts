@@ -10,7 +10,7 @@ import {
   type ConversationClientFrame,
   type UserClientFrame,
 } from "../../../protocol";
-import { Schemas, qs, type Api } from "../lib/api";
+import { ApiRequestError, Schemas, qs, type Api } from "../lib/api";
 import type { LiveChannel } from "../lib/socket";
 import { syncSince } from "../state/sync";
 import { resumePoint } from "../state/timeline";
@@ -273,8 +273,14 @@ export class Connection {
         );
         await this.core.db?.set(CURSOR_KEY, next);
         if (sawUnknown) await this.deps.chats.refreshList();
-      } catch {
-        // Offline or the server is restarting: the next reconnect or tick tries again.
+      } catch (err) {
+        // Away longer than the server's sync window (409): the list and each conversation's
+        // history have what sync no longer holds, so the cursor starts again as a new device's.
+        // Anything else (offline, the server restarting): the next reconnect or tick tries again.
+        if (err instanceof ApiRequestError && err.status === 409) {
+          await this.core.db?.set(CURSOR_KEY, String(this.browser.clock.now() - NEW_CURSOR_LAG_MS));
+          await this.deps.chats.refreshList().catch(() => undefined);
+        }
       } finally {
         this.syncing = null;
       }
