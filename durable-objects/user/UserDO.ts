@@ -18,6 +18,8 @@ import {
   type ConversationPeer,
   type DeliveryAnswer,
   type InboxEvent,
+  type ListNotice,
+  type ListPage,
   type LiveOn,
   type PresencePeer,
   type PushQueueMessage,
@@ -40,6 +42,7 @@ import { USER_MIGRATIONS } from "./schema";
 import { Sessions, type DeviceActivity } from "./sessions";
 import { Watchers } from "./watchers";
 import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./conversationPrefs";
+import { ConversationList, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK, type ListQuery } from "./conversationList";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
 const RETIRE_RETRY_MS = 30_000;
@@ -67,6 +70,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly keyPackages: KeyPackageDirectory;
   private readonly welcomes: Welcomes;
   private readonly prefs: ConversationPrefs;
+  private readonly list: ConversationList;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
@@ -79,7 +83,9 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
     migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
+    migrate(sql, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK);
     this.prefs = new ConversationPrefs(sql);
+    this.list = new ConversationList(sql);
     this.sockets = new DeviceSockets(ctx, this.settings);
     this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
@@ -131,10 +137,44 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   async deliver(userId: string, events: InboxEvent[], inOrder = false, liveOn: LiveOn = {}, wantsAnswer = inOrder): Promise<DeliveryAnswer | null> {
     this.presence.rememberUser(userId);
     const now = Date.now();
+    // The list's order, before anything is awaited, so a page read meanwhile has it.
+    this.list.record(events, now);
     await this.inbox.deliver(userId, events, inOrder, liveOn, now);
-    const answer = wantsAnswer ? this.answers.answer(conversationOf(events[0]), now) : null;
+    const conversationId = conversationOf(events[0]);
+    const answer = wantsAnswer ? this.answers.answer(conversationId, now) : null;
+    // A conversation told of live devices may skip calling here (QuietMembers): a list page asks it first.
+    if (answer && answer.devices.length > 0 && conversationId !== null) this.list.watch(conversationId, now);
     await this.alarms.wakeAt("prune", now + DELIVERED_RETENTION_MS);
     return answer;
+  }
+
+  // --- The conversation list: GET /conversations (./conversationList.ts) ---------------------------
+
+  /** Memberships of this user that changed, from their conversations (retried there until this returns). */
+  async listMembership(userId: string, notices: ListNotice[]): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.list.apply(notices);
+  }
+
+  /**
+   * A page of the user's conversations, newest activity first, with the views fetched to order it
+   * and the user's settings of each; the Worker reads the rest of the page from the conversations.
+   */
+  async conversationList(userId: string, query: ListQuery): Promise<Result<ListPage>> {
+    this.presence.rememberUser(userId);
+    const page = await this.list.page(userId, query, (id) => this.connections.conversations(id), () => Date.now());
+    if (!page.ok) return page;
+    const now = Date.now();
+    const settings: Record<string, ConversationSettings> = {};
+    if (query.limit === null) Object.assign(settings, this.prefs.all(now));
+    else for (const e of page.entries) settings[e.id] = this.prefs.get(e.id, now);
+    const { entries, views, cursor, hasMore } = page;
+    return { ok: true, entries, views, cursor, hasMore, settings };
+  }
+
+  /** The conversations a list page asks first (for tests and operators). */
+  async listWatched(): Promise<string[]> {
+    return this.list.watched();
   }
 
   // --- Conversation settings: mute, archive, pin (./conversationPrefs.ts) ----------------------------
