@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { messageActionTests } from "./actions.cases";
 import { groupInfoTests } from "./groupinfo.cases";
 import { conversationSettingsTests } from "./prefs.cases";
+import { conversationListTests } from "./list.cases";
 import type { Conversation, Message, OwnDevice, Receipt, User } from "../protocol";
 import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
@@ -1061,3 +1062,4 @@ describe("security headers", () => {
 messageActionTests();
 groupInfoTests();
 conversationSettingsTests();
+conversationListTests();

@@ -70,6 +70,17 @@ interface Key {
   id: string;
 }
 
+/**
+ * A page's entries not moved since its snapshot, newest first: read through the order index from
+ * the cursor on (no sort, no scan of the rows above it), so a page costs its own rows plus the
+ * moved ones it steps over.
+ */
+export const LIST_PAGE_SQL = {
+  first: "SELECT * FROM conversation_list WHERE moved_in < ? ORDER BY activity_at DESC, conversation_id DESC LIMIT ?",
+  after: `SELECT * FROM conversation_list WHERE moved_in < ? AND (activity_at, conversation_id) < (?, ?)
+    ORDER BY activity_at DESC, conversation_id DESC LIMIT ?`,
+};
+
 const entryOf = (r: Row): ListEntry => ({ id: r.conversation_id, joinedSeq: r.joined_seq, leftSeq: r.left_seq, activityAt: r.activity_at });
 
 /** Newest first: a before b when a's key is greater. */
@@ -185,16 +196,7 @@ export class ConversationList {
    */
   private read(snapshot: number, after: Key | null, limit: number): { entries: Array<Key & { row: Row }>; hasMore: boolean } {
     const unmoved = (
-      after
-        ? this.sql.exec<Row>(
-            `SELECT * FROM conversation_list WHERE moved_in < ? AND (activity_at, conversation_id) < (?, ?)
-             ORDER BY activity_at DESC, conversation_id DESC LIMIT ?`,
-            snapshot,
-            after.at,
-            after.id,
-            limit + 1,
-          )
-        : this.sql.exec<Row>("SELECT * FROM conversation_list WHERE moved_in < ? ORDER BY activity_at DESC, conversation_id DESC LIMIT ?", snapshot, limit + 1)
+      after ? this.sql.exec<Row>(LIST_PAGE_SQL.after, snapshot, after.at, after.id, limit + 1) : this.sql.exec<Row>(LIST_PAGE_SQL.first, snapshot, limit + 1)
     )
       .toArray()
       .map((row) => ({ at: row.activity_at, id: row.conversation_id, row }));
