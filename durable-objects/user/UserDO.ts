@@ -179,7 +179,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   // --- Conversation settings: mute, archive, pin (./conversationPrefs.ts) ----------------------------
 
-  /** The user's settings of each conversation where they differ from the defaults (GET /conversations reads them once per list). */
+  /** The user's settings of each conversation where they differ from the defaults (for operators and tests; a list page has its own). */
   async conversationSettings(userId: string): Promise<Record<string, ConversationSettings>> {
     this.presence.rememberUser(userId);
     return this.prefs.all(Date.now());

@@ -26,11 +26,13 @@ const at = (conversationId: string, seq: number, time: number, kind: "text" | "s
 
 const notice = (conversationId: string, over: Partial<ListNotice> = {}): ListNotice => ({ conversationId, joinedSeq: 1, leftSeq: null, at: T, version: 1, ...over });
 
-const noPeers = (): Pick<ConversationPeer, "viewForNotification"> => ({
+type Peers = (conversationId: string) => Pick<ConversationPeer, "viewForNotification">;
+
+const noPeers: Peers = () => ({
   viewForNotification: () => Promise.reject(new Error("no conversation should be asked")),
 });
 
-async function page(list: ConversationList, query: ListQuery, peers = noPeers, now = T) {
+async function page(list: ConversationList, query: ListQuery, peers: Peers = noPeers, now = T) {
   const result = await list.page("me", query, peers, () => now);
   if (!result.ok) throw new Error(`${result.code}: ${result.message}`);
   return result;
