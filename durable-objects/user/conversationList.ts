@@ -91,6 +91,11 @@ export class ConversationList {
   private snapshot: number | undefined;
   /** `list_watch` rows written during this wake-up, so a busy conversation's answers write once per hint. */
   private readonly watchedUntil = new Map<string, number>();
+  /**
+   * Entries read or written during this wake-up, so a fan-out call costs one write, not a read
+   * and a write. Only this module writes the table, and it updates this copy in the same step.
+   */
+  private readonly rows = new Map<string, Row>();
 
   constructor(private readonly sql: SqlStorage) {}
 
@@ -133,7 +138,9 @@ export class ConversationList {
         n.version,
         n.conversationId,
       );
-      if (at !== row.activity_at) this.move(row, at);
+      const updated = { ...row, joined_seq: n.joinedSeq, left_seq: n.leftSeq, version: n.version };
+      this.rows.set(n.conversationId, updated);
+      if (at !== row.activity_at) this.move(updated, at);
     }
   }
 
@@ -263,7 +270,11 @@ export class ConversationList {
   }
 
   private row(conversationId: string): Row | undefined {
-    return this.sql.exec<Row>("SELECT * FROM conversation_list WHERE conversation_id = ?", conversationId).toArray()[0];
+    const cached = this.rows.get(conversationId);
+    if (cached) return cached;
+    const row = this.sql.exec<Row>("SELECT * FROM conversation_list WHERE conversation_id = ?", conversationId).toArray()[0];
+    if (row) this.rows.set(conversationId, row);
+    return row;
   }
 
   private insert(row: Row): void {
@@ -279,6 +290,7 @@ export class ConversationList {
       row.activity_at,
       snapshot,
     );
+    this.rows.set(row.conversation_id, { ...row, moved_in: snapshot });
   }
 
   /** Moves an entry to `at`, first recording where it was for the latest snapshot's pages. */
@@ -292,7 +304,9 @@ export class ConversationList {
         row.activity_at,
       );
     }
-    this.sql.exec("UPDATE conversation_list SET activity_at = ?, moved_in = ? WHERE conversation_id = ?", at, Math.max(snapshot, row.moved_in), row.conversation_id);
+    const movedIn = Math.max(snapshot, row.moved_in);
+    this.sql.exec("UPDATE conversation_list SET activity_at = ?, moved_in = ? WHERE conversation_id = ?", at, movedIn, row.conversation_id);
+    this.rows.set(row.conversation_id, { ...row, activity_at: at, moved_in: movedIn });
   }
 }
 

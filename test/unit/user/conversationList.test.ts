@@ -97,9 +97,10 @@ describe("conversation list: what orders it", () => {
 });
 
 describe("conversation list: paging", () => {
-  it("returns every conversation of the first page's list exactly once, in its order then, however the list moves between pages", async () => {
+  it("returns every conversation of the first page's list exactly once, in its order then, however the list moves between pages and across wake-ups", async () => {
     for (let run = 0; run < 20; run++) {
-      const { list } = setup();
+      const setUp = setup();
+      let list = setUp.list;
       let seed = run + 1;
       const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
       const n = 40 + Math.floor(random() * 40);
@@ -122,6 +123,8 @@ describe("conversation list: paging", () => {
         for (let k = 0; k < 3; k++) list.record([at(`c${Math.floor(random() * n)}`, 100 + pages, (clock += 1))], clock);
         if (pages % 3 === 0) list.apply([notice(`new${pages}`, { at: (clock += 1) })]);
         if (pages % 4 === 1) list.apply([notice(`c${Math.floor(random() * n)}`, { leftSeq: 50, at: T - 1000, version: 50 })]);
+        // Evicted now and then: a new wake-up over the same storage, its memory empty.
+        if (pages % 2 === 0) list = new ConversationList(setUp.sql);
         expect(pages).toBeLessThan(200);
       }
       expect(seen).toEqual(expected);
