@@ -7,7 +7,7 @@
 // by the interfaces below and not parsed again: both ends are this codebase, and parsing every
 // fan-out call would cost the send path (each message crosses it once per member).
 import * as z from "zod";
-import { ConversationType, Message, MessageKind, PushPayload, Receipt, type Conversation, type Presence, type UserServerFrame } from "../protocol";
+import { ConversationType, Message, MessageKind, PushPayload, Receipt, type Conversation, type ConversationSettings, type Presence, type UserServerFrame } from "../protocol";
 import type { Identity } from "../kernel/identity";
 import { conversationStub, userStub } from "../kernel/objects";
 
@@ -35,6 +35,8 @@ export const RelayedMessage = z.object({
   kind: MessageKind,
   /** `{"type":"message","message":…}`, as UserServerFrame; a push decodes the message from it. */
   frame: z.string(),
+  /** The message's time: what orders the user's conversation list. Jobs queued before it was carried lack it. */
+  createdAt: z.number().optional(),
 });
 export type RelayedMessage = z.infer<typeof RelayedMessage>;
 
@@ -44,9 +46,9 @@ export type CarriedMessage = z.infer<typeof CarriedMessage>;
 
 /** The message as the fan-out carries it, its user socket frame encoded here once. */
 export function relayedMessage(message: Message): RelayedMessage {
-  const { conversationId, seq, senderId, senderDeviceId, kind } = message;
+  const { conversationId, seq, senderId, senderDeviceId, kind, createdAt } = message;
   const frame = JSON.stringify({ type: "message", message } satisfies UserServerFrame);
-  return { conversationId, seq, senderId, senderDeviceId, kind, frame };
+  return { conversationId, seq, senderId, senderDeviceId, kind, frame, createdAt };
 }
 
 export function frameOf(message: CarriedMessage): string {
@@ -201,6 +203,43 @@ export interface SyncSlice {
   through: number;
 }
 
+// --- The conversation list: memberships told to the user objects, pages read from them ---------
+
+/**
+ * A membership of one user, as its conversation tells the user's object (create, add, remove,
+ * leave): the span (`leftSeq` null for a member) and the time of the system message that recorded
+ * the change, which a former member's list entry keeps as its activity. `version`: that message's
+ * seq, so a notice retried late never undoes a newer one.
+ */
+export interface ListNotice {
+  conversationId: string;
+  joinedSeq: number;
+  leftSeq: number | null;
+  at: number;
+  version: number;
+}
+
+/** One conversation of a user's list, as that user's object holds it (`joinedSeq` null until told). */
+export interface ListEntry {
+  id: string;
+  joinedSeq: number | null;
+  leftSeq: number | null;
+  activityAt: number;
+}
+
+/**
+ * A page of the user's list (GET /conversations): its entries newest activity first, the views
+ * the object already fetched to put them in order (conversations its user's devices watch live),
+ * the user's settings of each, and where the next page starts.
+ */
+export interface ListPage {
+  entries: ListEntry[];
+  views: Record<string, Conversation>;
+  settings: Record<string, ConversationSettings>;
+  cursor: string | null;
+  hasMore: boolean;
+}
+
 // --- The calls objects make on each other ------------------------------------------------------
 
 /** What a conversation (or the fan-out consumer, or the Worker) asks of a member's user object. */
@@ -218,6 +257,8 @@ export interface UserInbox {
    * /mls/welcomes/:id) and tells the devices online. Idempotent by Welcome id.
    */
   mlsWelcomes(userId: string, welcomes: WelcomeForDevice[]): Promise<void>;
+  /** Memberships of this user that changed (its conversation list); idempotent, by `version`. */
+  listMembership(userId: string, notices: ListNotice[]): Promise<void>;
 }
 
 /** What one user's object asks of another's for presence. */

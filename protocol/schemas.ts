@@ -269,6 +269,21 @@ export const SinceQuery = z.strictObject({
     .default(LIMITS.pageDefault),
 });
 
+/** A page of GET /conversations holds at most this many; without `limit`, the whole list (up to 1000). */
+export const CONVERSATION_PAGE_MAX = 200;
+export const CONVERSATION_PAGE_DEFAULT = 50;
+
+/**
+ * `GET /conversations?limit=&cursor=`: a page of the list, newest activity first, and `cursor`
+ * (from the previous page's answer) for the next one; a cursor without a limit pages by
+ * CONVERSATION_PAGE_DEFAULT. Neither: the whole list, as before paging. Other parameters are
+ * ignored, as they were before the list had any.
+ */
+export const ConversationListQuery = z.object({
+  limit: IntString(CONVERSATION_PAGE_MAX).pipe(z.number().min(1)).optional(),
+  cursor: text().min(1).max(200).optional(),
+});
+
 export const HistoryQuery = z
   .strictObject({
     after: IntString().optional(),

@@ -28,4 +28,6 @@
 //      `promoted` and `demoted` system events; PATCH /me and `photoId` on users.
 // 15 - conversation settings (protocol/conversationSettings.ts): `settings` on conversations,
 //      PUT /conversations/:id/settings and the user socket's `conversationSettings` frame.
-export const PROTOCOL_VERSION = 15;
+// 16 - GET /conversations pages: `limit` and `cursor` in the query, `hasMore` and `cursor` in the
+//      answer (without `limit`, the answer is as before).
+export const PROTOCOL_VERSION = 16;

@@ -7,7 +7,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
 import { CONVERSATION_SETTINGS_LIMITS, MUTED_ALWAYS, type Conversation, type ConversationSettings, type PushPayload } from "../protocol";
-import { conversationStub, userStub } from "../kernel/objects";
+import { userStub } from "../kernel/objects";
 import { call, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
 
 const NONE: ConversationSettings = { mutedUntil: null, archived: false, pinnedAt: null };
@@ -23,9 +23,6 @@ async function change(s: Session, conversationId: string, body: unknown): Promis
 
 const list = async (s: Session) => (await json<{ conversations: Conversation[] }>("/conversations", { token: s.token })).conversations;
 const settingsIn = async (s: Session, conversationId: string) => (await list(s)).find((c) => c.id === conversationId)?.settings;
-/** The list is read from D1, which the conversation's outbox writes after the send. */
-const inD1 = (conversationId: string) =>
-  waitFor(async () => (await conversationStub(env, conversationId).pendingOutbox()) === 0, "the outbox written to D1");
 
 /** What the user's object stores, read past the Worker: a refused change must leave it as it was. */
 const stored = (s: Session) => userStub(env, s.user.id).conversationSettings(s.user.id);
@@ -130,7 +127,7 @@ export function conversationSettingsTests(): void {
       await change(bob, dm.id, { archived: true, mutedUntil: MUTED_ALWAYS });
       await sendRest(alice, dm.id, "one");
       await sendRest(alice, dm.id, "two");
-      await inD1(dm.id);
+      // Each entry of the list is read from its conversation: counted when the send is answered.
       const row = (await list(bob)).find((c) => c.id === dm.id);
       expect(row?.settings).toMatchObject({ archived: true, mutedUntil: MUTED_ALWAYS });
       expect(row?.unread).toBe(2);
@@ -210,7 +207,6 @@ export function conversationSettingsTests(): void {
       const loud = await send(alice, g.id, "unmuted");
       expect(await pushedUpTo(bobBox, loud.id)).toEqual([mention.id, loud.id]);
       // Unread counts still count every message while muted.
-      await inD1(g.id);
       expect((await list(bob)).find((c) => c.id === g.id)?.unread).toBe(4);
     });
   });

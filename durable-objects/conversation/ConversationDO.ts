@@ -31,6 +31,9 @@ import { Conversation, type CreateInput, type HistoryInput, type SendRequest } f
 import { DeferredPass } from "./deferredPass";
 import { SendStaging, type StagedSend } from "./sendStaging";
 import { MlsDelivery } from "./mlsDelivery";
+import { LIST_RELAY_MIGRATIONS, LIST_RELAY_MIGRATIONS_TRACK, ListRelay } from "./listRelay";
+import { migrate } from "../lib/migrate";
+import { backoffDelay } from "./d1Outbox";
 
 /**
  * What a conversation reaches outside itself. `useConnections` replaces any of them: the tests pass a D1
@@ -39,12 +42,17 @@ import { MlsDelivery } from "./mlsDelivery";
 export interface ConversationConnections {
   d1: D1Writer;
   users(userId: string): Pick<UserInbox, "deliver" | "trackConversationSocket">;
+  /** Where membership notices go: the users' objects (their conversation lists). */
+  lists(userId: string): Pick<UserInbox, "listMembership">;
   /** Where Welcomes go: the new devices' user objects. */
   welcomes(userId: string): Pick<UserInbox, "mlsWelcomes">;
   fanoutQueue: Pick<Queue<FanoutJob>, "sendBatch">;
   /** Where media bytes live: a message deleted for everyone erases its media there. */
   media: Pick<R2Bucket, "delete">;
 }
+
+/** When the alarm sends a membership notice if the call that queued it could not (an eviction). */
+const DEFERRED_LIST_BACKSTOP_MS = 5_000;
 
 export class ConversationDO extends DurableObject<Env> implements ConversationPeer {
   private readonly settings: Settings;
@@ -56,7 +64,9 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   private readonly conversation: Conversation;
   private readonly staging: SendStaging;
   private readonly mls: MlsDelivery;
-  private readonly alarms: AlarmScheduler<"pass" | "typing" | "welcomes">;
+  private readonly alarms: AlarmScheduler<"pass" | "typing" | "welcomes" | "list">;
+  /** Memberships told to the users' objects, for their conversation lists. */
+  private readonly listRelay: ListRelay;
   /** Consecutive failed Welcome hand-overs, for the backoff (in memory: a lost value only retries sooner). */
   private welcomeFailures = 0;
   private readonly attachments = new Attachments(readAttachment);
@@ -82,8 +92,10 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     super(ctx, env);
     this.settings = readSettings(env);
     const peers = peersOf(env);
-    this.connections = { d1: env.DB, users: peers.user, welcomes: peers.user, fanoutQueue: env.FANOUT_QUEUE, media: env.MEDIA };
+    this.connections = { d1: env.DB, users: peers.user, welcomes: peers.user, lists: peers.user, fanoutQueue: env.FANOUT_QUEUE, media: env.MEDIA };
     this.store = new ConversationStore(ctx.storage.sql);
+    migrate(ctx.storage.sql, LIST_RELAY_MIGRATIONS, LIST_RELAY_MIGRATIONS_TRACK);
+    this.listRelay = new ListRelay(ctx.storage.sql, this.store, (userId) => this.connections.lists(userId));
     this.outbox = new Outbox(this.store, () => this.connections.d1, this.settings.outboxBatchSize, (mediaIds) =>
       eraseUnsharedMedia(this.connections.d1, this.connections.media, mediaIds),
     );
@@ -101,6 +113,7 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
       },
       typing: (now) => this.conversation.lapseTyping(now),
       welcomes: (now) => this.deliverWelcomes(now),
+      list: async (now) => ((await this.listRelay.send()) ? null : now + backoffDelay(this.listRelay.failures)),
     });
     this.deferred = new DeferredPass({
       store: this.store,
@@ -163,11 +176,14 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
 
   async create(input: CreateInput) {
     this.staging.storeStaged();
+    const before = this.memberIds();
     const result = this.conversation.create(input);
+    const told = this.membershipChanged(before);
     // Directory writes (create, membership) reach D1 before the call returns when D1 is up, so
     // the caller's next GET /conversations lists them, and the members' objects, so their next
     // sync has the system message; if either is down, the alarm retries.
     if (result.ok && result.created) await this.deferred.settleNow();
+    await told;
     return result;
   }
 
@@ -184,16 +200,43 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
 
   async addMembers(actor: Identity, userIds: string[], now: number) {
     this.staging.storeStaged();
+    const before = this.memberIds();
     const result = this.conversation.addMembers(actor, userIds, now);
+    const told = this.membershipChanged(before);
     if (result.ok) await this.deferred.settleNow();
+    await told;
     return result;
   }
 
   async removeMember(actor: Identity, targetId: string, now: number) {
     this.staging.storeStaged();
+    const before = this.memberIds();
     const result = this.conversation.removeMember(actor, targetId, now);
+    const told = this.membershipChanged(before);
     if (result.ok) await this.deferred.settleNow();
+    await told;
     return result;
+  }
+
+  private memberIds(): Set<string> {
+    return new Set(this.store.members.keys());
+  }
+
+  /**
+   * Queues a notice for every user whose membership changed since `before` (in the step that made
+   * the change, so it is stored with it) and sends them: the change's call returns once the
+   * users' objects took them, so the caller's next GET /conversations has it. Those that fail are
+   * sent again from the alarm (./listRelay.ts).
+   */
+  private async membershipChanged(before: ReadonlySet<string>): Promise<void> {
+    if (this.listRelay.changed(before) === 0) return;
+    await this.alarms.wakeAt("list", Date.now() + DEFERRED_LIST_BACKSTOP_MS);
+    if (!(await this.listRelay.send())) await this.alarms.wakeAt("list", Date.now() + backoffDelay(this.listRelay.failures));
+  }
+
+  /** The membership notices not yet taken by their users' objects (for operators and tests). */
+  async pendingListNotices(): Promise<number> {
+    return this.listRelay.pending();
   }
 
   async updateGroupInfo(actor: Identity, change: { title?: string | undefined; description?: string | null | undefined }, now: number) {

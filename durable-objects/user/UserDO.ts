@@ -20,6 +20,8 @@ import {
   type ConversationPeer,
   type DeliveryAnswer,
   type InboxEvent,
+  type ListNotice,
+  type ListPage,
   type LiveOn,
   type PresencePeer,
   type PushQueueMessage,
@@ -44,6 +46,7 @@ import { Sessions, type DeviceActivity } from "./sessions";
 import { Watchers } from "./watchers";
 import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./conversationPrefs";
 import { INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK, InboxIndex, type SyncPage } from "./inboxIndex";
+import { ConversationList, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK, type ListQuery } from "./conversationList";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
 const RETIRE_RETRY_MS = 30_000;
@@ -72,6 +75,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly welcomes: Welcomes;
   private readonly prefs: ConversationPrefs;
   private readonly index: InboxIndex;
+  private readonly list: ConversationList;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
@@ -85,8 +89,10 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     migrate(sql, USER_MIGRATIONS);
     migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
     migrate(sql, INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK);
+    migrate(sql, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK);
     this.prefs = new ConversationPrefs(sql);
     this.index = new InboxIndex(sql);
+    this.list = new ConversationList(sql);
     this.sockets = new DeviceSockets(ctx, this.settings);
     this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
@@ -140,15 +146,21 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   async deliver(userId: string, events: InboxEvent[], inOrder = false, liveOn: LiveOn = {}, wantsAnswer = inOrder): Promise<DeliveryAnswer | null> {
     this.presence.rememberUser(userId);
     const now = Date.now();
-    // Indexed for sync before anything is awaited, so a page asked for meanwhile finds it.
+    // Indexed for sync, and the list's order, before anything is awaited, so a page asked for
+    // meanwhile finds them.
     const through = new Map<string, number>();
     for (const e of events) if (e.type === "message") through.set(e.message.conversationId, Math.max(e.message.seq, through.get(e.message.conversationId) ?? 0));
     for (const [conversationId, seq] of through) this.index.record(conversationId, seq, now);
+    this.list.record(events, now);
     await this.inbox.deliver(userId, events, inOrder, liveOn, now);
     const conversationId = conversationOf(events[0]);
     const answer = wantsAnswer ? this.answers.answer(conversationId, now) : null;
-    // A conversation told of live devices may skip calling here (QuietMembers): sync asks it before a page.
-    if (answer && answer.devices.length > 0 && conversationId !== null) this.index.watch(conversationId, now);
+    // A conversation told of live devices may skip calling here (QuietMembers): sync and a list
+    // page ask it first.
+    if (answer && answer.devices.length > 0 && conversationId !== null) {
+      this.index.watch(conversationId, now);
+      this.list.watch(conversationId, now);
+    }
     await this.alarms.wakeAt("prune", now + DELIVERED_RETENTION_MS);
     return answer;
   }
@@ -169,9 +181,38 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     return this.index.watched();
   }
 
+  // --- The conversation list: GET /conversations (./conversationList.ts) ---------------------------
+
+  /** Memberships of this user that changed, from their conversations (retried there until this returns). */
+  async listMembership(userId: string, notices: ListNotice[]): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.list.apply(notices);
+  }
+
+  /**
+   * A page of the user's conversations, newest activity first, with the views fetched to order it
+   * and the user's settings of each; the Worker reads the rest of the page from the conversations.
+   */
+  async conversationList(userId: string, query: ListQuery): Promise<Result<ListPage>> {
+    this.presence.rememberUser(userId);
+    const page = await this.list.page(userId, query, (id) => this.connections.conversations(id), () => Date.now());
+    if (!page.ok) return page;
+    const now = Date.now();
+    const settings: Record<string, ConversationSettings> = {};
+    if (query.limit === null) Object.assign(settings, this.prefs.all(now));
+    else for (const e of page.entries) settings[e.id] = this.prefs.get(e.id, now);
+    const { entries, views, cursor, hasMore } = page;
+    return { ok: true, entries, views, cursor, hasMore, settings };
+  }
+
+  /** The conversations a list page asks first (for tests and operators). */
+  async listWatched(): Promise<string[]> {
+    return this.list.watched();
+  }
+
   // --- Conversation settings: mute, archive, pin (./conversationPrefs.ts) ----------------------------
 
-  /** The user's settings of each conversation where they differ from the defaults (GET /conversations reads them once per list). */
+  /** The user's settings of each conversation where they differ from the defaults (for operators and tests; a list page has its own). */
   async conversationSettings(userId: string): Promise<Record<string, ConversationSettings>> {
     this.presence.rememberUser(userId);
     return this.prefs.all(Date.now());

@@ -14,6 +14,32 @@ const live = async (path = "/c/c1") => {
 };
 
 describe("conversations", () => {
+  it("loads the list in pages: the first shown at once over what was there, the rest in the background, then only what the pages held", async () => {
+    const s = await startSignedIn({ list: [conversation("old", [ME.id, YOU.id], { lastMessageAt: 1 })] });
+    expect([...s.store.state.conversations.keys()]).toEqual(["old"]);
+    const first = [conversation("c9", [ME.id, YOU.id], { lastMessageAt: 90 }), conversation("c8", [ME.id, "x", YOU.id], { lastMessageAt: 80 })];
+    const second = [conversation("c7", [ME.id, YOU.id, "y"], { lastMessageAt: 70 })];
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    s.browser.server.on("GET /conversations", async (req) => {
+      if (!req.query.has("cursor")) return { json: { conversations: first, hasMore: true, cursor: "k1" } };
+      await held;
+      return { json: { conversations: second, hasMore: false, cursor: null } };
+    });
+    const loading = s.store.chats.refreshList();
+    await settle();
+    // The first page is shown while the second is on its way; the old entry stays below it until then.
+    expect(s.store.chats.sorted().map((c) => c.id)).toEqual(["c9", "c8", "old"]);
+    expect(s.browser.server.calls("GET /conversations").slice(-2).map((r) => [r.query.get("limit"), r.query.get("cursor")])).toEqual([
+      ["50", null],
+      ["50", "k1"],
+    ]);
+    release();
+    await loading;
+    expect(s.store.chats.sorted().map((c) => c.id)).toEqual(["c9", "c8", "c7"]);
+    expect(s.store.state.listLoaded).toBe(true);
+  });
+
   it("a message seen on the chat socket, the user socket and a sync page is shown once, in seq order", async () => {
     const s = await live();
     s.chat.deliver({ type: "message", message: message("c1", 2, YOU.id) });

@@ -14,6 +14,8 @@ import type { ComposePort, ConnectionPort, E2eePort, LocalCachePort, NavigationP
 
 const MEMBERS_LOOKED_UP = 50;
 const PAGE = 50;
+/** Conversations per page of the list. */
+const LIST_PAGE = 50;
 const NOT_A_MEMBER = "This conversation does not exist or you are not a member.";
 
 export interface ChatsDeps {
@@ -40,6 +42,8 @@ export class Chats {
   /** The receipts this page sent, per conversation: never the same watermark twice. */
   private readonly deliveredSent = new Map<string, number>();
   private readonly readSent = new Map<string, number>();
+  /** The latest list refresh: an older one still paging stops. */
+  private listRun = 0;
 
   constructor(
     private readonly core: StoreCore,
@@ -64,30 +68,51 @@ export class Chats {
     });
   }
 
+  /**
+   * The list, in pages of LIST_PAGE: the first (the newest activity) is shown as it arrives, over
+   * what the cache or the last load left below it; the rest follow in the background, and the
+   * last page's arrival replaces the list with what the pages held (a conversation no longer
+   * listed goes). A newer refresh (a reconnect) supersedes one still paging.
+   */
   async refreshList(): Promise<void> {
     if (!this.state.session) return;
+    const run = ++this.listRun;
     try {
-      const { conversations } = await this.api.call("GET", "/conversations", Schemas.conversations);
       const next = new Map<string, Conversation>();
-      for (const conv of conversations) next.set(conv.id, this.keepLocalProgress(conv));
-      this.state.conversations = next;
-      this.state.listLoaded = true;
-      // Again each time: someone's name or photo may have changed since (nothing pushes that).
-      this.deps.people.ensure(conversations.flatMap((c) => c.members.slice(0, MEMBERS_LOOKED_UP).map((m) => m.userId)), true);
-      for (const conv of conversations) {
-        if (conv.lastMessage && conv.lastMessage.senderId !== this.core.me) this.sendDelivered(conv.id, conv.lastSeq);
+      let cursor: string | undefined;
+      for (let first = true; ; first = false) {
+        const page = await this.api.call("GET", `/conversations${qs({ limit: LIST_PAGE, cursor })}`, Schemas.conversations);
+        if (run !== this.listRun) return;
+        for (const conv of page.conversations) next.set(conv.id, this.keepLocalProgress(conv));
+        const last = !page.hasMore || !page.cursor;
+        this.state.conversations = last ? new Map(next) : new Map([...this.state.conversations, ...next]);
+        this.listed(page.conversations);
+        if (first) {
+          this.state.listLoaded = true;
+          await this.deps.connection.ensureCursor();
+        }
+        this.deps.cache.scheduleSave();
+        this.core.emit();
+        if (last) return;
+        cursor = page.cursor ?? undefined;
       }
-      this.deps.presence.watch();
-      this.deps.e2ee.conversations(conversations);
-      await this.deps.connection.ensureCursor();
-      this.deps.cache.scheduleSave();
-      this.core.emit();
     } catch (err) {
       if (!isTransient(err)) throw err;
     }
   }
 
-  /** The D1 list can lag the conversation object by a moment; never step back from what we saw. */
+  /** What follows a page of the list: its people, its delivered receipts, presence and E2EE state. */
+  private listed(conversations: Conversation[]): void {
+    // Again each time: someone's name or photo may have changed since (nothing pushes that).
+    this.deps.people.ensure(conversations.flatMap((c) => c.members.slice(0, MEMBERS_LOOKED_UP).map((m) => m.userId)), true);
+    for (const conv of conversations) {
+      if (conv.lastMessage && conv.lastMessage.senderId !== this.core.me) this.sendDelivered(conv.id, conv.lastSeq);
+    }
+    this.deps.presence.watch();
+    this.deps.e2ee.conversations(conversations);
+  }
+
+  /** A page read before a frame we applied may be older than it; never step back from what we saw. */
   private keepLocalProgress(conv: Conversation): Conversation {
     const local = this.state.conversations.get(conv.id);
     if (!local) return conv;

@@ -32,7 +32,7 @@ export const Schemas = {
   ticket: z.object({ ticket: z.string(), expiresAt: z.number() }),
   users: z.object({ users: z.array(User) }),
   user: z.object({ user: User }),
-  conversations: z.object({ conversations: z.array(Conversation) }),
+  conversations: z.object({ conversations: z.array(Conversation), hasMore: z.boolean().optional(), cursor: z.string().nullable().optional() }),
   conversation: z.object({ conversation: Conversation }),
   conversationSettings: z.object({ conversationId: z.string(), settings: ConversationSettings }),
   message: z.object({ message: Message }),
