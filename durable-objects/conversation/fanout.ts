@@ -149,22 +149,32 @@ export class Fanout {
   }
 
   /**
-   * The recipients grouped by what they may read of `messages`: an edit of a message from before a
-   * member's joining reaches them without its text (./actions.ts); most batches have one group.
+   * The recipients grouped by what they may read of `messages`: each their span (a member added
+   * in this batch from the message that added them, a member removed in it through the message
+   * that removed them, never what came after), and an edit of a message from before a member's
+   * joining without its text (./actions.ts). Most batches have one group.
    */
   private readers(userIds: string[], messages: Message[]): { userIds: string[]; messages: Message[] }[] {
     const targets = messages.map(editTargetOf);
-    if (targets.every((t) => t === null)) return [{ userIds, messages }];
+    // Without a membership change in the batch every recipient is a member from before it.
+    if (targets.every((t) => t === null) && messages.every((m) => m.kind !== "system")) return [{ userIds, messages }];
     const groups = new Map<string, { userIds: string[]; messages: Message[] }>();
     for (const userId of userIds) {
-      const from = this.store.members.get(userId)?.joinedSeq ?? this.store.formerMember(userId)?.joinedSeq ?? 0;
+      const member = this.store.members.get(userId);
+      const former = member ? null : this.store.formerMember(userId);
+      const from = member?.joinedSeq ?? former?.joinedSeq ?? 0;
+      const through = member ? Number.POSITIVE_INFINITY : (former?.leftSeq ?? Number.POSITIVE_INFINITY);
+      const readable = messages.map((m) => m.seq >= from && m.seq <= through);
       const unreadable = targets.map((t) => t !== null && t < from);
-      const key = unreadable.map((u) => (u ? 1 : 0)).join("");
+      const key = messages.map((_, i) => (!readable[i] ? 0 : unreadable[i] ? 1 : 2)).join("");
       let group = groups.get(key);
-      if (!group) groups.set(key, (group = { userIds: [], messages: messages.map((m, i) => (unreadable[i] ? withoutEditText(m) : m)) }));
+      if (!group) {
+        const theirs = messages.flatMap((m, i) => (!readable[i] ? [] : [unreadable[i] ? withoutEditText(m) : m]));
+        groups.set(key, (group = { userIds: [], messages: theirs }));
+      }
       group.userIds.push(userId);
     }
-    return [...groups.values()];
+    return [...groups.values()].filter((g) => g.messages.length > 0);
   }
 
   private fail(err: unknown): void {

@@ -169,17 +169,24 @@ describe("Fanout: system messages", () => {
   it.each([
     ["inline", 50],
     ["queued", 1],
-  ])("reach the removed users they name, with one changed event (%s)", async (_, inlineMax) => {
+  ])("reach the removed users they name, with one changed event, and nothing after their span (%s)", async (_, inlineMax) => {
     const t = await setup(["bob", "carol", "dave"], inlineMax);
+    t.send(1);
     expectOk(t.h.conversation.removeMember(identity("alice"), "carol", T));
     expectOk(t.h.conversation.removeMember(identity("dave"), "dave", T));
+    expectOk(t.h.conversation.addMembers(identity("alice"), ["erin"], T));
     t.send(1);
     expect(await t.fanout.run()).toBe(true);
     const received = (userId: string) =>
       inlineMax === 50
         ? callsByUser(t.calls)[userId]
         : (t.jobs as FanoutJob[]).filter((j) => j.userIds.includes(userId)).map((j) => labels(j.events));
-    for (const userId of ["alice", "bob", "carol", "dave"]) expect(received(userId)).toEqual([["m2!", "changed", "m3!", "m4"]]);
+    for (const userId of ["alice", "bob"]) expect(received(userId)).toEqual([["m2", "m3!", "changed", "m4!", "m5!", "m6"]]);
+    // A removed member reads through the message that removed them, not what came after it.
+    expect(received("carol")).toEqual([["m2", "m3!", "changed"]]);
+    expect(received("dave")).toEqual([["m2", "m3!", "changed", "m4!"]]);
+    // A member added in the batch reads from the message that added them.
+    expect(received("erin")).toEqual([["m5!", "changed", "m6"]]);
   });
 });
 
