@@ -22,7 +22,8 @@
 // Its tables are a migration track of their own, beside the object's shared list (./schema.ts).
 import { fail, type Result } from "../../kernel/result";
 import type { Conversation } from "../../protocol";
-import { QUIET_HINT_MS, type ConversationPeer, type InboxEvent, type ListEntry, type ListNotice } from "../contract";
+import type { ConversationPeer, InboxEvent, ListEntry, ListNotice } from "../contract";
+import { WatchedConversations } from "./watchedConversations";
 
 export const LIST_MIGRATIONS_TRACK = "_schema_conversation_list";
 
@@ -89,15 +90,17 @@ const before = (a: Key, b: Key) => a.at > b.at || (a.at === b.at && a.id > b.id)
 export class ConversationList {
   /** The latest snapshot (0: none), read once per wake-up; only this module writes it. */
   private snapshot: number | undefined;
-  /** `list_watch` rows written during this wake-up, so a busy conversation's answers write once per hint. */
-  private readonly watchedUntil = new Map<string, number>();
   /**
    * Entries read or written during this wake-up, so a fan-out call costs one write, not a read
    * and a write. Only this module writes the table, and it updates this copy in the same step.
    */
   private readonly rows = new Map<string, Row>();
 
-  constructor(private readonly sql: SqlStorage) {}
+  private readonly watches: WatchedConversations;
+
+  constructor(private readonly sql: SqlStorage) {
+    this.watches = new WatchedConversations(sql, "list_watch");
+  }
 
   /**
    * A fan-out call's messages: each conversation's activity moves to its latest message that
@@ -144,23 +147,14 @@ export class ConversationList {
     }
   }
 
-  /** The conversation was answered with this user's live devices at `now`: it may skip calling for QUIET_HINT_MS. */
+  /** The conversation was answered with this user's live devices at `now` (./watchedConversations.ts). */
   watch(conversationId: string, now: number): void {
-    // The row outlives the conversation's use of the answer, whatever the two clocks say.
-    if ((this.watchedUntil.get(conversationId) ?? 0) >= now + QUIET_HINT_MS) return;
-    const until = now + 3 * QUIET_HINT_MS;
-    this.sql.exec(
-      `INSERT INTO list_watch (conversation_id, until) VALUES (?, ?)
-       ON CONFLICT (conversation_id) DO UPDATE SET until = max(until, excluded.until)`,
-      conversationId,
-      until,
-    );
-    this.watchedUntil.set(conversationId, until);
+    this.watches.watch(conversationId, now);
   }
 
   /** The conversations watched now (for tests and operators). */
   watched(): string[] {
-    return this.sql.exec<{ conversation_id: string }>("SELECT conversation_id FROM list_watch ORDER BY conversation_id").toArray().map((r) => r.conversation_id);
+    return this.watches.all().map((w) => w.conversationId);
   }
 
   /**
@@ -232,24 +226,20 @@ export class ConversationList {
    * before the ask. Throws if one cannot be asked.
    */
   private async catchUp(userId: string, peers: (conversationId: string) => Pick<ConversationPeer, "viewForNotification">, now: () => number): Promise<Record<string, Conversation>> {
-    const rows = this.sql.exec<{ conversation_id: string; until: number }>("SELECT conversation_id, until FROM list_watch").toArray();
+    const watches = this.watches.all();
     const views: Record<string, Conversation> = {};
-    if (rows.length === 0) return views;
+    if (watches.length === 0) return views;
     const askedAt = now();
-    const answers = await Promise.all(rows.map((r) => peers(r.conversation_id).viewForNotification(userId)));
-    rows.forEach((r, i) => {
+    const answers = await Promise.all(watches.map((w) => peers(w.conversationId).viewForNotification(userId)));
+    watches.forEach((_, i) => {
       const view = answers[i];
       // Only a member's or a former member's view orders (and may be shown in) the list.
       if (view && (view.leftSeq !== undefined || view.members.some((m) => m.userId === userId))) {
         this.apply([{ conversationId: view.id, joinedSeq: view.joinedSeq, leftSeq: view.leftSeq ?? null, at: view.lastMessageAt ?? view.createdAt, version: view.lastSeq }]);
         views[view.id] = view;
       }
-      if (r.until < askedAt) {
-        // Unless a new answer renewed it meanwhile.
-        this.sql.exec("DELETE FROM list_watch WHERE conversation_id = ? AND until < ?", r.conversation_id, askedAt);
-        if ((this.watchedUntil.get(r.conversation_id) ?? 0) < askedAt) this.watchedUntil.delete(r.conversation_id);
-      }
     });
+    this.watches.asked(watches, askedAt);
     return views;
   }
 

@@ -25,7 +25,8 @@
 //
 // Its tables are a migration track of their own, beside the object's shared list (./schema.ts).
 import { fail, type Result } from "../../kernel/result";
-import { QUIET_HINT_MS, type ConversationPeer, type SeqRange, type SyncCursor, type SyncSlice } from "../contract";
+import type { ConversationPeer, SeqRange, SyncCursor, SyncSlice } from "../contract";
+import { WatchedConversations } from "./watchedConversations";
 
 export const INDEX_MIGRATIONS_TRACK = "_schema_inbox_index";
 
@@ -83,10 +84,11 @@ export class InboxIndex {
    * prune() change it, in the same synchronous step, so it cannot go stale.
    */
   private newestEntry: { ingestId: number; conversationId: string; through: number } | null | undefined = undefined;
-  /** `index_watch` rows written during this wake-up, so a busy conversation's answers write once per hint. */
-  private readonly watchedUntil = new Map<string, number>();
+  private readonly watches: WatchedConversations;
 
-  constructor(private readonly sql: SqlStorage) {}
+  constructor(private readonly sql: SqlStorage) {
+    this.watches = new WatchedConversations(sql, "index_watch");
+  }
 
   /** Indexes conversation `conversationId` up to `seq` at `now`, if it is not already (then true). Synchronous. */
   record(conversationId: string, seq: number, now: number): boolean {
@@ -120,23 +122,14 @@ export class InboxIndex {
     return true;
   }
 
-  /** The conversation was answered with this user's live devices at `now`: it may skip calling for QUIET_HINT_MS. */
+  /** The conversation was answered with this user's live devices at `now` (./watchedConversations.ts). */
   watch(conversationId: string, now: number): void {
-    // The row outlives the conversation's use of the answer, whatever the two clocks say.
-    if ((this.watchedUntil.get(conversationId) ?? 0) >= now + QUIET_HINT_MS) return;
-    const until = now + 3 * QUIET_HINT_MS;
-    this.sql.exec(
-      `INSERT INTO index_watch (conversation_id, until) VALUES (?, ?)
-       ON CONFLICT (conversation_id) DO UPDATE SET until = max(until, excluded.until)`,
-      conversationId,
-      until,
-    );
-    this.watchedUntil.set(conversationId, until);
+    this.watches.watch(conversationId, now);
   }
 
   /** The conversations watched now (for tests and operators). */
   watched(): string[] {
-    return this.sql.exec<{ conversation_id: string }>("SELECT conversation_id FROM index_watch ORDER BY conversation_id").toArray().map((r) => r.conversation_id);
+    return this.watches.all().map((w) => w.conversationId);
   }
 
   /**
@@ -146,20 +139,16 @@ export class InboxIndex {
    * conversation cannot be asked (the page fails rather than leave a hole behind its cursor).
    */
   async catchUp(userId: string, peers: (conversationId: string) => Pick<Peer, "syncHead">, now: () => number): Promise<boolean> {
-    const rows = this.sql.exec<{ conversation_id: string; until: number }>("SELECT conversation_id, until FROM index_watch").toArray();
-    if (rows.length === 0) return false;
+    const watches = this.watches.all();
+    if (watches.length === 0) return false;
     const askedAt = now();
-    const heads = await Promise.all(rows.map((r) => peers(r.conversation_id).syncHead(userId)));
+    const heads = await Promise.all(watches.map((w) => peers(w.conversationId).syncHead(userId)));
     const at = now();
     let added = false;
-    rows.forEach((r, i) => {
-      if (this.record(r.conversation_id, heads[i]!, at)) added = true;
-      if (r.until < askedAt) {
-        // Unless a new answer renewed it meanwhile.
-        this.sql.exec("DELETE FROM index_watch WHERE conversation_id = ? AND until < ?", r.conversation_id, askedAt);
-        if ((this.watchedUntil.get(r.conversation_id) ?? 0) < askedAt) this.watchedUntil.delete(r.conversation_id);
-      }
+    watches.forEach((w, i) => {
+      if (this.record(w.conversationId, heads[i]!, at)) added = true;
     });
+    this.watches.asked(watches, askedAt);
     return added;
   }
 
