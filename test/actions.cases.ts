@@ -346,6 +346,9 @@ export function messageActionTests(): void {
       const g = await group(a, [b, c]);
       const word = unique("quokka").replace(/_/g, "");
       const first = (await sendRest(a, ab.id, `a ${word} in the direct chat`)).message;
+      // Results come in the order D1 received them (docs/api.md): two conversations' outboxes
+      // could otherwise reach it in either order.
+      await inD1(ab.id);
       const second = (await sendRest(c, g.id, `Another ${word.toUpperCase()}, in the group`)).message;
       await sendRest(a, g.id, "nothing to see");
       const secret = (await json<{ conversation: { id: string } }>("/group/create", { token: a.token, body: { title: "e2ee", memberIds: [b.user.id], e2ee: true } }, 201)).conversation;
