@@ -346,15 +346,16 @@ export async function s10(server: Server, seed: S10Seed, { limit = 100, syncRepe
   // give as many times per page as a large one's.
   const syncs = [await syncAway(server, seed, limit)];
   while (syncs.length < syncRepeats || syncs.reduce((a, s) => a + s.pages.length, 0) < minPages) syncs.push(await syncAway(server, seed, limit));
-  // The conversation list, page by page where the answer has pages (a `cursor` and `hasMore`),
-  // else its one answer, `listRepeats` times.
+  // The conversation list in pages of `limit` (at most the list's 200), following `cursor` while
+  // `hasMore`, `listRepeats` times.
+  const listLimit = Math.min(limit, 200);
   const list: PageCost[][] = [];
   for (let r = 0; r < listRepeats; r++) {
     let cursor: string | null = null;
     let seen = 0;
     list.push(
       await pagesCounted(server, async () => {
-        const path: string = cursor === null ? "/conversations" : `/conversations?cursor=${encodeURIComponent(cursor)}`;
+        const path: string = `/conversations?limit=${listLimit}${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`;
         const page = await api<{ conversations: unknown[]; cursor?: string | null; hasMore?: boolean }>(server.base, "GET", path, { token: user.token });
         seen += page.conversations.length;
         const more = page.hasMore === true && typeof page.cursor === "string";
