@@ -33,6 +33,7 @@ import {
   unique,
   waitFor,
   withoutDevicesTable,
+  withoutTables,
   type Session,
 } from "./helpers";
 
@@ -392,8 +393,20 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
       const userSocket = await connect("/ws", a.token);
       expect((await userSocket.next("ready")).deviceId).toBe(a.device.id);
       // The outage is real: a route that reads the table fails under it.
-      await expectError(await call("/me", { token: a.token }), 500, "internal");
+      await expectError(await call(`/users/${b.user.id}/devices`, { token: a.token }), 500, "internal");
       for (const s of [byTicket, byBearer, userSocket]) s.close();
+    });
+  });
+
+  it("answers GET /me from the user's object, with the profile and device name as last changed and D1's users and devices out of reach", async () => {
+    const a = await register();
+    await json("/me", { method: "PATCH", token: a.token, body: { displayName: "Renamed" } });
+    await json(`/devices/${a.device.id}`, { method: "PATCH", token: a.token, body: { name: "laptop" } });
+    const second = await login(a.user.username, "phone");
+    await withoutTables(["users", "devices"], async () => {
+      expect(await json("/me", { token: a.token })).toEqual({ user: { ...a.user, displayName: "Renamed" }, device: { ...a.device, name: "laptop" } });
+      expect(await json("/me", { token: second.token })).toEqual({ user: { ...a.user, displayName: "Renamed" }, device: second.device });
+      await expectError(await call(`/users/${a.user.id}`, { token: a.token }), 500, "internal");
     });
   });
 

@@ -44,12 +44,17 @@ export async function call(path: string, options: CallOptions = {}): Promise<Res
  * bearer tokens used to be looked up in, and the one a logout updates. Whatever reads or writes it
  * meanwhile fails, the Worker's routes and the objects alike.
  */
-export async function withoutDevicesTable<T>(fn: () => Promise<T>): Promise<T> {
-  await env.DB.prepare("ALTER TABLE devices RENAME TO devices_out_of_reach").run();
+export function withoutDevicesTable<T>(fn: () => Promise<T>): Promise<T> {
+  return withoutTables(["devices"], fn);
+}
+
+/** Runs `fn` with these D1 tables out of reach (renamed), putting them back after. */
+export async function withoutTables<T>(tables: string[], fn: () => Promise<T>): Promise<T> {
+  for (const t of tables) await env.DB.prepare(`ALTER TABLE ${t} RENAME TO ${t}_out_of_reach`).run();
   try {
     return await fn();
   } finally {
-    await env.DB.prepare("ALTER TABLE devices_out_of_reach RENAME TO devices").run();
+    for (const t of tables) await env.DB.prepare(`ALTER TABLE ${t}_out_of_reach RENAME TO ${t}`).run();
   }
 }
 

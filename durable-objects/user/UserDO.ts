@@ -8,7 +8,7 @@
 //
 // Every RPC takes the user id: an object learns its own identity from its first call and keeps it.
 import { DurableObject } from "cloudflare:workers";
-import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type ClaimedKeyPackage, type ConversationSettings, type ConversationSettingsBody, type PendingWelcome, type Presence, type UserServerFrame } from "../../protocol";
+import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type ClaimedKeyPackage, type ConversationSettings, type ConversationSettingsBody, type Device, type PendingWelcome, type Presence, type User, type UserServerFrame } from "../../protocol";
 import { fail, type Result } from "../../kernel/result";
 import { readIdentity, readSessionId, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
@@ -47,6 +47,7 @@ import { Watchers } from "./watchers";
 import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./conversationPrefs";
 import { INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK, InboxIndex, type SyncPage } from "./inboxIndex";
 import { ConversationList, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK, type ListQuery } from "./conversationList";
+import { Profile, PROFILE_MIGRATIONS, PROFILE_MIGRATIONS_TRACK } from "./profile";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
 const RETIRE_RETRY_MS = 30_000;
@@ -76,6 +77,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly prefs: ConversationPrefs;
   private readonly index: InboxIndex;
   private readonly list: ConversationList;
+  private readonly profile: Profile;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
@@ -90,9 +92,11 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
     migrate(sql, INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK);
     migrate(sql, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK);
+    migrate(sql, PROFILE_MIGRATIONS, PROFILE_MIGRATIONS_TRACK);
     this.prefs = new ConversationPrefs(sql);
     this.index = new InboxIndex(sql);
     this.list = new ConversationList(sql);
+    this.profile = new Profile(sql);
     this.sockets = new DeviceSockets(ctx, this.settings);
     this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
@@ -355,16 +359,33 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   }
 
   /** A login: the device's session, whose signed token the Worker hands out once this returns. */
-  async startSession(userId: string, deviceId: string, sessionId: string, expiresAt: number): Promise<void> {
+  async startSession(userId: string, deviceId: string, sessionId: string, expiresAt: number, me?: { user: User; device: Device }): Promise<void> {
     this.presence.rememberUser(userId);
     this.sessions.start(deviceId, sessionId, expiresAt, Date.now());
+    if (me) {
+      this.profile.setUser(me.user);
+      this.profile.setDevice(me.device);
+    }
     this.devicesChanged();
   }
 
-  /** A device was renamed (in D1): the user's devices showing the list fetch it again. */
-  async deviceRenamed(userId: string): Promise<void> {
+  /** A device was renamed (in D1 too): the user's devices showing the list fetch it again. */
+  async deviceRenamed(userId: string, device?: Device): Promise<void> {
     this.presence.rememberUser(userId);
+    if (device) this.profile.setDevice(device);
     this.devicesChanged();
+  }
+
+  /** The user's profile changed (in D1 too): `GET /me` answers it from here (./profile.ts). */
+  async profileChanged(userId: string, user: User): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.profile.setUser(user);
+  }
+
+  /** `GET /me` for this device, or null when this object has no copy (a device from before it kept one). */
+  async me(userId: string, deviceId: string): Promise<{ user: User; device: Device } | null> {
+    this.presence.rememberUser(userId);
+    return this.profile.me(deviceId);
   }
 
   private devicesChanged(): void {
@@ -395,6 +416,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.sessions.revoke(deviceId, now);
     this.keyPackages.dropDevice(deviceId);
     this.welcomes.dropDevice(deviceId);
+    this.profile.dropDevice(deviceId);
     this.devicesChanged();
     const retry = await this.retireDevices(now);
     if (retry !== null) await this.alarms.wakeAt("retire", retry);

@@ -2,7 +2,7 @@
 // are routes/realtime.ts; the caller's device list and remote sign-out are routes/devices.ts.
 import { eq } from "drizzle-orm";
 import { newId } from "../../kernel/ids";
-import { LoginBody, ProfileBody, RegisterBody, type Device } from "../../protocol";
+import { LoginBody, ProfileBody, RegisterBody, type Device, type User } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../../kernel/d1/db";
 import { ApiError } from "../lib/apiError";
@@ -35,12 +35,14 @@ const DECOY_SALT = new Uint8Array(16);
  * A login's device and its signed token. The session goes to the user's object first: should the
  * D1 write then fail, what is left is a session whose token nobody was given.
  */
-async function newDevice(c: AppContext, userId: string, name: string | undefined) {
+async function newDevice(c: AppContext, user: User, name: string | undefined) {
   const settings = c.get("settings");
+  const userId = user.id;
   const device = { id: newId(), name: name ?? "device", createdAt: Date.now() };
   const keys = sessionKeys(requireSecret("SESSION_SECRET", settings.sessionSecret));
   const { token, claims } = await mintSessionToken({ userId, deviceId: device.id }, device.createdAt + settings.tokenTtlMs, keys);
-  await userStub(c.env, userId).startSession(userId, device.id, claims.sessionId, claims.expiresAt);
+  // The user's object keeps what GET /me answers, so that request reads no D1.
+  await userStub(c.env, userId).startSession(userId, device.id, claims.sessionId, claims.expiresAt, { user, device });
   await db(c.env)
     .insert(schema.devices)
     .values({ id: device.id, userId, name: device.name, tokenHash: SIGNED_IN_MARK + (await sha256(token)), createdAt: device.createdAt });
@@ -69,7 +71,7 @@ auth.post("/register", async (c) => {
   const inserted = await db(c.env).insert(schema.users).values(row).onConflictDoNothing().returning({ id: schema.users.id });
   const account = inserted.length > 0 ? row : await unfinishedRegistration(c, usernameLower, body.password);
   if (!account) throw new ApiError("conflict", "username is taken");
-  const { device, token } = await newDevice(c, account.id, body.deviceName);
+  const { device, token } = await newDevice(c, toUser(account), body.deviceName);
   return c.json({ user: toUser(account), device, token }, 201);
 });
 
@@ -103,7 +105,7 @@ auth.post("/login", async (c) => {
   );
   if (!user || !constantTimeEqual(hash, user.passwordHash)) throw await throttle.failed();
   await throttle.succeeded();
-  const { device, token } = await newDevice(c, user.id, body.deviceName);
+  const { device, token } = await newDevice(c, toUser(user), body.deviceName);
   return c.json({ user: toUser(user), device, token }, 200);
 });
 
@@ -117,6 +119,9 @@ export const me = newApp();
 
 me.get("/", requireAuth, async (c) => {
   const { userId, deviceId } = c.get("auth");
+  const kept = await userStub(c.env, userId).me(userId, deviceId);
+  if (kept) return c.json(kept);
+  // A device signed in before the user's object kept the copy: the directory answers.
   const [user, device] = await Promise.all([
     db(c.env).query.users.findFirst({ where: eq(schema.users.id, userId) }),
     db(c.env).query.devices.findFirst({ where: eq(schema.devices.id, deviceId) }),
@@ -142,5 +147,6 @@ me.patch("/", requireAuth, async (c) => {
   if (body.photo !== undefined) set.photoId = body.photo;
   const [user] = await db(c.env).update(schema.users).set(set).where(eq(schema.users.id, userId)).returning();
   if (!user) throw new ApiError("unauthorized", "account no longer exists");
+  await userStub(c.env, userId).profileChanged(userId, toUser(user));
   return c.json({ user: toUser(user) });
 });

@@ -57,7 +57,7 @@ devices.patch("/:id", requireAuth, async (c) => {
     .bind(name, id, userId)
     .first<{ id: string; name: string; created_at: number }>();
   if (!renamed) throw new ApiError("not_found", "no such device");
-  await userStub(c.env, userId).deviceRenamed(userId);
+  await userStub(c.env, userId).deviceRenamed(userId, { id, name: renamed.name, createdAt: renamed.created_at });
   const device: OwnDevice = { id, name: renamed.name, createdAt: renamed.created_at, lastActiveAt: current.lastActiveAt, current: id === c.get("auth").deviceId };
   return c.json({ device });
 });
