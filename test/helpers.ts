@@ -8,6 +8,7 @@ import type { Conversation, Device, Message, User } from "../protocol";
 import { MlsDevice } from "../web/src/e2ee/engine";
 import { SIGNED_IN_MARK } from "../kernel/d1/devices";
 import { conversationStub, userStub } from "../kernel/objects";
+import { peersOf, type ConversationPeer } from "../durable-objects/contract";
 import { sha256 } from "../worker/lib/crypto";
 import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 
@@ -316,4 +317,24 @@ export async function upload(s: Session, bytes: Uint8Array, type: string, name: 
   const res = await call(`/upload?name=${encodeURIComponent(name)}`, { token: s.token, rawBody: bytes, headers: { "content-type": type } });
   if (res.status !== 201) throw new Error(`upload: ${res.status} ${await res.text()}`);
   return ((await res.json()) as { media: { id: string } }).media.id;
+}
+
+/**
+ * The conversation objects as a user object reaches them, with some of their calls replaced (a
+ * fault, a spy): for `useConnections({ conversations })`.
+ */
+export function conversationPeersWith(overrides: (conversationId: string, real: ConversationPeer) => Partial<ConversationPeer>) {
+  const reach = peersOf(env).conversation;
+  return (conversationId: string): ConversationPeer => {
+    const real = reach(conversationId);
+    return {
+      viewForNotification: (...args) => real.viewForNotification(...args),
+      closeDevice: (...args) => real.closeDevice(...args),
+      memberOnline: (...args) => real.memberOnline(...args),
+      membersAnswered: (...args) => real.membersAnswered(...args),
+      syncHead: (...args) => real.syncHead(...args),
+      syncSlice: (...args) => real.syncSlice(...args),
+      ...overrides(conversationId, real),
+    };
+  };
 }

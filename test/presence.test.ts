@@ -15,6 +15,7 @@ import { conversationStub, userStub } from "../kernel/objects";
 import {
   call,
   connect,
+  conversationPeersWith,
   direct,
   expectError,
   group,
@@ -570,20 +571,14 @@ describe("fan-out", () => {
     const userObject = userStub(env, phone.user.id);
     const told: string[] = [];
     await runInDurableObject(userObject, (instance: UserDO) => {
-      const reach = peersOf(env).conversation;
       instance.useConnections({
-        conversations: (conversationId) => ({
-          viewForNotification: (...args) => reach(conversationId).viewForNotification(...args),
-          closeDevice: (...args) => reach(conversationId).closeDevice(...args),
-          membersAnswered: (...args) => reach(conversationId).membersAnswered(...args),
-          syncHead: (...args) => reach(conversationId).syncHead(...args),
-          syncSlice: (...args) => reach(conversationId).syncSlice(...args),
+        conversations: conversationPeersWith((conversationId, real) => ({
           memberOnline: async (...args) => {
             told.push(conversationId);
             if (told.length === 1) throw new Error("conversation unreachable");
-            return reach(conversationId).memberOnline(...args);
+            return real.memberOnline(...args);
           },
-        }),
+        })),
       });
     });
     const tablet = await login(phone.user.username, "tablet");

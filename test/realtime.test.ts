@@ -12,6 +12,7 @@ import { conversationStub, userStub } from "../kernel/objects";
 import {
   call,
   connect,
+  conversationPeersWith,
   direct,
   expectError,
   group,
@@ -913,18 +914,12 @@ describe("sync: GET /messages?since=", () => {
     await inD1(conv.id);
     const bObject = userStub(env, b.user.id);
     await runInDurableObject(bObject, (instance: UserDO) => {
-      const reach = peersOf(env).conversation;
       instance.useConnections({
-        conversations: (conversationId) => ({
-          viewForNotification: (...args) => reach(conversationId).viewForNotification(...args),
-          closeDevice: (...args) => reach(conversationId).closeDevice(...args),
-          membersAnswered: (...args) => reach(conversationId).membersAnswered(...args),
-          memberOnline: (...args) => reach(conversationId).memberOnline(...args),
-          syncHead: (...args) => reach(conversationId).syncHead(...args),
+        conversations: conversationPeersWith(() => ({
           syncSlice: async () => {
             throw new Error("conversation unreachable");
           },
-        }),
+        })),
       });
     });
     const refused = await call("/messages?since=0", { token: b.token });
