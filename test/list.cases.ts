@@ -41,7 +41,7 @@ const tick = () => scheduler.wait(3);
 /** Runs the conversation's deferred pass now (D1, then the fan-out to the members' objects). */
 const pass = (conversationId: string) => runInDurableObject(conversationStub(env, conversationId), (instance: ConversationDO) => instance.deferred.run());
 
-/** The Worker with `DB` out of reach: any use of it fails the request and is recorded. */
+/** The Worker with `DB` out of reach, so that every use of it fails the request and is recorded. */
 function withoutD1() {
   const touched: string[] = [];
   const DB = new Proxy(env.DB, {

@@ -12,7 +12,7 @@ interface Conv {
   epoch: number;
   groupInfo: string | null;
   messages: Message[];
-  /** The device that alone may make the first commit, unless it is gone (null: any member's). */
+  /** The device that alone may make the first commit, unless it is gone; null when every member's may. */
   creatorDeviceId: string | null;
   creatorGone: boolean;
 }

@@ -246,7 +246,7 @@ export class E2eeClient {
       const info = await this.api.call("GET", `/conversations/${encodeURIComponent(conversationId)}/mls/group-info`, GroupInfoAnswer);
       if (info.groupInfo === null) {
         // No group yet, and its creator can no longer make it (its device signed out, or it
-        // left): any member's device may. One that loses that race joins the winner's group.
+        // left). Then every member's device may; one that loses that race joins the winner's group.
         if (!info.creatorGone) return false;
         if (await this.found(conversationId, device, record)) return true;
         await this.acceptWelcomes(device, record);
