@@ -201,11 +201,12 @@ async function countedBatch<T>(real: Pick<D1Database, "batch">, statements: D1Pr
   return results;
 }
 
-class CountedD1 implements D1Database {
+/** What a database and a session (read replicas) share: statements and batches, recorded alike. */
+class CountedQueries<Real extends Pick<D1Database, "prepare" | "batch">> {
   constructor(
-    private readonly real: D1Database,
-    private readonly origin: Origin,
-    private readonly binding: string,
+    protected readonly real: Real,
+    protected readonly origin: Origin,
+    protected readonly binding: string,
   ) {}
 
   prepare(query: string): D1PreparedStatement {
@@ -215,7 +216,9 @@ class CountedD1 implements D1Database {
   batch<T = unknown>(statements: D1PreparedStatement[]): Promise<D1Result<T>[]> {
     return countedBatch(this.real, statements, this.origin, this.binding);
   }
+}
 
+class CountedD1 extends CountedQueries<D1Database> implements D1Database {
   exec(query: string): Promise<D1ExecResult> {
     return timed(begin(this.origin, this.binding, "exec", [query]), () => this.real.exec(query));
   }
@@ -229,22 +232,7 @@ class CountedD1 implements D1Database {
   }
 }
 
-/** A session (read replicas) whose queries are recorded as the database's are. */
-class CountedSession implements D1DatabaseSession {
-  constructor(
-    private readonly real: D1DatabaseSession,
-    private readonly origin: Origin,
-    private readonly binding: string,
-  ) {}
-
-  prepare(query: string): D1PreparedStatement {
-    return new CountedStatement(this.real.prepare(query), query, this.origin, this.binding);
-  }
-
-  batch<T = unknown>(statements: D1PreparedStatement[]): Promise<D1Result<T>[]> {
-    return countedBatch(this.real, statements, this.origin, this.binding);
-  }
-
+class CountedSession extends CountedQueries<D1DatabaseSession> implements D1DatabaseSession {
   getBookmark(): D1SessionBookmark | null {
     return this.real.getBookmark();
   }

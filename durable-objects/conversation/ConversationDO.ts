@@ -175,16 +175,10 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   // without them.
 
   async create(input: CreateInput) {
-    this.staging.storeStaged();
-    const before = this.memberIds();
-    const result = this.conversation.create(input);
-    const told = this.membershipChanged(before);
-    // Directory writes (create, membership) reach D1 before the call returns when D1 is up, so
-    // the caller's next GET /conversations lists them, and the members' objects, so their next
-    // sync has the system message; if either is down, the alarm retries.
-    if (result.ok && result.created) await this.deferred.settleNow();
-    await told;
-    return result;
+    return this.changingMembers(
+      () => this.conversation.create(input),
+      (result) => result.ok && result.created,
+    );
   }
 
   async view(userId: string) {
@@ -199,27 +193,27 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
   }
 
   async addMembers(actor: Identity, userIds: string[], now: number) {
-    this.staging.storeStaged();
-    const before = this.memberIds();
-    const result = this.conversation.addMembers(actor, userIds, now);
-    const told = this.membershipChanged(before);
-    if (result.ok) await this.deferred.settleNow();
-    await told;
-    return result;
+    return this.changingMembers(() => this.conversation.addMembers(actor, userIds, now));
   }
 
   async removeMember(actor: Identity, targetId: string, now: number) {
-    this.staging.storeStaged();
-    const before = this.memberIds();
-    const result = this.conversation.removeMember(actor, targetId, now);
-    const told = this.membershipChanged(before);
-    if (result.ok) await this.deferred.settleNow();
-    await told;
-    return result;
+    return this.changingMembers(() => this.conversation.removeMember(actor, targetId, now));
   }
 
-  private memberIds(): Set<string> {
-    return new Set(this.store.members.keys());
+  /**
+   * A call that may change who is a member. Directory writes (create, membership) reach D1 before
+   * it returns when D1 is up, and the members' objects, so that the caller's next list and sync
+   * have the system message; the users whose membership changed are told (membershipChanged). If
+   * any of them is down, the alarm retries.
+   */
+  private async changingMembers<R extends { ok: boolean }>(change: () => R, settles: (result: R) => boolean = (result) => result.ok): Promise<R> {
+    this.staging.storeStaged();
+    const before = new Set(this.store.members.keys());
+    const result = change();
+    const told = this.membershipChanged(before);
+    if (settles(result)) await this.deferred.settleNow();
+    await told;
+    return result;
   }
 
   /**

@@ -152,9 +152,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     const now = Date.now();
     // Indexed for sync, and the list's order, before anything is awaited, so a page asked for
     // meanwhile finds them.
-    const through = new Map<string, number>();
-    for (const e of events) if (e.type === "message") through.set(e.message.conversationId, Math.max(e.message.seq, through.get(e.message.conversationId) ?? 0));
-    for (const [conversationId, seq] of through) this.index.record(conversationId, seq, now);
+    this.index.recordEvents(events, now);
     this.list.record(events, now);
     await this.inbox.deliver(userId, events, inOrder, liveOn, now);
     const conversationId = conversationOf(events[0]);

@@ -25,7 +25,7 @@
 //
 // Its tables are a migration track of their own, beside the object's shared list (./schema.ts).
 import { fail, type Result } from "../../kernel/result";
-import type { ConversationPeer, SeqRange, SyncCursor, SyncSlice } from "../contract";
+import type { ConversationPeer, InboxEvent, SeqRange, SyncCursor, SyncSlice } from "../contract";
 import { WatchedConversations } from "./watchedConversations";
 
 export const INDEX_MIGRATIONS_TRACK = "_schema_inbox_index";
@@ -88,6 +88,13 @@ export class InboxIndex {
 
   constructor(private readonly sql: SqlStorage) {
     this.watches = new WatchedConversations(sql, "index_watch");
+  }
+
+  /** Indexes each conversation of a fan-out call's messages up to its highest seq. Synchronous. */
+  recordEvents(events: InboxEvent[], now: number): void {
+    const through = new Map<string, number>();
+    for (const e of events) if (e.type === "message") through.set(e.message.conversationId, Math.max(e.message.seq, through.get(e.message.conversationId) ?? 0));
+    for (const [conversationId, seq] of through) this.record(conversationId, seq, now);
   }
 
   /** Indexes conversation `conversationId` up to `seq` at `now`, if it is not already (then true). Synchronous. */
