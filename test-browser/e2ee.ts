@@ -26,9 +26,23 @@ function filesHolding(dir: string, needles: Buffer[]): string[] {
   const files = readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
   if (files.length === 0) throw new Error(`no state files under ${dir}`);
   return files.map((e) => join(e.parentPath, e.name)).filter((file) => {
-    const bytes = readFileSync(file);
-    return needles.some((n) => bytes.includes(n));
+    const bytes = readIfStillThere(file);
+    return bytes !== null && needles.some((n) => bytes.includes(n));
   });
+}
+
+/**
+ * The file's bytes, or null if it went between listing and reading: the running server's SQLite
+ * creates and removes its -shm and -wal files as objects open and close, and a file gone holds
+ * nothing at rest.
+ */
+function readIfStillThere(file: string): Buffer | null {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    if (err instanceof Error && "code" in err && err.code === "ENOENT") return null;
+    throw err;
+  }
 }
 
 /** New chat with the lock on: an end-to-end encrypted direct conversation. */
