@@ -64,12 +64,39 @@ export interface SyncPage {
 
 type Peer = Pick<ConversationPeer, "syncHead" | "syncSlice">;
 
-interface Entry {
+export interface Entry {
   ingestId: number;
   conversationId: string;
   /** Where this page starts in the entry (above the cursor's seq for the cursor's entry). */
   from: number;
   through: number;
+}
+
+/**
+ * The first of `entries` that can fill a page of `need` messages: each seq is at most one message,
+ * so entries are taken (the last one cut short) until their seqs add up to `need`. Asking each
+ * conversation for all of its entries would read and encode up to `need` messages from every
+ * conversation on the page, of which the page keeps its share. `cut`: entries, or seqs of the last
+ * one, were left for a later round.
+ */
+export function withinBudget(entries: Entry[], need: number): { asked: Entry[]; cut: boolean } {
+  const asked: Entry[] = [];
+  let left = need;
+  for (const entry of entries) {
+    const seqs = entry.through - entry.from;
+    if (seqs <= 0) {
+      asked.push(entry);
+      continue;
+    }
+    if (left <= 0) return { asked, cut: true };
+    if (seqs > left) {
+      asked.push({ ...entry, through: entry.from + left });
+      return { asked, cut: true };
+    }
+    asked.push(entry);
+    left -= seqs;
+  }
+  return { asked, cut: false };
 }
 
 type Pruned = { ingest_id: number; through_seq: number; at: number };
@@ -199,16 +226,16 @@ export class InboxIndex {
         from: r.ingest_id === at.ingestId ? Math.max(r.from_seq, at.seq) : r.from_seq,
         through: r.through_seq,
       }));
-      const open = entries.filter((e) => e.from < e.through);
+      const { asked, cut } = withinBudget(entries, limit - out.length);
       let slices: Map<string, SyncSlice>;
       try {
-        slices = await this.resolve(userId, open, minTime, limit - out.length, peers);
+        slices = await this.resolve(userId, asked.filter((e) => e.from < e.through), minTime, limit - out.length, peers);
       } catch (err) {
         console.warn("sync: a conversation could not be read", String(err));
         return fail("unavailable", "a conversation could not be read; try again", 1);
       }
       let full = out.length >= limit || bytes >= PAGE_BYTES;
-      for (const entry of entries) {
+      for (const entry of asked) {
         if (entry.from >= entry.through) {
           at = { ingestId: entry.ingestId, seq: Math.max(entry.through, entry.ingestId === at.ingestId ? at.seq : 0) };
           continue;
@@ -229,6 +256,12 @@ export class InboxIndex {
           return { ok: true, messages: out.join(","), cursor: { ...at, minTime }, hasMore: true };
         }
         at = { ingestId: entry.ingestId, seq: entry.through };
+      }
+      // What lies past the budget is still in the index: the next round starts there, unless the
+      // page is full (fewer messages than seqs when some are not the user's to read).
+      if (cut) {
+        if (full) return { ok: true, messages: out.join(","), cursor: { ...at, minTime }, hasMore: true };
+        continue;
       }
       if (rows.length < rowsPerRound) {
         // The end of the index: only now are the watched conversations asked what they skipped,
@@ -263,7 +296,10 @@ export class InboxIndex {
     const ranges = new Map<string, SeqRange[]>();
     for (const e of entries) {
       const list = ranges.get(e.conversationId);
-      if (list) list.push({ from: e.from, through: e.through });
+      const last = list?.at(-1);
+      // A conversation's entries touch (each starts where the index stood): one range for a run.
+      if (last && last.through === e.from) last.through = e.through;
+      else if (list) list.push({ from: e.from, through: e.through });
       else ranges.set(e.conversationId, [{ from: e.from, through: e.through }]);
     }
     const ids = [...ranges.keys()];

@@ -24,6 +24,8 @@ class FakeConversation {
   down = false;
   slices = 0;
   heads = 0;
+  /** The ranges of each syncSlice call, and how many messages it answered. */
+  asked: Array<{ ranges: SeqRange[]; answered: number }> = [];
   constructor(readonly id: string) {}
   add(n: number, at = T): number {
     for (let i = 0; i < n; i++) this.createdAt.push(at);
@@ -42,10 +44,13 @@ class FakeConversation {
     if (this.down) throw new Error("unreachable");
     const max = Math.min(limit, this.cap);
     const messages: SyncSlice["messages"] = [];
+    const call = { ranges: ranges.map((r) => ({ ...r })), answered: 0 };
+    this.asked.push(call);
     for (const r of ranges) {
       for (let seq = Math.max(r.from, this.span.from - 1) + 1; seq <= Math.min(r.through, this.span.through, this.last); seq++) {
         if (this.createdAt[seq - 1]! < minTime) continue;
         messages.push({ seq, json: JSON.stringify({ c: this.id, seq }) });
+        call.answered++;
         if (messages.length >= max) return { messages, through: seq };
       }
     }
@@ -156,6 +161,33 @@ describe("inbox index", () => {
     expect(p2).toMatchObject({ messages: ["a:5", "a:6"], hasMore: true });
     conversations.get("a")!.cap = Number.MAX_SAFE_INTEGER;
     expect((await pageAll(p2.cursor, 50)).seen).toEqual([...all("a", 7, 10), ...all("b", 1, 3)]);
+  });
+
+  it("asks each conversation only for the seqs the page can hold, one range per run of its entries", async () => {
+    const { conversations, deliver, page, pageAll } = setup("a", "b", "c");
+    for (let i = 0; i < 3; i++) for (const id of ["a", "b", "c"]) deliver(id, 10);
+    const p1 = await page(START, 25);
+    expect(p1).toMatchObject({ messages: [...all("a", 1, 10), ...all("b", 1, 10), ...all("c", 1, 5)], hasMore: true });
+    const [a, b, c] = ["a", "b", "c"].map((id) => conversations.get(id)!);
+    expect(a!.asked).toEqual([{ ranges: [{ from: 0, through: 10 }], answered: 10 }]);
+    expect(c!.asked).toEqual([{ ranges: [{ from: 0, through: 5 }], answered: 5 }]);
+    // A conversation's entries on one page touch (each starts where the index stood): one range.
+    deliver("a", 10);
+    const rest = await pageAll(p1.cursor, 1000);
+    expect(rest.seen).toEqual([...all("c", 6, 10), ...[20, 30].flatMap((n) => ["a", "b", "c"].flatMap((id) => all(id, n - 9, n))), ...all("a", 31, 40)]);
+    expect(a!.asked.at(-1)!.ranges).toEqual([{ from: 10, through: 40 }]);
+    // Every message answered was one the pages kept.
+    const answered = [a!, b!, c!].reduce((n, x) => n + x.asked.reduce((m, call) => m + call.answered, 0), 0);
+    expect(answered).toBe(p1.messages.length + rest.seen.length);
+  });
+
+  it("keeps paging past seqs the user may not read until the page is full", async () => {
+    const { conversations, deliver, page } = setup("a", "b");
+    conversations.get("a")!.span = { from: 1, through: 2 };
+    deliver("a", 6);
+    deliver("b", 6);
+    // The budget of 4 seqs holds only 2 readable messages: later rounds fill the page.
+    expect(await page(START, 4)).toMatchObject({ messages: ["a:1", "a:2", "b:1", "b:2"], hasMore: true });
   });
 
   it("says there is no more when the page ends exactly at the last message", async () => {
