@@ -14,7 +14,7 @@ import {
 } from "../../protocol";
 import { fail, type Failure, type Result } from "../../kernel/result";
 import type { Identity } from "../../kernel/identity";
-import type { ConversationStore } from "./conversationStore";
+import type { ConversationStore, EncodedMessage } from "./conversationStore";
 import { ActionTables, annotationsOf, hiddenView, type Annotations } from "./actionsStore";
 
 export interface ActionDeps {
@@ -242,10 +242,23 @@ export class MessageActions {
     const from = this.readableFrom(userId);
     const hidden = this.tables.hiddenBetween(userId, messages[0]!.seq, messages[messages.length - 1]!.seq);
     if (hidden.size === 0 && from <= 1) return messages;
-    return messages.map((m) => {
-      if (hidden.has(m.seq)) return hiddenView(m);
-      const target = from > 1 ? editTargetOf(m) : null;
-      return target !== null && target < from ? withoutEditText(m) : m;
+    return messages.map((m) => viewOf(m, hidden, from));
+  }
+
+  /**
+   * viewFor on messages SQLite encoded (ascending, ConversationStore.encodedBetween): only those
+   * whose view may differ for `userId` (deleted for them; an edit, when they joined late) are
+   * read back, changed and encoded again; the rest pass as they are.
+   */
+  encodedViewFor(userId: string, messages: EncodedMessage[]): Array<{ seq: number; json: string }> {
+    if (messages.length === 0) return [];
+    const from = this.readableFrom(userId);
+    const hidden = this.tables.hiddenBetween(userId, messages[0]!.seq, messages[messages.length - 1]!.seq);
+    return messages.map(({ seq, kind, json }) => {
+      if (!hidden.has(seq) && !(from > 1 && kind === "action")) return { seq, json };
+      // Read in the same synchronous step as the encoded row: it is there.
+      const message = this.store.getMessage(seq)!;
+      return { seq, json: JSON.stringify(viewOf(message, hidden, from)) };
     });
   }
 
@@ -264,6 +277,13 @@ export class MessageActions {
     });
     return { ok: true, messages };
   }
+}
+
+/** `message` as a reader sees it who hid `hidden` and may read from seq `from`. */
+function viewOf(message: Message, hidden: Set<number>, from: number): Message {
+  if (hidden.has(message.seq)) return hiddenView(message);
+  const target = from > 1 ? editTargetOf(message) : null;
+  return target !== null && target < from ? withoutEditText(message) : message;
 }
 
 /** The seq an `action` message edits, if it is an edit that still carries its text; else null. */

@@ -18,7 +18,7 @@ import { fail, type Failure, type Result } from "../../kernel/result";
 import type { Identity } from "../../kernel/identity";
 import type { TokenBuckets } from "../lib/rateLimit";
 import { closeWithNotice, trySend } from "../lib/socketIo";
-import type { ConversationStore } from "./conversationStore";
+import type { ConversationStore, EncodedMessage } from "./conversationStore";
 import { invalidContent } from "./mlsDelivery";
 import { editTargetOf, MessageActions, withoutEditText } from "./actions";
 import type { Annotations } from "./actionsStore";
@@ -351,7 +351,8 @@ export class Conversation {
   /**
    * A sync page's messages of this conversation (SyncSlice): those of `ranges` in the caller's
    * span, created at or after `minTime`, as history shows them to the caller (`viewFor`: deleted
-   * for them, edits of messages before their joining), each encoded once. Stops at `limit`
+   * for them, edits of messages before their joining), each encoded by SQLite and re-encoded only
+   * where the caller's view differs (`encodedViewFor`). Stops at `limit`
    * messages, at SYNC_SLICE_BYTES of them (one at least), or after SYNC_SLICE_SCAN messages looked
    * at, so one call costs the same whatever the ranges span.
    */
@@ -360,36 +361,30 @@ export class Conversation {
     const span = this.span(userId);
     if (!span || limit < 1) return { messages: [], through: limit < 1 ? 0 : end };
     const last = this.store.requireMeta().lastSeq;
-    const picked: Message[] = [];
+    const picked: EncodedMessage[] = [];
     let scanned = 0;
     let bytes = 0;
-    const cut = (through: number): SyncSlice => ({ messages: this.encodeFor(userId, picked), through });
+    const cut = (through: number): SyncSlice => ({ messages: this.actions.encodedViewFor(userId, picked), through });
     for (const range of ranges) {
       let after = Math.max(range.from, span.from - 1);
       const through = Math.min(range.through, span.through, last);
       while (after < through) {
-        const chunk = this.store.messagesAfter(after, Math.min(through - after, limit - picked.length + 1, SYNC_SLICE_SCAN)).messages;
-        if (chunk.length === 0) break;
+        const asked = Math.min(limit - picked.length, SYNC_SLICE_SCAN - scanned);
+        const chunk = this.store.encodedBetween(after, through, asked);
         for (const m of chunk) {
-          if (m.seq > through) break;
           after = m.seq;
           scanned++;
           if (m.createdAt >= minTime) {
             picked.push(m);
-            bytes += m.body?.length ?? 0;
-            bytes += m.ciphertext?.length ?? 0;
-            bytes += m.commit?.length ?? 0;
+            bytes += m.json.length;
             if (picked.length >= limit || bytes >= SYNC_SLICE_BYTES) return cut(m.seq);
           }
           if (scanned >= SYNC_SLICE_SCAN) return cut(m.seq);
         }
+        if (chunk.length < asked) break;
       }
     }
     return cut(end);
-  }
-
-  private encodeFor(userId: string, messages: Message[]): SyncSlice["messages"] {
-    return this.actions.viewFor(userId, messages).map((m) => ({ seq: m.seq, json: JSON.stringify(m) }));
   }
 
   /** Where a member's socket replay starts at the earliest: the seq before their joining. */

@@ -3,9 +3,17 @@
 // Object runs in-process, and a burst of writes inside one event commits atomically.
 import type { ConversationType, MediaRef, Member, Message, MessageKind, Receipt, Role } from "../../protocol";
 import { migrate } from "../lib/migrate";
-import { MESSAGE_COLUMNS, messageFromRow, UNSHOWN_KINDS_SQL, type MessageRow } from "../../kernel/d1/rows";
+import { MESSAGE_COLUMNS, MESSAGE_JSON_SQL, messageFromRow, UNSHOWN_KINDS_SQL, type MessageRow } from "../../kernel/d1/rows";
 import { ACTION_MIGRATIONS, ACTION_MIGRATIONS_TRACK, type Annotations } from "./actionsStore";
 import { GROUP_INFO_MIGRATIONS, GROUP_INFO_MIGRATIONS_TRACK } from "./groupInfoStore";
+
+/** A stored message as its wire JSON (ConversationStore.encodedBetween), with what sync decides on. */
+export type EncodedMessage = {
+  seq: number;
+  kind: string;
+  createdAt: number;
+  json: string;
+};
 
 // Append-only. Index i is schema version i + 1.
 const MIGRATIONS = [
@@ -431,6 +439,24 @@ export class ConversationStore {
     const hasMore = messages.length > limit;
     if (hasMore) messages.pop();
     return { messages, hasMore };
+  }
+
+  /**
+   * Messages with `after < seq <= through`, ascending, at most `limit`, each as its wire JSON,
+   * encoded by SQLite as messageFromRow builds it (MESSAGE_JSON_SQL): a sync page splices them as
+   * they are, so a row comes back as one string, not fifteen columns rebuilt and re-encoded here.
+   */
+  encodedBetween(after: number, through: number, limit: number): EncodedMessage[] {
+    return this.sql
+      .exec<EncodedMessage>(
+        `SELECT seq, kind, created_at AS createdAt, ${MESSAGE_JSON_SQL} AS json
+         FROM (SELECT *, ? AS conversation_id FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?)`,
+        this.requireMeta().id,
+        after,
+        through,
+        limit,
+      )
+      .toArray();
   }
 
   /** messagesAfter from `recent`, or null unless it holds every message asked for. */

@@ -37,11 +37,12 @@ const MESSAGE_JSON_FIELDS = `'id', id, 'conversationId', conversation_id, 'seq',
   'body', body, 'media', json(media), 'threadRootSeq', thread_root_seq, 'createdAt', created_at`;
 
 /**
- * The same mapping as `messageFromRow`, done by SQLite: a D1 `messages` row's wire `Message` as
- * JSON text, for a page the Worker serves as it is. D1 then returns one column per message instead
- * of fifteen, and the Worker neither rebuilds nor re-encodes each message (docs/performance.md,
- * S4). A test holds the two mappings equal (test/media.test.ts, "sync serves each message as the
- * conversation's history does").
+ * The same mapping as `messageFromRow`, done by SQLite: a `messages` row's wire `Message` as JSON
+ * text (D1's, or a conversation object's with its id given as `conversation_id`), for a page
+ * served as it is. SQLite then returns one column per message instead of fifteen, and nothing
+ * rebuilds or re-encodes each message (docs/performance.md, S4). Tests hold the two mappings equal
+ * (test/media.test.ts, "sync serves each message as the conversation's history does";
+ * test/unit/conversation/actions.test.ts, "sync slices").
  */
 const MESSAGE_JSON_OBJECT = `CASE WHEN reply_count > 0 AND last_reply_seq IS NOT NULL AND last_reply_at IS NOT NULL
   THEN json_object(${MESSAGE_JSON_FIELDS},

@@ -231,6 +231,10 @@ describe("sync slices", () => {
 
   it("give each reader what their history gives them: their span, what they hid, edits of messages from before their joining", () => {
     const { h, hello } = setUp();
+    // Annotations (a reaction), a thread summary and text that JSON must escape, as SQLite encodes them.
+    const quoted = expectOk(h.send("alice", { clientMsgId: "q", body: 'quotes " \\ and\nlines, \u2028, \u0001, é \u{1F600}' })).message;
+    expectOk(act(h, "carol", { type: "react", targetSeq: quoted.seq, emoji: "👍", on: true }));
+    expectOk(h.send("bob", { clientMsgId: "re", body: "re", threadRootSeq: quoted.seq }));
     expectOk(h.conversation.actions.hide("bob", [hello.seq]));
     expectOk(h.conversation.addMembers(identity("alice"), ["dave"], h.clock.now()));
     expectOk(act(h, "bob", { type: "edit", targetSeq: hello.seq, body: "a secret" }));
@@ -245,6 +249,11 @@ describe("sync slices", () => {
       expect(h.conversation.syncHead(reader), reader).toBe(reader === "carol" ? last - 2 : last);
     }
     expect(decode(h.conversation.syncSlice("bob", everything, 0, 100))[1]).toMatchObject({ body: null, media: [], hidden: true });
+    expect(decode(h.conversation.syncSlice("alice", everything, 0, 100)).find((m) => m.seq === quoted.seq)).toMatchObject({
+      body: quoted.body,
+      thread: { replyCount: 1 },
+      reactions: [{ emoji: "👍", userIds: ["carol"] }],
+    });
     expect(JSON.stringify(h.conversation.syncSlice("dave", everything, 0, 100))).not.toContain("a secret");
     // Never a member: nothing, and nothing left to ask about.
     expect(h.conversation.syncSlice("mallory", everything, 0, 100)).toEqual({ messages: [], through: last });
