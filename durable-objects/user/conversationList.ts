@@ -7,9 +7,9 @@
 // retried by the conversation until it lands, applied by `version` so a late retry undoes
 // nothing), and every fan-out call that carries messages moves its conversation's activity. A
 // conversation that got an answer naming this user's live devices may skip calling here for a
-// while (durable-objects/conversation/quiet.ts): it is watched, and before a page the object asks
-// each watched one for its view (which orders it, and which the page then uses instead of asking
-// again). A watch ends once asked after its answer lapsed.
+// while (durable-objects/conversation/quiet.ts): it is watched, and before a first page the object
+// asks each watched one for its view (which orders it, and which the page then uses instead of
+// asking again). A watch ends once asked after its answer lapsed.
 //
 // Paging is by (activity, id), newest first, with a cursor. Activity moves while a client pages,
 // so a page after the first reads the list as it was when the first was read: each first page
@@ -158,9 +158,10 @@ export class ConversationList {
   }
 
   /**
-   * A page of the list. The watched conversations are asked first (in parallel) and ordered by
-   * what they answer; a conversation that cannot be asked fails the page (`unavailable`) rather
-   * than leave it out of order. A bad or expired cursor is a `bad_request`.
+   * A page of the list. For a first page (or the whole list), the watched conversations are asked
+   * first (in parallel) and ordered by what they answer; a conversation that cannot be asked fails
+   * the page (`unavailable`) rather than leave it out of order. A bad or expired cursor is a
+   * `bad_request`.
    */
   async page(userId: string, query: ListQuery, peers: (conversationId: string) => Pick<ConversationPeer, "viewForNotification">, now: () => number): Promise<Result<ListSlice>> {
     let after: { snapshot: number; key: Key } | null = null;
@@ -172,9 +173,12 @@ export class ConversationList {
       }
       after = parsed;
     }
-    let views: Record<string, Conversation>;
+    // A page after the first reads the list as it was at the first's snapshot, which catching up
+    // now could not change: only a page that orders by the list as it is now asks the watched
+    // conversations (up to one call each, however many there are).
+    let views: Record<string, Conversation> = {};
     try {
-      views = await this.catchUp(userId, peers, now);
+      if (after === null) views = await this.catchUp(userId, peers, now);
     } catch (err) {
       console.warn("conversation list: a watched conversation could not be asked", String(err));
       return fail("unavailable", "a conversation could not be read; try again", 1);

@@ -164,7 +164,7 @@ describe("conversation list: paging", () => {
 });
 
 describe("conversation list: quiet members", () => {
-  it("asks the conversations that may skip calling before a page, orders them by their views and hands the views over", async () => {
+  it("asks the conversations that may skip calling before a first page, orders them by their views and hands the views over", async () => {
     const { list } = setup();
     list.apply([notice("open", { at: T }), notice("other", { at: T + 10 })]);
     list.watch("open", T);
@@ -179,15 +179,17 @@ describe("conversation list: quiet members", () => {
     expect(asked).toEqual(["open:me"]);
     expect(first.entries.map((e) => e.id)).toEqual(["open"]);
     expect(Object.keys(first.views)).toEqual(["open"]);
-    // Still within its answer's time: asked again by the next page, which does not list it.
-    const second = await page(list, { limit: 1, cursor: first.cursor }, peers, T + 2);
+    // The next page reads the list as the first page's snapshot had it: it asks nobody, however
+    // many conversations are watched.
+    for (let i = 0; i < 50; i++) list.watch(`busy${i}`, T);
+    const second = await page(list, { limit: 1, cursor: first.cursor }, noPeers, T + 2);
     expect(second.entries.map((e) => e.id)).toEqual(["other"]);
     expect(second.views).toEqual({});
-    expect(list.watched()).toEqual(["open"]);
-    // Asked after its answer lapsed, the watch ends.
+    expect(list.watched()).toContain("open");
+    // A first page asks again; asked after its answer lapsed, a watch ends.
     await page(list, { limit: null, cursor: null }, peers, T + 3 * QUIET_HINT_MS + 1);
     expect(list.watched()).toEqual([]);
-    expect(asked).toHaveLength(3);
+    expect(asked).toHaveLength(52);
   });
 
   it("fails the page when a watched conversation cannot be asked, and orders nothing by a stranger's view", async () => {
