@@ -289,6 +289,8 @@ export interface ConversationPeer {
    * created at or after `minTime`, at most `limit` of them (see SyncSlice).
    */
   syncSlice(userId: string, ranges: SeqRange[], minTime: number, limit: number): Promise<SyncSlice>;
+  /** For each of `times`, whether `userId` was a member then (who may see media shared here at that time). */
+  wasMemberAt(userId: string, times: number[]): Promise<boolean[]>;
 }
 
 /** How an object reaches the others: by id, through the runtime's stubs or, in a test, fakes. */

@@ -5,6 +5,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import { d1Shards } from "../kernel/d1/shards";
 import { peersOf, relayedMessage } from "../durable-objects/contract";
 import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { QUIET_HINT_MS } from "../durable-objects/contract";
@@ -13,6 +14,7 @@ import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
 import { conversationStub, userStub } from "../kernel/objects";
 import {
+  d1Of,
   call,
   connect,
   conversationPeersWith,
@@ -53,14 +55,18 @@ async function userSocket(s: Session, keepAliveMs: number | null = 1000): Promis
 async function bulkUsers(n: number): Promise<string[]> {
   const ids = Array.from({ length: n }, () => `bulk_${unique("m")}`);
   const now = Date.now();
-  for (let i = 0; i < ids.length; i += 10) {
-    await env.DB.batch(
-      ids.slice(i, i + 10).map((id) =>
-        env.DB.prepare(
-          "INSERT INTO users (id, username, username_lower, display_name, password_hash, password_salt, password_iterations, created_at) VALUES (?, ?, ?, ?, 'x', 'x', 1, ?)",
-        ).bind(id, id, id.toLowerCase(), id, now),
-      ),
-    );
+  for (const [database, onShard] of d1Shards(env).group(ids)) {
+    for (let i = 0; i < onShard.length; i += 10) {
+      await database.batch(
+        onShard.slice(i, i + 10).map((id) =>
+          database
+            .prepare(
+              "INSERT INTO users (id, username, username_lower, display_name, password_hash, password_salt, password_iterations, created_at) VALUES (?, ?, ?, ?, 'x', 'x', 1, ?)",
+            )
+            .bind(id, id, id.toLowerCase(), id, now),
+        ),
+      );
+    }
   }
   return ids;
 }
@@ -310,17 +316,17 @@ describe("receipts and unread counts", () => {
     const { b, conv, first, second, stub, bs } = await twoMessagesThenHeldPass();
     const prepared: string[] = [];
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.useConnections({ d1: {
-        prepare: (query: string) => (prepared.push(query), env.DB.prepare(query)),
-        batch: (statements: D1PreparedStatement[]) => env.DB.batch(statements),
-      } });
+      instance.useConnections({ d1: (key) => ({
+        prepare: (query: string) => (prepared.push(query), d1Of(key).prepare(query)),
+        batch: (statements: D1PreparedStatement[]) => d1Of(key).batch(statements),
+      }) });
     });
     bs.send({ type: "delivered", seq: first.seq });
     bs.send({ type: "read", seq: second.seq });
     await bs.next("receipt", (f) => f.readSeq === second.seq);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect(prepared.filter((q) => q.includes("UPDATE members SET delivered_seq"))).toHaveLength(1);
-    const row = await env.DB.prepare("SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ? AND user_id = ?")
+    const row = await d1Of(conv.id).prepare("SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ? AND user_id = ?")
       .bind(conv.id, b.user.id)
       .first();
     expect(row).toEqual({ delivered_seq: second.seq, read_seq: second.seq });
@@ -355,14 +361,14 @@ describe("receipts and unread counts", () => {
     const [as, sb] = [await openConversation(a, conv.id), await userSocket(b)];
     // A slow D1 (as a remote one is): each batch takes 300 ms, far longer than a user-object call.
     const slowD1: D1Writer = {
-      prepare: (q: string) => env.DB.prepare(q),
+      prepare: (q: string) => d1Of(conv.id).prepare(q),
       batch: async (statements: D1PreparedStatement[]) => {
         await sleep(300);
-        return env.DB.batch(statements);
+        return d1Of(conv.id).batch(statements);
       },
     };
     await runInDurableObject(conversationStub(env, conv.id), (instance: ConversationDO) => {
-      instance.useConnections({ d1: slowD1 });
+      instance.useConnections({ d1: () => slowD1 });
     });
     for (let i = 0; i < 3; i++) {
       const body = `over the socket ${i}`;

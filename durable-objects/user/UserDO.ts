@@ -14,6 +14,7 @@ import { readIdentity, readSessionId, readTicketUse, type Identity } from "../..
 import { readSettings, type Settings } from "../../kernel/settings";
 import { sharedWith } from "../../kernel/d1/privacy";
 import { retireDevice } from "../../kernel/d1/devices";
+import { d1Shards } from "../../kernel/d1/shards";
 import {
   conversationOf,
   peersOf,
@@ -60,7 +61,8 @@ export interface UserConnections {
   conversations(conversationId: string): ConversationPeer;
   users(userId: string): PresencePeer;
   pushQueue: Pick<Queue<PushQueueMessage>, "sendBatch">;
-  d1: D1Database;
+  /** The D1 shard of a device's rows (kernel/d1/shards.ts). */
+  d1(deviceId: string): D1Database;
 }
 
 export class UserDO extends DurableObject<Env> implements UserInbox, PresencePeer {
@@ -86,7 +88,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     super(ctx, env);
     this.settings = readSettings(env);
     const peers = peersOf(env);
-    this.connections = { conversations: peers.conversation, users: peers.user, pushQueue: env.PUSH_QUEUE, d1: env.DB };
+    this.connections = { conversations: peers.conversation, users: peers.user, pushQueue: env.PUSH_QUEUE, d1: (key) => d1Shards(env).of(key) };
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
     migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
@@ -117,7 +119,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
       sql,
       sockets: this.sockets,
       users: (id) => this.connections.users(id),
-      sharedWith: (viewerId, userIds) => sharedWith(this.connections.d1, viewerId, userIds),
+      sharedWith: (viewerId, userIds) => sharedWith(d1Shards(this.env).all, viewerId, userIds),
     });
     this.alarms = new AlarmScheduler(ctx.storage, {
       keepalive: (now) => this.closeSilentSockets(now),
@@ -424,7 +426,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private async retireDevices(now: number): Promise<number | null> {
     for (const { deviceId, revokedAt } of this.sessions.devicesToRetire()) {
       try {
-        await retireDevice(this.connections.d1, deviceId, revokedAt);
+        await retireDevice(this.connections.d1(deviceId), deviceId, revokedAt);
       } catch (err) {
         console.warn(`marking device ${deviceId} logged out in D1 failed; retrying`, String(err));
         return now + RETIRE_RETRY_MS;

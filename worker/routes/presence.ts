@@ -2,6 +2,7 @@ import * as z from "zod";
 import { LIMITS, type Presence } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { userStub } from "../../kernel/objects";
+import { d1Shards } from "../../kernel/d1/shards";
 import { sharedWith } from "../../kernel/d1/privacy";
 import { readQuery } from "../lib/validate";
 
@@ -20,7 +21,7 @@ const PresenceQuery = z.strictObject({
 presence.get("/", async (c) => {
   const { userIds } = readQuery(c.req.url, PresenceQuery);
   const unique = [...new Set(userIds)];
-  const shared = await sharedWith(c.env.DB, c.get("auth").userId, unique);
+  const shared = await sharedWith(d1Shards(c.env).all, c.get("auth").userId, unique);
   const result: Presence[] = await Promise.all(
     unique.map((userId) =>
       shared.has(userId)
