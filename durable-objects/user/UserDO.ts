@@ -296,7 +296,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   // --- Presence ----------------------------------------------------------------------------------
 
-  /** This user's presence right now (not debounced): what GET /presence reports. */
+  /** This user's presence right now (not debounced): what GET /presence and a new watch report. */
   async getPresence(userId: string): Promise<Presence> {
     this.presence.rememberUser(userId);
     return this.presenceNow(userId);

@@ -27,7 +27,7 @@ export class PresencePrivacy {
   constructor(private readonly deps: PrivacyDeps) {}
 
   /**
-   * Of `userIds` (others than the viewer), those who share a current conversation with the
+   * Of `userIds` (other than the viewer), those who share a current conversation with the
    * viewer, with their presence. Fails if a user's object cannot be asked, as the rule cannot be
    * answered without it.
    */
