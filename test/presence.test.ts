@@ -29,6 +29,7 @@ import {
   signInDevice,
   syncAll,
   unique,
+  userPeersWith,
   waitFor,
   withoutTables,
   type Session,
@@ -285,6 +286,38 @@ describe("presence", () => {
       await expectError(await call(`/users/${friend.user.id}`, { token: w.token }), 500, "internal");
     });
     memberSocket.close();
+  });
+
+  it("answers 503 when a user's object cannot be asked, and a watch an error; both work once it can", async () => {
+    const [w, friend, member] = [await register(), await register(), await register()];
+    await direct(w, friend);
+    await direct(w, member);
+    const viewer = userStub(env, w.user.id);
+    await runInDurableObject(viewer, (instance: UserDO) => {
+      instance.useConnections({
+        users: userPeersWith((userId) =>
+          userId === friend.user.id ? { presenceIfMember: () => Promise.reject(new Error("user object unreachable")) } : {},
+        ),
+      });
+    });
+    const res = await call(`/presence?userIds=${member.user.id},${friend.user.id}`, { token: w.token });
+    await expectError(res, 503, "unavailable");
+    expect(res.headers.get("retry-after")).toBe("1");
+    // Asking only about oneself asks no other object.
+    expect((await json<{ presence: Presence[] }>(`/presence?userIds=${w.user.id}`, { token: w.token })).presence).toEqual([
+      { userId: w.user.id, status: "offline", lastSeen: null },
+    ]);
+    const ws = await userSocket(w);
+    ws.send({ type: "presence.watch", userIds: [friend.user.id] });
+    expect((await ws.next("error")).code).toBe("internal");
+
+    await runInDurableObject(viewer, (instance: UserDO) => {
+      instance.useConnections({ users: peersOf(env).user });
+    });
+    expect((await presenceOf(w, friend.user.id)).status).toBe("offline");
+    ws.send({ type: "presence.watch", userIds: [friend.user.id] });
+    await ws.next("presence", (f) => f.userId === friend.user.id);
+    ws.close();
   });
 
   it("answers a malformed user-socket frame with an error and keeps the socket", async () => {

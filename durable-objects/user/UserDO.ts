@@ -307,10 +307,18 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     return { userId, status: state.status, lastSeen: state.status === "online" ? null : state.lastSeen };
   }
 
-  /** `GET /presence` for this user: the presence of `userIds` as the privacy rule lets them see it (./presencePrivacy.ts). */
-  async presenceSeenBy(userId: string, userIds: string[]): Promise<Presence[]> {
+  /**
+   * `GET /presence` for this user: the presence of `userIds` as the privacy rule lets them see it
+   * (./presencePrivacy.ts); `unavailable` when another user's object cannot be asked.
+   */
+  async presenceSeenBy(userId: string, userIds: string[]): Promise<Result<{ presence: Presence[] }>> {
     this.presence.rememberUser(userId);
-    return this.privacy.visibleTo(userId, userIds, () => this.presenceNow(userId));
+    try {
+      return { ok: true, presence: await this.privacy.visibleTo(userId, userIds, () => this.presenceNow(userId)) };
+    } catch (err) {
+      console.warn("presence: a user's object could not be asked", String(err));
+      return fail("unavailable", "presence could not be checked; try again", 1);
+    }
   }
 
   /**

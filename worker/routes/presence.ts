@@ -2,6 +2,7 @@ import * as z from "zod";
 import { LIMITS } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { userStub } from "../../kernel/objects";
+import { unwrap } from "../lib/apiError";
 import { readQuery } from "../lib/validate";
 
 export const presence = newApp();
@@ -23,5 +24,6 @@ const PresenceQuery = z.strictObject({
 presence.get("/", async (c) => {
   const { userIds } = readQuery(c.req.url, PresenceQuery);
   const { userId } = c.get("auth");
-  return c.json({ presence: await userStub(c.env, userId).presenceSeenBy(userId, userIds) });
+  const { presence } = unwrap(await userStub(c.env, userId).presenceSeenBy(userId, userIds));
+  return c.json({ presence });
 });
