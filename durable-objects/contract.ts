@@ -263,6 +263,12 @@ export interface UserInbox {
 
 /** What one user's object asks of another's for presence. */
 export interface PresencePeer {
+  /**
+   * The presence privacy rule, asked of the user whose presence is wanted: their presence if they
+   * are a member now of any of `conversationIds` (the asker's current conversations, at most
+   * PRIVACY_CHUNK of them: durable-objects/user/presencePrivacy.ts), else null.
+   */
+  presenceIfMember(userId: string, conversationIds: string[]): Promise<Presence | null>;
   watch(userId: string, watcher: Identity): Promise<Presence>;
   unwatch(watcher: Identity): Promise<void>;
   /** Relays a watched user's change; returns the watcher devices that no longer watch. */

@@ -9,7 +9,7 @@ import { MlsDevice } from "../web/src/e2ee/engine";
 import { SIGNED_IN_MARK } from "../kernel/d1/devices";
 import { d1Shards } from "../kernel/d1/shards";
 import { conversationStub, userStub } from "../kernel/objects";
-import { peersOf, type ConversationPeer } from "../durable-objects/contract";
+import { peersOf, type ConversationPeer, type PresencePeer } from "../durable-objects/contract";
 import { sha256 } from "../worker/lib/crypto";
 import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 
@@ -331,6 +331,24 @@ export async function upload(s: Session, bytes: Uint8Array, type: string, name: 
   const res = await call(`/upload?name=${encodeURIComponent(name)}`, { token: s.token, rawBody: bytes, headers: { "content-type": type } });
   if (res.status !== 201) throw new Error(`upload: ${res.status} ${await res.text()}`);
   return ((await res.json()) as { media: { id: string } }).media.id;
+}
+
+/**
+ * The users' objects as an object reaches them, with some of their calls replaced (a fault, a
+ * spy): for `useConnections({ users })`.
+ */
+export function userPeersWith(overrides: (userId: string, real: PresencePeer) => Partial<PresencePeer>) {
+  const reach = peersOf(env).user;
+  return (userId: string): PresencePeer => {
+    const real = reach(userId);
+    return {
+      presenceIfMember: (...args) => real.presenceIfMember(...args),
+      watch: (...args) => real.watch(...args),
+      unwatch: (...args) => real.unwatch(...args),
+      presenceEvent: (...args) => real.presenceEvent(...args),
+      ...overrides(userId, real),
+    };
+  };
 }
 
 /**

@@ -12,7 +12,6 @@ import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type
 import { fail, type Result } from "../../kernel/result";
 import { readIdentity, readSessionId, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
-import { sharedWith } from "../../kernel/d1/privacy";
 import { retireDevice } from "../../kernel/d1/devices";
 import { d1Shards } from "../../kernel/d1/shards";
 import {
@@ -45,6 +44,7 @@ import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
 import { Sessions, type DeviceActivity } from "./sessions";
 import { Watchers } from "./watchers";
+import { PresencePrivacy } from "./presencePrivacy";
 import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./conversationPrefs";
 import { INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK, InboxIndex, type SyncPage } from "./inboxIndex";
 import { ConversationList, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK, type ListQuery } from "./conversationList";
@@ -74,6 +74,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly answers: DeliveryAnswers;
   private readonly sessions: Sessions;
   private readonly watchers: Watchers;
+  private readonly privacy: PresencePrivacy;
   private readonly keyPackages: KeyPackageDirectory;
   private readonly welcomes: Welcomes;
   private readonly prefs: ConversationPrefs;
@@ -115,11 +116,12 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
       left: (conversationId) => this.welcomes.dropConversation(conversationId),
       muted: (conversationId, now) => this.prefs.muted(conversationId, now),
     });
+    this.privacy = new PresencePrivacy({ current: () => this.list.current(), users: (id) => this.connections.users(id) });
     this.watchers = new Watchers({
       sql,
       sockets: this.sockets,
       users: (id) => this.connections.users(id),
-      sharedWith: (viewerId, userIds) => sharedWith(d1Shards(this.env).all, viewerId, userIds),
+      sharedWith: async (userIds) => new Set((await this.privacy.shared(userIds)).keys()),
     });
     this.alarms = new AlarmScheduler(ctx.storage, {
       keepalive: (now) => this.closeSilentSockets(now),
@@ -296,11 +298,38 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   // --- Presence ----------------------------------------------------------------------------------
 
-  /** This user's presence right now (not debounced): what GET /presence reports. */
+  /** This user's presence right now (not debounced): what GET /presence and a new watch report. */
   async getPresence(userId: string): Promise<Presence> {
     this.presence.rememberUser(userId);
+    return this.presenceNow(userId);
+  }
+
+  private presenceNow(userId: string): Presence {
     const state = this.refreshPresence(Date.now());
     return { userId, status: state.status, lastSeen: state.status === "online" ? null : state.lastSeen };
+  }
+
+  /**
+   * `GET /presence` for this user: the presence of `userIds` as the privacy rule lets them see it
+   * (./presencePrivacy.ts); `unavailable` when another user's object cannot be asked.
+   */
+  async presenceSeenBy(userId: string, userIds: string[]): Promise<Result<{ presence: Presence[] }>> {
+    this.presence.rememberUser(userId);
+    try {
+      return { ok: true, presence: await this.privacy.visibleTo(userId, userIds, () => this.presenceNow(userId)) };
+    } catch (err) {
+      console.warn("presence: a user's object could not be asked", String(err));
+      return fail("unavailable", "presence could not be checked; try again", 1);
+    }
+  }
+
+  /**
+   * Another user's object applying the privacy rule: this user's presence if they are a member of
+   * any of `conversationIds` now. Stores nothing otherwise, so an id that is no one's leaves no
+   * identity behind.
+   */
+  async presenceIfMember(userId: string, conversationIds: string[]): Promise<Presence | null> {
+    return this.list.memberOfAny(conversationIds) ? this.getPresence(userId) : null;
   }
 
   /** Registers a watcher device and returns the current presence for its first paint. */
