@@ -263,6 +263,12 @@ export interface UserInbox {
 
 /** What one user's object asks of another's for presence. */
 export interface PresencePeer {
+  /**
+   * The presence privacy rule, asked of the user whose presence is wanted: their presence if they
+   * are a member now of any of `conversationIds` (the asker's current conversations, at most
+   * PRIVACY_CHUNK of them: durable-objects/user/presencePrivacy.ts), else null.
+   */
+  presenceIfMember(userId: string, conversationIds: string[]): Promise<Presence | null>;
   watch(userId: string, watcher: Identity): Promise<Presence>;
   unwatch(watcher: Identity): Promise<void>;
   /** Relays a watched user's change; returns the watcher devices that no longer watch. */
@@ -289,6 +295,8 @@ export interface ConversationPeer {
    * created at or after `minTime`, at most `limit` of them (see SyncSlice).
    */
   syncSlice(userId: string, ranges: SeqRange[], minTime: number, limit: number): Promise<SyncSlice>;
+  /** For each of `times`, whether `userId` was a member then (who may see media shared here at that time). */
+  wasMemberAt(userId: string, times: number[]): Promise<boolean[]>;
 }
 
 /** How an object reaches the others: by id, through the runtime's stubs or, in a test, fakes. */

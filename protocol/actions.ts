@@ -129,8 +129,8 @@ export const SearchQuery = z.strictObject({
   q: text().trim().min(1).max(ACTION_LIMITS.searchQueryMax),
   conversationId: Id.optional(),
   limit: IntString.pipe(z.number().int().min(1).max(ACTION_LIMITS.searchPageMax)).default(20),
-  /** The `cursor` of the previous page. */
-  before: text().regex(/^\d{1,16}$/, "a cursor").optional(),
+  /** The `cursor` of the previous page: a position per D1 shard. */
+  before: text().regex(/^\d{1,16}(\.\d{1,16}){0,255}$/, "a cursor").optional(),
 });
 
 /**

@@ -30,4 +30,5 @@
 //      PUT /conversations/:id/settings and the user socket's `conversationSettings` frame.
 // 16 - GET /conversations pages: `limit` and `cursor` in the query, `hasMore` and `cursor` in the
 //      answer (without `limit`, the answer is as before).
-export const PROTOCOL_VERSION = 16;
+// 17 - GET /search's cursor holds a position per D1 shard (`12.7`).
+export const PROTOCOL_VERSION = 17;

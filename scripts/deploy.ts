@@ -2,16 +2,17 @@
 // `npm run deploy [-- <extra wrangler deploy args>]`: deploy to the Cloudflare account wrangler
 // is logged in to (`npx wrangler login`, or CLOUDFLARE_API_TOKEN + CLOUDFLARE_ACCOUNT_ID).
 //
-// wrangler.toml names the D1 database, R2 bucket and queues but has no ids: `wrangler deploy`
+// wrangler.toml names the D1 databases (one per shard), R2 bucket and queues but has no ids: `wrangler deploy`
 // provisions them on the first deploy (and writes nothing secret). So:
-//   - first deploy (the D1 database does not exist yet): deploy, then apply the D1 migrations;
-//   - later deploys: apply the D1 migrations first, then deploy the code that needs them.
+//   - first deploy (the D1 databases do not exist yet): deploy, then apply the D1 migrations to each;
+//   - later deploys: apply the D1 migrations to each first, then deploy the code that needs them.
 // Before deploying, every secret the app reads must exist on the Worker.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { LOCAL_SECRETS } from "./dev-vars.ts";
+import { d1Databases } from "./lib/d1Databases.ts";
 
 /** Secrets that must be set on the deployed Worker (the same names `npm run dev` generates locally). */
 export const REQUIRED_SECRETS = Object.keys(LOCAL_SECRETS);
@@ -40,12 +41,6 @@ function run(args: string[]): void {
 function fail(message: string, status = 1): never {
   console.error(`\ndeploy: ${message}`);
   process.exit(status);
-}
-
-function databaseName(): string {
-  const match = /^\s*database_name\s*=\s*"([^"]+)"/m.exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
-  if (!match) fail("wrangler.toml has no [[d1_databases]] database_name.");
-  return match[1] ?? "";
 }
 
 /** What is read of `wrangler whoami --json`. */
@@ -115,24 +110,30 @@ function checkPublicOrigin(deployArgs: string[]): void {
 
 function main(): void {
   const deployArgs = process.argv.slice(2);
-  const database = databaseName();
 
   checkLogin();
   checkSecrets();
   checkPublicOrigin(deployArgs);
 
-  const info = wrangler(["d1", "info", database, "--json"], { capture: true, quiet: true });
+  // The D1 shards are created together by the first deploy; the first one tells which this is.
+  const shards = d1Databases();
+  const first = shards[0];
+  if (!first) fail("wrangler.toml has no [[d1_databases]].");
+  const migrateAll = () => {
+    for (const { binding } of shards) run(["d1", "migrations", "apply", binding, "--remote"]);
+  };
+  const info = wrangler(["d1", "info", first.databaseName, "--json"], { capture: true, quiet: true });
   if (info.ok) {
-    console.log(`D1 database ${database} exists: applying migrations first, then deploying.`);
-    run(["d1", "migrations", "apply", "DB", "--remote"]);
+    console.log(`D1 database ${first.databaseName} exists: applying migrations to the ${shards.length} shards first, then deploying.`);
+    migrateAll();
     run(["deploy", ...deployArgs]);
   } else if (/couldn'?t find/i.test(`${info.stdout}\n${info.stderr}`)) {
-    console.log(`D1 database ${database} not found: first deploy. Deploying (wrangler creates D1, R2 and queues), then applying migrations.`);
+    console.log(`D1 database ${first.databaseName} not found: first deploy. Deploying (wrangler creates the ${shards.length} D1 shards, R2 and queues), then applying migrations.`);
     run(["deploy", ...deployArgs]);
-    run(["d1", "migrations", "apply", "DB", "--remote"]);
+    migrateAll();
   } else {
     fail(
-      `could not look up the D1 database ${database} (so whether this is a first deploy is unknown):\n` +
+      `could not look up the D1 database ${first.databaseName} (so whether this is a first deploy is unknown):\n` +
         `${info.stdout}${info.stderr}\n  Fix the cause above and run \`npm run deploy\` again.`,
       info.status,
     );

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// `npm run dev`: migrate the local D1 database, then run `wrangler dev` with local D1, R2,
+// `npm run dev`: migrate the local D1 databases (its shards), then run `wrangler dev` with local D1, R2,
 // Durable Objects and Queues. Extra arguments pass through to wrangler, e.g.
 //   npm run dev -- --port 8788 --var RATE_LIMIT_PER_SECOND:5
 import { spawn, spawnSync } from "node:child_process";
 import { ensureDevVars } from "./dev-vars.ts";
+import { d1Databases } from "./lib/d1Databases.ts";
 
 const args = process.argv.slice(2);
 const has = (flag: string) => args.some((a) => a === flag || a.startsWith(`${flag}=`));
@@ -24,11 +25,14 @@ if (persistArg !== undefined) {
   persist.push(...(persistArg.includes("=") ? [persistArg] : [persistArg, args[persistIndex + 1] ?? ""]));
 }
 
-const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", ...persist], {
-  stdio: "inherit",
-  env,
-});
-if (migrate.status !== 0) process.exit(migrate.status ?? 1);
+// Every D1 shard has the whole schema.
+for (const { binding } of d1Databases()) {
+  const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", binding, "--local", ...persist], {
+    stdio: "inherit",
+    env,
+  });
+  if (migrate.status !== 0) process.exit(migrate.status ?? 1);
+}
 
 const defaults: string[] = [];
 if (!has("--ip")) defaults.push("--ip", "127.0.0.1");

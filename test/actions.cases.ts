@@ -11,6 +11,7 @@ import type { ActionEvent, Conversation, Message } from "../protocol";
 import { conversationStub } from "../kernel/objects";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import {
+  d1Of,
   call,
   ciphertextFor,
   connect,
@@ -265,15 +266,15 @@ export function messageActionTests(): void {
       });
       // D1: the rows, the search index (its own vocabulary too) and the media records; R2: the bytes.
       await inD1(d.id);
-      const d1Rows = await env.DB.prepare("SELECT seq, body, media FROM messages WHERE conversation_id = ?").bind(d.id).all<{ seq: number; body: string | null; media: string }>();
+      const d1Rows = await d1Of(d.id).prepare("SELECT seq, body, media FROM messages WHERE conversation_id = ?").bind(d.id).all<{ seq: number; body: string | null; media: string }>();
       expect(JSON.stringify(d1Rows.results)).not.toContain(word);
       expect(JSON.stringify(d1Rows.results)).not.toContain(photo);
       expect((await search(a, word)).results).toEqual([]);
-      expect(await env.DB.prepare("SELECT count(*) AS n FROM message_search WHERE message_search MATCH ?").bind(`"${word}"`).first<{ n: number }>()).toEqual({ n: 0 });
-      await env.DB.exec("CREATE VIRTUAL TABLE IF NOT EXISTS message_search_terms USING fts5vocab(message_search, row)");
-      expect(await env.DB.prepare("SELECT count(*) AS n FROM message_search_terms WHERE term = ?").bind(word.toLowerCase()).first<{ n: number }>()).toEqual({ n: 0 });
-      expect(await env.DB.prepare("SELECT count(*) AS n FROM media WHERE id = ?").bind(photo).first<{ n: number }>()).toEqual({ n: 0 });
-      expect(await env.DB.prepare("SELECT count(*) AS n FROM media_shares WHERE media_id = ?").bind(photo).first<{ n: number }>()).toEqual({ n: 0 });
+      expect(await d1Of(d.id).prepare("SELECT count(*) AS n FROM message_search WHERE message_search MATCH ?").bind(`"${word}"`).first<{ n: number }>()).toEqual({ n: 0 });
+      await d1Of(d.id).exec("CREATE VIRTUAL TABLE IF NOT EXISTS message_search_terms USING fts5vocab(message_search, row)");
+      expect(await d1Of(d.id).prepare("SELECT count(*) AS n FROM message_search_terms WHERE term = ?").bind(word.toLowerCase()).first<{ n: number }>()).toEqual({ n: 0 });
+      expect(await d1Of(photo).prepare("SELECT count(*) AS n FROM media WHERE id = ?").bind(photo).first<{ n: number }>()).toEqual({ n: 0 });
+      expect(await d1Of(photo).prepare("SELECT count(*) AS n FROM media_shares WHERE media_id = ?").bind(photo).first<{ n: number }>()).toEqual({ n: 0 });
       expect(await env.MEDIA.head(key)).toBeNull();
       await expectError(await call(`/media/${photo}/info`, { token: b.token }), 404, "not_found");
     });
@@ -296,7 +297,7 @@ export function messageActionTests(): void {
       await acted(a, ab.id, { type: "delete", targetSeq: original.message.seq });
       await inD1(ab.id);
       // The original's share is gone; the forward still holds the item, so its bytes stay.
-      expect(await env.DB.prepare("SELECT conversation_id FROM media_shares WHERE media_id = ?").bind(photo).all()).toMatchObject({ results: [{ conversation_id: bc.id }] });
+      expect(await d1Of(photo).prepare("SELECT conversation_id FROM media_shares WHERE media_id = ?").bind(photo).all()).toMatchObject({ results: [{ conversation_id: bc.id }] });
       expect(await env.MEDIA.head(`media/${photo}`)).not.toBeNull();
       expect((await call(`/media/${photo}/info`, { token: c.token })).status).toBe(200);
     });
@@ -448,7 +449,7 @@ export function messageActionTests(): void {
       expect(erased.ciphertext).toBeUndefined();
       expect(erased.deletedAt).toBeGreaterThan(0);
       await inD1(secret.id);
-      expect(await env.DB.prepare("SELECT payload FROM messages WHERE conversation_id = ? AND seq = ?").bind(secret.id, sent.seq).first()).toEqual({ payload: null });
+      expect(await d1Of(secret.id).prepare("SELECT payload FROM messages WHERE conversation_id = ? AND seq = ?").bind(secret.id, sent.seq).first()).toEqual({ payload: null });
     });
   });
 }

@@ -7,6 +7,7 @@ import { messageActionTests } from "./actions.cases";
 import { groupInfoTests } from "./groupinfo.cases";
 import { conversationSettingsTests } from "./prefs.cases";
 import { conversationListTests } from "./list.cases";
+import { shardTests } from "./shards.cases";
 import type { Conversation, Message, OwnDevice, Receipt, User } from "../protocol";
 import { conversationStub, throttleStub, userStub } from "../kernel/objects";
 import { throttleKeys } from "../worker/lib/throttle";
@@ -22,6 +23,8 @@ import {
   expectError,
   group,
   holdDeferredPass,
+  countOnAllShards,
+  d1Of,
   inD1,
   json,
   login,
@@ -61,10 +64,10 @@ describe("accounts", () => {
 
   it("stores only a salted PBKDF2 hash and a token hash", async () => {
     const s = await register();
-    const row = await env.DB.prepare("SELECT * FROM users WHERE id = ?").bind(s.user.id).first<Record<string, unknown>>();
+    const row = await d1Of(s.user.id).prepare("SELECT * FROM users WHERE id = ?").bind(s.user.id).first<Record<string, unknown>>();
     expect(JSON.stringify(row)).not.toContain("correct horse");
     expect(row?.password_iterations).toBe(100_000);
-    const device = await env.DB.prepare("SELECT token_hash FROM devices WHERE id = ?").bind(s.device.id).first<{ token_hash: string }>();
+    const device = await d1Of(s.device.id).prepare("SELECT token_hash FROM devices WHERE id = ?").bind(s.device.id).first<{ token_hash: string }>();
     expect(device?.token_hash).toBeTruthy();
     expect(device?.token_hash).not.toBe(s.token);
   });
@@ -72,11 +75,10 @@ describe("accounts", () => {
   it("refuses a taken username case-insensitively with 409 and creates nothing", async () => {
     const name = unique("bob");
     await register(name);
-    const before = await env.DB.prepare("SELECT count(*) AS n FROM users").first<{ n: number }>();
+    const before = await countOnAllShards("users");
     const res = await call("/auth/register", { body: { username: name.toUpperCase(), password: "another one" } });
     await expectError(res, 409, "conflict");
-    const after = await env.DB.prepare("SELECT count(*) AS n FROM users").first<{ n: number }>();
-    expect(after?.n).toBe(before?.n);
+    expect(await countOnAllShards("users")).toBe(before);
   });
 
   it("completes a registration sent again after it created the account but not its device; otherwise the name is taken", async () => {
@@ -85,14 +87,14 @@ describe("accounts", () => {
     // Same name and password while the account has a device: taken.
     await expectError(await call("/auth/register", { body: { username: name, password: "correct horse" } }), 409, "conflict");
     // What a failure between the account and its first device leaves: the account, no device.
-    await env.DB.prepare("DELETE FROM devices WHERE user_id = ?").bind(first.user.id).run();
+    await d1Of(first.user.id).prepare("DELETE FROM devices WHERE user_id = ?").bind(first.user.id).run();
     await expectError(await call("/auth/register", { body: { username: name, password: "another one" } }), 409, "conflict");
     const again = await json<{ user: User; token: string }>("/auth/register", { body: { username: name, password: "correct horse", deviceName: "phone" } }, 201);
     expect(again.user.id).toBe(first.user.id);
     expect((await json<{ user: User }>("/me", { token: again.token })).user.id).toBe(first.user.id);
     // An account older than the retry window is someone's: taken, even with no device.
-    await env.DB.prepare("DELETE FROM devices WHERE user_id = ?").bind(first.user.id).run();
-    await env.DB.prepare("UPDATE users SET created_at = created_at - 7200000 WHERE id = ?").bind(first.user.id).run();
+    await d1Of(first.user.id).prepare("DELETE FROM devices WHERE user_id = ?").bind(first.user.id).run();
+    await d1Of(first.user.id).prepare("UPDATE users SET created_at = created_at - 7200000 WHERE id = ?").bind(first.user.id).run();
     await expectError(await call("/auth/register", { body: { username: name, password: "correct horse" } }), 409, "conflict");
   });
 
@@ -375,8 +377,7 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
       .split(".")
       .map((p, i) => (i === index ? change(p) : p))
       .join(".");
-  const signedInInD1 = async (deviceId: string) =>
-    (await env.DB.prepare("SELECT token_hash FROM devices WHERE id = ?").bind(deviceId).first<{ token_hash: string | null }>())?.token_hash != null;
+  const signedInInD1 = async (deviceId: string) => (await countOnAllShards("devices WHERE id = ? AND token_hash IS NOT NULL", deviceId)) > 0;
 
   it("authenticates REST calls, tickets and both sockets with D1's devices table out of reach", async () => {
     const a = await register();
@@ -415,7 +416,7 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
     const b = await register();
     const other = await login(a.user.username, "other device");
     const conv = await direct(a, b);
-    await env.DB.prepare("INSERT INTO push_subscriptions (endpoint, user_id, device_id, p256dh, auth, created_at) VALUES (?, ?, ?, 'k', 'a', ?)")
+    await d1Of(a.user.id).prepare("INSERT INTO push_subscriptions (endpoint, user_id, device_id, p256dh, auth, created_at) VALUES (?, ?, ?, 'k', 'a', ?)")
       .bind(`https://push.example/${unique("e")}`, a.user.id, a.device.id, Date.now())
       .run();
     const convByBearer = await openConversation(a, conv.id);
@@ -443,8 +444,7 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
     expect(await signedInInD1(a.device.id)).toBe(true);
     expect(await runDurableObjectAlarm(userStub(env, a.user.id))).toBe(true);
     expect(await signedInInD1(a.device.id)).toBe(false);
-    const left = await env.DB.prepare("SELECT count(*) AS n FROM push_subscriptions WHERE device_id = ?").bind(a.device.id).first<{ n: number }>();
-    expect(left?.n).toBe(0);
+    expect(await countOnAllShards("push_subscriptions WHERE device_id = ?", a.device.id)).toBe(0);
     expect(await signedInInD1(other.device.id)).toBe(true);
   });
 
@@ -540,12 +540,12 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
   it("marks the devices of tokens of a previous version logged out in D1 (migration 0009), and no device signed in since", async () => {
     const a = await register();
     const oldDevice = unique("old");
-    await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'old', ?, ?)")
+    await d1Of(a.user.id).prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, 'old', ?, ?)")
       .bind(oldDevice, a.user.id, "A".repeat(43), Date.now())
       .run();
     const migration = env.TEST_MIGRATIONS.find((m) => m.name.startsWith("0009_"));
     expect(migration).toBeDefined();
-    for (const query of migration!.queries) await env.DB.prepare(query).run();
+    for (const query of migration!.queries) await d1Of(a.user.id).prepare(query).run();
     expect(await signedInInD1(oldDevice)).toBe(false);
     expect(await signedInInD1(a.device.id)).toBe(true);
     await json("/me", { token: a.token });
@@ -1076,3 +1076,4 @@ messageActionTests();
 groupInfoTests();
 conversationSettingsTests();
 conversationListTests();
+shardTests();

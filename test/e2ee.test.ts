@@ -4,10 +4,11 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { d1Shards } from "../kernel/d1/shards";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import { MLS_ADDS_PER_COMMIT, MLS_COMMIT_TEXT_MAX, type Conversation, type Message } from "../protocol";
 import { MlsDevice, encryptFile, decryptFile, type PendingCommit } from "../web/src/e2ee/engine";
-import { call, connect, expectError, json, login, register, signInDevice, unique, waitFor, type TestSocket } from "./helpers";
+import { call, connect, d1Of, expectError, json, login, register, signInDevice, unique, waitFor, type TestSocket } from "./helpers";
 import { acceptWelcome, addMembers, anotherDevice, catchUp, claim, commit, commitBody, createGroup, newDevice, postCommit, sendText, setUp, type Device } from "./mlsDevices";
 
 async function state(conversationId: string, by: Device) {
@@ -549,7 +550,7 @@ describe("no plaintext at rest", () => {
     expect(new TextDecoder().decode(await decryptFile(bytes, received.files[0]!))).toBe(new TextDecoder().decode(file));
 
     // Let the deferred passes feed D1 before reading it.
-    await expect.poll(async () => (await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(id).first<{ n: number }>())?.n).toBe(
+    await expect.poll(async () => (await d1Of(id).prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(id).first<{ n: number }>())?.n).toBe(
       (await state(id, alice)).lastSeq,
     );
     const stored: string[] = [];
@@ -564,9 +565,11 @@ describe("no plaintext at rest", () => {
     };
     for (const objectId of await listDurableObjectIds(env.CONVERSATION)) await runInDurableObject(env.CONVERSATION.get(objectId), dump);
     for (const objectId of await listDurableObjectIds(env.USER)) await runInDurableObject(env.USER.get(objectId), dump);
-    const tables = await env.DB.prepare(ownTables).all<{ name: string }>();
-    for (const { name } of tables.results) {
-      for (const row of (await env.DB.prepare(`SELECT * FROM "${name}"`).all()).results) stored.push(JSON.stringify(row));
+    for (const database of d1Shards(env).all) {
+      const tables = await database.prepare(ownTables).all<{ name: string }>();
+      for (const { name } of tables.results) {
+        for (const row of (await database.prepare(`SELECT * FROM "${name}"`).all()).results) stored.push(JSON.stringify(row));
+      }
     }
     let objects = 0;
     let cursor: string | undefined;

@@ -7,7 +7,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Conversation, Message, SystemEvent, User } from "../protocol";
-import { call, connect, direct, expectError, group, inD1, json, openConversation, PNG, register, syncAll, unique, upload, waitFor, type Session } from "./helpers";
+import { d1Of, call, connect, direct, expectError, group, inD1, json, openConversation, PNG, register, syncAll, unique, upload, waitFor, type Session } from "./helpers";
 
 const patchGroup = (s: Session, id: string, body: unknown) => call(`/conversations/${id}`, { method: "PATCH", token: s.token, body });
 const putRole = (s: Session, id: string, userId: string, body: unknown) =>
@@ -238,7 +238,7 @@ export function groupInfoTests(): void {
       expect(del.status).toBe(201);
       await inD1(d.id);
       // The share is gone; the photo stays, loadable by others.
-      await waitFor(async () => (await env.DB.prepare("SELECT count(*) AS n FROM media_shares WHERE media_id = ?").bind(photo).first<{ n: number }>())?.n === 0, "the share removed");
+      await waitFor(async () => (await d1Of(photo).prepare("SELECT count(*) AS n FROM media_shares WHERE media_id = ?").bind(photo).first<{ n: number }>())?.n === 0, "the share removed");
       expect((await call(`/media/${photo}/info`, { token: bob.token })).status).toBe(200);
     });
   });

@@ -7,8 +7,9 @@ import type { Settings } from "../kernel/settings";
 import type { Conversation, Device, Message, User } from "../protocol";
 import { MlsDevice } from "../web/src/e2ee/engine";
 import { SIGNED_IN_MARK } from "../kernel/d1/devices";
+import { d1Shards } from "../kernel/d1/shards";
 import { conversationStub, userStub } from "../kernel/objects";
-import { peersOf, type ConversationPeer } from "../durable-objects/contract";
+import { peersOf, type ConversationPeer, type PresencePeer } from "../durable-objects/contract";
 import { sha256 } from "../worker/lib/crypto";
 import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 
@@ -51,12 +52,25 @@ export function withoutDevicesTable<T>(fn: () => Promise<T>): Promise<T> {
 
 /** Runs `fn` with these D1 tables out of reach (renamed), putting them back after. */
 export async function withoutTables<T>(tables: string[], fn: () => Promise<T>): Promise<T> {
-  for (const t of tables) await env.DB.prepare(`ALTER TABLE ${t} RENAME TO ${t}_out_of_reach`).run();
+  const shards = d1Shards(env).all;
+  for (const database of shards) for (const t of tables) await database.prepare(`ALTER TABLE ${t} RENAME TO ${t}_out_of_reach`).run();
   try {
     return await fn();
   } finally {
-    for (const t of tables) await env.DB.prepare(`ALTER TABLE ${t}_out_of_reach RENAME TO ${t}`).run();
+    for (const database of shards) for (const t of tables) await database.prepare(`ALTER TABLE ${t}_out_of_reach RENAME TO ${t}`).run();
   }
+}
+
+/** The D1 shard holding the rows keyed by `key`: a user, device, media or conversation id (kernel/d1/shards.ts). */
+export const d1Of = (key: string): D1Database => d1Shards(env).of(key);
+
+/** A count of rows over every D1 shard: `SELECT count(*) AS n FROM ${from}`. */
+export async function countOnAllShards(from: string, ...bindings: unknown[]): Promise<number> {
+  let n = 0;
+  for (const database of d1Shards(env).all) {
+    n += (await database.prepare(`SELECT count(*) AS n FROM ${from}`).bind(...bindings).first<number>("n")) ?? 0;
+  }
+  return n;
 }
 
 /** Calls and parses JSON, failing the test with the body when the status is not `expected`. */
@@ -94,11 +108,11 @@ export async function login(username: string, deviceName?: string): Promise<Sess
  * hash: its session in the user's object, its row in D1. Returns the device id and its token.
  */
 export async function signInDevice(userId: string, name = "device"): Promise<{ deviceId: string; token: string }> {
-  const deviceId = unique("dev");
+  const deviceId = d1Shards(env).idBeside(userId);
   const now = Date.now();
   const { token, claims } = await mintSessionToken({ userId, deviceId }, now + 86_400_000, sessionKeys(env.SESSION_SECRET));
   await userStub(env, userId).startSession(userId, deviceId, claims.sessionId, claims.expiresAt);
-  await env.DB.prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+  await d1Of(userId).prepare("INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
     .bind(deviceId, userId, name, SIGNED_IN_MARK + (await sha256(token)), now)
     .run();
   return { deviceId, token };
@@ -320,6 +334,24 @@ export async function upload(s: Session, bytes: Uint8Array, type: string, name: 
 }
 
 /**
+ * The users' objects as an object reaches them, with some of their calls replaced (a fault, a
+ * spy): for `useConnections({ users })`.
+ */
+export function userPeersWith(overrides: (userId: string, real: PresencePeer) => Partial<PresencePeer>) {
+  const reach = peersOf(env).user;
+  return (userId: string): PresencePeer => {
+    const real = reach(userId);
+    return {
+      presenceIfMember: (...args) => real.presenceIfMember(...args),
+      watch: (...args) => real.watch(...args),
+      unwatch: (...args) => real.unwatch(...args),
+      presenceEvent: (...args) => real.presenceEvent(...args),
+      ...overrides(userId, real),
+    };
+  };
+}
+
+/**
  * The conversation objects as a user object reaches them, with some of their calls replaced (a
  * fault, a spy): for `useConnections({ conversations })`.
  */
@@ -334,6 +366,7 @@ export function conversationPeersWith(overrides: (conversationId: string, real: 
       membersAnswered: (...args) => real.membersAnswered(...args),
       syncHead: (...args) => real.syncHead(...args),
       syncSlice: (...args) => real.syncSlice(...args),
+      wasMemberAt: (...args) => real.wasMemberAt(...args),
       ...overrides(conversationId, real),
     };
   };

@@ -8,6 +8,7 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Conversation } from "../protocol";
+import { d1Shards } from "../kernel/d1/shards";
 import { conversationStub, userStub } from "../kernel/objects";
 import { peersOf, type ListEntry } from "../durable-objects/contract";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
@@ -41,17 +42,17 @@ const tick = () => scheduler.wait(3);
 /** Runs the conversation's deferred pass now (D1, then the fan-out to the members' objects). */
 const pass = (conversationId: string) => runInDurableObject(conversationStub(env, conversationId), (instance: ConversationDO) => instance.deferred.run());
 
-/** The Worker with `DB` out of reach, so that every use of it fails the request and is recorded. */
+/** The Worker with every D1 shard out of reach, so that every use of one fails the request and is recorded. */
 function withoutD1() {
   const touched: string[] = [];
-  const DB = new Proxy(env.DB, {
+  const DB = new Proxy(env.DB_0, {
     get(_, property) {
       touched.push(String(property));
       throw new Error("D1 is out of reach in this test");
     },
   });
   const fetch = async (s: Session, path: string) => {
-    const res = await worker.fetch(new Request(`http://chat.test${path}`, { headers: { authorization: `Bearer ${s.token}` } }), { ...env, DB }, createExecutionContext());
+    const res = await worker.fetch(new Request(`http://chat.test${path}`, { headers: { authorization: `Bearer ${s.token}` } }), { ...env, ...Object.fromEntries(d1Shards(env).all.map((_, i) => [`DB_${i}`, DB])) }, createExecutionContext());
     const body = await res.text();
     expect(res.status, body).toBe(200);
     return JSON.parse(body) as Page;

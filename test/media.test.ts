@@ -8,7 +8,7 @@ import { Message, type MediaInfo, type MultipartUpload } from "../protocol";
 import { conversationStub } from "../kernel/objects";
 import { MESSAGE_JSON_SQL } from "../kernel/d1/rows";
 import { signMediaUrl } from "../worker/lib/signing";
-import { call, ciphertextFor, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
+import { call, ciphertextFor, d1Of, direct, expectError, group, json, openConversation, register, unique, waitFor, type Session } from "./helpers";
 
 const MiB = 1024 * 1024;
 const ascii = (s: string) => [...s].map((c) => c.charCodeAt(0));
@@ -100,7 +100,7 @@ function streamOf(data: Uint8Array, chunk = 64 * 1024): ReadableStream<Uint8Arra
 }
 
 async function mediaRows(userId: string): Promise<number> {
-  const row = await env.DB.prepare("SELECT count(*) AS n FROM media WHERE uploader_id = ?").bind(userId).first<{ n: number }>();
+  const row = await d1Of(userId).prepare("SELECT count(*) AS n FROM media WHERE uploader_id = ?").bind(userId).first<{ n: number }>();
   return row?.n ?? 0;
 }
 
@@ -469,7 +469,7 @@ describe("resumable multipart upload", () => {
     expect((await init(32 * MiB)).status).toBe(201);
     // Stored bytes: 100 MiB in all, pending reservations included (48 MiB now): a stored item of
     // 52 MiB fills it, and every upload after is refused before a byte is stored.
-    await env.DB.prepare("INSERT INTO media (id, uploader_id, content_type, size, name, r2_key, status, created_at) VALUES (?, ?, 'video/mp4', ?, 'big.mp4', 'media/none', 'complete', ?)")
+    await d1Of(a.user.id).prepare("INSERT INTO media (id, uploader_id, content_type, size, name, r2_key, status, created_at) VALUES (?, ?, 'video/mp4', ?, 'big.mp4', 'media/none', 'complete', ?)")
       .bind(unique("fake"), a.user.id, 52 * MiB, Date.now())
       .run();
     const before = await mediaRows(a.user.id);
@@ -483,12 +483,12 @@ describe("resumable multipart upload", () => {
     const init = () => json<MultipartUpload>("/upload/multipart", { token: a.token, body: { contentType: "video/mp4", size: 6 * MiB, name: "v.mp4" } }, 201);
     const [old, fresh] = [await init(), await init()];
     expect((await call(`/upload/multipart/${old.mediaId}/parts/1`, { method: "PUT", token: a.token, rawBody: bytes(FIXTURES["video/mp4"]!.head, 5 * MiB), headers: { "content-length": String(5 * MiB) } })).status).toBe(200);
-    await env.DB.prepare("UPDATE media SET created_at = ? WHERE id = ?").bind(Date.now() - 25 * 3_600_000, old.mediaId).run();
+    await d1Of(old.mediaId).prepare("UPDATE media SET created_at = ? WHERE id = ?").bind(Date.now() - 25 * 3_600_000, old.mediaId).run();
     // The Worker's own entrypoint, as the cron trigger calls it (its type lists fetch only).
     await (exports.default as unknown as { scheduled(o: { scheduledTime: Date; cron: string }): Promise<unknown> }).scheduled({ scheduledTime: new Date(), cron: "17 * * * *" });
-    const ids = (await env.DB.prepare("SELECT id FROM media WHERE uploader_id = ?").bind(a.user.id).all<{ id: string }>()).results.map((r) => r.id);
+    const ids = (await d1Of(a.user.id).prepare("SELECT id FROM media WHERE uploader_id = ?").bind(a.user.id).all<{ id: string }>()).results.map((r) => r.id);
     expect(ids).toEqual([fresh.mediaId]);
-    const parts = await env.DB.prepare("SELECT count(*) AS n FROM media_parts WHERE media_id = ?").bind(old.mediaId).first<{ n: number }>();
+    const parts = await d1Of(old.mediaId).prepare("SELECT count(*) AS n FROM media_parts WHERE media_id = ?").bind(old.mediaId).first<{ n: number }>();
     expect(parts?.n).toBe(0);
     await expectError(await call(`/upload/multipart/${old.mediaId}`, { token: a.token }), 404, "not_found");
   });
@@ -506,7 +506,7 @@ describe("resumable multipart upload", () => {
     await expectError(await call(`/upload/multipart/${init.mediaId}/parts/2`, { method: "PUT", token: a.token, rawBody: data.subarray(5 * MiB) }), 404, "not_found");
     await expectError(await call(`/upload/multipart/${init.mediaId}/complete`, { method: "POST", token: a.token }), 404, "not_found");
     expect(await mediaRows(a.user.id)).toBe(0);
-    const parts = await env.DB.prepare("SELECT count(*) AS n FROM media_parts WHERE media_id = ?").bind(init.mediaId).first<{ n: number }>();
+    const parts = await d1Of(init.mediaId).prepare("SELECT count(*) AS n FROM media_parts WHERE media_id = ?").bind(init.mediaId).first<{ n: number }>();
     expect(parts?.n).toBe(0);
     expect(await env.MEDIA.head(`media/${init.mediaId}`)).toBeNull();
   });
@@ -701,10 +701,12 @@ describe("media messages", () => {
     expect(byId(synced)).toStrictEqual(byId(history));
     for (const m of synced) expect(Message.strict().safeParse(m).error).toBeUndefined();
     // D1's archive, which search answers from, has SQLite encode them (MESSAGE_JSON_SQL): the same again.
-    const archived = await env.DB.prepare(`SELECT ${MESSAGE_JSON_SQL} AS json FROM messages WHERE conversation_id IN (?, ?)`)
-      .bind(g.id, secret.id)
-      .all<{ json: string }>();
-    expect(byId(archived.results.map((r) => JSON.parse(r.json) as Message))).toStrictEqual(byId(history));
+    const archived: Message[] = [];
+    for (const id of [g.id, secret.id]) {
+      const { results } = await d1Of(id).prepare(`SELECT ${MESSAGE_JSON_SQL} AS json FROM messages WHERE conversation_id = ?`).bind(id).all<{ json: string }>();
+      archived.push(...results.map((r) => JSON.parse(r.json) as Message));
+    }
+    expect(byId(archived)).toStrictEqual(byId(history));
   });
 
   it("keeps kind encrypted in an E2EE conversation", async () => {

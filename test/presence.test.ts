@@ -5,6 +5,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
+import { d1Shards } from "../kernel/d1/shards";
 import { peersOf, relayedMessage } from "../durable-objects/contract";
 import type { D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { QUIET_HINT_MS } from "../durable-objects/contract";
@@ -13,6 +14,7 @@ import type { UserDO } from "../durable-objects/user/UserDO";
 import type { Conversation, Message, Presence } from "../protocol";
 import { conversationStub, userStub } from "../kernel/objects";
 import {
+  d1Of,
   call,
   connect,
   conversationPeersWith,
@@ -29,7 +31,9 @@ import {
   signInDevice,
   syncAll,
   unique,
+  userPeersWith,
   waitFor,
+  withoutTables,
   type Session,
   type TestSocket,
 } from "./helpers";
@@ -53,14 +57,18 @@ async function userSocket(s: Session, keepAliveMs: number | null = 1000): Promis
 async function bulkUsers(n: number): Promise<string[]> {
   const ids = Array.from({ length: n }, () => `bulk_${unique("m")}`);
   const now = Date.now();
-  for (let i = 0; i < ids.length; i += 10) {
-    await env.DB.batch(
-      ids.slice(i, i + 10).map((id) =>
-        env.DB.prepare(
-          "INSERT INTO users (id, username, username_lower, display_name, password_hash, password_salt, password_iterations, created_at) VALUES (?, ?, ?, ?, 'x', 'x', 1, ?)",
-        ).bind(id, id, id.toLowerCase(), id, now),
-      ),
-    );
+  for (const [database, onShard] of d1Shards(env).group(ids)) {
+    for (let i = 0; i < onShard.length; i += 10) {
+      await database.batch(
+        onShard.slice(i, i + 10).map((id) =>
+          database
+            .prepare(
+              "INSERT INTO users (id, username, username_lower, display_name, password_hash, password_salt, password_iterations, created_at) VALUES (?, ?, ?, ?, 'x', 'x', 1, ?)",
+            )
+            .bind(id, id, id.toLowerCase(), id, now),
+        ),
+      );
+    }
   }
   return ids;
 }
@@ -226,6 +234,98 @@ describe("presence", () => {
     await expectError(await call(`/presence?userIds=x`), 401, "unauthorized");
   });
 
+  it("stops disclosing presence both ways once a user left every conversation they shared", async () => {
+    const [a, b, c] = [await register(), await register(), await register()];
+    const trio = await group(a, [b, c], "trio");
+    await group(a, [b], "pair");
+    expect(await presenceOf(c, b.user.id)).toEqual({ userId: b.user.id, status: "offline", lastSeen: null });
+    const bs = await userSocket(b);
+    bs.send({ type: "presence.watch", userIds: [c.user.id] });
+    await bs.next("presence", (f) => f.userId === c.user.id);
+
+    expect((await call(`/conversations/${trio.id}/members/${c.user.id}`, { method: "DELETE", token: c.token })).status).toBe(204);
+    const unknown = (userId: string): Presence => ({ userId, status: "unknown", lastSeen: null });
+    expect(await presenceOf(c, b.user.id)).toEqual(unknown(b.user.id));
+    expect(await presenceOf(c, a.user.id)).toEqual(unknown(a.user.id));
+    expect(await presenceOf(b, c.user.id)).toEqual(unknown(c.user.id));
+    // They still see themselves, and those they share another conversation with.
+    expect(await presenceOf(c, c.user.id)).toEqual({ userId: c.user.id, status: "offline", lastSeen: null });
+    expect((await presenceOf(b, a.user.id)).status).toBe("offline");
+    // A watch asking for them again drops them (its first frame for `a` shows it was applied);
+    // the other watched user's events still come.
+    bs.send({ type: "presence.watch", userIds: [c.user.id, a.user.id] });
+    await bs.next("presence", (f) => f.userId === a.user.id);
+    const cs = await userSocket(c);
+    const as = await userSocket(a);
+    await bs.next("presence", (f) => f.userId === a.user.id && f.status === "online", 5000);
+    await sleep(DEBOUNCE_MS * 3);
+    expect(bs.frames.filter((f) => f.type === "presence" && f.userId === c.user.id)).toHaveLength(1);
+    for (const s of [bs, cs, as]) s.close();
+  });
+
+  it("answers the privacy rule from the users' objects, with D1's directory and memberships out of reach", async () => {
+    const [w, friend, member, stranger] = [await register(), await register(), await register(), await register()];
+    await direct(w, friend);
+    await group(member, [w], "club");
+    await group(stranger, [friend], "elsewhere");
+    const memberSocket = await userSocket(member);
+    await withoutTables(["users", "devices", "conversations", "members", "former_members"], async () => {
+      const ids = [friend.user.id, member.user.id, stranger.user.id, w.user.id, "nobody", friend.user.id].join(",");
+      const { presence } = await json<{ presence: Presence[] }>(`/presence?userIds=${ids}`, { token: w.token });
+      expect(presence).toEqual([
+        { userId: friend.user.id, status: "offline", lastSeen: null },
+        { userId: member.user.id, status: "online", lastSeen: null },
+        { userId: stranger.user.id, status: "unknown", lastSeen: null },
+        { userId: w.user.id, status: "offline", lastSeen: null },
+        { userId: "nobody", status: "unknown", lastSeen: null },
+      ]);
+      const ws = await userSocket(w);
+      ws.send({ type: "presence.watch", userIds: [stranger.user.id, friend.user.id, member.user.id] });
+      expect(await ws.next("presence", (f) => f.userId === friend.user.id)).toMatchObject({ status: "offline" });
+      expect(await ws.next("presence", (f) => f.userId === member.user.id)).toMatchObject({ status: "online" });
+      const strangerSocket = await userSocket(stranger);
+      const friendSocket = await userSocket(friend);
+      await ws.next("presence", (f) => f.userId === friend.user.id && f.status === "online", 5000);
+      expect(ws.frames.some((f) => f.type === "presence" && f.userId === stranger.user.id)).toBe(false);
+      for (const s of [ws, strangerSocket, friendSocket]) s.close();
+      // The outage is real: a route that reads the directory fails under it.
+      await expectError(await call(`/users/${friend.user.id}`, { token: w.token }), 500, "internal");
+    });
+    memberSocket.close();
+  });
+
+  it("answers 503 when a user's object cannot be asked, and a watch an error; both work once it can", async () => {
+    const [w, friend, member] = [await register(), await register(), await register()];
+    await direct(w, friend);
+    await direct(w, member);
+    const viewer = userStub(env, w.user.id);
+    await runInDurableObject(viewer, (instance: UserDO) => {
+      instance.useConnections({
+        users: userPeersWith((userId) =>
+          userId === friend.user.id ? { presenceIfMember: () => Promise.reject(new Error("user object unreachable")) } : {},
+        ),
+      });
+    });
+    const res = await call(`/presence?userIds=${member.user.id},${friend.user.id}`, { token: w.token });
+    await expectError(res, 503, "unavailable");
+    expect(res.headers.get("retry-after")).toBe("1");
+    // Asking only about oneself asks no other object.
+    expect((await json<{ presence: Presence[] }>(`/presence?userIds=${w.user.id}`, { token: w.token })).presence).toEqual([
+      { userId: w.user.id, status: "offline", lastSeen: null },
+    ]);
+    const ws = await userSocket(w);
+    ws.send({ type: "presence.watch", userIds: [friend.user.id] });
+    expect((await ws.next("error")).code).toBe("internal");
+
+    await runInDurableObject(viewer, (instance: UserDO) => {
+      instance.useConnections({ users: peersOf(env).user });
+    });
+    expect((await presenceOf(w, friend.user.id)).status).toBe("offline");
+    ws.send({ type: "presence.watch", userIds: [friend.user.id] });
+    await ws.next("presence", (f) => f.userId === friend.user.id);
+    ws.close();
+  });
+
   it("answers a malformed user-socket frame with an error and keeps the socket", async () => {
     const a = await register();
     const s = await userSocket(a);
@@ -310,17 +410,17 @@ describe("receipts and unread counts", () => {
     const { b, conv, first, second, stub, bs } = await twoMessagesThenHeldPass();
     const prepared: string[] = [];
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.useConnections({ d1: {
-        prepare: (query: string) => (prepared.push(query), env.DB.prepare(query)),
-        batch: (statements: D1PreparedStatement[]) => env.DB.batch(statements),
-      } });
+      instance.useConnections({ d1: (key) => ({
+        prepare: (query: string) => (prepared.push(query), d1Of(key).prepare(query)),
+        batch: (statements: D1PreparedStatement[]) => d1Of(key).batch(statements),
+      }) });
     });
     bs.send({ type: "delivered", seq: first.seq });
     bs.send({ type: "read", seq: second.seq });
     await bs.next("receipt", (f) => f.readSeq === second.seq);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect(prepared.filter((q) => q.includes("UPDATE members SET delivered_seq"))).toHaveLength(1);
-    const row = await env.DB.prepare("SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ? AND user_id = ?")
+    const row = await d1Of(conv.id).prepare("SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ? AND user_id = ?")
       .bind(conv.id, b.user.id)
       .first();
     expect(row).toEqual({ delivered_seq: second.seq, read_seq: second.seq });
@@ -355,14 +455,14 @@ describe("receipts and unread counts", () => {
     const [as, sb] = [await openConversation(a, conv.id), await userSocket(b)];
     // A slow D1 (as a remote one is): each batch takes 300 ms, far longer than a user-object call.
     const slowD1: D1Writer = {
-      prepare: (q: string) => env.DB.prepare(q),
+      prepare: (q: string) => d1Of(conv.id).prepare(q),
       batch: async (statements: D1PreparedStatement[]) => {
         await sleep(300);
-        return env.DB.batch(statements);
+        return d1Of(conv.id).batch(statements);
       },
     };
     await runInDurableObject(conversationStub(env, conv.id), (instance: ConversationDO) => {
-      instance.useConnections({ d1: slowD1 });
+      instance.useConnections({ d1: () => slowD1 });
     });
     for (let i = 0; i < 3; i++) {
       const body = `over the socket ${i}`;

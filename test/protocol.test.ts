@@ -24,6 +24,7 @@ const FINGERPRINTS: Record<number, string> = {
   14: "3d31b3914e109e29756b6449175d239952b754133073372fe75884ff2fcaad80",
   15: "6f83cf4a4f13f7ec1a0f2674413ea3c5a40f2a3ddcea66eb004df4380c003dbc",
   16: "b3c3ca189a1cd114299a266d29e0d6a6da4c22c55aaf4f194a9c28db8a434941",
+  17: "95e5a388f6249d2e72ad7bd6bc04ec5e0e3a8991eea50d4e91761afaf25af6c1",
 };
 
 async function fingerprint(): Promise<string> {

@@ -5,13 +5,14 @@
 import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
+import { d1Shards } from "../kernel/d1/shards";
 import type { Conversation, Message, PushPayload } from "../protocol";
 import { handlePushBatch } from "../worker/push/consumer";
 import { QUEUES, type PushDeliveryMessage, type PushJobMessage } from "../durable-objects/contract";
 import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, toQueueMessage } from "../durable-objects/user/pushJobs";
 import { topicFor } from "../worker/push/send";
 import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
-import { call, ciphertextFor, connect, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
+import { call, ciphertextFor, connect, d1Of, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -81,12 +82,26 @@ async function subscribe(s: Session, sub: Pick<MockSubscription, "endpoint" | "k
   return json<{ subscription: { endpoint: string } }>("/push/subscriptions", { token: s.token, body: { ...sub, expirationTime: null } }, expected);
 }
 
+/** Records the statements every D1 shard prepares from now on; returns their SQL so far. */
+function spyOnShards(): () => string[] {
+  const spies = d1Shards(env).all.map((database) => vi.spyOn(database, "prepare"));
+  return () => spies.flatMap((spy) => spy.mock.calls.map(([sql]) => sql));
+}
+
+/** How many D1 shards hold these users' rows. */
+const shardsHolding = (sessions: Session[]) => new Set(sessions.map((s) => d1Of(s.user.id))).size;
+
 async function storedSubscriptions(where: { userId?: string; endpoint?: string }) {
   const clause = where.userId ? "user_id = ?" : "endpoint = ?";
-  const { results } = await env.DB.prepare(`SELECT endpoint, user_id, device_id FROM push_subscriptions WHERE ${clause}`)
-    .bind(where.userId ?? where.endpoint)
-    .all<{ endpoint: string; user_id: string; device_id: string }>();
-  return results;
+  const found: { endpoint: string; user_id: string; device_id: string }[] = [];
+  for (const database of d1Shards(env).all) {
+    const { results } = await database
+      .prepare(`SELECT endpoint, user_id, device_id FROM push_subscriptions WHERE ${clause}`)
+      .bind(where.userId ?? where.endpoint)
+      .all<{ endpoint: string; user_id: string; device_id: string }>();
+    found.push(...results);
+  }
+  return found;
 }
 
 async function userSocket(s: Session) {
@@ -196,7 +211,7 @@ describe("push subscriptions", () => {
     }
     const stored = (await storedSubscriptions({ userId: a.user.id })).map((s) => s.endpoint);
     expect(stored.sort()).toEqual(endpoints.slice(1).sort());
-    await env.DB.prepare("DELETE FROM push_subscriptions WHERE user_id = ?").bind(a.user.id).run();
+    await d1Of(a.user.id).prepare("DELETE FROM push_subscriptions WHERE user_id = ?").bind(a.user.id).run();
   });
 
   it("unsubscribes only the caller's own subscription, with 204 either way", async () => {
@@ -432,10 +447,11 @@ describe("push jobs and the consumer", () => {
       QUEUES.push,
       jobs.map((job, i) => ({ id: `j${i}`, timestamp: new Date(), attempts: 1, body: job })),
     );
-    const prepare = vi.spyOn(env.DB, "prepare");
+    const prepared = spyOnShards();
     await handlePushBatch(batch, env);
-    // Only the consumer's own reads: other objects of this isolate may be writing D1 meanwhile.
-    expect(prepare.mock.calls.filter(([sql]) => sql.includes("push_subscriptions"))).toHaveLength(1);
+    // Only the consumer's own reads (other objects of this isolate may be writing D1 meanwhile):
+    // one on each shard that holds some of the batch's users.
+    expect(prepared().filter((sql) => sql.includes("push_subscriptions"))).toHaveLength(shardsHolding([bob, carol, dave]));
     expect((await getQueueResult(batch, createExecutionContext())).explicitAcks.sort()).toEqual(jobs.map((_, i) => `j${i}`).sort());
     for (const sub of [bobSub, carolSub]) {
       const received = await pushFor(sub, sent[1]!.id);
@@ -463,9 +479,9 @@ describe("push jobs and the consumer", () => {
         body: toQueueMessage({ userId: bob.user.id, conversation: m.conversationId === withAlice.id ? withAlice : withCarol, message: m }),
       })),
     );
-    const prepare = vi.spyOn(env.DB, "prepare");
+    const prepared = spyOnShards();
     await handlePushBatch(batch, env);
-    expect(prepare.mock.calls.filter(([sql]) => /from "users"/.test(sql))).toHaveLength(1);
+    expect(prepared().filter((sql) => /from "users"/.test(sql))).toHaveLength(shardsHolding([alice, carol]));
     const received = await pushFor(sub, sent[2]!.id);
     const titleOf = (m: Message) => received.find((r) => r.payload.messageId === m.id)?.payload.title;
     expect(sent.map(titleOf)).toEqual([alice.user.displayName, alice.user.displayName, carol.user.displayName]);

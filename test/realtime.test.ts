@@ -9,7 +9,9 @@ import worker from "../worker/index";
 import { MESSAGE_PARAMS, type D1Writer } from "../durable-objects/conversation/d1Outbox";
 import { LIMITS, PROTOCOL_VERSION, type Conversation, type Message } from "../protocol";
 import { conversationStub, userStub } from "../kernel/objects";
+import { d1Shards } from "../kernel/d1/shards";
 import {
+  d1Of,
   call,
   connect,
   conversationPeersWith,
@@ -35,7 +37,7 @@ function failingD1(): { writer: D1Writer; attempts: number } {
   const outage: { writer: D1Writer; attempts: number } = {
     attempts: 0,
     writer: {
-      prepare: (q: string) => env.DB.prepare(q),
+      prepare: (q: string) => d1Of("").prepare(q),
       batch: async () => {
         outage.attempts++;
         throw new Error("D1_ERROR: injected outage");
@@ -56,7 +58,7 @@ async function conversationInOutage(failures = 0) {
   await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
   const outage = failingD1();
   await runInDurableObject(stub, (instance: ConversationDO) => {
-    instance.useConnections({ d1: outage.writer });
+    instance.useConnections({ d1: () => outage.writer });
     instance.outbox.failures = failures;
   });
   return { a, b, conv, stub, outage };
@@ -80,7 +82,7 @@ async function sendDuringOutage(as: TestSocket, inbox: TestSocket, n: number): P
 /** D1 is back and its backoff has run out (instead of waiting it out): the alarm catches up. */
 async function endOutage(stub: DurableObjectStub<ConversationDO>): Promise<void> {
   await runInDurableObject(stub, (instance: ConversationDO) => {
-    instance.useConnections({ d1: env.DB });
+    instance.useConnections({ d1: d1Of });
     instance.deferred.retryNow();
   });
   await runDurableObjectAlarm(stub);
@@ -461,7 +463,7 @@ describe("ordering and idempotency", () => {
     await inbox.next("message", (f) => f.message?.clientMsgId === "last");
     const relayed = inbox.frames.filter((f) => f.type === "message" && f.message!.kind !== "system");
     expect(relayed.map((f) => f.message!.clientMsgId)).toEqual(["root", "reply", "last"]);
-    const d1 = await env.DB.prepare("SELECT seq, reply_count FROM messages WHERE conversation_id = ? AND seq >= ? ORDER BY seq")
+    const d1 = await d1Of(conv.id).prepare("SELECT seq, reply_count FROM messages WHERE conversation_id = ? AND seq >= ? ORDER BY seq")
       .bind(conv.id, root.seq)
       .all<{ seq: number; reply_count: number }>();
     expect(d1.results).toEqual([
@@ -584,7 +586,7 @@ describe("faults", () => {
     const relayed = await inbox.next("message", (f) => f.message?.clientMsgId === "no-alarm");
     expect(relayed.message).toEqual(ack.message);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the D1 write");
-    const row = await env.DB.prepare("SELECT seq FROM messages WHERE id = ?").bind(ack.message!.id).first<{ seq: number }>();
+    const row = await d1Of(conv.id).prepare("SELECT seq FROM messages WHERE id = ?").bind(ack.message!.id).first<{ seq: number }>();
     expect(row?.seq).toBe(ack.message!.seq);
     as.close();
     inbox.close();
@@ -593,7 +595,7 @@ describe("faults", () => {
   it("still fans out through the alarm, its backstop, when the timer never fires", async () => {
     // A timer that stays pending for the whole test stands for one lost with its instance (an
     // eviction; the test helper's eviction itself waits for pending timers).
-    const { stub, inbox, as } = await heldConversation();
+    const { conv, stub, inbox, as } = await heldConversation();
     as.send({ type: "send", clientMsgId: "backstop", body: "carried by the alarm" });
     const ack = await as.next("ack");
     expect(await stub.pendingOutbox()).toBe(1);
@@ -603,7 +605,7 @@ describe("faults", () => {
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect((await inbox.next("message", (f) => f.message?.clientMsgId === "backstop")).message).toEqual(ack.message);
     expect(await stub.pendingOutbox()).toBe(0);
-    const row = await env.DB.prepare("SELECT seq FROM messages WHERE id = ?").bind(ack.message!.id).first<{ seq: number }>();
+    const row = await d1Of(conv.id).prepare("SELECT seq FROM messages WHERE id = ?").bind(ack.message!.id).first<{ seq: number }>();
     expect(row?.seq).toBe(ack.message!.seq);
     as.close();
     inbox.close();
@@ -618,21 +620,21 @@ describe("faults", () => {
     await bs.until((f) => f.filter((x) => x.type === "message").length >= 20, "live delivery during the outage");
     await waitFor(async () => outage.attempts > 0, "a failed flush");
     expect(await stub.pendingOutbox()).toBeGreaterThanOrEqual(20);
-    const inD1 = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(conv.id).first<{ n: number }>();
+    const inD1 = await d1Of(conv.id).prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(conv.id).first<{ n: number }>();
     expect(inD1?.n).toBe(1);
     // The retry is scheduled with backoff rather than dropped.
     const alarm = await runInDurableObject(stub, (_: ConversationDO, state: DurableObjectState) => state.storage.getAlarm());
     expect(alarm).not.toBeNull();
 
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.useConnections({ d1: env.DB });
+      instance.useConnections({ d1: d1Of });
     });
     await runDurableObjectAlarm(stub);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the outbox to drain");
-    const rows = await env.DB.prepare("SELECT id, seq FROM messages WHERE conversation_id = ? ORDER BY seq").bind(conv.id).all<{ id: string; seq: number }>();
+    const rows = await d1Of(conv.id).prepare("SELECT id, seq FROM messages WHERE conversation_id = ? ORDER BY seq").bind(conv.id).all<{ id: string; seq: number }>();
     expect(rows.results.map((r) => r.seq)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
     expect(rows.results.slice(1).map((r) => r.id)).toEqual(sent.map((m) => m.id));
-    const conversations = await env.DB.prepare("SELECT last_seq FROM conversations WHERE id = ?").bind(conv.id).first<{ last_seq: number }>();
+    const conversations = await d1Of(conv.id).prepare("SELECT last_seq FROM conversations WHERE id = ?").bind(conv.id).first<{ last_seq: number }>();
     expect(conversations?.last_seq).toBe(21);
     bs.close();
   });
@@ -658,7 +660,7 @@ describe("faults", () => {
 
     // D1 is back: its retry reads them from SQLite, as stored.
     await endOutage(stub);
-    const rows = await env.DB.prepare("SELECT id, seq, body FROM messages WHERE conversation_id = ? AND seq >= ? ORDER BY seq")
+    const rows = await d1Of(conv.id).prepare("SELECT id, seq, body FROM messages WHERE conversation_id = ? AND seq >= ? ORDER BY seq")
       .bind(conv.id, sent[0]!.seq)
       .all<{ id: string; seq: number; body: string }>();
     expect(rows.results).toEqual(sent.map((m) => ({ id: m.id, seq: m.seq, body: m.body })));
@@ -690,7 +692,7 @@ describe("faults", () => {
     const stub = conversationStub(env, conv.id);
     await waitFor(async () => (await stub.pendingOutbox()) === 0, "the initial flush");
     await runInDurableObject(stub, (instance: ConversationDO) => {
-      instance.useConnections({ d1: failingD1().writer });
+      instance.useConnections({ d1: () => failingD1().writer });
     });
     const m1 = (await sendRest(a, conv.id, "m1")).message;
     const m2 = (await sendRest(a, conv.id, "m2")).message;
@@ -704,7 +706,7 @@ describe("faults", () => {
     const batches: Event[][] = [];
     const recorder: D1Writer = {
       prepare: (q: string) => {
-        const statement = env.DB.prepare(q);
+        const statement = d1Of(conv.id).prepare(q);
         return Object.assign(Object.create(statement) as D1PreparedStatement, {
           bind: (...args: unknown[]) => Object.assign(statement.bind(...args), { recorded: { q, args } }),
         });
@@ -718,14 +720,14 @@ describe("faults", () => {
           else if (q.startsWith("DELETE FROM members")) events.push({ kind: "delete", userId: args[1] as string });
         }
         batches.push(events);
-        return env.DB.batch(statements);
+        return d1Of(conv.id).batch(statements);
       },
     };
     await runInDurableObject(stub, async (instance: ConversationDO) => {
       const { Outbox } = await import("../durable-objects/conversation/d1Outbox");
       const store = (instance as unknown as { store: ConstructorParameters<typeof Outbox>[0] }).store;
       expect(await new Outbox(store, () => recorder, 2).flush()).toBe(true);
-      instance.useConnections({ d1: env.DB });
+      instance.useConnections({ d1: d1Of });
     });
     expect(batches.length).toBeGreaterThan(2);
     const order = batches.flat().map((e) => (e.kind === "message" ? `m${e.seq}` : `${e.kind}:${e.userId}`));
@@ -737,7 +739,7 @@ describe("faults", () => {
     expect(at(`m${m3.seq}`)).toBeLessThan(at(`delete:${b.user.id}`));
     expect(at(`delete:${b.user.id}`)).toBeLessThan(at(`m${m4.seq}`));
     expect(await stub.pendingOutbox()).toBe(0);
-    const members = await env.DB.prepare("SELECT user_id FROM members WHERE conversation_id = ?").bind(conv.id).all<{ user_id: string }>();
+    const members = await d1Of(conv.id).prepare("SELECT user_id FROM members WHERE conversation_id = ?").bind(conv.id).all<{ user_id: string }>();
     expect(new Set(members.results.map((r) => r.user_id))).toEqual(new Set([a.user.id, c.user.id]));
   });
 
@@ -753,7 +755,7 @@ describe("faults", () => {
       for (const m of messages) state.storage.sql.exec("INSERT INTO outbox (kind, payload) VALUES ('message', ?)", JSON.stringify(m));
       await instance.outbox.flush();
     });
-    const n = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(conv.id).first<{ n: number }>();
+    const n = await d1Of(conv.id).prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?").bind(conv.id).first<{ n: number }>();
     expect(n?.n).toBe(4);
   });
 });
@@ -853,21 +855,21 @@ describe("sync: GET /messages?since=", () => {
 
     // Neither the Worker nor the reader's object may touch D1 while paging.
     const touched: string[] = [];
-    const noD1 = new Proxy(env.DB, {
+    const noD1 = new Proxy(env.DB_0, {
       get(_, property) {
         touched.push(String(property));
         throw new Error("D1 is out of reach in this test");
       },
     });
     const readerObject = userStub(env, reader.user.id);
-    const cutD1 = () => runInDurableObject(readerObject, (instance: UserDO) => instance.useConnections({ d1: noD1 }));
+    const cutD1 = () => runInDurableObject(readerObject, (instance: UserDO) => instance.useConnections({ d1: () => noD1 }));
     await cutD1();
     const seen: Message[] = [];
     let cursor = "0";
     let pages = 0;
     const page = async () => {
       const request = new Request(`http://chat.test/messages?since=${cursor}&limit=5`, { headers: { authorization: `Bearer ${reader.token}` } });
-      const res = await worker.fetch(request, { ...env, DB: noD1 }, createExecutionContext());
+      const res = await worker.fetch(request, { ...env, ...Object.fromEntries(d1Shards(env).all.map((_, i) => [`DB_${i}`, noD1])) }, createExecutionContext());
       const body = await res.text();
       expect(res.status, body).toBe(200);
       const parsed = JSON.parse(body) as { messages: Message[]; cursor: string; hasMore: boolean };

@@ -11,7 +11,7 @@ import { peersOf } from "../durable-objects/contract";
 import { conversationStub } from "../kernel/objects";
 import type { Conversation, Message } from "../protocol";
 import { prng, type Rng } from "../scripts/lib/prng";
-import { call, connect, expectError, group, json, login, openConversation, register, sendRest, TestSocket, unique, waitFor, type Session } from "./helpers";
+import { call, connect, countOnAllShards, d1Of, expectError, group, json, login, openConversation, register, sendRest, TestSocket, unique, waitFor, type Session } from "./helpers";
 import { acceptWelcome, addMembers, catchUp, createGroup, newDevice, type Device } from "./mlsDevices";
 
 const count = (value: string, fallback: number) => (/^\d+$/.test(value) ? Number(value) : fallback);
@@ -57,7 +57,7 @@ afterAll(() => {
 
 /** A D1 whose every write fails. */
 const failingD1: D1Writer = {
-  prepare: (q: string) => env.DB.prepare(q),
+  prepare: (q: string) => d1Of("").prepare(q),
   batch: async () => {
     throw new Error("D1_ERROR: injected outage");
   },
@@ -90,7 +90,7 @@ function withInstance(conversationId: string, fn: (instance: ConversationDO) => 
 async function heal(conversationId: string): Promise<void> {
   const stub = conversationStub(env, conversationId);
   await withInstance(conversationId, (instance) => {
-    instance.useConnections({ d1: env.DB, users: peersOf(env).user });
+    instance.useConnections({ d1: d1Of, users: peersOf(env).user });
     instance.deferred.retryNow();
   });
   await runDurableObjectAlarm(stub);
@@ -288,7 +288,7 @@ class FaultInjector {
     for (const due of this.heals.filter((h) => h.at <= this.sends)) {
       this.heals.splice(this.heals.indexOf(due), 1);
       // An eviction in between already gave the object its real connections back.
-      await withInstance(due.conversationId, (instance) => instance.useConnections({ d1: env.DB, users: peersOf(env).user }));
+      await withInstance(due.conversationId, (instance) => instance.useConnections({ d1: d1Of, users: peersOf(env).user }));
     }
     if (!this.rng.chance(this.rate)) return;
     const kind = this.rng.pick(FAULT_KINDS);
@@ -311,7 +311,7 @@ class FaultInjector {
         break;
       case "d1 outage":
       case "user objects unreachable": {
-        const broken = kind === "d1 outage" ? { d1: failingD1 } : { users: unreachableUsers };
+        const broken = kind === "d1 outage" ? { d1: () => failingD1 } : { users: unreachableUsers };
         await withInstance(conv.id, (instance) => instance.useConnections(broken));
         this.heals.push({ at: this.sends + 5 + this.rng.int(40), conversationId: conv.id });
         break;
@@ -398,10 +398,10 @@ describe("fault suite", () => {
         report.messages.delivered += stored.length - missing.length;
         if (missing.length > 0) {
           // What D1 holds of them tells a sync that skipped them from an index that never got them.
-          const inD1 = await env.DB.prepare(`SELECT id, ingest_id AS ingestId FROM messages WHERE id IN (${missing.map(() => "?").join()})`)
+          const inD1 = await d1Of(conv.id).prepare(`SELECT id, ingest_id AS ingestId FROM messages WHERE id IN (${missing.map(() => "?").join()})`)
             .bind(...missing.map((m) => m.id))
             .all();
-          const atSeqs = await env.DB.prepare(`SELECT id, seq, client_msg_id AS clientMsgId, ingest_id AS ingestId FROM messages WHERE conversation_id = ? AND seq BETWEEN ? AND ?`)
+          const atSeqs = await d1Of(conv.id).prepare(`SELECT id, seq, client_msg_id AS clientMsgId, ingest_id AS ingestId FROM messages WHERE conversation_id = ? AND seq BETWEEN ? AND ?`)
             .bind(conv.id, missing[0]!.seq - 2, missing[missing.length - 1]!.seq + 2)
             .all();
           const cursors = await runInDurableObject(conversationStub(env, conv.id), (_: ConversationDO, state: DurableObjectState) =>
@@ -562,7 +562,7 @@ interface Endpoint {
  */
 async function stateCounts(s: Session, conversationId: string) {
   await waitFor(async () => (await conversationStub(env, conversationId).pendingOutbox()) === 0, "the outbox to drain");
-  const one = (sql: string, ...args: string[]) => env.DB.prepare(`SELECT count(*) AS n FROM ${sql}`).bind(...args).first<{ n: number }>("n");
+  const one = (sql: string, ...args: string[]) => countOnAllShards(sql, ...args);
   const conv = await json<{ conversation: Conversation }>(`/conversations/${conversationId}`, { token: s.token });
   return {
     lastSeq: conv.conversation.lastSeq,

@@ -1,5 +1,6 @@
 import { applyD1Migrations } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { d1Shards } from "../kernel/d1/shards";
 
-// Idempotent: applyD1Migrations records what it applied.
-await applyD1Migrations(env.DB, env.TEST_MIGRATIONS);
+// Every shard has the whole schema. Idempotent: applyD1Migrations records what it applied.
+for (const database of d1Shards(env).all) await applyD1Migrations(database, env.TEST_MIGRATIONS);

@@ -16,6 +16,7 @@ import app, { UserDO } from "../../worker/index";
 import { ConversationDO as AppConversationDO } from "../../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../../durable-objects/conversation/d1Outbox";
 import { peersOf } from "../../durable-objects/contract";
+import { d1Shards } from "../../kernel/d1/shards";
 
 export default app;
 export { UserDO };
@@ -25,7 +26,7 @@ export class ConversationDO extends AppConversationDO {
     super(ctx, env);
     const answers = aloneAnswers(env);
     if (!answers.has("d1")) return;
-    const remoteD1: D1Writer = { prepare: (query) => env.DB.prepare(query), batch: async () => [] };
+    const remoteD1 = (key: string): D1Writer => ({ prepare: (query) => d1Shards(env).of(key).prepare(query), batch: async () => [] });
     this.useConnections({ d1: remoteD1 });
     if (!answers.has("users")) return;
     // Answered as a bench user's object would: each bench user has one device, which holds a user

@@ -303,10 +303,10 @@ const bench = newApp();
 bench.use(base);
 bench.get("/__bench/auth/none", (c) => c.body(null, 204));
 bench.get("/__bench/auth/signed", requireAuth, (c) => c.body(null, 204));
-/** The D1 database the token lookup reads: `DB`, or the first D1 binding when there is none of that name. */
+/** The D1 database the token lookup reads: `DB_0`, or the first D1 binding when there is none of that name. */
 function tokenDb(env: Env): D1Database {
   const dbs = Object.entries(counted(env, "bench")).filter((entry): entry is [string, D1Database] => isD1(entry[1]));
-  const db = (dbs.find(([name]) => name === "DB") ?? dbs[0])?.[1];
+  const db = (dbs.find(([name]) => name === "DB_0") ?? dbs[0])?.[1];
   if (!db) throw new Error("no D1 binding");
   return db;
 }

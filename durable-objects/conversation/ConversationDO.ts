@@ -24,7 +24,8 @@ import { Attachments, fieldsOf } from "../lib/attachments";
 import { TokenBuckets } from "../lib/rateLimit";
 import { closeReply, closeWithNotice, exceedsUtf8, isUpgrade, jsonError, safeClose, trySend } from "../lib/socketIo";
 import { ConversationStore } from "./conversationStore";
-import { Outbox, type D1Writer } from "./d1Outbox";
+import { Outbox, type D1Route } from "./d1Outbox";
+import { d1Shards } from "../../kernel/d1/shards";
 import { Fanout } from "./fanout";
 import type { LiveCopy } from "./quiet";
 import { Conversation, type CreateInput, type HistoryInput, type SendRequest } from "./conversation";
@@ -40,7 +41,8 @@ import { backoffDelay } from "./d1Outbox";
  * that fails or a user object that throws, and the bench's "alone" Worker ones that answer at once.
  */
 export interface ConversationConnections {
-  d1: D1Writer;
+  /** The D1 shard of a conversation's or a media item's rows. */
+  d1: D1Route;
   users(userId: string): Pick<UserInbox, "deliver" | "trackConversationSocket">;
   /** Where membership notices go: the users' objects (their conversation lists). */
   lists(userId: string): Pick<UserInbox, "listMembership">;
@@ -92,12 +94,12 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     super(ctx, env);
     this.settings = readSettings(env);
     const peers = peersOf(env);
-    this.connections = { d1: env.DB, users: peers.user, welcomes: peers.user, lists: peers.user, fanoutQueue: env.FANOUT_QUEUE, media: env.MEDIA };
+    this.connections = { d1: (key) => d1Shards(env).of(key), users: peers.user, welcomes: peers.user, lists: peers.user, fanoutQueue: env.FANOUT_QUEUE, media: env.MEDIA };
     this.store = new ConversationStore(ctx.storage.sql);
     migrate(ctx.storage.sql, LIST_RELAY_MIGRATIONS, LIST_RELAY_MIGRATIONS_TRACK);
     this.listRelay = new ListRelay(ctx.storage.sql, this.store, (userId) => this.connections.lists(userId));
-    this.outbox = new Outbox(this.store, () => this.connections.d1, this.settings.outboxBatchSize, (mediaIds) =>
-      eraseUnsharedMedia(this.connections.d1, this.connections.media, mediaIds),
+    this.outbox = new Outbox(this.store, () => this.connections.d1(this.store.requireMeta().id), this.settings.outboxBatchSize, (mediaIds) =>
+      eraseUnsharedMedia(this.connections.d1, this.connections.media, this.store.requireMeta().id, mediaIds),
     );
     this.fanout = new Fanout(
       this.store,
@@ -368,6 +370,10 @@ export class ConversationDO extends DurableObject<Env> implements ConversationPe
     this.staging.storeStaged();
     if (!this.store.meta) return { messages: [], through: ranges.reduce((max, r) => Math.max(max, r.through), 0) };
     return this.conversation.syncSlice(userId, ranges, minTime, limit);
+  }
+
+  async wasMemberAt(userId: string, times: number[]): Promise<boolean[]> {
+    return this.store.meta ? this.store.wasMemberAt(userId, times) : times.map(() => false);
   }
 
   /** The messages stored but not yet relayed to the members' objects (for operators and tests). */

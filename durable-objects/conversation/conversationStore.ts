@@ -326,6 +326,19 @@ export class ConversationStore {
     return row ? { userId, joinedSeq: row.joined_seq, leftSeq: row.left_seq, joinedAt: row.joined_at, leftAt: row.left_at } : null;
   }
 
+  /**
+   * For each of `times`, whether `userId` was a member then: since they joined (a member from
+   * before spans were kept: always), or a former member between joining and leaving. What was
+   * shared here at that time is theirs to see (kernel/d1/mediaRecords.ts).
+   */
+  wasMemberAt(userId: string, times: number[]): boolean[] {
+    const member = this.members.get(userId);
+    if (member) return times.map((at) => member.joinedSeq === 0 || at >= member.joinedAt);
+    const former = this.formerMember(userId);
+    if (!former) return times.map(() => false);
+    return times.map((at) => (former.joinedSeq === 0 || at >= former.joinedAt) && at <= former.leftAt);
+  }
+
   findByClientMsgId(senderId: string, clientMsgId: string): Message | null {
     const row = this.sql
       .exec<MessageRow>(

@@ -14,9 +14,12 @@ import { annotationsOf } from "./actionsStore";
 /** The part of D1 the outbox uses (a test passes one that fails, to simulate an outage). */
 export type D1Writer = Pick<D1Database, "prepare" | "batch">;
 
+/** The D1 shard holding the rows keyed by a conversation or media id (kernel/d1/shards.ts). */
+export type D1Route = (key: string) => D1Writer;
+
 /**
- * Erases media items that a deleted message shared here, once D1 no longer shares them anywhere
- * (R2 and their rows; kernel/d1/mediaRecords.ts eraseUnsharedMedia). Throws to be retried.
+ * Takes away the shares a deleted message made here, and erases the media items D1 then shares
+ * nowhere (R2 and their rows; kernel/d1/mediaRecords.ts eraseUnsharedMedia). Throws to be retried.
  */
 export type MediaEraser = (mediaIds: string[]) => Promise<unknown>;
 
@@ -81,8 +84,9 @@ export class Outbox {
       try {
         const db = this.d1();
         await db.batch(this.statements(db, rows, messages));
-        // After the batch took this conversation's shares away: whatever no other conversation
-        // shares is erased. A failure leaves the rows queued, and the retry does both again.
+        // After the batch: this conversation's shares of the items are taken away, and whatever no
+        // other conversation shares is erased. A failure leaves the rows queued, and the retry does
+        // both again.
         const erased = rows.flatMap((r) => (r.kind === "media_erase" ? r.payload.mediaIds : []));
         if (erased.length > 0) await this.eraseMedia(erased);
       } catch (err) {
@@ -249,15 +253,10 @@ export class Outbox {
           }
           break;
         }
-        case "media_erase": {
-          const ids = row.payload.mediaIds;
-          out.push(
-            db
-              .prepare(`DELETE FROM media_shares WHERE conversation_id = ? AND media_id IN (${ids.map(() => "?").join(", ")})`)
-              .bind(conversationId, ...ids),
-          );
+        case "media_erase":
+          // The shares are on the items' shards, not this conversation's: the eraser takes them
+          // away after this batch (drain).
           break;
-        }
         case "receipt": {
           const r = row.payload;
           out.push(

@@ -12,8 +12,8 @@ import { CLOSE, LIMITS, PROTOCOL_VERSION, UserClientFrame, UserSocketQuery, type
 import { fail, type Result } from "../../kernel/result";
 import { readIdentity, readSessionId, readTicketUse, type Identity } from "../../kernel/identity";
 import { readSettings, type Settings } from "../../kernel/settings";
-import { sharedWith } from "../../kernel/d1/privacy";
 import { retireDevice } from "../../kernel/d1/devices";
+import { d1Shards } from "../../kernel/d1/shards";
 import {
   conversationOf,
   peersOf,
@@ -44,6 +44,7 @@ import { Welcomes } from "./welcomes";
 import { USER_MIGRATIONS } from "./schema";
 import { Sessions, type DeviceActivity } from "./sessions";
 import { Watchers } from "./watchers";
+import { PresencePrivacy } from "./presencePrivacy";
 import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./conversationPrefs";
 import { INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK, InboxIndex, type SyncPage } from "./inboxIndex";
 import { ConversationList, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK, type ListQuery } from "./conversationList";
@@ -60,7 +61,8 @@ export interface UserConnections {
   conversations(conversationId: string): ConversationPeer;
   users(userId: string): PresencePeer;
   pushQueue: Pick<Queue<PushQueueMessage>, "sendBatch">;
-  d1: D1Database;
+  /** The D1 shard of a device's rows (kernel/d1/shards.ts). */
+  d1(deviceId: string): D1Database;
 }
 
 export class UserDO extends DurableObject<Env> implements UserInbox, PresencePeer {
@@ -72,6 +74,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly answers: DeliveryAnswers;
   private readonly sessions: Sessions;
   private readonly watchers: Watchers;
+  private readonly privacy: PresencePrivacy;
   private readonly keyPackages: KeyPackageDirectory;
   private readonly welcomes: Welcomes;
   private readonly prefs: ConversationPrefs;
@@ -86,7 +89,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     super(ctx, env);
     this.settings = readSettings(env);
     const peers = peersOf(env);
-    this.connections = { conversations: peers.conversation, users: peers.user, pushQueue: env.PUSH_QUEUE, d1: env.DB };
+    this.connections = { conversations: peers.conversation, users: peers.user, pushQueue: env.PUSH_QUEUE, d1: (key) => d1Shards(env).of(key) };
     const sql = ctx.storage.sql;
     migrate(sql, USER_MIGRATIONS);
     migrate(sql, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK);
@@ -113,11 +116,12 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
       left: (conversationId) => this.welcomes.dropConversation(conversationId),
       muted: (conversationId, now) => this.prefs.muted(conversationId, now),
     });
+    this.privacy = new PresencePrivacy({ current: () => this.list.current(), users: (id) => this.connections.users(id) });
     this.watchers = new Watchers({
       sql,
       sockets: this.sockets,
       users: (id) => this.connections.users(id),
-      sharedWith: (viewerId, userIds) => sharedWith(this.connections.d1, viewerId, userIds),
+      sharedWith: async (userIds) => new Set((await this.privacy.shared(userIds)).keys()),
     });
     this.alarms = new AlarmScheduler(ctx.storage, {
       keepalive: (now) => this.closeSilentSockets(now),
@@ -294,11 +298,38 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   // --- Presence ----------------------------------------------------------------------------------
 
-  /** This user's presence right now (not debounced): what GET /presence reports. */
+  /** This user's presence right now (not debounced): what GET /presence and a new watch report. */
   async getPresence(userId: string): Promise<Presence> {
     this.presence.rememberUser(userId);
+    return this.presenceNow(userId);
+  }
+
+  private presenceNow(userId: string): Presence {
     const state = this.refreshPresence(Date.now());
     return { userId, status: state.status, lastSeen: state.status === "online" ? null : state.lastSeen };
+  }
+
+  /**
+   * `GET /presence` for this user: the presence of `userIds` as the privacy rule lets them see it
+   * (./presencePrivacy.ts); `unavailable` when another user's object cannot be asked.
+   */
+  async presenceSeenBy(userId: string, userIds: string[]): Promise<Result<{ presence: Presence[] }>> {
+    this.presence.rememberUser(userId);
+    try {
+      return { ok: true, presence: await this.privacy.visibleTo(userId, userIds, () => this.presenceNow(userId)) };
+    } catch (err) {
+      console.warn("presence: a user's object could not be asked", String(err));
+      return fail("unavailable", "presence could not be checked; try again", 1);
+    }
+  }
+
+  /**
+   * Another user's object applying the privacy rule: this user's presence if they are a member of
+   * any of `conversationIds` now. Stores nothing otherwise, so an id that is no one's leaves no
+   * identity behind.
+   */
+  async presenceIfMember(userId: string, conversationIds: string[]): Promise<Presence | null> {
+    return this.list.memberOfAny(conversationIds) ? this.getPresence(userId) : null;
   }
 
   /** Registers a watcher device and returns the current presence for its first paint. */
@@ -424,7 +455,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private async retireDevices(now: number): Promise<number | null> {
     for (const { deviceId, revokedAt } of this.sessions.devicesToRetire()) {
       try {
-        await retireDevice(this.connections.d1, deviceId, revokedAt);
+        await retireDevice(this.connections.d1(deviceId), deviceId, revokedAt);
       } catch (err) {
         console.warn(`marking device ${deviceId} logged out in D1 failed; retrying`, String(err));
         return now + RETIRE_RETRY_MS;

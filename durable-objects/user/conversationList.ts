@@ -82,6 +82,12 @@ export const LIST_PAGE_SQL = {
     ORDER BY activity_at DESC, conversation_id DESC LIMIT ?`,
 };
 
+/** The presence privacy rule's reads (current, memberOfAny); exported for the unit test of their plans. */
+export const CURRENT_SQL = "SELECT conversation_id FROM conversation_list WHERE left_seq IS NULL ORDER BY activity_at DESC, conversation_id DESC";
+// The ids come as one JSON array: an object's SQLite binds at most 100 parameters a statement.
+export const MEMBER_OF_ANY_SQL =
+  "SELECT 1 FROM conversation_list WHERE conversation_id IN (SELECT value FROM json_each(?)) AND left_seq IS NULL LIMIT 1";
+
 const entryOf = (r: Row): ListEntry => ({ id: r.conversation_id, joinedSeq: r.joined_seq, leftSeq: r.left_seq, activityAt: r.activity_at });
 
 /** Newest first: a before b when a's key is greater. */
@@ -145,6 +151,27 @@ export class ConversationList {
       this.rows.set(n.conversationId, updated);
       if (at !== row.activity_at) this.move(updated, at);
     }
+  }
+
+  /**
+   * The conversations this user is a member of now, most active first: the ones whose members may
+   * see this user's presence (./presencePrivacy.ts). Read through the order index; a former
+   * member's entries are stepped over.
+   */
+  current(): string[] {
+    return this.sql
+      .exec<{ conversation_id: string }>(CURRENT_SQL)
+      .toArray()
+      .map((r) => r.conversation_id);
+  }
+
+  /**
+   * Whether this user is a member now of any of `conversationIds` (another user's current
+   * conversations): one primary-key lookup per id, whatever the size of this list.
+   */
+  memberOfAny(conversationIds: string[]): boolean {
+    if (conversationIds.length === 0) return false;
+    return this.sql.exec(MEMBER_OF_ANY_SQL, JSON.stringify(conversationIds)).toArray().length > 0;
   }
 
   /** The conversation was answered with this user's live devices at `now` (./watchedConversations.ts). */

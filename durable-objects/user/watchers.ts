@@ -1,6 +1,7 @@
 // Presence between users: which devices of other users watch this user (their viewport, set with
 // `presence.watch`), what this user's devices watch, and the relay of a change to the watchers.
-// The privacy rule: only users who share a conversation with the watcher are disclosed.
+// The privacy rule: only users who share a conversation with the watcher are disclosed
+// (./presencePrivacy.ts).
 import type { Presence, UserServerFrame } from "../../protocol";
 import type { Identity } from "../../kernel/identity";
 import type { PresencePeer } from "../contract";
@@ -10,9 +11,9 @@ import type { DeviceSockets, SocketState } from "./deviceSockets";
 export interface WatchDeps {
   sql: SqlStorage;
   sockets: DeviceSockets;
-  users(userId: string): PresencePeer;
-  /** Which of `userIds` share a conversation with `viewerId` (kernel/d1/privacy.ts). */
-  sharedWith(viewerId: string, userIds: string[]): Promise<Set<string>>;
+  users(userId: string): Pick<PresencePeer, "watch" | "unwatch" | "presenceEvent">;
+  /** Which of `userIds` share a conversation with this object's user now (./presencePrivacy.ts). */
+  sharedWith(userIds: string[]): Promise<Set<string>>;
 }
 
 export class Watchers {
@@ -34,7 +35,7 @@ export class Watchers {
    */
   async setWatch(ws: WebSocket, state: SocketState, requested: string[]): Promise<void> {
     const wanted = [...new Set(requested)].filter((id) => id !== state.userId);
-    const allowed = await this.deps.sharedWith(state.userId, wanted);
+    const allowed = await this.deps.sharedWith(wanted);
     const before = new Set(state.watch);
     const after = wanted.filter((id) => allowed.has(id));
     const added = after.filter((id) => !before.has(id));

@@ -1,5 +1,6 @@
 import { drizzle, type DrizzleD1Database } from "drizzle-orm/d1";
 import * as schema from "./schema";
+import { d1Shards } from "./shards";
 
 type Db = DrizzleD1Database<typeof schema>;
 
@@ -8,13 +9,19 @@ type Db = DrizzleD1Database<typeof schema>;
 // The instance holds nothing but the binding and that config, so requests can share it.
 const instances = new WeakMap<D1Database, Db>();
 
-export function db(env: Env): Db {
-  let instance = instances.get(env.DB);
+/** Drizzle over one D1 database (one shard). */
+export function drizzleOf(database: D1Database): Db {
+  let instance = instances.get(database);
   if (!instance) {
-    instance = drizzle(env.DB, { schema });
-    instances.set(env.DB, instance);
+    instance = drizzle(database, { schema });
+    instances.set(database, instance);
   }
   return instance;
+}
+
+/** Drizzle over the shard holding the rows keyed by `key` (kernel/d1/shards.ts). */
+export function db(env: Env, key: string): Db {
+  return drizzleOf(d1Shards(env).of(key));
 }
 
 export { schema };

@@ -1,10 +1,12 @@
 // Media metadata in D1: who may see an item, media refs for messages, and sends with media
 // (the Worker's POST /send and the conversation object's socket sends both resolve ids here).
 // The bytes live in R2; worker/lib/mediaStore.ts and the media routes move them.
-import { and, eq, inArray, or, sql } from "drizzle-orm";
+import { and, eq, inArray } from "drizzle-orm";
 import type { MediaRef } from "../../protocol";
 import { fail, type Failure } from "../result";
-import { db, schema } from "./db";
+import { conversationStub } from "../objects";
+import { db, drizzleOf, schema } from "./db";
+import { d1Shards, groupByShard } from "./shards";
 
 export type MediaRow = typeof schema.media.$inferSelect;
 
@@ -23,64 +25,68 @@ export function toRef(row: MediaRow): MediaRef {
  * in when it was shared there: since they joined (members from before membership spans were kept:
  * ever), or between joining and leaving for a former member (docs/api.md). A user's current
  * profile photo is seen by everyone who can see the user: every signed-in user.
+ *
+ * The item's row, its shares and the photo mark are on the uploader's shard (kernel/d1/shards.ts);
+ * whether the caller was a member when it was shared is answered by each sharing conversation's
+ * object, which owns its membership.
  */
-function visibleTo(userId: string) {
+async function visibleRows(env: Env, userId: string, ids: string[]): Promise<Map<string, MediaRow>> {
   const m = schema.media;
-  return or(
-    eq(m.uploaderId, userId),
-    sql`EXISTS (SELECT 1 FROM users u WHERE u.photo_id = ${m.id})`,
-    sql`EXISTS (SELECT 1 FROM media_shares s JOIN members mb ON mb.conversation_id = s.conversation_id
-                WHERE s.media_id = ${m.id} AND mb.user_id = ${userId}
-                  AND (mb.joined_seq = 0 OR s.created_at >= mb.joined_at))`,
-    sql`EXISTS (SELECT 1 FROM media_shares s JOIN former_members f ON f.conversation_id = s.conversation_id
-                WHERE s.media_id = ${m.id} AND f.user_id = ${userId}
-                  AND (f.joined_seq = 0 OR s.created_at >= f.joined_at) AND s.created_at <= f.left_at)`,
+  const s = schema.mediaShares;
+  const visible = new Map<string, MediaRow>();
+  /** Per conversation: the items shared there, with when, among those not yet visible. */
+  const sharedIn = new Map<string, { row: MediaRow; at: number }[]>();
+  await Promise.all(
+    [...d1Shards(env).group(new Set(ids))].map(async ([database, onShard]) => {
+      const d = drizzleOf(database);
+      const [rows, photos, shares] = await d.batch([
+        d.select().from(m).where(and(inArray(m.id, onShard), eq(m.status, "complete"))),
+        d.select({ id: schema.users.photoId }).from(schema.users).where(inArray(schema.users.photoId, onShard)),
+        d.select().from(s).where(inArray(s.mediaId, onShard)),
+      ]);
+      const photoIds = new Set(photos.map((p) => p.id));
+      const pending = new Map<string, MediaRow>();
+      for (const row of rows) {
+        if (row.uploaderId === userId || photoIds.has(row.id)) visible.set(row.id, row);
+        else pending.set(row.id, row);
+      }
+      for (const share of shares) {
+        const row = pending.get(share.mediaId);
+        if (!row) continue;
+        const list = sharedIn.get(share.conversationId);
+        if (list) list.push({ row, at: share.createdAt });
+        else sharedIn.set(share.conversationId, [{ row, at: share.createdAt }]);
+      }
+    }),
   );
+  await Promise.all(
+    [...sharedIn].map(async ([conversationId, shared]) => {
+      const member = await conversationStub(env, conversationId).wasMemberAt(userId, shared.map((x) => x.at));
+      shared.forEach(({ row }, i) => {
+        if (member[i]) visible.set(row.id, row);
+      });
+    }),
+  );
+  return visible;
 }
 
-/** A complete item the caller may see (visibleTo). */
+/** A complete item the caller may see (visibleRows). */
 export async function findVisibleMedia(env: Env, userId: string, mediaId: string): Promise<MediaRow | null> {
-  const m = schema.media;
-  const [row] = await db(env)
-    .select()
-    .from(m)
-    .where(
-      and(
-        eq(m.id, mediaId),
-        eq(m.status, "complete"),
-        visibleTo(userId),
-      ),
-    )
-    .limit(1);
-  return row ?? null;
+  return (await visibleRows(env, userId, [mediaId])).get(mediaId) ?? null;
 }
 
-/** The caller's own complete items among `ids`. */
+/** The caller's own complete items among `ids` (all on the caller's shard). */
 export async function ownMedia(env: Env, userId: string, ids: string[]): Promise<Map<string, MediaRow>> {
   const m = schema.media;
   const rows = ids.length === 0
     ? []
-    : await db(env).select().from(m).where(and(inArray(m.id, ids), eq(m.uploaderId, userId), eq(m.status, "complete")));
+    : await db(env, userId).select().from(m).where(and(inArray(m.id, ids), eq(m.uploaderId, userId), eq(m.status, "complete")));
   return new Map(rows.map((r) => [r.id, r]));
 }
 
-
-/** The complete items among `ids` that the caller may see (visibleTo). */
+/** The complete items among `ids` that the caller may see (visibleRows). */
 export async function visibleMedia(env: Env, userId: string, ids: string[]): Promise<Map<string, MediaRow>> {
-  const m = schema.media;
-  const rows = ids.length === 0
-    ? []
-    : await db(env)
-        .select()
-        .from(m)
-        .where(
-          and(
-            inArray(m.id, ids),
-            eq(m.status, "complete"),
-            visibleTo(userId),
-          ),
-        );
-  return new Map(rows.map((r) => [r.id, r]));
+  return ids.length === 0 ? new Map() : visibleRows(env, userId, ids);
 }
 
 /**
@@ -131,53 +137,68 @@ export async function sendWithMedia<R extends { ok: boolean }>(
   }
 }
 
-/** Inserts shares; returns the ids that were not shared there before. */
+/** Inserts shares (each on its item's shard); returns the ids that were not shared there before. */
 async function share(env: Env, conversationId: string, mediaIds: string[], now: number): Promise<string[]> {
   const s = schema.mediaShares;
-  const d = db(env);
-  const [first, ...rest] = mediaIds.map((mediaId) =>
-    d.insert(s).values({ mediaId, conversationId, createdAt: now }).onConflictDoNothing().returning({ mediaId: s.mediaId }),
+  const added = await Promise.all(
+    [...d1Shards(env).group(mediaIds)].map(async ([database, onShard]) => {
+      const d = drizzleOf(database);
+      const [first, ...rest] = onShard.map((mediaId) =>
+        d.insert(s).values({ mediaId, conversationId, createdAt: now }).onConflictDoNothing().returning({ mediaId: s.mediaId }),
+      );
+      if (!first) return [];
+      return (await d.batch([first, ...rest])).flat().map((r) => r.mediaId);
+    }),
   );
-  if (!first) return [];
-  const results = await d.batch([first, ...rest]);
-  return results.flat().map((r) => r.mediaId);
+  return added.flat();
 }
 
 async function unshare(env: Env, conversationId: string, mediaIds: string[]): Promise<void> {
   const s = schema.mediaShares;
-  await db(env).delete(s).where(and(eq(s.conversationId, conversationId), inArray(s.mediaId, mediaIds)));
+  await Promise.all(
+    [...d1Shards(env).group(mediaIds)].map(([database, onShard]) =>
+      drizzleOf(database).delete(s).where(and(eq(s.conversationId, conversationId), inArray(s.mediaId, onShard))),
+    ),
+  );
 }
 
 
 /**
- * Erases media items no conversation shares any more (a message deleted for everyone took their
- * last share, docs/api.md "Message actions"): their bytes from R2, then their rows. Idempotent:
- * an item already gone, shared elsewhere (forwarded) or someone's profile photo is left alone,
- * so a retry is safe.
+ * Takes away the shares a message deleted for everyone made in `conversationId`, then erases the
+ * items no conversation shares any more (docs/api.md "Message actions"): their bytes from R2, then
+ * their rows. Each item's rows are on its uploader's shard, reached by `shardOf(mediaId)`.
+ * Idempotent: an item already gone, shared elsewhere (forwarded) or someone's profile photo is
+ * left alone, so a retry is safe.
  */
 export async function eraseUnsharedMedia(
-  d1: Pick<D1Database, "prepare" | "batch">,
+  shardOf: (key: string) => Pick<D1Database, "prepare" | "batch">,
   bucket: Pick<R2Bucket, "delete">,
+  conversationId: string,
   mediaIds: string[],
 ): Promise<string[]> {
-  if (mediaIds.length === 0) return [];
-  const marks = mediaIds.map(() => "?").join(", ");
-  const { results } = await d1
-    .prepare(
-      `SELECT id, r2_key FROM media WHERE id IN (${marks})
-       AND NOT EXISTS (SELECT 1 FROM media_shares s WHERE s.media_id = media.id)
-       AND NOT EXISTS (SELECT 1 FROM users u WHERE u.photo_id = media.id)`,
-    )
-    .bind(...mediaIds)
-    .all<{ id: string; r2_key: string }>();
-  if (results.length === 0) return [];
-  // Bytes first: a row without bytes is harmless, bytes without a row would never be found again.
-  await bucket.delete(results.map((r) => r.r2_key));
-  const ids = results.map((r) => r.id);
-  const idMarks = ids.map(() => "?").join(", ");
-  await d1.batch([
-    d1.prepare(`DELETE FROM media_parts WHERE media_id IN (${idMarks})`).bind(...ids),
-    d1.prepare(`DELETE FROM media WHERE id IN (${idMarks})`).bind(...ids),
-  ]);
-  return ids;
+  const erased = await Promise.all(
+    [...groupByShard(mediaIds, shardOf)].map(async ([d1, onShard]) => {
+      const marks = onShard.map(() => "?").join(", ");
+      await d1.prepare(`DELETE FROM media_shares WHERE conversation_id = ? AND media_id IN (${marks})`).bind(conversationId, ...onShard).run();
+      const { results } = await d1
+        .prepare(
+          `SELECT id, r2_key FROM media WHERE id IN (${marks})
+           AND NOT EXISTS (SELECT 1 FROM media_shares s WHERE s.media_id = media.id)
+           AND NOT EXISTS (SELECT 1 FROM users u WHERE u.photo_id = media.id)`,
+        )
+        .bind(...onShard)
+        .all<{ id: string; r2_key: string }>();
+      if (results.length === 0) return [];
+      // Bytes first: a row without bytes is harmless, bytes without a row would never be found again.
+      await bucket.delete(results.map((r) => r.r2_key));
+      const ids = results.map((r) => r.id);
+      const idMarks = ids.map(() => "?").join(", ");
+      await d1.batch([
+        d1.prepare(`DELETE FROM media_parts WHERE media_id IN (${idMarks})`).bind(...ids),
+        d1.prepare(`DELETE FROM media WHERE id IN (${idMarks})`).bind(...ids),
+      ]);
+      return ids;
+    }),
+  );
+  return erased.flat();
 }

@@ -3,14 +3,17 @@
 // still logged in count: a logged-out device's packages are never handed out, nor its leaf trusted.
 import type { DeviceKeys } from "../../durable-objects/contract";
 import type { DeviceWithKey } from "../../protocol";
+import { d1Shards } from "../../kernel/d1/shards";
 
 /** D1 binds at most 100 values in one query. */
 const CHUNK = 90;
 
-async function chunked<T>(ids: string[], query: (chunk: string[]) => Promise<T[]>): Promise<T[]> {
-  const unique = [...new Set(ids)];
+/** `query` on each shard for its share of `ids` (user or device ids), in chunks D1 takes. */
+async function chunked<T>(env: Env, ids: string[], query: (database: D1Database, chunk: string[]) => Promise<T[]>): Promise<T[]> {
   const out: T[] = [];
-  for (let i = 0; i < unique.length; i += CHUNK) out.push(...(await query(unique.slice(i, i + CHUNK))));
+  for (const [database, onShard] of d1Shards(env).group(new Set(ids))) {
+    for (let i = 0; i < onShard.length; i += CHUNK) out.push(...(await query(database, onShard.slice(i, i + CHUNK))));
+  }
   return out;
 }
 
@@ -18,9 +21,9 @@ const placeholders = (n: number) => new Array(n).fill("?").join(", ");
 
 /** Whose each device is and its registered key, for the logged-in devices among `deviceIds`. */
 export async function deviceKeys(env: Env, deviceIds: string[]): Promise<DeviceKeys> {
-  const rows = await chunked(deviceIds, async (chunk) =>
+  const rows = await chunked(env, deviceIds, async (database, chunk) =>
     (
-      await env.DB.prepare(
+      await database.prepare(
         `SELECT id, user_id, signature_key FROM devices WHERE id IN (${placeholders(chunk.length)}) AND token_hash IS NOT NULL`,
       )
         .bind(...chunk)
@@ -32,9 +35,9 @@ export async function deviceKeys(env: Env, deviceIds: string[]): Promise<DeviceK
 
 /** The logged-in devices of each user, oldest first. */
 export async function devicesOf(env: Env, userIds: string[]): Promise<Array<DeviceWithKey & { userId: string }>> {
-  const rows = await chunked(userIds, async (chunk) =>
+  const rows = await chunked(env, userIds, async (database, chunk) =>
     (
-      await env.DB.prepare(
+      await database.prepare(
         `SELECT id, user_id, name, created_at, signature_key FROM devices
          WHERE user_id IN (${placeholders(chunk.length)}) AND token_hash IS NOT NULL ORDER BY created_at, id`,
       )
@@ -42,22 +45,33 @@ export async function devicesOf(env: Env, userIds: string[]): Promise<Array<Devi
         .all<{ id: string; user_id: string; name: string; created_at: number; signature_key: string | null }>()
     ).results,
   );
+  // Oldest first across shards too.
+  rows.sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1));
   return rows.map((r) => ({ id: r.id, userId: r.user_id, name: r.name, createdAt: r.created_at, signatureKey: r.signature_key }));
 }
 
-/** The end-to-end encrypted conversations `userId` is a member of (D1's projection of the members). */
+/**
+ * The end-to-end encrypted conversations `userId` is a member of (D1's projection of the members):
+ * on every shard, since a conversation's rows are on its own.
+ */
 export async function e2eeConversationsOf(env: Env, userId: string): Promise<string[]> {
-  const rows = await env.DB.prepare(
-    "SELECT m.conversation_id AS id FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ? AND c.e2ee = 1",
-  )
-    .bind(userId)
-    .all<{ id: string }>();
-  return rows.results.map((r) => r.id);
+  const perShard = await Promise.all(
+    d1Shards(env).all.map(async (database) =>
+      (
+        await database
+          .prepare("SELECT m.conversation_id AS id FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ? AND c.e2ee = 1")
+          .bind(userId)
+          .all<{ id: string }>()
+      ).results.map((r) => r.id),
+    ),
+  );
+  return perShard.flat();
 }
 
 /** Sets the device's key once: the same key again is fine, another is refused. Returns the key now registered. */
 export async function registerSignatureKey(env: Env, deviceId: string, key: string): Promise<string | null> {
-  await env.DB.prepare("UPDATE devices SET signature_key = ? WHERE id = ? AND signature_key IS NULL").bind(key, deviceId).run();
-  const row = await env.DB.prepare("SELECT signature_key FROM devices WHERE id = ?").bind(deviceId).first<{ signature_key: string | null }>();
+  const database = d1Shards(env).of(deviceId);
+  await database.prepare("UPDATE devices SET signature_key = ? WHERE id = ? AND signature_key IS NULL").bind(key, deviceId).run();
+  const row = await database.prepare("SELECT signature_key FROM devices WHERE id = ?").bind(deviceId).first<{ signature_key: string | null }>();
   return row?.signature_key ?? null;
 }

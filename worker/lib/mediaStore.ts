@@ -17,6 +17,7 @@
 //   whatever the file's size. A file smaller than one part becomes a single `put`.
 import type { MediaContentType } from "../../protocol";
 import { db, schema } from "../../kernel/d1/db";
+import { d1Shards } from "../../kernel/d1/shards";
 import { eq } from "drizzle-orm";
 import type { MediaSettings } from "../../kernel/settings";
 import type { MediaRow } from "../../kernel/d1/mediaRecords";
@@ -222,7 +223,7 @@ export async function discardMedia(env: Env, row: Pick<MediaRow, "id" | "uploadI
   const key = r2Key(row.id);
   if (row.uploadId) await env.MEDIA.resumeMultipartUpload(key, row.uploadId).abort().catch(() => {});
   await env.MEDIA.delete(key).catch((err: unknown) => console.warn(`media ${row.id}: R2 delete failed`, String(err)));
-  const d = db(env);
+  const d = db(env, row.id);
   await d.batch([
     d.delete(schema.mediaParts).where(eq(schema.mediaParts.mediaId, row.id)),
     d.delete(schema.mediaShares).where(eq(schema.mediaShares.mediaId, row.id)),
@@ -237,7 +238,7 @@ export async function discardMedia(env: Env, row: Pick<MediaRow, "id" | "uploadI
  * racing each other may pass it together.
  */
 export async function requireQuota(env: Env, userId: string, settings: MediaSettings, adding: number, pending = false): Promise<void> {
-  const usage = await env.DB.prepare(
+  const usage = await d1Shards(env).of(userId).prepare(
     "SELECT COALESCE(SUM(size), 0) AS used, COALESCE(SUM(CASE WHEN status = 'pending' AND upload_id IS NOT NULL THEN size ELSE 0 END), 0) AS reserved FROM media WHERE uploader_id = ?",
   )
     .bind(userId)
@@ -257,9 +258,15 @@ export async function requireQuota(env: Env, userId: string, settings: MediaSett
  * upload, its parts, the row), at most `max` per run. Returns how many it swept.
  */
 export async function sweepAbandonedUploads(env: Env, settings: MediaSettings, now: number, max = 500): Promise<number> {
-  const { results } = await env.DB.prepare("SELECT id, upload_id AS uploadId FROM media WHERE status = 'pending' AND created_at < ? LIMIT ?")
-    .bind(now - settings.pendingMaxAgeMs, max)
-    .all<{ id: string; uploadId: string | null }>();
-  for (const row of results) await discardMedia(env, row);
-  return results.length;
+  let swept = 0;
+  for (const database of d1Shards(env).all) {
+    const { results } = await database
+      .prepare("SELECT id, upload_id AS uploadId FROM media WHERE status = 'pending' AND created_at < ? LIMIT ?")
+      .bind(now - settings.pendingMaxAgeMs, max - swept)
+      .all<{ id: string; uploadId: string | null }>();
+    for (const row of results) await discardMedia(env, row);
+    swept += results.length;
+    if (swept >= max) break;
+  }
+  return swept;
 }

@@ -1,6 +1,7 @@
 import { inArray } from "drizzle-orm";
 import type { User } from "../../protocol";
-import { db, schema } from "../../kernel/d1/db";
+import { drizzleOf, schema } from "../../kernel/d1/db";
+import { d1Shards } from "../../kernel/d1/shards";
 import { ApiError } from "./apiError";
 
 type UserRow = typeof schema.users.$inferSelect;
@@ -18,10 +19,12 @@ export const toUser = (row: Omit<UserRow, "photoId"> & { photoId?: string | null
 export async function requireUsersExist(env: Env, ids: string[]): Promise<void> {
   const unique = [...new Set(ids)];
   const found = new Set<string>();
-  for (let i = 0; i < unique.length; i += 90) {
-    const chunk = unique.slice(i, i + 90);
-    const rows = await db(env).select({ id: schema.users.id }).from(schema.users).where(inArray(schema.users.id, chunk));
-    for (const r of rows) found.add(r.id);
+  for (const [database, ids] of d1Shards(env).group(unique)) {
+    for (let i = 0; i < ids.length; i += 90) {
+      const chunk = ids.slice(i, i + 90);
+      const rows = await drizzleOf(database).select({ id: schema.users.id }).from(schema.users).where(inArray(schema.users.id, chunk));
+      for (const r of rows) found.add(r.id);
+    }
   }
   const missing = unique.filter((id) => !found.has(id));
   if (missing.length > 0) {

@@ -9,7 +9,8 @@
 import type { VapidKeys } from "@block65/webcrypto-web-push";
 import { and, eq, inArray } from "drizzle-orm";
 import type { PushPayload } from "../../protocol";
-import { db, schema } from "../../kernel/d1/db";
+import { db, drizzleOf, schema } from "../../kernel/d1/db";
+import { d1Shards } from "../../kernel/d1/shards";
 import { readSettings, type PushSettings } from "../../kernel/settings";
 import { originOf } from "./endpoint";
 import { PushQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "../../durable-objects/contract";
@@ -85,15 +86,20 @@ async function subscriptionsByUser(env: Env, userIds: string[]): Promise<Map<str
   const unique = [...new Set(userIds)];
   const byUser = new Map<string, StoredSubscription[]>();
   if (unique.length === 0) return byUser;
-  const rows = await db(env)
-    .select({
-      userId: schema.pushSubscriptions.userId,
-      endpoint: schema.pushSubscriptions.endpoint,
-      p256dh: schema.pushSubscriptions.p256dh,
-      auth: schema.pushSubscriptions.auth,
-    })
-    .from(schema.pushSubscriptions)
-    .where(inArray(schema.pushSubscriptions.userId, unique));
+  const perShard = await Promise.all(
+    [...d1Shards(env).group(unique)].map(([database, ids]) =>
+      drizzleOf(database)
+        .select({
+          userId: schema.pushSubscriptions.userId,
+          endpoint: schema.pushSubscriptions.endpoint,
+          p256dh: schema.pushSubscriptions.p256dh,
+          auth: schema.pushSubscriptions.auth,
+        })
+        .from(schema.pushSubscriptions)
+        .where(inArray(schema.pushSubscriptions.userId, ids)),
+    ),
+  );
+  const rows = perShard.flat();
   for (const { userId, ...sub } of rows) {
     const list = byUser.get(userId);
     if (list) list.push(sub);
@@ -106,10 +112,12 @@ async function subscriptionsByUser(env: Env, userIds: string[]): Promise<Map<str
 async function displayNames(env: Env, userIds: string[]): Promise<Map<string, string>> {
   const unique = [...new Set(userIds)];
   if (unique.length === 0) return new Map();
-  const rows = await db(env)
-    .select({ id: schema.users.id, displayName: schema.users.displayName })
-    .from(schema.users)
-    .where(inArray(schema.users.id, unique));
+  const perShard = await Promise.all(
+    [...d1Shards(env).group(unique)].map(([database, ids]) =>
+      drizzleOf(database).select({ id: schema.users.id, displayName: schema.users.displayName }).from(schema.users).where(inArray(schema.users.id, ids)),
+    ),
+  );
+  const rows = perShard.flat();
   return new Map(rows.map((row) => [row.id, row.displayName]));
 }
 
@@ -137,7 +145,7 @@ async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition
           contentType: "json",
         });
       } else {
-        await settle(ctx, outcome, sub, 1);
+        await settle(ctx, outcome, sub, 1, job.userId);
       }
     }),
   );
@@ -149,7 +157,7 @@ async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition
 async function handleDelivery(ctx: Context, delivery: PushDeliveryMessage, attempts: number): Promise<Disposition> {
   // Only while the endpoint still belongs to the user the push is for: a browser that has since
   // subscribed for another account must not get this user's notification.
-  const sub = await db(ctx.env).query.pushSubscriptions.findFirst({
+  const sub = await db(ctx.env, delivery.userId).query.pushSubscriptions.findFirst({
     where: and(eq(schema.pushSubscriptions.endpoint, delivery.endpoint), eq(schema.pushSubscriptions.userId, delivery.userId)),
   });
   if (!sub) return { type: "ack" };
@@ -158,18 +166,18 @@ async function handleDelivery(ctx: Context, delivery: PushDeliveryMessage, attem
   if (outcome.type === "retry" && tries < ctx.settings.maxTries) {
     return { type: "retry", delaySeconds: retryDelaySeconds(tries + 1, ctx.settings.retryBaseSeconds, outcome.retryAfterSeconds) };
   }
-  await settle(ctx, outcome, sub, tries);
+  await settle(ctx, outcome, sub, tries, delivery.userId);
   return { type: "ack" };
 }
 
 /** A final outcome: nothing more will be tried for this push on this subscription. */
-async function settle(ctx: Context, outcome: Outcome, sub: StoredSubscription, tries: number): Promise<void> {
+async function settle(ctx: Context, outcome: Outcome, sub: StoredSubscription, tries: number, userId: string): Promise<void> {
   const origin = originOf(sub.endpoint);
   switch (outcome.type) {
     case "delivered":
       return;
     case "gone":
-      await db(ctx.env).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.endpoint, sub.endpoint));
+      await db(ctx.env, userId).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.endpoint, sub.endpoint));
       console.log(`push: subscription at ${origin} is gone (status ${outcome.status}), deleted`);
       return;
     case "failed":

@@ -9,6 +9,9 @@ import { MESSAGE_JSON_SQL } from "../../kernel/d1/rows";
 import { newApp, requireAuth } from "../app";
 import { unwrap } from "../lib/apiError";
 import { readJson, readQuery } from "../lib/validate";
+import { ApiError } from "../lib/apiError";
+import { d1Shards } from "../../kernel/d1/shards";
+import { decodePositions, encodePositions, mergeNewestFirst, type ShardHit } from "../lib/shardMerge";
 
 export const actions = newApp();
 
@@ -77,39 +80,59 @@ actions.get("/search", requireAuth, async (c) => {
   const userId = c.get("auth").userId;
   const match = ftsQuery(query.q);
   if (match === null) return c.json({ results: [], cursor: null, hasMore: false });
-  const before = query.before === undefined ? Number.MAX_SAFE_INTEGER : Number(query.before);
-  // The FTS5 match runs first (its index), then each hit is checked against the caller's span in
-  // its conversation (as a member since joined_seq, or as a former member through left_seq: the
-  // rule of history and sync) by the two tables' primary keys; the page is then read as wire JSON
-  // (MESSAGE_JSON_SQL).
-  const { results } = await c.env.DB.prepare(
-    `WITH spans AS (
-       SELECT conversation_id, joined_seq, ${Number.MAX_SAFE_INTEGER} AS left_seq FROM members WHERE user_id = ?1
-       UNION ALL
-       SELECT conversation_id, joined_seq, left_seq FROM former_members WHERE user_id = ?1
-     ),
-     hits AS (
-       SELECT message_search.rowid AS rid, snippet(message_search, 0, ?5, ?6, '…', 16) AS snip
-       FROM message_search
-       JOIN messages hm ON hm.ingest_id = message_search.rowid
-       JOIN spans sp ON sp.conversation_id = hm.conversation_id
-       WHERE message_search MATCH ?2
-         AND hm.ingest_id < ?3
-         AND hm.seq >= sp.joined_seq AND hm.seq <= sp.left_seq
-         AND (?4 IS NULL OR hm.conversation_id = ?4)
-         AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.conversation_id = hm.conversation_id AND h.seq = hm.seq)
-       ORDER BY hm.ingest_id DESC
-       LIMIT ?7)
-     SELECT rid, snip, (SELECT ${MESSAGE_JSON_SQL} FROM messages WHERE messages.ingest_id = hits.rid) AS json
-     FROM hits ORDER BY rid DESC`,
-  )
-    .bind(userId, match, before, query.conversationId ?? null, MATCH_START, MATCH_END, query.limit + 1)
-    .all<{ rid: number; snip: string; json: string }>();
-  const hasMore = results.length > query.limit;
-  const page = hasMore ? results.slice(0, query.limit) : results;
+  const shards = d1Shards(c.env);
+  const from = query.before === undefined ? new Array<number>(shards.count).fill(Number.MAX_SAFE_INTEGER) : decodePositions(query.before, shards.count);
+  if (!from) throw new ApiError("bad_request", "not a cursor of this deployment", { issues: [{ path: "before", message: "a cursor" }] });
+  // A conversation's messages, index and members rows are on its own shard: a search in one reads
+  // that shard, a search across all reads each shard from its own position, and the pages merge.
+  const perShard = await Promise.all(
+    shards.all.map(async (database, i): Promise<ShardHit<{ snip: string; json: string }>[]> => {
+      if (query.conversationId !== undefined && shards.of(query.conversationId) !== database) return [];
+      const hits = await searchShard(database, userId, match, from[i]!, query.conversationId ?? null, query.limit + 1);
+      return hits.map((hit) => ({ position: hit.rid, at: hit.created_at, item: hit }));
+    }),
+  );
+  const page = mergeNewestFirst(perShard, from, query.limit);
   return c.json({
-    results: page.map((r) => ({ message: JSON.parse(r.json) as Message, snippet: snippetParts(r.snip) })),
-    cursor: page.length > 0 ? String(page[page.length - 1]!.rid) : null,
-    hasMore,
+    results: page.items.map((r) => ({ message: JSON.parse(r.json) as Message, snippet: snippetParts(r.snip) })),
+    cursor: page.items.length > 0 ? encodePositions(page.positions) : null,
+    hasMore: page.hasMore,
   });
 });
+
+/**
+ * One shard's hits for `userId`, newest first in the order its index received them, from before
+ * `before`. The FTS5 match runs first (its index), then each hit is checked against the caller's
+ * span in its conversation (as a member since joined_seq, or as a former member through left_seq:
+ * the rule of history and sync) by the two tables' primary keys; the page is then read as wire
+ * JSON (MESSAGE_JSON_SQL).
+ */
+async function searchShard(database: D1Database, userId: string, match: string, before: number, conversationId: string | null, limit: number) {
+  const { results } = await database
+    .prepare(
+      `WITH spans AS (
+         SELECT conversation_id, joined_seq, ${Number.MAX_SAFE_INTEGER} AS left_seq FROM members WHERE user_id = ?1
+         UNION ALL
+         SELECT conversation_id, joined_seq, left_seq FROM former_members WHERE user_id = ?1
+       ),
+       hits AS (
+         SELECT message_search.rowid AS rid, snippet(message_search, 0, ?5, ?6, '…', 16) AS snip
+         FROM message_search
+         JOIN messages hm ON hm.ingest_id = message_search.rowid
+         JOIN spans sp ON sp.conversation_id = hm.conversation_id
+         WHERE message_search MATCH ?2
+           AND hm.ingest_id < ?3
+           AND hm.seq >= sp.joined_seq AND hm.seq <= sp.left_seq
+           AND (?4 IS NULL OR hm.conversation_id = ?4)
+           AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.conversation_id = hm.conversation_id AND h.seq = hm.seq)
+         ORDER BY hm.ingest_id DESC
+         LIMIT ?7)
+       SELECT rid, snip,
+         (SELECT created_at FROM messages WHERE messages.ingest_id = hits.rid) AS created_at,
+         (SELECT ${MESSAGE_JSON_SQL} FROM messages WHERE messages.ingest_id = hits.rid) AS json
+       FROM hits ORDER BY rid DESC`,
+    )
+    .bind(userId, match, before, conversationId, MATCH_START, MATCH_END, limit)
+    .all<{ rid: number; snip: string; created_at: number; json: string }>();
+  return results;
+}

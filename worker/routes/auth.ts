@@ -1,7 +1,7 @@
 // Accounts and devices: register, login (one device per login), logout, /me. WebSocket tickets
 // are routes/realtime.ts; the caller's device list and remote sign-out are routes/devices.ts.
 import { eq } from "drizzle-orm";
-import { newId } from "../../kernel/ids";
+import { d1Shards } from "../../kernel/d1/shards";
 import { LoginBody, ProfileBody, RegisterBody, type Device, type User } from "../../protocol";
 import { newApp, requireAuth, type AppContext } from "../app";
 import { db, schema } from "../../kernel/d1/db";
@@ -38,12 +38,13 @@ const DECOY_SALT = new Uint8Array(16);
 async function newDevice(c: AppContext, user: User, name: string | undefined) {
   const settings = c.get("settings");
   const userId = user.id;
-  const device = { id: newId(), name: name ?? "device", createdAt: Date.now() };
+  // Drawn on the user's D1 shard, so that the device id alone names it (kernel/d1/shards.ts).
+  const device = { id: d1Shards(c.env).idBeside(userId), name: name ?? "device", createdAt: Date.now() };
   const keys = sessionKeys(requireSecret("SESSION_SECRET", settings.sessionSecret));
   const { token, claims } = await mintSessionToken({ userId, deviceId: device.id }, device.createdAt + settings.tokenTtlMs, keys);
   // The user's object keeps what GET /me answers, so that request reads no D1.
   await userStub(c.env, userId).startSession(userId, device.id, claims.sessionId, claims.expiresAt, { user, device });
-  await db(c.env)
+  await db(c.env, userId)
     .insert(schema.devices)
     .values({ id: device.id, userId, name: device.name, tokenHash: SIGNED_IN_MARK + (await sha256(token)), createdAt: device.createdAt });
   return { device: device satisfies Device, token };
@@ -58,7 +59,8 @@ auth.post("/register", async (c) => {
   const usernameLower = body.username.toLowerCase();
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const row = {
-    id: newId(),
+    // Drawn on the username's D1 shard: a lookup by name and one by id reach the same database.
+    id: d1Shards(c.env).idBeside(usernameLower),
     username: body.username,
     usernameLower,
     displayName: body.displayName ?? body.username,
@@ -68,7 +70,7 @@ auth.post("/register", async (c) => {
     createdAt: Date.now(),
   };
   // The unique index decides a race between two registrations of one name.
-  const inserted = await db(c.env).insert(schema.users).values(row).onConflictDoNothing().returning({ id: schema.users.id });
+  const inserted = await db(c.env, usernameLower).insert(schema.users).values(row).onConflictDoNothing().returning({ id: schema.users.id });
   const account = inserted.length > 0 ? row : await unfinishedRegistration(c, usernameLower, body.password);
   if (!account) throw new ApiError("conflict", "username is taken");
   const { device, token } = await newDevice(c, toUser(account), body.deviceName);
@@ -81,9 +83,9 @@ auth.post("/register", async (c) => {
  * taken name.
  */
 async function unfinishedRegistration(c: AppContext, usernameLower: string, password: string) {
-  const user = await db(c.env).query.users.findFirst({ where: eq(schema.users.usernameLower, usernameLower) });
+  const user = await db(c.env, usernameLower).query.users.findFirst({ where: eq(schema.users.usernameLower, usernameLower) });
   if (!user || Date.now() - user.createdAt > UNFINISHED_REGISTRATION_MS) return null;
-  const device = await db(c.env).query.devices.findFirst({ where: eq(schema.devices.userId, user.id), columns: { id: true } });
+  const device = await db(c.env, user.id).query.devices.findFirst({ where: eq(schema.devices.userId, user.id), columns: { id: true } });
   if (device) return null;
   const hash = await hashPassword(password, fromBase64url(user.passwordSalt), user.passwordIterations);
   return constantTimeEqual(hash, user.passwordHash) ? user : null;
@@ -95,8 +97,9 @@ auth.post("/login", async (c) => {
   // Unknown names are throttled as known ones are, so a 429 tells nothing about which exist.
   const throttle = new LoginThrottle(c.env, settings.abuse, body.username, clientAddress(c.req.raw));
   await throttle.check();
-  const user = await db(c.env).query.users.findFirst({
-    where: eq(schema.users.usernameLower, body.username.toLowerCase()),
+  const usernameLower = body.username.toLowerCase();
+  const user = await db(c.env, usernameLower).query.users.findFirst({
+    where: eq(schema.users.usernameLower, usernameLower),
   });
   const hash = await hashPassword(
     body.password,
@@ -123,8 +126,8 @@ me.get("/", requireAuth, async (c) => {
   if (kept) return c.json(kept);
   // A device signed in before the user's object kept the copy: the directory answers.
   const [user, device] = await Promise.all([
-    db(c.env).query.users.findFirst({ where: eq(schema.users.id, userId) }),
-    db(c.env).query.devices.findFirst({ where: eq(schema.devices.id, deviceId) }),
+    db(c.env, userId).query.users.findFirst({ where: eq(schema.users.id, userId) }),
+    db(c.env, deviceId).query.devices.findFirst({ where: eq(schema.devices.id, deviceId) }),
   ]);
   if (!user || !device) throw new ApiError("unauthorized", "account no longer exists");
   return c.json({ user: toUser(user), device: { id: device.id, name: device.name, createdAt: device.createdAt } });
@@ -145,7 +148,7 @@ me.patch("/", requireAuth, async (c) => {
   const set: { displayName?: string; photoId?: string | null } = {};
   if (body.displayName !== undefined) set.displayName = body.displayName;
   if (body.photo !== undefined) set.photoId = body.photo;
-  const [user] = await db(c.env).update(schema.users).set(set).where(eq(schema.users.id, userId)).returning();
+  const [user] = await db(c.env, userId).update(schema.users).set(set).where(eq(schema.users.id, userId)).returning();
   if (!user) throw new ApiError("unauthorized", "account no longer exists");
   await userStub(c.env, userId).profileChanged(userId, toUser(user));
   return c.json({ user: toUser(user) });

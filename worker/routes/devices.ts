@@ -3,6 +3,7 @@
 import { RenameDeviceBody, type OwnDevice } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { userStub } from "../../kernel/objects";
+import { d1Shards } from "../../kernel/d1/shards";
 import { ApiError } from "../lib/apiError";
 import { devicesOf } from "../lib/deviceKeys";
 import { signOutDevice } from "../lib/signOut";
@@ -34,7 +35,7 @@ devices.delete("/:id", requireAuth, async (c) => {
   const { userId } = c.get("auth");
   const id = c.req.param("id");
   const [owned, signedIn] = await Promise.all([
-    c.env.DB.prepare("SELECT 1 AS owned FROM devices WHERE id = ? AND user_id = ?").bind(id, userId).first<{ owned: number }>(),
+    d1Shards(c.env).of(userId).prepare("SELECT 1 AS owned FROM devices WHERE id = ? AND user_id = ?").bind(id, userId).first<{ owned: number }>(),
     userStub(c.env, userId).signedInDevices(userId),
   ]);
   if (!owned) throw new ApiError("not_found", "no such device");
@@ -53,7 +54,7 @@ devices.patch("/:id", requireAuth, async (c) => {
   const signedIn = await userStub(c.env, userId).signedInDevices(userId);
   const current = signedIn.find((d) => d.deviceId === id);
   if (!current) throw new ApiError("not_found", "no such device");
-  const renamed = await c.env.DB.prepare("UPDATE devices SET name = ? WHERE id = ? AND user_id = ? RETURNING id, name, created_at")
+  const renamed = await d1Shards(c.env).of(userId).prepare("UPDATE devices SET name = ? WHERE id = ? AND user_id = ? RETURNING id, name, created_at")
     .bind(name, id, userId)
     .first<{ id: string; name: string; created_at: number }>();
   if (!renamed) throw new ApiError("not_found", "no such device");

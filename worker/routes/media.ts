@@ -1,7 +1,7 @@
 // Media: uploads into R2 (raw body, form, resumable multipart), signed downloads, and the
 // authenticated redirect to them. docs/api.md "Media" describes the decisions taken here.
 import { and, asc, eq, isNotNull } from "drizzle-orm";
-import { newId } from "../../kernel/ids";
+import { d1Shards } from "../../kernel/d1/shards";
 import {
   MEDIA_LIMITS,
   MediaUrlQuery,
@@ -74,7 +74,8 @@ async function storeNew(
 ): Promise<MediaRow> {
   await input.source.sniff(input.type);
   const row: MediaRow = {
-    id: newId(),
+    // On the uploader's D1 shard, so that the id alone names it (kernel/d1/shards.ts).
+    id: d1Shards(c.env).idBeside(c.get("auth").userId),
     uploaderId: c.get("auth").userId,
     contentType: input.type,
     size: input.length ?? 0,
@@ -87,13 +88,13 @@ async function storeNew(
     createdAt: Date.now(),
   };
   row.r2Key = r2Key(row.id);
-  await db(c.env).insert(schema.media).values(row);
+  await db(c.env, row.id).insert(schema.media).values(row);
   try {
     const size = await putStream(c.env.MEDIA, row.r2Key, input.source, input.length, c.get("settings").media.partBytes, {
       httpMetadata: { contentType: input.type, contentDisposition: contentDisposition(input.type, input.name) },
       customMetadata: { uploaderId: row.uploaderId },
     });
-    await db(c.env).update(schema.media).set({ status: "complete", size }).where(eq(schema.media.id, row.id));
+    await db(c.env, row.id).update(schema.media).set({ status: "complete", size }).where(eq(schema.media.id, row.id));
     return { ...row, status: "complete", size };
   } catch (err) {
     await discardMedia(c.env, row);
@@ -164,7 +165,7 @@ async function uploadForm(c: AppContext, contentType: string) {
     const f = parseWith(UploadFormFields, Object.fromEntries(fields), "form fields");
     await requireThumbnail(c, f.thumbnailId);
     if (f.width !== undefined || f.height !== undefined || f.durationMs !== undefined || f.thumbnailId !== undefined) {
-      await db(c.env).update(schema.media).set(metaColumns(f)).where(eq(schema.media.id, stored.id));
+      await db(c.env, stored.id).update(schema.media).set(metaColumns(f)).where(eq(schema.media.id, stored.id));
       stored = { ...stored, ...metaColumns(f) };
     }
     const info = await withUrl(toRef(stored), originOf(c), settings);
@@ -199,7 +200,7 @@ async function uploadForm(c: AppContext, contentType: string) {
 /** The caller's item `mediaId` that is (or was) a multipart upload; 404 for anything else. */
 async function ownMultipart(c: AppContext, mediaId: string): Promise<MediaRow> {
   const m = schema.media;
-  const [row] = await db(c.env)
+  const [row] = await db(c.env, mediaId)
     .select()
     .from(m)
     .where(and(eq(m.id, mediaId), eq(m.uploaderId, c.get("auth").userId), isNotNull(m.partSize)))
@@ -213,7 +214,7 @@ const partLength = (row: MediaRow, n: number) => (n < partCountOf(row) ? row.par
 
 async function describeUpload(c: AppContext, row: MediaRow): Promise<MultipartUpload> {
   const p = schema.mediaParts;
-  const parts = await db(c.env)
+  const parts = await db(c.env, row.id)
     .select({ partNumber: p.partNumber, size: p.size, etag: p.etag })
     .from(p)
     .where(eq(p.mediaId, row.id))
@@ -241,7 +242,7 @@ upload.post("/multipart", async (c) => {
   await requireQuota(c.env, c.get("auth").userId, settings, body.size, true);
   // R2 allows at most 10,000 parts, so a huge file gets larger parts.
   const partSize = Math.max(settings.partBytes, Math.ceil(body.size / MEDIA_LIMITS.partsMax));
-  const id = newId();
+  const id = d1Shards(c.env).idBeside(c.get("auth").userId);
   const name = cleanName(body.name, type);
   const mpu = await c.env.MEDIA.createMultipartUpload(r2Key(id), {
     httpMetadata: { contentType: type, contentDisposition: contentDisposition(type, name) },
@@ -261,7 +262,7 @@ upload.post("/multipart", async (c) => {
     createdAt: Date.now(),
   };
   try {
-    await db(c.env).insert(schema.media).values(row);
+    await db(c.env, row.id).insert(schema.media).values(row);
   } catch (err) {
     await mpu.abort().catch(() => {});
     throw err;
@@ -291,7 +292,7 @@ upload.put("/multipart/:mediaId/parts/:n", async (c) => {
   if (n === 1) await source.sniff(storedType(row.contentType));
   const part = await uploadPart(c.env.MEDIA.resumeMultipartUpload(row.r2Key, row.uploadId), n, source, expected);
   const p = schema.mediaParts;
-  await db(c.env)
+  await db(c.env, row.id)
     .insert(p)
     .values({ mediaId: row.id, partNumber: n, etag: part.etag, size: expected, createdAt: Date.now() })
     .onConflictDoUpdate({ target: [p.mediaId, p.partNumber], set: { etag: part.etag, createdAt: Date.now() } });
@@ -326,7 +327,7 @@ upload.post("/multipart/:mediaId/complete", async (c) => {
     await discardMedia(c.env, row);
     throw new Error(`media ${row.id}: completed ${size} bytes, declared ${row.size}`);
   }
-  const d = db(c.env);
+  const d = db(c.env, row.id);
   await d.batch([
     d.update(schema.media).set({ status: "complete", uploadId: null }).where(eq(schema.media.id, row.id)),
     d.delete(schema.mediaParts).where(eq(schema.mediaParts.mediaId, row.id)),

@@ -1,8 +1,8 @@
 import * as z from "zod";
-import { LIMITS, type Presence } from "../../protocol";
+import { LIMITS } from "../../protocol";
 import { newApp, requireAuth } from "../app";
 import { userStub } from "../../kernel/objects";
-import { sharedWith } from "../../kernel/d1/privacy";
+import { unwrap } from "../lib/apiError";
 import { readQuery } from "../lib/validate";
 
 export const presence = newApp();
@@ -16,17 +16,14 @@ const PresenceQuery = z.strictObject({
     .pipe(z.array(z.string().min(1).max(128)).max(LIMITS.presenceQueryMax)),
 });
 
-/** Live presence of up to 100 users; anyone who shares no conversation with the caller is `unknown`. */
+/**
+ * Live presence of up to 100 users; anyone who shares no conversation with the caller is
+ * `unknown`. The caller's object applies the privacy rule with the other users' objects
+ * (durable-objects/user/presencePrivacy.ts): no D1 read.
+ */
 presence.get("/", async (c) => {
   const { userIds } = readQuery(c.req.url, PresenceQuery);
-  const unique = [...new Set(userIds)];
-  const shared = await sharedWith(c.env.DB, c.get("auth").userId, unique);
-  const result: Presence[] = await Promise.all(
-    unique.map((userId) =>
-      shared.has(userId)
-        ? userStub(c.env, userId).getPresence(userId)
-        : Promise.resolve<Presence>({ userId, status: "unknown", lastSeen: null }),
-    ),
-  );
-  return c.json({ presence: result });
+  const { userId } = c.get("auth");
+  const { presence } = unwrap(await userStub(c.env, userId).presenceSeenBy(userId, userIds));
+  return c.json({ presence });
 });

@@ -3,6 +3,7 @@ import { and, eq } from "drizzle-orm";
 import { PushEndpointQuery, PushSubscriptionBody } from "../../protocol";
 import { newApp, requireAuth, stillSignedIn } from "../app";
 import { db, schema } from "../../kernel/d1/db";
+import { d1Shards } from "../../kernel/d1/shards";
 import { fromBase64url } from "../lib/crypto";
 import { ApiError } from "../lib/apiError";
 import { readJson, readQuery } from "../lib/validate";
@@ -48,14 +49,22 @@ push.post("/subscriptions", requireAuth, async (c) => {
   // Idempotent per endpoint. An endpoint belongs to one browser profile: when it subscribes again
   // under another account or device, the latest subscriber owns it and the previous owner stops
   // getting pushes there.
-  await db(c.env)
+  const shards = d1Shards(c.env);
+  const own = shards.of(userId);
+  await db(c.env, userId)
     .insert(schema.pushSubscriptions)
     .values(row)
     .onConflictDoUpdate({
       target: schema.pushSubscriptions.endpoint,
       set: { userId: row.userId, deviceId: row.deviceId, p256dh: row.p256dh, auth: row.auth, createdAt: row.createdAt },
     });
-  await c.env.DB.prepare(
+  // The previous owner's row is on its own shard when that user is on another.
+  await Promise.all(
+    shards.all
+      .filter((database) => database !== own)
+      .map((database) => database.prepare("DELETE FROM push_subscriptions WHERE endpoint = ?").bind(row.endpoint).run()),
+  );
+  await own.prepare(
     `DELETE FROM push_subscriptions WHERE user_id = ?1 AND endpoint NOT IN
        (SELECT endpoint FROM push_subscriptions WHERE user_id = ?1 ORDER BY created_at DESC, endpoint LIMIT ?2)`,
   )
@@ -64,7 +73,7 @@ push.post("/subscriptions", requireAuth, async (c) => {
   // A logout of this device that ran since the check above dropped its subscriptions before this
   // one was written: drop it too.
   if (!(await stillSignedIn(c))) {
-    await db(c.env)
+    await db(c.env, userId)
       .delete(schema.pushSubscriptions)
       .where(and(eq(schema.pushSubscriptions.endpoint, row.endpoint), eq(schema.pushSubscriptions.deviceId, deviceId)));
     throw new ApiError("unauthorized", "the device was signed out");
@@ -77,7 +86,7 @@ push.delete("/subscriptions", requireAuth, async (c) => {
   const { endpoint } = readQuery(c.req.url, PushEndpointQuery);
   // Any of the user's devices may remove any of the user's subscriptions; another user's is
   // untouched, and an unknown endpoint is already unsubscribed: 204 either way.
-  await db(c.env)
+  await db(c.env, userId)
     .delete(schema.pushSubscriptions)
     .where(and(eq(schema.pushSubscriptions.endpoint, endpoint), eq(schema.pushSubscriptions.userId, userId)));
   return c.body(null, 204);

@@ -328,3 +328,23 @@ describe("a non-member", () => {
     expect(h.store.meta).toBeNull();
   });
 });
+
+describe("who was a member when (media shared here at a time)", () => {
+  it("answers for members since they joined, former members between joining and leaving, and no one else", () => {
+    const h = new ConversationHarness();
+    expectOk(h.create("group", "alice", ["bob"]));
+    const start = h.clock.now();
+    h.clock.advance(1000);
+    expectOk(h.conversation.addMembers(identity("alice"), ["carol"], h.clock.now()));
+    const carolJoined = h.clock.now();
+    h.clock.advance(1000);
+    expectOk(h.conversation.removeMember(identity("alice"), "bob", h.clock.now()));
+    const bobLeft = h.clock.now();
+    h.clock.advance(1000);
+    const times = [start, carolJoined - 1, carolJoined, bobLeft, bobLeft + 1, h.clock.now()];
+    expect(h.store.wasMemberAt("alice", times)).toEqual([true, true, true, true, true, true]);
+    expect(h.store.wasMemberAt("carol", times)).toEqual([false, false, true, true, true, true]);
+    expect(h.store.wasMemberAt("bob", times)).toEqual([true, true, true, true, false, false]);
+    expect(h.store.wasMemberAt("mallory", times)).toEqual(times.map(() => false));
+  });
+});

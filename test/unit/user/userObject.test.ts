@@ -318,10 +318,10 @@ describe("Watchers", () => {
     const sql = sqlFor();
     const { host, sockets } = deviceSockets();
     const calls: unknown[][] = [];
-    const sharing = { allowed: new Set<string>(), asked: [] as unknown[][] };
+    const sharing = { allowed: new Set<string>(), asked: [] as string[][] };
     const gone = new Map<string, string[] | Error>();
     const unreachable = new Set<string>();
-    const users = (id: string): PresencePeer => ({
+    const users = (id: string): Pick<PresencePeer, "watch" | "unwatch" | "presenceEvent"> => ({
       watch: async (userId, watcher) => {
         calls.push(["watch", id, userId, watcher]);
         if (unreachable.has(id)) throw new Error(`${id}'s object unreachable`);
@@ -339,8 +339,8 @@ describe("Watchers", () => {
       sql,
       sockets,
       users,
-      sharedWith: async (viewerId, userIds) => {
-        sharing.asked.push([viewerId, userIds]);
+      sharedWith: async (userIds) => {
+        sharing.asked.push(userIds);
         return new Set(userIds.filter((id) => sharing.allowed.has(id)));
       },
     });
@@ -361,7 +361,7 @@ describe("Watchers", () => {
     t.sharing.allowed = new Set(["bob", "carol"]);
     const { socket, state } = t.socket("phone");
     await t.watchers.setWatch(socket.ws, state, ["bob", "carol", "dave", "u", "bob"]);
-    expect(t.sharing.asked).toEqual([["u", ["bob", "carol", "dave"]]]);
+    expect(t.sharing.asked).toEqual([["bob", "carol", "dave"]]);
     expect(t.calls).toEqual([
       ["watch", "bob", "bob", me],
       ["watch", "carol", "carol", me],

@@ -1,0 +1,64 @@
+// The presence privacy rule: a user's presence is disclosed only to users who share a
+// conversation with them, and to themselves. "Share" means both are members of it now: a user who
+// left (or was removed from) every conversation shared with another sees them as `unknown`.
+//
+// Answered by the objects that hold the memberships, never by D1. Each user's object keeps the
+// user's conversations with their spans (./conversationList.ts, told by each conversation before a
+// membership change's call returns). The viewer's object reads its current conversations, most
+// active first, and asks each other user's object, all at once, for that user's presence if they
+// are a member of any of them: a shared conversation is found by the one who is asked, with a
+// primary-key lookup per id, and the presence comes back in the same call. A viewer in more than
+// PRIVACY_CHUNK conversations sends them in chunks, one after the other, and stops at the first
+// that answers (a shared conversation is likelier among the active ones), so no call carries more
+// than PRIVACY_CHUNK ids. A viewer in no conversation asks no one.
+import type { Presence } from "../../protocol";
+import type { PresencePeer } from "../contract";
+
+/** The most conversation ids one call carries: ~13 KB of ids as conversations name them. */
+export const PRIVACY_CHUNK = 500;
+
+export interface PrivacyDeps {
+  /** The viewer's current conversations, most active first (ConversationList.current). */
+  current(): string[];
+  users(userId: string): Pick<PresencePeer, "presenceIfMember">;
+}
+
+export class PresencePrivacy {
+  constructor(private readonly deps: PrivacyDeps) {}
+
+  /**
+   * Of `userIds` (other than the viewer), those who share a current conversation with the
+   * viewer, with their presence. Fails if a user's object cannot be asked, as the rule cannot be
+   * answered without it.
+   */
+  async shared(userIds: string[]): Promise<Map<string, Presence>> {
+    const found = new Map<string, Presence>();
+    const unique = [...new Set(userIds)];
+    if (unique.length === 0) return found;
+    const mine = this.deps.current();
+    if (mine.length === 0) return found;
+    const chunks: string[][] = [];
+    for (let i = 0; i < mine.length; i += PRIVACY_CHUNK) chunks.push(mine.slice(i, i + PRIVACY_CHUNK));
+    await Promise.all(
+      unique.map(async (userId) => {
+        for (const conversationIds of chunks) {
+          const presence = await this.deps.users(userId).presenceIfMember(userId, conversationIds);
+          if (presence) return void found.set(userId, presence);
+        }
+      }),
+    );
+    return found;
+  }
+
+  /**
+   * `GET /presence` for the viewer: in the order asked, duplicates collapsed; the viewer's own
+   * presence, each sharer's, and `unknown` for anyone else, whether they exist or not.
+   */
+  async visibleTo(viewerId: string, userIds: string[], own: () => Presence): Promise<Presence[]> {
+    const unique = [...new Set(userIds)];
+    const shared = await this.shared(unique.filter((id) => id !== viewerId));
+    return unique.map((userId) =>
+      userId === viewerId ? own() : (shared.get(userId) ?? { userId, status: "unknown", lastSeen: null }),
+    );
+  }
+}
