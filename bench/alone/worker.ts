@@ -12,14 +12,14 @@
 // ALONE_ANSWERS (a --var; default "d1,users") names what answers at once. "d1" alone leaves the
 // users' objects real: what local D1 costs the thread, apart from the users' objects
 // (`npm run bench -- --alone-answers d1`).
-import app, { UserDO } from "../../worker/index";
+import app, { ThrottleDO, UserDO } from "../../worker/index";
 import { ConversationDO as AppConversationDO } from "../../durable-objects/conversation/ConversationDO";
 import type { D1Writer } from "../../durable-objects/conversation/d1Outbox";
 import { peersOf } from "../../durable-objects/contract";
 import { d1Shards } from "../../kernel/d1/shards";
 
 export default app;
-export { UserDO };
+export { ThrottleDO, UserDO };
 
 export class ConversationDO extends AppConversationDO {
   constructor(ctx: DurableObjectState, env: Env) {

@@ -12,6 +12,8 @@ import app from "../../worker/index";
 import { ConversationDO as AppConversationDO } from "../../durable-objects/conversation/ConversationDO";
 import { UserDO as AppUserDO } from "../../durable-objects/user/UserDO";
 
+export { ThrottleDO } from "../../worker/index";
+
 /** `[kind, at, detail]`: `at` is Date.now() when it happened; for "took", `detail` is when the frame was sent. */
 type TraceEvent = [kind: "took" | "d1" | "d1-done" | "fanout" | "fanout-done" | "deliver", at: number, detail: number];
 
