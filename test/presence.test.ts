@@ -2,7 +2,7 @@
 // receipts to user sockets, unread counts, typing lapse, and fan-out to a 200-member group.
 // Test settings (vitest.config.ts): PRESENCE_DEBOUNCE_MS 600, PRESENCE_TIMEOUT_MS 30000.
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ConversationDO } from "../durable-objects/conversation/ConversationDO";
 import { d1Shards } from "../kernel/d1/shards";
@@ -263,13 +263,28 @@ describe("presence", () => {
     for (const s of [bs, cs, as]) s.close();
   });
 
-  it("answers the privacy rule from the users' objects, with D1's directory and memberships out of reach", async () => {
+  it("asks no object of an id that is nobody's: made-up ids create no user objects", async () => {
+    const [w, friend] = [await register(), await register()];
+    await direct(w, friend);
+    const madeUp = Array.from({ length: 5 }, () => unique("ghost"));
+    const { presence } = await json<{ presence: Presence[] }>(`/presence?userIds=${madeUp.join(",")}`, { token: w.token });
+    expect(presence.map((p) => p.status)).toEqual(madeUp.map(() => "unknown"));
+    const ws = await userSocket(w);
+    // The friend's answer comes once the whole watch has been handled.
+    ws.send({ type: "presence.watch", userIds: [...madeUp, friend.user.id] });
+    await ws.next("presence", (f) => f.userId === friend.user.id);
+    ws.close();
+    const existing = new Set((await listDurableObjectIds(env.USER)).map((id) => id.toString()));
+    for (const id of madeUp) expect(existing.has(env.USER.idFromName(id).toString())).toBe(false);
+  });
+
+  it("answers the privacy rule from the users' objects, with D1's memberships out of reach", async () => {
     const [w, friend, member, stranger] = [await register(), await register(), await register(), await register()];
     await direct(w, friend);
     await group(member, [w], "club");
     await group(stranger, [friend], "elsewhere");
     const memberSocket = await userSocket(member);
-    await withoutTables(["users", "devices", "conversations", "members", "former_members"], async () => {
+    await withoutTables(["conversations", "members", "former_members"], async () => {
       const ids = [friend.user.id, member.user.id, stranger.user.id, w.user.id, "nobody", friend.user.id].join(",");
       const { presence } = await json<{ presence: Presence[] }>(`/presence?userIds=${ids}`, { token: w.token });
       expect(presence).toEqual([
@@ -288,8 +303,8 @@ describe("presence", () => {
       await ws.next("presence", (f) => f.userId === friend.user.id && f.status === "online", 5000);
       expect(ws.frames.some((f) => f.type === "presence" && f.userId === stranger.user.id)).toBe(false);
       for (const s of [ws, strangerSocket, friendSocket]) s.close();
-      // The outage is real: a route that reads the directory fails under it.
-      await expectError(await call(`/users/${friend.user.id}`, { token: w.token }), 500, "internal");
+      // The outage is real: a route that reads the memberships fails under it.
+      await expectError(await call(`/search?q=anything`, { token: w.token }), 500, "internal");
     });
     memberSocket.close();
   });

@@ -14,6 +14,7 @@ import { readIdentity, readSessionId, readTicketUse, type Identity } from "../..
 import { readSettings, type Settings } from "../../kernel/settings";
 import { retireDevice } from "../../kernel/d1/devices";
 import { d1Shards } from "../../kernel/d1/shards";
+import { existingUsers } from "../../kernel/d1/directory";
 import {
   conversationOf,
   peersOf,
@@ -61,8 +62,8 @@ export interface UserConnections {
   conversations(conversationId: string): ConversationPeer;
   users(userId: string): PresencePeer;
   pushQueue: Pick<Queue<PushQueueMessage>, "sendBatch">;
-  /** The D1 shard of a device's rows (kernel/d1/shards.ts). */
-  d1(deviceId: string): D1Database;
+  /** The D1 shard of a user's or a device's rows (kernel/d1/shards.ts). */
+  d1(key: string): D1Database;
 }
 
 export class UserDO extends DurableObject<Env> implements UserInbox, PresencePeer {
@@ -116,7 +117,11 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
       left: (conversationId) => this.welcomes.dropConversation(conversationId),
       muted: (conversationId, now) => this.prefs.muted(conversationId, now),
     });
-    this.privacy = new PresencePrivacy({ current: () => this.list.current(), users: (id) => this.connections.users(id) });
+    this.privacy = new PresencePrivacy({
+      current: () => this.list.current(),
+      existing: (userIds) => existingUsers((id) => this.connections.d1(id), userIds),
+      users: (id) => this.connections.users(id),
+    });
     this.watchers = new Watchers({
       sql,
       sockets: this.sockets,

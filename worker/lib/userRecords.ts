@@ -1,6 +1,6 @@
-import { inArray } from "drizzle-orm";
 import type { User } from "../../protocol";
-import { drizzleOf, schema } from "../../kernel/d1/db";
+import type { schema } from "../../kernel/d1/db";
+import { existingUsers } from "../../kernel/d1/directory";
 import { d1Shards } from "../../kernel/d1/shards";
 import { ApiError } from "./apiError";
 
@@ -15,17 +15,11 @@ export const toUser = (row: Omit<UserRow, "photoId"> & { photoId?: string | null
   createdAt: row.createdAt,
 });
 
-/** Throws 400 naming the ids that are not users. Chunked: D1 takes at most 100 bound values. */
+/** Throws 400 naming the ids that are not users. */
 export async function requireUsersExist(env: Env, ids: string[]): Promise<void> {
   const unique = [...new Set(ids)];
-  const found = new Set<string>();
-  for (const [database, ids] of d1Shards(env).group(unique)) {
-    for (let i = 0; i < ids.length; i += 90) {
-      const chunk = ids.slice(i, i + 90);
-      const rows = await drizzleOf(database).select({ id: schema.users.id }).from(schema.users).where(inArray(schema.users.id, chunk));
-      for (const r of rows) found.add(r.id);
-    }
-  }
+  const shards = d1Shards(env);
+  const found = await existingUsers((id) => shards.of(id), unique);
   const missing = unique.filter((id) => !found.has(id));
   if (missing.length > 0) {
     throw new ApiError("bad_request", "unknown user ids", { issues: missing.map((id) => ({ path: "userIds", message: `no user ${id}` })) });

@@ -37,9 +37,15 @@ function world() {
     return lists.get(userId)!;
   };
   const presenceOf = (userId: string): Presence => ({ userId, status: "online", lastSeen: null });
+  /** What the directory was asked; ids starting with "ghost" are nobody's. */
+  const lookups: string[][] = [];
   const privacyOf = (viewerId: string) =>
     new PresencePrivacy({
       current: () => user(viewerId).current(),
+      existing: async (userIds) => {
+        lookups.push(userIds);
+        return new Set(userIds.filter((id) => !id.startsWith("ghost")));
+      },
       users: (id) => ({
         presenceIfMember: async (userId, conversationIds) => {
           calls.push({ userId, ids: conversationIds });
@@ -48,7 +54,7 @@ function world() {
         },
       }),
     });
-  return { user, calls, unreachable, privacyOf, presenceOf };
+  return { user, calls, lookups, unreachable, privacyOf, presenceOf };
 }
 
 describe("a user's side of the rule (their conversation list)", () => {
@@ -116,6 +122,19 @@ describe("the viewer's side of the rule", () => {
     for (const c of w.calls) expect([...c.ids].sort()).toEqual(["direct", "group"]);
   });
 
+  it("asks no object of an id the directory does not know, and reads the directory once per id", async () => {
+    const w = world();
+    w.user("me").apply([joined("direct")]);
+    w.user("friend").apply([joined("direct")]);
+    const privacy = w.privacyOf("me");
+    expect(await privacy.shared(["friend", "ghost1", "ghost2"])).toEqual(new Map([["friend", w.presenceOf("friend")]]));
+    expect(w.calls.map((c) => c.userId)).toEqual(["friend"]);
+    await privacy.shared(["friend", "ghost1"]);
+    // The friend is known by now; a made-up id is looked up again, and never asked.
+    expect(w.lookups).toEqual([["friend", "ghost1", "ghost2"], ["ghost1"]]);
+    expect(w.calls.map((c) => c.userId)).toEqual(["friend", "friend"]);
+  });
+
   it("asks no one for a viewer in no conversation, or who left every one", async () => {
     const w = world();
     w.user("friend").apply([joined("direct")]);
@@ -151,6 +170,7 @@ describe("the viewer's side of the rule", () => {
     const answers = new Map<string, (p: Presence | null) => void>();
     const privacy = new PresencePrivacy({
       current: () => ["c"],
+      existing: async (userIds) => new Set(userIds),
       users: () => ({
         presenceIfMember: (userId) =>
           new Promise((resolve) => {
@@ -160,7 +180,8 @@ describe("the viewer's side of the rule", () => {
       }),
     });
     const result = privacy.shared(["a", "b", "c"]);
-    await Promise.resolve();
+    // Every pending step but the answers runs (the directory's, then the calls).
+    await new Promise((resolve) => setTimeout(resolve, 0));
     expect(asked).toEqual(["a", "b", "c"]);
     for (const [userId, answer] of answers) answer(userId === "b" ? { userId, status: "offline", lastSeen: T } : null);
     expect(await result).toEqual(new Map([["b", { userId: "b", status: "offline", lastSeen: T }]]));
