@@ -41,13 +41,12 @@ export class PresencePrivacy {
    */
   private async users(userIds: string[]): Promise<string[]> {
     const unchecked = userIds.filter((id) => !this.known.has(id));
-    if (unchecked.length > 0) {
-      const found = await this.deps.existing(unchecked);
-      if (this.known.size + found.size > KNOWN_USERS_MAX) this.known.clear();
-      for (const id of found) this.known.add(id);
-      return userIds.filter((id) => this.known.has(id) || found.has(id));
-    }
-    return userIds;
+    if (unchecked.length === 0) return userIds;
+    const found = await this.deps.existing(unchecked);
+    const users = userIds.filter((id) => this.known.has(id) || found.has(id));
+    if (this.known.size + found.size > KNOWN_USERS_MAX) this.known.clear();
+    for (const id of found) this.known.add(id);
+    return users;
   }
 
   /**

@@ -19,7 +19,7 @@ const PresenceQuery = z.strictObject({
 /**
  * Live presence of up to 100 users; anyone who shares no conversation with the caller is
  * `unknown`. The caller's object applies the privacy rule with the other users' objects
- * (durable-objects/user/presencePrivacy.ts): no D1 read.
+ * (durable-objects/user/presencePrivacy.ts); D1 is read only to skip ids that are nobody's.
  */
 presence.get("/", async (c) => {
   const { userIds } = readQuery(c.req.url, PresenceQuery);

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { migrate } from "../../../durable-objects/lib/migrate";
 import { ConversationList, CURRENT_SQL, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK, MEMBER_OF_ANY_SQL } from "../../../durable-objects/user/conversationList";
-import { PRIVACY_CHUNK, PresencePrivacy } from "../../../durable-objects/user/presencePrivacy";
+import { KNOWN_USERS_MAX, PRIVACY_CHUNK, PresencePrivacy } from "../../../durable-objects/user/presencePrivacy";
 import type { ListNotice } from "../../../durable-objects/contract";
 import type { Presence } from "../../../protocol";
 import { messageEvent, userSql } from "../support/user";
@@ -133,6 +133,16 @@ describe("the viewer's side of the rule", () => {
     // The friend is known by now; a made-up id is looked up again, and never asked.
     expect(w.lookups).toEqual([["friend", "ghost1", "ghost2"], ["ghost1"]]);
     expect(w.calls.map((c) => c.userId)).toEqual(["friend", "friend"]);
+  });
+
+  it("still asks a known user in the call that makes it forget what it knew", async () => {
+    const w = world();
+    w.user("me").apply([joined("direct")]);
+    w.user("friend").apply([joined("direct")]);
+    const privacy = w.privacyOf("me");
+    await privacy.shared(["friend"]);
+    const many = Array.from({ length: KNOWN_USERS_MAX }, (_, i) => `u${i}`);
+    expect((await privacy.shared(["friend", ...many])).has("friend")).toBe(true);
   });
 
   it("asks no one for a viewer in no conversation, or who left every one", async () => {
