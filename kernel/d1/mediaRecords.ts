@@ -140,26 +140,22 @@ export async function sendWithMedia<R extends { ok: boolean }>(
 /** Inserts shares (each on its item's shard); returns the ids that were not shared there before. */
 async function share(env: Env, conversationId: string, mediaIds: string[], now: number): Promise<string[]> {
   const s = schema.mediaShares;
-  const added = await Promise.all(
-    [...d1Shards(env).group(mediaIds)].map(async ([database, onShard]) => {
-      const d = drizzleOf(database);
-      const [first, ...rest] = onShard.map((mediaId) =>
-        d.insert(s).values({ mediaId, conversationId, createdAt: now }).onConflictDoNothing().returning({ mediaId: s.mediaId }),
-      );
-      if (!first) return [];
-      return (await d.batch([first, ...rest])).flat().map((r) => r.mediaId);
-    }),
-  );
-  return added.flat();
+  return d1Shards(env).query(mediaIds, async (database, onShard) => {
+    const d = drizzleOf(database);
+    const [first, ...rest] = onShard.map((mediaId) =>
+      d.insert(s).values({ mediaId, conversationId, createdAt: now }).onConflictDoNothing().returning({ mediaId: s.mediaId }),
+    );
+    if (!first) return [];
+    return (await d.batch([first, ...rest])).flat().map((r) => r.mediaId);
+  });
 }
 
 async function unshare(env: Env, conversationId: string, mediaIds: string[]): Promise<void> {
   const s = schema.mediaShares;
-  await Promise.all(
-    [...d1Shards(env).group(mediaIds)].map(([database, onShard]) =>
-      drizzleOf(database).delete(s).where(and(eq(s.conversationId, conversationId), inArray(s.mediaId, onShard))),
-    ),
-  );
+  await d1Shards(env).query(mediaIds, async (database, onShard) => {
+    await drizzleOf(database).delete(s).where(and(eq(s.conversationId, conversationId), inArray(s.mediaId, onShard)));
+    return [];
+  });
 }
 
 

@@ -42,6 +42,24 @@ export function groupByShard<D, K extends string>(keys: Iterable<K>, shardOf: (k
   return groups;
 }
 
+/** D1 binds at most 100 values in one statement: a query takes this many keys, leaving room for others. */
+const KEYS_PER_QUERY = 90;
+
+/**
+ * `query` on each shard for its share of `keys` (duplicates dropped), at most KEYS_PER_QUERY keys
+ * a call, every shard at once; the rows of all, shard after shard.
+ */
+export async function queryByShard<D, T>(keys: Iterable<string>, shardOf: (key: string) => D, query: (shard: D, keys: string[]) => Promise<T[]>): Promise<T[]> {
+  const perShard = await Promise.all(
+    [...groupByShard(new Set(keys), shardOf)].map(async ([shard, onShard]) => {
+      const rows: T[] = [];
+      for (let i = 0; i < onShard.length; i += KEYS_PER_QUERY) rows.push(...(await query(shard, onShard.slice(i, i + KEYS_PER_QUERY))));
+      return rows;
+    }),
+  );
+  return perShard.flat();
+}
+
 /** The shards, in binding order, and where each key's rows are (D: a D1 binding; anything in a unit test). */
 export class D1Shards<D = D1Database> {
   constructor(readonly all: readonly D[]) {
@@ -60,6 +78,11 @@ export class D1Shards<D = D1Database> {
   /** `keys` grouped by the database holding them, each group in the order given. */
   group<K extends string>(keys: Iterable<K>): Map<D, K[]> {
     return groupByShard(keys, (key) => this.of(key));
+  }
+
+  /** `query` on each shard for its share of `keys` (queryByShard). */
+  query<T>(keys: Iterable<string>, query: (shard: D, keys: string[]) => Promise<T[]>): Promise<T[]> {
+    return queryByShard(keys, (key) => this.of(key), query);
   }
 
   /** A fresh id on the same shard as `key`. */

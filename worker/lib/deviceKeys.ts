@@ -5,23 +5,11 @@ import type { DeviceKeys } from "../../durable-objects/contract";
 import type { DeviceWithKey } from "../../protocol";
 import { d1Shards } from "../../kernel/d1/shards";
 
-/** D1 binds at most 100 values in one query. */
-const CHUNK = 90;
-
-/** `query` on each shard for its share of `ids` (user or device ids), in chunks D1 takes. */
-async function chunked<T>(env: Env, ids: string[], query: (database: D1Database, chunk: string[]) => Promise<T[]>): Promise<T[]> {
-  const out: T[] = [];
-  for (const [database, onShard] of d1Shards(env).group(new Set(ids))) {
-    for (let i = 0; i < onShard.length; i += CHUNK) out.push(...(await query(database, onShard.slice(i, i + CHUNK))));
-  }
-  return out;
-}
-
 const placeholders = (n: number) => new Array(n).fill("?").join(", ");
 
 /** Whose each device is and its registered key, for the logged-in devices among `deviceIds`. */
 export async function deviceKeys(env: Env, deviceIds: string[]): Promise<DeviceKeys> {
-  const rows = await chunked(env, deviceIds, async (database, chunk) =>
+  const rows = await d1Shards(env).query(deviceIds, async (database, chunk) =>
     (
       await database.prepare(
         `SELECT id, user_id, signature_key FROM devices WHERE id IN (${placeholders(chunk.length)}) AND token_hash IS NOT NULL`,
@@ -35,7 +23,7 @@ export async function deviceKeys(env: Env, deviceIds: string[]): Promise<DeviceK
 
 /** The logged-in devices of each user, oldest first. */
 export async function devicesOf(env: Env, userIds: string[]): Promise<Array<DeviceWithKey & { userId: string }>> {
-  const rows = await chunked(env, userIds, async (database, chunk) =>
+  const rows = await d1Shards(env).query(userIds, async (database, chunk) =>
     (
       await database.prepare(
         `SELECT id, user_id, name, created_at, signature_key FROM devices

@@ -86,20 +86,17 @@ async function subscriptionsByUser(env: Env, userIds: string[]): Promise<Map<str
   const unique = [...new Set(userIds)];
   const byUser = new Map<string, StoredSubscription[]>();
   if (unique.length === 0) return byUser;
-  const perShard = await Promise.all(
-    [...d1Shards(env).group(unique)].map(([database, ids]) =>
-      drizzleOf(database)
-        .select({
-          userId: schema.pushSubscriptions.userId,
-          endpoint: schema.pushSubscriptions.endpoint,
-          p256dh: schema.pushSubscriptions.p256dh,
-          auth: schema.pushSubscriptions.auth,
-        })
-        .from(schema.pushSubscriptions)
-        .where(inArray(schema.pushSubscriptions.userId, ids)),
-    ),
+  const rows = await d1Shards(env).query(unique, (database, ids) =>
+    drizzleOf(database)
+      .select({
+        userId: schema.pushSubscriptions.userId,
+        endpoint: schema.pushSubscriptions.endpoint,
+        p256dh: schema.pushSubscriptions.p256dh,
+        auth: schema.pushSubscriptions.auth,
+      })
+      .from(schema.pushSubscriptions)
+      .where(inArray(schema.pushSubscriptions.userId, ids)),
   );
-  const rows = perShard.flat();
   for (const { userId, ...sub } of rows) {
     const list = byUser.get(userId);
     if (list) list.push(sub);
@@ -112,12 +109,9 @@ async function subscriptionsByUser(env: Env, userIds: string[]): Promise<Map<str
 async function displayNames(env: Env, userIds: string[]): Promise<Map<string, string>> {
   const unique = [...new Set(userIds)];
   if (unique.length === 0) return new Map();
-  const perShard = await Promise.all(
-    [...d1Shards(env).group(unique)].map(([database, ids]) =>
-      drizzleOf(database).select({ id: schema.users.id, displayName: schema.users.displayName }).from(schema.users).where(inArray(schema.users.id, ids)),
-    ),
+  const rows = await d1Shards(env).query(unique, (database, ids) =>
+    drizzleOf(database).select({ id: schema.users.id, displayName: schema.users.displayName }).from(schema.users).where(inArray(schema.users.id, ids)),
   );
-  const rows = perShard.flat();
   return new Map(rows.map((row) => [row.id, row.displayName]));
 }
 

@@ -33,6 +33,21 @@ describe("D1 shards", () => {
     expect(groupByShard(["x", "y", "x2"], (key) => key[0])).toEqual(new Map([["x", ["x", "x2"]], ["y", ["y"]]]));
   });
 
+  it("queries each shard for its own keys, at most 90 a call, each key once", async () => {
+    const shards = new D1Shards(["zero", "one"]);
+    const keys = Array.from({ length: 300 }, (_, i) => `k${i}`);
+    const calls: Array<{ shard: string; keys: string[] }> = [];
+    const rows = await shards.query([...keys, ...keys], async (shard, onShard) => {
+      calls.push({ shard, keys: onShard });
+      return onShard;
+    });
+    expect(rows.sort()).toEqual([...keys].sort());
+    for (const call of calls) {
+      expect(call.keys.length).toBeLessThanOrEqual(90);
+      for (const key of call.keys) expect(shards.of(key)).toBe(call.shard);
+    }
+  });
+
   it("reads D1_SHARDS bindings DB_0 ... DB_<n-1>, and refuses a missing one or a bad count", () => {
     const binding = () => ({ prepare() {}, batch() {} });
     const [zero, one] = [binding(), binding()];
