@@ -142,6 +142,19 @@ export const PushDeliveryMessage = z.object({
   tries: z.number().int().nonnegative(),
 });
 
+/** Where one of a user's pushes goes: a subscription's endpoint and its keys, as the user's object keeps them. */
+export interface PushTarget {
+  endpoint: string;
+  p256dh: string;
+  auth: string;
+}
+
+/**
+ * Each message fans out into one outbound request per subscription, so a user's subscriptions
+ * are capped: beyond this, subscribing drops the user's least recently (re)subscribed one.
+ */
+export const PUSH_SUBSCRIPTIONS_PER_USER = 20;
+
 export const PushQueueMessage = z.discriminatedUnion("kind", [PushJobMessage, PushDeliveryMessage]);
 export type PushJobMessage = z.infer<typeof PushJobMessage>;
 export type PushDeliveryMessage = z.infer<typeof PushDeliveryMessage>;

@@ -29,6 +29,7 @@ import {
   json,
   login,
   openConversation,
+  pushKeys,
   register,
   sendRest,
   setObjectSettings,
@@ -416,9 +417,9 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
     const b = await register();
     const other = await login(a.user.username, "other device");
     const conv = await direct(a, b);
-    await d1Of(a.user.id).prepare("INSERT INTO push_subscriptions (endpoint, user_id, device_id, p256dh, auth, created_at) VALUES (?, ?, ?, 'k', 'a', ?)")
-      .bind(`https://push.example/${unique("e")}`, a.user.id, a.device.id, Date.now())
-      .run();
+    const endpoint = `https://push.example.test/${unique("e")}`;
+    await json("/push/subscriptions", { token: a.token, body: { endpoint, keys: await pushKeys(), expirationTime: null } }, 201);
+    await json("/push/subscriptions", { token: other.token, body: { endpoint: `${endpoint}-other`, keys: await pushKeys(), expirationTime: null } }, 201);
     const convByBearer = await openConversation(a, conv.id);
     const { ticket } = await json<{ ticket: string }>("/auth/ticket", { method: "POST", token: a.token });
     const convByTicket = await connect(`/conversations/${conv.id}/ws?ticket=${ticket}`, null);
@@ -435,16 +436,15 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
       await expectError(await call("/ws", { token: a.token, headers: { upgrade: "websocket" } }), 401, "unauthorized");
       await expectError(await call(`/ws?ticket=${unused}`, { headers: { upgrade: "websocket" } }), 401, "unauthorized");
       for (const s of [convByBearer, convByTicket, userSocket]) expect((await s.waitClosed()).code).toBe(4001);
-      // The other device is untouched.
+      // Its push subscription went with it (the user's object keeps them); the other device is untouched.
+      expect((await userStub(env, a.user.id).pushSubscriptionRecords(a.user.id)).map((s) => s.endpoint)).toEqual([`${endpoint}-other`]);
       await json("/auth/ticket", { method: "POST", token: other.token });
     });
 
-    // D1 still lists the device as signed in, with its push subscription, until the user's object
-    // reaches it again: its alarm retries.
+    // D1 still lists the device as signed in until the user's object reaches it again: its alarm retries.
     expect(await signedInInD1(a.device.id)).toBe(true);
     expect(await runDurableObjectAlarm(userStub(env, a.user.id))).toBe(true);
     expect(await signedInInD1(a.device.id)).toBe(false);
-    expect(await countOnAllShards("push_subscriptions WHERE device_id = ?", a.device.id)).toBe(0);
     expect(await signedInInD1(other.device.id)).toBe(true);
   });
 

@@ -10,7 +10,7 @@ import { SIGNED_IN_MARK } from "../kernel/d1/devices";
 import { d1Shards } from "../kernel/d1/shards";
 import { conversationStub, userStub } from "../kernel/objects";
 import { peersOf, type ConversationPeer, type PresencePeer } from "../durable-objects/contract";
-import { sha256 } from "../worker/lib/crypto";
+import { base64url, sha256 } from "../worker/lib/crypto";
 import { mintSessionToken, sessionKeys } from "../worker/lib/sessionTokens";
 
 const ORIGIN = "http://chat.test";
@@ -370,4 +370,12 @@ export function conversationPeersWith(overrides: (conversationId: string, real: 
       ...overrides(conversationId, real),
     };
   };
+}
+
+/** A Web Push subscription's keys as a browser makes them: a P-256 public key and a 16-byte secret. */
+export async function pushKeys(): Promise<{ p256dh: string; auth: string }> {
+  const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"]);
+  if (!("publicKey" in pair)) throw new Error("expected a key pair");
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey) as ArrayBuffer);
+  return { p256dh: base64url(publicKey), auth: base64url(crypto.getRandomValues(new Uint8Array(16))) };
 }

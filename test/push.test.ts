@@ -8,10 +8,10 @@ import { afterEach, describe, expect, inject, it, vi } from "vitest";
 import { d1Shards } from "../kernel/d1/shards";
 import type { Conversation, Message, PushPayload } from "../protocol";
 import { handlePushBatch } from "../worker/push/consumer";
-import { QUEUES, type PushDeliveryMessage, type PushJobMessage } from "../durable-objects/contract";
+import { PUSH_SUBSCRIPTIONS_PER_USER, QUEUES, type PushDeliveryMessage, type PushJobMessage } from "../durable-objects/contract";
 import { enqueuePushes, PUSH_SEND_BATCH_MAX, previewOf, toQueueMessage } from "../durable-objects/user/pushJobs";
 import { topicFor } from "../worker/push/send";
-import { PUSH_SUBSCRIPTIONS_PER_USER } from "../worker/routes/push";
+import { userStub } from "../kernel/objects";
 import { call, ciphertextFor, connect, d1Of, direct, expectError, group, json, login, register, sendRest, unique, waitFor, type Session } from "./helpers";
 
 declare module "vitest" {
@@ -91,15 +91,13 @@ function spyOnShards(): () => string[] {
 /** How many D1 shards hold these users' rows. */
 const shardsHolding = (sessions: Session[]) => new Set(sessions.map((s) => d1Of(s.user.id))).size;
 
-async function storedSubscriptions(where: { userId?: string; endpoint?: string }) {
-  const clause = where.userId ? "user_id = ?" : "endpoint = ?";
+/** The subscriptions these users' objects keep, with their devices (at `endpoint` only, if given). */
+async function storedSubscriptions(users: Session[], endpoint?: string) {
   const found: { endpoint: string; user_id: string; device_id: string }[] = [];
-  for (const database of d1Shards(env).all) {
-    const { results } = await database
-      .prepare(`SELECT endpoint, user_id, device_id FROM push_subscriptions WHERE ${clause}`)
-      .bind(where.userId ?? where.endpoint)
-      .all<{ endpoint: string; user_id: string; device_id: string }>();
-    found.push(...results);
+  for (const { user } of users) {
+    for (const record of await userStub(env, user.id).pushSubscriptionRecords(user.id)) {
+      if (endpoint === undefined || record.endpoint === endpoint) found.push({ endpoint: record.endpoint, user_id: user.id, device_id: record.deviceId });
+    }
   }
   return found;
 }
@@ -143,15 +141,27 @@ describe("push subscriptions", () => {
     const sub = await newSubscription();
     expect((await subscribe(a, sub)).subscription.endpoint).toBe(sub.endpoint);
     await subscribe(a, sub);
-    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toEqual([
-      { endpoint: sub.endpoint, user_id: a.user.id, device_id: a.device.id },
-    ]);
-    // The same browser subscribing for another account now belongs to that account only.
     const b = await register();
+    expect(await storedSubscriptions([a, b], sub.endpoint)).toEqual([{ endpoint: sub.endpoint, user_id: a.user.id, device_id: a.device.id }]);
+    // The same browser subscribing for another account now belongs to that account only.
     await subscribe(b, sub);
-    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toEqual([
-      { endpoint: sub.endpoint, user_id: b.user.id, device_id: b.device.id },
-    ]);
+    expect(await storedSubscriptions([a, b], sub.endpoint)).toEqual([{ endpoint: sub.endpoint, user_id: b.user.id, device_id: b.device.id }]);
+    // And back: the claim moves again, whoever held it last.
+    await subscribe(a, sub);
+    expect(await storedSubscriptions([a, b], sub.endpoint)).toEqual([{ endpoint: sub.endpoint, user_id: a.user.id, device_id: a.device.id }]);
+    expect((await call(`/push/subscriptions?endpoint=${encodeURIComponent(sub.endpoint)}`, { method: "DELETE", token: a.token })).status).toBe(204);
+  });
+
+  it("keeps nothing for a device whose session ended while its subscribe ran, and 401s a signed-out token", async () => {
+    const a = await register();
+    const sub = await newSubscription();
+    const record = { endpoint: sub.endpoint, deviceId: a.device.id, p256dh: sub.keys.p256dh, auth: sub.keys.auth, createdAt: Date.now() };
+    // What the route's call finds when a logout ran between its auth and the call: no live session.
+    expect(await userStub(env, a.user.id).subscribePush(a.user.id, "an ended session", record)).toBe(false);
+    expect(await storedSubscriptions([a])).toEqual([]);
+    expect((await call("/auth/logout", { method: "POST", token: a.token })).status).toBe(204);
+    await expectError(await call("/push/subscriptions", { token: a.token, body: { ...sub, expirationTime: null } }), 401, "unauthorized");
+    expect(await storedSubscriptions([a])).toEqual([]);
   });
 
   it("accepts https: endpoints and refuses http: ones that are not localhost, and bad keys", async () => {
@@ -195,7 +205,7 @@ describe("push subscriptions", () => {
       "bad_request",
     );
     await expectError(await call("/push/subscriptions", { body: { endpoint, keys } }), 401, "unauthorized");
-    expect((await storedSubscriptions({ userId: a.user.id })).map((s) => s.endpoint)).toEqual(["https://push.example.test/send/abc"]);
+    expect((await storedSubscriptions([a])).map((s) => s.endpoint)).toEqual(["https://push.example.test/send/abc"]);
     // Clean up: nothing here should ever be pushed to.
     expect((await call(`/push/subscriptions?endpoint=${encodeURIComponent("https://push.example.test/send/abc")}`, { method: "DELETE", token: a.token })).status).toBe(204);
   });
@@ -209,9 +219,9 @@ describe("push subscriptions", () => {
       // created_at orders them: keep each a distinct millisecond.
       await new Promise((r) => setTimeout(r, 2));
     }
-    const stored = (await storedSubscriptions({ userId: a.user.id })).map((s) => s.endpoint);
+    const stored = (await storedSubscriptions([a])).map((s) => s.endpoint);
     expect(stored.sort()).toEqual(endpoints.slice(1).sort());
-    await d1Of(a.user.id).prepare("DELETE FROM push_subscriptions WHERE user_id = ?").bind(a.user.id).run();
+    for (const endpoint of stored) await userStub(env, a.user.id).removePushSubscription(a.user.id, endpoint);
   });
 
   it("unsubscribes only the caller's own subscription, with 204 either way", async () => {
@@ -220,9 +230,9 @@ describe("push subscriptions", () => {
     await subscribe(a, sub);
     const path = `/push/subscriptions?endpoint=${encodeURIComponent(sub.endpoint)}`;
     expect((await call(path, { method: "DELETE", token: b.token })).status).toBe(204);
-    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toHaveLength(1);
+    expect(await storedSubscriptions([a, b], sub.endpoint)).toHaveLength(1);
     expect((await call(path, { method: "DELETE", token: a.token })).status).toBe(204);
-    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toHaveLength(0);
+    expect(await storedSubscriptions([a, b], sub.endpoint)).toHaveLength(0);
     expect((await call(path, { method: "DELETE", token: a.token })).status).toBe(204);
     await expectError(await call("/push/subscriptions", { method: "DELETE", token: a.token }), 400, "bad_request");
   });
@@ -324,7 +334,7 @@ describe("push on send: a message sent over REST reaches offline members' push s
     await subscribe(bob, sub);
     await script(sub, [{ status: 410 }]);
     await sendRest(alice, conv.id, "gone?");
-    await waitFor(async () => (await storedSubscriptions({ endpoint: sub.endpoint })).length === 0, "the subscription to be deleted");
+    await waitFor(async () => (await storedSubscriptions([bob], sub.endpoint)).length === 0, "the subscription to be deleted");
     expect((await mailbox(sub)).attempts).toEqual([{ status: 410 }]);
   });
 
@@ -335,7 +345,7 @@ describe("push on send: a message sent over REST reaches offline members' push s
     await subscribe(bob, sub);
     await script(sub, [{ status: 404 }]);
     await sendRest(alice, conv.id, "gone?");
-    await waitFor(async () => (await storedSubscriptions({ endpoint: sub.endpoint })).length === 0, "the subscription to be deleted");
+    await waitFor(async () => (await storedSubscriptions([bob], sub.endpoint)).length === 0, "the subscription to be deleted");
   });
 
   it("retries a 500, delivers on the next try, and does not push twice to the other subscriptions", async () => {
@@ -387,7 +397,7 @@ describe("push on send: a message sent over REST reaches offline members' push s
     await subscribe(bob, laptopSub);
     await subscribe(phone, phoneSub);
     expect((await call("/auth/logout", { method: "POST", token: phone.token })).status).toBe(204);
-    expect((await storedSubscriptions({ userId: bob.user.id })).map((s) => s.endpoint)).toEqual([laptopSub.endpoint]);
+    expect((await storedSubscriptions([bob])).map((s) => s.endpoint)).toEqual([laptopSub.endpoint]);
     const { message: sent } = await sendRest(alice, conv.id, "laptop only");
     await pushFor(laptopSub, sent.id);
     expect((await mailbox(phoneSub)).attempts).toEqual([]);
@@ -435,7 +445,7 @@ describe("push jobs and the consumer", () => {
     expect(calls.flat()).toEqual(fromAlice.map((m) => m.seq));
   });
 
-  it("reads the subscriptions once for a whole batch of jobs, and pushes each job to its own user's subscriptions", async () => {
+  it("asks each user's object for its subscriptions, reading no D1 for them, and pushes each job to its own user's subscriptions", async () => {
     const [alice, bob, carol, dave] = [await register(), await register(), await register(), await register()];
     const conv = await group(alice, [bob, carol, dave], "many offline");
     const [bobSub, carolSub] = [await newSubscription(), await newSubscription()];
@@ -449,9 +459,9 @@ describe("push jobs and the consumer", () => {
     );
     const prepared = spyOnShards();
     await handlePushBatch(batch, env);
-    // Only the consumer's own reads (other objects of this isolate may be writing D1 meanwhile):
-    // one on each shard that holds some of the batch's users.
-    expect(prepared().filter((sql) => sql.includes("push_subscriptions"))).toHaveLength(shardsHolding([bob, carol, dave]));
+    // A group's pushes need no sender's name: nothing of the consumer's reaches D1 (other objects
+    // of this isolate may be writing D1 meanwhile, so only what is about push counts).
+    expect(prepared().filter((sql) => /push|"users"/.test(sql))).toEqual([]);
     expect((await getQueueResult(batch, createExecutionContext())).explicitAcks.sort()).toEqual(jobs.map((_, i) => `j${i}`).sort());
     for (const sub of [bobSub, carolSub]) {
       const received = await pushFor(sub, sent[1]!.id);
@@ -513,7 +523,7 @@ describe("push jobs and the consumer", () => {
     expect(String(errors.mock.calls[0]![0])).toContain("502");
     expect(String(errors.mock.calls[0]![0])).not.toContain(sub.id); // the path is a capability
     // The subscription stays: a 5xx says nothing about it.
-    expect(await storedSubscriptions({ endpoint: sub.endpoint })).toHaveLength(1);
+    expect(await storedSubscriptions([bob], sub.endpoint)).toHaveLength(1);
   });
 
   it("schedules the retry of a 500 with backoff, and after a Retry-After", async () => {

@@ -60,14 +60,6 @@ const liveSession = (c: AppContext, session: SessionClaims) =>
   userStub(c.env, session.userId).checkSession(session.userId, session.deviceId, session.sessionId);
 
 /**
- * Whether the request's session is still live, asked again after a write that a logout running
- * meanwhile would have missed (it removes what the device had before it; this write came after).
- */
-export function stillSignedIn(c: AppContext): Promise<boolean> {
-  return liveSession(c, c.get("session"));
-}
-
-/**
  * A bearer token's claims when it is ours (its MAC under a key of SESSION_SECRET) and unexpired,
  * else null. Costs no call: a forged or stale token is refused before any object hears of it.
  */

@@ -1,5 +1,6 @@
 // One Durable Object per user: the user's device sockets (`GET /ws`), presence and its debounce,
-// who watches this user, the inbox stream to every device, push for a user with no live device,
+// who watches this user, the inbox stream to every device, push for a user with no live device
+// and the user's push subscriptions (./pushSubscriptions.ts),
 // the live sessions of its devices (every authenticated request asks here whether its token's
 // session is live), the user's settings of their conversations (mute, archive, pin), the
 // registry of conversation sockets each device holds (so logout can close them), and the inbox
@@ -18,6 +19,7 @@ import { existingUsers } from "../../kernel/d1/directory";
 import {
   conversationOf,
   peersOf,
+  PUSH_SUBSCRIPTIONS_PER_USER,
   type ConversationPeer,
   type DeliveryAnswer,
   type InboxEvent,
@@ -26,6 +28,7 @@ import {
   type LiveOn,
   type PresencePeer,
   type PushQueueMessage,
+  type PushTarget,
   type StoredKeyPackage,
   type SyncCursor,
   type UserInbox,
@@ -50,6 +53,7 @@ import { ConversationPrefs, PREFS_MIGRATIONS, PREFS_MIGRATIONS_TRACK } from "./c
 import { INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK, InboxIndex, type SyncPage } from "./inboxIndex";
 import { ConversationList, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK, type ListQuery } from "./conversationList";
 import { Profile, PROFILE_MIGRATIONS, PROFILE_MIGRATIONS_TRACK } from "./profile";
+import { PUSH_MIGRATIONS, PUSH_MIGRATIONS_TRACK, PushSubscriptions, type PushSubscriptionRecord } from "./pushSubscriptions";
 
 /** How long a logout waits before trying again to mark its device logged out in D1. */
 const RETIRE_RETRY_MS = 30_000;
@@ -82,6 +86,7 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
   private readonly index: InboxIndex;
   private readonly list: ConversationList;
   private readonly profile: Profile;
+  private readonly pushSubscriptions: PushSubscriptions;
   private readonly alarms: AlarmScheduler<"keepalive" | "presence" | "prune" | "retire">;
   /** Per device: every frame of its user sockets costs a token (a watch calls up to 200 objects). */
   private readonly frameLimiter: TokenBuckets;
@@ -97,10 +102,12 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     migrate(sql, INDEX_MIGRATIONS, INDEX_MIGRATIONS_TRACK);
     migrate(sql, LIST_MIGRATIONS, LIST_MIGRATIONS_TRACK);
     migrate(sql, PROFILE_MIGRATIONS, PROFILE_MIGRATIONS_TRACK);
+    migrate(sql, PUSH_MIGRATIONS, PUSH_MIGRATIONS_TRACK);
     this.prefs = new ConversationPrefs(sql);
     this.index = new InboxIndex(sql);
     this.list = new ConversationList(sql);
     this.profile = new Profile(sql);
+    this.pushSubscriptions = new PushSubscriptions(sql, PUSH_SUBSCRIPTIONS_PER_USER);
     this.sockets = new DeviceSockets(ctx, this.settings);
     this.frameLimiter = new TokenBuckets(this.settings.rateLimitPerSecond, this.settings.rateLimitBurst);
     this.presence = new PresenceStore(sql);
@@ -440,8 +447,8 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
 
   /**
    * A logout: from the moment this returns the device's tokens are refused, no ticket of it opens
-   * a socket (closeDevice then closes what it holds open), and its MLS key packages and pending
-   * Welcomes are gone. D1 is told after, here and, while
+   * a socket (closeDevice then closes what it holds open), and its MLS key packages, pending
+   * Welcomes and push subscriptions are gone. D1 is told after, here and, while
    * it fails, from the alarm: authentication does not read D1, so the logout does not wait for it.
    */
   async revokeDevice(userId: string, deviceId: string): Promise<void> {
@@ -451,9 +458,47 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.keyPackages.dropDevice(deviceId);
     this.welcomes.dropDevice(deviceId);
     this.profile.dropDevice(deviceId);
+    this.pushSubscriptions.dropDevice(deviceId);
     this.devicesChanged();
     const retry = await this.retireDevices(now);
     if (retry !== null) await this.alarms.wakeAt("retire", retry);
+  }
+
+  // --- Web Push subscriptions (./pushSubscriptions.ts) ---------------------------------------------
+
+  /**
+   * Keeps a subscription of a signed-in device: false, and nothing kept, once the session it came
+   * with has ended (a logout running meanwhile has already dropped the device's subscriptions).
+   */
+  async subscribePush(userId: string, sessionId: string, subscription: PushSubscriptionRecord): Promise<boolean> {
+    this.presence.rememberUser(userId);
+    if (!this.sessions.isLive(subscription.deviceId, sessionId, Date.now(), this.settings.tokenTtlMs)) return false;
+    this.pushSubscriptions.subscribe(subscription);
+    return true;
+  }
+
+  /** Forgets a subscription: unsubscribed, gone at the push service, or claimed by another user. */
+  async removePushSubscription(userId: string, endpoint: string): Promise<void> {
+    this.presence.rememberUser(userId);
+    this.pushSubscriptions.remove(endpoint);
+  }
+
+  /** Where this user's pushes go (the push consumer asks once per batch). */
+  async pushTargets(userId: string): Promise<PushTarget[]> {
+    this.presence.rememberUser(userId);
+    return this.pushSubscriptions.all();
+  }
+
+  /** The subscription at `endpoint` while it is still this user's, else null (a push's retry asks). */
+  async pushTarget(userId: string, endpoint: string): Promise<PushTarget | null> {
+    this.presence.rememberUser(userId);
+    return this.pushSubscriptions.find(endpoint);
+  }
+
+  /** Every subscription with its device (for operators and tests). */
+  async pushSubscriptionRecords(userId: string): Promise<PushSubscriptionRecord[]> {
+    this.presence.rememberUser(userId);
+    return this.pushSubscriptions.records();
   }
 
   /** Marks logged-out devices as such in D1, oldest first; when D1 fails, says when to try again. */

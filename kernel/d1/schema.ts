@@ -174,19 +174,13 @@ export const mediaParts = sqliteTable(
   (t) => [primaryKey({ columns: [t.mediaId, t.partNumber] })],
 );
 
-// Web Push subscriptions, one per endpoint, tied to the device that subscribed.
-export const pushSubscriptions = sqliteTable(
-  "push_subscriptions",
-  {
-    endpoint: text("endpoint").primaryKey(),
-    userId: text("user_id").notNull(),
-    deviceId: text("device_id").notNull(),
-    p256dh: text("p256dh").notNull(),
-    auth: text("auth").notNull(),
-    createdAt: integer("created_at").notNull(),
-  },
-  (t) => [index("push_subscriptions_user").on(t.userId), index("push_subscriptions_device").on(t.deviceId)],
-);
+// Which user claimed each Web Push endpoint last, on the endpoint's own shard: an endpoint belongs
+// to one browser profile, so a claim by another user takes it from the previous one. The
+// subscriptions themselves are in their users' objects (durable-objects/user/pushSubscriptions.ts).
+export const pushEndpoints = sqliteTable("push_endpoints", {
+  endpoint: text("endpoint").primaryKey(),
+  userId: text("user_id").notNull(),
+});
 
 // Messages a member deleted for themself (docs/api.md "Message actions"), fed by the
 // conversation's outbox: GET /messages?since= shows them to that member without their content.

@@ -7,22 +7,22 @@
 // Delivery is at least once: a job retried after a crash mid-way may push twice to a device. The
 // per-conversation Topic lets the push service replace an undelivered duplicate.
 import type { VapidKeys } from "@block65/webcrypto-web-push";
-import { and, eq, inArray } from "drizzle-orm";
+import { inArray } from "drizzle-orm";
 import type { PushPayload } from "../../protocol";
-import { db, drizzleOf, schema } from "../../kernel/d1/db";
+import { drizzleOf, schema } from "../../kernel/d1/db";
 import { d1Shards } from "../../kernel/d1/shards";
+import { userStub } from "../../kernel/objects";
 import { readSettings, type PushSettings } from "../../kernel/settings";
 import { originOf } from "./endpoint";
-import { PushQueueMessage, type PushDeliveryMessage, type PushJobMessage } from "../../durable-objects/contract";
-import { retryDelaySeconds, sendPush, topicFor, vapidKeys, type Outcome, type StoredSubscription } from "./send";
-
+import { PushQueueMessage, type PushDeliveryMessage, type PushJobMessage, type PushTarget } from "../../durable-objects/contract";
+import { retryDelaySeconds, sendPush, topicFor, vapidKeys, type Outcome } from "./send";
 
 interface Context {
   env: Env;
   settings: PushSettings;
   vapid: VapidKeys;
-  /** The subscriptions of a job's user, read once per batch for every job in it. */
-  subscriptionsOf: (userId: string) => Promise<StoredSubscription[]>;
+  /** The subscriptions of a job's user, asked of the user's object once per batch for every job in it. */
+  subscriptionsOf: (userId: string) => Promise<PushTarget[]>;
   /** A sender's display name (a direct conversation's push title), read once per batch likewise. */
   displayNameOf: (userId: string) => Promise<string | undefined>;
 }
@@ -35,13 +35,18 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
   const vapid = vapidKeys(env, settings);
   const messages = batch.messages.map((msg) => ({ msg, parsed: PushQueueMessage.safeParse(msg.body) }));
   const jobs = messages.flatMap(({ parsed }) => (parsed.success && parsed.data.kind === "job" ? [parsed.data] : []));
-  // One D1 read for the subscriptions of every job's user in the batch, rather than one per job
-  // (a busy group queues a job per message for each of its offline members), and one for the
-  // senders' names that title direct conversations' pushes. Each is read on first use, so a
-  // batch of deliveries alone reads nothing; a failed read fails (and retries) its jobs.
-  const subscriptions = once(() => subscriptionsByUser(env, jobs.map((job) => job.userId)));
+  // One call to each job's user's object for its subscriptions, however many of the batch's jobs
+  // are that user's (a busy group queues a job per message for each of its offline members), and
+  // one D1 read per shard for the senders' names that title direct conversations' pushes. Each is
+  // read on first use, so a batch of deliveries alone reads nothing; a failed read fails (and
+  // retries) its jobs.
+  const subscriptions = new Map<string, Promise<PushTarget[]>>();
   const names = once(() => displayNames(env, jobs.filter((job) => job.conversation.type === "direct").map((job) => job.message.senderId)));
-  const subscriptionsOf = async (userId: string) => (await subscriptions()).get(userId) ?? [];
+  const subscriptionsOf = (userId: string) => {
+    let found = subscriptions.get(userId);
+    if (!found) subscriptions.set(userId, (found = userStub(env, userId).pushTargets(userId)));
+    return found;
+  };
   const displayNameOf = async (userId: string) => (await names()).get(userId);
   await Promise.all(
     messages.map(async ({ msg, parsed }) => {
@@ -76,33 +81,6 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
 function once<T>(load: () => Promise<T>): () => Promise<T> {
   let loaded: Promise<T> | null = null;
   return () => (loaded ??= load());
-}
-
-/**
- * The subscriptions of these users: a batch's worth, at most its max_batch_size (which Queues caps
- * at 100, D1's limit on bound parameters).
- */
-async function subscriptionsByUser(env: Env, userIds: string[]): Promise<Map<string, StoredSubscription[]>> {
-  const unique = [...new Set(userIds)];
-  const byUser = new Map<string, StoredSubscription[]>();
-  if (unique.length === 0) return byUser;
-  const rows = await d1Shards(env).query(unique, (database, ids) =>
-    drizzleOf(database)
-      .select({
-        userId: schema.pushSubscriptions.userId,
-        endpoint: schema.pushSubscriptions.endpoint,
-        p256dh: schema.pushSubscriptions.p256dh,
-        auth: schema.pushSubscriptions.auth,
-      })
-      .from(schema.pushSubscriptions)
-      .where(inArray(schema.pushSubscriptions.userId, ids)),
-  );
-  for (const { userId, ...sub } of rows) {
-    const list = byUser.get(userId);
-    if (list) list.push(sub);
-    else byUser.set(userId, [sub]);
-  }
-  return byUser;
 }
 
 /** The display names of these users (at most a batch's worth, as above). */
@@ -151,9 +129,7 @@ async function handleJob(ctx: Context, job: PushJobMessage): Promise<Disposition
 async function handleDelivery(ctx: Context, delivery: PushDeliveryMessage, attempts: number): Promise<Disposition> {
   // Only while the endpoint still belongs to the user the push is for: a browser that has since
   // subscribed for another account must not get this user's notification.
-  const sub = await db(ctx.env, delivery.userId).query.pushSubscriptions.findFirst({
-    where: and(eq(schema.pushSubscriptions.endpoint, delivery.endpoint), eq(schema.pushSubscriptions.userId, delivery.userId)),
-  });
+  const sub = await userStub(ctx.env, delivery.userId).pushTarget(delivery.userId, delivery.endpoint);
   if (!sub) return { type: "ack" };
   const tries = delivery.tries + attempts;
   const outcome = await sendPush(sub, delivery.payload, delivery.topic, ctx.vapid, ctx.settings);
@@ -165,13 +141,13 @@ async function handleDelivery(ctx: Context, delivery: PushDeliveryMessage, attem
 }
 
 /** A final outcome: nothing more will be tried for this push on this subscription. */
-async function settle(ctx: Context, outcome: Outcome, sub: StoredSubscription, tries: number, userId: string): Promise<void> {
+async function settle(ctx: Context, outcome: Outcome, sub: PushTarget, tries: number, userId: string): Promise<void> {
   const origin = originOf(sub.endpoint);
   switch (outcome.type) {
     case "delivered":
       return;
     case "gone":
-      await db(ctx.env, userId).delete(schema.pushSubscriptions).where(eq(schema.pushSubscriptions.endpoint, sub.endpoint));
+      await userStub(ctx.env, userId).removePushSubscription(userId, sub.endpoint);
       console.log(`push: subscription at ${origin} is gone (status ${outcome.status}), deleted`);
       return;
     case "failed":

@@ -4,14 +4,9 @@ import { buildPushPayload, type VapidKeys } from "@block65/webcrypto-web-push";
 import type { PushPayload } from "../../protocol";
 import { sha256 } from "../lib/crypto";
 import type { PushSettings } from "../../kernel/settings";
+import type { PushTarget } from "../../durable-objects/contract";
 import { buildUrlFor, endpointProblem } from "./endpoint";
 import { vapidAuthorization } from "./vapid";
-
-export interface StoredSubscription {
-  endpoint: string;
-  p256dh: string;
-  auth: string;
-}
 
 export type Outcome =
   | { type: "delivered"; status: number }
@@ -40,7 +35,7 @@ export async function topicFor(conversationId: string): Promise<string> {
 }
 
 export async function sendPush(
-  subscription: StoredSubscription,
+  subscription: PushTarget,
   payload: PushPayload,
   topic: string,
   vapid: VapidKeys,

@@ -51,7 +51,7 @@ describe("memoryD1", () => {
   it("applies every migration statement, in order", async () => {
     const d1 = memoryD1();
     const tables = d1.query<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name");
-    expect(tables.map((t) => t.name).filter((n) => !n.startsWith("message_search"))).toEqual(["conversations", "devices", "former_members", "hidden_messages", "media", "media_parts", "media_shares", "members", "messages", "push_subscriptions", "users"]);
+    expect(tables.map((t) => t.name).filter((n) => !n.startsWith("message_search"))).toEqual(["conversations", "devices", "former_members", "hidden_messages", "media", "media_parts", "media_shares", "members", "messages", "push_endpoints", "users"]);
     // 0004 dropped the unique index on messages.id, 0003 added one on ingest order, 0008 put seq in it.
     const indexes = d1.query<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'").map((i) => i.name);
     expect(indexes).toContain("messages_conversation_ingest_seq");

@@ -1,0 +1,4 @@
+CREATE TABLE `push_endpoints` (
+	`endpoint` text PRIMARY KEY NOT NULL,
+	`user_id` text NOT NULL
+);
