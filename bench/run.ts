@@ -4,6 +4,8 @@
 // also run two more baselines from bench/baseline: "relay" (the broadcast plus the relay to every
 // member's user socket that the contract requires) and "store" (one SQLite insert per message),
 // and "alone": the app with D1 and users' objects answering at once (bench/alone/worker.ts).
+// With --before DIR they also run "before": the app of another checkout (an earlier commit), so a
+// change is measured against what it changes in the same run, on the same host.
 //
 //   npm run bench                          every scenario, 3 runs each (about 30 minutes)
 //   npm run bench -- --only S2 --runs 1    one scenario, one run
@@ -32,6 +34,9 @@
 //        --s1-rates 200,500,1000  --window N (S2 unacked window)
 //        --receipt-ms N (0: receivers send no receipts)
 //        --alone-answers d1: the alone server answers only D1 at once, its users' objects are real
+//        --before DIR: S1 and S2 also run the app from DIR, a checkout of an earlier commit with its
+//        node_modules (`git worktree add DIR <commit> && ln -s "$PWD/node_modules" DIR/node_modules`),
+//        as a column "before", alternating with the others
 //        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --render FILE: print the table of a saved results file again, and run nothing
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0
@@ -81,7 +86,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { registerUsers, createGroup, type Conversation, type RetryStats, type User } from "./lib/clients.ts";
 import { freePorts, Server } from "./lib/proc.ts";
@@ -143,6 +148,8 @@ interface Options {
   alone: boolean;
   media: boolean;
   out: string | null;
+  /** --before: a checkout of an earlier commit whose app S1 and S2 run too. */
+  before: string | null;
   stateDir: string;
   profile: boolean;
   gc: boolean;
@@ -226,6 +233,7 @@ function parseArgs(argv: string[]): Options {
     alone: true,
     media: true,
     out: null,
+    before: null,
     stateDir: existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(),
     profile: false,
     gc: false,
@@ -277,6 +285,12 @@ function parseArgs(argv: string[]): Options {
         break;
       case "--out":
         o.out = value();
+        break;
+      case "--before":
+        o.before = resolve(value());
+        if (!existsSync(join(o.before, "wrangler.toml")) || !existsSync(join(o.before, "node_modules"))) {
+          throw new Error("--before: a checkout with its wrangler.toml and node_modules");
+        }
         break;
       case "--state-dir":
         o.stateDir = value();
@@ -414,7 +428,7 @@ interface RunOf {
 }
 type ScenarioKey = keyof RunOf;
 /** A column of the table: a target's kind, or S6's and S7's two groups (both the app). */
-type Column = "app" | "baseline" | "relay" | "store" | "alone" | "fresh" | "history" | "plaintext" | "e2ee";
+type Column = "app" | "baseline" | "relay" | "store" | "alone" | "before" | "fresh" | "history" | "plaintext" | "e2ee";
 /** Every run of a scenario, by column; `reloadsDuring`: wrangler reloaded the Worker during it. */
 type Runs = { [K in ScenarioKey]?: Partial<Record<Column, (RunOf[K] & { reloadsDuring?: number })[]>> };
 
@@ -425,6 +439,8 @@ interface Results {
   vars: string[];
   startedAt: string;
   runs: Runs;
+  /** --before: the commit its checkout was at. */
+  beforeCommit?: string;
   appAssets?: boolean;
   reloads?: string[];
   s4Seed?: Awaited<ReturnType<typeof seedS4>>;
@@ -451,7 +467,8 @@ async function main(): Promise<void> {
   const loads = [loadavg()];
   log(`machine: ${machine.cpu}, ${machine.cores} cores; load ${loads[0]}`);
 
-  const [appPort = 0, appInspector = 0, basePort = 0, baseInspector = 0, alonePort = 0, aloneInspector = 0, countedPort = 0, countedInspector = 0] = await freePorts(8);
+  const [appPort = 0, appInspector = 0, basePort = 0, baseInspector = 0, alonePort = 0, aloneInspector = 0, countedPort = 0, countedInspector = 0, beforePort = 0, beforeInspector = 0] =
+    await freePorts(10);
   // S5 opens a second set of user sockets for half its devices while their first set stays open.
   const VARS = ["RATE_LIMIT_PER_SECOND:100000", "RATE_LIMIT_BURST:100000", "REGISTRATIONS_PER_ADDRESS_PER_HOUR:1000000", "GROUPS_PER_USER_PER_HOUR:1000000", `MAX_SOCKETS_PER_DEVICE:${2 * S5_SOCKETS_PER_DEVICE}`, ...opts.vars];
   const appAnswers = async (base: string) => (await fetch(`${base}/me`, { signal: AbortSignal.timeout(2_000) })).status === 401;
@@ -479,6 +496,16 @@ async function main(): Promise<void> {
     cwd: ROOT,
     ready: appAnswers,
   });
+  // The app of an earlier commit (--before), run by its own `npm run dev`: S1 and S2 only.
+  const before = new Server({
+    name: "before",
+    port: beforePort,
+    inspectorPort: beforeInspector,
+    stateDir: opts.stateDir,
+    vars: VARS,
+    cwd: opts.before ?? ROOT,
+    ready: appAnswers,
+  });
   const baseline = new Server({
     name: "baseline",
     config: "bench/baseline/wrangler.toml",
@@ -502,14 +529,15 @@ async function main(): Promise<void> {
   });
   const withCounted = wants("S9") || wants("S10");
   opts.alone = opts.alone && opts.baseline && (wants("S1") || wants("S2"));
-  const servers = [app, ...(opts.baseline ? [baseline] : []), ...(opts.alone ? [alone] : []), ...(withCounted ? [counted] : [])];
+  const withBefore = opts.before !== null && opts.baseline && (wants("S1") || wants("S2"));
+  const servers = [app, ...(opts.baseline ? [baseline] : []), ...(opts.alone ? [alone] : []), ...(withBefore ? [before] : []), ...(withCounted ? [counted] : [])];
 
   let stopping = false;
   const cleanup = async () => {
     if (stopping) return;
     stopping = true;
     // Every server, started or not: each removes its state dir.
-    await Promise.all([app, baseline, alone, counted].map((s) => s.stop()));
+    await Promise.all([app, baseline, alone, before, counted].map((s) => s.stop()));
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.on(signal, () => {
@@ -526,6 +554,7 @@ async function main(): Promise<void> {
     runs: {},
     // Whether the app ran with static assets, and so behind wrangler dev's assets router (render).
     appAssets: /^\[assets\]/m.test(readFileSync(join(ROOT, "wrangler.toml"), "utf8")),
+    ...(opts.before ? { beforeCommit: execFileSync("git", ["-C", opts.before, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim() } : {}),
   };
   const record = <K extends ScenarioKey>(key: K, target: Column, value: RunOf[K] & { reloadsDuring?: number }) => {
     const runs: Runs[K] = (results.runs[key] ??= { app: [], baseline: [], relay: [], store: [], alone: [] });
@@ -570,7 +599,7 @@ async function main(): Promise<void> {
       log(`S8: the client's MLS engine, groups of ${opts.s8Sizes.join(", ")} devices, ${opts.s8Messages} messages each (load ${loadavg()})`);
       results.s8 = await mlsCosts({ sizes: opts.s8Sizes, messages: opts.s8Messages });
     }
-    log(`starting app (port ${appPort})${opts.baseline ? `, baseline (port ${basePort})` : ""}${opts.alone ? `, alone (port ${alonePort})` : ""}`);
+    log(`starting app (port ${appPort})${opts.baseline ? `, baseline (port ${basePort})` : ""}${opts.alone ? `, alone (port ${alonePort})` : ""}${withBefore ? `, before (port ${beforePort}, ${opts.before})` : ""}`);
     await Promise.all(servers.map((s) => s.start()));
     machine.workerdBinary = workerdVersion(app);
 
@@ -594,12 +623,24 @@ async function main(): Promise<void> {
       profiled: true,
       users: opts.alone ? await registerUsers(alone.base, 10, `a${tag}_`) : [],
     };
+    const beforeTarget: Target = {
+      kind: "before",
+      server: before,
+      inspector: beforeInspector,
+      profiled: true,
+      users: withBefore ? await registerUsers(before.base, 10, `p${tag}_`) : [],
+    };
     const targets = (run: number): Target[] => (opts.baseline ? (run % 2 === 0 ? [appTarget, baseTarget] : [baseTarget, appTarget]) : [appTarget]);
     // S1 and S2 also run the relay baseline (what the contract's delivery costs without storage)
     // and the store baseline (what a naive insert per message costs without anything else).
-    // And, with the "alone" server, the app with its remote work answered at once.
-    const withRelayAndStore = (run: number): Target[] =>
-      opts.baseline ? [...targets(run), relayTarget, storeTarget, ...(opts.alone ? [aloneTarget] : [])] : [appTarget];
+    // And, with the "alone" server, the app with its remote work answered at once; with --before,
+    // the earlier commit's app, right beside the app (after it in one run, before it in the next).
+    const withRelayAndStore = (run: number): Target[] => {
+      if (!opts.baseline) return [appTarget];
+      const pair = withBefore ? (run % 2 === 0 ? [appTarget, beforeTarget] : [beforeTarget, appTarget]) : [appTarget];
+      const others = [relayTarget, storeTarget, ...(opts.alone ? [aloneTarget] : [])];
+      return run % 2 === 0 ? [...pair, baseTarget, ...others] : [baseTarget, ...pair, ...others];
+    };
 
     if (wants("S1")) {
       for (let run = 0; run < opts.runs; run++) {
@@ -883,10 +924,11 @@ function render(results: Results, opts: Options): string {
   const rows: string[][] = [];
   // One row per metric: a cell per target ("-": the target did not run this scenario), and the
   // app's ratio to the bare broadcast.
-  const row = (scenario: string, metric: string, app: string, base: string, ratio = "", others = ["-", "-", "-"]) => rows.push([scenario, metric, app, base, ratio, ...others]);
+  // The "before" column (--before) only when some scenario ran it.
+  const OTHERS: Column[] = ["relay", "store", "alone", ...((["S1", "S2"] as const).some((k) => runs[k]?.before?.length) ? (["before"] as const) : [])];
+  const row = (scenario: string, metric: string, app: string, base: string, ratio = "", others = OTHERS.map(() => "-")) => rows.push([scenario, metric, app, base, ratio, ...others]);
   const get = <K extends ScenarioKey>(key: K, target: Column, f: (r: RunOf[K]) => Maybe) => spread(runsOf(runs, key, target).map(f));
   const ratio = (a: Spread | null, b: Spread | null) => (a && b && b.med ? `${(a.med / b.med).toFixed(2)}x` : "");
-  const OTHERS: Column[] = ["relay", "store", "alone"];
   /** A metric of every target that ran `key` (`only`: the targets it means something for). */
   const metric = <K extends ScenarioKey>(key: K, scenario: string, name: string, f: (r: RunOf[K]) => Maybe, digits?: number, only: Column[] = ["app", "baseline", ...OTHERS]) => {
     const stat = (t: Column) => (only.includes(t) ? get(key, t, f) : null);
@@ -1010,7 +1052,7 @@ function render(results: Results, opts: Options): string {
     if (syncRetried) row("", "sync requests retried (per run)", syncRetried, "-");
   }
 
-  const header = ["scenario", "metric", "app", "bare", "app/bare", "relay", "store", "alone"];
+  const header = ["scenario", "metric", "app", "bare", "app/bare", ...OTHERS.map((c) => (c === "before" ? `before (${results.beforeCommit ?? "?"})` : c))];
   const widths = header.map((_, c) => Math.max(...[header, ...rows].map((r) => String(r[c]).length)));
   const line = (r: string[]) => `| ${r.map((v, c) => String(v).padEnd(widths[c] ?? 0)).join(" | ")} |`;
   lines.push("");
@@ -1039,6 +1081,7 @@ function render(results: Results, opts: Options): string {
     lines.push("");
   }
   if ((["S1", "S2"] as const).some((k) => results.runs[k]?.alone?.length)) lines.push(`alone: the app with ${aloneWhat(opts)} (bench/alone/worker.ts)`);
+  if (OTHERS.includes("before")) lines.push(`before: the app at ${results.beforeCommit ?? "?"} (--before ${opts.before ?? "?"}), beside the app in every run`);
   // Results saved before S1-S4 bypassed the proxy have no `viaProxy` option: they went through it.
   const measuredViaProxy = opts.viaProxy !== false;
   const others = (["S1", "S2", "S3", "S4", "S6"] as const).filter((k) => results.runs[k]);
@@ -1302,6 +1345,10 @@ function checkTargets(results: Results, opts: Options): string[] {
     if (runs.S2.alone?.length) {
       out.push(`  (the conversation alone, ${aloneWhat(opts)}, reaches ${ofBaseline("alone").toFixed(2)}x of the bare broadcast)`);
     }
+    if (runs.S2.before?.length) {
+      const b = ofBaseline("before");
+      out.push(`S2 against the app before (${results.beforeCommit ?? "?"}): ${r.toFixed(2)}x of bare now, ${b.toFixed(2)}x before: ${r >= b ? "no worse" : `${((1 - r / b) * 100).toFixed(0)}% worse`}`);
+    }
   }
   const k = opts.s1.rates.indexOf(500);
   const s1App = runs.S1?.app ?? [];
@@ -1314,6 +1361,11 @@ function checkTargets(results: Results, opts: Options): string[] {
     }
     if (runs.S1?.alone?.length) {
       out.push(`  (the conversation alone, ${aloneWhat(opts)}: p99 ${fmt(p99At500("alone"), 1)} ms)`);
+    }
+    if (runs.S1?.before?.length) {
+      const b = p99At500("before");
+      const ofBare = (x: number | null) => `${(n(x) / n(p99At500("baseline"))).toFixed(2)}x`;
+      out.push(`S1 p99 at 500 msg/s against the app before (${results.beforeCommit ?? "?"}): ${fmt(p99, 1)} ms now (${ofBare(p99)} of bare), ${fmt(b, 1)} ms before (${ofBare(b)})`);
     }
     for (const [i, rate] of opts.s1.rates.entries()) {
       const baseLoss = med("S1", "baseline", (x) => x.rates[i]?.loss);

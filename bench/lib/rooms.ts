@@ -29,8 +29,13 @@ export const now = (): number => performance.timeOrigin + performance.now();
 
 let roomCounter = 0;
 
-/** What a room runs on: the app (or "alone", the app with its remote work answered at once) or a baseline. */
-export type RoomKind = "app" | "alone" | "baseline" | "store" | "relay";
+/**
+ * What a room runs on: the app (or "alone", the app with its remote work answered at once, or
+ * "before", the app at an earlier commit: run.ts --before) or a baseline.
+ */
+export type RoomKind = "app" | "alone" | "before" | "baseline" | "store" | "relay";
+/** The kinds that run the app's protocol. */
+export const APP_KINDS: readonly RoomKind[] = ["app", "alone", "before"];
 
 /**
  * Set by a scenario: ack(i, n, sentAt, at) and deliver(i, sender, n, sentAt, at) for the
@@ -118,7 +123,7 @@ export class Room {
       return;
     }
     const { sender, n, sentAt } = m;
-    const isAck = this.kind === "app" || this.kind === "alone" ? text.startsWith(ACK_PREFIX) : sender === i;
+    const isAck = APP_KINDS.includes(this.kind) ? text.startsWith(ACK_PREFIX) : sender === i;
     if (isAck) {
       this.handler.ack(i, n, sentAt, at);
       return;
@@ -173,7 +178,7 @@ const dedupeFor = (n: number): boolean[] => Array.from({ length: n }, (_, i) => 
 export interface AppRoomOptions {
   receiptMs?: number;
   userSockets?: boolean;
-  kind?: "app" | "alone";
+  kind?: "app" | "alone" | "before";
   conversationId?: string | null;
   /** An E2EE group (`conversationId`): the first device's ciphertexts, which it sends instead of bodies. */
   ciphertexts?: string[] | null;
@@ -277,7 +282,7 @@ export async function openRelayRoom(server: Reachable, n: number): Promise<Room>
  * object's `lastSeq`. Returns the seconds it took, or null after `timeoutMs`.
  */
 export async function waitQuiet(server: Reachable, rooms: Room[], timeoutMs = 120_000): Promise<number | null> {
-  const app = rooms.filter((r) => r.kind === "app");
+  const app = rooms.filter((r) => r.kind === "app" || r.kind === "before");
   if (app.length === 0) return 0;
   const start = now();
   const deadline = start + timeoutMs;

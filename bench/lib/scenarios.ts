@@ -27,11 +27,11 @@ export interface Target {
   server: Server;
   /** The runtime's inspector port (wrangler's --inspector-port). */
   inspector: number;
-  /** Whether --profile profiles it (the app and alone). */
+  /** Whether --profile profiles it (the app, alone and before). */
   profiled?: boolean;
   /** alone: whether its devices hold user sockets (its users' objects are real). */
   userSockets?: boolean;
-  /** alone: its own users. */
+  /** alone and before: their own users. */
   users?: User[];
 }
 
@@ -79,7 +79,7 @@ export function cpuMeter(server: Server): () => CpuUsed {
 }
 
 async function openRoom(target: Target, devices: User[], opts: AppRoomOptions): Promise<Room> {
-  if (target.kind === "app") return openAppRoom(target.server, devices, opts);
+  if (target.kind === "app" || target.kind === "before") return openAppRoom(target.server, devices, { ...opts, kind: target.kind });
   if (target.kind === "alone") return openAppRoom(target.server, devices, { ...opts, userSockets: target.userSockets ?? false, kind: "alone" });
   if (target.kind === "relay") return openRelayRoom(target.server, devices.length);
   if (target.kind === "store") return openBaselineRoom(target.server, devices.length, "store");
