@@ -99,9 +99,13 @@ export const QUIET_HINT_MS = 10_000;
 
 /**
  * A user object's answer to a conversation's in-order call, while any of its user sockets is
- * live: the devices holding its user sockets, and its socket epoch (see QuietMembers).
+ * live: the devices holding its user sockets, and its socket epoch (see QuietMembers). `watched`:
+ * every one of those devices got the call's messages live on a dedupe socket of the conversation
+ * (the call's `liveOn`), so the object now asks the conversation before a sync or list page what
+ * it may have skipped telling it; the conversation skips calls only on such an answer. An object
+ * of an earlier version leaves it out, and always watched.
  */
-export const DeliveryAnswer = z.object({ devices: z.array(z.string()), epoch: z.number().int().nonnegative() });
+export const DeliveryAnswer = z.object({ devices: z.array(z.string()), epoch: z.number().int().nonnegative(), watched: z.boolean().optional() });
 export type DeliveryAnswer = z.infer<typeof DeliveryAnswer>;
 
 /** The conversation a call's events are about (a call, like a job, carries one conversation's). */

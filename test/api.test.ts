@@ -545,7 +545,8 @@ describe("sessions: signed tokens, checked by the user's object, never by D1", (
       .run();
     const migration = env.TEST_MIGRATIONS.find((m) => m.name.startsWith("0009_"));
     expect(migration).toBeDefined();
-    for (const query of migration!.queries) await d1Of(a.user.id).prepare(query).run();
+    // Its push_subscriptions step left out: 0013 dropped that table (the subscriptions are in the users' objects).
+    for (const query of migration!.queries.filter((q) => !q.includes("push_subscriptions"))) await d1Of(a.user.id).prepare(query).run();
     expect(await signedInInD1(oldDevice)).toBe(false);
     expect(await signedInInD1(a.device.id)).toBe(true);
     await json("/me", { token: a.token });

@@ -616,6 +616,56 @@ describe("fan-out", () => {
     for (const socket of [...inboxes, laptopChat, as]) socket.close();
   });
 
+  it("keeps calling, and does not watch, a member online with the conversation open on none of its devices; one call more once it opens", async () => {
+    const a = await register();
+    const b = await register();
+    const conv = await direct(a, b);
+    const calls: string[] = [];
+    await runInDurableObject(conversationStub(env, conv.id), (instance: ConversationDO) => {
+      const reach = peersOf(env).user;
+      instance.useConnections({
+        users: (userId) => ({
+          deliver: (...args) => (calls.push(userId), reach(userId).deliver(...args)),
+          trackConversationSocket: (...args) => reach(userId).trackConversationSocket(...args),
+        }),
+      });
+    });
+    const callsOf = (userId: string) => calls.filter((id) => id === userId).length;
+    const aChat = await openConversation(a, conv.id);
+    const bInbox = await userSocket(b);
+    const sendAndPass = async (body: string) => {
+      const passes = callsOf(a.user.id);
+      aChat.send({ type: "send", clientMsgId: body, body });
+      await aChat.next("ack", (f) => f.clientMsgId === body);
+      await waitFor(async () => callsOf(a.user.id) > passes, `the pass after "${body}"`);
+    };
+    const bObject = userStub(env, b.user.id);
+
+    // Online, but not in this chat: every pass calls b's object (its user socket relays each
+    // message), and the object watches nothing, so its list and sync pages ask nothing first.
+    for (const body of ["one", "two", "three"]) {
+      await sendAndPass(body);
+      await bInbox.next("message", (f) => f.message?.body === body);
+    }
+    expect(callsOf(b.user.id)).toBe(3);
+    expect(await bObject.syncWatched()).toEqual([]);
+    expect(await bObject.listWatched()).toEqual([]);
+
+    // b opens the chat: the next pass still calls (the answer it holds was not a watched one), and
+    // the object now watches the conversation; the passes after it skip b.
+    const bChat = await connect(`/conversations/${conv.id}/ws?dedupe=1`, b.token);
+    await bChat.next("ready");
+    await sendAndPass("four");
+    expect(callsOf(b.user.id)).toBe(4);
+    expect(await bObject.syncWatched()).toEqual([conv.id]);
+    expect(await bObject.listWatched()).toEqual([conv.id]);
+    await sendAndPass("five");
+    await bChat.next("message", (f) => f.message?.body === "five");
+    expect(callsOf(b.user.id)).toBe(4);
+    expect((await syncAll(b)).filter((m) => m.kind !== "system").map((m) => m.body)).toEqual(["one", "two", "three", "four", "five"]);
+    for (const socket of [aChat, bInbox, bChat]) socket.close();
+  });
+
   it("skips the objects of members whose online devices all watch the conversation live, until another device comes online", async () => {
     const a = await register();
     const phone = await register(unique("b"), "phone");
@@ -815,8 +865,11 @@ describe("fan-out", () => {
 
     // A job's calls are answered, and the consumer reports the answers to the conversation.
     await send("one");
-    await waitFor(() => answerFor(watcher), "the watcher's answer, reported", QUEUE_WAIT_MS);
+    // Only the watcher's object watches the group: its device got the job's messages live there (a
+    // job queued before its chat socket opened, for the group's creation, may answer first).
+    await waitFor(async () => (await answerFor(watcher))?.watched === true, "the watcher's answer to the job of \"one\", reported", QUEUE_WAIT_MS);
     const before = await waitFor(() => answerFor(other), "the other member's answer, reported", QUEUE_WAIT_MS);
+    expect(before.watched).toBe(false);
 
     // The next job leaves the watcher out: its only device got the message live.
     const two = await send("two");
@@ -849,7 +902,7 @@ describe("fan-out", () => {
     expect(quiet.covers("u", live, 6, [], now)).toBe(false);
     quiet.reported({ u: { devices: ["phone"], epoch: 1 } }, now);
     expect(quiet.covers("u", live, 6, [], now)).toBe(true);
-    expect(quiet.answerFor("u", now)).toEqual({ devices: ["phone"], epoch: 1, until: now + QUIET_HINT_MS });
+    expect(quiet.answerFor("u", now)).toEqual({ devices: ["phone"], epoch: 1, until: now + QUIET_HINT_MS, watched: true });
     // A reported "no device online" ends the answer, as an answer does.
     quiet.reported({ u: null }, now);
     expect(quiet.answerFor("u", now)).toBeNull();

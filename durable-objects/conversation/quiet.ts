@@ -7,8 +7,11 @@
 // at scale each is a billed request between two objects.
 //
 // A member's object answers each in-order call with the devices holding its user sockets (while
-// at least one is live) and its socket epoch; in a group large enough for queued fan-out, the
-// queue consumer reports the answers to its calls back to the conversation. The conversation then
+// at least one is live), its socket epoch, and whether each of those devices got the call's
+// messages live on a dedupe socket here (`watched`: the object then asks this conversation what
+// it skipped before a sync or list page, so only such an answer lets calls be skipped; a device
+// that opens its dedupe socket later costs one more call). In a group large enough for queued
+// fan-out, the queue consumer reports the answers to its calls back to the conversation. It then
 // skips that member while each of those devices holds a dedupe socket here that got the pass's
 // messages and receipts live, for at most QUIET_HINT_MS before asking again. A device of that
 // user that opens a user socket meanwhile is new to the answer, so the user object first tells
@@ -27,6 +30,8 @@ interface Hint {
   devices: string[];
   epoch: number;
   until: number;
+  /** The member's object watches this conversation (an earlier object's answer omits it, and always watched). */
+  watched: boolean;
 }
 
 export class QuietMembers {
@@ -41,11 +46,13 @@ export class QuietMembers {
 
   /** Records a member object's answer to a call made at `now`. */
   answered(userId: string, answer: DeliveryAnswer | null | undefined, now: number): void {
+    // Queued jobs report in any order: an answer to an earlier call says less than the one held.
+    if ((this.hints.get(userId)?.until ?? 0) > now + QUIET_HINT_MS) return;
     if (!answer || answer.devices.length === 0 || answer.epoch < (this.epochs.get(userId) ?? 0)) {
       this.hints.delete(userId);
       return;
     }
-    this.hints.set(userId, { devices: answer.devices, epoch: answer.epoch, until: now + QUIET_HINT_MS });
+    this.hints.set(userId, { devices: answer.devices, epoch: answer.epoch, until: now + QUIET_HINT_MS, watched: answer.watched !== false });
   }
 
   /**
@@ -60,7 +67,7 @@ export class QuietMembers {
   }
 
   /** The devices the member's object last named, while that answer holds (for operators and tests). */
-  answerFor(userId: string, now: number): { devices: string[]; epoch: number; until: number } | null {
+  answerFor(userId: string, now: number): Hint | null {
     const hint = this.hints.get(userId);
     return hint && hint.until > now ? { ...hint } : null;
   }
@@ -73,13 +80,13 @@ export class QuietMembers {
   }
 
   /**
-   * Whether every device the member's object last named holds a dedupe socket here that got the
-   * messages from `firstSeq` on live and was open when each receipt (by its accept order) was
-   * broadcast.
+   * Whether the member's object watches this conversation and every device it last named holds a
+   * dedupe socket here that got the messages from `firstSeq` on live and was open when each
+   * receipt (by its accept order) was broadcast.
    */
   covers(userId: string, copies: Record<string, LiveCopy> | undefined, firstSeq: number, receiptOrders: number[], now: number): boolean {
     const hint = this.hints.get(userId);
-    if (!hint || hint.until <= now || !copies) return false;
+    if (!hint || !hint.watched || hint.until <= now || !copies) return false;
     const earliestReceipt = receiptOrders.length > 0 ? Math.min(...receiptOrders) : Number.POSITIVE_INFINITY;
     return hint.devices.every((deviceId) => {
       const copy = copies[deviceId];

@@ -172,10 +172,11 @@ export class UserDO extends DurableObject<Env> implements UserInbox, PresencePee
     this.list.record(events, now);
     await this.inbox.deliver(userId, events, inOrder, liveOn, now);
     const conversationId = conversationOf(events[0]);
-    const answer = wantsAnswer ? this.answers.answer(conversationId, now) : null;
-    // A conversation told of live devices may skip calling here (QuietMembers): sync and a list
-    // page ask it first.
-    if (answer && answer.devices.length > 0 && conversationId !== null) {
+    const answer = wantsAnswer ? this.answers.answer(conversationId, now, liveOn) : null;
+    // A conversation told that every live device watches it live may skip calling here
+    // (QuietMembers): sync and a list page ask it first. One open on none of them keeps calling,
+    // so a user online in many conversations is asked about the few open on their devices.
+    if (answer?.watched && conversationId !== null) {
       this.index.watch(conversationId, now);
       this.list.watch(conversationId, now);
     }

@@ -6,8 +6,8 @@
 // Fed by the conversations: each membership change of this user is told here (`ListNotice`,
 // retried by the conversation until it lands, applied by `version` so a late retry undoes
 // nothing), and every fan-out call that carries messages moves its conversation's activity. A
-// conversation that got an answer naming this user's live devices may skip calling here for a
-// while (durable-objects/conversation/quiet.ts): it is watched, and before a first page the object
+// conversation whose call found every live device of this user watching it live may skip calling
+// here for a while (durable-objects/conversation/quiet.ts): it is watched, and before a first page the object
 // asks each watched one for its view (which orders it, and which the page then uses instead of
 // asking again). A watch ends once asked after its answer lapsed.
 //

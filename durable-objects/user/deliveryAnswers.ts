@@ -3,7 +3,7 @@
 // may skip the calls while those devices watch it live; and before a new user socket is let in,
 // it tells every conversation that may still rely on an answer (with a new epoch), so that none
 // skips a message the new device has neither synced (it syncs after `ready`) nor been sent live.
-import { QUIET_HINT_MS, type ConversationPeer, type DeliveryAnswer } from "../contract";
+import { QUIET_HINT_MS, type ConversationPeer, type DeliveryAnswer, type LiveOn } from "../contract";
 import type { DeviceSockets } from "./deviceSockets";
 
 export class DeliveryAnswers {
@@ -22,9 +22,11 @@ export class DeliveryAnswers {
   /**
    * For a conversation's call that asks: the devices holding this user's sockets, while any of
    * them is live (with none, a message may need a push, so the conversation must keep calling),
-   * and the epoch. The conversation is remembered, to be told when a device opens a user socket.
+   * and the epoch. `watched` when each of them got the call's messages live on a dedupe socket
+   * (`liveOn`): only then may the conversation skip calling, and the caller watches it. The
+   * conversation is remembered, to be told when a device opens a user socket.
    */
-  answer(conversationId: string | null, now: number): DeliveryAnswer | null {
+  answer(conversationId: string | null, now: number, liveOn: LiveOn = {}): DeliveryAnswer | null {
     if (conversationId === null || this.connecting > 0) return null;
     // Read now, not at the start of the call: a socket let in during its awaits must be named
     // (its handshake told the conversations only of the answers given before it).
@@ -41,7 +43,7 @@ export class DeliveryAnswers {
       );
       this.answeredUntil.set(conversationId, until);
     }
-    return { devices, epoch: this.epoch() };
+    return { devices, epoch: this.epoch(), watched: devices.every((deviceId) => Object.hasOwn(liveOn, deviceId)) };
   }
 
   /**

@@ -14,10 +14,11 @@
 // Fed by every fan-out call that carries messages (in order or queued, in the same synchronous
 // step), which also covers seqs a conversation skipped calling about while the user's devices
 // watched it live (durable-objects/conversation/quiet.ts): the next call's entry starts below
-// them. When nothing follows, the skipped seqs are found on demand: each conversation that got an
-// answer naming live devices (and so may skip this user) is watched, and before a page the object
-// asks each watched one for its last seq (`syncHead`). A watch ends once asked after the answer
-// has lapsed; the set is the conversations open on the user's devices lately.
+// them. When nothing follows, the skipped seqs are found on demand: each conversation whose call
+// found every live device of the user watching it live (so that it may skip this user, and only
+// then) is watched, and before a page the object asks each watched one for its last seq
+// (`syncHead`). A watch ends once asked after the answer has lapsed; the set is the conversations
+// open on the user's devices lately, not every one active while a device was online.
 //
 // Entries are kept for a retention window (INBOX_RETENTION_DAYS), pruned by the object's alarm:
 // a cursor that had not passed an entry since pruned, or a time from before the window, is refused

@@ -1,5 +1,6 @@
-// Conversations that may skip calling this user's object for a while: those it answered with the
-// user's live devices (../conversation/quiet.ts). Whatever reads what those calls would have
+// Conversations that may skip calling this user's object for a while: those whose call found every
+// live device of the user watching them live on a dedupe socket (a `watched` DeliveryAnswer,
+// ../conversation/quiet.ts). Whatever reads what those calls would have
 // brought (the inbox index, the conversation list) asks each watched conversation itself before
 // it answers. Each reader keeps its own table, since asking ends a watch for that reader only: a
 // watch whose answer had lapsed before it was asked ends, as every skip it allowed was of a
@@ -21,7 +22,7 @@ export class WatchedConversations {
     private readonly table: "index_watch" | "list_watch",
   ) {}
 
-  /** The conversation was answered with this user's live devices at `now`: it may skip calling for QUIET_HINT_MS. */
+  /** The conversation got a `watched` answer at `now`: it may skip calling for QUIET_HINT_MS. */
   watch(conversationId: string, now: number): void {
     // The row outlives the conversation's use of the answer, whatever the two clocks say.
     if ((this.watchedUntil.get(conversationId) ?? 0) >= now + QUIET_HINT_MS) return;

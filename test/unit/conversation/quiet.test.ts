@@ -11,7 +11,7 @@ describe("QuietMembers", () => {
   it("holds an answer for QUIET_HINT_MS after the call", () => {
     const quiet = new QuietMembers(0);
     quiet.answered("bob", answer(["phone", "laptop"], 3), T);
-    expect(quiet.answerFor("bob", T + QUIET_HINT_MS - 1)).toEqual({ devices: ["phone", "laptop"], epoch: 3, until: T + QUIET_HINT_MS });
+    expect(quiet.answerFor("bob", T + QUIET_HINT_MS - 1)).toEqual({ devices: ["phone", "laptop"], epoch: 3, until: T + QUIET_HINT_MS, watched: true });
     expect(quiet.answerFor("bob", T + QUIET_HINT_MS)).toBeNull();
     expect(quiet.answerFor("alice", T)).toBeNull();
   });
@@ -53,6 +53,16 @@ describe("QuietMembers", () => {
     expect(quiet.answerFor("bob", T)).toBeNull();
   });
 
+  it("keeps the answer to the latest call when an earlier call's answer is reported after it", () => {
+    const quiet = new QuietMembers(0);
+    quiet.answered("bob", { ...answer(["phone"]), watched: true }, T + 10);
+    quiet.answered("bob", { ...answer(["phone"]), watched: false }, T);
+    quiet.answered("bob", null, T + 5);
+    expect(quiet.answerFor("bob", T + 10)).toEqual({ devices: ["phone"], epoch: 1, until: T + 10 + QUIET_HINT_MS, watched: true });
+    quiet.answered("bob", null, T + 10);
+    expect(quiet.answerFor("bob", T + 10)).toBeNull();
+  });
+
   describe("covers", () => {
     const copy = (after: number, order = 0): LiveCopy => ({ after, order });
     // bob's object named phone and laptop at T; the pass sends messages from seq 10.
@@ -69,6 +79,15 @@ describe("QuietMembers", () => {
       const quiet = new QuietMembers(0);
       quiet.answered("bob", answer(["phone", "laptop"]), T);
       expect(quiet.covers("bob", copies, 10, receiptOrders, now)).toBe(covered);
+    });
+
+    it("is true only on an answer that says the object watches the conversation (or, from an earlier object, says nothing)", () => {
+      const copies = { phone: copy(9), laptop: copy(9) };
+      for (const [watched, covered] of [[true, true], [undefined, true], [false, false]] as const) {
+        const quiet = new QuietMembers(0);
+        quiet.answered("bob", { ...answer(["phone", "laptop"]), ...(watched === undefined ? {} : { watched }) }, T);
+        expect(quiet.covers("bob", copies, 10, [], T)).toBe(covered);
+      }
     });
 
     it("is false for a member whose object never answered", () => {

@@ -237,7 +237,16 @@ describe("DeliveryAnswers", () => {
     const t = setup();
     t.host.connect("phone", { connectedAt: T });
     t.host.connect("laptop", { connectedAt: T - TIMEOUT });
-    expect(t.answers.answer("c1", T)).toEqual({ devices: ["phone", "laptop"], epoch: 0 });
+    expect(t.answers.answer("c1", T)).toEqual({ devices: ["phone", "laptop"], epoch: 0, watched: false });
+  });
+
+  it("says the conversation is watched only when every device named got the call's messages live there", () => {
+    const t = setup();
+    t.host.connect("phone", { connectedAt: T });
+    t.host.connect("laptop", { connectedAt: T });
+    expect(t.answers.answer("c1", T, { phone: 3 })?.watched).toBe(false);
+    expect(t.answers.answer("c1", T, { phone: 3, laptop: 0 })?.watched).toBe(true);
+    expect(t.answers.answer("c1", T, { phone: 3, laptop: 0, tablet: 1 })?.watched).toBe(true);
   });
 
   it("writes the answered row once per hint, and again when it would lapse within one", () => {
@@ -269,7 +278,7 @@ describe("DeliveryAnswers", () => {
     expect(await admitted).toBe("accepted");
     expect(t.events).toEqual(["memberOnline c1 u 1", "memberOnline c2 u 1", "told c1", "told c2", "let in"]);
     expect(answeredRows(t.sql)).toEqual([]);
-    expect(t.answers.answer("c3", T)).toEqual({ devices: ["phone", "laptop"], epoch: 1 });
+    expect(t.answers.answer("c3", T)).toEqual({ devices: ["phone", "laptop"], epoch: 1, watched: false });
   });
 
   it("lets a socket in at once, keeping the epoch, when nothing was answered", async () => {
@@ -305,7 +314,7 @@ describe("DeliveryAnswers", () => {
     first.answers.answer("c2", T);
     const again = setup(first.sql);
     again.host.connect("phone", { connectedAt: T });
-    expect(again.answers.answer("c3", T)).toEqual({ devices: ["phone"], epoch: 1 });
+    expect(again.answers.answer("c3", T)).toEqual({ devices: ["phone"], epoch: 1, watched: false });
     await again.answers.beforeNewSocket("u", T, again.letIn);
     expect(again.events).toEqual(["memberOnline c2 u 2", "memberOnline c3 u 2", "told c2", "told c3", "let in"]);
   });
