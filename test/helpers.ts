@@ -376,6 +376,7 @@ export function conversationPeersWith(overrides: (conversationId: string, real: 
 export async function pushKeys(): Promise<{ p256dh: string; auth: string }> {
   const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"]);
   if (!("publicKey" in pair)) throw new Error("expected a key pair");
-  const publicKey = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey) as ArrayBuffer);
-  return { p256dh: base64url(publicKey), auth: base64url(crypto.getRandomValues(new Uint8Array(16))) };
+  const raw = await crypto.subtle.exportKey("raw", pair.publicKey);
+  if (!(raw instanceof ArrayBuffer)) throw new Error("expected the raw key's bytes");
+  return { p256dh: base64url(new Uint8Array(raw)), auth: base64url(crypto.getRandomValues(new Uint8Array(16))) };
 }
