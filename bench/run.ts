@@ -36,7 +36,7 @@
 //        --alone-answers d1: the alone server answers only D1 at once, its users' objects are real
 //        --before DIR: S1 and S2 also run the app from DIR, a checkout of an earlier commit with its
 //        node_modules (`git worktree add DIR <commit> && ln -s "$PWD/node_modules" DIR/node_modules`),
-//        as a column "before", alternating with the others
+//        as a column "before", measured right beside the app in every run
 //        --no-baseline  --no-alone  --no-media  --out FILE (JSON results; default bench/results/<time>.json)
 //        --render FILE: print the table of a saved results file again, and run nothing
 //        --var KEY:VALUE  another app setting for this run (repeatable), e.g. --var BATCH_DELAY_MS:0

@@ -62,27 +62,31 @@ export class PushSubscriptions {
 
   /** Where the user's pushes go. */
   all(): PushTarget[] {
-    return this.sql
-      .exec<{ endpoint: string; p256dh: string; auth: string }>("SELECT endpoint, p256dh, auth FROM push_subscriptions ORDER BY endpoint")
-      .toArray()
-      .map(({ endpoint, p256dh, auth }) => ({ endpoint, p256dh, auth }));
+    return this.rows().map(targetOf);
   }
 
   /** The subscription at `endpoint` while it is still this user's, else null. */
   find(endpoint: string): PushTarget | null {
-    const row = this.sql
-      .exec<{ endpoint: string; p256dh: string; auth: string }>("SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE endpoint = ?", endpoint)
-      .toArray()[0];
-    return row ? { endpoint: row.endpoint, p256dh: row.p256dh, auth: row.auth } : null;
+    const [row] = this.rows(endpoint);
+    return row ? targetOf(row) : null;
   }
 
   /** Every subscription with its device, for operators and tests. */
   records(): PushSubscriptionRecord[] {
+    return this.rows();
+  }
+
+  /** The subscriptions (at `endpoint` only, if given), oldest first. */
+  private rows(endpoint?: string): PushSubscriptionRecord[] {
+    const where = endpoint === undefined ? "" : "WHERE endpoint = ?";
     return this.sql
       .exec<{ endpoint: string; device_id: string; p256dh: string; auth: string; created_at: number }>(
-        "SELECT endpoint, device_id, p256dh, auth, created_at FROM push_subscriptions ORDER BY created_at, endpoint",
+        `SELECT endpoint, device_id, p256dh, auth, created_at FROM push_subscriptions ${where} ORDER BY created_at, endpoint`,
+        ...(endpoint === undefined ? [] : [endpoint]),
       )
       .toArray()
       .map((r) => ({ endpoint: r.endpoint, deviceId: r.device_id, p256dh: r.p256dh, auth: r.auth, createdAt: r.created_at }));
   }
 }
+
+const targetOf = ({ endpoint, p256dh, auth }: PushTarget): PushTarget => ({ endpoint, p256dh, auth });
